@@ -1,0 +1,97 @@
+"""The node's LevelDB database (plyvel): key spaces, the schema version, atomic write batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import plyvel
+
+from chain.errors import DatabaseError
+
+SCHEMA_VERSION = 1
+_SCHEMA_KEY = b"meta:schema-version"
+
+# Key spaces. One byte each so that prefix iteration stays cheap and obvious.
+TRIE_NODES = b"n"
+BLOCKS = b"b"
+CANONICAL = b"c"
+EVENTS = b"e"
+TX_INDEX = b"t"
+META = b"meta:"
+
+
+class WriteBatch(Protocol):
+    def put(self, key: bytes, value: bytes, /) -> None: ...
+    def delete(self, key: bytes, /) -> None: ...
+
+
+class Database:
+    """One LevelDB per node. Writes go through `batch()`: all of a block or nothing."""
+
+    def __init__(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = plyvel.DB(str(path), create_if_missing=True)
+        except plyvel.IOError as exc:
+            raise DatabaseError(f"cannot open the database at {path}: {exc}") from None
+        except plyvel.CorruptionError as exc:
+            raise DatabaseError(f"the database at {path} is corrupt: {exc}") from None
+        self.path = path
+        self._check_schema()
+        self.trie_nodes = _Prefixed(self._db, TRIE_NODES)
+
+    def _check_schema(self) -> None:
+        stored = self._db.get(_SCHEMA_KEY)
+        if stored is None:
+            if any(True for _ in self._db.iterator(include_value=False)):
+                self._db.close()
+                raise DatabaseError(
+                    f"{self.path} holds data without a StateMesh schema version; "
+                    "point --base-path at an empty folder"
+                )
+            self._db.put(_SCHEMA_KEY, str(SCHEMA_VERSION).encode(), sync=True)
+            return
+        if stored != str(SCHEMA_VERSION).encode():
+            self._db.close()
+            raise DatabaseError(
+                f"the database at {self.path} has schema version {stored.decode(errors='replace')},"
+                f" this node reads version {SCHEMA_VERSION}: run `statemesh purge-chain` "
+                "or use another --base-path"
+            )
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self._db.get(key)
+        return value
+
+    @contextmanager
+    def batch(self) -> Iterator[WriteBatch]:
+        """Collects writes and commits them atomically (and durably) when the block exits
+        without an exception; an exception discards all of them."""
+        wb = self._db.write_batch(transaction=True, sync=True)
+        with wb:
+            yield wb
+
+    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        it: Iterator[tuple[bytes, bytes]] = self._db.iterator(prefix=prefix)
+        return it
+
+    def close(self) -> None:
+        if not self._db.closed:
+            self._db.close()
+
+
+class _Prefixed:
+    """Read access to one key space, shaped as the trie's node reader."""
+
+    __slots__ = ("_db", "_prefix")
+
+    def __init__(self, db: Any, prefix: bytes) -> None:
+        self._db = db
+        self._prefix = prefix
+
+    def get(self, key: bytes, /) -> bytes | None:
+        value: bytes | None = self._db.get(self._prefix + key)
+        return value

@@ -1,0 +1,85 @@
+"""The ledger's error tree. Every rejection carries a reason and a message that says what was wrong.
+
+Each reason maps in one place (`node.rpc.errors`) to a JSON-RPC code and a peer penalty."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ChainError(Exception):
+    """Base of every error raised by the ledger."""
+
+
+class TxRejection(enum.Enum):
+    """Why a transaction is not valid (it never enters a block)."""
+
+    MALFORMED = "malformed"
+    OVERSIZE = "oversize"
+    BAD_SIGNATURE = "bad signature"
+    WRONG_GENESIS = "wrong genesis hash"
+    STALE_NONCE = "stale nonce"
+    FUTURE_NONCE = "future nonce"
+    CANNOT_PAY_FEES = "cannot pay fees"
+    UNKNOWN_CALL = "unknown call"
+    BAD_ARGUMENTS = "bad arguments"
+    CALL_FAILED = "call would fail"
+    TEMPORARILY_BANNED = "temporarily banned"
+    ALREADY_IMPORTED = "already imported"
+    PRIORITY_TOO_LOW = "priority too low"
+    POOL_FULL = "pool full"
+
+
+class InvalidTransaction(ChainError):
+    """A transaction that fails validation. `message` is meant for the person who sent it."""
+
+    def __init__(self, reason: TxRejection, message: str) -> None:
+        super().__init__(f"{reason.value}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+class DispatchError(ChainError):
+    """A call that failed while executing. Its effects are reverted; its fee is still paid."""
+
+    def __init__(self, module: str, error: str, message: str) -> None:
+        super().__init__(f"{module}.{error}: {message}")
+        self.module = module
+        self.error = error
+        self.message = message
+
+
+class BlockRejection(enum.Enum):
+    """Why a block is not imported."""
+
+    MALFORMED = "malformed"
+    UNKNOWN_PARENT = "unknown parent"
+    BAD_NUMBER = "bad number"
+    BAD_TIMESTAMP = "bad timestamp"
+    BAD_SLOT = "bad slot"
+    WRONG_AUTHOR = "wrong author"
+    BAD_SEAL = "bad seal"
+    BAD_EXTRINSICS_ROOT = "bad extrinsics root"
+    BAD_STATE_ROOT = "bad state root"
+    INVALID_EXTRINSIC = "invalid extrinsic"
+    OVERSIZE = "oversize"
+    ALREADY_KNOWN = "already known"
+
+
+class InvalidBlock(ChainError):
+    def __init__(self, reason: BlockRejection, message: str) -> None:
+        super().__init__(f"{reason.value}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+class GenesisError(ChainError):
+    """A chain spec that cannot be used; the message names the field."""
+
+
+class DatabaseError(ChainError):
+    """The database cannot be used: wrong schema version, another chain, corruption."""
+
+
+class UnknownBlock(ChainError):
+    """A block hash or number that this node does not have."""

@@ -1,0 +1,240 @@
+"""Chain specs: load and validate `genesis.json`, the built-in development spec, and the genesis
+block and state they define."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import rlp
+
+from chain.address import AddressError, decode_address, encode_address
+from chain.blocks import Block, Header
+from chain.errors import GenesisError
+from chain.primitives import ZERO_HASH, AccountId, BlockNumber, Hash32, Slot, TimestampMs, merkle_root
+from chain.runtime import balances, system
+from chain.runtime.config import RuntimeConfig
+from chain.state import Overlay, TrieState
+from chain.trie import BLANK_ROOT, TrieCommit
+
+MAX_SPEC_BYTES = 16 * 1024 * 1024
+CHAIN_TYPES = ("Development", "Local", "Live")
+DEV_ENDOWMENT = 10**21
+"""Each well-known development account starts with 1,000 units of 10^18."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChainSpec:
+    name: str
+    id: str
+    chain_type: str
+    slot_duration_ms: int
+    authorities: tuple[AccountId, ...]
+    """Block authors (validators), in slot order."""
+    balances: tuple[tuple[AccountId, int], ...]
+    runtime: RuntimeConfig
+    protocol_id: str = "sm"
+
+    def to_json(self) -> dict[str, Any]:
+        rc = self.runtime
+        return {
+            "name": self.name,
+            "id": self.id,
+            "chainType": self.chain_type,
+            "protocolId": self.protocol_id,
+            "consensus": {
+                "slotDurationMs": self.slot_duration_ms,
+                "authorities": [encode_address(a) for a in self.authorities],
+            },
+            "runtime": {
+                "baseFee": rc.base_fee,
+                "byteFee": rc.byte_fee,
+                "existentialDeposit": rc.existential_deposit,
+                "maxTxBytes": rc.max_tx_bytes,
+                "maxBlockBytes": rc.max_block_bytes,
+                "maxBlockExtrinsics": rc.max_block_extrinsics,
+                "maxFutureNonces": rc.max_future_nonces,
+            },
+            "balances": [[encode_address(a), str(amount)] for a, amount in self.balances],
+        }
+
+
+def _field(obj: Any, key: str, kind: type, where: str) -> Any:
+    if not isinstance(obj, dict):
+        raise GenesisError(f"{where or 'the chain spec'} must be an object")
+    if key not in obj:
+        raise GenesisError(f"{where}{key} is missing")
+    value = obj[key]
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise GenesisError(f"{where}{key} must be an integer")
+        try:
+            value = int(value)
+        except ValueError:
+            raise GenesisError(f"{where}{key} must be an integer, got {value!r}") from None
+        if value < 0:
+            raise GenesisError(f"{where}{key} must not be negative")
+        return value
+    if not isinstance(value, kind):
+        raise GenesisError(f"{where}{key} must be a {kind.__name__}")
+    return value
+
+
+def _no_unknown(obj: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise GenesisError(f"{where or 'the chain spec'}: unknown field(s) {', '.join(unknown)}")
+
+
+def _account(text: Any, where: str) -> AccountId:
+    if not isinstance(text, str):
+        raise GenesisError(f"{where} must be an address string")
+    try:
+        return decode_address(text)
+    except AddressError as exc:
+        raise GenesisError(f"{where}: {exc}") from None
+
+
+def parse_spec(data: Any) -> ChainSpec:
+    """Validate a decoded chain spec; every problem names the field."""
+    if not isinstance(data, dict):
+        raise GenesisError("the chain spec must be a JSON object")
+    _no_unknown(data, {"name", "id", "chainType", "protocolId", "consensus", "runtime", "balances"}, "")
+    name = _field(data, "name", str, "")
+    chain_id = _field(data, "id", str, "")
+    chain_type = data.get("chainType", "Live")
+    if chain_type not in CHAIN_TYPES:
+        raise GenesisError(f"chainType must be one of {', '.join(CHAIN_TYPES)}")
+    protocol_id = data.get("protocolId", "sm")
+    if not isinstance(protocol_id, str) or not protocol_id:
+        raise GenesisError("protocolId must be a non-empty string")
+    consensus = _field(data, "consensus", dict, "")
+    _no_unknown(consensus, {"slotDurationMs", "authorities"}, "consensus")
+    slot = _field(consensus, "slotDurationMs", int, "consensus.")
+    if not 100 <= slot <= 600_000:
+        raise GenesisError("consensus.slotDurationMs must be between 100 and 600000")
+    raw_authorities = _field(consensus, "authorities", list, "consensus.")
+    if not raw_authorities:
+        raise GenesisError("consensus.authorities must name at least one authority")
+    authorities = tuple(
+        _account(a, f"consensus.authorities[{i}]") for i, a in enumerate(raw_authorities)
+    )
+    if len(set(authorities)) != len(authorities):
+        raise GenesisError("consensus.authorities lists an authority twice")
+    rt = _field(data, "runtime", dict, "")
+    keys = {
+        "baseFee": "base_fee",
+        "byteFee": "byte_fee",
+        "existentialDeposit": "existential_deposit",
+        "maxTxBytes": "max_tx_bytes",
+        "maxBlockBytes": "max_block_bytes",
+        "maxBlockExtrinsics": "max_block_extrinsics",
+        "maxFutureNonces": "max_future_nonces",
+    }
+    _no_unknown(rt, set(keys), "runtime")
+    required = ("baseFee", "byteFee", "existentialDeposit")
+    runtime_args = {keys[k]: _field(rt, k, int, "runtime.") for k in keys if k in rt or k in required}
+    runtime = RuntimeConfig(**runtime_args)
+    if runtime.existential_deposit < 1:
+        raise GenesisError("runtime.existentialDeposit must be at least 1")
+    if runtime.max_tx_bytes < 256 or runtime.max_block_bytes < runtime.max_tx_bytes:
+        raise GenesisError("runtime.maxTxBytes must be >= 256 and <= runtime.maxBlockBytes")
+    if runtime.max_block_extrinsics < 1:
+        raise GenesisError("runtime.maxBlockExtrinsics must be at least 1")
+    raw_balances = _field(data, "balances", list, "")
+    endowed: dict[AccountId, int] = {}
+    for i, entry in enumerate(raw_balances):
+        if not isinstance(entry, list) or len(entry) != 2:
+            raise GenesisError(f"balances[{i}] must be [address, amount]")
+        who = _account(entry[0], f"balances[{i}][0]")
+        amount = _field({"amount": entry[1]}, "amount", int, f"balances[{i}].")
+        if who in endowed:
+            raise GenesisError(f"balances[{i}]: {entry[0]} is endowed twice")
+        if amount < runtime.existential_deposit or amount >= 2**128:
+            raise GenesisError(
+                f"balances[{i}]: amount must be >= the existential deposit and < 2^128"
+            )
+        endowed[who] = amount
+    if sum(endowed.values()) >= 2**128:
+        raise GenesisError("balances add up to more than 2^128")
+    return ChainSpec(
+        name=name,
+        id=chain_id,
+        chain_type=chain_type,
+        slot_duration_ms=slot,
+        authorities=authorities,
+        balances=tuple(endowed.items()),
+        runtime=runtime,
+        protocol_id=protocol_id,
+    )
+
+
+def load_spec(path: Path) -> ChainSpec:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise GenesisError(f"cannot read chain spec {path}: {exc.strerror}") from None
+    if size > MAX_SPEC_BYTES:
+        raise GenesisError(f"chain spec {path} is {size} bytes, at most {MAX_SPEC_BYTES}")
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GenesisError(f"cannot read chain spec {path}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise GenesisError(f"chain spec {path} is not valid JSON: {exc}") from None
+    try:
+        return parse_spec(data)
+    except GenesisError as exc:
+        raise GenesisError(f"chain spec {path}: {exc}") from None
+
+
+def dev_spec(authorities: tuple[AccountId, ...], endowed: tuple[AccountId, ...]) -> ChainSpec:
+    return ChainSpec(
+        name="Development",
+        id="statemesh_dev",
+        chain_type="Development",
+        slot_duration_ms=1000,
+        authorities=authorities,
+        balances=tuple((who, DEV_ENDOWMENT) for who in endowed),
+        runtime=RuntimeConfig(base_fee=1_000_000, byte_fee=1_000, existential_deposit=1_000_000),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Genesis:
+    block: Block
+    commit: TrieCommit
+
+    @property
+    def hash(self) -> Hash32:
+        return self.block.hash
+
+
+def build_genesis(spec: ChainSpec, empty_state: TrieState) -> Genesis:
+    """The genesis state (endowed accounts, total issuance) and block. `empty_state` reads
+    the blank trie in the node's store."""
+    if empty_state.root != BLANK_ROOT:
+        raise GenesisError("genesis is built on the empty state")
+    overlay = Overlay(empty_state)
+    for who, amount in spec.balances:
+        system.put_account(overlay, who, system.AccountInfo(0, amount))
+    balances.set_total_issuance(overlay, sum(amount for _, amount in spec.balances))
+    # The chain's identity, its authorities and its runtime parameters live in the genesis
+    # state, so two specs that differ in any of them have different genesis hashes.
+    overlay.put(system.CHAIN_ID_KEY, spec.id.encode())
+    overlay.put(system.AUTHORITIES_KEY, rlp.encode(list(spec.authorities)))
+    overlay.put(system.RUNTIME_CONFIG_KEY, json.dumps(spec.to_json()["runtime"], sort_keys=True).encode())
+    commit = empty_state.commit(overlay.changes)
+    header = Header(
+        parent_hash=ZERO_HASH,
+        number=BlockNumber(0),
+        state_root=commit.root,
+        extrinsics_root=merkle_root([]),
+        timestamp=TimestampMs(0),
+        slot=Slot(0),
+        author=b"\x00" * 32,
+        seal=b"",
+    )
+    return Genesis(Block(header, ()), commit)

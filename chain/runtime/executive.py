@@ -1,0 +1,299 @@
+"""The executive: validates transactions, applies them, and executes whole blocks.
+
+`execute_block(parent_state, env, extrinsics)` is the state transition function: the same
+inputs give the same state root on every node."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import rlp
+
+from chain.blocks import SignedTransaction, tx_hash
+from chain.errors import (
+    BlockRejection,
+    DispatchError,
+    InvalidBlock,
+    InvalidTransaction,
+    TxRejection,
+)
+from chain.primitives import Hash32
+from chain.runtime import balances, system
+from chain.runtime.balances import Balances
+from chain.runtime.config import RuntimeConfig
+from chain.runtime.framework import AccountRef, BlockEnv, CallDef, Context, Event, Module
+from chain.runtime.system import System
+from chain.signature import verify
+from chain.state import Overlay, StateReader, TrieState
+from chain.trie import TrieCommit
+from chain.validity import ValidTransaction
+
+
+@dataclass(frozen=True, slots=True)
+class ExtrinsicOutcome:
+    hash: Hash32
+    error: DispatchError | None
+    """None when the call succeeded; the fee was paid either way."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlockExecution:
+    env: BlockEnv
+    extrinsics: tuple[bytes, ...]
+    outcomes: tuple[ExtrinsicOutcome, ...]
+    events: tuple[Event, ...]
+    commit: TrieCommit
+    """The new state root and the trie nodes to persist with the block."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedTransaction:
+    tx: SignedTransaction
+    call: CallDef
+    args: list[Any]
+    fee: int
+    account: system.AccountInfo
+
+
+def default_modules() -> tuple[Module, ...]:
+    return (System(), Balances())
+
+
+class Runtime:
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        genesis_hash: Hash32,
+        modules: Iterable[Module] | None = None,
+    ) -> None:
+        self.config = config
+        self.genesis_hash = genesis_hash
+        self.modules = tuple(modules if modules is not None else default_modules())
+        self.calls: dict[tuple[bytes, bytes], CallDef] = {}
+        for module in self.modules:
+            for call in module.calls():
+                self.calls[(call.module.encode(), call.name.encode())] = call
+
+    def call_def(self, module: str, function: str) -> CallDef:
+        try:
+            return self.calls[(module.encode(), function.encode())]
+        except KeyError:
+            raise InvalidTransaction(
+                TxRejection.UNKNOWN_CALL, f"no call {module}.{function} in this runtime"
+            ) from None
+
+    # -- transactions -----------------------------------------------------------------------
+
+    def check(
+        self, state: StateReader, encoded: bytes, *, signature_checked: bool = False
+    ) -> CheckedTransaction:
+        """Every check that does not depend on the nonce policy; raises InvalidTransaction."""
+        if len(encoded) > self.config.max_tx_bytes:
+            raise InvalidTransaction(
+                TxRejection.OVERSIZE,
+                f"transaction is {len(encoded)} bytes, at most {self.config.max_tx_bytes} allowed",
+            )
+        try:
+            tx: SignedTransaction = rlp.decode(encoded, sedes=SignedTransaction, strict=True)
+        except (rlp.DecodingError, rlp.DeserializationError) as exc:
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InvalidTransaction(
+                TxRejection.MALFORMED, f"not a signed transaction: {message}"
+            ) from None
+        if tx.genesis_hash != self.genesis_hash:
+            raise InvalidTransaction(
+                TxRejection.WRONG_GENESIS,
+                f"signed for genesis 0x{tx.genesis_hash.hex()}, this chain is "
+                f"0x{self.genesis_hash.hex()}",
+            )
+        call = self.calls.get((tx.call.module, tx.call.function))
+        if call is None:
+            name = f"{tx.call.module.decode(errors='replace')}.{tx.call.function.decode(errors='replace')}"
+            raise InvalidTransaction(TxRejection.UNKNOWN_CALL, f"no call {name} in this runtime")
+        args = call.decode_args(tx.call.args)
+        if not signature_checked and not verify(tx.sender, tx.signing_payload(), tx.signature):
+            raise InvalidTransaction(
+                TxRejection.BAD_SIGNATURE, "the signature does not match the sender and payload"
+            )
+        info = system.account(state, tx.sender)
+        if tx.nonce < info.nonce:
+            raise InvalidTransaction(
+                TxRejection.STALE_NONCE,
+                f"nonce {tx.nonce} is already used; the account's next nonce is {info.nonce}",
+            )
+        fee = self.config.fee(len(encoded))
+        if fee + tx.tip > info.free:
+            raise InvalidTransaction(
+                TxRejection.CANNOT_PAY_FEES,
+                f"fee {fee} + tip {tx.tip} exceeds the free balance {info.free}",
+            )
+        return CheckedTransaction(tx, call, args, fee, info)
+
+    def validate_transaction(
+        self, state: StateReader, encoded: bytes, env: BlockEnv
+    ) -> ValidTransaction:
+        """Pool validation against `state` (the best block's): the checks, a nonce window, and
+        for a transaction that is next in line a dry run of its call, so that a transfer the
+        sender cannot afford is refused at submission instead of failing in a block."""
+        checked = self.check(state, encoded)
+        tx = checked.tx
+        ahead = tx.nonce - checked.account.nonce
+        if ahead > self.config.max_future_nonces:
+            raise InvalidTransaction(
+                TxRejection.FUTURE_NONCE,
+                f"nonce {tx.nonce} is {ahead} ahead of the account's next nonce "
+                f"{checked.account.nonce}; at most {self.config.max_future_nonces} allowed",
+            )
+        if ahead == 0:
+            ctx = Context(Overlay(state), env, self.config)
+            try:
+                self._apply_checked(ctx, checked)
+            except DispatchError as exc:
+                raise InvalidTransaction(TxRejection.CALL_FAILED, str(exc)) from None
+        return ValidTransaction(
+            hash=tx_hash(encoded),
+            encoded=encoded,
+            tx=tx,
+            sender=tx.sender,
+            nonce=tx.nonce,
+            tip=tx.tip,
+            account_nonce=checked.account.nonce,
+            fee=checked.fee,
+        )
+
+    def apply_extrinsic(
+        self, ctx: Context, encoded: bytes, *, signature_checked: bool = False
+    ) -> ExtrinsicOutcome:
+        """Apply one extrinsic inside a block. Raises InvalidTransaction when it may not be in
+        the block at all (then nothing was written); a failing call is an outcome, not an error."""
+        checked = self.check(ctx.state, encoded, signature_checked=signature_checked)
+        if checked.tx.nonce != checked.account.nonce:
+            raise InvalidTransaction(
+                TxRejection.FUTURE_NONCE,
+                f"nonce {checked.tx.nonce} is not the account's next nonce {checked.account.nonce}",
+            )
+        try:
+            self._apply_checked(ctx, checked)
+            error = None
+        except DispatchError as exc:
+            error = exc
+        return ExtrinsicOutcome(tx_hash(encoded), error)
+
+    def _apply_checked(self, ctx: Context, checked: CheckedTransaction) -> None:
+        """Charge, then dispatch in a child overlay kept only if the call succeeds. Raises the
+        DispatchError after the fee is charged and the call's writes are dropped."""
+        tx = checked.tx
+        balances.withdraw_fee(ctx, tx.sender, checked.account, checked.fee, tx.tip)
+        outer = ctx.state
+        inner = outer.child()
+        ctx.state = inner
+        try:
+            checked.call.handler(ctx, tx.sender, *checked.args)
+        except DispatchError as exc:
+            ctx.emit(
+                system.NAME,
+                "ExtrinsicFailed",
+                who=AccountRef(tx.sender),
+                module=exc.module,
+                error=exc.error,
+                message=exc.message,
+            )
+            raise
+        finally:
+            ctx.state = outer
+        inner.merge_into(outer)
+        ctx.emit(system.NAME, "ExtrinsicSuccess")
+
+    # -- blocks -----------------------------------------------------------------------------
+
+    def execute_block(
+        self,
+        parent: TrieState,
+        env: BlockEnv,
+        extrinsics: Iterable[bytes],
+        *,
+        verified: frozenset[Hash32] | set[Hash32] = frozenset(),
+    ) -> BlockExecution:
+        """Import-side execution: every extrinsic must apply, else the block is invalid."""
+        extrinsics = tuple(extrinsics)
+        ctx = Context(Overlay(parent), env, self.config)
+        self._initialize(ctx)
+        outcomes = []
+        total = 0
+        if len(extrinsics) > self.config.max_block_extrinsics:
+            raise InvalidBlock(
+                BlockRejection.OVERSIZE,
+                f"{len(extrinsics)} extrinsics, at most {self.config.max_block_extrinsics}",
+            )
+        for index, encoded in enumerate(extrinsics):
+            total += len(encoded)
+            ctx.phase = index
+            try:
+                outcome = self.apply_extrinsic(
+                    ctx, encoded, signature_checked=tx_hash(encoded) in verified
+                )
+            except InvalidTransaction as exc:
+                raise InvalidBlock(
+                    BlockRejection.INVALID_EXTRINSIC, f"extrinsic {index}: {exc}"
+                ) from None
+            outcomes.append(outcome)
+        if total > self.config.max_block_bytes:
+            raise InvalidBlock(
+                BlockRejection.OVERSIZE,
+                f"extrinsics take {total} bytes, at most {self.config.max_block_bytes}",
+            )
+        return self._finish(ctx, parent, extrinsics, outcomes)
+
+    def build_block(
+        self,
+        parent: TrieState,
+        env: BlockEnv,
+        candidates: Iterable[ValidTransaction],
+        *,
+        on_invalid: Callable[[ValidTransaction, InvalidTransaction], None],
+        keep_going: Callable[[], bool] = lambda: True,
+    ) -> BlockExecution:
+        """Author-side execution: take pool transactions in order while they fit and
+        `keep_going()` says there is time; one that no longer applies is skipped and reported."""
+        ctx = Context(Overlay(parent), env, self.config)
+        self._initialize(ctx)
+        included: list[bytes] = []
+        outcomes: list[ExtrinsicOutcome] = []
+        total = 0
+        for candidate in candidates:
+            if len(included) >= self.config.max_block_extrinsics or not keep_going():
+                break
+            if total + len(candidate.encoded) > self.config.max_block_bytes:
+                continue
+            ctx.phase = len(included)
+            mark = len(ctx.events)
+            try:
+                outcome = self.apply_extrinsic(ctx, candidate.encoded, signature_checked=True)
+            except InvalidTransaction as exc:
+                del ctx.events[mark:]
+                on_invalid(candidate, exc)
+                continue
+            included.append(candidate.encoded)
+            outcomes.append(outcome)
+            total += len(candidate.encoded)
+        return self._finish(ctx, parent, tuple(included), outcomes)
+
+    def _initialize(self, ctx: Context) -> None:
+        ctx.phase = None
+        for module in self.modules:
+            module.on_initialize(ctx)
+
+    def _finish(
+        self,
+        ctx: Context,
+        parent: TrieState,
+        extrinsics: tuple[bytes, ...],
+        outcomes: list[ExtrinsicOutcome],
+    ) -> BlockExecution:
+        ctx.phase = None
+        for module in self.modules:
+            module.on_finalize(ctx)
+        commit = parent.commit(ctx.state.changes)
+        return BlockExecution(ctx.env, extrinsics, tuple(outcomes), tuple(ctx.events), commit)

@@ -1,0 +1,267 @@
+"""The module framework: call definitions with typed arguments, the execution context, events
+and module errors. Modules are plain classes registered in `chain.runtime.executive`."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import rlp
+from rlp.sedes import Binary, List, big_endian_int, binary
+
+from chain.address import AddressError, decode_address, encode_address
+from chain.blocks import Call
+from chain.errors import DispatchError, InvalidTransaction, TxRejection
+from chain.primitives import AccountId, BlockNumber, Hash32, TimestampMs
+from chain.runtime.config import RuntimeConfig
+from chain.state import Overlay
+
+MAX_U128 = 2**128 - 1
+
+
+
+class AccountRef(bytes):
+    """An account id inside event data: shown as an address rather than as hex."""
+
+    __slots__ = ()
+
+
+EventValue = int | str | bytes
+
+
+class ArgKind(enum.Enum):
+    """How a call argument is encoded, validated and shown to people."""
+
+    ACCOUNT = "account"
+    BALANCE = "balance"
+    U64 = "u64"
+    BYTES = "bytes"
+
+    @property
+    def sedes(self) -> Any:
+        return _SEDES[self]
+
+
+_SEDES: dict[ArgKind, Any] = {
+    ArgKind.ACCOUNT: Binary.fixed_length(32),
+    ArgKind.BALANCE: big_endian_int,
+    ArgKind.U64: big_endian_int,
+    ArgKind.BYTES: binary,
+}
+_INT_LIMITS = {ArgKind.BALANCE: MAX_U128, ArgKind.U64: 2**64 - 1}
+
+
+@dataclass(frozen=True, slots=True)
+class Arg:
+    name: str
+    kind: ArgKind
+    max_length: int = 0
+    """For BYTES: the longest value accepted (0 = the transaction size limit is the only bound)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallDef:
+    module: str
+    name: str
+    args: tuple[Arg, ...]
+    handler: Callable[..., None]
+    """handler(ctx, sender, *decoded_args); raises DispatchError to fail the call."""
+    doc: str = ""
+
+    def decode_args(self, encoded: bytes) -> list[Any]:
+        sedes = List([a.kind.sedes for a in self.args], strict=True)
+        try:
+            values: list[Any] = list(rlp.decode(encoded, sedes=sedes, strict=True))
+        except (rlp.DecodingError, rlp.DeserializationError) as exc:
+            raise InvalidTransaction(
+                TxRejection.BAD_ARGUMENTS,
+                f"{self.module}.{self.name} takes ({self.signature()}): {_first_line(exc)}",
+            ) from None
+        for arg, value in zip(self.args, values, strict=True):
+            limit = _INT_LIMITS.get(arg.kind)
+            if limit is not None and value > limit:
+                raise InvalidTransaction(
+                    TxRejection.BAD_ARGUMENTS, f"{arg.name} exceeds its maximum {limit}"
+                )
+            if arg.kind is ArgKind.BYTES and arg.max_length and len(value) > arg.max_length:
+                raise InvalidTransaction(
+                    TxRejection.BAD_ARGUMENTS,
+                    f"{arg.name} is {len(value)} bytes, at most {arg.max_length} allowed",
+                )
+        return values
+
+    def encode_args(self, values: Mapping[str, Any]) -> bytes:
+        """Encode arguments given by name, from JSON-like values (addresses as text, bytes as
+        0x-hex, amounts as integers or decimal strings). Raises ValueError naming the argument."""
+        missing = [a.name for a in self.args if a.name not in values]
+        unknown = sorted(set(values) - {a.name for a in self.args})
+        if missing or unknown:
+            raise ValueError(
+                f"{self.module}.{self.name} takes ({self.signature()})"
+                + (f"; missing {', '.join(missing)}" if missing else "")
+                + (f"; unknown {', '.join(unknown)}" if unknown else "")
+            )
+        encoded = [_arg_from_json(a, values[a.name]) for a in self.args]
+        return rlp.encode(encoded, sedes=List([a.kind.sedes for a in self.args]))
+
+    def call(self, **values: Any) -> Call:
+        return Call(self.module.encode(), self.name.encode(), self.encode_args(values))
+
+    def args_to_json(self, values: list[Any]) -> dict[str, Any]:
+        return {a.name: _arg_to_json(a.kind, v) for a, v in zip(self.args, values, strict=True)}
+
+    def signature(self) -> str:
+        return ", ".join(f"{a.name}: {a.kind.value}" for a in self.args)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _arg_from_json(arg: Arg, value: Any) -> Any:
+    if arg.kind is ArgKind.ACCOUNT:
+        if isinstance(value, bytes) and len(value) == 32:
+            return value
+        if not isinstance(value, str):
+            raise ValueError(f"{arg.name}: expected an address")
+        try:
+            return decode_address(value)
+        except AddressError as exc:
+            raise ValueError(f"{arg.name}: {exc}") from None
+    if arg.kind in (ArgKind.BALANCE, ArgKind.U64):
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError(f"{arg.name}: expected a non-negative integer")
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"{arg.name}: {value!r} is not an integer") from None
+        if number < 0 or number > _INT_LIMITS[arg.kind]:
+            raise ValueError(f"{arg.name}: {number} is out of range")
+        return number
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str) and value.startswith("0x"):
+        try:
+            return bytes.fromhex(value[2:])
+        except ValueError:
+            raise ValueError(f"{arg.name}: {value!r} is not valid hex") from None
+    if isinstance(value, str):
+        return value.encode()
+    raise ValueError(f"{arg.name}: expected 0x-hex or text")
+
+
+def _arg_to_json(kind: ArgKind, value: Any) -> Any:
+    if kind is ArgKind.ACCOUNT:
+        return encode_address(value)
+    if kind is ArgKind.BYTES:
+        return "0x" + bytes(value).hex()
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    module: str
+    name: str
+    data: tuple[tuple[str, EventValue], ...]
+    phase: int | None
+    """The index of the extrinsic that emitted it; None for block hooks."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase,
+            "module": self.module,
+            "name": self.name,
+            "data": {k: _event_value_to_json(v) for k, v in self.data},
+        }
+
+    def encode(self) -> list[Any]:
+        """RLP-ready form for storage, keeping each value's kind."""
+        return [
+            b"" if self.phase is None else (self.phase + 1).to_bytes(4, "big"),
+            self.module.encode(),
+            self.name.encode(),
+            [[k.encode(), *_tag(v)] for k, v in self.data],
+        ]
+
+    @classmethod
+    def decode(cls, item: list[Any]) -> Event:
+        phase_raw, module, name, data = item
+        phase = int.from_bytes(phase_raw, "big") - 1 if phase_raw else None
+        return cls(
+            module.decode(),
+            name.decode(),
+            tuple((k.decode(), _untag(tag, v)) for k, tag, v in data),
+            phase,
+        )
+
+
+def _event_value_to_json(value: EventValue) -> Any:
+    if isinstance(value, AccountRef):
+        return encode_address(value)
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    return value
+
+
+def _tag(value: EventValue) -> tuple[bytes, bytes]:
+    if isinstance(value, bool):
+        raise TypeError("event values are int, str, bytes or AccountRef")
+    if isinstance(value, AccountRef):
+        return b"a", bytes(value)
+    if isinstance(value, int):
+        return b"i", value.to_bytes((value.bit_length() + 7) // 8, "big")
+    if isinstance(value, str):
+        return b"s", value.encode()
+    return b"b", value
+
+
+def _untag(tag: bytes, raw: bytes) -> EventValue:
+    if tag == b"a":
+        return AccountRef(raw)
+    if tag == b"i":
+        return int.from_bytes(raw, "big")
+    if tag == b"s":
+        return raw.decode()
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class BlockEnv:
+    """What the runtime knows of the block it executes; the author wrote these fields."""
+
+    number: BlockNumber
+    parent_hash: Hash32
+    timestamp: TimestampMs
+    author: AccountId
+
+
+@dataclass(slots=True)
+class Context:
+    state: Overlay
+    env: BlockEnv
+    config: RuntimeConfig
+    events: list[Event] = field(default_factory=list)
+    phase: int | None = None
+
+    def emit(self, module: str, name: str, **data: EventValue) -> None:
+        self.events.append(Event(module, name, tuple(data.items()), self.phase))
+
+
+class Module:
+    """Base of runtime modules. Subclasses set `name`, define `calls()`, and may override hooks."""
+
+    name: ClassVar[str]
+
+    def calls(self) -> list[CallDef]:
+        return []
+
+    def on_initialize(self, ctx: Context) -> None:
+        """Runs before the block's extrinsics."""
+
+    def on_finalize(self, ctx: Context) -> None:
+        """Runs after the block's extrinsics."""
+
+    def fail(self, error: enum.Enum, message: str) -> DispatchError:
+        return DispatchError(self.name, error.value, message)

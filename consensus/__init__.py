@@ -1,0 +1,1 @@
+"""Slot authoring (Aura-style), header verification, and (later) finality and fork choice."""

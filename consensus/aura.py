@@ -1,0 +1,63 @@
+"""Aura-style slot rules: slot = timestamp // slot duration, author = authorities[slot mod n],
+the header sealed by that author. Pure functions: the caller passes the clock reading."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from chain.address import encode_address
+from chain.blocks import Header
+from chain.errors import BlockRejection, InvalidBlock
+from chain.primitives import AccountId, Slot
+from chain.signature import verify
+
+MAX_DRIFT_MS = 500
+"""How far ahead of our clock a block's timestamp may be (clocks are never perfectly in sync)."""
+
+
+class Signer(Protocol):
+    @property
+    def public(self) -> AccountId: ...
+
+    def sign(self, message: bytes) -> bytes: ...
+
+
+def slot_at(timestamp_ms: int, slot_duration_ms: int) -> Slot:
+    return Slot(timestamp_ms // slot_duration_ms)
+
+
+def slot_author(slot: int, authorities: tuple[AccountId, ...]) -> AccountId:
+    return authorities[slot % len(authorities)]
+
+
+def verify_header(
+    header: Header,
+    parent: Header,
+    authorities: tuple[AccountId, ...],
+    slot_duration_ms: int,
+    now_ms: int,
+) -> None:
+    """Raise InvalidBlock unless `header` is a well-formed Aura block on top of `parent`."""
+    if header.slot != slot_at(header.timestamp, slot_duration_ms):
+        raise InvalidBlock(
+            BlockRejection.BAD_SLOT,
+            f"slot {header.slot} does not match timestamp {header.timestamp}",
+        )
+    if parent.number > 0 and header.slot <= parent.slot:
+        raise InvalidBlock(
+            BlockRejection.BAD_SLOT, f"slot {header.slot} is not after the parent's {parent.slot}"
+        )
+    if header.timestamp > now_ms + MAX_DRIFT_MS:
+        raise InvalidBlock(
+            BlockRejection.BAD_SLOT,
+            f"slot {header.slot} is in the future (timestamp {header.timestamp}, now {now_ms})",
+        )
+    expected = slot_author(header.slot, authorities)
+    if header.author != expected:
+        raise InvalidBlock(
+            BlockRejection.WRONG_AUTHOR,
+            f"slot {header.slot} belongs to {encode_address(expected)}, "
+            f"block is by {encode_address(header.author)}",
+        )
+    if not verify(header.author, header.pre_seal_hash(), header.seal):
+        raise InvalidBlock(BlockRejection.BAD_SEAL, "the seal is not the author's signature")

@@ -1,0 +1,1 @@
+"""The `statemesh` binary: CLI, configuration, service wiring under one trio nursery, JSON-RPC."""

@@ -1,0 +1,40 @@
+"""Fan-out of chain notifications (new heads, finalized heads) to any number of subscribers, each
+through its own bounded channel: a subscriber that falls behind is dropped, never buffered."""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+import trio
+
+T = TypeVar("T")
+
+
+class Broadcast(Generic[T]):
+    def __init__(self, buffer: int = 256) -> None:
+        self._buffer = buffer
+        self._senders: list[trio.MemorySendChannel[T]] = []
+        self.dropped = 0
+
+    def subscribe(self) -> trio.MemoryReceiveChannel[T]:
+        send, receive = trio.open_memory_channel[T](self._buffer)
+        self._senders.append(send)
+        return receive
+
+    def publish(self, item: T) -> None:
+        alive = []
+        for send in self._senders:
+            try:
+                send.send_nowait(item)
+            except trio.WouldBlock:
+                # Too slow: closing its channel ends the subscriber's iteration.
+                send.close()
+                self.dropped += 1
+                continue
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                continue
+            alive.append(send)
+        self._senders = alive
+
+    def __len__(self) -> int:
+        return len(self._senders)

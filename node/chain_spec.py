@@ -1,0 +1,25 @@
+"""Which chain a node runs: `dev` (built in), or a chain spec file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from chain.genesis import ChainSpec, dev_spec, load_spec
+from wallet.keys import DEV_ACCOUNTS, dev_keypair
+
+DEV_AUTHORITY = "alice"
+
+
+def development_spec() -> ChainSpec:
+    """One authority (dev-alice) and every well-known development account endowed."""
+    return dev_spec(
+        authorities=(dev_keypair(DEV_AUTHORITY).public,),
+        endowed=tuple(dev_keypair(name).public for name in DEV_ACCOUNTS),
+    )
+
+
+def resolve_spec(chain: str) -> ChainSpec:
+    """`dev` names the built-in development chain; anything else is a path to a chain spec."""
+    if chain == "dev":
+        return development_spec()
+    return load_spec(Path(chain))

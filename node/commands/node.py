@@ -1,0 +1,154 @@
+"""`statemesh node`, `build-spec`, `purge-chain`: running a node and managing its chain data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import trio
+
+from chain.errors import DatabaseError, GenesisError
+from chain.genesis import ChainSpec
+from node.chain_spec import DEV_AUTHORITY, resolve_spec
+from node.commands.key import add_keystore_argument, keystore_errors, keystore_from_args
+from node.commands.password import PasswordReader, add_password_argument
+from node.errors import CliError, UsageError
+from node.runner import Node, NodeConfig
+from wallet.keys import Keypair, dev_keypair
+from wallet.keystore import resolve_signer
+
+DEFAULT_BASE_PATH = Path("~/.statemesh")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    node = sub.add_parser("node", help="run a node", description="Run a StateMesh node.")
+    node.add_argument(
+        "--dev",
+        action="store_true",
+        help="development chain: dev-alice authors every slot and finalizes at once; "
+        "a temporary base path unless --base-path is given",
+    )
+    _add_chain_arguments(node)
+    node.add_argument("--rpc-port", type=int, default=9944, metavar="PORT")
+    node.add_argument(
+        "--rpc-external", action="store_true", help="listen on all interfaces (default: 127.0.0.1)"
+    )
+    node.add_argument("--name", default=None, help="a human name for this node")
+    node.add_argument("--validator", action="store_true", help="author blocks with --key")
+    node.add_argument("--key", metavar="NAME", help="keystore key (or dev-<name>) to author with")
+    node.add_argument("-l", "--log", default="info", metavar="LEVEL", help="log level (info)")
+    add_keystore_argument(node)
+    add_password_argument(node)
+    node.set_defaults(handler=_run_node)
+
+    spec = sub.add_parser("build-spec", help="print the chain spec as JSON")
+    spec.add_argument("--dev", action="store_true", help="the development chain spec")
+    spec.add_argument("--chain", default="dev", metavar="SPEC")
+    spec.set_defaults(handler=_build_spec)
+
+    purge = sub.add_parser("purge-chain", help="delete the chain database of a base path")
+    _add_chain_arguments(purge)
+    purge.add_argument("--dev", action="store_true")
+    purge.add_argument("-y", action="store_true", help="do not ask for confirmation")
+    purge.set_defaults(handler=_purge_chain)
+
+
+def _add_chain_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--chain", default=None, metavar="SPEC", help="`dev` or a chain spec file (genesis.json)"
+    )
+    parser.add_argument(
+        "-d", "--base-path", type=Path, default=None, metavar="DIR",
+        help=f"where chain data lives (default {DEFAULT_BASE_PATH})",
+    )
+
+
+def load_chain(args: argparse.Namespace) -> ChainSpec:
+    try:
+        return resolve_spec(args.chain or "dev")
+    except GenesisError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _signer(args: argparse.Namespace) -> Keypair | None:
+    if args.key:
+        with keystore_errors():
+            return resolve_signer(
+                args.key, keystore_from_args(args), PasswordReader.from_args(args).existing
+            )
+    if args.dev:
+        return dev_keypair(DEV_AUTHORITY)
+    if args.validator:
+        raise UsageError("--validator needs --key NAME")
+    return None
+
+
+def _run_node(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log.upper(),
+        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not 0 <= args.rpc_port <= 65535:
+        raise UsageError(f"--rpc-port {args.rpc_port} is not a port number")
+    spec = load_chain(args)
+    signer = _signer(args)
+    temporary = None
+    base_path = args.base_path
+    if base_path is None and args.dev:
+        temporary = tempfile.mkdtemp(prefix="statemesh-dev-")
+        base_path = Path(temporary)
+    base_path = (base_path or DEFAULT_BASE_PATH).expanduser()
+    config = NodeConfig(
+        spec=spec,
+        base_path=base_path,
+        name=args.name or f"statemesh-{os.getpid()}",
+        rpc_host="0.0.0.0" if args.rpc_external else "127.0.0.1",
+        rpc_port=args.rpc_port,
+        signer=signer,
+    )
+    try:
+        try:
+            node = Node.open(config)
+        except DatabaseError as exc:
+            raise CliError(str(exc)) from None
+        try:
+            trio.run(node.run)
+        except OSError as exc:
+            raise CliError(f"cannot serve JSON-RPC on port {args.rpc_port}: {exc.strerror}") from None
+    finally:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+    return 0
+
+
+def _build_spec(args: argparse.Namespace) -> int:
+    spec = load_chain(argparse.Namespace(chain="dev" if args.dev else args.chain))
+    json.dump(spec.to_json(), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _purge_chain(args: argparse.Namespace) -> int:
+    spec = load_chain(args)
+    base = (args.base_path or DEFAULT_BASE_PATH).expanduser()
+    target = NodeConfig(spec=spec, base_path=base, name="").db_path
+    if not target.exists():
+        print(f"{target} does not exist: nothing to purge")
+        return 0
+    if not args.y:
+        if not sys.stdin.isatty():
+            raise UsageError("purge-chain without -y needs a terminal to confirm")
+        answer = input(f"Remove {target}? [y/N]: ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("aborted")
+            return 1
+    shutil.rmtree(target)
+    print(f"{target} removed")
+    return 0

@@ -1,0 +1,130 @@
+"""Starting a node: open the database, build genesis, wire the services under one nursery, and
+shut everything down cleanly on SIGINT / SIGTERM or when a service fails."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from chain.db import Database
+from chain.genesis import ChainSpec, build_genesis
+from chain.pool import TransactionPool
+from chain.runtime.executive import Runtime
+from chain.state import TrieState
+from chain.store import ChainStore
+from chain.trie import BLANK_ROOT
+from consensus.clock import Clock, SystemClock
+from node.chain_service import ChainService
+from node.rpc.limits import RpcLimits
+from node.rpc.methods import NodeInfo, build_registry
+from node.rpc.server import RpcServer
+from wallet.keys import Keypair
+
+log = logging.getLogger("statemesh.node")
+
+VERSION = "0.1.0"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    spec: ChainSpec
+    base_path: Path
+    name: str
+    rpc_host: str = "127.0.0.1"
+    rpc_port: int = 9944
+    signer: Keypair | None = field(default=None, repr=False)
+    rpc_limits: RpcLimits = field(default_factory=RpcLimits)
+
+    @property
+    def chain_path(self) -> Path:
+        return self.base_path / "chains" / self.spec.id
+
+    @property
+    def db_path(self) -> Path:
+        return self.chain_path / "db"
+
+
+@dataclass(slots=True)
+class Node:
+    """The assembled node; `run` serves until cancelled."""
+
+    config: NodeConfig
+    db: Database
+    store: ChainStore
+    chain: ChainService
+    rpc: RpcServer
+
+    @classmethod
+    def open(cls, config: NodeConfig, *, clock: Clock | None = None) -> Node:
+        spec = config.spec
+        db = Database(config.db_path)
+        try:
+            store = ChainStore(db)
+            genesis = build_genesis(spec, TrieState(db.trie_nodes, BLANK_ROOT, store.node_cache))
+            store.initialize(genesis)
+            runtime = Runtime(spec.runtime, genesis.hash)
+            chain: ChainService
+            pool = TransactionPool(lambda encoded: chain.validate(encoded))
+            chain = ChainService(
+                store=store,
+                runtime=runtime,
+                pool=pool,
+                clock=clock or SystemClock(),
+                slot_duration_ms=spec.slot_duration_ms,
+                signer=config.signer,
+            )
+            info = NodeInfo(name=config.name, version=VERSION, spec=spec)
+            rpc = RpcServer(
+                build_registry(chain, info),
+                host=config.rpc_host,
+                port=config.rpc_port,
+                limits=config.rpc_limits,
+            )
+        except BaseException:
+            db.close()
+            raise
+        return cls(config, db, store, chain, rpc)
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        config = self.config
+        try:
+            async with trio.open_nursery() as nursery:
+                address = await nursery.start(self.rpc.run)
+                best = self.store.best_header
+                log.info(
+                    "chain %s (%s), genesis 0x%s, best #%d, finalized #%d, database %s",
+                    config.spec.name,
+                    config.spec.id,
+                    self.store.genesis_hash.hex() if self.store.genesis_hash else "?",
+                    best.number,
+                    self.store.finalized_header.number,
+                    config.db_path,
+                )
+                log.info("JSON-RPC on http://%s:%d (HTTP and WebSocket)", *address[:2])
+                if config.signer is not None:
+                    if config.signer.public in self.chain.authorities:
+                        await nursery.start(self.chain.run_authoring)
+                        log.info("authoring as %s", config.signer.address)
+                    else:
+                        log.warning(
+                            "%s is not an authority of this chain: not authoring",
+                            config.signer.address,
+                        )
+                task_status.started(address)
+                nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+        finally:
+            self.db.close()
+            log.info("database closed")
+
+
+async def _stop_on_signal(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("received %s, shutting down", signal.Signals(signum).name)
+            scope.cancel()
+            return

@@ -1,0 +1,1 @@
+"""Keys, the encrypted keystore, transaction signing and (later) the threshold signer."""
