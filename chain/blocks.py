@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import rlp
 from rlp.sedes import Binary, CountableList, big_endian_int, binary
 
+from chain import codec
 from chain.primitives import (
     ACCOUNT_ID_LENGTH,
     SIGNATURE_LENGTH,
@@ -143,3 +145,51 @@ def tx_hash(encoded: bytes) -> Hash32:
 def decode(encoded: bytes, sedes: Any) -> Any:
     """Decode RLP strictly (no trailing bytes); any failure raises `rlp.DecodingError`."""
     return rlp.decode(encoded, sedes=sedes, strict=True)
+
+
+_SIGNATURE_ITEM_LENGTH = 2 + SIGNATURE_LENGTH
+"""A 64-byte string encodes as 0xb8 0x40 followed by the bytes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """A signed transaction as the runtime reads it: decoded once, with the exact bytes its
+    signature covers. Produced by `decode_transaction`; encode with `SignedTransaction`."""
+
+    genesis_hash: Hash32
+    sender: AccountId
+    nonce: int
+    tip: int
+    module: bytes
+    function: bytes
+    args: bytes
+    signature: bytes
+    signing_payload: bytes
+
+
+def decode_transaction(encoded: bytes) -> Transaction:
+    """Decode canonical RLP of a `SignedTransaction`; raises `codec.CodecError` naming the field.
+
+    The signing payload is cut from `encoded` itself rather than re-encoded: the bytes are
+    canonical, so this equals `SignedTransaction.signing_payload()` at a fraction of the cost."""
+    item = codec.decode(encoded)
+    if not isinstance(item, list) or len(item) != 6:
+        raise codec.CodecError("a signed transaction is a list of 6 fields")
+    genesis_raw, sender_raw, nonce_raw, tip_raw, call_raw, signature_raw = item
+    if not isinstance(call_raw, list) or len(call_raw) != 3:
+        raise codec.CodecError("call must be a list of module, function and args")
+    module, function, args = call_raw
+    if not isinstance(module, bytes) or not isinstance(function, bytes) or not isinstance(args, bytes):
+        raise codec.CodecError("call fields must be byte strings")
+    body = encoded[codec.list_payload_start(encoded) : len(encoded) - _SIGNATURE_ITEM_LENGTH]
+    return Transaction(
+        genesis_hash=Hash32(codec.fixed(genesis_raw, 32, "genesis_hash")),
+        sender=AccountId(codec.fixed(sender_raw, ACCOUNT_ID_LENGTH, "sender")),
+        nonce=codec.uint(nonce_raw, "nonce"),
+        tip=codec.uint(tip_raw, "tip"),
+        module=module,
+        function=function,
+        args=args,
+        signature=codec.fixed(signature_raw, SIGNATURE_LENGTH, "signature"),
+        signing_payload=TX_SIGNING_DOMAIN + codec.list_prefix(len(body)) + body,
+    )

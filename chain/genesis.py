@@ -37,8 +37,19 @@ class ChainSpec:
     runtime: RuntimeConfig
     protocol_id: str = "sm"
 
-    def to_json(self) -> dict[str, Any]:
+    def runtime_json(self) -> dict[str, int]:
         rc = self.runtime
+        return {
+            "baseFee": rc.base_fee,
+            "byteFee": rc.byte_fee,
+            "existentialDeposit": rc.existential_deposit,
+            "maxTxBytes": rc.max_tx_bytes,
+            "maxBlockBytes": rc.max_block_bytes,
+            "maxBlockExtrinsics": rc.max_block_extrinsics,
+            "maxFutureNonces": rc.max_future_nonces,
+        }
+
+    def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "id": self.id,
@@ -48,15 +59,7 @@ class ChainSpec:
                 "slotDurationMs": self.slot_duration_ms,
                 "authorities": [encode_address(a) for a in self.authorities],
             },
-            "runtime": {
-                "baseFee": rc.base_fee,
-                "byteFee": rc.byte_fee,
-                "existentialDeposit": rc.existential_deposit,
-                "maxTxBytes": rc.max_tx_bytes,
-                "maxBlockBytes": rc.max_block_bytes,
-                "maxBlockExtrinsics": rc.max_block_extrinsics,
-                "maxFutureNonces": rc.max_future_nonces,
-            },
+            "runtime": self.runtime_json(),
             "balances": [[encode_address(a), str(amount)] for a, amount in self.balances],
         }
 
@@ -225,7 +228,7 @@ def build_genesis(spec: ChainSpec, empty_state: TrieState) -> Genesis:
     # state, so two specs that differ in any of them have different genesis hashes.
     overlay.put(system.CHAIN_ID_KEY, spec.id.encode())
     overlay.put(system.AUTHORITIES_KEY, rlp.encode(list(spec.authorities)))
-    overlay.put(system.RUNTIME_CONFIG_KEY, json.dumps(spec.to_json()["runtime"], sort_keys=True).encode())
+    overlay.put(system.RUNTIME_CONFIG_KEY, json.dumps(spec.runtime_json(), sort_keys=True).encode())
     commit = empty_state.commit(overlay.changes)
     header = Header(
         parent_hash=ZERO_HASH,

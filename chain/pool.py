@@ -521,9 +521,9 @@ class TransactionPool:
         self._unplace(entry)
         self._emit(vt.hash, status, detail)
         if entry.ready:
-            for nonce in range(vt.nonce + 1, sender.ready_end):
+            ready_end, sender.ready_end = sender.ready_end, vt.nonce
+            for nonce in range(vt.nonce + 1, ready_end):
                 self._move(sender.txs[nonce], False)
-            sender.ready_end = vt.nonce
         if not sender.txs:
             del self._senders[vt.sender]
 
@@ -535,10 +535,10 @@ class TransactionPool:
     def _rebase(self, sender: _Sender, account_nonce: int) -> None:
         """Lower a sender's account nonce (the best chain went back): all its pooled nonces are
         above the new one, so all of them now wait as future."""
-        for nonce in range(sender.account_nonce, sender.ready_end):
+        demoted = range(sender.account_nonce, sender.ready_end)
+        sender.account_nonce = sender.ready_end = account_nonce
+        for nonce in demoted:
             self._move(sender.txs[nonce], False)
-        sender.account_nonce = account_nonce
-        sender.ready_end = account_nonce
         self._enforce_future_limits()
 
     def _enforce_future_limits(self) -> list[Hash32]:

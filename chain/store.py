@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import rlp
 from rlp.sedes import CountableList, binary
 
+from chain import codec
 from chain import db as keys
 from chain.blocks import Block, Header
 from chain.db import Database
@@ -147,7 +148,9 @@ class ChainStore:
                 batch.put(keys.TRIE_NODES + node_hash, node)
             self._put_block(batch, block, execution.events)
             for index, outcome in enumerate(execution.outcomes):
-                batch.put(keys.TX_INDEX + outcome.hash, rlp.encode([block_hash, index]))
+                batch.put(
+                    keys.TX_INDEX + outcome.hash, codec.encode([block_hash, codec.encode_uint(index)])
+                )
             batch.put(_number_key(header.number), block_hash)
             batch.put(_BEST, block_hash)
             if finalize:
@@ -160,9 +163,9 @@ class ChainStore:
     def _put_block(self, batch: keys.WriteBatch, block: Block, events: Sequence[Event]) -> None:
         block_hash = block.hash
         batch.put(HEADERS + block_hash, rlp.encode(block.header))
-        batch.put(keys.BLOCKS + block_hash, rlp.encode(list(block.extrinsics), _extrinsics_sedes))
+        batch.put(keys.BLOCKS + block_hash, codec.encode(list(block.extrinsics)))
         if events:
-            batch.put(keys.EVENTS + block_hash, rlp.encode([e.encode() for e in events]))
+            batch.put(keys.EVENTS + block_hash, codec.encode([e.encode() for e in events]))
 
     def _remember(self, header: Header) -> None:
         self._headers[header.hash] = header

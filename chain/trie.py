@@ -119,7 +119,8 @@ class _Branch:
     """The value of the key that ends here, b"" if none (only with keys of different lengths)."""
 
     def encode(self) -> bytes:
-        return _encode_list(b"".join(self.children) + _encode_bytes(self.value))
+        value = self.value
+        return _encode_list(b"".join(self.children) + (_encode_bytes(value) if value else _EMPTY))
 
 
 _Node: TypeAlias = _Leaf | _Extension | _Branch
@@ -136,6 +137,8 @@ _SHORT_LIST_HEADERS: Final = tuple(bytes((0xC0 + n,)) for n in range(56))
 
 
 def _long_header(base: int, length: int) -> bytes:
+    if length < 256:
+        return bytes((base + 1, length))
     size = length.to_bytes((length.bit_length() + 7) // 8, "big")
     return bytes((base + len(size),)) + size
 
@@ -156,75 +159,134 @@ def _encode_list(payload: bytes) -> bytes:
     return _long_header(0xF7, n) + payload
 
 
-def _item_bounds(enc: bytes, pos: int, end: int, node_hash: Hash32 | None) -> tuple[int, int]:
-    """The payload start and the end of the RLP item at `pos`, checked to lie within `end`."""
-    first = enc[pos]
-    if first < 0x80:
+def _string_bounds(enc: bytes, pos: int) -> tuple[int, int] | None:
+    """Payload start and end of the RLP string at `pos`; None if a list starts there."""
+    head = enc[pos]
+    if head < 0x80:
         return pos, pos + 1
-    if first < 0xB8:
-        start, stop = pos + 1, pos + 1 + first - 0x80
-    elif first < 0xC0:
-        start = pos + 1 + first - 0xB7
-        stop = start + int.from_bytes(enc[pos + 1 : start], "big")
-    elif first < 0xF8:
-        start, stop = pos + 1, pos + 1 + first - 0xC0
+    if head < 0xB8:
+        return pos + 1, pos + 1 + head - 0x80
+    if head < 0xC0:
+        start = pos + 1 + head - 0xB7
+        return start, start + int.from_bytes(enc[pos + 1 : start], "big")
+    return None
+
+
+def _item_starts(enc: bytes, node_hash: Hash32 | None) -> list[int]:
+    """Where each item of the RLP list `enc` starts, then where the list ends."""
+    head = enc[0]
+    if head < 0xC0:
+        raise CorruptTrieNode(node_hash, "not an RLP list")
+    if head < 0xF8:
+        pos, end = 1, 1 + head - 0xC0
     else:
-        start = pos + 1 + first - 0xF7
-        stop = start + int.from_bytes(enc[pos + 1 : start], "big")
-    if stop > end:
-        raise CorruptTrieNode(node_hash, "an RLP item runs past its end")
-    return start, stop
+        pos = 1 + head - 0xF7
+        end = pos + int.from_bytes(enc[1:pos], "big")
+    if end != len(enc):
+        raise CorruptTrieNode(node_hash, "the RLP list does not end where the node does")
+    starts = []
+    while pos < end:
+        starts.append(pos)
+        bounds = _string_bounds(enc, pos)
+        if bounds is not None:
+            pos = bounds[1]
+            continue
+        head = enc[pos]
+        if head < 0xF8:
+            pos += 1 + head - 0xC0
+        else:
+            size = head - 0xF7
+            pos += 1 + size + int.from_bytes(enc[pos + 1 : pos + 1 + size], "big")
+    if pos != end:
+        raise CorruptTrieNode(node_hash, "an RLP item runs past the end of the node")
+    starts.append(end)
+    return starts
 
 
-def _checked_ref(ref: bytes, node_hash: Hash32 | None) -> bytes:
-    if ref == _EMPTY:
-        return _EMPTY
-    if len(ref) == _HASH_REF_LENGTH and ref[0] == 0xA0:
-        return ref
-    if ref[0] >= 0xC0 and len(ref) < _EMBED_LIMIT:
-        return ref
-    raise CorruptTrieNode(node_hash, f"child reference 0x{ref.hex()} is neither hash nor node")
+def _string_payload(item: bytes, node_hash: Hash32 | None) -> bytes:
+    """The payload of `item`, one whole RLP item, which must be a string."""
+    bounds = _string_bounds(item, 0)
+    if bounds is None:
+        raise CorruptTrieNode(node_hash, "a list where a string belongs")
+    return item[bounds[0] : bounds[1]]
+
+
+def _is_ref(item: bytes) -> bool:
+    if len(item) == _HASH_REF_LENGTH:
+        return item[0] == 0xA0
+    return item == _EMPTY or (item[0] >= 0xC0 and len(item) < _EMBED_LIMIT)
 
 
 def _decode_node(enc: bytes, node_hash: Hash32 | None) -> _Node:
     """Decode one node; `node_hash` is None for a node embedded in its parent."""
-    if not enc or enc[0] < 0xC0:
-        raise CorruptTrieNode(node_hash, "not an RLP list")
-    pos, end = _item_bounds(enc, 0, len(enc), node_hash)
-    if end != len(enc):
-        raise CorruptTrieNode(node_hash, "bytes after the RLP list")
-    items: list[tuple[int, int, int]] = []
-    while pos < end:
-        start, stop = _item_bounds(enc, pos, end, node_hash)
-        items.append((pos, start, stop))
-        pos = stop
+    branch = _decode_branch(enc)
+    if branch is not None:
+        return branch
+    # Leaves, extensions, and whatever the fast path refused: item by item, every check named.
+    try:
+        starts = _item_starts(enc, node_hash)
+    except IndexError:
+        raise CorruptTrieNode(node_hash, "the RLP ends early") from None
+    items = [enc[starts[i] : starts[i + 1]] for i in range(len(starts) - 1)]
     if len(items) == 17:
-        children = tuple(_checked_ref(enc[p:stop], node_hash) for p, _, stop in items[:16])
-        p, start, stop = items[16]
-        if enc[p] >= 0xC0:
-            raise CorruptTrieNode(node_hash, "a branch value that is a list")
-        return _Branch(children, enc[start:stop])
+        for item in items[:16]:
+            if not _is_ref(item):
+                raise CorruptTrieNode(node_hash, f"child 0x{item.hex()} is neither hash nor node")
+        children = tuple(_EMPTY if item == _EMPTY else item for item in items[:16])
+        return _Branch(children, _string_payload(items[16], node_hash))
     if len(items) != 2:
         raise CorruptTrieNode(node_hash, f"a list of {len(items)} items")
-    p, start, stop = items[0]
-    if enc[p] >= 0xC0 or start == stop:
-        raise CorruptTrieNode(node_hash, "a path that is not a hex-prefix string")
-    flagged = enc[start:stop].hex()
-    flag = flagged[0]
-    if flag not in "0123" or (flag in "02" and flagged[1] != "0"):
-        raise CorruptTrieNode(node_hash, f"hex-prefix flag nibble {flag}")
-    path = flagged[1:] if flag in "13" else flagged[2:]
-    p, start, stop = items[1]
-    if flag in "23":
-        if enc[p] >= 0xC0:
-            raise CorruptTrieNode(node_hash, "a leaf value that is a list")
-        return _Leaf(path, enc[start:stop])
+    flagged = _string_payload(items[0], node_hash).hex()
+    flag = flagged[:1]
+    if flag not in ("0", "1", "2", "3") or (flag in ("0", "2") and flagged[1] != "0"):
+        raise CorruptTrieNode(node_hash, f"a path with hex-prefix 0x{flagged[:2]}")
+    path = flagged[1:] if flag in ("1", "3") else flagged[2:]
+    if flag in ("2", "3"):
+        return _Leaf(path, _string_payload(items[1], node_hash))
     if not path:
         raise CorruptTrieNode(node_hash, "an extension with an empty path")
-    child = _checked_ref(enc[p:stop], node_hash)
-    if child is _EMPTY:
-        raise CorruptTrieNode(node_hash, "an extension without a child")
-    return _Extension(path, child)
+    if not _is_ref(items[1]) or items[1] == _EMPTY:
+        raise CorruptTrieNode(node_hash, f"extension child 0x{items[1].hex()} is not a node")
+    return _Extension(path, items[1])
+
+
+def _decode_branch(enc: bytes) -> _Branch | None:
+    """A well-formed branch in one pass (the common case, worth its own loop), or None for
+    anything else: a leaf, an extension, or a corrupt node, for `_decode_node` to sort out."""
+    end = len(enc)
+    if end < 17:
+        return None
+    head = enc[0]
+    if 0xC0 <= head < 0xF8:
+        pos, length = 1, head - 0xC0
+    elif 0xF8 <= head < 0xFB:
+        pos = head - 0xF6
+        length = int.from_bytes(enc[1:pos], "big")
+    else:
+        return None
+    if pos + length != end:
+        return None
+    kids: list[bytes] = []
+    for _ in range(16):
+        if pos >= end:
+            return None
+        head = enc[pos]
+        if head == 0xA0:
+            kids.append(enc[pos : pos + _HASH_REF_LENGTH])
+            pos += _HASH_REF_LENGTH
+        elif head == 0x80:
+            kids.append(_EMPTY)
+            pos += 1
+        elif 0xC0 <= head < 0xC0 + _EMBED_LIMIT - 1:
+            size = head - 0xBF
+            kids.append(enc[pos : pos + size])
+            pos += size
+        else:
+            return None
+    bounds = _string_bounds(enc, pos) if pos < end else None
+    if bounds is None or bounds[1] != end:
+        return None
+    return _Branch(tuple(kids), enc[bounds[0] : end])
 
 
 # --- Cache -------------------------------------------------------------------------------------
@@ -396,11 +458,13 @@ class _BatchUpdate:
     instead of encoding and hashing again. New nodes stay unencoded until their parent is final,
     so a node is hashed only if it ends up in the new trie."""
 
-    __slots__ = ("_cache", "_reader", "nodes")
+    __slots__ = ("_cache", "_capacity", "_entries", "_reader", "nodes")
 
     def __init__(self, reader: NodeReader, cache: NodeCache) -> None:
         self._reader = reader
         self._cache = cache
+        self._entries = cache._entries
+        self._capacity = cache._capacity
         self.nodes: dict[Hash32, bytes] = {}
 
     def commit(self, node: _Node) -> bytes:
@@ -412,7 +476,11 @@ class _BatchUpdate:
             node_hash = _keccak(enc)
             self.nodes[node_hash] = enc
             ref = _HASH_REF_PREFIX + node_hash
-        self._cache._put(ref, node)
+        # NodeCache._put, inlined: this runs once per new node.
+        entries = self._entries
+        entries[ref] = node
+        if len(entries) > self._capacity:
+            entries.popitem(last=False)
         return ref
 
     def commit_root(self, node: _Node) -> Hash32:
@@ -426,7 +494,7 @@ class _BatchUpdate:
     def resolve(self, ref: bytes) -> _Node | None:
         if ref is _EMPTY:
             return None
-        node = self._cache._entries.get(ref)
+        node = self._entries.get(ref)
         return _load(self._reader, self._cache, ref) if node is None else node
 
     def apply(
@@ -518,17 +586,19 @@ class _BatchUpdate:
     def finish_branch(self, kids: list[bytes | _Node], value: bytes) -> _Node | None:
         """The canonical node for a branch's new contents: a branch with two entries or more,
         else what its single entry collapses into."""
-        live = [slot for slot in range(16) if kids[slot] is not _EMPTY]
-        if len(live) > 1 or (live and value):
+        empty = kids.count(_EMPTY)
+        if empty < 15 or (empty == 15 and value):
+            commit = self.commit
             return _Branch(
-                tuple(kid if isinstance(kid, bytes) else self.commit(kid) for kid in kids), value
+                tuple([kid if isinstance(kid, bytes) else commit(kid) for kid in kids]), value
             )
-        if not live:
+        if empty == 16:
             return _Leaf("", value) if value else None
-        kid = kids[live[0]]
+        slot = next(slot for slot, kid in enumerate(kids) if kid is not _EMPTY)
+        kid = kids[slot]
         if isinstance(kid, bytes):
-            return self.with_prefix(_HEX[live[0]], self.resolve(kid), kid)
-        return self.with_prefix(_HEX[live[0]], kid, None)
+            return self.with_prefix(_HEX[slot], self.resolve(kid), kid)
+        return self.with_prefix(_HEX[slot], kid, None)
 
     def with_prefix(self, prefix: str, node: _Node | None, ref: bytes | None) -> _Node | None:
         """`node` moved `prefix` deeper: paths of leaves and extensions grow, a branch gets an

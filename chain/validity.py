@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chain.blocks import SignedTransaction
+from chain.blocks import Transaction
 from chain.primitives import AccountId, Hash32
 
 
@@ -13,7 +13,7 @@ class ValidTransaction:
     hash: Hash32
     encoded: bytes
     """The exact bytes submitted; their length is what the byte fee is charged on."""
-    tx: SignedTransaction
+    tx: Transaction
     sender: AccountId
     nonce: int
     tip: int

@@ -103,7 +103,7 @@ class ChainService:
         valid = self.submit(encoded)
         status = self.pool.status(valid.hash)
         if status is not None:
-            send.send_nowait(status)
+            send.send_nowait(str(status))
             self._watchers[valid.hash].append(send)
         else:
             # Already gone from the pool (e.g. evicted at once): nothing more will come.
@@ -136,9 +136,9 @@ class ChainService:
         for event in events:
             if event.hash not in self._watchers:
                 continue
-            status: TxStatus = event.status
-            if event.status == "usurped" and event.detail:
-                status = {"usurped": event.detail}
+            status: TxStatus = str(event.status)
+            if event.by is not None:
+                status = {"usurped": "0x" + event.by.hex()}
             self._notify(event.hash, status)
 
     # -- blocks -----------------------------------------------------------------------------

@@ -39,7 +39,7 @@ def remark_call(data: bytes) -> Call:
     return call_def.call(data=data)
 
 
-def test_spec(*endowed: Keypair, amount: int = 10**18) -> ChainSpec:
+def spec_for(*endowed: Keypair, amount: int = 10**18) -> ChainSpec:
     spec = dev_spec(authorities=(ALICE.public,), endowed=tuple(k.public for k in endowed))
     return ChainSpec(
         name=spec.name,

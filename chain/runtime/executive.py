@@ -9,9 +9,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import rlp
-
-from chain.blocks import SignedTransaction, tx_hash
+from chain.blocks import Transaction, decode_transaction, tx_hash
+from chain.codec import CodecError
 from chain.errors import (
     BlockRejection,
     DispatchError,
@@ -50,7 +49,7 @@ class BlockExecution:
 
 @dataclass(frozen=True, slots=True)
 class CheckedTransaction:
-    tx: SignedTransaction
+    tx: Transaction
     call: CallDef
     args: list[Any]
     fee: int
@@ -96,11 +95,10 @@ class Runtime:
                 f"transaction is {len(encoded)} bytes, at most {self.config.max_tx_bytes} allowed",
             )
         try:
-            tx: SignedTransaction = rlp.decode(encoded, sedes=SignedTransaction, strict=True)
-        except (rlp.DecodingError, rlp.DeserializationError) as exc:
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            tx = decode_transaction(encoded)
+        except CodecError as exc:
             raise InvalidTransaction(
-                TxRejection.MALFORMED, f"not a signed transaction: {message}"
+                TxRejection.MALFORMED, f"not a signed transaction: {exc}"
             ) from None
         if tx.genesis_hash != self.genesis_hash:
             raise InvalidTransaction(
@@ -108,12 +106,12 @@ class Runtime:
                 f"signed for genesis 0x{tx.genesis_hash.hex()}, this chain is "
                 f"0x{self.genesis_hash.hex()}",
             )
-        call = self.calls.get((tx.call.module, tx.call.function))
+        call = self.calls.get((tx.module, tx.function))
         if call is None:
-            name = f"{tx.call.module.decode(errors='replace')}.{tx.call.function.decode(errors='replace')}"
+            name = f"{tx.module.decode(errors='replace')}.{tx.function.decode(errors='replace')}"
             raise InvalidTransaction(TxRejection.UNKNOWN_CALL, f"no call {name} in this runtime")
-        args = call.decode_args(tx.call.args)
-        if not signature_checked and not verify(tx.sender, tx.signing_payload(), tx.signature):
+        args = call.decode_args(tx.args)
+        if not signature_checked and not verify(tx.sender, tx.signing_payload, tx.signature):
             raise InvalidTransaction(
                 TxRejection.BAD_SIGNATURE, "the signature does not match the sender and payload"
             )

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import rlp
 from rlp.sedes import Binary, List, big_endian_int, binary
 
+from chain import codec
 from chain.address import AddressError, decode_address, encode_address
 from chain.blocks import Call
 from chain.errors import DispatchError, InvalidTransaction, TxRejection
@@ -71,13 +72,15 @@ class CallDef:
     doc: str = ""
 
     def decode_args(self, encoded: bytes) -> list[Any]:
-        sedes = List([a.kind.sedes for a in self.args], strict=True)
         try:
-            values: list[Any] = list(rlp.decode(encoded, sedes=sedes, strict=True))
-        except (rlp.DecodingError, rlp.DeserializationError) as exc:
+            items = codec.decode(encoded)
+            if not isinstance(items, list) or len(items) != len(self.args):
+                raise codec.CodecError(f"expected a list of {len(self.args)} arguments")
+            values = [_decode_arg(arg, item) for arg, item in zip(self.args, items, strict=True)]
+        except codec.CodecError as exc:
             raise InvalidTransaction(
                 TxRejection.BAD_ARGUMENTS,
-                f"{self.module}.{self.name} takes ({self.signature()}): {_first_line(exc)}",
+                f"{self.module}.{self.name} takes ({self.signature()}): {exc}",
             ) from None
         for arg, value in zip(self.args, values, strict=True):
             limit = _INT_LIMITS.get(arg.kind)
@@ -116,8 +119,14 @@ class CallDef:
         return ", ".join(f"{a.name}: {a.kind.value}" for a in self.args)
 
 
-def _first_line(exc: Exception) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+def _decode_arg(arg: Arg, item: codec.RlpItem) -> Any:
+    if arg.kind is ArgKind.ACCOUNT:
+        return AccountId(codec.fixed(item, 32, arg.name))
+    if arg.kind is ArgKind.BYTES:
+        if not isinstance(item, bytes):
+            raise codec.CodecError(f"{arg.name} must be bytes, got a list")
+        return item
+    return codec.uint(item, arg.name)
 
 
 def _arg_from_json(arg: Arg, value: Any) -> Any:
@@ -176,7 +185,7 @@ class Event:
             "data": {k: _event_value_to_json(v) for k, v in self.data},
         }
 
-    def encode(self) -> list[Any]:
+    def encode(self) -> codec.RlpItem:
         """RLP-ready form for storage, keeping each value's kind."""
         return [
             b"" if self.phase is None else (self.phase + 1).to_bytes(4, "big"),
@@ -211,7 +220,7 @@ def _tag(value: EventValue) -> tuple[bytes, bytes]:
     if isinstance(value, AccountRef):
         return b"a", bytes(value)
     if isinstance(value, int):
-        return b"i", value.to_bytes((value.bit_length() + 7) // 8, "big")
+        return b"i", codec.encode_uint(value)
     if isinstance(value, str):
         return b"s", value.encode()
     return b"b", value
@@ -245,7 +254,7 @@ class Context:
     events: list[Event] = field(default_factory=list)
     phase: int | None = None
 
-    def emit(self, module: str, name: str, **data: EventValue) -> None:
+    def emit(self, module: str, name: str, /, **data: EventValue) -> None:
         self.events.append(Event(module, name, tuple(data.items()), self.phase))
 
 

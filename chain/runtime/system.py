@@ -30,12 +30,12 @@ class AccountInfo:
     free: int = 0
 
     def encode(self) -> bytes:
-        return rlp.encode([self.nonce, self.free])
+        """8-byte nonce then 16-byte free balance, big-endian: fixed width, cheap both ways."""
+        return self.nonce.to_bytes(8, "big") + self.free.to_bytes(16, "big")
 
     @classmethod
     def decode(cls, data: bytes) -> AccountInfo:
-        nonce, free = rlp.decode(data)
-        return cls(int.from_bytes(nonce, "big"), int.from_bytes(free, "big"))
+        return cls(int.from_bytes(data[:8], "big"), int.from_bytes(data[8:24], "big"))
 
 
 EMPTY_ACCOUNT = AccountInfo()

@@ -1,0 +1,102 @@
+"""Batch update of the state trie: `chain.trie.Trie` against `trie.HexaryTrie` (squash_changes),
+both committing the same 2,000 changes to the same 10,000-key trie in one run.
+
+Prints updates per second for each and the ratio. Run: `.venv/bin/python bench/trie_update.py`."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+from trie import HexaryTrie
+
+from chain.primitives import Hash32
+from chain.trie import BLANK_ROOT, NodeCache, Trie
+
+TRIE_KEYS = 10_000
+OVERWRITES = 1_000
+INSERTS = 800
+DELETES = 200
+ROUNDS = 5
+SEED = 20_240_601
+
+
+def _account_value(rng: random.Random) -> bytes:
+    # About the size of an RLP account record: nonce, balance, two hashes.
+    return rng.randbytes(rng.randrange(40, 100))
+
+
+def _best_seconds(run: Callable[[], object]) -> float:
+    best = float("inf")
+    for _ in range(ROUNDS):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    rng = random.Random(SEED)
+    keys = [rng.randbytes(32) for _ in range(TRIE_KEYS)]
+    initial = {key: _account_value(rng) for key in keys}
+
+    store: dict[bytes, bytes] = {}
+    genesis = Trie(store, BLANK_ROOT).update(initial)
+    store.update(genesis.nodes)
+    root = genesis.root
+
+    reference_db: dict[bytes, bytes] = {}
+    reference = HexaryTrie(reference_db)
+    with reference.squash_changes() as scratch:
+        for key, value in initial.items():
+            scratch[key] = value
+    if reference.root_hash != root:
+        raise SystemExit("the two tries disagree on the initial root")
+
+    changes: dict[bytes, bytes | None] = {}
+    for key in rng.sample(keys, OVERWRITES + DELETES):
+        changes[key] = _account_value(rng) if len(changes) < OVERWRITES else None
+    for _ in range(INSERTS):
+        changes[rng.randbytes(32)] = _account_value(rng)
+    updates = len(changes)
+
+    def run_reference() -> Hash32:
+        trie = HexaryTrie(reference_db, root)
+        with trie.squash_changes() as scratch:
+            for key, value in changes.items():
+                if value is None:
+                    del scratch[key]
+                else:
+                    scratch[key] = value
+        return Hash32(trie.root_hash)
+
+    def run_cold() -> Hash32:
+        return Trie(store, root, cache=NodeCache()).update(changes).root
+
+    warm_cache = NodeCache()
+    warm = Trie(store, root, cache=warm_cache)
+    for key in keys:
+        warm.get(key)
+
+    def run_warm() -> Hash32:
+        return warm.update(changes).root
+
+    if not run_reference() == run_cold() == run_warm():
+        raise SystemExit("the two tries disagree on the new root")
+
+    reference_s = _best_seconds(run_reference)
+    cold_s = _best_seconds(run_cold)
+    warm_s = _best_seconds(run_warm)
+    print(
+        f"batch: {updates:,} changes ({OVERWRITES:,} overwrites, {INSERTS:,} inserts, "
+        f"{DELETES:,} deletes) into a {TRIE_KEYS:,}-key trie, best of {ROUNDS}"
+    )
+    print(f"trie.HexaryTrie squash_changes: {updates / reference_s:>10,.0f} updates/s")
+    print(f"chain.trie.Trie, cold cache:    {updates / cold_s:>10,.0f} updates/s")
+    print(f"chain.trie.Trie, warm cache:    {updates / warm_s:>10,.0f} updates/s")
+    print(f"ratio cold: {reference_s / cold_s:.1f}x   ratio warm: {reference_s / warm_s:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

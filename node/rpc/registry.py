@@ -1,0 +1,311 @@
+"""The table of JSON-RPC methods and subscriptions, and `Params`, the typed view of a call's params.
+
+Register a method (sync or async; it returns JSON) or a subscription (it returns an async
+iterator of JSON items) in one line each:
+
+    registry = Registry()
+
+    @registry.method("chain_getBlockHash", params=["number?"])
+    def get_block_hash(params: Params) -> str | None:
+        number = params.optional("number", int)          # wrong type -> -32602, automatically
+        ...
+
+    @registry.subscription("chain_subscribeNewHeads", unsubscribe="chain_unsubscribeNewHeads",
+                           notification="chain_newHead")
+    async def new_heads(params: Params) -> AsyncIterator[dict[str, object]]:
+        return chain.watch_heads()                       # validate first, then hand back the items
+
+    registry.add_method("system_name", lambda params: "statemesh")
+
+`params` declares the names, in positional order; a trailing "?" marks an optional one (optional
+ones come last). Calls may pass params by position (array) or by name (object); a wrong count,
+an unknown name or a missing required param is refused with -32602 before the handler runs.
+`Params.required` / `Params.optional` take a JSON type (str, int, float, bool, list, dict),
+which is checked, or a converter function, whose ValueError/TypeError message is shown to the
+client as the reason. Raise `RpcError` for application errors. A subscription handler may also
+be an async generator function, but then its params are only checked once iteration starts.
+`rpc_methods` (Substrate's list of method names) is registered by every `Registry`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast, overload
+
+from node.rpc.errors import INVALID_PARAMS, RpcError
+
+T = TypeVar("T")
+D = TypeVar("D")
+
+MethodHandler = Callable[["Params"], Awaitable[object]] | Callable[["Params"], object]
+SubscribeHandler = (
+    Callable[["Params"], Awaitable[AsyncIterator[object]]]
+    | Callable[["Params"], AsyncIterator[object]]
+)
+MH = TypeVar("MH", bound=MethodHandler)
+SH = TypeVar("SH", bound=SubscribeHandler)
+
+_JSON_TYPE_NAMES: dict[type, str] = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    list: "array",
+    dict: "object",
+}
+_RESERVED_PREFIX = "rpc."
+
+
+class RegistryError(ValueError):
+    """A registration that cannot work: a duplicate name or a malformed params declaration."""
+
+
+class UndeclaredParamError(LookupError):
+    """A handler asked for a param its registration does not declare (a bug, not a bad call)."""
+
+
+def json_type_name(value: object) -> str:
+    """The JSON name of a decoded value's type, as error messages show it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ParamSpec:
+    """A method's declared params: names in positional order, the first `required` mandatory."""
+
+    names: tuple[str, ...]
+    required: int
+
+    @classmethod
+    def parse(cls, declared: Iterable[str]) -> ParamSpec:
+        if isinstance(declared, str):
+            raise RegistryError(f"params must be a list of names, not the string {declared!r}")
+        names: list[str] = []
+        required = 0
+        for entry in declared:
+            optional = entry.endswith("?")
+            name = entry[:-1] if optional else entry
+            if not name.isidentifier():
+                raise RegistryError(f"param name {entry!r} is not an identifier (optionally + '?')")
+            if name in names:
+                raise RegistryError(f"param {name!r} is declared twice")
+            if not optional:
+                if required != len(names):
+                    raise RegistryError(f"required param {name!r} follows an optional one")
+                required += 1
+            names.append(name)
+        return cls(tuple(names), required)
+
+    def describe(self) -> str:
+        if not self.names:
+            return "no params"
+        shown = [n if i < self.required else f"{n}?" for i, n in enumerate(self.names)]
+        return "params (" + ", ".join(shown) + ")"
+
+    def bind(self, method: str, raw: list[object] | dict[str, object] | None) -> Params:
+        """Map positional or named params onto the declared names, refusing bad shapes."""
+        values: dict[str, object] = {}
+        if isinstance(raw, list):
+            if len(raw) > len(self.names):
+                raise RpcError(
+                    INVALID_PARAMS,
+                    f"too many params: {method} takes {self.describe()}, got {len(raw)}",
+                )
+            values = dict(zip(self.names, raw, strict=False))
+        elif isinstance(raw, dict):
+            for name in raw:
+                if name not in self.names:
+                    raise RpcError(
+                        INVALID_PARAMS,
+                        f"unknown param {name!r}: {method} takes {self.describe()}",
+                    )
+            values = dict(raw)
+        for position, name in enumerate(self.names[: self.required]):
+            if name not in values:
+                raise RpcError(
+                    INVALID_PARAMS, f"missing required param {name!r} (position {position})"
+                )
+        return Params(method, self, values)
+
+
+class Params:
+    """The params of one call, by declared name. Values are never shown in repr or logs."""
+
+    __slots__ = ("_method", "_spec", "_values")
+
+    def __init__(self, method: str, spec: ParamSpec, values: Mapping[str, object]) -> None:
+        self._method = method
+        self._spec = spec
+        self._values = dict(values)
+
+    def __repr__(self) -> str:
+        return f"Params({self._method}, given={sorted(self._values)})"
+
+    @overload
+    def required(self, name: str, kind: type[T]) -> T: ...
+    @overload
+    def required(self, name: str, kind: Callable[[Any], T]) -> T: ...
+    def required(self, name: str, kind: type[T] | Callable[[Any], T]) -> T:
+        """The param `name`, checked (JSON type) or converted (function); -32602 if absent."""
+        self._check_declared(name)
+        if name not in self._values:
+            position = self._spec.names.index(name)
+            raise RpcError(
+                INVALID_PARAMS, f"missing required param {name!r} (position {position})"
+            )
+        return _coerce(name, self._values[name], kind)
+
+    @overload
+    def optional(self, name: str, kind: type[T] | Callable[[Any], T]) -> T | None: ...
+    @overload
+    def optional(self, name: str, kind: type[T] | Callable[[Any], T], default: D) -> T | D: ...
+    def optional(
+        self, name: str, kind: type[T] | Callable[[Any], T], default: object = None
+    ) -> object:
+        """The param `name` checked or converted, or `default` when it is absent or null."""
+        self._check_declared(name)
+        value = self._values.get(name)
+        if value is None:
+            return default
+        return _coerce(name, value, kind)
+
+    def _check_declared(self, name: str) -> None:
+        if name not in self._spec.names:
+            raise UndeclaredParamError(
+                f"{self._method} reads param {name!r} but declares {self._spec.describe()}"
+            )
+
+
+def _coerce(name: str, value: object, kind: type[T] | Callable[[Any], T]) -> T:
+    if kind in _JSON_TYPE_NAMES:
+        return _check_json_type(name, value, cast("type[T]", kind))
+    convert = cast("Callable[[Any], T]", kind)
+    try:
+        return convert(value)
+    except (ValueError, TypeError) as exc:
+        raise RpcError(INVALID_PARAMS, f"invalid param {name!r}: {exc}") from None
+
+
+def _check_json_type(name: str, value: object, kind: type[T]) -> T:
+    is_bool = isinstance(value, bool)
+    if kind is float and isinstance(value, int | float) and not is_bool:
+        return float(value)  # type: ignore[return-value]
+    if kind is bool:
+        matches = is_bool
+    else:
+        matches = isinstance(value, kind) and not is_bool
+    if not matches:
+        raise RpcError(
+            INVALID_PARAMS,
+            f"invalid param {name!r}: expected {_JSON_TYPE_NAMES[kind]}, "
+            f"got {json_type_name(value)}",
+        )
+    return value  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    name: str
+    handler: MethodHandler
+    params: ParamSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    subscribe: str
+    """The method that opens it; its result is the subscription id."""
+    unsubscribe: str
+    """The method that closes it; takes the id, returns whether it was open."""
+    notification: str
+    """The `method` of the notifications that carry its items."""
+    handler: SubscribeHandler
+    params: ParamSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    subscription: Subscription
+
+
+UNSUBSCRIBE_PARAMS = ParamSpec(("subscription",), 1)
+
+Entry = Method | Subscription | Unsubscribe
+
+
+class Registry:
+    """Every method name the server answers, each bound to one entry."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Entry] = {}
+        self.add_method("rpc_methods", self._rpc_methods)
+
+    def get(self, name: str) -> Entry | None:
+        return self._entries.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def add_method(self, name: str, handler: MethodHandler, *, params: Iterable[str] = ()) -> None:
+        spec = ParamSpec.parse(params)
+        self._claim(name)
+        self._entries[name] = Method(name, handler, spec)
+
+    def method(self, name: str, *, params: Iterable[str] = ()) -> Callable[[MH], MH]:
+        """Decorator form of `add_method`."""
+
+        def register(handler: MH) -> MH:
+            self.add_method(name, handler, params=params)
+            return handler
+
+        return register
+
+    def add_subscription(
+        self,
+        subscribe: str,
+        handler: SubscribeHandler,
+        *,
+        unsubscribe: str,
+        notification: str,
+        params: Iterable[str] = (),
+    ) -> None:
+        spec = ParamSpec.parse(params)
+        if subscribe == unsubscribe:
+            raise RegistryError(f"{subscribe!r} cannot both subscribe and unsubscribe")
+        self._claim(subscribe)
+        self._claim(unsubscribe)
+        entry = Subscription(subscribe, unsubscribe, notification, handler, spec)
+        self._entries[subscribe] = entry
+        self._entries[unsubscribe] = Unsubscribe(entry)
+
+    def subscription(
+        self,
+        subscribe: str,
+        *,
+        unsubscribe: str,
+        notification: str,
+        params: Iterable[str] = (),
+    ) -> Callable[[SH], SH]:
+        """Decorator form of `add_subscription`."""
+
+        def register(handler: SH) -> SH:
+            self.add_subscription(
+                subscribe, handler, unsubscribe=unsubscribe, notification=notification,
+                params=params,
+            )
+            return handler
+
+        return register
+
+    def _claim(self, name: str) -> None:
+        if not name or name.startswith(_RESERVED_PREFIX):
+            raise RegistryError(f"{name!r} is not a usable method name")
+        if name in self._entries:
+            raise RegistryError(f"method {name!r} is already registered")
+
+    def _rpc_methods(self, params: Params) -> dict[str, object]:
+        return {"methods": self.names()}

@@ -1,0 +1,399 @@
+"""The JSON-RPC server: one ASGI app answering HTTP POST and WebSocket on one port (Substrate
+style, default 9944), its connection and subscription bookkeeping, and `RpcServer`, which serves
+it with hypercorn's trio worker.
+
+HTTP: `POST /` with `Content-Type: application/json` carries one request or a batch; the reply is
+200 with the response, or 204 when only notifications were sent. The content type is required
+(415 otherwise) because a browser page may send `text/plain` or form posts to localhost without
+a CORS preflight, while `application/json` always needs one, which this server never grants.
+`GET /health` answers 200 `{"status":"ok"}` for load balancers; other methods on `/` get 405.
+Refusals (413 too large, 503 busy, 4xx) carry a JSON-RPC error body with id null.
+
+WebSocket on `/`: each text (or UTF-8 binary) message is a request or batch, answered on the same
+socket. A socket's messages are handled one at a time in arrival order, so calls that depend on
+each other (nonces) keep their order; subscription notifications flow in between.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+
+from node.rpc.errors import INVALID_REQUEST, OVERSIZED_REQUEST, SERVER_IS_BUSY, RpcError
+from node.rpc.jsonrpc import error_text, handle_payload
+from node.rpc.limits import RpcLimits
+from node.rpc.registry import Registry
+from node.rpc.serving import (
+    AsgiReceive,
+    AsgiScope,
+    AsgiSend,
+    ServerAddress,
+    serve_asgi,
+    serve_lifespan,
+)
+from node.rpc.subscriptions import ConnectionSubscriptions
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+logger = logging.getLogger(__name__)
+
+# WebSocket close codes (RFC 6455 and the IANA registry).
+CLOSE_MESSAGE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN_LATER = 1013
+
+# Hypercorn refuses larger WebSocket messages by itself (close 1009 without a word); up to this
+# much above the limit the server reads the message and answers with a JSON-RPC error first.
+_WEBSOCKET_SLACK = 1024 * 1024
+# Responses waiting for one socket's writer; senders wait beyond it (backpressure).
+_OUTGOING_BUFFER = 16
+
+_HEALTHY = b'{"status":"ok"}'
+_GET_HINT = (
+    "use POST with Content-Type: application/json for JSON-RPC calls, or open a WebSocket "
+    "on this address"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RpcStatistics:
+    open_connections: int
+    """HTTP requests in flight plus open WebSockets: what `max_connections` bounds."""
+    open_websockets: int
+    subscriptions: int
+    """Live subscriptions over all WebSockets."""
+    requests_served: int
+    """JSON-RPC calls handled (each call of a batch and each notification counts)."""
+    connections_refused: int
+    """HTTP requests and WebSockets turned away at the connection limit."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Close:
+    code: int
+    reason: str
+
+
+class RpcApp:
+    """The ASGI application. Serve it with `RpcServer` (or `serve_asgi`)."""
+
+    def __init__(self, registry: Registry, limits: RpcLimits | None = None) -> None:
+        self._registry = registry
+        self._limits = limits or RpcLimits()
+        self._open_http = 0
+        self._open_websockets = 0
+        self._requests_served = 0
+        self._refused = 0
+        self._connections: set[ConnectionSubscriptions] = set()
+
+    @property
+    def limits(self) -> RpcLimits:
+        return self._limits
+
+    def statistics(self) -> RpcStatistics:
+        return RpcStatistics(
+            open_connections=self._open_http + self._open_websockets,
+            open_websockets=self._open_websockets,
+            subscriptions=sum(len(c) for c in self._connections),
+            requests_served=self._requests_served,
+            connections_refused=self._refused,
+        )
+
+    async def __call__(self, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await serve_lifespan(receive, send)
+
+    def _admit(self) -> bool:
+        if self._open_http + self._open_websockets >= self._limits.max_connections:
+            self._refused += 1
+            return False
+        return True
+
+    def _busy_error(self) -> RpcError:
+        return RpcError(
+            SERVER_IS_BUSY,
+            f"server is busy: {self._limits.max_connections} connections are open, try again later",
+        )
+
+    # HTTP
+
+    async def _http(self, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend) -> None:
+        if not self._admit():
+            await self._refuse(receive, send, 503, self._busy_error(), [(b"retry-after", b"1")])
+            return
+        self._open_http += 1
+        try:
+            await self._route(scope, receive, send)
+        finally:
+            self._open_http -= 1
+
+    async def _route(self, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend) -> None:
+        path, method = scope["path"], scope["method"]
+        if path == "/health":
+            if method in ("GET", "HEAD"):
+                await _respond(send, 200, _HEALTHY)
+            else:
+                error = RpcError(INVALID_REQUEST, "/health answers GET only")
+                await self._refuse(receive, send, 405, error, [(b"allow", b"GET, HEAD")])
+            return
+        if path != "/":
+            error = RpcError(INVALID_REQUEST, f"not found: {path}; JSON-RPC is served on /")
+            await self._refuse(receive, send, 404, error)
+            return
+        if method != "POST":
+            error = RpcError(INVALID_REQUEST, _GET_HINT)
+            await self._refuse(receive, send, 405, error, [(b"allow", b"POST")])
+            return
+        if not _is_json(scope):
+            error = RpcError(
+                INVALID_REQUEST,
+                "unsupported content type: JSON-RPC calls need Content-Type: application/json",
+            )
+            await self._refuse(receive, send, 415, error)
+            return
+        body = await self._read_body(scope, receive, send)
+        if body is None:
+            return
+        reply = await handle_payload(body, self._registry, self._limits, None)
+        self._requests_served += reply.calls
+        if reply.body is None:
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+        else:
+            await _respond(send, 200, reply.body.encode())
+
+    async def _read_body(
+        self, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend
+    ) -> bytes | None:
+        """The whole body, or None once the client is gone or has been answered 413."""
+        limit = self._limits.max_request_bytes
+        too_large = RpcError(
+            OVERSIZED_REQUEST, f"request too large: the body exceeds {limit} bytes"
+        )
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await self._refuse(receive, send, 413, too_large)
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                chunks.clear()
+                more = message.get("more_body", False)
+                await self._refuse(receive, send, 413, too_large, drain=more)
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _refuse(
+        self,
+        receive: AsgiReceive,
+        send: AsgiSend,
+        status: int,
+        error: RpcError,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        *,
+        drain: bool = True,
+    ) -> None:
+        # Read and drop the body first (up to the request limit): a server that answers and
+        # closes with unread data makes the client's kernel see a reset instead of the answer.
+        if drain and not await _discard_body(receive, self._limits.max_request_bytes):
+            return
+        await _respond(send, status, error_text(None, error).encode(), headers or [])
+
+    # WebSocket
+
+    async def _websocket(self, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        if scope["path"] != "/":
+            await _refuse_handshake(scope, send, 404, f"not found: {scope['path']}")
+            return
+        if not self._admit():
+            # Accepted only to be closed with a code that tells the client to come back later.
+            await send({"type": "websocket.accept"})
+            reason = f"server is busy: {self._limits.max_connections} connections are open"
+            await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER,
+                        "reason": reason})
+            return
+        self._open_websockets += 1
+        try:
+            await send({"type": "websocket.accept"})
+            await self._converse(receive, send)
+        finally:
+            self._open_websockets -= 1
+
+    async def _converse(self, receive: AsgiReceive, send: AsgiSend) -> None:
+        outgoing, to_write = trio.open_memory_channel[str | _Close](_OUTGOING_BUFFER)
+        async with trio.open_nursery() as nursery:
+            subscriptions = ConnectionSubscriptions(nursery, outgoing, self._limits)
+            self._connections.add(subscriptions)
+            try:
+                nursery.start_soon(_write, to_write, send, nursery.cancel_scope)
+                await self._read(receive, outgoing, subscriptions)
+                nursery.cancel_scope.cancel()
+            finally:
+                self._connections.discard(subscriptions)
+
+    async def _read(
+        self,
+        receive: AsgiReceive,
+        outgoing: trio.MemorySendChannel[str | _Close],
+        subscriptions: ConnectionSubscriptions,
+    ) -> None:
+        limit = self._limits.max_request_bytes
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message["type"] != "websocket.receive":
+                continue
+            text: str | None = message.get("text")
+            payload: str | bytes = text if text is not None else message.get("bytes") or b""
+            if _size(payload) > limit:
+                error = RpcError(
+                    OVERSIZED_REQUEST, f"request too large: the message exceeds {limit} bytes"
+                )
+                await outgoing.send(error_text(None, error))
+                await outgoing.send(_Close(CLOSE_MESSAGE_TOO_BIG, "message too big"))
+                # The writer closes the socket after the error, then cancels this connection.
+                await trio.sleep_forever()
+            reply = await handle_payload(payload, self._registry, self._limits, subscriptions)
+            self._requests_served += reply.calls
+            try:
+                if reply.body is not None:
+                    await outgoing.send(reply.body)
+            finally:
+                subscriptions.start_pending()
+
+
+async def _write(
+    to_write: trio.MemoryReceiveChannel[str | _Close], send: AsgiSend, connection: trio.CancelScope
+) -> None:
+    """The socket's only writer, so responses and notifications never interleave mid-frame."""
+    async for item in to_write:
+        if isinstance(item, _Close):
+            await send({"type": "websocket.close", "code": item.code, "reason": item.reason})
+            connection.cancel()
+            return
+        await send({"type": "websocket.send", "text": item})
+
+
+async def _refuse_handshake(scope: AsgiScope, send: AsgiSend, status: int, reason: str) -> None:
+    if "websocket.http.response" in scope.get("extensions", {}):
+        body = error_text(None, RpcError(INVALID_REQUEST, reason)).encode()
+        headers = [(b"content-type", b"application/json"),
+                   (b"content-length", str(len(body)).encode())]
+        await send({"type": "websocket.http.response.start", "status": status,
+                    "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1008, "reason": reason})
+
+
+async def _respond(
+    send: AsgiSend, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *(headers or []),
+        ],
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _discard_body(receive: AsgiReceive, budget: int) -> bool:
+    """Read the rest of the request body, giving up past `budget` bytes; False if the client
+    has gone."""
+    read = 0
+    while read <= budget:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return False
+        read += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return True
+    return True
+
+
+def _header(scope: AsgiScope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return bytes(value)
+    return None
+
+
+def _is_json(scope: AsgiScope) -> bool:
+    value = _header(scope, b"content-type")
+    if value is None:
+        return False
+    return value.split(b";", 1)[0].strip().lower() == b"application/json"
+
+
+def _content_length(scope: AsgiScope) -> int | None:
+    value = _header(scope, b"content-length")
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value)
+
+
+def _size(payload: str | bytes) -> int:
+    if isinstance(payload, bytes):
+        return len(payload)
+    # isascii() is O(1) on CPython strings; only non-ASCII text needs encoding to be measured.
+    return len(payload) if payload.isascii() else len(payload.encode())
+
+
+class RpcServer:
+    """The node's JSON-RPC service: `run` serves until cancelled."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 9944,
+        limits: RpcLimits | None = None,
+    ) -> None:
+        self._app = RpcApp(registry, limits)
+        self._host = host
+        self._port = port
+
+    @property
+    def app(self) -> RpcApp:
+        return self._app
+
+    def statistics(self) -> RpcStatistics:
+        return self._app.statistics()
+
+    async def run(
+        self, *, task_status: TaskStatus[ServerAddress] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Listen, report the bound address (the real port when 0 was asked), serve until
+        cancelled; cancellation closes every connection and subscription."""
+        await serve_asgi(
+            self._app,
+            self._host,
+            self._port,
+            max_websocket_message=self._app.limits.max_request_bytes + _WEBSOCKET_SLACK,
+            task_status=task_status,
+        )

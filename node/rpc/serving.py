@@ -1,0 +1,110 @@
+"""Serving any ASGI app with hypercorn's trio worker on one address, the way the RPC server is
+served (so a benchmark can put a bare app on exactly the same stack), plus the ASGI lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+if TYPE_CHECKING:
+    # trio-typing's stubs (a libp2p dependency) shadow trio's own types and keep TaskStatus here.
+    from trio_typing import TaskStatus
+
+AsgiScope = dict[str, Any]
+AsgiMessage = dict[str, Any]
+AsgiReceive = Callable[[], Awaitable[AsgiMessage]]
+AsgiSend = Callable[[AsgiMessage], Awaitable[None]]
+AsgiApp = Callable[[AsgiScope, AsgiReceive, AsgiSend], Awaitable[None]]
+
+# Idle HTTP keep-alive connections are closed after this; WebSockets are never idle-closed
+# (hypercorn stops the idle timer once a socket is upgraded).
+KEEP_ALIVE_SECONDS = 30.0
+# Pings keep NAT and proxy mappings of quiet WebSockets alive.
+WEBSOCKET_PING_SECONDS = 30.0
+DEFAULT_MAX_WEBSOCKET_MESSAGE = 16 * 1024 * 1024
+
+
+class ServerAddress(NamedTuple):
+    """Where a server listens, as bound (port 0 asks the system for a free one); unpacks as
+    `host, port` like a socket address."""
+
+    host: str
+    port: int
+
+    @property
+    def netloc(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.netloc}/"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.netloc}/"
+
+
+def hypercorn_config(
+    host: str,
+    port: int,
+    *,
+    max_websocket_message: int = DEFAULT_MAX_WEBSOCKET_MESSAGE,
+    keep_alive_timeout: float = KEEP_ALIVE_SECONDS,
+) -> Config:
+    config = Config()
+    config.bind = [ServerAddress(host, port).netloc]
+    config.accesslog = None  # one line per request is noise at RPC rates
+    config.errorlog = logging.getLogger("node.rpc.hypercorn")
+    config.keep_alive_timeout = keep_alive_timeout
+    config.websocket_ping_interval = WEBSOCKET_PING_SECONDS
+    config.websocket_max_message_size = max_websocket_message
+    config.include_server_header = False
+    return config
+
+
+def _parse_bind(bind: str) -> ServerAddress:
+    # hypercorn reports binds as "http://127.0.0.1:9944" or "http://[::1]:9944".
+    netloc = bind.split("://", 1)[-1]
+    host, _, port = netloc.rpartition(":")
+    return ServerAddress(host.strip("[]"), int(port))
+
+
+async def serve_asgi(
+    app: AsgiApp,
+    host: str,
+    port: int,
+    *,
+    max_websocket_message: int = DEFAULT_MAX_WEBSOCKET_MESSAGE,
+    keep_alive_timeout: float = KEEP_ALIVE_SECONDS,
+    task_status: TaskStatus[ServerAddress] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `app` on host:port until cancelled; `task_status` gets the bound address.
+
+    WebSocket messages above `max_websocket_message` are refused by hypercorn itself (close
+    1009, nothing else), so an app that wants to answer oversize messages sets it above its own
+    limit."""
+    config = hypercorn_config(
+        host, port, max_websocket_message=max_websocket_message,
+        keep_alive_timeout=keep_alive_timeout,
+    )
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(partial(serve, app, config, mode="asgi"))  # type: ignore[arg-type]
+        task_status.started(_parse_bind(binds[0]))
+
+
+async def serve_lifespan(receive: AsgiReceive, send: AsgiSend) -> None:
+    """Answer hypercorn's lifespan protocol: nothing to set up or tear down at this level."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

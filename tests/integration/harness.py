@@ -1,0 +1,127 @@
+"""Real `statemesh` node processes on loopback ports, for integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+STATEMESH = str(Path(sys.executable).parent / "statemesh")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RpcFailure(Exception):
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(f"{error.get('code')}: {error.get('message')}")
+        self.code = error.get("code")
+        self.message = error.get("message")
+
+
+@dataclass
+class NodeProcess:
+    base_path: Path
+    args: list[str] = field(default_factory=lambda: ["--dev"])
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> NodeProcess:
+        self.log_path = self.base_path.with_suffix(f".{int(time.time() * 1000)}.log")
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [STATEMESH, "node", *self.args, "--base-path", str(self.base_path),
+             "--rpc-port", str(self.port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"node exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                self.call("system_health")
+                return self
+            except (httpx.HTTPError, RpcFailure):
+                time.sleep(0.1)
+        raise RuntimeError(f"node did not answer within {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def call(self, method: str, *params: Any) -> Any:
+        response = httpx.post(
+            self.url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)},
+            timeout=10,
+        )
+        body = response.json()
+        if "error" in body:
+            raise RpcFailure(body["error"])
+        return body["result"]
+
+    def best_number(self) -> int:
+        return int(self.call("chain_getHeader")["number"], 16)
+
+    def finalized_number(self) -> int:
+        return int(self.call("chain_getHeader", self.call("chain_getFinalizedHead"))["number"], 16)
+
+    def wait_for(self, predicate: Any, timeout: float = 20.0, what: str = "condition") -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}\n{self.log()[-3000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"node did not stop on {sig}\n{self.log()[-3000:]}") from None
+
+    def kill9(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [STATEMESH, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def cli_json(*args: str, env: dict[str, str] | None = None) -> Any:
+    result = cli(*args, "--json", env=env)
+    assert result.returncode == 0, result.stderr + result.stdout
+    return json.loads(result.stdout)

@@ -1,0 +1,131 @@
+"""The database, block store and import: atomic commits, schema and genesis checks, and the
+checks a block must pass (parent, number, roots, author, seal)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import rlp
+
+from chain.blocks import Block
+from chain.db import Database
+from chain.errors import BlockRejection, DatabaseError, InvalidBlock
+from chain.genesis import build_genesis
+from chain.importer import BlockImporter
+from chain.primitives import Slot, TimestampMs
+from chain.runtime import system
+from chain.runtime.executive import Runtime
+from chain.runtime.framework import BlockEnv
+from chain.state import TrieState
+from chain.store import ChainStore
+from chain.trie import BLANK_ROOT
+from consensus.aura import verify_header
+from consensus.proposer import propose
+from tests.factories import ALICE, BOB, DAVE, spec_for, transfer_call
+from wallet.keys import sign_transaction
+
+SPEC = spec_for(ALICE, BOB)
+
+
+def open_store(path: Path) -> tuple[Database, ChainStore, Runtime]:
+    db = Database(path)
+    store = ChainStore(db)
+    genesis = build_genesis(SPEC, TrieState(db.trie_nodes, BLANK_ROOT))
+    store.initialize(genesis)
+    return db, store, Runtime(SPEC.runtime, genesis.hash)
+
+
+def author(store: ChainStore, runtime: Runtime, txs: list[bytes], slot: int) -> Block:
+    state = store.best_state()
+    env_parent = store.best_header
+    candidates = []
+    for encoded in txs:
+        env = BlockEnv(env_parent.number + 1, env_parent.hash, TimestampMs(slot * 1000), ALICE.public)
+        candidates.append(runtime.validate_transaction(state, encoded, env))
+    block, _ = propose(
+        store, runtime, store.best_header, candidates,
+        slot=Slot(slot), timestamp=TimestampMs(slot * 1000), signer=ALICE,
+        on_invalid=lambda tx, exc: None,
+    )
+    return block
+
+
+def transfer(runtime: Runtime, nonce: int, amount: int = 5_000_000) -> bytes:
+    tx = sign_transaction(BOB, genesis_hash=runtime.genesis_hash, nonce=nonce, call=transfer_call(DAVE.public, amount))
+    return rlp.encode(tx)  # type: ignore[no-any-return]
+
+
+def test_import_commit_and_reopen(tmp_path: Path) -> None:
+    db, store, runtime = open_store(tmp_path / "db")
+    importer = BlockImporter(store, runtime)
+    block = author(store, runtime, [transfer(runtime, 0), transfer(runtime, 1)], slot=5)
+    execution = importer.import_block(block, finalize=True)
+    assert store.best_hash == store.finalized_hash == block.hash
+    assert store.canonical_hash(1) == block.hash
+    assert store.tx_location(execution.outcomes[1].hash) == (block.hash, 1)
+    assert [e.name for e in store.events(block.hash) or []].count("Transfer") == 2
+    db.close()
+    db, store, runtime = open_store(tmp_path / "db")
+    assert store.best_hash == block.hash
+    assert system.account(store.best_state(), DAVE.public).free == 10_000_000
+    assert store.block(block.hash) == block
+    db.close()
+
+
+def test_schema_version_mismatch(tmp_path: Path) -> None:
+    db = Database(tmp_path / "db")
+    db._db.put(b"meta:schema-version", b"99")
+    db.close()
+    with pytest.raises(DatabaseError) as info:
+        Database(tmp_path / "db")
+    assert "has schema version 99, this node reads version 1" in str(info.value)
+
+
+def test_database_of_another_chain(tmp_path: Path) -> None:
+    db, store, _ = open_store(tmp_path / "db")
+    db.close()
+    db = Database(tmp_path / "db")
+    other = spec_for(ALICE, amount=7 * 10**18)
+    with pytest.raises(DatabaseError, match="holds the chain with genesis 0x"):
+        ChainStore(db).initialize(build_genesis(other, TrieState(db.trie_nodes, BLANK_ROOT)))
+    db.close()
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda b: b.copy(header=b.header.copy(state_root=b"\x11" * 32)), BlockRejection.BAD_STATE_ROOT),
+        (lambda b: b.copy(extrinsics=b.extrinsics[:1]), BlockRejection.BAD_EXTRINSICS_ROOT),
+        (lambda b: b.copy(header=b.header.copy(parent_hash=b"\x22" * 32)), BlockRejection.UNKNOWN_PARENT),
+        (lambda b: b.copy(header=b.header.copy(number=5)), BlockRejection.BAD_NUMBER),
+        (lambda b: b.copy(header=b.header.copy(timestamp=0)), BlockRejection.BAD_TIMESTAMP),
+    ],
+)
+def test_bad_block_changes_nothing(tmp_path: Path, change, reason) -> None:  # type: ignore[no-untyped-def]
+    db, store, runtime = open_store(tmp_path / "db")
+    block = author(store, runtime, [transfer(runtime, 0), transfer(runtime, 1)], slot=5)
+    bad = change(block)
+    best = store.best_hash
+    with pytest.raises(InvalidBlock) as info:
+        BlockImporter(store, runtime).import_block(bad, finalize=True)
+    assert info.value.reason is reason
+    assert store.best_hash == best and store.header(bad.hash) is None
+    db.close()
+
+
+def test_aura_header_checks(tmp_path: Path) -> None:
+    db, store, runtime = open_store(tmp_path / "db")
+    block = author(store, runtime, [], slot=5)
+    parent = store.best_header
+    authorities = (ALICE.public,)
+    verify_header(block.header, parent, authorities, 1000, now_ms=5_000)
+    with pytest.raises(InvalidBlock, match="bad seal"):
+        verify_header(block.header.copy(seal=b"\x00" * 64), parent, authorities, 1000, 5_000)
+    with pytest.raises(InvalidBlock, match="wrong author: slot 5 belongs to"):
+        verify_header(block.header, parent, (BOB.public,), 1000, 5_000)
+    with pytest.raises(InvalidBlock, match="slot 5 is in the future"):
+        verify_header(block.header, parent, authorities, 1000, now_ms=3_000)
+    with pytest.raises(InvalidBlock, match="does not match timestamp"):
+        verify_header(block.header.copy(slot=9), parent, authorities, 1000, 5_000)
+    db.close()
