@@ -19,6 +19,11 @@ from chain.validity import ValidTransaction
 Validator = Callable[[bytes], ValidTransaction]
 """Validates encoded bytes against the current best state; raises `InvalidTransaction`."""
 
+Revalidator = Callable[[ValidTransaction], ValidTransaction]
+"""Re-checks, against a new best state, a transaction the validator accepted before. It may skip
+what no block can change (decoding, signature, genesis hash), which is most of the cost of
+revalidating the whole pool after every block. Raises `InvalidTransaction`."""
+
 MIB = 1024 * 1024
 
 # Substrate's defaults: 8192 ready transactions / 20 MiB, 512 future / 1 MiB. Here the first pair
@@ -145,6 +150,7 @@ class TransactionPool:
         max_future_per_sender: int = DEFAULT_MAX_FUTURE_PER_SENDER,
         ban_seconds: float = DEFAULT_BAN_SECONDS,
         max_banned: int = DEFAULT_MAX_BANNED,
+        revalidator: Revalidator | None = None,
     ) -> None:
         for name, value in (
             ("max_count", max_count),
@@ -159,6 +165,7 @@ class TransactionPool:
         if ban_seconds < 0:
             raise ValueError(f"ban_seconds must not be negative, got {ban_seconds}")
         self._validate = validator
+        self._revalidate = revalidator or self._validate_again
         self._max_count = max_count
         self._max_bytes = max_bytes
         self._max_future_count = max_future_count
@@ -221,8 +228,8 @@ class TransactionPool:
     def pending(self) -> list[ValidTransaction]:
         """Every pooled transaction: the ready ones in `ready()` order, then the future ones in
         arrival order."""
-        future = [entry.vt for entry in self._by_hash.values() if not entry.ready]
-        return [*self.ready(), *future]
+        future = sorted((e for e in self._by_hash.values() if not e.ready), key=lambda e: e.seq)
+        return [*self.ready(), *(entry.vt for entry in future)]
 
     def statistics(self) -> PoolStatistics:
         return PoolStatistics(
@@ -246,8 +253,9 @@ class TransactionPool:
     # ------------------------------------------------------------------ changes
 
     def submit(self, encoded: bytes, now: float) -> ValidTransaction:
-        """Validate and pool a transaction; raises `InvalidTransaction` and changes nothing but
-        the ban list if it is refused."""
+        """Validate and pool a transaction. A refused one raises `InvalidTransaction` and changes
+        nothing but the ban list (and, if the validator's state went back, the sender's account
+        nonce: its other transactions then wait as future)."""
         self._expire_bans(now)
         hash_ = tx_hash(encoded)
         expiry = self._bans.get(hash_)
@@ -288,7 +296,7 @@ class TransactionPool:
 
     def on_block(self, included: Iterable[Hash32], now: float) -> PoolUpdate:
         """After a block is imported (and the validator sees its state): remove the included
-        transactions and revalidate every other one.
+        transactions and revalidate every other one, with the revalidator if one was given.
 
         All validation happens before any change, so a validator that raises anything but
         `InvalidTransaction` leaves the pool as it was."""
@@ -300,7 +308,7 @@ class TransactionPool:
         outcomes: list[tuple[_Entry, ValidTransaction | InvalidTransaction]] = []
         for entry in survivors:
             try:
-                outcomes.append((entry, self._validate(entry.vt.encoded)))
+                outcomes.append((entry, self._revalidate(entry.vt)))
             except InvalidTransaction as err:
                 outcomes.append((entry, err))
 
@@ -374,6 +382,9 @@ class TransactionPool:
         )
 
     # ------------------------------------------------------------------ import
+
+    def _validate_again(self, vt: ValidTransaction) -> ValidTransaction:
+        return self._validate(vt.encoded)
 
     def _import(self, encoded: bytes, hash_: Hash32, now: float) -> ValidTransaction:
         if hash_ in self._by_hash:

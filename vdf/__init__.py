@@ -1,0 +1,1 @@
+"""Proof of time over class groups (chiavdf) and the Time Tower chain of presence proofs."""

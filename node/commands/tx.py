@@ -4,6 +4,7 @@ default follow it until it is finalized."""
 from __future__ import annotations
 
 import argparse
+from contextlib import aclosing
 from typing import Any
 
 import rlp
@@ -131,13 +132,15 @@ def _sign(client: RpcClient, signer: Keypair, call: Call, tip: int, nonce: int |
 
 async def _follow(args: argparse.Namespace, client: RpcClient, encoded: bytes) -> int:
     statuses: list[Any] = []
-    async for status in client.watch("author_submitAndWatchExtrinsic", "0x" + encoded.hex()):
-        statuses.append(status)
-        if not args.json:
-            print(f"  {_describe(status)}", flush=True)
-        key = status if isinstance(status, str) else next(iter(status))
-        if key in ("finalized", "invalid", "dropped", "usurped"):
-            break
+    updates = client.watch("author_submitAndWatchExtrinsic", "0x" + encoded.hex())
+    async with aclosing(updates):
+        async for status in updates:
+            statuses.append(status)
+            if not args.json:
+                print(f"  {_describe(status)}", flush=True)
+            key = status if isinstance(status, str) else next(iter(status))
+            if key in ("finalized", "invalid", "dropped", "usurped"):
+                break
     final = statuses[-1] if statuses else "dropped"
     if isinstance(final, dict) and "finalized" in final:
         receipt = client.call("chain_getExtrinsic", "0x" + tx_hash(encoded).hex())

@@ -121,14 +121,17 @@ def test_bad_rpc_input_changes_nothing(dev_node: NodeProcess) -> None:
     assert failure.code == 1010
     assert failure.message.startswith("call would fail: balances.InsufficientBalance")
     assert refused(too_much).code == 1012  # now temporarily banned
-    # A valid one goes through, then the same nonce again is stale.
-    first = signed(dev_node, BOB, remark_call(b"ok"), 0)
-    dev_node.call("author_submitExtrinsic", first)
-    assert refused(first).code == 1013  # already imported
-    dev_node.wait_for(lambda: dev_node.call("system_account", BOB.address)["nonce"] == 1, what="inclusion")
+    # A future transaction waits in the pool: submitting it again is "already imported".
+    second = signed(dev_node, BOB, remark_call(b"second"), 1)
+    dev_node.call("author_submitExtrinsic", second)
+    assert refused(second).code == 1013
+    assert dev_node.call("author_pendingExtrinsics") == [second]
+    # Its predecessor arrives; both are included; the same nonce again is stale.
+    dev_node.call("author_submitExtrinsic", signed(dev_node, BOB, remark_call(b"first"), 0))
+    dev_node.wait_for(lambda: dev_node.call("system_account", BOB.address)["nonce"] == 2, what="inclusion")
     assert refused(signed(dev_node, BOB, remark_call(b"again"), 0)).message.startswith("stale nonce")
     after = dev_node.call("system_account", BOB.address)
-    assert after["nonce"] == before["nonce"] + 1
+    assert after["nonce"] == before["nonce"] + 2
     assert dev_node.call("system_health")["isSyncing"] is False
 
 
