@@ -88,6 +88,10 @@ class ChainService:
         """The pool's validator: checks against the best state."""
         return self.runtime.validate_transaction(self.store.best_state(), encoded, self.next_env())
 
+    def revalidate(self, valid: ValidTransaction) -> ValidTransaction:
+        """The pool's revalidator after each block: nonce, balance and dry run only."""
+        return self.runtime.revalidate(self.store.best_state(), valid, self.next_env())
+
     def submit(self, encoded: bytes) -> ValidTransaction:
         """Validate and pool a transaction; raises InvalidTransaction with the reason."""
         try:

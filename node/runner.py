@@ -69,7 +69,10 @@ class Node:
             store.initialize(genesis)
             runtime = Runtime(spec.runtime, genesis.hash)
             chain: ChainService
-            pool = TransactionPool(lambda encoded: chain.validate(encoded))
+            pool = TransactionPool(
+                lambda encoded: chain.validate(encoded),
+                revalidator=lambda valid: chain.revalidate(valid),
+            )
             chain = ChainService(
                 store=store,
                 runtime=runtime,

@@ -6,7 +6,7 @@ inputs give the same state root on every node."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from chain.blocks import Transaction, decode_transaction, tx_hash
@@ -115,19 +115,24 @@ class Runtime:
             raise InvalidTransaction(
                 TxRejection.BAD_SIGNATURE, "the signature does not match the sender and payload"
             )
-        info = system.account(state, tx.sender)
+        checked = CheckedTransaction(
+            tx, call, args, self.config.fee(len(encoded)), system.account(state, tx.sender)
+        )
+        self._check_account(checked)
+        return checked
+
+    def _check_account(self, checked: CheckedTransaction) -> None:
+        tx, info, fee = checked.tx, checked.account, checked.fee
         if tx.nonce < info.nonce:
             raise InvalidTransaction(
                 TxRejection.STALE_NONCE,
                 f"nonce {tx.nonce} is already used; the account's next nonce is {info.nonce}",
             )
-        fee = self.config.fee(len(encoded))
         if fee + tx.tip > info.free:
             raise InvalidTransaction(
                 TxRejection.CANNOT_PAY_FEES,
                 f"fee {fee} + tip {tx.tip} exceeds the free balance {info.free}",
             )
-        return CheckedTransaction(tx, call, args, fee, info)
 
     def validate_transaction(
         self, state: StateReader, encoded: bytes, env: BlockEnv
@@ -144,12 +149,7 @@ class Runtime:
                 f"nonce {tx.nonce} is {ahead} ahead of the account's next nonce "
                 f"{checked.account.nonce}; at most {self.config.max_future_nonces} allowed",
             )
-        if ahead == 0:
-            ctx = Context(Overlay(state), env, self.config)
-            try:
-                self._apply_checked(ctx, checked)
-            except DispatchError as exc:
-                raise InvalidTransaction(TxRejection.CALL_FAILED, str(exc)) from None
+        self._dry_run(state, checked, env)
         return ValidTransaction(
             hash=tx_hash(encoded),
             encoded=encoded,
@@ -160,6 +160,32 @@ class Runtime:
             account_nonce=checked.account.nonce,
             fee=checked.fee,
         )
+
+    def revalidate(
+        self, state: StateReader, valid: ValidTransaction, env: BlockEnv
+    ) -> ValidTransaction:
+        """Validity again after a new block, for a transaction that passed `validate_transaction`
+        before: only the nonce, the balance and the call's dry run can have changed; decoding
+        and the signature cannot."""
+        tx = valid.tx
+        call = self.calls[(tx.module, tx.function)]
+        checked = CheckedTransaction(
+            tx, call, call.decode_args(tx.args), valid.fee, system.account(state, tx.sender)
+        )
+        self._check_account(checked)
+        self._dry_run(state, checked, env)
+        return replace(valid, account_nonce=checked.account.nonce)
+
+    def _dry_run(self, state: StateReader, checked: CheckedTransaction, env: BlockEnv) -> None:
+        """For a transaction next in line, run its call on a scratch overlay, so that one the
+        sender cannot afford is refused now instead of failing in a block."""
+        if checked.tx.nonce != checked.account.nonce:
+            return
+        ctx = Context(Overlay(state), env, self.config)
+        try:
+            self._apply_checked(ctx, checked)
+        except DispatchError as exc:
+            raise InvalidTransaction(TxRejection.CALL_FAILED, str(exc)) from None
 
     def apply_extrinsic(
         self, ctx: Context, encoded: bytes, *, signature_checked: bool = False

@@ -155,8 +155,7 @@ def validate(entry: object) -> Request | tuple[RequestId, RpcError]:
     params = entry.get("params")
     if params is not None and not isinstance(params, list | dict):
         message = (
-            f'invalid request: "params" must be an array or an object, got '
-            f"{json_type_name(params)}"
+            f'invalid request: "params" must be an array or an object, got {json_type_name(params)}'
         )
         return answer_id, RpcError(INVALID_REQUEST, message)
     return Request(method, params, request_id, is_notification)
@@ -217,8 +216,7 @@ async def _execute(request: Request, registry: Registry, host: SubscriptionHost 
     if host is None:
         raise RpcError(
             WEBSOCKET_REQUIRED,
-            f"{request.method} is a subscription method: subscriptions need a WebSocket "
-            "connection",
+            f"{request.method} is a subscription method: subscriptions need a WebSocket connection",
         )
     if isinstance(entry, Unsubscribe):
         params = UNSUBSCRIBE_PARAMS.bind(request.method, request.params)

@@ -155,9 +155,7 @@ class Params:
         self._check_declared(name)
         if name not in self._values:
             position = self._spec.names.index(name)
-            raise RpcError(
-                INVALID_PARAMS, f"missing required param {name!r} (position {position})"
-            )
+            raise RpcError(INVALID_PARAMS, f"missing required param {name!r} (position {position})")
         return _coerce(name, self._values[name], kind)
 
     @overload
@@ -294,7 +292,10 @@ class Registry:
 
         def register(handler: SH) -> SH:
             self.add_subscription(
-                subscribe, handler, unsubscribe=unsubscribe, notification=notification,
+                subscribe,
+                handler,
+                unsubscribe=unsubscribe,
+                notification=notification,
                 params=params,
             )
             return handler

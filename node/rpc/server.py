@@ -16,7 +16,6 @@ each other (nonces) keep their order; subscription notifications flow in between
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -38,8 +37,6 @@ from node.rpc.subscriptions import ConnectionSubscriptions
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
-
-logger = logging.getLogger(__name__)
 
 # WebSocket close codes (RFC 6455 and the IANA registry).
 CLOSE_MESSAGE_TOO_BIG = 1009
@@ -209,9 +206,11 @@ class RpcApp:
         *,
         drain: bool = True,
     ) -> None:
-        # Read and drop the body first (up to the request limit): a server that answers and
-        # closes with unread data makes the client's kernel see a reset instead of the answer.
-        if drain and not await _discard_body(receive, self._limits.max_request_bytes):
+        # Read and drop the body first: a server that answers and closes with unread data makes
+        # the client's kernel see a reset instead of the answer. Bounded (twice the request
+        # limit), so a slightly oversize body still gets its 413 but an endless one does not
+        # keep the server reading.
+        if drain and not await _discard_body(receive, 2 * self._limits.max_request_bytes):
             return
         await _respond(send, status, error_text(None, error).encode(), headers or [])
 
@@ -228,8 +227,7 @@ class RpcApp:
             # Accepted only to be closed with a code that tells the client to come back later.
             await send({"type": "websocket.accept"})
             reason = f"server is busy: {self._limits.max_connections} connections are open"
-            await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER,
-                        "reason": reason})
+            await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER, "reason": reason})
             return
         self._open_websockets += 1
         try:
@@ -297,10 +295,11 @@ async def _write(
 async def _refuse_handshake(scope: AsgiScope, send: AsgiSend, status: int, reason: str) -> None:
     if "websocket.http.response" in scope.get("extensions", {}):
         body = error_text(None, RpcError(INVALID_REQUEST, reason)).encode()
-        headers = [(b"content-type", b"application/json"),
-                   (b"content-length", str(len(body)).encode())]
-        await send({"type": "websocket.http.response.start", "status": status,
-                    "headers": headers})
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
         await send({"type": "websocket.http.response.body", "body": body})
     else:
         await send({"type": "websocket.close", "code": 1008, "reason": reason})
@@ -309,15 +308,17 @@ async def _refuse_handshake(scope: AsgiScope, send: AsgiSend, status: int, reaso
 async def _respond(
     send: AsgiSend, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            *(headers or []),
-        ],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -91,7 +91,9 @@ async def serve_asgi(
     1009, nothing else), so an app that wants to answer oversize messages sets it above its own
     limit."""
     config = hypercorn_config(
-        host, port, max_websocket_message=max_websocket_message,
+        host,
+        port,
+        max_websocket_message=max_websocket_message,
         keep_alive_timeout=keep_alive_timeout,
     )
     async with trio.open_nursery() as nursery:

@@ -142,8 +142,9 @@ class ConnectionSubscriptions:
                 try:
                     text = notification_text(live.spec, live.id, item)
                 except (TypeError, ValueError):
-                    logger.exception("subscription %s yielded an item that is not JSON",
-                                     live.spec.subscribe)
+                    logger.exception(
+                        "subscription %s yielded an item that is not JSON", live.spec.subscribe
+                    )
                     return RpcError(INTERNAL_ERROR, "internal error")
                 if len(text) > self._limits.max_response_bytes:
                     return RpcError(

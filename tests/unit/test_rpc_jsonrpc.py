@@ -106,7 +106,9 @@ def build_registry(side_effects: list[str] | None = None) -> Registry:
     registry.add_method("echo_effect", lambda params: effects.append("called"))
 
     @registry.subscription(
-        "test_subscribe", unsubscribe="test_unsubscribe", notification="test_item",
+        "test_subscribe",
+        unsubscribe="test_unsubscribe",
+        notification="test_item",
         params=["count"],
     )
     async def subscribe(params: Params) -> AsyncIterator[int]:
@@ -139,9 +141,7 @@ def dispatch(
     raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
 
     async def main() -> Reply:
-        return await handle_payload(
-            raw, registry or build_registry(), limits or RpcLimits(), host
-        )
+        return await handle_payload(raw, registry or build_registry(), limits or RpcLimits(), host)
 
     return trio.run(main)
 
@@ -176,7 +176,10 @@ def run(fn: Callable[[], Awaitable[None]]) -> None:
     [
         (b"{", "parse error: Expecting property name enclosed in double quotes at line 1 column 2"),
         (b"", "parse error: Expecting value at line 1 column 1"),
-        (b'{"jsonrpc": "2.0", "method": "x"', "parse error: Expecting ',' delimiter at line 1 column 33"),
+        (
+            b'{"jsonrpc": "2.0", "method": "x"',
+            "parse error: Expecting ',' delimiter at line 1 column 33",
+        ),
         (b"\xff\xfe\xfa", "parse error: the payload is not valid UTF-8"),
         (b"[" * 100_000, "parse error: JSON nested too deeply"),
         (b"1" * 5000, "parse error: invalid JSON"),
@@ -194,7 +197,10 @@ def test_parse_errors_answer_minus_32700_with_id_null(raw: bytes, message: str) 
     [
         (1, error(-32600, "invalid request: expected an object, got integer")),
         ("x", error(-32600, "invalid request: expected an object, got string")),
-        ({"method": "echo_add", "id": 3}, error(-32600, 'invalid request: "jsonrpc" must be "2.0"', 3)),
+        (
+            {"method": "echo_add", "id": 3},
+            error(-32600, 'invalid request: "jsonrpc" must be "2.0"', 3),
+        ),
         (
             {"jsonrpc": "1.0", "method": "echo_add", "id": "a"},
             error(-32600, 'invalid request: "jsonrpc" must be "2.0"', "a"),
@@ -220,7 +226,10 @@ def test_parse_errors_answer_minus_32700_with_id_null(raw: bytes, message: str) 
             error(-32600, 'invalid request: "id" must be a string, a number or null, got object'),
         ),
         # Invalid and without an id: still answered (it is not a valid notification either).
-        ({"jsonrpc": "2.0", "method": 1}, error(-32600, 'invalid request: "method" must be a string, got integer')),
+        (
+            {"jsonrpc": "2.0", "method": 1},
+            error(-32600, 'invalid request: "method" must be a string, got integer'),
+        ),
     ],
 )
 def test_invalid_requests_answer_minus_32600(payload: object, expected: object) -> None:
@@ -384,9 +393,9 @@ def test_batch_answers_each_call_in_order_skipping_notifications() -> None:
 
 
 def test_spec_example_of_a_batch_of_non_objects() -> None:
-    assert call([1, 2, 3]) == [
-        error(-32600, "invalid request: expected an object, got integer")
-    ] * 3
+    assert (
+        call([1, 2, 3]) == [error(-32600, "invalid request: expected an object, got integer")] * 3
+    )
 
 
 def test_empty_batch_is_one_invalid_request() -> None:
@@ -440,9 +449,7 @@ def test_oversize_batch_response_becomes_one_error() -> None:
 def test_subscriptions_over_a_transport_without_notifications_are_refused() -> None:
     message = "test_subscribe is a subscription method: subscriptions need a WebSocket connection"
     assert call(request("test_subscribe", [3])) == error(-32020, message, 1)
-    message = (
-        "test_unsubscribe is a subscription method: subscriptions need a WebSocket connection"
-    )
+    message = "test_unsubscribe is a subscription method: subscriptions need a WebSocket connection"
     assert call(request("test_unsubscribe", ["x"])) == error(-32020, message, 1)
 
 
@@ -496,10 +503,12 @@ def test_unsubscribe_answers_whether_it_was_open() -> None:
 
 
 def test_handler_returning_something_else_than_an_async_iterator_is_internal() -> None:
+    def not_an_iterator(params: Params) -> Any:
+        return [1, 2]
+
     registry = Registry()
     registry.add_subscription(
-        "bad_subscribe", lambda params: [1, 2], unsubscribe="bad_unsubscribe",  # type: ignore[arg-type, return-value]
-        notification="bad_item",
+        "bad_subscribe", not_an_iterator, unsubscribe="bad_unsubscribe", notification="bad_item"
     )
     body = call(request("bad_subscribe"), host=FakeHost(), registry=registry)
     assert body == error(-32603, "internal error", 1)
@@ -512,7 +521,9 @@ def test_rpc_methods_lists_every_callable_name() -> None:
     registry = Registry()
     registry.add_method("b_call", lambda params: None)
     registry.add_subscription(
-        "a_subscribe", lambda params: _ticks(0), unsubscribe="a_unsubscribe",
+        "a_subscribe",
+        lambda params: _ticks(0),
+        unsubscribe="a_unsubscribe",
         notification="a_item",
     )
     assert call(request("rpc_methods"), registry=registry) == result(
@@ -523,13 +534,25 @@ def test_rpc_methods_lists_every_callable_name() -> None:
 @pytest.mark.parametrize(
     ("register", "message"),
     [
-        (lambda r: r.add_method("rpc_methods", print), "method 'rpc_methods' is already registered"),
+        (
+            lambda r: r.add_method("rpc_methods", print),
+            "method 'rpc_methods' is already registered",
+        ),
         (lambda r: r.add_method("rpc.x", print), "'rpc.x' is not a usable method name"),
         (lambda r: r.add_method("", print), "'' is not a usable method name"),
-        (lambda r: r.add_method("m", print, params=["a?", "b"]), "required param 'b' follows an optional one"),
+        (
+            lambda r: r.add_method("m", print, params=["a?", "b"]),
+            "required param 'b' follows an optional one",
+        ),
         (lambda r: r.add_method("m", print, params=["a", "a?"]), "param 'a' is declared twice"),
-        (lambda r: r.add_method("m", print, params=["a-b"]), "param name 'a-b' is not an identifier (optionally + '?')"),
-        (lambda r: r.add_method("m", print, params="ab"), "params must be a list of names, not the string 'ab'"),
+        (
+            lambda r: r.add_method("m", print, params=["a-b"]),
+            "param name 'a-b' is not an identifier (optionally + '?')",
+        ),
+        (
+            lambda r: r.add_method("m", print, params="ab"),
+            "params must be a list of names, not the string 'ab'",
+        ),
         (
             lambda r: r.add_subscription("s", print, unsubscribe="s", notification="n"),
             "'s' cannot both subscribe and unsubscribe",
@@ -577,10 +600,14 @@ def test_every_transaction_rejection_has_a_substrate_code(reason: TxRejection) -
 # -- properties ------------------------------------------------------------------------------
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=8)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(max_size=8)
     | st.floats(allow_nan=False, allow_infinity=False),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
     max_leaves=12,
 )
 request_like = st.fixed_dictionaries(

@@ -196,3 +196,22 @@ def test_issuance_is_conserved_and_invalid_changes_nothing(
         burned += runtime.config.fee(len(encoded))
         total = sum(free(chain, k.public) for k in KEYS)
         assert total == balances.total_issuance(chain.state) == initial - burned
+
+
+def test_revalidate_after_a_block(chain: MemoryChain) -> None:
+    """Revalidation sees what a block changed: a used nonce, spent funds, a promoted nonce."""
+    next_one = chain.sign(BOB, transfer_call(DAVE.public, 5 * ED), nonce=1)
+    valid = chain.runtime.validate_transaction(chain.state, next_one, chain.env())
+    assert valid.account_nonce == 0
+    chain.execute([chain.sign(BOB, remark_call(b"a"), nonce=0)])
+    assert chain.runtime.revalidate(chain.state, valid, chain.env()).account_nonce == 1
+    chain.execute([next_one])
+    with pytest.raises(InvalidTransaction, match="stale nonce"):
+        chain.runtime.revalidate(chain.state, valid, chain.env())
+    spend_all = chain.sign(BOB, transfer_call(DAVE.public, 10**18 - 10 * ED), nonce=2)
+    later = chain.sign(BOB, transfer_call(DAVE.public, 5 * ED), nonce=3)
+    pending = chain.runtime.validate_transaction(chain.state, later, chain.env())
+    chain.execute([spend_all])
+    with pytest.raises(InvalidTransaction) as info:
+        chain.runtime.revalidate(chain.state, pending, chain.env())
+    assert info.value.reason in (TxRejection.CALL_FAILED, TxRejection.CANNOT_PAY_FEES)

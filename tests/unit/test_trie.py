@@ -289,6 +289,7 @@ def test_missing_inner_node_is_named_on_get_and_update() -> None:
         (b"\xc2\x00\x80", "an extension with an empty path"),
         (b"\xc3\x11\x81\xff", "extension child 0x81ff is not a node"),
         (b"\xc4\x20\xc2\x01\x02", "a list where a string belongs"),
+        (b"\xc2\x20\x80", "a leaf without a value"),
         (rlp.encode([b"\x01\x02"] + [b""] * 16), "child 0x820102 is neither hash nor node"),
         (rlp.encode([b""] * 16 + [[b"x"]]), "a list where a string belongs"),
     ],
