@@ -22,19 +22,19 @@ import rlp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from chain.blocks import Block, Header, SignedTransaction  # noqa: E402
-from chain.db import Database  # noqa: E402
-from chain.genesis import ChainSpec, build_genesis  # noqa: E402
-from chain.importer import BlockImporter, extrinsics_root  # noqa: E402
-from chain.primitives import BlockNumber, Slot, TimestampMs  # noqa: E402
-from chain.runtime.balances import Balances  # noqa: E402
-from chain.runtime.executive import Runtime  # noqa: E402
-from chain.runtime.framework import BlockEnv  # noqa: E402
-from chain.state import TrieState  # noqa: E402
-from chain.store import ChainStore  # noqa: E402
-from chain.trie import BLANK_ROOT  # noqa: E402
-from node.chain_spec import development_spec  # noqa: E402
-from wallet.keys import Keypair, sign_transaction  # noqa: E402
+from chain.blocks import Block, Header, SignedTransaction
+from chain.db import Database
+from chain.genesis import ChainSpec, build_genesis
+from chain.importer import BlockImporter, extrinsics_root
+from chain.primitives import BlockNumber, Slot, TimestampMs
+from chain.runtime.balances import Balances
+from chain.runtime.executive import Runtime
+from chain.runtime.framework import BlockEnv
+from chain.state import TrieState
+from chain.store import ChainStore
+from chain.trie import BLANK_ROOT
+from node.chain_spec import development_spec
+from wallet.keys import Keypair, sign_transaction
 
 
 def verifications_per_second(samples: list[bytes], seconds: float = 1.0) -> float:
@@ -60,8 +60,12 @@ def main() -> None:
     keys = [Keypair.from_seed(rng.randbytes(32)) for _ in range(args.accounts)]
     dev = development_spec()
     spec = ChainSpec(
-        name="bench", id="bench", chain_type="Local", slot_duration_ms=1000,
-        authorities=dev.authorities, balances=tuple((k.public, 10**20) for k in keys),
+        name="bench",
+        id="bench",
+        chain_type="Local",
+        slot_duration_ms=1000,
+        authorities=dev.authorities,
+        balances=tuple((k.public, 10**20) for k in keys),
         runtime=dev.runtime,
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,7 +84,9 @@ def main() -> None:
             for _ in range(args.per_block):
                 i, j = rng.randrange(len(keys)), rng.randrange(len(keys))
                 call = transfer.call(dest=keys[j].public, amount=rng.randrange(1, 10**12))
-                tx = sign_transaction(keys[i], genesis_hash=genesis.hash, nonce=nonces[i], call=call)
+                tx = sign_transaction(
+                    keys[i], genesis_hash=genesis.hash, nonce=nonces[i], call=call
+                )
                 nonces[i] += 1
                 txs.append(rlp.encode(tx))
             blocks_txs.append(txs)
@@ -92,8 +98,16 @@ def main() -> None:
             parent = store.best_header
             env = BlockEnv(BlockNumber(n), parent.hash, TimestampMs(n * 1000), dev.authorities[0])
             execution = runtime.execute_block(store.state_at(parent.hash), env, txs)
-            header = Header(parent.hash, n, execution.commit.root, extrinsics_root(txs),
-                            n * 1000, Slot(n), dev.authorities[0], b"")
+            header = Header(
+                parent.hash,
+                n,
+                execution.commit.root,
+                extrinsics_root(txs),
+                n * 1000,
+                Slot(n),
+                dev.authorities[0],
+                b"",
+            )
             block = Block(header, tuple(txs))
             store.commit_block(block, execution, finalize=True)
             blocks.append(block)
@@ -101,7 +115,9 @@ def main() -> None:
 
         db = Database(Path(tmp) / "timed")
         store = ChainStore(db)
-        store.initialize(build_genesis(spec, TrieState(db.trie_nodes, BLANK_ROOT, store.node_cache)))
+        store.initialize(
+            build_genesis(spec, TrieState(db.trie_nodes, BLANK_ROOT, store.node_cache))
+        )
         importer = BlockImporter(store, runtime)
         start = time.perf_counter()
         for block in blocks:

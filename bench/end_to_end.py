@@ -36,11 +36,21 @@ from tests.integration.harness import NodeProcess  # noqa: E402
 from wallet.keys import Keypair, sign_transaction  # noqa: E402
 
 
-def finalized_listener(url: str, seen: dict[str, float], stop: threading.Event, ready: threading.Event) -> None:
+def finalized_listener(
+    url: str, seen: dict[str, float], stop: threading.Event, ready: threading.Event
+) -> None:
     async def listen() -> None:
         async with trio_websocket.open_websocket_url(url) as ws:
-            await ws.send_message(json.dumps(
-                {"jsonrpc": "2.0", "id": 1, "method": "chain_subscribeFinalizedHeads", "params": []}))
+            await ws.send_message(
+                json.dumps(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": 1,
+                        "method": "chain_subscribeFinalizedHeads",
+                        "params": [],
+                    }
+                )
+            )
             await ws.get_message()
             ready.set()
             while not stop.is_set():
@@ -69,23 +79,35 @@ def main() -> None:
     print(f"signing {args.accounts * args.per_account} transfers…")
     rounds = []
     for nonce in range(args.per_account):
-        rounds.append([
-            "0x" + rlp.encode(sign_transaction(
-                k, genesis_hash=genesis_hash, nonce=nonce,
-                call=transfer.call(dest=keys[(i + 1) % len(keys)].public, amount=1_000_000),
-            )).hex()
-            for i, k in enumerate(keys)
-        ])
+        rounds.append(
+            [
+                "0x"
+                + rlp.encode(
+                    sign_transaction(
+                        k,
+                        genesis_hash=genesis_hash,
+                        nonce=nonce,
+                        call=transfer.call(dest=keys[(i + 1) % len(keys)].public, amount=1_000_000),
+                    )
+                ).hex()
+                for i, k in enumerate(keys)
+            ]
+        )
     txs = [tx for r in rounds for tx in r]
     slot_s = spec.slot_duration_ms / 1000
 
     with tempfile.TemporaryDirectory() as tmp:
         spec_path = Path(tmp) / "spec.json"
         spec_path.write_text(json.dumps(spec_json))
-        node = NodeProcess(Path(tmp) / "node", args=["--chain", str(spec_path), "--validator", "--key", "dev-alice"]).start()
+        node = NodeProcess(
+            Path(tmp) / "node",
+            args=["--chain", str(spec_path), "--validator", "--key", "dev-alice"],
+        ).start()
         seen: dict[str, float] = {}
         stop, ready = threading.Event(), threading.Event()
-        listener = threading.Thread(target=finalized_listener, args=(node.url.replace("http", "ws"), seen, stop, ready))
+        listener = threading.Thread(
+            target=finalized_listener, args=(node.url.replace("http", "ws"), seen, stop, ready)
+        )
         listener.start()
         ready.wait(10)
         submitted_at: dict[str, float] = {}
@@ -94,8 +116,15 @@ def main() -> None:
             with httpx.Client(timeout=60) as client:
                 for offset in range(0, len(txs), args.batch):
                     chunk = txs[offset : offset + args.batch]
-                    body = [{"jsonrpc": "2.0", "id": i, "method": "author_submitExtrinsic", "params": [x]}
-                            for i, x in enumerate(chunk)]
+                    body = [
+                        {
+                            "jsonrpc": "2.0",
+                            "id": i,
+                            "method": "author_submitExtrinsic",
+                            "params": [x],
+                        }
+                        for i, x in enumerate(chunk)
+                    ]
                     replies = client.post(node.url, json=body).json()
                     now = time.monotonic()
                     errors = [r["error"] for r in replies if "error" in r]
@@ -104,7 +133,9 @@ def main() -> None:
                     for x in chunk:
                         submitted_at["0x" + tx_hash(bytes.fromhex(x[2:])).hex()] = now
             submit_done = time.monotonic()
-            node.wait_for(lambda: not node.call("author_pendingExtrinsics"), timeout=120, what="an empty pool")
+            node.wait_for(
+                lambda: not node.call("author_pendingExtrinsics"), timeout=120, what="an empty pool"
+            )
             target = node.call("chain_getHeader")["hash"]
             node.wait_for(lambda: target in seen, timeout=30, what="finalization")
             finalized_tx: dict[str, float] = {}
@@ -123,10 +154,13 @@ def main() -> None:
     last = max(finalized_tx[h] for h in submitted_at)
     rate = len(txs) / (last - start)
     latencies = sorted((finalized_tx[h] - t) / slot_s for h, t in submitted_at.items())
-    print(f"submitted {len(txs)} in {submit_done - start:.2f} s ({len(txs) / (submit_done - start):,.0f}/s accepted by the pool)")
+    accepted = len(txs) / (submit_done - start)
+    print(f"submitted {len(txs)} in {submit_done - start:.2f} s ({accepted:,.0f}/s accepted)")
     print(f"end to end: {rate:,.0f} transfers/s finalized (target >= 2,000)")
-    print(f"latency submit -> finalized: median {statistics.median(latencies):.2f} slots, "
-          f"p95 {latencies[int(len(latencies) * 0.95)]:.2f} slots (target median <= 2)")
+    print(
+        f"latency submit -> finalized: median {statistics.median(latencies):.2f} slots, "
+        f"p95 {latencies[int(len(latencies) * 0.95)]:.2f} slots (target median <= 2)"
+    )
 
 
 if __name__ == "__main__":

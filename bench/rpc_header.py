@@ -47,13 +47,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=4)
     args = parser.parse_args()
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "chain_getHeader", "params": []}).encode()
+    body = json.dumps(
+        {"jsonrpc": "2.0", "id": 1, "method": "chain_getHeader", "params": []}
+    ).encode()
 
     hello_port = free_port()
     hello = subprocess.Popen([sys.executable, "-c", HELLO_SERVER, str(hello_port)])
     try:
         wait_port(hello_port)
-        hello_rate = requests_per_second(hello_port, body, seconds=args.seconds, connections=args.connections)
+        hello_rate = requests_per_second(
+            hello_port, body, seconds=args.seconds, connections=args.connections
+        )
     finally:
         hello.terminate()
         hello.wait()
@@ -61,7 +65,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         node = NodeProcess(Path(tmp) / "node").start()
         try:
-            rate = requests_per_second(node.port, body, seconds=args.seconds, connections=args.connections)
+            rate = requests_per_second(
+                node.port, body, seconds=args.seconds, connections=args.connections
+            )
         finally:
             node.stop()
 

@@ -64,7 +64,8 @@ class UnsignedTransaction(rlp.Serializable):  # type: ignore[misc]
     call: Call
 
     def signing_payload(self) -> bytes:
-        return TX_SIGNING_DOMAIN + rlp.encode(self)
+        encoded: bytes = rlp.encode(self)
+        return TX_SIGNING_DOMAIN + encoded
 
 
 class SignedTransaction(rlp.Serializable):  # type: ignore[misc]
@@ -179,7 +180,11 @@ def decode_transaction(encoded: bytes) -> Transaction:
     if not isinstance(call_raw, list) or len(call_raw) != 3:
         raise codec.CodecError("call must be a list of module, function and args")
     module, function, args = call_raw
-    if not isinstance(module, bytes) or not isinstance(function, bytes) or not isinstance(args, bytes):
+    if (
+        not isinstance(module, bytes)
+        or not isinstance(function, bytes)
+        or not isinstance(args, bytes)
+    ):
         raise codec.CodecError("call fields must be byte strings")
     body = encoded[codec.list_payload_start(encoded) : len(encoded) - _SIGNATURE_ITEM_LENGTH]
     return Transaction(

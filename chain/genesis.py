@@ -13,7 +13,15 @@ import rlp
 from chain.address import AddressError, decode_address, encode_address
 from chain.blocks import Block, Header
 from chain.errors import GenesisError
-from chain.primitives import ZERO_HASH, AccountId, BlockNumber, Hash32, Slot, TimestampMs, merkle_root
+from chain.primitives import (
+    ZERO_HASH,
+    AccountId,
+    BlockNumber,
+    Hash32,
+    Slot,
+    TimestampMs,
+    merkle_root,
+)
 from chain.runtime import balances, system
 from chain.runtime.config import RuntimeConfig
 from chain.state import Overlay, TrieState
@@ -104,7 +112,9 @@ def parse_spec(data: Any) -> ChainSpec:
     """Validate a decoded chain spec; every problem names the field."""
     if not isinstance(data, dict):
         raise GenesisError("the chain spec must be a JSON object")
-    _no_unknown(data, {"name", "id", "chainType", "protocolId", "consensus", "runtime", "balances"}, "")
+    _no_unknown(
+        data, {"name", "id", "chainType", "protocolId", "consensus", "runtime", "balances"}, ""
+    )
     name = _field(data, "name", str, "")
     chain_id = _field(data, "id", str, "")
     chain_type = data.get("chainType", "Live")
@@ -138,7 +148,9 @@ def parse_spec(data: Any) -> ChainSpec:
     }
     _no_unknown(rt, set(keys), "runtime")
     required = ("baseFee", "byteFee", "existentialDeposit")
-    runtime_args = {keys[k]: _field(rt, k, int, "runtime.") for k in keys if k in rt or k in required}
+    runtime_args = {
+        keys[k]: _field(rt, k, int, "runtime.") for k in keys if k in rt or k in required
+    }
     runtime = RuntimeConfig(**runtime_args)
     if runtime.existential_deposit < 1:
         raise GenesisError("runtime.existentialDeposit must be at least 1")

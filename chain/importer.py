@@ -24,7 +24,9 @@ class BlockImporter:
         """Check and execute a block on top of its parent without writing anything."""
         header = block.header
         if self.store.header(header.hash) is not None:
-            raise InvalidBlock(BlockRejection.ALREADY_KNOWN, f"block 0x{header.hash.hex()} is known")
+            raise InvalidBlock(
+                BlockRejection.ALREADY_KNOWN, f"block 0x{header.hash.hex()} is known"
+            )
         parent = self.store.header(header.parent_hash)
         if parent is None:
             raise InvalidBlock(

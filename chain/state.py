@@ -27,7 +27,7 @@ class StateReader(Protocol):
 class TrieState:
     """The state at one root, read-only."""
 
-    __slots__ = ("root", "_trie")
+    __slots__ = ("_trie", "root")
 
     def __init__(self, nodes: NodeReader, root: Hash32, cache: NodeCache | None = None) -> None:
         self.root = root

@@ -149,7 +149,8 @@ class ChainStore:
             self._put_block(batch, block, execution.events)
             for index, outcome in enumerate(execution.outcomes):
                 batch.put(
-                    keys.TX_INDEX + outcome.hash, codec.encode([block_hash, codec.encode_uint(index)])
+                    keys.TX_INDEX + outcome.hash,
+                    codec.encode([block_hash, codec.encode_uint(index)]),
                 )
             batch.put(_number_key(header.number), block_hash)
             batch.put(_BEST, block_hash)

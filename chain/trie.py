@@ -4,6 +4,7 @@ other's nodes. Owns the node codec, the decoded-node cache and the trie itself."
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -75,7 +76,7 @@ class TrieCommit:
 # none. Re-encoding a parent is then a join, and the cache is keyed by the same bytes.
 
 _EMPTY: Final = b"\x80"
-"""The empty child. Decoding maps every empty child to this object, so `is _EMPTY` is exact."""
+"""The empty child reference (RLP of b""); compared with ==, never `is`."""
 
 _HASH_REF_PREFIX: Final = b"\xa0"
 _HASH_REF_LENGTH: Final = 33
@@ -239,8 +240,7 @@ def _decode_node(enc: bytes, node_hash: Hash32 | None) -> _Node:
         for item in items[:16]:
             if not _is_ref(item):
                 raise CorruptTrieNode(node_hash, f"child 0x{item.hex()} is neither hash nor node")
-        children = tuple(_EMPTY if item == _EMPTY else item for item in items[:16])
-        return _Branch(children, _string_payload(items[16], node_hash))
+        return _Branch(tuple(items[:16]), _string_payload(items[16], node_hash))
     if len(items) != 2:
         raise CorruptTrieNode(node_hash, f"a list of {len(items)} items")
     flagged = _string_payload(items[0], node_hash).hex()
@@ -260,13 +260,15 @@ def _decode_node(enc: bytes, node_hash: Hash32 | None) -> _Node:
     return _Extension(path, items[1])
 
 
+# Almost every branch of a trie with 32-byte keys and account-sized values has only hashed or
+# empty children; one regular expression splits those in C, at twice the speed of a Python loop.
+_HASHED_CHILDREN = re.compile(rb"(\x80|\xa0[\x00-\xff]{32})" * 16)
+
+
 def _decode_branch(enc: bytes) -> _Branch | None:
-    """A well-formed branch in one pass (the common case, worth its own loop), or None for
-    anything else: a leaf, an extension, or a corrupt node, for `_decode_node` to sort out."""
-    end = len(enc)
-    if end < 17:
-        return None
-    head = enc[0]
+    """A well-formed branch whose children are all hashed or empty, or None for anything else: a
+    leaf, an extension, a branch with embedded children, or a corrupt node, for `_decode_node`."""
+    head = enc[0] if enc else 0
     if 0xC0 <= head < 0xF8:
         pos, length = 1, head - 0xC0
     elif 0xF8 <= head < 0xFB:
@@ -274,29 +276,17 @@ def _decode_branch(enc: bytes) -> _Branch | None:
         length = int.from_bytes(enc[1:pos], "big")
     else:
         return None
+    end = len(enc)
     if pos + length != end:
         return None
-    kids: list[bytes] = []
-    for _ in range(16):
-        if pos >= end:
-            return None
-        head = enc[pos]
-        if head == 0xA0:
-            kids.append(enc[pos : pos + _HASH_REF_LENGTH])
-            pos += _HASH_REF_LENGTH
-        elif head == 0x80:
-            kids.append(_EMPTY)
-            pos += 1
-        elif 0xC0 <= head < 0xC0 + _EMBED_LIMIT - 1:
-            size = head - 0xBF
-            kids.append(enc[pos : pos + size])
-            pos += size
-        else:
-            return None
+    match = _HASHED_CHILDREN.match(enc, pos)
+    if match is None:
+        return None
+    pos = match.end()
     bounds = _string_bounds(enc, pos) if pos < end else None
     if bounds is None or bounds[1] != end:
         return None
-    return _Branch(tuple(kids), enc[bounds[0] : end])
+    return _Branch(match.groups(), enc[bounds[0] : end])
 
 
 # --- Cache -------------------------------------------------------------------------------------
@@ -394,7 +384,7 @@ class Trie:
                 if depth == len(path):
                     return node.value or None
                 ref = node.children[_NIBBLE[path[depth]]]
-                if ref is _EMPTY:
+                if ref == _EMPTY:
                     return None
                 depth += 1
             elif type(node) is _Leaf:
@@ -420,7 +410,7 @@ class Trie:
             if isinstance(node, _Branch):
                 if depth < len(path):
                     child = node.children[_NIBBLE[path[depth]]]
-                    ref = None if child is _EMPTY else child
+                    ref = None if child == _EMPTY else child
                     depth += 1
             elif isinstance(node, _Extension) and path.startswith(node.path, depth):
                 depth += len(node.path)
@@ -502,7 +492,7 @@ class _BatchUpdate:
         return root
 
     def resolve(self, ref: bytes) -> _Node | None:
-        if ref is _EMPTY:
+        if ref == _EMPTY:
             return None
         node = self._entries.get(ref)
         return _load(self._reader, self._cache, ref) if node is None else node
@@ -604,7 +594,7 @@ class _BatchUpdate:
             )
         if empty == 16:
             return _Leaf("", value) if value else None
-        slot = next(slot for slot, kid in enumerate(kids) if kid is not _EMPTY)
+        slot = next(slot for slot, kid in enumerate(kids) if kid != _EMPTY)
         kid = kids[slot]
         if isinstance(kid, bytes):
             return self.with_prefix(_HEX[slot], self.resolve(kid), kid)

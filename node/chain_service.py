@@ -69,8 +69,8 @@ class ChainService:
         self.signer = signer
         self.new_heads: Broadcast[Header] = Broadcast()
         self.finalized_heads: Broadcast[Header] = Broadcast()
-        self._watchers: defaultdict[Hash32, list[trio.MemorySendChannel[TxStatus]]] = (
-            defaultdict(list)
+        self._watchers: defaultdict[Hash32, list[trio.MemorySendChannel[TxStatus]]] = defaultdict(
+            list
         )
         self.blocks_authored = 0
         self.authorities: tuple[AccountId, ...] = system.authorities(store.best_state())

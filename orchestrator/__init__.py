@@ -1,1 +1,1 @@
-"""The reconcile loop that runs this node's assigned replicas on Docker, with probes and metering."""
+"""The reconcile loop that runs this node's assigned replicas on Docker, probes and metering."""

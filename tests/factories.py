@@ -80,7 +80,9 @@ class MemoryChain:
         )
 
     def sign(self, keypair: Keypair, call: Call, *, nonce: int, tip: int = 0) -> bytes:
-        tx = sign_transaction(keypair, genesis_hash=self.genesis_hash, nonce=nonce, call=call, tip=tip)
+        tx = sign_transaction(
+            keypair, genesis_hash=self.genesis_hash, nonce=nonce, call=call, tip=tip
+        )
         return rlp.encode(tx)  # type: ignore[no-any-return]
 
     def execute(self, extrinsics: list[bytes], author: AccountId | None = None):  # type: ignore[no-untyped-def]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import nacl.bindings
 
 from chain.address import encode_address
-from chain.blocks import Call, Header, SignedTransaction, UnsignedTransaction
+from chain.blocks import Call, SignedTransaction, UnsignedTransaction
 from chain.primitives import AccountId, Hash32
 
 DEV_SEED_DOMAIN = b"statemesh/dev-account/"
@@ -48,7 +48,9 @@ class Keypair:
 
 def dev_keypair(name: str) -> Keypair:
     """A well-known development account. Its seed is public: never hold value with it."""
-    return Keypair.from_seed(hashlib.blake2b(DEV_SEED_DOMAIN + name.encode(), digest_size=32).digest())
+    return Keypair.from_seed(
+        hashlib.blake2b(DEV_SEED_DOMAIN + name.encode(), digest_size=32).digest()
+    )
 
 
 def sign_transaction(
@@ -57,7 +59,3 @@ def sign_transaction(
     unsigned = UnsignedTransaction(genesis_hash, keypair.public, nonce, tip, call)
     sig = keypair.sign(unsigned.signing_payload())
     return SignedTransaction(genesis_hash, keypair.public, nonce, tip, call, sig)
-
-
-def seal_header(keypair: Keypair, header: Header) -> Header:
-    return header.copy(seal=keypair.sign(header.pre_seal_hash()))

@@ -51,7 +51,9 @@ class Balances(Module):
                 f"transfer of {amount} exceeds the free balance {source.free}",
             )
         if dest == sender:
-            ctx.emit(NAME, "Transfer", source=AccountRef(sender), dest=AccountRef(dest), amount=amount)
+            ctx.emit(
+                NAME, "Transfer", source=AccountRef(sender), dest=AccountRef(dest), amount=amount
+            )
             return
         target = system.read_account(state, dest)
         if target is None and amount < ctx.config.existential_deposit:
@@ -65,7 +67,9 @@ class Balances(Module):
         ctx.emit(NAME, "Transfer", source=AccountRef(sender), dest=AccountRef(dest), amount=amount)
 
 
-def withdraw_fee(ctx: Context, who: AccountId, info: system.AccountInfo, fee: int, tip: int) -> None:
+def withdraw_fee(
+    ctx: Context, who: AccountId, info: system.AccountInfo, fee: int, tip: int
+) -> None:
     """Charge a transaction: bump the nonce, burn the fee, pay the tip to the author.
     The caller has checked that `info.free` covers fee + tip."""
     state = ctx.state

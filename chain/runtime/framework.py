@@ -22,7 +22,6 @@ from chain.state import Overlay
 MAX_U128 = 2**128 - 1
 
 
-
 class AccountRef(bytes):
     """An account id inside event data: shown as an address rather than as hex."""
 
@@ -107,7 +106,8 @@ class CallDef:
                 + (f"; unknown {', '.join(unknown)}" if unknown else "")
             )
         encoded = [_arg_from_json(a, values[a.name]) for a in self.args]
-        return rlp.encode(encoded, sedes=List([a.kind.sedes for a in self.args]))
+        args: bytes = rlp.encode(encoded, sedes=List([a.kind.sedes for a in self.args]))
+        return args
 
     def call(self, **values: Any) -> Call:
         return Call(self.module.encode(), self.name.encode(), self.encode_args(values))

@@ -64,7 +64,11 @@ def _add_chain_arguments(parser: argparse.ArgumentParser) -> None:
         "--chain", default=None, metavar="SPEC", help="`dev` or a chain spec file (genesis.json)"
     )
     parser.add_argument(
-        "-d", "--base-path", type=Path, default=None, metavar="DIR",
+        "-d",
+        "--base-path",
+        type=Path,
+        default=None,
+        metavar="DIR",
         help=f"where chain data lives (default {DEFAULT_BASE_PATH})",
     )
 
@@ -121,7 +125,9 @@ def _run_node(args: argparse.Namespace) -> int:
         try:
             trio.run(node.run)
         except OSError as exc:
-            raise CliError(f"cannot serve JSON-RPC on port {args.rpc_port}: {exc.strerror}") from None
+            raise CliError(
+                f"cannot serve JSON-RPC on port {args.rpc_port}: {exc.strerror}"
+            ) from None
     finally:
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)

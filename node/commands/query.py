@@ -7,9 +7,9 @@ from typing import Any
 
 import rlp
 
+from chain.address import encode_address
 from chain.blocks import SignedTransaction
 from chain.errors import InvalidTransaction
-from chain.address import encode_address
 from chain.runtime.executive import default_modules
 from node.commands.client_options import add_client_arguments, emit, rpc_client, rpc_errors
 from node.errors import UsageError
@@ -88,7 +88,9 @@ def _block(args: argparse.Namespace) -> int:
     ]
     for i, x in enumerate(extrinsics[:20]):
         args_text = ", ".join(f"{k}={v}" for k, v in x.get("args", {}).items())
-        lines.append(f"    [{i}] {x.get('sender')} nonce {x.get('nonce')}: {x['call']}({args_text})")
+        lines.append(
+            f"    [{i}] {x.get('sender')} nonce {x.get('nonce')}: {x['call']}({args_text})"
+        )
     if len(extrinsics) > 20:
         lines.append(f"    … {len(extrinsics) - 20} more (use --json)")
     lines.append(f"  events      {len(events)}")
@@ -102,7 +104,10 @@ def _decode_extrinsic(hex_text: str) -> dict[str, Any]:
         tx: SignedTransaction = rlp.decode(bytes.fromhex(hex_text[2:]), sedes=SignedTransaction)
     except (ValueError, rlp.DecodingError, rlp.DeserializationError):
         return {"call": "<undecodable>", "raw": hex_text}
-    module, function = tx.call.module.decode(errors="replace"), tx.call.function.decode(errors="replace")
+    module, function = (
+        tx.call.module.decode(errors="replace"),
+        tx.call.function.decode(errors="replace"),
+    )
     decoded: dict[str, Any] = {
         "sender": encode_address(tx.sender),
         "nonce": tx.nonce,
@@ -126,9 +131,19 @@ def _tx(args: argparse.Namespace) -> int:
     if receipt is None:
         emit(args, None, [f"{args.hash} is not in any block this node knows"])
         return 1
-    emit(args, receipt, [
+    emit(args, receipt, receipt_lines(receipt))
+    return 0
+
+
+def receipt_lines(receipt: dict[str, Any]) -> list[str]:
+    """An included extrinsic as people read it: where, whether it worked, what it emitted."""
+    result = "success" if receipt["success"] else f"failed: {receipt.get('error')}"
+    lines = [
         f"extrinsic {receipt['hash']}",
         f"  in block #{receipt['blockNumber']} {receipt['blockHash']} (index {receipt['index']})",
-        f"  result: {'success' if receipt['success'] else 'failed: ' + str(receipt.get('error'))}",
-    ])
-    return 0
+        f"  result: {result}",
+    ]
+    for event in receipt.get("events", []):
+        data = ", ".join(f"{k}={v}" for k, v in event["data"].items())
+        lines.append(f"  event {event['module']}.{event['name']}({data})")
+    return lines

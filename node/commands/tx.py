@@ -23,6 +23,7 @@ from node.commands.client_options import (
 )
 from node.commands.key import add_keystore_argument, keystore_errors, keystore_from_args
 from node.commands.password import PasswordReader, add_password_argument
+from node.commands.query import receipt_lines
 from node.errors import UsageError
 from node.rpc.client import RpcClient
 from wallet.keys import Keypair, sign_transaction
@@ -56,7 +57,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     for parser in (transfer, remark, call):
         parser.add_argument(
-            "--from", dest="sender", required=True, metavar="KEY",
+            "--from",
+            dest="sender",
+            required=True,
+            metavar="KEY",
             help="keystore key name, or dev-alice, dev-bob, … (development accounts)",
         )
         parser.add_argument("--tip", default="0", metavar="N", help="tip for the block author")
@@ -144,7 +148,7 @@ async def _follow(args: argparse.Namespace, client: RpcClient, encoded: bytes) -
     final = statuses[-1] if statuses else "dropped"
     if isinstance(final, dict) and "finalized" in final:
         receipt = client.call("chain_getExtrinsic", "0x" + tx_hash(encoded).hex())
-        emit(args, {"statuses": statuses, "receipt": receipt}, _receipt_lines(receipt))
+        emit(args, {"statuses": statuses, "receipt": receipt}, receipt_lines(receipt))
         return 0 if receipt.get("success") else 1
     emit(args, {"statuses": statuses}, [f"not finalized: {_describe(final)}"])
     raise NodeRefused(f"transaction was {_describe(final)}")
@@ -155,16 +159,3 @@ def _describe(status: Any) -> str:
         return status
     key, value = next(iter(status.items()))
     return f"{key} {value}"
-
-
-def _receipt_lines(receipt: dict[str, Any]) -> list[str]:
-    lines = [
-        f"extrinsic {receipt['hash']}",
-        f"  in block #{receipt['blockNumber']} {receipt['blockHash']} (index {receipt['index']})",
-        f"  result: {'success' if receipt['success'] else 'failed: ' + str(receipt.get('error'))}",
-    ]
-    for event in receipt.get("events", []):
-        data = ", ".join(f"{k}={v}" for k, v in event["data"].items())
-        lines.append(f"  event {event['module']}.{event['name']}({data})")
-    return lines
-

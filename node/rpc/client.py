@@ -7,7 +7,7 @@ import json
 import os
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import trio
@@ -65,12 +65,14 @@ class RpcClient:
     def ws_url(self) -> str:
         return "ws" + self.url[len("http") :]
 
-    async def watch(self, method: str, *params: Any) -> AsyncIterator[Any]:
+    async def watch(self, method: str, *params: Any) -> AsyncGenerator[Any, None]:
         """Call a subscription method over WebSocket and yield each notification's result."""
         try:
             async with trio_websocket.open_websocket_url(self.ws_url) as ws:
                 await ws.send_message(
-                    json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)})
+                    json.dumps(
+                        {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
+                    )
                 )
                 subscription = _result(await ws.get_message(), self.url)
                 while True:

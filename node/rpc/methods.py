@@ -96,7 +96,10 @@ def header_json(header: Header) -> dict[str, Any]:
 
 def block_json(block: Block) -> dict[str, Any]:
     return {
-        "block": {"header": header_json(block.header), "extrinsics": [_hex(x) for x in block.extrinsics]},
+        "block": {
+            "header": header_json(block.header),
+            "extrinsics": [_hex(x) for x in block.extrinsics],
+        },
         "justifications": None,
     }
 
@@ -186,9 +189,7 @@ def build_registry(chain: ChainService, info: NodeInfo) -> Registry:
             raise RpcError(-32602, f"invalid param 'number': {exc}") from None
         return _maybe_hex(store.canonical_hash(number))
 
-    registry.add_method(
-        "chain_getFinalizedHead", lambda params: _hex(store.finalized_header.hash)
-    )
+    registry.add_method("chain_getFinalizedHead", lambda params: _hex(store.finalized_header.hash))
 
     @registry.method("chain_getExtrinsic", params=["hash"])
     def get_extrinsic(params: Params) -> dict[str, Any] | None:
@@ -210,7 +211,9 @@ def build_registry(chain: ChainService, info: NodeInfo) -> Registry:
         }
 
     @registry.subscription(
-        "chain_subscribeNewHeads", unsubscribe="chain_unsubscribeNewHeads", notification="chain_newHead"
+        "chain_subscribeNewHeads",
+        unsubscribe="chain_unsubscribeNewHeads",
+        notification="chain_newHead",
     )
     def new_heads(params: Params) -> AsyncIterator[Any]:
         return _headers(chain.new_heads.subscribe())

@@ -48,8 +48,15 @@ class NodeProcess:
         self.log_path = self.base_path.with_suffix(f".{int(time.time() * 1000)}.log")
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [STATEMESH, "node", *self.args, "--base-path", str(self.base_path),
-             "--rpc-port", str(self.port)],
+            [
+                STATEMESH,
+                "node",
+                *self.args,
+                "--base-path",
+                str(self.base_path),
+                "--rpc-port",
+                str(self.port),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -70,7 +77,8 @@ class NodeProcess:
 
     def call(self, method: str, *params: Any) -> Any:
         response = httpx.post(
-            self.url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)},
+            self.url,
+            json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)},
             timeout=10,
         )
         body = response.json()
@@ -110,7 +118,9 @@ class NodeProcess:
             self.process.wait()
 
 
-def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [STATEMESH, *args],
         capture_output=True,

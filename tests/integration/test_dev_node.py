@@ -37,26 +37,54 @@ def genesis_hash(node: NodeProcess) -> Hash32:
     return Hash32(bytes.fromhex(node.call("chain_getBlockHash", 0)[2:]))
 
 
-def signed(node: NodeProcess, keypair: Keypair, call: Call, nonce: int, genesis: Hash32 | None = None) -> str:
-    tx = sign_transaction(keypair, genesis_hash=genesis or genesis_hash(node), nonce=nonce, call=call)
+def signed(
+    node: NodeProcess, keypair: Keypair, call: Call, nonce: int, genesis: Hash32 | None = None
+) -> str:
+    tx = sign_transaction(
+        keypair, genesis_hash=genesis or genesis_hash(node), nonce=nonce, call=call
+    )
     return "0x" + rlp.encode(tx).hex()
 
 
 def test_transfer_through_the_cli_is_finalized(dev_node: NodeProcess, tmp_path: Path) -> None:
     keystore = str(tmp_path / "keystore")
-    generated = cli_json("key", "generate", "--name", "carol", "--keystore", keystore, env=PASSWORD_ENV)
+    generated = cli_json(
+        "key", "generate", "--name", "carol", "--keystore", keystore, env=PASSWORD_ENV
+    )
     address = generated["address"]
-    result = cli("tx", "transfer", "--from", "dev-alice", "--to", address, "--amount", "10000000",
-                 "--rpc", dev_node.url)
+    result = cli(
+        "tx",
+        "transfer",
+        "--from",
+        "dev-alice",
+        "--to",
+        address,
+        "--amount",
+        "10000000",
+        "--rpc",
+        dev_node.url,
+    )
     assert result.returncode == 0, result.stderr + result.stdout
     assert "ready" in result.stdout and "finalized" in result.stdout
     assert "result: success" in result.stdout
     account = cli_json("query", "account", address, "--rpc", dev_node.url)
     assert account["free"] == "10000000" and account["nonce"] == 0
     # The new key signs too, with its password, and pays its fee.
-    back = cli("tx", "transfer", "--from", "carol", "--keystore", keystore, "--to",
-               dev_keypair("alice").address, "--amount", "1000000", "--rpc", dev_node.url,
-               env=PASSWORD_ENV)
+    back = cli(
+        "tx",
+        "transfer",
+        "--from",
+        "carol",
+        "--keystore",
+        keystore,
+        "--to",
+        dev_keypair("alice").address,
+        "--amount",
+        "1000000",
+        "--rpc",
+        dev_node.url,
+        env=PASSWORD_ENV,
+    )
     assert back.returncode == 0, back.stderr + back.stdout
     account = cli_json("query", "account", address, "--rpc", dev_node.url)
     assert account["nonce"] == 1 and int(account["free"]) < 9_000_000
@@ -67,10 +95,22 @@ def test_transfer_through_the_cli_is_finalized(dev_node: NodeProcess, tmp_path: 
 
 
 def test_cli_reports_errors_clearly(dev_node: NodeProcess, tmp_path: Path) -> None:
-    poor = cli("tx", "transfer", "--from", "dev-ferdie", "--to", BOB.address,
-               "--amount", str(10**30), "--rpc", dev_node.url)
+    poor = cli(
+        "tx",
+        "transfer",
+        "--from",
+        "dev-ferdie",
+        "--to",
+        BOB.address,
+        "--amount",
+        str(10**30),
+        "--rpc",
+        dev_node.url,
+    )
     assert poor.returncode == 1
-    assert poor.stderr.startswith("error: call would fail: balances.InsufficientBalance: transfer of")
+    assert poor.stderr.startswith(
+        "error: call would fail: balances.InsufficientBalance: transfer of"
+    )
     bad_address = cli("query", "account", "5notanaddress", "--rpc", dev_node.url)
     assert bad_address.returncode == 1 and "invalid param 'address'" in bad_address.stderr
     unreachable = cli("query", "account", BOB.address, "--rpc", "http://127.0.0.1:9")
@@ -89,18 +129,27 @@ def test_invalid_genesis_file_is_refused(tmp_path: Path) -> None:
 
 
 def raw(node: NodeProcess, body: bytes | str) -> httpx.Response:
-    return httpx.post(node.url, content=body, headers={"Content-Type": "application/json"}, timeout=30)
+    return httpx.post(
+        node.url, content=body, headers={"Content-Type": "application/json"}, timeout=30
+    )
 
 
 def test_bad_rpc_input_changes_nothing(dev_node: NodeProcess) -> None:
-    genesis = genesis_hash(dev_node)
+    genesis_hash(dev_node)
     before = dev_node.call("system_account", BOB.address)
     assert raw(dev_node, b"{not json").json()["error"]["code"] == -32700
     assert raw(dev_node, b'{"jsonrpc":"2.0","id":1,"method":"nope"}').json()["error"] == {
-        "code": -32601, "message": "method not found: nope"}
+        "code": -32601,
+        "message": "method not found: nope",
+    }
     wrong = raw(dev_node, b'{"jsonrpc":"2.0","id":1,"method":"chain_getBlockHash","params":[true]}')
     assert wrong.json()["error"]["code"] == -32602
-    oversize = raw(dev_node, b'{"jsonrpc":"2.0","id":1,"method":"system_name","params":["' + b"x" * (16 * 1024 * 1024) + b'"]}')
+    oversize = raw(
+        dev_node,
+        b'{"jsonrpc":"2.0","id":1,"method":"system_name","params":["'
+        + b"x" * (16 * 1024 * 1024)
+        + b'"]}',
+    )
     assert oversize.status_code == 413
 
     def refused(extrinsic: str) -> RpcFailure:
@@ -109,13 +158,21 @@ def test_bad_rpc_input_changes_nothing(dev_node: NodeProcess) -> None:
         return info.value
 
     assert refused("0xc3010203").message.startswith("malformed: not a signed transaction")
-    good = rlp.decode(bytes.fromhex(signed(dev_node, BOB, remark_call(b"x"), 0)[2:]), sedes=SignedTransaction)
+    good = rlp.decode(
+        bytes.fromhex(signed(dev_node, BOB, remark_call(b"x"), 0)[2:]), sedes=SignedTransaction
+    )
     forged = "0x" + rlp.encode(good.copy(signature=bytes(64))).hex()
-    assert refused(forged).message == "bad signature: the signature does not match the sender and payload"
+    assert (
+        refused(forged).message
+        == "bad signature: the signature does not match the sender and payload"
+    )
     other_genesis = signed(dev_node, BOB, remark_call(b"x"), 0, genesis=Hash32(b"\x01" * 32))
-    assert refused(other_genesis).message.startswith("wrong genesis hash: signed for genesis 0x0101")
+    assert refused(other_genesis).message.startswith(
+        "wrong genesis hash: signed for genesis 0x0101"
+    )
     assert refused(signed(dev_node, BOB, remark_call(b"x"), 500)).message.startswith(
-        "future nonce: nonce 500 is 500 ahead")
+        "future nonce: nonce 500 is 500 ahead"
+    )
     too_much = signed(dev_node, BOB, transfer_call(dev_keypair("eve").public, 10**25), 0)
     failure = refused(too_much)
     assert failure.code == 1010
@@ -128,8 +185,12 @@ def test_bad_rpc_input_changes_nothing(dev_node: NodeProcess) -> None:
     assert dev_node.call("author_pendingExtrinsics") == [second]
     # Its predecessor arrives; both are included; the same nonce again is stale.
     dev_node.call("author_submitExtrinsic", signed(dev_node, BOB, remark_call(b"first"), 0))
-    dev_node.wait_for(lambda: dev_node.call("system_account", BOB.address)["nonce"] == 2, what="inclusion")
-    assert refused(signed(dev_node, BOB, remark_call(b"again"), 0)).message.startswith("stale nonce")
+    dev_node.wait_for(
+        lambda: dev_node.call("system_account", BOB.address)["nonce"] == 2, what="inclusion"
+    )
+    assert refused(signed(dev_node, BOB, remark_call(b"again"), 0)).message.startswith(
+        "stale nonce"
+    )
     after = dev_node.call("system_account", BOB.address)
     assert after["nonce"] == before["nonce"] + 2
     assert dev_node.call("system_health")["isSyncing"] is False
@@ -141,14 +202,29 @@ def test_websocket_watch_and_heads(dev_node: NodeProcess) -> None:
 
     async def scenario() -> tuple[list[object], list[dict[str, object]]]:
         async with trio_websocket.open_websocket_url(ws_url) as ws:
-            await ws.send_message(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "chain_subscribeNewHeads", "params": []}))
+            await ws.send_message(
+                json.dumps(
+                    {"jsonrpc": "2.0", "id": 1, "method": "chain_subscribeNewHeads", "params": []}
+                )
+            )
             heads_id = json.loads(await ws.get_message())["result"]
-            await ws.send_message(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "author_submitAndWatchExtrinsic", "params": [extrinsic]}))
+            await ws.send_message(
+                json.dumps(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": 2,
+                        "method": "author_submitAndWatchExtrinsic",
+                        "params": [extrinsic],
+                    }
+                )
+            )
             watch_id = json.loads(await ws.get_message())["result"]
             statuses: list[object] = []
             heads: list[dict[str, object]] = []
             with trio.fail_after(20):
-                while not statuses or not (isinstance(statuses[-1], dict) and "finalized" in statuses[-1]):
+                while not statuses or not (
+                    isinstance(statuses[-1], dict) and "finalized" in statuses[-1]
+                ):
                     message = json.loads(await ws.get_message())
                     params = message["params"]
                     if params["subscription"] == watch_id:
@@ -176,8 +252,20 @@ def test_kill9_during_transactions_and_resume(tmp_path: Path) -> None:
         with httpx.Client(timeout=5) as client:
             while not stop.is_set() and nonce < 400:
                 batch = [
-                    {"jsonrpc": "2.0", "id": i, "method": "author_submitExtrinsic",
-                     "params": [signed(node, s, transfer_call(dev_keypair("ferdie").public, 1_000_000), nonce, genesis)]}
+                    {
+                        "jsonrpc": "2.0",
+                        "id": i,
+                        "method": "author_submitExtrinsic",
+                        "params": [
+                            signed(
+                                node,
+                                s,
+                                transfer_call(dev_keypair("ferdie").public, 1_000_000),
+                                nonce,
+                                genesis,
+                            )
+                        ],
+                    }
                     for i, s in enumerate(senders)
                 ]
                 try:
@@ -189,7 +277,9 @@ def test_kill9_during_transactions_and_resume(tmp_path: Path) -> None:
 
     worker = threading.Thread(target=stream)
     worker.start()
-    node.wait_for(lambda: node.best_number() >= 3 and submitted[0] > 40, what="blocks with transactions")
+    node.wait_for(
+        lambda: node.best_number() >= 3 and submitted[0] > 40, what="blocks with transactions"
+    )
     node.kill9()
     stop.set()
     worker.join()

@@ -33,17 +33,38 @@ def test_round_trip() -> None:
         (lambda s: s.pop("name"), "name is missing"),
         (lambda s: s.update(extra=1), "the chain spec: unknown field(s) extra"),
         (lambda s: s.update(chainType="Test"), "chainType must be one of Development, Local, Live"),
-        (lambda s: s["consensus"].update(slotDurationMs=5), "consensus.slotDurationMs must be between 100 and 600000"),
-        (lambda s: s["consensus"].update(slotDurationMs="soon"), "consensus.slotDurationMs must be an integer, got 'soon'"),
-        (lambda s: s["consensus"].update(authorities=[]), "consensus.authorities must name at least one authority"),
-        (lambda s: s["consensus"]["authorities"].append(s["consensus"]["authorities"][0]), "consensus.authorities lists an authority twice"),
-        (lambda s: s["consensus"]["authorities"].__setitem__(0, "5notanaddress"), "consensus.authorities[0]: '5notanaddress' has the wrong length for an address"),
+        (
+            lambda s: s["consensus"].update(slotDurationMs=5),
+            "consensus.slotDurationMs must be between 100 and 600000",
+        ),
+        (
+            lambda s: s["consensus"].update(slotDurationMs="soon"),
+            "consensus.slotDurationMs must be an integer, got 'soon'",
+        ),
+        (
+            lambda s: s["consensus"].update(authorities=[]),
+            "consensus.authorities must name at least one authority",
+        ),
+        (
+            lambda s: s["consensus"]["authorities"].append(s["consensus"]["authorities"][0]),
+            "consensus.authorities lists an authority twice",
+        ),
+        (
+            lambda s: s["consensus"]["authorities"].__setitem__(0, "5notanaddress"),
+            "consensus.authorities[0]: '5notanaddress' has the wrong length for an address",
+        ),
         (lambda s: s["runtime"].pop("baseFee"), "runtime.baseFee is missing"),
         (lambda s: s["runtime"].update(byteFee=-1), "runtime.byteFee must not be negative"),
-        (lambda s: s["runtime"].update(existentialDeposit=0), "runtime.existentialDeposit must be at least 1"),
+        (
+            lambda s: s["runtime"].update(existentialDeposit=0),
+            "runtime.existentialDeposit must be at least 1",
+        ),
         (lambda s: s["balances"].append(s["balances"][0]), "is endowed twice"),
         (lambda s: s["balances"].append(["x"]), "balances[6] must be [address, amount]"),
-        (lambda s: s["balances"][0].__setitem__(1, "1"), "balances[0]: amount must be >= the existential deposit and < 2^128"),
+        (
+            lambda s: s["balances"][0].__setitem__(1, "1"),
+            "balances[0]: amount must be >= the existential deposit and < 2^128",
+        ),
     ],
 )
 def test_invalid_spec(mutate: Any, message: str) -> None:

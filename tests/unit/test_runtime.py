@@ -11,7 +11,16 @@ from chain.blocks import Call, SignedTransaction
 from chain.errors import BlockRejection, InvalidBlock, InvalidTransaction, TxRejection
 from chain.runtime import balances, system
 from chain.runtime.executive import Runtime
-from tests.factories import ALICE, BOB, CHARLIE, DAVE, MemoryChain, remark_call, spec_for, transfer_call
+from tests.factories import (
+    ALICE,
+    BOB,
+    CHARLIE,
+    DAVE,
+    MemoryChain,
+    remark_call,
+    spec_for,
+    transfer_call,
+)
 from wallet.keys import dev_keypair
 
 ED = 1_000_000
@@ -152,7 +161,9 @@ def test_bad_arguments(chain: MemoryChain) -> None:
 
 
 def test_oversize(chain: MemoryChain) -> None:
-    error = reject(chain, chain.sign(BOB, Call(b"system", b"remark", rlp.encode([b"x" * 70_000])), nonce=0))
+    error = reject(
+        chain, chain.sign(BOB, Call(b"system", b"remark", rlp.encode([b"x" * 70_000])), nonce=0)
+    )
     assert error.reason is TxRejection.OVERSIZE
 
 
@@ -183,7 +194,9 @@ def test_issuance_is_conserved_and_invalid_changes_nothing(
     burned = 0
     nonces = [0, 0, 0, 0]
     for source, dest, amount, tip in transfers:
-        encoded = chain.sign(KEYS[source], transfer_call(KEYS[dest].public, amount), nonce=nonces[source], tip=tip)
+        encoded = chain.sign(
+            KEYS[source], transfer_call(KEYS[dest].public, amount), nonce=nonces[source], tip=tip
+        )
         root = chain.root
         try:
             runtime.validate_transaction(chain.state, encoded, chain.env())

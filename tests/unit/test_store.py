@@ -41,18 +41,27 @@ def author(store: ChainStore, runtime: Runtime, txs: list[bytes], slot: int) -> 
     env_parent = store.best_header
     candidates = []
     for encoded in txs:
-        env = BlockEnv(env_parent.number + 1, env_parent.hash, TimestampMs(slot * 1000), ALICE.public)
+        env = BlockEnv(
+            env_parent.number + 1, env_parent.hash, TimestampMs(slot * 1000), ALICE.public
+        )
         candidates.append(runtime.validate_transaction(state, encoded, env))
     block, _ = propose(
-        store, runtime, store.best_header, candidates,
-        slot=Slot(slot), timestamp=TimestampMs(slot * 1000), signer=ALICE,
+        store,
+        runtime,
+        store.best_header,
+        candidates,
+        slot=Slot(slot),
+        timestamp=TimestampMs(slot * 1000),
+        signer=ALICE,
         on_invalid=lambda tx, exc: None,
     )
     return block
 
 
 def transfer(runtime: Runtime, nonce: int, amount: int = 5_000_000) -> bytes:
-    tx = sign_transaction(BOB, genesis_hash=runtime.genesis_hash, nonce=nonce, call=transfer_call(DAVE.public, amount))
+    tx = sign_transaction(
+        BOB, genesis_hash=runtime.genesis_hash, nonce=nonce, call=transfer_call(DAVE.public, amount)
+    )
     return rlp.encode(tx)  # type: ignore[no-any-return]
 
 
@@ -83,7 +92,7 @@ def test_schema_version_mismatch(tmp_path: Path) -> None:
 
 
 def test_database_of_another_chain(tmp_path: Path) -> None:
-    db, store, _ = open_store(tmp_path / "db")
+    db, _store, _ = open_store(tmp_path / "db")
     db.close()
     db = Database(tmp_path / "db")
     other = spec_for(ALICE, amount=7 * 10**18)
@@ -95,9 +104,15 @@ def test_database_of_another_chain(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        (lambda b: b.copy(header=b.header.copy(state_root=b"\x11" * 32)), BlockRejection.BAD_STATE_ROOT),
+        (
+            lambda b: b.copy(header=b.header.copy(state_root=b"\x11" * 32)),
+            BlockRejection.BAD_STATE_ROOT,
+        ),
         (lambda b: b.copy(extrinsics=b.extrinsics[:1]), BlockRejection.BAD_EXTRINSICS_ROOT),
-        (lambda b: b.copy(header=b.header.copy(parent_hash=b"\x22" * 32)), BlockRejection.UNKNOWN_PARENT),
+        (
+            lambda b: b.copy(header=b.header.copy(parent_hash=b"\x22" * 32)),
+            BlockRejection.UNKNOWN_PARENT,
+        ),
         (lambda b: b.copy(header=b.header.copy(number=5)), BlockRejection.BAD_NUMBER),
         (lambda b: b.copy(header=b.header.copy(timestamp=0)), BlockRejection.BAD_TIMESTAMP),
     ],
