@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import rlp
 from rlp.sedes import CountableList, binary
 
 from chain import codec
 from chain import db as keys
-from chain.blocks import Block, Header
+from chain.blocks import Block, Header, tx_hash
 from chain.db import Database
 from chain.errors import DatabaseError, UnknownBlock
 from chain.genesis import Genesis
@@ -26,8 +27,19 @@ HEADERS = b"h"
 _BEST = keys.META + b"best"
 _FINALIZED = keys.META + b"finalized"
 _GENESIS = keys.META + b"genesis"
+_LEAVES = keys.META + b"leaves"
+JUSTIFICATIONS = b"j"
 _HEADER_CACHE_SIZE = 4096
 _extrinsics_sedes = CountableList(binary)
+
+
+@dataclass(frozen=True, slots=True)
+class TreeRoute:
+    retracted: tuple[Hash32, ...]
+    """Blocks leaving the canonical chain, highest first."""
+    enacted: tuple[Hash32, ...]
+    """Blocks joining the canonical chain, lowest first."""
+    common: Hash32
 
 
 def _number_key(number: int) -> bytes:
@@ -68,6 +80,7 @@ class ChainStore:
             batch.put(_GENESIS, genesis.hash)
             batch.put(_BEST, genesis.hash)
             batch.put(_FINALIZED, genesis.hash)
+            batch.put(_LEAVES, genesis.hash)
         self.genesis_hash = self.best_hash = self.finalized_hash = genesis.hash
 
     # -- reads ------------------------------------------------------------------------------
@@ -134,32 +147,161 @@ class ChainStore:
     def best_state(self) -> TrieState:
         return TrieState(self.db.trie_nodes, self.best_header.state_root, self.node_cache)
 
-    # -- writes -----------------------------------------------------------------------------
+    def justification(self, block_hash: bytes) -> bytes | None:
+        """The finality proof stored with a finalized block, if finality was reached on it."""
+        return self.db.get(JUSTIFICATIONS + block_hash)
 
-    def commit_block(self, block: Block, execution: BlockExecution, *, finalize: bool) -> None:
-        """Store a block that extends the best chain, with its state, events and indexes, as
-        the new best (and, if `finalize`, finalized) block: one atomic, durable write."""
+    def leaves(self) -> list[Hash32]:
+        data = self.db.get(_LEAVES) or b""
+        return [Hash32(data[i : i + 32]) for i in range(0, len(data), 32)]
+
+    # -- the block tree -----------------------------------------------------------------------
+
+    def ancestor_at(self, block_hash: bytes, number: int) -> Hash32 | None:
+        """The ancestor of `block_hash` at height `number` (itself at its own height)."""
+        header = self.header(block_hash)
+        if header is None or number > header.number or number < 0:
+            return None
+        canonical = self.canonical_hash(header.number)
+        if canonical == header.hash:
+            # On the canonical chain the index answers at once.
+            return self.canonical_hash(number)
+        while header.number > number:
+            header = self.require_header(header.parent_hash)
+        return Hash32(header.hash)
+
+    def is_descendant(self, block_hash: bytes, ancestor: bytes) -> bool:
+        """Whether `block_hash` is `ancestor` or one of its descendants."""
+        ancestor_header = self.header(ancestor)
+        if ancestor_header is None:
+            return False
+        return self.ancestor_at(block_hash, ancestor_header.number) == ancestor_header.hash
+
+    def tree_route(self, old: bytes, new: bytes) -> TreeRoute:
+        """The blocks to retract (from `old` down, exclusive of the common ancestor) and to
+        enact (up to `new`) when the best chain moves from `old` to `new`."""
+        a, b = self.require_header(old), self.require_header(new)
+        retracted: list[Hash32] = []
+        enacted: list[Hash32] = []
+        while a.number > b.number:
+            retracted.append(a.hash)
+            a = self.require_header(a.parent_hash)
+        while b.number > a.number:
+            enacted.append(b.hash)
+            b = self.require_header(b.parent_hash)
+        while a.hash != b.hash:
+            retracted.append(a.hash)
+            enacted.append(b.hash)
+            a = self.require_header(a.parent_hash)
+            b = self.require_header(b.parent_hash)
+        enacted.reverse()
+        return TreeRoute(tuple(retracted), tuple(enacted), Hash32(a.hash))
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def commit_block(
+        self,
+        block: Block,
+        execution: BlockExecution,
+        *,
+        best: bool = True,
+        finalize: bool = False,
+        justification: bytes | None = None,
+    ) -> TreeRoute | None:
+        """Store an executed block with its state, events and indexes in one atomic, durable
+        write. With `best`, it becomes the head of the canonical chain (a re-org if it is not
+        on the current best chain: the route is returned so the pool can re-inject what was
+        retracted); with `finalize` it is also final."""
         header = block.header
         block_hash = header.hash
-        if header.parent_hash != self.best_hash:
-            raise DatabaseError("commit_block extends the best block only")
-        with self.db.batch() as batch:
-            for node_hash, node in execution.commit.nodes.items():
-                batch.put(keys.TRIE_NODES + node_hash, node)
-            self._put_block(batch, block, execution.events)
-            for index, outcome in enumerate(execution.outcomes):
-                batch.put(
-                    keys.TX_INDEX + outcome.hash,
-                    codec.encode([block_hash, codec.encode_uint(index)]),
-                )
-            batch.put(_number_key(header.number), block_hash)
-            batch.put(_BEST, block_hash)
-            if finalize:
-                batch.put(_FINALIZED, block_hash)
-        self.best_hash = block_hash
+        if self.header(header.parent_hash) is None:
+            raise DatabaseError(f"parent 0x{header.parent_hash.hex()} is not stored")
+        if finalize and not best:
+            raise DatabaseError("a finalized block must also be the best block")
+        leaves = [leaf for leaf in self.leaves() if leaf != header.parent_hash]
+        leaves.append(block_hash)
+        # The route walk reads the new header before the batch lands: cache it now, and forget
+        # it again if the write fails so that no reader sees a block that was never stored.
+        self._remember(header)
+        route = None
+        try:
+            with self.db.batch() as batch:
+                for node_hash, node in execution.commit.nodes.items():
+                    batch.put(keys.TRIE_NODES + node_hash, node)
+                self._put_block(batch, block, execution.events)
+                batch.put(_LEAVES, b"".join(leaves))
+                if best:
+                    route = self._move_best(batch, block_hash, block)
+                if finalize:
+                    self._put_finalized(batch, block_hash, justification)
+        except BaseException:
+            self._headers.pop(block_hash, None)
+            raise
+        if best:
+            self.best_hash = block_hash
         if finalize:
             self.finalized_hash = block_hash
-        self._remember(header)
+        return route
+
+    def set_best(self, block_hash: bytes) -> TreeRoute:
+        """Make a stored block the head of the canonical chain (fork choice moved)."""
+        with self.db.batch() as batch:
+            route = self._move_best(batch, block_hash, None)
+        self.best_hash = Hash32(block_hash)
+        return route
+
+    def finalize(self, block_hash: bytes, justification: bytes | None = None) -> None:
+        """Mark a block of the canonical chain final (with its finality proof, if any). Forks
+        that do not contain it are dropped from the leaves: they can never become best."""
+        header = self.require_header(block_hash)
+        if self.canonical_hash(header.number) != header.hash:
+            raise DatabaseError(f"block 0x{block_hash.hex()} is not on the best chain")
+        if self.finalized_hash is not None and not self.is_descendant(block_hash, self.finalized_hash):
+            raise DatabaseError(f"block 0x{block_hash.hex()} does not descend from the finalized")
+        with self.db.batch() as batch:
+            self._put_finalized(batch, block_hash, justification)
+            leaves = [leaf for leaf in self.leaves() if self.is_descendant(leaf, block_hash)]
+            batch.put(_LEAVES, b"".join(leaves))
+        self.finalized_hash = Hash32(block_hash)
+
+    def _put_finalized(
+        self, batch: keys.WriteBatch, block_hash: bytes, justification: bytes | None
+    ) -> None:
+        batch.put(_FINALIZED, block_hash)
+        if justification is not None:
+            batch.put(JUSTIFICATIONS + block_hash, justification)
+
+    def _move_best(
+        self, batch: keys.WriteBatch, block_hash: bytes, new_block: Block | None
+    ) -> TreeRoute:
+        old = self.best_hash
+        if old is None:
+            raise DatabaseError("the database has no chain yet")
+        route = self.tree_route(old, block_hash)
+        for retracted in route.retracted:
+            header = self.require_header(retracted)
+            batch.delete(_number_key(header.number))
+            for encoded in self._extrinsics(retracted):
+                batch.delete(keys.TX_INDEX + tx_hash(encoded))
+        for enacted in route.enacted:
+            header = self.require_header(enacted)
+            batch.put(_number_key(header.number), enacted)
+            body = (
+                list(new_block.extrinsics)
+                if new_block is not None and enacted == block_hash
+                else self._extrinsics(enacted)
+            )
+            for index, encoded in enumerate(body):
+                batch.put(
+                    keys.TX_INDEX + tx_hash(encoded),
+                    codec.encode([enacted, codec.encode_uint(index)]),
+                )
+        batch.put(_BEST, block_hash)
+        return route
+
+    def _extrinsics(self, block_hash: bytes) -> list[bytes]:
+        body = self.db.get(keys.BLOCKS + block_hash)
+        return [] if not body else list(rlp.decode(body, sedes=_extrinsics_sedes))
 
     def _put_block(self, batch: keys.WriteBatch, block: Block, events: Sequence[Event]) -> None:
         block_hash = block.hash

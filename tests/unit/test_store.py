@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import rlp
 
-from chain.blocks import Block
+from chain.blocks import Block, tx_hash
 from chain.db import Database
 from chain.errors import BlockRejection, DatabaseError, InvalidBlock
 from chain.genesis import build_genesis
@@ -143,4 +143,55 @@ def test_aura_header_checks(tmp_path: Path) -> None:
         verify_header(block.header, parent, authorities, 1000, now_ms=3_000)
     with pytest.raises(InvalidBlock, match="does not match timestamp"):
         verify_header(block.header.copy(slot=9), parent, authorities, 1000, 5_000)
+    db.close()
+
+
+def build_on(
+    store: ChainStore, runtime: Runtime, parent_hash: bytes, txs: list[bytes], slot: int
+) -> tuple[Block, object]:
+    """Build a block on any stored parent (not only the best), without committing it."""
+    parent = store.require_header(parent_hash)
+    env = BlockEnv(parent.number + 1, parent.hash, TimestampMs(slot * 1000), ALICE.public)
+    state = store.state_at(parent.hash)
+    candidates = [runtime.validate_transaction(state, t, env) for t in txs]
+    return propose(
+        store,
+        runtime,
+        parent,
+        candidates,
+        slot=Slot(slot),
+        timestamp=TimestampMs(slot * 1000),
+        signer=ALICE,
+        on_invalid=lambda tx, exc: None,
+    )
+
+
+def test_fork_reorg_moves_indexes_and_finality_prunes_leaves(tmp_path: Path) -> None:
+    db, store, runtime = open_store(tmp_path / "db")
+    genesis = store.best_hash
+    a1, ea1 = build_on(store, runtime, genesis, [transfer(runtime, 0)], slot=1)
+    store.commit_block(a1, ea1)  # type: ignore[arg-type]
+    b1, eb1 = build_on(store, runtime, genesis, [transfer(runtime, 0, amount=7_000_000)], slot=2)
+    assert store.commit_block(b1, eb1, best=False) is None  # type: ignore[arg-type]
+    assert store.best_hash == a1.hash and set(store.leaves()) == {a1.hash, b1.hash}
+    b2, eb2 = build_on(store, runtime, b1.hash, [], slot=3)
+    route = store.commit_block(b2, eb2)  # type: ignore[arg-type]
+    assert route is not None
+    assert route.retracted == (a1.hash,) and route.enacted == (b1.hash, b2.hash)
+    assert route.common == genesis
+    assert store.canonical_hash(1) == b1.hash and store.canonical_hash(2) == b2.hash
+    assert store.tx_location(tx_hash(a1.extrinsics[0])) is None
+    assert store.tx_location(tx_hash(b1.extrinsics[0])) == (b1.hash, 0)
+    assert system.account(store.best_state(), DAVE.public).free == 7_000_000
+    assert store.is_descendant(b2.hash, genesis) and not store.is_descendant(b2.hash, a1.hash)
+    store.finalize(b1.hash)
+    assert store.leaves() == [b2.hash]
+    with pytest.raises(DatabaseError, match="is not on the best chain"):
+        store.finalize(a1.hash)
+    # Everything survives a reopen.
+    db.close()
+    db, store, runtime = open_store(tmp_path / "db")
+    assert (store.best_hash, store.finalized_hash) == (b2.hash, b1.hash)
+    assert store.set_best(b1.hash).retracted == (b2.hash,)
+    assert store.canonical_hash(2) is None
     db.close()

@@ -1,0 +1,333 @@
+"""The finality gadget: validators prevote and precommit on blocks in rounds (one round per
+slot); a block is final when more than 2/3 of the validators precommitted it or a descendant
+in one round. The signed precommits are its justification, which any node can check.
+
+Why this design (Tendermint's locking applied to a chain, GRANDPA-style votes on blocks):
+block production (Aura) never waits for finality, votes name a block and count for all its
+ancestors, and one round finalizes any number of blocks. Safety rests on quorum intersection
+plus a lock: a validator that precommitted G in round r prevotes only descendants of G
+afterwards, unless a later round shows more than 2/3 prevotes for a conflicting block. So
+once a block is final, no conflicting block can gather a quorum of prevotes in a later round,
+and none can be finalized while fewer than 1/3 of the validators are faulty.
+
+Everything here is pure: the service passes in the block tree, the round and our best head."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from chain.blocks import Header
+from chain.primitives import AccountId, Hash32
+from chain.signature import verify
+from consensus.aura import Signer
+
+VOTE_DOMAIN = b"statemesh/vote/v1"
+VOTE_LENGTH = 8 + 1 + 32 + 8 + 32 + 64
+ROUND_WINDOW = 64
+"""Rounds whose votes are kept; older votes can no longer change anything we need."""
+FUTURE_ROUNDS = 2
+"""How far ahead of our clock a vote's round may be (clocks differ a little)."""
+
+
+class Phase(enum.IntEnum):
+    PREVOTE = 1
+    PRECOMMIT = 2
+
+
+class VoteRejection(enum.Enum):
+    MALFORMED = "malformed"
+    NOT_A_VALIDATOR = "not a validator"
+    BAD_SIGNATURE = "bad signature"
+    WRONG_ROUND = "round out of range"
+
+
+class InvalidVote(Exception):
+    def __init__(self, reason: VoteRejection, message: str) -> None:
+        super().__init__(f"{reason.value}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+class InvalidJustification(Exception):
+    """A finality proof that does not prove what it claims."""
+
+
+def quorum(validators: int) -> int:
+    """The smallest count that is more than 2/3 of `validators`."""
+    return validators - (validators - 1) // 3
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    round: int
+    phase: Phase
+    target_hash: Hash32
+    target_number: int
+    voter: AccountId
+    signature: bytes = field(repr=False)
+
+    @staticmethod
+    def payload(
+        genesis_hash: bytes, round_: int, phase: Phase, target_hash: bytes, target_number: int
+    ) -> bytes:
+        return (
+            VOTE_DOMAIN
+            + genesis_hash
+            + round_.to_bytes(8, "big")
+            + bytes([phase])
+            + target_hash
+            + target_number.to_bytes(8, "big")
+        )
+
+    def encode(self) -> bytes:
+        return (
+            self.round.to_bytes(8, "big")
+            + bytes([self.phase])
+            + self.target_hash
+            + self.target_number.to_bytes(8, "big")
+            + self.voter
+            + self.signature
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Vote:
+        if len(data) != VOTE_LENGTH:
+            raise InvalidVote(
+                VoteRejection.MALFORMED, f"a vote is {VOTE_LENGTH} bytes, got {len(data)}"
+            )
+        if data[8] not in (Phase.PREVOTE, Phase.PRECOMMIT):
+            raise InvalidVote(VoteRejection.MALFORMED, f"unknown vote phase {data[8]}")
+        return cls(
+            round=int.from_bytes(data[0:8], "big"),
+            phase=Phase(data[8]),
+            target_hash=Hash32(data[9:41]),
+            target_number=int.from_bytes(data[41:49], "big"),
+            voter=AccountId(data[49:81]),
+            signature=data[81:145],
+        )
+
+
+def sign_vote(
+    signer: Signer, genesis_hash: bytes, round_: int, phase: Phase, target: Header
+) -> Vote:
+    payload = Vote.payload(genesis_hash, round_, phase, target.hash, target.number)
+    return Vote(round_, phase, target.hash, target.number, signer.public, signer.sign(payload))
+
+
+def check_vote(vote: Vote, genesis_hash: bytes, validators: tuple[AccountId, ...]) -> None:
+    if vote.voter not in validators:
+        raise InvalidVote(VoteRejection.NOT_A_VALIDATOR, f"0x{vote.voter.hex()} is not a validator")
+    payload = Vote.payload(
+        genesis_hash, vote.round, vote.phase, vote.target_hash, vote.target_number
+    )
+    if not verify(vote.voter, payload, vote.signature):
+        raise InvalidVote(VoteRejection.BAD_SIGNATURE, "the vote is not signed by its voter")
+
+
+class BlockTree(Protocol):
+    def header(self, block_hash: bytes) -> Header | None: ...
+
+    def is_descendant(self, block_hash: bytes, ancestor: bytes) -> bool: ...
+
+
+def ghost(votes: Iterable[Vote], tree: BlockTree, base: Header, threshold: int) -> Header | None:
+    """The highest block at or above `base` that at least `threshold` distinct voters voted for
+    (a vote for a block counts for all its ancestors). Votes for unknown blocks, or for blocks
+    not descending from `base`, count for nothing here."""
+    support: dict[Hash32, set[AccountId]] = {}
+    headers: dict[Hash32, Header] = {}
+    for vote in votes:
+        header = tree.header(vote.target_hash)
+        if header is None or header.number < base.number:
+            continue
+        walked = []
+        while header.number > base.number:
+            walked.append(header)
+            parent = tree.header(header.parent_hash)
+            if parent is None:
+                break
+            header = parent
+        if header.hash != base.hash:
+            continue
+        walked.append(header)
+        for h in walked:
+            headers[h.hash] = h
+            support.setdefault(h.hash, set()).add(vote.voter)
+    winners = [headers[h] for h, voters in support.items() if len(voters) >= threshold]
+    if not winners:
+        return None
+    return max(winners, key=lambda h: (h.number, bytes(255 - b for b in h.hash)))
+
+
+@dataclass(slots=True)
+class Lock:
+    block: Hash32
+    round: int
+
+
+@dataclass(frozen=True, slots=True)
+class Finality:
+    block: Header
+    round: int
+    justification: tuple[Vote, ...]
+
+
+@dataclass(slots=True)
+class RoundVotes:
+    prevotes: dict[AccountId, Vote] = field(default_factory=dict)
+    precommits: dict[AccountId, Vote] = field(default_factory=dict)
+    equivocations: list[tuple[Vote, Vote]] = field(default_factory=list)
+
+
+class FinalityGadget:
+    """Votes received, our lock, and the decisions that follow from them."""
+
+    def __init__(
+        self,
+        *,
+        genesis_hash: Hash32,
+        validators: tuple[AccountId, ...],
+        tree: BlockTree,
+        signer: Signer | None = None,
+        lock: Lock | None = None,
+        last_voted: tuple[int, int] = (-1, -1),
+    ) -> None:
+        self.genesis_hash = genesis_hash
+        self.validators = validators
+        self.threshold = quorum(len(validators))
+        self.tree = tree
+        self.signer = signer if signer is not None and signer.public in validators else None
+        self.lock = lock
+        self.last_prevote_round, self.last_precommit_round = last_voted
+        self.rounds: dict[int, RoundVotes] = {}
+        self.equivocations: list[tuple[Vote, Vote]] = []
+
+    # -- votes in -------------------------------------------------------------------------------
+
+    def on_vote(self, vote: Vote, current_round: int) -> bool:
+        """Record a vote; True when it is new. Raises InvalidVote for a vote that must be
+        rejected (its sender penalized); an old or far-future round is also refused."""
+        if vote.round > current_round + FUTURE_ROUNDS or vote.round < current_round - ROUND_WINDOW:
+            raise InvalidVote(
+                VoteRejection.WRONG_ROUND, f"round {vote.round} while we are in {current_round}"
+            )
+        check_vote(vote, self.genesis_hash, self.validators)
+        votes = self.rounds.setdefault(vote.round, RoundVotes())
+        table = votes.prevotes if vote.phase is Phase.PREVOTE else votes.precommits
+        known = table.get(vote.voter)
+        if known is not None:
+            if known.target_hash != vote.target_hash:
+                # Two different votes for one round and phase: keep the first, record both.
+                votes.equivocations.append((known, vote))
+                self.equivocations.append((known, vote))
+            return False
+        table[vote.voter] = vote
+        self._forget_old(current_round)
+        return True
+
+    def _forget_old(self, current_round: int) -> None:
+        for old in [r for r in self.rounds if r < current_round - ROUND_WINDOW]:
+            del self.rounds[old]
+
+    # -- our votes ------------------------------------------------------------------------------
+
+    def prevote(self, round_: int, best: Header) -> Vote | None:
+        """Our prevote for `round_`: the best head if it extends our lock, else the lock."""
+        if self.signer is None or round_ <= self.last_prevote_round:
+            return None
+        target = best
+        if self.lock is not None and not self.tree.is_descendant(best.hash, self.lock.block):
+            locked = self.tree.header(self.lock.block)
+            if locked is None:
+                return None
+            target = locked
+        self.last_prevote_round = round_
+        vote = sign_vote(self.signer, self.genesis_hash, round_, Phase.PREVOTE, target)
+        self.on_vote(vote, round_)
+        return vote
+
+    def precommit(self, round_: int, finalized: Header) -> Vote | None:
+        """Our precommit for `round_` once a quorum prevoted: the prevotes' GHOST. Moves the
+        lock forward, or to a conflicting block that this (later) round's quorum prevoted."""
+        if self.signer is None or round_ <= self.last_precommit_round:
+            return None
+        votes = self.rounds.get(round_)
+        if votes is None or len(votes.prevotes) < self.threshold:
+            return None
+        target = ghost(votes.prevotes.values(), self.tree, finalized, self.threshold)
+        if target is None:
+            return None
+        lock = self.lock
+        if lock is None or self.tree.is_descendant(target.hash, lock.block):
+            self.lock = Lock(target.hash, round_)
+        elif not self.tree.is_descendant(lock.block, target.hash) and round_ > lock.round:
+            self.lock = Lock(target.hash, round_)
+        self.last_precommit_round = round_
+        vote = sign_vote(self.signer, self.genesis_hash, round_, Phase.PRECOMMIT, target)
+        self.on_vote(vote, round_)
+        return vote
+
+    # -- decisions --------------------------------------------------------------------------------
+
+    def finality(self, finalized: Header) -> Finality | None:
+        """The highest block above `finalized` that a quorum precommitted in some round."""
+        best: Finality | None = None
+        for round_, votes in self.rounds.items():
+            if len(votes.precommits) < self.threshold:
+                continue
+            target = ghost(votes.precommits.values(), self.tree, finalized, self.threshold)
+            if target is None or target.number <= finalized.number:
+                continue
+            if best is None or target.number > best.block.number:
+                proof = tuple(
+                    v
+                    for v in votes.precommits.values()
+                    if self.tree.is_descendant(v.target_hash, target.hash)
+                )
+                best = Finality(target, round_, proof)
+        return best
+
+
+def encode_justification(finality: Finality) -> bytes:
+    return b"".join(v.encode() for v in finality.justification)
+
+
+def verify_justification(
+    data: bytes,
+    block: Header,
+    *,
+    genesis_hash: bytes,
+    validators: tuple[AccountId, ...],
+    tree: BlockTree,
+) -> int:
+    """Check that `data` proves `block` final: precommits of one round by more than 2/3 of
+    the validators, each for `block` or a descendant this node knows. Returns the round."""
+    if not data or len(data) % VOTE_LENGTH:
+        raise InvalidJustification(f"a justification is a list of {VOTE_LENGTH}-byte votes")
+    votes = []
+    for i in range(0, len(data), VOTE_LENGTH):
+        try:
+            vote = Vote.decode(data[i : i + VOTE_LENGTH])
+            check_vote(vote, genesis_hash, validators)
+        except InvalidVote as exc:
+            raise InvalidJustification(f"vote {i // VOTE_LENGTH}: {exc}") from None
+        votes.append(vote)
+    rounds = {v.round for v in votes}
+    if len(rounds) != 1 or any(v.phase is not Phase.PRECOMMIT for v in votes):
+        raise InvalidJustification("votes must be precommits of one round")
+    voters = {v.voter for v in votes}
+    if len(voters) != len(votes):
+        raise InvalidJustification("a validator appears twice")
+    for vote in votes:
+        if not tree.is_descendant(vote.target_hash, block.hash):
+            raise InvalidJustification(
+                f"a precommit for 0x{vote.target_hash.hex()} does not descend from the block"
+            )
+    if len(voters) < quorum(len(validators)):
+        raise InvalidJustification(
+            f"{len(voters)} of {len(validators)} validators; {quorum(len(validators))} needed"
+        )
+    return rounds.pop()
