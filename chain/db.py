@@ -66,6 +66,10 @@ class Database:
         value: bytes | None = self._db.get(key)
         return value
 
+    def put(self, key: bytes, value: bytes) -> None:
+        """One durable write outside a block commit (evidence, finality votes)."""
+        self._db.put(key, value, sync=True)
+
     @contextmanager
     def batch(self) -> Iterator[WriteBatch]:
         """Collects writes and commits them atomically (and durably) when the block exits

@@ -64,6 +64,7 @@ class BlockRejection(enum.Enum):
     INVALID_EXTRINSIC = "invalid extrinsic"
     OVERSIZE = "oversize"
     ALREADY_KNOWN = "already known"
+    BELOW_FINALIZED = "does not extend the finalized block"
 
 
 class InvalidBlock(ChainError):

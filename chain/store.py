@@ -29,6 +29,7 @@ _FINALIZED = keys.META + b"finalized"
 _GENESIS = keys.META + b"genesis"
 _LEAVES = keys.META + b"leaves"
 JUSTIFICATIONS = b"j"
+EQUIVOCATIONS = b"q"
 _HEADER_CACHE_SIZE = 4096
 _extrinsics_sedes = CountableList(binary)
 
@@ -256,13 +257,27 @@ class ChainStore:
         header = self.require_header(block_hash)
         if self.canonical_hash(header.number) != header.hash:
             raise DatabaseError(f"block 0x{block_hash.hex()} is not on the best chain")
-        if self.finalized_hash is not None and not self.is_descendant(block_hash, self.finalized_hash):
+        if self.finalized_hash is not None and not self.is_descendant(
+            block_hash, self.finalized_hash
+        ):
             raise DatabaseError(f"block 0x{block_hash.hex()} does not descend from the finalized")
         with self.db.batch() as batch:
             self._put_finalized(batch, block_hash, justification)
             leaves = [leaf for leaf in self.leaves() if self.is_descendant(leaf, block_hash)]
             batch.put(_LEAVES, b"".join(leaves))
         self.finalized_hash = Hash32(block_hash)
+
+    def record_equivocation(self, first: Header, second: Header) -> None:
+        """Keep the evidence of two blocks by one author for one slot."""
+        key = EQUIVOCATIONS + first.slot.to_bytes(8, "big") + first.author
+        self.db.put(key, codec.encode([rlp.encode(first), rlp.encode(second)]))
+
+    def equivocations(self) -> list[tuple[Header, Header]]:
+        found = []
+        for _, value in self.db.iterate(EQUIVOCATIONS):
+            first, second = codec.decode(value)  # type: ignore[misc]
+            found.append((rlp.decode(first, sedes=Header), rlp.decode(second, sedes=Header)))
+        return found
 
     def _put_finalized(
         self, batch: keys.WriteBatch, block_hash: bytes, justification: bytes | None

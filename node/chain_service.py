@@ -6,22 +6,26 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import trio
 
-from chain.blocks import Block, Header
-from chain.errors import InvalidTransaction
+from chain.address import encode_address
+from chain.blocks import Block, Header, tx_hash
+from chain.errors import BlockRejection, InvalidBlock, InvalidTransaction
+from chain.importer import BlockImporter
 from chain.pool import PoolEvent, TransactionPool
 from chain.primitives import AccountId, BlockNumber, Hash32, Slot, TimestampMs
 from chain.runtime import system
 from chain.runtime.executive import BlockExecution, Runtime
 from chain.runtime.framework import BlockEnv
-from chain.store import ChainStore
+from chain.store import ChainStore, TreeRoute
 from chain.validity import ValidTransaction
-from consensus.aura import Signer, slot_at, slot_author
+from consensus.aura import Signer, slot_at, slot_author, verify_header
 from consensus.clock import Clock
+from consensus.fork_choice import best_leaf
 from consensus.proposer import propose
 from node.broadcast import Broadcast
 
@@ -32,9 +36,20 @@ TxStatus = str | dict[str, str]
 "dropped", or {"inBlock" | "finalized" | "usurped": "0x<hash>"}."""
 
 FINAL_STATUSES = frozenset({"finalized", "usurped", "dropped", "invalid"})
+"""After these a watched transaction's stream ends. ("retracted" is not final: a re-org took
+its block off the best chain, and it goes back to the pool.)"""
 WATCH_BUFFER = 16
 PROPOSAL_SHARE = 0.5
 """Share of a slot the author may spend executing transactions for its block."""
+
+
+EQUIVOCATION_WINDOW = 4096
+"""Recent (slot, author) pairs remembered to notice a second block for the same slot."""
+
+
+def chain_key(header: Header) -> tuple[int, bytes]:
+    """Fork choice order: longer wins, then the lower hash (every node decides the same)."""
+    return header.number, bytes(255 - b for b in header.hash)
 
 
 def status_is_final(status: TxStatus) -> bool:
@@ -74,6 +89,11 @@ class ChainService:
         )
         self.blocks_authored = 0
         self.authorities: tuple[AccountId, ...] = system.authorities(store.best_state())
+        self.importer = BlockImporter(store, runtime)
+        self._import_lock = trio.Lock()
+        self._slot_blocks: dict[tuple[int, bytes], Header] = {}
+        self.on_authored: list[Callable[[Block], None]] = []
+        """Called with each block we author (the network service gossips it)."""
 
     # -- transactions -----------------------------------------------------------------------
 
@@ -167,36 +187,36 @@ class ChainService:
         signer = self.signer
         if signer is None:
             raise RuntimeError("authoring needs a signer")
-        parent = self.store.best_header
-        if parent.number > 0 and slot <= parent.slot:
-            return None
-        candidates = list(self.pool.ready())
-        rejected: list[tuple[ValidTransaction, InvalidTransaction]] = []
-        deadline = time.monotonic() + self.slot_duration_ms * PROPOSAL_SHARE / 1000
-        started = time.monotonic()
+        async with self._import_lock:
+            parent = self.store.best_header
+            if parent.number > 0 and slot <= parent.slot:
+                return None
+            candidates = list(self.pool.ready())
+            rejected: list[tuple[ValidTransaction, InvalidTransaction]] = []
+            deadline = time.monotonic() + self.slot_duration_ms * PROPOSAL_SHARE / 1000
+            started = time.monotonic()
 
-        def build() -> tuple[Block, BlockExecution]:
-            return propose(
-                self.store,
-                self.runtime,
-                parent,
-                candidates,
-                slot=slot,
-                timestamp=timestamp,
-                signer=signer,
-                on_invalid=lambda tx, exc: rejected.append((tx, exc)),
-                keep_going=lambda: time.monotonic() < deadline,
-            )
+            def build() -> tuple[Block, BlockExecution]:
+                return propose(
+                    self.store,
+                    self.runtime,
+                    parent,
+                    candidates,
+                    slot=slot,
+                    timestamp=timestamp,
+                    signer=signer,
+                    on_invalid=lambda tx, exc: rejected.append((tx, exc)),
+                    keep_going=lambda: time.monotonic() < deadline,
+                )
 
-        # Execution is CPU work: run it off the event loop so RPC keeps answering meanwhile.
-        block, execution = await trio.to_thread.run_sync(build)
-        now = time.monotonic()
-        for tx, exc in rejected:
-            log.info("dropped transaction 0x%s while authoring: %s", tx.hash.hex(), exc)
-            self.pool.mark_invalid(tx.hash, now)
-        self.store.commit_block(block, execution, finalize=len(self.authorities) == 1)
+            # Execution is CPU work: run it off the event loop so RPC keeps answering.
+            block, execution = await trio.to_thread.run_sync(build)
+            now = time.monotonic()
+            for tx, exc in rejected:
+                log.info("dropped transaction 0x%s while authoring: %s", tx.hash.hex(), exc)
+                self.pool.mark_invalid(tx.hash, now)
+            self._commit(block, execution)
         self.blocks_authored += 1
-        self._after_import(block, execution, finalized=len(self.authorities) == 1)
         log.info(
             "authored #%d (0x%s…) with %d extrinsics in %.0f ms",
             block.header.number,
@@ -204,21 +224,133 @@ class ChainService:
             len(block.extrinsics),
             (time.monotonic() - started) * 1000,
         )
+        for listener in self.on_authored:
+            listener(block)
         return block
 
-    def _after_import(self, block: Block, execution: BlockExecution, *, finalized: bool) -> None:
-        block_hash = "0x" + block.hash.hex()
-        included = [outcome.hash for outcome in execution.outcomes]
-        self.pool.on_block(included, time.monotonic())
+    async def import_block(self, block: Block) -> bool:
+        """Check, execute and store a block from elsewhere; False if it was already known.
+        Raises InvalidBlock (UNKNOWN_PARENT asks the caller to sync first)."""
+        header = block.header
+        async with self._import_lock:
+            if self.store.header(header.hash) is not None:
+                return False
+            parent = self.store.header(header.parent_hash)
+            if parent is None:
+                raise InvalidBlock(
+                    BlockRejection.UNKNOWN_PARENT,
+                    f"parent 0x{header.parent_hash.hex()} of #{header.number} is unknown",
+                )
+            finalized = self.store.finalized_header
+            if header.number <= finalized.number or not self.store.is_descendant(
+                header.parent_hash, finalized.hash
+            ):
+                raise InvalidBlock(
+                    BlockRejection.BELOW_FINALIZED,
+                    f"#{header.number} does not extend the finalized block #{finalized.number}",
+                )
+            verify_header(
+                header, parent, self.authorities, self.slot_duration_ms, self.clock.now_ms()
+            )
+            self._check_equivocation(header)
+            execution = await trio.to_thread.run_sync(self.importer.execute, block)
+            self._commit(block, execution)
+        return True
+
+    def _check_equivocation(self, header: Header) -> None:
+        """Two blocks by one author for one slot: record the evidence (the blocks stay)."""
+        key = (header.slot, header.author)
+        first = self._slot_blocks.get(key)
+        if first is None:
+            self._slot_blocks[key] = header
+            while len(self._slot_blocks) > EQUIVOCATION_WINDOW:
+                self._slot_blocks.pop(next(iter(self._slot_blocks)))
+            return
+        if first.hash != header.hash:
+            self.store.record_equivocation(first, header)
+            log.warning(
+                "equivocation: %s authored two blocks in slot %d (0x%s…, 0x%s…)",
+                encode_address(header.author),
+                header.slot,
+                first.hash.hex()[:12],
+                header.hash.hex()[:12],
+            )
+
+    def _commit(self, block: Block, execution: BlockExecution) -> None:
+        """Store an executed block; it becomes best if fork choice prefers it (the longest
+        chain above the finalized block, then the lowest hash)."""
+        self._slot_blocks.setdefault((block.header.slot, block.header.author), block.header)
+        best = self.store.best_header
+        make_best = chain_key(block.header) > chain_key(best)
+        instant = make_best and len(self.authorities) == 1
+        old_finalized = self.store.finalized_header
+        route = self.store.commit_block(block, execution, best=make_best, finalize=instant)
+        if route is not None:
+            self._after_route(route)
+            self.new_heads.publish(block.header)
+        if instant:
+            self._after_finality(old_finalized, block.header)
+
+    def finalize(self, block_hash: Hash32, justification: bytes | None) -> bool:
+        """Make a block final (the finality gadget or a verified justification says so);
+        if it is on a fork, the best chain moves onto it first. False if nothing changed."""
+        header = self.store.header(block_hash)
+        old = self.store.finalized_header
+        if header is None or header.number <= old.number:
+            return False
+        if self.store.canonical_hash(header.number) != header.hash:
+            leaves = [
+                leaf for leaf in self.store.leaves() if self.store.is_descendant(leaf, block_hash)
+            ]
+            self._after_route(self.store.set_best(best_leaf(self.store, leaves, block_hash)))
+            self.new_heads.publish(self.store.best_header)
+        self.store.finalize(block_hash, justification)
+        self._after_finality(old, header)
+        return True
+
+    def _after_route(self, route: TreeRoute) -> None:
+        """The best chain moved: retracted transactions go back to the pool, included ones
+        leave it, watchers hear where their transaction is now."""
+        now = time.monotonic()
+        retracted: list[bytes] = []
+        for block_hash in route.retracted:
+            block = self.store.block(block_hash)
+            if block is not None:
+                retracted.extend(block.extrinsics)
+                for encoded in block.extrinsics:
+                    self._notify(tx_hash(encoded), {"retracted": "0x" + block_hash.hex()})
+        included: list[Hash32] = []
+        for block_hash in route.enacted:
+            block = self.store.block(block_hash)
+            if block is None:
+                continue
+            for encoded in block.extrinsics:
+                tx = tx_hash(encoded)
+                included.append(tx)
+                self._notify(tx, {"inBlock": "0x" + block_hash.hex()})
+        if retracted:
+            self.pool.retract(retracted, now)
+        self.pool.on_block(included, now)
         self._dispatch(self.pool.drain_events())
-        for tx in included:
-            if tx in self._watchers:
-                self._notify(tx, {"inBlock": block_hash})
-                if finalized:
-                    self._notify(tx, {"finalized": block_hash})
-        self.new_heads.publish(block.header)
-        if finalized:
-            self.finalized_heads.publish(block.header)
+
+    def _after_finality(self, old: Header, new: Header) -> None:
+        """Tell watchers of every transaction in the newly final blocks, then subscribers."""
+        number: int = new.number
+        finalized_hashes = []
+        while number > old.number:
+            block_hash = self.store.canonical_hash(number)
+            if block_hash is None:
+                break
+            finalized_hashes.append(block_hash)
+            number -= 1
+        for block_hash in reversed(finalized_hashes):
+            block = self.store.block(block_hash)
+            if block is None:
+                continue
+            for encoded in block.extrinsics:
+                self._notify(tx_hash(encoded), {"finalized": "0x" + block_hash.hex()})
+        self.finalized_heads.publish(new)
+        log.info("finalized #%d (0x%s…)", new.number, new.hash.hex()[:12])
 
     def statistics(self) -> ChainStatistics:
         return ChainStatistics(
