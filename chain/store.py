@@ -28,6 +28,7 @@ _BEST = keys.META + b"best"
 _FINALIZED = keys.META + b"finalized"
 _GENESIS = keys.META + b"genesis"
 _LEAVES = keys.META + b"leaves"
+_VOTER = keys.META + b"voter"
 JUSTIFICATIONS = b"j"
 EQUIVOCATIONS = b"q"
 _HEADER_CACHE_SIZE = 4096
@@ -266,6 +267,14 @@ class ChainStore:
             leaves = [leaf for leaf in self.leaves() if self.is_descendant(leaf, block_hash)]
             batch.put(_LEAVES, b"".join(leaves))
         self.finalized_hash = Hash32(block_hash)
+
+    def voter_state(self) -> bytes | None:
+        """The finality voter's own state (its lock and last rounds), kept across restarts so
+        that it never votes twice in a round nor forgets what it is locked on."""
+        return self.db.get(_VOTER)
+
+    def save_voter_state(self, data: bytes) -> None:
+        self.db.put(_VOTER, data)
 
     def record_equivocation(self, first: Header, second: Header) -> None:
         """Keep the evidence of two blocks by one author for one slot."""

@@ -279,11 +279,18 @@ class ChainService:
     def _commit(self, block: Block, execution: BlockExecution) -> None:
         """Store an executed block; it becomes best if fork choice prefers it (the longest
         chain above the finalized block, then the lowest hash)."""
+        finalized = self.store.finalized_header
+        if not self.store.is_descendant(block.header.parent_hash, finalized.hash):
+            # Finality moved on while this block was being executed.
+            raise InvalidBlock(
+                BlockRejection.BELOW_FINALIZED,
+                f"#{block.header.number} does not extend the finalized block #{finalized.number}",
+            )
         self._slot_blocks.setdefault((block.header.slot, block.header.author), block.header)
         best = self.store.best_header
         make_best = chain_key(block.header) > chain_key(best)
         instant = make_best and len(self.authorities) == 1
-        old_finalized = self.store.finalized_header
+        old_finalized = finalized
         route = self.store.commit_block(block, execution, best=make_best, finalize=instant)
         if route is not None:
             self._after_route(route)

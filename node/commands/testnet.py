@@ -1,0 +1,196 @@
+"""`statemesh testnet --nodes N`: a local network of N validator processes on loopback ports,
+with its keys, genesis and data in one folder that can be started again."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from chain.genesis import DEV_ENDOWMENT, ChainSpec
+from node.chain_spec import development_spec
+from node.commands.key import keystore_errors
+from node.errors import CliError, UsageError
+from p2p.addresses import node_multiaddr
+from p2p.identity import NODE_KEY_FILE, NodeKey, read_node_key_file, write_node_key_file
+from wallet.keys import Keypair
+from wallet.keystore import Keystore
+
+LAYOUT_FILE = "testnet.json"
+STOP_GRACE_SECONDS = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class TestnetNode:
+    index: int
+    base_path: Path
+    rpc_port: int
+    p2p_port: int
+    peer_id: str
+
+    @property
+    def name(self) -> str:
+        return f"node-{self.index}"
+
+    @property
+    def key_name(self) -> str:
+        return f"validator-{self.index}"
+
+    @property
+    def multiaddr(self) -> str:
+        return node_multiaddr("127.0.0.1", self.p2p_port, self.peer_id)  # type: ignore[arg-type]
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "testnet", help="run a local network of validator nodes", description=__doc__
+    )
+    parser.add_argument("--nodes", type=int, default=4, help="validators (default 4)")
+    parser.add_argument(
+        "--dir", type=Path, default=Path("testnet"), help="its folder (default ./testnet)"
+    )
+    parser.add_argument("--rpc-port", type=int, default=9944, help="first node's RPC port")
+    parser.add_argument("--p2p-port", type=int, default=30333, help="first node's p2p port")
+    parser.add_argument("--slot-ms", type=int, default=1000, help="slot length (default 1000)")
+    parser.add_argument("-l", "--log", default="info", metavar="LEVEL")
+    parser.set_defaults(handler=_run)
+
+
+def _spec(validators: list[Keypair], slot_ms: int) -> ChainSpec:
+    dev = development_spec()
+    endowed = dict(dev.balances)
+    for key in validators:
+        endowed.setdefault(key.public, DEV_ENDOWMENT)
+    return ChainSpec(
+        name="Local Testnet",
+        id="statemesh_local_testnet",
+        chain_type="Local",
+        slot_duration_ms=slot_ms,
+        authorities=tuple(k.public for k in validators),
+        balances=tuple(endowed.items()),
+        runtime=dev.runtime,
+    )
+
+
+def create(folder: Path, count: int, rpc_port: int, p2p_port: int, slot_ms: int) -> None:
+    """Keys, genesis and node folders for a new testnet in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(24)
+    password_file = folder / "password"
+    fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(password + "\n")
+    keystore = Keystore(folder / "keystore")
+    validators = []
+    nodes = []
+    with keystore_errors():
+        for i in range(count):
+            keypair = Keypair.generate()
+            keystore.create(f"validator-{i}", password, keypair=keypair)
+            validators.append(keypair)
+            node_key = NodeKey.generate()
+            write_node_key_file(folder / f"node-{i}" / NODE_KEY_FILE, node_key)
+            nodes.append(
+                {"rpcPort": rpc_port + i, "p2pPort": p2p_port + i, "peerId": node_key.peer_id}
+            )
+    (folder / "genesis.json").write_text(json.dumps(_spec(validators, slot_ms).to_json(), indent=2))
+    (folder / LAYOUT_FILE).write_text(json.dumps({"nodes": nodes}, indent=2))
+
+
+def load(folder: Path) -> list[TestnetNode]:
+    layout = json.loads((folder / LAYOUT_FILE).read_text())
+    nodes = []
+    for i, entry in enumerate(layout["nodes"]):
+        base = folder / f"node-{i}"
+        key = read_node_key_file(base / NODE_KEY_FILE)
+        if key.peer_id != entry["peerId"]:
+            raise CliError(f"{base}: the node key does not match {LAYOUT_FILE}")
+        nodes.append(TestnetNode(i, base, entry["rpcPort"], entry["p2pPort"], entry["peerId"]))
+    return nodes
+
+
+def node_command(folder: Path, node: TestnetNode, bootnode: TestnetNode, log: str) -> list[str]:
+    return [
+        sys.executable, "-m", "node.cli", "node",
+        "--chain", str(folder / "genesis.json"),
+        "--base-path", str(node.base_path),
+        "--name", node.name,
+        "--validator", "--key", node.key_name,
+        "--keystore", str(folder / "keystore"),
+        "--password-file", str(folder / "password"),
+        "--rpc-port", str(node.rpc_port),
+        "--port", str(node.p2p_port),
+        "--bootnodes", bootnode.multiaddr,
+        "--log", log,
+    ]  # fmt: skip
+
+
+def _run(args: argparse.Namespace) -> int:
+    folder: Path = args.dir
+    if (folder / LAYOUT_FILE).exists():
+        nodes = load(folder)
+        if len(nodes) != args.nodes:
+            raise UsageError(
+                f"{folder} holds a testnet of {len(nodes)} nodes; pass --nodes {len(nodes)} "
+                "or another --dir"
+            )
+        print(f"restarting the testnet in {folder}")
+    else:
+        if args.nodes < 1 or args.nodes > 32:
+            raise UsageError("--nodes must be between 1 and 32")
+        create(folder, args.nodes, args.rpc_port, args.p2p_port, args.slot_ms)
+        nodes = load(folder)
+        print(f"created a testnet of {len(nodes)} validators in {folder}")
+    processes = []
+    for node in nodes:
+        bootnode = nodes[1] if node.index == 0 and len(nodes) > 1 else nodes[0]
+        log_file = (node.base_path / "node.log").open("ab")
+        processes.append(
+            subprocess.Popen(
+                node_command(folder, node, bootnode, args.log),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        )
+        print(
+            f"  {node.name}  rpc http://127.0.0.1:{node.rpc_port}  p2p {node.multiaddr}  "
+            f"log {node.base_path / 'node.log'}"
+        )
+    genesis = json.loads((folder / "genesis.json").read_text())
+    print(f"validators: {', '.join(genesis['consensus']['authorities'])}")
+    print("funded development accounts: dev-alice, dev-bob, … dev-ferdie")
+    print("Ctrl-C stops every node; run the same command again to restart them.")
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while not stopping and all(p.poll() is None for p in processes):
+            time.sleep(0.2)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for process in processes:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    failed = [n.name for n, p in zip(nodes, processes, strict=True) if p.returncode not in (0, -2)]
+    if failed and not stopping:
+        raise CliError(f"{', '.join(failed)} stopped; see their node.log")
+    return 0

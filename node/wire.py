@@ -1,0 +1,128 @@
+"""What nodes say to each other, as bytes: block announcements, sync requests and responses,
+and the status each peer advertises. Decoding never trusts the sender: sizes are bounded and
+every failure is a `WireError`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import rlp
+
+from chain import codec
+from chain.blocks import Block
+from chain.primitives import Hash32
+
+MAX_SYNC_BLOCKS = 128
+MAX_SYNC_RESPONSE_BYTES = 8 * 1024 * 1024
+MAX_GOSSIP_BLOCK_BYTES = 900 * 1024
+"""Larger blocks are announced by header only and fetched over request/response."""
+
+TOPIC_BLOCKS = "blocks"
+TOPIC_TRANSACTIONS = "transactions"
+TOPIC_VOTES = "votes"
+PROTOCOL_SYNC = "sync"
+
+
+class WireError(Exception):
+    """Bytes from a peer that are not a valid message."""
+
+
+def decode_block(data: bytes) -> Block:
+    try:
+        block: Block = rlp.decode(data, sedes=Block, strict=True)
+    except (rlp.DecodingError, rlp.DeserializationError) as exc:
+        raise WireError(f"not a block: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+    return block
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRequest:
+    """Blocks of the responder's best chain from `start` upward, at most `count`."""
+
+    start: int
+    count: int
+
+    def encode(self) -> bytes:
+        return codec.encode([codec.encode_uint(self.start), codec.encode_uint(self.count)])
+
+    @classmethod
+    def decode(cls, data: bytes) -> SyncRequest:
+        try:
+            item = codec.decode(data)
+            if not isinstance(item, list) or len(item) != 2:
+                raise WireError("a sync request is [start, count]")
+            start, count = codec.uint(item[0], "start"), codec.uint(item[1], "count")
+        except codec.CodecError as exc:
+            raise WireError(f"bad sync request: {exc}") from None
+        if not 1 <= count <= MAX_SYNC_BLOCKS:
+            raise WireError(f"sync count must be 1..{MAX_SYNC_BLOCKS}, got {count}")
+        return cls(start, count)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncItem:
+    block: bytes
+    """The encoded block."""
+    justification: bytes
+    """Its finality proof, or empty."""
+
+
+def encode_sync_response(items: list[SyncItem]) -> bytes:
+    return codec.encode([[item.block, item.justification] for item in items])
+
+
+def decode_sync_response(data: bytes) -> list[SyncItem]:
+    try:
+        item = codec.decode(data)
+    except codec.CodecError as exc:
+        raise WireError(f"bad sync response: {exc}") from None
+    if not isinstance(item, list) or len(item) > MAX_SYNC_BLOCKS:
+        raise WireError("a sync response is a list of at most 128 [block, justification]")
+    items = []
+    for entry in item:
+        if (
+            not isinstance(entry, list)
+            or len(entry) != 2
+            or not all(isinstance(x, bytes) for x in entry)
+        ):
+            raise WireError("a sync response entry is [block, justification]")
+        items.append(SyncItem(entry[0], entry[1]))  # type: ignore[arg-type]
+    return items
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """What a node tells its peers about its chain when they connect and as it grows."""
+
+    genesis_hash: Hash32
+    best_number: int
+    best_hash: Hash32
+    finalized_number: int
+    finalized_hash: Hash32
+
+    def encode(self) -> bytes:
+        return codec.encode(
+            [
+                self.genesis_hash,
+                codec.encode_uint(self.best_number),
+                self.best_hash,
+                codec.encode_uint(self.finalized_number),
+                self.finalized_hash,
+            ]
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Status:
+        try:
+            item = codec.decode(data)
+            if not isinstance(item, list) or len(item) != 5:
+                raise WireError("a status has 5 fields")
+            return cls(
+                Hash32(codec.fixed(item[0], 32, "genesis hash")),
+                codec.uint(item[1], "best number"),
+                Hash32(codec.fixed(item[2], 32, "best hash")),
+                codec.uint(item[3], "finalized number"),
+                Hash32(codec.fixed(item[4], 32, "finalized hash")),
+            )
+        except codec.CodecError as exc:
+            raise WireError(f"bad status: {exc}") from None
