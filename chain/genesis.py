@@ -23,11 +23,13 @@ from chain.primitives import (
     merkle_root,
 )
 from chain.runtime import balances, system
-from chain.runtime.config import RuntimeConfig
+from chain.runtime.config import NODE_CLASSES, NodeClass, RuntimeConfig, TowerConfig
 from chain.state import Overlay, TrieState
 from chain.trie import BLANK_ROOT, TrieCommit
 
 MAX_SPEC_BYTES = 16 * 1024 * 1024
+SUPPORTED_DISCRIMINANT_BITS = frozenset({1024})
+"""Sizes whose class-group form encoding (100 bytes) the runtime has been checked against."""
 CHAIN_TYPES = ("Development", "Local", "Live")
 DEV_ENDOWMENT = 10**21
 """Each well-known development account starts with 1,000 units of 10^18."""
@@ -57,6 +59,29 @@ class ChainSpec:
             "maxFutureNonces": rc.max_future_nonces,
         }
 
+    def towers_json(self) -> dict[str, Any]:
+        t = self.runtime.towers
+        return {
+            "discriminantBits": t.discriminant_bits,
+            "minIterations": t.min_iterations,
+            "anchorWindow": t.anchor_window,
+            "epochLength": t.epoch_length,
+            "proofsPerEpoch": t.proofs_per_epoch,
+            "maxMisses": t.max_misses,
+            "jailEpochs": t.jail_epochs,
+            "bond": str(t.bond),
+            "classes": {
+                name: {
+                    "minCores": c.min_cores,
+                    "minMemoryMb": c.min_memory_mb,
+                    "minDiskGb": c.min_disk_gb,
+                    "minGpus": c.min_gpus,
+                    "activeSetSize": c.active_set_size,
+                }
+                for name, c in sorted(t.classes.items())
+            },
+        }
+
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -68,6 +93,7 @@ class ChainSpec:
                 "authorities": [encode_address(a) for a in self.authorities],
             },
             "runtime": self.runtime_json(),
+            "towers": self.towers_json(),
             "balances": [[encode_address(a), str(amount)] for a, amount in self.balances],
         }
 
@@ -113,7 +139,9 @@ def parse_spec(data: Any) -> ChainSpec:
     if not isinstance(data, dict):
         raise GenesisError("the chain spec must be a JSON object")
     _no_unknown(
-        data, {"name", "id", "chainType", "protocolId", "consensus", "runtime", "balances"}, ""
+        data,
+        {"name", "id", "chainType", "protocolId", "consensus", "runtime", "towers", "balances"},
+        "",
     )
     name = _field(data, "name", str, "")
     chain_id = _field(data, "id", str, "")
@@ -151,6 +179,7 @@ def parse_spec(data: Any) -> ChainSpec:
     runtime_args = {
         keys[k]: _field(rt, k, int, "runtime.") for k in keys if k in rt or k in required
     }
+    runtime_args["towers"] = _parse_towers(data.get("towers", {}))
     runtime = RuntimeConfig(**runtime_args)
     if runtime.existential_deposit < 1:
         raise GenesisError("runtime.existentialDeposit must be at least 1")
@@ -186,6 +215,60 @@ def parse_spec(data: Any) -> ChainSpec:
     )
 
 
+_TOWER_FIELDS = {
+    "discriminantBits": "discriminant_bits",
+    "minIterations": "min_iterations",
+    "anchorWindow": "anchor_window",
+    "epochLength": "epoch_length",
+    "proofsPerEpoch": "proofs_per_epoch",
+    "maxMisses": "max_misses",
+    "jailEpochs": "jail_epochs",
+    "bond": "bond",
+}
+_CLASS_FIELDS = {
+    "minCores": "min_cores",
+    "minMemoryMb": "min_memory_mb",
+    "minDiskGb": "min_disk_gb",
+    "minGpus": "min_gpus",
+    "activeSetSize": "active_set_size",
+}
+
+
+def _parse_towers(raw: Any) -> TowerConfig:
+    if not isinstance(raw, dict):
+        raise GenesisError("towers must be an object")
+    _no_unknown(raw, {*_TOWER_FIELDS, "classes"}, "towers")
+    values: dict[str, Any] = {
+        attr: _field(raw, key, int, "towers.") for key, attr in _TOWER_FIELDS.items() if key in raw
+    }
+    if "classes" in raw:
+        classes = _field(raw, "classes", dict, "towers.")
+        parsed = {}
+        for name, body in classes.items():
+            if name not in NODE_CLASSES:
+                raise GenesisError(f"towers.classes.{name}: classes are {', '.join(NODE_CLASSES)}")
+            where = f"towers.classes.{name}."
+            if not isinstance(body, dict):
+                raise GenesisError(f"{where[:-1]} must be an object")
+            _no_unknown(body, set(_CLASS_FIELDS), where[:-1])
+            parsed[name] = NodeClass(
+                **{a: _field(body, k, int, where) for k, a in _CLASS_FIELDS.items() if k in body}
+            )
+        values["classes"] = parsed
+    try:
+        towers = TowerConfig(**values)
+    except TypeError as exc:
+        raise GenesisError(f"towers: {exc}") from None
+    if towers.discriminant_bits not in SUPPORTED_DISCRIMINANT_BITS:
+        raise GenesisError(
+            f"towers.discriminantBits must be one of {sorted(SUPPORTED_DISCRIMINANT_BITS)}"
+        )
+    for key in ("minIterations", "anchorWindow", "epochLength", "proofsPerEpoch", "maxMisses"):
+        if getattr(towers, _TOWER_FIELDS[key]) < 1:
+            raise GenesisError(f"towers.{key} must be at least 1")
+    return towers
+
+
 def load_spec(path: Path) -> ChainSpec:
     try:
         size = path.stat().st_size
@@ -213,7 +296,14 @@ def dev_spec(authorities: tuple[AccountId, ...], endowed: tuple[AccountId, ...])
         slot_duration_ms=1000,
         authorities=authorities,
         balances=tuple((who, DEV_ENDOWMENT) for who in endowed),
-        runtime=RuntimeConfig(base_fee=1_000_000, byte_fee=1_000, existential_deposit=1_000_000),
+        runtime=RuntimeConfig(
+            base_fee=1_000_000,
+            byte_fee=1_000,
+            existential_deposit=1_000_000,
+            # Small proofs and short epochs: a fresh dev chain shows a growing tower and an
+            # epoch transition within a minute.
+            towers=TowerConfig(min_iterations=20_000, epoch_length=10, max_misses=2, jail_epochs=1),
+        ),
     )
 
 

@@ -2,7 +2,50 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+NODE_CLASSES = ("cpu", "gpu", "storage")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeClass:
+    """The least hardware a node must declare to register in a class, and how many of the
+    class are active at once."""
+
+    min_cores: int
+    min_memory_mb: int
+    min_disk_gb: int
+    min_gpus: int = 0
+    active_set_size: int = 16
+
+
+def _default_classes() -> dict[str, NodeClass]:
+    return {
+        "cpu": NodeClass(min_cores=1, min_memory_mb=512, min_disk_gb=1),
+        "gpu": NodeClass(min_cores=2, min_memory_mb=4096, min_disk_gb=10, min_gpus=1),
+        "storage": NodeClass(min_cores=1, min_memory_mb=1024, min_disk_gb=100),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class TowerConfig:
+    """Time Towers and epochs: how presence is proven and judged."""
+
+    discriminant_bits: int = 1024
+    min_iterations: int = 100_000
+    """The least VDF iterations a proof must carry (about 0.5 s on a 2-core machine)."""
+    anchor_window: int = 32
+    """A proof's anchor block must be one of the last this-many blocks."""
+    epoch_length: int = 600
+    """Blocks per epoch."""
+    proofs_per_epoch: int = 1
+    """Proofs a node must add in an epoch to stay eligible."""
+    max_misses: int = 3
+    """Consecutive missed epochs after which a node is jailed."""
+    jail_epochs: int = 2
+    bond: int = 0
+    """Reserved from the operator at registration, returned at deregistration."""
+    classes: dict[str, NodeClass] = field(default_factory=_default_classes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +61,7 @@ class RuntimeConfig:
     max_block_extrinsics: int = 10_000
     max_future_nonces: int = 64
     """How far ahead of the account nonce the pool accepts a transaction."""
+    towers: TowerConfig = field(default_factory=TowerConfig)
 
     def fee(self, encoded_length: int) -> int:
         return self.base_fee + self.byte_fee * encoded_length

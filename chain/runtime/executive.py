@@ -22,8 +22,11 @@ from chain.primitives import Hash32
 from chain.runtime import balances, system
 from chain.runtime.balances import Balances
 from chain.runtime.config import RuntimeConfig
+from chain.runtime.epochs import Epochs
 from chain.runtime.framework import AccountRef, BlockEnv, CallDef, Context, Event, Module
+from chain.runtime.nodes import Nodes
 from chain.runtime.system import System
+from chain.runtime.towers import Towers
 from chain.signature import verify
 from chain.state import Overlay, StateReader, TrieState
 from chain.trie import TrieCommit
@@ -57,7 +60,8 @@ class CheckedTransaction:
 
 
 def default_modules() -> tuple[Module, ...]:
-    return (System(), Balances())
+    """The runtime's modules, in hook order: `system` records the block first."""
+    return (System(), Balances(), Nodes(), Towers(), Epochs())
 
 
 class Runtime:
