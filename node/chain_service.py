@@ -94,6 +94,8 @@ class ChainService:
         self._slot_blocks: dict[tuple[int, bytes], Header] = {}
         self.on_authored: list[Callable[[Block], None]] = []
         """Called with each block we author (the network service gossips it)."""
+        self.on_submitted: list[Callable[[bytes], None]] = []
+        """Called with each transaction accepted from a local client."""
 
     # -- transactions -----------------------------------------------------------------------
 
@@ -112,12 +114,17 @@ class ChainService:
         """The pool's revalidator after each block: nonce, balance and dry run only."""
         return self.runtime.revalidate(self.store.best_state(), valid, self.next_env())
 
-    def submit(self, encoded: bytes) -> ValidTransaction:
-        """Validate and pool a transaction; raises InvalidTransaction with the reason."""
+    def submit(self, encoded: bytes, *, local: bool = True) -> ValidTransaction:
+        """Validate and pool a transaction; raises InvalidTransaction with the reason. A local
+        one (from RPC) is then announced to the network; one from the network is relayed by
+        gossip itself."""
         try:
             valid = self.pool.submit(encoded, time.monotonic())
         finally:
             self._dispatch(self.pool.drain_events())
+        if local:
+            for listener in self.on_submitted:
+                listener(encoded)
         return valid
 
     def watch(self, encoded: bytes) -> tuple[ValidTransaction, trio.MemoryReceiveChannel[TxStatus]]:
@@ -357,7 +364,9 @@ class ChainService:
             for encoded in block.extrinsics:
                 self._notify(tx_hash(encoded), {"finalized": "0x" + block_hash.hex()})
         self.finalized_heads.publish(new)
-        log.info("finalized #%d (0x%s…)", new.number, new.hash.hex()[:12])
+        # With one authority every block is final at once: one line per block is enough.
+        level = logging.DEBUG if len(self.authorities) == 1 else logging.INFO
+        log.log(level, "finalized #%d (0x%s…)", new.number, new.hash.hex()[:12])
 
     def statistics(self) -> ChainStatistics:
         return ChainStatistics(

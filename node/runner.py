@@ -20,14 +20,22 @@ from chain.store import ChainStore
 from chain.trie import BLANK_ROOT
 from consensus.clock import Clock, SystemClock
 from node.chain_service import ChainService
+from node.finality_service import FinalityService
+from node.network_service import NetworkService
 from node.rpc.limits import RpcLimits
 from node.rpc.methods import NodeInfo, build_registry
 from node.rpc.server import RpcServer
+from node.wire import TOPIC_VOTES
+from p2p.config import P2PConfig
+from p2p.host import P2PService
+from p2p.identity import resolve_node_key
 from wallet.keys import Keypair
 
 log = logging.getLogger("statemesh.node")
 
 VERSION = "0.1.0"
+STATUS_INTERVAL = 2.0
+"""Seconds between status exchanges with each peer: how soon sync sees a peer ahead."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +47,12 @@ class NodeConfig:
     rpc_port: int = 9944
     signer: Keypair | None = field(default=None, repr=False)
     rpc_limits: RpcLimits = field(default_factory=RpcLimits)
+    p2p_port: int = 30333
+    """0 picks a free port."""
+    bootnodes: tuple[str, ...] = ()
+    node_key_hex: str | None = field(default=None, repr=False)
+    node_key_file: Path | None = None
+    network: bool = True
 
     @property
     def chain_path(self) -> Path:
@@ -58,10 +72,13 @@ class Node:
     store: ChainStore
     chain: ChainService
     rpc: RpcServer
+    network: NetworkService | None
+    finality: FinalityService | None
 
     @classmethod
     def open(cls, config: NodeConfig, *, clock: Clock | None = None) -> Node:
         spec = config.spec
+        clock = clock or SystemClock()
         db = Database(config.db_path)
         try:
             store = ChainStore(db)
@@ -77,13 +94,14 @@ class Node:
                 store=store,
                 runtime=runtime,
                 pool=pool,
-                clock=clock or SystemClock(),
+                clock=clock,
                 slot_duration_ms=spec.slot_duration_ms,
                 signer=config.signer,
             )
+            network, finality = _network(config, chain, genesis.hash, clock)
             info = NodeInfo(name=config.name, version=VERSION, spec=spec)
             rpc = RpcServer(
-                build_registry(chain, info),
+                build_registry(chain, info, network),
                 host=config.rpc_host,
                 port=config.rpc_port,
                 limits=config.rpc_limits,
@@ -91,7 +109,7 @@ class Node:
         except BaseException:
             db.close()
             raise
-        return cls(config, db, store, chain, rpc)
+        return cls(config, db, store, chain, rpc, network, finality)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
@@ -109,6 +127,11 @@ class Node:
                     config.db_path,
                 )
                 log.info("JSON-RPC on http://%s:%d (HTTP and WebSocket)", *address[:2])
+                if self.network is not None:
+                    listen = await nursery.start(self.network.run)
+                    log.info("p2p address %s", listen)
+                if self.finality is not None:
+                    await nursery.start(self.finality.run)
                 if config.signer is not None:
                     if config.signer.public in self.chain.authorities:
                         await nursery.start(self.chain.run_authoring)
@@ -123,6 +146,38 @@ class Node:
         finally:
             self.db.close()
             log.info("database closed")
+
+
+def _network(
+    config: NodeConfig, chain: ChainService, genesis_hash: bytes, clock: Clock
+) -> tuple[NetworkService | None, FinalityService | None]:
+    """The p2p host, gossip and sync, and (with more than one authority) the finality gadget."""
+    if not config.network:
+        return None, None
+    node_key = resolve_node_key(
+        config.base_path, node_key_hex=config.node_key_hex, node_key_file=config.node_key_file
+    )
+    network: NetworkService | None = None
+    p2p = P2PService(
+        P2PConfig(
+            network_id=genesis_hash.hex()[:16],
+            listen_port=config.p2p_port,
+            bootnodes=config.bootnodes,
+            status_interval=STATUS_INTERVAL,
+        ),
+        node_key,
+        status=lambda: network.status() if network is not None else b"",
+    )
+    finality = None
+    if len(chain.authorities) > 1:
+        finality = FinalityService(
+            chain,
+            clock=clock,
+            signer=config.signer,
+            publish=lambda vote: p2p.publish(TOPIC_VOTES, vote),
+        )
+    network = NetworkService(chain, finality, p2p)
+    return network, finality
 
 
 async def _stop_on_signal(scope: trio.CancelScope) -> None:

@@ -27,6 +27,7 @@ from node.wire import (
     decode_sync_response,
     encode_sync_response,
 )
+from p2p.errors import RequestFailed
 
 log = logging.getLogger("statemesh.sync")
 
@@ -117,7 +118,7 @@ class SyncService:
             except WireError as exc:
                 self.peers.penalize(peer, PENALTY_BAD_DATA, f"bad sync response: {exc}")
                 break
-            except (trio.TooSlowError, OSError, ConnectionError) as exc:
+            except (trio.TooSlowError, RequestFailed) as exc:
                 log.info("sync from %s stopped: %s", peer, exc)
                 break
             if not items:

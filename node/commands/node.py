@@ -20,6 +20,7 @@ from node.commands.key import add_keystore_argument, keystore_errors, keystore_f
 from node.commands.password import PasswordReader, add_password_argument
 from node.errors import CliError, UsageError
 from node.runner import Node, NodeConfig
+from p2p.errors import P2PError
 from wallet.keys import Keypair, dev_keypair
 from wallet.keystore import resolve_signer
 
@@ -40,6 +41,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--rpc-external", action="store_true", help="listen on all interfaces (default: 127.0.0.1)"
     )
     node.add_argument("--name", default=None, help="a human name for this node")
+    node.add_argument(
+        "--port", type=int, default=30333, metavar="PORT", help="p2p TCP port (0: any free one)"
+    )
+    node.add_argument(
+        "--bootnodes",
+        nargs="*",
+        default=[],
+        metavar="MULTIADDR",
+        help="peers to connect to: /ip4/HOST/tcp/PORT/p2p/PEER_ID",
+    )
+    node.add_argument("--node-key", metavar="HEX", help="the p2p key's 32-byte seed, in hex")
+    node.add_argument("--node-key-file", type=Path, metavar="FILE", help="file holding it")
+    node.add_argument("--no-network", action="store_true", help="run without p2p (a lone dev node)")
     node.add_argument("--validator", action="store_true", help="author blocks with --key")
     node.add_argument("--key", metavar="NAME", help="keystore key (or dev-<name>) to author with")
     node.add_argument("-l", "--log", default="info", metavar="LEVEL", help="log level (info)")
@@ -99,8 +113,9 @@ def _run_node(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if not 0 <= args.rpc_port <= 65535:
-        raise UsageError(f"--rpc-port {args.rpc_port} is not a port number")
+    for flag, port in (("--rpc-port", args.rpc_port), ("--port", args.port)):
+        if not 0 <= port <= 65535:
+            raise UsageError(f"{flag} {port} is not a port number")
     spec = load_chain(args)
     signer = _signer(args)
     temporary = None
@@ -116,11 +131,16 @@ def _run_node(args: argparse.Namespace) -> int:
         rpc_host="0.0.0.0" if args.rpc_external else "127.0.0.1",
         rpc_port=args.rpc_port,
         signer=signer,
+        p2p_port=args.port,
+        bootnodes=tuple(args.bootnodes),
+        node_key_hex=args.node_key,
+        node_key_file=args.node_key_file,
+        network=not args.no_network,
     )
     try:
         try:
             node = Node.open(config)
-        except DatabaseError as exc:
+        except (DatabaseError, P2PError) as exc:
             raise CliError(str(exc)) from None
         try:
             trio.run(node.run)

@@ -36,7 +36,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tx.add_argument("hash", metavar="0xHASH")
     tx.set_defaults(handler=_tx)
 
-    for parser in (account, block, tx):
+    node = what.add_parser("node", help="a registered node: class, capacity, status, tower")
+    node.add_argument("node_id", metavar="NODE_ID")
+    node.set_defaults(handler=_node)
+
+    towers = what.add_parser("towers", help="nodes by Time Tower, best first")
+    towers.add_argument("--active", action="store_true", help="the active set (default)")
+    towers.add_argument("--class", dest="node_class", choices=("cpu", "gpu", "storage"))
+    towers.add_argument("--offset", type=int, default=0)
+    towers.add_argument("--limit", type=int, default=100)
+    towers.set_defaults(handler=_towers)
+
+    epoch = what.add_parser("epoch", help="the current epoch and its last transition")
+    epoch.set_defaults(handler=_epoch)
+
+    for parser in (account, block, tx, node, towers, epoch):
         add_client_arguments(parser)
 
 
@@ -147,3 +161,60 @@ def receipt_lines(receipt: dict[str, Any]) -> list[str]:
         data = ", ".join(f"{k}={v}" for k, v in event["data"].items())
         lines.append(f"  event {event['module']}.{event['name']}({data})")
     return lines
+
+
+def _node_lines(info: dict[str, Any]) -> list[str]:
+    capacity = info["capacity"]
+    tower = info["tower"]
+    jailed = info.get("jailedUntilEpoch")
+    return [
+        f"node      {info['nodeId']}",
+        f"operator  {info['operator']}",
+        f"class     {info['class']}  cores {capacity['cores']}  memory {capacity['memoryMb']} MB"
+        f"  disk {capacity['diskGb']} GB  gpus {capacity['gpus']}",
+        f"status    {info['status']}" + (f" until epoch {jailed}" if jailed is not None else ""),
+        f"tower     height {tower['height']}  proofs this epoch {tower['proofsInEpoch']}"
+        f"  misses {info['misses']}",
+        f"address   {info['address']}",
+    ]
+
+
+def _node(args: argparse.Namespace) -> int:
+    client = rpc_client(args)
+    with rpc_errors():
+        info = client.call("nodes_get", args.node_id)
+    if info is None:
+        emit(args, None, [f"{args.node_id} is not a registered node"])
+        return 1
+    emit(args, info, _node_lines(info))
+    return 0
+
+
+def _towers(args: argparse.Namespace) -> int:
+    client = rpc_client(args)
+    with rpc_errors():
+        page = client.call("towers_active", args.node_class, args.offset, args.limit)
+    lines = [f"{page['total']} active node(s)"]
+    for info in page["nodes"]:
+        lines.append(
+            f"  {info['nodeId']}  {info['class']:<7}  tower {info['tower']['height']:>6}"
+            f"  operator {info['operator']}"
+        )
+    emit(args, page, lines)
+    return 0
+
+
+def _epoch(args: argparse.Namespace) -> int:
+    client = rpc_client(args)
+    with rpc_errors():
+        info = client.call("epochs_current")
+    lines = [
+        f"epoch {info['number']} started at block #{info['startBlock']}"
+        f" ({info['length']} blocks; next transition at #{info['nextTransition']},"
+        f" best #{info['bestBlock']})",
+        f"  active {info['active']}  standby {info['standby']}  jailed {info['jailed']}",
+    ]
+    for change in info["lastChanges"]:
+        lines.append(f"  {change['node']} {change['change']}")
+    emit(args, info, lines)
+    return 0

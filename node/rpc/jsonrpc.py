@@ -174,7 +174,12 @@ async def _answer(
     except RpcError as error:
         if request.is_notification:
             return None
-        return _fit(error_text(request.id, error), request.id, limits)
+        try:
+            text = error_text(request.id, error)
+        except (TypeError, ValueError):
+            logger.exception("RPC method %s raised an error whose data is not JSON", request.method)
+            return error_text(request.id, RpcError(INTERNAL_ERROR, "internal error"))
+        return _fit(text, request.id, limits)
     except Exception:
         # The traceback stays in the log; the client learns only that it was our fault.
         # Params are never logged: some carry secrets (author_insertKey).

@@ -14,9 +14,11 @@ from chain.blocks import Block, Header
 from chain.errors import InvalidTransaction
 from chain.genesis import ChainSpec
 from chain.primitives import AccountId, Hash32
-from chain.runtime import system
+from chain.runtime import epochs, nodes, system, towers
 from chain.runtime.framework import Event
+from chain.runtime.nodes import NodeStatus
 from node.chain_service import ChainService, TxStatus
+from node.network_service import NetworkService
 from node.rpc.errors import UNKNOWN_BLOCK, RpcError, invalid_transaction_error
 from node.rpc.registry import Params, Registry
 
@@ -104,7 +106,9 @@ def block_json(block: Block) -> dict[str, Any]:
     }
 
 
-def build_registry(chain: ChainService, info: NodeInfo) -> Registry:
+def build_registry(
+    chain: ChainService, info: NodeInfo, network: NetworkService | None = None
+) -> Registry:
     registry = Registry()
     store = chain.store
 
@@ -124,15 +128,47 @@ def build_registry(chain: ChainService, info: NodeInfo) -> Registry:
     registry.add_method("system_chain", lambda params: info.spec.name)
     registry.add_method("system_chainType", lambda params: info.spec.chain_type)
     registry.add_method("system_nodeName", lambda params: info.name)
-    registry.add_method(
-        "system_health",
-        lambda params: {
-            "peers": 0,
-            "isSyncing": False,
+
+    @registry.method("system_health")
+    def health(params: Params) -> dict[str, Any]:
+        return {
+            "peers": len(network.peer_views()) if network else 0,
+            "isSyncing": bool(network and network.sync.stats.syncing),
             "shouldHavePeers": len(chain.authorities) > 1,
-        },
+        }
+
+    @registry.method("system_peers")
+    def peers(params: Params) -> list[dict[str, Any]]:
+        if network is None:
+            return []
+        return [
+            {
+                "peerId": view.peer_id,
+                "address": view.address,
+                "direction": view.direction,
+                "score": view.score,
+                "bestHash": _hex(view.status.best_hash) if view.status else None,
+                "bestNumber": view.status.best_number if view.status else None,
+                "finalizedNumber": view.status.finalized_number if view.status else None,
+            }
+            for view in network.peer_views()
+        ]
+
+    @registry.method("system_syncState")
+    def sync_state(params: Params) -> dict[str, Any]:
+        best = store.best_header.number
+        highest = max(
+            [best] + [s.best_number for _, s in network.statuses()] if network else [best]
+        )
+        return {"currentBlock": best, "highestBlock": highest}
+
+    registry.add_method(
+        "system_localPeerId", lambda params: network.p2p.peer_id if network else None
     )
-    registry.add_method("system_peers", lambda params: [])
+    registry.add_method(
+        "system_localListenAddresses",
+        lambda params: [network.p2p.listen_address] if network else [],
+    )
 
     @registry.method("system_account", params=["address", "hash?"])
     def system_account(params: Params) -> dict[str, Any]:
@@ -261,7 +297,111 @@ def build_registry(chain: ChainService, info: NodeInfo) -> Registry:
     registry.add_method(
         "author_pendingExtrinsics", lambda params: [_hex(tx.encoded) for tx in chain.pool.pending()]
     )
+    _register_towers(registry, chain, resolve)
     return registry
+
+
+MAX_PAGE = 1000
+
+
+def _page(params: Params) -> tuple[int, int]:
+    offset = params.optional("offset", int, 0)
+    limit = params.optional("limit", int, 100)
+    if offset < 0 or not 1 <= limit <= MAX_PAGE:
+        raise RpcError(-32602, f"invalid params: offset >= 0 and 1 <= limit <= {MAX_PAGE}")
+    return offset, limit
+
+
+def node_json(state: Any, node_id: AccountId, record: nodes.NodeRecord) -> dict[str, Any]:
+    tower = towers.get_tower(state, node_id)
+    return {
+        "nodeId": encode_address(node_id),
+        "operator": encode_address(record.operator),
+        "class": record.node_class,
+        "capacity": {
+            "cores": record.cores,
+            "memoryMb": record.memory_mb,
+            "diskGb": record.disk_gb,
+            "gpus": record.gpus,
+        },
+        "address": record.address.decode(errors="replace"),
+        "bond": str(record.bond),
+        "registeredAt": record.registered_at,
+        "status": record.status.name.lower(),
+        "misses": record.misses,
+        "jailedUntilEpoch": record.jailed_until if record.status is NodeStatus.JAILED else None,
+        "tower": {
+            "height": tower.height,
+            "proofsInEpoch": tower.proofs_in_epoch,
+            "lastProofBlock": tower.last_proof_block,
+        },
+    }
+
+
+def _register_towers(registry: Registry, chain: ChainService, resolve: Any) -> None:
+    store = chain.store
+
+    @registry.method("nodes_get", params=["node", "hash?"])
+    def get_node(params: Params) -> dict[str, Any] | None:
+        node_id = params.required("node", account)
+        state = store.state_at(resolve(params))
+        record = nodes.get_node(state, node_id)
+        return None if record is None else node_json(state, node_id, record)
+
+    @registry.method("nodes_list", params=["status?", "offset?", "limit?"])
+    def list_nodes(params: Params) -> dict[str, Any]:
+        wanted = params.optional("status", str)
+        if wanted is not None and wanted.upper() not in NodeStatus.__members__:
+            raise RpcError(-32602, "invalid param 'status': active, standby or jailed")
+        offset, limit = _page(params)
+        state = store.best_state()
+        found = []
+        for node_id in nodes.node_ids(state):
+            record = nodes.get_node(state, node_id)
+            if record is not None and (wanted is None or record.status.name == wanted.upper()):
+                found.append((node_id, record))
+        return {
+            "total": len(found),
+            "nodes": [node_json(state, n, r) for n, r in found[offset : offset + limit]],
+        }
+
+    @registry.method("towers_active", params=["class?", "offset?", "limit?"])
+    def active_towers(params: Params) -> dict[str, Any]:
+        node_class = params.optional("class", str)
+        offset, limit = _page(params)
+        state = store.best_state()
+        active = []
+        for node_id in nodes.node_ids(state):
+            record = nodes.get_node(state, node_id)
+            if record is None or record.status is not NodeStatus.ACTIVE:
+                continue
+            if node_class is None or record.node_class == node_class:
+                active.append((towers.get_tower(state, node_id).height, node_id, record))
+        active.sort(key=lambda a: (-a[0], a[1]))
+        return {
+            "total": len(active),
+            "nodes": [node_json(state, n, r) for _, n, r in active[offset : offset + limit]],
+        }
+
+    @registry.method("epochs_current", params=["hash?"])
+    def current_epoch(params: Params) -> dict[str, Any]:
+        at = resolve(params)
+        state = store.state_at(at)
+        info = epochs.current_epoch(state)
+        length = chain.runtime.config.towers.epoch_length
+        return {
+            "number": info.number,
+            "startBlock": info.start_block,
+            "length": length,
+            "nextTransition": (info.number + 1) * length,
+            "bestBlock": store.require_header(at).number,
+            "active": info.active,
+            "standby": info.standby,
+            "jailed": info.jailed,
+            "lastChanges": [
+                {"node": encode_address(n), "change": c} for n, c in epochs.last_changes(state)
+            ],
+        }
 
 
 def _maybe_hex(value: bytes | None) -> str | None:

@@ -117,7 +117,8 @@ class RpcApp:
     def _busy_error(self) -> RpcError:
         return RpcError(
             SERVER_IS_BUSY,
-            f"server is busy: {self._limits.max_connections} connections are open, try again later",
+            f"server is busy: the limit of {self._limits.max_connections} connections is "
+            "reached, try again later",
         )
 
     # HTTP
@@ -138,7 +139,7 @@ class RpcApp:
             if method in ("GET", "HEAD"):
                 await _respond(send, 200, _HEALTHY)
             else:
-                error = RpcError(INVALID_REQUEST, "/health answers GET only")
+                error = RpcError(INVALID_REQUEST, "/health answers GET and HEAD only")
                 await self._refuse(receive, send, 405, error, [(b"allow", b"GET, HEAD")])
             return
         if path != "/":
@@ -226,7 +227,8 @@ class RpcApp:
         if not self._admit():
             # Accepted only to be closed with a code that tells the client to come back later.
             await send({"type": "websocket.accept"})
-            reason = f"server is busy: {self._limits.max_connections} connections are open"
+            limit = self._limits.max_connections
+            reason = f"server is busy: the limit of {limit} connections is reached"
             await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER, "reason": reason})
             return
         self._open_websockets += 1
@@ -283,7 +285,8 @@ class RpcApp:
 async def _write(
     to_write: trio.MemoryReceiveChannel[str | _Close], send: AsgiSend, connection: trio.CancelScope
 ) -> None:
-    """The socket's only writer, so responses and notifications never interleave mid-frame."""
+    """The socket's only writer: texts leave in the order they were queued (a subscribe answer
+    before its first notification), and a slow socket holds back only what is queued for it."""
     async for item in to_write:
         if isinstance(item, _Close):
             await send({"type": "websocket.close", "code": item.code, "reason": item.reason})

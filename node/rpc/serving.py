@@ -6,13 +6,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
 if TYPE_CHECKING:
+    from hypercorn.typing import ASGIFramework
+
     # trio-typing's stubs (a libp2p dependency) shadow trio's own types and keep TaskStatus here.
     from trio_typing import TaskStatus
 
@@ -97,7 +99,9 @@ async def serve_asgi(
         keep_alive_timeout=keep_alive_timeout,
     )
     async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(partial(serve, app, config, mode="asgi"))  # type: ignore[arg-type]
+        # The same callable; hypercorn merely types its messages more narrowly.
+        framework = cast("ASGIFramework", app)
+        binds: list[str] = await nursery.start(partial(serve, framework, config, mode="asgi"))
         task_status.started(_parse_bind(binds[0]))
 
 

@@ -46,6 +46,16 @@ def ending_text(spec: Subscription, subscription_id: str, error: RpcError) -> st
     return dumps({"jsonrpc": "2.0", "method": spec.notification, "params": params})
 
 
+def _ending_text(live: _Live, error: RpcError) -> str:
+    try:
+        return ending_text(live.spec, live.id, error)
+    except (TypeError, ValueError):
+        logger.exception(
+            "subscription %s ended with error data that is not JSON", live.spec.subscribe
+        )
+        return ending_text(live.spec, live.id, RpcError(INTERNAL_ERROR, "internal error"))
+
+
 class ConnectionSubscriptions:
     """Subscriptions of one connection, run as tasks in that connection's nursery.
 
@@ -113,7 +123,7 @@ class ConnectionSubscriptions:
                 if ending is not None:
                     # Dropped before the client hears of it, so a racing unsubscribe says false.
                     self._live.pop(live.id, None)
-                    await self._outgoing.send(ending_text(live.spec, live.id, ending))
+                    await self._outgoing.send(_ending_text(live, ending))
         finally:
             self._live.pop(live.id, None)
             await _close_iterator(live.items)

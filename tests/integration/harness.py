@@ -37,6 +37,7 @@ class NodeProcess:
     base_path: Path
     args: list[str] = field(default_factory=lambda: ["--dev"])
     port: int = field(default_factory=free_port)
+    p2p_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -56,6 +57,8 @@ class NodeProcess:
                 str(self.base_path),
                 "--rpc-port",
                 str(self.port),
+                "--port",
+                str(self.p2p_port),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
