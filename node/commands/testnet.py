@@ -79,8 +79,17 @@ def _spec(validators: list[Keypair], slot_ms: int) -> ChainSpec:
     )
 
 
-def create(folder: Path, count: int, rpc_port: int, p2p_port: int, slot_ms: int) -> None:
-    """Keys, genesis and node folders for a new testnet in `folder`."""
+def create(
+    folder: Path,
+    count: int,
+    rpc_port: int,
+    p2p_port: int,
+    slot_ms: int,
+    *,
+    ports: list[tuple[int, int]] | None = None,
+) -> None:
+    """Keys, genesis and node folders for a new testnet in `folder`; node i listens on
+    rpc_port + i and p2p_port + i unless `ports` gives each node's (rpc, p2p) pair."""
     folder.mkdir(parents=True, exist_ok=True)
     password = secrets.token_urlsafe(24)
     password_file = folder / "password"
@@ -97,9 +106,8 @@ def create(folder: Path, count: int, rpc_port: int, p2p_port: int, slot_ms: int)
             validators.append(keypair)
             node_key = NodeKey.generate()
             write_node_key_file(folder / f"node-{i}" / NODE_KEY_FILE, node_key)
-            nodes.append(
-                {"rpcPort": rpc_port + i, "p2pPort": p2p_port + i, "peerId": node_key.peer_id}
-            )
+            rpc, p2p = ports[i] if ports else (rpc_port + i, p2p_port + i)
+            nodes.append({"rpcPort": rpc, "p2pPort": p2p, "peerId": node_key.peer_id})
     (folder / "genesis.json").write_text(json.dumps(_spec(validators, slot_ms).to_json(), indent=2))
     (folder / LAYOUT_FILE).write_text(json.dumps({"nodes": nodes}, indent=2))
 
@@ -116,15 +124,22 @@ def load(folder: Path) -> list[TestnetNode]:
     return nodes
 
 
-def node_command(folder: Path, node: TestnetNode, bootnode: TestnetNode, log: str) -> list[str]:
+def validator_arguments(folder: Path, node: TestnetNode) -> list[str]:
+    """`statemesh node` arguments that make `node` a validator of the testnet in `folder`."""
     return [
-        sys.executable, "-m", "node.cli", "node",
         "--chain", str(folder / "genesis.json"),
-        "--base-path", str(node.base_path),
         "--name", node.name,
         "--validator", "--key", node.key_name,
         "--keystore", str(folder / "keystore"),
         "--password-file", str(folder / "password"),
+    ]  # fmt: skip
+
+
+def node_command(folder: Path, node: TestnetNode, bootnode: TestnetNode, log: str) -> list[str]:
+    return [
+        sys.executable, "-m", "node.cli", "node",
+        *validator_arguments(folder, node),
+        "--base-path", str(node.base_path),
         "--rpc-port", str(node.rpc_port),
         "--port", str(node.p2p_port),
         "--bootnodes", bootnode.multiaddr,

@@ -209,7 +209,7 @@ def build_registry(
     def get_block(params: Params) -> dict[str, Any] | None:
         at = params.optional("hash", block_hash) or store.best_header.hash
         block = store.block(at)
-        return None if block is None else block_json(block)
+        return None if block is None else block_json(block, store.justification(at))
 
     @registry.method("chain_getBlockHash", params=["number?"])
     def get_block_hash(params: Params) -> Any:

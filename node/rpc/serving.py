@@ -65,6 +65,10 @@ def hypercorn_config(
     config.accesslog = None  # one line per request is noise at RPC rates
     config.errorlog = logging.getLogger("node.rpc.hypercorn")
     config.keep_alive_timeout = keep_alive_timeout
+    # hypercorn closes a keep-alive connection after 1,000 requests by default; clients that
+    # keep one connection open (wallets, indexers, benchmarks) should not pay a reconnect,
+    # and that close path races with the response being sent in the trio worker.
+    config.keep_alive_max_requests = 1_000_000
     config.websocket_ping_interval = WEBSOCKET_PING_SECONDS
     config.websocket_max_message_size = max_websocket_message
     config.include_server_header = False

@@ -102,6 +102,11 @@ def build_registry(side_effects: list[str] | None = None) -> Registry:
         return params.optional("nope", str)
 
     registry.add_method("echo_notjson", lambda params: {1, 2})
+
+    @registry.method("echo_baddata")
+    def bad_data(params: Params) -> None:
+        raise RpcError(1010, "invalid", data=object())
+
     registry.add_method("echo_big", lambda params: "x" * 200)
     registry.add_method("echo_effect", lambda params: effects.append("called"))
 
@@ -333,6 +338,10 @@ def test_reading_an_undeclared_param_is_a_server_bug_not_a_client_error() -> Non
 
 def test_result_that_is_not_json_is_an_internal_error() -> None:
     assert call(request("echo_notjson")) == error(-32603, "internal error", 1)
+
+
+def test_error_data_that_is_not_json_is_an_internal_error() -> None:
+    assert call(request("echo_baddata")) == error(-32603, "internal error", 1)
 
 
 def test_id_null_is_a_request_not_a_notification() -> None:

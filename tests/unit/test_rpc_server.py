@@ -104,6 +104,18 @@ def build_registry(probe: Probe) -> Registry:
     def subscribe_forever(params: Params) -> AsyncIterator[int]:
         return forever(params.optional("name", str, "forever"))
 
+    async def not_json() -> AsyncIterator[object]:
+        yield 1
+        yield object()
+
+    @registry.subscription(
+        "test_subscribeNotJson",
+        unsubscribe="test_unsubscribeNotJson",
+        notification="test_notJson",
+    )
+    def subscribe_not_json(params: Params) -> AsyncIterator[object]:
+        return not_json()
+
     async def burst() -> AsyncIterator[int]:
         # No checkpoint: the producer outruns any socket, as a flood of blocks would.
         for i in range(100):
@@ -403,7 +415,7 @@ def test_oversize_response_becomes_an_error() -> None:
 
 def test_http_requests_in_flight_count_against_the_connection_limit() -> None:
     limits = RpcLimits(max_connections=1)
-    busy = error(-32009, "server is busy: 1 connections are open, try again later")
+    busy = error(-32009, "server is busy: the limit of 1 connections is reached, try again later")
 
     async def scenario() -> None:
         async with serving(limits) as served, httpx.AsyncClient() as client:
@@ -445,7 +457,7 @@ def test_websockets_count_against_the_connection_limit() -> None:
                             await third.get_message()
                         assert close_reason(closed.value) == (
                             1013,
-                            "server is busy: 2 connections are open",
+                            "server is busy: the limit of 2 connections is reached",
                         )
                 assert await ws_call(first, request("test_add", [2])) == result(2)
                 await eventually(lambda: served.server.statistics().open_connections == 1)
@@ -554,6 +566,37 @@ def test_subscription_ending_with_an_error_notifies_it() -> None:
                         "error": {"code": 1010, "message": "invalid: bad nonce"},
                     },
                 ]
+
+    run(scenario)
+
+
+def test_subscription_item_that_is_not_json_ends_it_with_an_internal_error() -> None:
+    async def scenario() -> None:
+        async with serving() as served:
+            async with trio_websocket.open_websocket_url(served.address.ws_url) as ws:
+                subscription = (await ws_call(ws, request("test_subscribeNotJson")))["result"]
+                messages = [(await next_message(ws))["params"] for _ in range(2)]
+                assert messages == [
+                    {"subscription": subscription, "result": 1},
+                    {
+                        "subscription": subscription,
+                        "error": {"code": -32603, "message": "internal error"},
+                    },
+                ]
+                assert await ws_call(ws, request("test_add", [1])) == result(1)
+
+    run(scenario)
+
+
+def test_websocket_calls_are_answered_in_the_order_sent() -> None:
+    async def scenario() -> None:
+        async with serving() as served:
+            async with trio_websocket.open_websocket_url(served.address.ws_url) as ws:
+                for i in range(50):
+                    await ws.send_message(json.dumps(request("test_add", [i], id=i)))
+                answers = [await next_message(ws) for _ in range(50)]
+                assert answers == [result(i, id=i) for i in range(50)]
+                assert served.server.statistics().requests_served == 50
 
     run(scenario)
 
