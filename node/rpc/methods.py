@@ -96,13 +96,13 @@ def header_json(header: Header) -> dict[str, Any]:
     }
 
 
-def block_json(block: Block) -> dict[str, Any]:
+def block_json(block: Block, justification: bytes | None = None) -> dict[str, Any]:
     return {
         "block": {
             "header": header_json(block.header),
             "extrinsics": [_hex(x) for x in block.extrinsics],
         },
-        "justifications": None,
+        "justifications": None if justification is None else [_hex(justification)],
     }
 
 

@@ -133,7 +133,7 @@ def test_three_of_four_keep_finalizing_and_the_fourth_catches_up(
 
 
 def test_an_isolated_validator_rejoins_without_conflicting_finality(testnet: LocalNetwork) -> None:
-    a, b, c, d = testnet.nodes
+    a, _, _, d = testnet.nodes
     a.wait_for(lambda: a.finalized_number() >= 2, timeout=30, what="finality")
     d.stop()
     d.args = testnet.arguments(3, bootnodes=False)
