@@ -210,6 +210,11 @@ class FinalityGadget:
     def on_vote(self, vote: Vote, current_round: int) -> bool:
         """Record a vote; True when it is new. Raises InvalidVote for a vote that must be
         rejected (its sender penalized); an old or far-future round is also refused."""
+        if vote.voter not in self.validators:
+            # Whatever its round: only validators vote, so this sender is at fault.
+            raise InvalidVote(
+                VoteRejection.NOT_A_VALIDATOR, f"0x{vote.voter.hex()} is not a validator"
+            )
         if vote.round > current_round + FUTURE_ROUNDS or vote.round < current_round - ROUND_WINDOW:
             raise InvalidVote(
                 VoteRejection.WRONG_ROUND, f"round {vote.round} while we are in {current_round}"

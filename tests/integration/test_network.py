@@ -4,6 +4,9 @@ without conflicting finality, and hostile peers."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +16,7 @@ import rlp
 
 from node.commands.testnet import create, load, validator_arguments
 from tests.factories import transfer_call
-from tests.integration.harness import NodeProcess, free_port
+from tests.integration.harness import ROOT, NodeProcess, free_port
 from wallet.keys import dev_keypair, sign_transaction
 
 pytestmark = pytest.mark.integration
@@ -150,3 +153,52 @@ def test_an_isolated_validator_rejoins_without_conflicting_finality(testnet: Loc
         lambda: d.finalized_number() >= target, timeout=40, what="the isolated node rejoining"
     )
     assert_no_conflicting_finality(testnet.nodes)
+
+
+@pytest.mark.parametrize("kind", ["garbage", "bad-seal", "stranger-vote"])
+def test_hostile_peer_is_dropped_and_the_node_is_unaffected(
+    testnet: LocalNetwork, kind: str
+) -> None:
+    a = testnet.nodes[0]
+    a.wait_for(lambda: a.finalized_number() >= 1, timeout=30, what="finality")
+    network_id = a.call("chain_getBlockHash", 0)[2:18]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.integration.rogue_peer",
+            network_id,
+            testnet.layout[0].multiaddr,
+            kind,
+            str(testnet.folder / "genesis.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.stdout.strip(), result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["sent"] > 0
+    assert report["connected"] is False, a.log()[-2000:]
+    assert "banned" in a.log()
+    start = a.finalized_number()
+    a.wait_for(
+        lambda: a.finalized_number() > start + 1, timeout=20, what="finality after the attack"
+    )
+
+
+def test_a_node_of_another_chain_never_connects(testnet: LocalNetwork, tmp_path: Path) -> None:
+    other = NodeProcess(
+        tmp_path / "other", args=["--dev", "--bootnodes", testnet.layout[0].multiaddr]
+    )
+    other.start()
+    try:
+        time.sleep(4)
+        assert other.call("system_peers") == []
+        assert all(
+            p["peerId"] != other.call("system_localPeerId")
+            for p in testnet.nodes[0].call("system_peers")
+        )
+    finally:
+        other.stop()

@@ -1,0 +1,80 @@
+"""A hostile peer for integration tests: it joins a StateMesh network's topics and sends what
+an honest node never would, then reports (one JSON line) whether the node dropped it.
+
+    python -m tests.integration.rogue_peer NETWORK_ID TARGET_MULTIADDR KIND CHAIN_SPEC
+
+KIND: garbage (undecodable bytes on every topic), bad-seal (a block on the genesis block, by
+the right author for the current slot, whose seal is not that author's signature),
+stranger-vote (a finality vote signed by a non-validator)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import rlp
+import trio
+
+from chain.blocks import Block, Header
+from chain.genesis import ChainSpec, build_genesis, load_spec
+from chain.state import TrieState
+from chain.trie import BLANK_ROOT
+from consensus.finality import Phase, sign_vote
+from p2p.config import P2PConfig
+from p2p.gossip import Verdict
+from p2p.host import P2PService
+from p2p.identity import NodeKey
+from wallet.keys import Keypair
+
+ATTEMPTS = 12
+
+
+def payloads(kind: str, spec: ChainSpec) -> list[tuple[str, bytes]]:
+    genesis = build_genesis(spec, TrieState({}, BLANK_ROOT)).block.header
+    now = time.time_ns() // 1_000_000
+    slot = now // spec.slot_duration_ms
+    author = spec.authorities[slot % len(spec.authorities)]
+    header = Header(genesis.hash, 1, b"\x22" * 32, b"\x33" * 32, now, slot, author, b"\x55" * 64)
+    if kind == "garbage":
+        return [
+            ("blocks", b"\xff\x00garbage"),
+            ("votes", b"\x01\x02"),
+            ("transactions", b"\xc3\x01"),
+        ]
+    if kind == "bad-seal":
+        return [("blocks", rlp.encode(Block(header, ())))]
+    if kind == "stranger-vote":
+        stranger = Keypair.from_seed(b"\x09" * 32)
+        return [("votes", sign_vote(stranger, b"\x00" * 32, 1, Phase.PREVOTE, header).encode())]
+    raise SystemExit(f"unknown kind {kind}")
+
+
+async def main(network_id: str, target: str, kind: str, spec_path: str) -> None:
+    spec = load_spec(Path(spec_path))
+    service = P2PService(P2PConfig(network_id=network_id), NodeKey.generate())
+    for topic in ("blocks", "votes", "transactions"):
+        service.subscribe(topic, lambda peer, data: Verdict.IGNORE)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.run)
+        peer = await service.connect(target)
+        await trio.sleep(2.0)  # the handshake and the gossip mesh
+        sent = 0
+        for _ in range(ATTEMPTS):
+            if all(p.peer_id != peer for p in service.peers()):
+                break
+            for topic, data in payloads(kind, spec):
+                await service.publish(
+                    topic, data + sent.to_bytes(4, "big") if kind == "garbage" else data
+                )
+                sent += 1
+            await trio.sleep(0.3)
+        await trio.sleep(1.0)
+        connected = any(p.peer_id == peer for p in service.peers())
+        print(json.dumps({"sent": sent, "connected": connected}), flush=True)
+        nursery.cancel_scope.cancel()
+
+
+if __name__ == "__main__":
+    trio.run(main, *sys.argv[1:5])
