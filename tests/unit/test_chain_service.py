@@ -1,0 +1,148 @@
+"""The chain service on a real database: blocks from elsewhere, fork choice, re-orgs that put
+transactions back into the pool, equivocation evidence, and finality on a fork."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import rlp
+import trio
+
+from chain.blocks import Block
+from chain.db import Database
+from chain.errors import BlockRejection, InvalidBlock
+from chain.genesis import build_genesis
+from chain.pool import TransactionPool
+from chain.primitives import Slot, TimestampMs
+from chain.runtime.executive import Runtime
+from chain.runtime.framework import BlockEnv
+from chain.state import TrieState
+from chain.store import ChainStore
+from chain.trie import BLANK_ROOT
+from consensus.proposer import propose
+from node.chain_service import ChainService
+from tests.factories import ALICE, BOB, CHARLIE, DAVE, spec_for, transfer_call
+from wallet.keys import Keypair, sign_transaction
+
+AUTHORITIES = (ALICE, BOB)
+
+
+class FixedClock:
+    def __init__(self, now_ms: int) -> None:
+        self.now = now_ms
+
+    def now_ms(self) -> int:
+        return self.now
+
+
+def open_chain(path: Path) -> ChainService:
+    spec = replace(spec_for(ALICE, BOB, CHARLIE), authorities=tuple(k.public for k in AUTHORITIES))
+    db = Database(path)
+    store = ChainStore(db)
+    genesis = build_genesis(spec, TrieState(db.trie_nodes, BLANK_ROOT))
+    store.initialize(genesis)
+    runtime = Runtime(spec.runtime, genesis.hash)
+    chain: ChainService
+    pool = TransactionPool(lambda e: chain.validate(e), revalidator=lambda v: chain.revalidate(v))
+    chain = ChainService(
+        store=store, runtime=runtime, pool=pool, clock=FixedClock(10**9),
+        slot_duration_ms=spec.slot_duration_ms, signer=ALICE,
+    )  # fmt: skip
+    return chain
+
+
+def block_at(chain: ChainService, parent_hash: bytes, slot: int, txs: list[bytes] = ()) -> Block:  # type: ignore[assignment]
+    store = chain.store
+    parent = store.require_header(parent_hash)
+    author = AUTHORITIES[slot % len(AUTHORITIES)]
+    env = BlockEnv(parent.number + 1, parent.hash, TimestampMs(slot * 1000), author.public)
+    state = store.state_at(parent.hash)
+    candidates = [chain.runtime.validate_transaction(state, t, env) for t in txs]
+    block, _ = propose(
+        store, chain.runtime, parent, candidates, slot=Slot(slot),
+        timestamp=TimestampMs(slot * 1000), signer=author, on_invalid=lambda tx, exc: None,
+    )  # fmt: skip
+    return block
+
+
+def transfer(chain: ChainService, who: Keypair, nonce: int, amount: int = 5_000_000) -> bytes:
+    tx = sign_transaction(who, genesis_hash=chain.runtime.genesis_hash, nonce=nonce,
+                          call=transfer_call(DAVE.public, amount))  # fmt: skip
+    return rlp.encode(tx)  # type: ignore[no-any-return]
+
+
+def test_reorg_puts_retracted_transactions_back_into_the_pool(tmp_path: Path) -> None:
+    chain = open_chain(tmp_path / "db")
+    genesis = chain.store.best_hash
+    tx = transfer(chain, CHARLIE, 0)
+
+    async def scenario() -> None:
+        a1 = block_at(chain, genesis, 2, [tx])  # alice's slot
+        assert await chain.import_block(a1)
+        assert chain.store.best_hash == a1.hash and len(chain.pool) == 0
+        b1 = block_at(chain, genesis, 3)  # bob's competing block, no transactions
+        assert await chain.import_block(b1)
+        b2 = block_at(chain, b1.hash, 5)
+        assert chain.store.best_hash == min(a1.hash, b1.hash)  # equal length: the lower hash
+        assert await chain.import_block(b2)
+        assert chain.store.best_hash == b2.hash
+        assert [v.encoded for v in chain.pool.pending()] == [tx]
+        assert not await chain.import_block(b2)  # known
+
+    trio.run(scenario)
+    chain.store.db.close()
+
+
+def test_blocks_that_break_the_rules_are_refused(tmp_path: Path) -> None:
+    chain = open_chain(tmp_path / "db")
+    genesis = chain.store.best_hash
+
+    async def scenario() -> None:
+        good = block_at(chain, genesis, 2)
+        wrong_author = block_at(chain, genesis, 3)
+        forged = Block(good.header.copy(author=BOB.public), good.extrinsics)
+        with pytest.raises(InvalidBlock) as info:
+            await chain.import_block(forged)
+        assert info.value.reason is BlockRejection.WRONG_AUTHOR
+        bad_seal = Block(wrong_author.header.copy(seal=b"\x01" * 64), ())
+        with pytest.raises(InvalidBlock) as info:
+            await chain.import_block(bad_seal)
+        assert info.value.reason is BlockRejection.BAD_SEAL
+        orphan = Block(good.header.copy(parent_hash=b"\x07" * 32), ())
+        with pytest.raises(InvalidBlock) as info:
+            await chain.import_block(orphan)
+        assert info.value.reason is BlockRejection.UNKNOWN_PARENT
+        chain.clock.now = 1_000  # type: ignore[attr-defined]
+        with pytest.raises(InvalidBlock, match="in the future"):
+            await chain.import_block(good)
+        assert chain.store.best_hash == genesis
+
+    trio.run(scenario)
+    chain.store.db.close()
+
+
+def test_equivocation_is_recorded_and_finality_moves_onto_a_fork(tmp_path: Path) -> None:
+    chain = open_chain(tmp_path / "db")
+    genesis = chain.store.best_hash
+
+    async def scenario() -> None:
+        first = block_at(chain, genesis, 2)
+        second = block_at(
+            chain, genesis, 2, [transfer(chain, CHARLIE, 0)]
+        )  # same slot, same author
+        assert await chain.import_block(first)
+        assert await chain.import_block(second)
+        (evidence,) = chain.store.equivocations()
+        assert {evidence[0].hash, evidence[1].hash} == {first.hash, second.hash}
+        loser = second if chain.store.best_hash == first.hash else first
+        assert chain.finalize(loser.hash, None)
+        assert chain.store.best_hash == loser.hash == chain.store.finalized_hash
+        winner = first if loser is second else second
+        with pytest.raises(InvalidBlock) as info:
+            await chain.import_block(block_at(chain, winner.hash, 3))
+        assert info.value.reason is BlockRejection.BELOW_FINALIZED
+
+    trio.run(scenario)
+    chain.store.db.close()
