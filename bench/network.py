@@ -1,0 +1,290 @@
+"""Multi-node benchmarks on loopback (real node processes):
+
+finality   block authored -> finalized on all 4 validators: median and p95, in slots
+throughput transfers/s finalized with 4 validators, and the ratio to 1 validator, same run
+sync       blocks/s imported by a fresh node catching up 2,000 blocks of transfers
+
+  .venv/bin/python bench/network.py [finality|throughput|sync|all]
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import rlp
+import trio
+import trio_websocket
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from chain.address import encode_address  # noqa: E402
+from chain.blocks import tx_hash  # noqa: E402
+from chain.db import Database  # noqa: E402
+from chain.genesis import ChainSpec, build_genesis, load_spec  # noqa: E402
+from chain.primitives import Slot, TimestampMs  # noqa: E402
+from chain.runtime.balances import Balances  # noqa: E402
+from chain.runtime.executive import Runtime  # noqa: E402
+from chain.runtime.framework import BlockEnv  # noqa: E402
+from chain.state import TrieState  # noqa: E402
+from chain.store import ChainStore  # noqa: E402
+from chain.trie import BLANK_ROOT  # noqa: E402
+from consensus.proposer import propose  # noqa: E402
+from node.commands.testnet import create, load, validator_arguments  # noqa: E402
+from tests.integration.harness import NodeProcess, free_port  # noqa: E402
+from wallet.keys import Keypair, sign_transaction  # noqa: E402
+from wallet.keystore import Keystore  # noqa: E402
+
+SLOT_MS = 1000
+
+
+def start_network(folder: Path, count: int, accounts: list[Keypair]) -> list[NodeProcess]:
+    ports = [(free_port(), free_port()) for _ in range(count)]
+    create(folder, count, 0, 0, SLOT_MS, ports=ports)
+    spec = json.loads((folder / "genesis.json").read_text())
+    spec["balances"] += [[encode_address(k.public), str(10**20)] for k in accounts]
+    (folder / "genesis.json").write_text(json.dumps(spec))
+    layout = load(folder)
+    nodes = []
+    for n in layout:
+        boot = layout[1 if n.index == 0 and count > 1 else 0]
+        extra = ["--bootnodes", boot.multiaddr] if count > 1 else []
+        nodes.append(
+            NodeProcess(
+                n.base_path,
+                args=[*validator_arguments(folder, n), *extra],
+                port=n.rpc_port,
+                p2p_port=n.p2p_port,
+            )
+        )
+    for node in nodes:
+        node.start()
+    return nodes
+
+
+def watch_finalized(urls: list[str], seen: list[dict[int, float]], stop: threading.Event) -> None:
+    """Record, per node, when each block number was first known final."""
+
+    async def one(url: str, record: dict[int, float]) -> None:
+        async with trio_websocket.open_websocket_url(url) as ws:
+            await ws.send_message(
+                json.dumps(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": 1,
+                        "method": "chain_subscribeFinalizedHeads",
+                        "params": [],
+                    }
+                )
+            )
+            await ws.get_message()
+            last = 0
+            while not stop.is_set():
+                with trio.move_on_after(0.5):
+                    head = json.loads(await ws.get_message())["params"]["result"]
+                    now = time.time()
+                    number = int(head["number"], 16)
+                    for n in range(last + 1, number + 1):
+                        record.setdefault(n, now)
+                    last = max(last, number)
+
+    async def all_nodes() -> None:
+        async with trio.open_nursery() as nursery:
+            for url, record in zip(urls, seen, strict=True):
+                nursery.start_soon(one, url, record)
+
+    trio.run(all_nodes)
+
+
+def finality(seconds: float = 30.0) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        nodes = start_network(Path(tmp) / "net", 4, [])
+        seen: list[dict[int, float]] = [{} for _ in nodes]
+        stop = threading.Event()
+        watcher = threading.Thread(
+            target=watch_finalized, args=([n.url.replace("http", "ws") for n in nodes], seen, stop)
+        )
+        watcher.start()
+        try:
+            time.sleep(seconds)
+            top = min(max(r) for r in seen if r)
+            latencies = []
+            for number in range(2, top + 1):
+                header = nodes[0].call(
+                    "chain_getHeader", nodes[0].call("chain_getBlockHash", number)
+                )
+                authored = header["timestamp"] / 1000
+                latencies.append((max(r[number] for r in seen) - authored) / (SLOT_MS / 1000))
+        finally:
+            stop.set()
+            watcher.join()
+            for node in nodes:
+                node.stop()
+    latencies.sort()
+    print(f"finality latency over {len(latencies)} blocks on 4 validators ({SLOT_MS} ms slots):")
+    median, p95 = statistics.median(latencies), latencies[int(len(latencies) * 0.95)]
+    print(f"  median {median:.2f} slots, p95 {p95:.2f} slots (target median <= 2)")
+
+
+def push(node: NodeProcess, txs: list[str], batch: int = 200) -> float:
+    start = time.monotonic()
+    with httpx.Client(timeout=60) as client:
+        for offset in range(0, len(txs), batch):
+            body = [
+                {"jsonrpc": "2.0", "id": i, "method": "author_submitExtrinsic", "params": [x]}
+                for i, x in enumerate(txs[offset : offset + batch])
+            ]
+            errors = [r for r in client.post(node.url, json=body).json() if "error" in r]
+            if errors:
+                raise RuntimeError(f"refused: {errors[0]}")
+    return start
+
+
+def finalized_rate(count: int, accounts: list[Keypair], txs_for) -> float:  # type: ignore[no-untyped-def]
+    with tempfile.TemporaryDirectory() as tmp:
+        nodes = start_network(Path(tmp) / "net", count, accounts)
+        try:
+            genesis = bytes.fromhex(nodes[0].call("chain_getBlockHash", 0)[2:])
+            txs = txs_for(genesis)
+            start = push(nodes[0], txs)
+            last = tx_hash(bytes.fromhex(txs[-1][2:])).hex()
+
+            def everywhere() -> bool:
+                for node in nodes:
+                    receipt = node.call("chain_getExtrinsic", "0x" + last)
+                    if not receipt or receipt["blockNumber"] > node.finalized_number():
+                        return False
+                return True
+
+            nodes[0].wait_for(everywhere, timeout=300, what="all transfers final on every node")
+            return len(txs) / (time.monotonic() - start)
+        finally:
+            for node in nodes:
+                node.stop()
+
+
+def throughput(accounts_count: int = 1000, per_account: int = 4) -> None:
+    rng = random.Random(5)
+    accounts = [Keypair.from_seed(rng.randbytes(32)) for _ in range(accounts_count)]
+    (transfer,) = Balances().calls()
+
+    def txs_for(genesis: bytes) -> list[str]:
+        return [
+            "0x"
+            + rlp.encode(
+                sign_transaction(
+                    k,
+                    genesis_hash=genesis,
+                    nonce=nonce,
+                    call=transfer.call(
+                        dest=accounts[(i + 1) % len(accounts)].public, amount=1_000_000
+                    ),
+                )
+            ).hex()
+            for nonce in range(per_account)
+            for i, k in enumerate(accounts)
+        ]
+
+    single = finalized_rate(1, accounts, txs_for)
+    four = finalized_rate(4, accounts, txs_for)
+    print(
+        f"throughput: 1 validator {single:,.0f} transfers/s finalized; "
+        f"4 validators {four:,.0f}/s finalized on all; ratio {four / single:.2f}"
+    )
+
+
+def build_chain(folder: Path, blocks: int, per_block: int) -> tuple[Path, Path]:
+    """A single-authority chain of `blocks` blocks of transfers, ending now, on disk."""
+    ports = [(free_port(), free_port())]
+    create(folder, 1, 0, 0, SLOT_MS, ports=ports)
+    rng = random.Random(9)
+    accounts = [Keypair.from_seed(rng.randbytes(32)) for _ in range(200)]
+    raw = json.loads((folder / "genesis.json").read_text())
+    raw["balances"] += [[encode_address(k.public), str(10**20)] for k in accounts]
+    (folder / "genesis.json").write_text(json.dumps(raw))
+    spec: ChainSpec = load_spec(folder / "genesis.json")
+
+    password = (folder / "password").read_text().strip()
+    author = Keystore(folder / "keystore").unlock("validator-0", password)
+    base = load(folder)[0].base_path
+    db = Database(base / "chains" / spec.id / "db")
+    store = ChainStore(db)
+    genesis = build_genesis(spec, TrieState(db.trie_nodes, BLANK_ROOT, store.node_cache))
+    store.initialize(genesis)
+    runtime = Runtime(spec.runtime, genesis.hash)
+    (transfer,) = Balances().calls()
+    nonces = [0] * len(accounts)
+    first_slot = time.time_ns() // 1_000_000 // SLOT_MS - blocks - 5
+    for n in range(blocks):
+        parent = store.best_header
+        slot = first_slot + n
+        env = BlockEnv(parent.number + 1, parent.hash, TimestampMs(slot * SLOT_MS), author.public)
+        state = store.state_at(parent.hash)
+        candidates = []
+        for _ in range(per_block):
+            i = rng.randrange(len(accounts))
+            tx = sign_transaction(
+                accounts[i],
+                genesis_hash=genesis.hash,
+                nonce=nonces[i],
+                call=transfer.call(dest=accounts[(i + 7) % 200].public, amount=10),
+            )
+            nonces[i] += 1
+            candidates.append(runtime.validate_transaction(state, rlp.encode(tx), env))
+        block, execution = propose(
+            store,
+            runtime,
+            parent,
+            candidates,
+            slot=Slot(slot),
+            timestamp=TimestampMs(slot * SLOT_MS),
+            signer=author,
+            on_invalid=lambda tx, exc: None,
+        )
+        store.commit_block(block, execution, finalize=True)
+    db.close()
+    return folder / "genesis.json", base
+
+
+def sync(blocks: int = 2000, per_block: int = 10) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        spec_path, base = build_chain(Path(tmp) / "net", blocks, per_block)
+        layout = load(Path(tmp) / "net")[0]
+        source = NodeProcess(
+            base, args=["--chain", str(spec_path)], port=layout.rpc_port, p2p_port=layout.p2p_port
+        )
+        source.start()
+        fresh = NodeProcess(
+            Path(tmp) / "fresh", args=["--chain", str(spec_path), "--bootnodes", layout.multiaddr]
+        )
+        try:
+            start = time.monotonic()
+            fresh.start()
+            fresh.wait_for(lambda: fresh.best_number() >= blocks, timeout=600, what="sync")
+            elapsed = time.monotonic() - start
+        finally:
+            fresh.stop()
+            source.stop()
+    rate = blocks / elapsed
+    print(
+        f"sync: {blocks} blocks of {per_block} transfers in {elapsed:.1f} s = {rate:,.0f} blocks/s"
+        f" ({rate * per_block:,.0f} transfers/s), node start included"
+    )
+
+
+if __name__ == "__main__":
+    which = sys.argv[1] if len(sys.argv) > 1 else "all"
+    if which in ("finality", "all"):
+        finality()
+    if which in ("throughput", "all"):
+        throughput()
+    if which in ("sync", "all"):
+        sync()
