@@ -5,12 +5,14 @@ without conflicting finality, and hostile peers."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import rlp
 
@@ -202,3 +204,38 @@ def test_a_node_of_another_chain_never_connects(testnet: LocalNetwork, tmp_path:
         )
     finally:
         other.stop()
+
+
+def test_testnet_command_runs_stops_and_restarts(tmp_path: Path) -> None:
+    folder = tmp_path / "tn"
+    rpc, p2p = free_port(), free_port()
+    command = [
+        sys.executable, "-m", "node.cli", "testnet", "--nodes", "2", "--dir", str(folder),
+        "--rpc-port", str(rpc), "--p2p-port", str(p2p), "--slot-ms", "500",
+    ]  # fmt: skip
+    first = NodeProcess(folder / "node-0", port=rpc)
+
+    def run_until(height: int) -> int:
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+        try:
+            first.wait_for(lambda: _finalized(first) >= height, timeout=40, what="testnet finality")
+            reached = _finalized(first)
+        finally:
+            process.send_signal(signal.SIGINT)
+            out, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, out
+        assert b"node-1  rpc http://127.0.0.1:" in out
+        return reached
+
+    reached = run_until(2)
+    assert (folder / "testnet.json").exists() and (folder / "genesis.json").exists()
+    assert run_until(reached + 2) >= reached + 2  # the same folder starts again where it was
+
+
+def _finalized(node: NodeProcess) -> int:
+    try:
+        return node.finalized_number()
+    except (httpx.HTTPError, KeyError):
+        return -1
