@@ -222,7 +222,12 @@ class ChainService:
             for tx, exc in rejected:
                 log.info("dropped transaction 0x%s while authoring: %s", tx.hash.hex(), exc)
                 self.pool.mark_invalid(tx.hash, now)
-            self._commit(block, execution)
+            try:
+                self._commit(block, execution)
+            except InvalidBlock as exc:
+                # Finality moved to another fork while we were building on this one.
+                log.warning("discarded our block #%d: %s", block.header.number, exc)
+                return None
         self.blocks_authored += 1
         log.info(
             "authored #%d (0x%s…) with %d extrinsics in %.0f ms",
