@@ -110,6 +110,15 @@ class ChainService:
         """The pool's validator: checks against the best state."""
         return self.runtime.validate_transaction(self.store.best_state(), encoded, self.next_env())
 
+    def next_nonce(self, account: AccountId) -> int:
+        """The nonce a new transaction of `account` should carry: past the best state's and
+        past any of its transactions already waiting in the pool."""
+        nonce = system.account(self.store.best_state(), account).nonce
+        pooled = {tx.nonce for tx in self.pool.pending() if tx.sender == account}
+        while nonce in pooled:
+            nonce += 1
+        return nonce
+
     def revalidate(self, valid: ValidTransaction) -> ValidTransaction:
         """The pool's revalidator after each block: nonce, balance and dry run only."""
         return self.runtime.revalidate(self.store.best_state(), valid, self.next_env())

@@ -27,6 +27,8 @@ from node.wire import (
     Status,
     WireError,
     decode_block,
+    decode_transactions,
+    encode_transactions,
 )
 from p2p.errors import BadRequest
 from p2p.gossip import GossipMessage, Verdict
@@ -36,6 +38,9 @@ from p2p.identity import PeerId
 log = logging.getLogger("statemesh.network")
 
 OUTBOX = 1024
+TX_BATCH_SECONDS = 0.05
+TX_BATCH_COUNT = 500
+TX_BATCH_BYTES = 512 * 1024
 SYNC_TIMEOUT = 30.0
 PENALTY_BAD_BLOCK = 50
 
@@ -70,13 +75,15 @@ class PeerView:
 
 
 class NetworkService:
-    def __init__(self, chain: ChainService, finality: FinalityService | None, p2p: P2PService) -> None:
+    def __init__(
+        self, chain: ChainService, finality: FinalityService | None, p2p: P2PService
+    ) -> None:
         self.chain = chain
         self.finality = finality
         self.p2p = p2p
         self.sync = SyncService(chain, self)
         self._blocks = p2p.subscribe(TOPIC_BLOCKS, self._check_block)
-        self._transactions = p2p.subscribe(TOPIC_TRANSACTIONS, self._check_transaction)
+        self._transactions = p2p.subscribe(TOPIC_TRANSACTIONS, self._check_transactions)
         self._votes = p2p.subscribe(TOPIC_VOTES, self._check_vote)
         p2p.register_protocol(
             PROTOCOL_SYNC,
@@ -86,8 +93,9 @@ class NetworkService:
             timeout=SYNC_TIMEOUT,
         )
         self._outbox_send, self._outbox = trio.open_memory_channel[tuple[str, bytes]](OUTBOX)
+        self._pending_transactions: list[bytes] = []
         chain.on_authored.append(self._announce_block)
-        chain.on_submitted.append(lambda encoded: self._queue(TOPIC_TRANSACTIONS, encoded))
+        chain.on_submitted.append(self._pending_transactions.append)
         self.dropped_outbound = 0
 
     def status(self) -> bytes:
@@ -119,8 +127,23 @@ class NetworkService:
             except Exception as exc:
                 log.info("could not gossip on %s: %s", topic, exc)
 
-    def publish_vote(self, data: bytes) -> None:
-        self._queue(TOPIC_VOTES, data)
+    async def _batch_transactions(self) -> None:
+        """Gossip local transactions in batches: every gossip message costs each node about a
+        millisecond of CPU (signing, validation, relaying), so one per transaction would
+        swamp the network under load."""
+        while True:
+            await trio.sleep(TX_BATCH_SECONDS)
+            pending, self._pending_transactions = self._pending_transactions, []
+            batch: list[bytes] = []
+            size = 0
+            for encoded in pending:
+                if batch and (len(batch) >= TX_BATCH_COUNT or size + len(encoded) > TX_BATCH_BYTES):
+                    self._queue(TOPIC_TRANSACTIONS, encode_transactions(batch))
+                    batch, size = [], 0
+                batch.append(encoded)
+                size += len(encoded)
+            if batch:
+                self._queue(TOPIC_TRANSACTIONS, encode_transactions(batch))
 
     # -- inbound --------------------------------------------------------------------------------
 
@@ -150,12 +173,23 @@ class NetworkService:
             return BLOCK_VERDICTS.get(exc.reason, Verdict.REJECT)
         return Verdict.ACCEPT
 
-    def _check_transaction(self, peer: PeerId, data: bytes) -> Verdict:
+    def _check_transactions(self, peer: PeerId, data: bytes) -> Verdict:
+        """A batch is relayed if it brought anything new, and blamed if anything in it is
+        wrong whatever the state (a bad signature, garbage)."""
         try:
-            self.chain.submit(data, local=False)
-        except InvalidTransaction as exc:
-            return TX_VERDICTS.get(exc.reason, Verdict.IGNORE)
-        return Verdict.ACCEPT
+            batch = decode_transactions(data)
+        except WireError:
+            return Verdict.REJECT
+        verdict = Verdict.IGNORE
+        for encoded in batch:
+            try:
+                self.chain.submit(encoded, local=False)
+            except InvalidTransaction as exc:
+                if TX_VERDICTS.get(exc.reason, Verdict.IGNORE) is Verdict.REJECT:
+                    return Verdict.REJECT
+                continue
+            verdict = Verdict.ACCEPT
+        return verdict
 
     def _check_vote(self, peer: PeerId, data: bytes) -> Verdict:
         if self.finality is None:
@@ -239,6 +273,7 @@ class NetworkService:
         async with trio.open_nursery() as nursery:
             address = await nursery.start(self.p2p.run)
             nursery.start_soon(self._publish_loop)
+            nursery.start_soon(self._batch_transactions)
             nursery.start_soon(self._import_gossiped_blocks)
             nursery.start_soon(self._drain, self._transactions)
             nursery.start_soon(self._drain, self._votes)

@@ -22,19 +22,22 @@ from consensus.clock import Clock, SystemClock
 from node.chain_service import ChainService
 from node.finality_service import FinalityService
 from node.network_service import NetworkService
+from node.presence import Capacity, PresenceService, check_declared, measure_capacity
 from node.rpc.limits import RpcLimits
 from node.rpc.methods import NodeInfo, build_registry
 from node.rpc.server import RpcServer
 from node.wire import TOPIC_VOTES
 from p2p.config import P2PConfig
 from p2p.host import P2PService
-from p2p.identity import resolve_node_key
+from p2p.identity import NodeKey, resolve_node_key
 from wallet.keys import Keypair
 
 log = logging.getLogger("statemesh.node")
 
 VERSION = "0.1.0"
 STATUS_INTERVAL = 2.0
+STATUS_TIMEOUT = 10.0
+"""A busy peer may be slow to answer; it is dropped only after this long."""
 """Seconds between status exchanges with each peer: how soon sync sees a peer ahead."""
 
 
@@ -53,6 +56,12 @@ class NodeConfig:
     node_key_hex: str | None = field(default=None, repr=False)
     node_key_file: Path | None = None
     network: bool = True
+    operator: Keypair | None = field(default=None, repr=False)
+    """With an operator, the node registers itself and proves presence (Time Tower)."""
+    node_class: str = "cpu"
+    capacity: Capacity | None = None
+    """Declared capacity; None means what the machine has."""
+    vdf_iterations: int | None = None
 
     @property
     def chain_path(self) -> Path:
@@ -74,6 +83,7 @@ class Node:
     rpc: RpcServer
     network: NetworkService | None
     finality: FinalityService | None
+    presence: PresenceService | None
 
     @classmethod
     def open(cls, config: NodeConfig, *, clock: Clock | None = None) -> Node:
@@ -98,7 +108,13 @@ class Node:
                 slot_duration_ms=spec.slot_duration_ms,
                 signer=config.signer,
             )
-            network, finality = _network(config, chain, genesis.hash, clock)
+            node_key = resolve_node_key(
+                config.base_path,
+                node_key_hex=config.node_key_hex,
+                node_key_file=config.node_key_file,
+            )
+            network, finality = _network(config, chain, genesis.hash, clock, node_key)
+            presence = _presence(config, chain, node_key)
             info = NodeInfo(name=config.name, version=VERSION, spec=spec)
             rpc = RpcServer(
                 build_registry(chain, info, network),
@@ -109,7 +125,7 @@ class Node:
         except BaseException:
             db.close()
             raise
-        return cls(config, db, store, chain, rpc, network, finality)
+        return cls(config, db, store, chain, rpc, network, finality, presence)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
@@ -132,6 +148,10 @@ class Node:
                     log.info("p2p address %s", listen)
                 if self.finality is not None:
                     await nursery.start(self.finality.run)
+                if self.presence is not None:
+                    if self.network is not None:
+                        self.presence.address = self.network.p2p.listen_address
+                    await nursery.start(self.presence.run)
                 if config.signer is not None:
                     if config.signer.public in self.chain.authorities:
                         await nursery.start(self.chain.run_authoring)
@@ -148,15 +168,29 @@ class Node:
             log.info("database closed")
 
 
+def _presence(config: NodeConfig, chain: ChainService, node_key: NodeKey) -> PresenceService | None:
+    if config.operator is None:
+        return None
+    measured = measure_capacity(config.base_path)
+    declared = config.capacity or measured
+    check_declared(declared, measured)
+    return PresenceService(
+        chain,
+        operator=config.operator,
+        identity=Keypair.from_seed(node_key.seed),
+        node_class=config.node_class,
+        capacity=declared,
+        address="",
+        iterations=config.vdf_iterations,
+    )
+
+
 def _network(
-    config: NodeConfig, chain: ChainService, genesis_hash: bytes, clock: Clock
+    config: NodeConfig, chain: ChainService, genesis_hash: bytes, clock: Clock, node_key: NodeKey
 ) -> tuple[NetworkService | None, FinalityService | None]:
     """The p2p host, gossip and sync, and (with more than one authority) the finality gadget."""
     if not config.network:
         return None, None
-    node_key = resolve_node_key(
-        config.base_path, node_key_hex=config.node_key_hex, node_key_file=config.node_key_file
-    )
     network: NetworkService | None = None
     p2p = P2PService(
         P2PConfig(
@@ -164,6 +198,7 @@ def _network(
             listen_port=config.p2p_port,
             bootnodes=config.bootnodes,
             status_interval=STATUS_INTERVAL,
+            status_timeout=STATUS_TIMEOUT,
         ),
         node_key,
         status=lambda: network.status() if network is not None else b"",

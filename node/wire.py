@@ -35,6 +35,30 @@ def decode_block(data: bytes) -> Block:
     return block
 
 
+MAX_GOSSIP_TRANSACTIONS = 1000
+
+
+def encode_transactions(batch: list[bytes]) -> bytes:
+    return codec.encode(list(batch))
+
+
+def decode_transactions(data: bytes) -> list[bytes]:
+    """A gossiped batch of encoded transactions (each is checked by the pool afterwards)."""
+    try:
+        item = codec.decode(data)
+    except codec.CodecError as exc:
+        raise WireError(f"bad transaction batch: {exc}") from None
+    if (
+        not isinstance(item, list)
+        or not 1 <= len(item) <= MAX_GOSSIP_TRANSACTIONS
+        or not all(isinstance(x, bytes) for x in item)
+    ):
+        raise WireError(
+            f"a transaction batch is a list of 1..{MAX_GOSSIP_TRANSACTIONS} byte strings"
+        )
+    return item  # type: ignore[return-value]
+
+
 @dataclass(frozen=True, slots=True)
 class SyncRequest:
     """Blocks of the responder's best chain from `start` upward, at most `count`."""

@@ -15,10 +15,12 @@ import trio
 
 from chain.errors import DatabaseError, GenesisError
 from chain.genesis import ChainSpec
+from chain.runtime.config import NODE_CLASSES
 from node.chain_spec import DEV_AUTHORITY, resolve_spec
 from node.commands.key import add_keystore_argument, keystore_errors, keystore_from_args
 from node.commands.password import PasswordReader, add_password_argument
 from node.errors import CliError, UsageError
+from node.presence import Capacity, PresenceError, measure_capacity
 from node.runner import Node, NodeConfig
 from p2p.errors import P2PError
 from wallet.keys import Keypair, dev_keypair
@@ -54,6 +56,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     node.add_argument("--node-key", metavar="HEX", help="the p2p key's 32-byte seed, in hex")
     node.add_argument("--node-key-file", type=Path, metavar="FILE", help="file holding it")
     node.add_argument("--no-network", action="store_true", help="run without p2p (a lone dev node)")
+    node.add_argument(
+        "--operator",
+        metavar="KEY",
+        help="register this node for the KEY account and prove presence (--dev: dev-alice)",
+    )
+    node.add_argument("--class", dest="node_class", default="cpu", choices=NODE_CLASSES)
+    for flag, what in (
+        ("--cores", "cores"),
+        ("--memory-mb", "memory in MB"),
+        ("--disk-gb", "disk in GB"),
+        ("--gpus", "GPUs"),
+    ):
+        node.add_argument(flag, type=int, metavar="N", help=f"declared {what} (default: measured)")
+    node.add_argument(
+        "--vdf-iterations", type=int, metavar="N", help="per proof (default: the genesis minimum)"
+    )
+    node.add_argument("--no-presence", action="store_true", help="--dev without a Time Tower")
     node.add_argument("--validator", action="store_true", help="author blocks with --key")
     node.add_argument("--key", metavar="NAME", help="keystore key (or dev-<name>) to author with")
     node.add_argument("-l", "--log", default="info", metavar="LEVEL", help="log level (info)")
@@ -136,11 +155,15 @@ def _run_node(args: argparse.Namespace) -> int:
         node_key_hex=args.node_key,
         node_key_file=args.node_key_file,
         network=not args.no_network,
+        operator=_operator(args),
+        node_class=args.node_class,
+        capacity=_declared_capacity(args, base_path),
+        vdf_iterations=args.vdf_iterations,
     )
     try:
         try:
             node = Node.open(config)
-        except (DatabaseError, P2PError) as exc:
+        except (DatabaseError, P2PError, PresenceError) as exc:
             raise CliError(str(exc)) from None
         try:
             trio.run(node.run)
@@ -152,6 +175,30 @@ def _run_node(args: argparse.Namespace) -> int:
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)
     return 0
+
+
+def _operator(args: argparse.Namespace) -> Keypair | None:
+    if args.operator:
+        with keystore_errors():
+            return resolve_signer(
+                args.operator, keystore_from_args(args), PasswordReader.from_args(args).existing
+            )
+    if args.dev and not args.no_presence:
+        return dev_keypair(DEV_AUTHORITY)
+    return None
+
+
+def _declared_capacity(args: argparse.Namespace, base_path: Path) -> Capacity | None:
+    given = (args.cores, args.memory_mb, args.disk_gb, args.gpus)
+    if all(v is None for v in given):
+        return None
+    measured = measure_capacity(base_path)
+    return Capacity(
+        args.cores if args.cores is not None else measured.cores,
+        args.memory_mb if args.memory_mb is not None else measured.memory_mb,
+        args.disk_gb if args.disk_gb is not None else measured.disk_gb,
+        args.gpus if args.gpus is not None else measured.gpus,
+    )
 
 
 def _build_spec(args: argparse.Namespace) -> int:

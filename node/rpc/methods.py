@@ -185,12 +185,7 @@ def build_registry(
 
     @registry.method("system_accountNextIndex", params=["address"])
     def account_next_index(params: Params) -> int:
-        who = params.required("address", account)
-        nonce = system.account(store.best_state(), who).nonce
-        pooled = {tx.nonce for tx in chain.pool.pending() if tx.sender == who}
-        while nonce in pooled:
-            nonce += 1
-        return nonce
+        return chain.next_nonce(params.required("address", account))
 
     @registry.method("system_events", params=["hash?"])
     def system_events(params: Params) -> list[dict[str, Any]]:

@@ -1,0 +1,204 @@
+"""Presence: register this node on chain (operator, class, measured capacity) and keep its Time
+Tower growing with chained VDF proofs, submitted as `towers.submit_proof` transactions."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import rlp
+import trio
+
+from chain.address import encode_address
+from chain.blocks import Call
+from chain.errors import InvalidTransaction
+from chain.runtime import nodes, towers
+from chain.runtime.nodes import Nodes, registration_payload
+from chain.runtime.towers import Towers
+from node.chain_service import ChainService
+from vdf.proof import VdfParams
+from vdf.prover import Prover, TowerJob
+from vdf.tower import TowerProof
+from wallet.keys import Keypair, sign_transaction
+
+log = logging.getLogger("statemesh.presence")
+
+POLL_SECONDS = 0.25
+RESUBMIT_AFTER_BLOCKS = 8
+"""A transaction not included after this many blocks is sent again (it may have been dropped)."""
+
+(REGISTER, _UPDATE, _DEREGISTER) = Nodes().calls()
+(SUBMIT_PROOF,) = Towers().calls()
+
+
+class PresenceError(Exception):
+    """The node cannot register as asked (declares more than it has, another operator's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    cores: int
+    memory_mb: int
+    disk_gb: int
+    gpus: int
+
+
+def measure_capacity(path: Path) -> Capacity:
+    """This machine's hardware: cores, memory, the disk holding `path`, NVIDIA GPUs."""
+    cores = os.cpu_count() or 1
+    memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    path.mkdir(parents=True, exist_ok=True)
+    disk_gb = shutil.disk_usage(path).total // 2**30
+    gpus = sum(1 for d in Path("/dev").glob("nvidia[0-9]*"))
+    return Capacity(cores, memory_mb, disk_gb, gpus)
+
+
+def check_declared(declared: Capacity, measured: Capacity) -> None:
+    for what in ("cores", "memory_mb", "disk_gb", "gpus"):
+        if getattr(declared, what) > getattr(measured, what):
+            raise PresenceError(
+                f"declared {what} {getattr(declared, what)} is more than this machine has "
+                f"({getattr(measured, what)})"
+            )
+
+
+class PresenceService:
+    def __init__(
+        self,
+        chain: ChainService,
+        *,
+        operator: Keypair,
+        identity: Keypair,
+        node_class: str,
+        capacity: Capacity,
+        address: str,
+        iterations: int | None = None,
+    ) -> None:
+        self.chain = chain
+        self.operator = operator
+        self.identity = identity
+        self.node_class = node_class
+        self.capacity = capacity
+        self.address = address
+        config = chain.runtime.config.towers
+        self.iterations = max(iterations or 0, config.min_iterations)
+        self.params = VdfParams(discriminant_bits=config.discriminant_bits)
+        self._pending: tuple[int, int] | None = None
+        """(height, best block when sent) of the proof waiting to be included."""
+        self._refused_at: int | None = None
+        """The best block when a proof was last refused: the next one waits for a newer one."""
+        self.prover: Prover | None = None
+
+    @property
+    def node_id(self) -> bytes:
+        return self.identity.public
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        if not await self._ensure_registered():
+            return
+        self.prover = Prover(
+            self.node_id, self.params, self.iterations, self._next_job, self._submit
+        )
+        log.info(
+            "proving presence as node %s (%d iterations a proof)",
+            encode_address(self.node_id),
+            self.iterations,
+        )
+        await self.prover.run()
+
+    def _send(self, call: Call) -> bool:
+        chain = self.chain
+        tx = sign_transaction(
+            self.operator,
+            genesis_hash=chain.runtime.genesis_hash,
+            nonce=chain.next_nonce(self.operator.public),
+            call=call,
+        )
+        try:
+            chain.submit(rlp.encode(tx))
+        except InvalidTransaction as exc:
+            log.warning("%s.%s refused: %s", call.module.decode(), call.function.decode(), exc)
+            return False
+        return True
+
+    async def _ensure_registered(self) -> bool:
+        store = self.chain.store
+        sent_at: int | None = None
+        while True:
+            record = nodes.get_node(store.best_state(), self.node_id)
+            if record is not None:
+                if record.operator != self.operator.public:
+                    log.error(
+                        "node %s is registered by %s, not by this operator: not proving",
+                        encode_address(self.node_id),
+                        encode_address(record.operator),
+                    )
+                    return False
+                return True
+            best = store.best_header.number
+            if sent_at is None or best - sent_at > RESUBMIT_AFTER_BLOCKS:
+                c = self.capacity
+                call = REGISTER.call(
+                    node_id=self.node_id,
+                    node_signature=self.identity.sign(registration_payload(self.operator.public)),
+                    node_class=self.node_class,
+                    cores=c.cores,
+                    memory_mb=c.memory_mb,
+                    disk_gb=c.disk_gb,
+                    gpus=c.gpus,
+                    address=self.address,
+                )
+                if self._send(call):
+                    log.info(
+                        "registering node %s (%s, %d cores, %d MB, %d GB) for %s",
+                        encode_address(self.node_id), self.node_class, c.cores, c.memory_mb,
+                        c.disk_gb, encode_address(self.operator.public),
+                    )  # fmt: skip
+                sent_at = best
+            await trio.sleep(POLL_SECONDS)
+
+    async def _next_job(self) -> TowerJob:
+        store = self.chain.store
+        while True:
+            best = store.best_header
+            tower = towers.get_tower(store.best_state(), self.node_id)
+            if self._refused_at is not None and best.number <= self._refused_at:
+                await trio.sleep(POLL_SECONDS)
+                continue
+            self._refused_at = None
+            pending = self._pending
+            if pending is not None:
+                height, sent_at = pending
+                if tower.height < height and best.number - sent_at <= RESUBMIT_AFTER_BLOCKS:
+                    await trio.sleep(POLL_SECONDS)
+                    continue
+                self._pending = None
+            # Anchor on the best block's parent: the best state already records its hash, so
+            # the pool's dry run accepts the proof, and it stays recent for `anchorWindow` blocks.
+            anchor = store.require_header(best.parent_hash) if best.number > 0 else best
+            return TowerJob(
+                height=tower.height + 1,
+                previous_y=tower.last_y,
+                anchor_number=anchor.number,
+                anchor_hash=anchor.hash,
+            )
+
+    async def _submit(self, proof: TowerProof) -> None:
+        call = SUBMIT_PROOF.call(
+            node_id=self.node_id,
+            height=proof.height,
+            anchor_number=proof.anchor_number,
+            iterations=proof.iterations,
+            y=proof.y,
+            proof=proof.proof,
+        )
+        best = self.chain.store.best_header.number
+        if self._send(call):
+            self._pending = (proof.height, best)
+        else:
+            self._refused_at = best
