@@ -8,6 +8,9 @@ from chain.genesis import ChainSpec, dev_spec, load_spec
 from wallet.keys import DEV_ACCOUNTS, dev_keypair
 
 DEV_AUTHORITY = "alice"
+DEV_OPERATOR = "ferdie"
+"""The account a `--dev` node registers itself for: not alice, so that the proofs it submits
+every block never race a user's own transactions from dev-alice."""
 
 
 def development_spec() -> ChainSpec:

@@ -133,7 +133,9 @@ class NetworkService:
         swamp the network under load."""
         while True:
             await trio.sleep(TX_BATCH_SECONDS)
-            pending, self._pending_transactions = self._pending_transactions, []
+            # Swap the contents, not the list: `chain.on_submitted` holds this list's `append`.
+            pending = self._pending_transactions[:]
+            self._pending_transactions.clear()
             batch: list[bytes] = []
             size = 0
             for encoded in pending:

@@ -16,7 +16,7 @@ import trio
 from chain.errors import DatabaseError, GenesisError
 from chain.genesis import ChainSpec
 from chain.runtime.config import NODE_CLASSES
-from node.chain_spec import DEV_AUTHORITY, resolve_spec
+from node.chain_spec import DEV_AUTHORITY, DEV_OPERATOR, resolve_spec
 from node.commands.key import add_keystore_argument, keystore_errors, keystore_from_args
 from node.commands.password import PasswordReader, add_password_argument
 from node.errors import CliError, UsageError
@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     node.add_argument(
         "--operator",
         metavar="KEY",
-        help="register this node for the KEY account and prove presence (--dev: dev-alice)",
+        help="register this node for the KEY account and prove presence (--dev: dev-ferdie)",
     )
     node.add_argument("--class", dest="node_class", default="cpu", choices=NODE_CLASSES)
     for flag, what in (
@@ -184,7 +184,7 @@ def _operator(args: argparse.Namespace) -> Keypair | None:
                 args.operator, keystore_from_args(args), PasswordReader.from_args(args).existing
             )
     if args.dev and not args.no_presence:
-        return dev_keypair(DEV_AUTHORITY)
+        return dev_keypair(DEV_OPERATOR)
     return None
 
 
