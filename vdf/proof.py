@@ -8,6 +8,8 @@ from typing import Final
 
 import chiavdf
 
+from chain.runtime import towers as runtime_towers
+
 FORM_SIZE: Final = 100
 """Bytes of one serialized class group element. chiavdf pads every compressed form to the size
 of a 1024-bit discriminant's, so it is 100 bytes for every supported discriminant size."""
@@ -31,12 +33,11 @@ DISCRIMINANT_BITS_STEP: Final = 128
 """Sizes verified with chiavdf 1.2.0: 256, 384, ..., 1024. Above 1024 chiavdf refuses; below 1024
 the class group is too small to be safe, so anything but 1024 is for tests only."""
 
-GENERATOR: Final = b"\x08" + bytes(FORM_SIZE - 1)
-"""The form (2, 1) in chiavdf's encoding: the starting element of every Time Tower proof."""
-
-IDENTITY: Final = b"\x04" + bytes(FORM_SIZE - 1)
-"""The form (1, 1). As an input it makes a proof trivial (y = proof = identity verifies for any
-iteration count), so it is refused as x."""
+# The form (2, 1), the starting element of every Time Tower proof, and the form (1, 1), which as
+# an input makes a proof trivial (y = proof = identity verifies for any iteration count), so it is
+# refused as x. The runtime owns both encodings.
+GENERATOR: Final = runtime_towers.GENERATOR
+IDENTITY: Final = runtime_towers.IDENTITY
 
 # chiavdf decodes any form whose first byte has the identity or generator flag set as that special
 # form, whatever the other 99 bytes hold; other forms it re-serializes and compares. Requiring the

@@ -37,7 +37,8 @@ class ProverError(VdfError):
 
 @dataclass(frozen=True, slots=True)
 class TowerJob:
-    """What to prove next, as the chain (and any proof still pending in the pool) says."""
+    """What to prove next, as the chain (and any proof still pending in the pool) says.
+    Fields of the wrong size make `Prover.run` raise MalformedProof: a fault of the job source."""
 
     height: int
     """The height to prove: one above the last accepted or pending proof."""

@@ -87,7 +87,11 @@ def main(argv: list[str]) -> int:
         print("usage: python -m vdf.worker PARENT_PID", file=sys.stderr)
         return 2
     threading.Thread(target=_watch_parent, args=(int(argv[0]),), daemon=True).start()
-    serve(sys.stdin.buffer, sys.stdout.buffer)
+    # The protocol gets its own copy of stdout, and file descriptor 1 becomes stderr: anything
+    # the native library prints can then never corrupt an answer.
+    with os.fdopen(os.dup(sys.stdout.fileno()), "wb") as replies:
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+        serve(sys.stdin.buffer, replies)
     return 0
 
 

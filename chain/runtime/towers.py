@@ -27,6 +27,8 @@ FORM_BYTES = 100
 for 1024-bit discriminants."""
 GENERATOR = b"\x08" + b"\x00" * (FORM_BYTES - 1)
 """The starting element x: the serialized generator of the class group."""
+IDENTITY = b"\x04" + b"\x00" * (FORM_BYTES - 1)
+_SPECIAL_FORM_FLAGS = 0x08 | 0x04
 MAX_ITERATIONS = 10**10
 _TOWER = storage_key(NAME, "tower")
 
@@ -60,6 +62,10 @@ def verify_vdf(challenge: bytes, y: bytes, proof: bytes, iterations: int, bits: 
     group of the discriminant derived from `challenge`, as `proof` shows. Inputs of the wrong
     shape are refused before they reach the native code."""
     if len(y) != FORM_BYTES or len(proof) != FORM_BYTES or not 1 <= iterations <= MAX_ITERATIONS:
+        return False
+    if y[0] & _SPECIAL_FORM_FLAGS and y not in (GENERATOR, IDENTITY):
+        # chiavdf reads any form flagged as the generator or the identity as that element,
+        # whatever the other bytes: only the one canonical encoding may extend a tower.
         return False
     try:
         return bool(
