@@ -49,6 +49,7 @@ class BootnodeDialer:
         config: DialConfig,
         table: PeerTable,
         ban_remaining: Callable[[PeerId], float],
+        handshake_timeout: float,
     ) -> None:
         own = PeerId(host.get_id().to_base58())
         self._host = host
@@ -56,6 +57,7 @@ class BootnodeDialer:
         self._config = config
         self._table = table
         self._ban_remaining = ban_remaining
+        self._handshake_timeout = handshake_timeout
         self._attempts = 0
         self._successes = 0
         self._failures = 0
@@ -76,12 +78,20 @@ class BootnodeDialer:
                 await self._table.wait_disconnected(bootnode.peer_id)
                 delays = backoff_delays(self._config.initial_backoff, self._config.max_backoff)
                 continue
-            if await self._dial(bootnode):
+            # Only a finished handshake counts: a peer that accepts and then drops us (it
+            # banned us, or runs another network) must see us back off, not redial at once.
+            if await self._dial(bootnode) and await self._handshake(bootnode.peer_id):
+                self._successes += 1
+                logger.info("connected to bootnode %s", bootnode)
                 delays = backoff_delays(self._config.initial_backoff, self._config.max_backoff)
-                # The handshake may still drop it; give the connection time to settle.
-                await trio.sleep(self._config.initial_backoff)
             else:
+                self._failures += 1
                 await trio.sleep(next(delays))
+
+    async def _handshake(self, peer_id: PeerId) -> bool:
+        with trio.move_on_after(self._handshake_timeout):
+            return await self._table.wait_handshake(peer_id)
+        return False
 
     async def _dial(self, bootnode: Bootnode) -> bool:
         peer = libp2p_id(bootnode.peer_id)
@@ -93,11 +103,8 @@ class BootnodeDialer:
             with trio.fail_after(self._config.dial_timeout):
                 await self._host.connect(PeerInfo(peer, [multiaddr.Multiaddr(bootnode.transport)]))
         except (BaseLibp2pError, OSError, trio.TooSlowError) as error:
-            self._failures += 1
             logger.debug("bootnode %s unreachable: %r", bootnode, error)
             return False
-        self._successes += 1
-        logger.info("connected to bootnode %s", bootnode)
         return True
 
     def statistics(self) -> DialStatistics:

@@ -27,6 +27,10 @@ class NotRunning(P2PError):
     """The operation needs the running service (inside `P2PService.run`)."""
 
 
+class ListenFailed(P2PError):
+    """The host could not open its TCP listener."""
+
+
 class DialFailed(P2PError):
     """An explicit `connect` to a multiaddr did not produce a connection."""
 

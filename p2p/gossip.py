@@ -12,16 +12,17 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import trio
-from libp2p.abc import IHost, ISubscriptionAPI
+from libp2p.abc import IHost
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.tools.anyio_service import background_trio_service
 
+from p2p.backpressure import QueueWatch
 from p2p.config import GossipConfig, ScoringConfig
 from p2p.errors import DuplicateRegistration, MessageTooLarge, NotRunning
 from p2p.guarded_pubsub import GuardedPubsub
-from p2p.identity import PeerId
+from p2p.identity import PeerId, libp2p_id
 from p2p.names import check_name, topic_id
 from p2p.scoring import Penalizer
 
@@ -108,17 +109,18 @@ class Gossip:
             adaptive_gossip_enabled=False,
             eclipse_protection_enabled=False,
         )
-        self._pubsub = GuardedPubsub(host, self._router, self._on_malformed)
+        self._pubsub = GuardedPubsub(host, self._router, self._on_malformed, self._deliver)
         # Sequence numbers start from the wall clock in libp2p (seconds): a node restarted
         # within a busy minute would reuse them and its messages would be dropped as seen.
         # Nanoseconds keep them increasing across restarts.
         self._pubsub.counter = time.time_ns()
         self._my_id = host.get_id()
+        self._my_id_bytes = self._my_id.to_bytes()
         self._topics: dict[str, _Topic] = {}
+        self._by_topic_id: dict[str, _Topic] = {}
         self._nursery: trio.Nursery | None = None
         self._publish_lock = trio.Lock()
-        self._over_since: dict[ID, float] = {}
-        self._stalled: set[ID] = set()
+        self._queues: QueueWatch[ID] = QueueWatch(config.queue_high_water, config.stall_timeout)
         self._published = 0
         self._refused_oversize = 0
         self._backpressure_waits = 0
@@ -147,6 +149,7 @@ class Gossip:
         send, receive = trio.open_memory_channel[GossipMessage](self._config.delivery_buffer)
         topic = _Topic(name, topic_id(self._network_id, name), validator, send)
         self._topics[name] = topic
+        self._by_topic_id[topic.topic_id] = topic
         self._pubsub.set_topic_validator(
             topic.topic_id, self._libp2p_validator(topic), is_async_validator=False
         )
@@ -162,36 +165,40 @@ class Gossip:
                 await self._join(topic)
 
     def stop(self) -> None:
+        """Close every delivery channel: the node's readers see the end of the stream."""
         self._nursery = None
+        for topic in self._topics.values():
+            topic.send.close()
 
     async def _join(self, topic: _Topic) -> None:
         if topic.joined or self._nursery is None:
             return
         topic.joined = True
-        subscription = await self._pubsub.subscribe(topic.topic_id)
-        self._nursery.start_soon(self._deliver, topic, subscription)
+        # Messages reach us through `_deliver`; the subscription object is not read.
+        await self._pubsub.subscribe(topic.topic_id)
 
-    async def _deliver(self, topic: _Topic, subscription: ISubscriptionAPI) -> None:
-        my_id = self._my_id.to_bytes()
-        async with topic.send:
-            async for message in subscription:
-                # libp2p hands our own published messages back to our subscription.
-                if message.from_id == my_id:
-                    continue
-                item = GossipMessage(
-                    topic.name, PeerId(ID(message.from_id).to_base58()), message.data
-                )
-                try:
-                    topic.send.send_nowait(item)
-                    self._delivered += 1
-                except (trio.WouldBlock, trio.BrokenResourceError):
-                    self._delivery_dropped += 1
-                    if self._delivery_dropped % 100 == 1:
-                        logger.warning(
-                            "gossip topic %s: the node is not reading; %d messages dropped so far",
-                            topic.name,
-                            self._delivery_dropped,
-                        )
+    def _deliver(self, message: rpc_pb2.Message) -> None:
+        """Hand a validated message to the node, without blocking Pubsub."""
+        if message.from_id == self._my_id_bytes:
+            return  # libp2p hands our own published messages to our subscriptions
+        origin: PeerId | None = None
+        for name in message.topicIDs:
+            topic = self._by_topic_id.get(name)
+            if topic is None:
+                continue
+            if origin is None:
+                origin = PeerId(ID(message.from_id).to_base58())
+            try:
+                topic.send.send_nowait(GossipMessage(topic.name, origin, message.data))
+                self._delivered += 1
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                self._delivery_dropped += 1
+                if self._delivery_dropped % 100 == 1:
+                    logger.warning(
+                        "gossip topic %s: the node is not reading; %d messages dropped so far",
+                        topic.name,
+                        self._delivery_dropped,
+                    )
 
     def _libp2p_validator(self, topic: _Topic) -> Callable[[ID, rpc_pb2.Message], bool]:
         def validate(forwarder: ID, message: rpc_pb2.Message) -> bool:
@@ -250,14 +257,13 @@ class Gossip:
 
     async def _wait_for_room(self) -> None:
         """Wait while a peer's queue is over the high-water mark: libp2p drops what does not
-        fit, silently. A peer that does not drain within the timeout is marked stalled and no
-        longer waited for, so one hung peer cannot throttle the node."""
+        fit in it, silently. Peers that do not drain in time are given up on (see QueueWatch)."""
         deadline = trio.current_time() + self._config.backpressure_timeout
         waited = False
-        while busy := self._busy_peers():
+        while busy := self._queues.busy(self._pubsub.peer_queues):
             if trio.current_time() >= deadline:
                 self._backpressure_timeouts += 1
-                self._stalled.update(busy)
+                self._queues.give_up_on(busy)
                 logger.warning(
                     "gossip: %d peer(s) not draining their queue; publishing without them",
                     len(busy),
@@ -268,30 +274,19 @@ class Gossip:
         if waited:
             self._backpressure_waits += 1
 
-    def _busy_peers(self) -> list[ID]:
-        high_water = self._config.queue_high_water
-        return [
-            peer
-            for peer, queue in self._pubsub.peer_queues.items()
-            if len(queue) > high_water and peer not in self._stalled
-        ]
-
     def stalled_peers(self, now: float) -> list[PeerId]:
         """Peers whose queue stayed over the high-water mark for `stall_timeout` seconds."""
-        high_water = self._config.queue_high_water
-        queues = self._pubsub.peer_queues
-        over = {peer for peer, queue in queues.items() if len(queue) > high_water}
-        for peer in list(self._over_since):
-            if peer not in over:
-                del self._over_since[peer]
-        self._stalled &= over
-        for peer in over:
-            self._over_since.setdefault(peer, now)
-        return [
-            PeerId(peer.to_base58())
-            for peer, since in self._over_since.items()
-            if now - since >= self._config.stall_timeout
-        ]
+        overdue = self._queues.overdue(self._pubsub.peer_queues, now)
+        return [PeerId(peer.to_base58()) for peer in overdue]
+
+    def block(self, peer_id: PeerId) -> None:
+        """Stop gossip with a banned peer. Without this, Pubsub reacts to each (refused)
+        connection by opening a stream, which dials the peer back."""
+        if self._nursery is not None:
+            self._pubsub.add_to_blacklist(libp2p_id(peer_id))
+
+    def unblock(self, peer_id: PeerId) -> None:
+        self._pubsub.remove_from_blacklist(libp2p_id(peer_id))
 
     def mesh_peers(self, name: str) -> set[PeerId]:
         mesh = self._router.mesh.get(topic_id(self._network_id, name), set())
@@ -311,5 +306,5 @@ class Gossip:
             delivered=self._delivered,
             delivery_dropped=self._delivery_dropped,
             malformed=self._malformed,
-            stalled_peers=len(self._stalled),
+            stalled_peers=self._queues.stalled,
         )

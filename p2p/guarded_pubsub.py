@@ -21,12 +21,26 @@ logger = logging.getLogger(__name__)
 MisbehaviourHook = Callable[[PeerId, str], None]
 """Told (peer, what it did) for input that only a broken or hostile peer sends."""
 
+DeliveryHook = Callable[[rpc_pb2.Message], None]
+"""Takes each validated message for our topics, ours included, as Pubsub hands it over."""
+
 
 class GuardedPubsub(Pubsub):
-    def __init__(self, host: IHost, router: IPubsubRouter, on_malformed: MisbehaviourHook) -> None:
+    def __init__(
+        self,
+        host: IHost,
+        router: IPubsubRouter,
+        on_malformed: MisbehaviourHook,
+        deliver: DeliveryHook,
+    ) -> None:
         # Set before the base constructor: it registers `self.stream_handler` on the host.
         self._on_malformed = on_malformed
+        self._deliver = deliver
         super().__init__(host, router, strict_signing=True)
+
+    def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:
+        # Instead of libp2p's 32-message channel per topic, which drops silently when full.
+        self._deliver(publish_message)
 
     async def stream_handler(self, stream: INetStream) -> None:
         await contained("gossip", self._read_frames, self._handler_failed)(stream)

@@ -30,6 +30,7 @@ from p2p.bootnodes import BootnodeDialer, DialStatistics
 from p2p.config import P2PConfig
 from p2p.errors import (
     DialFailed,
+    ListenFailed,
     NotRunning,
     P2PError,
     PeerUnreachable,
@@ -89,7 +90,6 @@ class P2PService:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._config = config
-        self._key = node_key
         self._status = status
         self._clock = clock
         self._host = _build_host(node_key)
@@ -124,11 +124,13 @@ class P2PService:
             config.dial,
             self._table,
             self._scores.ban_remaining,
+            handshake_timeout=config.status_timeout * _HANDSHAKE_ATTEMPTS,
         )
         self._host.get_network().register_notifee(_ConnectionWatcher(self))
         self._nursery: trio.Nursery | None = None
         self._listen_address: str | None = None
         self._ran = False
+        self._refreshing: set[PeerId] = set()
         self._network_mismatches = 0
         self._handshake_failures = 0
 
@@ -154,21 +156,50 @@ class P2PService:
             listen_multiaddr(self._config.listen_host, self._config.listen_port)
         )
         try:
-            async with self._gossip.services(), trio.open_nursery() as nursery:
-                self._nursery = nursery
-                await self._gossip.start(nursery)
-                async with self._host.run([listen]):
-                    await self._stop_auto_connector()
-                    self._listen_address = self._resolve_listen_address()
-                    nursery.start_soon(self._dialer.run)
-                    nursery.start_soon(self._maintain)
-                    logger.info("p2p listening on %s", self._listen_address)
-                    task_status.started(self._listen_address)
-                    await trio.sleep_forever()
+            async with self._gossip.services():
+                try:
+                    async with trio.open_nursery() as nursery:
+                        self._nursery = nursery
+                        await self._gossip.start(nursery)
+                        async with self._host.run([listen]):
+                            await self._stop_auto_connector()
+                            self._listen_address = self._resolve_listen_address(str(listen))
+                            nursery.start_soon(self._dialer.run)
+                            nursery.start_soon(self._maintain)
+                            logger.info("p2p listening on %s", self._listen_address)
+                            task_status.started(self._listen_address)
+                            try:
+                                await trio.sleep_forever()
+                            finally:
+                                await self._close_connections()
+                finally:
+                    # Pubsub keeps running a moment longer: its callbacks must find no
+                    # nursery to spawn into, rather than a closed one.
+                    self._nursery = None
+                    self._gossip.stop()
         finally:
-            self._nursery = None
-            self._gossip.stop()
             self._table.close()
+
+    async def _close_connections(self) -> None:
+        """Close every connection before libp2p shuts down. libp2p's own shutdown runs under
+        the cancellation: it marks connections closed without closing their sockets, so peers
+        would keep a dead connection and the sockets would leak."""
+        network = self._host.get_network()
+        connections = [c for group in network.get_connections_map().values() for c in group]
+        with trio.CancelScope(shield=True), trio.move_on_after(_DISCONNECT_TIMEOUT):
+            async with trio.open_nursery() as closing:
+                for connection in connections:
+                    closing.start_soon(self._close_connection, connection)
+
+    @staticmethod
+    async def _close_connection(connection: INetConn) -> None:
+        try:
+            await connection.close()
+            # Cancelled first, libp2p may have marked it closed and stopped there.
+            if not connection.muxed_conn.is_closed:
+                await connection.muxed_conn.close()
+        except (BaseLibp2pError, OSError) as error:
+            logger.debug("closing a connection at shutdown: %r", error)
 
     async def _stop_auto_connector(self) -> None:
         """libp2p redials every known peer whenever a connection drops while it has fewer than
@@ -178,12 +209,13 @@ class P2PService:
         if isinstance(network, Swarm):
             await network.auto_connector.stop()
 
-    def _resolve_listen_address(self) -> str:
+    def _resolve_listen_address(self, requested: str) -> str:
         for address in self._host.get_transport_addrs():
             port = address.value_for_protocol("tcp")
             if port is not None:
                 return node_multiaddr(self._config.listen_host, int(port), self._peer_id)
-        raise P2PError(f"libp2p is not listening on TCP at {self._config.listen_host}")
+        # libp2p logs a failed listen and carries on without a listener.
+        raise ListenFailed(f"cannot listen on {requested} (is the port already in use?)")
 
     def _running_nursery(self, what: str) -> trio.Nursery:
         if self._nursery is None:
@@ -235,7 +267,8 @@ class P2PService:
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - expiry resets the stream, typed error
     ) -> bytes:
-        """One request, one response; raises a `RequestFailed` subclass saying why not."""
+        """One request to a connected peer, one response; raises a `RequestFailed` subclass
+        saying why not (`PeerUnreachable` if not connected: requests never dial)."""
         self._running_nursery("request")
         return await self._requests.request(peer_id, name, data, timeout=timeout)
 
@@ -266,6 +299,7 @@ class P2PService:
                 self._config.scoring.ban_seconds,
                 reason,
             )
+            self._gossip.block(peer_id)
             self._disconnect(peer_id)
         else:
             logger.info(
@@ -339,6 +373,7 @@ class P2PService:
                     self._config.network_id,
                 )
                 self._scores.ban(peer)
+                self._gossip.block(peer)
                 self._disconnect(peer)
                 return
             except (PeerUnreachable, StreamAborted) as error:
@@ -359,6 +394,9 @@ class P2PService:
         return self._status()
 
     async def _refresh_status(self, peer: PeerId) -> None:
+        if peer in self._refreshing:
+            return  # the last refresh is still waiting: one at a time per peer
+        self._refreshing.add(peer)
         try:
             await self._exchange_status(peer)
         except RequestTimeout as error:
@@ -367,6 +405,8 @@ class P2PService:
             self._disconnect(peer)
         except RequestFailed as error:
             logger.debug("status refresh with %s failed: %s", peer, error)
+        finally:
+            self._refreshing.discard(peer)
 
     def _disconnect(self, peer: PeerId) -> None:
         if self._nursery is not None:
@@ -386,6 +426,7 @@ class P2PService:
             now = self._clock()
             for peer in self._scores.expire():
                 logger.info("ban of peer %s expired", peer)
+                self._gossip.unblock(peer)
             for peer in self._gossip.stalled_peers(now):
                 logger.warning("peer %s stopped draining its gossip queue; disconnecting", peer)
                 self._disconnect(peer)

@@ -46,6 +46,8 @@ class _Entry:
     connected_since: float
     status: bytes | None = None
     gone: trio.Event = field(default_factory=trio.Event)
+    settled: trio.Event = field(default_factory=trio.Event)
+    """Set once the handshake gave a status, or the peer left before it did."""
 
 
 class PeerTable:
@@ -77,6 +79,7 @@ class PeerTable:
             return
         self.disconnections += 1
         entry.gone.set()
+        entry.settled.set()
         if entry.status is not None:
             self._emit(PeerEvent(PeerEventKind.DISCONNECTED, peer_id))
 
@@ -86,6 +89,7 @@ class PeerTable:
             return
         kind = PeerEventKind.CONNECTED if entry.status is None else PeerEventKind.STATUS
         entry.status = status
+        entry.settled.set()
         self._emit(PeerEvent(kind, peer_id, status))
 
     def is_connected(self, peer_id: PeerId) -> bool:
@@ -99,6 +103,14 @@ class PeerTable:
         entry = self._entries.get(peer_id)
         if entry is not None:
             await entry.gone.wait()
+
+    async def wait_handshake(self, peer_id: PeerId) -> bool:
+        """True once the peer's status arrived; False if it left first."""
+        entry = self._entries.get(peer_id)
+        if entry is None:
+            return False
+        await entry.settled.wait()
+        return entry.status is not None and not entry.gone.is_set()
 
     def peer_ids(self) -> list[PeerId]:
         return list(self._entries)

@@ -157,7 +157,8 @@ class RequestResponse:
             registration.slots.acquire_nowait()
         except trio.WouldBlock:
             self._busy += 1
-            await self._answer(stream, ResponseStatus.ERROR, error_payload("busy: try again"))
+            with trio.move_on_after(registration.limits.timeout):
+                await self._answer(stream, ResponseStatus.ERROR, error_payload("busy: try again"))
             return
         try:
             with trio.move_on_after(registration.limits.timeout) as scope:
@@ -300,8 +301,13 @@ class RequestResponse:
         return payload
 
     async def _open(self, peer_id: PeerId, protocol: str) -> INetStream:
+        peer = libp2p_id(peer_id)
+        # libp2p would dial an unconnected peer here; requests only use live connections,
+        # so nothing dials a peer behind the back of bans and the bootnode loop.
+        if not self._host.get_network().get_connections(peer):
+            raise PeerUnreachable(peer_id, protocol, "not connected")
         try:
-            return await self._host.new_stream(libp2p_id(peer_id), [TProtocol(protocol)])
+            return await self._host.new_stream(peer, [TProtocol(protocol)])
         except StreamFailure as error:
             if _refused_protocol(error.__cause__):
                 raise ProtocolUnsupported(
