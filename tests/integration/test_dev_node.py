@@ -99,7 +99,7 @@ def test_cli_reports_errors_clearly(dev_node: NodeProcess, tmp_path: Path) -> No
         "tx",
         "transfer",
         "--from",
-        "dev-ferdie",
+        "dev-charlie",
         "--to",
         BOB.address,
         "--amount",
@@ -182,7 +182,7 @@ def test_bad_rpc_input_changes_nothing(dev_node: NodeProcess) -> None:
     second = signed(dev_node, BOB, remark_call(b"second"), 1)
     dev_node.call("author_submitExtrinsic", second)
     assert refused(second).code == 1013
-    assert dev_node.call("author_pendingExtrinsics") == [second]
+    assert second in dev_node.call("author_pendingExtrinsics")
     # Its predecessor arrives; both are included; the same nonce again is stale.
     dev_node.call("author_submitExtrinsic", signed(dev_node, BOB, remark_call(b"first"), 0))
     dev_node.wait_for(

@@ -1,0 +1,325 @@
+"""Orchestrator latency on a real Docker engine, against a bare `docker run` (the SDK's
+`containers.run`) of the same busybox httpd measured in the same run, interleaved:
+
+- desired replica added -> container running, and -> ready (HTTP 200), median and p95;
+  target overhead ratio (controller / bare run) <= 1.5 on running;
+- crash (SIGKILL) -> running again, median, beside Docker's own `restart: always`;
+- one controller pass (observe, diff, dispatch) with N busybox `sleep` replicas on one node,
+  beside a bare container list of the same N containers.
+
+    .venv/bin/python bench/orchestrator_start.py [--runs 10] [--replicas 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import trio
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import docker  # noqa: E402
+
+from orchestrator.backoff import BackoffPolicy  # noqa: E402
+from orchestrator.controller import Controller, ControllerConfig  # noqa: E402
+from orchestrator.docker_runtime import DockerRuntime  # noqa: E402
+from orchestrator.probes import http_get  # noqa: E402
+from orchestrator.spec import (  # noqa: E402
+    Container,
+    HTTPGetAction,
+    Probe,
+    ReplicaSpec,
+    Resources,
+)
+from tests.integration.docker_harness import (  # noqa: E402
+    BUSYBOX_IMAGE,
+    DockerEngine,
+    free_port,
+    open_engine,
+    remove_labelled,
+)
+from tests.unit.orchestrator.builders import InMemoryDesired  # noqa: E402
+
+NODE = "bench-node"
+CHAIN = "statemesh_dev"
+PROBE_PERIOD = 0.05
+LIMITS = Resources(cpu_millicores=500, memory_bytes=64 * 2**20, pids_limit=64)
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def httpd(port: int) -> list[str]:
+    return ["httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", "/www"]
+
+
+def web(app: str, index: int, port: int) -> ReplicaSpec:
+    probe = Probe(HTTPGetAction(port), period_seconds=PROBE_PERIOD, timeout_seconds=1.0)
+    container = Container(
+        "main", BUSYBOX_IMAGE, args=tuple(httpd(port)), resources=LIMITS, readiness_probe=probe
+    )
+    return ReplicaSpec(CHAIN, app, 1, index, (container,), termination_grace_period_seconds=1.0)
+
+
+def sleeper(index: int) -> ReplicaSpec:
+    container = Container("main", BUSYBOX_IMAGE, args=("sleep", "3600"), resources=LIMITS)
+    return ReplicaSpec(CHAIN, "sleep", 1, index, (container,), termination_grace_period_seconds=0)
+
+
+async def wait_http(port: int) -> None:
+    """Polls like the readiness probe does, at the same period."""
+    while True:
+        if (await http_get(HTTPGetAction(port), 1.0)).success:
+            return
+        await trio.sleep(PROBE_PERIOD)
+
+
+async def until(controller: Controller, predicate: Callable[[], bool]) -> None:
+    while not predicate():
+        with trio.move_on_after(0.05):
+            await controller.changed()
+
+
+async def next_pass(controller: Controller) -> None:
+    before = controller.statistics().passes
+    await until(controller, lambda: controller.statistics().passes > before)
+
+
+async def bare_run(client: docker.DockerClient, index: int) -> tuple[float, float]:
+    port = free_port()
+
+    def run() -> docker.models.containers.Container:
+        return client.containers.run(
+            BUSYBOX_IMAGE,
+            httpd(port),
+            name=f"bench-bare-{index}-{port}",
+            detach=True,
+            network_mode="host",
+            init=True,
+            nano_cpus=LIMITS.cpu_millicores * 1_000_000 if LIMITS.cpu_millicores else None,
+            mem_limit=LIMITS.memory_bytes,
+            memswap_limit=LIMITS.memory_bytes,
+            pids_limit=LIMITS.pids_limit,
+            labels={"statemesh.node": NODE + "-bare"},
+        )
+
+    start = time.perf_counter()
+    container = await trio.to_thread.run_sync(run)
+    running = time.perf_counter() - start
+    await wait_http(port)
+    ready = time.perf_counter() - start
+    await trio.to_thread.run_sync(lambda: container.remove(force=True))
+    return running, ready
+
+
+async def controlled_run(
+    controller: Controller, desired: InMemoryDesired, index: int
+) -> tuple[float, float]:
+    spec = web("start", index, free_port())
+    start = time.perf_counter()
+    desired.specs = [spec]
+    controller.trigger()
+    await until(
+        controller, lambda: (s := controller.status().get(spec.key)) is not None and s.running
+    )
+    running = time.perf_counter() - start
+    await until(controller, lambda: controller.status()[spec.key].ready)
+    ready = time.perf_counter() - start
+    desired.specs = []
+    controller.trigger()
+    await until(controller, lambda: controller.statistics().observed_containers == 0)
+    return running, ready
+
+
+async def crash(client: docker.DockerClient, container_id: str) -> None:
+    """SIGKILL to the container's first process from the host, as a crash would: an API kill
+    counts as a manual stop, which Docker's own restart policy then leaves alone."""
+    pid = (await trio.to_thread.run_sync(client.api.inspect_container, container_id))["State"]
+    os.kill(int(pid["Pid"]), signal.SIGKILL)
+
+
+async def controlled_crash(
+    client: docker.DockerClient, controller: Controller, desired: InMemoryDesired, index: int
+) -> float:
+    spec = web("crash", index, free_port())
+    desired.specs = [spec]
+    controller.trigger()
+    await until(
+        controller, lambda: (s := controller.status().get(spec.key)) is not None and s.running
+    )
+    container_id = controller.status()[spec.key].containers[0].container_id
+    start = time.perf_counter()
+    await crash(client, container_id)
+    await until(
+        controller, lambda: (s := controller.status()[spec.key]).restart_count == 1 and s.running
+    )
+    elapsed = time.perf_counter() - start
+    desired.specs = []
+    controller.trigger()
+    await until(controller, lambda: controller.statistics().observed_containers == 0)
+    return elapsed
+
+
+async def docker_restart(client: docker.DockerClient, index: int) -> float:
+    """Docker's own restart manager, for reference: kill -> running again."""
+    port = free_port()
+
+    def run() -> docker.models.containers.Container:
+        return client.containers.run(
+            BUSYBOX_IMAGE,
+            httpd(port),
+            name=f"bench-restart-{index}-{port}",
+            detach=True,
+            network_mode="host",
+            init=True,
+            restart_policy={"Name": "always"},
+            labels={"statemesh.node": NODE + "-bare"},
+        )
+
+    container = await trio.to_thread.run_sync(run)
+    inspected = await trio.to_thread.run_sync(client.api.inspect_container, container.id)
+    first = inspected["State"]["StartedAt"]
+    start = time.perf_counter()
+    await crash(client, container.id)
+    while True:
+        state = (await trio.to_thread.run_sync(client.api.inspect_container, container.id))["State"]
+        if state["Running"] and state["StartedAt"] != first:
+            break
+        await trio.sleep(0.005)
+    elapsed = time.perf_counter() - start
+    await trio.to_thread.run_sync(lambda: container.remove(force=True))
+    return elapsed
+
+
+async def pass_times(
+    client: docker.DockerClient, controller: Controller, desired: InMemoryDesired, replicas: int
+) -> dict[str, float]:
+    desired.specs = [sleeper(i) for i in range(replicas)]
+    start = time.perf_counter()
+    controller.trigger()
+    await until(
+        controller,
+        lambda: (
+            controller.statistics().running_containers == replicas
+            and controller.statistics().busy_replicas == 0
+        ),
+    )
+    converge = time.perf_counter() - start
+    passes = []
+    for _ in range(20):
+        controller.trigger()
+        await next_pass(controller)
+        passes.append(controller.statistics().last_pass_seconds)
+    lists = []
+    for _ in range(20):
+        t = time.perf_counter()
+        await trio.to_thread.run_sync(
+            lambda: client.api.containers(all=True, filters={"label": [f"statemesh.node={NODE}"]})
+        )
+        lists.append(time.perf_counter() - t)
+    desired.specs = []
+    start = time.perf_counter()
+    controller.trigger()
+    await until(controller, lambda: controller.statistics().observed_containers == 0)
+    teardown = time.perf_counter() - start
+    return {
+        "converge_s": converge,
+        "pass_median_ms": statistics.median(passes) * 1000,
+        "pass_p95_ms": p95(passes) * 1000,
+        "list_median_ms": statistics.median(lists) * 1000,
+        "teardown_s": teardown,
+    }
+
+
+async def bench(engine: DockerEngine, runs: int, replicas: int) -> dict[str, object]:
+    client = engine.client
+    runtime = await DockerRuntime.connect(engine.host)
+    desired = InMemoryDesired()
+    config = ControllerConfig(
+        node=NODE,
+        crash_backoff=BackoffPolicy(),
+        resync_seconds=10.0,
+        metering_seconds=60.0,
+        max_parallel_replicas=8,
+    )
+    controller = Controller(runtime, desired, config)
+    bare: list[tuple[float, float]] = []
+    ours: list[tuple[float, float]] = []
+    crashes: list[float] = []
+    restarts: list[float] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(controller.run)
+        await bare_run(client, -1)  # warm-up: page cache, first-container set-up
+        await controlled_run(controller, desired, 10_000)
+        for i in range(runs):
+            bare.append(await bare_run(client, i))
+            ours.append(await controlled_run(controller, desired, i))
+            crashes.append(await controlled_crash(client, controller, desired, i))
+            restarts.append(await docker_restart(client, i))
+        passes = await pass_times(client, controller, desired, replicas)
+        nursery.cancel_scope.cancel()
+    runtime.close()
+
+    def med(values: list[float]) -> float:
+        return statistics.median(values) * 1000
+
+    bare_running, bare_ready = [r for r, _ in bare], [r for _, r in bare]
+    ours_running, ours_ready = [r for r, _ in ours], [r for _, r in ours]
+    return {
+        "engine": {
+            "started_here": engine.started_here,
+            "start_seconds": round(engine.start_seconds, 3),
+            "storage_driver": engine.storage_driver,
+        },
+        "runs": runs,
+        "running_ms": {
+            "ours_median": med(ours_running),
+            "ours_p95": p95(ours_running) * 1000,
+            "bare_median": med(bare_running),
+            "bare_p95": p95(bare_running) * 1000,
+            "ratio": statistics.median(ours_running) / statistics.median(bare_running),
+        },
+        "ready_ms": {
+            "ours_median": med(ours_ready),
+            "ours_p95": p95(ours_ready) * 1000,
+            "bare_median": med(bare_ready),
+            "bare_p95": p95(bare_ready) * 1000,
+            "ratio": statistics.median(ours_ready) / statistics.median(bare_ready),
+        },
+        "crash_to_running_ms": {
+            "ours_median": med(crashes),
+            "ours_p95": p95(crashes) * 1000,
+            "docker_restart_always_median": med(restarts),
+        },
+        "replicas": replicas,
+        "pass": passes,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--replicas", type=int, default=100)
+    args = parser.parse_args()
+    with open_engine() as engine:
+        try:
+            result = trio.run(bench, engine, args.runs, args.replicas)
+        finally:
+            for node in (NODE, NODE + "-bare"):
+                remove_labelled(engine.client, {"statemesh.node": node})
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,628 @@
+"""The level-triggered reconcile loop: desired replicas -> observe containers by their labels ->
+diff -> apply, per replica in order, with back-off; plus the probes and metering of what runs.
+
+Everything the loop decides follows from the desired state and the engine's containers; what it
+keeps in memory (back-off, restart counts, readiness) only shapes timing and reporting, so a new
+controller adopts the containers of an old one instead of duplicating them."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import trio
+
+from orchestrator import labels, metering
+from orchestrator.backoff import Backoff, BackoffPolicy
+from orchestrator.diff import (
+    Action,
+    CreateContainer,
+    CreateVolume,
+    RemoveContainer,
+    RemoveVolume,
+    StartContainer,
+    diff,
+    keep_order,
+)
+from orchestrator.errors import EngineUnavailable, RuntimeFailure
+from orchestrator.events import EventKind, EventLog
+from orchestrator.labels import ContainerIdentity, ContainerKey
+from orchestrator.metering import Meter, MeterTarget
+from orchestrator.probes import ContainerProber, ProbeKind
+from orchestrator.runtime import (
+    ContainerInfo,
+    ContainerRuntime,
+    ContainerState,
+    RuntimeEvent,
+)
+from orchestrator.spec import ReplicaKey, ReplicaSpec
+from orchestrator.status import (
+    LIVE,
+    ContainerFacts,
+    ReplicaStatus,
+    container_status,
+    termination_reason,
+)
+
+if TYPE_CHECKING:
+    # trio-typing's stubs (a libp2p dependency) shadow trio's own types and keep TaskStatus.
+    from trio_typing import TaskStatus
+
+log = logging.getLogger("statemesh.orchestrator")
+
+BackoffKey = tuple[ContainerKey, str]
+"""A container key and the spec hash it runs: a new spec starts with a clean back-off."""
+
+
+class DesiredState(Protocol):
+    """Where the replicas this node must run come from (finalized chain state, in the node)."""
+
+    async def replicas(self) -> Collection[ReplicaSpec]:
+        """The current desired replicas; keys are unique, or the highest revision wins."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerConfig:
+    node: str
+    """This node's id: the owner label of everything the controller creates and observes."""
+    crash_backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    """CrashLoopBackOff: restarts of containers that exited."""
+    failure_backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    """ImagePullBackOff and failed creates or starts."""
+    engine_backoff: BackoffPolicy = field(
+        default_factory=lambda: BackoffPolicy(initial_seconds=1.0, max_seconds=30.0)
+    )
+    """Between attempts to reach an engine that does not answer."""
+    resync_seconds: float = 10.0
+    """A full pass at least this often, even if nothing said that anything changed."""
+    metering_seconds: float = 10.0
+    removal_grace_seconds: float = 30.0
+    """The stop timeout for containers whose replica spec is no longer known."""
+    max_parallel_replicas: int = 8
+    """Replicas worked on at once; one replica's actions always run one after another."""
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerStatistics:
+    passes: int
+    last_pass_seconds: float
+    """Observe, diff and dispatch of the last pass (actions run after it, per replica)."""
+    desired_replicas: int
+    observed_containers: int
+    running_containers: int
+    ready_replicas: int
+    busy_replicas: int
+    held_back: int
+    """Creates and starts waiting for their back-off in the last pass."""
+    actions_applied: int
+    actions_failed: int
+    probers: int
+    engine_available: bool
+    engine_error: str
+
+
+@dataclass(slots=True)
+class _ProberHandle:
+    key: ContainerKey
+    scope: trio.CancelScope
+    prober: ContainerProber | None = None
+
+
+class Controller:
+    """Makes the engine run exactly the desired replicas. Start it with `nursery.start(run)`."""
+
+    def __init__(
+        self,
+        runtime: ContainerRuntime,
+        desired: DesiredState,
+        config: ControllerConfig,
+        *,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._runtime = runtime
+        self._source = desired
+        self.config = config
+        self._wall = wall
+        self._owner = labels.owner_labels(config.node)
+        self.events = EventLog()
+        self.meter = Meter()
+        self._restarts: Backoff[BackoffKey] = Backoff(config.crash_backoff)
+        self._failures: Backoff[BackoffKey] = Backoff(config.failure_backoff)
+        self._engine: Backoff[str] = Backoff(config.engine_backoff)
+        self._restart_counts: dict[BackoffKey, int] = defaultdict(int)
+        self._waiting: dict[ContainerKey, tuple[str, str]] = {}
+        self._held: dict[BackoffKey, float] = {}
+        self._desired: dict[ReplicaKey, ReplicaSpec] = {}
+        self._known: dict[ReplicaKey, ReplicaSpec] = {}
+        self._observed: list[ContainerInfo] = []
+        self._seen_ends: dict[str, tuple[float, float]] = {}
+        self._probers: dict[str, _ProberHandle] = {}
+        self._targets: dict[str, MeterTarget] = {}
+        self._busy: set[ReplicaKey] = set()
+        self._fence: dict[ReplicaKey, int] = {}
+        self._pass_seq = itertools.count(1)
+        self._next_seq = 1
+        self._limiter = trio.CapacityLimiter(config.max_parallel_replicas)
+        self._wake = trio.Event()
+        self._changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._engine_error = ""
+        self._passes = 0
+        self._last_pass = 0.0
+        self._held_back = 0
+        self._applied = 0
+        self._failed = 0
+
+    # -- the service -------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._watch_engine)
+            nursery.start_soon(self._meter_loop)
+            task_status.started()
+            try:
+                await self._loop()
+            finally:
+                self._nursery = None
+
+    def trigger(self) -> None:
+        """Asks for a pass now (the desired state may have changed). Cheap; calls coalesce."""
+        self._wake.set()
+
+    async def changed(self) -> None:
+        """Returns at the next change of status: a pass, an action done, a readiness flip."""
+        await self._changed.wait()
+
+    def _event(
+        self,
+        replica: ReplicaKey,
+        kind: EventKind,
+        container: str = "",
+        *,
+        reason: str = "",
+        message: str = "",
+    ) -> None:
+        self.events.record(
+            self._wall(), replica, kind, container=container, reason=reason, message=message
+        )
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake = trio.Event()
+            wake_at = await self._pass()
+            deadline = min(wake_at, trio.current_time() + self.config.resync_seconds)
+            with trio.move_on_at(deadline):
+                await self._wake.wait()
+
+    async def _watch_engine(self) -> None:
+        send, receive = trio.open_memory_channel[RuntimeEvent](64)
+        async with trio.open_nursery() as nursery, send, receive:
+            nursery.start_soon(self._drain_events, receive)
+            while True:
+                try:
+                    await self._runtime.watch(self._owner, send)
+                except RuntimeFailure as e:
+                    log.debug("engine events unavailable: %s", e)
+                # The stream ended (engine restart or failure): resync, then watch again.
+                self.trigger()
+                await trio.sleep(self._engine.policy.initial_seconds)
+
+    async def _drain_events(self, receive: trio.MemoryReceiveChannel[RuntimeEvent]) -> None:
+        async for _ in receive:
+            self.trigger()
+
+    async def _meter_loop(self) -> None:
+        limiter = trio.CapacityLimiter(8)
+        while True:
+            await trio.sleep(self.config.metering_seconds)
+            await metering.sample(
+                self._runtime,
+                self.meter,
+                list(self._targets.values()),
+                wall=self._wall,
+                limiter=limiter,
+            )
+
+    # -- one pass ----------------------------------------------------------------------------
+
+    async def _pass(self) -> float:
+        """Observes, diffs and dispatches; returns when the next pass is due at the latest."""
+        seq = next(self._pass_seq)
+        self._next_seq = seq + 1
+        started = trio.current_time()
+        self._set_desired(await self._source.replicas())
+        try:
+            containers = await self._runtime.list_containers(self._owner)
+            volumes = await self._runtime.list_volumes(self._owner)
+        except RuntimeFailure as e:
+            return self._engine_failed(e)
+        if self._engine_error:
+            log.info("container engine is reachable again")
+        self._engine_error = ""
+        self._engine.forget("engine")
+        self._observed = containers
+        self._note_ends(containers)
+        actions = diff(self.config.node, self._desired, containers, volumes)
+        wake_at = self._dispatch(seq, actions)
+        self._sync_probers(containers)
+        self._prune(containers)
+        self._passes += 1
+        self._last_pass = trio.current_time() - started
+        self._notify()
+        return wake_at
+
+    def _set_desired(self, replicas: Collection[ReplicaSpec]) -> None:
+        desired: dict[ReplicaKey, ReplicaSpec] = {}
+        for spec in replicas:
+            kept = desired.get(spec.key)
+            if kept is not None and kept.revision != spec.revision:
+                log.warning("replica %s desired twice; keeping the highest revision", spec.key)
+            if kept is None or spec.revision >= kept.revision:
+                desired[spec.key] = spec
+        for key, spec in sorted(desired.items()):
+            previous = self._desired.get(key)
+            if previous is None or previous.revision != spec.revision:
+                self._event(key, EventKind.SCHEDULED, message=f"revision {spec.revision}")
+        self._desired = desired
+        self._known.update(desired)
+
+    def _engine_failed(self, error: RuntimeFailure) -> float:
+        if error.message != self._engine_error:
+            log.warning("container engine: %s", error.message)
+        self._engine_error = error.message
+        now = trio.current_time()
+        not_before = self._engine.not_before("engine")
+        if not_before is None or not_before <= now:
+            self._engine.record("engine", now)
+        self._notify()
+        return now + self._engine.delay("engine")
+
+    def _note_ends(self, containers: list[ContainerInfo]) -> None:
+        """Records exits and OOM kills once each, and ends the probes and meters of the dead."""
+        present = set()
+        for c in containers:
+            present.add(c.id)
+            identity = labels.parse_container_labels(c.labels)
+            if identity is None or c.state in LIVE:
+                continue
+            run = c.run
+            if run is None or run.finished_at is None or run.started_at is None:
+                continue
+            if self._seen_ends.get(c.id) == (run.started_at, run.finished_at):
+                continue
+            self._seen_ends[c.id] = (run.started_at, run.finished_at)
+            self._stop_prober(c.id)
+            self.meter.record_exit(identity.key.replica, c.id, run.started_at, run.finished_at)
+            kind = EventKind.OOM_KILLED if run.oom_killed else EventKind.EXITED
+            self._event(
+                identity.key.replica,
+                kind,
+                identity.key.container,
+                reason=termination_reason(run),
+                message=f"exit code {run.exit_code}",
+            )
+        for cid in [cid for cid in self._seen_ends if cid not in present]:
+            del self._seen_ends[cid]
+        for cid in [cid for cid in self._probers if cid not in present]:
+            self._stop_prober(cid)
+
+    def _dispatch(self, seq: int, actions: list[Action]) -> float:
+        """Starts one worker per replica that has work, is idle, and was observed after its
+        last worker finished. Returns when the earliest held-back action comes due."""
+        now = trio.current_time()
+        wake_at = math.inf
+        groups: dict[ReplicaKey, list[Action]] = defaultdict(list)
+        self._held_back = 0
+        for action in actions:
+            groups[action.replica].append(action)
+        for replica, group in groups.items():
+            if replica in self._busy or self._fence.get(replica, 0) > seq:
+                continue
+            runnable = []
+            for action in group:
+                not_before = self._hold(action, now)
+                if not_before is None:
+                    runnable.append(action)
+                    continue
+                self._held_back += 1
+                wake_at = min(wake_at, not_before)
+            if runnable and self._nursery is not None:
+                self._busy.add(replica)
+                self._nursery.start_soon(self._apply, replica, runnable)
+        return wake_at
+
+    def _hold(self, action: Action, now: float) -> float | None:
+        """When a held-back create or start may run, or None if it may run now."""
+        if not isinstance(action, CreateContainer | StartContainer):
+            return None
+        key = (action.key, action.spec_hash)
+        times = [self._failures.not_before(key)]
+        if isinstance(action, StartContainer) and action.restart:
+            times.append(self._restarts.not_before(key, good_for=action.ran_for))
+        due = max((t for t in times if t is not None), default=None)
+        if due is None or due <= now:
+            return None
+        if self._held.get(key) != due:
+            self._held[key] = due
+            self._event(
+                action.replica,
+                EventKind.BACK_OFF,
+                action.key.container,
+                message=f"back-off {due - now:.1f}s before starting again",
+            )
+        return due
+
+    def _prune(self, containers: list[ContainerInfo]) -> None:
+        keys = set()
+        observed_replicas = set()
+        for c in containers:
+            identity = labels.parse_container_labels(c.labels)
+            if identity is not None:
+                keys.add((identity.key, identity.spec_hash))
+                observed_replicas.add(identity.key.replica)
+        for spec in self._desired.values():
+            for container in spec.containers:
+                key = ContainerKey(spec.key, container.name)
+                keys.add((key, labels.spec_hash(spec, container)))
+        self._restarts.retain(keys)
+        self._failures.retain(keys)
+        for k in [k for k in self._restart_counts if k not in keys]:
+            del self._restart_counts[k]
+        for k in [k for k in self._held if k not in keys]:
+            del self._held[k]
+        wanted = {k for k, _ in keys}
+        for ck in [ck for ck in self._waiting if ck not in wanted]:
+            del self._waiting[ck]
+        forgotten = {
+            r
+            for r in self._known.keys() | self._fence.keys()
+            if r not in self._desired and r not in observed_replicas and r not in self._busy
+        }
+        for replica in forgotten:
+            self._known.pop(replica, None)
+            self._fence.pop(replica, None)
+
+    # -- applying actions --------------------------------------------------------------------
+
+    async def _apply(self, replica: ReplicaKey, actions: list[Action]) -> None:
+        try:
+            async with self._limiter:
+                for action in actions:
+                    if not await self._apply_one(action):
+                        break  # the next pass plans again from what the engine then reports
+        finally:
+            self._busy.discard(replica)
+            self._fence[replica] = self._next_seq
+            self.trigger()
+            self._notify()
+
+    async def _apply_one(self, action: Action) -> bool:
+        try:
+            if isinstance(action, CreateVolume):
+                await self._runtime.create_volume(action.name, action.labels)
+            elif isinstance(action, RemoveVolume):
+                await self._runtime.remove_volume(action.name)
+            elif isinstance(action, CreateContainer):
+                await self._create(action)
+            elif isinstance(action, StartContainer):
+                await self._start(action)
+            else:
+                await self._remove(action)
+        except EngineUnavailable as e:
+            self._failed += 1
+            self._engine_error = e.message
+            return False
+        except RuntimeFailure as e:
+            self._failed += 1
+            self._failure(action, e)
+            return False
+        self._applied += 1
+        return True
+
+    def _failure(self, action: Action, error: RuntimeFailure) -> None:
+        container = ""
+        if isinstance(action, CreateContainer | StartContainer):
+            key = (action.key, action.spec_hash)
+            delay = self._failures.record(key, trio.current_time())
+            self._waiting[action.key] = (error.reason, error.message)
+            container = action.key.container
+            log.info("%s: %s; retrying in %.1f s", action.key, error.message, delay)
+        elif isinstance(action, RemoveContainer):
+            container = action.key.container
+        self._event(
+            action.replica, EventKind.FAILED, container, reason=error.reason, message=error.message
+        )
+
+    async def _create(self, action: CreateContainer) -> None:
+        replica, name = action.replica, action.key.container
+        container_id = await self._runtime.create(action.request)
+        self._event(replica, EventKind.CREATED, name, message=action.request.name)
+        await self._start_id(action.key, action.spec_hash, container_id)
+        self._event(replica, EventKind.STARTED, name)
+
+    async def _start(self, action: StartContainer) -> None:
+        key = (action.key, action.spec_hash)
+        if action.restart:
+            self._restarts.record(key, trio.current_time(), good_for=action.ran_for)
+            self._restart_counts[key] += 1
+        await self._start_id(action.key, action.spec_hash, action.container_id)
+        if action.restart:
+            message = f"restart {self._restart_counts[key]}"
+            self._event(action.replica, EventKind.RESTARTED, action.key.container, message=message)
+        else:
+            self._event(action.replica, EventKind.STARTED, action.key.container)
+
+    async def _start_id(self, key: ContainerKey, spec_hash: str, container_id: str) -> None:
+        self._stop_prober(container_id)
+        await self._runtime.start(container_id)
+        self._failures.forget((key, spec_hash))
+        self._waiting.pop(key, None)
+
+    async def _remove(self, action: RemoveContainer) -> None:
+        self._stop_prober(action.container_id)
+        spec = self._desired.get(action.replica) or self._known.get(action.replica)
+        grace = (
+            spec.termination_grace_period_seconds
+            if spec is not None
+            else self.config.removal_grace_seconds
+        )
+        await self._runtime.stop(action.container_id, grace)
+        await self._runtime.remove(action.container_id)
+        self.meter.forget_container(action.container_id)
+        self._event(
+            action.replica,
+            EventKind.REMOVED,
+            action.key.container,
+            reason=action.reason.name,
+            message=action.reason.value,
+        )
+
+    # -- probes ------------------------------------------------------------------------------
+
+    def _sync_probers(self, containers: list[ContainerInfo]) -> None:
+        """One prober per running container that runs a desired spec; none for anything else."""
+        keep = set()
+        for c in containers:
+            identity = labels.parse_container_labels(c.labels)
+            if identity is None or c.state is not ContainerState.RUNNING:
+                continue
+            spec = self._desired.get(identity.key.replica)
+            if spec is None or identity.key.container not in {x.name for x in spec.containers}:
+                continue
+            if labels.spec_hash(spec, spec.container(identity.key.container)) != (
+                identity.spec_hash
+            ):
+                continue
+            keep.add(c.id)
+            if c.id not in self._probers and self._nursery is not None:
+                handle = _ProberHandle(identity.key, trio.CancelScope())
+                self._probers[c.id] = handle
+                self._nursery.start_soon(self._probe, c.id, spec, handle)
+        for cid in [cid for cid in self._probers if cid not in keep]:
+            self._stop_prober(cid)
+
+    def _stop_prober(self, container_id: str) -> None:
+        handle = self._probers.pop(container_id, None)
+        if handle is not None:
+            handle.scope.cancel()
+        self._targets.pop(container_id, None)
+
+    async def _probe(self, container_id: str, spec: ReplicaSpec, handle: _ProberHandle) -> None:
+        key = handle.key
+        container = spec.container(key.container)
+        with handle.scope:
+            try:
+                info = await self._runtime.inspect(container_id)
+            except RuntimeFailure:
+                return  # gone already; the next pass sees it
+            started_at = info.run.started_at if info.run is not None else None
+            if info.state is not ContainerState.RUNNING or started_at is None:
+                return
+            self._targets[container_id] = MeterTarget(key.replica, container_id, started_at)
+
+            def on_ready(ready: bool, message: str) -> None:
+                kind = EventKind.READY if ready else EventKind.UNHEALTHY
+                self._event(key.replica, kind, key.container, message=message)
+                self._notify()
+
+            async def on_failed(kind: ProbeKind, message: str) -> None:
+                self._event(
+                    key.replica,
+                    EventKind.UNHEALTHY,
+                    key.container,
+                    reason=f"{kind.value.capitalize()}ProbeFailed",
+                    message=f"{message}; the container will be restarted",
+                )
+                try:
+                    await self._runtime.stop(container_id, spec.termination_grace_period_seconds)
+                except RuntimeFailure as e:
+                    log.warning("%s: cannot stop after a failed probe: %s", key, e)
+                self.trigger()
+
+            handle.prober = ContainerProber(
+                self._runtime,
+                container_id,
+                container,
+                age_seconds=self._wall() - started_at,
+                on_ready=on_ready,
+                on_failed=on_failed,
+            )
+            await handle.prober.run()
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def status(self) -> dict[ReplicaKey, ReplicaStatus]:
+        """The status of every desired replica, from the last pass and the probes since."""
+        by_identity: dict[ContainerIdentity, list[ContainerInfo]] = defaultdict(list)
+        for c in self._observed:
+            identity = labels.parse_container_labels(c.labels)
+            if identity is not None:
+                by_identity[identity].append(c)
+        now = trio.current_time()
+        result = {}
+        for replica, spec in sorted(self._desired.items()):
+            statuses = []
+            for container in spec.containers:
+                key = ContainerKey(replica, container.name)
+                want = labels.spec_hash(spec, container)
+                found = by_identity.get(ContainerIdentity(key, spec.revision, want), [])
+                observed = min(found, key=keep_order, default=None)
+                statuses.append(
+                    container_status(
+                        container.name,
+                        spec.restart_policy,
+                        observed,
+                        self._facts(key, want, observed),
+                        now,
+                    )
+                )
+            result[replica] = ReplicaStatus(replica, spec.revision, tuple(statuses))
+        return result
+
+    def _facts(
+        self, key: ContainerKey, spec_hash: str, observed: ContainerInfo | None
+    ) -> ContainerFacts:
+        backoff_key = (key, spec_hash)
+        handle = None if observed is None else self._probers.get(observed.id)
+        ran_for = observed.run.ran_for if observed is not None and observed.run else 0.0
+        return ContainerFacts(
+            restart_count=self._restart_counts.get(backoff_key, 0),
+            failure=self._waiting.get(key),
+            ready=bool(handle and handle.prober and handle.prober.ready),
+            restart_due=self._restarts.not_before(backoff_key, good_for=ran_for),
+            restart_delay=self._restarts.delay(backoff_key),
+            engine_error=self._engine_error,
+        )
+
+    def usage(self) -> dict[ReplicaKey, metering.ReplicaUsage]:
+        return {key: self.meter.usage(key) for key in self.meter.replicas()}
+
+    def statistics(self) -> ControllerStatistics:
+        statuses = self.status()
+        return ControllerStatistics(
+            passes=self._passes,
+            last_pass_seconds=self._last_pass,
+            desired_replicas=len(self._desired),
+            observed_containers=len(self._observed),
+            running_containers=sum(c.state in LIVE for c in self._observed),
+            ready_replicas=sum(s.ready for s in statuses.values()),
+            busy_replicas=len(self._busy),
+            held_back=self._held_back,
+            actions_applied=self._applied,
+            actions_failed=self._failed,
+            probers=len(self._probers),
+            engine_available=not self._engine_error,
+            engine_error=self._engine_error,
+        )

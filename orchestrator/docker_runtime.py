@@ -1,0 +1,416 @@
+"""The one adapter to a real Docker engine. The `docker` SDK blocks, so every call to it runs in
+a worker thread here, and every SDK error is translated into the orchestrator's error tree."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import docker
+import docker.errors
+import docker.types
+import docker.utils
+import requests
+import trio
+
+from orchestrator.errors import (
+    ContainerNotFound,
+    CreateFailed,
+    EngineUnavailable,
+    ImageUnavailable,
+    RuntimeFailure,
+    StartFailed,
+)
+from orchestrator.runtime import (
+    ContainerInfo,
+    ContainerState,
+    ContainerStats,
+    CreateRequest,
+    EngineInfo,
+    ExecResult,
+    RunState,
+    RuntimeEvent,
+    VolumeInfo,
+)
+from orchestrator.spec import ImagePullPolicy
+
+if TYPE_CHECKING:
+    # trio-typing's stubs (a libp2p dependency) shadow trio's own types and keep TaskStatus.
+    from trio_typing import TaskStatus
+
+
+T = TypeVar("T")
+
+# Only the events that can change what the controller should do; probes' exec events are not.
+_WATCHED_ACTIONS = ("start", "die", "oom", "destroy")
+# Bounds every container's json-file log so a chatty workload cannot fill the node's disk.
+_LOG_CONFIG = {"type": "json-file", "config": {"max-size": "10m", "max-file": "3"}}
+_NEVER = "0001-01-01T00:00:00Z"
+
+
+def _timestamp(value: str | None) -> float | None:
+    """The engine's RFC 3339 times (nanoseconds, 'Z') as Unix seconds; its zero time is None."""
+    if not value or value.startswith("0001-01-01"):
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _label_filter(labels: Mapping[str, str]) -> list[str]:
+    return [f"{k}={v}" for k, v in sorted(labels.items())]
+
+
+def _explanation(error: docker.errors.APIError) -> str:
+    return str(error.explanation or error)
+
+
+class DockerRuntime:
+    """A `ContainerRuntime` over one Docker engine, reached through the `docker` SDK."""
+
+    def __init__(self, client: docker.DockerClient, host: str, *, max_threads: int = 16) -> None:
+        self._client = client
+        self._api = client.api
+        self.host = host
+        # Short calls share one limiter; exec and the event stream, which may block for long,
+        # get their own, so a hung probe command cannot starve the reconcile loop of threads.
+        self._limiter = trio.CapacityLimiter(max_threads)
+        self._exec_limiter = trio.CapacityLimiter(max_threads)
+
+    @classmethod
+    async def connect(
+        cls, host: str, *, timeout_seconds: float = 10.0, api_timeout_seconds: float = 60.0
+    ) -> DockerRuntime:
+        """Connects and negotiates the API version; `EngineUnavailable` if nothing answers
+        within `timeout_seconds`. Later calls may take up to `api_timeout_seconds` (a pull)."""
+
+        def build() -> docker.DockerClient:
+            return docker.DockerClient(base_url=host, version="auto", timeout=timeout_seconds)
+
+        try:
+            client = await trio.to_thread.run_sync(build)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
+            if isinstance(e, requests.exceptions.Timeout) or isinstance(
+                e.__context__, requests.exceptions.Timeout
+            ):
+                raise EngineUnavailable(host, f"no answer within {timeout_seconds} s") from e
+            raise EngineUnavailable(host, _cause(e)) from e
+        client.api.timeout = api_timeout_seconds
+        return cls(client, host)
+
+    def close(self) -> None:
+        self._client.close()
+
+    async def _call(self, fn: Callable[[], T], *, long_running: bool = False) -> T:
+        limiter = self._exec_limiter if long_running else self._limiter
+        try:
+            # trio-typing's stubs predate `abandon_on_cancel`.
+            return await trio.to_thread.run_sync(  # type: ignore[call-arg]
+                fn, limiter=limiter, abandon_on_cancel=long_running
+            )
+        except docker.errors.APIError:
+            raise  # each operation says what an API error means for it (it is an HTTPError too)
+        except requests.exceptions.ConnectionError as e:
+            raise EngineUnavailable(self.host, _cause(e)) from e
+        except requests.exceptions.RequestException as e:
+            raise RuntimeFailure(f"the engine at {self.host} did not answer: {_cause(e)}") from e
+        except docker.errors.DockerException as e:
+            raise RuntimeFailure(_cause(e)) from e
+
+    async def info(self) -> EngineInfo:
+        try:
+            raw = await self._call(self._api.info)
+        except docker.errors.APIError as e:
+            raise RuntimeFailure(f"cannot read engine info: {_explanation(e)}") from e
+        return EngineInfo(
+            host=self.host,
+            server_version=str(raw.get("ServerVersion", "")),
+            api_version=str(self._api.api_version),
+            cpus=int(raw.get("NCPU", 0)),
+            memory_bytes=int(raw.get("MemTotal", 0)),
+            storage_driver=str(raw.get("Driver", "")),
+            cgroup_driver=str(raw.get("CgroupDriver", "")),
+            cgroup_version=str(raw.get("CgroupVersion", "")),
+        )
+
+    async def ensure_image(self, image: str, policy: ImagePullPolicy) -> None:
+        def present() -> bool:
+            try:
+                self._api.inspect_image(image)
+            except docker.errors.ImageNotFound:
+                return False
+            return True
+
+        try:
+            if policy is not ImagePullPolicy.ALWAYS and await self._call(present):
+                return
+        except docker.errors.APIError as e:
+            raise ImageUnavailable(image, _explanation(e)) from e
+        if policy is ImagePullPolicy.NEVER:
+            raise ImageUnavailable(image, "it is not present and the pull policy is Never")
+        repository, tag = docker.utils.parse_repository_tag(image)
+        try:
+            await self._call(functools.partial(self._api.pull, repository, tag=tag or "latest"))
+        except docker.errors.APIError as e:
+            raise ImageUnavailable(image, _explanation(e)) from e
+
+    async def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        def observe() -> list[ContainerInfo]:
+            rows = self._api.containers(all=True, filters={"label": _label_filter(labels)})
+            found = []
+            for row in rows:
+                state = ContainerState(row["State"])
+                if state is ContainerState.RUNNING:
+                    found.append(_from_row(row))
+                    continue
+                # The list does not carry exit codes or times; only stopped containers need them.
+                try:
+                    found.append(_from_inspect(self._api.inspect_container(row["Id"])))
+                except docker.errors.NotFound:
+                    continue
+            return found
+
+        try:
+            return await self._call(observe)
+        except docker.errors.APIError as e:
+            raise RuntimeFailure(f"cannot list containers: {_explanation(e)}") from e
+
+    async def inspect(self, container_id: str) -> ContainerInfo:
+        try:
+            raw = await self._call(functools.partial(self._api.inspect_container, container_id))
+        except docker.errors.NotFound as e:
+            raise ContainerNotFound(container_id) from e
+        except docker.errors.APIError as e:
+            raise RuntimeFailure(f"cannot inspect {container_id[:12]}: {_explanation(e)}") from e
+        return _from_inspect(raw)
+
+    async def create(self, request: CreateRequest) -> str:
+        await self.ensure_image(request.image, request.image_pull_policy)
+        limits = request.resources
+
+        def create() -> str:
+            host_config = self._api.create_host_config(
+                network_mode="host",
+                # A real PID 1 that forwards SIGTERM and reaps zombies for any workload.
+                init=True,
+                nano_cpus=(
+                    None if limits.cpu_millicores is None else limits.cpu_millicores * 1_000_000
+                ),
+                mem_limit=limits.memory_bytes,
+                # Equal to the memory limit: no swap, so going past the limit is an OOM kill.
+                memswap_limit=limits.memory_bytes,
+                pids_limit=limits.pids_limit,
+                mounts=[
+                    docker.types.Mount(target=m.target, source=m.volume, type="volume")
+                    for m in request.mounts
+                ],
+                log_config=_LOG_CONFIG,
+            )
+            created = self._api.create_container(
+                request.image,
+                name=request.name,
+                entrypoint=list(request.command) or None,
+                command=list(request.args) or None,
+                environment=[f"{e.name}={e.value}" for e in request.env],
+                labels=dict(request.labels),
+                host_config=host_config,
+            )
+            return str(created["Id"])
+
+        try:
+            return await self._call(create)
+        except docker.errors.ImageNotFound as e:
+            raise ImageUnavailable(request.image, _explanation(e)) from e
+        except docker.errors.APIError as e:
+            # Variable names are checked in the spec, so the engine never quotes a value back.
+            raise CreateFailed(f"cannot create {request.name}: {_explanation(e)}") from e
+        except EngineUnavailable:
+            raise
+        except RuntimeFailure as e:
+            raise CreateFailed(f"cannot create {request.name}: {e.message}") from e
+
+    async def start(self, container_id: str) -> None:
+        try:
+            await self._call(functools.partial(self._api.start, container_id))
+        except docker.errors.NotFound as e:
+            raise ContainerNotFound(container_id) from e
+        except docker.errors.APIError as e:
+            raise StartFailed(f"cannot start {container_id[:12]}: {_explanation(e)}") from e
+
+    async def stop(self, container_id: str, timeout_seconds: float) -> None:
+        # The engine takes whole seconds; round up so a grace period is never cut short.
+        seconds = max(0, math.ceil(timeout_seconds))
+        try:
+            await self._call(functools.partial(self._api.stop, container_id, timeout=seconds))
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as e:
+            raise RuntimeFailure(f"cannot stop {container_id[:12]}: {_explanation(e)}") from e
+
+    async def remove(self, container_id: str) -> None:
+        def remove() -> None:
+            self._api.remove_container(container_id, v=True, force=True)
+
+        try:
+            await self._call(remove)
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as e:
+            if e.status_code == 409 and "already in progress" in _explanation(e):
+                return
+            raise RuntimeFailure(f"cannot remove {container_id[:12]}: {_explanation(e)}") from e
+
+    async def exec(
+        self, container_id: str, command: Sequence[str], timeout_seconds: float
+    ) -> ExecResult:
+        def run() -> ExecResult:
+            exec_id = self._api.exec_create(container_id, list(command), stdout=True, stderr=True)
+            output = self._api.exec_start(exec_id)
+            code = self._api.exec_inspect(exec_id).get("ExitCode")
+            return ExecResult(exit_code=-1 if code is None else int(code), output=bytes(output))
+
+        try:
+            with trio.fail_after(timeout_seconds):
+                return await self._call(run, long_running=True)
+        except trio.TooSlowError:
+            raise RuntimeFailure(
+                f"command {list(command)!r} did not finish within {timeout_seconds} s"
+            ) from None
+        except docker.errors.NotFound as e:
+            raise ContainerNotFound(container_id) from e
+        except docker.errors.APIError as e:
+            raise RuntimeFailure(f"cannot exec in {container_id[:12]}: {_explanation(e)}") from e
+
+    async def stats(self, container_id: str) -> ContainerStats:
+        one_shot = not docker.utils.version_lt(self._api.api_version, "1.41")
+
+        def read() -> Any:
+            return self._api.stats(container_id, stream=False, one_shot=one_shot or None)
+
+        try:
+            raw = await self._call(read)
+        except docker.errors.NotFound as e:
+            raise ContainerNotFound(container_id) from e
+        except docker.errors.APIError as e:
+            raise RuntimeFailure(f"cannot read stats of {container_id[:12]}: {e}") from e
+        if not raw.get("pids_stats") and not raw.get("memory_stats"):
+            raise RuntimeFailure(f"container {container_id[:12]} is not running")
+        memory = raw.get("memory_stats") or {}
+        detail = memory.get("stats") or {}
+        # Like `docker stats`: page cache that can be dropped at once is not the workload's.
+        inactive = detail.get("total_inactive_file", detail.get("inactive_file", 0))
+        return ContainerStats(
+            cpu_ns=int(raw.get("cpu_stats", {}).get("cpu_usage", {}).get("total_usage", 0)),
+            memory_bytes=max(0, int(memory.get("usage", 0)) - int(inactive)),
+            pids=int((raw.get("pids_stats") or {}).get("current", 0)),
+        )
+
+    async def list_volumes(self, labels: Mapping[str, str]) -> list[VolumeInfo]:
+        def list_them() -> list[VolumeInfo]:
+            raw = self._api.volumes(filters={"label": _label_filter(labels)})
+            return [
+                VolumeInfo(name=v["Name"], labels=dict(v.get("Labels") or {}))
+                for v in raw.get("Volumes") or []
+            ]
+
+        try:
+            return await self._call(list_them)
+        except docker.errors.APIError as e:
+            raise RuntimeFailure(f"cannot list volumes: {_explanation(e)}") from e
+
+    async def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        def create() -> None:
+            self._api.create_volume(name=name, driver="local", labels=dict(labels))
+
+        try:
+            await self._call(create)
+        except docker.errors.APIError as e:
+            if e.status_code == 409:
+                return
+            raise RuntimeFailure(f"cannot create volume {name}: {_explanation(e)}") from e
+
+    async def remove_volume(self, name: str) -> None:
+        try:
+            await self._call(functools.partial(self._api.remove_volume, name))
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as e:
+            raise RuntimeFailure(f"cannot remove volume {name}: {_explanation(e)}") from e
+
+    async def watch(
+        self,
+        labels: Mapping[str, str],
+        events: trio.MemorySendChannel[RuntimeEvent],
+        *,
+        task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        filters = {
+            "type": "container",
+            "label": _label_filter(labels),
+            "event": list(_WATCHED_ACTIONS),
+        }
+        try:
+            stream = await self._call(
+                functools.partial(self._api.events, decode=True, filters=filters)
+            )
+        except docker.errors.APIError as e:
+            raise RuntimeFailure(f"cannot follow engine events: {_explanation(e)}") from e
+        token = trio.lowlevel.current_trio_token()
+
+        def pump() -> None:
+            for raw in stream:
+                event = RuntimeEvent(container_id=str(raw.get("id", "")), action=raw["Action"])
+                if event.action == "die":
+                    # The engine sends `die` before its container list says so; inspecting
+                    # waits for the container's lock, after which the list is up to date.
+                    with contextlib.suppress(docker.errors.DockerException):
+                        self._api.inspect_container(event.container_id)
+                try:
+                    trio.from_thread.run(events.send, event, trio_token=token)
+                except (trio.Cancelled, trio.RunFinishedError, trio.BrokenResourceError):
+                    return
+
+        task_status.started()
+        try:
+            # Abandoned on cancellation; closing the stream below ends the thread's read at once.
+            await self._call(pump, long_running=True)
+        except (docker.errors.APIError, KeyError, ValueError) as e:
+            raise RuntimeFailure(f"engine events stream failed: {e}") from e
+        finally:
+            stream.close()
+
+
+def _cause(error: BaseException) -> str:
+    text = str(error)
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
+def _from_row(row: Mapping[str, Any]) -> ContainerInfo:
+    names = row.get("Names") or [""]
+    return ContainerInfo(
+        id=str(row["Id"]),
+        name=str(names[0]).lstrip("/"),
+        labels=dict(row.get("Labels") or {}),
+        state=ContainerState(row["State"]),
+    )
+
+
+def _from_inspect(raw: Mapping[str, Any]) -> ContainerInfo:
+    state = raw["State"]
+    return ContainerInfo(
+        id=str(raw["Id"]),
+        name=str(raw.get("Name", "")).lstrip("/"),
+        labels=dict((raw.get("Config") or {}).get("Labels") or {}),
+        state=ContainerState(state["Status"]),
+        run=RunState(
+            started_at=_timestamp(state.get("StartedAt")),
+            finished_at=(
+                None if state.get("Running") else _timestamp(state.get("FinishedAt", _NEVER))
+            ),
+            exit_code=int(state.get("ExitCode", 0)),
+            oom_killed=bool(state.get("OOMKilled", False)),
+            error=str(state.get("Error", "")),
+        ),
+    )

@@ -1,0 +1,100 @@
+"""The bounded log of what happened to each replica (scheduled, started, ready, OOM-killed, ...),
+like the Events of a Kubernetes pod: the newest few per replica, for the fewest recent replicas."""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import logging
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+from orchestrator.spec import ReplicaKey
+
+log = logging.getLogger("statemesh.orchestrator")
+
+
+class EventKind(enum.Enum):
+    SCHEDULED = "Scheduled"
+    """The replica was assigned to this node."""
+    CREATED = "Created"
+    STARTED = "Started"
+    READY = "Ready"
+    UNHEALTHY = "Unhealthy"
+    """A probe failed its threshold (readiness: out of service; liveness: about to restart)."""
+    EXITED = "Exited"
+    """The process ended by itself."""
+    OOM_KILLED = "OOMKilled"
+    RESTARTED = "Restarted"
+    BACK_OFF = "BackOff"
+    """A start or create is held back by the back-off."""
+    FAILED = "Failed"
+    """An operation failed; `reason` says which (ImagePullBackOff, CreateContainerError, ...)."""
+    REMOVED = "Removed"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    sequence: int
+    """Increases by one with every event of the log, across replicas."""
+    at: float
+    """Unix seconds."""
+    replica: ReplicaKey
+    kind: EventKind
+    container: str = ""
+    reason: str = ""
+    message: str = ""
+
+
+class EventLog:
+    """Keeps the last `per_replica` events of the last `max_replicas` replicas that had one."""
+
+    def __init__(self, *, per_replica: int = 50, max_replicas: int = 1000) -> None:
+        if per_replica < 1 or max_replicas < 1:
+            raise ValueError("an event log keeps at least one event of one replica")
+        self._per_replica = per_replica
+        self._max_replicas = max_replicas
+        self._logs: OrderedDict[ReplicaKey, deque[Event]] = OrderedDict()
+        self._sequence = itertools.count(1)
+
+    def record(
+        self,
+        at: float,
+        replica: ReplicaKey,
+        kind: EventKind,
+        *,
+        container: str = "",
+        reason: str = "",
+        message: str = "",
+    ) -> Event:
+        event = Event(next(self._sequence), at, replica, kind, container, reason, message)
+        entries = self._logs.get(replica)
+        if entries is None:
+            entries = self._logs[replica] = deque(maxlen=self._per_replica)
+            while len(self._logs) > self._max_replicas:
+                self._logs.popitem(last=False)
+        else:
+            self._logs.move_to_end(replica)
+        entries.append(event)
+        where = f"{replica}/{container}" if container else str(replica)
+        log.info(
+            "%s %s%s%s",
+            where,
+            kind.value,
+            f" ({reason})" if reason else "",
+            f": {message}" if message else "",
+        )
+        return event
+
+    def for_replica(self, replica: ReplicaKey) -> tuple[Event, ...]:
+        return tuple(self._logs.get(replica, ()))
+
+    def recent(self, limit: int = 100) -> list[Event]:
+        """The newest `limit` events across replicas, oldest first."""
+        merged = sorted(
+            (e for entries in self._logs.values() for e in entries), key=lambda e: e.sequence
+        )
+        return merged[-limit:]
+
+    def __len__(self) -> int:
+        return sum(len(entries) for entries in self._logs.values())

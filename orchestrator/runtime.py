@@ -1,0 +1,194 @@
+"""The seam between the controller and a container engine: the `ContainerRuntime` Protocol and
+the plain data it speaks in. `docker_runtime.DockerRuntime` is the real implementation."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import trio
+
+from orchestrator.spec import EnvVar, ImagePullPolicy, Resources
+
+if TYPE_CHECKING:
+    # trio-typing's stubs (a libp2p dependency) shadow trio's own types and keep TaskStatus.
+    from trio_typing import TaskStatus
+
+
+class ContainerState(enum.Enum):
+    """The engine's word for where a container is in its life."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    RESTARTING = "restarting"
+    REMOVING = "removing"
+    EXITED = "exited"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """The current or last run of a container's process. Times are Unix seconds."""
+
+    started_at: float | None
+    """None if the process never started."""
+    finished_at: float | None
+    """None while running or if it never ran."""
+    exit_code: int
+    oom_killed: bool
+    error: str = ""
+    """The engine's message when the process could not be started."""
+
+    @property
+    def ran_for(self) -> float:
+        """Seconds the last run lasted (0 if it never ran or is still running)."""
+        if self.started_at is None or self.finished_at is None:
+            return 0.0
+        return max(0.0, self.finished_at - self.started_at)
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerInfo:
+    """A container as the engine reports it."""
+
+    id: str
+    name: str
+    labels: Mapping[str, str] = field(hash=False)
+    state: ContainerState
+    run: RunState | None = None
+    """Always set by `inspect`; set by `list_containers` for every container not running."""
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """A named volume mounted into a container."""
+
+    volume: str
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRequest:
+    """Everything the engine needs to create one container. It always uses host networking."""
+
+    name: str
+    image: str
+    command: tuple[str, ...]
+    args: tuple[str, ...]
+    env: tuple[EnvVar, ...]
+    labels: Mapping[str, str] = field(hash=False)
+    resources: Resources
+    mounts: tuple[Mount, ...] = ()
+    image_pull_policy: ImagePullPolicy = ImagePullPolicy.IF_NOT_PRESENT
+
+
+@dataclass(frozen=True, slots=True)
+class ExecResult:
+    exit_code: int
+    output: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerStats:
+    """One reading of a running container's counters."""
+
+    cpu_ns: int
+    """CPU time used by the current run, in nanoseconds (the engine resets it on restart)."""
+    memory_bytes: int
+    pids: int
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeInfo:
+    name: str
+    labels: Mapping[str, str] = field(hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeEvent:
+    """Something happened to a container (`start`, `die`, `oom`, `destroy`, ...)."""
+
+    container_id: str
+    action: str
+
+
+@dataclass(frozen=True, slots=True)
+class EngineInfo:
+    host: str
+    server_version: str
+    api_version: str
+    cpus: int
+    memory_bytes: int
+    storage_driver: str
+    cgroup_driver: str
+    cgroup_version: str
+
+
+class ContainerRuntime(Protocol):
+    """A container engine. Every method may raise `EngineUnavailable`; each lists its others.
+
+    Removal and stopping are idempotent: a container that is already gone is not an error."""
+
+    async def info(self) -> EngineInfo: ...
+
+    async def ensure_image(self, image: str, policy: ImagePullPolicy) -> None:
+        """Makes sure the image is present, pulling if the policy allows; `ImageUnavailable`."""
+        ...
+
+    async def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        """Every container, in any state, that carries all of the labels."""
+        ...
+
+    async def inspect(self, container_id: str) -> ContainerInfo:
+        """`ContainerNotFound` if it is gone."""
+        ...
+
+    async def create(self, request: CreateRequest) -> str:
+        """Returns the new container's id; `ImageUnavailable`, `CreateFailed`."""
+        ...
+
+    async def start(self, container_id: str) -> None:
+        """`StartFailed`, `ContainerNotFound`."""
+        ...
+
+    async def stop(self, container_id: str, timeout_seconds: float) -> None:
+        """SIGTERM, then SIGKILL after the timeout."""
+        ...
+
+    async def remove(self, container_id: str) -> None:
+        """Kills the container if needed and removes it."""
+        ...
+
+    async def exec(
+        self, container_id: str, command: Sequence[str], timeout_seconds: float
+    ) -> ExecResult:
+        """Runs a command inside a running container; `ContainerNotFound`, `RuntimeFailure`."""
+        ...
+
+    async def stats(self, container_id: str) -> ContainerStats:
+        """`ContainerNotFound` if it is gone or not running."""
+        ...
+
+    async def list_volumes(self, labels: Mapping[str, str]) -> list[VolumeInfo]: ...
+
+    async def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        """Idempotent: an existing volume of that name is kept as it is."""
+        ...
+
+    async def remove_volume(self, name: str) -> None:
+        """Idempotent; `RuntimeFailure` if a container still uses it."""
+        ...
+
+    async def watch(
+        self,
+        labels: Mapping[str, str],
+        events: trio.MemorySendChannel[RuntimeEvent],
+        *,
+        task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Sends the events of containers carrying the labels until cancelled or the engine
+        ends the stream. An event is sent once `list_containers` reflects it."""
+        ...

@@ -1,0 +1,279 @@
+"""What a replica is: the desired containers of one replica of one application revision.
+
+Field names follow Kubernetes (`containers`, `livenessProbe`, `restartPolicy`, ...) in snake_case,
+with Kubernetes defaults. Every value is checked on construction and raises `SpecError`."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+
+from orchestrator.errors import SpecError
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_CHAIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+
+def _check_dns_label(field_name: str, value: str) -> None:
+    if len(value) > 63 or not _DNS_LABEL.match(value):
+        raise SpecError(
+            field_name,
+            f"{value!r} is not a DNS label (lower-case letters, digits and '-', at most 63)",
+        )
+
+
+def _check_port(field_name: str, port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise SpecError(field_name, f"port {port} is outside 1..65535")
+
+
+class RestartPolicy(enum.Enum):
+    """When a container that exited is started again (Kubernetes `restartPolicy`)."""
+
+    ALWAYS = "Always"
+    ON_FAILURE = "OnFailure"
+    NEVER = "Never"
+
+
+class ImagePullPolicy(enum.Enum):
+    """Whether the engine may pull an image that is not present (Kubernetes `imagePullPolicy`)."""
+
+    ALWAYS = "Always"
+    IF_NOT_PRESENT = "IfNotPresent"
+    NEVER = "Never"
+
+
+class VolumeKind(enum.Enum):
+    """How long a volume's data lives."""
+
+    EPHEMERAL = "ephemeral"
+    """Lives as long as the replica's revision (like `emptyDir`): a new revision starts empty."""
+    PERSISTENT = "persistent"
+    """Outlives replacements and scale-down of its replica (like a StatefulSet volume claim)."""
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class EnvVar:
+    """One environment variable. A secret value never appears in repr, logs or errors."""
+
+    name: str
+    value: str
+    secret: bool = False
+    """Set by the owner for values that only the node running the container may see."""
+
+    def __post_init__(self) -> None:
+        if not _ENV_NAME.match(self.name):
+            raise SpecError("env", f"{self.name!r} is not a valid environment variable name")
+
+    def __repr__(self) -> str:
+        shown = "<secret>" if self.secret else repr(self.value)
+        return f"EnvVar(name={self.name!r}, value={shown}, secret={self.secret})"
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerPort:
+    """A port the container listens on. Containers use the host's network: it is a host port."""
+
+    container_port: int
+    name: str = ""
+    protocol: str = "TCP"
+
+    def __post_init__(self) -> None:
+        _check_port("ports.container_port", self.container_port)
+        if self.protocol not in ("TCP", "UDP"):
+            raise SpecError("ports.protocol", f"{self.protocol!r} is neither 'TCP' nor 'UDP'")
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """Limits enforced by the engine (Kubernetes `resources.limits`); None means unlimited."""
+
+    cpu_millicores: int | None = None
+    """1000 is one CPU; enforced as a CFS quota."""
+    memory_bytes: int | None = None
+    """A hard limit with no swap: a container that goes past it is OOM-killed."""
+    pids_limit: int | None = None
+    """At most this many processes and threads in the container."""
+
+    def __post_init__(self) -> None:
+        if self.cpu_millicores is not None and self.cpu_millicores < 1:
+            raise SpecError("resources.cpu_millicores", f"{self.cpu_millicores} is below 1")
+        # The engine refuses memory limits under 6 MiB; say so here rather than at create.
+        if self.memory_bytes is not None and self.memory_bytes < 6 * 1024 * 1024:
+            raise SpecError("resources.memory_bytes", f"{self.memory_bytes} is below 6 MiB")
+        if self.pids_limit is not None and self.pids_limit < 1:
+            raise SpecError("resources.pids_limit", f"{self.pids_limit} is below 1")
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPGetAction:
+    """Succeeds on an HTTP status from 200 to 399 (Kubernetes `httpGet`)."""
+
+    port: int
+    path: str = "/"
+    host: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        _check_port("probe.http_get.port", self.port)
+        if not self.path.startswith("/") or any(c in self.path for c in " \r\n"):
+            raise SpecError("probe.http_get.path", f"{self.path!r} is not an absolute URL path")
+
+
+@dataclass(frozen=True, slots=True)
+class TCPSocketAction:
+    """Succeeds when a TCP connection opens (Kubernetes `tcpSocket`)."""
+
+    port: int
+    host: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        _check_port("probe.tcp_socket.port", self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecAction:
+    """Succeeds when the command, run inside the container, exits with 0 (Kubernetes `exec`)."""
+
+    command: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.command:
+            raise SpecError("probe.exec.command", "is empty")
+
+
+ProbeAction = HTTPGetAction | TCPSocketAction | ExecAction
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A periodic health check, with Kubernetes' fields and defaults (seconds may be fractional)."""
+
+    action: ProbeAction
+    initial_delay_seconds: float = 0.0
+    period_seconds: float = 10.0
+    timeout_seconds: float = 1.0
+    success_threshold: int = 1
+    """Consecutive successes after a failure before the probe counts as passing."""
+    failure_threshold: int = 3
+    """Consecutive failures before the probe counts as failing."""
+
+    def __post_init__(self) -> None:
+        if self.initial_delay_seconds < 0:
+            raise SpecError("probe.initial_delay_seconds", "is negative")
+        if self.period_seconds <= 0:
+            raise SpecError("probe.period_seconds", "must be positive")
+        if self.timeout_seconds <= 0:
+            raise SpecError("probe.timeout_seconds", "must be positive")
+        if self.success_threshold < 1:
+            raise SpecError("probe.success_threshold", "must be at least 1")
+        if self.failure_threshold < 1:
+            raise SpecError("probe.failure_threshold", "must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    """One container of a replica (Kubernetes `containers[]`)."""
+
+    name: str
+    image: str
+    command: tuple[str, ...] = ()
+    """Replaces the image's entrypoint."""
+    args: tuple[str, ...] = ()
+    """Replaces the image's default arguments."""
+    env: tuple[EnvVar, ...] = ()
+    ports: tuple[ContainerPort, ...] = ()
+    resources: Resources = field(default_factory=Resources)
+    liveness_probe: Probe | None = None
+    """Failing it restarts the container."""
+    readiness_probe: Probe | None = None
+    """Failing it takes the replica out of service without restarting it."""
+    startup_probe: Probe | None = None
+    """Holds off the other probes until the application has started."""
+    image_pull_policy: ImagePullPolicy = ImagePullPolicy.IF_NOT_PRESENT
+
+    def __post_init__(self) -> None:
+        _check_dns_label("containers.name", self.name)
+        if not self.image or any(c.isspace() for c in self.image):
+            raise SpecError("containers.image", f"{self.image!r} is not an image reference")
+        names = [e.name for e in self.env]
+        if len(set(names)) != len(names):
+            raise SpecError("containers.env", f"container {self.name!r} repeats a variable")
+        for kind, probe in (("liveness", self.liveness_probe), ("startup", self.startup_probe)):
+            if probe is not None and probe.success_threshold != 1:
+                raise SpecError(f"containers.{kind}_probe.success_threshold", "must be 1")
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    """A named volume mounted at the same path in every container of the replica."""
+
+    name: str
+    mount_path: str
+    kind: VolumeKind = VolumeKind.EPHEMERAL
+
+    def __post_init__(self) -> None:
+        _check_dns_label("volumes.name", self.name)
+        if not self.mount_path.startswith("/") or self.mount_path == "/":
+            raise SpecError("volumes.mount_path", f"{self.mount_path!r} is not an absolute path")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ReplicaKey:
+    """Which replica: stable across revisions, so a new revision replaces the old one."""
+
+    chain: str
+    app: str
+    replica: int
+
+    def __str__(self) -> str:
+        return f"{self.app}/{self.replica}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaSpec:
+    """One replica of one revision of an application, assigned to this node by the chain."""
+
+    chain: str
+    """The chain id whose state assigned this replica."""
+    app: str
+    revision: int
+    """Bumped by the chain on every change to the application; a new revision is a replacement."""
+    replica: int
+    """The replica's index within the application."""
+    containers: tuple[Container, ...]
+    restart_policy: RestartPolicy = RestartPolicy.ALWAYS
+    volumes: tuple[Volume, ...] = ()
+    termination_grace_period_seconds: float = 30.0
+    """How long a container has to exit after SIGTERM before it is killed."""
+
+    def __post_init__(self) -> None:
+        if not _CHAIN_ID.match(self.chain):
+            raise SpecError("chain", f"{self.chain!r} is not a chain id")
+        _check_dns_label("app", self.app)
+        if self.revision < 0:
+            raise SpecError("revision", f"{self.revision} is negative")
+        if self.replica < 0:
+            raise SpecError("replica", f"{self.replica} is negative")
+        if not self.containers:
+            raise SpecError("containers", "a replica needs at least one container")
+        names = [c.name for c in self.containers]
+        if len(set(names)) != len(names):
+            raise SpecError("containers.name", "two containers have the same name")
+        if len({v.name for v in self.volumes}) != len(self.volumes):
+            raise SpecError("volumes.name", "two volumes have the same name")
+        if len({v.mount_path for v in self.volumes}) != len(self.volumes):
+            raise SpecError("volumes.mount_path", "two volumes are mounted at the same path")
+        if self.termination_grace_period_seconds < 0:
+            raise SpecError("termination_grace_period_seconds", "is negative")
+
+    @property
+    def key(self) -> ReplicaKey:
+        return ReplicaKey(self.chain, self.app, self.replica)
+
+    def container(self, name: str) -> Container:
+        for c in self.containers:
+            if c.name == name:
+                return c
+        raise KeyError(name)

@@ -1,0 +1,30 @@
+"""The Docker adapter passes the runtime conformance checks on the real engine."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import trio
+
+from orchestrator import labels
+from orchestrator.docker_runtime import DockerRuntime
+from tests.integration.docker_harness import DockerEngine
+from tests.unit.orchestrator.runtime_conformance import CHECKS, Check
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("check", CHECKS.values(), ids=list(CHECKS))
+def test_docker_runtime_conforms(
+    check: Check, docker_engine: DockerEngine, busybox_image: str, node_id: str
+) -> None:
+    async def main() -> None:
+        runtime = await DockerRuntime.connect(docker_engine.host)
+        try:
+            tag = {"conformance": uuid.uuid4().hex[:8], **labels.owner_labels(node_id)}
+            await check(runtime, busybox_image, tag)
+        finally:
+            runtime.close()
+
+    trio.run(main)

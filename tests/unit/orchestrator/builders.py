@@ -1,0 +1,118 @@
+"""Replica specs and observed containers for orchestrator tests."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import trio
+
+from orchestrator import labels
+from orchestrator.runtime import ContainerInfo, ContainerState, RunState, VolumeInfo
+from orchestrator.spec import (
+    Container,
+    Probe,
+    ReplicaSpec,
+    Resources,
+    RestartPolicy,
+    Volume,
+    VolumeKind,
+)
+
+NODE = "node-a"
+CHAIN = "statemesh_dev"
+
+
+def container(
+    name: str = "main",
+    *,
+    image: str = "img:1",
+    args: tuple[str, ...] = ("sleep", "1000"),
+    liveness: Probe | None = None,
+    readiness: Probe | None = None,
+    startup: Probe | None = None,
+    resources: Resources | None = None,
+) -> Container:
+    return Container(
+        name=name,
+        image=image,
+        args=args,
+        resources=resources or Resources(),
+        liveness_probe=liveness,
+        readiness_probe=readiness,
+        startup_probe=startup,
+    )
+
+
+def replica(
+    app: str = "web",
+    index: int = 0,
+    *,
+    revision: int = 1,
+    containers: tuple[Container, ...] | None = None,
+    restart_policy: RestartPolicy = RestartPolicy.ALWAYS,
+    volumes: tuple[Volume, ...] = (),
+    grace: float = 1.0,
+) -> ReplicaSpec:
+    return ReplicaSpec(
+        chain=CHAIN,
+        app=app,
+        revision=revision,
+        replica=index,
+        containers=containers or (container(),),
+        restart_policy=restart_policy,
+        volumes=volumes,
+        termination_grace_period_seconds=grace,
+    )
+
+
+def ephemeral(name: str = "scratch", path: str = "/scratch") -> Volume:
+    return Volume(name, path, VolumeKind.EPHEMERAL)
+
+
+def persistent(name: str = "data", path: str = "/data") -> Volume:
+    return Volume(name, path, VolumeKind.PERSISTENT)
+
+
+def observed(
+    spec: ReplicaSpec,
+    name: str = "main",
+    state: ContainerState = ContainerState.RUNNING,
+    *,
+    cid: str = "c1",
+    exit_code: int = 0,
+    oom: bool = False,
+    started: bool = True,
+    node: str = NODE,
+) -> ContainerInfo:
+    """A container as the engine would report it for `spec`'s container `name`."""
+    c = spec.container(name)
+    ran = started and state is not ContainerState.CREATED
+    finished = ran and state not in (ContainerState.RUNNING,)
+    return ContainerInfo(
+        id=cid,
+        name=labels.container_name(node, spec, c),
+        labels=labels.container_labels(node, spec, c),
+        state=state,
+        run=RunState(
+            started_at=100.0 if ran else None,
+            finished_at=160.0 if finished else None,
+            exit_code=exit_code,
+            oom_killed=oom,
+        ),
+    )
+
+
+def observed_volume(spec: ReplicaSpec, volume: Volume, node: str = NODE) -> VolumeInfo:
+    identity = labels.volume_identity(spec, volume)
+    return VolumeInfo(labels.volume_name(node, identity), labels.volume_labels(node, identity))
+
+
+class InMemoryDesired:
+    """A `DesiredState` the test edits: a plain list of specs."""
+
+    def __init__(self, *specs: ReplicaSpec) -> None:
+        self.specs = list(specs)
+
+    async def replicas(self) -> Collection[ReplicaSpec]:
+        await trio.lowlevel.checkpoint()
+        return list(self.specs)

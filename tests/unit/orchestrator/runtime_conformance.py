@@ -1,0 +1,185 @@
+"""What every `ContainerRuntime` must do, as checks that the in-memory fake (unit tests) and the
+Docker adapter (integration tests) both pass. Each check is an async function of a runtime, an
+image that is present, and labels of its own."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+
+import pytest
+import trio
+
+from orchestrator.errors import ContainerNotFound, CreateFailed, ImageUnavailable, RuntimeFailure
+from orchestrator.runtime import ContainerRuntime, ContainerState, CreateRequest, RuntimeEvent
+from orchestrator.spec import ImagePullPolicy, Resources
+
+Check = Callable[[ContainerRuntime, str, Mapping[str, str]], Awaitable[None]]
+CHECKS: dict[str, Check] = {}
+
+
+def check(fn: Check) -> Check:
+    CHECKS[fn.__name__] = fn
+    return fn
+
+
+def request(image: str, labels: Mapping[str, str], name: str, *args: str) -> CreateRequest:
+    return CreateRequest(
+        name=f"{name}-{labels['conformance']}",
+        image=image,
+        command=(),
+        args=args or ("sleep", "60"),
+        env=(),
+        labels=dict(labels),
+        resources=Resources(memory_bytes=32 * 2**20, pids_limit=16),
+    )
+
+
+async def started(
+    runtime: ContainerRuntime, image: str, labels: Mapping[str, str], name: str
+) -> str:
+    cid = await runtime.create(request(image, labels, name))
+    await runtime.start(cid)
+    return cid
+
+
+@check
+async def created_and_started_is_listed_as_running(
+    runtime: ContainerRuntime, image: str, labels: Mapping[str, str]
+) -> None:
+    cid = await runtime.create(request(image, labels, "run"))
+    (created,) = await runtime.list_containers(labels)
+    assert (created.id, created.state) == (cid, ContainerState.CREATED)
+    assert created.run is not None and created.run.started_at is None
+    await runtime.start(cid)
+    await runtime.start(cid)  # starting a running container changes nothing
+    (running,) = await runtime.list_containers(labels)
+    assert (running.id, running.state, dict(running.labels)) == (
+        cid,
+        ContainerState.RUNNING,
+        dict(labels),
+    )
+    info = await runtime.inspect(cid)
+    assert info.run is not None and info.run.started_at is not None
+    assert info.run.finished_at is None
+    assert await runtime.list_containers({**labels, "conformance": "someone-else"}) == []
+
+
+@check
+async def stop_ends_the_run_and_remove_is_idempotent(
+    runtime: ContainerRuntime, image: str, labels: Mapping[str, str]
+) -> None:
+    cid = await started(runtime, image, labels, "stop")
+    await runtime.stop(cid, 1.0)
+    await runtime.stop(cid, 1.0)
+    (stopped,) = await runtime.list_containers(labels)
+    assert stopped.state is ContainerState.EXITED
+    assert stopped.run is not None and stopped.run.finished_at is not None
+    assert stopped.run.exit_code in (137, 143) and not stopped.run.oom_killed
+    assert stopped.run.ran_for >= 0
+    await runtime.remove(cid)
+    await runtime.remove(cid)
+    await runtime.stop(cid, 1.0)
+    assert await runtime.list_containers(labels) == []
+    with pytest.raises(ContainerNotFound) as raised:
+        await runtime.inspect(cid)
+    assert str(raised.value) == f"no container {cid}"
+
+
+@check
+async def a_missing_image_is_image_unavailable(
+    runtime: ContainerRuntime, image: str, labels: Mapping[str, str]
+) -> None:
+    missing = "statemesh-test/not-there:0"
+    with pytest.raises(ImageUnavailable) as raised:
+        await runtime.create(request(missing, labels, "noimage"))
+    assert raised.value.image == missing
+    assert str(raised.value).startswith(f"image {missing!r} is not present and could not be pulled")
+    with pytest.raises(ImageUnavailable) as never:
+        await runtime.ensure_image(missing, ImagePullPolicy.NEVER)
+    assert raised.value.reason == never.value.reason == "ImagePullBackOff"
+    await runtime.ensure_image(image, ImagePullPolicy.IF_NOT_PRESENT)
+    assert await runtime.list_containers(labels) == []
+
+
+@check
+async def a_container_without_a_command_is_refused(
+    runtime: ContainerRuntime, image: str, labels: Mapping[str, str]
+) -> None:
+    bare = CreateRequest(
+        f"bare-{labels['conformance']}", image, (), (), (), dict(labels), Resources()
+    )
+    with pytest.raises(CreateFailed) as raised:
+        await runtime.create(bare)
+    assert str(raised.value).lower() == f"cannot create {bare.name}: no command specified"
+    assert raised.value.reason == "CreateContainerError"
+
+
+@check
+async def a_name_in_use_is_refused(
+    runtime: ContainerRuntime, image: str, labels: Mapping[str, str]
+) -> None:
+    await runtime.create(request(image, labels, "twice"))
+    with pytest.raises(CreateFailed):
+        await runtime.create(request(image, labels, "twice"))
+    assert len(await runtime.list_containers(labels)) == 1
+
+
+@check
+async def exec_reports_the_exit_code(
+    runtime: ContainerRuntime, image: str, labels: Mapping[str, str]
+) -> None:
+    cid = await started(runtime, image, labels, "exec")
+    assert (await runtime.exec(cid, ["true"], 5.0)).exit_code == 0
+    assert (await runtime.exec(cid, ["false"], 5.0)).exit_code == 1
+    await runtime.stop(cid, 1.0)
+    with pytest.raises(RuntimeFailure):
+        await runtime.exec(cid, ["true"], 5.0)
+
+
+@check
+async def stats_read_a_running_container_only(
+    runtime: ContainerRuntime, image: str, labels: Mapping[str, str]
+) -> None:
+    cid = await started(runtime, image, labels, "stats")
+    stats = await runtime.stats(cid)
+    assert stats.cpu_ns >= 0 and stats.memory_bytes >= 0 and stats.pids >= 1
+    await runtime.stop(cid, 1.0)
+    with pytest.raises(RuntimeFailure):
+        await runtime.stats(cid)
+
+
+@check
+async def volumes_are_created_listed_and_removed_idempotently(
+    runtime: ContainerRuntime, image: str, labels: Mapping[str, str]
+) -> None:
+    name = f"vol-{labels['conformance']}"
+    await runtime.create_volume(name, labels)
+    await runtime.create_volume(name, labels)
+    (volume,) = await runtime.list_volumes(labels)
+    assert (volume.name, dict(volume.labels)) == (name, dict(labels))
+    await runtime.remove_volume(name)
+    await runtime.remove_volume(name)
+    assert await runtime.list_volumes(labels) == []
+
+
+@check
+async def watch_reports_start_and_die_of_labelled_containers_only(
+    runtime: ContainerRuntime, image: str, labels: Mapping[str, str]
+) -> None:
+    send, receive = trio.open_memory_channel[RuntimeEvent](16)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runtime.watch, labels, send)
+        await trio.sleep(0.1)  # the engine has the subscription before anything happens
+        cid = await started(runtime, image, labels, "watched")
+        await runtime.stop(cid, 1.0)
+        seen = []
+        with trio.fail_after(10):
+            async for event in receive:
+                assert event.container_id == cid
+                seen.append(event.action)
+                if event.action == "die":
+                    break
+        (after,) = await runtime.list_containers(labels)
+        assert after.state is ContainerState.EXITED  # the list already says so
+        nursery.cancel_scope.cancel()
+    assert seen[0] == "start" and seen[-1] == "die"

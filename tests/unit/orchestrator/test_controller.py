@@ -1,0 +1,456 @@
+"""The reconcile loop over the in-memory engine, under trio's mock clock."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable
+
+import trio
+import trio.testing
+
+from orchestrator import labels
+from orchestrator.backoff import BackoffPolicy
+from orchestrator.controller import Controller, ControllerConfig
+from orchestrator.events import EventKind
+from orchestrator.runtime import ContainerState
+from orchestrator.spec import ExecAction, Probe, ReplicaSpec, RestartPolicy
+from orchestrator.status import ContainerPhase, ContainerStatus, ReplicaStatus
+from tests.unit.orchestrator.builders import (
+    NODE,
+    InMemoryDesired,
+    container,
+    ephemeral,
+    persistent,
+    replica,
+)
+from tests.unit.orchestrator.fake_runtime import FakeContainer, FakeRuntime
+
+OWNER = labels.owner_labels(NODE)
+CONFIG = ControllerConfig(node=NODE, resync_seconds=5.0, metering_seconds=5.0)
+
+
+Scenario = Callable[[Controller, FakeRuntime, InMemoryDesired], Awaitable[None]]
+
+
+def scenario(
+    test: Scenario,
+    *specs: ReplicaSpec,
+    runtime: FakeRuntime | None = None,
+    config: ControllerConfig = CONFIG,
+) -> None:
+    async def main() -> None:
+        engine = runtime or FakeRuntime()
+        desired = InMemoryDesired(*specs)
+        controller = Controller(engine, desired, config, wall=trio.current_time)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(controller.run)
+            with trio.fail_after(3600):
+                await test(controller, engine, desired)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+async def until(controller: Controller, predicate: Callable[[], bool]) -> None:
+    while not predicate():
+        await controller.changed()
+
+
+def status_of(controller: Controller, spec: ReplicaSpec) -> ReplicaStatus | None:
+    return controller.status().get(spec.key)
+
+
+def main_status(controller: Controller, spec: ReplicaSpec) -> ContainerStatus:
+    status = status_of(controller, spec)
+    assert status is not None
+    return status.containers[0]
+
+
+def restarts(controller: Controller, spec: ReplicaSpec) -> int:
+    status = status_of(controller, spec)
+    return 0 if status is None else status.restart_count
+
+
+def running(controller: Controller, spec: ReplicaSpec) -> bool:
+    status = status_of(controller, spec)
+    return status is not None and status.running
+
+
+def reason(controller: Controller, spec: ReplicaSpec) -> str | None:
+    status = status_of(controller, spec)
+    return None if status is None else status.containers[0].reason
+
+
+def kinds(controller: Controller, spec: ReplicaSpec) -> list[str]:
+    return [e.kind.value for e in controller.events.for_replica(spec.key)]
+
+
+def is_ready(controller: Controller, spec: ReplicaSpec) -> Callable[[], bool]:
+    return lambda: bool((s := status_of(controller, spec)) and s.ready)
+
+
+WEB = replica()
+
+
+def started_again(c: FakeContainer) -> Callable[[], bool]:
+    starts = c.starts
+    return lambda: c.starts > starts
+
+
+def all_ready(controller: Controller, count: int) -> Callable[[], bool]:
+    return lambda: controller.statistics().ready_replicas == count
+
+
+def test_a_desired_replica_runs_and_is_ready() -> None:
+    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+        await until(controller, is_ready(controller, WEB))
+        (c,) = runtime.running(OWNER)
+        assert c.labels[labels.APP] == "web" and c.labels[labels.REVISION] == "1"
+        assert c.request is not None and c.request.args == ("sleep", "1000")
+        assert main_status(controller, WEB) == ContainerStatus(
+            "main", ContainerPhase.RUNNING, "", "", True, 0, c.id
+        )
+        assert kinds(controller, WEB) == ["Scheduled", "Created", "Started", "Ready"]
+        stats = controller.statistics()
+        assert (stats.desired_replicas, stats.running_containers, stats.ready_replicas) == (1, 1, 1)
+        assert stats.engine_available and stats.actions_failed == 0
+
+    scenario(test, WEB)
+
+
+def test_passes_are_idempotent() -> None:
+    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+        await until(controller, is_ready(controller, WEB))
+        before = list(runtime.operations)
+        for _round in range(5):
+            controller.trigger()
+            await controller.changed()
+        await trio.sleep(30)
+        assert runtime.operations == before
+        assert controller.statistics().passes > 5
+
+    scenario(test, WEB)
+
+
+def test_a_crash_restarts_at_once_then_with_growing_backoff() -> None:
+    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+        await until(controller, is_ready(controller, WEB))
+        (c,) = runtime.running(OWNER)
+        restarts_at = []
+        for _round in range(4):
+            runtime.exit(c.id, 1)
+            await until(controller, started_again(c))
+            restarts_at.append(trio.current_time())
+        gaps = [round(b - a) for a, b in itertools.pairwise(restarts_at)]
+        assert gaps == [10, 20, 40]
+        assert main_status(controller, WEB).restart_count == 4
+
+    scenario(test, WEB)
+
+
+def test_while_held_back_the_reason_is_crash_loop_backoff() -> None:
+    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+        await until(controller, is_ready(controller, WEB))
+        (c,) = runtime.running(OWNER)
+        runtime.exit(c.id, 3)
+        await until(controller, lambda: c.starts == 2)
+        runtime.exit(c.id, 3)
+        await until(controller, lambda: "BackOff" in kinds(controller, WEB))
+        status = main_status(controller, WEB)
+        assert status.message == (
+            "back-off 10s restarting failed container; last exit code 3 (Error)"
+        )
+        assert (status.phase, status.last_termination_reason, status.exit_code) == (
+            ContainerPhase.WAITING,
+            "Error",
+            3,
+        )
+        assert status.reason == "CrashLoopBackOff"
+
+    scenario(test, WEB)
+
+
+def test_a_missing_image_is_image_pull_backoff_without_a_hot_loop() -> None:
+    spec = replica(containers=(container(image="nope:1"),))
+
+    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+        await until(controller, lambda: reason(controller, spec) == "ImagePullBackOff")
+        assert main_status(controller, spec).message == (
+            "image 'nope:1' is not present and could not be pulled: pull access denied: no registry"
+        )
+        await trio.sleep(100)
+        failures = [
+            e.at for e in controller.events.for_replica(spec.key) if e.kind.value == "Failed"
+        ]
+        # Attempts at 0, 10, 30, 70: the back-off doubles.
+        assert [round(t) for t in failures] == [0, 10, 30, 70]
+        runtime.images.add("nope:1")
+        await until(controller, is_ready(controller, spec))
+
+    scenario(test, spec)
+
+
+def test_a_failing_create_is_create_container_error() -> None:
+    spec = replica(containers=(container(args=()),))
+
+    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+        await until(controller, lambda: reason(controller, spec) == "CreateContainerError")
+        status = main_status(controller, spec)
+        assert status.message.endswith(": no command specified")
+        assert status.phase is ContainerPhase.WAITING and not status.ready
+        await trio.sleep(60)
+        assert controller.statistics().actions_failed <= 4
+
+    scenario(test, spec)
+
+
+def test_a_start_failure_is_run_container_error_and_backs_off() -> None:
+    spec = replica(containers=(container(args=("nosuch",)),))
+
+    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+        await until(controller, lambda: reason(controller, spec) == "RunContainerError")
+        assert "executable file not found" in main_status(controller, spec).message
+        await trio.sleep(60)
+        assert runtime.count("create") == 1
+        assert runtime.count("start") <= 4
+
+    scenario(test, spec, runtime=FakeRuntime(missing_executables={"nosuch"}))
+
+
+def test_scale_down_removes_the_container_and_its_ephemeral_volume() -> None:
+    spec = replica(volumes=(ephemeral(),))
+
+    async def test(controller: Controller, runtime: FakeRuntime, desired: InMemoryDesired) -> None:
+        await until(controller, is_ready(controller, spec))
+        assert len(runtime.volumes) == 1
+        desired.specs = []
+        controller.trigger()
+        await until(controller, lambda: not runtime.with_labels(OWNER) and not runtime.volumes)
+        assert controller.status() == {}
+        assert kinds(controller, spec)[-1] == "Removed"
+
+    scenario(test, spec)
+
+
+def test_a_new_revision_replaces_the_container_and_keeps_the_persistent_volume() -> None:
+    v1 = replica(volumes=(persistent(),))
+    v2 = replica(revision=2, volumes=(persistent(),))
+
+    async def test(controller: Controller, runtime: FakeRuntime, desired: InMemoryDesired) -> None:
+        await until(controller, is_ready(controller, v1))
+        (old,) = runtime.running(OWNER)
+        volumes = dict(runtime.volumes)
+        desired.specs = [v2]
+        controller.trigger()
+        await until(
+            controller, lambda: (s := status_of(controller, v2)) is not None and s.revision == 2
+        )
+        await until(controller, is_ready(controller, v2))
+        (new,) = runtime.with_labels(OWNER)
+        assert new.id != old.id and new.labels[labels.REVISION] == "2"
+        assert runtime.volumes == volumes
+        assert runtime.operations[-4:] == [
+            ("stop", old.id),
+            ("remove", old.id),
+            ("create", new.id),
+            ("start", new.id),
+        ]
+
+    scenario(test, v1)
+
+
+def test_a_new_controller_adopts_instead_of_duplicating() -> None:
+    async def main() -> None:
+        runtime, desired = FakeRuntime(), InMemoryDesired(WEB, replica("api", 1))
+        for generation in range(2):
+            controller = Controller(runtime, desired, CONFIG, wall=trio.current_time)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(controller.run)
+                await until(controller, all_ready(controller, 2))
+                nursery.cancel_scope.cancel()
+            assert len(runtime.with_labels(OWNER)) == 2
+            assert runtime.count("create") == 2, generation
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_containers_without_our_labels_are_never_touched() -> None:
+    runtime = FakeRuntime()
+    strangers = [
+        runtime.add_foreign("db", {"com.example": "x"}),
+        runtime.add_foreign("other-node", {**OWNER, labels.NODE: "node-b", labels.APP: "web"}),
+        runtime.add_foreign("half-ours", {**OWNER, labels.APP: "web"}),
+        runtime.add_foreign("dead-stranger", {}, running=False),
+    ]
+
+    async def test(controller: Controller, engine: FakeRuntime, desired: InMemoryDesired) -> None:
+        await until(controller, is_ready(controller, WEB))
+        desired.specs = []
+        controller.trigger()
+        await until(
+            controller,
+            lambda: not engine.running(labels.container_labels(NODE, WEB, WEB.containers[0])),
+        )
+        await trio.sleep(30)
+        assert all(cid in engine.containers for cid in strangers)
+        touched = {cid for _, cid in engine.operations}
+        assert touched.isdisjoint(strangers)
+
+    scenario(test, WEB, runtime=runtime)
+
+
+def test_an_unreachable_engine_is_a_reason_and_is_retried_with_backoff() -> None:
+    runtime = FakeRuntime(down=True)
+
+    async def test(controller: Controller, engine: FakeRuntime, _: InMemoryDesired) -> None:
+        await until(controller, lambda: not controller.statistics().engine_available)
+        status = main_status(controller, WEB)
+        assert (status.reason, status.message) == (
+            "EngineUnavailable",
+            "no container engine answers at fake://engine: connection refused; "
+            "this node offers no compute",
+        )
+        passes = controller.statistics().passes
+        await trio.sleep(60)
+        assert controller.statistics().passes == passes  # failed passes are not counted
+        engine.down = False
+        await until(controller, is_ready(controller, WEB))
+
+    scenario(test, WEB, runtime=runtime)
+
+
+def exec_liveness() -> Probe:
+    return Probe(ExecAction(("alive",)), period_seconds=1, failure_threshold=2)
+
+
+def test_a_failing_liveness_probe_restarts_the_container_with_backoff() -> None:
+    spec = replica(containers=(container(liveness=exec_liveness()),))
+    runtime = FakeRuntime(exec_handler=lambda cid, cmd: 1)
+
+    async def test(controller: Controller, engine: FakeRuntime, _: InMemoryDesired) -> None:
+        await until(controller, lambda: restarts(controller, spec) >= 3)
+        times = [
+            e.at for e in controller.events.for_replica(spec.key) if e.kind is EventKind.RESTARTED
+        ]
+        gaps = [round(b - a) for a, b in itertools.pairwise(times)]
+        assert gaps == [10, 20]
+        unhealthy = [
+            e for e in controller.events.for_replica(spec.key) if e.kind is EventKind.UNHEALTHY
+        ]
+        assert unhealthy[0].reason == "LivenessProbeFailed"
+        assert unhealthy[0].message == (
+            "liveness probe failed: exec ['alive']: exit code 1; the container will be restarted"
+        )
+        assert engine.count("stop") >= 3
+
+    scenario(test, spec, runtime=runtime)
+
+
+def test_readiness_gates_the_ready_flag_without_restarts() -> None:
+    probe = Probe(ExecAction(("ready",)), period_seconds=1, failure_threshold=1)
+    spec = replica(containers=(container(readiness=probe),))
+    answers = {"ready": 1}
+    runtime = FakeRuntime(exec_handler=lambda cid, cmd: answers[cmd[0]])
+
+    async def test(controller: Controller, engine: FakeRuntime, _: InMemoryDesired) -> None:
+        await until(controller, lambda: running(controller, spec))
+        await trio.sleep(10)
+        assert not main_status(controller, spec).ready
+        answers["ready"] = 0
+        await until(controller, is_ready(controller, spec))
+        answers["ready"] = 1
+        await until(controller, lambda: not main_status(controller, spec).ready)
+        assert engine.count("stop") == 0 and main_status(controller, spec).restart_count == 0
+
+    scenario(test, spec, runtime=runtime)
+
+
+def test_an_oom_kill_is_reported() -> None:
+    spec = replica(restart_policy=RestartPolicy.NEVER)
+
+    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+        await until(controller, is_ready(controller, spec))
+        (c,) = runtime.running(OWNER)
+        runtime.exit(c.id, 137, oom=True)
+        await until(
+            controller, lambda: main_status(controller, spec).phase is ContainerPhase.TERMINATED
+        )
+        assert main_status(controller, spec) == ContainerStatus(
+            "main",
+            ContainerPhase.TERMINATED,
+            "OOMKilled",
+            "exit code 137",
+            False,
+            0,
+            c.id,
+            "OOMKilled",
+            137,
+        )
+        (oom,) = [e for e in controller.events.for_replica(spec.key) if e.kind.value == "OOMKilled"]
+        assert (oom.container, oom.reason, oom.message) == ("main", "OOMKilled", "exit code 137")
+        await trio.sleep(60)
+        assert c.starts == 1 and c.state is ContainerState.EXITED
+
+    scenario(test, spec)
+
+
+def test_usage_is_metered_across_restarts() -> None:
+    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+        await until(controller, is_ready(controller, WEB))
+        (c,) = runtime.running(OWNER)
+        c.cpu_ns, c.memory_bytes = 2_000_000_000, 5_000_000
+        await trio.sleep(6)  # one metering period
+        usage = controller.usage()[WEB.key]
+        assert (usage.cpu_ns, usage.memory_bytes, usage.samples) == (2_000_000_000, 5_000_000, 1)
+        runtime.exit(c.id, 1)  # the run ends at t=6 after 6 s; the engine resets the counter
+        await until(controller, lambda: c.starts == 2)
+        c.cpu_ns, c.memory_bytes = 1_000_000_000, 3_000_000
+        await trio.sleep(5)
+        usage = controller.usage()[WEB.key]
+        assert usage.cpu_ns == 3_000_000_000
+        assert usage.memory_bytes == 3_000_000 and usage.peak_memory_bytes == 5_000_000
+        assert 10_000 <= usage.uptime_ms <= 11_000
+
+    scenario(test, WEB)
+
+
+def test_the_highest_revision_wins_when_a_replica_is_desired_twice() -> None:
+    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+        v3 = replica(revision=3)
+        await until(controller, is_ready(controller, v3))
+        (c,) = runtime.with_labels(OWNER)
+        assert c.labels[labels.REVISION] == "3"
+
+    scenario(test, replica(revision=3), replica(revision=2))
+
+
+def test_every_container_of_a_replica_is_run_and_reported() -> None:
+    spec = replica(containers=(container("main"), container("side")))
+
+    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+        await until(controller, is_ready(controller, spec))
+        names = sorted(c.labels[labels.CONTAINER] for c in runtime.running(OWNER))
+        assert names == ["main", "side"]
+        status = status_of(controller, spec)
+        assert status is not None
+        assert [c.name for c in status.containers] == ["main", "side"]
+
+    scenario(test, spec)
+
+
+def test_fast_policies_make_the_backoff_short() -> None:
+    fast = BackoffPolicy(initial_seconds=0.2, max_seconds=1.0, reset_after_seconds=5.0)
+    config = ControllerConfig(node=NODE, crash_backoff=fast, resync_seconds=5.0)
+
+    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+        await until(controller, is_ready(controller, WEB))
+        (c,) = runtime.running(OWNER)
+        times: list[float] = []
+        for _round in range(5):
+            runtime.exit(c.id, 1)
+            await until(controller, started_again(c))
+            times.append(trio.current_time())
+        gaps = [round(b - a, 1) for a, b in itertools.pairwise(times)]
+        assert gaps == [0.2, 0.4, 0.8, 1.0]
+
+    scenario(test, WEB, config=config)
