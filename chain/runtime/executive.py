@@ -20,6 +20,7 @@ from chain.errors import (
 )
 from chain.primitives import Hash32
 from chain.runtime import balances, system
+from chain.runtime.apps import Apps
 from chain.runtime.balances import Balances
 from chain.runtime.config import RuntimeConfig
 from chain.runtime.epochs import Epochs
@@ -61,7 +62,7 @@ class CheckedTransaction:
 
 def default_modules() -> tuple[Module, ...]:
     """The runtime's modules, in hook order: `system` records the block first."""
-    return (System(), Balances(), Nodes(), Towers(), Epochs())
+    return (System(), Balances(), Nodes(), Towers(), Epochs(), Apps())
 
 
 class Runtime:

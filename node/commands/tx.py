@@ -56,29 +56,32 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     call.set_defaults(handler=_generic)
 
     for parser in (transfer, remark, call):
-        parser.add_argument(
-            "--from",
-            dest="sender",
-            required=True,
-            metavar="KEY",
-            help="keystore key name, or dev-alice, dev-bob, … (development accounts)",
-        )
-        parser.add_argument("--tip", default="0", metavar="N", help="tip for the block author")
-        parser.add_argument("--nonce", type=int, metavar="N", help="default: the next free nonce")
-        parser.add_argument(
-            "--no-wait", action="store_true", help="return once the node accepted it"
-        )
-        add_keystore_argument(parser)
-        add_password_argument(parser)
-        add_client_arguments(parser)
+        add_signing_arguments(parser)
+
+
+def add_signing_arguments(parser: argparse.ArgumentParser) -> None:
+    """What every command that signs and submits a transaction takes."""
+    parser.add_argument(
+        "--from",
+        dest="sender",
+        required=True,
+        metavar="KEY",
+        help="keystore key name, or dev-alice, dev-bob, … (development accounts)",
+    )
+    parser.add_argument("--tip", default="0", metavar="N", help="tip for the block author")
+    parser.add_argument("--nonce", type=int, metavar="N", help="default: the next free nonce")
+    parser.add_argument("--no-wait", action="store_true", help="return once the node accepted it")
+    add_keystore_argument(parser)
+    add_password_argument(parser)
+    add_client_arguments(parser)
 
 
 def _transfer(args: argparse.Namespace) -> int:
-    return _submit(args, "balances", "transfer", {"dest": args.to, "amount": args.amount})
+    return submit_call(args, "balances", "transfer", {"dest": args.to, "amount": args.amount})
 
 
 def _remark(args: argparse.Namespace) -> int:
-    return _submit(args, "system", "remark", {"data": args.data})
+    return submit_call(args, "system", "remark", {"data": args.data})
 
 
 def _generic(args: argparse.Namespace) -> int:
@@ -88,7 +91,7 @@ def _generic(args: argparse.Namespace) -> int:
         if not sep or not name:
             raise UsageError(f"arguments are NAME=VALUE, got {item!r}")
         values[name] = value
-    return _submit(args, args.module, args.function, values)
+    return submit_call(args, args.module, args.function, values)
 
 
 def build_call(module: str, function: str, values: dict[str, Any]) -> Call:
@@ -102,7 +105,11 @@ def build_call(module: str, function: str, values: dict[str, Any]) -> Call:
         raise UsageError(str(exc)) from None
 
 
-def _submit(args: argparse.Namespace, module: str, function: str, values: dict[str, Any]) -> int:
+def submit_call(
+    args: argparse.Namespace, module: str, function: str, values: dict[str, Any]
+) -> int:
+    """Sign `module.function(values)` with --from, submit it, and follow it (unless --no-wait);
+    the exit code says whether the call succeeded in a finalized block."""
     call = build_call(module, function, values)
     try:
         tip = int(args.tip)

@@ -1,0 +1,414 @@
+"""The `apps` module: applications on chain. Each is owned by the account that created it, keeps
+its canonical manifest per revision, and has its replicas placed on active nodes by the
+deterministic scheduler: after any change to an app, at every epoch boundary (nodes come and
+go), and block by block while a rolling update is under way."""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, replace
+
+from chain import codec
+from chain.primitives import AccountId
+from chain.runtime import nodes, towers
+from chain.runtime.framework import AccountRef, Arg, ArgKind, CallDef, Context, Module
+from chain.runtime.manifest import Manifest, ManifestError, decode_manifest
+from chain.runtime.scheduler import (
+    AppDemand,
+    NodeInfo,
+    Placement,
+    ReplicaId,
+    Resources,
+    rollout_step,
+    schedule,
+)
+from chain.state import Overlay, StateReader, storage_key
+
+NAME = "apps"
+MAX_MANIFEST_BYTES = 64 * 1024
+MAX_REPLICAS = 1000
+_APP = storage_key(NAME, "app")
+_MANIFEST = storage_key(NAME, "manifest")
+_PLACEMENT = storage_key(NAME, "placement")
+INDEX_KEY = storage_key(NAME, "index")
+DIRTY_KEY = storage_key(NAME, "dirty")
+"""Set when an app changed in this block: placements are computed again at its end."""
+ROLLING_KEY = storage_key(NAME, "rolling")
+"""Set while some app still runs copies of an older revision."""
+
+
+class AppsError(enum.Enum):
+    BAD_MANIFEST = "BadManifest"
+    NAME_TAKEN = "NameTaken"
+    UNKNOWN_APP = "UnknownApp"
+    NOT_OWNER = "NotOwner"
+    NAME_MISMATCH = "NameMismatch"
+    TOO_MANY_REPLICAS = "TooManyReplicas"
+
+
+@dataclass(frozen=True, slots=True)
+class AppRecord:
+    owner: AccountId
+    revision: int
+    manifest_hash: bytes
+    replicas: int
+    """Desired replicas: the manifest's, or what `scale` set since."""
+    node_class: str
+    resources: Resources
+    """Per replica, what the scheduler reserves (kept here so placing never re-reads manifests)."""
+    host_ports: tuple[tuple[int, str], ...]
+    max_surge: int
+    max_unavailable: int
+    created_at: int
+    updated_at: int
+
+    def demand(self, name: str) -> AppDemand:
+        return AppDemand(
+            name,
+            self.revision,
+            self.replicas,
+            self.node_class,
+            self.resources,
+            frozenset(self.host_ports),
+        )
+
+    def encode(self) -> bytes:
+        u = codec.encode_uint
+        r = self.resources
+        return codec.encode(
+            [
+                self.owner,
+                u(self.revision),
+                self.manifest_hash,
+                u(self.replicas),
+                self.node_class.encode(),
+                [u(r.cpu_millicores), u(r.memory_mib), u(r.disk_gib), u(r.gpus)],
+                [[u(port), protocol.encode()] for port, protocol in self.host_ports],
+                u(self.max_surge),
+                u(self.max_unavailable),
+                u(self.created_at),
+                u(self.updated_at),
+            ]
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> AppRecord:
+        item = codec.decode(data)
+        if not isinstance(item, list) or len(item) != 11:
+            raise codec.CodecError("an app record has 11 fields")
+        owner, rev, digest, replicas, klass, res, ports, surge, unavail, created, updated = item
+        if not isinstance(klass, bytes) or not isinstance(res, list) or not isinstance(ports, list):
+            raise codec.CodecError("malformed app record")
+        amounts = [codec.uint(x, "resource") for x in res]
+        host_ports = []
+        for entry in ports:
+            if not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[1], bytes):
+                raise codec.CodecError("malformed host port")
+            host_ports.append((codec.uint(entry[0], "port"), entry[1].decode()))
+        return cls(
+            AccountId(codec.fixed(owner, 32, "owner")),
+            codec.uint(rev, "revision"),
+            codec.fixed(digest, 32, "manifest hash"),
+            codec.uint(replicas, "replicas"),
+            klass.decode(),
+            Resources(*amounts),
+            tuple(host_ports),
+            codec.uint(surge, "max surge"),
+            codec.uint(unavail, "max unavailable"),
+            codec.uint(created, "created at"),
+            codec.uint(updated, "updated at"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaEntry:
+    """One copy of one replica that a node must run (two copies of an index exist while a
+    rolling update surges), or a replica no node could take."""
+
+    index: int
+    revision: int
+    node: bytes
+    """Empty when pending."""
+    since: int
+    """The block the entry took its current form."""
+    reason: str = ""
+    """Why it is pending."""
+
+
+def _encode_entries(entries: list[ReplicaEntry]) -> bytes:
+    u = codec.encode_uint
+    return codec.encode(
+        [[u(e.index), u(e.revision), e.node, u(e.since), e.reason.encode()] for e in entries]
+    )
+
+
+def _decode_entries(data: bytes) -> list[ReplicaEntry]:
+    item = codec.decode(data)
+    if not isinstance(item, list):
+        raise codec.CodecError("a placement is a list")
+    out = []
+    for e in item:
+        if not isinstance(e, list) or len(e) != 5 or not isinstance(e[2], bytes):
+            raise codec.CodecError("malformed placement entry")
+        reason = e[4]
+        if not isinstance(reason, bytes):
+            raise codec.CodecError("malformed placement reason")
+        out.append(
+            ReplicaEntry(
+                codec.uint(e[0], "index"),
+                codec.uint(e[1], "revision"),
+                e[2],
+                codec.uint(e[3], "since"),
+                reason.decode(errors="replace"),
+            )
+        )
+    return out
+
+
+def app_names(state: StateReader) -> list[str]:
+    data = state.get(INDEX_KEY)
+    if not data:
+        return []
+    item = codec.decode(data)
+    if not isinstance(item, list) or not all(isinstance(x, bytes) for x in item):
+        raise codec.CodecError("the app index is a list of names")
+    return [x.decode() for x in item]  # type: ignore[union-attr]
+
+
+def _set_names(state: Overlay, names: list[str]) -> None:
+    state.put(INDEX_KEY, codec.encode([n.encode() for n in sorted(names)]))
+
+
+def get_app(state: StateReader, name: str) -> AppRecord | None:
+    data = state.get(_APP + name.encode())
+    return None if data is None else AppRecord.decode(data)
+
+
+def manifest_bytes(state: StateReader, name: str, revision: int) -> bytes | None:
+    return state.get(_MANIFEST + name.encode() + b"/" + revision.to_bytes(8, "big"))
+
+
+def placement(state: StateReader, name: str) -> list[ReplicaEntry]:
+    data = state.get(_PLACEMENT + name.encode())
+    return [] if not data else _decode_entries(data)
+
+
+def assignments_for(state: StateReader, node_id: bytes) -> list[tuple[str, ReplicaEntry]]:
+    """What node `node_id` must run: (app, entry) for every replica copy placed on it."""
+    return [
+        (name, entry)
+        for name in app_names(state)
+        for entry in placement(state, name)
+        if entry.node == node_id
+    ]
+
+
+class Apps(Module):
+    name = NAME
+
+    def calls(self) -> list[CallDef]:
+        manifest = Arg("manifest", ArgKind.BYTES, max_length=MAX_MANIFEST_BYTES)
+        app = Arg("app", ArgKind.BYTES, max_length=63)
+        return [
+            CallDef(NAME, "create", (manifest,), self.create, "Deploy an application."),
+            CallDef(NAME, "update", (manifest,), self.update, "Roll out a new revision."),
+            CallDef(
+                NAME,
+                "scale",
+                (app, Arg("replicas", ArgKind.U64)),
+                self.scale,
+                "Set the number of replicas.",
+            ),
+            CallDef(NAME, "delete", (app,), self.delete, "Remove an application."),
+        ]
+
+    # -- calls ----------------------------------------------------------------------------------
+
+    def _manifest(self, raw: bytes) -> Manifest:
+        try:
+            return decode_manifest(raw)
+        except ManifestError as exc:
+            raise self.fail(AppsError.BAD_MANIFEST, str(exc)) from None
+
+    def _owned(self, ctx: Context, sender: AccountId, name: str) -> AppRecord:
+        record = get_app(ctx.state, name)
+        if record is None:
+            raise self.fail(AppsError.UNKNOWN_APP, f"no application {name!r}")
+        if record.owner != sender:
+            raise self.fail(AppsError.NOT_OWNER, f"only the owner of {name!r} may change it")
+        return record
+
+    def _store(self, ctx: Context, name: str, record: AppRecord, canonical: bytes) -> None:
+        state = ctx.state
+        state.put(_APP + name.encode(), record.encode())
+        state.put(_MANIFEST + name.encode() + b"/" + record.revision.to_bytes(8, "big"), canonical)
+        state.put(DIRTY_KEY, b"\x01")
+
+    def _record(
+        self, ctx: Context, sender: AccountId, manifest: Manifest, revision: int, created: int
+    ) -> AppRecord:
+        replicas = manifest.spec.replicas
+        if replicas > MAX_REPLICAS:
+            raise self.fail(AppsError.TOO_MANY_REPLICAS, f"at most {MAX_REPLICAS} replicas")
+        surge, unavailable = manifest.spec.strategy.resolve(replicas)
+        return AppRecord(
+            sender,
+            revision,
+            manifest.hash(),
+            replicas,
+            manifest.spec.node_class.value,
+            manifest.replica_resources(),
+            tuple(sorted(manifest.host_ports())),
+            surge,
+            unavailable,
+            created,
+            ctx.env.number,
+        )
+
+    def create(self, ctx: Context, sender: AccountId, raw: bytes) -> None:
+        manifest = self._manifest(raw)
+        name = manifest.name
+        if get_app(ctx.state, name) is not None:
+            raise self.fail(AppsError.NAME_TAKEN, f"an application named {name!r} exists")
+        record = self._record(ctx, sender, manifest, 1, ctx.env.number)
+        self._store(ctx, name, record, manifest.canonical_json())
+        _set_names(ctx.state, [*app_names(ctx.state), name])
+        ctx.emit(NAME, "AppCreated", app=name, owner=AccountRef(sender), replicas=record.replicas)
+
+    def update(self, ctx: Context, sender: AccountId, raw: bytes) -> None:
+        manifest = self._manifest(raw)
+        old = self._owned(ctx, sender, manifest.name)
+        if manifest.hash() == old.manifest_hash:
+            return
+        record = self._record(ctx, sender, manifest, old.revision + 1, old.created_at)
+        self._store(ctx, manifest.name, record, manifest.canonical_json())
+        ctx.emit(NAME, "AppUpdated", app=manifest.name, revision=record.revision)
+
+    def scale(self, ctx: Context, sender: AccountId, raw_name: bytes, replicas: int) -> None:
+        name = raw_name.decode(errors="replace")
+        record = self._owned(ctx, sender, name)
+        if replicas > MAX_REPLICAS:
+            raise self.fail(AppsError.TOO_MANY_REPLICAS, f"at most {MAX_REPLICAS} replicas")
+        scaled = replace(record, replicas=replicas, updated_at=ctx.env.number)
+        ctx.state.put(_APP + name.encode(), scaled.encode())
+        ctx.state.put(DIRTY_KEY, b"\x01")
+        ctx.emit(NAME, "AppScaled", app=name, replicas=replicas)
+
+    def delete(self, ctx: Context, sender: AccountId, raw_name: bytes) -> None:
+        name = raw_name.decode(errors="replace")
+        record = self._owned(ctx, sender, name)
+        state = ctx.state
+        state.delete(_APP + name.encode())
+        state.delete(_PLACEMENT + name.encode())
+        for revision in range(1, record.revision + 1):
+            state.delete(_MANIFEST + name.encode() + b"/" + revision.to_bytes(8, "big"))
+        _set_names(state, [n for n in app_names(state) if n != name])
+        state.put(DIRTY_KEY, b"\x01")
+        ctx.emit(NAME, "AppDeleted", app=name)
+
+    # -- placement ------------------------------------------------------------------------------
+
+    def on_finalize(self, ctx: Context) -> None:
+        state = ctx.state
+        boundary = ctx.env.number % ctx.config.towers.epoch_length == 0
+        rolling = state.get(ROLLING_KEY) is not None
+        if state.get(DIRTY_KEY) is None and not boundary and not rolling:
+            return
+        self.place(ctx)
+        state.delete(DIRTY_KEY)
+
+    def place(self, ctx: Context) -> None:
+        state = ctx.state
+        names = app_names(state)
+        records = {n: r for n in names if (r := get_app(state, n)) is not None}
+        entries = {n: placement(state, n) for n in records}
+        infos = []
+        for node_id in nodes.node_ids(state):
+            node = nodes.get_node(state, node_id)
+            if node is not None:
+                height = towers.get_tower(state, node_id).height
+                infos.append(NodeInfo.from_record(node_id, node, height))
+        current: dict[ReplicaId, bytes] = {}
+        for name, app_entries in entries.items():
+            revision = records[name].revision
+            newest = {e.index: e.node for e in app_entries if e.node and e.revision == revision}
+            older = {e.index: e.node for e in app_entries if e.node and e.revision != revision}
+            for index, holder in {**older, **newest}.items():
+                current[ReplicaId(name, index)] = holder
+        result = schedule([r.demand(n) for n, r in records.items()], infos, current)
+        rolling = False
+        for name, record in records.items():
+            updated = self._advance(ctx, name, record, entries[name], result)
+            rolling = rolling or any(e.revision != record.revision for e in updated if e.node)
+            if updated != entries[name]:
+                state.put(_PLACEMENT + name.encode(), _encode_entries(updated))
+        if rolling:
+            state.put(ROLLING_KEY, b"\x01")
+        else:
+            state.delete(ROLLING_KEY)
+
+    def _advance(
+        self,
+        ctx: Context,
+        name: str,
+        record: AppRecord,
+        entries: list[ReplicaEntry],
+        result: Placement,
+    ) -> list[ReplicaEntry]:
+        """The app's copies after this step: the new revision on its target nodes, old copies
+        stopping as the rolling update allows, pending replicas with their reason."""
+        now = ctx.env.number
+        revision = record.revision
+        target = {r.index: node for r, node in result.assignments.items() if r.app == name}
+        pending = {r.index: why for r, why in result.pending.items() if r.app == name}
+        old = {e.index: e.node for e in entries if e.node and e.revision != revision}
+        new = {e.index: e.node for e in entries if e.node and e.revision == revision}
+        if old:
+            step = rollout_step(
+                old, new, target, record.replicas, record.max_surge, record.max_unavailable
+            )
+            for index in step.stop:
+                old.pop(index, None)
+            for index in step.start:
+                new[index] = target[index]
+            # A new copy whose node can no longer hold it follows the scheduler.
+            for index in list(new):
+                if index in target:
+                    new[index] = target[index]
+                else:
+                    del new[index]
+        else:
+            new = dict(target)
+        since = {(e.index, e.revision, e.node): e.since for e in entries}
+        old_revisions = {e.index: e.revision for e in entries if e.node and e.revision != revision}
+        out: list[ReplicaEntry] = []
+        for index, node in sorted(old.items()):
+            rev = old_revisions[index]
+            out.append(ReplicaEntry(index, rev, node, since.get((index, rev, node), now)))
+        for index, node in sorted(new.items()):
+            out.append(ReplicaEntry(index, revision, node, since.get((index, revision, node), now)))
+            if (index, revision, node) not in since:
+                ctx.emit(
+                    NAME,
+                    "ReplicaAssigned",
+                    app=name,
+                    replica=index,
+                    revision=revision,
+                    node=AccountRef(node),
+                )
+        placed = set(old) | set(new)
+        for index in range(record.replicas):
+            if index not in placed:
+                why = pending.get(index, "waiting for the rolling update")
+                entry_since = since.get((index, revision, b""), now)
+                out.append(ReplicaEntry(index, revision, b"", entry_since, why))
+                if (index, revision, b"") not in since:
+                    ctx.emit(NAME, "ReplicaPending", app=name, replica=index, reason=why)
+        out.sort(key=lambda e: (e.index, e.revision))
+        return out
+
+
+def manifest_json(state: StateReader, name: str, revision: int) -> object | None:
+    data = manifest_bytes(state, name, revision)
+    return None if data is None else json.loads(data)

@@ -1,0 +1,107 @@
+"""The `apps` module: deploy, scale, update (rolling), delete, ownership, manifest errors, and
+replicas moving off a node that stopped proving."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from chain.runtime import apps
+from chain.runtime.apps import Apps
+from chain.runtime.manifest import parse_manifest, validate_manifest
+from chain.runtime.nodes import NodeStatus
+from tests.factories import ALICE, BOB, CHARLIE
+from tests.unit.test_towers import NODE_KEYS, TowerChain, tower_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+WEB = parse_manifest((ROOT / "docs/examples/web.yaml").read_text())
+(CREATE, UPDATE, SCALE, DELETE) = Apps().calls()
+
+
+def web(replicas: int = 3, image: str = "busybox") -> bytes:
+    data = WEB.to_json()
+    data["spec"]["replicas"] = replicas
+    data["spec"]["containers"][0]["image"] = image
+    return validate_manifest(data).canonical_json()
+
+
+def active_chain() -> TowerChain:
+    """Three active cpu nodes (operators bob, charlie, dave) after one epoch boundary."""
+    chain = TowerChain(tower_spec(active=4))
+    for i in range(3):
+        chain.register(i)
+    chain.execute([])
+    for i in range(3):
+        chain.prove(i)
+    chain.skip_to_epoch_end()
+    chain.execute([])
+    assert [chain.status(i) for i in range(3)] == [NodeStatus.ACTIVE] * 3
+    return chain
+
+
+def nodes_of(chain: TowerChain, name: str) -> list[bytes]:
+    return [e.node for e in apps.placement(chain.state, name) if e.node]
+
+
+def test_deploy_scale_and_delete() -> None:
+    chain = active_chain()
+    chain.send(ALICE, CREATE.call(manifest=web(3)))
+    placed = nodes_of(chain, "web")
+    assert len(placed) == 3 and len(set(placed)) == 3  # spread: one per node (port 8080)
+    record = apps.get_app(chain.state, "web")
+    assert record is not None and record.owner == ALICE.public and record.revision == 1
+    assert len(apps.assignments_for(chain.state, NODE_KEYS[0].public)) == 1
+    chain.send(ALICE, SCALE.call(app="web", replicas=4))
+    entries = apps.placement(chain.state, "web")
+    pending = [e for e in entries if not e.node]
+    assert len(pending) == 1 and "8080" in pending[0].reason  # every node already binds it
+    chain.send(ALICE, SCALE.call(app="web", replicas=1))
+    assert len(nodes_of(chain, "web")) == 1
+    chain.send(ALICE, DELETE.call(app="web"))
+    assert apps.get_app(chain.state, "web") is None
+    assert apps.app_names(chain.state) == []
+    assert apps.placement(chain.state, "web") == []
+
+
+def test_owner_only_and_names_and_manifest_errors() -> None:
+    chain = active_chain()
+    chain.send(ALICE, CREATE.call(manifest=web(1)))
+    assert chain.refuse(BOB, SCALE.call(app="web", replicas=2)) == (
+        "apps.NotOwner: only the owner of 'web' may change it"
+    )
+    assert chain.refuse(BOB, DELETE.call(app="web")).startswith("apps.NotOwner")
+    assert chain.refuse(BOB, CREATE.call(manifest=web(1))) == (
+        "apps.NameTaken: an application named 'web' exists"
+    )
+    assert chain.refuse(ALICE, SCALE.call(app="nope", replicas=1)) == (
+        "apps.UnknownApp: no application 'nope'"
+    )
+    bad = b'{"apiVersion": "statemesh/v1", "kind": "Application", "metadata": {"name": "x"}}'
+    message = chain.refuse(CHARLIE, CREATE.call(manifest=bad))
+    assert message.startswith("apps.BadManifest") and "spec" in message
+
+
+def test_rolling_update_reaches_the_new_revision() -> None:
+    chain = active_chain()
+    chain.send(ALICE, CREATE.call(manifest=web(3)))
+    chain.send(ALICE, UPDATE.call(manifest=web(3, image="busybox:2")))
+    assert apps.get_app(chain.state, "web").revision == 2  # type: ignore[union-attr]
+    for _ in range(6):
+        chain.execute([])
+    entries = apps.placement(chain.state, "web")
+    assert {e.revision for e in entries} == {2} and len(nodes_of(chain, "web")) == 3
+    assert apps.manifest_bytes(chain.state, "web", 1) is not None
+
+
+def test_replicas_leave_a_node_that_stops_proving() -> None:
+    chain = active_chain()
+    chain.send(ALICE, CREATE.call(manifest=web(2)))
+    before = set(nodes_of(chain, "web"))
+    # Epoch 1: only nodes 0 and 2 prove; node 1 is demoted at the boundary.
+    chain.prove(0)
+    chain.prove(2)
+    chain.skip_to_epoch_end()
+    chain.execute([])
+    assert chain.status(1) is NodeStatus.STANDBY
+    after = set(nodes_of(chain, "web"))
+    assert NODE_KEYS[1].public not in after and len(after) == 2
+    assert after != before or NODE_KEYS[1].public not in before
