@@ -6,10 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from node.commands import key, node, query, testnet, tx, vdf
+from node.commands import app, key, node, query, testnet, tx, vdf
 from node.errors import CliError
 
-COMMAND_GROUPS = (node, testnet, key, tx, query, vdf)
+COMMAND_GROUPS = (node, testnet, key, tx, query, app, vdf)
 
 
 def build_parser() -> argparse.ArgumentParser:

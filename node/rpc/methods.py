@@ -14,7 +14,7 @@ from chain.blocks import Block, Header
 from chain.errors import InvalidTransaction
 from chain.genesis import ChainSpec
 from chain.primitives import AccountId, Hash32
-from chain.runtime import epochs, nodes, system, towers
+from chain.runtime import apps, epochs, nodes, system, towers
 from chain.runtime.framework import Event
 from chain.runtime.nodes import NodeStatus
 from node.chain_service import ChainService, TxStatus
@@ -293,7 +293,87 @@ def build_registry(
         "author_pendingExtrinsics", lambda params: [_hex(tx.encoded) for tx in chain.pool.pending()]
     )
     _register_towers(registry, chain, resolve)
+    _register_apps(registry, chain, resolve)
     return registry
+
+
+APP_EVENTS_WINDOW = 200
+"""Blocks searched backwards for an application's events."""
+
+
+def replica_json(entry: apps.ReplicaEntry) -> dict[str, Any]:
+    return {
+        "replica": entry.index,
+        "revision": entry.revision,
+        "node": encode_address(entry.node) if entry.node else None,
+        "state": "assigned" if entry.node else "pending",
+        "since": entry.since,
+        "reason": entry.reason or None,
+    }
+
+
+def _register_apps(registry: Registry, chain: ChainService, resolve: Any) -> None:
+    store = chain.store
+
+    def app_json(state: Any, name: str, record: apps.AppRecord) -> dict[str, Any]:
+        return {
+            "name": name,
+            "owner": encode_address(record.owner),
+            "revision": record.revision,
+            "manifestHash": _hex(record.manifest_hash),
+            "replicas": record.replicas,
+            "nodeClass": record.node_class,
+            "createdAt": record.created_at,
+            "updatedAt": record.updated_at,
+            "placement": [replica_json(e) for e in apps.placement(state, name)],
+        }
+
+    @registry.method("apps_get", params=["name", "hash?"])
+    def get_app(params: Params) -> dict[str, Any] | None:
+        name = params.required("name", str)
+        state = store.state_at(resolve(params))
+        record = apps.get_app(state, name)
+        if record is None:
+            return None
+        found = app_json(state, name, record)
+        found["manifest"] = apps.manifest_json(state, name, record.revision)
+        return found
+
+    @registry.method("apps_list", params=["offset?", "limit?"])
+    def list_apps(params: Params) -> dict[str, Any]:
+        offset, limit = _page(params)
+        state = store.best_state()
+        names = apps.app_names(state)
+        listed = []
+        for name in names[offset : offset + limit]:
+            record = apps.get_app(state, name)
+            if record is not None:
+                listed.append(app_json(state, name, record))
+        return {"total": len(names), "apps": listed}
+
+    @registry.method("apps_forNode", params=["node", "hash?"])
+    def for_node(params: Params) -> list[dict[str, Any]]:
+        node_id = params.required("node", account)
+        state = store.state_at(resolve(params))
+        return [
+            {"app": name, **replica_json(entry)}
+            for name, entry in apps.assignments_for(state, node_id)
+        ]
+
+    @registry.method("apps_events", params=["name"])
+    def app_events(params: Params) -> list[dict[str, Any]]:
+        name = params.required("name", str)
+        found: list[dict[str, Any]] = []
+        best = store.best_header.number
+        for number in range(max(1, best - APP_EVENTS_WINDOW), best + 1):
+            block_hash = store.canonical_hash(number)
+            if block_hash is None:
+                continue
+            for event in store.events(block_hash) or []:
+                if event.module == apps.NAME and dict(event.data).get("app") == name:
+                    found.append({"block": number, **event.to_json()})
+        return found
+
 
 
 MAX_PAGE = 1000
