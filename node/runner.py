@@ -27,6 +27,7 @@ from node.rpc.limits import RpcLimits
 from node.rpc.methods import NodeInfo, build_registry
 from node.rpc.server import RpcServer
 from node.wire import TOPIC_VOTES
+from node.workloads import WorkloadService
 from p2p.config import P2PConfig
 from p2p.host import P2PService
 from p2p.identity import NodeKey, resolve_node_key
@@ -62,6 +63,10 @@ class NodeConfig:
     capacity: Capacity | None = None
     """Declared capacity; None means what the machine has."""
     vdf_iterations: int | None = None
+    docker_host: str | None = None
+    """The engine that runs this node's replicas (default: DOCKER_HOST, then the local socket)."""
+    compute: bool = True
+    """Offer compute (run assigned replicas) when registered and an engine answers."""
 
     @property
     def chain_path(self) -> Path:
@@ -84,6 +89,7 @@ class Node:
     network: NetworkService | None
     finality: FinalityService | None
     presence: PresenceService | None
+    workloads: WorkloadService | None
 
     @classmethod
     def open(cls, config: NodeConfig, *, clock: Clock | None = None) -> Node:
@@ -115,6 +121,13 @@ class Node:
             )
             network, finality = _network(config, chain, genesis.hash, clock, node_key)
             presence = _presence(config, chain, node_key)
+            workloads = (
+                WorkloadService(
+                    chain, Keypair.from_seed(node_key.seed).public, spec.id, config.docker_host
+                )
+                if presence is not None and config.compute
+                else None
+            )
             info = NodeInfo(name=config.name, version=VERSION, spec=spec)
             rpc = RpcServer(
                 build_registry(chain, info, network),
@@ -125,7 +138,7 @@ class Node:
         except BaseException:
             db.close()
             raise
-        return cls(config, db, store, chain, rpc, network, finality, presence)
+        return cls(config, db, store, chain, rpc, network, finality, presence, workloads)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
@@ -152,6 +165,8 @@ class Node:
                     if self.network is not None:
                         self.presence.address = self.network.p2p.listen_address
                     await nursery.start(self.presence.run)
+                if self.workloads is not None:
+                    await nursery.start(self.workloads.run)
                 if config.signer is not None:
                     if config.signer.public in self.chain.authorities:
                         await nursery.start(self.chain.run_authoring)

@@ -73,6 +73,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--vdf-iterations", type=int, metavar="N", help="per proof (default: the genesis minimum)"
     )
     node.add_argument("--no-presence", action="store_true", help="--dev without a Time Tower")
+    node.add_argument(
+        "--docker-host", metavar="URL", help="the Docker engine for replicas (default: DOCKER_HOST)"
+    )
+    node.add_argument("--no-compute", action="store_true", help="never run replicas")
     node.add_argument("--validator", action="store_true", help="author blocks with --key")
     node.add_argument("--key", metavar="NAME", help="keystore key (or dev-<name>) to author with")
     node.add_argument("-l", "--log", default="info", metavar="LEVEL", help="log level (info)")
@@ -159,6 +163,8 @@ def _run_node(args: argparse.Namespace) -> int:
         node_class=args.node_class,
         capacity=_declared_capacity(args, base_path),
         vdf_iterations=args.vdf_iterations,
+        docker_host=args.docker_host,
+        compute=not args.no_compute,
     )
     try:
         try:

@@ -375,7 +375,6 @@ def _register_apps(registry: Registry, chain: ChainService, resolve: Any) -> Non
         return found
 
 
-
 MAX_PAGE = 1000
 
 

@@ -1,0 +1,175 @@
+"""The node's compute: the replicas the chain assigns to this node (in finalized state), turned
+into the orchestrator's replica specs and run on the local Docker engine. Without a reachable
+engine the node says so once and offers no compute."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from typing import Any
+
+import trio
+
+from chain.address import encode_address
+from chain.runtime import apps
+from chain.runtime import manifest as m
+from chain.runtime.manifest import ManifestError, decode_manifest
+from node.chain_service import ChainService
+from orchestrator import spec as o
+from orchestrator.controller import Controller, ControllerConfig
+from orchestrator.engine import connect_engine
+from orchestrator.errors import EngineUnavailable, SpecError
+
+log = logging.getLogger("statemesh.workloads")
+
+_RESTART = {
+    m.RestartPolicy.ALWAYS: o.RestartPolicy.ALWAYS,
+    m.RestartPolicy.ON_FAILURE: o.RestartPolicy.ON_FAILURE,
+    m.RestartPolicy.NEVER: o.RestartPolicy.NEVER,
+}
+
+
+class UnsupportedManifest(Exception):
+    """A manifest this node cannot run yet (the reason is logged once per revision)."""
+
+
+def _probe(probe: m.Probe | None) -> o.Probe | None:
+    if probe is None:
+        return None
+    action: o.ProbeAction
+    if isinstance(probe.action, m.HttpGetAction):
+        action = o.HTTPGetAction(port=probe.action.port, path=probe.action.path)
+    elif isinstance(probe.action, m.TcpSocketAction):
+        action = o.TCPSocketAction(port=probe.action.port)
+    else:
+        action = o.ExecAction(command=probe.action.command)
+    return o.Probe(
+        action=action,
+        initial_delay_seconds=probe.initial_delay_seconds,
+        period_seconds=probe.period_seconds,
+        timeout_seconds=probe.timeout_seconds,
+        success_threshold=probe.success_threshold,
+        failure_threshold=probe.failure_threshold,
+    )
+
+
+def _container(container: m.Container) -> o.Container:
+    env = []
+    for var in container.env:
+        if var.value is None:
+            # Secret and configuration values reach containers with the secrets feature.
+            raise UnsupportedManifest(
+                f"container {container.name}: env {var.name} refers to a secret or config"
+            )
+        env.append(o.EnvVar(var.name, var.value))
+    limits, requests = container.resources.limits, container.resources.requests
+    return o.Container(
+        name=container.name,
+        image=container.image,
+        command=container.command,
+        args=container.args,
+        env=tuple(env),
+        ports=tuple(
+            o.ContainerPort(p.container_port, p.name or "", p.protocol.value)
+            for p in container.ports
+        ),
+        resources=o.Resources(
+            cpu_millicores=limits.cpu_millicores or requests.cpu_millicores or None,
+            memory_bytes=limits.memory_bytes or requests.memory_bytes or None,
+        ),
+        liveness_probe=_probe(container.liveness_probe),
+        readiness_probe=_probe(container.readiness_probe),
+        startup_probe=_probe(container.startup_probe),
+    )
+
+
+def replica_spec(
+    chain_id: str, app: str, entry: apps.ReplicaEntry, manifest: m.Manifest
+) -> o.ReplicaSpec:
+    """The orchestrator's view of one assigned replica of `manifest`."""
+    spec = manifest.spec
+    mounts = {vm.name: vm.mount_path for c in spec.containers for vm in c.volume_mounts}
+    volumes = tuple(
+        o.Volume(
+            v.name,
+            mounts[v.name],
+            o.VolumeKind.PERSISTENT
+            if v.kind is m.VolumeKind.PERSISTENT
+            else o.VolumeKind.EPHEMERAL,
+        )
+        for v in spec.volumes
+        if v.name in mounts
+    )
+    return o.ReplicaSpec(
+        chain=chain_id,
+        app=app,
+        revision=entry.revision,
+        replica=entry.index,
+        containers=tuple(_container(c) for c in spec.containers),
+        restart_policy=_RESTART[spec.restart_policy],
+        volumes=volumes,
+    )
+
+
+class ChainDesiredState:
+    """What this node must run, read from the finalized state (`orchestrator.DesiredState`)."""
+
+    def __init__(self, chain: ChainService, node_id: bytes, chain_id: str) -> None:
+        self.chain = chain
+        self.node_id = node_id
+        self.chain_id = chain_id
+        self._manifests: dict[tuple[str, int], m.Manifest | None] = {}
+
+    def _manifest(self, state: Any, app: str, revision: int) -> m.Manifest | None:
+        key = (app, revision)
+        if key not in self._manifests:
+            raw = apps.manifest_bytes(state, app, revision)
+            try:
+                self._manifests[key] = None if raw is None else decode_manifest(raw)
+            except ManifestError as exc:
+                log.error("stored manifest of %s revision %d is unreadable: %s", app, revision, exc)
+                self._manifests[key] = None
+        return self._manifests[key]
+
+    async def replicas(self) -> Collection[o.ReplicaSpec]:
+        store = self.chain.store
+        state = store.state_at(store.finalized_header.hash)
+        wanted = []
+        for app, entry in apps.assignments_for(state, self.node_id):
+            manifest = self._manifest(state, app, entry.revision)
+            if manifest is None:
+                continue
+            try:
+                wanted.append(replica_spec(self.chain_id, app, entry, manifest))
+            except (UnsupportedManifest, SpecError) as exc:
+                log.warning("not running %s replica %d: %s", app, entry.index, exc)
+        return wanted
+
+
+class WorkloadService:
+    def __init__(
+        self, chain: ChainService, node_id: bytes, chain_id: str, docker_host: str | None
+    ) -> None:
+        self.chain = chain
+        self.node_id = node_id
+        self.desired = ChainDesiredState(chain, node_id, chain_id)
+        self.docker_host = docker_host
+        self.controller: Controller | None = None
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            engine = await connect_engine(self.docker_host)
+        except EngineUnavailable as exc:
+            log.warning("%s", exc)
+            task_status.started()
+            return
+        config = ControllerConfig(node=encode_address(self.node_id))
+        self.controller = Controller(engine.runtime, self.desired, config)
+        finalized = self.chain.finalized_heads.subscribe()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.controller.run)
+            log.info("running assigned replicas on the Docker engine %s", engine.info)
+            task_status.started()
+            async with finalized:
+                async for _ in finalized:
+                    self.controller.trigger()
