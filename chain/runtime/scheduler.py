@@ -113,7 +113,10 @@ class _Pool:
     """The active nodes of one class in order of preference (longest tower, then lowest id),
     their free capacity, and a max-tree over it that finds the first node that fits."""
 
-    __slots__ = ("free", "ids", "n", "operator_count", "operators", "ports", "size", "tree")
+    __slots__ = (
+        "free", "hints", "ids", "n", "operator_count", "operators", "ports", "room_hints", "size",
+        "tree",
+    )  # fmt: skip
 
     def __init__(self, nodes: list[NodeInfo], reserved: Mapping[bytes, Resources]) -> None:
         nodes = sorted(nodes, key=lambda info: (-info.tower_height, info.node_id))
@@ -140,6 +143,12 @@ class _Pool:
             for v in range(size - 1, 0, -1):
                 column[v] = max(column[2 * v], column[2 * v + 1])
             self.tree.append(column)
+        self.hints: dict[tuple[int, ...], int] = {}
+        """Request -> a position before which no node has room for it. Room only shrinks while
+        replicas are placed, so the hint stays true until some room is given back."""
+        self.room_hints: dict[tuple[tuple[int, ...], frozenset[tuple[int, str]]], int] = {}
+        """The same for a request with host ports, which only get bound while replicas are
+        placed: before this position no node has both the room and the ports free."""
 
     def fits(self, pos: int, need: tuple[int, int, int, int]) -> bool:
         free = self.free
@@ -152,6 +161,9 @@ class _Pool:
 
     def change(self, pos: int, need: tuple[int, int, int, int], sign: int) -> None:
         """Take (`sign` -1) or give back (+1) `need` on node `pos`."""
+        if sign > 0:
+            self.hints.clear()
+            self.room_hints.clear()
         for dim in range(len(_DIMENSIONS)):
             if not need[dim]:
                 continue
@@ -167,25 +179,30 @@ class _Pool:
 
     def first_fit(self, lo: int, need: tuple[int, int, int, int]) -> int:
         """The first node at or after position `lo` with room for `need`, or -1."""
-        if lo >= self.n:
-            return -1
-        return self._descend(1, 0, self.size, lo, need)
+        known = self.hints.get(need, 0)
+        start = max(lo, known)
+        found = -1 if start >= self.n else self._descend(start, need)
+        if start == known:
+            # The search began at the first possible position: where it ended is the next hint.
+            self.hints[need] = found if found >= 0 else self.n
+        return found
 
-    def _descend(self, v: int, left: int, right: int, lo: int, need: tuple[int, ...]) -> int:
-        tree = self.tree
-        if (
-            right <= lo
-            or tree[0][v] < need[0]
-            or tree[1][v] < need[1]
-            or tree[2][v] < need[2]
-            or tree[3][v] < need[3]
-        ):
-            return -1
-        if right - left == 1:
-            return left
-        mid = (left + right) // 2
-        found = self._descend(2 * v, left, mid, lo, need)
-        return found if found >= 0 else self._descend(2 * v + 1, mid, right, lo, need)
+    def _descend(self, lo: int, need: tuple[int, int, int, int]) -> int:
+        """Depth-first, left to right, skipping every subtree whose largest free amount of
+        some resource is short (a subtree may still pass with no single node that fits)."""
+        cpu, memory, disk, gpus = need
+        tc, tm, td, tg = self.tree
+        stack = [(1, 0, self.size)]
+        while stack:
+            v, left, right = stack.pop()
+            if right <= lo or tc[v] < cpu or tm[v] < memory or td[v] < disk or tg[v] < gpus:
+                continue
+            if right - left == 1:
+                return left
+            mid = (left + right) // 2
+            stack.append((2 * v + 1, mid, right))
+            stack.append((2 * v, left, mid))
+        return -1
 
     def most_free(self) -> tuple[int, ...]:
         """The largest free amount of each resource on any one node."""
@@ -290,11 +307,20 @@ class _Run:
         if pool is None:
             return -1
         need = app.need
+        # The first node with room: free capacity, and none of the app's ports bound there.
+        hint_key = (need, app.ports)
+        pos = pool.first_fit(pool.room_hints.get(hint_key, 0) if app.ports else 0, need)
+        while pos >= 0 and not app.room(pos):
+            pos = pool.first_fit(pos + 1, need)
+        if app.ports:
+            pool.room_hints[hint_key] = pos if pos >= 0 else pool.n
+        if pos < 0:
+            return -1
+        first = pos
         # No node can have fewer of the app's replicas on its operator than `floor`: when it
         # is met by a node holding none, nothing beats the first such node in pool order.
         counts = app.operator_count
         floor = 0 if len(counts) < pool.operator_count else min(counts.values())
-        pos = pool.first_fit(0, need)
         while pos >= 0:
             if (
                 pos not in app.node_count
@@ -305,7 +331,7 @@ class _Run:
             pos = pool.first_fit(pos + 1, need)
         best = -1
         best_key = (0, 0)
-        for pos in range(pool.n):
+        for pos in range(first, pool.n):
             if not app.room(pos):
                 continue
             on_node = app.node_count.get(pos, 0)

@@ -355,7 +355,7 @@ SCHEMA_CASES: list[tuple[str, Callable[[dict[str, Any]], object], list[tuple[str
         [
             (
                 "spec.strategy.rollingUpdate.maxSurge",
-                "'150%' is not a count or a percentage from \"0%\" to \"100%\"",
+                '\'150%\' is not a count or a percentage from "0%" to "100%"',
             )
         ],
     ),
@@ -458,7 +458,9 @@ SEMANTIC_CASES: list[tuple[str, Callable[[dict[str, Any]], object], list[tuple[s
     ),
     (
         "duplicate environment variable",
-        lambda d: container(d).update(env=[{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]),
+        lambda d: container(d).update(
+            env=[{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]
+        ),
         [("spec.containers[0].env[1].name", "'A' is already set by env[0]")],
     ),
     (
@@ -667,7 +669,12 @@ SEMANTIC_CASES: list[tuple[str, Callable[[dict[str, Any]], object], list[tuple[s
     (
         "memory limit below what the engine enforces",
         lambda d: container(d)["resources"].update(requests={}, limits={"memory": "4Mi"}),
-        [("spec.containers[0].resources.limits.memory", "4Mi is below the least memory limit, 6Mi")],
+        [
+            (
+                "spec.containers[0].resources.limits.memory",
+                "4Mi is below the least memory limit, 6Mi",
+            )
+        ],
     ),
     (
         "both names of disk",
@@ -795,7 +802,9 @@ def test_every_semantic_issue_is_reported_at_once() -> None:
         container(d)["readinessProbe"] = {"httpGet": {"port": 1}}
         d["spec"]["ingress"]["host"] = "web.example.com"
 
-    error = pytest.raises(ManifestError, validate_manifest, mutated(break_everything)).value
+    with pytest.raises(ManifestError) as caught:
+        validate_manifest(mutated(break_everything))
+    error = caught.value
     assert error.issues == (
         ("spec.containers[0].readinessProbe.httpGet.port",
          "port 1 is not declared by this container (it declares 8080/TCP)"),
@@ -919,7 +928,9 @@ def test_lone_surrogates_are_refused() -> None:
 def test_cpu_quantities(given: object, millicores: int) -> None:
     data = base()
     container(data)["resources"]["requests"]["cpu"] = given
-    assert validate_manifest(data).spec.containers[0].resources.requests.cpu_millicores == millicores
+    assert (
+        validate_manifest(data).spec.containers[0].resources.requests.cpu_millicores == millicores
+    )
 
 
 @pytest.mark.parametrize(
@@ -992,7 +1003,9 @@ def manifests(draw: st.DrawFn) -> dict[str, Any]:
         item: dict[str, Any] = {
             "name": name,
             "image": draw(st.sampled_from(["busybox", "nginx:1.27", "ghcr.io/x/y@sha256:ab"])),
-            "command": draw(st.lists(st.text(max_size=8).filter(lambda s: "\0" not in s), max_size=3)),
+            "command": draw(
+                st.lists(st.text(max_size=8).filter(lambda s: "\0" not in s), max_size=3)
+            ),
             "ports": [{"name": f"p{port}", "containerPort": port}],
             "resources": {
                 "requests": {
@@ -1046,7 +1059,9 @@ def test_canonical_form_round_trips(data: dict[str, Any]) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=10),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 

@@ -27,7 +27,10 @@ spec:
     - name: httpd
       image: {image}
       command: ["sh", "-c"]
-      args: ["mkdir -p /www && echo hello-from-statemesh > /www/index.html && exec httpd -f -p 127.0.0.1:{port} -h /www"]
+      args:
+        - >-
+          mkdir -p /www && echo hello-from-statemesh > /www/index.html
+          && exec httpd -f -p 127.0.0.1:{port} -h /www
       ports:
         - containerPort: {port}
       resources:
