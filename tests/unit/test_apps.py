@@ -11,6 +11,7 @@ from chain.runtime.manifest import parse_manifest, validate_manifest
 from chain.runtime.nodes import NodeStatus
 from tests.factories import ALICE, BOB, CHARLIE
 from tests.unit.test_towers import NODE_KEYS, TowerChain, tower_spec
+from wallet.keys import Keypair
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB = parse_manifest((ROOT / "docs/examples/web.yaml").read_text())
@@ -105,3 +106,11 @@ def test_replicas_leave_a_node_that_stops_proving() -> None:
     after = set(nodes_of(chain, "web"))
     assert NODE_KEYS[1].public not in after and len(after) == 2
     assert after != before or NODE_KEYS[1].public not in before
+
+
+def test_a_deploy_that_cannot_pay_its_fees_is_refused() -> None:
+    chain = active_chain()
+    broke = Keypair.from_seed(b"\x42" * 32)
+    message = chain.refuse(broke, CREATE.call(manifest=web(1)))
+    assert message.startswith("fee ") and "exceeds the free balance 0" in message
+    assert apps.get_app(chain.state, "web") is None
