@@ -413,16 +413,21 @@ def _load_json(raw: bytes) -> object:
 
 
 def _load_yaml(raw: bytes) -> object:
+    node = _read_yaml(lambda: yaml.compose(raw, Loader=yaml.SafeLoader))
+    _check_yaml_node(node, (), set())
+    return _read_yaml(lambda: yaml.safe_load(raw))
+
+
+def _read_yaml(read: Callable[[], Any]) -> Any:
     try:
-        node = yaml.compose(raw, Loader=yaml.SafeLoader)
-        _check_yaml_node(node, (), set())
-        return yaml.safe_load(raw)
+        return read()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
         raise ManifestError([((), f"is not valid YAML: {exc.problem}{where}")]) from None
     except yaml.YAMLError as exc:
-        raise ManifestError([((), f"is not valid YAML: {exc}")]) from None
+        shown = " ".join(str(exc).split())
+        raise ManifestError([((), f"is not valid YAML: {shown}")]) from None
     except ValueError as exc:  # an integer of thousands of digits
         raise ManifestError([((), f"is not valid YAML: {exc}")]) from None
     except RecursionError:
@@ -502,8 +507,8 @@ def _plain(value: object, path: Path, issues: list[tuple[Path, str]]) -> object:
     if isinstance(value, dict):
         result: dict[str, object] = {}
         for key, item in value.items():
-            if not isinstance(key, str):
-                issues.append(((*path, str(key)), "is not a text key"))
+            if not isinstance(key, str) or _SURROGATE.search(key):
+                issues.append(((*path, ascii(key)), "is not a text key"))
                 continue
             result[key] = _plain(item, (*path, key), issues)
         return result

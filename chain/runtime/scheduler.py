@@ -217,7 +217,7 @@ class _App:
 
     __slots__ = ("demand", "need", "node_count", "operator_count", "pool", "ports", "slots")
 
-    def __init__(self, demand: AppDemand, pool: _Pool | None) -> None:
+    def __init__(self, demand: AppDemand, pool: _Pool) -> None:
         self.demand = demand
         self.need = demand.resources.amounts()
         self.ports = demand.host_ports
@@ -230,10 +230,8 @@ class _App:
     def room(self, pos: int) -> bool:
         """Whether node `pos` of the app's pool can take one more replica of it."""
         pool = self.pool
-        return (
-            pool is not None
-            and pool.fits(pos, self.need)
-            and (not self.ports or self.ports.isdisjoint(pool.ports[pos]))
+        return pool.fits(pos, self.need) and (
+            not self.ports or self.ports.isdisjoint(pool.ports[pos])
         )
 
     def stacked(self) -> bool:
@@ -258,12 +256,14 @@ class _Run:
         for pool in self.pools.values():
             for pos, node_id in enumerate(pool.ids):
                 self.position[node_id] = (pool, pos)
-        self.apps = [_App(demand, self.pools.get(demand.node_class)) for demand in apps]
+        for demand in apps:
+            if demand.node_class not in self.pools:
+                # No active node of the class: an empty pool, where the app stays pending.
+                self.pools[demand.node_class] = _Pool([], reserved)
+        self.apps = [_App(demand, self.pools[demand.node_class]) for demand in apps]
 
     def assign(self, app: _App, index: int, pos: int) -> None:
         pool = app.pool
-        if pool is None:
-            raise ScheduleError(f"app {app.demand.app!r} has no pool")  # unreachable by callers
         pool.change(pos, app.need, -1)
         pool.ports[pos].update(app.ports)
         app.slots[index] = pos
@@ -274,8 +274,6 @@ class _Run:
     def unassign(self, app: _App, index: int) -> None:
         pool = app.pool
         pos = app.slots[index]
-        if pool is None or pos < 0:
-            raise ScheduleError(f"replica {index} of {app.demand.app!r} is not placed")
         pool.change(pos, app.need, +1)
         pool.ports[pos].difference_update(app.ports)
         app.slots[index] = -1
@@ -304,8 +302,6 @@ class _Run:
         app on the node, then on the node's operator, then the pool's order. With `stacking`
         false, only nodes holding none of the app's replicas qualify."""
         pool = app.pool
-        if pool is None:
-            return -1
         need = app.need
         # The first node with room: free capacity, and none of the app's ports bound there.
         hint_key = (need, app.ports)
@@ -375,7 +371,7 @@ class _Run:
     def reason(self, app: _App) -> str:
         demand = app.demand
         pool = app.pool
-        if pool is None:
+        if not pool.n:
             return f"no active node of class {demand.node_class}"
         short = [
             name
@@ -400,7 +396,8 @@ def schedule(
     """Place every replica of every application on an active node of its class.
 
     1. Keep each replica of `current` whose node is still active, of the app's class, and has
-       room for it (applications in name order, replicas in index order, take room first).
+       room for it (applications in name order, which for text is code point and so UTF-8
+       byte order; replicas in index order; the first take room first).
     2. Place the others one by one (same order) on the best node with room (capacity left, and
        none of the app's host ports bound there): fewest replicas of the app on the node, then
        on the node's operator, then the longest tower, then the lowest node id (byte order).
@@ -429,7 +426,7 @@ def schedule(
         why = ""
         for index, pos in enumerate(app.slots):
             replica = ReplicaId(app.demand.app, index)
-            if pos >= 0 and app.pool is not None:
+            if pos >= 0:
                 assignments[replica] = app.pool.ids[pos]
             else:
                 why = why or run.reason(app)

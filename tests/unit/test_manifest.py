@@ -6,12 +6,15 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
+import yaml  # type: ignore[import-untyped]
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -76,6 +79,8 @@ def container(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_the_example_parses_and_its_canonical_form_reads_back_the_same() -> None:
+    # The published schema alone, as an editor would use it, accepts the example too.
+    jsonschema.Draft202012Validator(SCHEMA).validate(yaml.safe_load(EXAMPLE.read_text()))
     manifest = parse_manifest(EXAMPLE.read_text())
     assert manifest.name == "web"
     assert manifest.spec.replicas == 3
@@ -843,25 +848,61 @@ def test_paths_sort_indices_as_numbers() -> None:
 
 # -- text ------------------------------------------------------------------------------------
 
-TEXT_CASES: list[tuple[str, str | bytes, str]] = [
-    ("not UTF-8 JSON", b'{"kind": "\xff"}', "manifest: is not UTF-8 text"),
-    ("not UTF-8 YAML", b"kind: \xff\n", "manifest: is not valid YAML"),
-    ("broken JSON", b'{"apiVersion": }', "manifest: is not valid JSON: Expecting value at line 1"),
-    ("NaN", b'{"spec": NaN}', "manifest: is not valid JSON: NaN is not a number"),
-    ("repeated JSON key", b'{"kind": "A", "kind": "B"}', "manifest: repeats the key 'kind'"),
-    ("broken YAML", "kind: [Application", "manifest: is not valid YAML:"),
-    ("repeated YAML key", "kind: A\nkind: B\n", "manifest: repeats the key 'kind'"),
+TEXT_CASES: list[tuple[str, str | bytes, tuple[tuple[str, str], ...]]] = [
+    ("not UTF-8 JSON", b'{"kind": "\xff"}', (("manifest", "is not UTF-8 text"),)),
     (
-        "YAML alias",
-        "a: &x [1, 2]\nb: *x\n",
-        "b: uses a YAML alias; write the value out",
+        "not UTF-8 YAML",
+        b"kind: \xff\n",
+        (
+            (
+                "manifest",
+                "is not valid YAML: unacceptable character #x00ff: invalid start byte in "
+                '"<byte string>", position 6',
+            ),
+        ),
     ),
-    ("YAML date", "apiVersion: 2024-01-01\n", "apiVersion: is a date, not a JSON value"),
-    ("YAML non-text key", "1: x\n", "1: is not a text key"),
-    ("YAML infinity", "spec: .inf\n", "spec: is not a finite number"),
-    ("deep JSON", "[" * 40 + "]" * 40, "is nested more than 32 levels deep"),
-    ("deep YAML", "a:\n" + "".join(" " * i + "- \n" for i in range(1, 40)), "levels deep"),
-    ("too big", "#" * (mf.MAX_MANIFEST_BYTES + 1), "manifest: is more than 65536 bytes"),
+    (
+        "broken JSON",
+        b'{"apiVersion": }',
+        (("manifest", "is not valid JSON: Expecting value at line 1 column 16"),),
+    ),
+    ("NaN", b'{"spec": NaN}', (("manifest", "is not valid JSON: NaN is not a number"),)),
+    (
+        "repeated JSON key",
+        b'{"kind": "A", "kind": "B"}',
+        (("manifest", "repeats the key 'kind' in one object"),),
+    ),
+    (
+        "broken YAML",
+        "kind: [Application",
+        (
+            (
+                "manifest",
+                "is not valid YAML: expected ',' or ']', but got '<stream end>' at line 1 "
+                "column 19",
+            ),
+        ),
+    ),
+    ("repeated YAML key", "kind: A\nkind: B\n", (("manifest", "repeats the key 'kind'"),)),
+    ("YAML alias", "a: &x [1, 2]\nb: *x\n", (("b", "uses a YAML alias; write the value out"),)),
+    (
+        "YAML date",
+        "apiVersion: 2024-01-01\n",
+        (("apiVersion", "is a date, not a JSON value (quote it)"),),
+    ),
+    ("YAML non-text key", "1: x\n", (("1", "is not a text key"),)),
+    ("YAML infinity", "spec: .inf\n", (("spec", "is not a finite number"),)),
+    (
+        "deep JSON",
+        b'{"a": ' + b"[" * 40 + b"]" * 40 + b"}",
+        (("a" + "[0]" * 32, "is nested more than 32 levels deep"),),
+    ),
+    (
+        "deep YAML",
+        "a:\n" + "".join(" " * i + "- \n" for i in range(1, 40)),
+        (("a" + "[0]" * 32, "is nested more than 32 levels deep"),),
+    ),
+    ("too big", "#" * (mf.MAX_MANIFEST_BYTES + 1), (("manifest", "is more than 65536 bytes"),)),
 ]
 
 
@@ -870,20 +911,24 @@ TEXT_CASES: list[tuple[str, str | bytes, str]] = [
     [(text, expected) for _, text, expected in TEXT_CASES],
     ids=[name for name, _, _ in TEXT_CASES],
 )
-def test_bad_text(text: str | bytes, expected: str) -> None:
+def test_bad_text(text: str | bytes, expected: tuple[tuple[str, str], ...]) -> None:
     with pytest.raises(ManifestError) as caught:
         parse_manifest(text)
-    assert expected in str(caught.value)
+    assert caught.value.issues == expected
 
 
 def test_deep_json_beyond_the_recursion_limit_is_a_manifest_error() -> None:
-    with pytest.raises(ManifestError, match="levels deep"):
+    with pytest.raises(ManifestError) as caught:
         decode_manifest(b"[" * 30_000 + b"]" * 30_000)
+    assert caught.value.issues == (("manifest", "is nested more than 32 levels deep"),)
 
 
 def test_the_chain_reads_json_only() -> None:
-    with pytest.raises(ManifestError, match="is not valid JSON"):
+    with pytest.raises(ManifestError) as caught:
         decode_manifest(EXAMPLE.read_bytes())
+    assert caught.value.issues == (
+        ("manifest", "is not valid JSON: Expecting value at line 1 column 1"),
+    )
 
 
 def test_bytes_are_bounded_before_parsing() -> None:
@@ -906,8 +951,11 @@ def test_the_canonical_form_is_bounded_too() -> None:
         for i in range(8)
     ]
     del data["spec"]["service"], data["spec"]["ingress"], data["spec"]["volumes"]
-    with pytest.raises(ManifestError, match="has a canonical form of .* bytes, more than 65536"):
+    with pytest.raises(ManifestError) as caught:
         validate_manifest(data)
+    ((path, message),) = caught.value.issues
+    assert path == "manifest"
+    assert re.fullmatch(r"has a canonical form of \d+ bytes, more than 65536", message)
 
 
 def test_lone_surrogates_are_refused() -> None:
@@ -915,6 +963,8 @@ def test_lone_surrogates_are_refused() -> None:
     assert issues_of(json.loads(text)) == (
         ("spec.containers[0].image", "is not valid Unicode text"),
     )
+    text = json.dumps(base()).replace('"replicas"', '"\\ud800"')
+    assert issues_of(json.loads(text)) == (("spec.'\\ud800'", "is not a text key"),)
 
 
 # -- quantities and what the scheduler needs -------------------------------------------------
@@ -1055,6 +1105,7 @@ def test_canonical_form_round_trips(data: dict[str, Any]) -> None:
     assert again.canonical_json() == canonical
     assert again.hash() == manifest.hash()
     assert json.loads(canonical) == manifest.to_json()
+    jsonschema.Draft202012Validator(SCHEMA).validate(json.loads(canonical))
 
 
 json_values = st.recursive(
