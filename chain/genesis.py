@@ -57,6 +57,7 @@ class ChainSpec:
             "maxBlockBytes": rc.max_block_bytes,
             "maxBlockExtrinsics": rc.max_block_extrinsics,
             "maxFutureNonces": rc.max_future_nonces,
+            "meteringPeriodSeconds": rc.metering_period_seconds,
         }
 
     def towers_json(self) -> dict[str, Any]:
@@ -173,6 +174,7 @@ def parse_spec(data: Any) -> ChainSpec:
         "maxBlockBytes": "max_block_bytes",
         "maxBlockExtrinsics": "max_block_extrinsics",
         "maxFutureNonces": "max_future_nonces",
+        "meteringPeriodSeconds": "metering_period_seconds",
     }
     _no_unknown(rt, set(keys), "runtime")
     required = ("baseFee", "byteFee", "existentialDeposit")
@@ -303,6 +305,7 @@ def dev_spec(authorities: tuple[AccountId, ...], endowed: tuple[AccountId, ...])
             # Small proofs and short epochs: a fresh dev chain shows a growing tower and an
             # epoch transition within a minute.
             towers=TowerConfig(min_iterations=20_000, epoch_length=10, max_misses=2, jail_epochs=1),
+            metering_period_seconds=10,
         ),
     )
 

@@ -10,10 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import rlp
 import trio
 
 from chain.address import encode_address
-from chain.blocks import Block, Header, tx_hash
+from chain.blocks import Block, Call, Header, SignedTransaction, UnsignedTransaction, tx_hash
 from chain.errors import BlockRejection, InvalidBlock, InvalidTransaction
 from chain.importer import BlockImporter
 from chain.pool import PoolEvent, TransactionPool
@@ -118,6 +119,17 @@ class ChainService:
         while nonce in pooled:
             nonce += 1
         return nonce
+
+    def submit_signed(self, keypair: Signer, call: Call) -> ValidTransaction:
+        """Sign `call` as `keypair` with its next nonce and submit it as a local transaction;
+        raises InvalidTransaction with the reason."""
+        tx = UnsignedTransaction(
+            self.runtime.genesis_hash, keypair.public, self.next_nonce(keypair.public), 0, call
+        )
+        signed = SignedTransaction(
+            tx.genesis_hash, tx.sender, tx.nonce, tx.tip, call, keypair.sign(tx.signing_payload())
+        )
+        return self.submit(rlp.encode(signed))
 
     def revalidate(self, valid: ValidTransaction) -> ValidTransaction:
         """The pool's revalidator after each block: nonce, balance and dry run only."""

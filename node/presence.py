@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import rlp
 import trio
 
 from chain.address import encode_address
@@ -23,7 +22,7 @@ from node.chain_service import ChainService
 from vdf.proof import VdfParams
 from vdf.prover import Prover, TowerJob
 from vdf.tower import TowerProof
-from wallet.keys import Keypair, sign_transaction
+from wallet.keys import Keypair
 
 log = logging.getLogger("statemesh.presence")
 
@@ -112,15 +111,8 @@ class PresenceService:
         await self.prover.run()
 
     def _send(self, call: Call) -> bool:
-        chain = self.chain
-        tx = sign_transaction(
-            self.operator,
-            genesis_hash=chain.runtime.genesis_hash,
-            nonce=chain.next_nonce(self.operator.public),
-            call=call,
-        )
         try:
-            chain.submit(rlp.encode(tx))
+            self.chain.submit_signed(self.operator, call)
         except InvalidTransaction as exc:
             log.warning("%s.%s refused: %s", call.module.decode(), call.function.decode(), exc)
             return False

@@ -26,6 +26,7 @@ from node.presence import Capacity, PresenceService, check_declared, measure_cap
 from node.rpc.limits import RpcLimits
 from node.rpc.methods import NodeInfo, build_registry
 from node.rpc.server import RpcServer
+from node.usage_reporter import UsageReporter
 from node.wire import TOPIC_VOTES
 from node.workloads import WorkloadService
 from p2p.config import P2PConfig
@@ -90,6 +91,7 @@ class Node:
     finality: FinalityService | None
     presence: PresenceService | None
     workloads: WorkloadService | None
+    usage: UsageReporter | None
 
     @classmethod
     def open(cls, config: NodeConfig, *, clock: Clock | None = None) -> Node:
@@ -138,7 +140,18 @@ class Node:
         except BaseException:
             db.close()
             raise
-        return cls(config, db, store, chain, rpc, network, finality, presence, workloads)
+        usage = (
+            UsageReporter(
+                chain,
+                workloads,
+                operator=presence.operator,
+                identity=presence.identity,
+                clock=clock,
+            )
+            if workloads is not None and presence is not None
+            else None
+        )
+        return cls(config, db, store, chain, rpc, network, finality, presence, workloads, usage)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
@@ -167,6 +180,8 @@ class Node:
                     await nursery.start(self.presence.run)
                 if self.workloads is not None:
                     await nursery.start(self.workloads.run)
+                if self.usage is not None:
+                    await nursery.start(self.usage.run)
                 if config.signer is not None:
                     if config.signer.public in self.chain.authorities:
                         await nursery.start(self.chain.run_authoring)

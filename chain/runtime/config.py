@@ -62,6 +62,8 @@ class RuntimeConfig:
     max_future_nonces: int = 64
     """How far ahead of the account nonce the pool accepts a transaction."""
     towers: TowerConfig = field(default_factory=TowerConfig)
+    metering_period_seconds: int = 3600
+    """Nodes report their replicas' usage once per period of this length."""
 
     def fee(self, encoded_length: int) -> int:
         return self.base_fee + self.byte_fee * encoded_length

@@ -28,6 +28,7 @@ from chain.runtime.framework import AccountRef, BlockEnv, CallDef, Context, Even
 from chain.runtime.nodes import Nodes
 from chain.runtime.system import System
 from chain.runtime.towers import Towers
+from chain.runtime.usage import Usage
 from chain.signature import verify
 from chain.state import Overlay, StateReader, TrieState
 from chain.trie import TrieCommit
@@ -62,7 +63,7 @@ class CheckedTransaction:
 
 def default_modules() -> tuple[Module, ...]:
     """The runtime's modules, in hook order: `system` records the block first."""
-    return (System(), Balances(), Nodes(), Towers(), Epochs(), Apps())
+    return (System(), Balances(), Nodes(), Towers(), Epochs(), Apps(), Usage())
 
 
 class Runtime:

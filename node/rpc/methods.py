@@ -14,7 +14,7 @@ from chain.blocks import Block, Header
 from chain.errors import InvalidTransaction
 from chain.genesis import ChainSpec
 from chain.primitives import AccountId, Hash32
-from chain.runtime import apps, epochs, nodes, system, towers
+from chain.runtime import apps, epochs, nodes, system, towers, usage
 from chain.runtime.framework import Event
 from chain.runtime.nodes import NodeStatus
 from node.chain_service import ChainService, TxStatus
@@ -358,6 +358,24 @@ def _register_apps(registry: Registry, chain: ChainService, resolve: Any) -> Non
         return [
             {"app": name, **replica_json(entry)}
             for name, entry in apps.assignments_for(state, node_id)
+        ]
+
+    @registry.method("usage_report", params=["node", "period", "hash?"])
+    def usage_report(params: Params) -> list[dict[str, Any]] | None:
+        node_id = params.required("node", account)
+        period = params.required("period", int)
+        records = usage.get_report(store.state_at(resolve(params)), node_id, period)
+        if records is None:
+            return None
+        return [
+            {
+                "app": r.app,
+                "replica": r.replica,
+                "cpuMs": r.cpu_ms,
+                "peakMemoryBytes": r.peak_memory_bytes,
+                "uptimeMs": r.uptime_ms,
+            }
+            for r in records
         ]
 
     @registry.method("apps_events", params=["name"])

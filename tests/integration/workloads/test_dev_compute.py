@@ -4,6 +4,7 @@ deleting remove it."""
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from pathlib import Path
 
@@ -71,6 +72,18 @@ def test_a_deployed_app_runs_on_the_dev_node(
         assert deployed.returncode == 0, deployed.stderr
         node.wait_for(lambda: serves(port), timeout=60, what="the container serving HTTP")
         assert len(containers(client)) == 1
+        # The node reports what the replica used once the (10 s, dev) metering period is over.
+        node_id = node.call("towers_active")["nodes"][0]["nodeId"]
+        first = time.time_ns() // 10_000_000_000
+
+        def reported() -> bool:
+            for period in range(first - 1, first + 3):
+                records = node.call("usage_report", node_id, period) or []
+                if any(r["app"] == "hello" and r["uptimeMs"] > 0 for r in records):
+                    return True
+            return False
+
+        node.wait_for(reported, timeout=40, what="a usage report on chain")
         assert (
             cli("app", "scale", "hello", "--replicas", "0", "--from", "dev-alice", *rpc).returncode
             == 0

@@ -1,0 +1,136 @@
+"""The `usage` module: what each node's replicas consumed, reported once per metering period
+(an hour by default) and signed by the node's own key, kept for billing to settle."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from chain import codec
+from chain.primitives import AccountId
+from chain.runtime import nodes
+from chain.runtime.framework import AccountRef, Arg, ArgKind, CallDef, Context, Module
+from chain.signature import verify
+from chain.state import StateReader, storage_key
+
+NAME = "usage"
+REPORT_DOMAIN = b"statemesh/usage-report/v1"
+MAX_RECORDS_BYTES = 64 * 1024
+_REPORT = storage_key(NAME, "report")
+
+
+class UsageError(enum.Enum):
+    UNKNOWN_NODE = "UnknownNode"
+    NOT_OPERATOR = "NotOperator"
+    BAD_NODE_SIGNATURE = "BadNodeSignature"
+    BAD_RECORDS = "BadRecords"
+    PERIOD_NOT_OVER = "PeriodNotOver"
+    ALREADY_REPORTED = "AlreadyReported"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One replica's consumption during one period on one node."""
+
+    app: str
+    replica: int
+    cpu_ms: int
+    """CPU time used, in milliseconds."""
+    peak_memory_bytes: int
+    uptime_ms: int
+    """Container running time, summed over the replica's containers."""
+
+    def encode(self) -> list[codec.RlpItem]:
+        u = codec.encode_uint
+        return [
+            self.app.encode(), u(self.replica), u(self.cpu_ms), u(self.peak_memory_bytes),
+            u(self.uptime_ms),
+        ]  # fmt: skip
+
+
+def encode_records(records: list[UsageRecord]) -> bytes:
+    return codec.encode([r.encode() for r in records])
+
+
+def decode_records(data: bytes) -> list[UsageRecord]:
+    item = codec.decode(data)
+    if not isinstance(item, list):
+        raise codec.CodecError("usage records are a list")
+    out = []
+    for entry in item:
+        if not isinstance(entry, list) or len(entry) != 5 or not isinstance(entry[0], bytes):
+            raise codec.CodecError("a usage record is [app, replica, cpu ms, memory, uptime ms]")
+        out.append(
+            UsageRecord(
+                entry[0].decode(errors="replace"),
+                *(codec.uint(x, "usage field") for x in entry[1:]),
+            )
+        )
+    return out
+
+
+def report_payload(node_id: bytes, period: int, records: bytes) -> bytes:
+    """What the node key signs: the report cannot be moved to another node or period."""
+    return REPORT_DOMAIN + node_id + period.to_bytes(8, "big") + records
+
+
+def report_key(node_id: bytes, period: int) -> bytes:
+    return _REPORT + node_id + period.to_bytes(8, "big")
+
+
+def get_report(state: StateReader, node_id: bytes, period: int) -> list[UsageRecord] | None:
+    data = state.get(report_key(node_id, period))
+    return None if data is None else decode_records(data)
+
+
+class Usage(Module):
+    name = NAME
+
+    def calls(self) -> list[CallDef]:
+        return [
+            CallDef(
+                NAME,
+                "report",
+                (
+                    Arg("node_id", ArgKind.ACCOUNT),
+                    Arg("period", ArgKind.U64),
+                    Arg("records", ArgKind.BYTES, max_length=MAX_RECORDS_BYTES),
+                    Arg("node_signature", ArgKind.BYTES, max_length=64),
+                ),
+                self.report,
+                "A node's signed usage report for a finished metering period.",
+            )
+        ]
+
+    def report(
+        self,
+        ctx: Context,
+        sender: AccountId,
+        node_id: AccountId,
+        period: int,
+        records: bytes,
+        node_signature: bytes,
+    ) -> None:
+        state = ctx.state
+        record = nodes.get_node(state, node_id)
+        if record is None:
+            raise self.fail(UsageError.UNKNOWN_NODE, f"node 0x{node_id.hex()} is not registered")
+        if record.operator != sender:
+            raise self.fail(UsageError.NOT_OPERATOR, "usage of a node comes from its operator")
+        if not verify(node_id, report_payload(node_id, period, records), node_signature):
+            raise self.fail(UsageError.BAD_NODE_SIGNATURE, "the report is not signed by the node")
+        try:
+            decoded = decode_records(records)
+        except codec.CodecError as exc:
+            raise self.fail(UsageError.BAD_RECORDS, str(exc)) from None
+        current = ctx.env.timestamp // (ctx.config.metering_period_seconds * 1000)
+        if period >= current:
+            raise self.fail(
+                UsageError.PERIOD_NOT_OVER, f"period {period} is not over (now {current})"
+            )
+        if state.get(report_key(node_id, period)) is not None:
+            raise self.fail(UsageError.ALREADY_REPORTED, f"period {period} is already reported")
+        state.put(report_key(node_id, period), records)
+        ctx.emit(
+            NAME, "UsageReported", node=AccountRef(node_id), period=period, replicas=len(decoded)
+        )
