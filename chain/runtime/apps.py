@@ -336,7 +336,21 @@ class Apps(Module):
             older = {e.index: e.node for e in app_entries if e.node and e.revision != revision}
             for index, holder in {**older, **newest}.items():
                 current[ReplicaId(name, index)] = holder
-        result = schedule([r.demand(n) for n, r in records.items()], infos, current)
+        # Old copies still running during a rolling update hold their room on their nodes
+        # (counted at the current revision's size: the record keeps only that one).
+        reserved: dict[bytes, Resources] = {}
+        for name, app_entries in entries.items():
+            record = records[name]
+            for e in app_entries:
+                if e.node and e.revision != record.revision:
+                    held = reserved.get(e.node, Resources())
+                    reserved[e.node] = Resources(
+                        *(
+                            a + b
+                            for a, b in zip(held.amounts(), record.resources.amounts(), strict=True)
+                        )
+                    )
+        result = schedule([r.demand(n) for n, r in records.items()], infos, current, reserved)
         rolling = False
         for name, record in records.items():
             updated = self._advance(ctx, name, record, entries[name], result)
