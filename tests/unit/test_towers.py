@@ -38,6 +38,18 @@ def tower_spec(*, active: int = 2, max_misses: int = 2, jail: int = 1, bond: int
 (SUBMIT,) = Towers().calls()
 
 
+def registration(node: int, operator: Keypair, **changes: object):  # type: ignore[no-untyped-def]
+    """A nodes.register call for NODE_KEYS[node], signed by the node for `operator`."""
+    fields: dict[str, object] = {
+        "node_id": NODE_KEYS[node].public,
+        "node_signature": NODE_KEYS[node].sign(registration_payload(operator.public)),
+        "node_class": "cpu", "cores": 2, "memory_mb": 1024, "disk_gb": 10, "gpus": 0,
+        "address": "",
+    }  # fmt: skip
+    fields.update(changes)
+    return REGISTER.call(**fields)
+
+
 class TowerChain(MemoryChain):
     nonces: dict[bytes, int]
 
@@ -54,12 +66,8 @@ class TowerChain(MemoryChain):
         return execution
 
     def register(self, i: int, cores: int = 2) -> None:
-        node, operator = NODE_KEYS[i], OPERATORS[i]
-        self.send(operator, REGISTER.call(
-            node_id=node.public, node_signature=node.sign(registration_payload(operator.public)),
-            node_class="cpu", cores=cores, memory_mb=1024, disk_gb=10, gpus=0,
-            address="/ip4/127.0.0.1/tcp/30333",
-        ))  # fmt: skip
+        operator = OPERATORS[i]
+        self.send(operator, registration(i, operator, cores=cores, address="/ip4/127.0.0.1/tcp/1"))
 
     def proof_call(
         self,
@@ -118,52 +126,16 @@ def test_registration_and_its_errors() -> None:
     )
     assert nodes.reserved(chain.state, BOB.public) == 5_000_000
     assert system.account(chain.state, BOB.public).free < before - 5_000_000
-    again = REGISTER.call(
-        node_id=NODE_KEYS[0].public,
-        node_signature=NODE_KEYS[0].sign(registration_payload(BOB.public)),
-        node_class="cpu",
-        cores=2,
-        memory_mb=1024,
-        disk_gb=10,
-        gpus=0,
-        address="",
-    )
+    again = registration(0, BOB)
     assert chain.refuse(BOB, again).startswith("nodes.NodeExists")
-    forged = REGISTER.call(
-        node_id=NODE_KEYS[1].public,
-        node_signature=NODE_KEYS[1].sign(registration_payload(BOB.public)),
-        node_class="cpu",
-        cores=2,
-        memory_mb=1024,
-        disk_gb=10,
-        gpus=0,
-        address="",
-    )
+    forged = registration(1, BOB)  # node 1 signed for bob; charlie submits it
     assert chain.refuse(CHARLIE, forged).startswith("nodes.BadNodeSignature")
-    small = REGISTER.call(
-        node_id=NODE_KEYS[1].public,
-        node_signature=NODE_KEYS[1].sign(registration_payload(CHARLIE.public)),
-        node_class="cpu",
-        cores=0,
-        memory_mb=1024,
-        disk_gb=10,
-        gpus=0,
-        address="",
-    )
+    small = registration(1, CHARLIE, cores=0)
     assert (
         chain.refuse(CHARLIE, small)
         == "nodes.BelowClassMinimum: class cpu needs cores >= 1, declared 0"
     )
-    gpu = REGISTER.call(
-        node_id=NODE_KEYS[1].public,
-        node_signature=NODE_KEYS[1].sign(registration_payload(CHARLIE.public)),
-        node_class="gpu",
-        cores=8,
-        memory_mb=8192,
-        disk_gb=10,
-        gpus=1,
-        address="",
-    )
+    gpu = registration(1, CHARLIE, node_class="gpu", cores=8, memory_mb=8192, gpus=1)
     assert chain.refuse(CHARLIE, gpu).startswith(
         "nodes.UnknownClass: class 'gpu' is not one of cpu"
     )
