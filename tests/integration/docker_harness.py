@@ -87,11 +87,12 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _start_private(dockerd: str) -> DockerEngine:
+def _start_private(dockerd: str, root: Path | None = None) -> DockerEngine:
+    """A private dockerd in a new folder, or again in `root` (same socket, same data)."""
     if os.geteuid() != 0:
         raise EngineSetupError("no Docker engine is reachable and starting dockerd needs root")
     # Short: the engine's sockets live under it and unix socket paths are limited to 108 bytes.
-    root = Path(tempfile.mkdtemp(prefix="smd-", dir="/tmp"))
+    root = root or Path(tempfile.mkdtemp(prefix="smd-", dir="/tmp"))
     host = f"unix://{root}/docker.sock"
     command = [
         dockerd,
@@ -144,6 +145,29 @@ def _stop_process(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=10)
+
+
+def start_private_engine() -> DockerEngine:
+    """A private dockerd of its own (not the session's), for tests that stop and restart it."""
+    dockerd = shutil.which("dockerd")
+    if dockerd is None:
+        raise EngineSetupError("dockerd is not installed (Debian package docker.io)")
+    return _start_private(dockerd)
+
+
+def restart_engine(engine: DockerEngine, down_seconds: float = 0.0) -> DockerEngine:
+    """Stop a private engine's process, leave it down for `down_seconds`, and start it again on
+    the same socket and data."""
+    if not engine.started_here or engine.process is None or engine.root is None:
+        raise EngineSetupError("only an engine started here can be restarted")
+    engine.client.close()
+    _stop_process(engine.process)
+    _unmount_under(engine.root / "exec")
+    time.sleep(down_seconds)
+    dockerd = shutil.which("dockerd")
+    if dockerd is None:
+        raise EngineSetupError("dockerd is not installed (Debian package docker.io)")
+    return _start_private(dockerd, engine.root)
 
 
 def stop_engine(engine: DockerEngine) -> None:
