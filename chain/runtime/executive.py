@@ -29,6 +29,7 @@ from chain.runtime.nodes import Nodes
 from chain.runtime.system import System
 from chain.runtime.towers import Towers
 from chain.runtime.usage import Usage
+from chain.runtime.wallets import Wallets
 from chain.signature import verify
 from chain.state import Overlay, StateReader, TrieState
 from chain.trie import TrieCommit
@@ -63,7 +64,7 @@ class CheckedTransaction:
 
 def default_modules() -> tuple[Module, ...]:
     """The runtime's modules, in hook order: `system` records the block first."""
-    return (System(), Balances(), Nodes(), Towers(), Epochs(), Apps(), Usage())
+    return (System(), Balances(), Nodes(), Towers(), Epochs(), Apps(), Usage(), Wallets())
 
 
 class Runtime:

@@ -1,0 +1,134 @@
+"""`statemesh wallet …`: platform wallets whose key is split among a committee of nodes.
+The login key (a keystore or development key) authorizes each transfer; the committee signs."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from chain.address import AddressError, decode_address
+from chain.blocks import UnsignedTransaction
+from chain.primitives import Hash32
+from node.commands.client_options import add_client_arguments, emit, rpc_client, rpc_errors
+from node.commands.key import add_keystore_argument, keystore_errors, keystore_from_args
+from node.commands.password import PasswordReader, add_password_argument
+from node.errors import UsageError
+from node.wallet_member import TRANSFER
+from wallet.keys import Keypair
+from wallet.keystore import resolve_signer
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    wallet = sub.add_parser("wallet", help="platform wallets (threshold keys)", description=__doc__)
+    actions = wallet.add_subparsers(dest="wallet_command", required=True, metavar="ACTION")
+
+    create = actions.add_parser("create", help="create a wallet owned by a login key")
+    create.set_defaults(handler=_create)
+
+    show = actions.add_parser("show", help="a wallet's committee, threshold and balance")
+    show.add_argument("address")
+    show.set_defaults(handler=_show)
+    add_client_arguments(show)
+
+    transfer = actions.add_parser("transfer", help="send funds from a wallet")
+    transfer.add_argument("--wallet", required=True, metavar="ADDRESS")
+    transfer.add_argument("--to", required=True, metavar="ADDRESS")
+    transfer.add_argument("--amount", required=True, metavar="N", help="in the smallest unit")
+    transfer.add_argument("--nonce", type=int, metavar="N", help="default: the wallet's next")
+    transfer.set_defaults(handler=_transfer)
+
+    for parser in (create, transfer):
+        parser.add_argument(
+            "--login",
+            required=True,
+            metavar="KEY",
+            help="the owner's login key: keystore key name, or dev-alice, dev-bob, …",
+        )
+        add_keystore_argument(parser)
+        add_password_argument(parser)
+        add_client_arguments(parser)
+
+
+def _login(args: argparse.Namespace) -> Keypair:
+    with keystore_errors():
+        return resolve_signer(
+            args.login, keystore_from_args(args), PasswordReader.from_args(args).existing
+        )
+
+
+def _address(value: str, flag: str) -> bytes:
+    try:
+        return decode_address(value)
+    except AddressError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
+
+
+def _create(args: argparse.Namespace) -> int:
+    login = _login(args)
+    client = rpc_client(args)
+    with rpc_errors():
+        created: dict[str, Any] = client.call("wallet_create", login.address)
+    emit(
+        args,
+        created,
+        [
+            f"wallet {created['address']}  {created['threshold']} of "
+            f"{len(created['committee'])} members",
+            *(f"  member {m}" for m in created["committee"]),
+            f"  registration {created['registration']}",
+        ],
+    )
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    _address(args.address, "ADDRESS")
+    client = rpc_client(args)
+    with rpc_errors():
+        info: dict[str, Any] | None = client.call("wallet_show", args.address)
+    if info is None:
+        emit(args, None, [f"no wallet {args.address}"])
+        return 1
+    emit(
+        args,
+        info,
+        [
+            f"wallet {info['address']}  {info['threshold']} of {len(info['committee'])} members"
+            f"  free {info['free']}",
+            f"  login {info['login']}  registered at #{info['registeredAt']}",
+            *(f"  member {m}" for m in info["committee"]),
+        ],
+    )
+    return 0
+
+
+def login_signature(
+    login: Keypair, genesis: Hash32, wallet: bytes, nonce: int, dest: bytes, amount: int
+) -> bytes:
+    """The login key's signature of the exact transfer the committee will sign."""
+    call = TRANSFER.call(dest=dest, amount=amount)
+    return login.sign(UnsignedTransaction(genesis, wallet, nonce, 0, call).signing_payload())
+
+
+def _transfer(args: argparse.Namespace) -> int:
+    wallet = _address(args.wallet, "--wallet")
+    dest = _address(args.to, "--to")
+    try:
+        amount = int(args.amount)
+    except ValueError:
+        raise UsageError(f"--amount must be an integer, got {args.amount!r}") from None
+    if amount < 0:
+        raise UsageError("--amount must not be negative")
+    login = _login(args)
+    client = rpc_client(args)
+    with rpc_errors():
+        genesis = Hash32(bytes.fromhex(client.call("chain_getBlockHash", 0)[2:]))
+        nonce = args.nonce
+        if nonce is None:
+            nonce = int(client.call("system_accountNextIndex", args.wallet))
+        signature = login_signature(login, genesis, wallet, nonce, dest, amount)
+        tx_hash = client.call(
+            "wallet_transfer", args.wallet, args.to, str(amount), "0x" + signature.hex(), nonce
+        )
+    emit(args, {"hash": tx_hash, "status": "submitted"}, [f"submitted {tx_hash}"])
+    return 0

@@ -1,0 +1,94 @@
+"""JSON-RPC methods of platform wallets: create one (DKG among a committee, then
+registration), show one, and transfer from one with the owner's login signature."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chain.address import encode_address
+from chain.errors import InvalidTransaction
+from chain.primitives import AccountId
+from chain.runtime import system, wallets
+from node.rpc.errors import RpcError, invalid_transaction_error
+from node.rpc.methods import account, hex_bytes
+from node.rpc.registry import Params, Registry
+from node.wallet_member import WalletLedger
+from node.wallet_service import WalletService, WalletServiceError
+
+WALLET_ERROR = 1100
+"""A wallet operation that did not happen (DKG failed, too few members signed, unknown wallet);
+the message says why and which members failed."""
+
+
+def amount(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("expected a non-negative integer")
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an integer") from None
+    if number < 0:
+        raise ValueError("an amount is not negative")
+    return number
+
+
+def nonce(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("expected a non-negative integer")
+    return int(value)
+
+
+def wallet_json(ledger: WalletLedger, group_key: AccountId) -> dict[str, Any] | None:
+    state = ledger.state()
+    record = wallets.get_wallet(state, group_key)
+    if record is None:
+        return None
+    return {
+        "address": encode_address(group_key),
+        "groupKey": "0x" + group_key.hex(),
+        "committee": [encode_address(m) for m in record.committee],
+        "threshold": record.threshold,
+        "login": encode_address(record.login_key),
+        "registeredAt": record.registered_at,
+        "free": str(system.account(state, group_key).free),
+    }
+
+
+def register(registry: Registry, service: WalletService, ledger: WalletLedger) -> None:
+    @registry.method("wallet_create", params=["login_key"])
+    async def create(params: Params) -> dict[str, Any]:
+        login_key = params.required("login_key", account)
+        try:
+            created = await service.create_wallet(login_key)
+        except WalletServiceError as error:
+            raise RpcError(WALLET_ERROR, str(error)) from None
+        except InvalidTransaction as exc:
+            raise invalid_transaction_error(exc) from None
+        return {
+            "address": encode_address(created.group_key),
+            "groupKey": "0x" + created.group_key.hex(),
+            "committee": [encode_address(m) for m in created.committee],
+            "threshold": created.threshold,
+            "registration": "0x" + created.registration.hex(),
+        }
+
+    @registry.method("wallet_show", params=["address"])
+    def show(params: Params) -> dict[str, Any] | None:
+        return wallet_json(ledger, params.required("address", account))
+
+    @registry.method(
+        "wallet_transfer", params=["address", "to", "amount", "login_signature", "nonce?"]
+    )
+    async def transfer(params: Params) -> str:
+        group_key = params.required("address", account)
+        dest = params.required("to", account)
+        value = params.required("amount", amount)
+        signature = params.required("login_signature", hex_bytes)
+        at = params.optional("nonce", nonce)
+        try:
+            tx_hash = await service.transfer(group_key, dest, value, signature, nonce=at)
+        except WalletServiceError as error:
+            raise RpcError(WALLET_ERROR, str(error)) from None
+        except InvalidTransaction as exc:
+            raise invalid_transaction_error(exc) from None
+        return "0x" + tx_hash.hex()

@@ -1,0 +1,128 @@
+"""The `wallet` request/response protocol between a coordinator and committee members: one
+request kind per DKG or signing round, and an answer that is either a payload or a refusal
+with a reason. RLP lists; the FROST messages inside keep their own encodings."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from chain import codec
+
+PROTOCOL_WALLET = "wallet"
+SESSION_ID_BYTES = 32
+MAX_REQUEST_BYTES = 256 * 1024
+MAX_RESPONSE_BYTES = 64 * 1024
+
+
+class RequestKind(enum.Enum):
+    DKG_START = b"dkg-start"
+    """[session, committee (RLP), threshold, login key] -> round-1 package"""
+    DKG_ROUND1 = b"dkg-round1"
+    """[session, [round-1 packages]] -> [[recipient identifier, sealed share], ...]"""
+    DKG_ROUND2 = b"dkg-round2"
+    """[session, [sealed shares for this member]] -> complaints message"""
+    DKG_COMPLAINTS = b"dkg-complaints"
+    """[session, [complaints messages]] -> confirmation"""
+    DKG_CONFIRM = b"dkg-confirm"
+    """[session, [confirmations]] -> [group key, node key's signature of the wallet]"""
+    SIGN_COMMIT = b"sign-commit"
+    """[session, unsigned transaction (RLP), login signature] -> [commitments, public package]"""
+    SIGN_SHARE = b"sign-share"
+    """[session, signing package] -> signature share"""
+
+
+class RefusalReason(enum.Enum):
+    MALFORMED = "Malformed"
+    NOT_A_MEMBER = "NotAMember"
+    BAD_COMMITTEE = "BadCommittee"
+    UNKNOWN_SESSION = "UnknownSession"
+    DKG_FAILED = "DkgFailed"
+    UNKNOWN_WALLET = "UnknownWallet"
+    NO_SHARE = "NoShare"
+    WRONG_CHAIN = "WrongChain"
+    NOT_A_TRANSFER = "NotATransfer"
+    BAD_LOGIN_SIGNATURE = "BadLoginSignature"
+    SIGNING_FAILED = "SigningFailed"
+
+
+class Refused(Exception):
+    """A member's refusal: carried back to the coordinator as the answer."""
+
+    def __init__(self, reason: RefusalReason, message: str) -> None:
+        super().__init__(f"{reason.value}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class WalletRequest:
+    kind: RequestKind
+    session: bytes
+    items: tuple[codec.RlpItem, ...]
+
+    def encode(self) -> bytes:
+        return codec.encode([self.kind.value, self.session, *self.items])
+
+    @classmethod
+    def decode(cls, data: bytes) -> WalletRequest:
+        try:
+            item = codec.decode(data)
+        except codec.CodecError as exc:
+            raise Refused(RefusalReason.MALFORMED, f"not RLP: {exc}") from None
+        if not isinstance(item, list) or len(item) < 2:
+            raise Refused(RefusalReason.MALFORMED, "a request is [kind, session, ...]")
+        kind_raw, session, *rest = item
+        try:
+            kind = RequestKind(kind_raw)
+        except ValueError:
+            raise Refused(RefusalReason.MALFORMED, "unknown request kind") from None
+        if not isinstance(session, bytes) or len(session) != SESSION_ID_BYTES:
+            raise Refused(RefusalReason.MALFORMED, f"a session id is {SESSION_ID_BYTES} bytes")
+        return cls(kind, session, tuple(rest))
+
+
+_OK = b"ok"
+_REFUSED = b"refused"
+
+
+def encode_answer(payload: codec.RlpItem) -> bytes:
+    return codec.encode([_OK, payload])
+
+
+def encode_refusal(refusal: Refused) -> bytes:
+    return codec.encode([_REFUSED, [refusal.reason.value.encode(), refusal.message.encode()]])
+
+
+def decode_answer(data: bytes) -> codec.RlpItem:
+    """The payload of an answer; raises `Refused` for a refusal or an unreadable answer."""
+    try:
+        item = codec.decode(data)
+    except codec.CodecError as exc:
+        raise Refused(RefusalReason.MALFORMED, f"unreadable answer: {exc}") from None
+    if not isinstance(item, list) or len(item) != 2:
+        raise Refused(RefusalReason.MALFORMED, "an answer is [status, payload]")
+    status, payload = item
+    if status == _OK:
+        return payload
+    if status == _REFUSED and isinstance(payload, list) and len(payload) == 2:
+        reason_raw, message = payload
+        try:
+            reason = RefusalReason(bytes(reason_raw).decode())  # type: ignore[arg-type]
+        except (ValueError, TypeError, UnicodeDecodeError):
+            reason = RefusalReason.MALFORMED
+        if isinstance(message, bytes):
+            raise Refused(reason, message.decode(errors="replace"))
+    raise Refused(RefusalReason.MALFORMED, "an answer with an unknown status")
+
+
+def as_bytes(item: codec.RlpItem, what: str) -> bytes:
+    if not isinstance(item, bytes):
+        raise Refused(RefusalReason.MALFORMED, f"{what} must be bytes")
+    return item
+
+
+def as_list(item: codec.RlpItem, what: str) -> list[codec.RlpItem]:
+    if not isinstance(item, list):
+        raise Refused(RefusalReason.MALFORMED, f"{what} must be a list")
+    return item
