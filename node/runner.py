@@ -26,6 +26,7 @@ from node.presence import Capacity, PresenceService, check_declared, measure_cap
 from node.rpc.limits import RpcLimits
 from node.rpc.methods import NodeInfo, build_registry
 from node.rpc.server import RpcServer
+from node.rpc.workload_methods import register_workload_methods
 from node.usage_reporter import UsageReporter
 from node.wire import TOPIC_VOTES
 from node.workloads import WorkloadService
@@ -131,8 +132,10 @@ class Node:
                 else None
             )
             info = NodeInfo(name=config.name, version=VERSION, spec=spec)
+            registry = build_registry(chain, info, network)
+            register_workload_methods(registry, chain, workloads)
             rpc = RpcServer(
-                build_registry(chain, info, network),
+                registry,
                 host=config.rpc_host,
                 port=config.rpc_port,
                 limits=config.rpc_limits,

@@ -15,6 +15,7 @@ from chain.runtime import apps
 from chain.runtime import manifest as m
 from chain.runtime.manifest import ManifestError, decode_manifest
 from node.chain_service import ChainService
+from node.workload_logs import WorkloadLogs
 from orchestrator import spec as o
 from orchestrator.controller import Controller, ControllerConfig
 from orchestrator.engine import connect_engine
@@ -155,12 +156,16 @@ class WorkloadService:
         self.desired = ChainDesiredState(chain, node_id, chain_id)
         self.docker_host = docker_host
         self.controller: Controller | None = None
+        self.logs: WorkloadLogs | None = None
+        self.engine_error: EngineUnavailable | None = None
+        """Why this node offers no compute, once the engine did not answer."""
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         try:
             engine = await connect_engine(self.docker_host)
         except EngineUnavailable as exc:
             log.warning("%s", exc)
+            self.engine_error = exc
             task_status.started()
             return
         config = ControllerConfig(node=encode_address(self.node_id))
@@ -168,6 +173,9 @@ class WorkloadService:
         finalized = self.chain.finalized_heads.subscribe()
         async with trio.open_nursery() as nursery:
             await nursery.start(self.controller.run)
+            logs = WorkloadLogs(engine.runtime, self.controller)
+            await nursery.start(logs.run)
+            self.logs = logs
             log.info("running assigned replicas on the Docker engine %s", engine.info)
             task_status.started()
             async with finalized:

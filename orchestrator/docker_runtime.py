@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -50,6 +50,8 @@ _WATCHED_ACTIONS = ("start", "die", "oom", "destroy")
 # Bounds every container's json-file log so a chatty workload cannot fill the node's disk.
 _LOG_CONFIG = {"type": "json-file", "config": {"max-size": "10m", "max-file": "3"}}
 _NEVER = "0001-01-01T00:00:00Z"
+MAX_PARTIAL_LINE_BYTES = 64 * 1024
+"""A followed line longer than this is passed on in pieces, so one cannot grow without bound."""
 
 
 def _timestamp(value: str | None) -> float | None:
@@ -70,7 +72,14 @@ def _explanation(error: docker.errors.APIError) -> str:
 class DockerRuntime:
     """A `ContainerRuntime` over one Docker engine, reached through the `docker` SDK."""
 
-    def __init__(self, client: docker.DockerClient, host: str, *, max_threads: int = 16) -> None:
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        host: str,
+        *,
+        max_threads: int = 16,
+        max_log_follows: int = 64,
+    ) -> None:
         self._client = client
         self._api = client.api
         self.host = host
@@ -78,6 +87,8 @@ class DockerRuntime:
         # get their own, so a hung probe command cannot starve the reconcile loop of threads.
         self._limiter = trio.CapacityLimiter(max_threads)
         self._exec_limiter = trio.CapacityLimiter(max_threads)
+        # A followed log holds a thread for as long as it is followed: a pool of their own.
+        self._follow_limiter = trio.CapacityLimiter(max_log_follows)
 
     @classmethod
     async def connect(
@@ -103,8 +114,15 @@ class DockerRuntime:
     def close(self) -> None:
         self._client.close()
 
-    async def _call(self, fn: Callable[[], T], *, long_running: bool = False) -> T:
-        limiter = self._exec_limiter if long_running else self._limiter
+    async def _call(
+        self,
+        fn: Callable[[], T],
+        *,
+        long_running: bool = False,
+        limiter: trio.CapacityLimiter | None = None,
+    ) -> T:
+        if limiter is None:
+            limiter = self._exec_limiter if long_running else self._limiter
         try:
             # trio-typing's stubs predate `abandon_on_cancel`.
             return await trio.to_thread.run_sync(  # type: ignore[call-arg]
@@ -307,6 +325,61 @@ class DockerRuntime:
             pids=int((raw.get("pids_stats") or {}).get("current", 0)),
         )
 
+    async def logs(
+        self, container_id: str, *, tail: int | None = None, since: float | None = None
+    ) -> bytes:
+        window = _log_window(tail, since)
+
+        def read() -> bytes:
+            return bytes(self._api.logs(container_id, stdout=True, stderr=True, **window))
+
+        try:
+            return await self._call(read)
+        except docker.errors.NotFound as e:
+            raise ContainerNotFound(container_id) from e
+        except docker.errors.APIError as e:
+            raise RuntimeFailure(
+                f"cannot read the logs of {container_id[:12]}: {_explanation(e)}"
+            ) from e
+
+    async def follow_logs(
+        self, container_id: str, *, tail: int | None = None, since: float | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        window = _log_window(tail, since)
+
+        def open_stream() -> Any:
+            return self._api.logs(
+                container_id, stdout=True, stderr=True, stream=True, follow=True, **window
+            )
+
+        try:
+            # Not abandoned on cancellation: the stream it opens is always closed below.
+            stream = await self._call(open_stream)
+        except docker.errors.NotFound as e:
+            raise ContainerNotFound(container_id) from e
+        except docker.errors.APIError as e:
+            raise RuntimeFailure(
+                f"cannot follow the logs of {container_id[:12]}: {_explanation(e)}"
+            ) from e
+        lines = LineSplitter()
+        try:
+            while True:
+                # Abandoned on cancellation; closing the stream below ends the thread's read.
+                chunk = await self._call(
+                    functools.partial(next, stream, b""),
+                    long_running=True,
+                    limiter=self._follow_limiter,
+                )
+                if not chunk:
+                    break
+                for line in lines.feed(chunk):
+                    yield line
+            for line in lines.flush():
+                yield line
+        finally:
+            with contextlib.suppress(docker.errors.DockerException, OSError):
+                stream.close()
+
     async def list_volumes(self, labels: Mapping[str, str]) -> list[VolumeInfo]:
         def list_them() -> list[VolumeInfo]:
             raw = self._api.volumes(filters={"label": _label_filter(labels)})
@@ -380,6 +453,40 @@ class DockerRuntime:
             raise RuntimeFailure(f"engine events stream failed: {e}") from e
         finally:
             stream.close()
+
+
+class LineSplitter:
+    """Cuts the chunks of a byte stream into lines, without their newline."""
+
+    def __init__(self, max_partial_bytes: int = MAX_PARTIAL_LINE_BYTES) -> None:
+        self._partial = bytearray()
+        self._max = max_partial_bytes
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The lines that `chunk` completes; a partial line longer than the limit is cut."""
+        self._partial += chunk
+        *lines, rest = bytes(self._partial).split(b"\n")
+        self._partial = bytearray(rest)
+        while len(self._partial) > self._max:
+            lines.append(bytes(self._partial[: self._max]))
+            del self._partial[: self._max]
+        return lines
+
+    def flush(self) -> list[bytes]:
+        """The last line if the stream ended without a newline."""
+        rest, self._partial = bytes(self._partial), bytearray()
+        return [rest] if rest else []
+
+
+def _log_window(tail: int | None, since: float | None) -> dict[str, Any]:
+    """The SDK's arguments for a window of a container's log. The SDK refuses a `since` that
+    is not positive; every log line is later than the epoch anyway."""
+    if tail is not None and tail < 0:
+        raise ValueError(f"tail must not be negative, got {tail}")
+    return {
+        "tail": "all" if tail is None else tail,
+        "since": since if since and since > 0 else None,
+    }
 
 
 def _cause(error: BaseException) -> str:

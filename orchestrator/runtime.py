@@ -4,7 +4,7 @@ the plain data it speaks in. `docker_runtime.DockerRuntime` is the real implemen
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -170,6 +170,23 @@ class ContainerRuntime(Protocol):
 
     async def stats(self, container_id: str) -> ContainerStats:
         """`ContainerNotFound` if it is gone or not running."""
+        ...
+
+    async def logs(
+        self, container_id: str, *, tail: int | None = None, since: float | None = None
+    ) -> bytes:
+        """What the container wrote to stdout and stderr, as it wrote it: the last `tail` lines
+        (all if None) of those written at or after `since` (Unix seconds; None for all).
+        `ContainerNotFound`; `ValueError` for a negative `tail`."""
+        ...
+
+    def follow_logs(
+        self, container_id: str, *, tail: int | None = None, since: float | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        """The lines `logs` would return, one at a time and without their newline, then each
+        new line as it is written, until the container stops or is removed. Closing or
+        cancelling the iterator closes the engine's stream. `ContainerNotFound` on the first
+        step if the container is gone."""
         ...
 
     async def list_volumes(self, labels: Mapping[str, str]) -> list[VolumeInfo]: ...

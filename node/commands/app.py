@@ -4,13 +4,20 @@ see where their replicas run."""
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import trio
 
 from chain.runtime.manifest import Manifest, ManifestError, parse_manifest
 from node.commands.client_options import add_client_arguments, emit, rpc_client, rpc_errors
 from node.commands.tx import add_signing_arguments, submit_call
 from node.errors import CliError, UsageError
+from node.rpc.client import RpcClient
 
 
 class InvalidManifest(CliError):
@@ -50,6 +57,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     status.add_argument("name")
     status.set_defaults(handler=_status)
     add_client_arguments(status)
+
+    logs = actions.add_parser("logs", help="what an application's containers on this node wrote")
+    logs.add_argument("name")
+    logs.add_argument("--replica", type=int, metavar="N", help="only replica N")
+    logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines of each")
+    logs.add_argument("--follow", "-f", action="store_true", help="then print new lines as written")
+    logs.set_defaults(handler=_logs)
+    add_client_arguments(logs)
+
+    events = actions.add_parser(
+        "events", help="an application's events: the chain's, and this node's for its replicas"
+    )
+    events.add_argument("name")
+    events.set_defaults(handler=_events)
+    add_client_arguments(events)
 
 
 def load_manifest(path: Path) -> Manifest:
@@ -121,4 +143,76 @@ def _status(args: argparse.Namespace) -> int:
         data = ", ".join(f"{k}={v}" for k, v in event["data"].items() if k != "app")
         lines.append(f"  #{event['block']} {event['name']}({data})")
     emit(args, {**info, "events": events}, lines)
+    return 0
+
+
+def _log_prefix(entry: dict[str, Any], prefixed: bool) -> str:
+    return f"[{entry['replica']}/{entry['container']}] " if prefixed else ""
+
+
+def _logs(args: argparse.Namespace) -> int:
+    for flag in ("replica", "tail"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 0:
+            raise UsageError(f"--{flag} must not be negative")
+    client = rpc_client(args)
+    with rpc_errors():
+        # With --follow, this call checks the request and learns how many containers answer.
+        found: list[dict[str, Any]] = client.call(
+            "app_logs", args.name, args.replica, 0 if args.follow else args.tail
+        )
+    prefixed = len(found) > 1
+    if args.follow:
+        return _follow_logs(args, client.url, prefixed)
+    if args.json:
+        emit(args, found, [])
+        return 0
+    for entry in found:
+        if entry["truncated"]:
+            print(
+                f"({entry['replica']}/{entry['container']}: older lines left out)", file=sys.stderr
+            )
+        if prefixed:
+            for line in entry["text"].splitlines():
+                print(_log_prefix(entry, prefixed) + line)
+        else:
+            sys.stdout.write(entry["text"])
+    sys.stdout.flush()
+    return 0
+
+
+def _follow_logs(args: argparse.Namespace, url: str, prefixed: bool) -> int:
+    # No deadline between notifications: a quiet container is not a lost node.
+    follower = RpcClient(url, timeout=math.inf)
+    tail = "all" if args.tail is None else args.tail
+
+    async def follow() -> None:
+        async for batch in follower.watch("app_subscribeLogs", args.name, args.replica, tail):
+            for line in batch:
+                if args.json:
+                    print(json.dumps(line))
+                else:
+                    print(_log_prefix(line, prefixed) + line["text"])
+            sys.stdout.flush()
+
+    with rpc_errors():
+        trio.run(follow)
+    return 0
+
+
+def _events(args: argparse.Namespace) -> int:
+    client = rpc_client(args)
+    with rpc_errors():
+        events: list[dict[str, Any]] = client.call("app_events", args.name)
+    lines = [] if events else [f"no events of application {args.name!r}"]
+    for event in events:
+        when = datetime.fromtimestamp(event["time"]).strftime("%Y-%m-%d %H:%M:%S")
+        where = "node" if event["block"] is None else f"#{event['block']}"
+        replica = "" if event["replica"] is None else f"replica {event['replica']}"
+        if event["revision"] is not None:
+            replica += f" (revision {event['revision']})"
+        if event["container"]:
+            replica += f" {event['container']}"
+        detail = ": ".join(x for x in (event["reason"], event["message"]) if x)
+        lines.append(f"{when}  {where:<7} {event['kind']:<16} {replica:<24} {detail}".rstrip())
+    emit(args, events, lines)
     return 0

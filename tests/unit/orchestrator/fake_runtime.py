@@ -1,11 +1,17 @@
 """An in-memory container engine for unit tests: a fake `ContainerRuntime`, not a mock.
 
-Containers run when started and end only when a test calls `exit()`, `kill()` or `stop()`."""
+Containers run when started and end only when a test calls `exit()`, `kill()` or `stop()`.
+What a container writes to its log comes from `write_log()`, and from its command when that is
+`echo ...` or a `sh -c` script of `echo` and `sleep` steps: each run writes the script's lines at
+the times its sleeps say (the rest of a script is ignored)."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import math
+import shlex
+from bisect import insort
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -37,6 +43,26 @@ if TYPE_CHECKING:
 
 HOST = "fake://engine"
 
+LogEntry = tuple[float, int, bytes]
+"""(time written, sequence, line without its newline), in the order a log holds them."""
+
+
+def script_lines(argv: Sequence[str]) -> list[tuple[float, bytes]]:
+    """(seconds after the start, line) for each line an `echo` / `sh -c` script writes."""
+    if tuple(argv[:1]) == ("echo",):
+        return [(0.0, " ".join(argv[1:]).encode())]
+    if len(argv) < 3 or argv[0] not in ("sh", "/bin/sh") or argv[1] != "-c":
+        return []
+    written: list[tuple[float, bytes]] = []
+    offset = 0.0
+    for step in argv[2].replace("&&", ";").split(";"):
+        words = shlex.split(step)
+        if words[:1] == ["echo"]:
+            written.append((offset, " ".join(words[1:]).encode()))
+        elif words[:1] == ["sleep"] and len(words) == 2:
+            offset += float(words[1])
+    return written
+
 
 @dataclass
 class FakeContainer:
@@ -53,6 +79,8 @@ class FakeContainer:
     cpu_ns: int = 0
     memory_bytes: int = 0
     starts: int = 0
+    log: list[LogEntry] = field(default_factory=list)
+    """Sorted; entries later than the engine's clock are what a running script writes next."""
 
     def info(self) -> ContainerInfo:
         return ContainerInfo(
@@ -82,6 +110,8 @@ class FakeRuntime:
     operations: list[tuple[str, str]] = field(default_factory=list)
     """(operation, container id or volume name) for every call that changes something."""
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    _log_seq: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    _log_written: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot)
     _last_time: float = -1.0
     _watchers: list[tuple[dict[str, str], trio.MemorySendChannel[RuntimeEvent]]] = field(
         default_factory=list
@@ -97,6 +127,21 @@ class FakeRuntime:
             now = 0.0
         self._last_time = max(now, self._last_time + 1e-6)
         return self._last_time
+
+    def _time(self) -> float:
+        """The clock now, never before a time already handed out (unlike `now`, no step)."""
+        try:
+            return max(self.clock(), self._last_time)
+        except RuntimeError:
+            return self._last_time
+
+    def write_log(self, container_id: str, *lines: str) -> None:
+        """The container writes these lines now."""
+        c = self._get(container_id)
+        at = self.now()
+        for line in lines:
+            insort(c.log, (at, next(self._log_seq), line.encode()))
+        self._log_written.unpark_all()
 
     def add_foreign(self, name: str, labels: Mapping[str, str], *, running: bool = True) -> str:
         """A container someone else made (no request, any labels)."""
@@ -115,6 +160,8 @@ class FakeRuntime:
         c = self.containers[container_id]
         c.state = ContainerState.EXITED
         c.exit_code, c.oom_killed, c.finished_at = code, oom, self.now()
+        c.log = [e for e in c.log if e[0] <= c.finished_at]  # the script stops with its process
+        self._log_written.unpark_all()
         if oom:
             self._emit(c, "oom")
         self._emit(c, "die")
@@ -197,6 +244,11 @@ class FakeRuntime:
         c.state, c.started_at, c.finished_at = ContainerState.RUNNING, self.now(), None
         c.exit_code, c.oom_killed, c.error, c.cpu_ns = 0, False, "", 0
         c.starts += 1
+        if c.request is not None:
+            argv = (*c.request.command, *c.request.args)
+            for offset, line in script_lines(argv):
+                insort(c.log, (c.started_at + offset, next(self._log_seq), line))
+        self._log_written.unpark_all()
         self._emit(c, "start")
 
     async def stop(self, container_id: str, timeout_seconds: float) -> None:
@@ -215,6 +267,7 @@ class FakeRuntime:
         if c is not None:
             self.operations.append(("remove", container_id))
             self._emit(c, "destroy")
+            self._log_written.unpark_all()
 
     async def exec(
         self, container_id: str, command: Sequence[str], timeout_seconds: float
@@ -233,6 +286,52 @@ class FakeRuntime:
         if c.state is not ContainerState.RUNNING:
             raise RuntimeFailure(f"container {container_id} is not running")
         return ContainerStats(c.cpu_ns, c.memory_bytes, 1)
+
+    def _log_window(
+        self, c: FakeContainer, tail: int | None, since: float | None
+    ) -> tuple[list[LogEntry], tuple[float, int]]:
+        """The entries `logs` returns now, and the position of the last entry written so far."""
+        if tail is not None and tail < 0:
+            raise ValueError(f"tail must not be negative, got {tail}")
+        now = self._time()
+        written = [e for e in c.log if e[0] <= now]
+        window = [e for e in written if since is None or e[0] >= since]
+        if tail is not None:
+            window = window[len(window) - tail :] if tail else []
+        return window, (written[-1][:2] if written else (-math.inf, 0))
+
+    async def logs(
+        self, container_id: str, *, tail: int | None = None, since: float | None = None
+    ) -> bytes:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        window, _ = self._log_window(self._get(container_id), tail, since)
+        return b"".join(line + b"\n" for _, _, line in window)
+
+    async def follow_logs(
+        self, container_id: str, *, tail: int | None = None, since: float | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        c = self._get(container_id)
+        run = c.starts  # like the engine's, a stream follows one run of the container
+        window, last = self._log_window(c, tail, since)
+        for _, _, line in window:
+            yield line
+        while True:
+            now = self._time()
+            for at, seq, line in [e for e in c.log if e[:2] > last and e[0] <= now]:
+                last = (at, seq)
+                yield line
+            if (
+                self.containers.get(container_id) is not c
+                or c.state is not ContainerState.RUNNING
+                or c.starts != run
+            ):
+                return
+            due = min((e[0] for e in c.log if e[:2] > last), default=math.inf)
+            with trio.move_on_after(max(0.0, due - now)):
+                await self._log_written.park()
 
     async def list_volumes(self, labels: Mapping[str, str]) -> list[VolumeInfo]:
         await trio.lowlevel.checkpoint()

@@ -5,6 +5,7 @@ image that is present, and labels of its own."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import aclosing
 
 import pytest
 import trio
@@ -40,6 +41,15 @@ async def started(
     cid = await runtime.create(request(image, labels, name))
     await runtime.start(cid)
     return cid
+
+
+async def written(runtime: ContainerRuntime, cid: str, text: bytes) -> None:
+    """Waits (up to 10 s) until the container's log holds `text`."""
+    for _ in range(200):
+        if text in await runtime.logs(cid):
+            return
+        await trio.sleep(0.05)
+    raise AssertionError(f"{text!r} not in the log: {await runtime.logs(cid)!r}")
 
 
 @check
@@ -183,3 +193,68 @@ async def watch_reports_start_and_die_of_labelled_containers_only(
         assert after.state is ContainerState.EXITED  # the list already says so
         nursery.cancel_scope.cancel()
     assert seen[0] == "start" and seen[-1] == "die"
+
+
+@check
+async def logs_return_what_the_container_wrote(
+    runtime: ContainerRuntime, image: str, labels: Mapping[str, str]
+) -> None:
+    script = "echo one; echo two; echo three; sleep 60"
+    cid = await runtime.create(request(image, labels, "logs", "sh", "-c", script))
+    await runtime.start(cid)
+    await written(runtime, cid, b"three\n")
+    everything = b"one\ntwo\nthree\n"
+    assert await runtime.logs(cid) == everything
+    assert await runtime.logs(cid, tail=2) == b"two\nthree\n"
+    assert await runtime.logs(cid, tail=0) == b""
+    info = await runtime.inspect(cid)
+    assert info.run is not None and info.run.started_at is not None
+    assert await runtime.logs(cid, since=info.run.started_at - 5) == everything
+    assert await runtime.logs(cid, since=info.run.started_at + 3600) == b""
+    with pytest.raises(ValueError, match="tail must not be negative, got -1"):
+        await runtime.logs(cid, tail=-1)
+    await runtime.remove(cid)
+    with pytest.raises(ContainerNotFound) as raised:
+        await runtime.logs(cid)
+    assert str(raised.value) == f"no container {cid}"
+
+
+@check
+async def follow_logs_yields_new_lines_until_the_container_stops(
+    runtime: ContainerRuntime, image: str, labels: Mapping[str, str]
+) -> None:
+    script = "echo zero; echo one; sleep 2; echo two; sleep 60"
+    cid = await runtime.create(request(image, labels, "follow", "sh", "-c", script))
+    await runtime.start(cid)
+    await written(runtime, cid, b"one\n")
+    seen = []
+    with trio.fail_after(10):
+        async with aclosing(runtime.follow_logs(cid, tail=1)) as lines:
+            async for line in lines:
+                seen.append(line)
+                if line == b"two":
+                    await runtime.stop(cid, 1.0)
+    assert seen == [b"one", b"two"]
+    with trio.fail_after(10):
+        async with aclosing(runtime.follow_logs(cid)) as lines:
+            after = [line async for line in lines]  # a stopped container: the log, then the end
+    assert after == [b"zero", b"one", b"two"]
+    await runtime.remove(cid)
+    with pytest.raises(ContainerNotFound):
+        async with aclosing(runtime.follow_logs(cid)) as lines:
+            await lines.__anext__()
+
+
+@check
+async def cancelling_a_follow_ends_it_at_once(
+    runtime: ContainerRuntime, image: str, labels: Mapping[str, str]
+) -> None:
+    cid = await started(runtime, image, labels, "quiet")
+    with trio.fail_after(5):
+        with trio.move_on_after(0.3) as waited:
+            async with aclosing(runtime.follow_logs(cid)) as lines:
+                async for line in lines:
+                    raise AssertionError(f"a quiet container wrote {line!r}")
+        assert waited.cancelled_caught
+        # The engine still serves this container's logs: nothing was left half-open.
+        assert await runtime.logs(cid) == b""

@@ -1,0 +1,350 @@
+"""The JSON-RPC methods about what this node itself runs: its containers' logs (read and
+followed), the orchestrator's events merged with the chain's, and each replica's state and
+metered usage. A node without compute answers each with a clear error."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from chain.address import encode_address
+from chain.runtime import apps
+from node.chain_service import ChainService
+from node.rpc.errors import RpcError
+from node.rpc.methods import APP_EVENTS_WINDOW
+from node.rpc.registry import Params, Registry
+from node.workload_logs import LogFollow, LogLine, LogsEnded, TooManyFollows, WorkloadLogs
+from node.workloads import WorkloadService
+from orchestrator.controller import Controller
+from orchestrator.errors import ContainerNotFound, EngineUnavailable, RuntimeFailure
+from orchestrator.events import Event as NodeEvent
+from orchestrator.events import EventKind
+from orchestrator.labels import ContainerKey
+from orchestrator.metering import ReplicaUsage
+from orchestrator.spec import ReplicaKey
+from orchestrator.status import ContainerPhase, ReplicaStatus
+
+NO_COMPUTE = 5000
+"""The node runs no workloads: not a compute node, or no container engine answers."""
+UNKNOWN_APP = 5001
+NOT_ON_THIS_NODE = 5002
+"""The replica asked for runs elsewhere (the message names the node), or nowhere yet."""
+ENGINE_FAILURE = 5003
+TOO_MANY_FOLLOWS = 5004
+
+MAX_LOG_BYTES = 4 * 1024 * 1024
+"""An `app_logs` answer holds at most this much log text, shared among its containers; each
+container's text keeps its newest lines."""
+
+
+# -- parameter converters (their ValueError messages reach the client as -32602) ------------
+
+
+def replica_index(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("expected a replica index (an integer >= 0)")
+    return int(value)
+
+
+def tail_lines(value: Any) -> int | None:
+    """A number of lines (an integer >= 0), or "all" (None)."""
+    if value == "all":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError('expected a number of lines (an integer >= 0) or "all"')
+    return int(value)
+
+
+# -- JSON views ---------------------------------------------------------------------------------
+
+
+def usage_json(usage: ReplicaUsage) -> dict[str, Any]:
+    return {
+        "cpuSeconds": round(usage.cpu_seconds, 3),
+        "memoryBytes": usage.memory_bytes,
+        "peakMemoryBytes": usage.peak_memory_bytes,
+        "uptimeSeconds": round(usage.uptime_seconds, 3),
+    }
+
+
+def workload_json(status: ReplicaStatus, usage: ReplicaUsage) -> dict[str, Any]:
+    waiting = next((c for c in status.containers if c.phase is not ContainerPhase.RUNNING), None)
+    return {
+        "app": status.key.app,
+        "replica": status.key.replica,
+        "revision": status.revision,
+        "state": ContainerPhase.RUNNING.value if waiting is None else waiting.phase.value,
+        "ready": status.ready,
+        "restartCount": status.restart_count,
+        "reason": status.reason or None,
+        "message": None if waiting is None else waiting.message or None,
+        "containerId": status.containers[0].container_id or None,
+        "containers": [
+            {
+                "name": c.name,
+                "containerId": c.container_id or None,
+                "state": c.phase.value,
+                "ready": c.ready,
+                "restartCount": c.restart_count,
+                "reason": c.reason or None,
+                "message": c.message or None,
+                "exitCode": c.exit_code,
+            }
+            for c in status.containers
+        ],
+        "usage": usage_json(usage),
+    }
+
+
+def line_json(line: LogLine) -> dict[str, Any]:
+    return {
+        "replica": line.container.replica.replica,
+        "container": line.container.container,
+        "text": line.text,
+    }
+
+
+def node_event_json(event: NodeEvent, revision: int | None) -> dict[str, Any]:
+    return {
+        "source": "node",
+        "time": event.at,
+        "block": None,
+        "kind": event.kind.value,
+        "reason": event.reason or None,
+        "message": event.message or None,
+        "replica": event.replica.replica,
+        "revision": revision,
+        "container": event.container or None,
+    }
+
+
+def chain_event_json(
+    number: int, timestamp_ms: int, data: Mapping[str, Any], name: str
+) -> dict[str, Any]:
+    shown = {k: v for k, v in data.items() if k not in ("app", "replica", "revision", "reason")}
+    return {
+        "source": "chain",
+        "time": timestamp_ms / 1000,
+        "block": number,
+        "kind": name,
+        "reason": data.get("reason") or None,
+        "message": ", ".join(f"{k}={v}" for k, v in shown.items()) or None,
+        "replica": data.get("replica"),
+        "revision": data.get("revision"),
+        "container": None,
+    }
+
+
+def with_revisions(
+    events: Iterable[NodeEvent], current: Mapping[ReplicaKey, int]
+) -> list[tuple[NodeEvent, int | None]]:
+    """Each event with the revision its replica ran then. The controller names a replica's
+    revision in the message of its Scheduled event ("revision N"); events before the first one
+    kept are of an unknown revision, unless none is kept: then the replica has not changed
+    revision since, and runs the `current` one."""
+    by_replica: dict[ReplicaKey, list[NodeEvent]] = defaultdict(list)
+    for event in sorted(events, key=lambda e: e.sequence):
+        by_replica[event.replica].append(event)
+    found = []
+    for replica, kept in by_replica.items():
+        scheduled = any(e.kind is EventKind.SCHEDULED for e in kept)
+        revision = None if scheduled else current.get(replica)
+        for event in kept:
+            if event.kind is EventKind.SCHEDULED:
+                number = event.message.removeprefix("revision ")
+                revision = int(number) if number.isdigit() else None
+            found.append((event, revision))
+    return found
+
+
+class _LogNotifications:
+    """A follow's batches as `app_log` notifications; its end as an error notification."""
+
+    def __init__(self, follow: LogFollow) -> None:
+        self._follow = follow
+
+    def __aiter__(self) -> _LogNotifications:
+        return self
+
+    async def __anext__(self) -> list[dict[str, Any]]:
+        try:
+            batch = await self._follow.__anext__()
+        except LogsEnded as e:
+            raise RpcError(NOT_ON_THIS_NODE, f"log follow ended: {e}") from None
+        return [line_json(line) for line in batch]
+
+    async def aclose(self) -> None:
+        await self._follow.aclose()
+
+
+# -- the methods --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Compute:
+    node_id: bytes
+    controller: Controller
+    logs: WorkloadLogs
+
+
+def register_workload_methods(
+    registry: Registry, chain: ChainService, workloads: WorkloadService | None
+) -> None:
+    """`app_logs`, `app_subscribeLogs`, `app_events` and `node_workloads`."""
+    store = chain.store
+
+    def compute() -> _Compute:
+        if workloads is None:
+            raise RpcError(
+                NO_COMPUTE,
+                "this node offers no compute: it runs no workloads "
+                "(it has no --operator key, or was started with --no-compute)",
+            )
+        if workloads.engine_error is not None:
+            error = workloads.engine_error
+            raise RpcError(NO_COMPUTE, _no_engine(error))
+        if workloads.controller is None or workloads.logs is None:
+            raise RpcError(
+                NO_COMPUTE, "this node offers no compute: its container engine is not connected yet"
+            )
+        return _Compute(workloads.node_id, workloads.controller, workloads.logs)
+
+    def local(found: _Compute, app: str, replica: int | None) -> list[ReplicaStatus]:
+        """This node's replicas of `app` (or its replica `replica`); else why not, naming the
+        node that runs it."""
+        statuses = {k.replica: s for k, s in found.controller.status().items() if k.app == app}
+        if replica is None and statuses:
+            return [statuses[i] for i in sorted(statuses)]
+        if replica is not None and replica in statuses:
+            return [statuses[replica]]
+        state = store.state_at(store.finalized_header.hash)
+        if apps.get_app(state, app) is None:
+            raise RpcError(UNKNOWN_APP, f"no application {app!r} in finalized state")
+        raise RpcError(
+            NOT_ON_THIS_NODE, not_here(app, replica, apps.placement(state, app), found.node_id)
+        )
+
+    @registry.method("app_logs", params=["app", "replica?", "tail?"])
+    async def app_logs(params: Params) -> list[dict[str, Any]]:
+        app = params.required("app", str)
+        replica = params.optional("replica", replica_index)
+        tail = params.optional("tail", tail_lines)
+        found = compute()
+        targets = [(s, c) for s in local(found, app, replica) for c in s.containers]
+        budget = MAX_LOG_BYTES // max(1, len(targets))
+        answer = []
+        for status, container in targets:
+            raw = b""
+            if container.container_id:
+                try:
+                    raw = await found.logs.read(container.container_id, tail=tail)
+                except ContainerNotFound:
+                    raw = b""  # removed since the last pass; its replacement has no log yet
+                except EngineUnavailable as e:
+                    raise RpcError(NO_COMPUTE, _no_engine(e)) from None
+                except RuntimeFailure as e:
+                    raise RpcError(
+                        ENGINE_FAILURE, f"{status.key}/{container.name}: {e.message}"
+                    ) from None
+            truncated = len(raw) > budget
+            if truncated:
+                raw = raw[-budget:]
+                raw = raw[raw.find(b"\n") + 1 :]  # whole lines only
+            answer.append(
+                {
+                    "replica": status.key.replica,
+                    "revision": status.revision,
+                    "container": container.name,
+                    "containerId": container.container_id or None,
+                    "state": container.phase.value,
+                    "text": raw.decode(errors="replace"),
+                    "truncated": truncated,
+                }
+            )
+        return answer
+
+    @registry.subscription(
+        "app_subscribeLogs",
+        unsubscribe="app_unsubscribeLogs",
+        notification="app_log",
+        params=["app", "replica?", "tail?"],
+    )
+    def subscribe_logs(params: Params) -> AsyncIterator[Any]:
+        app = params.required("app", str)
+        replica = params.optional("replica", replica_index)
+        tail = params.optional("tail", tail_lines, 0)
+        found = compute()
+        containers = [
+            ContainerKey(s.key, c.name) for s in local(found, app, replica) for c in s.containers
+        ]
+        try:
+            return _LogNotifications(found.logs.follow(containers, tail=tail))
+        except TooManyFollows as e:
+            raise RpcError(TOO_MANY_FOLLOWS, str(e)) from None
+
+    @registry.method("app_events", params=["app"])
+    def app_events(params: Params) -> list[dict[str, Any]]:
+        app = params.required("app", str)
+        controller = compute().controller
+        current = {k: s.revision for k, s in controller.status().items()}
+        mine = [e for e in controller.events.recent(len(controller.events)) if e.replica.app == app]
+        merged = [node_event_json(e, r) for e, r in with_revisions(mine, current)]
+        best = store.best_header.number
+        for number in range(max(1, best - APP_EVENTS_WINDOW), best + 1):
+            block_hash = store.canonical_hash(number)
+            if block_hash is None:
+                continue
+            for event in store.events(block_hash) or []:
+                data = event.to_json()["data"]
+                if event.module == apps.NAME and data.get("app") == app:
+                    timestamp = store.require_header(block_hash).timestamp
+                    merged.append(chain_event_json(number, timestamp, data, event.name))
+        merged.sort(key=lambda e: e["time"])
+        return merged
+
+    @registry.method("node_workloads")
+    def node_workloads(params: Params) -> dict[str, Any]:
+        found = compute()
+        controller = found.controller
+        usage = controller.usage()
+        return {
+            "node": encode_address(found.node_id),
+            "replicas": [
+                workload_json(status, usage.get(key, ReplicaUsage()))
+                for key, status in sorted(controller.status().items())
+            ],
+        }
+
+
+def _no_engine(error: EngineUnavailable) -> str:
+    return (
+        f"this node offers no compute: no container engine answers at {error.host}: {error.cause}"
+    )
+
+
+def not_here(
+    app: str, replica: int | None, placement: list[apps.ReplicaEntry], node_id: bytes
+) -> str:
+    entries = [e for e in placement if replica is None or e.index == replica]
+    placed = sorted(
+        {(e.index, encode_address(e.node)) for e in entries if e.node not in (b"", node_id)}
+    )
+    here = any(e.node == node_id for e in entries)
+    if replica is not None:
+        if not entries:
+            return f"application {app!r} has no replica {replica}"
+        if placed:
+            nodes = " and ".join(n for _, n in placed)
+            return f"replica {replica} of {app!r} runs on node {nodes}, not on this node"
+        if here:
+            return f"replica {replica} of {app!r} is assigned to this node but does not run yet"
+        reason = next((e.reason for e in entries if e.reason), "no node can take it")
+        return f"replica {replica} of {app!r} is pending: {reason}"
+    if placed:
+        where = "; ".join(f"replica {i} runs on node {n}" for i, n in placed)
+        return f"no replica of {app!r} runs on this node: {where}"
+    if here:
+        return f"the replicas of {app!r} are assigned to this node but do not run yet"
+    return f"no replica of {app!r} runs on any node"

@@ -1,0 +1,174 @@
+"""One machine: what a dev node's containers wrote, their events and the node's workloads,
+through the CLI over JSON-RPC, with a real container on a real engine; and the typed error of a
+node whose engine does not answer."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from queue import Empty, Queue
+
+import docker
+import pytest
+
+from tests.integration.docker_harness import DockerEngine
+from tests.integration.harness import STATEMESH, NodeProcess, RpcFailure, cli, cli_json
+
+pytestmark = pytest.mark.integration
+
+APP = "talker"
+MANIFEST = """\
+apiVersion: statemesh/v1
+kind: Application
+metadata:
+  name: talker
+spec:
+  replicas: 1
+  nodeClass: cpu
+  containers:
+    - name: main
+      image: {image}
+      command: ["sh", "-c"]
+      args:
+        - >-
+          echo hello-from-talker; echo second-line;
+          i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.3; done
+      resources:
+        requests: {{cpu: 100m, memory: 16Mi}}
+        limits: {{cpu: 500m, memory: 64Mi}}
+"""
+NO_ENGINE = "unix:///tmp/statemesh-no-engine/docker.sock"
+
+
+def ticks(text: str) -> list[int]:
+    return [int(n) for n in re.findall(r"^tick (\d+)$", text, re.MULTILINE)]
+
+
+def read_lines(process: subprocess.Popen[str], into: Queue[str]) -> None:
+    assert process.stdout is not None
+    for line in process.stdout:
+        into.put(line.rstrip("\n"))
+
+
+def follow_ticks(rpc: list[str], count: int, timeout: float = 20.0) -> list[int]:
+    """Runs `app logs --follow --tail 1` until it printed `count` ticks; returns them."""
+    process = subprocess.Popen(
+        [STATEMESH, "app", "logs", APP, "--follow", "--tail", "1", *rpc],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: Queue[str] = Queue()
+    threading.Thread(target=read_lines, args=(process, lines), daemon=True).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(ticks("\n".join(seen))) < count:
+            try:
+                seen.append(lines.get(timeout=max(0.0, deadline - time.monotonic())))
+            except Empty:
+                raise AssertionError(f"no new tick followed; printed {seen}") from None
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 130, stderr
+    return ticks("\n".join(seen))
+
+
+def test_logs_events_and_workloads_of_a_dev_node(
+    tmp_path: Path, docker_engine: DockerEngine, busybox_image: str
+) -> None:
+    manifest = tmp_path / "talker.yaml"
+    manifest.write_text(MANIFEST.format(image=busybox_image))
+    node = NodeProcess(tmp_path / "dev", args=["--dev", "--docker-host", docker_engine.host])
+    bare = NodeProcess(tmp_path / "bare", args=["--dev", "--docker-host", NO_ENGINE])
+    client = docker_engine.client
+    try:
+        node.start()
+        bare.start()
+
+        # A node whose engine does not answer says so, with the typed error, to every question.
+        def refusal() -> str:
+            try:
+                bare.call("node_workloads")
+            except RpcFailure as e:
+                assert e.code == 5000
+                return str(e.message)
+            raise AssertionError("a node without an engine listed workloads")
+
+        expected = (
+            f"this node offers no compute: no container engine answers at {NO_ENGINE}: "
+            "the socket does not exist"
+        )
+        bare.wait_for(lambda: refusal() == expected, what="the no-compute error")
+        for args in (["workloads"], ["app", "logs", APP], ["app", "events", APP]):
+            refused = cli(*args, "--rpc", bare.url)
+            assert (refused.returncode, refused.stderr) == (1, f"error: {expected}\n")
+        bare.stop()
+
+        node.wait_for(lambda: node.call("towers_active")["total"] == 1, timeout=40, what="active")
+        rpc = ["--rpc", node.url]
+        deployed = cli("app", "deploy", str(manifest), "--from", "dev-alice", *rpc)
+        assert deployed.returncode == 0, deployed.stderr
+
+        def written() -> str:
+            result = cli("app", "logs", APP, *rpc)
+            return result.stdout if result.returncode == 0 and "tick 2\n" in result.stdout else ""
+
+        text = node.wait_for(written, timeout=30, what="the container's first lines")
+        assert text.startswith("hello-from-talker\nsecond-line\ntick 1\ntick 2\n")
+        last = cli("app", "logs", APP, "--tail", "1", *rpc)
+        assert last.returncode == 0, last.stderr
+        assert re.fullmatch(r"tick \d+\n", last.stdout)
+        (entry,) = cli_json("app", "logs", APP, "--replica", "0", *rpc)
+        (container,) = client.containers.list(filters={"label": f"statemesh.app={APP}"})
+        assert (entry["replica"], entry["container"], entry["containerId"]) == (
+            0,
+            "main",
+            container.id,
+        )
+
+        followed = follow_ticks(rpc, count=3)  # the tail's tick, then each new one, none left out
+        assert followed == list(range(followed[0], followed[0] + 3))
+        assert followed[0] > max(ticks(text))
+
+        elsewhere = cli("app", "logs", APP, "--replica", "3", *rpc)
+        assert (elsewhere.returncode, elsewhere.stderr) == (
+            1,
+            "error: application 'talker' has no replica 3\n",
+        )
+
+        events = cli("app", "events", APP, *rpc)
+        assert events.returncode == 0, events.stderr
+        assert re.search(r"#\d+\s+AppCreated\s+.*owner=", events.stdout), events.stdout
+        assert re.search(r"node\s+Started\s+replica 0 \(revision 1\) main", events.stdout)
+
+        workloads = cli("workloads", *rpc)
+        assert workloads.returncode == 0, workloads.stderr
+        header, row = workloads.stdout.splitlines()[1:3]
+        assert header.split() == [
+            "APP", "REPLICA", "REVISION", "STATE", "READY", "RESTARTS", "CPU", "MEMORY",
+            "UPTIME", "CONTAINER", "REASON",
+        ]  # fmt: skip
+        assert row.split()[:6] == [APP, "0", "1", "Running", "yes", "0"]
+        assert row.split()[9] == container.id[:12]
+        found = json.loads(cli("workloads", "--json", *rpc).stdout)
+        (replica,) = found["replicas"]
+        assert replica["containerId"] == container.id
+        assert set(replica["usage"]) == {
+            "cpuSeconds", "memoryBytes", "peakMemoryBytes", "uptimeSeconds"
+        }  # fmt: skip
+        assert cli("app", "delete", APP, "--from", "dev-alice", *rpc).returncode == 0
+    finally:
+        bare.stop()
+        node.stop()
+        for c in client.containers.list(all=True, filters={"label": f"statemesh.app={APP}"}):
+            try:
+                c.remove(force=True)
+            except docker.errors.NotFound:
+                pass

@@ -1,0 +1,261 @@
+"""The JSON-RPC methods about this node's workloads, called through the registry: over a real
+(genesis) chain, a real controller and the in-memory engine under trio's mock clock; and the
+errors of a node that offers no compute or does not run the replica asked for."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from chain.address import encode_address
+from chain.runtime.apps import ReplicaEntry
+from node.chain_service import ChainService
+from node.rpc.errors import INVALID_PARAMS, RpcError
+from node.rpc.registry import Method, Registry, Subscription
+from node.rpc.workload_methods import (
+    NO_COMPUTE,
+    UNKNOWN_APP,
+    not_here,
+    register_workload_methods,
+    with_revisions,
+)
+from node.workload_logs import WorkloadLogs
+from node.workloads import WorkloadService
+from orchestrator.controller import Controller, ControllerConfig
+from orchestrator.errors import EngineUnavailable
+from orchestrator.events import EventKind, EventLog
+from tests.factories import ALICE, BOB
+from tests.unit.orchestrator.builders import NODE, InMemoryDesired, container, replica
+from tests.unit.orchestrator.fake_runtime import FakeRuntime
+from tests.unit.test_chain_service import open_chain
+
+ME = ALICE.public
+OTHER = BOB.public
+WEB = replica(
+    "web", 0, revision=3, containers=(container(args=("sh", "-c", "echo hi; sleep 1000")),)
+)
+
+
+async def call(registry: Registry, method: str, *params: Any) -> Any:
+    entry = registry.get(method)
+    assert isinstance(entry, Method | Subscription), method
+    result = entry.handler(entry.params.bind(method, list(params)))
+    return await result if inspect.isawaitable(result) else result
+
+
+def refused(registry: Registry, method: str, *params: Any) -> RpcError:
+    async def main() -> RpcError:
+        with pytest.raises(RpcError) as raised:
+            await call(registry, method, *params)
+        return raised.value
+
+    return trio.run(main)
+
+
+def registry_for(chain: ChainService | None, workloads: WorkloadService | None) -> Registry:
+    """Without a chain, for errors that come before any look at it."""
+    registry = Registry()
+    register_workload_methods(registry, chain or SimpleNamespace(store=None), workloads)  # type: ignore[arg-type]
+    return registry
+
+
+# -- a node without compute ---------------------------------------------------------------------
+
+METHODS = [("app_logs", "web"), ("app_subscribeLogs", "web"), ("app_events", "web"),
+           ("node_workloads",)]  # fmt: skip
+
+
+@pytest.mark.parametrize("call_args", METHODS, ids=[m[0] for m in METHODS])
+def test_a_node_that_runs_no_workloads_says_so(call_args: tuple[str, ...]) -> None:
+    error = refused(registry_for(None, None), *call_args)
+    assert (error.code, error.message) == (
+        NO_COMPUTE,
+        "this node offers no compute: it runs no workloads "
+        "(it has no --operator key, or was started with --no-compute)",
+    )
+
+
+@pytest.mark.parametrize("call_args", METHODS, ids=[m[0] for m in METHODS])
+def test_a_node_without_an_engine_says_where_it_looked(call_args: tuple[str, ...]) -> None:
+    workloads = WorkloadService(None, ME, "dev", "unix:///nowhere.sock")  # type: ignore[arg-type]
+    workloads.engine_error = EngineUnavailable("unix:///nowhere.sock", "the socket does not exist")
+    error = refused(registry_for(None, workloads), *call_args)
+    assert (error.code, error.message) == (
+        NO_COMPUTE,
+        "this node offers no compute: no container engine answers at unix:///nowhere.sock: "
+        "the socket does not exist",
+    )
+    workloads.engine_error = None  # still connecting
+    error = refused(registry_for(None, workloads), *call_args)
+    assert error.message == "this node offers no compute: its container engine is not connected yet"
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (["web", -1], "invalid param 'replica': expected a replica index (an integer >= 0)"),
+        (["web", None, "some"], "invalid param 'tail': expected a number of lines "
+                                '(an integer >= 0) or "all"'),
+        (["web", True], "invalid param 'replica': expected a replica index (an integer >= 0)"),
+    ],
+)  # fmt: skip
+def test_bad_params_are_refused(params: list[Any], message: str) -> None:
+    error = refused(registry_for(None, None), "app_logs", *params)
+    assert (error.code, error.message) == (INVALID_PARAMS, message)
+
+
+# -- where a replica runs -----------------------------------------------------------------------
+
+
+def entry(index: int, node: bytes, reason: str = "") -> ReplicaEntry:
+    return ReplicaEntry(index=index, revision=1, node=node, since=5, reason=reason)
+
+
+@pytest.mark.parametrize(
+    ("replica", "placement", "message"),
+    [
+        (1, [entry(0, ME), entry(1, OTHER)],
+         f"replica 1 of 'web' runs on node {encode_address(OTHER)}, not on this node"),
+        (4, [entry(0, ME)], "application 'web' has no replica 4"),
+        (0, [entry(0, ME)], "replica 0 of 'web' is assigned to this node but does not run yet"),
+        (0, [entry(0, b"", "no active cpu node has room")],
+         "replica 0 of 'web' is pending: no active cpu node has room"),
+        (None, [entry(0, OTHER), entry(1, b"", "full")],
+         f"no replica of 'web' runs on this node: replica 0 runs on node {encode_address(OTHER)}"),
+        (None, [], "no replica of 'web' runs on any node"),
+        (None, [entry(0, ME)],
+         "the replicas of 'web' are assigned to this node but do not run yet"),
+    ],
+)  # fmt: skip
+def test_not_here_names_the_node_that_runs_the_replica(
+    replica: int | None, placement: list[ReplicaEntry], message: str
+) -> None:
+    assert not_here("web", replica, placement, ME) == message
+
+
+def test_events_carry_the_revision_their_replica_ran() -> None:
+    log = EventLog()
+    log.record(1.0, WEB.key, EventKind.STARTED)  # before the first Scheduled kept: unknown
+    log.record(2.0, WEB.key, EventKind.SCHEDULED, message="revision 2")
+    log.record(3.0, WEB.key, EventKind.STARTED)
+    log.record(4.0, WEB.key, EventKind.SCHEDULED, message="revision 3")
+    log.record(5.0, WEB.key, EventKind.READY)
+    other = replica("web", 1).key
+    log.record(6.0, other, EventKind.READY)  # no Scheduled kept: the revision it runs now
+    found = with_revisions(log.recent(), {WEB.key: 3, other: 7})
+    assert [(e.at, r) for e, r in found] == [
+        (1.0, None), (2.0, 2), (3.0, 2), (4.0, 3), (5.0, 3), (6.0, 7)
+    ]  # fmt: skip
+
+
+# -- a compute node -----------------------------------------------------------------------------
+
+Scenario = Callable[[Registry, FakeRuntime, Controller], Awaitable[None]]
+
+
+def compute_node(tmp_path: Path, test: Scenario) -> None:
+    chain: ChainService = open_chain(tmp_path / "db")
+
+    async def main() -> None:
+        engine = FakeRuntime()
+        config = ControllerConfig(node=NODE, resync_seconds=5.0, metering_seconds=5.0)
+        controller = Controller(engine, InMemoryDesired(WEB), config, wall=trio.current_time)
+        workloads = WorkloadService(chain, ME, "dev", None)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(controller.run)
+            workloads.controller = controller
+            workloads.logs = WorkloadLogs(engine, controller, wall=trio.current_time)
+            await nursery.start(workloads.logs.run)
+            while not ((s := controller.status().get(WEB.key)) and s.ready):
+                await controller.changed()
+            with trio.fail_after(3600):
+                await test(registry_for(chain, workloads), engine, controller)
+            nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    finally:
+        chain.store.db.close()
+
+
+def test_logs_of_the_local_replica(tmp_path: Path) -> None:
+    async def test(registry: Registry, engine: FakeRuntime, controller: Controller) -> None:
+        (cid,) = engine.containers
+        engine.write_log(cid, "second", "third")
+        (answer,) = await call(registry, "app_logs", "web")
+        assert answer == {
+            "replica": 0,
+            "revision": 3,
+            "container": "main",
+            "containerId": cid,
+            "state": "Running",
+            "text": "hi\nsecond\nthird\n",
+            "truncated": False,
+        }
+        (last,) = await call(registry, "app_logs", "web", 0, 1)
+        assert last["text"] == "third\n"
+        with pytest.raises(RpcError) as raised:
+            await call(registry, "app_logs", "shop")
+        assert (raised.value.code, raised.value.message) == (
+            UNKNOWN_APP,
+            "no application 'shop' in finalized state",
+        )
+        with pytest.raises(RpcError) as raised:
+            await call(registry, "app_logs", "web", 1)
+        assert raised.value.code == UNKNOWN_APP  # not local, and not on the (genesis) chain
+
+    compute_node(tmp_path, test)
+
+
+def test_following_the_logs_of_the_local_replica(tmp_path: Path) -> None:
+    async def test(registry: Registry, engine: FakeRuntime, controller: Controller) -> None:
+        (cid,) = engine.containers
+        async with aclosing(await call(registry, "app_subscribeLogs", "web", None, "all")) as items:
+            assert await items.__anext__() == [{"replica": 0, "container": "main", "text": "hi"}]
+            engine.write_log(cid, "more")
+            assert await items.__anext__() == [{"replica": 0, "container": "main", "text": "more"}]
+
+    compute_node(tmp_path, test)
+
+
+def test_workloads_and_events_of_the_node(tmp_path: Path) -> None:
+    async def test(registry: Registry, engine: FakeRuntime, controller: Controller) -> None:
+        (cid,) = engine.containers
+        engine.containers[cid].cpu_ns = 2_500_000_000
+        engine.containers[cid].memory_bytes = 8 * 2**20
+        await trio.sleep(6)  # one metering sample
+        found = await call(registry, "node_workloads")
+        assert found["node"] == encode_address(ME)
+        (web,) = found["replicas"]
+        assert {k: v for k, v in web.items() if k not in ("containers", "usage")} == {
+            "app": "web",
+            "replica": 0,
+            "revision": 3,
+            "state": "Running",
+            "ready": True,
+            "restartCount": 0,
+            "reason": None,
+            "message": None,
+            "containerId": cid,
+        }
+        assert web["usage"]["cpuSeconds"] == 2.5
+        assert web["usage"]["memoryBytes"] == 8 * 2**20
+        assert web["usage"]["uptimeSeconds"] > 0
+        events = await call(registry, "app_events", "web")
+        assert [(e["source"], e["kind"], e["replica"], e["revision"]) for e in events] == [
+            ("node", "Scheduled", 0, 3),
+            ("node", "Created", 0, 3),
+            ("node", "Started", 0, 3),
+            ("node", "Ready", 0, 3),
+        ]
+        assert await call(registry, "app_events", "shop") == []
+
+    compute_node(tmp_path, test)
