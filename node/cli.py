@@ -6,10 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from node.commands import app, key, node, query, testnet, tx, vdf, workloads
+from node.commands import app, key, node, query, testnet, tx, vdf, wallet, workloads
 from node.errors import CliError
 
-COMMAND_GROUPS = (node, testnet, key, tx, query, app, workloads, vdf)
+COMMAND_GROUPS = (node, testnet, key, tx, query, app, wallet, workloads, vdf)
 
 
 def build_parser() -> argparse.ArgumentParser:

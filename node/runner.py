@@ -23,11 +23,14 @@ from node.chain_service import ChainService
 from node.finality_service import FinalityService
 from node.network_service import NetworkService
 from node.presence import Capacity, PresenceService, check_declared, measure_capacity
+from node.rpc import wallet_methods
 from node.rpc.limits import RpcLimits
 from node.rpc.methods import NodeInfo, build_registry
 from node.rpc.server import RpcServer
 from node.rpc.workload_methods import register_workload_methods
 from node.usage_reporter import UsageReporter
+from node.wallet_service import ChainLedger, P2PWalletTransport, WalletService
+from node.wallet_shares import ShareStore
 from node.wire import TOPIC_VOTES
 from node.workloads import WorkloadService
 from p2p.config import P2PConfig
@@ -131,9 +134,12 @@ class Node:
                 if presence is not None and config.compute
                 else None
             )
+            wallet = _wallet(config, chain, network, node_key)
             info = NodeInfo(name=config.name, version=VERSION, spec=spec)
             registry = build_registry(chain, info, network)
             register_workload_methods(registry, chain, workloads)
+            if wallet is not None:
+                wallet_methods.register(registry, wallet, ChainLedger(chain))
             rpc = RpcServer(
                 registry,
                 host=config.rpc_host,
@@ -199,6 +205,23 @@ class Node:
         finally:
             self.db.close()
             log.info("database closed")
+
+
+def _wallet(
+    config: NodeConfig, chain: ChainService, network: NetworkService | None, node_key: NodeKey
+) -> WalletService | None:
+    """The platform-wallet committee member (and coordinator): it talks over p2p."""
+    if network is None:
+        return None
+    service = WalletService(
+        identity=Keypair.from_seed(node_key.seed),
+        ledger=ChainLedger(chain),
+        shares=ShareStore(config.chain_path, node_key.seed),
+        transport=P2PWalletTransport(network.p2p),
+        payer=config.operator,
+    )
+    service.register(network.p2p)
+    return service
 
 
 def _presence(config: NodeConfig, chain: ChainService, node_key: NodeKey) -> PresenceService | None:
