@@ -58,6 +58,8 @@ class ChainSpec:
             "maxBlockExtrinsics": rc.max_block_extrinsics,
             "maxFutureNonces": rc.max_future_nonces,
             "meteringPeriodSeconds": rc.metering_period_seconds,
+            "walletCommitteeSize": rc.wallet_committee_size,
+            "walletThreshold": rc.wallet_threshold,
         }
 
     def towers_json(self) -> dict[str, Any]:
@@ -175,6 +177,8 @@ def parse_spec(data: Any) -> ChainSpec:
         "maxBlockExtrinsics": "max_block_extrinsics",
         "maxFutureNonces": "max_future_nonces",
         "meteringPeriodSeconds": "metering_period_seconds",
+        "walletCommitteeSize": "wallet_committee_size",
+        "walletThreshold": "wallet_threshold",
     }
     _no_unknown(rt, set(keys), "runtime")
     required = ("baseFee", "byteFee", "existentialDeposit")
@@ -187,6 +191,12 @@ def parse_spec(data: Any) -> ChainSpec:
         raise GenesisError("runtime.existentialDeposit must be at least 1")
     if runtime.max_tx_bytes < 256 or runtime.max_block_bytes < runtime.max_tx_bytes:
         raise GenesisError("runtime.maxTxBytes must be >= 256 and <= runtime.maxBlockBytes")
+    if not 2 <= runtime.wallet_threshold <= runtime.wallet_committee_size <= 64:
+        raise GenesisError(
+            "runtime.walletThreshold and walletCommitteeSize need 2 <= threshold <= size <= 64"
+        )
+    if runtime.metering_period_seconds < 1:
+        raise GenesisError("runtime.meteringPeriodSeconds must be at least 1")
     if runtime.max_block_extrinsics < 1:
         raise GenesisError("runtime.maxBlockExtrinsics must be at least 1")
     raw_balances = _field(data, "balances", list, "")

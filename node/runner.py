@@ -219,6 +219,8 @@ def _wallet(
         shares=ShareStore(config.chain_path, node_key.seed),
         transport=P2PWalletTransport(network.p2p),
         payer=config.operator,
+        committee_size=config.spec.runtime.wallet_committee_size,
+        threshold=config.spec.runtime.wallet_threshold,
     )
     service.register(network.p2p)
     return service

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -161,6 +162,19 @@ class _Answers:
         return "; ".join(f"member 0x{m.hex()}: {why}" for m, why in sorted(self.failed.items()))
 
 
+@dataclass(frozen=True, slots=True)
+class SigningRecord:
+    """Who signed a wallet transaction this node coordinated, and who was skipped and why."""
+
+    wallet: AccountId
+    signers: tuple[AccountId, ...]
+    skipped: tuple[tuple[AccountId, str], ...]
+
+
+SIGNING_RECORDS = 256
+"""Recent signing rounds this node remembers for `wallet_signingStatus`."""
+
+
 class WalletService:
     """Both sides of the protocol for one node. `register(p2p)` serves members' requests;
     `create_wallet` and `transfer` coordinate."""
@@ -170,6 +184,7 @@ class WalletService:
         "_member",
         "_payer",
         "_rng",
+        "_signings",
         "_size",
         "_threshold",
         "_timeout",
@@ -190,6 +205,7 @@ class WalletService:
         rng: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self._member = CommitteeMember(identity, ledger, shares, rng=rng)
+        self._signings: OrderedDict[Hash32, SigningRecord] = OrderedDict()
         self._ledger = ledger
         self._transport = transport
         self._payer = payer
@@ -378,7 +394,18 @@ class WalletService:
         signed = SignedTransaction(genesis, group_key, nonce, 0, call, signature)
         tx_hash = self._ledger.submit(rlp.encode(signed))
         log.info("wallet 0x%s transaction 0x%s submitted", group_key.hex(), tx_hash.hex())
+        skipped = {m: why for m, why in answers.failed.items()}
+        skipped.update({m: "not needed" for m in offers if m not in chosen})
+        self._signings[tx_hash] = SigningRecord(
+            group_key, tuple(chosen), tuple(sorted(skipped.items()))
+        )
+        while len(self._signings) > SIGNING_RECORDS:
+            self._signings.popitem(last=False)
         return tx_hash
+
+    def signing(self, tx_hash: Hash32) -> SigningRecord | None:
+        """Which members signed a transaction this node coordinated (recent ones only)."""
+        return self._signings.get(tx_hash)
 
 
 def _sealed_shares(

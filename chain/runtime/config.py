@@ -64,6 +64,10 @@ class RuntimeConfig:
     towers: TowerConfig = field(default_factory=TowerConfig)
     metering_period_seconds: int = 3600
     """Nodes report their replicas' usage once per period of this length."""
+    wallet_committee_size: int = 3
+    """Nodes that hold shares of each platform wallet's key."""
+    wallet_threshold: int = 2
+    """Shares needed to sign for a platform wallet."""
 
     def fee(self, encoded_length: int) -> int:
         return self.base_fee + self.byte_fee * encoded_length

@@ -130,5 +130,10 @@ def _transfer(args: argparse.Namespace) -> int:
         tx_hash = client.call(
             "wallet_transfer", args.wallet, args.to, str(amount), "0x" + signature.hex(), nonce
         )
-    emit(args, {"hash": tx_hash, "status": "submitted"}, [f"submitted {tx_hash}"])
+        signing = client.call("wallet_signingStatus", tx_hash)
+    lines = [f"submitted {tx_hash}"]
+    if signing:
+        lines += [f"  signed by {m}" for m in signing["signers"]]
+        lines += [f"  skipped {s['member']}: {s['reason']}" for s in signing["skipped"]]
+    emit(args, {"hash": tx_hash, "status": "submitted", "signing": signing}, lines)
     return 0

@@ -10,7 +10,7 @@ from chain.errors import InvalidTransaction
 from chain.primitives import AccountId
 from chain.runtime import system, wallets
 from node.rpc.errors import RpcError, invalid_transaction_error
-from node.rpc.methods import account, hex_bytes
+from node.rpc.methods import account, block_hash, hex_bytes
 from node.rpc.registry import Params, Registry
 from node.wallet_member import WalletLedger
 from node.wallet_service import WalletService, WalletServiceError
@@ -70,6 +70,17 @@ def register(registry: Registry, service: WalletService, ledger: WalletLedger) -
             "committee": [encode_address(m) for m in created.committee],
             "threshold": created.threshold,
             "registration": "0x" + created.registration.hex(),
+        }
+
+    @registry.method("wallet_signingStatus", params=["hash"])
+    def signing_status(params: Params) -> dict[str, Any] | None:
+        record = service.signing(params.required("hash", block_hash))
+        if record is None:
+            return None
+        return {
+            "wallet": encode_address(record.wallet),
+            "signers": [encode_address(m) for m in record.signers],
+            "skipped": [{"member": encode_address(m), "reason": why} for m, why in record.skipped],
         }
 
     @registry.method("wallet_show", params=["address"])

@@ -48,6 +48,7 @@ def test_create_fund_and_spend_with_a_member_down(tmp_path: Path) -> None:
         sent = cli("wallet", "transfer", "--wallet", wallet, "--to", target, "--amount",
                    "1000000", "--login", "dev-eve", *rpc)  # fmt: skip
         assert sent.returncode == 0, sent.stderr
+        assert sent.stdout.count("signed by") == 2 and "skipped" in sent.stdout
         dev.wait_for(lambda: free(dev, target) == before + 1_000_000, timeout=20, what="spent")
         members[0].stop()  # two down: no threshold
         left = free(dev, wallet)

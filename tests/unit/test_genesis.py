@@ -87,3 +87,10 @@ def test_bad_files(tmp_path: Path) -> None:
     wrong.write_text(json.dumps([1, 2]))
     with pytest.raises(GenesisError, match="wrong.json: the chain spec must be a JSON object"):
         load_spec(wrong)
+
+
+def test_wallet_committee_bounds() -> None:
+    spec = spec_json()
+    spec["runtime"]["walletThreshold"] = 4
+    with pytest.raises(GenesisError, match="2 <= threshold <= size <= 64"):
+        parse_spec(spec)
