@@ -1,0 +1,145 @@
+"""Platform wallets over the network on loopback: a 3-of-5 committee of real node processes.
+Prints the DKG (wallet creation) latency and wallets per minute, and one signing round
+(`wallet_transfer`: commit, share, aggregate, submit) median and p95, with the ratio to a
+single-key Ed25519 signing of the same transaction measured in the same run.
+
+    .venv/bin/python bench/wallet_network.py [--wallets 5] [--transfers 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from chain.blocks import UnsignedTransaction  # noqa: E402
+from chain.primitives import Hash32  # noqa: E402
+from node.chain_spec import development_spec  # noqa: E402
+from node.commands.wallet import login_signature  # noqa: E402
+from node.wallet_member import TRANSFER  # noqa: E402
+from tests.integration.harness import NodeProcess, cli  # noqa: E402
+from wallet.keys import dev_keypair  # noqa: E402
+
+OPERATORS = ("ferdie", "bob", "charlie", "dave", "eve")
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--wallets", type=int, default=5)
+    parser.add_argument("--transfers", type=int, default=20)
+    args = parser.parse_args()
+    spec = development_spec().to_json()
+    spec["runtime"].update(walletCommitteeSize=5, walletThreshold=3)
+    login = dev_keypair("alice")
+    with tempfile.TemporaryDirectory() as tmp:
+        spec_path = Path(tmp) / "spec.json"
+        spec_path.write_text(json.dumps(spec))
+        first = NodeProcess(
+            Path(tmp) / "ferdie",
+            args=[
+                "--chain",
+                str(spec_path),
+                "--validator",
+                "--key",
+                "dev-alice",
+                "--operator",
+                "dev-ferdie",
+            ],
+        ).start()
+        address = first.call("system_localListenAddresses")[0]
+        nodes = [first] + [
+            NodeProcess(
+                Path(tmp) / name,
+                args=[
+                    "--chain",
+                    str(spec_path),
+                    "--bootnodes",
+                    address,
+                    "--operator",
+                    f"dev-{name}",
+                ],
+            )
+            for name in OPERATORS[1:]
+        ]
+        try:
+            for node in nodes[1:]:
+                node.start()
+            first.wait_for(
+                lambda: first.call("towers_active")["total"] == 5, timeout=90, what="5 active nodes"
+            )
+            created, wallets = [], []
+            for _ in range(args.wallets):
+                started = time.monotonic()
+                wallets.append(first.call("wallet_create", login.address)["address"])
+                created.append(time.monotonic() - started)
+            wallet = wallets[0]
+            first.wait_for(
+                lambda: first.call("wallet_show", wallet) is not None,
+                timeout=30,
+                what="registration",
+            )
+            genesis = Hash32(bytes.fromhex(first.call("chain_getBlockHash", 0)[2:]))
+            cli(
+                "tx",
+                "transfer",
+                "--from",
+                "dev-alice",
+                "--to",
+                wallet,
+                "--amount",
+                "10000000000",
+                "--rpc",
+                first.url,
+            )
+            dest = dev_keypair("dave").public
+            rounds, single = [], []
+            nonce = int(first.call("system_accountNextIndex", wallet))
+            for n in range(args.transfers):
+                wallet_key = bytes.fromhex(first.call("wallet_show", wallet)["groupKey"][2:])
+                signature = login_signature(login, genesis, wallet_key, nonce + n, dest, 1_000)
+                started = time.monotonic()
+                first.call(
+                    "wallet_transfer",
+                    wallet,
+                    dev_keypair("dave").address,
+                    "1000",
+                    "0x" + signature.hex(),
+                    nonce + n,
+                )
+                rounds.append(time.monotonic() - started)
+                call = TRANSFER.call(dest=dest, amount=1_000)
+                payload = UnsignedTransaction(
+                    genesis, wallet_key, nonce + n, 0, call
+                ).signing_payload()
+                started = time.perf_counter()
+                login.sign(payload)
+                single.append(time.perf_counter() - started)
+        finally:
+            for node in nodes:
+                node.stop()
+    ms = lambda v: f"median {statistics.median(v) * 1000:.1f} ms, p95 {p95(v) * 1000:.1f} ms"  # noqa: E731
+    print(
+        f"wallet creation (5-member DKG + registration): {ms(created)}; "
+        f"{60 / statistics.median(created):.0f} wallets/minute"
+    )
+    print(f"3-of-5 signing round over the network: {ms(rounds)}")
+    print(
+        f"single-key Ed25519 signing: median {statistics.median(single) * 1e6:.1f} µs; "
+        f"ratio {statistics.median(rounds) / statistics.median(single):,.0f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
