@@ -17,7 +17,7 @@ from chain.blocks import Block, Header, tx_hash
 from chain.db import Database
 from chain.errors import DatabaseError, UnknownBlock
 from chain.genesis import Genesis
-from chain.primitives import BlockNumber, Hash32
+from chain.primitives import Hash32
 from chain.runtime.executive import BlockExecution
 from chain.runtime.framework import Event
 from chain.state import TrieState
@@ -338,6 +338,3 @@ class ChainStore:
         self._headers[header.hash] = header
         if len(self._headers) > _HEADER_CACHE_SIZE:
             self._headers.popitem(last=False)
-
-    def best_number(self) -> BlockNumber:
-        return BlockNumber(self.best_header.number)
