@@ -17,8 +17,10 @@ from chain.errors import DatabaseError, GenesisError
 from chain.genesis import ChainSpec
 from chain.runtime.config import NODE_CLASSES
 from node.chain_spec import DEV_AUTHORITY, DEV_OPERATOR, resolve_spec
+from node.commands.client_options import add_client_arguments
 from node.commands.key import add_keystore_argument, keystore_errors, keystore_from_args
 from node.commands.password import PasswordReader, add_password_argument
+from node.commands.workloads import show_workloads
 from node.errors import CliError, UsageError
 from node.presence import Capacity, PresenceError, measure_capacity
 from node.runner import Node, NodeConfig
@@ -77,6 +79,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--docker-host", metavar="URL", help="the Docker engine for replicas (default: DOCKER_HOST)"
     )
     node.add_argument("--no-compute", action="store_true", help="never run replicas")
+    node.add_argument(
+        "action",
+        nargs="?",
+        choices=("workloads",),
+        help="`workloads`: ask a running node for its containers (as `statemesh workloads`)",
+    )
+    add_client_arguments(node)
     node.add_argument("--validator", action="store_true", help="author blocks with --key")
     node.add_argument("--key", metavar="NAME", help="keystore key (or dev-<name>) to author with")
     node.add_argument("-l", "--log", default="info", metavar="LEVEL", help="log level (info)")
@@ -131,6 +140,8 @@ def _signer(args: argparse.Namespace) -> Keypair | None:
 
 
 def _run_node(args: argparse.Namespace) -> int:
+    if args.action == "workloads":
+        return show_workloads(args)
     logging.basicConfig(
         level=args.log.upper(),
         format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",

@@ -12,7 +12,7 @@ MIB = 1024 * 1024
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("workloads", help="the replicas this node runs", description=__doc__)
-    parser.set_defaults(handler=_workloads)
+    parser.set_defaults(handler=show_workloads)
     add_client_arguments(parser)
 
 
@@ -42,7 +42,7 @@ def _row(replica: dict[str, Any]) -> list[str]:
     ]
 
 
-def _workloads(args: argparse.Namespace) -> int:
+def show_workloads(args: argparse.Namespace) -> int:
     client = rpc_client(args)
     with rpc_errors():
         found: dict[str, Any] = client.call("node_workloads")

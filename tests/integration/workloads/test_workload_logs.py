@@ -158,6 +158,8 @@ def test_logs_events_and_workloads_of_a_dev_node(
         assert row.split()[:6] == [APP, "0", "1", "Running", "yes", "0"]
         assert row.split()[9] == container.id[:12]
         found = json.loads(cli("workloads", "--json", *rpc).stdout)
+        again = json.loads(cli("node", "workloads", "--json", *rpc).stdout)  # the same, by its name
+        assert [r["containerId"] for r in again["replicas"]] == [container.id]
         (replica,) = found["replicas"]
         assert replica["containerId"] == container.id
         assert set(replica["usage"]) == {
