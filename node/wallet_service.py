@@ -295,19 +295,28 @@ class WalletService:
             "round 2",
             {m: WalletRequest(RequestKind.DKG_ROUND2, session, (boxes[m],)) for m in members},
         )
-        confirmations = await self._dkg_round(
-            "the complaints round",
+        # A member the others disqualified (its complaint-proven bad share) refuses here; the
+        # rest go on without it if enough remain. Anyone else failing makes the others miss
+        # its confirmation, so the next round fails and names it.
+        judged = await self._ask_all(
             self._broadcast(
                 members, session, [complaints[m] for m in members], RequestKind.DKG_COMPLAINTS
-            ),
+            )
         )
+        qualified = [m for m in members if m in judged.ok]
+        if len(qualified) < committee.threshold:
+            raise DkgFailed(
+                f"the wallet DKG failed at the complaints round: {judged.describe_failures()}"
+            )
+        if judged.failed:
+            log.warning("wallet DKG goes on without %s", judged.describe_failures())
         results = await self._dkg_round(
             "the confirmation round",
             self._broadcast(
-                members, session, [confirmations[m] for m in members], RequestKind.DKG_CONFIRM
+                qualified, session, [judged.ok[m] for m in qualified], RequestKind.DKG_CONFIRM
             ),
         )
-        group_key, signatures = _agreed_group_key(results, members)
+        group_key, signatures = _agreed_group_key(results, qualified)
         call = REGISTER.call(
             group_key=group_key,
             committee=committee_raw,
@@ -316,7 +325,7 @@ class WalletService:
             confirmations=wallets.encode_confirmations(signatures),
         )
         registration = self._ledger.submit_signed(self._payer, call)
-        log.info("wallet 0x%s created by %d members", group_key.hex(), len(members))
+        log.info("wallet 0x%s created by %d members", group_key.hex(), len(qualified))
         return CreatedWallet(group_key, members, committee.threshold, registration)
 
     @staticmethod

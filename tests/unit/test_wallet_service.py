@@ -14,13 +14,20 @@ import trio
 import trio.lowlevel
 import trio.testing
 
+from chain import codec
 from chain.blocks import Call, UnsignedTransaction, tx_hash
 from chain.primitives import AccountId, Hash32
 from chain.runtime import system, wallets
 from chain.signature import verify
 from chain.state import StateReader
 from node.wallet_member import TRANSFER
-from node.wallet_messages import Refused, RequestKind, WalletRequest, decode_answer
+from node.wallet_messages import (
+    Refused,
+    RequestKind,
+    WalletRequest,
+    decode_answer,
+    encode_answer,
+)
 from node.wallet_service import (
     CreatedWallet,
     DkgFailed,
@@ -33,6 +40,10 @@ from node.wallet_shares import ShareStore
 from tests.factories import ALICE, CHARLIE, transfer_call
 from tests.unit.test_towers import NODE_KEYS, OPERATORS, TowerChain
 from tests.unit.test_wallets import wallet_chain
+from wallet.frost.dkg_messages import Round2Share
+from wallet.frost.group import Scalar
+from wallet.frost.identifier import as_identifier
+from wallet.frost.share_box import open_share, seal_share
 from wallet.keys import Keypair
 
 T = TypeVar("T")
@@ -293,3 +304,58 @@ def test_a_member_refuses_to_sign_another_message_than_it_checked(net: Network) 
         f"is now asked to sign (sha256 {hashlib.sha256(message).hexdigest()[:16]})"
     )
     assert member.sessions_in_flight() == (0, 0)
+
+
+class CheatingRouter(Router):
+    """Delivers like Router, but `cheater` sends `victim` a wrong round-two share that it signs
+    properly, as a dishonest member would (the test can open the box: it holds every key)."""
+
+    def __init__(self, base: Router, cheater: Keypair, victim: Keypair) -> None:
+        super().__init__()
+        self.services = base.services
+        self.cheater, self.victim = cheater, victim
+
+    async def request(self, node_id: AccountId, data: bytes, *, timeout: float) -> bytes:  # noqa: ASYNC109
+        answer = await super().request(node_id, data, timeout=timeout)
+        if (
+            node_id != self.cheater.public
+            or WalletRequest.decode(data).kind is not RequestKind.DKG_ROUND1
+        ):
+            return answer
+        members = sorted(k.public for k in NODE_KEYS[:3])
+        victim_id = as_identifier(members.index(self.victim.public) + 1)
+        boxes = []
+        for recipient_raw, box in decode_answer(answer):  # type: ignore[misc]
+            if codec.uint(recipient_raw, "recipient") == victim_id:
+                share = open_share(box, self.victim)
+                bad = Round2Share.signed(
+                    share.session_id, share.sender, share.recipient,
+                    share.share + Scalar.from_int(1), self.cheater,
+                )  # fmt: skip
+                box = seal_share(bad, self.victim.public)
+            boxes.append([recipient_raw, box])
+        return encode_answer(boxes)
+
+
+def test_a_member_sending_a_bad_share_is_disqualified_and_the_wallet_still_works(
+    net: Network,
+) -> None:
+    cheater, victim = NODE_KEYS[0], NODE_KEYS[1]
+    router = CheatingRouter(net.router, cheater, victim)
+    for service in router.services.values():
+        service._transport = router
+    created = net.create()
+    group = created.group_key
+    record = wallets.get_wallet(net.chain.state, group)
+    assert record is not None and record.threshold == 2
+    # The victim's complaint proved the bad share: the cheater holds no share of the wallet,
+    # the two honest members do.
+    shares = [ShareStore(net.paths[i], NODE_KEYS[i].seed).load(group) for i in range(3)]
+    assert shares[0] is None and shares[1] is not None and shares[2] is not None
+    net.fund(group)
+    before = net.balance(DEST)
+    signature = net.login_signature(group, 77)
+    run(lambda: net.service(COORDINATOR).transfer(group, DEST, 77, signature))
+    assert net.balance(DEST) == before + 77
+    signing = net.service(COORDINATOR).signing(tx_hash(net.ledger.submitted[-1]))
+    assert signing is not None and cheater.public not in signing.signers
