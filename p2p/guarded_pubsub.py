@@ -38,6 +38,17 @@ class GuardedPubsub(Pubsub):
         self._deliver = deliver
         super().__init__(host, router, strict_signing=True)
 
+    async def _teardown_if_connected(self, peer_id: ID) -> None:
+        # libp2p 0.8.1 deletes the peer from `peers` after awaiting the stream reset; if the
+        # connection dies meanwhile, its dead-peer handler deletes it first and the KeyError
+        # stops Pubsub and the host (seen when a banned peer is cut off). Same steps, with
+        # the race tolerated.
+        stream = self.peers.get(peer_id)
+        if stream is not None:
+            await reset_quietly(stream)
+            self.peers.pop(peer_id, None)
+        self._forget_all_subscriptions(peer_id)
+
     def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:
         # Instead of libp2p's 32-message channel per topic, which drops silently when full.
         self._deliver(publish_message)

@@ -105,6 +105,7 @@ def test_a_follow_ends_when_its_replica_leaves_the_node() -> None:
                 while True:
                     await follow.__anext__()
             assert str(ended.value) == "no followed container runs on this node any more"
+        await trio.testing.wait_all_tasks_blocked()
         assert logs.follows == 0
 
     scenario(test, SPEC)
