@@ -4,6 +4,7 @@ libp2p 0.8.1 that race raised a KeyError that stopped Pubsub and the whole host)
 from __future__ import annotations
 
 import trio
+import trio.lowlevel
 from libp2p.peer.id import ID
 
 from p2p.guarded_pubsub import GuardedPubsub
@@ -19,7 +20,7 @@ class SlowStream:
 
     async def reset(self) -> None:
         self.reset_calls += 1
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         self.on_reset()  # type: ignore[operator]
 
 
