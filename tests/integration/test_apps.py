@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from tests.integration.harness import ROOT, NodeProcess, cli, cli_json
-from tests.integration.test_towers import status_is
 from wallet.keys import dev_keypair
 
 pytestmark = pytest.mark.integration
@@ -28,67 +27,44 @@ def node_id_of(node: NodeProcess, operator: str) -> str:
     raise AssertionError(f"no node of {operator}")
 
 
-def test_deploy_scale_update_delete_and_failover(tmp_path: Path) -> None:
-    dev = NodeProcess(tmp_path / "dev").start()
-    address = dev.call("system_localListenAddresses")[0]
-    others = [
-        NodeProcess(
-            tmp_path / name,
-            args=["--chain", "dev", "--bootnodes", address, "--operator", f"dev-{name}"],
-        )
-        for name in ("bob", "charlie")
-    ]
-    try:
-        for node in others:
-            node.start()
-        for name in ("bob", "charlie"):
-            dev.wait_for(
-                status_is(dev, dev_keypair(name).address, "active"),
-                timeout=60,
-                what=f"{name} active",
-            )
-        rpc = ["--rpc", dev.url]
-        assert cli("app", "deploy", WEB, "--from", "dev-alice", *rpc).returncode == 0
-        dev.wait_for(lambda: len(set(placed(dev))) == 3, timeout=20, what="3 replicas on 3 nodes")
-        status = cli_json("app", "status", "web", *rpc)
-        assert status["revision"] == 1 and any(
-            e["name"] == "ReplicaAssigned" for e in status["events"]
-        )
-        assert (
-            cli("app", "scale", "web", "--replicas", "1", "--from", "dev-alice", *rpc).returncode
-            == 0
-        )
-        dev.wait_for(lambda: len(placed(dev)) == 1, timeout=20, what="scaled down")
-        refused = cli("app", "scale", "web", "--replicas", "2", "--from", "dev-eve", *rpc)
-        assert refused.returncode == 1 and "apps.NotOwner" in refused.stderr
-        updated = tmp_path / "web2.yaml"
-        updated.write_text(Path(WEB).read_text().replace("value: hello", "value: hello again"))
-        assert cli("app", "update", str(updated), "--from", "dev-alice", *rpc).returncode == 0
-        dev.wait_for(
-            lambda: {r["revision"] for r in dev.call("apps_get", "web")["placement"]} == {2},
-            timeout=20,
-            what="revision 2 rolled out",
-        )
-        assert (
-            cli("app", "scale", "web", "--replicas", "2", "--from", "dev-alice", *rpc).returncode
-            == 0
-        )
-        dev.wait_for(lambda: len(placed(dev)) == 2, timeout=20, what="scaled to 2")
-        # The node holding a replica that is not the dev node stops: at the next epoch
-        # boundary it is demoted and its replica moves.
-        dev_node = node_id_of(dev, "ferdie")
-        victim_id = next(n for n in placed(dev) if n != dev_node)
-        victim = others[0] if node_id_of(dev, "bob") == victim_id else others[1]
-        victim.stop()
-        dev.wait_for(
-            lambda: victim_id not in placed(dev) and len(placed(dev)) == 2,
-            timeout=40,
-            what="failover",
-        )
-        assert cli("app", "delete", "web", "--from", "dev-alice", *rpc).returncode == 0
-        dev.wait_for(lambda: dev.call("apps_get", "web") is None, timeout=20, what="deleted")
-        assert dev.call("apps_forNode", dev_node) == []
-    finally:
-        for node in others:
-            node.stop()
-        dev.stop()
+def test_deploy_scale_update_delete_and_failover(
+    registered_nodes: tuple[NodeProcess, list[NodeProcess]], tmp_path: Path
+) -> None:
+    dev, others = registered_nodes
+    rpc = ["--rpc", dev.url]
+    assert cli("app", "deploy", WEB, "--from", "dev-alice", *rpc).returncode == 0
+    dev.wait_for(lambda: len(set(placed(dev))) == 3, timeout=20, what="3 replicas on 3 nodes")
+    status = cli_json("app", "status", "web", *rpc)
+    assert status["revision"] == 1 and any(e["name"] == "ReplicaAssigned" for e in status["events"])
+    assert (
+        cli("app", "scale", "web", "--replicas", "1", "--from", "dev-alice", *rpc).returncode == 0
+    )
+    dev.wait_for(lambda: len(placed(dev)) == 1, timeout=20, what="scaled down")
+    refused = cli("app", "scale", "web", "--replicas", "2", "--from", "dev-eve", *rpc)
+    assert refused.returncode == 1 and "apps.NotOwner" in refused.stderr
+    updated = tmp_path / "web2.yaml"
+    updated.write_text(Path(WEB).read_text().replace("value: hello", "value: hello again"))
+    assert cli("app", "update", str(updated), "--from", "dev-alice", *rpc).returncode == 0
+    dev.wait_for(
+        lambda: {r["revision"] for r in dev.call("apps_get", "web")["placement"]} == {2},
+        timeout=20,
+        what="revision 2 rolled out",
+    )
+    assert (
+        cli("app", "scale", "web", "--replicas", "2", "--from", "dev-alice", *rpc).returncode == 0
+    )
+    dev.wait_for(lambda: len(placed(dev)) == 2, timeout=20, what="scaled to 2")
+    # The node holding a replica that is not the dev node stops: at the next epoch
+    # boundary it is demoted and its replica moves.
+    dev_node = node_id_of(dev, "ferdie")
+    victim_id = next(n for n in placed(dev) if n != dev_node)
+    victim = others[0] if node_id_of(dev, "bob") == victim_id else others[1]
+    victim.stop()
+    dev.wait_for(
+        lambda: victim_id not in placed(dev) and len(placed(dev)) == 2,
+        timeout=40,
+        what="failover",
+    )
+    assert cli("app", "delete", "web", "--from", "dev-alice", *rpc).returncode == 0
+    dev.wait_for(lambda: dev.call("apps_get", "web") is None, timeout=20, what="deleted")
+    assert dev.call("apps_forNode", dev_node) == []
