@@ -17,6 +17,7 @@ from chain.primitives import AccountId, Hash32
 from chain.runtime import apps, epochs, nodes, system, towers, usage
 from chain.runtime.framework import Event
 from chain.runtime.nodes import NodeStatus
+from chain.store import ChainStore
 from node.chain_service import ChainService, TxStatus
 from node.network_service import NetworkService
 from node.rpc.errors import UNKNOWN_BLOCK, RpcError, invalid_transaction_error
@@ -301,6 +302,21 @@ APP_EVENTS_WINDOW = 200
 """Blocks searched backwards for an application's events."""
 
 
+def recent_app_events(store: ChainStore, app: str) -> list[tuple[int, Hash32, Event]]:
+    """The `apps` module's events about `app` in the last APP_EVENTS_WINDOW blocks of the best
+    chain, oldest first, with the number and hash of the block that holds each."""
+    found = []
+    best = store.best_header.number
+    for number in range(max(1, best - APP_EVENTS_WINDOW), best + 1):
+        block_hash = store.canonical_hash(number)
+        if block_hash is None:
+            continue
+        for event in store.events(block_hash) or []:
+            if event.module == apps.NAME and dict(event.data).get("app") == app:
+                found.append((number, block_hash, event))
+    return found
+
+
 def replica_json(entry: apps.ReplicaEntry) -> dict[str, Any]:
     return {
         "replica": entry.index,
@@ -381,16 +397,10 @@ def _register_apps(registry: Registry, chain: ChainService, resolve: Any) -> Non
     @registry.method("apps_events", params=["name"])
     def app_events(params: Params) -> list[dict[str, Any]]:
         name = params.required("name", str)
-        found: list[dict[str, Any]] = []
-        best = store.best_header.number
-        for number in range(max(1, best - APP_EVENTS_WINDOW), best + 1):
-            block_hash = store.canonical_hash(number)
-            if block_hash is None:
-                continue
-            for event in store.events(block_hash) or []:
-                if event.module == apps.NAME and dict(event.data).get("app") == name:
-                    found.append({"block": number, **event.to_json()})
-        return found
+        return [
+            {"block": number, **event.to_json()}
+            for number, _, event in recent_app_events(store, name)
+        ]
 
 
 MAX_PAGE = 1000

@@ -13,7 +13,7 @@ from chain.address import encode_address
 from chain.runtime import apps
 from node.chain_service import ChainService
 from node.rpc.errors import RpcError
-from node.rpc.methods import APP_EVENTS_WINDOW
+from node.rpc.methods import recent_app_events
 from node.rpc.registry import Params, Registry
 from node.workload_logs import LogFollow, LogLine, LogsEnded, TooManyFollows, WorkloadLogs
 from node.workloads import WorkloadService
@@ -291,16 +291,9 @@ def register_workload_methods(
         current = {k: s.revision for k, s in controller.status().items()}
         mine = [e for e in controller.events.recent(len(controller.events)) if e.replica.app == app]
         merged = [node_event_json(e, r) for e, r in with_revisions(mine, current)]
-        best = store.best_header.number
-        for number in range(max(1, best - APP_EVENTS_WINDOW), best + 1):
-            block_hash = store.canonical_hash(number)
-            if block_hash is None:
-                continue
-            for event in store.events(block_hash) or []:
-                data = event.to_json()["data"]
-                if event.module == apps.NAME and data.get("app") == app:
-                    timestamp = store.require_header(block_hash).timestamp
-                    merged.append(chain_event_json(number, timestamp, data, event.name))
+        for number, block_hash, event in recent_app_events(store, app):
+            timestamp = store.require_header(block_hash).timestamp
+            merged.append(chain_event_json(number, timestamp, event.to_json()["data"], event.name))
         merged.sort(key=lambda e: e["time"])
         return merged
 
