@@ -20,10 +20,13 @@ from chain.store import ChainStore
 from chain.trie import BLANK_ROOT
 from consensus.clock import Clock, SystemClock
 from node.chain_service import ChainService
+from node.endpoints import EndpointService
 from node.finality_service import FinalityService
+from node.ingress_service import IngressConfig, IngressService
 from node.network_service import NetworkService
 from node.presence import Capacity, PresenceService, check_declared, measure_capacity
 from node.rpc import wallet_methods
+from node.rpc.ingress_methods import register_ingress_methods
 from node.rpc.limits import RpcLimits
 from node.rpc.methods import NodeInfo, build_registry
 from node.rpc.server import RpcServer
@@ -72,6 +75,10 @@ class NodeConfig:
     """The engine that runs this node's replicas (default: DOCKER_HOST, then the local socket)."""
     compute: bool = True
     """Offer compute (run assigned replicas) when registered and an engine answers."""
+    node_ip: str = "127.0.0.1"
+    """The address other nodes reach this node's replicas at (advertised with them)."""
+    ingress: IngressConfig | None = None
+    """The ingress proxy and DNS (the CLI serves them by default); None serves neither."""
 
     @property
     def chain_path(self) -> Path:
@@ -96,6 +103,8 @@ class Node:
     presence: PresenceService | None
     workloads: WorkloadService | None
     usage: UsageReporter | None
+    endpoints: EndpointService
+    ingress: IngressService | None
 
     @classmethod
     def open(cls, config: NodeConfig, *, clock: Clock | None = None) -> Node:
@@ -135,9 +144,18 @@ class Node:
                 else None
             )
             wallet = _wallet(config, chain, network, node_key)
+            endpoints = EndpointService(
+                chain, Keypair.from_seed(node_key.seed), config.node_ip, workloads
+            )
+            if network is not None:
+                endpoints.register(network.p2p)
+            ingress = (
+                IngressService(endpoints, config.ingress) if config.ingress is not None else None
+            )
             info = NodeInfo(name=config.name, version=VERSION, spec=spec)
             registry = build_registry(chain, info, network)
             register_workload_methods(registry, chain, workloads)
+            register_ingress_methods(registry, chain, endpoints)
             if wallet is not None:
                 wallet_methods.register(registry, wallet, ChainLedger(chain))
             rpc = RpcServer(
@@ -160,7 +178,20 @@ class Node:
             if workloads is not None and presence is not None
             else None
         )
-        return cls(config, db, store, chain, rpc, network, finality, presence, workloads, usage)
+        return cls(
+            config,
+            db,
+            store,
+            chain,
+            rpc,
+            network,
+            finality,
+            presence,
+            workloads,
+            usage,
+            endpoints,
+            ingress,
+        )
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
@@ -191,6 +222,9 @@ class Node:
                     await nursery.start(self.workloads.run)
                 if self.usage is not None:
                     await nursery.start(self.usage.run)
+                await nursery.start(self.endpoints.run)
+                if self.ingress is not None:
+                    await nursery.start(self.ingress.run)
                 if config.signer is not None:
                     if config.signer.public in self.chain.authorities:
                         await nursery.start(self.chain.run_authoring)

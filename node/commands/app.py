@@ -73,6 +73,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     events.set_defaults(handler=_events)
     add_client_arguments(events)
 
+    endpoints = actions.add_parser(
+        "endpoints", help="where an application's replicas run and which of them are ready"
+    )
+    endpoints.add_argument("name")
+    endpoints.set_defaults(handler=_endpoints)
+    add_client_arguments(endpoints)
+
 
 def load_manifest(path: Path) -> Manifest:
     try:
@@ -215,4 +222,25 @@ def _events(args: argparse.Namespace) -> int:
         detail = ": ".join(x for x in (event["reason"], event["message"]) if x)
         lines.append(f"{when}  {where:<7} {event['kind']:<16} {replica:<24} {detail}".rstrip())
     emit(args, events, lines)
+    return 0
+
+
+def _endpoints(args: argparse.Namespace) -> int:
+    client = rpc_client(args)
+    with rpc_errors():
+        found: list[dict[str, Any]] = client.call("app_endpoints", args.name)
+        routes: list[dict[str, Any]] = client.call("ingress_routes")
+    lines = []
+    for route in routes:
+        if route["app"] == args.name:
+            backends = ", ".join(route["backends"]) or "no ready replica"
+            lines.append(f"http://{route['host']}{route['path']} -> {backends}")
+    for entry in found:
+        where = entry["node"] or "pending"
+        state = "ready" if entry["ready"] else "not ready"
+        address = f" at {entry['address']}" if entry["address"] else ""
+        replica = f"replica {entry['replica']} (revision {entry['revision']})"
+        lines.append(f"  {replica}  {where}{address}  {state}")
+    mine = [r for r in routes if r["app"] == args.name]
+    emit(args, {"routes": mine, "replicas": found}, lines)
     return 0

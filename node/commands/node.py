@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import os
@@ -16,12 +17,14 @@ import trio
 from chain.errors import DatabaseError, GenesisError
 from chain.genesis import ChainSpec
 from chain.runtime.config import NODE_CLASSES
+from chain.runtime.manifest import DEFAULT_ZONE
 from node.chain_spec import DEV_AUTHORITY, DEV_OPERATOR, resolve_spec
 from node.commands.client_options import add_client_arguments
 from node.commands.key import add_keystore_argument, keystore_errors, keystore_from_args
 from node.commands.password import PasswordReader, add_password_argument
 from node.commands.workloads import show_workloads
 from node.errors import CliError, UsageError
+from node.ingress_service import IngressConfig, IngressUnavailable
 from node.presence import Capacity, PresenceError, measure_capacity
 from node.runner import Node, NodeConfig
 from p2p.errors import P2PError
@@ -79,6 +82,32 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--docker-host", metavar="URL", help="the Docker engine for replicas (default: DOCKER_HOST)"
     )
     node.add_argument("--no-compute", action="store_true", help="never run replicas")
+    node.add_argument(
+        "--node-ip",
+        default="127.0.0.1",
+        metavar="IP",
+        help="the address other nodes reach this node's replicas at (default 127.0.0.1)",
+    )
+    node.add_argument(
+        "--ingress-port",
+        type=int,
+        default=8080,
+        metavar="PORT",
+        help="HTTP port of the ingress proxy to every application (0: any free one)",
+    )
+    node.add_argument(
+        "--dns-port",
+        type=int,
+        default=8053,
+        metavar="PORT",
+        help="UDP port of the DNS server of the ingress zone (0: any free one)",
+    )
+    node.add_argument(
+        "--ingress-external",
+        action="store_true",
+        help="serve the ingress proxy and DNS on all interfaces (default: 127.0.0.1)",
+    )
+    node.add_argument("--no-ingress", action="store_true", help="serve neither proxy nor DNS")
     node.add_argument(
         "action",
         nargs="?",
@@ -147,9 +176,18 @@ def _run_node(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for flag, port in (("--rpc-port", args.rpc_port), ("--port", args.port)):
+    for flag, port in (
+        ("--rpc-port", args.rpc_port),
+        ("--port", args.port),
+        ("--ingress-port", args.ingress_port),
+        ("--dns-port", args.dns_port),
+    ):
         if not 0 <= port <= 65535:
             raise UsageError(f"{flag} {port} is not a port number")
+    try:
+        node_ip = str(ipaddress.ip_address(args.node_ip))
+    except ValueError:
+        raise UsageError(f"--node-ip {args.node_ip!r} is not an IP address") from None
     spec = load_chain(args)
     signer = _signer(args)
     temporary = None
@@ -176,6 +214,15 @@ def _run_node(args: argparse.Namespace) -> int:
         vdf_iterations=args.vdf_iterations,
         docker_host=args.docker_host,
         compute=not args.no_compute,
+        node_ip=node_ip,
+        ingress=None
+        if args.no_ingress
+        else IngressConfig(
+            host="0.0.0.0" if args.ingress_external else "127.0.0.1",
+            http_port=args.ingress_port,
+            dns_port=args.dns_port,
+            zone=DEFAULT_ZONE,
+        ),
     )
     try:
         try:
@@ -184,6 +231,8 @@ def _run_node(args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from None
         try:
             trio.run(node.run)
+        except IngressUnavailable as exc:
+            raise CliError(str(exc)) from None
         except OSError as exc:
             raise CliError(
                 f"cannot serve JSON-RPC on port {args.rpc_port}: {exc.strerror}"

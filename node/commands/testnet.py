@@ -142,6 +142,8 @@ def node_command(folder: Path, node: TestnetNode, bootnode: TestnetNode, log: st
         "--base-path", str(node.base_path),
         "--rpc-port", str(node.rpc_port),
         "--port", str(node.p2p_port),
+        "--ingress-port", "0",
+        "--dns-port", "0",
         "--bootnodes", bootnode.multiaddr,
         "--log", log,
     ]  # fmt: skip

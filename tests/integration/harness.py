@@ -38,6 +38,8 @@ class NodeProcess:
     args: list[str] = field(default_factory=lambda: ["--dev"])
     port: int = field(default_factory=free_port)
     p2p_port: int = field(default_factory=free_port)
+    ingress_port: int = field(default_factory=free_port)
+    dns_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -59,6 +61,10 @@ class NodeProcess:
                 str(self.port),
                 "--port",
                 str(self.p2p_port),
+                "--ingress-port",
+                str(self.ingress_port),
+                "--dns-port",
+                str(self.dns_port),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

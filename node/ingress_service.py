@@ -1,0 +1,81 @@
+"""The node's ingress: the HTTP proxy and the DNS server of the ingress zone, both answering from
+the endpoint service's routes, so every node routes to every application's ready replicas."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import trio
+
+from node.endpoints import EndpointService
+from node.rpc.serving import serve_asgi
+from orchestrator.dns import ZoneServer, bind_udp
+from orchestrator.ingress import IngressProxy
+
+log = logging.getLogger("statemesh.ingress")
+
+
+@dataclass(frozen=True, slots=True)
+class IngressConfig:
+    host: str = "127.0.0.1"
+    """Where the proxy and DNS listen."""
+    http_port: int = 8080
+    """0: any free port."""
+    dns_port: int = 8053
+    zone: str = "statemesh.internal"
+
+
+@dataclass(frozen=True, slots=True)
+class IngressAddresses:
+    http: tuple[str, int]
+    dns: tuple[str, int]
+
+
+class IngressService:
+    def __init__(self, endpoints: EndpointService, config: IngressConfig) -> None:
+        self.config = config
+        self.proxy = IngressProxy(endpoints.routes)
+        self.dns = ZoneServer(config.zone, endpoints.lookup)
+        self.addresses: IngressAddresses | None = None
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        config = self.config
+        try:
+            sock = await bind_udp(config.host, config.dns_port)
+        except OSError as exc:
+            raise IngressUnavailable(
+                f"cannot serve DNS on udp {config.host}:{config.dns_port} (--dns-port): "
+                f"{exc.strerror}"
+            ) from None
+        try:
+            async with trio.open_nursery() as nursery:
+                try:
+                    http = await nursery.start(
+                        partial(serve_asgi, self.proxy, config.host, config.http_port)
+                    )
+                except OSError as exc:
+                    raise IngressUnavailable(
+                        f"cannot serve the ingress proxy on {config.host}:{config.http_port} "
+                        f"(--ingress-port): {exc.strerror}"
+                    ) from None
+                nursery.start_soon(self.dns.serve, sock)
+                dns = sock.getsockname()[:2]
+                self.addresses = IngressAddresses(http[:2], dns)
+                log.info(
+                    "ingress proxy on http://%s:%d, DNS for %s on udp %s:%d",
+                    *http[:2],
+                    config.zone,
+                    *dns,
+                )
+                task_status.started(self.addresses)
+        finally:
+            sock.close()
+            with trio.CancelScope(shield=True):
+                await self.proxy.aclose()
+
+
+class IngressUnavailable(Exception):
+    """The proxy or DNS port cannot be bound."""

@@ -1,0 +1,348 @@
+"""The ingress proxy: an HTTP request for an application's host goes to one of its ready
+replicas, on whichever node runs it.
+
+Routing follows a Kubernetes Ingress with `pathType: Prefix`: a rule's path matches a request
+path element by element (`/api` matches `/api` and `/api/v1`, not `/apis`), the longest match
+wins, and `/` matches everything. Backends of a route are tried in turn (round robin); one that
+refuses the connection is skipped, which is safe because nothing was sent to it yet. Request
+bodies are buffered up to a limit so that a retry can send them again; responses are streamed.
+
+The answers of the proxy itself are plain text and say what happened: 404 when no application
+serves the host or the path, 503 when the application has no ready replica (with Retry-After),
+502 when no ready replica accepted the connection, 504 when the replica did not answer in time,
+413 for a body over the limit. Upgrades (WebSocket) are not proxied."""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+log = logging.getLogger("statemesh.ingress")
+
+AsgiScope = dict[str, Any]
+AsgiReceive = Callable[[], Any]
+AsgiSend = Callable[[dict[str, Any]], Any]
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+"""Headers that describe one connection, never forwarded (RFC 9110 section 7.6.1)."""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Backend:
+    """Where one ready replica listens: an IP address and a port."""
+
+    address: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    app: str
+    path: str
+    """The rule's path prefix, without a trailing slash ("/" stays "/")."""
+    backends: tuple[Backend, ...]
+
+
+def normalize_prefix(path: str) -> str:
+    return path.rstrip("/") or "/"
+
+
+def path_matches(prefix: str, path: str) -> bool:
+    """Kubernetes' Prefix match: `prefix` is a whole number of path elements of `path`."""
+    if prefix == "/":
+        return True
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def normalize_host(header: str) -> str:
+    """The host name of a Host header: lower case, without the port or a trailing dot."""
+    host = header.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    host = host.rsplit(":", 1)[0] if ":" in host else host
+    return host.rstrip(".")
+
+
+class RouteTable:
+    """Routes per host, longest prefix first. Immutable: a new table replaces the old one."""
+
+    def __init__(self, hosts: Mapping[str, Sequence[Route]] | None = None) -> None:
+        self._hosts = {
+            host: tuple(sorted(routes, key=lambda r: (-len(r.path), r.path)))
+            for host, routes in (hosts or {}).items()
+        }
+
+    @property
+    def hosts(self) -> Mapping[str, tuple[Route, ...]]:
+        return self._hosts
+
+    def lookup(self, host: str, path: str) -> tuple[bool, Route | None]:
+        """(whether any application serves `host`, the route for `path` on it)."""
+        routes = self._hosts.get(host)
+        if routes is None:
+            return False, None
+        for route in routes:
+            if path_matches(route.path, path):
+                return True, route
+        return True, None
+
+    def addresses(self, host: str) -> tuple[str, ...]:
+        """The distinct addresses of the ready backends of `host`, for DNS."""
+        found = {b.address for r in self._hosts.get(host, ()) for b in r.backends}
+        return tuple(sorted(found, key=ipaddress.ip_address))
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyLimits:
+    max_body_bytes: int = 16 * 1024 * 1024
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    """Longest wait for the replica's response head or for the next piece of its body."""
+    max_connections: int = 512
+    """Open connections to replicas, all backends together."""
+
+
+@dataclass(slots=True)
+class ProxyStatistics:
+    requests: int = 0
+    proxied: int = 0
+    no_route: int = 0
+    unavailable: int = 0
+    bad_gateway: int = 0
+    timeouts: int = 0
+    too_large: int = 0
+    retries: int = 0
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class IngressProxy:
+    """The ASGI application of the ingress proxy. `routes` is called on every request and must
+    be cheap (the node memoizes its table). Close with `aclose` when done serving."""
+
+    routes: Callable[[], RouteTable]
+    limits: ProxyLimits = field(default_factory=ProxyLimits)
+    transport: httpx.AsyncBaseTransport | None = None
+    """For tests; by default a pooled HTTP/1.1 client."""
+    statistics: ProxyStatistics = field(default_factory=ProxyStatistics)
+    _client: httpx.AsyncClient | None = None
+    _turns: dict[tuple[str, str], itertools.count[int]] = field(default_factory=dict)
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            limits = self.limits
+            self._client = httpx.AsyncClient(
+                transport=self.transport,
+                timeout=httpx.Timeout(
+                    connect=limits.connect_timeout,
+                    read=limits.read_timeout,
+                    write=limits.read_timeout,
+                    pool=limits.connect_timeout,
+                ),
+                limits=httpx.Limits(
+                    max_connections=limits.max_connections, max_keepalive_connections=64
+                ),
+                follow_redirects=False,
+                trust_env=False,
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def __call__(self, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http_request(scope, receive, send)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1003})
+        elif kind == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+    async def _http_request(self, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend) -> None:
+        self.statistics.requests += 1
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        host_header = next((v for k, v in headers if k == b"host"), b"").decode("latin-1")
+        host = normalize_host(host_header)
+        path: str = scope["path"]
+        known, route = self.routes().lookup(host, path)
+        if route is None:
+            self.statistics.no_route += 1
+            what = f"path {path}" if known else "host"
+            await _reply(send, 404, f"no application serves this {what} ({host or 'no host'})")
+            return
+        if not route.backends:
+            self.statistics.unavailable += 1
+            await _reply(
+                send,
+                503,
+                f"application {route.app} has no ready replica",
+                extra=[(b"retry-after", b"5")],
+            )
+            return
+        try:
+            body = await _read_body(receive, self.limits.max_body_bytes)
+        except _BodyTooLarge:
+            self.statistics.too_large += 1
+            await _reply(send, 413, f"request body over {self.limits.max_body_bytes} bytes")
+            return
+        await self._forward(scope, send, route, host_header, body)
+
+    def _order(self, host: str, route: Route) -> list[Backend]:
+        turn = self._turns.setdefault((host, route.path), itertools.count())
+        start = next(turn) % len(route.backends)
+        return [*route.backends[start:], *route.backends[:start]]
+
+    async def _forward(
+        self, scope: AsgiScope, send: AsgiSend, route: Route, host: str, body: bytes
+    ) -> None:
+        client = scope.get("client")
+        outgoing = _forwarded_headers(scope["headers"], client[0] if client else "", host)
+        target = scope.get("raw_path") or scope["path"].encode()
+        if scope.get("query_string"):
+            target += b"?" + scope["query_string"]
+        refused: list[str] = []
+        for backend in self._order(normalize_host(host), route):
+            request = self._http().build_request(
+                scope["method"],
+                httpx.URL(scheme="http", host=backend.address, port=backend.port, raw_path=target),
+                headers=outgoing,
+                content=body,
+            )
+            try:
+                response = await self._http().send(request, stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                refused.append(f"{backend}: {type(exc).__name__}")
+                self.statistics.retries += 1
+                continue
+            except httpx.TimeoutException:
+                self.statistics.timeouts += 1
+                await _reply(send, 504, f"replica of {route.app} at {backend} did not answer")
+                return
+            except httpx.HTTPError as exc:
+                self.statistics.bad_gateway += 1
+                await _reply(send, 502, f"replica of {route.app} at {backend} failed: {exc}")
+                return
+            try:
+                await _relay(response, send)
+                self.statistics.proxied += 1
+            finally:
+                await response.aclose()
+            return
+        self.statistics.bad_gateway += 1
+        log.info("no ready replica of %s accepted a connection: %s", route.app, "; ".join(refused))
+        await _reply(
+            send,
+            502,
+            f"no ready replica of {route.app} accepted the connection "
+            f"(tried {len(refused)}: {'; '.join(refused)})",
+        )
+
+
+def _connection_tokens(headers: Sequence[tuple[bytes, bytes]]) -> set[bytes]:
+    tokens: set[bytes] = set()
+    for key, value in headers:
+        if key == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+    return tokens
+
+
+def _forwarded_headers(
+    headers: Sequence[tuple[bytes, bytes]], client: str, host: str
+) -> list[tuple[bytes, bytes]]:
+    drop = HOP_BY_HOP | _connection_tokens(headers) | {b"content-length"}
+    kept = [(k, v) for k, v in headers if k not in drop and not k.startswith(b"x-forwarded-")]
+    prior = [v for k, v in headers if k == b"x-forwarded-for"]
+    chain = b", ".join([*prior, client.encode()]) if client else b", ".join(prior)
+    if chain:
+        kept.append((b"x-forwarded-for", chain))
+    kept.append((b"x-forwarded-host", host.encode("latin-1")))
+    kept.append((b"x-forwarded-proto", b"http"))
+    return kept
+
+
+async def _read_body(receive: AsgiReceive, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(parts)
+
+
+async def _relay(response: httpx.Response, send: AsgiSend) -> None:
+    raw = response.headers.raw
+    drop = HOP_BY_HOP | _connection_tokens(raw)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": [(k.lower(), v) for k, v in raw if k.lower() not in drop],
+        }
+    )
+    try:
+        async for chunk in response.aiter_raw():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except httpx.HTTPError as exc:
+        log.info("a replica's response broke off: %s", exc)
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _reply(
+    send: AsgiSend, status: int, text: str, *, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    body = (text + "\n").encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                *extra,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})

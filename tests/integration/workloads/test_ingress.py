@@ -1,0 +1,151 @@
+"""Ingress on every node: an application deployed on a dev node with a Docker engine is served by
+the ingress proxy and named by the DNS of that node and of a second node that runs nothing (it
+learns the ready replica by gossip). When the readiness probe fails the replica is withdrawn from
+both (503, empty DNS answer) while its container keeps running; when it passes again, traffic
+comes back."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import docker
+import httpx
+import pytest
+from dnslib import QTYPE, RCODE, DNSRecord
+
+from tests.integration.docker_harness import DockerEngine, free_port
+from tests.integration.harness import NodeProcess, cli
+
+pytestmark = pytest.mark.integration
+
+HOST = "hello.statemesh.internal"
+MANIFEST = """\
+apiVersion: statemesh/v1
+kind: Application
+metadata:
+  name: hello
+spec:
+  replicas: 1
+  nodeClass: cpu
+  containers:
+    - name: httpd
+      image: {image}
+      command: ["sh", "-c"]
+      args:
+        - >-
+          mkdir -p /www/api && echo hello-from-statemesh > /www/index.html
+          && echo api > /www/api/index.html && touch /www/ready
+          && exec httpd -f -p 127.0.0.1:{port} -h /www
+      ports:
+        - {{containerPort: {port}, name: http}}
+      resources:
+        limits: {{cpu: 500m, memory: 64Mi}}
+      readinessProbe:
+        httpGet: {{path: /ready, port: http}}
+        periodSeconds: 1
+        failureThreshold: 1
+  service:
+    ports: [{{name: web, port: 80, targetPort: http}}]
+  ingress:
+    host: {host}
+    rules: [{{path: /, servicePort: web}}]
+"""
+
+
+def get(node: NodeProcess, path: str = "/", host: str = HOST) -> httpx.Response:
+    return httpx.get(
+        f"http://127.0.0.1:{node.ingress_port}{path}", headers={"Host": host}, timeout=5
+    )
+
+
+def resolve(node: NodeProcess, name: str = HOST) -> tuple[int, list[str]]:
+    reply = DNSRecord.parse(
+        DNSRecord.question(name, "A").send("127.0.0.1", node.dns_port, timeout=3)
+    )
+    return reply.header.rcode, [str(rr.rdata) for rr in reply.rr if rr.rtype == QTYPE.A]
+
+
+def serves(node: NodeProcess) -> bool:
+    try:
+        return get(node).text == "hello-from-statemesh\n"
+    except httpx.HTTPError:
+        return False
+
+
+def status(node: NodeProcess) -> int:
+    try:
+        return get(node).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def test_ready_replicas_are_routed_by_every_node(
+    tmp_path: Path, docker_engine: DockerEngine, busybox_image: str
+) -> None:
+    port = free_port()
+    manifest = tmp_path / "hello.yaml"
+    manifest.write_text(MANIFEST.format(image=busybox_image, port=port, host=HOST))
+    dev = NodeProcess(tmp_path / "dev", args=["--dev", "--docker-host", docker_engine.host])
+    dev.start()
+    other = NodeProcess(
+        tmp_path / "other",
+        args=["--chain", "dev", "--bootnodes", dev.call("system_localListenAddresses")[0]],
+    )
+    client: docker.DockerClient = docker_engine.client
+    try:
+        other.start()
+        dev.wait_for(lambda: dev.call("towers_active")["total"] == 1, timeout=40, what="active")
+        # Before any application: unknown host, unknown name.
+        assert get(dev).status_code == 404
+        assert resolve(dev) == (RCODE.NXDOMAIN, [])
+        deployed = cli("app", "deploy", str(manifest), "--from", "dev-alice", "--rpc", dev.url)
+        assert deployed.returncode == 0, deployed.stderr
+
+        dev.wait_for(lambda: serves(dev), timeout=60, what="the dev node's proxy serving")
+        other.wait_for(lambda: serves(other), timeout=30, what="the other node's proxy serving")
+        assert get(other, "/api/").text == "api\n"
+        assert get(dev, "/", host=f"{HOST.upper()}:{dev.ingress_port}").status_code == 200
+        for node in (dev, other):
+            assert resolve(node) == (RCODE.NOERROR, ["127.0.0.1"])
+            assert resolve(node, "nothing.statemesh.internal")[0] == RCODE.NXDOMAIN
+            assert resolve(node, "example.com")[0] == RCODE.REFUSED
+        shown = cli("app", "endpoints", "hello", "--rpc", other.url, "--json")
+        assert shown.returncode == 0, shown.stderr
+        view = json.loads(shown.stdout)
+        assert view["routes"] == [
+            {"host": HOST, "path": "/", "app": "hello", "backends": [f"127.0.0.1:{port}"]}
+        ]
+        assert [r["ready"] for r in view["replicas"]] == [True]
+
+        # Readiness fails: withdrawn everywhere, the container keeps running.
+        (container,) = client.containers.list(filters={"label": "statemesh.app=hello"})
+        container.exec_run(["rm", "/www/ready"])
+        for node in (dev, other):
+            node.wait_for(lambda n=node: status(n) == 503, timeout=30, what="503 when unready")
+            assert resolve(node) == (RCODE.NOERROR, [])
+        assert "no ready replica" in get(other).text
+        container.reload()
+        assert container.status == "running"
+        restarts = dev.call("node_workloads")["replicas"][0]["restartCount"]
+
+        container.exec_run(["touch", "/www/ready"])
+        for node in (dev, other):
+            node.wait_for(lambda n=node: serves(n), timeout=30, what="served again when ready")
+        assert dev.call("node_workloads")["replicas"][0]["restartCount"] == restarts
+
+        # The other node stops: the dev node keeps serving; delete withdraws the route.
+        other.stop()
+        assert serves(dev)
+        assert cli("app", "delete", "hello", "--from", "dev-alice", "--rpc", dev.url).returncode == 0
+        dev.wait_for(lambda: status(dev) == 404, timeout=30, what="404 after delete")
+        deadline = time.monotonic() + 30
+        while resolve(dev)[0] != RCODE.NXDOMAIN and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert resolve(dev)[0] == RCODE.NXDOMAIN
+    finally:
+        other.stop()
+        dev.stop()
+        for c in client.containers.list(all=True, filters={"label": "statemesh.app=hello"}):
+            c.remove(force=True)
