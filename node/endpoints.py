@@ -27,7 +27,6 @@ from chain import codec
 from chain.runtime import apps, nodes
 from chain.signature import verify
 from chain.state import StateReader
-from node.chain_service import ChainService
 from node.manifests import ManifestCache
 from node.wire import WireError
 from node.workloads import WorkloadService
@@ -242,7 +241,8 @@ class EndpointService:
 
     def __init__(
         self,
-        chain: ChainService,
+        finalized: Callable[[], bytes],
+        state_at: Callable[[bytes], StateReader],
         identity: Keypair,
         address: str,
         workloads: WorkloadService | None,
@@ -252,7 +252,8 @@ class EndpointService:
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.chain = chain
+        self._finalized = finalized
+        self._state_at = state_at
         self.identity = identity
         self.address = str(ipaddress.ip_address(address))
         self.workloads = workloads
@@ -293,8 +294,7 @@ class EndpointService:
             return Verdict.IGNORE
         if advert.issued_ms < now_ms - int(self.book.ttl * 1000):
             return Verdict.IGNORE
-        state = self.chain.store.state_at(self.chain.store.finalized_header.hash)
-        if nodes.get_node(state, advert.node_id) is None:
+        if nodes.get_node(self._state_at(self._finalized()), advert.node_id) is None:
             # Perhaps registered in a block this node has not finalized yet.
             return Verdict.IGNORE
         return Verdict.ACCEPT
@@ -374,10 +374,10 @@ class EndpointService:
         """The current route table; rebuilt only when the finalized state, an advertisement or
         this node's readiness changed."""
         self.book.expire(self._monotonic())
-        finalized = self.chain.store.finalized_header.hash
+        finalized = self._finalized()
         key = (finalized, self.book.version, self._local_version)
         if self._memo is None or self._memo[0] != key:
-            state = self.chain.store.state_at(finalized)
+            state = self._state_at(finalized)
             self._memo = (key, build_routes(state, self._manifests, self.ready_by_node()))
         return self._memo[1]
 

@@ -145,7 +145,11 @@ class Node:
             )
             wallet = _wallet(config, chain, network, node_key)
             endpoints = EndpointService(
-                chain, Keypair.from_seed(node_key.seed), config.node_ip, workloads
+                lambda: store.finalized_header.hash,
+                store.state_at,
+                Keypair.from_seed(node_key.seed),
+                config.node_ip,
+                workloads,
             )
             if network is not None:
                 endpoints.register(network.p2p)

@@ -1,0 +1,218 @@
+"""The ingress proxy end to end: real hypercorn servers on 127.0.0.1 as the replicas and as the
+proxy, httpx as the client. Routing (hosts, element-wise path prefixes, longest match), round
+robin, skipping a replica that refuses connections, and the proxy's own answers."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from node.rpc.serving import serve_asgi, serve_lifespan
+from orchestrator.ingress import (
+    Backend,
+    IngressProxy,
+    ProxyLimits,
+    Route,
+    RouteTable,
+    normalize_host,
+    path_matches,
+)
+
+
+def run(scenario: Callable[[], Awaitable[None]], timeout: float = 20.0) -> None:
+    async def main() -> None:
+        with trio.fail_after(timeout):
+            await scenario()
+
+    trio.run(main)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def replica_app(name: str, *, delay: float = 0.0) -> Any:
+    """A replica that answers with its name and what it received."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await serve_lifespan(receive, send)
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        await trio.sleep(delay)
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        text = "|".join(
+            [
+                name,
+                scope["method"],
+                scope["raw_path"].decode() + "?" + scope["query_string"].decode(),
+                headers.get("host", ""),
+                headers.get("x-forwarded-for", ""),
+                headers.get("x-forwarded-host", ""),
+                str(len(body)),
+                "connection-token" if "x-secret-hop" in headers else "",
+            ]
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 201,
+                "headers": [(b"x-replica", name.encode()), (b"keep-alive", b"timeout=5")],
+            }
+        )
+        await send({"type": "http.response.body", "body": text.encode()})
+
+    return app
+
+
+@asynccontextmanager
+async def replicas(*specs: tuple[str, float]) -> AsyncIterator[list[Backend]]:
+    async with trio.open_nursery() as nursery:
+        backends = []
+        for name, delay in specs:
+            address = await nursery.start(
+                partial(serve_asgi, replica_app(name, delay=delay), "127.0.0.1", 0)
+            )
+            backends.append(Backend("127.0.0.1", address[1]))
+        yield backends
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def proxy(
+    hosts: Mapping[str, Sequence[Route]], limits: ProxyLimits | None = None
+) -> AsyncIterator[tuple[httpx.AsyncClient, IngressProxy]]:
+    table = RouteTable(hosts)
+    app = IngressProxy(lambda: table, limits or ProxyLimits())
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(partial(serve_asgi, app, "127.0.0.1", 0))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{address[1]}") as client:
+            yield client, app
+        await app.aclose()
+        nursery.cancel_scope.cancel()
+
+
+def test_path_prefixes_match_whole_elements() -> None:
+    assert path_matches("/", "/anything")
+    assert path_matches("/api", "/api") and path_matches("/api", "/api/v1")
+    assert not path_matches("/api", "/apis") and not path_matches("/api/v1", "/api")
+    table = RouteTable(
+        {
+            "web.statemesh.internal": [
+                Route("web", "/", ()),
+                Route("web", "/api", ()),
+                Route("web", "/api/v2", ()),
+            ]
+        }
+    )
+    assert table.lookup("web.statemesh.internal", "/api/v2/x")[1] == Route("web", "/api/v2", ())
+    assert table.lookup("web.statemesh.internal", "/api/v3")[1] == Route("web", "/api", ())
+    assert table.lookup("web.statemesh.internal", "/apix")[1] == Route("web", "/", ())
+    assert table.lookup("other.statemesh.internal", "/") == (False, None)
+
+
+def test_host_headers_are_normalized() -> None:
+    assert normalize_host("Web.StateMesh.Internal:8080") == "web.statemesh.internal"
+    assert normalize_host("web.statemesh.internal.") == "web.statemesh.internal"
+    assert normalize_host("[::1]:80") == "[::1]"
+    assert normalize_host("") == ""
+
+
+def test_requests_reach_a_replica_with_method_path_body_and_forwarding_headers() -> None:
+    async def scenario() -> None:
+        async with (
+            replicas(("a", 0.0)) as (a,),
+            proxy({"web.x": [Route("web", "/", (a,))]}) as (
+                client,
+                _,
+            ),
+        ):
+            response = await client.post(
+                "/p%20q/r?x=1&y=2",
+                content=b"z" * 100_000,
+                headers={
+                    "Host": "web.x:8080",
+                    "X-Forwarded-For": "10.0.0.1",
+                    "Connection": "x-secret-hop",
+                    "X-Secret-Hop": "1",
+                },
+            )
+            assert response.status_code == 201
+            assert response.headers["x-replica"] == "a"
+            assert "keep-alive" not in response.headers
+            name, method, target, host, chain, forwarded_host, size, hop = response.text.split("|")
+            assert (name, method, target) == ("a", "POST", "/p%20q/r?x=1&y=2")
+            assert host == forwarded_host == "web.x:8080"
+            assert chain == "10.0.0.1, 127.0.0.1"
+            assert size == "100000" and hop == ""
+
+    run(scenario)
+
+
+def test_round_robin_and_a_replica_that_refuses_is_skipped() -> None:
+    async def scenario() -> None:
+        dead = Backend("127.0.0.1", closed_port())
+        async with replicas(("a", 0.0), ("b", 0.0)) as (a, b):
+            route = Route("web", "/", (a, b, dead))
+            async with proxy({"web.x": [route]}) as (client, app):
+                seen = []
+                for _ in range(6):
+                    response = await client.get("/", headers={"Host": "web.x"})
+                    assert response.status_code == 201
+                    seen.append(response.headers["x-replica"])
+                # Each request starts one further along; the dead one passes to the next.
+                assert seen == ["a", "b", "a", "a", "b", "a"]
+                assert app.statistics.retries == 2
+
+    run(scenario)
+
+
+def test_the_proxy_says_what_went_wrong() -> None:
+    async def scenario() -> None:
+        dead = Backend("127.0.0.1", closed_port())
+        async with replicas(("slow", 3.0)) as (slow,):
+            hosts = {
+                "web.x": [Route("web", "/api", ()), Route("web", "/dead", (dead,))],
+                "slow.x": [Route("slow", "/", (slow,))],
+            }
+            limits = ProxyLimits(max_body_bytes=1000, read_timeout=0.3)
+            async with proxy(hosts, limits) as (client, app):
+                unknown = await client.get("/", headers={"Host": "nope.x"})
+                assert unknown.status_code == 404
+                assert unknown.text == "no application serves this host (nope.x)\n"
+                no_path = await client.get("/other", headers={"Host": "web.x"})
+                assert no_path.status_code == 404 and "path /other" in no_path.text
+                unready = await client.get("/api/v1", headers={"Host": "web.x"})
+                assert unready.status_code == 503 and unready.headers["retry-after"] == "5"
+                assert unready.text == "application web has no ready replica\n"
+                refused = await client.get("/dead", headers={"Host": "web.x"})
+                assert refused.status_code == 502
+                assert "no ready replica of web accepted the connection (tried 1" in refused.text
+                large = await client.post("/dead", headers={"Host": "web.x"}, content=b"x" * 1001)
+                assert large.status_code == 413
+                late = await client.get("/", headers={"Host": "slow.x"})
+                assert late.status_code == 504 and "did not answer" in late.text
+                assert app.statistics.requests == 6 and app.statistics.proxied == 0
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("address", ["10.1.2.3", "2001:db8::1"])
+def test_backend_addresses_print_as_urls_do(address: str) -> None:
+    text = str(Backend(address, 80))
+    assert text == ("[2001:db8::1]:80" if ":" in address else "10.1.2.3:80")
