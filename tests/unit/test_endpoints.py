@@ -3,6 +3,8 @@ built from them and the chain state (only what the chain placed on the advertisi
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
