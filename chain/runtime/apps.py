@@ -36,6 +36,10 @@ DIRTY_KEY = storage_key(NAME, "dirty")
 """Set when an app changed in this block: placements are computed again at its end."""
 ROLLING_KEY = storage_key(NAME, "rolling")
 """Set while some app still runs copies of an older revision."""
+_HOST = storage_key(NAME, "host")
+"""Ingress host -> the application that holds it: one application per host."""
+_HOST_OF = storage_key(NAME, "hostOf")
+"""Application -> the ingress host it holds."""
 
 
 class AppsError(enum.Enum):
@@ -45,6 +49,7 @@ class AppsError(enum.Enum):
     NOT_OWNER = "NotOwner"
     NAME_MISMATCH = "NameMismatch"
     TOO_MANY_REPLICAS = "TooManyReplicas"
+    HOST_TAKEN = "HostTaken"
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +194,12 @@ def manifest_bytes(state: StateReader, name: str, revision: int) -> bytes | None
     return state.get(_MANIFEST + name.encode() + b"/" + revision.to_bytes(8, "big"))
 
 
+def host_holder(state: StateReader, host: str) -> str | None:
+    """The application whose ingress serves `host`, if any."""
+    data = state.get(_HOST + host.encode())
+    return None if data is None else data.decode()
+
+
 def placement(state: StateReader, name: str) -> list[ReplicaEntry]:
     data = state.get(_PLACEMENT + name.encode())
     return [] if not data else _decode_entries(data)
@@ -266,12 +277,34 @@ class Apps(Module):
             ctx.env.number,
         )
 
+    def _claim_host(self, ctx: Context, name: str, manifest: Manifest) -> None:
+        """Give `name` its manifest's ingress host (refused if another application holds it),
+        releasing the one it held before."""
+        state = ctx.state
+        host = manifest.spec.ingress.host if manifest.spec.ingress is not None else None
+        holder = host_holder(state, host) if host is not None else None
+        if host is not None and holder not in (None, name):
+            raise self.fail(
+                AppsError.HOST_TAKEN, f"ingress host {host} belongs to application {holder!r}"
+            )
+        self._release_host(ctx, name)
+        if host is not None:
+            state.put(_HOST + host.encode(), name.encode())
+            state.put(_HOST_OF + name.encode(), host.encode())
+
+    def _release_host(self, ctx: Context, name: str) -> None:
+        held = ctx.state.get(_HOST_OF + name.encode())
+        if held is not None:
+            ctx.state.delete(_HOST + held)
+            ctx.state.delete(_HOST_OF + name.encode())
+
     def create(self, ctx: Context, sender: AccountId, raw: bytes) -> None:
         manifest = self._manifest(raw)
         name = manifest.name
         if get_app(ctx.state, name) is not None:
             raise self.fail(AppsError.NAME_TAKEN, f"an application named {name!r} exists")
         record = self._record(ctx, sender, manifest, 1, ctx.env.number)
+        self._claim_host(ctx, name, manifest)
         self._store(ctx, name, record, manifest.canonical_json())
         _set_names(ctx.state, [*app_names(ctx.state), name])
         ctx.emit(NAME, "AppCreated", app=name, owner=AccountRef(sender), replicas=record.replicas)
@@ -282,6 +315,7 @@ class Apps(Module):
         if manifest.hash() == old.manifest_hash:
             return
         record = self._record(ctx, sender, manifest, old.revision + 1, old.created_at)
+        self._claim_host(ctx, manifest.name, manifest)
         self._store(ctx, manifest.name, record, manifest.canonical_json())
         ctx.emit(NAME, "AppUpdated", app=manifest.name, revision=record.revision)
 
@@ -299,6 +333,7 @@ class Apps(Module):
         name = raw_name.decode(errors="replace")
         record = self._owned(ctx, sender, name)
         state = ctx.state
+        self._release_host(ctx, name)
         state.delete(_APP + name.encode())
         state.delete(_PLACEMENT + name.encode())
         for revision in range(1, record.revision + 1):

@@ -114,3 +114,34 @@ def test_a_deploy_that_cannot_pay_its_fees_is_refused() -> None:
     message = chain.refuse(broke, CREATE.call(manifest=web(1)))
     assert message.startswith("fee ") and "exceeds the free balance 0" in message
     assert apps.get_app(chain.state, "web") is None
+
+
+def named(name: str, host: str) -> bytes:
+    data = WEB.to_json()
+    data["metadata"]["name"] = name
+    data["spec"]["replicas"] = 1
+    data["spec"]["ingress"]["host"] = host
+    return validate_manifest(data).canonical_json()
+
+
+def test_an_ingress_host_belongs_to_one_application() -> None:
+    chain = active_chain()
+    chain.send(ALICE, CREATE.call(manifest=named("web", "web.statemesh.internal")))
+    assert apps.host_holder(chain.state, "web.statemesh.internal") == "web"
+    assert chain.refuse(BOB, CREATE.call(manifest=named("shop", "web.statemesh.internal"))) == (
+        "apps.HostTaken: ingress host web.statemesh.internal belongs to application 'web'"
+    )
+    assert apps.get_app(chain.state, "shop") is None
+    # Moving to another host frees the old one; the same host again is no conflict.
+    chain.send(ALICE, UPDATE.call(manifest=named("web", "www.statemesh.internal")))
+    chain.send(ALICE, UPDATE.call(manifest=named("web", "www.statemesh.internal")))
+    assert apps.host_holder(chain.state, "web.statemesh.internal") is None
+    chain.send(BOB, CREATE.call(manifest=named("shop", "web.statemesh.internal")))
+    assert chain.refuse(BOB, UPDATE.call(manifest=named("shop", "www.statemesh.internal"))) == (
+        "apps.HostTaken: ingress host www.statemesh.internal belongs to application 'web'"
+    )
+    chain.send(ALICE, DELETE.call(app="web"))
+    assert apps.host_holder(chain.state, "www.statemesh.internal") is None
+    chain.send(BOB, UPDATE.call(manifest=named("shop", "www.statemesh.internal")))
+    assert apps.host_holder(chain.state, "www.statemesh.internal") == "shop"
+    assert apps.host_holder(chain.state, "web.statemesh.internal") is None
