@@ -33,10 +33,17 @@ def _read_response(sock: socket.socket, pending: bytes) -> bytes:
 
 
 def requests_per_second(
-    port: int, body: bytes, *, seconds: float = 3.0, connections: int = 4, path: str = "/"
+    port: int,
+    body: bytes,
+    *,
+    seconds: float = 3.0,
+    connections: int = 4,
+    path: str = "/",
+    host: str | None = None,
 ) -> float:
     request = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host or f'127.0.0.1:{port}'}\r\n"
+        "Content-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     counts = [0] * connections

@@ -1,0 +1,90 @@
+"""Ingress proxy throughput: requests/s through the node's ingress proxy (its own process, routing
+by Host header to one replica) against the same replica asked directly, in the same run. The
+replica is the hello-world ASGI app on the node's server stack (hypercorn, trio), in a process of
+its own; the load client keeps C HTTP/1.1 keep-alive connections busy. Rounds alternate
+direct / proxied so load on the machine falls on both alike.
+
+    .venv/bin/python bench/ingress_proxy.py [--seconds 4] [--connections 4] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.load import requests_per_second  # noqa: E402
+from bench.rpc_header import HELLO_SERVER, wait_port  # noqa: E402
+from tests.integration.harness import free_port  # noqa: E402
+
+HOST = "hello.statemesh.internal"
+PROXY_SERVER = """
+import sys, trio
+from node.rpc.serving import serve_asgi
+from orchestrator.ingress import Backend, IngressProxy, Route, RouteTable
+table = RouteTable({sys.argv[3]: [Route("hello", "/", (Backend("127.0.0.1", int(sys.argv[2])),))]})
+trio.run(lambda: serve_asgi(IngressProxy(lambda: table), "127.0.0.1", int(sys.argv[1])))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    body = b'{"hello": "world"}'
+    replica_port, proxy_port = free_port(), free_port()
+    replica = subprocess.Popen([sys.executable, "-c", HELLO_SERVER, str(replica_port)], cwd=ROOT)
+    proxy = subprocess.Popen(
+        [sys.executable, "-c", PROXY_SERVER, str(proxy_port), str(replica_port), HOST], cwd=ROOT
+    )
+    direct: list[float] = []
+    proxied: list[float] = []
+    single_direct: list[float] = []
+    single_proxied: list[float] = []
+    try:
+        wait_port(replica_port)
+        wait_port(proxy_port)
+        for _ in range(args.rounds):
+            direct.append(
+                requests_per_second(
+                    replica_port, body, seconds=args.seconds, connections=args.connections
+                )
+            )
+            proxied.append(
+                requests_per_second(
+                    proxy_port,
+                    body,
+                    seconds=args.seconds,
+                    connections=args.connections,
+                    host=HOST,
+                )
+            )
+            single_direct.append(
+                requests_per_second(replica_port, body, seconds=args.seconds / 2, connections=1)
+            )
+            single_proxied.append(
+                requests_per_second(
+                    proxy_port, body, seconds=args.seconds / 2, connections=1, host=HOST
+                )
+            )
+    finally:
+        for process in (proxy, replica):
+            process.terminate()
+            process.wait()
+    d, p = statistics.median(direct), statistics.median(proxied)
+    ld, lp = 1000 / statistics.median(single_direct), 1000 / statistics.median(single_proxied)
+    print(f"direct to the replica:   {d:,.0f} requests/s ({args.connections} connections)")
+    print(f"through the ingress:     {p:,.0f} requests/s")
+    print(f"ratio proxied / direct:  {p / d:.3f}")
+    print(f"one connection: {ld:.2f} ms direct, {lp:.2f} ms proxied (+{lp - ld:.2f} ms)")
+
+
+if __name__ == "__main__":
+    main()
