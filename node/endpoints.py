@@ -42,6 +42,8 @@ TOPIC_ENDPOINTS = "endpoints"
 ADVERT_DOMAIN = b"statemesh/endpoints/v1:"
 MAX_ADVERT_REPLICAS = 4096
 MAX_APP_NAME = 253
+WITHDRAW_SECONDS = 1.0
+"""How long a node that shuts down waits to tell peers its replicas are gone."""
 MAX_CLOCK_AHEAD_MS = 60_000
 """An advertisement issued further in the future than this is not believed (yet)."""
 
@@ -158,6 +160,7 @@ class AdvertBook:
     def __init__(self, ttl_seconds: float) -> None:
         self.ttl = ttl_seconds
         self._adverts: dict[bytes, tuple[Advertisement, float]] = {}
+        self._next_check = -float("inf")
         self.version = 0
         """Changes whenever what `fresh` returns may have changed."""
 
@@ -176,6 +179,9 @@ class AdvertBook:
         return True
 
     def expire(self, now: float) -> None:
+        if now < self._next_check:
+            return
+        self._next_check = now + min(1.0, self.ttl / 10)
         lapsed = [n for n, (_, at) in self._adverts.items() if now - at > self.ttl]
         for node_id in lapsed:
             advert, _ = self._adverts.pop(node_id)
@@ -267,6 +273,8 @@ class EndpointService:
         self._local: frozenset[ReadyReplica] = frozenset()
         self._local_version = 0
         self._last_issued = 0
+        self._published: frozenset[ReadyReplica] = frozenset()
+        self._withdrawn = False
         self._memo: tuple[tuple[bytes, int, int], RouteTable] | None = None
         self.published = 0
 
@@ -320,6 +328,7 @@ class EndpointService:
         return Advertisement.signed(self.identity, issued, self.address, ready)
 
     async def _publish(self, ready: frozenset[ReadyReplica]) -> None:
+        self._published = ready
         if self._p2p is None:
             return
         try:
@@ -329,31 +338,39 @@ class EndpointService:
             log.info("could not advertise endpoints: %s", exc)
 
     async def _advertise(self) -> None:
-        """Publish the local ready set when it changes (at most every 0.2 s) and every refresh."""
+        """Publish the local ready set when it changes (bursts coalesced over 0.2 s), and again
+        every refresh while it is not empty; a node with nothing ready stays quiet."""
         published_at = -float("inf")
-        published: frozenset[ReadyReplica] | None = None
-        try:
-            while True:
-                controller = self.workloads.controller if self.workloads is not None else None
-                # Until the workload service has its controller, look again soon.
-                with trio.move_on_after(self.refresh_seconds if controller else 0.5):
-                    if controller is not None:
-                        await controller.changed()
-                    else:
-                        await trio.sleep_forever()
-                ready = local_ready(self.workloads)
-                if ready != self._local:
-                    self._local = ready
-                    self._local_version += 1
-                due = trio.current_time() - published_at >= self.refresh_seconds
-                if ready != published or due:
-                    await self._publish(ready)
-                    published, published_at = ready, trio.current_time()
-                    await trio.sleep(0.2)
-        finally:
-            if published:
-                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-                    await self._publish(frozenset())
+        while not self._withdrawn:
+            ready = local_ready(self.workloads)
+            if ready != self._local:
+                self._local = ready
+                self._local_version += 1
+            due = published_at + self.refresh_seconds
+            if ready != self._published or (ready and trio.current_time() >= due):
+                await self._publish(ready)
+                published_at = trio.current_time()
+                await trio.sleep(0.2)
+                continue
+            controller = self.workloads.controller if self.workloads is not None else None
+            # Until the workload service has its controller, look again soon.
+            wait = due - trio.current_time() if ready else self.refresh_seconds
+            with trio.move_on_after(max(wait, 0.0) if controller else 0.5):
+                if controller is not None:
+                    await controller.changed()
+                else:
+                    await trio.sleep_forever()
+
+    async def withdraw(self) -> None:
+        """Before shutting down: tell the network this node's replicas are gone (peers would
+        otherwise route to them until the advertisement lapses)."""
+        self._withdrawn = True
+        if self._published and self._p2p is not None:
+            with trio.move_on_after(WITHDRAW_SECONDS):
+                await self._publish(frozenset())
+                await self._p2p.drain()
+                # Out of the queue is not yet on the wire: let the writers finish.
+                await trio.sleep(0.05)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:

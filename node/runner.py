@@ -239,7 +239,7 @@ class Node:
                             config.signer.address,
                         )
                 task_status.started(address)
-                nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+                nursery.start_soon(_stop_on_signal, nursery.cancel_scope, self.endpoints)
         finally:
             self.db.close()
             log.info("database closed")
@@ -311,9 +311,10 @@ def _network(
     return network, finality
 
 
-async def _stop_on_signal(scope: trio.CancelScope) -> None:
+async def _stop_on_signal(scope: trio.CancelScope, endpoints: EndpointService) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             log.info("received %s, shutting down", signal.Signals(signum).name)
+            await endpoints.withdraw()
             scope.cancel()
             return

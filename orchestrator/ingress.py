@@ -8,7 +8,8 @@ refuses the connection is skipped, which is safe because nothing was sent to it 
 bodies are buffered up to a limit so that a retry can send them again; responses are streamed.
 
 The answers of the proxy itself are plain text and say what happened: 404 when no application
-serves the host or the path, 503 when the application has no ready replica (with Retry-After),
+serves the host or the path, 503 when the application has no ready replica or the proxy has
+too many requests in flight (with Retry-After),
 502 when no ready replica accepted the connection, 504 when the replica did not answer in time,
 413 for a body over the limit. Upgrades (WebSocket) are not proxied."""
 
@@ -123,6 +124,8 @@ class ProxyLimits:
     """Longest wait for the replica's response head or for the next piece of its body."""
     max_connections: int = 512
     """Open connections to replicas, all backends together."""
+    max_in_flight: int = 1024
+    """Requests being proxied at once; more are answered 503 at once."""
 
 
 @dataclass(slots=True)
@@ -135,6 +138,7 @@ class ProxyStatistics:
     timeouts: int = 0
     too_large: int = 0
     retries: int = 0
+    busy: int = 0
 
 
 class _BodyTooLarge(Exception):
@@ -153,6 +157,7 @@ class IngressProxy:
     statistics: ProxyStatistics = field(default_factory=ProxyStatistics)
     _client: httpx.AsyncClient | None = None
     _turns: dict[tuple[str, str], itertools.count[int]] = field(default_factory=dict)
+    _in_flight: int = 0
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -181,7 +186,15 @@ class IngressProxy:
     async def __call__(self, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http_request(scope, receive, send)
+            if self._in_flight >= self.limits.max_in_flight:
+                self.statistics.busy += 1
+                await _reply(send, 503, "the ingress proxy is busy", extra=[(b"retry-after", b"1")])
+                return
+            self._in_flight += 1
+            try:
+                await self._http_request(scope, receive, send)
+            finally:
+                self._in_flight -= 1
         elif kind == "websocket":
             await send({"type": "websocket.close", "code": 1003})
         elif kind == "lifespan":

@@ -274,6 +274,12 @@ class Gossip:
         if waited:
             self._backpressure_waits += 1
 
+    async def drain(self) -> None:
+        """Wait until every peer's outbound queue is empty: what was published has been handed
+        to the connections. For a message that must leave before the node stops."""
+        while any(len(queue) for queue in self._pubsub.peer_queues.values()):
+            await trio.sleep(_BACKPRESSURE_POLL)
+
     def stalled_peers(self, now: float) -> list[PeerId]:
         """Peers whose queue stayed over the high-water mark for `stall_timeout` seconds."""
         overdue = self._queues.overdue(self._pubsub.peer_queues, now)

@@ -235,6 +235,10 @@ class P2PService:
         """Publish on a topic; waits while peers' queues are full; `MessageTooLarge` if big."""
         await self._gossip.publish(name, data)
 
+    async def drain(self) -> None:
+        """Wait until what was published has been handed to the connections."""
+        await self._gossip.drain()
+
     def mesh_peers(self, name: str) -> set[PeerId]:
         return self._gossip.mesh_peers(name)
 

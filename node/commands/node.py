@@ -176,6 +176,9 @@ def _run_node(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # The ingress proxy's HTTP client would log every proxied request.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     for flag, port in (
         ("--rpc-port", args.rpc_port),
         ("--port", args.port),

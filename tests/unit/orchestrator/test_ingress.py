@@ -216,3 +216,21 @@ def test_the_proxy_says_what_went_wrong() -> None:
 def test_backend_addresses_print_as_urls_do(address: str) -> None:
     text = str(Backend(address, 80))
     assert text == ("[2001:db8::1]:80" if ":" in address else "10.1.2.3:80")
+
+
+def test_requests_over_the_in_flight_limit_are_turned_away() -> None:
+    async def scenario() -> None:
+        async with replicas(("slow", 30.0)) as (slow,):
+            limits = ProxyLimits(max_in_flight=1)
+            async with proxy({"slow.x": [Route("slow", "/", (slow,))]}, limits) as (client, app):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(partial(client.get, "/", headers={"Host": "slow.x"}))
+                    while app.statistics.requests == 0:
+                        await trio.sleep(0.01)
+                    busy = await client.get("/", headers={"Host": "slow.x"})
+                    assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+                    assert busy.text == "the ingress proxy is busy\n"
+                    nursery.cancel_scope.cancel()
+                assert app.statistics.busy == 1
+
+    run(scenario)
