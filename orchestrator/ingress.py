@@ -197,14 +197,6 @@ class IngressProxy:
                 self._in_flight -= 1
         elif kind == "websocket":
             await send({"type": "websocket.close", "code": 1003})
-        elif kind == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
 
     async def _http_request(self, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend) -> None:
         self.statistics.requests += 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from node.rpc.serving import AsgiReceive, AsgiScope, AsgiSend, serve_lifespan
+from node.rpc.serving import AsgiReceive, AsgiScope, AsgiSend
 
 _BODY = b'{"hello":"world"}'
 _HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(_BODY)).encode())]
@@ -10,9 +10,6 @@ _HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(
 
 async def hello_app(scope: AsgiScope, receive: AsgiReceive, send: AsgiSend) -> None:
     """Reads the whole request body (as the RPC server must) and answers a constant."""
-    if scope["type"] == "lifespan":
-        await serve_lifespan(receive, send)
-        return
     if scope["type"] != "http":
         return
     more_body = True

@@ -31,7 +31,6 @@ from node.rpc.serving import (
     AsgiSend,
     ServerAddress,
     serve_asgi,
-    serve_lifespan,
 )
 from node.rpc.subscriptions import ConnectionSubscriptions
 
@@ -105,8 +104,6 @@ class RpcApp:
             await self._http(scope, receive, send)
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
-        elif kind == "lifespan":
-            await serve_lifespan(receive, send)
 
     def _admit(self) -> bool:
         if self._open_http + self._open_websockets >= self._limits.max_connections:

@@ -91,7 +91,8 @@ async def serve_asgi(
     keep_alive_timeout: float = KEEP_ALIVE_SECONDS,
     task_status: TaskStatus[ServerAddress] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve `app` on host:port until cancelled; `task_status` gets the bound address.
+    """Serve `app` on host:port until cancelled; `task_status` gets the bound address. The
+    ASGI lifespan is answered here: apps see only `http` and `websocket` scopes.
 
     WebSocket messages above `max_websocket_message` are refused by hypercorn itself (close
     1009, nothing else), so an app that wants to answer oversize messages sets it above its own
@@ -104,12 +105,21 @@ async def serve_asgi(
     )
     async with trio.open_nursery() as nursery:
         # The same callable; hypercorn merely types its messages more narrowly.
-        framework = cast("ASGIFramework", app)
+        framework = cast("ASGIFramework", partial(_without_lifespan, app))
         binds: list[str] = await nursery.start(partial(serve, framework, config, mode="asgi"))
         task_status.started(_parse_bind(binds[0]))
 
 
-async def serve_lifespan(receive: AsgiReceive, send: AsgiSend) -> None:
+async def _without_lifespan(
+    app: AsgiApp, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend
+) -> None:
+    if scope["type"] == "lifespan":
+        await _serve_lifespan(receive, send)
+    else:
+        await app(scope, receive, send)
+
+
+async def _serve_lifespan(receive: AsgiReceive, send: AsgiSend) -> None:
     """Answer hypercorn's lifespan protocol: nothing to set up or tear down at this level."""
     while True:
         message = await receive()

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import trio
 
-from node.rpc.serving import serve_asgi, serve_lifespan
+from node.rpc.serving import serve_asgi
 from orchestrator.ingress import (
     Backend,
     IngressProxy,
@@ -41,13 +41,15 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
+ENTERED: dict[str, trio.Event] = {}
+"""Set when the replica of that name receives a request."""
+
+
 def replica_app(name: str, *, delay: float = 0.0) -> Any:
     """A replica that answers with its name and what it received."""
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            await serve_lifespan(receive, send)
-            return
+        ENTERED.setdefault(name, trio.Event()).set()
         body = b""
         while True:
             message = await receive()
@@ -220,13 +222,13 @@ def test_backend_addresses_print_as_urls_do(address: str) -> None:
 
 def test_requests_over_the_in_flight_limit_are_turned_away() -> None:
     async def scenario() -> None:
+        ENTERED.clear()
         async with replicas(("slow", 30.0)) as (slow,):
             limits = ProxyLimits(max_in_flight=1)
             async with proxy({"slow.x": [Route("slow", "/", (slow,))]}, limits) as (client, app):
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(partial(client.get, "/", headers={"Host": "slow.x"}))
-                    while app.statistics.requests == 0:
-                        await trio.sleep(0.01)
+                    await ENTERED.setdefault("slow", trio.Event()).wait()
                     busy = await client.get("/", headers={"Host": "slow.x"})
                     assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
                     assert busy.text == "the ingress proxy is busy\n"
