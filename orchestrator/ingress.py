@@ -18,11 +18,13 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import logging
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import trio
 
 log = logging.getLogger("statemesh.ingress")
 
@@ -126,6 +128,10 @@ class ProxyLimits:
     """Open connections to replicas, all backends together."""
     max_in_flight: int = 1024
     """Requests being proxied at once; more are answered 503 at once."""
+    max_buffered_bytes: int = 256 * 1024 * 1024
+    """Request bodies held at once, all requests together."""
+    body_timeout: float = 30.0
+    """Longest time to receive a request body (408 after it)."""
 
 
 @dataclass(slots=True)
@@ -139,9 +145,15 @@ class ProxyStatistics:
     too_large: int = 0
     retries: int = 0
     busy: int = 0
+    bad_requests: int = 0
+    too_slow: int = 0
 
 
 class _BodyTooLarge(Exception):
+    pass
+
+
+class _ClientGone(Exception):
     pass
 
 
@@ -158,6 +170,7 @@ class IngressProxy:
     _client: httpx.AsyncClient | None = None
     _turns: dict[tuple[str, str], itertools.count[int]] = field(default_factory=dict)
     _in_flight: int = 0
+    _buffered: int = 0
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -203,7 +216,11 @@ class IngressProxy:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         host_header = next((v for k, v in headers if k == b"host"), b"").decode("latin-1")
         host = normalize_host(host_header)
-        path: str = scope["path"]
+        path = request_path(scope["path"])
+        if path is None:
+            self.statistics.bad_requests += 1
+            await _reply(send, 400, "the request target must be a path starting with /")
+            return
         known, route = self.routes().lookup(host, path)
         if route is None:
             self.statistics.no_route += 1
@@ -219,13 +236,55 @@ class IngressProxy:
                 extra=[(b"retry-after", b"5")],
             )
             return
-        try:
-            body = await _read_body(receive, self.limits.max_body_bytes)
-        except _BodyTooLarge:
+        declared = _content_length(headers)
+        if declared is not None and declared > self.limits.max_body_bytes:
             self.statistics.too_large += 1
             await _reply(send, 413, f"request body over {self.limits.max_body_bytes} bytes")
             return
-        await self._forward(scope, send, route, host_header, body)
+        held = [0]
+        try:
+            try:
+                with trio.fail_after(self.limits.body_timeout):
+                    body = await self._read_body(receive, held)
+            except _BodyTooLarge:
+                self.statistics.too_large += 1
+                await _reply(send, 413, f"request body over {self.limits.max_body_bytes} bytes")
+                return
+            except _ClientGone:
+                return
+            except trio.TooSlowError:
+                self.statistics.too_slow += 1
+                timeout = self.limits.body_timeout
+                await _reply(send, 408, f"request body not received in {timeout:g} s")
+                return
+            if path != scope["path"]:
+                target = urllib.parse.quote(path, safe="/:@!$&'()*+,;=-._~").encode()
+            else:
+                target = scope.get("raw_path") or path.encode()
+            if scope.get("query_string"):
+                target += b"?" + scope["query_string"]
+            await self._forward(scope, receive, send, route, host_header, target, body)
+        finally:
+            self._buffered -= held[0]
+
+    async def _read_body(self, receive: AsgiReceive, held: list[int]) -> bytes:
+        """The whole request body within the per-request and the proxy-wide buffer limits;
+        `held[0]` counts its bytes in the proxy-wide total until the caller releases them."""
+        parts: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk: bytes = message.get("body", b"")
+            held[0] += len(chunk)
+            self._buffered += len(chunk)
+            if held[0] > self.limits.max_body_bytes:
+                raise _BodyTooLarge
+            if self._buffered > self.limits.max_buffered_bytes:
+                raise _BodyTooLarge
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(parts)
 
     def _order(self, host: str, route: Route) -> list[Backend]:
         turn = self._turns.setdefault((host, route.path), itertools.count())
@@ -233,27 +292,34 @@ class IngressProxy:
         return [*route.backends[start:], *route.backends[:start]]
 
     async def _forward(
-        self, scope: AsgiScope, send: AsgiSend, route: Route, host: str, body: bytes
+        self,
+        scope: AsgiScope,
+        receive: AsgiReceive,
+        send: AsgiSend,
+        route: Route,
+        host: str,
+        target: bytes,
+        body: bytes,
     ) -> None:
         client = scope.get("client")
         outgoing = _forwarded_headers(scope["headers"], client[0] if client else "", host)
-        target = scope.get("raw_path") or scope["path"].encode()
-        if scope.get("query_string"):
-            target += b"?" + scope["query_string"]
+        method: str = scope["method"]
         refused: list[str] = []
         for backend in self._order(normalize_host(host), route):
-            request = self._http().build_request(
-                scope["method"],
-                httpx.URL(scheme="http", host=backend.address, port=backend.port, raw_path=target),
-                headers=outgoing,
-                content=body,
-            )
+            url = httpx.URL(scheme="http", host=backend.address, port=backend.port, raw_path=target)
+            # Built directly: the client's default headers (user agent, accept-encoding) would
+            # otherwise be added to what the user sent.
+            request = httpx.Request(method, url, headers=outgoing, content=body)
             try:
-                response = await self._http().send(request, stream=True)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                response = await self._send(request, method)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 refused.append(f"{backend}: {type(exc).__name__}")
                 self.statistics.retries += 1
                 continue
+            except httpx.PoolTimeout:
+                self.statistics.busy += 1
+                await _reply(send, 503, "the ingress proxy is busy", extra=[(b"retry-after", b"1")])
+                return
             except httpx.TimeoutException:
                 self.statistics.timeouts += 1
                 await _reply(send, 504, f"replica of {route.app} at {backend} did not answer")
@@ -263,8 +329,8 @@ class IngressProxy:
                 await _reply(send, 502, f"replica of {route.app} at {backend} failed: {exc}")
                 return
             try:
-                await _relay(response, send)
-                self.statistics.proxied += 1
+                if await _relay(response, receive, send):
+                    self.statistics.proxied += 1
             finally:
                 await response.aclose()
             return
@@ -277,13 +343,67 @@ class IngressProxy:
             f"(tried {len(refused)}: {'; '.join(refused)})",
         )
 
+    async def _send(self, request: httpx.Request, method: str) -> httpx.Response:
+        """Send, once more on a fresh connection when a kept-alive one turns out closed before
+        any response (only for idempotent methods, which may be repeated: RFC 9110 9.2.2)."""
+        try:
+            return await self._http().send(request, stream=True)
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            if method not in IDEMPOTENT:
+                raise
+            self.statistics.retries += 1
+            return await self._http().send(request, stream=True)
+
+
+WATCH_AFTER_SECONDS = 1.0
+"""A response still streaming after this long is abandoned when its client leaves."""
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+
+def remove_dot_segments(path: str) -> str:
+    """RFC 3986 section 5.2.4, for an absolute path."""
+    out: list[str] = []
+    segments = path.split("/")[1:]
+    for i, segment in enumerate(segments):
+        last = i == len(segments) - 1
+        if segment == "..":
+            if out:
+                out.pop()
+            if last:
+                out.append("")
+        elif segment == ".":
+            if last:
+                out.append("")
+        else:
+            out.append(segment)
+    return "/" + "/".join(out)
+
+
+def request_path(path: str) -> str | None:
+    """The path a request is routed and forwarded by: its dot segments resolved, so that a rule
+    cannot be stepped around with `..`; None for a target that is not an absolute path
+    (asterisk-form, absolute-form, or with a fragment)."""
+    if not path.startswith("/") or "#" in path:
+        return None
+    return remove_dot_segments(path)
+
+
+def _content_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
+    for key, value in headers:
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
 
 def _connection_tokens(headers: Sequence[tuple[bytes, bytes]]) -> set[bytes]:
     tokens: set[bytes] = set()
     for key, value in headers:
-        if key == b"connection":
+        if key.lower() == b"connection":
             tokens.update(t.strip().lower() for t in value.split(b","))
-    return tokens
+    return tokens - {b"host"}
 
 
 def _forwarded_headers(
@@ -300,39 +420,41 @@ def _forwarded_headers(
     return kept
 
 
-async def _read_body(receive: AsgiReceive, limit: int) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _BodyTooLarge
-        parts.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(parts)
+async def _relay(response: httpx.Response, receive: AsgiReceive, send: AsgiSend) -> bool:
+    """Stream the replica's response to the client. True if it arrived whole; when the replica
+    breaks off, the client's connection is closed without ending the message, so the client
+    sees it cut short; when the client leaves, the replica's response is abandoned."""
+    raw = [(k.lower(), v) for k, v in response.headers.raw]
+    drop = HOP_BY_HOP | _connection_tokens(raw) | {b"date"}
+    complete = False
+    async with trio.open_nursery() as nursery:
 
+        async def client_gone() -> None:
+            # Only a response that takes a while is watched: once the app reads from the
+            # client, hypercorn holds a `Connection: close` connection open a few seconds more.
+            await trio.sleep(WATCH_AFTER_SECONDS)
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            nursery.cancel_scope.cancel()
 
-async def _relay(response: httpx.Response, send: AsgiSend) -> None:
-    raw = response.headers.raw
-    drop = HOP_BY_HOP | _connection_tokens(raw)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": response.status_code,
-            "headers": [(k.lower(), v) for k, v in raw if k.lower() not in drop],
-        }
-    )
-    try:
-        async for chunk in response.aiter_raw():
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    except httpx.HTTPError as exc:
-        log.info("a replica's response broke off: %s", exc)
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+        nursery.start_soon(client_gone)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": [(k, v) for k, v in raw if k not in drop],
+            }
+        )
+        try:
+            async for chunk in response.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except httpx.HTTPError as exc:
+            log.info("a replica's response broke off: %s", exc)
+        else:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            complete = True
+        nursery.cancel_scope.cancel()
+    return complete
 
 
 async def _reply(

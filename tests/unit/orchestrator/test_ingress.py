@@ -236,3 +236,160 @@ def test_requests_over_the_in_flight_limit_are_turned_away() -> None:
                 assert app.statistics.busy == 1
 
     run(scenario)
+
+
+async def exchange(port: int, data: bytes, *, hang_up: bool = False) -> bytes:
+    """Send raw bytes to the proxy; read until it closes (or, with `hang_up`, leave at once)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(data)
+        if hang_up:
+            return b""
+        out = b""
+        with trio.move_on_after(5):
+            while chunk := await stream.receive_some(65536):
+                out += chunk
+        return out
+
+
+async def settled(app: IngressProxy) -> None:
+    """Wait until the proxy has no request in flight."""
+    for _ in range(500):
+        if app._in_flight == 0:
+            return
+        await trio.sleep(0.01)
+    raise AssertionError("a request stayed in flight")
+
+
+def test_dot_segments_cannot_step_around_a_rule_and_only_what_was_sent_is_forwarded() -> None:
+    async def scenario() -> None:
+        async with (
+            replicas(("a", 0.0)) as (a,),
+            proxy({"web.x": [Route("web", "/public", (a,))]}) as (client, _),
+        ):
+            port = client.base_url.port
+            assert port is not None
+            escaped = await exchange(
+                port, b"GET /public/../admin HTTP/1.1\r\nHost: web.x\r\nConnection: close\r\n\r\n"
+            )
+            assert escaped.startswith(b"HTTP/1.1 404") and b"path /admin" in escaped
+            inside = await exchange(
+                port, b"GET /public/./x/../y?q HTTP/1.1\r\nHost: web.x\r\nConnection: close\r\n\r\n"
+            )
+            assert inside.startswith(b"HTTP/1.1 201")
+            assert b"|GET|/public/y?q|web.x|" in inside
+            for target in (b"*", b"http://web.x/public"):
+                bad = await exchange(
+                    port,
+                    b"OPTIONS " + target + b" HTTP/1.1\r\nHost: web.x\r\nConnection: close\r\n\r\n",
+                )
+                assert bad.startswith(b"HTTP/1.1 400"), bad
+
+    run(scenario)
+
+
+def test_the_replica_sees_only_the_clients_headers() -> None:
+    async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        names = b",".join(sorted(k for k, _ in scope["headers"]))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": names})
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(partial(serve_asgi, echo, "127.0.0.1", 0))
+            route = Route("web", "/", (Backend("127.0.0.1", address[1]),))
+            async with proxy({"web.x": [route]}) as (client, _):
+                port = client.base_url.port
+                assert port is not None
+                answer = await exchange(
+                    port, b"GET / HTTP/1.1\r\nHost: web.x\r\nConnection: close, host\r\n\r\n"
+                )
+                names = b"\r\nhost,x-forwarded-for,x-forwarded-host,x-forwarded-proto\r\n"
+                assert names in answer.split(b"\r\n\r\n", 1)[1]
+            nursery.cancel_scope.cancel()
+
+    run(scenario)
+
+
+async def raw_replica(response: bytes, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """A replica that answers every request with `response` and then hangs up."""
+
+    async def handle(stream: trio.SocketStream) -> None:
+        async with stream:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += await stream.receive_some(65536)
+            await stream.send_all(response)
+
+    await trio.serve_tcp(handle, 0, host="127.0.0.1", task_status=task_status)
+
+
+def test_hop_headers_and_a_response_cut_short() -> None:
+    response = (
+        b"HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: secret\r\n"
+        b"Date: Mon, 01 Jan 2024 00:00:00 GMT\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"7\r\npartial\r\n"
+    )
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(partial(raw_replica, response))
+            port = listeners[0].socket.getsockname()[1]
+            async with proxy({"web.x": [Route("web", "/", (Backend("127.0.0.1", port),))]}) as (
+                client,
+                app,
+            ):
+                proxy_port = client.base_url.port
+                assert proxy_port is not None
+                got = await exchange(proxy_port, b"GET / HTTP/1.1\r\nHost: web.x\r\n\r\n")
+                head, _, body = got.partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200") and b"x-hop" not in head.lower()
+                assert head.lower().count(b"\r\ndate:") == 1
+                assert b"partial" in body and not body.endswith(b"0\r\n\r\n")  # not made whole
+                assert app.statistics.proxied == 0
+            nursery.cancel_scope.cancel()
+
+    run(scenario)
+
+
+def test_request_bodies_that_are_too_large_too_slow_or_abandoned() -> None:
+    async def scenario() -> None:
+        ENTERED.clear()
+        async with replicas(("upload", 0.0)) as (upload,):
+            limits = ProxyLimits(max_body_bytes=1000, body_timeout=0.3)
+            async with proxy({"web.x": [Route("web", "/", (upload,))]}, limits) as (client, app):
+                port = client.base_url.port
+                assert port is not None
+                head = b"POST / HTTP/1.1\r\nHost: web.x\r\nConnection: close\r\n"
+                declared = await exchange(port, head + b"Content-Length: 1000000000\r\n\r\n")
+                assert declared.startswith(b"HTTP/1.1 413")
+                slow = await exchange(port, head + b"Content-Length: 10\r\n\r\nabc")
+                assert slow.startswith(b"HTTP/1.1 408")
+                await exchange(port, head + b"Content-Length: 100\r\n\r\nhalf", hang_up=True)
+                await settled(app)
+                assert "upload" not in ENTERED  # nothing reached the replica
+                assert app.statistics.too_large == 1 and app.statistics.too_slow == 1
+                assert app._buffered == 0
+
+    run(scenario)
+
+
+def test_a_client_that_leaves_ends_the_relay() -> None:
+    async def endless(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        while True:
+            await send({"type": "http.response.body", "body": b"tick\n", "more_body": True})
+            await trio.sleep(0.05)
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(partial(serve_asgi, endless, "127.0.0.1", 0))
+            route = Route("web", "/", (Backend("127.0.0.1", address[1]),))
+            async with proxy({"web.x": [route]}) as (client, app):
+                async with client.stream("GET", "/", headers={"Host": "web.x"}) as response:
+                    async for _ in response.aiter_bytes():
+                        break
+                await settled(app)
+            nursery.cancel_scope.cancel()
+
+    run(scenario)
