@@ -42,8 +42,14 @@ TOPIC_ENDPOINTS = "endpoints"
 ADVERT_DOMAIN = b"statemesh/endpoints/v1:"
 MAX_ADVERT_REPLICAS = 4096
 MAX_APP_NAME = 253
+REBUILD_POLL_SECONDS = 0.25
+"""How soon a new finalized block or a lapse reaches the routes at the latest."""
+MIN_REBUILD_SECONDS = 0.05
+"""Rebuilds happen at most this often, however fast advertisements arrive."""
 WITHDRAW_SECONDS = 1.0
 """How long a node that shuts down waits to tell peers its replicas are gone."""
+MIN_ADVERT_INTERVAL = 0.1
+"""Seconds: a node's advertisements arriving faster than this are not taken (nor relayed)."""
 MAX_CLOCK_AHEAD_MS = 60_000
 """An advertisement issued further in the future than this is not believed (yet)."""
 
@@ -145,13 +151,25 @@ def decode_advertisement(data: bytes) -> Advertisement:
     return advert
 
 
+def node_ip(text: str) -> str:
+    """`text` as the address a node's replicas are reached at, in canonical form. ValueError
+    unless it is a unicast IP address a peer can dial: not unspecified, multicast, link-local
+    or with an IPv6 scope (loopback is allowed; peers accept it only among loopback nodes)."""
+    if "%" in text:
+        raise ValueError(f"{text!r} has an IPv6 scope, which means nothing on another node")
+    ip = ipaddress.ip_address(text)
+    if ip.is_unspecified or ip.is_multicast or ip.is_link_local:
+        raise ValueError(f"{text} cannot be dialled by another node")
+    return str(ip)
+
+
 def _address(raw: bytes) -> str:
     try:
         if len(raw) <= 45:
-            return str(ipaddress.ip_address(raw.decode("ascii")))
+            return node_ip(raw.decode("ascii"))
     except (UnicodeDecodeError, ValueError):
         pass
-    raise WireError(f"{raw[:64]!r} is not an IP address")
+    raise WireError(f"{raw[:64]!r} is not an IP address of a node")
 
 
 class AdvertBook:
@@ -160,13 +178,21 @@ class AdvertBook:
     def __init__(self, ttl_seconds: float) -> None:
         self.ttl = ttl_seconds
         self._adverts: dict[bytes, tuple[Advertisement, float]] = {}
+        self._latest: dict[bytes, tuple[int, float]] = {}
+        """Per node, the highest `issued_ms` taken and when it arrived, kept after it lapses so
+        that an older advertisement cannot be replayed (one entry per registered node)."""
         self._next_check = -float("inf")
         self.version = 0
         """Changes whenever what `fresh` returns may have changed."""
 
     def newer(self, advert: Advertisement) -> bool:
-        kept = self._adverts.get(advert.node_id)
-        return kept is None or advert.issued_ms > kept[0].issued_ms
+        latest = self._latest.get(advert.node_id)
+        return latest is None or advert.issued_ms > latest[0]
+
+    def too_soon(self, advert: Advertisement, now: float) -> bool:
+        """Whether the node's previous advertisement arrived less than MIN_INTERVAL ago."""
+        latest = self._latest.get(advert.node_id)
+        return latest is not None and now - latest[1] < MIN_ADVERT_INTERVAL
 
     def offer(self, advert: Advertisement, now: float) -> bool:
         """Keep `advert` if it is the node's newest; True if it was."""
@@ -174,6 +200,7 @@ class AdvertBook:
             return False
         kept = self._adverts.get(advert.node_id)
         self._adverts[advert.node_id] = (advert, now)
+        self._latest[advert.node_id] = (advert.issued_ms, now)
         if kept is None or kept[0].ready != advert.ready or kept[0].address != advert.address:
             self.version += 1
         return True
@@ -204,6 +231,9 @@ def build_routes(state: StateReader, manifests: ManifestCache, ready: ReadyByNod
         record = apps.get_app(state, name)
         current = manifests.get(state, name, record.revision) if record is not None else None
         if current is None or current.spec.ingress is None:
+            continue
+        holder = apps.host_holder(state, current.spec.ingress.host)
+        if holder not in (None, name):
             continue
         placement = apps.placement(state, name)
         for rule in current.spec.ingress.rules:
@@ -261,7 +291,8 @@ class EndpointService:
         self._finalized = finalized
         self._state_at = state_at
         self.identity = identity
-        self.address = str(ipaddress.ip_address(address))
+        self.address = node_ip(address)
+        self._loopback = ipaddress.ip_address(self.address).is_loopback
         self.workloads = workloads
         self.refresh_seconds = refresh_seconds
         self.book = AdvertBook(ttl_seconds)
@@ -274,7 +305,8 @@ class EndpointService:
         self._local_version = 0
         self._last_issued = 0
         self._published: frozenset[ReadyReplica] = frozenset()
-        self._withdrawn = False
+        self._advertising = trio.CancelScope()
+        self._rebuild = trio.Event()
         self._memo: tuple[tuple[bytes, int, int], RouteTable] | None = None
         self.published = 0
 
@@ -302,6 +334,12 @@ class EndpointService:
             return Verdict.IGNORE
         if advert.issued_ms < now_ms - int(self.book.ttl * 1000):
             return Verdict.IGNORE
+        if ipaddress.ip_address(advert.address).is_loopback and not self._loopback:
+            # Other nodes would send their own traffic to themselves: only a network of
+            # loopback nodes (one machine) routes to loopback addresses.
+            return Verdict.IGNORE
+        if self.book.too_soon(advert, self._monotonic()):
+            return Verdict.IGNORE
         if nodes.get_node(self._state_at(self._finalized()), advert.node_id) is None:
             # Perhaps registered in a block this node has not finalized yet.
             return Verdict.IGNORE
@@ -316,6 +354,7 @@ class EndpointService:
                 except WireError:
                     continue
                 if self.book.offer(advert, self._monotonic()):
+                    self._rebuild.set()
                     log.debug(
                         "node %s advertises %d ready replicas",
                         advert.node_id.hex()[:12],
@@ -328,24 +367,27 @@ class EndpointService:
         return Advertisement.signed(self.identity, issued, self.address, ready)
 
     async def _publish(self, ready: frozenset[ReadyReplica]) -> None:
-        self._published = ready
-        if self._p2p is None:
-            return
-        try:
-            await self._p2p.publish(TOPIC_ENDPOINTS, self._advert(ready).encode())
+        """Tell peers; what was told is remembered only once it went out, so a failed
+        publish is tried again."""
+        if self._p2p is not None:
+            try:
+                await self._p2p.publish(TOPIC_ENDPOINTS, self._advert(ready).encode())
+            except Exception as exc:  # tried again at the next turn of the advertise loop
+                log.info("could not advertise endpoints: %s", exc)
+                return
             self.published += 1
-        except Exception as exc:  # a failed publish is retried at the next refresh
-            log.info("could not advertise endpoints: %s", exc)
+        self._published = ready
 
     async def _advertise(self) -> None:
         """Publish the local ready set when it changes (bursts coalesced over 0.2 s), and again
         every refresh while it is not empty; a node with nothing ready stays quiet."""
         published_at = -float("inf")
-        while not self._withdrawn:
+        while True:
             ready = local_ready(self.workloads)
             if ready != self._local:
                 self._local = ready
                 self._local_version += 1
+                self._rebuild.set()
             due = published_at + self.refresh_seconds
             if ready != self._published or (ready and trio.current_time() >= due):
                 await self._publish(ready)
@@ -364,7 +406,7 @@ class EndpointService:
     async def withdraw(self) -> None:
         """Before shutting down: tell the network this node's replicas are gone (peers would
         otherwise route to them until the advertisement lapses)."""
-        self._withdrawn = True
+        self._advertising.cancel()
         if self._published and self._p2p is not None:
             with trio.move_on_after(WITHDRAW_SECONDS):
                 await self._publish(frozenset())
@@ -377,19 +419,35 @@ class EndpointService:
             if self._inbox is not None:
                 nursery.start_soon(self._receive)
             if self.workloads is not None:
-                nursery.start_soon(self._advertise)
+                nursery.start_soon(self._advertising_task)
+            nursery.start_soon(self._keep_routes)
             task_status.started()
+
+    async def _advertising_task(self) -> None:
+        with self._advertising:
+            await self._advertise()
+
+    async def _keep_routes(self) -> None:
+        """Rebuild the route table off the request path: when an advertisement or this node's
+        readiness changed, and on a short poll for new finalized blocks and lapses."""
+        while True:
+            with trio.move_on_after(REBUILD_POLL_SECONDS):
+                await self._rebuild.wait()
+            self._rebuild = trio.Event()
+            self.refresh()
+            await trio.sleep(MIN_REBUILD_SECONDS)
 
     # -- routes ----------------------------------------------------------------------------
 
     def ready_by_node(self) -> dict[bytes, tuple[str, frozenset[ReadyReplica]]]:
+        self.book.expire(self._monotonic())
         ready = {a.node_id: (a.address, frozenset(a.ready)) for a in self.book.fresh()}
         ready[self.identity.public] = (self.address, self._local)
         return ready
 
-    def routes(self) -> RouteTable:
-        """The current route table; rebuilt only when the finalized state, an advertisement or
-        this node's readiness changed."""
+    def refresh(self) -> RouteTable:
+        """Rebuild the route table if the finalized state, an advertisement (or its lapse) or
+        this node's readiness changed since it was built."""
         self.book.expire(self._monotonic())
         finalized = self._finalized()
         key = (finalized, self.book.version, self._local_version)
@@ -397,6 +455,13 @@ class EndpointService:
             state = self._state_at(finalized)
             self._memo = (key, build_routes(state, self._manifests, self.ready_by_node()))
         return self._memo[1]
+
+    def routes(self) -> RouteTable:
+        """The route table as last built (kept current by `run`): cheap, for every request."""
+        return self._memo[1] if self._memo is not None else self.refresh()
+
+    def has_below(self, name: str) -> bool:
+        return self.routes().has_below(name)
 
     def lookup(self, name: str) -> tuple[str, ...] | None:
         """DNS: the addresses serving ingress host `name`, or None if no application has it."""

@@ -11,3 +11,11 @@ class UsageError(CliError):
     """The command line asks for something impossible (exit 2, like argparse)."""
 
     exit_code = 2
+
+
+def sole_cause(exc: BaseException) -> BaseException:
+    """The exception inside (nested) groups of one exception each, as trio's nurseries wrap
+    what a service raised while starting; else `exc` itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

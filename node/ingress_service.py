@@ -11,6 +11,7 @@ from typing import Any
 import trio
 
 from node.endpoints import EndpointService
+from node.errors import sole_cause
 from node.rpc.serving import serve_asgi
 from orchestrator.dns import ZoneServer, bind_udp
 from orchestrator.ingress import IngressProxy
@@ -38,7 +39,7 @@ class IngressService:
     def __init__(self, endpoints: EndpointService, config: IngressConfig) -> None:
         self.config = config
         self.proxy = IngressProxy(endpoints.routes)
-        self.dns = ZoneServer(config.zone, endpoints.lookup)
+        self.dns = ZoneServer(config.zone, endpoints.lookup, endpoints.has_below)
         self.addresses: IngressAddresses | None = None
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -56,10 +57,13 @@ class IngressService:
                     http = await nursery.start(
                         partial(serve_asgi, self.proxy, config.host, config.http_port)
                     )
-                except OSError as exc:
+                except BaseException as exc:
+                    cause = sole_cause(exc)
+                    if not isinstance(cause, OSError):
+                        raise
                     raise IngressUnavailable(
                         f"cannot serve the ingress proxy on {config.host}:{config.http_port} "
-                        f"(--ingress-port): {exc.strerror}"
+                        f"(--ingress-port): {cause.strerror}"
                     ) from None
                 nursery.start_soon(self.dns.serve, sock)
                 dns = sock.getsockname()[:2]

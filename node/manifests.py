@@ -1,8 +1,10 @@
-"""Decoded application manifests, read from chain state once per (application, revision): a
-stored revision never changes, so the decoded form can be kept."""
+"""Decoded application manifests, kept by the digest of their stored bytes: decoding (schema
+and cross-checks) is the expensive part, and an application deleted and created again under
+its name starts again at revision 1 with other bytes."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import OrderedDict
 
@@ -16,24 +18,24 @@ log = logging.getLogger("statemesh.manifests")
 class ManifestCache:
     def __init__(self, capacity: int = 4096) -> None:
         self._capacity = capacity
-        self._decoded: OrderedDict[tuple[str, int], Manifest | None] = OrderedDict()
+        self._decoded: OrderedDict[bytes, Manifest | None] = OrderedDict()
 
     def get(self, state: StateReader, app: str, revision: int) -> Manifest | None:
         """The manifest of `app` at `revision`, or None if the state has none (or it does not
         decode, which is logged once)."""
-        key = (app, revision)
+        raw = apps.manifest_bytes(state, app, revision)
+        if raw is None:
+            return None
+        key = hashlib.blake2b(raw, digest_size=16).digest()
         if key in self._decoded:
             self._decoded.move_to_end(key)
             return self._decoded[key]
-        raw = apps.manifest_bytes(state, app, revision)
         manifest: Manifest | None = None
-        if raw is not None:
-            try:
-                manifest = decode_manifest(raw)
-            except ManifestError as exc:
-                log.error("stored manifest of %s revision %d is unreadable: %s", app, revision, exc)
-        if raw is not None:
-            self._decoded[key] = manifest
-            if len(self._decoded) > self._capacity:
-                self._decoded.popitem(last=False)
+        try:
+            manifest = decode_manifest(raw)
+        except ManifestError as exc:
+            log.error("stored manifest of %s revision %d is unreadable: %s", app, revision, exc)
+        self._decoded[key] = manifest
+        if len(self._decoded) > self._capacity:
+            self._decoded.popitem(last=False)
         return manifest

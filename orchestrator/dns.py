@@ -1,12 +1,13 @@
 """The DNS server of the ingress zone: an application's ingress host resolves to the nodes that
 run a ready replica of it, so a client's traffic lands where a replica answers.
 
-Authoritative for one zone over UDP, no recursion. A and AAAA answers for a known host (at most
-`MAX_ANSWERS`, rotated on each query so clients spread out; a short TTL because readiness
-changes); an empty answer (NODATA, with the zone's SOA) for a host without a ready replica or a
-record type it does not have; NXDOMAIN for an unknown name in the zone; REFUSED outside the zone;
-FORMERR for a message that does not parse; NOTIMP for other opcodes. Responses never exceed 512
-bytes, so no client needs TCP."""
+Authoritative for one zone over UDP, class IN, no recursion. A and AAAA answers for a known
+host: at most `MAX_ANSWERS`, in an order rotated on each query so clients spread out, with a
+short TTL because readiness changes. An empty answer (NODATA, with the zone's SOA) for a host
+without a ready replica, a record type it does not have, or a name with hosts below it;
+NXDOMAIN for an unknown name in the zone; REFUSED outside the zone or class; FORMERR for a
+message that does not parse; NOTIMP for other opcodes; SERVFAIL if answering fails. Responses
+never exceed 512 bytes, so no client needs TCP."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import trio
-from dnslib import AAAA, QTYPE, RCODE, RR, SOA, A, DNSError, DNSHeader, DNSRecord
+from dnslib import AAAA, CLASS, QTYPE, RCODE, RR, SOA, A, DNSError, DNSHeader, DNSRecord
 from trio.socket import SocketType
 
 log = logging.getLogger("statemesh.dns")
@@ -27,6 +28,7 @@ MAX_ANSWERS = 8
 MAX_QUERY_BYTES = 512
 QUERY = 0
 """The standard query opcode."""
+ANY_CLASS = 255
 
 
 @dataclass(slots=True)
@@ -45,6 +47,9 @@ class ZoneServer:
 
     zone: str
     lookup: Callable[[str], Sequence[str] | None]
+    """The addresses of a name, or None if no such name exists."""
+    has_below: Callable[[str], bool] = lambda name: False
+    """Whether some existing name lies below `name` (so `name` exists, without records)."""
     ttl: int = 5
     statistics: DnsStatistics = field(default_factory=DnsStatistics)
     _turn: itertools.count[int] = field(default_factory=itertools.count)
@@ -80,6 +85,11 @@ class ZoneServer:
             return _pack(reply)
         question = request.questions[0]
         name = str(question.qname).rstrip(".").lower()
+        if question.qclass not in (CLASS.IN, ANY_CLASS):
+            self.statistics.refused += 1
+            reply.header.aa = 0
+            reply.header.rcode = RCODE.REFUSED
+            return _pack(reply)
         if name != self.zone and not name.endswith("." + self.zone):
             self.statistics.refused += 1
             reply.header.aa = 0
@@ -93,6 +103,8 @@ class ZoneServer:
             self.statistics.answered += 1
             return _pack(reply)
         found = self.lookup(name)
+        if found is None and self.has_below(name):
+            found = ()  # an empty non-terminal: the name exists (RFC 8020)
         if found is None:
             self.statistics.nxdomain += 1
             reply.header.rcode = RCODE.NXDOMAIN
@@ -115,18 +127,14 @@ class ZoneServer:
             make = AAAA
         else:
             return []
-        if len(chosen) > MAX_ANSWERS:
+        if len(chosen) > 1:
             start = next(self._turn) % len(chosen)
             chosen = [*chosen[start:], *chosen[:start]][:MAX_ANSWERS]
         return [make(a) for a in chosen]
 
     def _malformed(self, data: bytes) -> bytes | None:
         self.statistics.malformed += 1
-        if len(data) < 12 or data[2] & 0x80:
-            return None
-        header = DNSHeader(id=int.from_bytes(data[:2], "big"), qr=1, ra=0)
-        header.rcode = RCODE.FORMERR
-        return _pack(DNSRecord(header))
+        return _bare_reply(data, RCODE.FORMERR)
 
     async def serve(self, sock: SocketType) -> None:
         """Answer queries arriving on the bound UDP socket `sock` until cancelled."""
@@ -136,13 +144,27 @@ class ZoneServer:
             except OSError as exc:
                 log.debug("dns receive failed: %s", exc)
                 continue
-            reply = self.answer(data)
+            try:
+                reply = self.answer(data)
+            except Exception:  # one bad answer must not take the server down
+                log.exception("dns: no answer for a query")
+                reply = _bare_reply(data, RCODE.SERVFAIL)
             if reply is None:
                 continue
             try:
                 await sock.sendto(reply, peer)
             except OSError as exc:
                 log.debug("dns reply to %s failed: %s", peer, exc)
+
+
+def _bare_reply(data: bytes, rcode: int) -> bytes | None:
+    """A reply with only `rcode` to a query that could not be read or answered; None when the
+    bytes are too short to carry a query id, or are a response themselves."""
+    if len(data) < 12 or data[2] & 0x80:
+        return None
+    header = DNSHeader(id=int.from_bytes(data[:2], "big"), qr=1, ra=0)
+    header.rcode = rcode
+    return _pack(DNSRecord(header))
 
 
 def _pack(record: DNSRecord) -> bytes:

@@ -113,9 +113,16 @@ class RouteTable:
         return True, None
 
     def addresses(self, host: str) -> tuple[str, ...]:
-        """The distinct addresses of the ready backends of `host`, for DNS."""
-        found = {b.address for r in self._hosts.get(host, ()) for b in r.backends}
-        return tuple(sorted(found, key=ipaddress.ip_address))
+        """The distinct addresses of the ready backends of `host`, for DNS: IPv4 first."""
+        found = {
+            ipaddress.ip_address(b.address) for r in self._hosts.get(host, ()) for b in r.backends
+        }
+        return tuple(str(a) for a in sorted(found, key=lambda a: (a.version, a)))
+
+    def has_below(self, name: str) -> bool:
+        """Whether some host lies below `name` (DNS: then `name` exists, without records)."""
+        suffix = "." + name
+        return any(host.endswith(suffix) for host in self._hosts)
 
 
 @dataclass(frozen=True, slots=True)

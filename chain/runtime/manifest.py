@@ -1022,12 +1022,13 @@ class _Builder:
         for k, item in enumerate(raw["rules"]):
             here: Path = ("spec", "ingress", "rules", k)
             route = item.get("path", "/")
-            if route in paths:
+            same = route.rstrip("/") or "/"  # /api and /api/ match the same requests
+            if same in paths:
                 self.fail(
                     (*here, "path"),
-                    f"{route} is already the path of spec.ingress.rules[{paths[route]}]",
+                    f"{route} matches what spec.ingress.rules[{paths[same]}] matches",
                 )
-            paths.setdefault(route, k)
+            paths.setdefault(same, k)
             ref = item["servicePort"]
             port = self.service_port(ref, (*here, "servicePort"), service) if service else 0
             rules.append(IngressRule(route, port))

@@ -230,17 +230,16 @@ def _endpoints(args: argparse.Namespace) -> int:
     with rpc_errors():
         found: list[dict[str, Any]] = client.call("app_endpoints", args.name)
         routes: list[dict[str, Any]] = client.call("ingress_routes")
+    mine = [r for r in routes if r["app"] == args.name]
     lines = []
-    for route in routes:
-        if route["app"] == args.name:
-            backends = ", ".join(route["backends"]) or "no ready replica"
-            lines.append(f"http://{route['host']}{route['path']} -> {backends}")
+    for route in mine:
+        backends = ", ".join(route["backends"]) or "no ready replica"
+        lines.append(f"http://{route['host']}{route['path']} -> {backends}")
     for entry in found:
         where = entry["node"] or "pending"
         state = "ready" if entry["ready"] else "not ready"
         address = f" at {entry['address']}" if entry["address"] else ""
         replica = f"replica {entry['replica']} (revision {entry['revision']})"
         lines.append(f"  {replica}  {where}{address}  {state}")
-    mine = [r for r in routes if r["app"] == args.name]
     emit(args, {"routes": mine, "replicas": found}, lines)
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import logging
 import os
@@ -23,7 +22,8 @@ from node.commands.client_options import add_client_arguments
 from node.commands.key import add_keystore_argument, keystore_errors, keystore_from_args
 from node.commands.password import PasswordReader, add_password_argument
 from node.commands.workloads import show_workloads
-from node.errors import CliError, UsageError
+from node.endpoints import node_ip
+from node.errors import CliError, UsageError, sole_cause
 from node.ingress_service import IngressConfig, IngressUnavailable
 from node.presence import Capacity, PresenceError, measure_capacity
 from node.runner import Node, NodeConfig
@@ -188,9 +188,9 @@ def _run_node(args: argparse.Namespace) -> int:
         if not 0 <= port <= 65535:
             raise UsageError(f"{flag} {port} is not a port number")
     try:
-        node_ip = str(ipaddress.ip_address(args.node_ip))
-    except ValueError:
-        raise UsageError(f"--node-ip {args.node_ip!r} is not an IP address") from None
+        address = node_ip(args.node_ip)
+    except ValueError as exc:
+        raise UsageError(f"--node-ip: {exc}") from None
     spec = load_chain(args)
     signer = _signer(args)
     temporary = None
@@ -217,7 +217,7 @@ def _run_node(args: argparse.Namespace) -> int:
         vdf_iterations=args.vdf_iterations,
         docker_host=args.docker_host,
         compute=not args.no_compute,
-        node_ip=node_ip,
+        node_ip=address,
         ingress=None
         if args.no_ingress
         else IngressConfig(
@@ -234,12 +234,16 @@ def _run_node(args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from None
         try:
             trio.run(node.run)
-        except IngressUnavailable as exc:
-            raise CliError(str(exc)) from None
-        except OSError as exc:
-            raise CliError(
-                f"cannot serve JSON-RPC on port {args.rpc_port}: {exc.strerror}"
-            ) from None
+        except BaseException as exc:
+            # A service that cannot start fails inside the node's nurseries: find the one cause.
+            cause = sole_cause(exc)
+            if isinstance(cause, IngressUnavailable):
+                raise CliError(str(cause)) from None
+            if isinstance(cause, OSError):
+                raise CliError(
+                    f"cannot serve JSON-RPC on port {args.rpc_port}: {cause.strerror}"
+                ) from None
+            raise
     finally:
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)

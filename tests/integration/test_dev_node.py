@@ -4,6 +4,7 @@ bad input over RPC, and a `kill -9` in the middle of a stream of transactions.""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from pathlib import Path
 
@@ -313,3 +314,19 @@ def test_kill9_during_transactions_and_resume(tmp_path: Path) -> None:
     assert included > 0
     source.close()
     replay_db.close()
+
+
+def test_a_busy_ingress_or_dns_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen()
+        udp.bind(("127.0.0.1", 0))
+        base = ["node", "--dev", "--no-presence", "--port", "0", "--rpc-port", "0"]
+        busy_http = cli(*base, "--ingress-port", str(tcp.getsockname()[1]), "--dns-port", "0")
+        assert busy_http.returncode == 1
+        assert "cannot serve the ingress proxy on 127.0.0.1:" in busy_http.stderr
+        assert "Traceback" not in busy_http.stderr
+        busy_dns = cli(*base, "--ingress-port", "0", "--dns-port", str(udp.getsockname()[1]))
+        assert busy_dns.returncode == 1 and "cannot serve DNS on udp" in busy_dns.stderr
+    bad = cli("node", "--dev", "--node-ip", "0.0.0.0")
+    assert bad.returncode == 2 and "--node-ip: 0.0.0.0 cannot be dialled" in bad.stderr

@@ -19,13 +19,14 @@ from node.endpoints import (
     ReadyReplica,
     build_routes,
     decode_advertisement,
+    node_ip,
 )
 from node.manifests import ManifestCache
 from node.wire import WireError
 from orchestrator.ingress import Backend, Route
 from p2p.gossip import Verdict
-from tests.factories import ALICE
-from tests.unit.test_apps import CREATE, active_chain, web
+from tests.factories import ALICE, BOB
+from tests.unit.test_apps import CREATE, DELETE, active_chain, named, web
 from tests.unit.test_towers import NODE_KEYS
 from wallet.keys import Keypair
 
@@ -137,23 +138,31 @@ def test_routes_hold_only_ready_replicas_placed_on_the_advertising_node() -> Non
     )
 
 
-def service(chain, wall_ms: int = NOW_MS) -> EndpointService:  # type: ignore[no-untyped-def]
-    clock = [0.0]
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def service(chain, address: str = "127.0.0.1", clock: Clock | None = None) -> EndpointService:  # type: ignore[no-untyped-def]
     return EndpointService(
         lambda: chain.root,
         lambda root: chain.state,
         NODE_KEYS[3],
-        "127.0.0.1",
+        address,
         None,
         ttl_seconds=30,
-        wall_ms=lambda: wall_ms,
-        monotonic=lambda: clock[0],
+        wall_ms=lambda: NOW_MS,
+        monotonic=clock or Clock(),
     )
 
 
 def test_gossiped_advertisements_are_judged_before_relay() -> None:
     chain = placed_chain()
-    endpoints = service(chain)
+    clock = Clock()
+    endpoints = service(chain, clock=clock)
     check = endpoints._check
     good = advert(NODE_KEYS[0], NOW_MS)
     assert check("peer", good.encode()) is Verdict.ACCEPT  # type: ignore[arg-type]
@@ -169,8 +178,35 @@ def test_gossiped_advertisements_are_judged_before_relay() -> None:
         advert(NODE_KEYS[3], NOW_MS),
     ):
         assert check("peer", ignored.encode()) is Verdict.IGNORE  # type: ignore[arg-type]
-    endpoints.book.offer(good, now=0.0)
+    endpoints.book.offer(good, now=clock.now)
     assert check("peer", good.encode()) is Verdict.IGNORE  # type: ignore[arg-type]
+    # A node's next advertisement is taken, but not a burst of them.
+    assert check("peer", advert(NODE_KEYS[0], NOW_MS + 1).encode()) is Verdict.IGNORE  # type: ignore[arg-type]
+    clock.now += 0.2
+    assert check("peer", advert(NODE_KEYS[0], NOW_MS + 1).encode()) is Verdict.ACCEPT  # type: ignore[arg-type]
+
+
+def test_loopback_addresses_are_taken_only_among_loopback_nodes() -> None:
+    chain = placed_chain()
+    local = advert(NODE_KEYS[0], NOW_MS, "127.0.0.1").encode()
+    assert service(chain, "127.0.0.1")._check("peer", local) is Verdict.ACCEPT  # type: ignore[arg-type]
+    assert service(chain, "10.0.0.9")._check("peer", local) is Verdict.IGNORE  # type: ignore[arg-type]
+    for bad in ("0.0.0.0", "fe80::1", "224.0.0.1"):
+        with pytest.raises(ValueError, match="cannot be dialled"):
+            node_ip(bad)
+    with pytest.raises(ValueError, match="scope"):
+        node_ip("fe80::1%eth0")
+    scoped = body(bytes(32), b"\x01", b"fe80::1%x", [])
+    with pytest.raises(WireError, match="not an IP address of a node"):
+        decode_advertisement(scoped)
+
+
+def test_an_advertisement_cannot_be_replayed_after_it_lapsed() -> None:
+    book = AdvertBook(ttl_seconds=30)
+    ready, later = advert(issued=NOW_MS), advert(NODE_KEYS[0], NOW_MS + 1, "10.0.0.2")
+    assert book.offer(ready, now=0.0) and book.offer(later, now=1.0)
+    book.expire(now=40.0)
+    assert book.fresh() == [] and not book.newer(ready)
 
 
 def test_the_route_table_follows_advertisements() -> None:
@@ -180,10 +216,28 @@ def test_the_route_table_follows_advertisements() -> None:
     assert endpoints.routes().hosts["web.statemesh.internal"][0].backends == ()
     assert endpoints.lookup("web.statemesh.internal") == ()
     assert endpoints.lookup("nope.statemesh.internal") is None
+    assert endpoints.has_below("statemesh.internal") and not endpoints.has_below(
+        "web.statemesh.internal"
+    )
     endpoints.book.offer(
         advert(NODE_KEYS[0], NOW_MS, "10.9.9.9", ReadyReplica("web", 1, entry.index)), now=0.0
     )
+    assert endpoints.routes().hosts["web.statemesh.internal"][0].backends == ()  # as last built
+    endpoints.refresh()
     assert endpoints.routes().hosts["web.statemesh.internal"][0].backends == (
         Backend("10.9.9.9", 8080),
     )
     assert endpoints.lookup("web.statemesh.internal") == ("10.9.9.9",)
+
+
+def test_a_name_deleted_and_created_again_is_read_afresh() -> None:
+    chain = placed_chain()
+    cache = ManifestCache()
+    first = cache.get(chain.state, "web", 1)
+    assert first is not None and first.spec.ingress is not None
+    chain.send(ALICE, DELETE.call(app="web"))
+    chain.send(BOB, CREATE.call(manifest=named("web", "shop.statemesh.internal")))
+    again = cache.get(chain.state, "web", 1)
+    assert again is not None and again.spec.ingress is not None
+    assert again.spec.ingress.host == "shop.statemesh.internal"
+    assert list(build_routes(chain.state, cache, {}).hosts) == ["shop.statemesh.internal"]

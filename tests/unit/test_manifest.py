@@ -627,7 +627,14 @@ SEMANTIC_CASES: list[tuple[str, Callable[[dict[str, Any]], object], list[tuple[s
     (
         "ingress with one path twice",
         lambda d: d["spec"]["ingress"]["rules"].append({"path": "/", "servicePort": 80}),
-        [("spec.ingress.rules[1].path", "/ is already the path of spec.ingress.rules[0]")],
+        [("spec.ingress.rules[1].path", "/ matches what spec.ingress.rules[0] matches")],
+    ),
+    (
+        "ingress with one path twice, once with a trailing slash",
+        lambda d: d["spec"]["ingress"]["rules"].extend(
+            [{"path": "/api", "servicePort": 80}, {"path": "/api/", "servicePort": 80}]
+        ),
+        [("spec.ingress.rules[2].path", "/api/ matches what spec.ingress.rules[1] matches")],
     ),
     (
         "ingress without a service",

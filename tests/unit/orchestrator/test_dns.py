@@ -6,11 +6,12 @@ from __future__ import annotations
 import socket
 
 import trio
-from dnslib import QTYPE, RCODE, DNSHeader, DNSQuestion, DNSRecord
+from dnslib import CLASS, QTYPE, RCODE, DNSHeader, DNSQuestion, DNSRecord
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.dns import MAX_ANSWERS, ZoneServer, bind_udp
+from orchestrator.ingress import Backend, Route, RouteTable
 
 NAMES = {
     "web.statemesh.internal": ["127.0.0.1", "10.0.0.2", "2001:db8::7"],
@@ -114,6 +115,56 @@ def test_served_over_udp() -> None:
                 with trio.fail_after(5):
                     data, _ = await client.recvfrom(512)
             assert values(DNSRecord.parse(data)) == ["127.0.0.1", "10.0.0.2"]
+            nursery.cancel_scope.cancel()
+        sock.close()
+
+    trio.run(main)
+
+
+def test_answers_from_a_route_table_with_both_families_and_names_below() -> None:
+    backends = (Backend("2001:db8::1", 80), Backend("10.0.0.1", 80), Backend("10.0.0.2", 80))
+    table = RouteTable(
+        {
+            "web.statemesh.internal": [Route("web", "/", backends)],
+            "api.shop.statemesh.internal": [Route("shop", "/", ())],
+        }
+    )
+    assert table.addresses("web.statemesh.internal") == ("10.0.0.1", "10.0.0.2", "2001:db8::1")
+    zone = ZoneServer(
+        "statemesh.internal",
+        lambda name: table.addresses(name) if name in table.hosts else None,
+        table.has_below,
+    )
+    first, second = (values(ask(zone, "web.statemesh.internal")) for _ in range(2))
+    assert sorted(first) == sorted(second) == ["10.0.0.1", "10.0.0.2"] and first != second
+    assert values(ask(zone, "web.statemesh.internal", "AAAA")) == ["2001:db8::1"]
+    shop = ask(zone, "shop.statemesh.internal")
+    assert shop.header.rcode == RCODE.NOERROR and not shop.rr  # a name with hosts below it
+    chaos = DNSRecord(q=DNSQuestion("web.statemesh.internal", QTYPE.A, CLASS.CH))
+    assert DNSRecord.parse(zone.answer(chaos.pack()) or b"").header.rcode == RCODE.REFUSED
+
+
+def test_a_failing_lookup_is_a_servfail_and_the_server_keeps_serving() -> None:
+    def lookup(name: str) -> list[str]:
+        if name.startswith("bad."):
+            raise RuntimeError("broken")
+        return ["10.0.0.1"]
+
+    async def main() -> None:
+        zone = ZoneServer("statemesh.internal", lookup)
+        sock = await bind_udp("127.0.0.1", 0)
+        port = sock.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(zone.serve, sock)
+            client = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            with client, trio.fail_after(5):
+                for name, rcode in (
+                    ("bad.statemesh.internal", RCODE.SERVFAIL),
+                    ("ok.statemesh.internal", RCODE.NOERROR),
+                ):
+                    await client.sendto(DNSRecord.question(name).pack(), ("127.0.0.1", port))
+                    data, _ = await client.recvfrom(512)
+                    assert DNSRecord.parse(data).header.rcode == rcode
             nursery.cancel_scope.cancel()
         sock.close()
 
