@@ -18,7 +18,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tarfile
 import tempfile
@@ -31,6 +30,8 @@ import docker
 import docker.errors
 import pytest
 import requests
+
+from tests.integration.harness import free_port as free_port
 
 log = logging.getLogger("statemesh.tests.docker")
 
@@ -61,13 +62,6 @@ class DockerEngine:
             return ""
         path = self.root / "dockerd.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def free_port() -> int:
-    """A loopback TCP port that is free now (workloads use the host's network)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ping(host: str, timeout: float = 3.0) -> docker.DockerClient | None:
