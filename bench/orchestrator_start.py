@@ -4,23 +4,30 @@
 - desired replica added -> container running, and -> ready (HTTP 200), median and p95;
   target overhead ratio (controller / bare run) <= 1.5 on running;
 - crash (SIGKILL) -> running again, median, beside Docker's own `restart: always`;
-- one controller pass (observe, diff, dispatch) with N busybox `sleep` replicas on one node,
-  beside a bare container list of the same N containers.
+- one controller pass (observe, diff, dispatch) with N busybox `httpd` replicas on one node,
+  beside a bare container list of the same N containers;
+- the CPU the process uses while the controller keeps those N replicas running and nothing
+  changes (HTTP readiness and liveness probes, metering and resyncs at their default periods),
+  in CPU seconds per wall second, beside the same window with the controller stopped (the
+  containers still running), and what the engine (dockerd and containerd) uses in both.
 
-    .venv/bin/python bench/orchestrator_start.py [--runs 10] [--replicas 100]
+    .venv/bin/python bench/orchestrator_start.py [--runs 10] [--replicas 100] [--idle-seconds 20]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
+import socket
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -49,6 +56,9 @@ from tests.integration.docker_harness import (  # noqa: E402
 )
 from tests.unit.orchestrator.builders import InMemoryDesired  # noqa: E402
 
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
 NODE = "bench-node"
 CHAIN = "statemesh_dev"
 PROBE_PERIOD = 0.05
@@ -72,9 +82,28 @@ def web(app: str, index: int, port: int) -> ReplicaSpec:
     return ReplicaSpec(CHAIN, app, 1, index, (container,), termination_grace_period_seconds=1.0)
 
 
-def sleeper(index: int) -> ReplicaSpec:
-    container = Container("main", BUSYBOX_IMAGE, args=("sleep", "3600"), resources=LIMITS)
-    return ReplicaSpec(CHAIN, "sleep", 1, index, (container,), termination_grace_period_seconds=0)
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports (one `free_port()` after another may repeat a port)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+
+
+def server(index: int, port: int) -> ReplicaSpec:
+    """One of the N replicas of the pass and idle measurements: httpd with HTTP readiness and
+    liveness probes at Kubernetes' default period (10 s)."""
+    probe = Probe(HTTPGetAction(port))
+    container = Container(
+        "main",
+        BUSYBOX_IMAGE,
+        args=tuple(httpd(port)),
+        resources=LIMITS,
+        readiness_probe=probe,
+        liveness_probe=probe,
+    )
+    return ReplicaSpec(CHAIN, "idle", 1, index, (container,), termination_grace_period_seconds=0)
 
 
 async def wait_http(port: int) -> None:
@@ -202,16 +231,67 @@ async def docker_restart(client: docker.DockerClient, index: int) -> float:
     return elapsed
 
 
-async def pass_times(
-    client: docker.DockerClient, controller: Controller, desired: InMemoryDesired, replicas: int
-) -> dict[str, float]:
-    desired.specs = [sleeper(i) for i in range(replicas)]
+async def supervised(
+    controller: Controller, *, task_status: TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Runs the controller under a cancel scope of its own, handed back once it is ready."""
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(controller.run)
+            task_status.started(scope)
+
+
+def engine_cpu_seconds(engine: DockerEngine) -> float | None:
+    """CPU seconds used so far by a dockerd started here and its containerd (None otherwise)."""
+    if engine.process is None:
+        return None
+    pids = [engine.process.pid]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == engine.process.pid:
+                    pids.append(int(entry))
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+async def cpu_share(engine: DockerEngine, seconds: float) -> tuple[float, float | None]:
+    """(this process, the engine): CPU seconds per wall second over a window of `seconds`."""
+    wall, cpu, engine_cpu = time.perf_counter(), time.process_time(), engine_cpu_seconds(engine)
+    await trio.sleep(seconds)
+    elapsed = time.perf_counter() - wall
+    process = (time.process_time() - cpu) / elapsed
+    engine_after = engine_cpu_seconds(engine)
+    if engine_cpu is None or engine_after is None:
+        return process, None
+    return process, (engine_after - engine_cpu) / elapsed
+
+
+async def many_replicas(
+    engine: DockerEngine,
+    nursery: trio.Nursery,
+    runtime: DockerRuntime,
+    replicas: int,
+    idle_seconds: float,
+) -> dict[str, object]:
+    """Converge to N replicas, time passes, measure the idle CPU with the controller running
+    and stopped, then remove everything with a new controller (which adopts the containers).
+    The controllers have the node's default configuration (resync and metering every 10 s)."""
+    client = engine.client
+    desired = InMemoryDesired(*(server(i, port) for i, port in enumerate(free_ports(replicas))))
+    controller = Controller(runtime, desired, ControllerConfig(node=NODE))
+    scope = await nursery.start(supervised, controller)
     start = time.perf_counter()
     controller.trigger()
     await until(
         controller,
         lambda: (
-            controller.statistics().running_containers == replicas
+            controller.statistics().ready_replicas == replicas
             and controller.statistics().busy_replicas == 0
         ),
     )
@@ -228,21 +308,42 @@ async def pass_times(
             lambda: client.api.containers(all=True, filters={"label": [f"statemesh.node={NODE}"]})
         )
         lists.append(time.perf_counter() - t)
+
+    running_process, running_engine = await cpu_share(engine, idle_seconds)
+    scope.cancel()
+    stopped_process, stopped_engine = await cpu_share(engine, idle_seconds)
+
+    adopter = Controller(runtime, desired, controller.config)
+    await nursery.start(supervised, adopter)
+    await next_pass(adopter)
     desired.specs = []
     start = time.perf_counter()
-    controller.trigger()
-    await until(controller, lambda: controller.statistics().observed_containers == 0)
+    adopter.trigger()
+    await until(adopter, lambda: adopter.statistics().observed_containers == 0)
     teardown = time.perf_counter() - start
+    engine_shares: dict[str, float] = {}
+    if running_engine is not None and stopped_engine is not None:
+        engine_shares = {"engine_running": running_engine, "engine_stopped": stopped_engine}
     return {
         "converge_s": converge,
         "pass_median_ms": statistics.median(passes) * 1000,
         "pass_p95_ms": p95(passes) * 1000,
         "list_median_ms": statistics.median(lists) * 1000,
         "teardown_s": teardown,
+        "idle_cpu": {
+            "seconds": idle_seconds,
+            "process_running": running_process,
+            "process_stopped": stopped_process,
+            "ratio": running_process / stopped_process if stopped_process else None,
+            "per_replica": running_process / replicas,
+            **engine_shares,
+        },
     }
 
 
-async def bench(engine: DockerEngine, runs: int, replicas: int) -> dict[str, object]:
+async def bench(
+    engine: DockerEngine, runs: int, replicas: int, idle_seconds: float
+) -> dict[str, object]:
     client = engine.client
     runtime = await DockerRuntime.connect(engine.host)
     desired = InMemoryDesired()
@@ -259,7 +360,7 @@ async def bench(engine: DockerEngine, runs: int, replicas: int) -> dict[str, obj
     crashes: list[float] = []
     restarts: list[float] = []
     async with trio.open_nursery() as nursery:
-        await nursery.start(controller.run)
+        scope = await nursery.start(supervised, controller)
         await bare_run(client, -1)  # warm-up: page cache, first-container set-up
         await controlled_run(controller, desired, 10_000)
         for i in range(runs):
@@ -267,7 +368,8 @@ async def bench(engine: DockerEngine, runs: int, replicas: int) -> dict[str, obj
             ours.append(await controlled_run(controller, desired, i))
             crashes.append(await controlled_crash(client, controller, desired, i))
             restarts.append(await docker_restart(client, i))
-        passes = await pass_times(client, controller, desired, replicas)
+        scope.cancel()
+        passes = await many_replicas(engine, nursery, runtime, replicas, idle_seconds)
         nursery.cancel_scope.cancel()
     runtime.close()
 
@@ -311,10 +413,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--replicas", type=int, default=100)
+    parser.add_argument("--idle-seconds", type=float, default=20.0)
     args = parser.parse_args()
     with open_engine() as engine:
         try:
-            result = trio.run(bench, engine, args.runs, args.replicas)
+            result = trio.run(bench, engine, args.runs, args.replicas, args.idle_seconds)
         finally:
             for node in (NODE, NODE + "-bare"):
                 remove_labelled(engine.client, {"statemesh.node": node})

@@ -13,8 +13,8 @@ import trio
 from chain.address import encode_address
 from chain.runtime import apps
 from chain.runtime import manifest as m
-from chain.runtime.manifest import ManifestError, decode_manifest
 from node.chain_service import ChainService
+from node.manifests import ManifestCache
 from node.workload_logs import WorkloadLogs
 from orchestrator import spec as o
 from orchestrator.controller import Controller, ControllerConfig
@@ -75,7 +75,10 @@ def _container(container: m.Container) -> o.Container:
             for p in container.ports
         ),
         resources=o.Resources(
-            cpu_millicores=limits.cpu_millicores or requests.cpu_millicores or None,
+            # CPU as Kubernetes does: a limit caps, a request only weighs (CPU is compressible).
+            # Memory is not: without a limit the request is the cap, as a node has no eviction.
+            cpu_millicores=limits.cpu_millicores or None,
+            cpu_request_millicores=requests.cpu_millicores or limits.cpu_millicores or None,
             memory_bytes=limits.memory_bytes or requests.memory_bytes or None,
         ),
         liveness_probe=_probe(container.liveness_probe),
@@ -113,38 +116,54 @@ def replica_spec(
 
 
 class ChainDesiredState:
-    """What this node must run, read from the finalized state (`orchestrator.DesiredState`)."""
+    """What this node must run, read from the finalized state (`orchestrator.DesiredState`).
+
+    The state is read once per finalized block: the controller's passes between blocks (engine
+    events, resyncs) reuse what was read, and a block that changes nothing for this node is told
+    apart from one that does (`refresh`)."""
 
     def __init__(self, chain: ChainService, node_id: bytes, chain_id: str) -> None:
         self.chain = chain
         self.node_id = node_id
         self.chain_id = chain_id
-        self._manifests: dict[tuple[str, int], m.Manifest | None] = {}
+        self._manifests = ManifestCache()
+        self._read_at: bytes | None = None
+        """The finalized block `_replicas` was read at."""
+        self._replicas: tuple[o.ReplicaSpec, ...] = ()
+        self._refused: set[tuple[str, int, int]] = set()
+        """(app, revision, replica) not run for a reason already logged."""
 
-    def _manifest(self, state: Any, app: str, revision: int) -> m.Manifest | None:
-        key = (app, revision)
-        if key not in self._manifests:
-            raw = apps.manifest_bytes(state, app, revision)
-            try:
-                self._manifests[key] = None if raw is None else decode_manifest(raw)
-            except ManifestError as exc:
-                log.error("stored manifest of %s revision %d is unreadable: %s", app, revision, exc)
-                self._manifests[key] = None
-        return self._manifests[key]
-
-    async def replicas(self) -> Collection[o.ReplicaSpec]:
+    def refresh(self) -> bool:
+        """Reads the finalized state if it moved since the last read. True if what this node
+        must run changed."""
         store = self.chain.store
-        state = store.state_at(store.finalized_header.hash)
+        head = store.finalized_header.hash
+        if head == self._read_at:
+            return False
+        state = store.state_at(head)
         wanted = []
-        for app, entry in apps.assignments_for(state, self.node_id):
-            manifest = self._manifest(state, app, entry.revision)
+        assigned = apps.assignments_for(state, self.node_id)
+        for app, entry in assigned:
+            manifest = self._manifests.get(state, app, entry.revision)
             if manifest is None:
                 continue
             try:
                 wanted.append(replica_spec(self.chain_id, app, entry, manifest))
             except (UnsupportedManifest, SpecError) as exc:
-                log.warning("not running %s replica %d: %s", app, entry.index, exc)
-        return wanted
+                refused = (app, entry.revision, entry.index)
+                if refused not in self._refused:
+                    log.warning("not running %s replica %d: %s", app, entry.index, exc)
+                    self._refused.add(refused)
+        # Forget what is no longer assigned, so the set does not grow with the chain's history.
+        self._refused &= {(app, e.revision, e.index) for app, e in assigned}
+        replicas = tuple(wanted)
+        changed = replicas != self._replicas
+        self._read_at, self._replicas = head, replicas
+        return changed
+
+    async def replicas(self) -> Collection[o.ReplicaSpec]:
+        self.refresh()
+        return self._replicas
 
 
 class WorkloadService:
@@ -180,4 +199,7 @@ class WorkloadService:
             task_status.started()
             async with finalized:
                 async for _ in finalized:
-                    self.controller.trigger()
+                    # A block that changes nothing for this node needs no pass: the controller
+                    # also passes on engine events and on its resync timer.
+                    if self.desired.refresh():
+                        self.controller.trigger()

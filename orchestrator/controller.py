@@ -40,6 +40,7 @@ from orchestrator.runtime import (
     ContainerRuntime,
     ContainerState,
     RuntimeEvent,
+    VolumeInfo,
 )
 from orchestrator.spec import ReplicaKey, ReplicaSpec
 from orchestrator.status import (
@@ -142,6 +143,8 @@ class Controller:
         self._desired: dict[ReplicaKey, ReplicaSpec] = {}
         self._known: dict[ReplicaKey, ReplicaSpec] = {}
         self._observed: list[ContainerInfo] = []
+        self._volumes: list[VolumeInfo] | None = None
+        """The volumes of the last listing; None before the first."""
         self._seen_ends: dict[str, tuple[float, float]] = {}
         self._probers: dict[str, _ProberHandle] = {}
         self._targets: dict[str, MeterTarget] = {}
@@ -245,7 +248,8 @@ class Controller:
         self._set_desired(await self._source.replicas())
         try:
             containers = await self._runtime.list_containers(self._owner)
-            volumes = await self._runtime.list_volumes(self._owner)
+            if self._must_list_volumes():
+                self._volumes = await self._runtime.list_volumes(self._owner)
         except RuntimeFailure as e:
             return self._engine_failed(e)
         if self._engine_error:
@@ -254,7 +258,7 @@ class Controller:
         self._engine.forget("engine")
         self._observed = containers
         self._note_ends(containers)
-        actions = diff(self.config.node, self._desired, containers, volumes)
+        actions = diff(self.config.node, self._desired, containers, self._volumes or [])
         wake_at = self._dispatch(seq, actions)
         self._sync_probers(containers)
         self._prune(containers)
@@ -262,6 +266,17 @@ class Controller:
         self._last_pass = trio.current_time() - started
         self._notify()
         return wake_at
+
+    def _must_list_volumes(self) -> bool:
+        """Whether this pass needs the engine's volumes. The controller creates volumes only for
+        desired replicas that have some, and removes only volumes it has seen: with neither, the
+        diff has nothing to do with volumes, so the listing (a call to the engine) is skipped.
+        The first pass always lists, to find what an earlier controller left behind."""
+        return (
+            self._volumes is None
+            or bool(self._volumes)
+            or any(spec.volumes for spec in self._desired.values())
+        )
 
     def _set_desired(self, replicas: Collection[ReplicaSpec]) -> None:
         desired: dict[ReplicaKey, ReplicaSpec] = {}

@@ -89,6 +89,8 @@ class DockerRuntime:
         self._exec_limiter = trio.CapacityLimiter(max_threads)
         # A followed log holds a thread for as long as it is followed: a pool of their own.
         self._follow_limiter = trio.CapacityLimiter(max_log_follows)
+        self._images: set[str] = set()
+        """Images seen present: `create` does not ask the engine again (see there)."""
 
     @classmethod
     async def connect(
@@ -163,6 +165,7 @@ class DockerRuntime:
 
         try:
             if policy is not ImagePullPolicy.ALWAYS and await self._call(present):
+                self._images.add(image)
                 return
         except docker.errors.APIError as e:
             raise ImageUnavailable(image, _explanation(e)) from e
@@ -173,6 +176,7 @@ class DockerRuntime:
             await self._call(functools.partial(self._api.pull, repository, tag=tag or "latest"))
         except docker.errors.APIError as e:
             raise ImageUnavailable(image, _explanation(e)) from e
+        self._images.add(image)
 
     async def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         def observe() -> list[ContainerInfo]:
@@ -205,7 +209,21 @@ class DockerRuntime:
         return _from_inspect(raw)
 
     async def create(self, request: CreateRequest) -> str:
-        await self.ensure_image(request.image, request.image_pull_policy)
+        """Asks the engine about the image only until it was seen present (an inspection per
+        create was a round trip on every start); `Always` pulls before every create."""
+        image, policy = request.image, request.image_pull_policy
+        if policy is ImagePullPolicy.ALWAYS or image not in self._images:
+            await self.ensure_image(image, policy)
+            return await self._create(request)
+        try:
+            return await self._create(request)
+        except ImageUnavailable:
+            # Removed since it was seen: look for it (or pull it) as the first time.
+            self._images.discard(image)
+        await self.ensure_image(image, policy)
+        return await self._create(request)
+
+    async def _create(self, request: CreateRequest) -> str:
         limits = request.resources
 
         def create() -> str:
@@ -215,6 +233,11 @@ class DockerRuntime:
                 init=True,
                 nano_cpus=(
                     None if limits.cpu_millicores is None else limits.cpu_millicores * 1_000_000
+                ),
+                cpu_shares=(
+                    None
+                    if limits.cpu_request_millicores is None
+                    else max(2, limits.cpu_request_millicores * 1024 // 1000)
                 ),
                 mem_limit=limits.memory_bytes,
                 # Equal to the memory limit: no swap, so going past the limit is an OOM kill.

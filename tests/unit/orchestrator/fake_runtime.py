@@ -109,6 +109,7 @@ class FakeRuntime:
     volumes: dict[str, dict[str, str]] = field(default_factory=dict)
     operations: list[tuple[str, str]] = field(default_factory=list)
     """(operation, container id or volume name) for every call that changes something."""
+    volume_listings: int = 0
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _log_seq: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _log_written: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot)
@@ -336,6 +337,7 @@ class FakeRuntime:
     async def list_volumes(self, labels: Mapping[str, str]) -> list[VolumeInfo]:
         await trio.lowlevel.checkpoint()
         self._check()
+        self.volume_listings += 1
         return [VolumeInfo(n, dict(v)) for n, v in self.volumes.items() if _matches(v, labels)]
 
     async def create_volume(self, name: str, labels: Mapping[str, str]) -> None:

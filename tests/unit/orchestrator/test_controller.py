@@ -259,6 +259,40 @@ def test_a_new_revision_replaces_the_container_and_keeps_the_persistent_volume()
     scenario(test, v1)
 
 
+def test_volumes_are_listed_only_while_a_replica_may_have_one() -> None:
+    plain, stateful = replica("web"), replica("db", volumes=(ephemeral(),))
+    engine = FakeRuntime()
+    left = labels.volume_identity(replica("gone", volumes=(ephemeral(),)), ephemeral())
+    engine.volumes[labels.volume_name(NODE, left)] = dict(labels.volume_labels(NODE, left))
+
+    async def passes(controller: Controller, count: int) -> None:
+        done = controller.statistics().passes + count
+        while controller.statistics().passes < done:
+            controller.trigger()
+            await controller.changed()
+
+    async def test(controller: Controller, runtime: FakeRuntime, desired: InMemoryDesired) -> None:
+        # The first pass lists, and finds what an earlier controller left behind.
+        await until(controller, lambda: is_ready(controller, plain)() and not runtime.volumes)
+        await passes(controller, 1)
+        listed = runtime.volume_listings
+        await passes(controller, 3)
+        assert runtime.volume_listings == listed
+        desired.specs = [plain, stateful]
+        await passes(controller, 1)
+        await until(controller, is_ready(controller, stateful))
+        assert len(runtime.volumes) == 1 and runtime.volume_listings > listed
+        desired.specs = [plain]
+        controller.trigger()
+        await until(controller, lambda: not runtime.volumes)
+        await passes(controller, 1)
+        listed = runtime.volume_listings
+        await passes(controller, 3)
+        assert runtime.volume_listings == listed
+
+    scenario(test, plain, runtime=engine)
+
+
 def test_a_new_controller_adopts_instead_of_duplicating() -> None:
     async def main() -> None:
         runtime, desired = FakeRuntime(), InMemoryDesired(WEB, replica("api", 1))
