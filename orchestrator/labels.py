@@ -77,6 +77,7 @@ def spec_hash(spec: ReplicaSpec, container: Container) -> str:
         [[p.container_port, p.name, p.protocol] for p in container.ports],
         [
             container.resources.cpu_millicores,
+            container.resources.cpu_request_millicores,
             container.resources.memory_bytes,
             container.resources.pids_limit,
         ],

@@ -88,10 +88,13 @@ class ContainerPort:
 
 @dataclass(frozen=True, slots=True)
 class Resources:
-    """Limits enforced by the engine (Kubernetes `resources.limits`); None means unlimited."""
+    """What the engine enforces (Kubernetes `resources`); None means unlimited."""
 
     cpu_millicores: int | None = None
-    """1000 is one CPU; enforced as a CFS quota."""
+    """The CPU limit, 1000 is one CPU; enforced as a CFS quota."""
+    cpu_request_millicores: int | None = None
+    """The CPU request: the container's weight when CPUs are contended (CFS shares, 1024 per
+    CPU, as the kubelet sets them). Not a cap: an idle CPU is anyone's."""
     memory_bytes: int | None = None
     """A hard limit with no swap: a container that goes past it is OOM-killed."""
     pids_limit: int | None = None
@@ -100,6 +103,10 @@ class Resources:
     def __post_init__(self) -> None:
         if self.cpu_millicores is not None and self.cpu_millicores < 1:
             raise SpecError("resources.cpu_millicores", f"{self.cpu_millicores} is below 1")
+        if self.cpu_request_millicores is not None and self.cpu_request_millicores < 1:
+            raise SpecError(
+                "resources.cpu_request_millicores", f"{self.cpu_request_millicores} is below 1"
+            )
         # The engine refuses memory limits under 6 MiB; say so here rather than at create.
         if self.memory_bytes is not None and self.memory_bytes < 6 * 1024 * 1024:
             raise SpecError("resources.memory_bytes", f"{self.memory_bytes} is below 6 MiB")

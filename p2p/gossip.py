@@ -277,7 +277,10 @@ class Gossip:
     async def drain(self) -> None:
         """Wait until every peer's outbound queue is empty: what was published has been handed
         to the connections. For a message that must leave before the node stops."""
-        while any(len(queue) for queue in self._pubsub.peer_queues.values()):
+        # libp2p's queues signal nothing when they empty: poll them, as `_wait_for_room` does.
+        while True:
+            if not any(len(queue) for queue in self._pubsub.peer_queues.values()):
+                return
             await trio.sleep(_BACKPRESSURE_POLL)
 
     def stalled_peers(self, now: float) -> list[PeerId]:
