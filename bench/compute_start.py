@@ -200,11 +200,11 @@ def at_phase(phase: float) -> None:
 def bare_run(
     client: docker.DockerClient, events: StartEvents, limits: Resources | None, phase: float
 ) -> tuple[float, float]:
-    """(running, ready) of a `docker run` of the same httpd, with the resources the node applies
-    (CPU quota and shares, memory limit, as the manifest resolves them) or with none. It starts at the
-    same point of a slot as the node's clock did: the node authors a block and its Time Tower
-    prover starts a proof at the start of every slot, and both compete for the CPU with a
-    container that starts then."""
+    """(running, ready) of a `docker run` of the same httpd, with the resources the node
+    applies (CPU quota and shares, memory limit, as the manifest resolves them) or with none. It
+    starts at the same point of a slot as the node's clock did: the node authors a block and its
+    Time Tower prover starts a proof at the start of every slot, and both compete for the CPU
+    with a container that starts then."""
     port = free_port()
     quota: dict[str, Any] = {}
     if limits is not None:
