@@ -3,15 +3,20 @@ replicas, on whichever node runs it.
 
 Routing follows a Kubernetes Ingress with `pathType: Prefix`: a rule's path matches a request
 path element by element (`/api` matches `/api` and `/api/v1`, not `/apis`), the longest match
-wins, and `/` matches everything. Backends of a route are tried in turn (round robin); one that
-refuses the connection is skipped, which is safe because nothing was sent to it yet. Request
-bodies are buffered up to a limit so that a retry can send them again; responses are streamed.
+wins, and `/` matches everything. The path is routed and forwarded with its dot segments
+resolved, so `..` cannot step around a rule. Backends of a route are tried in turn (round
+robin); one that refuses the connection is skipped, which is safe because nothing was sent to it
+yet, and an idempotent request is sent once more when a kept-alive connection turns out closed.
+Request bodies are buffered, within limits per request and for the whole proxy, so that a retry
+can send them again; responses are streamed, and a long one is abandoned if its client leaves.
+Only what the client sent is forwarded, less hop-by-hop headers, plus `X-Forwarded-*`.
 
-The answers of the proxy itself are plain text and say what happened: 404 when no application
-serves the host or the path, 503 when the application has no ready replica or the proxy has
-too many requests in flight (with Retry-After),
-502 when no ready replica accepted the connection, 504 when the replica did not answer in time,
-413 for a body over the limit. Upgrades (WebSocket) are not proxied."""
+The answers of the proxy itself are plain text and say what happened: 400 for a target that is
+not a path, 404 when no application serves the host or the path, 408 for a body that does not
+arrive in time, 413 for a body over the limit, 503 when the application has no ready replica or
+the proxy is busy (with Retry-After), 502 when no ready replica accepted the connection or one
+failed, 504 when the replica did not answer in time. A response the replica breaks off reaches
+the client cut short, never as a complete message. Upgrades (WebSocket) are not proxied."""
 
 from __future__ import annotations
 
