@@ -48,8 +48,9 @@ MIN_REBUILD_SECONDS = 0.05
 """Rebuilds happen at most this often, however fast advertisements arrive."""
 WITHDRAW_SECONDS = 1.0
 """How long a node that shuts down waits to tell peers its replicas are gone."""
-MIN_ADVERT_INTERVAL = 0.1
-"""Seconds: a node's advertisements arriving faster than this are not taken (nor relayed)."""
+MIN_ADVERT_INTERVAL_MS = 100
+"""A node's advertisements are issued at least this far apart (by its own clock); closer ones
+are not taken nor relayed. By issue time, not arrival, so network jitter drops nothing."""
 MAX_CLOCK_AHEAD_MS = 60_000
 """An advertisement issued further in the future than this is not believed (yet)."""
 
@@ -178,21 +179,21 @@ class AdvertBook:
     def __init__(self, ttl_seconds: float) -> None:
         self.ttl = ttl_seconds
         self._adverts: dict[bytes, tuple[Advertisement, float]] = {}
-        self._latest: dict[bytes, tuple[int, float]] = {}
-        """Per node, the highest `issued_ms` taken and when it arrived, kept after it lapses so
-        that an older advertisement cannot be replayed (one entry per registered node)."""
+        self._latest: dict[bytes, int] = {}
+        """Per node, the highest `issued_ms` taken, kept after it lapses so that an older
+        advertisement cannot be replayed (one entry per registered node)."""
         self._next_check = -float("inf")
         self.version = 0
         """Changes whenever what `fresh` returns may have changed."""
 
     def newer(self, advert: Advertisement) -> bool:
         latest = self._latest.get(advert.node_id)
-        return latest is None or advert.issued_ms > latest[0]
+        return latest is None or advert.issued_ms > latest
 
-    def too_soon(self, advert: Advertisement, now: float) -> bool:
-        """Whether the node's previous advertisement arrived less than MIN_INTERVAL ago."""
+    def too_soon(self, advert: Advertisement) -> bool:
+        """Whether it was issued less than MIN_ADVERT_INTERVAL_MS after the node's last."""
         latest = self._latest.get(advert.node_id)
-        return latest is not None and now - latest[1] < MIN_ADVERT_INTERVAL
+        return latest is not None and advert.issued_ms - latest < MIN_ADVERT_INTERVAL_MS
 
     def offer(self, advert: Advertisement, now: float) -> bool:
         """Keep `advert` if it is the node's newest; True if it was."""
@@ -200,7 +201,7 @@ class AdvertBook:
             return False
         kept = self._adverts.get(advert.node_id)
         self._adverts[advert.node_id] = (advert, now)
-        self._latest[advert.node_id] = (advert.issued_ms, now)
+        self._latest[advert.node_id] = advert.issued_ms
         if kept is None or kept[0].ready != advert.ready or kept[0].address != advert.address:
             self.version += 1
         return True
@@ -338,7 +339,7 @@ class EndpointService:
             # Other nodes would send their own traffic to themselves: only a network of
             # loopback nodes (one machine) routes to loopback addresses.
             return Verdict.IGNORE
-        if self.book.too_soon(advert, self._monotonic()):
+        if self.book.too_soon(advert):
             return Verdict.IGNORE
         if nodes.get_node(self._state_at(self._finalized()), advert.node_id) is None:
             # Perhaps registered in a block this node has not finalized yet.
@@ -362,7 +363,7 @@ class EndpointService:
                     )
 
     def _advert(self, ready: Iterable[ReadyReplica]) -> Advertisement:
-        issued = max(self._wall_ms(), self._last_issued + 1)
+        issued = max(self._wall_ms(), self._last_issued + MIN_ADVERT_INTERVAL_MS)
         self._last_issued = issued
         return Advertisement.signed(self.identity, issued, self.address, ready)
 

@@ -19,10 +19,19 @@ ROOT = Path(__file__).resolve().parents[2]
 STATEMESH = str(Path(sys.executable).parent / "statemesh")
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port free now and not handed out before in this process: a node takes four,
+    and the kernel may offer a port again as soon as its probe socket is closed."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 class RpcFailure(Exception):
