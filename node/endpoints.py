@@ -25,12 +25,13 @@ import trio
 
 from chain import codec
 from chain.runtime import apps, nodes
+from chain.runtime.manifest import ingress_prefix
 from chain.signature import verify
 from chain.state import StateReader
 from node.manifests import ManifestCache
 from node.wire import WireError
 from node.workloads import WorkloadService
-from orchestrator.ingress import Backend, Route, RouteTable, normalize_prefix
+from orchestrator.ingress import Backend, Route, RouteTable
 from p2p.gossip import GossipMessage, Verdict
 from p2p.host import P2PService
 from p2p.identity import PeerId
@@ -256,7 +257,7 @@ def build_routes(state: StateReader, manifests: ManifestCache, ready: ReadyByNod
                 if target is not None:
                     backends.add(Backend(on[0], target))
             hosts.setdefault(current.spec.ingress.host, []).append(
-                Route(name, normalize_prefix(rule.path), tuple(sorted(backends)))
+                Route(name, ingress_prefix(rule.path), tuple(sorted(backends)))
             )
     return RouteTable(hosts)
 

@@ -74,10 +74,6 @@ class Route:
     backends: tuple[Backend, ...]
 
 
-def normalize_prefix(path: str) -> str:
-    return path.rstrip("/") or "/"
-
-
 def path_matches(prefix: str, path: str) -> bool:
     """Kubernetes' Prefix match: `prefix` is a whole number of path elements of `path`."""
     if prefix == "/":

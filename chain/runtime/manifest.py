@@ -27,6 +27,13 @@ MAX_DEPTH = 32
 DEFAULT_ZONE = "statemesh.internal"
 """The DNS zone under which ingress hosts live unless the chain names another."""
 
+
+def ingress_prefix(path: str) -> str:
+    """The requests an ingress rule's path matches, as one prefix: `/api` and `/api/` match the
+    same ones, so both are `/api`; `/` stays `/`."""
+    return path.rstrip("/") or "/"
+
+
 KIB = 1024
 MIB = KIB * KIB
 GIB = MIB * KIB
@@ -1022,7 +1029,7 @@ class _Builder:
         for k, item in enumerate(raw["rules"]):
             here: Path = ("spec", "ingress", "rules", k)
             route = item.get("path", "/")
-            same = route.rstrip("/") or "/"  # /api and /api/ match the same requests
+            same = ingress_prefix(route)
             if same in paths:
                 self.fail(
                     (*here, "path"),
