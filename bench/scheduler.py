@@ -4,8 +4,6 @@ after 10 % of the nodes are jailed; at 1,000 apps on 1,000 nodes, then with 10x 
 the apps, and both. Baseline, measured in the same run: sorting the node list by tower height
 and id (what any placement must at least do). Target: under one slot (1 s) at 1,000 x 1,000.
 
-Last, the worst case for host ports: every app binds the same port.
-
 Run: `.venv/bin/python bench/scheduler.py [--rounds N]`."""
 
 from __future__ import annotations
@@ -21,15 +19,8 @@ from chain.runtime.scheduler import AppDemand, NodeInfo, Placement, Resources, s
 
 SEED = 20_261_125
 REPLICAS = 3
-CASES = (
-    (1_000, 1_000, False),
-    (10_000, 1_000, False),
-    (1_000, 10_000, False),
-    (10_000, 10_000, False),
-    (1_000, 1_000, True),
-)
-"""(nodes, apps, every app binds host port 8080): the last case is the worst one for ports,
-where a node takes one replica of all the apps and most replicas stay pending."""
+CASES = ((1_000, 1_000), (10_000, 1_000), (1_000, 10_000), (10_000, 10_000))
+"""(nodes, apps)."""
 
 
 def make_nodes(count: int, rng: random.Random) -> list[NodeInfo]:
@@ -56,8 +47,8 @@ def make_nodes(count: int, rng: random.Random) -> list[NodeInfo]:
     return nodes
 
 
-def make_apps(count: int, rng: random.Random, one_port: bool) -> list[AppDemand]:
-    """Small to large replicas; one app in twenty wants a gpu; one in five binds a host port."""
+def make_apps(count: int, rng: random.Random) -> list[AppDemand]:
+    """Small to large replicas; one app in twenty wants a gpu."""
     apps = []
     for i in range(count):
         gpu = rng.random() < 0.05
@@ -72,13 +63,6 @@ def make_apps(count: int, rng: random.Random, one_port: bool) -> list[AppDemand]
                     memory_mib=rng.choice((64, 128, 256, 512, 1024, 2048)),
                     disk_gib=rng.choice((0, 1, 5, 20)),
                     gpus=1 if gpu else 0,
-                ),
-                host_ports=(
-                    frozenset({(8080, "TCP")})
-                    if one_port
-                    else frozenset({(rng.randrange(10_000, 60_000), "TCP")})
-                    if rng.random() < 0.2
-                    else frozenset()
                 ),
             )
         )
@@ -99,10 +83,10 @@ def jail_tenth(nodes: list[NodeInfo], rng: random.Random) -> list[NodeInfo]:
     return [replace(n, status=NodeStatus.JAILED) if i in jailed else n for i, n in enumerate(nodes)]
 
 
-def measure(node_count: int, app_count: int, one_port: bool, rounds: int) -> dict[str, float]:
+def measure(node_count: int, app_count: int, rounds: int) -> dict[str, float]:
     rng = random.Random(SEED + node_count + app_count)
     nodes = make_nodes(node_count, rng)
-    apps = make_apps(app_count, rng, one_port)
+    apps = make_apps(app_count, rng)
     fresh: list[Placement] = []
     fresh_s = best_seconds(rounds, lambda: fresh.append(schedule(apps, nodes, {})))
     placement = fresh[-1]
@@ -141,15 +125,14 @@ def main() -> None:
         f"{'growth':>7}"
     )
     base = 0.0
-    for node_count, app_count, one_port in CASES:
-        m = measure(node_count, app_count, one_port, args.rounds)
+    for node_count, app_count in CASES:
+        m = measure(node_count, app_count, args.rounds)
         base = base or m["fresh"]
         print(
             f"{node_count:>7,} {app_count:>7,} {m['placed']:>7,.0f} {m['pending']:>7,.0f} "
             f"{m['fresh'] * 1e3:>10.1f} ms {m['again'] * 1e3:>6.1f} ms "
             f"{m['jailed'] * 1e3:>8.1f} ms {m['moved']:>6,.0f} {m['sort'] * 1e3:>8.2f} ms "
             f"{m['fresh'] / m['sort']:>5.0f}x {m['fresh'] / base:>6.1f}x"
-            + ("  (every app binds port 8080)" if one_port else "")
         )
     print("ratio: placing from nothing / sorting the nodes; growth: against the first row")
 

@@ -62,21 +62,13 @@ class AppRecord:
     node_class: str
     resources: Resources
     """Per replica, what the scheduler reserves (kept here so placing never re-reads manifests)."""
-    host_ports: tuple[tuple[int, str], ...]
     max_surge: int
     max_unavailable: int
     created_at: int
     updated_at: int
 
     def demand(self, name: str) -> AppDemand:
-        return AppDemand(
-            name,
-            self.revision,
-            self.replicas,
-            self.node_class,
-            self.resources,
-            frozenset(self.host_ports),
-        )
+        return AppDemand(name, self.revision, self.replicas, self.node_class, self.resources)
 
     def encode(self) -> bytes:
         u = codec.encode_uint
@@ -89,7 +81,6 @@ class AppRecord:
                 u(self.replicas),
                 self.node_class.encode(),
                 [u(r.cpu_millicores), u(r.memory_mib), u(r.disk_gib), u(r.gpus)],
-                [[u(port), protocol.encode()] for port, protocol in self.host_ports],
                 u(self.max_surge),
                 u(self.max_unavailable),
                 u(self.created_at),
@@ -100,17 +91,12 @@ class AppRecord:
     @classmethod
     def decode(cls, data: bytes) -> AppRecord:
         item = codec.decode(data)
-        if not isinstance(item, list) or len(item) != 11:
-            raise codec.CodecError("an app record has 11 fields")
-        owner, rev, digest, replicas, klass, res, ports, surge, unavail, created, updated = item
-        if not isinstance(klass, bytes) or not isinstance(res, list) or not isinstance(ports, list):
+        if not isinstance(item, list) or len(item) != 10:
+            raise codec.CodecError("an app record has 10 fields")
+        owner, rev, digest, replicas, klass, res, surge, unavail, created, updated = item
+        if not isinstance(klass, bytes) or not isinstance(res, list):
             raise codec.CodecError("malformed app record")
         amounts = [codec.uint(x, "resource") for x in res]
-        host_ports = []
-        for entry in ports:
-            if not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[1], bytes):
-                raise codec.CodecError("malformed host port")
-            host_ports.append((codec.uint(entry[0], "port"), entry[1].decode()))
         return cls(
             AccountId(codec.fixed(owner, 32, "owner")),
             codec.uint(rev, "revision"),
@@ -118,7 +104,6 @@ class AppRecord:
             codec.uint(replicas, "replicas"),
             klass.decode(),
             Resources(*amounts),
-            tuple(host_ports),
             codec.uint(surge, "max surge"),
             codec.uint(unavail, "max unavailable"),
             codec.uint(created, "created at"),
@@ -270,7 +255,6 @@ class Apps(Module):
             replicas,
             manifest.spec.node_class.value,
             manifest.replica_resources(),
-            tuple(sorted(manifest.host_ports())),
             surge,
             unavailable,
             created,

@@ -128,7 +128,8 @@ class EnvVar:
 @dataclass(frozen=True, slots=True)
 class ContainerPort:
     container_port: int
-    """Containers share the host's network, so this is a port of the node."""
+    """A port of the replica: its containers share a network namespace of their own (a pod),
+    so two replicas on one node may listen on the same port."""
     protocol: Protocol = Protocol.TCP
     name: str | None = None
 
@@ -333,12 +334,6 @@ class Manifest:
             gpus=sum(c.resources.requests.gpus for c in containers),
         )
 
-    def host_ports(self) -> frozenset[tuple[int, str]]:
-        """(port, protocol) of every container port: containers share their node's network."""
-        return frozenset(
-            (p.container_port, p.protocol.value) for c in self.spec.containers for p in c.ports
-        )
-
     def demand(self, app: str, revision: int) -> AppDemand:
         """What the scheduler needs to place this manifest's replicas as application `app`."""
         return AppDemand(
@@ -347,7 +342,6 @@ class Manifest:
             self.spec.replicas,
             self.spec.node_class.value,
             self.replica_resources(),
-            self.host_ports(),
         )
 
 
@@ -773,7 +767,8 @@ class _Builder:
             for j, port in enumerate(c.ports):
                 here: Path = ("spec", "containers", i, "ports", j)
                 key = (port.container_port, port.protocol)
-                # Containers share the node's network: a port is taken once per replica.
+                # The containers of a replica share its network namespace: a port is taken
+                # once per replica.
                 if key in numbers:
                     self.fail(
                         (*here, "containerPort"),

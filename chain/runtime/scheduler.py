@@ -78,10 +78,8 @@ class AppDemand:
     replicas: int
     node_class: str
     resources: Resources
-    """Per replica."""
-    host_ports: frozenset[tuple[int, str]] = frozenset()
-    """(port, protocol) pairs every replica binds on its node's network: no node runs two
-    replicas, of this app or any other, that bind the same one."""
+    """Per replica. Each replica has a network namespace of its own, so the ports it listens on
+    never conflict with another replica's on the same node: capacity is the only limit."""
 
     def __post_init__(self) -> None:
         if self.replicas < 0:
@@ -113,10 +111,7 @@ class _Pool:
     """The active nodes of one class in order of preference (longest tower, then lowest id),
     their free capacity, and a max-tree over it that finds the first node that fits."""
 
-    __slots__ = (
-        "free", "hints", "ids", "n", "operator_count", "operators", "ports", "room_hints", "size",
-        "tree",
-    )  # fmt: skip
+    __slots__ = ("free", "hints", "ids", "n", "operator_count", "operators", "size", "tree")
 
     def __init__(self, nodes: list[NodeInfo], reserved: Mapping[bytes, Resources]) -> None:
         nodes = sorted(nodes, key=lambda info: (-info.tower_height, info.node_id))
@@ -124,8 +119,6 @@ class _Pool:
         self.ids = [info.node_id for info in nodes]
         self.operators = [info.operator for info in nodes]
         self.operator_count = len(set(self.operators))
-        self.ports: list[set[tuple[int, str]]] = [set() for _ in nodes]
-        """The host ports bound on each node by the replicas placed there."""
         self.free: list[list[int]] = [[] for _ in _DIMENSIONS]
         for info in nodes:
             held = reserved.get(info.node_id, _NOTHING).amounts()
@@ -146,9 +139,6 @@ class _Pool:
         self.hints: dict[tuple[int, ...], int] = {}
         """Request -> a position before which no node has room for it. Room only shrinks while
         replicas are placed, so the hint stays true until some room is given back."""
-        self.room_hints: dict[tuple[tuple[int, ...], frozenset[tuple[int, str]]], int] = {}
-        """The same for a request with host ports, which only get bound while replicas are
-        placed: before this position no node has both the room and the ports free."""
 
     def fits(self, pos: int, need: tuple[int, int, int, int]) -> bool:
         free = self.free
@@ -163,7 +153,6 @@ class _Pool:
         """Take (`sign` -1) or give back (+1) `need` on node `pos`."""
         if sign > 0:
             self.hints.clear()
-            self.room_hints.clear()
         for dim in range(len(_DIMENSIONS)):
             if not need[dim]:
                 continue
@@ -215,12 +204,11 @@ _NOTHING = Resources()
 class _App:
     """Working state of one application during a run."""
 
-    __slots__ = ("demand", "need", "node_count", "operator_count", "pool", "ports", "slots")
+    __slots__ = ("demand", "need", "node_count", "operator_count", "pool", "slots")
 
     def __init__(self, demand: AppDemand, pool: _Pool) -> None:
         self.demand = demand
         self.need = demand.resources.amounts()
-        self.ports = demand.host_ports
         self.pool = pool
         self.slots: list[int] = [-1] * demand.replicas
         """Replica index -> node position in the pool, -1 while unplaced."""
@@ -229,10 +217,7 @@ class _App:
 
     def room(self, pos: int) -> bool:
         """Whether node `pos` of the app's pool can take one more replica of it."""
-        pool = self.pool
-        return pool.fits(pos, self.need) and (
-            not self.ports or self.ports.isdisjoint(pool.ports[pos])
-        )
+        return self.pool.fits(pos, self.need)
 
     def stacked(self) -> bool:
         return any(count > 1 for count in self.node_count.values())
@@ -265,7 +250,6 @@ class _Run:
     def assign(self, app: _App, index: int, pos: int) -> None:
         pool = app.pool
         pool.change(pos, app.need, -1)
-        pool.ports[pos].update(app.ports)
         app.slots[index] = pos
         app.node_count[pos] = app.node_count.get(pos, 0) + 1
         operator = pool.operators[pos]
@@ -275,7 +259,6 @@ class _Run:
         pool = app.pool
         pos = app.slots[index]
         pool.change(pos, app.need, +1)
-        pool.ports[pos].difference_update(app.ports)
         app.slots[index] = -1
         app.node_count[pos] -= 1
         if not app.node_count[pos]:
@@ -303,13 +286,7 @@ class _Run:
         false, only nodes holding none of the app's replicas qualify."""
         pool = app.pool
         need = app.need
-        # The first node with room: free capacity, and none of the app's ports bound there.
-        hint_key = (need, app.ports)
-        pos = pool.first_fit(pool.room_hints.get(hint_key, 0) if app.ports else 0, need)
-        while pos >= 0 and not app.room(pos):
-            pos = pool.first_fit(pos + 1, need)
-        if app.ports:
-            pool.room_hints[hint_key] = pos if pos >= 0 else pool.n
+        pos = pool.first_fit(0, need)
         if pos < 0:
             return -1
         first = pos
@@ -318,11 +295,7 @@ class _Run:
         counts = app.operator_count
         floor = 0 if len(counts) < pool.operator_count else min(counts.values())
         while pos >= 0:
-            if (
-                pos not in app.node_count
-                and counts.get(pool.operators[pos], 0) == floor
-                and app.room(pos)
-            ):
+            if pos not in app.node_count and counts.get(pool.operators[pos], 0) == floor:
                 return pos
             pos = pool.first_fit(pos + 1, need)
         best = -1
@@ -381,9 +354,6 @@ class _Run:
         if short:
             named = short[0] if len(short) == 1 else ", ".join(short[:-1]) + " and " + short[-1]
             return f"insufficient {named} on every eligible node"
-        if app.ports and any(pool.fits(pos, app.need) for pos in range(pool.n)):
-            taken = ", ".join(f"{port}/{protocol}" for port, protocol in sorted(app.ports))
-            return f"every eligible node with room already binds one of its ports ({taken})"
         return f"no eligible node has room for {demand.resources.describe()} at once"
 
 
@@ -398,9 +368,10 @@ def schedule(
     1. Keep each replica of `current` whose node is still active, of the app's class, and has
        room for it (applications in name order, which for text is code point and so UTF-8
        byte order; replicas in index order; the first take room first).
-    2. Place the others one by one (same order) on the best node with room (capacity left, and
-       none of the app's host ports bound there): fewest replicas of the app on the node, then
-       on the node's operator, then the longest tower, then the lowest node id (byte order).
+    2. Place the others one by one (same order) on the best node with capacity left for them:
+       fewest replicas of the app on the node, then on the node's operator, then the longest
+       tower, then the lowest node id (byte order). Replicas listening on the same port share a
+       node freely: each has a network namespace of its own.
     3. While a node holds two replicas of an app and a node holding none of it has room, move
        one there; then try the unplaced replicas again, until neither changes anything.
 

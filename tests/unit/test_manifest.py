@@ -1019,10 +1019,7 @@ def test_replica_resources_sum_containers_and_volumes_and_round_up() -> None:
     manifest = validate_manifest(data)
     # 100 MiB + 1 byte rounds up to 101 MiB; 1 GiB + 10 GB + 512 MiB rounds up to 11 GiB.
     assert manifest.replica_resources() == Resources(350, 101, 11, 1)
-    assert manifest.host_ports() == frozenset({(8080, "TCP")})
-    assert manifest.demand("web", 4) == AppDemand(
-        "web", 4, 2, "gpu", Resources(350, 101, 11, 1), frozenset({(8080, "TCP")})
-    )
+    assert manifest.demand("web", 4) == AppDemand("web", 4, 2, "gpu", Resources(350, 101, 11, 1))
 
 
 @pytest.mark.parametrize(

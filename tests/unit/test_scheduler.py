@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chain.primitives import AccountId
+from chain.runtime.manifest import validate_manifest
 from chain.runtime.nodes import NodeRecord, NodeStatus
 from chain.runtime.scheduler import (
     AppDemand,
@@ -57,9 +58,8 @@ def app(
     memory: int = 1024,
     disk: int = 1,
     gpus: int = 0,
-    ports: frozenset[tuple[int, str]] = frozenset(),
 ) -> AppDemand:
-    return AppDemand(name, 1, replicas, klass, Resources(cpu, memory, disk, gpus), ports)
+    return AppDemand(name, 1, replicas, klass, Resources(cpu, memory, disk, gpus))
 
 
 def nodes_of(placement: Placement, name: str) -> list[bytes]:
@@ -143,24 +143,39 @@ def test_the_capacity_left_decides_the_reason() -> None:
     assert placement.pending == {ReplicaId("b", 0): "insufficient cpu on every eligible node"}
 
 
-def test_host_ports_are_bound_once_per_node() -> None:
-    ports = frozenset({(8080, "TCP")})
-    apps = [app("a", 2, ports=ports), app("b", 1, ports=ports), app("c", 1, ports=frozenset())]
-    placement = schedule(apps, [node(1), node(2)], {})
-    assert nodes_of(placement, "a") == [nid(1), nid(2)]
-    assert nodes_of(placement, "c") == [nid(1)]
-    assert placement.pending == {
-        ReplicaId("b", 0): "every eligible node with room already binds one of its ports (8080/TCP)"
-    }
+def listening_on_8080(name: str, replicas: int) -> AppDemand:
+    """The demand of a manifest whose one container listens on port 8080 and asks for 1 core."""
+    manifest = validate_manifest(
+        {
+            "apiVersion": "statemesh/v1",
+            "kind": "Application",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": replicas,
+                "containers": [
+                    {
+                        "name": "httpd",
+                        "image": "busybox",
+                        "ports": [{"containerPort": 8080}],
+                        "resources": {"requests": {"cpu": 1, "memory": "1Gi"}},
+                    }
+                ],
+            },
+        }
+    )
+    return manifest.demand(name, 1)
 
 
-def test_another_protocol_is_another_port() -> None:
-    apps = [
-        app("a", 1, ports=frozenset({(53, "TCP")})),
-        app("b", 1, ports=frozenset({(53, "UDP")})),
-    ]
+def test_replicas_listening_on_one_port_share_a_node_while_it_has_room() -> None:
+    # Each replica has a network namespace of its own: only capacity limits a node (4 cores).
+    apps = [listening_on_8080("a", 2), listening_on_8080("b", 1), listening_on_8080("c", 2)]
     placement = schedule(apps, [node(1)], {})
-    assert placement.pending == {}
+    assert placement.pending == {
+        ReplicaId("c", 1): "insufficient cpu on every eligible node",
+    }
+    assert placement.on_node(nid(1)) == (
+        ReplicaId("a", 0), ReplicaId("a", 1), ReplicaId("b", 0), ReplicaId("c", 0),
+    )  # fmt: skip
 
 
 def test_existing_placements_stay_even_when_a_better_node_appears() -> None:
@@ -309,9 +324,6 @@ def clusters(draw: st.DrawFn) -> Cluster:
                 draw(st.integers(0, 1)),
                 draw(st.integers(0, 1)),
             ),
-            draw(
-                st.sampled_from([frozenset(), frozenset({(80, "TCP")}), frozenset({(53, "UDP")})])
-            ),
         )
         for i in range(draw(st.integers(0, 6)))
     ]
@@ -348,21 +360,9 @@ def free_after(
     return free
 
 
-def has_room(
-    placement: Placement,
-    apps: list[AppDemand],
-    free: dict[bytes, list[int]],
-    demand: AppDemand,
-    node_id: bytes,
-) -> bool:
-    ports = {a.app: a.host_ports for a in apps}
-    bound = {
-        port for r, n in placement.assignments.items() if n == node_id for port in ports[r.app]
-    }
+def has_room(free: dict[bytes, list[int]], demand: AppDemand, node_id: bytes) -> bool:
     need = demand.resources.amounts()
-    return all(f >= n for f, n in zip(free[node_id], need, strict=True)) and not (
-        bound & demand.host_ports
-    )
+    return all(f >= n for f, n in zip(free[node_id], need, strict=True))
 
 
 def eligible(nodes: list[NodeInfo], demand: AppDemand) -> list[NodeInfo]:
@@ -420,11 +420,11 @@ def test_placements_respect_capacity_eligibility_and_spread(cluster: Cluster) ->
         if counts and max(counts.values()) > 1:
             for other in eligible(nodes, demand):
                 if other.node_id not in counts:
-                    assert not has_room(placement, apps, free, demand, other.node_id)
+                    assert not has_room(free, demand, other.node_id)
         # Pending only when no eligible node has room.
         if waiting:
             for other in eligible(nodes, demand):
-                assert not has_room(placement, apps, free, demand, other.node_id)
+                assert not has_room(free, demand, other.node_id)
 
 
 @settings(max_examples=200, deadline=None)
@@ -472,7 +472,7 @@ def test_one_app_prefers_operators_it_does_not_use_yet(cluster: Cluster) -> None
         if used and max(used.values()) > 1:
             for other in eligible(nodes, demand):
                 if other.operator not in used:
-                    assert not has_room(placement, [demand], free, demand, other.node_id)
+                    assert not has_room(free, demand, other.node_id)
 
 
 # -- rolling updates -------------------------------------------------------------------------
