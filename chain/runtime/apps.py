@@ -1,7 +1,8 @@
 """The `apps` module: applications on chain. Each is owned by the account that created it, keeps
 its canonical manifest per revision, and has its replicas placed on active nodes by the
-deterministic scheduler: after any change to an app, at every epoch boundary (nodes come and
-go), and block by block while a rolling update is under way."""
+deterministic scheduler: after any change to an app, after an active node changes its declared
+capacity or leaves, at every epoch boundary (nodes come and go), and block by block while a
+rolling update is under way."""
 
 from __future__ import annotations
 
@@ -332,7 +333,8 @@ class Apps(Module):
         state = ctx.state
         boundary = ctx.env.number % ctx.config.towers.epoch_length == 0
         rolling = state.get(ROLLING_KEY) is not None
-        if state.get(DIRTY_KEY) is None and not boundary and not rolling:
+        changed = state.get(DIRTY_KEY) is not None or nodes.offer_changed(state)
+        if not changed and not boundary and not rolling:
             return
         self.place(ctx)
         state.delete(DIRTY_KEY)

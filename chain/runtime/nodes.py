@@ -1,5 +1,6 @@
 """The `nodes` module: the registry of compute nodes (operator, class, declared capacity,
-network address, bond) and their standing (standby, active, jailed) that epochs decide."""
+network address, bond) and their standing (standby, active, jailed) that epochs decide. A node
+may declare no compute at all: it validates and proves presence, and holds no replica."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ NAME = "nodes"
 REGISTRATION_DOMAIN = b"statemesh/node-registration/v1"
 _NODE = storage_key(NAME, "node")
 INDEX_KEY = storage_key(NAME, "index")
+OFFER_CHANGED_KEY = storage_key(NAME, "offerChanged")
+"""Set in a block where an active node changed its declared capacity or left: replicas are
+placed again at that block's end (the `apps` module reads it). Cleared as the next block starts."""
 
 
 class NodeStatus(enum.IntEnum):
@@ -95,6 +99,10 @@ class NodeRecord:
         )
 
 
+def _capacity(record: NodeRecord) -> tuple[int, int, int, int]:
+    return (record.cores, record.memory_mb, record.disk_gb, record.gpus)
+
+
 def _text(item: codec.RlpItem, name: str) -> str:
     if not isinstance(item, bytes):
         raise codec.CodecError(f"{name} must be bytes")
@@ -127,6 +135,11 @@ def _set_index(state: Overlay, ids: list[AccountId]) -> None:
 def registration_payload(operator: bytes) -> bytes:
     """What a node key signs to let `operator` register it."""
     return REGISTRATION_DOMAIN + operator
+
+
+def offer_changed(state: StateReader) -> bool:
+    """Whether an active node changed its declared capacity or left in the current block."""
+    return state.get(OFFER_CHANGED_KEY) is not None
 
 
 class Nodes(Module):
@@ -170,15 +183,23 @@ class Nodes(Module):
             ),
         ]
 
+    def on_initialize(self, ctx: Context) -> None:
+        if offer_changed(ctx.state):
+            ctx.state.delete(OFFER_CHANGED_KEY)
+
     def _check_capacity(
         self, ctx: Context, node_class: str, cores: int, memory_mb: int, disk_gb: int, gpus: int
     ) -> None:
+        """The class must exist, and the capacity meet its minimums or be zero throughout (a node
+        that offers no compute now)."""
         classes = ctx.config.towers.classes
         if node_class not in classes:
             raise self.fail(
                 NodesError.UNKNOWN_CLASS,
                 f"class {node_class!r} is not one of {', '.join(sorted(classes))}",
             )
+        if not any((cores, memory_mb, disk_gb, gpus)):
+            return
         need = classes[node_class]
         for what, have, least in (
             ("cores", cores, need.min_cores),
@@ -260,14 +281,14 @@ class Nodes(Module):
     ) -> None:
         record = self._owned(ctx, sender, node_id)
         self._check_capacity(ctx, record.node_class, cores, memory_mb, disk_gb, gpus)
-        put_node(
-            ctx.state,
-            node_id,
-            replace(
-                record, cores=cores, memory_mb=memory_mb, disk_gb=disk_gb, gpus=gpus,
-                address=address,
-            ),
-        )  # fmt: skip
+        updated = replace(
+            record, cores=cores, memory_mb=memory_mb, disk_gb=disk_gb, gpus=gpus, address=address
+        )
+        put_node(ctx.state, node_id, updated)
+        if record.status is NodeStatus.ACTIVE and _capacity(updated) != _capacity(record):
+            # The node may no longer fit what it holds (or may fit what is pending): place again
+            # at this block's end rather than wait for the epoch boundary.
+            ctx.state.put(OFFER_CHANGED_KEY, b"\x01")
         ctx.emit(NAME, "NodeUpdated", node=AccountRef(node_id))
 
     def deregister(self, ctx: Context, sender: AccountId, node_id: AccountId) -> None:
@@ -279,6 +300,8 @@ class Nodes(Module):
             system.put_account(state, sender, replace(account, free=account.free + record.bond))
         state.delete(node_key(node_id))
         _set_index(state, [n for n in node_ids(state) if n != node_id])
+        if record.status is NodeStatus.ACTIVE:
+            state.put(OFFER_CHANGED_KEY, b"\x01")  # its replicas move at this block's end
         ctx.emit(NAME, "NodeDeregistered", node=AccountRef(node_id), bond=record.bond)
 
 

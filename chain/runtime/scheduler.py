@@ -233,9 +233,17 @@ class _Run:
         reserved: Mapping[bytes, Resources],
     ) -> None:
         by_class: dict[str, list[NodeInfo]] = {}
+        self.idle_classes: set[str] = set()
+        """Classes with an active node that offers no compute."""
         for info in nodes:
-            if info.status == NodeStatus.ACTIVE:
-                by_class.setdefault(info.node_class, []).append(info)
+            if info.status != NodeStatus.ACTIVE:
+                continue
+            if info.capacity == _NOTHING:
+                # It validates and proves presence only: it holds nothing, not even a replica
+                # that requests nothing.
+                self.idle_classes.add(info.node_class)
+                continue
+            by_class.setdefault(info.node_class, []).append(info)
         self.pools = {klass: _Pool(members, reserved) for klass, members in by_class.items()}
         self.position: dict[bytes, tuple[_Pool, int]] = {}
         for pool in self.pools.values():
@@ -345,6 +353,8 @@ class _Run:
         demand = app.demand
         pool = app.pool
         if not pool.n:
+            if demand.node_class in self.idle_classes:
+                return f"no active node of class {demand.node_class} offers compute"
             return f"no active node of class {demand.node_class}"
         short = [
             name
@@ -364,6 +374,8 @@ def schedule(
     reserved: Mapping[bytes, Resources] | None = None,
 ) -> Placement:
     """Place every replica of every application on an active node of its class.
+
+    A node that offers nothing (zero of every resource) takes no replica.
 
     1. Keep each replica of `current` whose node is still active, of the app's class, and has
        room for it (applications in name order, which for text is code point and so UTF-8

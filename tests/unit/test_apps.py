@@ -1,16 +1,26 @@
 """The `apps` module: deploy, scale, update (rolling), delete, ownership, manifest errors, and
-replicas moving off a node that stopped proving."""
+replicas moving off a node that stopped proving, lowered its capacity, or left."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
-from chain.runtime import apps
+from chain.runtime import apps, nodes
 from chain.runtime.apps import Apps
 from chain.runtime.manifest import parse_manifest, validate_manifest
 from chain.runtime.nodes import NodeStatus
 from tests.factories import ALICE, BOB, CHARLIE
-from tests.unit.test_towers import NODE_KEYS, TowerChain, tower_spec
+from tests.unit.test_nodes import ZERO
+from tests.unit.test_nodes import update as update_node
+from tests.unit.test_towers import (
+    DEREGISTER,
+    EPOCH,
+    NODE_KEYS,
+    OPERATORS,
+    TowerChain,
+    tower_spec,
+)
 from wallet.keys import Keypair
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,6 +117,54 @@ def test_replicas_leave_a_node_that_stops_proving() -> None:
     after = set(nodes_of(chain, "web"))
     assert NODE_KEYS[1].public not in after and len(after) == 2
     assert after != before or NODE_KEYS[1].public not in before
+
+
+def cores(replicas: int) -> bytes:
+    """A manifest whose replicas each request one core: two fit on a node of `active_chain`."""
+    data = WEB.to_json()
+    data["metadata"]["name"] = "cores"
+    data["spec"]["replicas"] = replicas
+    data["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "1", "memory": "64Mi"}}
+    del data["spec"]["ingress"]
+    return validate_manifest(data).canonical_json()
+
+
+def test_replicas_leave_a_node_that_withdraws_its_compute_in_the_same_block() -> None:
+    chain = active_chain()
+    chain.send(ALICE, CREATE.call(manifest=cores(3)))
+    assert sorted(nodes_of(chain, "cores")) == sorted(k.public for k in NODE_KEYS[:3])
+    chain.send(BOB, update_node(0, **ZERO))
+    assert chain.number % EPOCH  # placed again at once, not at an epoch boundary
+    assert nodes.offer_changed(chain.state)
+    placed = nodes_of(chain, "cores")
+    assert NODE_KEYS[0].public not in placed and len(placed) == 3
+    assert chain.status(0) is NodeStatus.ACTIVE  # still validating and proving presence
+    chain.execute([])
+    assert not nodes.offer_changed(chain.state)  # a flag of one block
+    # Back with compute, the node takes replicas again, here the ones a scale-up asks for.
+    chain.send(BOB, update_node(0))
+    chain.send(ALICE, SCALE.call(app="cores", replicas=6))
+    assert Counter(nodes_of(chain, "cores"))[NODE_KEYS[0].public] == 2
+
+
+def test_a_node_lowered_below_what_it_holds_gives_up_what_no_longer_fits() -> None:
+    chain = active_chain()
+    chain.send(ALICE, CREATE.call(manifest=cores(4)))
+    held = Counter(nodes_of(chain, "cores"))
+    crowded = next(i for i in range(3) if held[NODE_KEYS[i].public] == 2)
+    chain.send(OPERATORS[crowded], update_node(crowded, cores=1))
+    held = Counter(nodes_of(chain, "cores"))
+    assert held[NODE_KEYS[crowded].public] == 1 and sum(held.values()) == 4
+    assert [e for e in apps.placement(chain.state, "cores") if not e.node] == []
+
+
+def test_replicas_leave_a_node_that_deregisters_in_the_same_block() -> None:
+    chain = active_chain()
+    chain.send(ALICE, CREATE.call(manifest=cores(3)))
+    chain.send(BOB, DEREGISTER.call(node_id=NODE_KEYS[0].public))
+    assert chain.number % EPOCH
+    placed = nodes_of(chain, "cores")
+    assert NODE_KEYS[0].public not in placed and len(placed) == 3
 
 
 def test_a_deploy_that_cannot_pay_its_fees_is_refused() -> None:

@@ -191,10 +191,11 @@ def test_existing_placements_stay_even_when_a_better_node_appears() -> None:
         node(1, status=JAILED),
         node(1, status=STANDBY),
         node(1, cpu=500),
+        node(1, cpu=0, memory=0, disk=0),
         node(1, klass="storage"),
         None,
     ],
-    ids=["jailed", "demoted", "shrunk", "other class", "deregistered"],
+    ids=["jailed", "demoted", "shrunk", "offers nothing", "other class", "deregistered"],
 )
 def test_replicas_leave_nodes_that_can_no_longer_hold_them(lost: NodeInfo | None) -> None:
     current = {ReplicaId("web", 0): nid(1), ReplicaId("web", 1): nid(2)}
@@ -204,6 +205,25 @@ def test_replicas_leave_nodes_that_can_no_longer_hold_them(lost: NodeInfo | None
         ReplicaId("web", 0): nid(4),
         ReplicaId("web", 1): nid(2),
     }
+
+
+def test_a_node_that_offers_nothing_takes_nothing() -> None:
+    # Not even replicas that request nothing, which fit any node with room for nothing.
+    idle = node(1, cpu=0, memory=0, disk=0, height=100)
+    nothing = app("tiny", 2, cpu=0, memory=0, disk=0)
+    alone = schedule([nothing], [idle], {ReplicaId("tiny", 0): nid(1)})
+    assert alone.assignments == {}
+    assert alone.pending == {
+        ReplicaId("tiny", 0): "no active node of class cpu offers compute",
+        ReplicaId("tiny", 1): "no active node of class cpu offers compute",
+    }
+    beside = schedule([nothing, app("web", 1)], [idle, node(2, cpu=1000)], {})
+    assert dict(beside.assignments) == {
+        ReplicaId("tiny", 0): nid(2),
+        ReplicaId("tiny", 1): nid(2),
+        ReplicaId("web", 0): nid(2),
+    }
+    assert beside.pending == {}
 
 
 def test_an_overfull_node_keeps_the_first_replicas_in_app_then_index_order() -> None:
@@ -296,17 +316,21 @@ STATUSES = (ACTIVE, ACTIVE, ACTIVE, STANDBY, JAILED)
 @st.composite
 def clusters(draw: st.DrawFn) -> Cluster:
     node_count = draw(st.integers(0, 10))
+    sizes = st.builds(
+        Resources,
+        st.integers(0, 8).map(lambda n: n * 500),
+        st.integers(0, 8).map(lambda n: n * 512),
+        st.integers(0, 4),
+        st.integers(0, 2),
+    )
+    # One node in five or so offers nothing at all.
+    sizes = st.one_of(st.just(Resources()), sizes, sizes, sizes, sizes)
     nodes = [
         NodeInfo(
             nid(i),
             bytes([draw(st.integers(0, 3))]) * 32,
             draw(st.sampled_from(CLASSES)),
-            Resources(
-                draw(st.integers(0, 8)) * 500,
-                draw(st.integers(0, 8)) * 512,
-                draw(st.integers(0, 4)),
-                draw(st.integers(0, 2)),
-            ),
+            draw(sizes),
             draw(st.integers(0, 3)),
             draw(st.sampled_from(STATUSES)),
         )
@@ -366,7 +390,11 @@ def has_room(free: dict[bytes, list[int]], demand: AppDemand, node_id: bytes) ->
 
 
 def eligible(nodes: list[NodeInfo], demand: AppDemand) -> list[NodeInfo]:
-    return [n for n in nodes if n.status == ACTIVE and n.node_class == demand.node_class]
+    return [
+        n
+        for n in nodes
+        if n.status == ACTIVE and n.node_class == demand.node_class and n.capacity != Resources()
+    ]
 
 
 @st.composite
@@ -415,6 +443,7 @@ def test_placements_respect_capacity_eligibility_and_spread(cluster: Cluster) ->
         for node_id in mine.values():
             assert by_id[node_id].status == ACTIVE
             assert by_id[node_id].node_class == demand.node_class
+            assert by_id[node_id].capacity != Resources()
         # Spread: a node holds two only while no eligible node holding none has room.
         counts = Counter(mine.values())
         if counts and max(counts.values()) > 1:
@@ -452,11 +481,13 @@ def test_running_again_on_the_output_changes_nothing(cluster: Cluster) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(clusters())
-def test_inactive_nodes_hold_nothing_after_a_run(cluster: Cluster) -> None:
+def test_inactive_nodes_and_nodes_offering_nothing_hold_nothing_after_a_run(
+    cluster: Cluster,
+) -> None:
     apps, nodes, current, reserved = cluster
     placement = schedule(apps, nodes, current, reserved)
     for n in nodes:
-        if n.status != ACTIVE:
+        if n.status != ACTIVE or n.capacity == Resources():
             assert placement.on_node(n.node_id) == ()
 
 
