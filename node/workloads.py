@@ -4,6 +4,7 @@ engine the node says so once and offers no compute."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Collection
 from typing import Any
@@ -20,6 +21,8 @@ from orchestrator import spec as o
 from orchestrator.controller import Controller, ControllerConfig
 from orchestrator.engine import connect_engine
 from orchestrator.errors import EngineUnavailable, SpecError
+from orchestrator.firewall import EgressPolicy, IptablesFirewall
+from orchestrator.images import busybox_rootfs_tar
 
 log = logging.getLogger("statemesh.workloads")
 
@@ -166,14 +169,27 @@ class ChainDesiredState:
         return self._replicas
 
 
+def firewall_tag(node_id: bytes) -> str:
+    """The tag of this node's host rules (`SM-<tag>-IN`, ...): several nodes on one host each
+    keep their own."""
+    return hashlib.blake2b(node_id, digest_size=4).hexdigest()
+
+
 class WorkloadService:
     def __init__(
-        self, chain: ChainService, node_id: bytes, chain_id: str, docker_host: str | None
+        self,
+        chain: ChainService,
+        node_id: bytes,
+        chain_id: str,
+        docker_host: str | None,
+        *,
+        egress: EgressPolicy = EgressPolicy.ALLOW,
     ) -> None:
         self.chain = chain
         self.node_id = node_id
         self.desired = ChainDesiredState(chain, node_id, chain_id)
         self.docker_host = docker_host
+        self.firewall = IptablesFirewall(firewall_tag(node_id), egress)
         self.controller: Controller | None = None
         self.logs: WorkloadLogs | None = None
         self.engine_error: EngineUnavailable | None = None
@@ -188,7 +204,13 @@ class WorkloadService:
             task_status.started()
             return
         config = ControllerConfig(node=encode_address(self.node_id))
-        self.controller = Controller(engine.runtime, self.desired, config)
+        self.controller = Controller(
+            engine.runtime,
+            self.desired,
+            config,
+            firewall=self.firewall,
+            sandbox_rootfs=busybox_rootfs_tar,
+        )
         finalized = self.chain.finalized_heads.subscribe()
         async with trio.open_nursery() as nursery:
             await nursery.start(self.controller.run)

@@ -23,8 +23,10 @@ from orchestrator.backoff import Backoff, BackoffPolicy
 from orchestrator.diff import (
     Action,
     CreateContainer,
+    CreateNetwork,
     CreateVolume,
     RemoveContainer,
+    RemoveNetwork,
     RemoveVolume,
     StartContainer,
     diff,
@@ -32,6 +34,7 @@ from orchestrator.diff import (
 )
 from orchestrator.errors import EngineUnavailable, RuntimeFailure
 from orchestrator.events import EventKind, EventLog
+from orchestrator.firewall import HostFirewall
 from orchestrator.labels import ContainerIdentity, ContainerKey
 from orchestrator.metering import Meter, MeterTarget
 from orchestrator.probes import ContainerProber, ProbeKind
@@ -39,6 +42,7 @@ from orchestrator.runtime import (
     ContainerInfo,
     ContainerRuntime,
     ContainerState,
+    NetworkInfo,
     RuntimeEvent,
     VolumeInfo,
 )
@@ -98,6 +102,9 @@ class ControllerStatistics:
     desired_replicas: int
     observed_containers: int
     running_containers: int
+    """Of the replicas' own containers (sandboxes are counted as `pods`)."""
+    pods: int
+    """Desired replicas whose sandbox runs with an address."""
     ready_replicas: int
     busy_replicas: int
     held_back: int
@@ -125,11 +132,23 @@ class Controller:
         desired: DesiredState,
         config: ControllerConfig,
         *,
+        firewall: HostFirewall,
+        sandbox_rootfs: Callable[[], bytes],
         wall: Callable[[], float] = time.time,
     ) -> None:
         self._runtime = runtime
         self._source = desired
         self.config = config
+        self._firewall = firewall
+        self._sandbox_rootfs = sandbox_rootfs
+        """The root filesystem of the pod sandbox image, built on first use."""
+        self._sandbox_image = False
+        self._bridges: frozenset[str] | None = None
+        """The workload bridges whose rules were last asserted; None before the first time."""
+        self._firewall_checked = -math.inf
+        self._networks: list[NetworkInfo] = []
+        self._pod_addresses: dict[ReplicaKey, str] = {}
+        self._network_locks: dict[str, trio.Lock] = defaultdict(trio.Lock)
         self._wall = wall
         self._owner = labels.owner_labels(config.node)
         self.events = EventLog()
@@ -250,15 +269,19 @@ class Controller:
             containers = await self._runtime.list_containers(self._owner)
             if self._must_list_volumes():
                 self._volumes = await self._runtime.list_volumes(self._owner)
+            self._networks = await self._runtime.list_networks(self._owner)
+            await self._assert_firewall()
         except RuntimeFailure as e:
             return self._engine_failed(e)
         if self._engine_error:
-            log.info("container engine is reachable again")
+            log.info("container engine is reachable again and replicas can be isolated")
         self._engine_error = ""
         self._engine.forget("engine")
         self._observed = containers
         self._note_ends(containers)
-        actions = diff(self.config.node, self._desired, containers, self._volumes or [])
+        actions = diff(
+            self.config.node, self._desired, containers, self._volumes or [], self._networks
+        )
         wake_at = self._dispatch(seq, actions)
         self._sync_probers(containers)
         self._prune(containers)
@@ -266,6 +289,25 @@ class Controller:
         self._last_pass = trio.current_time() - started
         self._notify()
         return wake_at
+
+    async def _assert_firewall(self) -> None:
+        """The host rules come before any replica can run: asserted when the set of workload
+        bridges changes, and again at every resync (someone may have flushed them)."""
+        node = self.config.node
+        bridges = frozenset(
+            labels.bridge_name(node, *owner)
+            for owner in [
+                *((s.chain, s.app) for s in self._desired.values()),
+                *(labels.parse_network_labels(n.labels) for n in self._networks),
+            ]
+            if owner is not None
+        )
+        now = trio.current_time()
+        if bridges == self._bridges and now - self._firewall_checked < self.config.resync_seconds:
+            return
+        await self._firewall.apply(bridges)
+        self._bridges = bridges
+        self._firewall_checked = now
 
     def _must_list_volumes(self) -> bool:
         """Whether this pass needs the engine's volumes. The controller creates volumes only for
@@ -391,6 +433,8 @@ class Controller:
             for container in spec.containers:
                 key = ContainerKey(spec.key, container.name)
                 keys.add((key, labels.spec_hash(spec, container)))
+            sandbox = ContainerKey(spec.key, labels.SANDBOX)
+            keys.add((sandbox, labels.sandbox_hash(self.config.node, spec)))
         self._restarts.retain(keys)
         self._failures.retain(keys)
         for k in [k for k in self._restart_counts if k not in keys]:
@@ -425,7 +469,14 @@ class Controller:
 
     async def _apply_one(self, action: Action) -> bool:
         try:
-            if isinstance(action, CreateVolume):
+            if isinstance(action, CreateNetwork):
+                # Two replicas of one application may both find its network missing.
+                async with self._network_locks[action.name]:
+                    await self._runtime.create_network(action.name, action.bridge, action.labels)
+            elif isinstance(action, RemoveNetwork):
+                await self._runtime.remove_network(action.name)
+                self._network_locks.pop(action.name, None)
+            elif isinstance(action, CreateVolume):
                 await self._runtime.create_volume(action.name, action.labels)
             elif isinstance(action, RemoveVolume):
                 await self._runtime.remove_volume(action.name)
@@ -462,6 +513,14 @@ class Controller:
 
     async def _create(self, action: CreateContainer) -> None:
         replica, name = action.replica, action.key.container
+        if name == labels.SANDBOX:
+            # The pod's sandbox is plumbing: its failures are events, its start is not.
+            if not self._sandbox_image:
+                await self._runtime.ensure_local_image(labels.SANDBOX_IMAGE, self._sandbox_rootfs)
+                self._sandbox_image = True
+            container_id = await self._runtime.create(action.request)
+            await self._start_id(action.key, action.spec_hash, container_id)
+            return
         container_id = await self._runtime.create(action.request)
         self._event(replica, EventKind.CREATED, name, message=action.request.name)
         await self._start_id(action.key, action.spec_hash, container_id)
@@ -506,15 +565,39 @@ class Controller:
 
     # -- probes ------------------------------------------------------------------------------
 
+    def pod_address(self, replica: ReplicaKey) -> str | None:
+        """The address of the replica's running pod on its network, as last observed."""
+        return self._pod_addresses.get(replica)
+
+    def _note_pods(self, containers: list[ContainerInfo]) -> dict[str, str]:
+        """Records each desired replica's pod address; returns running sandbox id -> address."""
+        pods, addresses = {}, {}
+        for c in containers:
+            sandbox = labels.parse_sandbox_labels(c.labels)
+            spec = self._desired.get(sandbox.replica) if sandbox is not None else None
+            if spec is None or c.state is not ContainerState.RUNNING:
+                continue
+            address = c.addresses.get(labels.network_name(self.config.node, spec.chain, spec.app))
+            if address:
+                pods[c.id] = address
+                addresses[spec.key] = address
+        self._pod_addresses = addresses
+        return pods
+
     def _sync_probers(self, containers: list[ContainerInfo]) -> None:
-        """One prober per running container that runs a desired spec; none for anything else."""
+        """One prober per running container that runs a desired spec in a running pod with an
+        address; none for anything else."""
         keep = set()
+        pods = self._note_pods(containers)
         for c in containers:
             identity = labels.parse_container_labels(c.labels)
             if identity is None or c.state is not ContainerState.RUNNING:
                 continue
             spec = self._desired.get(identity.key.replica)
             if spec is None or identity.key.container not in {x.name for x in spec.containers}:
+                continue
+            address = pods.get(c.network_mode.removeprefix("container:"))
+            if address is None:
                 continue
             if labels.spec_hash(spec, spec.container(identity.key.container)) != (
                 identity.spec_hash
@@ -524,7 +607,7 @@ class Controller:
             if c.id not in self._probers and self._nursery is not None:
                 handle = _ProberHandle(identity.key, trio.CancelScope())
                 self._probers[c.id] = handle
-                self._nursery.start_soon(self._probe, c.id, spec, handle)
+                self._nursery.start_soon(self._probe, c.id, spec, handle, address)
         for cid in [cid for cid in self._probers if cid not in keep]:
             self._stop_prober(cid)
 
@@ -534,7 +617,9 @@ class Controller:
             handle.scope.cancel()
         self._targets.pop(container_id, None)
 
-    async def _probe(self, container_id: str, spec: ReplicaSpec, handle: _ProberHandle) -> None:
+    async def _probe(
+        self, container_id: str, spec: ReplicaSpec, handle: _ProberHandle, address: str
+    ) -> None:
         key = handle.key
         container = spec.container(key.container)
         with handle.scope:
@@ -570,6 +655,7 @@ class Controller:
                 self._runtime,
                 container_id,
                 container,
+                address=address,
                 age_seconds=self._wall() - started_at,
                 on_ready=on_ready,
                 on_failed=on_failed,
@@ -603,7 +689,9 @@ class Controller:
                         now,
                     )
                 )
-            result[replica] = ReplicaStatus(replica, spec.revision, tuple(statuses))
+            result[replica] = ReplicaStatus(
+                replica, spec.revision, tuple(statuses), self._pod_addresses.get(replica)
+            )
         return result
 
     def _facts(
@@ -631,7 +719,11 @@ class Controller:
             last_pass_seconds=self._last_pass,
             desired_replicas=len(self._desired),
             observed_containers=len(self._observed),
-            running_containers=sum(c.state in LIVE for c in self._observed),
+            running_containers=sum(
+                c.state in LIVE and labels.parse_container_labels(c.labels) is not None
+                for c in self._observed
+            ),
+            pods=len(self._pod_addresses),
             ready_replicas=sum(s.ready for s in statuses.values()),
             busy_replicas=len(self._busy),
             held_back=self._held_back,

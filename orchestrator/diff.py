@@ -1,8 +1,15 @@
-"""Desired replicas versus observed containers and volumes, to the smallest list of actions.
+"""Desired replicas versus observed containers, volumes and networks, to the smallest list of
+actions.
+
+Every replica is a pod: a sandbox container holds its network namespace, attached to its
+application's network on this node, and the replica's containers join it. A pod whose sandbox is
+not running is made anew, its containers with it (their namespace died with the old sandbox);
+a container that is not in its pod's current sandbox is replaced.
 
 Pure: no I/O, no clock. Back-off is not decided here; the controller holds back starts and
 creates whose back-off has not elapsed. Actions of one replica come out in the order they must
-run in: removals, volume creations, container creations and starts, then volume removals."""
+run in: removals, the network and the sandbox, volume creations, container creations and starts,
+then volume removals. A network goes once no container of its application is left."""
 
 from __future__ import annotations
 
@@ -13,8 +20,24 @@ from enum import Enum
 
 from orchestrator import labels
 from orchestrator.labels import ContainerIdentity, ContainerKey
-from orchestrator.runtime import ContainerInfo, ContainerState, CreateRequest, Mount, VolumeInfo
-from orchestrator.spec import Container, ReplicaKey, ReplicaSpec, RestartPolicy, VolumeKind
+from orchestrator.runtime import (
+    ContainerInfo,
+    ContainerState,
+    CreateRequest,
+    Mount,
+    NetworkInfo,
+    VolumeInfo,
+)
+from orchestrator.spec import (
+    Container,
+    ImagePullPolicy,
+    ReplicaKey,
+    ReplicaSpec,
+    Resources,
+    RestartPolicy,
+    SecurityContext,
+    VolumeKind,
+)
 
 
 class RemoveReason(Enum):
@@ -22,6 +45,27 @@ class RemoveReason(Enum):
     REPLACED = "replaced by a new spec"
     DUPLICATE = "a duplicate of another container"
     DEAD = "dead and cannot be started"
+    POD_GONE = "its pod's sandbox is gone: the pod is made anew"
+
+
+APP_WIDE = -1
+"""The replica number of the actions that concern a whole application on this node (removing
+its network), so that they are serialised like a replica's."""
+
+
+@dataclass(frozen=True, slots=True)
+class CreateNetwork:
+    replica: ReplicaKey
+    name: str
+    bridge: str
+    labels: Mapping[str, str] = field(hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveNetwork:
+    replica: ReplicaKey
+    """`APP_WIDE` replica of the application."""
+    name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +122,15 @@ class RemoveVolume:
     name: str
 
 
-Action = CreateVolume | CreateContainer | StartContainer | RemoveContainer | RemoveVolume
+Action = (
+    CreateNetwork
+    | RemoveNetwork
+    | CreateVolume
+    | CreateContainer
+    | StartContainer
+    | RemoveContainer
+    | RemoveVolume
+)
 
 _GONE = (ContainerState.REMOVING,)
 _LIVE = (ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING)
@@ -100,6 +152,36 @@ def create_request(node: str, spec: ReplicaSpec, container: Container) -> Create
         resources=container.resources,
         mounts=mounts,
         image_pull_policy=container.image_pull_policy,
+        join=labels.sandbox_name(node, spec.key),
+        security=container.security,
+    )
+
+
+SANDBOX_RESOURCES = Resources(cpu_request_millicores=2, memory_bytes=8 * 2**20, pids_limit=8)
+SANDBOX_SECURITY = SecurityContext(
+    run_as_user=labels.SANDBOX_USER,
+    run_as_group=labels.SANDBOX_USER,
+    run_as_non_root=True,
+    read_only_root_filesystem=True,
+    capabilities_drop=("ALL",),
+)
+
+
+def sandbox_request(node: str, spec: ReplicaSpec) -> CreateRequest:
+    """What the engine is asked to create for a replica's sandbox: a process that only sleeps,
+    with no capabilities, on its application's network."""
+    return CreateRequest(
+        name=labels.sandbox_name(node, spec.key),
+        image=labels.SANDBOX_IMAGE,
+        command=labels.SANDBOX_COMMAND,
+        args=(),
+        env=(),
+        labels=labels.sandbox_labels(node, spec),
+        resources=SANDBOX_RESOURCES,
+        image_pull_policy=ImagePullPolicy.NEVER,
+        network=labels.network_name(node, spec.chain, spec.app),
+        hostname=labels.sandbox_hostname(spec),
+        security=SANDBOX_SECURITY,
     )
 
 
@@ -126,8 +208,10 @@ def _container_actions(
     spec: ReplicaSpec,
     container: Container,
     observed: Sequence[tuple[ContainerInfo, ContainerIdentity]],
+    pod: str | None,
 ) -> tuple[list[Action], list[Action]]:
-    """(removals, creations and starts) for one desired container."""
+    """(removals, creations and starts) for one desired container of the pod whose sandbox has
+    id `pod` (None: the sandbox is made anew, so every container of the replica goes)."""
     key = ContainerKey(spec.key, container.name)
     want = labels.spec_hash(spec, container)
     removals: list[Action] = []
@@ -135,7 +219,9 @@ def _container_actions(
     for c, identity in observed:
         if c.state in _GONE:
             continue
-        if c.state is ContainerState.DEAD:
+        if pod is None or c.network_mode != f"container:{pod}":
+            removals.append(RemoveContainer(key, c.id, RemoveReason.POD_GONE))
+        elif c.state is ContainerState.DEAD:
             removals.append(RemoveContainer(key, c.id, RemoveReason.DEAD))
         elif identity.spec_hash != want:
             removals.append(RemoveContainer(key, c.id, RemoveReason.REPLACED))
@@ -161,22 +247,73 @@ def _container_actions(
     return removals, [StartContainer(key, want, kept.id, restart=ran, ran_for=ran_for)]
 
 
+def _sandbox_actions(
+    node: str, spec: ReplicaSpec, observed: Sequence[ContainerInfo]
+) -> tuple[str | None, bool, list[Action], list[Action]]:
+    """(the id of the running sandbox to keep or None, whether an old one is still being
+    removed, removals, creations) for the sandbox of one desired replica."""
+    key = ContainerKey(spec.key, labels.SANDBOX)
+    want = labels.sandbox_hash(node, spec)
+    removals: list[Action] = []
+    running = []
+    removing = False
+    for c in observed:
+        identity = labels.parse_sandbox_labels(c.labels)
+        if c.state in _GONE:
+            removing = True
+        elif (
+            identity is not None
+            and identity.spec_hash == want
+            and c.state is ContainerState.RUNNING
+        ):
+            running.append(c)
+        else:
+            # Stopped, dead or of another spec: a pod's namespace is never restarted in place.
+            removals.append(RemoveContainer(key, c.id, RemoveReason.POD_GONE))
+    running.sort(key=keep_order)
+    removals.extend(RemoveContainer(key, c.id, RemoveReason.DUPLICATE) for c in running[1:])
+    if running:
+        return running[0].id, removing, removals, []
+    if removing:
+        return None, True, removals, []
+    request = sandbox_request(node, spec)
+    return None, False, removals, [CreateContainer(key, labels.sandbox_hash(node, spec), request)]
+
+
+def _first_container(actions: Sequence[Action]) -> int:
+    """Where a replica's volumes are created: after its sandbox, before its containers."""
+    for i, action in enumerate(actions):
+        if isinstance(action, CreateContainer | StartContainer):
+            if action.key.container != labels.SANDBOX:
+                return i
+    return len(actions)
+
+
 def diff(
     node: str,
     desired: Mapping[ReplicaKey, ReplicaSpec],
     containers: Sequence[ContainerInfo],
     volumes: Sequence[VolumeInfo],
+    networks: Sequence[NetworkInfo] = (),
 ) -> list[Action]:
-    """The actions that make the observed containers and volumes match the desired replicas.
+    """The actions that make the observed containers, volumes and networks match the desired
+    replicas.
 
-    `containers` and `volumes` are what carries this node's owner label; any whose labels are
-    not a complete set of ours are left alone. Persistent volumes are retained when their
-    replica goes away, like a StatefulSet's claims; ephemeral ones are removed."""
+    `containers`, `volumes` and `networks` are what carries this node's owner label; any whose
+    labels are not a complete set of ours are left alone. Persistent volumes are retained when
+    their replica goes away, like a StatefulSet's claims; ephemeral ones are removed."""
     by_key: dict[ContainerKey, list[tuple[ContainerInfo, ContainerIdentity]]] = defaultdict(list)
+    sandboxes: dict[ReplicaKey, list[ContainerInfo]] = defaultdict(list)
+    apps_present: set[tuple[str, str]] = set()
     for c in containers:
         identity = labels.parse_container_labels(c.labels)
+        sandbox = labels.parse_sandbox_labels(c.labels)
         if identity is not None:
             by_key[identity.key].append((c, identity))
+            apps_present.add((identity.key.replica.chain, identity.key.replica.app))
+        elif sandbox is not None:
+            sandboxes[sandbox.replica].append(c)
+            apps_present.add((sandbox.replica.chain, sandbox.replica.app))
 
     wanted_volumes: dict[str, tuple[ReplicaKey, Mapping[str, str]]] = {}
     for spec in desired.values():
@@ -185,33 +322,59 @@ def diff(
             name = labels.volume_name(node, wanted)
             wanted_volumes[name] = (spec.key, labels.volume_labels(node, wanted))
     present_volumes = {v.name for v in volumes}
+    present_networks = {n.name for n in networks}
+    wanted_networks = {labels.network_name(node, s.chain, s.app) for s in desired.values()}
 
     removals: dict[ReplicaKey, list[Action]] = defaultdict(list)
     creations: dict[ReplicaKey, list[Action]] = defaultdict(list)
     volume_removals: dict[ReplicaKey, list[Action]] = defaultdict(list)
 
-    for name, (replica, volume_labels) in sorted(wanted_volumes.items()):
-        if name not in present_volumes:
-            creations[replica].append(CreateVolume(replica, name, volume_labels))
-    for spec in desired.values():
+    for spec in sorted(desired.values(), key=lambda s: s.key):
+        pod, waiting, gone, made = _sandbox_actions(node, spec, sandboxes.pop(spec.key, []))
+        net = labels.network_name(node, spec.chain, spec.app)
+        if made and net not in present_networks:
+            bridge = labels.bridge_name(node, spec.chain, spec.app)
+            net_labels = labels.network_labels(node, spec.chain, spec.app)
+            creations[spec.key].append(CreateNetwork(spec.key, net, bridge, net_labels))
+        creations[spec.key].extend(made)
         for container in spec.containers:
             key = ContainerKey(spec.key, container.name)
-            gone, made = _container_actions(node, spec, container, by_key.pop(key, []))
-            removals[spec.key].extend(gone)
-            creations[spec.key].extend(made)
+            old, new = _container_actions(node, spec, container, by_key.pop(key, []), pod)
+            removals[spec.key].extend(old)
+            if not waiting:
+                creations[spec.key].extend(new)
+        removals[spec.key].extend(gone)  # after the containers that live in the old sandbox
+    for name, (replica, volume_labels) in sorted(wanted_volumes.items()):
+        if name not in present_volumes:
+            steps = creations[replica]
+            steps.insert(_first_container(steps), CreateVolume(replica, name, volume_labels))
     for key, leftovers in by_key.items():
         for c, _ in sorted(leftovers, key=lambda pair: pair[0].id):
             if c.state not in _GONE:
                 removals[key.replica].append(RemoveContainer(key, c.id, RemoveReason.NOT_DESIRED))
+    for replica, leftover_pods in sandboxes.items():
+        # After the replica's containers, which come first in the same group.
+        key = ContainerKey(replica, labels.SANDBOX)
+        for c in sorted(leftover_pods, key=lambda c: c.id):
+            if c.state not in _GONE:
+                volume_removals[replica].append(
+                    RemoveContainer(key, c.id, RemoveReason.NOT_DESIRED)
+                )
     for present in sorted(volumes, key=lambda v: v.name):
         vid = labels.parse_volume_labels(present.labels)
         if vid is None or present.name in wanted_volumes or vid.kind is VolumeKind.PERSISTENT:
             continue
         volume_removals[vid.replica].append(RemoveVolume(vid.replica, present.name))
+    for network in sorted(networks, key=lambda n: n.name):
+        owner = labels.parse_network_labels(network.labels)
+        if owner is None or network.name in wanted_networks or owner in apps_present:
+            continue
+        app_wide = ReplicaKey(owner[0], owner[1], APP_WIDE)
+        volume_removals[app_wide].append(RemoveNetwork(app_wide, network.name))
 
-    actions: list[Action] = []
+    ordered: list[Action] = []
     for replica in sorted(set(removals) | set(creations) | set(volume_removals)):
-        actions.extend(removals.get(replica, ()))
-        actions.extend(creations.get(replica, ()))
-        actions.extend(volume_removals.get(replica, ()))
-    return actions
+        ordered.extend(removals.get(replica, ()))
+        ordered.extend(creations.get(replica, ()))
+        ordered.extend(volume_removals.get(replica, ()))
+    return ordered

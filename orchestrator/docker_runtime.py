@@ -22,6 +22,7 @@ from orchestrator.errors import (
     CreateFailed,
     EngineUnavailable,
     ImageUnavailable,
+    OrchestratorError,
     RuntimeFailure,
     StartFailed,
 )
@@ -32,6 +33,7 @@ from orchestrator.runtime import (
     CreateRequest,
     EngineInfo,
     ExecResult,
+    NetworkInfo,
     RunState,
     RuntimeEvent,
     VolumeInfo,
@@ -225,10 +227,34 @@ class DockerRuntime:
 
     async def _create(self, request: CreateRequest) -> str:
         limits = request.resources
+        security = request.security
+        if request.join is not None:
+            network_mode = f"container:{request.join}"
+        else:
+            network_mode = request.network or "none"
+        if security.run_as_non_root and security.run_as_user is None:
+            await self._check_non_root(request.image)
+        user = None
+        if security.run_as_user is not None:
+            user = str(security.run_as_user)
+            if security.run_as_group is not None:
+                user += f":{security.run_as_group}"
+        elif security.run_as_group is not None:
+            raise CreateFailed(f"cannot create {request.name}: run_as_group needs run_as_user")
 
         def create() -> str:
             host_config = self._api.create_host_config(
-                network_mode="host",
+                network_mode=network_mode,
+                cap_drop=["ALL"],
+                cap_add=list(security.capabilities()) or None,
+                # Docker's default seccomp profile stays on: no `seccomp=unconfined` here.
+                security_opt=["no-new-privileges:true"],
+                read_only=security.read_only_root_filesystem,
+                tmpfs=(
+                    {"/tmp": "rw,noexec,nosuid,size=64m"}
+                    if security.read_only_root_filesystem
+                    else None
+                ),
                 # A real PID 1 that forwards SIGTERM and reaps zombies for any workload.
                 init=True,
                 nano_cpus=(
@@ -249,14 +275,22 @@ class DockerRuntime:
                 ],
                 log_config=_LOG_CONFIG,
             )
+            networking = None
+            if request.network is not None:
+                networking = self._api.create_networking_config(
+                    {request.network: self._api.create_endpoint_config()}
+                )
             created = self._api.create_container(
                 request.image,
                 name=request.name,
+                hostname=request.hostname if request.join is None else None,
+                user=user,
                 entrypoint=list(request.command) or None,
                 command=list(request.args) or None,
                 environment=[f"{e.name}={e.value}" for e in request.env],
                 labels=dict(request.labels),
                 host_config=host_config,
+                networking_config=networking,
             )
             return str(created["Id"])
 
@@ -271,6 +305,22 @@ class DockerRuntime:
             raise
         except RuntimeFailure as e:
             raise CreateFailed(f"cannot create {request.name}: {e.message}") from e
+
+    async def _check_non_root(self, image: str) -> None:
+        """Kubernetes' `runAsNonRoot` without a uid: the image's own user must not be root."""
+        try:
+            raw = await self._call(functools.partial(self._api.inspect_image, image))
+        except docker.errors.ImageNotFound as e:
+            raise ImageUnavailable(image, _explanation(e)) from e
+        except docker.errors.APIError as e:
+            raise CreateFailed(f"cannot inspect image {image}: {_explanation(e)}") from e
+        user = str((raw.get("Config") or {}).get("User") or "")
+        name = user.split(":", 1)[0]
+        if name in ("", "0", "root"):
+            raise CreateFailed(
+                f"image {image} runs as {'root' if not name else name} and run_as_non_root is set "
+                "(give run_as_user)"
+            )
 
     async def start(self, container_id: str) -> None:
         try:
@@ -435,6 +485,67 @@ class DockerRuntime:
         except docker.errors.APIError as e:
             raise RuntimeFailure(f"cannot remove volume {name}: {_explanation(e)}") from e
 
+    async def list_networks(self, labels: Mapping[str, str]) -> list[NetworkInfo]:
+        def list_them() -> list[NetworkInfo]:
+            raw = self._api.networks(filters={"label": _label_filter(labels)})
+            return [NetworkInfo(n["Name"], dict(n.get("Labels") or {})) for n in raw]
+
+        try:
+            return await self._call(list_them)
+        except docker.errors.APIError as e:
+            raise RuntimeFailure(f"cannot list networks: {_explanation(e)}") from e
+
+    async def create_network(self, name: str, bridge: str, labels: Mapping[str, str]) -> None:
+        def create() -> None:
+            # The engine lets two networks have one name; asking first keeps one.
+            if any(n["Name"] == name for n in self._api.networks(names=[name])):
+                return
+            self._api.create_network(
+                name,
+                driver="bridge",
+                options={
+                    "com.docker.network.bridge.name": bridge,
+                    # Replicas of one application on this node reach each other.
+                    "com.docker.network.bridge.enable_icc": "true",
+                    "com.docker.network.bridge.enable_ip_masquerade": "true",
+                },
+                labels=dict(labels),
+                check_duplicate=True,
+            )
+
+        try:
+            await self._call(create)
+        except docker.errors.APIError as e:
+            if e.status_code == 409:
+                return
+            raise RuntimeFailure(f"cannot create network {name}: {_explanation(e)}") from e
+
+    async def remove_network(self, name: str) -> None:
+        try:
+            await self._call(functools.partial(self._api.remove_network, name))
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as e:
+            raise RuntimeFailure(f"cannot remove network {name}: {_explanation(e)}") from e
+
+    async def ensure_local_image(self, name: str, rootfs: Callable[[], bytes]) -> None:
+        def ensure() -> None:
+            try:
+                self._api.inspect_image(name)
+                return
+            except docker.errors.ImageNotFound:
+                pass
+            repository, tag = docker.utils.parse_repository_tag(name)
+            self._api.import_image_from_data(rootfs(), repository=repository, tag=tag)
+
+        try:
+            await self._call(ensure)
+        except docker.errors.APIError as e:
+            raise ImageUnavailable(name, _explanation(e)) from e
+        except (OSError, OrchestratorError) as e:
+            raise ImageUnavailable(name, f"cannot build it: {e}") from e
+        self._images.add(name)
+
     async def watch(
         self,
         labels: Mapping[str, str],
@@ -517,6 +628,11 @@ def _cause(error: BaseException) -> str:
     return text if len(text) <= 300 else text[:300] + "..."
 
 
+def _addresses(settings: Mapping[str, Any] | None) -> dict[str, str]:
+    networks = (settings or {}).get("Networks") or {}
+    return {str(k): str(v.get("IPAddress") or "") for k, v in networks.items() if v}
+
+
 def _from_row(row: Mapping[str, Any]) -> ContainerInfo:
     names = row.get("Names") or [""]
     return ContainerInfo(
@@ -524,6 +640,8 @@ def _from_row(row: Mapping[str, Any]) -> ContainerInfo:
         name=str(names[0]).lstrip("/"),
         labels=dict(row.get("Labels") or {}),
         state=ContainerState(row["State"]),
+        network_mode=str((row.get("HostConfig") or {}).get("NetworkMode") or ""),
+        addresses=_addresses(row.get("NetworkSettings")),
     )
 
 
@@ -543,4 +661,6 @@ def _from_inspect(raw: Mapping[str, Any]) -> ContainerInfo:
             oom_killed=bool(state.get("OOMKilled", False)),
             error=str(state.get("Error", "")),
         ),
+        network_mode=str((raw.get("HostConfig") or {}).get("NetworkMode") or ""),
+        addresses=_addresses(raw.get("NetworkSettings")),
     )

@@ -19,6 +19,16 @@ CONTAINER = "statemesh.container"
 SPEC_HASH = "statemesh.spec-hash"
 VOLUME = "statemesh.volume"
 VOLUME_KIND = "statemesh.volume-kind"
+ROLE = "statemesh.role"
+SANDBOX_ROLE = "sandbox"
+"""The `ROLE` of a pod's sandbox: the container that holds the replica's network namespace."""
+SANDBOX = ""
+"""The container name of a pod's sandbox in a `ContainerKey` (no container has an empty name)."""
+SANDBOX_IMAGE = "statemesh/sandbox:1"
+"""Built by the node from the static busybox; it only sleeps, so the pod's namespace outlives
+restarts of the replica's containers."""
+SANDBOX_COMMAND = ("/bin/busybox", "sleep", "2147483647")
+SANDBOX_USER = 65534
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -83,6 +93,13 @@ def spec_hash(spec: ReplicaSpec, container: Container) -> str:
         ],
         container.image_pull_policy.value,
         [[v.name, v.mount_path, v.kind.value] for v in spec.volumes],
+        [
+            container.security.run_as_user,
+            container.security.run_as_group,
+            container.security.run_as_non_root,
+            container.security.read_only_root_filesystem,
+            list(container.security.capabilities_drop),
+        ],
     )
 
 
@@ -107,7 +124,9 @@ def container_name(node: str, spec: ReplicaSpec, container: Container) -> str:
 
 
 def parse_container_labels(labels: Mapping[str, str]) -> ContainerIdentity | None:
-    """None for labels that are not a complete, well-formed set of ours."""
+    """None for labels that are not a complete, well-formed set of ours, and for sandboxes."""
+    if ROLE in labels:
+        return None
     try:
         replica = ReplicaKey(labels[CHAIN], labels[APP], int(labels[REPLICA]))
         return ContainerIdentity(
@@ -166,6 +185,84 @@ def parse_volume_labels(labels: Mapping[str, str]) -> VolumeIdentity | None:
             volume=labels[VOLUME],
             kind=VolumeKind(labels[VOLUME_KIND]),
             revision=None if revision is None else int(revision),
+        )
+    except (KeyError, ValueError):
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxIdentity:
+    """What a pod sandbox's labels say about it."""
+
+    replica: ReplicaKey
+    spec_hash: str
+
+
+def network_name(node: str, chain: str, app: str) -> str:
+    """The network of one application on this node: its replicas here, and nothing else."""
+    return f"sm-{app}-{_digest(node, chain, app, size=6)}"
+
+
+def bridge_name(node: str, chain: str, app: str) -> str:
+    """The host interface of `network_name`: `smb` and 12 hex digits, within the kernel's 15
+    characters, so that host rules can match every workload bridge as `smb+`."""
+    return f"{BRIDGE_PREFIX}{_digest('bridge', node, chain, app, size=6)}"
+
+
+BRIDGE_PREFIX = "smb"
+
+
+def network_labels(node: str, chain: str, app: str) -> dict[str, str]:
+    return {NODE: node, CHAIN: chain, APP: app}
+
+
+def parse_network_labels(labels: Mapping[str, str]) -> tuple[str, str] | None:
+    """(chain, app) of a network of ours, None for labels that are not a complete set."""
+    try:
+        return labels[CHAIN], labels[APP]
+    except KeyError:
+        return None
+
+
+def sandbox_hash(node: str, spec: ReplicaSpec) -> str:
+    """A digest of everything the engine was given to create the replica's sandbox."""
+    return _digest(
+        SANDBOX_IMAGE,
+        list(SANDBOX_COMMAND),
+        SANDBOX_USER,
+        sandbox_hostname(spec),
+        network_name(node, spec.chain, spec.app),
+    )
+
+
+def sandbox_hostname(spec: ReplicaSpec) -> str:
+    """The pod's host name, which its containers share: `<app>-<replica>`."""
+    return f"{spec.app}-{spec.replica}"
+
+
+def sandbox_name(node: str, key: ReplicaKey) -> str:
+    """Unique per node and replica, so containers can join it by name."""
+    digest = _digest(node, key.chain, key.app, key.replica, size=5)
+    return f"sm-{key.app}-{key.replica}-pod-{digest}"
+
+
+def sandbox_labels(node: str, spec: ReplicaSpec) -> dict[str, str]:
+    return {
+        NODE: node,
+        CHAIN: spec.chain,
+        APP: spec.app,
+        REPLICA: str(spec.replica),
+        ROLE: SANDBOX_ROLE,
+        SPEC_HASH: sandbox_hash(node, spec),
+    }
+
+
+def parse_sandbox_labels(labels: Mapping[str, str]) -> SandboxIdentity | None:
+    if labels.get(ROLE) != SANDBOX_ROLE:
+        return None
+    try:
+        return SandboxIdentity(
+            ReplicaKey(labels[CHAIN], labels[APP], int(labels[REPLICA])), labels[SPEC_HASH]
         )
     except (KeyError, ValueError):
         return None

@@ -1,9 +1,11 @@
 """Health probes of one running container: HTTP GET, TCP connect and exec, with Kubernetes'
 thresholds. A failing startup or liveness probe asks for the container to be killed; the
-readiness probe only sets the container's `ready` flag."""
+readiness probe only sets the container's `ready` flag. HTTP and TCP probes dial the pod's
+address, whatever host the probe names: a probe cannot be aimed at anything but its own pod."""
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 from collections.abc import Awaitable, Callable
@@ -127,12 +129,16 @@ async def exec_command(
     )
 
 
-async def probe_once(runtime: ContainerRuntime, container_id: str, probe: Probe) -> ProbeResult:
+async def probe_once(
+    runtime: ContainerRuntime, container_id: str, probe: Probe, address: str
+) -> ProbeResult:
+    """One probe of a container whose pod has `address`: HTTP and TCP probes dial the pod (the
+    node reaches every pod on its networks), exec probes run inside the container."""
     action = probe.action
     if isinstance(action, HTTPGetAction):
-        return await http_get(action, probe.timeout_seconds)
+        return await http_get(dataclasses.replace(action, host=address), probe.timeout_seconds)
     if isinstance(action, TCPSocketAction):
-        return await tcp_socket(action, probe.timeout_seconds)
+        return await tcp_socket(dataclasses.replace(action, host=address), probe.timeout_seconds)
     return await exec_command(runtime, container_id, action, probe.timeout_seconds)
 
 
@@ -149,6 +155,7 @@ class ContainerProber:
         container_id: str,
         container: Container,
         *,
+        address: str,
         age_seconds: float,
         on_ready: Callable[[bool, str], None],
         on_failed: Callable[[ProbeKind, str], Awaitable[None]],
@@ -156,6 +163,7 @@ class ContainerProber:
         self._runtime = runtime
         self._container_id = container_id
         self._container = container
+        self._address = address
         self._age = max(0.0, age_seconds)
         self._on_ready = on_ready
         self._on_failed = on_failed
@@ -183,7 +191,7 @@ class ContainerProber:
                 nursery.start_soon(self._liveness, liveness, born, nursery.cancel_scope)
 
     async def _probe(self, probe: Probe) -> ProbeResult:
-        result = await probe_once(self._runtime, self._container_id, probe)
+        result = await probe_once(self._runtime, self._container_id, probe, self._address)
         self.probes_run += 1
         self.probes_failed += not result.success
         return result

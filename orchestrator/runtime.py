@@ -4,13 +4,13 @@ the plain data it speaks in. `docker_runtime.DockerRuntime` is the real implemen
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from orchestrator.spec import EnvVar, ImagePullPolicy, Resources
+from orchestrator.spec import EnvVar, ImagePullPolicy, Resources, SecurityContext
 
 if TYPE_CHECKING:
     # trio-typing's stubs (a libp2p dependency) shadow trio's own types and keep TaskStatus.
@@ -60,6 +60,12 @@ class ContainerInfo:
     state: ContainerState
     run: RunState | None = None
     """Always set by `inspect`; set by `list_containers` for every container not running."""
+    network_mode: str = ""
+    """The engine's network mode: a network's name, or `container:<id>` for a container that
+    joined another's network namespace (a pod's)."""
+    addresses: Mapping[str, str] = field(default_factory=dict, hash=False)
+    """Network name -> the container's IP address on it (empty for a container that joined
+    another's network namespace)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +78,12 @@ class Mount:
 
 @dataclass(frozen=True, slots=True)
 class CreateRequest:
-    """Everything the engine needs to create one container. It always uses host networking."""
+    """Everything the engine needs to create one container.
+
+    Its network is one of two, never the host's: a pod's sandbox is attached to `network` (its
+    application's network on this node); every other container joins the network namespace of
+    the container named `join` (its pod's sandbox), and so shares its address and localhost.
+    With neither, the container has no network at all."""
 
     name: str
     image: str
@@ -83,6 +94,15 @@ class CreateRequest:
     resources: Resources
     mounts: tuple[Mount, ...] = ()
     image_pull_policy: ImagePullPolicy = ImagePullPolicy.IF_NOT_PRESENT
+    network: str | None = None
+    join: str | None = None
+    hostname: str | None = None
+    """Only for a container with a network of its own; members of a pod share its sandbox's."""
+    security: SecurityContext = field(default_factory=SecurityContext)
+
+    def __post_init__(self) -> None:
+        if self.network is not None and self.join is not None:
+            raise ValueError("a container either has a network or joins a pod's, not both")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +123,14 @@ class ContainerStats:
 
 @dataclass(frozen=True, slots=True)
 class VolumeInfo:
+    name: str
+    labels: Mapping[str, str] = field(hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkInfo:
+    """A network of the engine: a bridge on this host."""
+
     name: str
     labels: Mapping[str, str] = field(hash=False)
 
@@ -197,6 +225,22 @@ class ContainerRuntime(Protocol):
 
     async def remove_volume(self, name: str) -> None:
         """Idempotent; `RuntimeFailure` if a container still uses it."""
+        ...
+
+    async def list_networks(self, labels: Mapping[str, str]) -> list[NetworkInfo]: ...
+
+    async def create_network(self, name: str, bridge: str, labels: Mapping[str, str]) -> None:
+        """A bridge network named `name` whose host interface is `bridge`, with the labels.
+        Idempotent: an existing network of that name is kept as it is."""
+        ...
+
+    async def remove_network(self, name: str) -> None:
+        """Idempotent; `RuntimeFailure` if a container is still attached to it."""
+        ...
+
+    async def ensure_local_image(self, name: str, rootfs: Callable[[], bytes]) -> None:
+        """Makes image `name` present, importing the root filesystem tar `rootfs()` returns if
+        it is not (images the node builds itself, never pulled); `ImageUnavailable`."""
         ...
 
     async def watch(

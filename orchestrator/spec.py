@@ -74,7 +74,7 @@ class EnvVar:
 
 @dataclass(frozen=True, slots=True)
 class ContainerPort:
-    """A port the container listens on. Containers use the host's network: it is a host port."""
+    """A port the container listens on, on its pod's own address."""
 
     container_port: int
     name: str = ""
@@ -84,6 +84,27 @@ class ContainerPort:
         _check_port("ports.container_port", self.container_port)
         if self.protocol not in ("TCP", "UDP"):
             raise SpecError("ports.protocol", f"{self.protocol!r} is neither 'TCP' nor 'UDP'")
+
+
+CAPABILITIES_KEPT = (
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "NET_BIND_SERVICE",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+)
+"""What a container keeps of Docker's default capabilities unless it drops more: what common
+images need to start (change the owner of their files, switch to an unprivileged user, bind a
+low port). Gone are NET_RAW (raw and packet sockets: spoofing and sniffing), MKNOD,
+AUDIT_WRITE, SETFCAP and SYS_CHROOT, as Kubernetes' "restricted" level would have it."""
+
+DEFAULT_PIDS_LIMIT = 1024
+"""Processes and threads of one container when its manifest sets no limit: enough for a
+threaded server, not enough for a fork bomb to starve the node."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +118,7 @@ class Resources:
     CPU, as the kubelet sets them). Not a cap: an idle CPU is anyone's."""
     memory_bytes: int | None = None
     """A hard limit with no swap: a container that goes past it is OOM-killed."""
-    pids_limit: int | None = None
+    pids_limit: int | None = DEFAULT_PIDS_LIMIT
     """At most this many processes and threads in the container."""
 
     def __post_init__(self) -> None:
@@ -112,6 +133,36 @@ class Resources:
             raise SpecError("resources.memory_bytes", f"{self.memory_bytes} is below 6 MiB")
         if self.pids_limit is not None and self.pids_limit < 1:
             raise SpecError("resources.pids_limit", f"{self.pids_limit} is below 1")
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityContext:
+    """How a container's processes run (Kubernetes `securityContext`). Whatever it says, every
+    container runs without new privileges, under the engine's default seccomp profile, and with
+    at most `CAPABILITIES_KEPT`."""
+
+    run_as_user: int | None = None
+    """The uid of the container's processes; None keeps the image's."""
+    run_as_group: int | None = None
+    run_as_non_root: bool = False
+    """Refuse to start a container whose processes would run as uid 0."""
+    read_only_root_filesystem: bool = False
+    """The image's filesystem is read-only; /tmp is then a small writable tmpfs."""
+    capabilities_drop: tuple[str, ...] = ()
+    """Capabilities dropped from `CAPABILITIES_KEPT` ("ALL" drops every one)."""
+
+    def __post_init__(self) -> None:
+        for name, uid in (("run_as_user", self.run_as_user), ("run_as_group", self.run_as_group)):
+            if uid is not None and not 0 <= uid <= 2**31 - 1:
+                raise SpecError(f"security.{name}", f"{uid} is outside 0..2147483647")
+        if self.run_as_non_root and self.run_as_user == 0:
+            raise SpecError("security.run_as_user", "0 is root, and run_as_non_root is set")
+
+    def capabilities(self) -> tuple[str, ...]:
+        """The capabilities the container keeps."""
+        if "ALL" in self.capabilities_drop:
+            return ()
+        return tuple(c for c in CAPABILITIES_KEPT if c not in self.capabilities_drop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +250,7 @@ class Container:
     startup_probe: Probe | None = None
     """Holds off the other probes until the application has started."""
     image_pull_policy: ImagePullPolicy = ImagePullPolicy.IF_NOT_PRESENT
+    security: SecurityContext = field(default_factory=SecurityContext)
 
     def __post_init__(self) -> None:
         _check_dns_label("containers.name", self.name)

@@ -42,10 +42,13 @@ class ReplicaStatus:
     key: ReplicaKey
     revision: int
     containers: tuple[ContainerStatus, ...]
+    address: str | None = None
+    """The pod's address on its application's network, while its sandbox runs."""
 
     @property
     def ready(self) -> bool:
-        return all(c.ready for c in self.containers)
+        """Every container ready, in a pod that has an address to be reached at."""
+        return self.address is not None and all(c.ready for c in self.containers)
 
     @property
     def running(self) -> bool:

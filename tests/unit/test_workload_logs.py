@@ -15,7 +15,7 @@ from orchestrator.controller import Controller, ControllerConfig
 from orchestrator.labels import ContainerKey
 from orchestrator.spec import ReplicaSpec
 from tests.unit.orchestrator.builders import NODE, InMemoryDesired, container, replica
-from tests.unit.orchestrator.fake_runtime import FakeRuntime
+from tests.unit.orchestrator.fake_runtime import FakeFirewall, FakeRuntime, no_rootfs
 
 SCRIPT = "echo one; echo two; sleep 5; echo three; sleep 1000"
 SPEC = replica(containers=(container(args=("sh", "-c", SCRIPT)),))
@@ -29,7 +29,14 @@ def scenario(test: Scenario, *specs: ReplicaSpec, max_follows: int = 4) -> None:
         engine = FakeRuntime()
         desired = InMemoryDesired(*specs)
         config = ControllerConfig(node=NODE, resync_seconds=5.0, metering_seconds=5.0)
-        controller = Controller(engine, desired, config, wall=trio.current_time)
+        controller = Controller(
+            engine,
+            desired,
+            config,
+            firewall=FakeFirewall(),
+            sandbox_rootfs=no_rootfs,
+            wall=trio.current_time,
+        )
         logs = WorkloadLogs(engine, controller, wall=trio.current_time, max_follows=max_follows)
         async with trio.open_nursery() as nursery:
             await nursery.start(controller.run)
@@ -64,7 +71,7 @@ def test_a_follow_starts_with_the_tail_then_passes_new_lines_on() -> None:
             before = trio.current_time()
             assert texts(await follow.__anext__()) == ["three"]
             assert trio.current_time() - before == pytest.approx(5, abs=0.1)
-            (cid,) = engine.containers
+            (cid,) = [c.id for c in engine.with_labels({})]
             engine.write_log(cid, "four", "five")
             assert await lines(follow, 2) == ["four", "five"]
 
@@ -84,7 +91,7 @@ def test_tail_none_is_everything_and_zero_is_only_new_lines() -> None:
 def test_a_follow_goes_on_across_a_restart_without_repeating_lines() -> None:
     async def test(logs: WorkloadLogs, engine: FakeRuntime, desired: InMemoryDesired) -> None:
         async with aclosing(logs.follow([KEY], tail=0)) as follow:
-            (cid,) = engine.containers
+            (cid,) = [c.id for c in engine.with_labels({})]
             await trio.testing.wait_all_tasks_blocked()  # the follow waits for new lines
             engine.write_log(cid, "last words")
             assert await lines(follow, 1) == ["last words"]

@@ -34,7 +34,7 @@ from orchestrator.errors import EngineUnavailable
 from orchestrator.events import EventKind, EventLog
 from tests.factories import ALICE, BOB
 from tests.unit.orchestrator.builders import NODE, InMemoryDesired, container, replica
-from tests.unit.orchestrator.fake_runtime import FakeRuntime
+from tests.unit.orchestrator.fake_runtime import FakeFirewall, FakeRuntime, no_rootfs
 from tests.unit.test_chain_service import open_chain
 
 ME = ALICE.public
@@ -167,7 +167,14 @@ def compute_node(tmp_path: Path, test: Scenario) -> None:
     async def main() -> None:
         engine = FakeRuntime()
         config = ControllerConfig(node=NODE, resync_seconds=5.0, metering_seconds=5.0)
-        controller = Controller(engine, InMemoryDesired(WEB), config, wall=trio.current_time)
+        controller = Controller(
+            engine,
+            InMemoryDesired(WEB),
+            config,
+            firewall=FakeFirewall(),
+            sandbox_rootfs=no_rootfs,
+            wall=trio.current_time,
+        )
         workloads = WorkloadService(chain, ME, "dev", None)
         async with trio.open_nursery() as nursery:
             await nursery.start(controller.run)
@@ -188,7 +195,7 @@ def compute_node(tmp_path: Path, test: Scenario) -> None:
 
 def test_logs_of_the_local_replica(tmp_path: Path) -> None:
     async def test(registry: Registry, engine: FakeRuntime, controller: Controller) -> None:
-        (cid,) = engine.containers
+        (cid,) = [c.id for c in engine.with_labels({})]
         engine.write_log(cid, "second", "third")
         (answer,) = await call(registry, "app_logs", "web")
         assert answer == {
@@ -217,7 +224,7 @@ def test_logs_of_the_local_replica(tmp_path: Path) -> None:
 
 def test_following_the_logs_of_the_local_replica(tmp_path: Path) -> None:
     async def test(registry: Registry, engine: FakeRuntime, controller: Controller) -> None:
-        (cid,) = engine.containers
+        (cid,) = [c.id for c in engine.with_labels({})]
         async with aclosing(await call(registry, "app_subscribeLogs", "web", None, "all")) as items:
             assert await items.__anext__() == [{"replica": 0, "container": "main", "text": "hi"}]
             engine.write_log(cid, "more")
@@ -228,7 +235,7 @@ def test_following_the_logs_of_the_local_replica(tmp_path: Path) -> None:
 
 def test_workloads_and_events_of_the_node(tmp_path: Path) -> None:
     async def test(registry: Registry, engine: FakeRuntime, controller: Controller) -> None:
-        (cid,) = engine.containers
+        (cid,) = [c.id for c in engine.with_labels({})]
         engine.containers[cid].cpu_ns = 2_500_000_000
         engine.containers[cid].memory_bytes = 8 * 2**20
         await trio.sleep(6)  # one metering sample

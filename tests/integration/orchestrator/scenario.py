@@ -6,9 +6,12 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from node.workloads import firewall_tag
 from orchestrator.backoff import BackoffPolicy
 from orchestrator.controller import Controller, ControllerConfig
 from orchestrator.docker_runtime import DockerRuntime
+from orchestrator.firewall import IptablesFirewall
+from orchestrator.images import busybox_rootfs_tar
 from orchestrator.spec import (
     Container,
     HTTPGetAction,
@@ -36,7 +39,7 @@ def fast_config(node: str) -> ControllerConfig:
 
 
 def httpd(port: int) -> tuple[str, ...]:
-    return ("httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", "/www")
+    return ("httpd", "-f", "-p", str(port), "-h", "/www")
 
 
 def web(
@@ -99,7 +102,11 @@ def run_controller(
     async def main() -> None:
         runtime = await DockerRuntime.connect(host)
         desired = InMemoryDesired(*specs)
-        controller = Controller(runtime, desired, config or fast_config(node))
+        config_ = config or fast_config(node)
+        firewall = IptablesFirewall(firewall_tag(config_.node.encode()))
+        controller = Controller(
+            runtime, desired, config_, firewall=firewall, sandbox_rootfs=busybox_rootfs_tar
+        )
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(controller.run)
@@ -108,6 +115,7 @@ def run_controller(
                 nursery.cancel_scope.cancel()
         finally:
             runtime.close()
+            await firewall.remove()
 
     trio.run(main)
 

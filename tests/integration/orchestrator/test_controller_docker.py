@@ -42,8 +42,15 @@ pytestmark = pytest.mark.integration
 
 
 def ours(client: docker.DockerClient, node: str) -> list[dict[str, object]]:
+    """The replicas' own containers of this node (not their pods' sandboxes)."""
     rows = client.api.containers(all=True, filters={"label": [f"{labels.NODE}={node}"]})
-    return list(rows)
+    return [row for row in rows if labels.ROLE not in (row.get("Labels") or {})]
+
+
+def pod(controller: Controller, spec: ReplicaSpec) -> str:
+    address = controller.pod_address(spec.key)
+    assert address is not None
+    return address
 
 
 def event_times(controller: Controller, spec_key: object, kind: EventKind) -> list[float]:
@@ -63,18 +70,21 @@ def test_a_desired_replica_runs_with_its_limits_and_becomes_ready(
 
     async def test(controller: Controller, _: InMemoryDesired, runtime: DockerRuntime) -> None:
         await until(controller, ready(controller, spec))
-        result = await http_get(HTTPGetAction(port), 2.0)
+        result = await http_get(HTTPGetAction(port, host=pod(controller, spec)), 2.0)
         assert result.success, result.message
         (row,) = ours(client, node_id)
         attrs = client.api.inspect_container(row["Id"])
         host = attrs["HostConfig"]
+        sandbox = client.api.inspect_container(labels.sandbox_name(node_id, spec.key))
         assert (host["NetworkMode"], host["NanoCpus"], host["Memory"], host["PidsLimit"]) == (
-            "host",
+            f"container:{sandbox['Id']}",
             250_000_000,
             64 * 2**20,
             32,
         )
         assert host["MemorySwap"] == 64 * 2**20 and host["Init"] is True
+        assert host["CapDrop"] == ["ALL"] and "NET_RAW" not in host["CapAdd"]
+        assert host["SecurityOpt"] == ["no-new-privileges:true"]
         assert attrs["Config"]["Labels"] == labels.container_labels(
             node_id, spec, spec.containers[0]
         )
@@ -141,7 +151,8 @@ def test_a_failing_liveness_probe_restarts_with_growing_backoff(
         unhealthy = [e for e in events if e.kind is EventKind.UNHEALTHY]
         assert unhealthy[0].reason == "LivenessProbeFailed"
         assert unhealthy[0].message == (
-            f"liveness probe failed: GET http://127.0.0.1:{port}/no-such-page: HTTP 404; "
+            f"liveness probe failed: GET http://{pod(controller, spec)}:{port}/no-such-page: "
+            "HTTP 404; "
             "the container will be restarted"
         )
         restarts = [e.at for e in events if e.kind is EventKind.RESTARTED]
@@ -165,7 +176,7 @@ def test_a_failing_readiness_probe_keeps_the_replica_out_of_service(
         await trio.sleep(1.5)
         s = status(controller, spec)
         assert s is not None and s.running and not s.ready and s.restart_count == 0
-        assert (await http_get(HTTPGetAction(port), 2.0)).success
+        assert (await http_get(HTTPGetAction(port, host=pod(controller, spec)), 2.0)).success
 
     run_controller(docker_engine.host, node_id, [spec], test)
 

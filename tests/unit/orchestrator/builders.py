@@ -7,7 +7,7 @@ from collections.abc import Collection
 import trio
 
 from orchestrator import labels
-from orchestrator.runtime import ContainerInfo, ContainerState, RunState, VolumeInfo
+from orchestrator.runtime import ContainerInfo, ContainerState, NetworkInfo, RunState, VolumeInfo
 from orchestrator.spec import (
     Container,
     Probe,
@@ -83,8 +83,10 @@ def observed(
     oom: bool = False,
     started: bool = True,
     node: str = NODE,
+    pod: str | None = None,
 ) -> ContainerInfo:
-    """A container as the engine would report it for `spec`'s container `name`."""
+    """A container as the engine would report it for `spec`'s container `name`, in the pod
+    whose sandbox has id `pod` (by default that of `observed_pod(spec)`)."""
     c = spec.container(name)
     ran = started and state is not ContainerState.CREATED
     finished = ran and state not in (ContainerState.RUNNING,)
@@ -99,6 +101,40 @@ def observed(
             exit_code=exit_code,
             oom_killed=oom,
         ),
+        network_mode=f"container:{pod or pod_id(spec)}",
+    )
+
+
+def pod_id(spec: ReplicaSpec) -> str:
+    return f"p-{spec.app}-{spec.replica}"
+
+
+def observed_pod(
+    spec: ReplicaSpec,
+    state: ContainerState = ContainerState.RUNNING,
+    *,
+    cid: str | None = None,
+    node: str = NODE,
+    address: str = "10.88.0.2",
+) -> ContainerInfo:
+    """A replica's sandbox as the engine would report it."""
+    network = labels.network_name(node, spec.chain, spec.app)
+    running = state is ContainerState.RUNNING
+    return ContainerInfo(
+        id=cid or pod_id(spec),
+        name=labels.sandbox_name(node, spec.key),
+        labels=labels.sandbox_labels(node, spec),
+        state=state,
+        run=RunState(100.0, None if running else 160.0, 0, False),
+        network_mode=network,
+        addresses={network: address} if running else {},
+    )
+
+
+def observed_network(spec: ReplicaSpec, node: str = NODE) -> NetworkInfo:
+    return NetworkInfo(
+        labels.network_name(node, spec.chain, spec.app),
+        labels.network_labels(node, spec.chain, spec.app),
     )
 
 

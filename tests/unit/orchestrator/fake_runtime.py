@@ -11,7 +11,15 @@ import itertools
 import math
 import shlex
 from bisect import insort
-from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -25,6 +33,8 @@ from orchestrator.errors import (
     RuntimeFailure,
     StartFailed,
 )
+from orchestrator.firewall import FirewallFailure
+from orchestrator.labels import ROLE
 from orchestrator.runtime import (
     ContainerInfo,
     ContainerState,
@@ -32,6 +42,7 @@ from orchestrator.runtime import (
     CreateRequest,
     EngineInfo,
     ExecResult,
+    NetworkInfo,
     RunState,
     RuntimeEvent,
     VolumeInfo,
@@ -79,6 +90,8 @@ class FakeContainer:
     cpu_ns: int = 0
     memory_bytes: int = 0
     starts: int = 0
+    network_mode: str = ""
+    addresses: dict[str, str] = field(default_factory=dict)
     log: list[LogEntry] = field(default_factory=list)
     """Sorted; entries later than the engine's clock are what a running script writes next."""
 
@@ -91,6 +104,8 @@ class FakeContainer:
             run=RunState(
                 self.started_at, self.finished_at, self.exit_code, self.oom_killed, self.error
             ),
+            network_mode=self.network_mode,
+            addresses=dict(self.addresses),
         )
 
 
@@ -107,6 +122,8 @@ class FakeRuntime:
     """While set, every call fails with EngineUnavailable."""
     containers: dict[str, FakeContainer] = field(default_factory=dict)
     volumes: dict[str, dict[str, str]] = field(default_factory=dict)
+    networks: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Network name -> its labels."""
     operations: list[tuple[str, str]] = field(default_factory=list)
     """(operation, container id or volume name) for every call that changes something."""
     volume_listings: int = 0
@@ -167,14 +184,36 @@ class FakeRuntime:
             self._emit(c, "oom")
         self._emit(c, "die")
 
-    def with_labels(self, labels: Mapping[str, str]) -> list[FakeContainer]:
-        return [c for c in self.containers.values() if _matches(c.labels, labels)]
+    def with_labels(
+        self, labels: Mapping[str, str], *, sandboxes: bool = False
+    ) -> list[FakeContainer]:
+        """The containers with the labels; pod sandboxes only if asked for."""
+        return [
+            c
+            for c in self.containers.values()
+            if _matches(c.labels, labels) and (sandboxes or ROLE not in c.labels)
+        ]
 
-    def running(self, labels: Mapping[str, str] | None = None) -> list[FakeContainer]:
-        return [c for c in self.with_labels(labels or {}) if c.state is ContainerState.RUNNING]
+    def running(
+        self, labels: Mapping[str, str] | None = None, *, sandboxes: bool = False
+    ) -> list[FakeContainer]:
+        return [
+            c
+            for c in self.with_labels(labels or {}, sandboxes=sandboxes)
+            if c.state is ContainerState.RUNNING
+        ]
+
+    def sandboxes(self) -> list[FakeContainer]:
+        return [c for c in self.containers.values() if ROLE in c.labels]
 
     def count(self, operation: str) -> int:
-        return sum(1 for op, _ in self.operations if op == operation)
+        """How often `operation` was done to anything but a pod sandbox."""
+        return sum(
+            1
+            for op, target in self.operations
+            if op == operation
+            and not (target in self.containers and ROLE in self.containers[target].labels)
+        )
 
     def _emit(self, c: FakeContainer, action: str) -> None:
         for labels, channel in list(self._watchers):
@@ -210,7 +249,7 @@ class FakeRuntime:
     async def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         await trio.lowlevel.checkpoint()
         self._check()
-        return [c.info() for c in self.with_labels(labels)]
+        return [c.info() for c in self.with_labels(labels, sandboxes=True)]
 
     async def inspect(self, container_id: str) -> ContainerInfo:
         await trio.lowlevel.checkpoint()
@@ -223,10 +262,30 @@ class FakeRuntime:
             raise CreateFailed(f"cannot create {request.name}: the name is in use")
         if not request.command and not request.args:
             raise CreateFailed(f"cannot create {request.name}: no command specified")
+        network_mode, addresses = "none", {}
+        if request.network is not None:
+            if request.network not in self.networks:
+                raise CreateFailed(f"cannot create {request.name}: no network {request.network}")
+            network_mode = request.network
+        elif request.join is not None:
+            pod = next((c for c in self.containers.values() if c.name == request.join), None)
+            if pod is None:
+                raise CreateFailed(f"cannot create {request.name}: no container {request.join}")
+            network_mode = f"container:{pod.id}"
         for mount in request.mounts:
             self.volumes.setdefault(mount.volume, {})
-        cid = f"c{next(self._ids):04d}"
-        self.containers[cid] = FakeContainer(cid, request.name, dict(request.labels), request)
+        n = next(self._ids)
+        cid = f"c{n:04d}"
+        if request.network is not None:
+            addresses = {request.network: f"10.88.{n // 250}.{n % 250 + 2}"}
+        self.containers[cid] = FakeContainer(
+            cid,
+            request.name,
+            dict(request.labels),
+            request,
+            network_mode=network_mode,
+            addresses=addresses,
+        )
         self.operations.append(("create", cid))
         return cid
 
@@ -360,6 +419,34 @@ class FakeRuntime:
         if self.volumes.pop(name, None) is not None:
             self.operations.append(("remove_volume", name))
 
+    async def list_networks(self, labels: Mapping[str, str]) -> list[NetworkInfo]:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        return [NetworkInfo(n, dict(v)) for n, v in self.networks.items() if _matches(v, labels)]
+
+    async def create_network(self, name: str, bridge: str, labels: Mapping[str, str]) -> None:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        if name not in self.networks:
+            self.networks[name] = dict(labels)
+            self.operations.append(("create_network", name))
+
+    async def remove_network(self, name: str) -> None:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        if any(name in c.addresses for c in self.containers.values()):
+            raise RuntimeFailure(f"cannot remove network {name}: it is in use")
+        if self.networks.pop(name, None) is not None:
+            self.operations.append(("remove_network", name))
+
+    async def ensure_local_image(self, name: str, rootfs: Callable[[], bytes]) -> None:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        if name not in self.images:
+            rootfs()
+            self.images.add(name)
+            self.operations.append(("import_image", name))
+
     async def watch(
         self,
         labels: Mapping[str, str],
@@ -383,3 +470,32 @@ def _matches(have: Mapping[str, str], want: Mapping[str, str]) -> bool:
 
 def ids(containers: Iterable[FakeContainer]) -> list[str]:
     return sorted(c.id for c in containers)
+
+
+@dataclass
+class FakeFirewall:
+    """A `HostFirewall` that remembers what it was asked: the bridges of each assertion."""
+
+    applied: list[frozenset[str]] = field(default_factory=list)
+    failure: str = ""
+    """While set, `apply` fails with this message, as iptables would."""
+    removed: int = 0
+    observe: Callable[[], int] = lambda: 0
+    """Read at each assertion into `operations_seen` (e.g. how much the engine had done)."""
+    operations_seen: list[int] = field(default_factory=list)
+
+    async def apply(self, bridges: Collection[str]) -> None:
+        await trio.lowlevel.checkpoint()
+        if self.failure:
+            raise FirewallFailure(self.failure)
+        self.applied.append(frozenset(bridges))
+        self.operations_seen.append(self.observe())
+
+    async def remove(self) -> None:
+        await trio.lowlevel.checkpoint()
+        self.removed += 1
+
+
+def no_rootfs() -> bytes:
+    """The sandbox image's root filesystem, as far as a fake engine needs one."""
+    return b""

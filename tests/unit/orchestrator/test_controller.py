@@ -23,7 +23,7 @@ from tests.unit.orchestrator.builders import (
     persistent,
     replica,
 )
-from tests.unit.orchestrator.fake_runtime import FakeContainer, FakeRuntime
+from tests.unit.orchestrator.fake_runtime import FakeContainer, FakeFirewall, FakeRuntime, no_rootfs
 
 OWNER = labels.owner_labels(NODE)
 CONFIG = ControllerConfig(node=NODE, resync_seconds=5.0, metering_seconds=5.0)
@@ -37,11 +37,19 @@ def scenario(
     *specs: ReplicaSpec,
     runtime: FakeRuntime | None = None,
     config: ControllerConfig = CONFIG,
+    firewall: FakeFirewall | None = None,
 ) -> None:
     async def main() -> None:
         engine = runtime or FakeRuntime()
         desired = InMemoryDesired(*specs)
-        controller = Controller(engine, desired, config, wall=trio.current_time)
+        controller = Controller(
+            engine,
+            desired,
+            config,
+            firewall=firewall or FakeFirewall(),
+            sandbox_rootfs=no_rootfs,
+            wall=trio.current_time,
+        )
         async with trio.open_nursery() as nursery:
             await nursery.start(controller.run)
             with trio.fail_after(3600):
@@ -297,7 +305,14 @@ def test_a_new_controller_adopts_instead_of_duplicating() -> None:
     async def main() -> None:
         runtime, desired = FakeRuntime(), InMemoryDesired(WEB, replica("api", 1))
         for generation in range(2):
-            controller = Controller(runtime, desired, CONFIG, wall=trio.current_time)
+            controller = Controller(
+                runtime,
+                desired,
+                CONFIG,
+                firewall=FakeFirewall(),
+                sandbox_rootfs=no_rootfs,
+                wall=trio.current_time,
+            )
             async with trio.open_nursery() as nursery:
                 await nursery.start(controller.run)
                 await until(controller, all_ready(controller, 2))
@@ -488,3 +503,83 @@ def test_fast_policies_make_the_backoff_short() -> None:
         assert gaps == [0.2, 0.4, 0.8, 1.0]
 
     scenario(test, WEB, config=config)
+
+
+# -- pods -----------------------------------------------------------------------------------
+
+
+def test_a_replica_runs_in_a_pod_of_its_own_behind_host_rules_set_first() -> None:
+    engine = FakeRuntime()
+    firewall = FakeFirewall(observe=lambda: len(engine.operations))
+
+    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+        await until(controller, is_ready(controller, WEB))
+        (pod,) = runtime.sandboxes()
+        (c,) = runtime.running(OWNER)
+        network = labels.network_name(NODE, WEB.chain, WEB.app)
+        assert c.network_mode == f"container:{pod.id}"
+        assert c.request is not None and c.request.join == pod.name
+        assert pod.request is not None and pod.request.network == network
+        assert runtime.networks[network] == labels.network_labels(NODE, WEB.chain, WEB.app)
+        status = status_of(controller, WEB)
+        assert status is not None and status.address == pod.addresses[network]
+        assert controller.pod_address(WEB.key) == pod.addresses[network]
+        # The rules for the app's bridge were in place before anything was created.
+        bridge = labels.bridge_name(NODE, WEB.chain, WEB.app)
+        first = next(i for i, b in enumerate(firewall.applied) if bridge in b)
+        assert firewall.operations_seen[first] == 0
+        assert runtime.operations[:3] == [
+            ("create_network", network),
+            ("import_image", labels.SANDBOX_IMAGE),
+            ("create", pod.id),
+        ]
+
+    scenario(test, WEB, runtime=engine, firewall=firewall)
+
+
+def test_nothing_runs_while_the_host_rules_cannot_be_set() -> None:
+    firewall = FakeFirewall(failure="iptables: Permission denied (you must be root)")
+
+    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+        await trio.sleep(30)
+        assert runtime.containers == {} and runtime.networks == {}
+        stats = controller.statistics()
+        assert not stats.engine_available
+        assert stats.engine_error == "iptables: Permission denied (you must be root)"
+        firewall.failure = ""
+        await until(controller, is_ready(controller, WEB))
+
+    scenario(test, WEB, firewall=firewall)
+
+
+def test_a_dead_sandbox_makes_the_pod_anew_with_its_containers() -> None:
+    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+        await until(controller, is_ready(controller, WEB))
+        (old_pod,) = runtime.sandboxes()
+        (old,) = runtime.running(OWNER)
+        runtime.exit(old_pod.id, 137)
+        await until(controller, lambda: old.id not in runtime.containers)
+        await until(controller, is_ready(controller, WEB))
+        (pod,) = runtime.sandboxes()
+        (c,) = runtime.running(OWNER)
+        assert pod.id != old_pod.id and c.network_mode == f"container:{pod.id}"
+
+    scenario(test, WEB)
+
+
+def test_an_apps_network_goes_with_its_last_replica() -> None:
+    second = replica(index=1)
+
+    async def test(controller: Controller, runtime: FakeRuntime, desired: InMemoryDesired) -> None:
+        await until(controller, lambda: controller.statistics().ready_replicas == 2)
+        assert len(runtime.networks) == 1 and len(runtime.sandboxes()) == 2
+        desired.specs = [second]
+        controller.trigger()
+        await until(controller, lambda: len(runtime.sandboxes()) == 1)
+        assert len(runtime.networks) == 1
+        desired.specs = []
+        controller.trigger()
+        await until(controller, lambda: not runtime.networks and not runtime.sandboxes())
+        assert runtime.count("remove_network") == 1
+
+    scenario(test, WEB, second)

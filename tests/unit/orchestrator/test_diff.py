@@ -10,22 +10,28 @@ from orchestrator import labels
 from orchestrator.diff import (
     Action,
     CreateContainer,
+    CreateNetwork,
     CreateVolume,
     RemoveContainer,
+    RemoveNetwork,
     RemoveVolume,
     StartContainer,
     create_request,
     diff,
+    sandbox_request,
 )
-from orchestrator.runtime import ContainerInfo, ContainerState, VolumeInfo
+from orchestrator.runtime import ContainerInfo, ContainerState, NetworkInfo, VolumeInfo
 from orchestrator.spec import ReplicaSpec, RestartPolicy
 from tests.unit.orchestrator.builders import (
     NODE,
     container,
     ephemeral,
     observed,
+    observed_network,
+    observed_pod,
     observed_volume,
     persistent,
+    pod_id,
     replica,
 )
 
@@ -45,15 +51,24 @@ API = replica("api", 3)
 @dataclass(frozen=True)
 class Case:
     desired: tuple[ReplicaSpec, ...]
-    containers: tuple[ContainerInfo, ...] = ()
+    containers: tuple[ContainerInfo | NetworkInfo, ...] = ()
     volumes: tuple[VolumeInfo, ...] = ()
     expected: tuple[str, ...] = field(default=())
+    pods: bool = True
+    """Whether every desired replica's sandbox and network are observed running (the case
+    then lists only what it is about)."""
 
 
 def describe(action: Action) -> str:
     """A short, readable form of an action for the matrix."""
+    if isinstance(action, CreateContainer) and action.key.container == labels.SANDBOX:
+        return f"create-pod {action.replica}"
     if isinstance(action, CreateContainer):
         return f"create {action.key} r{action.request.labels[labels.REVISION]}"
+    if isinstance(action, CreateNetwork):
+        return f"create-network {action.labels[labels.APP]}"
+    if isinstance(action, RemoveNetwork):
+        return f"remove-network {action.replica.app}"
     if isinstance(action, StartContainer):
         return f"{'restart' if action.restart else 'start'} {action.container_id}"
     if isinstance(action, RemoveContainer):
@@ -154,24 +169,104 @@ CASES = {
     "another node's containers are not observed, so not removed": Case(
         (WEB,), (), expected=("create web/0/main r1",)
     ),
+    "a new replica gets its network, then its pod, then its containers": Case(
+        (WEB_EPH,),
+        pods=False,
+        expected=(
+            "create-network web",
+            "create-pod web/0",
+            "create-volume scratch",
+            "create web/0/main r1",
+        ),
+    ),
+    "a second replica of an app reuses its network": Case(
+        (WEB, replica(index=1)),
+        (observed(WEB), observed_network(WEB)),
+        pods=False,
+        expected=(
+            "remove c1 POD_GONE",
+            "create-pod web/0",
+            "create web/0/main r1",
+            "create-pod web/1",
+            "create web/1/main r1",
+        ),
+    ),
+    "a stopped sandbox takes its pod's containers with it": Case(
+        (PAIR,),
+        (
+            observed_pod(PAIR, S.EXITED),
+            observed(PAIR, "main", cid="c1"),
+            observed(PAIR, "side", cid="c2"),
+            observed_network(PAIR),
+        ),
+        pods=False,
+        expected=(
+            "remove c1 POD_GONE",
+            "remove c2 POD_GONE",
+            f"remove {pod_id(PAIR)} POD_GONE",
+            "create-pod web/0",
+            "create web/0/main r1",
+            "create web/0/side r1",
+        ),
+    ),
+    "a container outside its pod's current sandbox is replaced": Case(
+        (WEB,),
+        (observed(WEB, pod="p-old"),),
+        expected=("remove c1 POD_GONE", "create web/0/main r1"),
+    ),
+    "a sandbox being removed holds the new pod back": Case(
+        (WEB,), (observed_pod(WEB, S.REMOVING), observed_network(WEB)), pods=False
+    ),
+    "a replica's pod goes after its containers; the network once the app is gone": Case(
+        (),
+        (observed(WEB), observed_pod(WEB), observed_network(WEB)),
+        pods=False,
+        expected=("remove c1 NOT_DESIRED", f"remove {pod_id(WEB)} NOT_DESIRED"),
+    ),
+    "an app's network is removed when nothing of it is left": Case(
+        (API,), (observed(API), observed_network(WEB)), expected=("remove-network web",)
+    ),
 }
 
 
 @pytest.mark.parametrize("case", CASES.values(), ids=list(CASES))
 def test_diff_matrix(case: Case) -> None:
     desired = {spec.key: spec for spec in case.desired}
-    actions = diff(NODE, desired, list(case.containers), list(case.volumes))
+    containers, networks = with_pods(case)
+    actions = diff(NODE, desired, containers, list(case.volumes), networks)
     assert [describe(a) for a in actions] == list(case.expected)
+
+
+def with_pods(case: Case) -> tuple[list[ContainerInfo], list[NetworkInfo]]:
+    containers = list(case.containers)
+    networks = [c for c in containers if isinstance(c, NetworkInfo)]
+    containers = [c for c in containers if isinstance(c, ContainerInfo)]
+    if case.pods:
+        containers += [observed_pod(spec) for spec in case.desired]
+        networks += [observed_network(spec) for spec in case.desired]
+    return containers, list({n.name: n for n in networks}.values())
 
 
 def test_diff_is_idempotent_once_applied() -> None:
     desired = {WEB_EPH.key: WEB_EPH}
-    after = diff(NODE, desired, [observed(WEB_EPH)], [observed_volume(WEB_EPH, ephemeral())])
+    after = diff(
+        NODE,
+        desired,
+        [observed(WEB_EPH), observed_pod(WEB_EPH)],
+        [observed_volume(WEB_EPH, ephemeral())],
+        [observed_network(WEB_EPH)],
+    )
     assert after == []
 
 
 def test_restart_carries_how_long_the_last_run_lasted() -> None:
-    (action,) = diff(NODE, {WEB.key: WEB}, [observed(WEB, state=S.EXITED)], [])
+    (action,) = diff(
+        NODE,
+        {WEB.key: WEB},
+        [observed(WEB, state=S.EXITED), observed_pod(WEB)],
+        [],
+        [observed_network(WEB)],
+    )
     assert isinstance(action, StartContainer)
     assert (action.restart, action.ran_for) == (True, 60.0)
 
@@ -192,6 +287,26 @@ def test_create_request_carries_labels_limits_and_mounts() -> None:
     assert mount.target == "/data"
     assert mount.volume == observed_volume(spec, persistent()).name
     assert request.name.startswith("sm-web-0-main-")
+    assert (request.network, request.join) == (None, labels.sandbox_name(NODE, spec.key))
+
+
+def test_a_sandbox_sleeps_unprivileged_on_its_apps_network() -> None:
+    request = sandbox_request(NODE, WEB)
+    assert request.network == labels.network_name(NODE, WEB.chain, WEB.app)
+    assert request.join is None
+    assert request.hostname == "web-0"
+    assert request.image == labels.SANDBOX_IMAGE
+    assert request.security.capabilities() == ()
+    assert request.security.read_only_root_filesystem
+    assert request.security.run_as_user == labels.SANDBOX_USER
+    assert request.resources.pids_limit is not None
+
+
+def test_networks_and_bridges_are_per_node_and_app() -> None:
+    names = {labels.network_name(n, "c", a) for n in ("n1", "n2") for a in ("web", "api")}
+    bridges = {labels.bridge_name(n, "c", a) for n in ("n1", "n2") for a in ("web", "api")}
+    assert len(names) == len(bridges) == 4
+    assert all(len(b) <= 15 and b.startswith(labels.BRIDGE_PREFIX) for b in bridges)
 
 
 def test_spec_hash_ignores_probes_and_restart_policy_but_not_revision() -> None:

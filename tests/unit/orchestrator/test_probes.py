@@ -78,6 +78,7 @@ def prober_for(
         runtime,
         cid,
         spec,
+        address="127.0.0.1",
         age_seconds=age,
         on_ready=recorder.on_ready,
         on_failed=recorder.on_failed,
