@@ -8,7 +8,7 @@ import enum
 import json
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from decimal import Decimal
 from importlib import resources
 from typing import Any
@@ -47,6 +47,26 @@ MAX_CPU_MILLICORES = 256_000
 """Per container, requests and limits alike."""
 MAX_MEMORY_BYTES = 1024 * GIB
 MAX_DISK_BYTES = 64 * 1024 * GIB
+CAPABILITIES = frozenset(
+    {
+        "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+        "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
+        "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE",
+        "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME",
+        "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
+        "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ",
+        "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+    }
+)  # fmt: skip
+"""Linux capabilities, named as Kubernetes names them (without CAP_)."""
+ADDABLE_CAPABILITIES = frozenset(
+    {"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "NET_BIND_SERVICE", "SETGID",
+     "SETPCAP", "SETUID"}
+)  # fmt: skip
+"""The capabilities a container may add: Docker's default set without NET_RAW, MKNOD, SYS_CHROOT,
+AUDIT_WRITE and SETFCAP. Each acts only on what the container owns (its files, its processes,
+its own ports); every tenant may be hostile, so none that reaches the network stack (NET_RAW,
+NET_ADMIN), the kernel or other processes (SYS_*) is ever granted."""
 
 Path = tuple[str | int, ...]
 
@@ -199,6 +219,43 @@ class VolumeMount:
 
 
 @dataclass(frozen=True, slots=True)
+class SecurityContext:
+    """How a container's processes run, with Kubernetes' fields. None is "not set" (the image's
+    user and group, the engine's defaults): at container level, not set means the pod level's
+    value applies (`effective_security_context`). `allowPrivilegeEscalation` and `privileged`
+    are accepted only as false, so they are not kept: no container ever gains privileges."""
+
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    run_as_non_root: bool | None = None
+    """True: the container must not run as user 0. A manifest never pairs it with runAsUser 0;
+    with no runAsUser, the image's user must be checked before starting, as the kubelet does."""
+    read_only_root_filesystem: bool | None = None
+    """Set at container level only, as in Kubernetes."""
+    capabilities_add: tuple[str, ...] | None = None
+    """Sorted, no repeats, each one of ADDABLE_CAPABILITIES."""
+    capabilities_drop: tuple[str, ...] | None = None
+    """Sorted, no repeats, each one of CAPABILITIES or "ALL"."""
+
+
+NO_SECURITY_CONTEXT = SecurityContext()
+
+
+def effective_security_context(spec: ApplicationSpec, container: Container) -> SecurityContext:
+    """The container's securityContext over the pod's: each field the container sets wins, each
+    it leaves unset comes from `spec.securityContext` (capabilities' add and drop separately)."""
+    return _over(spec.security_context, container.security_context)
+
+
+def _over(pod: SecurityContext, own: SecurityContext) -> SecurityContext:
+    """`own` over `pod`, field by field."""
+    overrides = {
+        f.name: getattr(own, f.name) for f in fields(own) if getattr(own, f.name) is not None
+    }
+    return replace(pod, **overrides)
+
+
+@dataclass(frozen=True, slots=True)
 class Container:
     name: str
     image: str
@@ -211,6 +268,7 @@ class Container:
     readiness_probe: Probe | None
     startup_probe: Probe | None
     volume_mounts: tuple[VolumeMount, ...]
+    security_context: SecurityContext = NO_SECURITY_CONTEXT
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +354,8 @@ class ApplicationSpec:
     ingress: Ingress | None
     autoscaling: Autoscaling | None
     strategy: RollingUpdate
+    security_context: SecurityContext = NO_SECURITY_CONTEXT
+    """Pod level: what every container runs with unless its own securityContext says otherwise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -679,11 +739,15 @@ class _Builder:
     def manifest(self, data: Any) -> Manifest:
         raw = data["spec"]
         node_class = NodeClass(raw.get("nodeClass", NodeClass.CPU.value))
+        pod_context = self.security_context(
+            raw.get("securityContext", {}), ("spec", "securityContext")
+        )
         containers = tuple(
             self.container(item, ("spec", "containers", i), node_class)
             for i, item in enumerate(raw["containers"])
         )
         self.check_containers(containers)
+        self.check_run_as_non_root(pod_context, containers)
         volumes = tuple(
             self.volume(item, ("spec", "volumes", i))
             for i, item in enumerate(raw.get("volumes", []))
@@ -705,6 +769,7 @@ class _Builder:
             ingress=ingress,
             autoscaling=autoscaling,
             strategy=self.strategy(raw.get("strategy", {})),
+            security_context=pod_context,
         )
         return Manifest(data["metadata"]["name"], spec)
 
@@ -751,6 +816,9 @@ class _Builder:
             volume_mounts=tuple(
                 VolumeMount(m["name"], m["mountPath"]) for m in raw.get("volumeMounts", [])
             ),
+            security_context=self.security_context(
+                raw.get("securityContext", {}), (*path, "securityContext")
+            ),
         )
 
     def check_containers(self, containers: tuple[Container, ...]) -> None:
@@ -784,6 +852,69 @@ class _Builder:
                             f"{format_path(port_names[port.name])}",
                         )
                     port_names.setdefault(port.name, here)
+
+    def security_context(self, raw: Any, path: Path) -> SecurityContext:
+        """Pod or container level (the schema keeps readOnlyRootFilesystem to the latter)."""
+        for key, what in (
+            ("allowPrivilegeEscalation", "privilege escalation is never allowed"),
+            ("privileged", "privileged containers are never allowed"),
+        ):
+            if raw.get(key) is True:
+                self.fail((*path, key), f"{what}: it may only be false")
+        capabilities = raw.get("capabilities", {})
+        add = drop = None
+        if "add" in capabilities:
+            add = self.capability_names(capabilities["add"], (*path, "capabilities", "add"), True)
+        if "drop" in capabilities:
+            drop = self.capability_names(
+                capabilities["drop"], (*path, "capabilities", "drop"), False
+            )
+        return SecurityContext(
+            run_as_user=raw.get("runAsUser"),
+            run_as_group=raw.get("runAsGroup"),
+            run_as_non_root=raw.get("runAsNonRoot"),
+            read_only_root_filesystem=raw.get("readOnlyRootFilesystem"),
+            capabilities_add=add,
+            capabilities_drop=drop,
+        )
+
+    def capability_names(self, names: list[str], path: Path, adding: bool) -> tuple[str, ...]:
+        """Sorted and without repeats: the order of a capability list means nothing."""
+        for k, name in enumerate(names):
+            if name not in CAPABILITIES and name != "ALL":
+                self.fail(
+                    (*path, k),
+                    f"{_show(name)} is not a Linux capability (write it as Kubernetes does, "
+                    "without CAP_, such as NET_BIND_SERVICE)",
+                )
+            elif adding and name not in ADDABLE_CAPABILITIES:
+                self.fail(
+                    (*path, k),
+                    f"{name} may not be added: a container may add only "
+                    + ", ".join(sorted(ADDABLE_CAPABILITIES)),
+                )
+        return tuple(sorted(set(names)))
+
+    def check_run_as_non_root(
+        self, pod: SecurityContext, containers: tuple[Container, ...]
+    ) -> None:
+        """runAsNonRoot true forbids runAsUser 0, at pod level and in each container with what
+        it takes from the pod level."""
+        pod_path: Path = ("spec", "securityContext")
+        levels = [(pod_path, pod)] + [
+            (("spec", "containers", i, "securityContext"), c.security_context)
+            for i, c in enumerate(containers)
+        ]
+        for path, own in levels:
+            merged = _over(pod, own)
+            if merged.run_as_non_root and merged.run_as_user == 0:
+                user_at = path if own.run_as_user is not None else pod_path
+                non_root_at = path if own.run_as_non_root is not None else pod_path
+                self.fail(
+                    (*user_at, "runAsUser"),
+                    "is 0 (root), but runAsNonRoot is true at "
+                    + format_path((*non_root_at, "runAsNonRoot")),
+                )
 
     def resources(self, raw: Any, path: Path, node_class: NodeClass) -> ContainerResources:
         given: dict[str, dict[str, tuple[int | None, Path]]] = {}
@@ -1128,6 +1259,8 @@ def _manifest_json(manifest: Manifest) -> dict[str, Any]:
             "maxReplicas": scaling.max_replicas,
             "targetCPUUtilizationPercentage": scaling.target_cpu_utilization_percentage,
         }
+    if spec.security_context != NO_SECURITY_CONTEXT:
+        body["securityContext"] = _security_context_json(spec.security_context)
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -1173,6 +1306,30 @@ def _container_json(c: Container) -> dict[str, Any]:
     ):
         if probe is not None:
             result[key] = _probe_json(probe)
+    if c.security_context != NO_SECURITY_CONTEXT:
+        result["securityContext"] = _security_context_json(c.security_context)
+    return result
+
+
+def _security_context_json(context: SecurityContext) -> dict[str, Any]:
+    """Only the fields that are set: a manifest without a securityContext keeps the canonical
+    form (and hash) it had before securityContext existed."""
+    result: dict[str, Any] = {}
+    for key, value in (
+        ("runAsUser", context.run_as_user),
+        ("runAsGroup", context.run_as_group),
+        ("runAsNonRoot", context.run_as_non_root),
+        ("readOnlyRootFilesystem", context.read_only_root_filesystem),
+    ):
+        if value is not None:
+            result[key] = value
+    capabilities: dict[str, Any] = {}
+    if context.capabilities_add is not None:
+        capabilities["add"] = list(context.capabilities_add)
+    if context.capabilities_drop is not None:
+        capabilities["drop"] = list(context.capabilities_drop)
+    if capabilities:
+        result["capabilities"] = capabilities
     return result
 
 

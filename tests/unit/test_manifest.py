@@ -1,5 +1,5 @@
 """Application manifests: schema and semantic errors with their paths, YAML and JSON, defaults,
-canonical form and hash, quantities, and what the scheduler is told."""
+canonical form and hash, quantities, securityContext, and what the scheduler is told."""
 
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ from chain.runtime.manifest import (
     Manifest,
     ManifestError,
     RollingUpdate,
+    SecurityContext,
     decode_manifest,
+    effective_security_context,
     parse_manifest,
     validate_manifest,
 )
@@ -1039,6 +1041,302 @@ def test_rolling_update_rounds_as_kubernetes(
     assert RollingUpdate(surge, unavailable).resolve(replicas) == resolved
 
 
+# -- securityContext -------------------------------------------------------------------------
+
+ADDABLE = "CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, NET_BIND_SERVICE, SETGID, SETPCAP, SETUID"
+POD_CONTEXT = "spec.securityContext"
+CONTAINER_CONTEXT = "spec.containers[0].securityContext"
+
+
+def with_contexts(pod: dict[str, Any] | None, own: dict[str, Any] | None) -> dict[str, Any]:
+    data = base()
+    if pod is not None:
+        data["spec"]["securityContext"] = pod
+    if own is not None:
+        container(data)["securityContext"] = own
+    return data
+
+
+def contexts_of(data: dict[str, Any]) -> tuple[SecurityContext, SecurityContext, SecurityContext]:
+    """(pod level, container level, effective) of the first container."""
+    manifest = validate_manifest(data)
+    first = manifest.spec.containers[0]
+    return (
+        manifest.spec.security_context,
+        first.security_context,
+        effective_security_context(manifest.spec, first),
+    )
+
+
+@pytest.mark.parametrize(
+    ("pod", "own", "pod_context", "own_context"),
+    [
+        (None, None, SecurityContext(), SecurityContext()),
+        ({}, {"capabilities": {}}, SecurityContext(), SecurityContext()),
+        (
+            {"runAsUser": 1000, "runAsGroup": 2147483647, "runAsNonRoot": True},
+            None,
+            SecurityContext(run_as_user=1000, run_as_group=2**31 - 1, run_as_non_root=True),
+            SecurityContext(),
+        ),
+        (
+            None,
+            {
+                "runAsUser": 0, "runAsGroup": 0, "runAsNonRoot": False,
+                "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
+                "privileged": False,
+                "capabilities": {"add": ["NET_BIND_SERVICE", "CHOWN", "CHOWN"], "drop": ["ALL"]},
+            },
+            SecurityContext(),
+            SecurityContext(0, 0, False, True, ("CHOWN", "NET_BIND_SERVICE"), ("ALL",)),
+        ),
+        (
+            {"allowPrivilegeEscalation": False, "privileged": False,
+             "capabilities": {"add": [], "drop": ["NET_RAW", "SYS_ADMIN", "MKNOD"]}},
+            None,
+            SecurityContext(
+                capabilities_add=(), capabilities_drop=("MKNOD", "NET_RAW", "SYS_ADMIN")
+            ),
+            SecurityContext(),
+        ),
+    ],
+    ids=["none", "empty", "pod level", "container level", "pod capabilities"],
+)  # fmt: skip
+def test_security_contexts_that_are_accepted(
+    pod: dict[str, Any] | None,
+    own: dict[str, Any] | None,
+    pod_context: SecurityContext,
+    own_context: SecurityContext,
+) -> None:
+    assert contexts_of(with_contexts(pod, own))[:2] == (pod_context, own_context)
+
+
+@pytest.mark.parametrize(
+    ("pod", "own", "effective"),
+    [
+        (None, None, SecurityContext()),
+        (
+            {"runAsUser": 1000, "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
+            None,
+            SecurityContext(run_as_user=1000, run_as_non_root=True, capabilities_drop=("ALL",)),
+        ),
+        (
+            None,
+            {"runAsGroup": 5, "readOnlyRootFilesystem": False},
+            SecurityContext(run_as_group=5, read_only_root_filesystem=False),
+        ),
+        # The container wins field by field; what it leaves unset comes from the pod.
+        (
+            {"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": True,
+             "capabilities": {"add": ["CHOWN"], "drop": ["ALL"]}},
+            {"runAsUser": 2000, "readOnlyRootFilesystem": True,
+             "capabilities": {"add": ["NET_BIND_SERVICE"]}},
+            SecurityContext(2000, 1000, True, True, ("NET_BIND_SERVICE",), ("ALL",)),
+        ),
+        # Set to false or empty is set: it overrides the pod's true or its list.
+        (
+            {"runAsNonRoot": True, "capabilities": {"add": ["KILL"], "drop": ["MKNOD"]}},
+            {"runAsNonRoot": False, "capabilities": {"add": [], "drop": []}},
+            SecurityContext(run_as_non_root=False, capabilities_add=(), capabilities_drop=()),
+        ),
+    ],
+    ids=["none", "pod only", "container only", "container wins", "false and empty win"],
+)  # fmt: skip
+def test_the_effective_security_context_is_the_container_s_over_the_pod_s(
+    pod: dict[str, Any] | None, own: dict[str, Any] | None, effective: SecurityContext
+) -> None:
+    assert contexts_of(with_contexts(pod, own))[2] == effective
+
+
+def test_each_container_merges_with_the_pod_on_its_own() -> None:
+    data = with_contexts({"runAsUser": 1000}, {"runAsUser": 2000})
+    data["spec"]["containers"].append({"name": "side", "image": "busybox"})
+    spec = validate_manifest(data).spec
+    users = [effective_security_context(spec, c).run_as_user for c in spec.containers]
+    assert users == [2000, 1000]
+
+
+SECURITY_CASES: list[tuple[str, Callable[[dict[str, Any]], object], list[tuple[str, str]]]] = [
+    (
+        "privilege escalation",
+        lambda d: container(d).update(securityContext={"allowPrivilegeEscalation": True}),
+        [(f"{CONTAINER_CONTEXT}.allowPrivilegeEscalation",
+          "privilege escalation is never allowed: it may only be false")],
+    ),
+    (
+        "privilege escalation at pod level",
+        lambda d: d["spec"].update(securityContext={"allowPrivilegeEscalation": True}),
+        [(f"{POD_CONTEXT}.allowPrivilegeEscalation",
+          "privilege escalation is never allowed: it may only be false")],
+    ),
+    (
+        "privileged",
+        lambda d: container(d).update(securityContext={"privileged": True}),
+        [(f"{CONTAINER_CONTEXT}.privileged",
+          "privileged containers are never allowed: it may only be false")],
+    ),
+    (
+        "capabilities that may not be added",
+        lambda d: container(d).update(
+            securityContext={"capabilities": {"add": ["CHOWN", "NET_RAW", "SYS_ADMIN", "ALL"]}}
+        ),
+        [
+            (f"{CONTAINER_CONTEXT}.capabilities.add[1]",
+             f"NET_RAW may not be added: a container may add only {ADDABLE}"),
+            (f"{CONTAINER_CONTEXT}.capabilities.add[2]",
+             f"SYS_ADMIN may not be added: a container may add only {ADDABLE}"),
+            (f"{CONTAINER_CONTEXT}.capabilities.add[3]",
+             f"ALL may not be added: a container may add only {ADDABLE}"),
+        ],
+    ),
+    (
+        "a capability that may not be added at pod level",
+        lambda d: d["spec"].update(securityContext={"capabilities": {"add": ["NET_ADMIN"]}}),
+        [(f"{POD_CONTEXT}.capabilities.add[0]",
+          f"NET_ADMIN may not be added: a container may add only {ADDABLE}")],
+    ),
+    (
+        "names that are not capabilities",
+        lambda d: container(d).update(
+            securityContext={"capabilities": {"add": ["CAP_CHOWN"], "drop": ["ALL", "NET_FOO"]}}
+        ),
+        [
+            (f"{CONTAINER_CONTEXT}.capabilities.add[0]",
+             "'CAP_CHOWN' is not a Linux capability (write it as Kubernetes does, without CAP_, "
+             "such as NET_BIND_SERVICE)"),
+            (f"{CONTAINER_CONTEXT}.capabilities.drop[1]",
+             "'NET_FOO' is not a Linux capability (write it as Kubernetes does, without CAP_, "
+             "such as NET_BIND_SERVICE)"),
+        ],
+    ),
+    (
+        "a capability name in lower case",
+        lambda d: container(d).update(securityContext={"capabilities": {"drop": ["net_raw"]}}),
+        [(f"{CONTAINER_CONTEXT}.capabilities.drop[0]",
+          "'net_raw' is not a capability name (upper-case letters and '_', such as "
+          "NET_BIND_SERVICE)")],
+    ),
+    (
+        "unknown fields",
+        lambda d: (
+            d["spec"].update(securityContext={"fsGroup": 1}),
+            container(d).update(
+                securityContext={"seLinuxOptions": {}, "capabilities": {"keep": ["KILL"]}}
+            ),
+        ),
+        [
+            (f"{CONTAINER_CONTEXT}.capabilities.keep", "is not a known field"),
+            (f"{CONTAINER_CONTEXT}.seLinuxOptions", "is not a known field"),
+            (f"{POD_CONTEXT}.fsGroup", "is not a known field"),
+        ],
+    ),
+    (
+        "readOnlyRootFilesystem at pod level",
+        lambda d: d["spec"].update(securityContext={"readOnlyRootFilesystem": True}),
+        [(f"{POD_CONTEXT}.readOnlyRootFilesystem", "is not a known field")],
+    ),
+    (
+        "ids out of range or of the wrong type",
+        lambda d: (
+            d["spec"].update(securityContext={"runAsUser": -1, "runAsGroup": 2**31}),
+            container(d).update(
+                securityContext={"runAsUser": "1000", "runAsGroup": True, "runAsNonRoot": 1}
+            ),
+        ),
+        [
+            (f"{CONTAINER_CONTEXT}.runAsGroup", "must be an integer"),
+            (f"{CONTAINER_CONTEXT}.runAsNonRoot", "must be true or false"),
+            (f"{CONTAINER_CONTEXT}.runAsUser", "must be an integer"),
+            (f"{POD_CONTEXT}.runAsGroup", "2147483648 is more than 2147483647"),
+            (f"{POD_CONTEXT}.runAsUser", "-1 is less than 0"),
+        ],
+    ),
+    (
+        "root and runAsNonRoot at pod level",
+        lambda d: d["spec"].update(securityContext={"runAsUser": 0, "runAsNonRoot": True}),
+        [(f"{POD_CONTEXT}.runAsUser",
+          f"is 0 (root), but runAsNonRoot is true at {POD_CONTEXT}.runAsNonRoot")],
+    ),
+    (
+        "root and runAsNonRoot in a container",
+        lambda d: container(d).update(securityContext={"runAsUser": 0, "runAsNonRoot": True}),
+        [(f"{CONTAINER_CONTEXT}.runAsUser",
+          f"is 0 (root), but runAsNonRoot is true at {CONTAINER_CONTEXT}.runAsNonRoot")],
+    ),
+    (
+        "a container runs as root under a pod's runAsNonRoot",
+        lambda d: (
+            d["spec"].update(securityContext={"runAsNonRoot": True}),
+            container(d).update(securityContext={"runAsUser": 0}),
+        ),
+        [(f"{CONTAINER_CONTEXT}.runAsUser",
+          f"is 0 (root), but runAsNonRoot is true at {POD_CONTEXT}.runAsNonRoot")],
+    ),
+    (
+        "a container asks for runAsNonRoot under a pod's root",
+        lambda d: (
+            d["spec"].update(securityContext={"runAsUser": 0}),
+            container(d).update(securityContext={"runAsNonRoot": True}),
+        ),
+        [(f"{POD_CONTEXT}.runAsUser",
+          f"is 0 (root), but runAsNonRoot is true at {CONTAINER_CONTEXT}.runAsNonRoot")],
+    ),
+    (
+        "a container that lifts the pod's runAsNonRoot may run as root",
+        lambda d: (
+            d["spec"].update(securityContext={"runAsNonRoot": True}),
+            container(d).update(securityContext={"runAsUser": 0, "runAsNonRoot": False}),
+        ),
+        [],
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [(change, expected) for _, change, expected in SECURITY_CASES],
+    ids=[name for name, _, _ in SECURITY_CASES],
+)
+def test_security_context_errors(
+    change: Callable[[dict[str, Any]], object], expected: list[tuple[str, str]]
+) -> None:
+    data = mutated(change)
+    if not expected:
+        validate_manifest(data)
+        return
+    assert issues_of(data) == tuple(expected)
+
+
+def test_a_security_context_is_part_of_the_canonical_form_and_the_hash() -> None:
+    data = with_contexts(
+        {"runAsNonRoot": True, "runAsUser": 1000, "capabilities": {"drop": ["ALL"]}},
+        {"readOnlyRootFilesystem": True, "capabilities": {"add": ["NET_BIND_SERVICE", "CHOWN"]}},
+    )
+    manifest = validate_manifest(data)
+    canonical = json.loads(manifest.canonical_json())
+    assert canonical["spec"]["securityContext"] == {
+        "runAsNonRoot": True, "runAsUser": 1000, "capabilities": {"drop": ["ALL"]},
+    }  # fmt: skip
+    assert canonical["spec"]["containers"][0]["securityContext"] == {
+        "readOnlyRootFilesystem": True, "capabilities": {"add": ["CHOWN", "NET_BIND_SERVICE"]},
+    }  # fmt: skip
+    again = decode_manifest(manifest.canonical_json())
+    assert again == manifest and again.canonical_json() == manifest.canonical_json()
+    assert manifest.hash().hex() != HASH
+    changed = copy.deepcopy(data)
+    container(changed)["securityContext"]["runAsUser"] = 1001
+    assert validate_manifest(changed).hash() != manifest.hash()
+
+
+def test_what_changes_nothing_keeps_the_canonical_form() -> None:
+    # Empty contexts, false where only false is allowed, the order and repeats of capabilities.
+    plain = with_contexts({}, {"allowPrivilegeEscalation": False, "privileged": False})
+    assert validate_manifest(plain).hash().hex() == HASH
+    listed = with_contexts(None, {"capabilities": {"drop": ["NET_RAW", "MKNOD", "NET_RAW"]}})
+    reordered = with_contexts(None, {"capabilities": {"drop": ["MKNOD", "NET_RAW"]}})
+    assert validate_manifest(listed).hash() == validate_manifest(reordered).hash()
+
+
 # -- properties ------------------------------------------------------------------------------
 
 names = st.from_regex(r"[a-z][a-z0-9]{0,6}", fullmatch=True)
@@ -1077,6 +1375,8 @@ def manifests(draw: st.DrawFn) -> dict[str, Any]:
             }
         if draw(st.booleans()):
             item["env"] = [{"name": "MODE", "secretRef": {"name": "db", "key": "password"}}]
+        if draw(st.booleans()):
+            item["securityContext"] = draw(security_contexts(container_level=True))
         containers.append(item)
     replicas = draw(st.integers(0, 20))
     data: dict[str, Any] = {
@@ -1096,7 +1396,32 @@ def manifests(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         data["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": max(replicas, 1)}
         data["spec"]["replicas"] = max(replicas, 1)
+    if draw(st.booleans()):
+        data["spec"]["securityContext"] = draw(security_contexts(container_level=False))
     return data
+
+
+@st.composite
+def security_contexts(draw: st.DrawFn, *, container_level: bool) -> dict[str, Any]:
+    """Valid ones: never root with runAsNonRoot true, at either level or merged."""
+    fields: dict[str, Any] = {
+        "runAsUser": st.integers(1, 2**31 - 1),
+        "runAsGroup": st.integers(0, 2**31 - 1),
+        "runAsNonRoot": st.booleans(),
+        "allowPrivilegeEscalation": st.just(False),
+        "privileged": st.just(False),
+        "capabilities": st.fixed_dictionaries(
+            {},
+            optional={
+                "add": st.lists(st.sampled_from(sorted(mf.ADDABLE_CAPABILITIES)), max_size=3),
+                "drop": st.lists(st.sampled_from(["ALL", *sorted(mf.CAPABILITIES)]), max_size=3),
+            },
+        ),
+    }
+    if container_level:
+        fields["readOnlyRootFilesystem"] = st.booleans()
+    chosen = draw(st.lists(st.sampled_from(sorted(fields)), unique=True))
+    return {key: draw(fields[key]) for key in chosen}
 
 
 @settings(max_examples=60, deadline=None)
