@@ -1,6 +1,11 @@
 """The ingress proxy: an HTTP request for an application's host goes to one of its ready
 replicas, on whichever node runs it.
 
+A replica on this node is dialled at its pod's address; a replica on another node is reached
+through that node's own proxy (marked with `RELAY_HEADER`, so that it serves the request from
+its own pods and a request crosses at most one node). Pods are reachable only from their node:
+no port of a replica is ever published on a host address, so a tenant never picks a host port.
+
 Routing follows a Kubernetes Ingress with `pathType: Prefix`: a rule's path matches a request
 path element by element (`/api` matches `/api` and `/api/v1`, not `/apis`), the longest match
 wins, and `/` matches everything. The path is routed and forwarded with its dot segments
@@ -54,16 +59,30 @@ HOP_BY_HOP = frozenset(
 """Headers that describe one connection, never forwarded (RFC 9110 section 7.6.1)."""
 
 
+RELAY_HEADER = b"x-statemesh-relay"
+"""Set on a request one node's proxy passes to another's: the receiving proxy serves it from
+its own replicas only, so a request crosses at most one node. A client that sets it itself only
+narrows its own request to the replicas of the node it asked."""
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class Backend:
-    """Where one ready replica listens: an IP address and a port."""
+    """Where a ready replica is reached: the address and port of a pod on this node, or (with
+    `relay`) the ingress proxy of the node that runs it."""
 
     address: str
     port: int
+    node: str = ""
+    """The address of the node that runs the replica (what DNS answers); `address` if empty."""
+    relay: bool = False
 
     def __str__(self) -> str:
         host = f"[{self.address}]" if ":" in self.address else self.address
         return f"{host}:{self.port}"
+
+    @property
+    def node_address(self) -> str:
+        return self.node or self.address
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +135,9 @@ class RouteTable:
     def addresses(self, host: str) -> tuple[str, ...]:
         """The distinct addresses of the ready backends of `host`, for DNS: IPv4 first."""
         found = {
-            ipaddress.ip_address(b.address) for r in self._hosts.get(host, ()) for b in r.backends
+            ipaddress.ip_address(b.node_address)
+            for r in self._hosts.get(host, ())
+            for b in r.backends
         }
         return tuple(str(a) for a in sorted(found, key=lambda a: (a.version, a)))
 
@@ -172,6 +193,9 @@ class IngressProxy:
 
     routes: Callable[[], RouteTable]
     limits: ProxyLimits = field(default_factory=ProxyLimits)
+    may_dial: Callable[[Backend], bool] = lambda _backend: True
+    """Defence in depth: a backend the node does not know as a pod of its own or as a peer's
+    proxy is never dialled, whatever the route table says."""
     transport: httpx.AsyncBaseTransport | None = None
     """For tests; by default a pooled HTTP/1.1 client."""
     statistics: ProxyStatistics = field(default_factory=ProxyStatistics)
@@ -235,6 +259,8 @@ class IngressProxy:
             what = f"path {path}" if known else "host"
             await _reply(send, 404, f"no application serves this {what} ({host or 'no host'})")
             return
+        if any(k == RELAY_HEADER for k, _ in headers):
+            route = Route(route.app, route.path, tuple(b for b in route.backends if not b.relay))
         if not route.backends:
             self.statistics.unavailable += 1
             await _reply(
@@ -314,10 +340,15 @@ class IngressProxy:
         method: str = scope["method"]
         refused: list[str] = []
         for backend in self._order(normalize_host(host), route):
+            if not self.may_dial(backend):
+                log.warning("not dialling %s for %s: not a known pod or peer proxy", backend, host)
+                refused.append(f"{backend}: not a known replica address")
+                continue
             url = httpx.URL(scheme="http", host=backend.address, port=backend.port, raw_path=target)
+            headers = [*outgoing, (RELAY_HEADER, b"1")] if backend.relay else outgoing
             # Built directly: the client's default headers (user agent, accept-encoding) would
             # otherwise be added to what the user sent.
-            request = httpx.Request(method, url, headers=outgoing, content=body)
+            request = httpx.Request(method, url, headers=headers, content=body)
             try:
                 response = await self._send(request, method)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
@@ -417,7 +448,7 @@ def _connection_tokens(headers: Sequence[tuple[bytes, bytes]]) -> set[bytes]:
 def _forwarded_headers(
     headers: Sequence[tuple[bytes, bytes]], client: str, host: str
 ) -> list[tuple[bytes, bytes]]:
-    drop = HOP_BY_HOP | _connection_tokens(headers) | {b"content-length"}
+    drop = HOP_BY_HOP | _connection_tokens(headers) | {b"content-length", RELAY_HEADER}
     kept = [(k, v) for k, v in headers if k not in drop and not k.startswith(b"x-forwarded-")]
     prior = [v for k, v in headers if k == b"x-forwarded-for"]
     chain = b", ".join([*prior, client.encode()]) if client else b", ".join(prior)

@@ -97,10 +97,12 @@ async def replicas(*specs: tuple[str, float]) -> AsyncIterator[list[Backend]]:
 
 @asynccontextmanager
 async def proxy(
-    hosts: Mapping[str, Sequence[Route]], limits: ProxyLimits | None = None
+    hosts: Mapping[str, Sequence[Route]],
+    limits: ProxyLimits | None = None,
+    may_dial: Callable[[Backend], bool] = lambda _: True,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, IngressProxy]]:
     table = RouteTable(hosts)
-    app = IngressProxy(lambda: table, limits or ProxyLimits())
+    app = IngressProxy(lambda: table, limits or ProxyLimits(), may_dial)
     async with trio.open_nursery() as nursery:
         address = await nursery.start(partial(serve_asgi, app, "127.0.0.1", 0))
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{address[1]}") as client:
@@ -391,5 +393,61 @@ def test_a_client_that_leaves_ends_the_relay() -> None:
                         break
                 await settled(app)
             nursery.cancel_scope.cancel()
+
+    run(scenario)
+
+
+def test_a_replica_on_another_node_is_reached_through_its_proxy_and_never_further() -> None:
+    async def scenario() -> None:
+        tables: dict[str, RouteTable] = {}
+        async with replicas(("a", 0.0), ("b", 0.0)) as (a, b), trio.open_nursery() as nursery:
+            ports = {}
+            for name in ("A", "B"):
+                app = IngressProxy(partial(lambda n: tables[n], name))
+                ports[name] = (await nursery.start(partial(serve_asgi, app, "127.0.0.1", 0)))[1]
+            via_b = Backend("127.0.0.1", ports["B"], node="127.0.0.2", relay=True)
+            via_a = Backend("127.0.0.1", ports["A"], node="127.0.0.3", relay=True)
+            tables["A"] = RouteTable({"web.x": [Route("web", "/", (a, via_b))]})
+            tables["B"] = RouteTable({"web.x": [Route("web", "/", (b, via_a))]})
+            assert tables["A"].addresses("web.x") == ("127.0.0.1", "127.0.0.2")
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports['A']}") as client:
+                seen = [
+                    (await client.get("/", headers={"Host": "web.x"})).headers["x-replica"]
+                    for _ in range(4)
+                ]
+                assert sorted(seen) == ["a", "a", "b", "b"]
+                # A relayed request is served by the node's own pods only, and the replica
+                # never sees the mark; a client that sets it narrows its own request.
+                response = await client.get(
+                    "/", headers={"Host": "web.x", "X-StateMesh-Relay": "1"}
+                )
+                assert response.headers["x-replica"] == "a"
+                tables["A"] = RouteTable({"web.x": [Route("web", "/", (via_b,))]})
+                response = await client.get(
+                    "/", headers={"Host": "web.x", "X-StateMesh-Relay": "1"}
+                )
+                assert response.status_code == 503
+            nursery.cancel_scope.cancel()
+
+    run(scenario)
+
+
+def test_a_backend_the_node_does_not_know_is_never_dialled() -> None:
+    async def scenario() -> None:
+        async with replicas(("a", 0.0), ("b", 0.0)) as (a, b):
+            route = Route("web", "/", (a, b))
+            async with proxy({"web.x": [route]}, may_dial=lambda x: x != b) as (client, _):
+                seen = {
+                    (await client.get("/", headers={"Host": "web.x"})).headers["x-replica"]
+                    for _ in range(4)
+                }
+                assert seen == {"a"}
+            async with proxy({"web.x": [Route("web", "/", (b,))]}, may_dial=lambda x: x != b) as (
+                client,
+                _,
+            ):
+                response = await client.get("/", headers={"Host": "web.x"})
+                assert response.status_code == 502
+                assert "not a known replica address" in response.text
 
     run(scenario)
