@@ -5,7 +5,9 @@ Each node with compute signs an *advertisement* of the replicas it runs whose re
 pass (a replica without one is ready once running) and gossips it whenever that set changes and
 every `refresh_seconds`; a node's advertisement lapses `ttl_seconds` after the last one arrived,
 and a node withdraws its replicas when it shuts down. An advertisement is the node's whole set,
-so the newest one replaces what came before and a lost message is repaired by the next.
+so the newest one replaces what came before and a lost message is repaired by the next. Peers
+take an advertisement only at the IP address its node registered on chain, and only where
+`AddressPolicy` allows routing (never to a peer's own machine or its cloud's metadata).
 
 The routes combine these with the finalized chain state: an application's ingress host and rules
 (from its current revision), its service ports (from each replica's own revision, which matters
@@ -19,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
 
@@ -28,6 +30,7 @@ from chain.runtime import apps, nodes
 from chain.runtime.manifest import ingress_prefix
 from chain.signature import verify
 from chain.state import StateReader
+from node.addresses import AddressPolicy, canonical_ip, ip_text, registered_ip
 from node.manifests import ManifestCache
 from node.wire import WireError
 from node.workloads import WorkloadService
@@ -40,7 +43,7 @@ from wallet.keys import Keypair
 log = logging.getLogger("statemesh.endpoints")
 
 TOPIC_ENDPOINTS = "endpoints"
-ADVERT_DOMAIN = b"statemesh/endpoints/v1:"
+ADVERT_DOMAIN = b"statemesh/endpoints/v2:"
 MAX_ADVERT_REPLICAS = 4096
 MAX_APP_NAME = 253
 REBUILD_POLL_SECONDS = 0.25
@@ -71,7 +74,9 @@ class Advertisement:
     issued_ms: int
     """Wall-clock milliseconds; strictly increasing per node."""
     address: str
-    """An IP address literal."""
+    """An IP address literal, in canonical form."""
+    ingress_port: int
+    """The TCP port of the node's ingress proxy, 1 to 65535."""
     ready: tuple[ReadyReplica, ...]
     signature: bytes = b""
 
@@ -81,6 +86,7 @@ class Advertisement:
                 self.node_id,
                 codec.encode_uint(self.issued_ms),
                 self.address.encode(),
+                codec.encode_uint(self.ingress_port),
                 [
                     [r.app.encode(), codec.encode_uint(r.revision), codec.encode_uint(r.replica)]
                     for r in self.ready
@@ -90,13 +96,19 @@ class Advertisement:
 
     @classmethod
     def signed(
-        cls, identity: Keypair, issued_ms: int, address: str, ready: Iterable[ReadyReplica]
+        cls,
+        identity: Keypair,
+        issued_ms: int,
+        address: str,
+        ingress_port: int,
+        ready: Iterable[ReadyReplica],
     ) -> Advertisement:
-        unsigned = cls(identity.public, issued_ms, address, tuple(sorted(set(ready))))
+        unsigned = cls(identity.public, issued_ms, address, ingress_port, tuple(sorted(set(ready))))
         return cls(
             unsigned.node_id,
             issued_ms,
             address,
+            ingress_port,
             unsigned.ready,
             identity.sign(unsigned.payload()),
         )
@@ -117,19 +129,24 @@ def decode_advertisement(data: bytes) -> Advertisement:
         body, signature = codec.decode(item[0]), item[1]
         if (
             not isinstance(body, list)
-            or len(body) != 4
-            or not isinstance(body[3], list)
+            or len(body) != 5
+            or not isinstance(body[4], list)
             or not isinstance(signature, bytes)
             or not isinstance(body[0], bytes)
             or not isinstance(body[2], bytes)
         ):
-            raise WireError("an advertisement body is [node id, issued, address, replicas]")
-        node_id, address_bytes, entries = body[0], body[2], body[3]
+            raise WireError(
+                "an advertisement body is [node id, issued, address, ingress port, replicas]"
+            )
+        node_id, address_bytes, entries = body[0], body[2], body[4]
         if len(node_id) != 32 or len(signature) != 64:
             raise WireError("a node id is 32 bytes and a signature 64")
         if len(entries) > MAX_ADVERT_REPLICAS:
             raise WireError(f"more than {MAX_ADVERT_REPLICAS} replicas in an advertisement")
         address = _address(address_bytes)
+        ingress_port = codec.uint(body[3], "ingress port")
+        if not 0 < ingress_port <= 65535:
+            raise WireError(f"ingress port {ingress_port} is not 1 to 65535")
         ready = []
         for entry in entries:
             if not isinstance(entry, list) or len(entry) != 3 or not isinstance(entry[0], bytes):
@@ -144,7 +161,7 @@ def decode_advertisement(data: bytes) -> Advertisement:
                 )
             )
         advert = Advertisement(
-            node_id, codec.uint(body[1], "issued"), address, tuple(ready), signature
+            node_id, codec.uint(body[1], "issued"), address, ingress_port, tuple(ready), signature
         )
     except (codec.CodecError, UnicodeDecodeError) as exc:
         raise WireError(f"not an advertisement: {exc}") from None
@@ -153,25 +170,38 @@ def decode_advertisement(data: bytes) -> Advertisement:
     return advert
 
 
-def node_ip(text: str) -> str:
-    """`text` as the address a node's replicas are reached at, in canonical form. ValueError
-    unless it is a unicast IP address a peer can dial: not unspecified, multicast, link-local
-    or with an IPv6 scope (loopback is allowed; peers accept it only among loopback nodes)."""
-    if "%" in text:
-        raise ValueError(f"{text!r} has an IPv6 scope, which means nothing on another node")
-    ip = ipaddress.ip_address(text)
-    if ip.is_unspecified or ip.is_multicast or ip.is_link_local:
-        raise ValueError(f"{text} cannot be dialled by another node")
-    return str(ip)
+def node_ip(text: str, *, allow_private: bool = False) -> str:
+    """`text` as the address this node's replicas are reached at, in canonical form. ValueError
+    unless peers would route to it: the policy of a node at that address (loopback only on a
+    network of loopback nodes; private ranges only with `allow_private`) allows it."""
+    refused = AddressPolicy.for_node(text, allow_private=allow_private).check(text)
+    if refused is not None:
+        raise ValueError(f"{text} cannot be dialled by another node: {refused}")
+    return ip_text(ipaddress.ip_address(text))
 
 
 def _address(raw: bytes) -> str:
+    """An IP address literal from the wire. Only its syntax: what it may be is the policy's
+    question (so `::ffff:127.0.0.1` decodes, to be refused as the loopback address it carries)."""
     try:
         if len(raw) <= 45:
-            return node_ip(raw.decode("ascii"))
+            text = raw.decode("ascii")
+            canonical_ip(text)  # refuses an IPv6 scope
+            return ip_text(ipaddress.ip_address(text))
     except (UnicodeDecodeError, ValueError):
         pass
     raise WireError(f"{raw[:64]!r} is not an IP address of a node")
+
+
+def registration_mismatch(record: nodes.NodeRecord, address: str) -> str | None:
+    """Why a node registered as `record` may not be routed to at `address`, or None: a node is
+    reached only at the IP of the address it registered on chain."""
+    registered = registered_ip(record.address)
+    if registered is None:
+        return f"it registered no IP address ({record.address[:64]!r})"
+    if registered != canonical_ip(address):
+        return f"it registered {registered}"
+    return None
 
 
 class AdvertBook:
@@ -203,7 +233,11 @@ class AdvertBook:
         kept = self._adverts.get(advert.node_id)
         self._adverts[advert.node_id] = (advert, now)
         self._latest[advert.node_id] = advert.issued_ms
-        if kept is None or kept[0].ready != advert.ready or kept[0].address != advert.address:
+        if kept is None or (kept[0].address, kept[0].ingress_port, kept[0].ready) != (
+            advert.address,
+            advert.ingress_port,
+            advert.ready,
+        ):
             self.version += 1
         return True
 
@@ -222,8 +256,17 @@ class AdvertBook:
         return [advert for advert, _ in self._adverts.values()]
 
 
-ReadyByNode = Mapping[bytes, tuple[str, frozenset[ReadyReplica]]]
-"""node id -> (its address, its ready replicas)."""
+class NodeEndpoint(NamedTuple):
+    """Where a node's ready replicas are reached."""
+
+    address: str
+    ready: frozenset[ReadyReplica]
+    ingress_port: int
+    """0 for this node when it serves no ingress."""
+
+
+ReadyByNode = Mapping[bytes, NodeEndpoint]
+"""node id -> (its address, its ready replicas, its ingress port)."""
 
 
 def build_routes(state: StateReader, manifests: ManifestCache, ready: ReadyByNode) -> RouteTable:
@@ -242,7 +285,7 @@ def build_routes(state: StateReader, manifests: ManifestCache, ready: ReadyByNod
             backends: set[Backend] = set()
             for entry in placement:
                 on = ready.get(entry.node)
-                if on is None or ReadyReplica(name, entry.revision, entry.index) not in on[1]:
+                if on is None or ReadyReplica(name, entry.revision, entry.index) not in on.ready:
                     continue
                 own = manifests.get(state, name, entry.revision)
                 service = own.spec.service if own is not None else None
@@ -255,7 +298,7 @@ def build_routes(state: StateReader, manifests: ManifestCache, ready: ReadyByNod
                     None,
                 )
                 if target is not None:
-                    backends.add(Backend(on[0], target))
+                    backends.add(Backend(on.address, target))
             hosts.setdefault(current.spec.ingress.host, []).append(
                 Route(name, ingress_prefix(rule.path), tuple(sorted(backends)))
             )
@@ -283,8 +326,10 @@ class EndpointService:
         state_at: Callable[[bytes], StateReader],
         identity: Keypair,
         address: str,
+        ingress_port: int,
         workloads: WorkloadService | None,
         *,
+        allow_private: bool = False,
         refresh_seconds: float = 10.0,
         ttl_seconds: float = 30.0,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
@@ -293,8 +338,15 @@ class EndpointService:
         self._finalized = finalized
         self._state_at = state_at
         self.identity = identity
-        self.address = node_ip(address)
-        self._loopback = ipaddress.ip_address(self.address).is_loopback
+        # ValueError unless peers of this node's kind (loopback or not, private or not) would
+        # route to it: a node never advertises what its peers must refuse.
+        self.address = node_ip(address, allow_private=allow_private)
+        self.policy = AddressPolicy.for_node(self.address, allow_private=allow_private)
+        if not 0 <= ingress_port <= 65535:
+            raise ValueError(f"ingress port {ingress_port} is not 0 to 65535")
+        self.ingress_port = ingress_port
+        """0: this node serves no ingress (yet) and advertises nothing. May be set before `run`
+        (the bound port, when the proxy was asked for any free one)."""
         self.workloads = workloads
         self.refresh_seconds = refresh_seconds
         self.book = AdvertBook(ttl_seconds)
@@ -310,6 +362,8 @@ class EndpointService:
         self._advertising = trio.CancelScope()
         self._rebuild = trio.Event()
         self._memo: tuple[tuple[bytes, int, int], RouteTable] | None = None
+        self._withheld: str | None = None
+        """Why this node's own advertisements are not sent, as last found (logged on change)."""
         self.published = 0
 
     # -- gossip ----------------------------------------------------------------------------
@@ -332,19 +386,32 @@ class EndpointService:
         now_ms = self._wall_ms()
         if advert.node_id == self.identity.public or not self.book.newer(advert):
             return Verdict.IGNORE
+        refused = self.policy.check(advert.address)
+        if refused is not None:
+            # Whatever the time or the chain says: routing there could reach this node's own
+            # machine (its RPC), its cloud's metadata, or nobody.
+            log.debug(
+                "node %s advertises %s: %s", advert.node_id.hex()[:12], advert.address, refused
+            )
+            return Verdict.REJECT
         if advert.issued_ms > now_ms + MAX_CLOCK_AHEAD_MS:
             return Verdict.IGNORE
         if advert.issued_ms < now_ms - int(self.book.ttl * 1000):
             return Verdict.IGNORE
-        if ipaddress.ip_address(advert.address).is_loopback and not self._loopback:
-            # Other nodes would send their own traffic to themselves: only a network of
-            # loopback nodes (one machine) routes to loopback addresses.
-            return Verdict.IGNORE
         if self.book.too_soon(advert):
             return Verdict.IGNORE
-        if nodes.get_node(self._state_at(self._finalized()), advert.node_id) is None:
+        record = nodes.get_node(self._state_at(self._finalized()), advert.node_id)
+        if record is None:
             # Perhaps registered in a block this node has not finalized yet.
             return Verdict.IGNORE
+        mismatch = registration_mismatch(record, advert.address)
+        if mismatch is not None:
+            # A registered node claims an address that is not its own: another node's, or one
+            # its operator never tied to it.
+            log.debug(
+                "node %s advertises %s: %s", advert.node_id.hex()[:12], advert.address, mismatch
+            )
+            return Verdict.REJECT
         return Verdict.ACCEPT
 
     async def _receive(self) -> None:
@@ -366,12 +433,31 @@ class EndpointService:
     def _advert(self, ready: Iterable[ReadyReplica]) -> Advertisement:
         issued = max(self._wall_ms(), self._last_issued + MIN_ADVERT_INTERVAL_MS)
         self._last_issued = issued
-        return Advertisement.signed(self.identity, issued, self.address, ready)
+        return Advertisement.signed(self.identity, issued, self.address, self.ingress_port, ready)
+
+    def _withholding(self) -> str | None:
+        """Why peers would reject this node's advertisement (and score it down for it), judging
+        by its finalized registration; None when they would not (or cannot tell yet)."""
+        record = nodes.get_node(self._state_at(self._finalized()), self.identity.public)
+        mismatch = registration_mismatch(record, self.address) if record is not None else None
+        if mismatch != self._withheld and mismatch is not None:
+            log.warning(
+                "not advertising this node's replicas at %s: peers refuse it, %s "
+                "(they route to a node only at the IP of the address it registered)",
+                self.address,
+                mismatch,
+            )
+        self._withheld = mismatch
+        return mismatch
 
     async def _publish(self, ready: frozenset[ReadyReplica]) -> None:
         """Tell peers; what was told is remembered only once it went out, so a failed
         publish is tried again."""
         if self._p2p is not None:
+            if self._withholding() is not None:
+                # Nothing goes out; looked at again at the next refresh, as if it had.
+                self._published = ready
+                return
             try:
                 await self._p2p.publish(TOPIC_ENDPOINTS, self._advert(ready).encode())
             except Exception as exc:  # tried again at the next turn of the advertise loop
@@ -391,14 +477,15 @@ class EndpointService:
                 self._local_version += 1
                 self._rebuild.set()
             due = published_at + self.refresh_seconds
-            if ready != self._published or (ready and trio.current_time() >= due):
+            advertising = self.ingress_port != 0
+            if advertising and (ready != self._published or (ready and trio.current_time() >= due)):
                 await self._publish(ready)
                 published_at = trio.current_time()
                 await trio.sleep(0.2)
                 continue
             controller = self.workloads.controller if self.workloads is not None else None
             # Until the workload service has its controller, look again soon.
-            wait = due - trio.current_time() if ready else self.refresh_seconds
+            wait = due - trio.current_time() if ready and advertising else self.refresh_seconds
             with trio.move_on_after(max(wait, 0.0) if controller else 0.5):
                 if controller is not None:
                     await controller.changed()
@@ -441,10 +528,13 @@ class EndpointService:
 
     # -- routes ----------------------------------------------------------------------------
 
-    def ready_by_node(self) -> dict[bytes, tuple[str, frozenset[ReadyReplica]]]:
+    def ready_by_node(self) -> dict[bytes, NodeEndpoint]:
         self.book.expire(self._monotonic())
-        ready = {a.node_id: (a.address, frozenset(a.ready)) for a in self.book.fresh()}
-        ready[self.identity.public] = (self.address, self._local)
+        ready = {
+            a.node_id: NodeEndpoint(a.address, frozenset(a.ready), a.ingress_port)
+            for a in self.book.fresh()
+        }
+        ready[self.identity.public] = NodeEndpoint(self.address, self._local, self.ingress_port)
         return ready
 
     def refresh(self) -> RouteTable:

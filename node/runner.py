@@ -77,6 +77,9 @@ class NodeConfig:
     """Offer compute (run assigned replicas) when registered and an engine answers."""
     node_ip: str = "127.0.0.1"
     """The address other nodes reach this node's replicas at (advertised with them)."""
+    allow_private_endpoints: bool = False
+    """For private clusters: route to peers' replicas (and advertise this node's) at private
+    addresses (10/8, 172.16/12, 192.168/16, 100.64/10, 198.18/15, fc00::/7)."""
     ingress: IngressConfig | None = None
     """The ingress proxy and DNS (the CLI serves them by default); None serves neither."""
 
@@ -149,7 +152,11 @@ class Node:
                 store.state_at,
                 Keypair.from_seed(node_key.seed),
                 config.node_ip,
+                # Without an ingress proxy the node advertises nothing; with port 0, `run` sets
+                # the port it bound.
+                config.ingress.http_port if config.ingress is not None else 0,
                 workloads,
+                allow_private=config.allow_private_endpoints,
             )
             if network is not None:
                 endpoints.register(network.p2p)
@@ -226,9 +233,12 @@ class Node:
                     await nursery.start(self.workloads.run)
                 if self.usage is not None:
                     await nursery.start(self.usage.run)
-                await nursery.start(self.endpoints.run)
                 if self.ingress is not None:
-                    await nursery.start(self.ingress.run)
+                    # Before the endpoints advertise: the proxy's port goes with their
+                    # advertisements (until then it serves the routes as first built).
+                    ingress = await nursery.start(self.ingress.run)
+                    self.endpoints.ingress_port = ingress.http[1]
+                await nursery.start(self.endpoints.run)
                 if config.signer is not None:
                     if config.signer.public in self.chain.authorities:
                         await nursery.start(self.chain.run_authoring)

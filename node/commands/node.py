@@ -109,6 +109,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     node.add_argument("--no-ingress", action="store_true", help="serve neither proxy nor DNS")
     node.add_argument(
+        "--allow-private-endpoints",
+        action="store_true",
+        help="for private clusters: accept peers' replica addresses in private ranges "
+        "(and a private --node-ip)",
+    )
+    node.add_argument(
         "action",
         nargs="?",
         choices=("workloads",),
@@ -188,7 +194,7 @@ def _run_node(args: argparse.Namespace) -> int:
         if not 0 <= port <= 65535:
             raise UsageError(f"{flag} {port} is not a port number")
     try:
-        address = node_ip(args.node_ip)
+        address = node_ip(args.node_ip, allow_private=args.allow_private_endpoints)
     except ValueError as exc:
         raise UsageError(f"--node-ip: {exc}") from None
     spec = load_chain(args)
@@ -218,6 +224,7 @@ def _run_node(args: argparse.Namespace) -> int:
         docker_host=args.docker_host,
         compute=not args.no_compute,
         node_ip=address,
+        allow_private_endpoints=args.allow_private_endpoints,
         ingress=None
         if args.no_ingress
         else IngressConfig(

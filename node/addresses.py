@@ -1,0 +1,155 @@
+"""Which IP addresses a node may be routed to: embedded IPv4 forms reduced to the IPv4 they carry,
+a policy of the ranges peers refuse, and the IP a node registered on chain."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import TypeAlias
+
+IP: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_net4 = ipaddress.IPv4Network
+_net6 = ipaddress.IPv6Network
+
+NAT64_PREFIXES = (_net6("64:ff9b::/96"), _net6("64:ff9b:1::/48"))
+"""RFC 6052 well-known prefix and RFC 8215 local-use prefix; the IPv4 is the last 32 bits."""
+THIS_NETWORK = _net4("0.0.0.0/8")
+"""RFC 1122 3.2.1.3: "this host on this network"; Linux routes 0.0.0.0 to itself."""
+BROADCAST = _net4("255.255.255.255/32")
+"""RFC 919 limited broadcast."""
+DOCUMENTATION = (
+    _net4("192.0.2.0/24"),  # RFC 5737 TEST-NET-1
+    _net4("198.51.100.0/24"),  # RFC 5737 TEST-NET-2
+    _net4("203.0.113.0/24"),  # RFC 5737 TEST-NET-3
+    _net6("2001:db8::/32"),  # RFC 3849
+    _net6("3fff::/20"),  # RFC 9637
+)
+PRIVATE = (
+    _net4("10.0.0.0/8"),  # RFC 1918
+    _net4("172.16.0.0/12"),  # RFC 1918
+    _net4("192.168.0.0/16"),  # RFC 1918
+    _net4("100.64.0.0/10"),  # RFC 6598 shared address space (carrier-grade NAT)
+    _net4("198.18.0.0/15"),  # RFC 2544 benchmarking, used inside labs and clusters
+    _net6("fc00::/7"),  # RFC 4193 unique local addresses
+)
+NOT_GLOBAL = (
+    _net4("192.0.0.0/24"),  # RFC 6890 IETF protocol assignments
+    _net4("192.88.99.0/24"),  # RFC 7526 deprecated 6to4 relay anycast
+    _net6("fec0::/10"),  # RFC 3879 deprecated site-local (Python counts it as global)
+)
+"""Special-purpose ranges that `ipaddress.is_global` lets through on Python 3.11."""
+
+
+def ip_text(ip: IP) -> str:
+    """The canonical (RFC 5952) text of `ip`, the same on every Python: an IPv4-mapped address
+    with its IPv4 part dotted (RFC 5952 5), as Python 3.13 writes it and 3.11 does not."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        scope = f"%{ip.scope_id}" if ip.scope_id is not None else ""
+        return f"::ffff:{ip.ipv4_mapped}{scope}"
+    return str(ip)
+
+
+def canonical_ip(value: str | IP) -> IP:
+    """The address `value` stands for: an IPv6 form that carries an IPv4 address (mapped,
+    compatible, 6to4, NAT64, Teredo) becomes that IPv4 address, since a dual-stack socket or a
+    tunnel delivers to it. ValueError if `value` is not an IP address or has an IPv6 scope."""
+    if isinstance(value, str):
+        if "%" in value:
+            raise ValueError(f"{value!r} has an IPv6 scope, which means nothing on another node")
+        ip: IP = ipaddress.ip_address(value)
+    else:
+        ip = value
+    if isinstance(ip, ipaddress.IPv4Address):
+        return ip
+    if ip.scope_id is not None:
+        raise ValueError(f"{ip} has an IPv6 scope, which means nothing on another node")
+    # RFC 4291 2.5.5.2: IPv4-mapped ::ffff:a.b.c.d, what a dual-stack socket dials as IPv4.
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    # RFC 4291 2.5.5.1: IPv4-compatible ::a.b.c.d (deprecated); :: and ::1 are not such.
+    if int(ip) >> 32 == 0 and int(ip) > 1:
+        return ipaddress.IPv4Address(int(ip))
+    # RFC 3056 2: 6to4 2002::/16, bits 16-47 the IPv4 of the site's tunnel endpoint.
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    # RFC 6052 2.2 (well-known prefix, /96 form) and RFC 8215 (local-use prefix).
+    if any(ip in prefix for prefix in NAT64_PREFIXES):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)
+    # RFC 4380 4: Teredo 2001::/32 carries the client's IPv4, the last 32 bits inverted.
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    return ip
+
+
+@dataclass(frozen=True, slots=True)
+class AddressPolicy:
+    """The addresses this node routes requests to; anything else could reach the node itself,
+    its machine's services or its cloud's metadata, not the peer that advertised it."""
+
+    allow_loopback: bool
+    """Only when this whole network is on loopback (one machine): this node's own address is."""
+    allow_private: bool
+    """An operator's choice for a private cluster whose nodes reach each other on private ranges."""
+
+    @classmethod
+    def for_node(cls, own: str | IP, *, allow_private: bool) -> AddressPolicy:
+        return cls(allow_loopback=canonical_ip(own).is_loopback, allow_private=allow_private)
+
+    def check(self, ip: str | IP) -> str | None:
+        """Why `ip` (once reduced by `canonical_ip`) is refused, or None if it is allowed."""
+        try:
+            plain = canonical_ip(ip)
+        except ValueError as exc:
+            return str(exc)
+        what = self._refusal(plain)
+        if what is None:
+            return None
+        given = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
+        return f"it is {what}" if given == plain else f"it carries {plain}, {what}"
+
+    def _refusal(self, ip: IP) -> str | None:
+        if ip.is_unspecified:
+            return "the unspecified address"
+        if ip in THIS_NETWORK:
+            return 'in 0.0.0.0/8, "this network"'
+        if ip in BROADCAST:
+            return "the broadcast address"
+        if ip.is_multicast:
+            return "a multicast address"
+        if ip.is_link_local:
+            return "a link-local address"
+        if any(ip in net for net in DOCUMENTATION):
+            return "a documentation address"
+        if ip.is_loopback:
+            if self.allow_loopback:
+                return None
+            return "a loopback address, routed to only when every node is on loopback"
+        if any(ip in net for net in PRIVATE):
+            if self.allow_private:
+                return None
+            return "a private address, routed to only when private endpoints are allowed"
+        if ip.is_reserved:
+            return "a reserved address"
+        if not ip.is_global or any(ip in net for net in NOT_GLOBAL):
+            return "not a global unicast address"
+        return None
+
+
+def registered_ip(address: bytes) -> IP | None:
+    """The IP of the multiaddr a node registered (`/ip4/HOST/...` or `/ip6/HOST/...`), reduced by
+    `canonical_ip`; None when it names no IP (a DNS name, an empty or malformed address)."""
+    try:
+        parts = address.decode("ascii").split("/")
+    except UnicodeDecodeError:
+        return None
+    if len(parts) < 3 or parts[0] != "":
+        return None
+    try:
+        if parts[1] == "ip4":
+            return canonical_ip(ipaddress.IPv4Address(parts[2]))
+        if parts[1] == "ip6":
+            return canonical_ip(ipaddress.IPv6Address(parts[2]))
+    except ValueError:
+        return None
+    return None
