@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,13 @@ POLL_SECONDS = 0.25
 RESUBMIT_AFTER_BLOCKS = 8
 """A transaction not included after this many blocks is sent again (it may have been dropped)."""
 
-(REGISTER, _UPDATE, _DEREGISTER) = Nodes().calls()
+(REGISTER, UPDATE, _DEREGISTER) = Nodes().calls()
+
+NO_COMPUTE_SECONDS = 10.0
+"""How long compute must stay lost (or back) before the node declares it on chain: an engine
+restart does not take the node's replicas away, an engine that is gone does."""
+WAIT_FOR_ENGINE_SECONDS = 30.0
+"""How long registration waits to learn whether the engine answers; then it declares none."""
 (SUBMIT_PROOF,) = Towers().calls()
 
 
@@ -44,6 +52,11 @@ class Capacity:
     memory_mb: int
     disk_gb: int
     gpus: int
+
+
+NO_CAPACITY = Capacity(0, 0, 0, 0)
+"""What a node declares while it cannot run replicas: it validates and proves, and is given
+none."""
 
 
 def measure_capacity(path: Path) -> Capacity:
@@ -76,8 +89,13 @@ class PresenceService:
         capacity: Capacity,
         address: str,
         iterations: int | None = None,
+        compute: Callable[[], bool | None] = lambda: True,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.chain = chain
+        self.compute = compute
+        """Whether the node can run replicas now (None: not known yet)."""
+        self._monotonic = monotonic
         self.operator = operator
         self.identity = identity
         self.node_class = node_class
@@ -108,7 +126,52 @@ class PresenceService:
             encode_address(self.node_id),
             self.iterations,
         )
-        await self.prover.run()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._keep_capacity)
+            await self.prover.run()
+            nursery.cancel_scope.cancel()
+
+    def _declared(self) -> Capacity:
+        """What this node offers now: its capacity if it can run replicas, else none."""
+        return self.capacity if self.compute() else NO_CAPACITY
+
+    async def _keep_capacity(self) -> None:
+        """Declares no capacity on chain once compute has been lost for a while, and the
+        node's capacity again once it is back: the scheduler then moves replicas away from a
+        node that cannot run them, and back."""
+        store = self.chain.store
+        changed_at: float | None = None
+        sent_at: int | None = None
+        while True:
+            await trio.sleep(POLL_SECONDS * 4)
+            record = nodes.get_node(store.best_state(), self.node_id)
+            if record is None or record.operator != self.operator.public:
+                continue
+            want = self._declared()
+            have = Capacity(record.cores, record.memory_mb, record.disk_gb, record.gpus)
+            now = self._monotonic()
+            if want == have:
+                changed_at = sent_at = None
+                continue
+            if changed_at is None:
+                changed_at = now
+            best = store.best_header.number
+            due = now - changed_at >= NO_COMPUTE_SECONDS
+            if due and (sent_at is None or best - sent_at > RESUBMIT_AFTER_BLOCKS):
+                call = UPDATE.call(
+                    node_id=self.node_id,
+                    cores=want.cores,
+                    memory_mb=want.memory_mb,
+                    disk_gb=want.disk_gb,
+                    gpus=want.gpus,
+                    address=record.address,
+                )
+                if self._send(call):
+                    if want == NO_CAPACITY:
+                        log.warning("this node cannot run replicas now: it declares no compute")
+                    else:
+                        log.info("this node can run replicas again: it declares its capacity")
+                sent_at = best
 
     def _send(self, call: Call) -> bool:
         try:
@@ -121,6 +184,7 @@ class PresenceService:
     async def _ensure_registered(self) -> bool:
         store = self.chain.store
         sent_at: int | None = None
+        waiting_since = self._monotonic()
         while True:
             record = nodes.get_node(store.best_state(), self.node_id)
             if record is not None:
@@ -133,8 +197,12 @@ class PresenceService:
                     return False
                 return True
             best = store.best_header.number
+            compute = self.compute()
+            if compute is None and self._monotonic() - waiting_since < WAIT_FOR_ENGINE_SECONDS:
+                await trio.sleep(POLL_SECONDS)
+                continue
             if sent_at is None or best - sent_at > RESUBMIT_AFTER_BLOCKS:
-                c = self.capacity
+                c = self.capacity if compute else NO_CAPACITY
                 call = REGISTER.call(
                     node_id=self.node_id,
                     node_signature=self.identity.sign(registration_payload(self.operator.public)),

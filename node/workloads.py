@@ -19,12 +19,18 @@ from node.manifests import ManifestCache
 from node.workload_logs import WorkloadLogs
 from orchestrator import spec as o
 from orchestrator.controller import Controller, ControllerConfig
-from orchestrator.engine import connect_engine
-from orchestrator.errors import EngineUnavailable, SpecError
+from orchestrator.engine import Engine, connect_engine
+from orchestrator.errors import EngineUnavailable, RuntimeFailure, SpecError
 from orchestrator.firewall import EgressPolicy, IptablesFirewall
 from orchestrator.images import busybox_rootfs_tar
+from orchestrator.labels import owner_labels
+from orchestrator.runtime import ContainerState
 
 log = logging.getLogger("statemesh.workloads")
+
+ENGINE_RETRY_SECONDS = 2.0
+MAX_ENGINE_RETRY_SECONDS = 30.0
+"""A node without an engine keeps looking for one, at most this far apart."""
 
 _RESTART = {
     m.RestartPolicy.ALWAYS: o.RestartPolicy.ALWAYS,
@@ -193,16 +199,39 @@ class WorkloadService:
         self.controller: Controller | None = None
         self.logs: WorkloadLogs | None = None
         self.engine_error: EngineUnavailable | None = None
-        """Why this node offers no compute, once the engine did not answer."""
+        """Why this node offers no compute, while the engine does not answer."""
+        self._tried = False
+
+    def offers_compute(self) -> bool | None:
+        """Whether this node can run replicas now: its engine answers and the host rules that
+        sandbox replicas are in place. None until the first attempt to reach the engine."""
+        if self.controller is None:
+            return False if self._tried else None
+        stats = self.controller.statistics()
+        if stats.passes == 0 and stats.engine_available:
+            return None
+        return stats.engine_available
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        try:
-            engine = await connect_engine(self.docker_host)
-        except EngineUnavailable as exc:
-            log.warning("%s", exc)
-            self.engine_error = exc
-            task_status.started()
-            return
+        delay = ENGINE_RETRY_SECONDS
+        while True:
+            try:
+                engine = await connect_engine(self.docker_host)
+                break
+            except EngineUnavailable as exc:
+                if self.engine_error is None or self.engine_error.cause != exc.cause:
+                    log.warning("%s", exc)
+                self.engine_error = exc
+            if not self._tried:
+                self._tried = True
+                task_status.started()
+            await trio.sleep(delay)
+            delay = min(delay * 2, MAX_ENGINE_RETRY_SECONDS)
+        if self.engine_error is not None:
+            log.info(
+                "the container engine at %s answers: this node offers compute", engine.info.host
+            )
+        self.engine_error = None
         config = ControllerConfig(node=encode_address(self.node_id))
         self.controller = Controller(
             engine.runtime,
@@ -211,6 +240,31 @@ class WorkloadService:
             firewall=self.firewall,
             sandbox_rootfs=busybox_rootfs_tar,
         )
+        try:
+            await self._serve(engine, task_status)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(10):
+                await self._release(engine)
+
+    async def _release(self, engine: Engine) -> None:
+        """On the way out: the host rules go only if no replica of this node still runs (the
+        engine keeps containers across a node restart, and they stay sandboxed meanwhile)."""
+        try:
+            running = await engine.runtime.list_containers(
+                owner_labels(encode_address(self.node_id))
+            )
+        except RuntimeFailure:
+            return
+        if any(c.state is ContainerState.RUNNING for c in running):
+            log.info("replicas keep running while the node is down, and their host rules stay")
+            return
+        try:
+            await self.firewall.remove()
+        except RuntimeFailure as exc:
+            log.warning("could not remove the host rules: %s", exc.message)
+
+    async def _serve(self, engine: Engine, task_status: Any) -> None:
+        assert self.controller is not None
         finalized = self.chain.finalized_heads.subscribe()
         async with trio.open_nursery() as nursery:
             await nursery.start(self.controller.run)
@@ -218,7 +272,9 @@ class WorkloadService:
             await nursery.start(logs.run)
             self.logs = logs
             log.info("running assigned replicas on the Docker engine %s", engine.info)
-            task_status.started()
+            if not self._tried:
+                self._tried = True
+                task_status.started()
             async with finalized:
                 async for _ in finalized:
                     # A block that changes nothing for this node needs no pass: the controller
