@@ -153,3 +153,16 @@ def registered_ip(address: bytes) -> IP | None:
     except ValueError:
         return None
     return None
+
+
+def with_ip(multiaddr: str, ip: str) -> str:
+    """`multiaddr` with its first IP component replaced by `ip` (a node that listens on a
+    wildcard or loopback address registers the address it is reached at)."""
+    address = canonical_ip(ip)
+    parts = multiaddr.split("/")
+    for i, part in enumerate(parts[:-1]):
+        if part in ("ip4", "ip6"):
+            parts[i] = "ip4" if address.version == 4 else "ip6"
+            parts[i + 1] = str(address)
+            return "/".join(parts)
+    return multiaddr

@@ -269,8 +269,16 @@ ReadyByNode = Mapping[bytes, NodeEndpoint]
 """node id -> (its address, its ready replicas, its ingress port)."""
 
 
-def build_routes(state: StateReader, manifests: ManifestCache, ready: ReadyByNode) -> RouteTable:
-    """The ingress routes of every application with an ingress, and their ready backends."""
+def build_routes(
+    state: StateReader,
+    manifests: ManifestCache,
+    ready: ReadyByNode,
+    own: bytes,
+    pods: Mapping[ReadyReplica, str],
+) -> RouteTable:
+    """The ingress routes of every application with an ingress, and their ready backends: a
+    replica of node `own` at its pod's address (`pods`), a replica of another node through that
+    node's ingress proxy (one backend per node, which spreads over its own replicas)."""
     hosts: dict[str, list[Route]] = {}
     for name in apps.app_names(state):
         record = apps.get_app(state, name)
@@ -285,10 +293,15 @@ def build_routes(state: StateReader, manifests: ManifestCache, ready: ReadyByNod
             backends: set[Backend] = set()
             for entry in placement:
                 on = ready.get(entry.node)
-                if on is None or ReadyReplica(name, entry.revision, entry.index) not in on.ready:
+                replica = ReadyReplica(name, entry.revision, entry.index)
+                if on is None or replica not in on.ready:
                     continue
-                own = manifests.get(state, name, entry.revision)
-                service = own.spec.service if own is not None else None
+                if entry.node != own:
+                    if on.ingress_port:
+                        backends.add(Backend(on.address, on.ingress_port, on.address, relay=True))
+                    continue
+                own_manifest = manifests.get(state, name, entry.revision)
+                service = own_manifest.spec.service if own_manifest is not None else None
                 target = next(
                     (
                         p.target_port
@@ -297,24 +310,25 @@ def build_routes(state: StateReader, manifests: ManifestCache, ready: ReadyByNod
                     ),
                     None,
                 )
-                if target is not None:
-                    backends.add(Backend(on.address, target))
+                pod = pods.get(replica)
+                if target is not None and pod is not None:
+                    backends.add(Backend(pod, target, on.address))
             hosts.setdefault(current.spec.ingress.host, []).append(
                 Route(name, ingress_prefix(rule.path), tuple(sorted(backends)))
             )
     return RouteTable(hosts)
 
 
-def local_ready(workloads: WorkloadService | None) -> frozenset[ReadyReplica]:
-    """The replicas this node runs that pass their readiness probes."""
+def local_pods(workloads: WorkloadService | None) -> dict[ReadyReplica, str]:
+    """The replicas this node runs that pass their readiness probes, and their pods' addresses."""
     controller = workloads.controller if workloads is not None else None
     if controller is None:
-        return frozenset()
-    return frozenset(
-        ReadyReplica(key.app, status.revision, key.replica)
+        return {}
+    return {
+        ReadyReplica(key.app, status.revision, key.replica): status.address
         for key, status in controller.status().items()
-        if status.ready
-    )
+        if status.ready and status.address is not None
+    }
 
 
 class EndpointService:
@@ -356,6 +370,11 @@ class EndpointService:
         self._p2p: P2PService | None = None
         self._inbox: trio.MemoryReceiveChannel[GossipMessage] | None = None
         self._local: frozenset[ReadyReplica] = frozenset()
+        self._pods: dict[ReadyReplica, str] = {}
+        """This node's ready replicas and their pods' addresses."""
+        self.own_ports: frozenset[int] = frozenset()
+        """This node's own listening ports (RPC, p2p, ...): never a peer's proxy, even on a
+        network of loopback nodes where every node shares one address."""
         self._local_version = 0
         self._last_issued = 0
         self._published: frozenset[ReadyReplica] = frozenset()
@@ -471,8 +490,10 @@ class EndpointService:
         every refresh while it is not empty; a node with nothing ready stays quiet."""
         published_at = -float("inf")
         while True:
-            ready = local_ready(self.workloads)
-            if ready != self._local:
+            pods = local_pods(self.workloads)
+            ready = frozenset(pods)
+            if pods != self._pods:
+                self._pods = pods
                 self._local = ready
                 self._local_version += 1
                 self._rebuild.set()
@@ -545,12 +566,30 @@ class EndpointService:
         key = (finalized, self.book.version, self._local_version)
         if self._memo is None or self._memo[0] != key:
             state = self._state_at(finalized)
-            self._memo = (key, build_routes(state, self._manifests, self.ready_by_node()))
+            table = build_routes(
+                state, self._manifests, self.ready_by_node(), self.identity.public, self._pods
+            )
+            self._memo = (key, table)
         return self._memo[1]
 
     def routes(self) -> RouteTable:
         """The route table as last built (kept current by `run`): cheap, for every request."""
         return self._memo[1] if self._memo is not None else self.refresh()
+
+    def may_dial(self, backend: Backend) -> bool:
+        """Defence in depth for the proxy: a backend is dialled only if it is a ready pod of
+        this node, or the proxy of a node whose current advertisement names it, at an address
+        the policy routes to, and never one of this node's own ports on a shared address."""
+        if not backend.relay:
+            return backend.address in self._pods.values()
+        if self.policy.check(canonical_ip(backend.address)) is not None:
+            return False
+        if backend.port in self.own_ports and backend.address == self.address:
+            return False
+        return any(
+            a.address == backend.address and a.ingress_port == backend.port
+            for a in self.book.fresh()
+        )
 
     def has_below(self, name: str) -> bool:
         return self.routes().has_below(name)

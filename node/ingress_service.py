@@ -38,7 +38,7 @@ class IngressAddresses:
 class IngressService:
     def __init__(self, endpoints: EndpointService, config: IngressConfig) -> None:
         self.config = config
-        self.proxy = IngressProxy(endpoints.routes)
+        self.proxy = IngressProxy(endpoints.routes, may_dial=endpoints.may_dial)
         self.dns = ZoneServer(config.zone, endpoints.lookup, endpoints.has_below)
         self.addresses: IngressAddresses | None = None
 

@@ -127,7 +127,7 @@ class PresenceService:
             self.iterations,
         )
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._keep_capacity)
+            nursery.start_soon(self._keep_registration)
             await self.prover.run()
             nursery.cancel_scope.cancel()
 
@@ -135,10 +135,11 @@ class PresenceService:
         """What this node offers now: its capacity if it can run replicas, else none."""
         return self.capacity if self.compute() else NO_CAPACITY
 
-    async def _keep_capacity(self) -> None:
+    async def _keep_registration(self) -> None:
         """Declares no capacity on chain once compute has been lost for a while, and the
         node's capacity again once it is back: the scheduler then moves replicas away from a
-        node that cannot run them, and back."""
+        node that cannot run them, and back. A registration at another address than the
+        node's is brought up to date the same way."""
         store = self.chain.store
         changed_at: float | None = None
         sent_at: int | None = None
@@ -149,8 +150,9 @@ class PresenceService:
                 continue
             want = self._declared()
             have = Capacity(record.cores, record.memory_mb, record.disk_gb, record.gpus)
+            address = self.address.encode() if self.address else record.address
             now = self._monotonic()
-            if want == have:
+            if want == have and address == record.address:
                 changed_at = sent_at = None
                 continue
             if changed_at is None:
@@ -164,12 +166,14 @@ class PresenceService:
                     memory_mb=want.memory_mb,
                     disk_gb=want.disk_gb,
                     gpus=want.gpus,
-                    address=record.address,
+                    address=address,
                 )
                 if self._send(call):
-                    if want == NO_CAPACITY:
+                    if address != record.address:
+                        log.info("registering this node's address as %s", self.address)
+                    if want != have and want == NO_CAPACITY:
                         log.warning("this node cannot run replicas now: it declares no compute")
-                    else:
+                    elif want != have:
                         log.info("this node can run replicas again: it declares its capacity")
                 sent_at = best
 

@@ -185,17 +185,36 @@ def test_routes_hold_only_ready_replicas_placed_on_the_advertising_node() -> Non
         n2: NodeEndpoint("10.0.0.3", frozenset(), 8080),  # running, not ready
     }
     assert n0 in by_key
-    table = build_routes(chain.state, ManifestCache(), ready)
+    # Seen from n0: its own replica at its pod's address and the service's target port; n1's
+    # through n1's ingress proxy.
+    pods = {ReadyReplica("web", 1, e0.index): "172.18.0.2"}
+    table = build_routes(chain.state, ManifestCache(), ready, n0, pods)
     assert table.hosts == {
         "web.statemesh.internal": (
-            Route("web", "/", (Backend("10.0.0.1", 8080), Backend("10.0.0.2", 8080))),
+            Route(
+                "web",
+                "/",
+                (
+                    Backend("10.0.0.2", 8081, "10.0.0.2", relay=True),
+                    Backend("172.18.0.2", 8080, "10.0.0.1"),
+                ),
+            ),
         )
     }
     assert table.addresses("web.statemesh.internal") == ("10.0.0.1", "10.0.0.2")
+    # A ready replica of this node whose pod has no address yet is not routed.
+    assert build_routes(chain.state, ManifestCache(), ready, n0, {}).hosts[
+        "web.statemesh.internal"
+    ] == (Route("web", "/", (Backend("10.0.0.2", 8081, "10.0.0.2", relay=True),)),)
+    # A node that serves no ingress (port 0) cannot be relayed to.
+    quiet = {**ready, n1: ready[n1]._replace(ingress_port=0)}
+    assert build_routes(chain.state, ManifestCache(), quiet, n0, pods).hosts[
+        "web.statemesh.internal"
+    ] == (Route("web", "/", (Backend("172.18.0.2", 8080, "10.0.0.1"),)),)
     stale = {n0: NodeEndpoint("10.0.0.1", frozenset({ReadyReplica("web", 7, e0.index)}), 8080)}
-    assert build_routes(chain.state, ManifestCache(), stale).hosts["web.statemesh.internal"] == (
-        Route("web", "/", ()),
-    )
+    assert build_routes(chain.state, ManifestCache(), stale, n0, pods).hosts[
+        "web.statemesh.internal"
+    ] == (Route("web", "/", ()),)
 
 
 class Clock:
@@ -452,7 +471,10 @@ class ReadyController:
 
     def __init__(self, *ready: ReadyReplica) -> None:
         self._status = {
-            Key(r.app, r.replica): SimpleNamespace(revision=r.revision, ready=True) for r in ready
+            Key(r.app, r.replica): SimpleNamespace(
+                revision=r.revision, ready=True, address=f"172.18.0.{r.replica + 2}"
+            )
+            for r in ready
         }
 
     def status(self) -> dict[Key, SimpleNamespace]:
@@ -539,14 +561,19 @@ def test_the_route_table_follows_advertisements() -> None:
         "web.statemesh.internal"
     )
     endpoints.book.offer(
-        advert(NODE_KEYS[0], NOW_MS, "10.9.9.9", ReadyReplica("web", 1, entry.index)), now=0.0
+        advert(NODE_KEYS[0], NOW_MS, "93.184.216.34", ReadyReplica("web", 1, entry.index)), now=0.0
     )
     assert endpoints.routes().hosts["web.statemesh.internal"][0].backends == ()  # as last built
     endpoints.refresh()
-    assert endpoints.routes().hosts["web.statemesh.internal"][0].backends == (
-        Backend("10.9.9.9", 8080),
-    )
-    assert endpoints.lookup("web.statemesh.internal") == ("10.9.9.9",)
+    # The advertising node's own proxy (the advert's ingress port) serves its replica.
+    relay = Backend("93.184.216.34", 8080, "93.184.216.34", relay=True)
+    assert endpoints.routes().hosts["web.statemesh.internal"][0].backends == (relay,)
+    assert endpoints.lookup("web.statemesh.internal") == ("93.184.216.34",)
+    assert endpoints.may_dial(relay)
+    # Nothing else is dialled: not another port of that node, not a pod this node does not run.
+    assert not endpoints.may_dial(Backend("93.184.216.34", 9944, "93.184.216.34", relay=True))
+    assert not endpoints.may_dial(Backend("172.18.0.9", 8080, endpoints.address))
+    assert not endpoints.may_dial(Backend("169.254.169.254", 80, "169.254.169.254", relay=True))
 
 
 def test_a_name_deleted_and_created_again_is_read_afresh() -> None:
@@ -559,4 +586,6 @@ def test_a_name_deleted_and_created_again_is_read_afresh() -> None:
     again = cache.get(chain.state, "web", 1)
     assert again is not None and again.spec.ingress is not None
     assert again.spec.ingress.host == "shop.statemesh.internal"
-    assert list(build_routes(chain.state, cache, {}).hosts) == ["shop.statemesh.internal"]
+    assert list(build_routes(chain.state, cache, {}, b"", {}).hosts) == [
+        "shop.statemesh.internal"
+    ]
