@@ -63,7 +63,18 @@ def _probe(probe: m.Probe | None) -> o.Probe | None:
     )
 
 
-def _container(container: m.Container) -> o.Container:
+def _security(context: m.SecurityContext) -> o.SecurityContext:
+    return o.SecurityContext(
+        run_as_user=context.run_as_user,
+        run_as_group=context.run_as_group,
+        run_as_non_root=bool(context.run_as_non_root),
+        read_only_root_filesystem=bool(context.read_only_root_filesystem),
+        capabilities_drop=context.capabilities_drop or (),
+        capabilities_add=context.capabilities_add or (),
+    )
+
+
+def _container(spec: m.ApplicationSpec, container: m.Container) -> o.Container:
     env = []
     for var in container.env:
         if var.value is None:
@@ -93,6 +104,7 @@ def _container(container: m.Container) -> o.Container:
         liveness_probe=_probe(container.liveness_probe),
         readiness_probe=_probe(container.readiness_probe),
         startup_probe=_probe(container.startup_probe),
+        security=_security(m.effective_security_context(spec, container)),
     )
 
 
@@ -118,7 +130,7 @@ def replica_spec(
         app=app,
         revision=entry.revision,
         replica=entry.index,
-        containers=tuple(_container(c) for c in spec.containers),
+        containers=tuple(_container(spec, c) for c in spec.containers),
         restart_policy=_RESTART[spec.restart_policy],
         volumes=volumes,
     )

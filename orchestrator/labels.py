@@ -99,6 +99,7 @@ def spec_hash(spec: ReplicaSpec, container: Container) -> str:
             container.security.run_as_non_root,
             container.security.read_only_root_filesystem,
             list(container.security.capabilities_drop),
+            list(container.security.capabilities_add),
         ],
     )
 

@@ -150,6 +150,9 @@ class SecurityContext:
     """The image's filesystem is read-only; /tmp is then a small writable tmpfs."""
     capabilities_drop: tuple[str, ...] = ()
     """Capabilities dropped from `CAPABILITIES_KEPT` ("ALL" drops every one)."""
+    capabilities_add: tuple[str, ...] = ()
+    """Given back after the drops (Kubernetes' `drop: [ALL]`, `add: [NET_BIND_SERVICE]`); only
+    ones of `CAPABILITIES_KEPT`."""
 
     def __post_init__(self) -> None:
         for name, uid in (("run_as_user", self.run_as_user), ("run_as_group", self.run_as_group)):
@@ -157,12 +160,17 @@ class SecurityContext:
                 raise SpecError(f"security.{name}", f"{uid} is outside 0..2147483647")
         if self.run_as_non_root and self.run_as_user == 0:
             raise SpecError("security.run_as_user", "0 is root, and run_as_non_root is set")
+        extra = sorted(set(self.capabilities_add) - set(CAPABILITIES_KEPT))
+        if extra:
+            raise SpecError("security.capabilities_add", f"{', '.join(extra)} cannot be added")
 
     def capabilities(self) -> tuple[str, ...]:
         """The capabilities the container keeps."""
-        if "ALL" in self.capabilities_drop:
-            return ()
-        return tuple(c for c in CAPABILITIES_KEPT if c not in self.capabilities_drop)
+        dropped = set(CAPABILITIES_KEPT) if "ALL" in self.capabilities_drop else set()
+        dropped |= set(self.capabilities_drop)
+        return tuple(
+            c for c in CAPABILITIES_KEPT if c not in dropped or c in self.capabilities_add
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from chain.runtime.apps import ReplicaEntry
 from chain.runtime.manifest import validate_manifest
 from chain.state import TrieState
 from node.workloads import ChainDesiredState, replica_spec
-from orchestrator.spec import ReplicaSpec
+from orchestrator.spec import CAPABILITIES_KEPT, DEFAULT_PIDS_LIMIT, ReplicaSpec
 from tests.factories import ALICE
 from tests.unit.test_apps import CREATE, DELETE, SCALE, WEB, active_chain, nodes_of, web
 from tests.unit.test_towers import TowerChain
@@ -102,3 +102,29 @@ def test_cpu_requests_weigh_and_limits_cap(
     spec = replica_spec("dev", "web", ReplicaEntry(0, 1, b"", 0), validate_manifest(data))
     got = spec.containers[0].resources
     assert (got.cpu_millicores, got.cpu_request_millicores, got.memory_bytes) == expected
+
+
+def test_security_contexts_reach_the_container_pod_level_under_container_level() -> None:
+    data = WEB.to_json()
+    data["spec"]["securityContext"] = {"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": True}
+    data["spec"]["containers"][0]["securityContext"] = {
+        "runAsUser": 2000,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+    }
+    spec = replica_spec("dev", "web", ReplicaEntry(0, 1, b"", 0), validate_manifest(data))
+    security = spec.containers[0].security
+    assert (security.run_as_user, security.run_as_group, security.run_as_non_root) == (
+        2000,
+        1000,
+        True,
+    )
+    assert security.read_only_root_filesystem
+    assert security.capabilities() == ("NET_BIND_SERVICE",)
+    assert spec.containers[0].resources.pids_limit == DEFAULT_PIDS_LIMIT
+
+
+def test_without_a_security_context_a_container_keeps_only_the_few_capabilities() -> None:
+    spec = replica_spec("dev", "web", ReplicaEntry(0, 1, b"", 0), WEB)
+    assert spec.containers[0].security.capabilities() == CAPABILITIES_KEPT
+    assert "NET_RAW" not in CAPABILITIES_KEPT and "SYS_ADMIN" not in CAPABILITIES_KEPT

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable
 
@@ -21,6 +22,7 @@ from orchestrator.spec import (
     ReplicaSpec,
     Resources,
     RestartPolicy,
+    SecurityContext,
     Volume,
     VolumeKind,
 )
@@ -436,3 +438,59 @@ def test_an_exec_readiness_probe_runs_inside_the_container(
         await until(controller, ready(controller, spec))
 
     run_controller(docker_engine.host, node_id, [spec], test)
+
+
+def test_a_security_context_holds_in_the_container(
+    docker_engine: DockerEngine, busybox_image: str, node_id: str
+) -> None:
+    base = web(8080, args=("sleep", "600"))
+    locked = dataclasses.replace(
+        base,
+        containers=(
+            dataclasses.replace(
+                base.containers[0],
+                security=SecurityContext(
+                    run_as_user=65534,
+                    run_as_group=65534,
+                    read_only_root_filesystem=True,
+                    capabilities_drop=("ALL",),
+                ),
+            ),
+        ),
+    )
+    root_refused = dataclasses.replace(
+        base,
+        app="asroot",
+        containers=(
+            dataclasses.replace(base.containers[0], security=SecurityContext(run_as_non_root=True)),
+        ),
+    )
+    client = docker_engine.client
+
+    async def test(controller: Controller, _: InMemoryDesired, runtime: DockerRuntime) -> None:
+        await until(controller, ready(controller, locked))
+        await until(
+            controller, lambda: reason(controller, root_refused)() == "CreateContainerError"
+        )
+        (row,) = [r for r in ours(client, node_id) if r["Labels"][labels.APP] == "web"]
+        container = client.containers.get(row["Id"])
+
+        def run(*command: str) -> tuple[int, str]:
+            result = container.exec_run(list(command))
+            return result.exit_code, result.output.decode().strip()
+
+        assert run("id", "-u") == (0, "65534")
+        assert run("touch", "/written")[0] != 0  # the image's filesystem is read-only
+        assert run("touch", "/tmp/written")[0] == 0  # /tmp is a small writable tmpfs
+        status = run("cat", "/proc/self/status")[1]
+        assert "CapEff:\t0000000000000000" in status
+        failure = status_of_reason(controller, root_refused)
+        assert "runs as root and run_as_non_root is set" in failure
+
+    run_controller(docker_engine.host, node_id, [locked, root_refused], test)
+
+
+def status_of_reason(controller: Controller, spec: ReplicaSpec) -> str:
+    s = status(controller, spec)
+    assert s is not None
+    return s.containers[0].message
