@@ -13,6 +13,7 @@ import pytest
 
 from tests.integration.docker_harness import DockerEngine, free_port
 from tests.integration.harness import NodeProcess, cli
+from tests.integration.workloads.pods import app_containers, pod_addresses
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +32,7 @@ spec:
       args:
         - >-
           mkdir -p /www && echo hello-from-statemesh > /www/index.html
-          && exec httpd -f -p 127.0.0.1:{port} -h /www
+          && exec httpd -f -p {port} -h /www
       ports:
         - containerPort: {port}
       resources:
@@ -43,16 +44,21 @@ spec:
 """
 
 
-def serves(port: int) -> bool:
+def serves(client: docker.DockerClient, port: int) -> bool:
+    """Whether the replica's pod answers, at its own address (nothing is published on the
+    host)."""
+    addresses = pod_addresses(client, "hello")
+    if not addresses:
+        return False
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as response:
+        with urllib.request.urlopen(f"http://{addresses[0]}:{port}/", timeout=1) as response:
             return b"hello-from-statemesh" in response.read()
     except OSError:
         return False
 
 
 def containers(client: docker.DockerClient) -> list[str]:
-    return [c.name for c in client.containers.list(filters={"label": "statemesh.app=hello"})]
+    return [c.name for c in app_containers(client, "hello")]
 
 
 def test_a_deployed_app_runs_on_the_dev_node(
@@ -70,7 +76,7 @@ def test_a_deployed_app_runs_on_the_dev_node(
         rpc = ["--rpc", node.url]
         deployed = cli("app", "deploy", str(manifest), "--from", "dev-alice", *rpc)
         assert deployed.returncode == 0, deployed.stderr
-        node.wait_for(lambda: serves(port), timeout=60, what="the container serving HTTP")
+        node.wait_for(lambda: serves(client, port), timeout=60, what="the container serving HTTP")
         assert len(containers(client)) == 1
         # The node reports what the replica used once the (10 s, dev) metering period is over.
         node_id = node.call("towers_active")["nodes"][0]["nodeId"]

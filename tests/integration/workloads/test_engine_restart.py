@@ -4,7 +4,6 @@ duplicate)."""
 
 from __future__ import annotations
 
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,17 +16,9 @@ from tests.integration.docker_harness import (
     stop_engine,
 )
 from tests.integration.harness import NodeProcess, cli
-from tests.integration.workloads.test_dev_compute import MANIFEST, containers
+from tests.integration.workloads.test_dev_compute import MANIFEST, containers, serves
 
 pytestmark = pytest.mark.integration
-
-
-def serves(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def test_the_engine_restarts_under_a_running_node(tmp_path: Path) -> None:
@@ -42,12 +33,14 @@ def test_the_engine_restarts_under_a_running_node(tmp_path: Path) -> None:
         node.wait_for(lambda: node.call("towers_active")["total"] == 1, timeout=40, what="active")
         deployed = cli("app", "deploy", str(manifest), "--from", "dev-alice", "--rpc", node.url)
         assert deployed.returncode == 0, deployed.stderr
-        node.wait_for(lambda: serves(port), timeout=60, what="the replica serving")
+        node.wait_for(lambda: serves(engine.client, port), timeout=60, what="the replica serving")
         engine.client.close()
         engine = restart_engine(engine, down_seconds=3.0)
         height = node.best_number()
         node.wait_for(lambda: node.best_number() > height + 1, timeout=20, what="blocks")
-        node.wait_for(lambda: serves(port), timeout=60, what="the replica serving again")
+        node.wait_for(
+            lambda: serves(engine.client, port), timeout=60, what="the replica serving again"
+        )
         assert len(containers(engine.client)) == 1
         assert "Traceback" not in node.log()
     finally:

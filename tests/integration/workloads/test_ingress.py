@@ -16,6 +16,7 @@ from dnslib import QTYPE, RCODE, DNSRecord
 
 from tests.integration.docker_harness import DockerEngine, free_port
 from tests.integration.harness import NodeProcess, cli
+from tests.integration.workloads.pods import app_container, app_containers, pod_address
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +37,7 @@ spec:
         - >-
           mkdir -p /www/api && echo hello-from-statemesh > /www/index.html
           && echo api > /www/api/index.html && touch /www/ready
-          && exec httpd -f -p 127.0.0.1:{port} -h /www
+          && exec httpd -f -p {port} -h /www
       ports:
         - {{containerPort: {port}, name: http}}
       resources:
@@ -113,13 +114,22 @@ def test_ready_replicas_are_routed_by_every_node(
         shown = cli("app", "endpoints", "hello", "--rpc", other.url, "--json")
         assert shown.returncode == 0, shown.stderr
         view = json.loads(shown.stdout)
+        # The other node reaches the replica through the dev node's proxy; the dev node at its
+        # pod's address.
         assert view["routes"] == [
-            {"host": HOST, "path": "/", "app": "hello", "backends": [f"127.0.0.1:{port}"]}
+            {
+                "host": HOST,
+                "path": "/",
+                "app": "hello",
+                "backends": [f"127.0.0.1:{dev.ingress_port}"],
+            }
         ]
+        own = json.loads(cli("app", "endpoints", "hello", "--rpc", dev.url, "--json").stdout)
+        assert own["routes"][0]["backends"] == [f"{pod_address(client, 'hello')}:{port}"]
         assert [r["ready"] for r in view["replicas"]] == [True]
 
         # Readiness fails: withdrawn everywhere, the container keeps running.
-        (container,) = client.containers.list(filters={"label": "statemesh.app=hello"})
+        container = app_container(client, "hello")
         container.exec_run(["rm", "/www/ready"])
         for node in (dev, other):
             node.wait_for(lambda n=node: status(n) == 503, timeout=30, what="503 when unready")
@@ -143,7 +153,7 @@ def test_ready_replicas_are_routed_by_every_node(
         dev.start()
         for node in (dev, other):
             node.wait_for(lambda n=node: serves(n), timeout=60, what="served after a restart")
-        assert len(client.containers.list(filters={"label": "statemesh.app=hello"})) == 1
+        assert len(app_containers(client, "hello")) == 1
 
         assert (
             cli("app", "delete", "hello", "--from", "dev-alice", "--rpc", dev.url).returncode == 0

@@ -23,6 +23,7 @@ from node.workloads import firewall_tag
 from orchestrator import labels
 from tests.integration.docker_harness import DockerEngine
 from tests.integration.harness import ROOT, NodeProcess, cli
+from tests.integration.workloads.pods import app_container, pod_address
 
 pytestmark = pytest.mark.integration
 
@@ -74,24 +75,6 @@ def page(node: NodeProcess, host: str) -> str:
 def deploy(node: NodeProcess, path: Path, who: str = "dev-alice") -> None:
     deployed = cli("app", "deploy", str(path), "--from", who, "--rpc", node.url)
     assert deployed.returncode == 0, deployed.stderr
-
-
-def app_container(client: docker.DockerClient, app: str) -> docker.models.containers.Container:
-    found = [
-        c
-        for c in client.containers.list(filters={"label": f"{labels.APP}={app}"})
-        if labels.ROLE not in c.labels
-    ]
-    assert len(found) == 1, found
-    return found[0]
-
-
-def pod_address(client: docker.DockerClient, app: str) -> str:
-    (sandbox,) = client.containers.list(
-        filters={"label": [f"{labels.APP}={app}", f"{labels.ROLE}={labels.SANDBOX_ROLE}"]}
-    )
-    (network,) = sandbox.attrs["NetworkSettings"]["Networks"].values()
-    return str(network["IPAddress"])
 
 
 def connects(container: docker.models.containers.Container, address: str, port: int) -> bool:

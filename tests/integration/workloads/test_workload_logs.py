@@ -18,6 +18,7 @@ import pytest
 
 from tests.integration.docker_harness import DockerEngine
 from tests.integration.harness import STATEMESH, NodeProcess, RpcFailure, cli, cli_json
+from tests.integration.workloads.pods import app_container
 
 pytestmark = pytest.mark.integration
 
@@ -126,7 +127,7 @@ def test_logs_events_and_workloads_of_a_dev_node(
         assert last.returncode == 0, last.stderr
         assert re.fullmatch(r"tick \d+\n", last.stdout)
         (entry,) = cli_json("app", "logs", APP, "--replica", "0", *rpc)
-        (container,) = client.containers.list(filters={"label": f"statemesh.app={APP}"})
+        container = app_container(client, APP)
         assert (entry["replica"], entry["container"], entry["containerId"]) == (
             0,
             "main",

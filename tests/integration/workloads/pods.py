@@ -1,0 +1,41 @@
+"""Finding a replica's containers and its pod's address on a real engine, as a test sees them."""
+
+from __future__ import annotations
+
+import docker
+import docker.models.containers
+
+from orchestrator import labels
+
+
+def app_containers(
+    client: docker.DockerClient, app: str, *, all: bool = False
+) -> list[docker.models.containers.Container]:
+    """The containers of an application's replicas (not their pods' sandboxes)."""
+    found = client.containers.list(all=all, filters={"label": f"{labels.APP}={app}"})
+    return [c for c in found if labels.ROLE not in c.labels]
+
+
+def app_container(client: docker.DockerClient, app: str) -> docker.models.containers.Container:
+    """The one running container of an application's one replica."""
+    found = app_containers(client, app)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def pod_addresses(client: docker.DockerClient, app: str) -> list[str]:
+    """The addresses of an application's running pods on this engine."""
+    sandboxes = client.containers.list(
+        filters={"label": [f"{labels.APP}={app}", f"{labels.ROLE}={labels.SANDBOX_ROLE}"]}
+    )
+    return sorted(
+        str(network["IPAddress"])
+        for sandbox in sandboxes
+        for network in sandbox.attrs["NetworkSettings"]["Networks"].values()
+        if network.get("IPAddress")
+    )
+
+
+def pod_address(client: docker.DockerClient, app: str) -> str:
+    (address,) = pod_addresses(client, app)
+    return address
