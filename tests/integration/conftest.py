@@ -4,10 +4,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 
+from chain.address import decode_address
+from node.workloads import firewall_tag
+from orchestrator.firewall import IptablesFirewall
+from tests.integration import docker_harness
+from tests.integration.docker_harness import DockerEngine
 from tests.integration.harness import NodeProcess
 from tests.integration.test_towers import status_is
 from wallet.keys import dev_keypair
+
+# The session's engine and busybox image (a private dockerd when none is reachable), shared by
+# every test that runs replicas.
+docker_engine = docker_harness.docker_engine
+docker_client = docker_harness.docker_client
+busybox_image = docker_harness.busybox_image
 
 
 @pytest.fixture
@@ -42,3 +54,38 @@ def registered_nodes(tmp_path: Path) -> Iterator[tuple[NodeProcess, list[NodePro
         for node in others:
             node.stop()
         dev.stop()
+
+
+@pytest.fixture
+def compute_nodes(
+    tmp_path: Path, docker_engine: DockerEngine, busybox_image: str
+) -> Iterator[tuple[NodeProcess, list[NodeProcess]]]:
+    """`registered_nodes` that run replicas: all three on the session's engine (each with its
+    own networks and host rules), and `busybox` there, as the README's example names it."""
+    docker_engine.client.images.get(busybox_image).tag("busybox", "latest")
+    engine = ["--docker-host", docker_engine.host]
+    dev = NodeProcess(tmp_path / "dev", args=["--dev", *engine]).start()
+    address = dev.call("system_localListenAddresses")[0]
+    others = [
+        NodeProcess(
+            tmp_path / name,
+            args=["--chain", "dev", "--bootnodes", address, "--operator", f"dev-{name}", *engine],
+        )
+        for name in ("bob", "charlie")
+    ]
+    node_ids: list[bytes] = []
+    try:
+        for node in others:
+            node.start()
+        for name in ("bob", "charlie"):
+            dev.wait_for(status_is(dev, dev_keypair(name).address, "active"), timeout=60, what=name)
+        node_ids = [decode_address(n["nodeId"]) for n in dev.call("nodes_list")["nodes"]]
+        yield dev, others
+    finally:
+        for node in others:
+            node.stop()
+        dev.stop()
+        # The nodes leave their replicas running, as they do on any restart: clean up here.
+        docker_harness.remove_labelled(docker_engine.client, {"statemesh.chain": "statemesh_dev"})
+        for node_id in node_ids:
+            trio.run(IptablesFirewall(firewall_tag(node_id)).remove)

@@ -51,6 +51,9 @@ class NodeProcess:
     dns_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    private_engine: bool = False
+    """Let a dev node without `--docker-host` start a Docker engine of its own (by default a
+    test's dev node without one offers no compute instead)."""
 
     @property
     def url(self) -> str:
@@ -59,11 +62,17 @@ class NodeProcess:
     def start(self, timeout: float = 30.0) -> NodeProcess:
         self.log_path = self.base_path.with_suffix(f".{int(time.time() * 1000)}.log")
         log = self.log_path.open("wb")
+        own_engine = (
+            ["--no-private-engine"]
+            if "--dev" in self.args and "--docker-host" not in self.args and not self.private_engine
+            else []
+        )
         self.process = subprocess.Popen(
             [
                 STATEMESH,
                 "node",
                 *self.args,
+                *own_engine,
                 "--base-path",
                 str(self.base_path),
                 "--rpc-port",

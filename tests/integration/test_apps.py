@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.integration.harness import ROOT, NodeProcess, cli, cli_json
@@ -27,13 +28,34 @@ def node_id_of(node: NodeProcess, operator: str) -> str:
     raise AssertionError(f"no node of {operator}")
 
 
+def page(node: NodeProcess) -> str:
+    try:
+        response = httpx.get(
+            f"http://127.0.0.1:{node.ingress_port}/",
+            headers={"Host": "web.statemesh.internal"},
+            timeout=5,
+        )
+    except httpx.HTTPError:
+        return ""
+    return response.text if response.status_code == 200 else ""
+
+
 def test_deploy_scale_update_delete_and_failover(
-    registered_nodes: tuple[NodeProcess, list[NodeProcess]], tmp_path: Path
+    compute_nodes: tuple[NodeProcess, list[NodeProcess]], tmp_path: Path
 ) -> None:
-    dev, others = registered_nodes
+    dev, others = compute_nodes
     rpc = ["--rpc", dev.url]
     assert cli("app", "deploy", WEB, "--from", "dev-alice", *rpc).returncode == 0
     dev.wait_for(lambda: len(set(placed(dev))) == 3, timeout=20, what="3 replicas on 3 nodes")
+    # Each replica runs on its own node; the ingress of any node reaches all three.
+    pages = {f"hello from web-{i}\n" for i in range(3)}
+    for node in (dev, *others):
+        seen: set[str] = set()
+        node.wait_for(
+            lambda n=node, s=seen: pages <= (s.add(page(n)) or s),
+            timeout=90,
+            what="every replica through this node's ingress",
+        )
     status = cli_json("app", "status", "web", *rpc)
     assert status["revision"] == 1 and any(e["name"] == "ReplicaAssigned" for e in status["events"])
     assert (

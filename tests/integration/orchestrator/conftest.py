@@ -6,13 +6,7 @@ from collections.abc import Iterator
 import pytest
 
 from orchestrator import labels
-from tests.integration import docker_harness
 from tests.integration.docker_harness import DockerEngine, remove_labelled
-
-# The session's engine and busybox image, shared by every test under this folder.
-docker_engine = docker_harness.docker_engine
-docker_client = docker_harness.docker_client
-busybox_image = docker_harness.busybox_image
 
 
 @pytest.fixture
