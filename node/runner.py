@@ -3,6 +3,7 @@ shut everything down cleanly on SIGINT / SIGTERM or when a service fails."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 from dataclasses import dataclass, field
@@ -36,6 +37,10 @@ from node.wallet_service import ChainLedger, P2PWalletTransport, WalletService
 from node.wallet_shares import ShareStore
 from node.wire import TOPIC_VOTES
 from node.workloads import WorkloadService
+from orchestrator.dockerd import EngineStartError, PrivateEngine
+from orchestrator.engine import connect_engine
+from orchestrator.errors import EngineUnavailable
+from orchestrator.images import ImageBuildError, import_busybox
 from p2p.config import P2PConfig
 from p2p.host import P2PService
 from p2p.identity import NodeKey, resolve_node_key
@@ -48,6 +53,11 @@ STATUS_INTERVAL = 2.0
 STATUS_TIMEOUT = 10.0
 """A busy peer may be slow to answer; it is dropped only after this long."""
 """Seconds between status exchanges with each peer: how soon sync sees a peer ahead."""
+ENGINE_PROBE_SECONDS = 5.0
+"""How long a dev node waits for an answer at the default socket before it starts its own."""
+DEV_IMAGE = "busybox"
+"""The image a dev node's private engine imports (these machines reach no registry): the one
+docs/examples/web.yaml runs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +85,9 @@ class NodeConfig:
     """The engine that runs this node's replicas (default: DOCKER_HOST, then the local socket)."""
     compute: bool = True
     """Offer compute (run assigned replicas) when registered and an engine answers."""
+    private_engine: bool = False
+    """A dev node that named no engine: with compute on and no engine answering at the default
+    socket, start a private dockerd under the base path (`<base>/docker`) and run on it."""
     node_ip: str = "127.0.0.1"
     """The address other nodes reach this node's replicas at (advertised with them)."""
     allow_private_endpoints: bool = False
@@ -108,6 +121,8 @@ class Node:
     usage: UsageReporter | None
     endpoints: EndpointService
     ingress: IngressService | None
+    engine: PrivateEngine | None = None
+    """The private engine this node started, stopped when it exits."""
 
     @classmethod
     def open(cls, config: NodeConfig, *, clock: Clock | None = None) -> Node:
@@ -230,6 +245,10 @@ class Node:
                         self.presence.address = self.network.p2p.listen_address
                     await nursery.start(self.presence.run)
                 if self.workloads is not None:
+                    if config.private_engine:
+                        self.engine = await _start_private_engine(config)
+                        if self.engine is not None:
+                            self.workloads.docker_host = self.engine.host
                     await nursery.start(self.workloads.run)
                 if self.usage is not None:
                     await nursery.start(self.usage.run)
@@ -251,8 +270,47 @@ class Node:
                 task_status.started(address)
                 nursery.start_soon(_stop_on_signal, nursery.cancel_scope, self.endpoints)
         finally:
-            self.db.close()
-            log.info("database closed")
+            try:
+                if self.engine is not None:
+                    # After the services: nothing uses the engine any more. Its replicas
+                    # and networks go with it; the controller makes them again next time.
+                    with trio.CancelScope(shield=True):
+                        await self.engine.stop_async(purge=True)
+                    log.info("stopped the private Docker engine")
+            finally:
+                self.db.close()
+                log.info("database closed")
+
+
+async def _start_private_engine(config: NodeConfig) -> PrivateEngine | None:
+    """The engine a dev node starts when no engine answers where it looked: a private dockerd
+    under the base path with the example's busybox image. None if an engine answers, or if
+    this one cannot start (the node then offers no compute and says why)."""
+    try:
+        found = await connect_engine(config.docker_host, timeout_seconds=ENGINE_PROBE_SECONDS)
+    except EngineUnavailable:
+        pass
+    else:
+        found.runtime.close()
+        return None
+    engine = PrivateEngine(config.base_path / "docker")
+    try:
+        await engine.start_async()
+    except EngineStartError as exc:
+        log.warning("no engine answers and a private one could not start: %s", exc.message)
+        return None
+    try:
+        await trio.to_thread.run_sync(_import_dev_image, engine)
+    except (EngineStartError, ImageBuildError) as exc:
+        log.warning("the private Docker engine has no %s image: %s", DEV_IMAGE, exc)
+    log.info("started a private Docker engine at %s for this dev node", engine.host)
+    return engine
+
+
+def _import_dev_image(engine: PrivateEngine) -> None:
+    with contextlib.closing(engine.client()) as client:
+        if import_busybox(client, DEV_IMAGE):
+            log.info("imported %s from the static busybox into the private engine", DEV_IMAGE)
 
 
 def _wallet(

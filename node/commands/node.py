@@ -83,6 +83,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     node.add_argument("--no-compute", action="store_true", help="never run replicas")
     node.add_argument(
+        "--no-private-engine",
+        action="store_true",
+        help="--dev: do not start a private dockerd under the base path when no engine answers",
+    )
+    node.add_argument(
         "--node-ip",
         default="127.0.0.1",
         metavar="IP",
@@ -223,6 +228,9 @@ def _run_node(args: argparse.Namespace) -> int:
         vdf_iterations=args.vdf_iterations,
         docker_host=args.docker_host,
         compute=not args.no_compute,
+        private_engine=args.dev
+        and not args.no_private_engine
+        and not (args.docker_host or os.environ.get("DOCKER_HOST")),
         node_ip=address,
         allow_private_endpoints=args.allow_private_endpoints,
         ingress=None

@@ -1,9 +1,11 @@
 """A real Docker engine for integration tests, and a tiny busybox image to run on it.
 
 The engine is the one already reachable (DOCKER_HOST, else the default socket) or, failing that,
-a private `dockerd` started as root with its own socket, data root and exec root, no bridge and
-no iptables; only an engine started here is stopped here. The image is made with `docker import`
-from a root filesystem of the static busybox (Debian's `busybox-static`): `httpd` serves /www.
+a private `dockerd` started as root in a folder of its own, the same way a dev node starts its
+own (`orchestrator.dockerd`: bridge networking and iptables on, no default bridge); only an
+engine started here is stopped here. The image is the busybox root filesystem of
+`orchestrator.images` (Debian's `busybox-static`), imported as `statemesh-test/busybox:1`:
+`httpd` serves /www.
 
 In a conftest.py, `docker_engine = docker_harness.docker_engine` (likewise `docker_client`,
 `busybox_image`) makes the session fixtures available; outside pytest use `open_engine()`.
@@ -12,14 +14,9 @@ STATEMESH_DOCKER_STORAGE_DRIVER forces a storage driver (e.g. vfs where overlay 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import io
-import logging
 import os
 import shutil
-import signal
 import subprocess
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -29,20 +26,18 @@ from pathlib import Path
 import docker
 import docker.errors
 import pytest
-import requests
 
+from orchestrator.dockerd import EngineStartError, EngineStartReason, PrivateEngine, ping
+from orchestrator.engine import DEFAULT_DOCKER_HOST
+from orchestrator.images import import_busybox
 from tests.integration.harness import free_port as free_port
 
-log = logging.getLogger("statemesh.tests.docker")
-
 BUSYBOX_IMAGE = "statemesh-test/busybox:1"
-BUSYBOX_BINARY = Path("/bin/busybox")
-DEFAULT_SOCKET = "unix:///var/run/docker.sock"
-START_TIMEOUT_SECONDS = 60.0
 
 
 class EngineSetupError(RuntimeError):
-    """No engine is reachable and a private one could not be started."""
+    """No engine is reachable and a private one could not be started, or an engine that was not
+    started here was asked to restart."""
 
 
 @dataclass
@@ -54,205 +49,84 @@ class DockerEngine:
     start_seconds: float
     """How long the private dockerd took to answer (0 for an engine that was already running)."""
     storage_driver: str
-    process: subprocess.Popen[bytes] | None = None
-    root: Path | None = None
+    private: PrivateEngine | None = None
+    """The dockerd started here, if it was."""
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self.private.process if self.private is not None else None
+
+    @property
+    def root(self) -> Path | None:
+        return self.private.root if self.private is not None else None
 
     def log_tail(self, lines: int = 40) -> str:
-        if self.root is None:
-            return ""
-        path = self.root / "dockerd.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return self.private.log_tail(lines) if self.private is not None else ""
 
 
-def _ping(host: str, timeout: float = 3.0) -> docker.DockerClient | None:
-    if host.startswith("unix://") and not os.path.exists(host.removeprefix("unix://")):
-        return None
+def _start_private(private: PrivateEngine) -> DockerEngine:
+    """Starts `private` and connects to it."""
+    private.start()
     try:
-        client = docker.DockerClient(base_url=host, version="auto", timeout=timeout)
-        client.ping()
-    except (docker.errors.DockerException, requests.exceptions.RequestException):
-        return None
-    client.api.timeout = 60
-    return client
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM the engine if the test process dies without teardown."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _start_private(dockerd: str, root: Path | None = None) -> DockerEngine:
-    """A private dockerd in a new folder, or again in `root` (same socket, same data)."""
-    if os.geteuid() != 0:
-        raise EngineSetupError("no Docker engine is reachable and starting dockerd needs root")
-    # Short: the engine's sockets live under it and unix socket paths are limited to 108 bytes.
-    root = root or Path(tempfile.mkdtemp(prefix="smd-", dir="/tmp"))
-    host = f"unix://{root}/docker.sock"
-    command = [
-        dockerd,
-        f"--host={host}",
-        f"--data-root={root}/data",
-        f"--exec-root={root}/exec",
-        f"--pidfile={root}/docker.pid",
-        "--bridge=none",
-        "--iptables=false",
-        "--ip6tables=false",
-        "--ip-masq=false",
-    ]
-    driver = os.environ.get("STATEMESH_DOCKER_STORAGE_DRIVER")
-    if driver:
-        command.append(f"--storage-driver={driver}")
-    started = time.monotonic()
-    with (root / "dockerd.log").open("wb") as out:
-        # Its own session, so ^C reaches pytest (which tears down in order) and not dockerd.
-        process = subprocess.Popen(
-            command,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-    deadline = started + START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = (root / "dockerd.log").read_text(errors="replace")[-3000:]
-            _unmount_under(root)
-            shutil.rmtree(root, ignore_errors=True)
-            raise EngineSetupError(f"dockerd exited with {process.returncode}:\n{tail}")
-        client = _ping(host, timeout=2.0)
-        if client is not None:
-            elapsed = time.monotonic() - started
-            driver_name = str(client.info().get("Driver", ""))
-            log.info("private dockerd at %s answered in %.2f s (%s)", host, elapsed, driver_name)
-            return DockerEngine(host, client, True, elapsed, driver_name, process, root)
-        time.sleep(0.05)
-    _stop_process(process)
-    raise EngineSetupError(f"dockerd did not answer within {START_TIMEOUT_SECONDS} s")
-
-
-def _stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
+        client = private.client()
+        driver = str(client.info().get("Driver", ""))
+    except BaseException:
+        private.stop()
+        raise
+    return DockerEngine(private.host, client, True, private.start_seconds, driver, private)
 
 
 def start_private_engine() -> DockerEngine:
     """A private dockerd of its own (not the session's), for tests that stop and restart it."""
-    dockerd = shutil.which("dockerd")
-    if dockerd is None:
-        raise EngineSetupError("dockerd is not installed (Debian package docker.io)")
-    return _start_private(dockerd)
+    # A short folder: the paths of the engine's sockets stay well inside the unix limit.
+    root = Path(tempfile.mkdtemp(prefix="smd-", dir="/tmp"))
+    try:
+        return _start_private(PrivateEngine(root))
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
 
 
 def restart_engine(engine: DockerEngine, down_seconds: float = 0.0) -> DockerEngine:
     """Stop a private engine's process, leave it down for `down_seconds`, and start it again on
     the same socket and data."""
-    if not engine.started_here or engine.process is None or engine.root is None:
+    if not engine.started_here or engine.private is None:
         raise EngineSetupError("only an engine started here can be restarted")
     engine.client.close()
-    _stop_process(engine.process)
-    _unmount_under(engine.root / "exec")
+    engine.private.stop()
     time.sleep(down_seconds)
-    dockerd = shutil.which("dockerd")
-    if dockerd is None:
-        raise EngineSetupError("dockerd is not installed (Debian package docker.io)")
-    return _start_private(dockerd, engine.root)
+    return _start_private(engine.private)
 
 
 def stop_engine(engine: DockerEngine) -> None:
-    """Stops the engine only if it was started here, and deletes its directories."""
+    """Stops the engine only if it was started here, and deletes its folders."""
     engine.client.close()
-    if not engine.started_here or engine.process is None:
+    if not engine.started_here or engine.private is None:
         return
-    _stop_process(engine.process)
-    if engine.root is not None:
-        _unmount_under(engine.root)
-        shutil.rmtree(engine.root, ignore_errors=True)
-
-
-def _unmount_under(root: Path) -> None:
-    """dockerd unmounts container layers on shutdown but leaves its network namespace bind
-    mount (exec-root/netns/default) behind; detach whatever is left, deepest first."""
-    with open("/proc/self/mounts") as mounts:
-        points = [line.split()[1] for line in mounts]
-    for point in sorted((p for p in points if p.startswith(f"{root}/")), key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+    # Its folder goes: nothing of it may stay on the host (bridges, routes, iptables rules).
+    engine.private.stop(purge=True)
+    shutil.rmtree(engine.private.root, ignore_errors=True)
 
 
 def connect_or_start() -> DockerEngine:
-    for host in (os.environ.get("DOCKER_HOST"), DEFAULT_SOCKET):
+    for host in (os.environ.get("DOCKER_HOST"), DEFAULT_DOCKER_HOST):
         if not host:
             continue
-        client = _ping(host)
+        client = ping(host, timeout_seconds=3.0)
         if client is not None:
             driver = str(client.info().get("Driver", ""))
             return DockerEngine(host, client, False, 0.0, driver)
-    dockerd = shutil.which("dockerd")
-    if dockerd is None:
-        raise EngineSetupError(
-            "no Docker engine is reachable and dockerd is not installed "
-            "(scripts/setup.sh installs the Debian package docker.io)"
-        )
-    return _start_private(dockerd)
-
-
-def _rootfs_tar() -> bytes:
-    """/bin/busybox with a link per applet, an httpd document root and a writable /tmp."""
-    if not BUSYBOX_BINARY.exists():
-        raise EngineSetupError(
-            f"{BUSYBOX_BINARY} is missing: install the Debian package busybox-static"
-        )
-    applets = subprocess.run(
-        [str(BUSYBOX_BINARY), "--list"], check=True, capture_output=True, text=True
-    ).stdout.split()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-
-        def add(
-            name: str,
-            *,
-            kind: bytes = tarfile.DIRTYPE,
-            mode: int = 0o755,
-            data: bytes = b"",
-            link: str = "",
-        ) -> None:
-            info = tarfile.TarInfo(name)
-            info.type, info.mode, info.linkname = kind, mode, link
-            info.size = len(data) if kind == tarfile.REGTYPE else 0
-            tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
-
-        for directory in ("bin", "etc", "www", "root"):
-            add(directory)
-        add("tmp", mode=0o1777)
-        add("bin/busybox", kind=tarfile.REGTYPE, data=BUSYBOX_BINARY.read_bytes())
-        for applet in applets:
-            if applet != "busybox":
-                add(f"bin/{applet}", kind=tarfile.SYMTYPE, mode=0o777, link="busybox")
-        add("etc/passwd", kind=tarfile.REGTYPE, mode=0o644, data=b"root:x:0:0:root:/root:/bin/sh\n")
-        add("etc/group", kind=tarfile.REGTYPE, mode=0o644, data=b"root:x:0:\n")
-        add("www/index.html", kind=tarfile.REGTYPE, mode=0o644, data=b"statemesh\n")
-    return buffer.getvalue()
+    return start_private_engine()
 
 
 def ensure_busybox_image(client: docker.DockerClient, tag: str = BUSYBOX_IMAGE) -> str:
     """`docker import` of the busybox root filesystem, unless the image is there already."""
-    try:
-        client.images.get(tag)
-        return tag
-    except docker.errors.ImageNotFound:
-        pass
-    repository, _, version = tag.rpartition(":")
-    client.api.import_image_from_data(_rootfs_tar(), repository=repository, tag=version)
+    import_busybox(client, tag)
     return tag
 
 
 def remove_labelled(client: docker.DockerClient, labels: Mapping[str, str]) -> int:
-    """Removes every container and volume carrying all the labels; returns how many."""
+    """Removes every container, volume and network carrying all the labels; returns how many."""
     filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
     removed = 0
     for row in client.api.containers(all=True, filters=filters):
@@ -262,6 +136,10 @@ def remove_labelled(client: docker.DockerClient, labels: Mapping[str, str]) -> i
     for volume in client.api.volumes(filters=filters).get("Volumes") or []:
         with contextlib.suppress(docker.errors.NotFound):
             client.api.remove_volume(volume["Name"], force=True)
+            removed += 1
+    for network in client.api.networks(filters=filters):
+        with contextlib.suppress(docker.errors.NotFound):
+            client.api.remove_network(network["Id"])
             removed += 1
     return removed
 
@@ -281,9 +159,9 @@ def open_engine() -> Iterator[DockerEngine]:
 def docker_engine() -> Iterator[DockerEngine]:
     try:
         engine = connect_or_start()
-    except EngineSetupError as e:
-        if "not installed" in str(e) or "needs root" in str(e):
-            pytest.skip(str(e))
+    except EngineStartError as e:
+        if e.reason in (EngineStartReason.NOT_INSTALLED, EngineStartReason.NOT_ROOT):
+            pytest.skip(f"no Docker engine is reachable and {e.message}")
         raise
     try:
         yield engine
