@@ -4,6 +4,7 @@ shut everything down cleanly on SIGINT / SIGTERM or when a service fails."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import signal
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from chain.state import TrieState
 from chain.store import ChainStore
 from chain.trie import BLANK_ROOT
 from consensus.clock import Clock, SystemClock
+from node.addresses import with_ip
 from node.chain_service import ChainService
 from node.endpoints import EndpointService
 from node.finality_service import FinalityService
@@ -40,6 +42,7 @@ from node.workloads import WorkloadService
 from orchestrator.dockerd import EngineStartError, PrivateEngine
 from orchestrator.engine import connect_engine
 from orchestrator.errors import EngineUnavailable
+from orchestrator.firewall import EgressPolicy
 from orchestrator.images import ImageBuildError, import_busybox
 from p2p.config import P2PConfig
 from p2p.host import P2PService
@@ -85,6 +88,8 @@ class NodeConfig:
     """The engine that runs this node's replicas (default: DOCKER_HOST, then the local socket)."""
     compute: bool = True
     """Offer compute (run assigned replicas) when registered and an engine answers."""
+    workload_egress: EgressPolicy = EgressPolicy.ALLOW
+    """Whether replicas may reach the outside world (never the host or private ranges)."""
     private_engine: bool = False
     """A dev node that named no engine: with compute on and no engine answering at the default
     socket, start a private dockerd under the base path (`<base>/docker`) and run on it."""
@@ -156,11 +161,18 @@ class Node:
             presence = _presence(config, chain, node_key)
             workloads = (
                 WorkloadService(
-                    chain, Keypair.from_seed(node_key.seed).public, spec.id, config.docker_host
+                    chain,
+                    Keypair.from_seed(node_key.seed).public,
+                    spec.id,
+                    config.docker_host,
+                    egress=config.workload_egress,
                 )
                 if presence is not None and config.compute
                 else None
             )
+            if presence is not None:
+                # A node declares on chain only the compute it can give.
+                presence.compute = workloads.offers_compute if workloads else _no_compute
             wallet = _wallet(config, chain, network, node_key)
             endpoints = EndpointService(
                 lambda: store.finalized_header.hash,
@@ -235,14 +247,20 @@ class Node:
                     config.db_path,
                 )
                 log.info("JSON-RPC on http://%s:%d (HTTP and WebSocket)", *address[:2])
+                own = {int(address[1])}
                 if self.network is not None:
                     listen = await nursery.start(self.network.run)
                     log.info("p2p address %s", listen)
+                    own.update(_ports(self.network.p2p.listen_address))
                 if self.finality is not None:
                     await nursery.start(self.finality.run)
                 if self.presence is not None:
                     if self.network is not None:
-                        self.presence.address = self.network.p2p.listen_address
+                        # Registered on chain: peers take this node's replica advertisements
+                        # only at this IP, so it is the one replicas are reached at.
+                        self.presence.address = with_ip(
+                            self.network.p2p.listen_address, config.node_ip
+                        )
                     await nursery.start(self.presence.run)
                 if self.workloads is not None:
                     if config.private_engine:
@@ -257,6 +275,8 @@ class Node:
                     # advertisements (until then it serves the routes as first built).
                     ingress = await nursery.start(self.ingress.run)
                     self.endpoints.ingress_port = ingress.http[1]
+                    own.update((ingress.http[1], ingress.dns[1]))
+                self.endpoints.own_ports = frozenset(own)
                 await nursery.start(self.endpoints.run)
                 if config.signer is not None:
                     if config.signer.public in self.chain.authorities:
@@ -276,6 +296,9 @@ class Node:
                     # and networks go with it; the controller makes them again next time.
                     with trio.CancelScope(shield=True):
                         await self.engine.stop_async(purge=True)
+                        if self.workloads is not None:
+                            # Its replicas are gone with it: their host rules may go too.
+                            await self.workloads.firewall.remove()
                     log.info("stopped the private Docker engine")
             finally:
                 self.db.close()
@@ -386,3 +409,13 @@ async def _stop_on_signal(scope: trio.CancelScope, endpoints: EndpointService) -
             await endpoints.withdraw()
             scope.cancel()
             return
+
+
+def _no_compute() -> bool:
+    return False
+
+
+def _ports(multiaddr: str) -> set[int]:
+    """The TCP ports named in a multiaddr."""
+    parts = multiaddr.split("/")
+    return {int(p) for k, p in itertools.pairwise(parts) if k == "tcp" and p.isdigit()}

@@ -27,6 +27,7 @@ from node.errors import CliError, UsageError, sole_cause
 from node.ingress_service import IngressConfig, IngressUnavailable
 from node.presence import Capacity, PresenceError, measure_capacity
 from node.runner import Node, NodeConfig
+from orchestrator.firewall import EgressPolicy
 from p2p.errors import P2PError
 from wallet.keys import Keypair, dev_keypair
 from wallet.keystore import resolve_signer
@@ -82,6 +83,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--docker-host", metavar="URL", help="the Docker engine for replicas (default: DOCKER_HOST)"
     )
     node.add_argument("--no-compute", action="store_true", help="never run replicas")
+    node.add_argument(
+        "--workload-egress",
+        choices=[p.value for p in EgressPolicy],
+        default=EgressPolicy.ALLOW.value,
+        help="whether replicas may open connections to the outside world (default allow); "
+        "the host, other apps, private and link-local ranges are never reachable",
+    )
     node.add_argument(
         "--no-private-engine",
         action="store_true",
@@ -228,6 +236,7 @@ def _run_node(args: argparse.Namespace) -> int:
         vdf_iterations=args.vdf_iterations,
         docker_host=args.docker_host,
         compute=not args.no_compute,
+        workload_egress=EgressPolicy(args.workload_egress),
         private_engine=args.dev
         and not args.no_private_engine
         and not (args.docker_host or os.environ.get("DOCKER_HOST")),
