@@ -177,7 +177,7 @@ def node_ip(text: str, *, allow_private: bool = False) -> str:
     refused = AddressPolicy.for_node(text, allow_private=allow_private).check(text)
     if refused is not None:
         raise ValueError(f"{text} cannot be dialled by another node: {refused}")
-    return ip_text(ipaddress.ip_address(text))
+    return ip_text(canonical_ip(text))
 
 
 def _address(raw: bytes) -> str:
@@ -406,6 +406,12 @@ class EndpointService:
         if advert.node_id == self.identity.public or not self.book.newer(advert):
             return Verdict.IGNORE
         refused = self.policy.check(advert.address)
+        if refused is None and ipaddress.ip_address(advert.address) != canonical_ip(
+            advert.address
+        ):
+            # Honest nodes advertise the address itself; an IPv4 address wrapped in an IPv6
+            # form (mapped, 6to4, NAT64, Teredo) only serves to slip past a check.
+            refused = f"it wraps {canonical_ip(advert.address)} in another form"
         if refused is not None:
             # Whatever the time or the chain says: routing there could reach this node's own
             # machine (its RPC), its cloud's metadata, or nobody.

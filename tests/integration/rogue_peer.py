@@ -3,9 +3,14 @@ an honest node never would, then reports (one JSON line) whether the node droppe
 
     python -m tests.integration.rogue_peer NETWORK_ID TARGET_MULTIADDR KIND CHAIN_SPEC
 
+    python -m tests.integration.rogue_peer NETWORK_ID TARGET_MULTIADDR forged-endpoints SPEC SEED
+
 KIND: garbage (undecodable bytes on every topic), bad-seal (a block on the genesis block, by
 the right author for the current slot, whose seal is not that author's signature),
-stranger-vote (a finality vote signed by a non-validator)."""
+stranger-vote (a finality vote signed by a non-validator), forged-endpoints (endpoint
+advertisements signed with the key of a registered node, SEED in hex, at addresses that are
+not the one it registered: loopback, metadata and unspecified in IPv4-mapped form, a private
+address, loopback in 6to4 form, and a global address)."""
 
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from chain.genesis import ChainSpec, build_genesis, load_spec
 from chain.state import TrieState
 from chain.trie import BLANK_ROOT
 from consensus.finality import Phase, sign_vote
+from node.endpoints import Advertisement, ReadyReplica
 from p2p.config import P2PConfig
 from p2p.gossip import Verdict
 from p2p.host import P2PService
@@ -31,7 +37,28 @@ from wallet.keys import Keypair
 ATTEMPTS = 12
 
 
-def payloads(kind: str, spec: ChainSpec) -> list[tuple[str, bytes]]:
+FORGED_ADDRESSES = (
+    "::ffff:169.254.169.254",
+    "::ffff:0.0.0.0",
+    "10.0.0.5",
+    "93.184.216.34",
+    "::ffff:127.0.0.1",
+    "2002:7f00:1::",
+)
+
+
+def forged_endpoints(seed: bytes) -> list[tuple[str, bytes]]:
+    """Advertisements a registered node's key signs for addresses that are not its own."""
+    identity = Keypair.from_seed(seed)
+    now = time.time_ns() // 1_000_000
+    ready = [ReadyReplica("web", 1, 0)]
+    return [
+        ("endpoints", Advertisement.signed(identity, now + 200 * i, address, 8080, ready).encode())
+        for i, address in enumerate(FORGED_ADDRESSES)
+    ]
+
+
+def payloads(kind: str, spec: ChainSpec, seed: bytes = b"") -> list[tuple[str, bytes]]:
     genesis = build_genesis(spec, TrieState({}, BLANK_ROOT)).block.header
     now = time.time_ns() // 1_000_000
     slot = now // spec.slot_duration_ms
@@ -48,13 +75,15 @@ def payloads(kind: str, spec: ChainSpec) -> list[tuple[str, bytes]]:
     if kind == "stranger-vote":
         stranger = Keypair.from_seed(b"\x09" * 32)
         return [("votes", sign_vote(stranger, b"\x00" * 32, 1, Phase.PREVOTE, header).encode())]
+    if kind == "forged-endpoints":
+        return forged_endpoints(seed)
     raise SystemExit(f"unknown kind {kind}")
 
 
-async def main(network_id: str, target: str, kind: str, spec_path: str) -> None:
+async def main(network_id: str, target: str, kind: str, spec_path: str, seed: str = "") -> None:
     spec = load_spec(Path(spec_path))
     service = P2PService(P2PConfig(network_id=network_id), NodeKey.generate())
-    for topic in ("blocks", "votes", "transactions"):
+    for topic in ("blocks", "votes", "transactions", "endpoints"):
         service.subscribe(topic, lambda peer, data: Verdict.IGNORE)
     async with trio.open_nursery() as nursery:
         await nursery.start(service.run)
@@ -64,7 +93,7 @@ async def main(network_id: str, target: str, kind: str, spec_path: str) -> None:
         for _ in range(ATTEMPTS):
             if all(p.peer_id != peer for p in service.peers()):
                 break
-            for topic, data in payloads(kind, spec):
+            for topic, data in payloads(kind, spec, bytes.fromhex(seed)):
                 await service.publish(
                     topic, data + sent.to_bytes(4, "big") if kind == "garbage" else data
                 )
@@ -77,4 +106,4 @@ async def main(network_id: str, target: str, kind: str, spec_path: str) -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main, *sys.argv[1:5])
+    trio.run(main, *sys.argv[1:6])

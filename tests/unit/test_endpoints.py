@@ -281,7 +281,9 @@ def test_loopback_addresses_are_taken_only_among_loopback_nodes() -> None:
     on_loopback, on_the_internet = service(chain, "127.0.0.1"), service(chain, "34.1.0.99")
     for address in ("127.0.0.1", "::ffff:127.0.0.1", "::127.0.0.1", "2002:7f00:1::"):
         local = advert(NODE_KEYS[0], NOW_MS, address).encode()
-        assert on_loopback._check(PEER, local) is Verdict.ACCEPT
+        # Only as itself, never wrapped in another form.
+        expected = Verdict.ACCEPT if address == "127.0.0.1" else Verdict.REJECT
+        assert on_loopback._check(PEER, local) is expected
         # It would send this node's own traffic to itself.
         assert on_the_internet._check(PEER, local) is Verdict.REJECT
     # Even among loopback nodes: never what no peer can be reached at, nor another loopback IP.
@@ -340,10 +342,10 @@ A, R = Verdict.ACCEPT, Verdict.REJECT
 @pytest.mark.parametrize(
     ("registered", "advertised", "own", "verdict"),
     [
-        # Its own address (in any form that carries it).
+        # Its own address, as itself; wrapped in an IPv6 form it only serves to slip past checks.
         (GLOBAL, "34.1.0.1", "34.1.0.99", A),
-        (GLOBAL, "::ffff:34.1.0.1", "34.1.0.99", A),
-        (GLOBAL, "2002:2201:1::", "34.1.0.99", A),
+        (GLOBAL, "::ffff:34.1.0.1", "34.1.0.99", R),
+        (GLOBAL, "2002:2201:1::", "34.1.0.99", R),
         ("/ip6/2a00:1450::1/tcp/30333", "2a00:1450::1", "34.1.0.99", A),
         ("/ip6/2a00:1450::1/tcp/30333", "2a00:1450::1", "2a00:1450::99", A),
         ("/ip4/127.0.0.1/tcp/30333", "127.0.0.1", "127.0.0.1", A),
@@ -589,3 +591,13 @@ def test_a_name_deleted_and_created_again_is_read_afresh() -> None:
     assert list(build_routes(chain.state, cache, {}, b"", {}).hosts) == [
         "shop.statemesh.internal"
     ]
+
+
+@pytest.mark.parametrize("wrapped", ["::ffff:127.0.0.1", "2002:7f00:1::", "::127.0.0.1"])
+def test_on_a_loopback_network_a_wrapped_loopback_address_is_refused_too(wrapped: str) -> None:
+    assert node_ip("::ffff:127.0.0.1") == "127.0.0.1"
+    chain = registered_chain("/ip4/127.0.0.1/tcp/30333")
+    endpoints = service(chain, address="127.0.0.1")
+    forged = advert(NODE_KEYS[0], NOW_MS, wrapped)
+    assert endpoints._judge(forged) is Verdict.REJECT
+    assert endpoints._judge(advert(NODE_KEYS[0], NOW_MS, "127.0.0.1")) is Verdict.ACCEPT
