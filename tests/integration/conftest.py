@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +23,24 @@ from wallet.keys import dev_keypair
 docker_engine = docker_harness.docker_engine
 docker_client = docker_harness.docker_client
 busybox_image = docker_harness.busybox_image
+
+
+def _host_rule_tags() -> set[str]:
+    """The tags of the StateMesh host-rule chains on this machine (`SM-<tag>-IN`)."""
+    if shutil.which("iptables") is None:
+        return set()
+    listed = subprocess.run(["iptables", "-w", "-S"], capture_output=True, text=True).stdout
+    return set(re.findall(r"^-N SM-([0-9a-f]+)-IN$", listed, flags=re.MULTILINE))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def host_rules_removed() -> Iterator[None]:
+    """Test nodes leave their replicas' host rules behind when they exit with replicas running,
+    as nodes do: the rules of nodes made during the session go when it ends."""
+    before = _host_rule_tags()
+    yield
+    for tag in _host_rule_tags() - before:
+        trio.run(IptablesFirewall(tag).remove)
 
 
 @pytest.fixture
