@@ -1,11 +1,15 @@
-"""Orchestrator latency on a real Docker engine, against a bare `docker run` (the SDK's
-`containers.run`) of the same busybox httpd measured in the same run, interleaved:
+"""Orchestrator latency on a real Docker engine, against the same sandboxed pod made by hand with
+the SDK (a bridge network, a sandbox container on it, and the busybox httpd joined to its network
+namespace, hardened and limited as the node does), measured in the same run, interleaved:
 
-- desired replica added -> container running, and -> ready (HTTP 200), median and p95;
-  target overhead ratio (controller / bare run) <= 1.5 on running;
-- crash (SIGKILL) -> running again, median, beside Docker's own `restart: always`;
-- one controller pass (observe, diff, dispatch) with N busybox `httpd` replicas on one node,
-  beside a bare container list of the same N containers;
+- desired replica added -> container running, and -> ready (HTTP 200 from the pod's address),
+  median and p95; target overhead ratio (controller / hand-made pod) <= 1.5 on running; both
+  sides start from no network, so both create the application's network, the sandbox and the
+  container (the controller also asserts its host rules for the new bridge);
+- crash (SIGKILL to the app container, not its sandbox) -> running again, median, beside
+  Docker's own `restart: always` on the app container of a hand-made pod;
+- one controller pass (observe, diff, dispatch) with N busybox `httpd` replicas (N pods) on one
+  node, beside a bare container list of the same 2N containers (sandboxes and httpds);
 - the CPU the process uses while the controller keeps those N replicas running and nothing
   changes (HTTP readiness and liveness probes, metering and resyncs at their default periods),
   in CPU seconds per wall second, beside the same window with the controller stopped (the
@@ -21,13 +25,12 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -36,11 +39,17 @@ sys.path.insert(0, str(ROOT))
 
 import docker  # noqa: E402
 
+from node.workloads import firewall_tag  # noqa: E402
+from orchestrator import labels  # noqa: E402
 from orchestrator.backoff import BackoffPolicy  # noqa: E402
 from orchestrator.controller import Controller, ControllerConfig  # noqa: E402
+from orchestrator.diff import SANDBOX_RESOURCES  # noqa: E402
 from orchestrator.docker_runtime import DockerRuntime  # noqa: E402
+from orchestrator.firewall import IptablesFirewall  # noqa: E402
+from orchestrator.images import busybox_rootfs_tar  # noqa: E402
 from orchestrator.probes import http_get  # noqa: E402
 from orchestrator.spec import (  # noqa: E402
+    CAPABILITIES_KEPT,
     Container,
     HTTPGetAction,
     Probe,
@@ -50,7 +59,6 @@ from orchestrator.spec import (  # noqa: E402
 from tests.integration.docker_harness import (  # noqa: E402
     BUSYBOX_IMAGE,
     DockerEngine,
-    free_port,
     open_engine,
     remove_labelled,
 )
@@ -60,9 +68,20 @@ if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
 NODE = "bench-node"
+BARE = {labels.NODE: NODE + "-bare"}
+"""The label of everything made by hand, for the clean-up."""
 CHAIN = "statemesh_dev"
 PROBE_PERIOD = 0.05
+PORT = 8080
+"""Every pod has an address of its own, so every httpd listens on the same port."""
 LIMITS = Resources(cpu_millicores=500, memory_bytes=64 * 2**20, pids_limit=64)
+HARDENING: dict[str, Any] = {
+    "cap_drop": ["ALL"],
+    "security_opt": ["no-new-privileges:true"],
+    "init": True,
+    "log_config": {"type": "json-file", "config": {"max-size": "10m", "max-file": "3"}},
+}
+"""What the node gives every container of a pod, sandbox included (`DockerRuntime`)."""
 
 
 def p95(values: list[float]) -> float:
@@ -71,34 +90,26 @@ def p95(values: list[float]) -> float:
 
 
 def httpd(port: int) -> list[str]:
-    return ["httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", "/www"]
+    """Listens on every interface of its pod: the host reaches it at the pod's address."""
+    return ["httpd", "-f", "-p", str(port), "-h", "/www"]
 
 
-def web(app: str, index: int, port: int) -> ReplicaSpec:
-    probe = Probe(HTTPGetAction(port), period_seconds=PROBE_PERIOD, timeout_seconds=1.0)
+def web(app: str, index: int) -> ReplicaSpec:
+    probe = Probe(HTTPGetAction(PORT), period_seconds=PROBE_PERIOD, timeout_seconds=1.0)
     container = Container(
-        "main", BUSYBOX_IMAGE, args=tuple(httpd(port)), resources=LIMITS, readiness_probe=probe
+        "main", BUSYBOX_IMAGE, args=tuple(httpd(PORT)), resources=LIMITS, readiness_probe=probe
     )
     return ReplicaSpec(CHAIN, app, 1, index, (container,), termination_grace_period_seconds=1.0)
 
 
-def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports (one `free_port()` after another may repeat a port)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-
-
-def server(index: int, port: int) -> ReplicaSpec:
+def server(index: int) -> ReplicaSpec:
     """One of the N replicas of the pass and idle measurements: httpd with HTTP readiness and
     liveness probes at Kubernetes' default period (10 s)."""
-    probe = Probe(HTTPGetAction(port))
+    probe = Probe(HTTPGetAction(PORT))
     container = Container(
         "main",
         BUSYBOX_IMAGE,
-        args=tuple(httpd(port)),
+        args=tuple(httpd(PORT)),
         resources=LIMITS,
         readiness_probe=probe,
         liveness_probe=probe,
@@ -106,10 +117,91 @@ def server(index: int, port: int) -> ReplicaSpec:
     return ReplicaSpec(CHAIN, "idle", 1, index, (container,), termination_grace_period_seconds=0)
 
 
-async def wait_http(port: int) -> None:
-    """Polls like the readiness probe does, at the same period."""
+def engine_limits(resources: Resources) -> dict[str, Any]:
+    """The engine's arguments for `resources`, as `DockerRuntime` gives them."""
+    cpu, request = resources.cpu_millicores, resources.cpu_request_millicores
+    return {
+        "nano_cpus": None if cpu is None else cpu * 1_000_000,
+        "cpu_shares": None if request is None else max(2, request * 1024 // 1000),
+        "mem_limit": resources.memory_bytes,
+        "memswap_limit": resources.memory_bytes,
+        "pids_limit": resources.pids_limit,
+    }
+
+
+class BarePod:
+    """A pod made by hand as the node makes one: a bridge network (`smb...`), a sandbox that
+    only sleeps on it (non-root, read-only, no capabilities, the sandbox's limits), and the
+    httpd in its network namespace (the capabilities the node keeps, the replica's limits)."""
+
+    def __init__(self, client: docker.DockerClient, kind: str, index: int) -> None:
+        self._client = client
+        self.name = f"bench-{kind}-{index}"
+        self._bridge = f"smb{kind[:4]}{index}"
+        if len(self._bridge) > 15:
+            raise ValueError(f"bridge name {self._bridge!r} is longer than 15 characters")
+        self.network: Any = None
+        self.sandbox: Any = None
+        self.container: Any = None
+
+    def run(self, **container: Any) -> None:
+        """Creates and starts the three; `container` adds to the httpd's arguments."""
+        client = self._client
+        self.network = client.networks.create(
+            self.name,
+            driver="bridge",
+            options={
+                "com.docker.network.bridge.name": self._bridge,
+                "com.docker.network.bridge.enable_icc": "true",
+                "com.docker.network.bridge.enable_ip_masquerade": "true",
+            },
+            labels=BARE,
+        )
+        user = labels.SANDBOX_USER
+        self.sandbox = client.containers.run(
+            labels.SANDBOX_IMAGE,
+            list(labels.SANDBOX_COMMAND),
+            name=f"{self.name}-pod",
+            hostname=self.name,
+            network=self.name,
+            user=f"{user}:{user}",
+            read_only=True,
+            tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"},
+            detach=True,
+            labels=BARE,
+            **HARDENING,
+            **engine_limits(SANDBOX_RESOURCES),
+        )
+        self.container = client.containers.run(
+            BUSYBOX_IMAGE,
+            httpd(PORT),
+            name=f"{self.name}-main",
+            network_mode=f"container:{self.sandbox.id}",
+            cap_add=list(CAPABILITIES_KEPT),
+            detach=True,
+            labels=BARE,
+            **HARDENING,
+            **engine_limits(LIMITS),
+            **container,
+        )
+
+    def address(self) -> str:
+        """The sandbox's address on its network (an inspection: `run` does not return it)."""
+        self.sandbox.reload()
+        return str(self.sandbox.attrs["NetworkSettings"]["Networks"][self.name]["IPAddress"])
+
+    def remove(self) -> None:
+        for container in (self.container, self.sandbox):
+            if container is not None:
+                container.remove(force=True)
+        if self.network is not None:
+            self.network.remove()
+
+
+async def wait_http(address: str) -> None:
+    """Polls the pod like the readiness probe does, at the same period."""
     while True:
-        if (await http_get(HTTPGetAction(port), 1.0)).success:
+        if (await http_get(HTTPGetAction(PORT, host=address), 1.0)).success:
             return
         await trio.sleep(PROBE_PERIOD)
 
@@ -125,37 +217,33 @@ async def next_pass(controller: Controller) -> None:
     await until(controller, lambda: controller.statistics().passes > before)
 
 
+async def drained(controller: Controller, runtime: DockerRuntime) -> None:
+    """Until the node has no container and no network left, and a pass has seen that (and
+    asserted its host rules for no bridge), so that the next run starts from nothing."""
+    await until(controller, lambda: controller.statistics().observed_containers == 0)
+    while await runtime.list_networks(labels.owner_labels(NODE)):
+        with trio.move_on_after(0.05):
+            await controller.changed()
+    await next_pass(controller)
+
+
 async def bare_run(client: docker.DockerClient, index: int) -> tuple[float, float]:
-    port = free_port()
-
-    def run() -> docker.models.containers.Container:
-        return client.containers.run(
-            BUSYBOX_IMAGE,
-            httpd(port),
-            name=f"bench-bare-{index}-{port}",
-            detach=True,
-            network_mode="host",
-            init=True,
-            nano_cpus=LIMITS.cpu_millicores * 1_000_000 if LIMITS.cpu_millicores else None,
-            mem_limit=LIMITS.memory_bytes,
-            memswap_limit=LIMITS.memory_bytes,
-            pids_limit=LIMITS.pids_limit,
-            labels={"statemesh.node": NODE + "-bare"},
-        )
-
-    start = time.perf_counter()
-    container = await trio.to_thread.run_sync(run)
-    running = time.perf_counter() - start
-    await wait_http(port)
-    ready = time.perf_counter() - start
-    await trio.to_thread.run_sync(lambda: container.remove(force=True))
+    pod = BarePod(client, "bare", index)
+    try:
+        start = time.perf_counter()
+        await trio.to_thread.run_sync(pod.run)
+        running = time.perf_counter() - start
+        await wait_http(await trio.to_thread.run_sync(pod.address))
+        ready = time.perf_counter() - start
+    finally:
+        await trio.to_thread.run_sync(pod.remove)
     return running, ready
 
 
 async def controlled_run(
-    controller: Controller, desired: InMemoryDesired, index: int
+    controller: Controller, runtime: DockerRuntime, desired: InMemoryDesired, index: int
 ) -> tuple[float, float]:
-    spec = web("start", index, free_port())
+    spec = web("start", index)
     start = time.perf_counter()
     desired.specs = [spec]
     controller.trigger()
@@ -167,7 +255,7 @@ async def controlled_run(
     ready = time.perf_counter() - start
     desired.specs = []
     controller.trigger()
-    await until(controller, lambda: controller.statistics().observed_containers == 0)
+    await drained(controller, runtime)
     return running, ready
 
 
@@ -179,14 +267,19 @@ async def crash(client: docker.DockerClient, container_id: str) -> None:
 
 
 async def controlled_crash(
-    client: docker.DockerClient, controller: Controller, desired: InMemoryDesired, index: int
+    client: docker.DockerClient,
+    controller: Controller,
+    runtime: DockerRuntime,
+    desired: InMemoryDesired,
+    index: int,
 ) -> float:
-    spec = web("crash", index, free_port())
+    spec = web("crash", index)
     desired.specs = [spec]
     controller.trigger()
     await until(
         controller, lambda: (s := controller.status().get(spec.key)) is not None and s.running
     )
+    # The replica's own container: its pod's sandbox lives on, as after a crash of the app.
     container_id = controller.status()[spec.key].containers[0].container_id
     start = time.perf_counter()
     await crash(client, container_id)
@@ -196,39 +289,30 @@ async def controlled_crash(
     elapsed = time.perf_counter() - start
     desired.specs = []
     controller.trigger()
-    await until(controller, lambda: controller.statistics().observed_containers == 0)
+    await drained(controller, runtime)
     return elapsed
 
 
 async def docker_restart(client: docker.DockerClient, index: int) -> float:
-    """Docker's own restart manager, for reference: kill -> running again."""
-    port = free_port()
-
-    def run() -> docker.models.containers.Container:
-        return client.containers.run(
-            BUSYBOX_IMAGE,
-            httpd(port),
-            name=f"bench-restart-{index}-{port}",
-            detach=True,
-            network_mode="host",
-            init=True,
-            restart_policy={"Name": "always"},
-            labels={"statemesh.node": NODE + "-bare"},
-        )
-
-    container = await trio.to_thread.run_sync(run)
-    inspected = await trio.to_thread.run_sync(client.api.inspect_container, container.id)
-    first = inspected["State"]["StartedAt"]
-    start = time.perf_counter()
-    await crash(client, container.id)
-    while True:
-        state = (await trio.to_thread.run_sync(client.api.inspect_container, container.id))["State"]
-        if state["Running"] and state["StartedAt"] != first:
-            break
-        await trio.sleep(0.005)
-    elapsed = time.perf_counter() - start
-    await trio.to_thread.run_sync(lambda: container.remove(force=True))
-    return elapsed
+    """Docker's own restart manager, for reference: kill -> running again, of the app container
+    of a hand-made pod."""
+    pod = BarePod(client, "restart", index)
+    try:
+        await trio.to_thread.run_sync(lambda: pod.run(restart_policy={"Name": "always"}))
+        container_id = pod.container.id
+        inspected = await trio.to_thread.run_sync(client.api.inspect_container, container_id)
+        first = inspected["State"]["StartedAt"]
+        start = time.perf_counter()
+        await crash(client, container_id)
+        while True:
+            inspected = await trio.to_thread.run_sync(client.api.inspect_container, container_id)
+            state = inspected["State"]
+            if state["Running"] and state["StartedAt"] != first:
+                break
+            await trio.sleep(0.005)
+        return time.perf_counter() - start
+    finally:
+        await trio.to_thread.run_sync(pod.remove)
 
 
 async def supervised(
@@ -276,15 +360,23 @@ async def many_replicas(
     engine: DockerEngine,
     nursery: trio.Nursery,
     runtime: DockerRuntime,
+    firewall: IptablesFirewall,
     replicas: int,
     idle_seconds: float,
 ) -> dict[str, object]:
-    """Converge to N replicas, time passes, measure the idle CPU with the controller running
-    and stopped, then remove everything with a new controller (which adopts the containers).
-    The controllers have the node's default configuration (resync and metering every 10 s)."""
+    """Converge to N replicas (N pods on one network), time passes, measure the idle CPU with
+    the controller running and stopped, then remove everything with a new controller (which
+    adopts the containers). The controllers have the node's default configuration (resync and
+    metering every 10 s)."""
     client = engine.client
-    desired = InMemoryDesired(*(server(i, port) for i, port in enumerate(free_ports(replicas))))
-    controller = Controller(runtime, desired, ControllerConfig(node=NODE))
+    desired = InMemoryDesired(*(server(i) for i in range(replicas)))
+
+    def new_controller(config: ControllerConfig) -> Controller:
+        return Controller(
+            runtime, desired, config, firewall=firewall, sandbox_rootfs=busybox_rootfs_tar
+        )
+
+    controller = new_controller(ControllerConfig(node=NODE))
     scope = await nursery.start(supervised, controller)
     start = time.perf_counter()
     controller.trigger()
@@ -305,7 +397,7 @@ async def many_replicas(
     for _ in range(20):
         t = time.perf_counter()
         await trio.to_thread.run_sync(
-            lambda: client.api.containers(all=True, filters={"label": [f"statemesh.node={NODE}"]})
+            lambda: client.api.containers(all=True, filters={"label": [f"{labels.NODE}={NODE}"]})
         )
         lists.append(time.perf_counter() - t)
 
@@ -313,14 +405,16 @@ async def many_replicas(
     scope.cancel()
     stopped_process, stopped_engine = await cpu_share(engine, idle_seconds)
 
-    adopter = Controller(runtime, desired, controller.config)
-    await nursery.start(supervised, adopter)
+    adopter = new_controller(controller.config)
+    scope = await nursery.start(supervised, adopter)
     await next_pass(adopter)
     desired.specs = []
     start = time.perf_counter()
     adopter.trigger()
     await until(adopter, lambda: adopter.statistics().observed_containers == 0)
     teardown = time.perf_counter() - start
+    await drained(adopter, runtime)
+    scope.cancel()
     engine_shares: dict[str, float] = {}
     if running_engine is not None and stopped_engine is not None:
         engine_shares = {"engine_running": running_engine, "engine_stopped": stopped_engine}
@@ -346,6 +440,7 @@ async def bench(
 ) -> dict[str, object]:
     client = engine.client
     runtime = await DockerRuntime.connect(engine.host)
+    firewall = IptablesFirewall(firewall_tag(NODE.encode()))
     desired = InMemoryDesired()
     config = ControllerConfig(
         node=NODE,
@@ -354,24 +449,32 @@ async def bench(
         metering_seconds=60.0,
         max_parallel_replicas=8,
     )
-    controller = Controller(runtime, desired, config)
+    controller = Controller(
+        runtime, desired, config, firewall=firewall, sandbox_rootfs=busybox_rootfs_tar
+    )
     bare: list[tuple[float, float]] = []
     ours: list[tuple[float, float]] = []
     crashes: list[float] = []
     restarts: list[float] = []
-    async with trio.open_nursery() as nursery:
-        scope = await nursery.start(supervised, controller)
-        await bare_run(client, -1)  # warm-up: page cache, first-container set-up
-        await controlled_run(controller, desired, 10_000)
-        for i in range(runs):
-            bare.append(await bare_run(client, i))
-            ours.append(await controlled_run(controller, desired, i))
-            crashes.append(await controlled_crash(client, controller, desired, i))
-            restarts.append(await docker_restart(client, i))
-        scope.cancel()
-        passes = await many_replicas(engine, nursery, runtime, replicas, idle_seconds)
-        nursery.cancel_scope.cancel()
-    runtime.close()
+    try:
+        # The hand-made pods need the sandbox image, which the node builds before its first pod.
+        await runtime.ensure_local_image(labels.SANDBOX_IMAGE, busybox_rootfs_tar)
+        async with trio.open_nursery() as nursery:
+            scope = await nursery.start(supervised, controller)
+            # Warm-up: page cache, first-container set-up, the node's first host rules.
+            await bare_run(client, -1)
+            await controlled_run(controller, runtime, desired, 10_000)
+            for i in range(runs):
+                bare.append(await bare_run(client, i))
+                ours.append(await controlled_run(controller, runtime, desired, i))
+                crashes.append(await controlled_crash(client, controller, runtime, desired, i))
+                restarts.append(await docker_restart(client, i))
+            scope.cancel()
+            passes = await many_replicas(engine, nursery, runtime, firewall, replicas, idle_seconds)
+            nursery.cancel_scope.cancel()
+    finally:
+        runtime.close()
+        await firewall.remove()
 
     def med(values: list[float]) -> float:
         return statistics.median(values) * 1000
@@ -419,8 +522,9 @@ def main() -> None:
         try:
             result = trio.run(bench, engine, args.runs, args.replicas, args.idle_seconds)
         finally:
-            for node in (NODE, NODE + "-bare"):
-                remove_labelled(engine.client, {"statemesh.node": node})
+            # Containers, then the networks they were on (the node's carry its label too).
+            for owner in (labels.owner_labels(NODE), BARE):
+                remove_labelled(engine.client, owner)
     print(json.dumps(result, indent=2))
 
 
