@@ -1,6 +1,7 @@
 """Assignment finalized -> container running, and -> ready (HTTP 200), on a real dev node with a
-real Docker engine, against a bare `docker run` of the same image measured in the same run.
-Target: overhead ratio (node / bare run with the same limits) <= 1.5 on running.
+real Docker engine, against a bare run of the same sandboxed container measured in the same
+run: a network created, a sandbox on it, the container joined to its namespace, hardened as the
+node hardens it. Target: overhead ratio (node / bare run with the same limits) <= 1.5 on running.
 
 Both sides stop their clock the same way: "running" is the engine's own timestamp of the
 container's `start` event, and "ready" the first HTTP 200 of a poll every 10 ms that begins
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 import httpx
 import rlp
 
@@ -42,7 +44,9 @@ from chain.primitives import Hash32  # noqa: E402
 from chain.runtime.apps import Apps, ReplicaEntry  # noqa: E402
 from chain.runtime.manifest import parse_manifest  # noqa: E402
 from node.workloads import replica_spec  # noqa: E402
-from orchestrator.spec import Resources  # noqa: E402
+from orchestrator import labels  # noqa: E402
+from orchestrator.images import busybox_rootfs_tar  # noqa: E402
+from orchestrator.spec import CAPABILITIES_KEPT, Resources  # noqa: E402
 from tests.integration.docker_harness import BUSYBOX_IMAGE, free_port, open_engine  # noqa: E402
 from tests.integration.harness import NodeProcess  # noqa: E402
 from wallet.keys import dev_keypair, sign_transaction  # noqa: E402
@@ -76,15 +80,33 @@ spec:
 
 def httpd(port: int) -> str:
     page = "mkdir -p /www && echo ok > /www/index.html"
-    return f"{page} && exec httpd -f -p 127.0.0.1:{port} -h /www"
+    return f"{page} && exec httpd -f -p {port} -h /www"
 
 
-def serving(port: int) -> bool:
+def serving(address: Callable[[], str | None], port: int) -> bool:
+    """Whether the pod at `address()` (None while it has none) answers 200 on `port`."""
+    where = address()
+    if where is None:
+        return False
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=0.5) as response:
+        with urllib.request.urlopen(f"http://{where}:{port}/", timeout=0.5) as response:
             return bool(response.status == 200)
     except OSError:
         return False
+
+
+def pod_of(client: docker.DockerClient, app: str) -> Callable[[], str | None]:
+    """The address of the node's pod of `app`, once its sandbox has one."""
+    filters = {"label": [f"{labels.APP}={app}", f"{labels.ROLE}={labels.SANDBOX_ROLE}"]}
+
+    def address() -> str | None:
+        for row in client.api.containers(filters=filters):
+            for network in row["NetworkSettings"]["Networks"].values():
+                if network.get("IPAddress"):
+                    return str(network["IPAddress"])
+        return None
+
+    return address
 
 
 def until(predicate: Callable[[], bool], timeout: float = 60.0) -> float:
@@ -200,11 +222,12 @@ def at_phase(phase: float) -> None:
 def bare_run(
     client: docker.DockerClient, events: StartEvents, limits: Resources | None, phase: float
 ) -> tuple[float, float]:
-    """(running, ready) of a `docker run` of the same httpd, with the resources the node
-    applies (CPU quota and shares, memory limit, as the manifest resolves them) or with none. It
-    starts at the same point of a slot as the node's clock did: the node authors a block and its
-    Time Tower prover starts a proof at the start of every slot, and both compete for the CPU
-    with a container that starts then."""
+    """(running, ready) of the same sandboxed httpd started by hand: a bridge network, a sandbox
+    container on it, and the httpd joined to its network namespace, hardened as the node does
+    (capabilities, no new privileges, init), with the resources the node applies (CPU shares
+    and quota, memory and pids limits) or with none. It starts at the same point of a slot as
+    the node's clock did: the node authors a block and its Time Tower prover starts a proof at
+    the start of every slot, and both compete for the CPU with a container that starts then."""
     port = free_port()
     quota: dict[str, Any] = {}
     if limits is not None:
@@ -216,14 +239,42 @@ def bare_run(
             "memswap_limit": limits.memory_bytes,
             "pids_limit": limits.pids_limit,
         }
+    hardening: dict[str, Any] = {
+        "cap_drop": ["ALL"],
+        "cap_add": list(CAPABILITIES_KEPT),
+        "security_opt": ["no-new-privileges:true"],
+        "init": True,
+    }
+    name = f"bare-{port}"
     at_phase(phase)
     b0 = time.time()
+    network = client.networks.create(
+        name, driver="bridge", options={"com.docker.network.bridge.name": f"smbbare{port}"}
+    )
+    sandbox = client.containers.run(
+        labels.SANDBOX_IMAGE,
+        list(labels.SANDBOX_COMMAND),
+        network=name,
+        user=str(labels.SANDBOX_USER),
+        read_only=True,
+        detach=True,
+        **hardening,
+    )
     container = client.containers.run(
-        BUSYBOX_IMAGE, ["sh", "-c", httpd(port)], network_mode="host", detach=True, **quota
+        BUSYBOX_IMAGE,
+        ["sh", "-c", httpd(port)],
+        network_mode=f"container:{sandbox.id}",
+        detach=True,
+        **hardening,
+        **quota,
     )
     b1 = events.started(lambda cid, _: cid == container.id)
-    b2 = until(lambda: serving(port))
+    sandbox.reload()
+    address = sandbox.attrs["NetworkSettings"]["Networks"][name]["IPAddress"]
+    b2 = until(lambda: serving(lambda: address, port))
     container.remove(force=True)
+    sandbox.remove(force=True)
+    network.remove()
     return b1 - b0, b2 - b0
 
 
@@ -249,8 +300,10 @@ def one_run(
     time.sleep((SLOT * 1.5 - time.time() % SLOT) % SLOT)
     submit(rpc, genesis, CREATE.call(manifest=manifest.canonical_json()))
     t0 = assignment_final(rpc, name)
-    t1 = events.started(lambda _, attributes: attributes.get("statemesh.app") == name)
-    t2 = until(lambda: serving(port))
+    t1 = events.started(
+        lambda _, attributes: attributes.get(labels.APP) == name and labels.ROLE not in attributes
+    )
+    t2 = until(lambda: serving(pod_of(client, name), port))
     # What the node asks of the engine for this manifest, by the node's own translation.
     spec = replica_spec("bench", name, ReplicaEntry(0, 1, b"", 0), manifest)
     phase = t0 % SLOT
@@ -259,20 +312,21 @@ def one_run(
         "same": bare_run(client, events, spec.containers[0].resources, phase),
         "plain": bare_run(client, events, None, phase),
     }
-    label = {"label": f"statemesh.app={name}"}
+    label = {"label": f"{labels.APP}={name}"}
     submit(rpc, genesis, DELETE.call(app=name))
     until(lambda: not client.api.containers(all=True, filters=label))
     return times
 
 
-def warm_up(client: docker.DockerClient) -> None:
-    """One bare run first: the page cache and the engine's first-container set-up."""
-    port = free_port()
-    container = client.containers.run(
-        BUSYBOX_IMAGE, ["sh", "-c", httpd(port)], network_mode="host", detach=True
-    )
-    until(lambda: serving(port))
-    container.remove(force=True)
+def warm_up(client: docker.DockerClient, events: StartEvents) -> None:
+    """One bare run first: the page cache and the engine's first-container set-up. The sandbox
+    image is imported here if the node has not yet (it does so before its first pod)."""
+    try:
+        client.images.get(labels.SANDBOX_IMAGE)
+    except docker.errors.ImageNotFound:
+        repository, tag = labels.SANDBOX_IMAGE.split(":")
+        client.api.import_image_from_data(busybox_rootfs_tar(), repository=repository, tag=tag)
+    bare_run(client, events, None, time.time() % SLOT)
 
 
 def main() -> None:
@@ -295,7 +349,7 @@ def main() -> None:
         try:
             until(lambda: rpc.call("towers_active")["total"] == 1, timeout=60)
             genesis = bytes.fromhex(rpc.call("chain_getBlockHash", 0)[2:])
-            warm_up(client)
+            warm_up(client, events)
             for run in range(args.runs):
                 times = one_run(rpc, client, events, genesis, f"bench{run}", args.cpu_limit)
                 for side, measured in times.items():
