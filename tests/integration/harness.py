@@ -162,3 +162,15 @@ def cli_json(*args: str, env: dict[str, str] | None = None) -> Any:
     result = cli(*args, "--json", env=env)
     assert result.returncode == 0, result.stderr + result.stdout
     return json.loads(result.stdout)
+
+
+def ingress_page(node: NodeProcess, host: str, path: str = "/") -> str:
+    """What the node's ingress proxy answers for `host` and `path`: the body of a 200, else ""
+    (another status, or no answer yet)."""
+    try:
+        response = httpx.get(
+            f"http://127.0.0.1:{node.ingress_port}{path}", headers={"Host": host}, timeout=5
+        )
+    except httpx.HTTPError:
+        return ""
+    return response.text if response.status_code == 200 else ""

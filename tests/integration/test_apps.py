@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.integration.harness import ROOT, NodeProcess, cli, cli_json
+from tests.integration.harness import ROOT, NodeProcess, cli, cli_json, ingress_page
 from wallet.keys import dev_keypair
 
 pytestmark = pytest.mark.integration
@@ -28,18 +27,6 @@ def node_id_of(node: NodeProcess, operator: str) -> str:
     raise AssertionError(f"no node of {operator}")
 
 
-def page(node: NodeProcess) -> str:
-    try:
-        response = httpx.get(
-            f"http://127.0.0.1:{node.ingress_port}/",
-            headers={"Host": "web.statemesh.internal"},
-            timeout=5,
-        )
-    except httpx.HTTPError:
-        return ""
-    return response.text if response.status_code == 200 else ""
-
-
 def test_deploy_scale_update_delete_and_failover(
     compute_nodes: tuple[NodeProcess, list[NodeProcess]], tmp_path: Path
 ) -> None:
@@ -52,7 +39,7 @@ def test_deploy_scale_update_delete_and_failover(
     for node in (dev, *others):
         seen: set[str] = set()
         node.wait_for(
-            lambda n=node, s=seen: pages <= (s.add(page(n)) or s),
+            lambda n=node, s=seen: pages <= (s.add(ingress_page(n, "web.statemesh.internal")) or s),
             timeout=90,
             what="every replica through this node's ingress",
         )

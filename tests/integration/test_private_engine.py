@@ -12,13 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import docker
-import httpx
 import pytest
 
 from orchestrator.dockerd import EngineStartError, PrivateEngine, find_dockerd, ping
 from orchestrator.engine import DEFAULT_DOCKER_HOST
 from orchestrator.images import BUSYBOX_BINARY
-from tests.integration.harness import ROOT, NodeProcess, cli
+from tests.integration.harness import ROOT, NodeProcess, cli, ingress_page
 
 pytestmark = pytest.mark.integration
 
@@ -127,18 +126,11 @@ def test_the_web_example_runs_on_a_dev_nodes_private_engine(
         assert status.returncode == 0, status.stderr
         assert status.stdout.startswith("application web  revision 1  replicas 3")
 
-        def served() -> str:
-            try:
-                response = httpx.get(
-                    f"http://127.0.0.1:{node.ingress_port}/",
-                    headers={"Host": "web.statemesh.internal"},
-                    timeout=5,
-                )
-            except httpx.HTTPError:
-                return ""
-            return response.text if response.status_code == 200 else ""
-
-        page = node.wait_for(served, timeout=30, what="the page through the ingress proxy")
+        page = node.wait_for(
+            lambda: ingress_page(node, "web.statemesh.internal"),
+            timeout=30,
+            what="the page through the ingress proxy",
+        )
         assert page.startswith("hello from ")
     finally:
         node.stop(signal.SIGINT, timeout=60)
@@ -152,6 +144,9 @@ def test_no_private_engine_leaves_the_node_without_compute(tmp_path: Path, no_en
         node.wait_for(lambda: NO_COMPUTE in node.log(), what="the no-compute line")
         assert "private Docker engine" not in node.log()
         assert not (base / "docker").exists()
+        # It registered without compute, so the chain gives it no replica.
+        (info,) = node.wait_for(lambda: node.call("nodes_list")["nodes"], what="registered")
+        assert info["capacity"] == {"cores": 0, "memoryMb": 0, "diskGb": 0, "gpus": 0}
     finally:
         node.stop()
 

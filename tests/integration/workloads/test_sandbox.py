@@ -15,14 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import docker
-import httpx
 import pytest
 
 from chain.address import decode_address
 from node.workloads import firewall_tag
 from orchestrator import labels
 from tests.integration.docker_harness import DockerEngine
-from tests.integration.harness import ROOT, NodeProcess, cli
+from tests.integration.harness import ROOT, NodeProcess, cli, ingress_page
 from tests.integration.workloads.pods import app_container, pod_address
 
 pytestmark = pytest.mark.integration
@@ -58,18 +57,6 @@ spec:
     host: {name}.statemesh.internal
     rules: [{{path: /, servicePort: web}}]
 """
-
-
-def get(node: NodeProcess, host: str) -> httpx.Response:
-    return httpx.get(f"http://127.0.0.1:{node.ingress_port}/", headers={"Host": host}, timeout=5)
-
-
-def page(node: NodeProcess, host: str) -> str:
-    try:
-        response = get(node, host)
-    except httpx.HTTPError:
-        return ""
-    return response.text if response.status_code == 200 else ""
 
 
 def deploy(node: NodeProcess, path: Path, who: str = "dev-alice") -> None:
@@ -149,16 +136,16 @@ def test_tenants_are_sandboxed_from_the_host_the_node_and_each_other(
         deploy(node, manifests["rpcish"], "dev-charlie")
         for name in ("victim", "evil", "rpcish"):
             node.wait_for(
-                lambda n=name: page(node, f"{n}.statemesh.internal") == f"{n}-page\n",
+                lambda n=name: ingress_page(node, f"{n}.statemesh.internal") == f"{n}-page\n",
                 timeout=90,
                 what=f"{name} served through the ingress",
             )
         # Side by side on one node, each app gets its own traffic, never the other's.
         for _ in range(4):
-            assert page(node, "victim.statemesh.internal") == "victim-page\n"
-            assert page(node, "evil.statemesh.internal") == "evil-page\n"
+            assert ingress_page(node, "victim.statemesh.internal") == "victim-page\n"
+            assert ingress_page(node, "evil.statemesh.internal") == "evil-page\n"
         # The app on the node's RPC port serves its page; the node's RPC is the node's.
-        assert page(node, "rpcish.statemesh.internal") == "rpcish-page\n"
+        assert ingress_page(node, "rpcish.statemesh.internal") == "rpcish-page\n"
         assert node.call("system_health") is not None
 
         evil = app_container(client, "evil")
@@ -195,7 +182,7 @@ def test_tenants_are_sandboxed_from_the_host_the_node_and_each_other(
         assert node.stop() == 0
         node.start()
         node.wait_for(
-            lambda: page(node, "victim.statemesh.internal") == "victim-page\n",
+            lambda: ingress_page(node, "victim.statemesh.internal") == "victim-page\n",
             timeout=60,
             what="victim served after the restart",
         )
@@ -217,7 +204,7 @@ def test_the_readme_example_runs_three_replicas_on_one_node(
         seen: set[str] = set()
 
         def all_three() -> bool:
-            seen.add(page(node, "web.statemesh.internal"))
+            seen.add(ingress_page(node, "web.statemesh.internal"))
             return {"hello from web-0\n", "hello from web-1\n", "hello from web-2\n"} <= seen
 
         node.wait_for(all_three, timeout=120, what="three replicas answering through the ingress")

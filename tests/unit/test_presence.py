@@ -1,0 +1,82 @@
+"""A node declares on chain only the compute it can give: no capacity once it has lost it for a
+while, its capacity again once it is back, and its registered address kept current."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import trio
+import trio.testing
+
+from chain.blocks import Call
+from chain.runtime import nodes
+from node.presence import NO_COMPUTE_SECONDS, Capacity, PresenceService
+from tests.unit.test_towers import NODE_KEYS, OPERATORS, TowerChain, registration, tower_spec
+from wallet.keys import Keypair
+
+ADDRESS = "/ip4/34.1.0.1/tcp/30333"
+
+
+@dataclass
+class ChainFake:
+    """What the presence service reads and sends, over an in-memory chain: every transaction
+    it sends is put in a block at once."""
+
+    chain: TowerChain
+
+    @property
+    def store(self) -> Any:
+        return SimpleNamespace(
+            best_state=lambda: self.chain.state,
+            best_header=SimpleNamespace(number=self.chain.number),
+        )
+
+    @property
+    def runtime(self) -> Any:
+        return self.chain.runtime
+
+    def submit_signed(self, keypair: Keypair, call: Call) -> None:
+        self.chain.send(keypair, call)
+
+
+def test_compute_lost_then_back_is_declared_after_a_while_and_the_address_kept_current() -> None:
+    chain = TowerChain(tower_spec())
+    chain.send(OPERATORS[0], registration(0, OPERATORS[0], address=ADDRESS))
+    compute = [True]
+    presence = PresenceService(
+        ChainFake(chain),  # type: ignore[arg-type]
+        operator=OPERATORS[0],
+        identity=NODE_KEYS[0],
+        node_class="cpu",
+        capacity=Capacity(2, 1024, 10, 0),
+        address=ADDRESS,
+        compute=lambda: compute[0],
+        monotonic=trio.current_time,
+    )
+
+    def declared() -> tuple[int, int, int, bytes]:
+        record = nodes.get_node(chain.state, NODE_KEYS[0].public)
+        assert record is not None
+        return record.cores, record.memory_mb, record.disk_gb, record.address
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(presence._keep_registration)
+            await trio.sleep(30)
+            assert declared() == (2, 1024, 10, ADDRESS.encode())  # nothing to change
+            compute[0] = False
+            await trio.sleep(NO_COMPUTE_SECONDS / 2)
+            assert declared()[0] == 2  # an engine restart takes nothing away
+            await trio.sleep(NO_COMPUTE_SECONDS)
+            assert declared() == (0, 0, 0, ADDRESS.encode())
+            compute[0] = True
+            await trio.sleep(NO_COMPUTE_SECONDS * 1.5)
+            assert declared() == (2, 1024, 10, ADDRESS.encode())
+            presence.address = "/ip4/34.1.0.2/tcp/30333"
+            await trio.sleep(NO_COMPUTE_SECONDS * 1.5)
+            assert declared()[3] == b"/ip4/34.1.0.2/tcp/30333"
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
