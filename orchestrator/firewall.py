@@ -8,10 +8,10 @@ the operator's private networks included. So every workload bridge (`smb+`) gets
 - `SM-<tag>-IN`, hooked first in INPUT: replies to connections the host opened pass (the ingress
   proxy and probes dial replicas); everything a replica sends to the host itself is dropped.
 - `SM-<tag>-FWD`, hooked first in DOCKER-USER (where Docker lets users filter forwarded
-  traffic): replies pass; traffic within one application's bridge goes on to Docker's rules;
-  traffic to another workload bridge, to loopback, link-local (169.254.0.0/16, metadata),
-  private, shared and multicast ranges is dropped; the rest of the world is reached unless the
-  egress policy is `deny`.
+  traffic): replies pass; traffic bridged within one bridge (one application's pods on this
+  node) goes on to Docker's rules; traffic routed to another workload bridge, to loopback,
+  link-local (169.254.0.0/16, metadata), private, shared and multicast ranges is dropped; the
+  rest of the world is reached unless the egress policy is `deny`.
 
 IPv6 is not configured on workload networks; every IPv6 packet from a workload bridge is dropped
 all the same, in INPUT and FORWARD. Rules are asserted idempotently (compared, and rewritten in
@@ -72,8 +72,9 @@ class HostFirewall(Protocol):
     """The host side of every replica's sandbox."""
 
     async def apply(self, bridges: Collection[str]) -> None:
-        """Asserts the rules for the workload bridges `bridges` (those of this node's networks);
-        `FirewallFailure` if they cannot be. Idempotent and cheap when nothing changed."""
+        """Asserts the rules before replicas run on the workload bridges `bridges` (those of
+        this node's networks; the rules cover every workload bridge, so a new one is covered
+        at once); `FirewallFailure` if they cannot be. Idempotent."""
         ...
 
     async def remove(self) -> None:
@@ -91,13 +92,15 @@ class Ruleset:
     """(built-in or Docker chain, the rule that jumps to ours), each inserted first."""
 
 
-def rules_v4(tag: str, bridges: Collection[str], egress: EgressPolicy) -> Ruleset:
-    """The IPv4 rules of one node. Pure, so that they are tested as text."""
+def rules_v4(tag: str, egress: EgressPolicy) -> Ruleset:
+    """The IPv4 rules of one node, the same for every workload bridge. Pure, so that they are
+    tested as text."""
     inbound, forward = f"SM-{tag}-IN", f"SM-{tag}-FWD"
     established = "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"
     fwd = [established]
-    # Within one application's bridge: left to Docker's rules (inter-container communication).
-    fwd += [f"-i {b} -o {b} -j RETURN" for b in sorted(bridges)]
+    # Bridged, not routed: between pods of one bridge, left to Docker's rules. Matched by the
+    # packet, not by bridge names, so several nodes on one host do not cut each other's.
+    fwd.append("-m physdev --physdev-is-bridged -j RETURN")
     fwd.append(f"-o {WORKLOADS} -j DROP")
     fwd += [f"-d {net} -j DROP" for net in BLOCKED_V4]
     fwd.append("-j DROP" if egress is EgressPolicy.DENY else "-j RETURN")
@@ -146,20 +149,17 @@ class IptablesFirewall:
 
     async def apply(self, bridges: Collection[str]) -> None:
         async with self._lock:
-            await trio.to_thread.run_sync(self._apply, frozenset(bridges))
+            await trio.to_thread.run_sync(self._apply)
 
     async def remove(self) -> None:
         async with self._lock:
             await trio.to_thread.run_sync(self._remove)
 
-    def _rulesets(self, bridges: Collection[str]) -> list[tuple[str, Ruleset]]:
-        return [
-            (self._v4, rules_v4(self.tag, bridges, self.egress)),
-            (self._v6, rules_v6(self.tag)),
-        ]
+    def _rulesets(self) -> list[tuple[str, Ruleset]]:
+        return [(self._v4, rules_v4(self.tag, self.egress)), (self._v6, rules_v6(self.tag))]
 
-    def _apply(self, bridges: frozenset[str]) -> None:
-        for tool, ruleset in self._rulesets(bridges):
+    def _apply(self) -> None:
+        for tool, ruleset in self._rulesets():
             if shutil.which(tool) is None:
                 raise FirewallFailure(f"{tool} is not installed: replicas cannot be isolated")
             self._assert(tool, ruleset)
@@ -184,7 +184,7 @@ class IptablesFirewall:
             _run([tool, "-w", "-I", parent, "1", *hook.split()])
 
     def _remove(self) -> None:
-        for tool, ruleset in self._rulesets(()):
+        for tool, ruleset in self._rulesets():
             if shutil.which(tool) is None:
                 continue
             for parent, hook in ruleset.hooks:

@@ -18,6 +18,7 @@ from orchestrator.dockerd import EngineStartError, PrivateEngine, find_dockerd, 
 from orchestrator.engine import DEFAULT_DOCKER_HOST
 from orchestrator.images import BUSYBOX_BINARY
 from tests.integration.harness import ROOT, NodeProcess, cli, ingress_page
+from tests.integration.workloads.pods import app_containers, connects, pod_addresses
 
 pytestmark = pytest.mark.integration
 
@@ -126,12 +127,22 @@ def test_the_web_example_runs_on_a_dev_nodes_private_engine(
         assert status.returncode == 0, status.stderr
         assert status.stdout.startswith("application web  revision 1  replicas 3")
 
-        page = node.wait_for(
-            lambda: ingress_page(node, "web.statemesh.internal"),
-            timeout=30,
-            what="the page through the ingress proxy",
+        # Through the ingress, each of the three answers in turn.
+        seen: set[str] = set()
+        node.wait_for(
+            lambda: (
+                {f"hello from web-{i}\n" for i in range(3)}
+                <= (seen.add(ingress_page(node, "web.statemesh.internal")) or seen)
+            ),
+            timeout=60,
+            what="the three replicas answering through the ingress proxy",
         )
-        assert page.startswith("hello from ")
+        # Replicas of one application on one node reach each other, pod to pod.
+        with contextlib.closing(engine.client()) as client:
+            first, *_ = app_containers(client, "web")
+            pods = pod_addresses(client, "web")
+            assert len(pods) == 3
+            assert all(connects(first, address, 8080) for address in pods)
     finally:
         node.stop(signal.SIGINT, timeout=60)
 

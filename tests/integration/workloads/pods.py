@@ -39,3 +39,12 @@ def pod_addresses(client: docker.DockerClient, app: str) -> list[str]:
 def pod_address(client: docker.DockerClient, app: str) -> str:
     (address,) = pod_addresses(client, app)
     return address
+
+
+def connects(container: docker.models.containers.Container, address: str, port: int) -> bool:
+    """Whether a TCP connection from inside the container to address:port opens (and a request
+    gets an answer): busybox nc, 2 s to connect."""
+    result = container.exec_run(
+        ["sh", "-c", f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {address} {port}"]
+    )
+    return result.exit_code == 0 and bool(result.output)

@@ -1,9 +1,9 @@
 """Every replica in a sandbox of its own, tried as a hostile tenant would on a dev node with a real
-engine: the README's example runs three replicas on one node; two applications on one container
-port both serve; from inside a tenant's container nothing of the host, of the node or of another
-tenant answers, and packets to link-local and private ranges are dropped by the node's rules; no
-raw sockets; an application that declares the node's RPC port publishes nothing of the node; the
-node restarts with replicas running and serves its RPC again."""
+engine: two applications on one container port both serve; from inside a tenant's container
+nothing of the host, of the node or of another tenant answers, and packets to link-local and
+private ranges are dropped by the node's rules; no raw sockets; an application that declares the
+node's RPC port publishes nothing of the node; the node restarts with replicas running and
+serves its RPC again. (The README's example, three replicas on one node: test_private_engine.)"""
 
 from __future__ import annotations
 
@@ -14,15 +14,14 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import docker
 import pytest
 
 from chain.address import decode_address
 from node.workloads import firewall_tag
 from orchestrator import labels
 from tests.integration.docker_harness import DockerEngine
-from tests.integration.harness import ROOT, NodeProcess, cli, ingress_page
-from tests.integration.workloads.pods import app_container, pod_address
+from tests.integration.harness import NodeProcess, cli, ingress_page
+from tests.integration.workloads.pods import app_container, connects, pod_address
 
 pytestmark = pytest.mark.integration
 
@@ -62,15 +61,6 @@ spec:
 def deploy(node: NodeProcess, path: Path, who: str = "dev-alice") -> None:
     deployed = cli("app", "deploy", str(path), "--from", who, "--rpc", node.url)
     assert deployed.returncode == 0, deployed.stderr
-
-
-def connects(container: docker.models.containers.Container, address: str, port: int) -> bool:
-    """Whether a TCP connection from inside the container to address:port opens (and a request
-    gets an answer): busybox nc, 2 s to connect."""
-    result = container.exec_run(
-        ["sh", "-c", f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {address} {port}"]
-    )
-    return result.exit_code == 0 and bool(result.output)
 
 
 def host_addresses() -> list[str]:
@@ -187,28 +177,5 @@ def test_tenants_are_sandboxed_from_the_host_the_node_and_each_other(
             what="victim served after the restart",
         )
         assert {c.id for c in client.containers.list(filters={"label": labels.APP})} == running
-    finally:
-        node.stop()
-
-
-def test_the_readme_example_runs_three_replicas_on_one_node(
-    tmp_path: Path, docker_engine: DockerEngine, busybox_image: str
-) -> None:
-    # The example names `busybox`, as a user would; these machines reach no registry.
-    docker_engine.client.images.get(busybox_image).tag("busybox", "latest")
-    node = NodeProcess(tmp_path / "dev", args=["--dev", "--docker-host", docker_engine.host])
-    node.start()
-    try:
-        node.wait_for(lambda: node.call("towers_active")["total"] == 1, timeout=40, what="active")
-        deploy(node, ROOT / "docs/examples/web.yaml")
-        seen: set[str] = set()
-
-        def all_three() -> bool:
-            seen.add(ingress_page(node, "web.statemesh.internal"))
-            return {"hello from web-0\n", "hello from web-1\n", "hello from web-2\n"} <= seen
-
-        node.wait_for(all_three, timeout=120, what="three replicas answering through the ingress")
-        ready = [r for r in node.call("node_workloads")["replicas"] if r["ready"]]
-        assert len(ready) == 3
     finally:
         node.stop()
