@@ -63,6 +63,18 @@ log = logging.getLogger("statemesh.orchestrator")
 
 BackoffKey = tuple[ContainerKey, str]
 """A container key and the spec hash it runs: a new spec starts with a clean back-off."""
+NETWORK_BACKOFF = "network"
+"""The spec hash of a replica's back-off for creating its application's network (with the
+key of its sandbox): a network the engine cannot create is tried again after a delay."""
+
+
+def _backoff_key(action: Action) -> BackoffKey | None:
+    """What a failure of `action` backs off: creates and starts, and network creation."""
+    if isinstance(action, CreateContainer | StartContainer):
+        return (action.key, action.spec_hash)
+    if isinstance(action, CreateNetwork):
+        return (ContainerKey(action.replica, labels.SANDBOX), NETWORK_BACKOFF)
+    return None
 
 
 class DesiredState(Protocol):
@@ -401,10 +413,11 @@ class Controller:
         return wake_at
 
     def _hold(self, action: Action, now: float) -> float | None:
-        """When a held-back create or start may run, or None if it may run now."""
-        if not isinstance(action, CreateContainer | StartContainer):
+        """When a held-back create or start (or network creation) may run, or None if it may
+        run now."""
+        key = _backoff_key(action)
+        if key is None:
             return None
-        key = (action.key, action.spec_hash)
         times = [self._failures.not_before(key)]
         if isinstance(action, StartContainer) and action.restart:
             times.append(self._restarts.not_before(key, good_for=action.ran_for))
@@ -416,7 +429,7 @@ class Controller:
             self._event(
                 action.replica,
                 EventKind.BACK_OFF,
-                action.key.container,
+                key[0].container,
                 message=f"back-off {due - now:.1f}s before starting again",
             )
         return due
@@ -435,6 +448,7 @@ class Controller:
                 keys.add((key, labels.spec_hash(spec, container)))
             sandbox = ContainerKey(spec.key, labels.SANDBOX)
             keys.add((sandbox, labels.sandbox_hash(self.config.node, spec)))
+            keys.add((sandbox, NETWORK_BACKOFF))
         self._restarts.retain(keys)
         self._failures.retain(keys)
         for k in [k for k in self._restart_counts if k not in keys]:
@@ -473,6 +487,9 @@ class Controller:
                 # Two replicas of one application may both find its network missing.
                 async with self._network_locks[action.name]:
                     await self._runtime.create_network(action.name, action.bridge, action.labels)
+                sandbox = ContainerKey(action.replica, labels.SANDBOX)
+                self._failures.forget((sandbox, NETWORK_BACKOFF))
+                self._waiting.pop(sandbox, None)
             elif isinstance(action, RemoveNetwork):
                 await self._runtime.remove_network(action.name)
                 self._network_locks.pop(action.name, None)
@@ -499,12 +516,12 @@ class Controller:
 
     def _failure(self, action: Action, error: RuntimeFailure) -> None:
         container = ""
-        if isinstance(action, CreateContainer | StartContainer):
-            key = (action.key, action.spec_hash)
+        key = _backoff_key(action)
+        if key is not None:
             delay = self._failures.record(key, trio.current_time())
-            self._waiting[action.key] = (error.reason, error.message)
-            container = action.key.container
-            log.info("%s: %s; retrying in %.1f s", action.key, error.message, delay)
+            self._waiting[key[0]] = (error.reason, error.message)
+            container = key[0].container
+            log.info("%s: %s; retrying in %.1f s", key[0], error.message, delay)
         elif isinstance(action, RemoveContainer):
             container = action.key.container
         self._event(

@@ -124,6 +124,8 @@ class FakeRuntime:
     volumes: dict[str, dict[str, str]] = field(default_factory=dict)
     networks: dict[str, dict[str, str]] = field(default_factory=dict)
     """Network name -> its labels."""
+    network_failure: str = ""
+    """While set, creating a network fails with this reason (as an exhausted address pool)."""
     operations: list[tuple[str, str]] = field(default_factory=list)
     """(operation, container id or volume name) for every call that changes something."""
     volume_listings: int = 0
@@ -427,6 +429,9 @@ class FakeRuntime:
     async def create_network(self, name: str, bridge: str, labels: Mapping[str, str]) -> None:
         await trio.lowlevel.checkpoint()
         self._check()
+        self.operations.append(("try_network", name))
+        if self.network_failure:
+            raise RuntimeFailure(f"cannot create network {name}: {self.network_failure}")
         if name not in self.networks:
             self.networks[name] = dict(labels)
             self.operations.append(("create_network", name))

@@ -528,7 +528,8 @@ def test_a_replica_runs_in_a_pod_of_its_own_behind_host_rules_set_first() -> Non
         bridge = labels.bridge_name(NODE, WEB.chain, WEB.app)
         first = next(i for i, b in enumerate(firewall.applied) if bridge in b)
         assert firewall.operations_seen[first] == 0
-        assert runtime.operations[:3] == [
+        assert runtime.operations[:4] == [
+            ("try_network", network),
             ("create_network", network),
             ("import_image", labels.SANDBOX_IMAGE),
             ("create", pod.id),
@@ -583,3 +584,20 @@ def test_an_apps_network_goes_with_its_last_replica() -> None:
         assert runtime.count("remove_network") == 1
 
     scenario(test, WEB, second)
+
+
+def test_a_network_the_engine_cannot_create_is_tried_again_with_back_off() -> None:
+    engine = FakeRuntime(network_failure="could not find an available address pool")
+
+    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+        await trio.sleep(60)
+        tries = runtime.count("try_network")
+        # 10 s, then 20 s, then 40 s apart: not a retry at every pass.
+        assert 2 <= tries <= 4
+        assert runtime.containers == {}
+        failed = [e for e in controller.events.for_replica(WEB.key) if e.kind is EventKind.FAILED]
+        assert failed and "address pool" in failed[0].message
+        runtime.network_failure = ""
+        await until(controller, is_ready(controller, WEB))
+
+    scenario(test, WEB, runtime=engine)
