@@ -371,6 +371,8 @@ class EndpointService:
         self._inbox: trio.MemoryReceiveChannel[GossipMessage] | None = None
         self._local: frozenset[ReadyReplica] = frozenset()
         self._pods: dict[ReadyReplica, str] = {}
+        self._pod_addresses: frozenset[str] = frozenset()
+        """The addresses of `_pods`, for the proxy's check on every request."""
         """This node's ready replicas and their pods' addresses."""
         self.own_ports: frozenset[int] = frozenset()
         """This node's own listening ports (RPC, p2p, ...): never a peer's proxy, even on a
@@ -500,6 +502,7 @@ class EndpointService:
             ready = frozenset(pods)
             if pods != self._pods:
                 self._pods = pods
+                self._pod_addresses = frozenset(pods.values())
                 self._local = ready
                 self._local_version += 1
                 self._rebuild.set()
@@ -587,7 +590,7 @@ class EndpointService:
         this node, or the proxy of a node whose current advertisement names it, at an address
         the policy routes to, and never one of this node's own ports on a shared address."""
         if not backend.relay:
-            return backend.address in self._pods.values()
+            return backend.address in self._pod_addresses
         if self.policy.check(canonical_ip(backend.address)) is not None:
             return False
         if backend.port in self.own_ports and backend.address == self.address:

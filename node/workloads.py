@@ -245,15 +245,16 @@ class WorkloadService:
             )
         self.engine_error = None
         config = ControllerConfig(node=encode_address(self.node_id))
-        self.controller = Controller(
+        controller = Controller(
             engine.runtime,
             self.desired,
             config,
             firewall=self.firewall,
             sandbox_rootfs=busybox_rootfs_tar,
         )
+        self.controller = controller
         try:
-            await self._serve(engine, task_status)
+            await self._serve(engine, controller, task_status)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(10):
                 await self._release(engine)
@@ -270,17 +271,13 @@ class WorkloadService:
         if any(c.state is ContainerState.RUNNING for c in running):
             log.info("replicas keep running while the node is down, and their host rules stay")
             return
-        try:
-            await self.firewall.remove()
-        except RuntimeFailure as exc:
-            log.warning("could not remove the host rules: %s", exc.message)
+        await self.firewall.remove()
 
-    async def _serve(self, engine: Engine, task_status: Any) -> None:
-        assert self.controller is not None
+    async def _serve(self, engine: Engine, controller: Controller, task_status: Any) -> None:
         finalized = self.chain.finalized_heads.subscribe()
         async with trio.open_nursery() as nursery:
-            await nursery.start(self.controller.run)
-            logs = WorkloadLogs(engine.runtime, self.controller)
+            await nursery.start(controller.run)
+            logs = WorkloadLogs(engine.runtime, controller)
             await nursery.start(logs.run)
             self.logs = logs
             log.info("running assigned replicas on the Docker engine %s", engine.info)
@@ -292,4 +289,4 @@ class WorkloadService:
                     # A block that changes nothing for this node needs no pass: the controller
                     # also passes on engine events and on its resync timer.
                     if self.desired.refresh():
-                        self.controller.trigger()
+                        controller.trigger()

@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -68,12 +68,16 @@ NETWORK_BACKOFF = "network"
 key of its sandbox): a network the engine cannot create is tried again after a delay."""
 
 
+def _network_backoff(replica: ReplicaKey) -> BackoffKey:
+    return (ContainerKey(replica, labels.SANDBOX), NETWORK_BACKOFF)
+
+
 def _backoff_key(action: Action) -> BackoffKey | None:
     """What a failure of `action` backs off: creates and starts, and network creation."""
     if isinstance(action, CreateContainer | StartContainer):
         return (action.key, action.spec_hash)
     if isinstance(action, CreateNetwork):
-        return (ContainerKey(action.replica, labels.SANDBOX), NETWORK_BACKOFF)
+        return _network_backoff(action.replica)
     return None
 
 
@@ -155,9 +159,8 @@ class Controller:
         self._sandbox_rootfs = sandbox_rootfs
         """The root filesystem of the pod sandbox image, built on first use."""
         self._sandbox_image = False
-        self._bridges: frozenset[str] | None = None
-        """The workload bridges whose rules were last asserted; None before the first time."""
         self._firewall_checked = -math.inf
+        """When the host rules were last asserted (trio time); never before the first pass."""
         self._networks: list[NetworkInfo] = []
         self._pod_addresses: dict[ReplicaKey, str] = {}
         self._network_locks: dict[str, trio.Lock] = defaultdict(trio.Lock)
@@ -295,7 +298,7 @@ class Controller:
             self.config.node, self._desired, containers, self._volumes or [], self._networks
         )
         wake_at = self._dispatch(seq, actions)
-        self._sync_probers(containers)
+        self._sync_probers(containers, self._note_pods(containers))
         self._prune(containers)
         self._passes += 1
         self._last_pass = trio.current_time() - started
@@ -303,22 +306,13 @@ class Controller:
         return wake_at
 
     async def _assert_firewall(self) -> None:
-        """The host rules come before any replica can run: asserted when the set of workload
-        bridges changes, and again at every resync (someone may have flushed them)."""
-        node = self.config.node
-        bridges = frozenset(
-            labels.bridge_name(node, *owner)
-            for owner in [
-                *((s.chain, s.app) for s in self._desired.values()),
-                *(labels.parse_network_labels(n.labels) for n in self._networks),
-            ]
-            if owner is not None
-        )
+        """The host rules come before any replica can run: asserted at the first pass, and
+        again at every resync (someone may have flushed them). They cover every workload
+        bridge, so a new application's network is covered as soon as it exists."""
         now = trio.current_time()
-        if bridges == self._bridges and now - self._firewall_checked < self.config.resync_seconds:
+        if now - self._firewall_checked < self.config.resync_seconds:
             return
-        await self._firewall.apply(bridges)
-        self._bridges = bridges
+        await self._firewall.apply()
         self._firewall_checked = now
 
     def _must_list_volumes(self) -> bool:
@@ -448,7 +442,7 @@ class Controller:
                 keys.add((key, labels.spec_hash(spec, container)))
             sandbox = ContainerKey(spec.key, labels.SANDBOX)
             keys.add((sandbox, labels.sandbox_hash(self.config.node, spec)))
-            keys.add((sandbox, NETWORK_BACKOFF))
+            keys.add(_network_backoff(spec.key))
         self._restarts.retain(keys)
         self._failures.retain(keys)
         for k in [k for k in self._restart_counts if k not in keys]:
@@ -487,9 +481,9 @@ class Controller:
                 # Two replicas of one application may both find its network missing.
                 async with self._network_locks[action.name]:
                     await self._runtime.create_network(action.name, action.bridge, action.labels)
-                sandbox = ContainerKey(action.replica, labels.SANDBOX)
-                self._failures.forget((sandbox, NETWORK_BACKOFF))
-                self._waiting.pop(sandbox, None)
+                key = _network_backoff(action.replica)
+                self._failures.forget(key)
+                self._waiting.pop(key[0], None)
             elif isinstance(action, RemoveNetwork):
                 await self._runtime.remove_network(action.name)
                 self._network_locks.pop(action.name, None)
@@ -601,11 +595,10 @@ class Controller:
         self._pod_addresses = addresses
         return pods
 
-    def _sync_probers(self, containers: list[ContainerInfo]) -> None:
+    def _sync_probers(self, containers: list[ContainerInfo], pods: Mapping[str, str]) -> None:
         """One prober per running container that runs a desired spec in a running pod with an
-        address; none for anything else."""
+        address (`pods`: sandbox id -> address); none for anything else."""
         keep = set()
-        pods = self._note_pods(containers)
         for c in containers:
             identity = labels.parse_container_labels(c.labels)
             if identity is None or c.state is not ContainerState.RUNNING:

@@ -23,7 +23,7 @@ import enum
 import logging
 import shutil
 import subprocess
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -71,10 +71,9 @@ class FirewallFailure(RuntimeFailure):
 class HostFirewall(Protocol):
     """The host side of every replica's sandbox."""
 
-    async def apply(self, bridges: Collection[str]) -> None:
-        """Asserts the rules before replicas run on the workload bridges `bridges` (those of
-        this node's networks; the rules cover every workload bridge, so a new one is covered
-        at once); `FirewallFailure` if they cannot be. Idempotent."""
+    async def apply(self) -> None:
+        """Asserts the rules, which cover every workload bridge (`smb+`); `FirewallFailure` if
+        they cannot be. Idempotent."""
         ...
 
     async def remove(self) -> None:
@@ -147,7 +146,7 @@ class IptablesFirewall:
         self.applied = 0
         """How many times rules had to be written (not only checked)."""
 
-    async def apply(self, bridges: Collection[str]) -> None:
+    async def apply(self) -> None:
         async with self._lock:
             await trio.to_thread.run_sync(self._apply)
 

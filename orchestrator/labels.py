@@ -204,13 +204,13 @@ def network_name(node: str, chain: str, app: str) -> str:
     return f"sm-{app}-{_digest(node, chain, app, size=6)}"
 
 
+BRIDGE_PREFIX = "smb"
+
+
 def bridge_name(node: str, chain: str, app: str) -> str:
     """The host interface of `network_name`: `smb` and 12 hex digits, within the kernel's 15
     characters, so that host rules can match every workload bridge as `smb+`."""
     return f"{BRIDGE_PREFIX}{_digest('bridge', node, chain, app, size=6)}"
-
-
-BRIDGE_PREFIX = "smb"
 
 
 def network_labels(node: str, chain: str, app: str) -> dict[str, str]:
