@@ -120,6 +120,9 @@ class Resources:
     """A hard limit with no swap: a container that goes past it is OOM-killed."""
     pids_limit: int | None = DEFAULT_PIDS_LIMIT
     """At most this many processes and threads in the container."""
+    disk_bytes: int | None = None
+    """The container's `ephemeral-storage` limit: what it may write to its own filesystem (its
+    writable layer). Measured periodically; a container past it is evicted."""
 
     def __post_init__(self) -> None:
         if self.cpu_millicores is not None and self.cpu_millicores < 1:
@@ -133,6 +136,8 @@ class Resources:
             raise SpecError("resources.memory_bytes", f"{self.memory_bytes} is below 6 MiB")
         if self.pids_limit is not None and self.pids_limit < 1:
             raise SpecError("resources.pids_limit", f"{self.pids_limit} is below 1")
+        if self.disk_bytes is not None and self.disk_bytes < 1:
+            raise SpecError("resources.disk_bytes", f"{self.disk_bytes} is below 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,11 +284,22 @@ class Volume:
     name: str
     mount_path: str
     kind: VolumeKind = VolumeKind.EPHEMERAL
+    size_bytes: int | None = None
+    """A persistent volume's size, an ephemeral one's `sizeLimit` (None: no limit). Measured
+    periodically; a replica whose volume is past it is evicted."""
+    memory: bool = False
+    """An ephemeral volume in memory (`emptyDir.medium: Memory`): a tmpfs of `size_bytes`."""
 
     def __post_init__(self) -> None:
         _check_dns_label("volumes.name", self.name)
         if not self.mount_path.startswith("/") or self.mount_path == "/":
             raise SpecError("volumes.mount_path", f"{self.mount_path!r} is not an absolute path")
+        if self.size_bytes is not None and self.size_bytes < 1:
+            raise SpecError("volumes.size_bytes", f"{self.size_bytes} is below 1")
+        if self.memory and self.kind is not VolumeKind.EPHEMERAL:
+            raise SpecError("volumes.memory", "only an ephemeral volume can be in memory")
+        if self.memory and self.size_bytes is None:
+            raise SpecError("volumes.size_bytes", "a volume in memory needs a size limit")
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -314,8 +330,15 @@ class ReplicaSpec:
     volumes: tuple[Volume, ...] = ()
     termination_grace_period_seconds: float = 30.0
     """How long a container has to exit after SIGTERM before it is killed."""
+    owner: str = ""
+    """The account that owns the application (its address)."""
+    instance: int = 0
+    """Which application of this name: the chain numbers each creation anew, so an application
+    deleted and created again (by anyone) never finds the old one's volumes."""
 
     def __post_init__(self) -> None:
+        if self.instance < 0:
+            raise SpecError("instance", f"{self.instance} is negative")
         if not _CHAIN_ID.match(self.chain):
             raise SpecError("chain", f"{self.chain!r} is not a chain id")
         _check_dns_label("app", self.app)
