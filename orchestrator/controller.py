@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from orchestrator import labels, metering
+from orchestrator import disk, labels, metering
 from orchestrator.backoff import Backoff, BackoffPolicy
 from orchestrator.diff import (
     Action,
@@ -27,6 +27,7 @@ from orchestrator.diff import (
     CreateVolume,
     RemoveContainer,
     RemoveNetwork,
+    RemoveReason,
     RemoveVolume,
     StartContainer,
     diff,
@@ -36,17 +37,18 @@ from orchestrator.errors import EngineUnavailable, RuntimeFailure
 from orchestrator.events import EventKind, EventLog
 from orchestrator.firewall import HostFirewall
 from orchestrator.labels import ContainerIdentity, ContainerKey
-from orchestrator.metering import Meter, MeterTarget
+from orchestrator.metering import Meter, MeterTarget, VolumeUsage
 from orchestrator.probes import ContainerProber, ProbeKind
 from orchestrator.runtime import (
     ContainerInfo,
     ContainerRuntime,
     ContainerState,
+    DiskUsage,
     NetworkInfo,
     RuntimeEvent,
     VolumeInfo,
 )
-from orchestrator.spec import ReplicaKey, ReplicaSpec
+from orchestrator.spec import ReplicaKey, ReplicaSpec, RestartPolicy, VolumeKind
 from orchestrator.status import (
     LIVE,
     ContainerFacts,
@@ -88,6 +90,12 @@ class DesiredState(Protocol):
         """The current desired replicas; keys are unique, or the highest revision wins."""
         ...
 
+    def kept_instances(self) -> Collection[tuple[str, int]] | None:
+        """The application instances, as (chain, instance), whose persistent volumes stay: the
+        live applications and the deleted ones within their retention period. None while not
+        known, which keeps every volume. Read after `replicas`, from the same state."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ControllerConfig:
@@ -104,6 +112,9 @@ class ControllerConfig:
     resync_seconds: float = 10.0
     """A full pass at least this often, even if nothing said that anything changed."""
     metering_seconds: float = 10.0
+    disk_seconds: float | None = 10.0
+    """How often containers' writable layers and volumes are measured against their limits;
+    None measures nothing (and evicts nothing)."""
     removal_grace_seconds: float = 30.0
     """The stop timeout for containers whose replica spec is no longer known."""
     max_parallel_replicas: int = 8
@@ -179,6 +190,11 @@ class Controller:
         self._observed: list[ContainerInfo] = []
         self._volumes: list[VolumeInfo] | None = None
         """The volumes of the last listing; None before the first."""
+        self._evicted: dict[ContainerKey, str] = {}
+        """Containers evicted under restart policy Never, by the spec hash they ran: not
+        created again while that spec is desired (kept in memory only)."""
+        self._retained: list[VolumeUsage] = []
+        self._disk_passes = 0
         self._seen_ends: dict[str, tuple[float, float]] = {}
         self._probers: dict[str, _ProberHandle] = {}
         self._targets: dict[str, MeterTarget] = {}
@@ -204,6 +220,8 @@ class Controller:
             self._nursery = nursery
             nursery.start_soon(self._watch_engine)
             nursery.start_soon(self._meter_loop)
+            if self.config.disk_seconds is not None:
+                nursery.start_soon(self._disk_loop, self.config.disk_seconds)
             task_status.started()
             try:
                 await self._loop()
@@ -295,7 +313,12 @@ class Controller:
         self._observed = containers
         self._note_ends(containers)
         actions = diff(
-            self.config.node, self._desired, containers, self._volumes or [], self._networks
+            self.config.node,
+            self._desired,
+            containers,
+            self._volumes or [],
+            self._networks,
+            self._source.kept_instances(),
         )
         wake_at = self._dispatch(seq, actions)
         self._sync_probers(containers, self._note_pods(containers))
@@ -389,6 +412,11 @@ class Controller:
         groups: dict[ReplicaKey, list[Action]] = defaultdict(list)
         self._held_back = 0
         for action in actions:
+            if (
+                isinstance(action, CreateContainer)
+                and self._evicted.get(action.key) == action.spec_hash
+            ):
+                continue  # evicted, and its restart policy is Never
             groups[action.replica].append(action)
         for replica, group in groups.items():
             if replica in self._busy or self._fence.get(replica, 0) > seq:
@@ -452,6 +480,8 @@ class Controller:
         wanted = {k for k, _ in keys}
         for ck in [ck for ck in self._waiting if ck not in wanted]:
             del self._waiting[ck]
+        for ck in [ck for ck, h in self._evicted.items() if (ck, h) not in keys]:
+            del self._evicted[ck]
         forgotten = {
             r
             for r in self._known.keys() | self._fence.keys()
@@ -488,7 +518,9 @@ class Controller:
                 await self._runtime.remove_network(action.name)
                 self._network_locks.pop(action.name, None)
             elif isinstance(action, CreateVolume):
-                await self._runtime.create_volume(action.name, action.labels)
+                await self._runtime.create_volume(
+                    action.name, action.labels, memory_bytes=action.memory_bytes
+                )
             elif isinstance(action, RemoveVolume):
                 await self._runtime.remove_volume(action.name)
             elif isinstance(action, CreateContainer):
@@ -573,6 +605,117 @@ class Controller:
             reason=action.reason.name,
             message=action.reason.value,
         )
+
+    # -- disk --------------------------------------------------------------------------------
+
+    async def _disk_loop(self, period: float) -> None:
+        while True:
+            await trio.sleep(period)
+            try:
+                usage = await self._runtime.disk_usage(self._owner)
+            except RuntimeFailure as e:
+                log.debug("no disk measurement: %s", e)
+                continue
+            self._measured(usage)
+
+    def _measured(self, usage: DiskUsage) -> None:
+        """Takes one disk measurement: records each replica's disk in the meter, notes the
+        retained volumes, and evicts the replicas past a limit (as kubelet does: the writable
+        layer past `ephemeral-storage`, a volume past its size)."""
+        node = self.config.node
+        self._disk_passes += 1
+        wanted: set[str] = set()
+        for replica, spec in sorted(self._desired.items()):
+            total, over = 0, []
+            live = [
+                (c, identity)
+                for c in self._observed
+                if (identity := labels.parse_container_labels(c.labels)) is not None
+                and identity.key.replica == replica
+            ]
+            for c, identity in live:
+                written = usage.containers.get(c.id, 0)
+                total += written
+                names = {x.name for x in spec.containers}
+                if identity.key.container not in names:
+                    continue
+                limit = spec.container(identity.key.container).resources.disk_bytes
+                if limit is not None and written > limit:
+                    over.append(
+                        f"container {identity.key.container} wrote {disk.shown(written)} to its "
+                        f"filesystem, past its ephemeral-storage limit of {disk.shown(limit)}"
+                    )
+            for v in spec.volumes:
+                name = labels.volume_name(node, labels.volume_identity(spec, v))
+                wanted.add(name)
+                held = usage.volumes.get(name, 0)
+                total += held
+                if v.size_bytes is not None and held > v.size_bytes and not v.memory:
+                    what = "size" if v.kind is VolumeKind.PERSISTENT else "sizeLimit"
+                    over.append(
+                        f"volume {v.name} holds {disk.shown(held)}, past its {what} of "
+                        f"{disk.shown(v.size_bytes)}"
+                    )
+            self.meter.record_disk(replica, total)
+            if over and live:
+                self._evict(spec, [c for c, _ in live], "; ".join(over))
+        retained = []
+        for volume in self._volumes or []:
+            vid = labels.parse_volume_labels(volume.labels)
+            if vid is None or volume.name in wanted:
+                continue
+            if vid.kind is VolumeKind.PERSISTENT and volume.name in usage.volumes:
+                key = vid.replica
+                retained.append(
+                    VolumeUsage(
+                        key.chain,
+                        key.app,
+                        vid.instance,
+                        key.replica,
+                        vid.volume,
+                        usage.volumes[volume.name],
+                    )
+                )
+        self._retained = retained
+
+    def _evict(self, spec: ReplicaSpec, containers: list[ContainerInfo], message: str) -> None:
+        """Removes the replica's containers and its ephemeral volumes, then lets the restart
+        policy decide: they are created again after a back-off, unless the policy is Never."""
+        replica = spec.key
+        if replica in self._busy or self._nursery is None:
+            return  # being worked on: the next measurement looks again
+        log.info("%s evicted: %s", replica, message)
+        self._event(replica, EventKind.EVICTED, reason="Evicted", message=message)
+        now = trio.current_time()
+        actions: list[Action] = []
+        for c in sorted(containers, key=lambda c: c.id):
+            identity = labels.parse_container_labels(c.labels)
+            if identity is None or c.state is ContainerState.REMOVING:
+                continue
+            actions.append(RemoveContainer(identity.key, c.id, RemoveReason.EVICTED))
+        for container in spec.containers:
+            key = ContainerKey(replica, container.name)
+            spec_hash = labels.spec_hash(spec, container)
+            self._failures.record((key, spec_hash), now)
+            self._waiting[key] = ("Evicted", message)
+            if spec.restart_policy is RestartPolicy.NEVER:
+                self._evicted[key] = spec_hash
+        present = {v.name for v in self._volumes or []}
+        for v in spec.volumes:
+            name = labels.volume_name(self.config.node, labels.volume_identity(spec, v))
+            if v.kind is VolumeKind.EPHEMERAL and name in present:
+                actions.append(RemoveVolume(replica, name))
+        self._busy.add(replica)
+        self._nursery.start_soon(self._apply, replica, actions)
+
+    def retained_volume_usage(self) -> list[VolumeUsage]:
+        """Persistent volumes kept on this node for application instances it does not run here,
+        with their size at the last measurement."""
+        return list(self._retained)
+
+    def desired_spec(self, replica: ReplicaKey) -> ReplicaSpec | None:
+        """The spec of a replica desired now or recently (until its containers are gone)."""
+        return self._desired.get(replica) or self._known.get(replica)
 
     # -- probes ------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ then volume removals. A network goes once no container of its application is lef
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -46,6 +46,7 @@ class RemoveReason(Enum):
     DUPLICATE = "a duplicate of another container"
     DEAD = "dead and cannot be started"
     POD_GONE = "its pod's sandbox is gone: the pod is made anew"
+    EVICTED = "evicted: it used more disk than its limit"
 
 
 APP_WIDE = -1
@@ -73,6 +74,8 @@ class CreateVolume:
     replica: ReplicaKey
     name: str
     labels: Mapping[str, str] = field(hash=False)
+    memory_bytes: int | None = None
+    """Set for a volume in memory: a tmpfs of this size."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,13 +298,17 @@ def diff(
     containers: Sequence[ContainerInfo],
     volumes: Sequence[VolumeInfo],
     networks: Sequence[NetworkInfo] = (),
+    kept: Collection[tuple[str, int]] | None = None,
 ) -> list[Action]:
     """The actions that make the observed containers, volumes and networks match the desired
     replicas.
 
     `containers`, `volumes` and `networks` are what carries this node's owner label; any whose
-    labels are not a complete set of ours are left alone. Persistent volumes are retained when
-    their replica goes away, like a StatefulSet's claims; ephemeral ones are removed."""
+    labels are not a complete set of ours are left alone. Ephemeral volumes go with their
+    replica's revision. Persistent volumes outlive their replica, like a StatefulSet's claims,
+    for as long as their application instance is in `kept` ((chain, instance) pairs: the live
+    applications and the deleted ones still in their retention period); None keeps them all
+    (the chain's word is not known yet)."""
     by_key: dict[ContainerKey, list[tuple[ContainerInfo, ContainerIdentity]]] = defaultdict(list)
     sandboxes: dict[ReplicaKey, list[ContainerInfo]] = defaultdict(list)
     apps_present: set[tuple[str, str]] = set()
@@ -315,12 +322,15 @@ def diff(
             sandboxes[sandbox.replica].append(c)
             apps_present.add((sandbox.replica.chain, sandbox.replica.app))
 
-    wanted_volumes: dict[str, tuple[ReplicaKey, Mapping[str, str]]] = {}
+    wanted_volumes: dict[str, CreateVolume] = {}
     for spec in desired.values():
         for v in spec.volumes:
             wanted = labels.volume_identity(spec, v)
             name = labels.volume_name(node, wanted)
-            wanted_volumes[name] = (spec.key, labels.volume_labels(node, wanted))
+            memory = v.size_bytes if v.memory else None
+            wanted_volumes[name] = CreateVolume(
+                spec.key, name, labels.volume_labels(node, wanted), memory
+            )
     present_volumes = {v.name for v in volumes}
     present_networks = {n.name for n in networks}
     wanted_networks = {labels.network_name(node, s.chain, s.app) for s in desired.values()}
@@ -344,10 +354,10 @@ def diff(
             if not waiting:
                 creations[spec.key].extend(new)
         removals[spec.key].extend(gone)  # after the containers that live in the old sandbox
-    for name, (replica, volume_labels) in sorted(wanted_volumes.items()):
+    for name, create in sorted(wanted_volumes.items()):
         if name not in present_volumes:
-            steps = creations[replica]
-            steps.insert(_first_container(steps), CreateVolume(replica, name, volume_labels))
+            steps = creations[create.replica]
+            steps.insert(_first_container(steps), create)
     for key, leftovers in by_key.items():
         for c, _ in sorted(leftovers, key=lambda pair: pair[0].id):
             if c.state not in _GONE:
@@ -362,7 +372,11 @@ def diff(
                 )
     for present in sorted(volumes, key=lambda v: v.name):
         vid = labels.parse_volume_labels(present.labels)
-        if vid is None or present.name in wanted_volumes or vid.kind is VolumeKind.PERSISTENT:
+        if vid is None or present.name in wanted_volumes:
+            continue
+        if vid.kind is VolumeKind.PERSISTENT and (
+            kept is None or (vid.replica.chain, vid.instance) in kept
+        ):
             continue
         volume_removals[vid.replica].append(RemoveVolume(vid.replica, present.name))
     for network in sorted(networks, key=lambda n: n.name):

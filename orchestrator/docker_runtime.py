@@ -17,6 +17,7 @@ import docker.utils
 import requests
 import trio
 
+from orchestrator.disk import directory_bytes
 from orchestrator.errors import (
     ContainerNotFound,
     CreateFailed,
@@ -31,6 +32,7 @@ from orchestrator.runtime import (
     ContainerState,
     ContainerStats,
     CreateRequest,
+    DiskUsage,
     EngineInfo,
     ExecResult,
     NetworkInfo,
@@ -466,9 +468,18 @@ class DockerRuntime:
         except docker.errors.APIError as e:
             raise RuntimeFailure(f"cannot list volumes: {_explanation(e)}") from e
 
-    async def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
+    async def create_volume(
+        self, name: str, labels: Mapping[str, str], *, memory_bytes: int | None = None
+    ) -> None:
+        options = None
+        if memory_bytes is not None:
+            # The local driver mounts a tmpfs of this size when a container first uses it.
+            options = {"type": "tmpfs", "device": "tmpfs", "o": f"size={memory_bytes},mode=1777"}
+
         def create() -> None:
-            self._api.create_volume(name=name, driver="local", labels=dict(labels))
+            self._api.create_volume(
+                name=name, driver="local", driver_opts=options, labels=dict(labels)
+            )
 
         try:
             await self._call(create)
@@ -476,6 +487,29 @@ class DockerRuntime:
             if e.status_code == 409:
                 return
             raise RuntimeFailure(f"cannot create volume {name}: {_explanation(e)}") from e
+
+    async def disk_usage(self, labels: Mapping[str, str]) -> DiskUsage:
+        def measure() -> DiskUsage:
+            # The engine sizes writable layers itself, whatever its storage driver.
+            rows = self._api.containers(
+                all=True, size=True, filters={"label": _label_filter(labels)}
+            )
+            containers = {str(r["Id"]): int(r.get("SizeRw") or 0) for r in rows}
+            volumes = {}
+            listed = self._api.volumes(filters={"label": _label_filter(labels)})
+            for v in listed.get("Volumes") or []:
+                if (v.get("Options") or {}).get("type") == "tmpfs":
+                    continue  # in memory: its size is the tmpfs's, and it counts as memory
+                try:
+                    volumes[str(v["Name"])] = directory_bytes(str(v.get("Mountpoint") or ""))
+                except OSError:
+                    continue  # gone meanwhile, or on another host than this node
+            return DiskUsage(containers, volumes)
+
+        try:
+            return await self._call(measure)
+        except docker.errors.APIError as e:
+            raise RuntimeFailure(f"cannot measure disk use: {_explanation(e)}") from e
 
     async def remove_volume(self, name: str) -> None:
         try:

@@ -31,6 +31,8 @@ class EventKind(enum.Enum):
     FAILED = "Failed"
     """An operation failed; `reason` says which (ImagePullBackOff, CreateContainerError, ...)."""
     REMOVED = "Removed"
+    EVICTED = "Evicted"
+    """The replica used more disk than a limit allows: `message` says which and how much."""
 
 
 @dataclass(frozen=True, slots=True)

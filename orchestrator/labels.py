@@ -19,6 +19,10 @@ CONTAINER = "statemesh.container"
 SPEC_HASH = "statemesh.spec-hash"
 VOLUME = "statemesh.volume"
 VOLUME_KIND = "statemesh.volume-kind"
+OWNER = "statemesh.owner"
+"""The account that owns the application of a volume."""
+INSTANCE = "statemesh.instance"
+"""The application instance of a volume: a new one each time the name is created on chain."""
 ROLE = "statemesh.role"
 SANDBOX_ROLE = "sandbox"
 """The `ROLE` of a pod's sandbox: the container that holds the replica's network namespace."""
@@ -60,6 +64,10 @@ class VolumeIdentity:
     kind: VolumeKind
     revision: int | None
     """Set for ephemeral volumes, which belong to one revision."""
+    owner: str
+    instance: int
+    """The application instance: an application deleted and created again under its name, by
+    anyone, is another instance and never finds the volumes of the first."""
 
 
 def _digest(*parts: object, size: int = 16) -> str:
@@ -80,6 +88,8 @@ def spec_hash(spec: ReplicaSpec, container: Container) -> str:
     the digest so that rotating one replaces the container; the engine holds them anyway."""
     return _digest(
         spec.revision,
+        spec.owner,
+        spec.instance,
         container.image,
         list(container.command),
         list(container.args),
@@ -91,6 +101,7 @@ def spec_hash(spec: ReplicaSpec, container: Container) -> str:
             container.resources.memory_bytes,
             container.resources.pids_limit,
         ],
+        [[v.size_bytes, v.memory] for v in spec.volumes],
         container.image_pull_policy.value,
         [[v.name, v.mount_path, v.kind.value] for v in spec.volumes],
         [
@@ -146,6 +157,8 @@ def volume_identity(spec: ReplicaSpec, volume: Volume) -> VolumeIdentity:
         volume=volume.name,
         kind=volume.kind,
         revision=spec.revision if ephemeral else None,
+        owner=spec.owner,
+        instance=spec.instance,
     )
 
 
@@ -159,6 +172,8 @@ def volume_name(node: str, identity: VolumeIdentity) -> str:
         identity.volume,
         identity.kind.value,
         identity.revision,
+        identity.owner,
+        identity.instance,
         size=5,
     )
     return f"sm-{key.app}-{key.replica}-{identity.volume}-{digest}"
@@ -172,6 +187,8 @@ def volume_labels(node: str, identity: VolumeIdentity) -> dict[str, str]:
         REPLICA: str(identity.replica.replica),
         VOLUME: identity.volume,
         VOLUME_KIND: identity.kind.value,
+        OWNER: identity.owner,
+        INSTANCE: str(identity.instance),
     }
     if identity.revision is not None:
         labels[REVISION] = str(identity.revision)
@@ -186,6 +203,8 @@ def parse_volume_labels(labels: Mapping[str, str]) -> VolumeIdentity | None:
             volume=labels[VOLUME],
             kind=VolumeKind(labels[VOLUME_KIND]),
             revision=None if revision is None else int(revision),
+            owner=labels[OWNER],
+            instance=int(labels[INSTANCE]),
         )
     except (KeyError, ValueError):
         return None
@@ -228,6 +247,8 @@ def parse_network_labels(labels: Mapping[str, str]) -> tuple[str, str] | None:
 def sandbox_hash(node: str, spec: ReplicaSpec) -> str:
     """A digest of everything the engine was given to create the replica's sandbox."""
     return _digest(
+        spec.owner,
+        spec.instance,
         SANDBOX_IMAGE,
         list(SANDBOX_COMMAND),
         SANDBOX_USER,

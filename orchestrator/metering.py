@@ -28,6 +28,9 @@ class ReplicaUsage:
     uptime_ms: int = 0
     """Summed over containers: a replica of two containers accrues two seconds per second."""
     samples: int = 0
+    disk_bytes: int = 0
+    """At the last disk measurement: the writable layers of its containers and its volumes."""
+    peak_disk_bytes: int = 0
 
     @property
     def cpu_seconds(self) -> float:
@@ -36,6 +39,19 @@ class ReplicaUsage:
     @property
     def uptime_seconds(self) -> float:
         return self.uptime_ms / 1000
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeUsage:
+    """A persistent volume this node keeps for an application instance it does not run here
+    (deleted and within its retention period, or moved away): it still takes disk."""
+
+    chain: str
+    app: str
+    instance: int
+    replica: int
+    volume: str
+    bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +79,8 @@ class _Totals:
     uptime_ms: int = 0
     peak_memory_bytes: int = 0
     samples: int = 0
+    disk_bytes: int = 0
+    peak_disk_bytes: int = 0
     runs: dict[str, _Run] = field(default_factory=dict)
     """The current run of each container, by container id."""
 
@@ -117,6 +135,12 @@ class Meter:
             run = _Run(replica, started_at)
         self._fold(totals, container_id, run, finished_at)
 
+    def record_disk(self, replica: ReplicaKey, disk_bytes: int) -> None:
+        """A disk measurement of the replica: its containers' writable layers and volumes."""
+        totals = self._totals.setdefault(replica, _Totals())
+        totals.disk_bytes = disk_bytes
+        totals.peak_disk_bytes = max(totals.peak_disk_bytes, disk_bytes)
+
     def forget_container(self, container_id: str) -> None:
         """The container was removed: keep its totals, drop what tracked its runs."""
         self._ended.pop(container_id, None)
@@ -141,6 +165,8 @@ class Meter:
             peak_memory_bytes=totals.peak_memory_bytes,
             uptime_ms=totals.uptime_ms + sum(_ms(r.seen_until - r.started_at) for r in runs),
             samples=totals.samples,
+            disk_bytes=totals.disk_bytes,
+            peak_disk_bytes=totals.peak_disk_bytes,
         )
 
     def replicas(self) -> list[ReplicaKey]:

@@ -128,6 +128,16 @@ class VolumeInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class DiskUsage:
+    """One measurement of what containers and volumes hold on the engine's disk, in bytes."""
+
+    containers: Mapping[str, int] = field(default_factory=dict, hash=False)
+    """Container id -> what it wrote to its own filesystem (its writable layer)."""
+    volumes: Mapping[str, int] = field(default_factory=dict, hash=False)
+    """Volume name -> what it holds; volumes in memory are not on disk and not listed."""
+
+
+@dataclass(frozen=True, slots=True)
 class NetworkInfo:
     """A network of the engine: a bridge on this host."""
 
@@ -219,8 +229,16 @@ class ContainerRuntime(Protocol):
 
     async def list_volumes(self, labels: Mapping[str, str]) -> list[VolumeInfo]: ...
 
-    async def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
-        """Idempotent: an existing volume of that name is kept as it is."""
+    async def create_volume(
+        self, name: str, labels: Mapping[str, str], *, memory_bytes: int | None = None
+    ) -> None:
+        """Idempotent: an existing volume of that name is kept as it is. With `memory_bytes`,
+        the volume is a tmpfs of that size (in memory, gone with the last container using it)."""
+        ...
+
+    async def disk_usage(self, labels: Mapping[str, str]) -> DiskUsage:
+        """Measures the writable layer of every container and the content of every volume that
+        carries all of the labels. Slow for big trees: the caller decides how often."""
         ...
 
     async def remove_volume(self, name: str) -> None:

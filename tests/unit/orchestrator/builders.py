@@ -148,7 +148,12 @@ class InMemoryDesired:
 
     def __init__(self, *specs: ReplicaSpec) -> None:
         self.specs = list(specs)
+        self.kept: set[tuple[str, int]] | None = None
+        """The instances whose persistent volumes stay; None keeps every one."""
 
     async def replicas(self) -> Collection[ReplicaSpec]:
         await trio.lowlevel.checkpoint()
         return list(self.specs)
+
+    def kept_instances(self) -> Collection[tuple[str, int]] | None:
+        return self.kept

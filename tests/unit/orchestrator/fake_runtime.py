@@ -39,6 +39,7 @@ from orchestrator.runtime import (
     ContainerState,
     ContainerStats,
     CreateRequest,
+    DiskUsage,
     EngineInfo,
     ExecResult,
     NetworkInfo,
@@ -128,6 +129,12 @@ class FakeRuntime:
     operations: list[tuple[str, str]] = field(default_factory=list)
     """(operation, container id or volume name) for every call that changes something."""
     volume_listings: int = 0
+    memory_volumes: dict[str, int] = field(default_factory=dict)
+    """Volume name -> the size of its tmpfs, for volumes in memory."""
+    written: dict[str, int] = field(default_factory=dict)
+    """Container id -> bytes in its writable layer, as the test sets them."""
+    volume_bytes: dict[str, int] = field(default_factory=dict)
+    """Volume name -> bytes it holds, as the test sets them."""
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _log_seq: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _log_written: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot)
@@ -400,12 +407,32 @@ class FakeRuntime:
         self.volume_listings += 1
         return [VolumeInfo(n, dict(v)) for n, v in self.volumes.items() if _matches(v, labels)]
 
-    async def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
+    async def create_volume(
+        self, name: str, labels: Mapping[str, str], *, memory_bytes: int | None = None
+    ) -> None:
         await trio.lowlevel.checkpoint()
         self._check()
         if name not in self.volumes:
             self.volumes[name] = dict(labels)
+            if memory_bytes is not None:
+                self.memory_volumes[name] = memory_bytes
             self.operations.append(("create_volume", name))
+
+    async def disk_usage(self, labels: Mapping[str, str]) -> DiskUsage:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        return DiskUsage(
+            {
+                cid: self.written.get(cid, 0)
+                for cid, c in self.containers.items()
+                if _matches(c.labels, labels)
+            },
+            {
+                n: self.volume_bytes.get(n, 0)
+                for n, v in self.volumes.items()
+                if _matches(v, labels) and n not in self.memory_volumes
+            },
+        )
 
     async def remove_volume(self, name: str) -> None:
         await trio.lowlevel.checkpoint()
