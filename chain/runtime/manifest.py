@@ -47,6 +47,9 @@ MAX_CPU_MILLICORES = 256_000
 """Per container, requests and limits alike."""
 MAX_MEMORY_BYTES = 1024 * GIB
 MAX_DISK_BYTES = 64 * 1024 * GIB
+MAX_PIDS_LIMIT = 32768
+"""The most processes and threads a manifest may give one container (`resources.limits.pids`):
+Linux's traditional pid_max. Each node caps it lower (`statemesh node --max-pids`)."""
 CAPABILITIES = frozenset(
     {
         "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
@@ -172,6 +175,9 @@ class ResourceLimits:
     memory_bytes: int | None = None
     disk_bytes: int | None = None
     gpus: int | None = None
+    pids: int | None = None
+    """Processes and threads; None leaves the node's default (a node never runs a container
+    without a pids limit)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -964,7 +970,13 @@ class _Builder:
                     )
         return ContainerResources(
             ResourceRequests(chosen["cpu"], chosen["memory"], chosen["disk"], chosen["gpu"]),
-            ResourceLimits(*(limits[f][0] if f in limits else None for f in _FIELDS)),
+            ResourceLimits(
+                cpu_millicores=limits["cpu"][0] if "cpu" in limits else None,
+                memory_bytes=limits["memory"][0] if "memory" in limits else None,
+                disk_bytes=limits["disk"][0] if "disk" in limits else None,
+                gpus=limits["gpu"][0] if "gpu" in limits else None,
+                pids=raw.get("limits", {}).get("pids"),
+            ),
         )
 
     def cpu(self, value: object, path: Path) -> int | None:
@@ -1208,7 +1220,6 @@ class _Builder:
         return RollingUpdate(surge, unavailable)
 
 
-_FIELDS = ("cpu", "memory", "disk", "gpu")
 _FORMATS: dict[str, Callable[[int], str]] = {
     "cpu": format_cpu,
     "memory": format_bytes,
@@ -1281,6 +1292,9 @@ def _container_json(c: Container) -> dict[str, Any]:
         limit_json["ephemeral-storage"] = limits.disk_bytes
     if limits.gpus is not None:
         limit_json["gpu"] = limits.gpus
+    if limits.pids is not None:
+        # Only when given: a manifest without it keeps the canonical form (and hash) it had.
+        limit_json["pids"] = limits.pids
     result: dict[str, Any] = {
         "name": c.name,
         "image": c.image,
