@@ -41,6 +41,10 @@ _HOST = storage_key(NAME, "host")
 """Ingress host -> the application that holds it: one application per host."""
 _HOST_OF = storage_key(NAME, "hostOf")
 """Application -> the ingress host it holds."""
+NEXT_INSTANCE_KEY = storage_key(NAME, "nextInstance")
+"""The instance the next created application gets: instances start at 1 and are never reused,
+so an application deleted and created again under its name (by anyone) is a new instance whose
+replicas start with empty volumes."""
 
 
 class AppsError(enum.Enum):
@@ -67,6 +71,8 @@ class AppRecord:
     max_unavailable: int
     created_at: int
     updated_at: int
+    instance: int
+    """Which creation of the name this is: unique on the chain, kept by updates and scaling."""
 
     def demand(self, name: str) -> AppDemand:
         return AppDemand(name, self.revision, self.replicas, self.node_class, self.resources)
@@ -86,15 +92,16 @@ class AppRecord:
                 u(self.max_unavailable),
                 u(self.created_at),
                 u(self.updated_at),
+                u(self.instance),
             ]
         )
 
     @classmethod
     def decode(cls, data: bytes) -> AppRecord:
         item = codec.decode(data)
-        if not isinstance(item, list) or len(item) != 10:
-            raise codec.CodecError("an app record has 10 fields")
-        owner, rev, digest, replicas, klass, res, surge, unavail, created, updated = item
+        if not isinstance(item, list) or len(item) != 11:
+            raise codec.CodecError("an app record has 11 fields")
+        owner, rev, digest, replicas, klass, res, surge, unavail, created, updated, inst = item
         if not isinstance(klass, bytes) or not isinstance(res, list):
             raise codec.CodecError("malformed app record")
         amounts = [codec.uint(x, "resource") for x in res]
@@ -109,6 +116,7 @@ class AppRecord:
             codec.uint(unavail, "max unavailable"),
             codec.uint(created, "created at"),
             codec.uint(updated, "updated at"),
+            codec.uint(inst, "instance"),
         )
 
 
@@ -169,6 +177,12 @@ def app_names(state: StateReader) -> list[str]:
 
 def _set_names(state: Overlay, names: list[str]) -> None:
     state.put(INDEX_KEY, codec.encode([n.encode() for n in sorted(names)]))
+
+
+def next_instance(state: StateReader) -> int:
+    """The instance the next `apps.create` gives its application."""
+    data = state.get(NEXT_INSTANCE_KEY)
+    return 1 if data is None else codec.uint(data, "next instance")
 
 
 def get_app(state: StateReader, name: str) -> AppRecord | None:
@@ -243,7 +257,13 @@ class Apps(Module):
         state.put(DIRTY_KEY, b"\x01")
 
     def _record(
-        self, ctx: Context, sender: AccountId, manifest: Manifest, revision: int, created: int
+        self,
+        ctx: Context,
+        sender: AccountId,
+        manifest: Manifest,
+        revision: int,
+        created: int,
+        instance: int,
     ) -> AppRecord:
         replicas = manifest.spec.replicas
         if replicas > MAX_REPLICAS:
@@ -260,6 +280,7 @@ class Apps(Module):
             unavailable,
             created,
             ctx.env.number,
+            instance,
         )
 
     def _claim_host(self, ctx: Context, name: str, manifest: Manifest) -> None:
@@ -288,18 +309,27 @@ class Apps(Module):
         name = manifest.name
         if get_app(ctx.state, name) is not None:
             raise self.fail(AppsError.NAME_TAKEN, f"an application named {name!r} exists")
-        record = self._record(ctx, sender, manifest, 1, ctx.env.number)
+        instance = next_instance(ctx.state)
+        record = self._record(ctx, sender, manifest, 1, ctx.env.number, instance)
         self._claim_host(ctx, name, manifest)
         self._store(ctx, name, record, manifest.canonical_json())
+        ctx.state.put(NEXT_INSTANCE_KEY, codec.encode_uint(instance + 1))
         _set_names(ctx.state, [*app_names(ctx.state), name])
-        ctx.emit(NAME, "AppCreated", app=name, owner=AccountRef(sender), replicas=record.replicas)
+        ctx.emit(
+            NAME,
+            "AppCreated",
+            app=name,
+            owner=AccountRef(sender),
+            replicas=record.replicas,
+            instance=instance,
+        )
 
     def update(self, ctx: Context, sender: AccountId, raw: bytes) -> None:
         manifest = self._manifest(raw)
         old = self._owned(ctx, sender, manifest.name)
         if manifest.hash() == old.manifest_hash:
             return
-        record = self._record(ctx, sender, manifest, old.revision + 1, old.created_at)
+        record = self._record(ctx, sender, manifest, old.revision + 1, old.created_at, old.instance)
         self._claim_host(ctx, manifest.name, manifest)
         self._store(ctx, manifest.name, record, manifest.canonical_json())
         ctx.emit(NAME, "AppUpdated", app=manifest.name, revision=record.revision)

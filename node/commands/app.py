@@ -138,7 +138,7 @@ def _status(args: argparse.Namespace) -> int:
     lines = [
         f"application {info['name']}  revision {info['revision']}  replicas {info['replicas']}"
         f"  class {info['nodeClass']}",
-        f"  owner {info['owner']}  manifest {info['manifestHash']}",
+        f"  owner {info['owner']}  instance {info['instance']}  manifest {info['manifestHash']}",
     ]
     for replica in info["placement"]:
         where = replica["node"] or f"pending: {replica['reason']}"

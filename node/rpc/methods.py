@@ -335,6 +335,7 @@ def _register_apps(registry: Registry, chain: ChainService, resolve: Any) -> Non
         return {
             "name": name,
             "owner": encode_address(record.owner),
+            "instance": record.instance,
             "revision": record.revision,
             "manifestHash": _hex(record.manifest_hash),
             "replicas": record.replicas,

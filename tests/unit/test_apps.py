@@ -6,8 +6,13 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
+from chain import codec
+from chain.blocks import Call
 from chain.runtime import apps, nodes
 from chain.runtime.apps import Apps
+from chain.runtime.executive import BlockExecution
 from chain.runtime.manifest import parse_manifest, validate_manifest
 from chain.runtime.nodes import NodeStatus
 from tests.factories import ALICE, BOB, CHARLIE
@@ -204,3 +209,73 @@ def test_an_ingress_host_belongs_to_one_application() -> None:
     chain.send(BOB, UPDATE.call(manifest=named("shop", "www.statemesh.internal")))
     assert apps.host_holder(chain.state, "www.statemesh.internal") == "shop"
     assert apps.host_holder(chain.state, "web.statemesh.internal") is None
+
+
+def send_together(chain: TowerChain, *sent: tuple[Keypair, Call]) -> BlockExecution:
+    """Several transactions in one block, each signed at its sender's next nonce."""
+    encoded = []
+    for keypair, call in sent:
+        nonce = chain.nonces.get(keypair.public, 0)
+        encoded.append(chain.sign(keypair, call, nonce=nonce))
+        chain.nonces[keypair.public] = nonce + 1
+    execution: BlockExecution = chain.execute(encoded)
+    assert len(execution.extrinsics) == len(sent)
+    for outcome in execution.outcomes:
+        assert outcome.error is None, outcome.error
+    return execution
+
+
+def instance_of(chain: TowerChain, name: str) -> int:
+    record = apps.get_app(chain.state, name)
+    assert record is not None
+    return record.instance
+
+
+def test_every_creation_of_a_name_is_a_new_instance() -> None:
+    chain = active_chain()
+    chain.send(ALICE, CREATE.call(manifest=web(1)))
+    first = instance_of(chain, "web")
+    assert first == 1 and apps.next_instance(chain.state) == 2
+    # Updates and scaling keep the instance: the volumes are the same application's.
+    chain.send(ALICE, UPDATE.call(manifest=web(1, image="busybox:2")))
+    chain.send(ALICE, SCALE.call(app="web", replicas=2))
+    assert instance_of(chain, "web") == first
+    # Deleted by alice, created again under the same name by bob: another instance.
+    chain.send(ALICE, DELETE.call(app="web"))
+    chain.send(BOB, CREATE.call(manifest=web(1)))
+    second = instance_of(chain, "web")
+    assert second == 2
+    # Deleted and created again in one block, by the same owner or by another one.
+    send_together(chain, (BOB, DELETE.call(app="web")), (CHARLIE, CREATE.call(manifest=web(1))))
+    third = instance_of(chain, "web")
+    record = apps.get_app(chain.state, "web")
+    assert third == 3 and record is not None and record.owner == CHARLIE.public
+    execution = send_together(
+        chain, (CHARLIE, DELETE.call(app="web")), (CHARLIE, CREATE.call(manifest=web(1)))
+    )
+    assert instance_of(chain, "web") == 4
+    created = [e for e in execution.events if e.name == "AppCreated"]
+    assert [dict(e.data)["instance"] for e in created] == [4]
+    # A create that fails takes no instance.
+    assert chain.refuse(ALICE, CREATE.call(manifest=web(1))).startswith("apps.NameTaken")
+    assert apps.next_instance(chain.state) == 5
+
+
+def test_an_app_record_round_trips_and_refuses_malformed_encodings() -> None:
+    chain = active_chain()
+    chain.send(ALICE, CREATE.call(manifest=web(1)))
+    record = apps.get_app(chain.state, "web")
+    assert record is not None
+    assert apps.AppRecord.decode(record.encode()) == record
+    fields = codec.decode(record.encode())
+    assert isinstance(fields, list)
+    cases: list[tuple[codec.RlpItem, str]] = [
+        (fields[:10], "an app record has 11 fields"),
+        ([*fields, b"\x01"], "an app record has 11 fields"),
+        ([*fields[:10], b"\x00\x01"], "instance has a leading zero byte"),
+        ([*fields[:10], [b"\x01"]], "instance must be an integer, got a list"),
+    ]
+    for bad, message in cases:
+        with pytest.raises(codec.CodecError) as info:
+            apps.AppRecord.decode(codec.encode(bad))
+        assert str(info.value) == message
