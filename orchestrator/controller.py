@@ -677,6 +677,7 @@ class Controller:
                     )
                 )
         self._retained = retained
+        self._notify()
 
     def _evict(self, spec: ReplicaSpec, containers: list[ContainerInfo], message: str) -> None:
         """Removes the replica's containers and its ephemeral volumes, then lets the restart

@@ -283,6 +283,9 @@ class Volume:
     kind: VolumeKind
     size_bytes: int | None
     """The size of a persistent volume; the optional size limit of an emptyDir."""
+    memory: bool = False
+    """An emptyDir in memory (`medium: Memory`): a tmpfs of its size limit, which counts as
+    memory, not disk."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,8 +394,9 @@ class Manifest:
         GiB (container disk plus every volume's size) and gpus."""
         containers = self.spec.containers
         memory = sum(c.resources.requests.memory_bytes for c in containers)
+        memory += sum(v.size_bytes or 0 for v in self.spec.volumes if v.memory)
         disk = sum(c.resources.requests.disk_bytes for c in containers)
-        disk += sum(v.size_bytes or 0 for v in self.spec.volumes)
+        disk += sum(v.size_bytes or 0 for v in self.spec.volumes if not v.memory)
         return Resources(
             cpu_millicores=sum(c.resources.requests.cpu_millicores for c in containers),
             memory_mib=-(-memory // MIB),
@@ -744,6 +748,12 @@ class _Builder:
 
     def manifest(self, data: Any) -> Manifest:
         raw = data["spec"]
+        if "imagePullSecrets" in raw:
+            self.fail(
+                ("spec", "imagePullSecrets"),
+                "registry credentials come from secrets held by the chain, which it does not "
+                "hold yet: use an image that can be pulled without credentials",
+            )
         node_class = NodeClass(raw.get("nodeClass", NodeClass.CPU.value))
         pod_context = self.security_context(
             raw.get("securityContext", {}), ("spec", "securityContext")
@@ -1057,10 +1067,16 @@ class _Builder:
                 self.fail((*path, "persistent", "size"), "must be more than 0")
             return Volume(raw["name"], VolumeKind.PERSISTENT, size)
         limit = raw["emptyDir"].get("sizeLimit")
+        memory = raw["emptyDir"].get("medium", "") == "Memory"
         size = None
         if limit is not None:
             size = self.byte_amount(limit, (*path, "emptyDir", "sizeLimit"), "disk", MAX_DISK_BYTES)
-        return Volume(raw["name"], VolumeKind.EMPTY_DIR, size)
+        if memory and not size:
+            self.fail(
+                (*path, "emptyDir", "sizeLimit"),
+                "an emptyDir in memory needs a sizeLimit (it is a tmpfs of that size)",
+            )
+        return Volume(raw["name"], VolumeKind.EMPTY_DIR, size, memory)
 
     def check_mounts(self, containers: tuple[Container, ...], volumes: tuple[Volume, ...]) -> None:
         declared: dict[str, int] = {}
@@ -1397,5 +1413,7 @@ def _probe_json(probe: Probe) -> dict[str, Any]:
 def _volume_json(v: Volume) -> dict[str, Any]:
     if v.kind is VolumeKind.PERSISTENT:
         return {"name": v.name, "persistent": {"size": v.size_bytes}}
-    source = {} if v.size_bytes is None else {"sizeLimit": v.size_bytes}
+    source: dict[str, Any] = {} if v.size_bytes is None else {"sizeLimit": v.size_bytes}
+    if v.memory:
+        source["medium"] = "Memory"
     return {"name": v.name, "emptyDir": source}
