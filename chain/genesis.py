@@ -33,6 +33,8 @@ SUPPORTED_DISCRIMINANT_BITS = frozenset({1024})
 CHAIN_TYPES = ("Development", "Local", "Live")
 DEV_ENDOWMENT = 10**21
 """Each well-known development account starts with 1,000 units of 10^18."""
+MAX_VOLUME_RETENTION_SECONDS = 365 * 24 * 3600
+"""A deleted application's data is not kept, nor billed to its owner, for more than a year."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,7 @@ class ChainSpec:
             "maxBlockExtrinsics": rc.max_block_extrinsics,
             "maxFutureNonces": rc.max_future_nonces,
             "meteringPeriodSeconds": rc.metering_period_seconds,
+            "volumeRetentionSeconds": rc.volume_retention_seconds,
             "walletCommitteeSize": rc.wallet_committee_size,
             "walletThreshold": rc.wallet_threshold,
         }
@@ -113,7 +116,8 @@ def _field(obj: Any, key: str, kind: type, where: str) -> Any:
         try:
             value = int(value)
         except ValueError:
-            raise GenesisError(f"{where}{key} must be an integer, got {value!r}") from None
+            shown = value if len(value) <= 40 else value[:40] + "…"
+            raise GenesisError(f"{where}{key} must be an integer, got {shown!r}") from None
         if value < 0:
             raise GenesisError(f"{where}{key} must not be negative")
         return value
@@ -177,6 +181,7 @@ def parse_spec(data: Any) -> ChainSpec:
         "maxBlockExtrinsics": "max_block_extrinsics",
         "maxFutureNonces": "max_future_nonces",
         "meteringPeriodSeconds": "metering_period_seconds",
+        "volumeRetentionSeconds": "volume_retention_seconds",
         "walletCommitteeSize": "wallet_committee_size",
         "walletThreshold": "wallet_threshold",
     }
@@ -199,6 +204,11 @@ def parse_spec(data: Any) -> ChainSpec:
         raise GenesisError("runtime.meteringPeriodSeconds must be at least 1")
     if runtime.max_block_extrinsics < 1:
         raise GenesisError("runtime.maxBlockExtrinsics must be at least 1")
+    if runtime.volume_retention_seconds > MAX_VOLUME_RETENTION_SECONDS:
+        raise GenesisError(
+            f"runtime.volumeRetentionSeconds must be at most {MAX_VOLUME_RETENTION_SECONDS}"
+            " (one year)"
+        )
     raw_balances = _field(data, "balances", list, "")
     endowed: dict[AccountId, int] = {}
     for i, entry in enumerate(raw_balances):
@@ -292,7 +302,7 @@ def load_spec(path: Path) -> ChainSpec:
         data = json.loads(path.read_bytes())
     except (OSError, UnicodeDecodeError) as exc:
         raise GenesisError(f"cannot read chain spec {path}: {exc}") from None
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # JSONDecodeError, or a number too long to convert
         raise GenesisError(f"chain spec {path} is not valid JSON: {exc}") from None
     try:
         return parse_spec(data)
@@ -316,6 +326,9 @@ def dev_spec(authorities: tuple[AccountId, ...], endowed: tuple[AccountId, ...])
             # epoch transition within a minute.
             towers=TowerConfig(min_iterations=20_000, epoch_length=10, max_misses=2, jail_epochs=1),
             metering_period_seconds=10,
+            # A deleted application's volumes are gone half a minute later: a dev chain shows
+            # the whole retention period.
+            volume_retention_seconds=30,
         ),
     )
 

@@ -2,7 +2,8 @@
 its canonical manifest per revision, and has its replicas placed on active nodes by the
 deterministic scheduler: after any change to an app, after an active node changes its declared
 capacity or leaves, at every epoch boundary (nodes come and go), and block by block while a
-rolling update is under way."""
+rolling update is under way. Every creation of a name is a new instance; a deleted instance
+leaves a tombstone while the nodes keep its persistent volumes (the genesis retention period)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ from chain.state import Overlay, StateReader, storage_key
 NAME = "apps"
 MAX_MANIFEST_BYTES = 64 * 1024
 MAX_REPLICAS = 1000
+MAX_NAME_BYTES = 63
+"""An application's name is a DNS label."""
 _APP = storage_key(NAME, "app")
 _MANIFEST = storage_key(NAME, "manifest")
 _PLACEMENT = storage_key(NAME, "placement")
@@ -41,6 +44,19 @@ _HOST = storage_key(NAME, "host")
 """Ingress host -> the application that holds it: one application per host."""
 _HOST_OF = storage_key(NAME, "hostOf")
 """Application -> the ingress host it holds."""
+_TOMBSTONE = storage_key(NAME, "tombstone")
+"""Instance -> the tombstone of a deleted application whose volumes are still retained."""
+_TOMBSTONES_OF = storage_key(NAME, "tombstonesOf")
+"""Name -> the instances of that name that are tombstoned, oldest first."""
+_EXPIRY = storage_key(NAME, "expiry")
+"""Sequence number -> a tombstoned instance: the expiry queue. Tombstones enter it in the order
+of their deletion, which is the order of their expiry since block timestamps only grow and the
+retention period is fixed by genesis."""
+EXPIRY_BOUNDS_KEY = storage_key(NAME, "expiryBounds")
+"""[first, end): the sequence numbers in the expiry queue."""
+MAX_EXPIRED_PER_BLOCK = 64
+"""Tombstones removed at most per block; the rest wait for the next blocks, so that a burst of
+deletions never makes one block slow. Their volumes are kept a few blocks longer, never less."""
 NEXT_INSTANCE_KEY = storage_key(NAME, "nextInstance")
 """The instance the next created application gets: instances start at 1 and are never reused,
 so an application deleted and created again under its name (by anyone) is a new instance whose
@@ -121,6 +137,58 @@ class AppRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Tombstone:
+    """A deleted application instance whose persistent volumes the nodes still keep."""
+
+    name: str
+    owner: AccountId
+    instance: int
+    deleted_at: int
+    """The block that deleted the application."""
+    retained_until: int
+    """Block timestamp (ms): its volumes are kept, and billed to the owner, until then."""
+
+    def encode(self) -> bytes:
+        u = codec.encode_uint
+        return codec.encode(
+            [
+                self.name.encode(),
+                self.owner,
+                u(self.instance),
+                u(self.deleted_at),
+                u(self.retained_until),
+            ]
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Tombstone:
+        item = codec.decode(data)
+        if not isinstance(item, list) or len(item) != 5:
+            raise codec.CodecError("a tombstone is [name, owner, instance, deleted at, until]")
+        name, owner, instance, deleted, until = item
+        if not isinstance(name, bytes):
+            raise codec.CodecError("a tombstone's name is bytes")
+        return cls(
+            name.decode(errors="replace"),
+            AccountId(codec.fixed(owner, 32, "owner")),
+            codec.uint(instance, "instance"),
+            codec.uint(deleted, "deleted at"),
+            codec.uint(until, "retained until"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class KeptInstance:
+    """An application instance whose persistent volumes a node must keep."""
+
+    name: str
+    owner: AccountId
+    retained_until: int | None
+    """None while the application lives; the block timestamp (ms) its retention ends at once it
+    is deleted."""
+
+
+@dataclass(frozen=True, slots=True)
 class ReplicaEntry:
     """One copy of one replica that a node must run (two copies of an index exist while a
     rolling update surges), or a replica no node could take."""
@@ -185,6 +253,66 @@ def next_instance(state: StateReader) -> int:
     return 1 if data is None else codec.uint(data, "next instance")
 
 
+def _uints(data: bytes | None, what: str) -> list[int]:
+    if not data:
+        return []
+    item = codec.decode(data)
+    if not isinstance(item, list):
+        raise codec.CodecError(f"{what} is a list")
+    return [codec.uint(x, what) for x in item]
+
+
+def _put_uints(state: Overlay, key: bytes, values: list[int]) -> None:
+    if values:
+        state.put(key, codec.encode([codec.encode_uint(v) for v in values]))
+    else:
+        state.delete(key)
+
+
+def _instance_key(instance: int) -> bytes:
+    return instance.to_bytes(8, "big")
+
+
+def tombstone(state: StateReader, instance: int) -> Tombstone | None:
+    """The tombstone of a deleted instance, while its volumes are retained."""
+    data = state.get(_TOMBSTONE + _instance_key(instance))
+    return None if data is None else Tombstone.decode(data)
+
+
+def tombstones_of(state: StateReader, name: str) -> list[Tombstone]:
+    """The deleted instances of `name` whose volumes are still retained, oldest first."""
+    found = []
+    for instance in _uints(state.get(_TOMBSTONES_OF + name.encode()), "tombstoned instance"):
+        kept = tombstone(state, instance)
+        if kept is not None:
+            found.append(kept)
+    return found
+
+
+def tombstones(state: StateReader) -> list[Tombstone]:
+    """Every tombstone, in the order they expire."""
+    first, end = _uints(state.get(EXPIRY_BOUNDS_KEY), "expiry bounds") or [0, 0]
+    found = []
+    for seq in range(first, end):
+        instance = state.get(_EXPIRY + seq.to_bytes(8, "big"))
+        kept = None if instance is None else tombstone(state, codec.uint(instance, "instance"))
+        if kept is not None:
+            found.append(kept)
+    return found
+
+
+def kept_instances(state: StateReader) -> dict[int, KeptInstance]:
+    """Exactly the application instances whose persistent volumes a node must keep: every live
+    application's, and every deleted one's until its retention ends. A node removes the
+    persistent volumes of any other instance."""
+    kept = {t.instance: KeptInstance(t.name, t.owner, t.retained_until) for t in tombstones(state)}
+    for name in app_names(state):
+        record = get_app(state, name)
+        if record is not None:
+            kept[record.instance] = KeptInstance(name, record.owner, None)
+    return kept
+
+
 def get_app(state: StateReader, name: str) -> AppRecord | None:
     data = state.get(_APP + name.encode())
     return None if data is None else AppRecord.decode(data)
@@ -215,12 +343,29 @@ def assignments_for(state: StateReader, node_id: bytes) -> list[tuple[str, Repli
     ]
 
 
+def _bury(state: Overlay, dead: Tombstone) -> None:
+    """Keeps a tombstone for a deleted instance, at the end of the expiry queue."""
+    state.put(_TOMBSTONE + _instance_key(dead.instance), dead.encode())
+    key = _TOMBSTONES_OF + dead.name.encode()
+    _put_uints(state, key, [*_uints(state.get(key), "tombstoned instance"), dead.instance])
+    first, end = _uints(state.get(EXPIRY_BOUNDS_KEY), "expiry bounds") or [0, 0]
+    state.put(_EXPIRY + end.to_bytes(8, "big"), codec.encode_uint(dead.instance))
+    _put_uints(state, EXPIRY_BOUNDS_KEY, [first, end + 1])
+
+
+def _unbury(state: Overlay, dead: Tombstone) -> None:
+    state.delete(_TOMBSTONE + _instance_key(dead.instance))
+    key = _TOMBSTONES_OF + dead.name.encode()
+    left = [i for i in _uints(state.get(key), "tombstoned instance") if i != dead.instance]
+    _put_uints(state, key, left)
+
+
 class Apps(Module):
     name = NAME
 
     def calls(self) -> list[CallDef]:
         manifest = Arg("manifest", ArgKind.BYTES, max_length=MAX_MANIFEST_BYTES)
-        app = Arg("app", ArgKind.BYTES, max_length=63)
+        app = Arg("app", ArgKind.BYTES, max_length=MAX_NAME_BYTES)
         return [
             CallDef(NAME, "create", (manifest,), self.create, "Deploy an application."),
             CallDef(NAME, "update", (manifest,), self.update, "Roll out a new revision."),
@@ -355,7 +500,37 @@ class Apps(Module):
             state.delete(_MANIFEST + name.encode() + b"/" + revision.to_bytes(8, "big"))
         _set_names(state, [n for n in app_names(state) if n != name])
         state.put(DIRTY_KEY, b"\x01")
-        ctx.emit(NAME, "AppDeleted", app=name)
+        until = ctx.env.timestamp + ctx.config.volume_retention_seconds * 1000
+        _bury(state, Tombstone(name, record.owner, record.instance, ctx.env.number, until))
+        ctx.emit(NAME, "AppDeleted", app=name, instance=record.instance, retained_until=until)
+
+    # -- retention of deleted applications' volumes ---------------------------------------------
+
+    def on_initialize(self, ctx: Context) -> None:
+        self.expire(ctx)
+
+    def expire(self, ctx: Context) -> None:
+        """Removes the tombstones whose retention is over (at most MAX_EXPIRED_PER_BLOCK), oldest
+        first: their volumes are no longer kept."""
+        state = ctx.state
+        bounds = _uints(state.get(EXPIRY_BOUNDS_KEY), "expiry bounds")
+        if not bounds:
+            return
+        first, end = bounds
+        removed = 0
+        while first < end and removed < MAX_EXPIRED_PER_BLOCK:
+            slot = _EXPIRY + first.to_bytes(8, "big")
+            raw = state.get(slot)
+            kept = None if raw is None else tombstone(state, codec.uint(raw, "instance"))
+            if kept is not None and kept.retained_until > ctx.env.timestamp:
+                break
+            state.delete(slot)
+            first += 1
+            removed += 1
+            if kept is not None:
+                _unbury(state, kept)
+                ctx.emit(NAME, "RetentionEnded", app=kept.name, instance=kept.instance)
+        _put_uints(state, EXPIRY_BOUNDS_KEY, [first, end] if first < end else [])
 
     # -- placement ------------------------------------------------------------------------------
 

@@ -64,6 +64,9 @@ class RuntimeConfig:
     towers: TowerConfig = field(default_factory=TowerConfig)
     metering_period_seconds: int = 3600
     """Nodes report their replicas' usage once per period of this length."""
+    volume_retention_seconds: int = 86400
+    """How long the persistent volumes of a deleted application are kept (and billed) before
+    the nodes that hold them remove them: time for an owner to notice a mistaken delete."""
     wallet_committee_size: int = 3
     """Nodes that hold shares of each platform wallet's key."""
     wallet_threshold: int = 2

@@ -132,8 +132,11 @@ def _status(args: argparse.Namespace) -> int:
     with rpc_errors():
         info: dict[str, Any] | None = client.call("apps_get", args.name)
         events = client.call("apps_events", args.name) if info else []
+        retained: list[dict[str, Any]] = client.call("apps_retained", args.name)
     if info is None:
-        emit(args, None, [f"no application {args.name!r}"])
+        lines = [f"no application {args.name!r}"]
+        lines += [_retained_line(r) for r in retained]
+        emit(args, {"retained": retained} if retained else None, lines)
         return 1
     lines = [
         f"application {info['name']}  revision {info['revision']}  replicas {info['replicas']}"
@@ -149,8 +152,18 @@ def _status(args: argparse.Namespace) -> int:
     for event in events[-10:]:
         data = ", ".join(f"{k}={v}" for k, v in event["data"].items() if k != "app")
         lines.append(f"  #{event['block']} {event['name']}({data})")
-    emit(args, {**info, "events": events}, lines)
+    lines += [_retained_line(r) for r in retained]
+    emit(args, {**info, "events": events, "retained": retained}, lines)
     return 0
+
+
+def _retained_line(kept: dict[str, Any]) -> str:
+    """A deleted instance of the name whose volumes the nodes still keep."""
+    until = datetime.fromtimestamp(kept["retainedUntil"] / 1000).strftime("%Y-%m-%d %H:%M:%S")
+    return (
+        f"  deleted instance {kept['instance']} of {kept['owner']} (#{kept['deletedAt']}):"
+        f" its volumes are kept until {until}"
+    )
 
 
 def _log_prefix(entry: dict[str, Any], prefixed: bool) -> str:

@@ -76,6 +76,18 @@ def account(value: Any) -> AccountId:
         raise ValueError(str(exc)) from None
 
 
+def app_name(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected an application name")
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:
+        raise ValueError("an application name is text") from None
+    if not 1 <= size <= apps.MAX_NAME_BYTES:
+        raise ValueError(f"an application name is 1 to {apps.MAX_NAME_BYTES} bytes")
+    return value
+
+
 # -- JSON views ---------------------------------------------------------------------------------
 
 
@@ -347,7 +359,7 @@ def _register_apps(registry: Registry, chain: ChainService, resolve: Any) -> Non
 
     @registry.method("apps_get", params=["name", "hash?"])
     def get_app(params: Params) -> dict[str, Any] | None:
-        name = params.required("name", str)
+        name = params.required("name", app_name)
         state = store.state_at(resolve(params))
         record = apps.get_app(state, name)
         if record is None:
@@ -355,6 +367,23 @@ def _register_apps(registry: Registry, chain: ChainService, resolve: Any) -> Non
         found = app_json(state, name, record)
         found["manifest"] = apps.manifest_json(state, name, record.revision)
         return found
+
+    @registry.method("apps_retained", params=["name", "hash?"])
+    def retained(params: Params) -> list[dict[str, Any]]:
+        """The deleted instances of an application whose volumes are still kept (and billed),
+        oldest first, each with the block timestamp (ms) its retention ends at."""
+        name = params.required("name", app_name)
+        state = store.state_at(resolve(params))
+        return [
+            {
+                "name": t.name,
+                "owner": encode_address(t.owner),
+                "instance": t.instance,
+                "deletedAt": t.deleted_at,
+                "retainedUntil": t.retained_until,
+            }
+            for t in apps.tombstones_of(state, name)
+        ]
 
     @registry.method("apps_list", params=["offset?", "limit?"])
     def list_apps(params: Params) -> dict[str, Any]:

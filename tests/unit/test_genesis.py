@@ -59,6 +59,30 @@ def test_round_trip() -> None:
             lambda s: s["runtime"].update(existentialDeposit=0),
             "runtime.existentialDeposit must be at least 1",
         ),
+        (
+            lambda s: s["runtime"].update(volumeRetentionSeconds=-1),
+            "runtime.volumeRetentionSeconds must not be negative",
+        ),
+        (
+            lambda s: s["runtime"].update(volumeRetentionSeconds=365 * 24 * 3600 + 1),
+            "runtime.volumeRetentionSeconds must be at most 31536000 (one year)",
+        ),
+        (
+            lambda s: s["runtime"].update(volumeRetentionSeconds=10**400),
+            "runtime.volumeRetentionSeconds must be at most 31536000 (one year)",
+        ),
+        (
+            lambda s: s["runtime"].update(volumeRetentionSeconds="a day"),
+            "runtime.volumeRetentionSeconds must be an integer, got 'a day'",
+        ),
+        (
+            lambda s: s["runtime"].update(volumeRetentionSeconds=True),
+            "runtime.volumeRetentionSeconds must be an integer",
+        ),
+        (
+            lambda s: s["runtime"].update(volumeRetentionSeconds=1.5),
+            "runtime.volumeRetentionSeconds must be an integer",
+        ),
         (lambda s: s["balances"].append(s["balances"][0]), "is endowed twice"),
         (lambda s: s["balances"].append(["x"]), "balances[6] must be [address, amount]"),
         (
@@ -94,3 +118,31 @@ def test_wallet_committee_bounds() -> None:
     spec["runtime"]["walletThreshold"] = 4
     with pytest.raises(GenesisError, match="2 <= threshold <= size <= 64"):
         parse_spec(spec)
+
+
+def test_volume_retention() -> None:
+    spec = spec_json()
+    assert spec["runtime"]["volumeRetentionSeconds"] == 30  # the dev chain's
+    spec["runtime"]["volumeRetentionSeconds"] = "0"
+    assert parse_spec(spec).runtime.volume_retention_seconds == 0
+    spec["runtime"]["volumeRetentionSeconds"] = 365 * 24 * 3600
+    assert parse_spec(spec).runtime.volume_retention_seconds == 365 * 24 * 3600
+    del spec["runtime"]["volumeRetentionSeconds"]
+    assert parse_spec(spec).runtime.volume_retention_seconds == 86400  # a day unless set
+
+
+def test_numbers_too_long_to_read(tmp_path: Path) -> None:
+    huge = tmp_path / "huge.json"
+    text = json.dumps(spec_json()).replace(
+        '"volumeRetentionSeconds": 30', '"volumeRetentionSeconds": ' + "9" * 5000
+    )
+    huge.write_text(text)
+    with pytest.raises(GenesisError, match="huge.json is not valid JSON: Exceeds the limit"):
+        load_spec(huge)
+    spec = spec_json()
+    spec["runtime"]["volumeRetentionSeconds"] = "9" * 5000
+    with pytest.raises(GenesisError) as info:
+        parse_spec(spec)
+    assert str(info.value) == (
+        "runtime.volumeRetentionSeconds must be an integer, got '" + "9" * 40 + "…'"
+    )
