@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import math
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -17,16 +18,19 @@ import docker.utils
 import requests
 import trio
 
+from orchestrator import labels
 from orchestrator.disk import directory_bytes
 from orchestrator.errors import (
     ContainerNotFound,
     CreateFailed,
     EngineUnavailable,
+    ImageTooLarge,
     ImageUnavailable,
     OrchestratorError,
     RuntimeFailure,
     StartFailed,
 )
+from orchestrator.image_gc import ImageUsage
 from orchestrator.runtime import (
     ContainerInfo,
     ContainerState,
@@ -49,6 +53,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+log = logging.getLogger("statemesh.docker")
+
 # Only the events that can change what the controller should do; probes' exec events are not.
 _WATCHED_ACTIONS = ("start", "die", "oom", "destroy")
 # Bounds every container's json-file log so a chatty workload cannot fill the node's disk.
@@ -56,6 +62,14 @@ _LOG_CONFIG = {"type": "json-file", "config": {"max-size": "10m", "max-file": "3
 _NEVER = "0001-01-01T00:00:00Z"
 MAX_PARTIAL_LINE_BYTES = 64 * 1024
 """A followed line longer than this is passed on in pieces, so one cannot grow without bound."""
+PULL_TIMEOUT_SECONDS = 600.0
+"""A pull that takes longer fails (the SDK sets no timeout on pulls: a registry that stalls would
+hold a thread for ever)."""
+MAX_CONCURRENT_PULLS = 4
+NO_CREDENTIALS: dict[str, str] = {}
+"""The auth every pull sends. The SDK sends the client's stored logins (the operator's
+`~/.docker/config.json`) when `auth_config` is None; any other value, this empty one too, is
+sent instead of them (`X-Registry-Auth: e30=`, an anonymous pull)."""
 
 
 def _timestamp(value: str | None) -> float | None:
@@ -73,8 +87,37 @@ def _explanation(error: docker.errors.APIError) -> str:
     return str(error.explanation or error)
 
 
+def is_digest_reference(image: str) -> bool:
+    """`NAME@sha256:...`: names content, not a tag that may move."""
+    return "@" in image
+
+
+def _pull_reference(image: str) -> tuple[str, str, str]:
+    """The SDK's (repository, tag) for a pull of `image`, and the reference the engine then
+    knows it by: `NAME:TAG` (`latest` if none) or `NAME@DIGEST`."""
+    repository, tag = docker.utils.parse_repository_tag(image)
+    if is_digest_reference(image):
+        return repository, str(tag), f"{repository}@{tag}"
+    tag = tag or "latest"
+    return repository, tag, f"{repository}:{tag}"
+
+
+class _PullFailed(Exception):
+    """The engine reported an error inside a pull's progress stream."""
+
+
 class DockerRuntime:
-    """A `ContainerRuntime` over one Docker engine, reached through the `docker` SDK."""
+    """A `ContainerRuntime` over one Docker engine, reached through the `docker` SDK.
+
+    Images of tenants are pulled for them, as Kubernetes' `AlwaysPullImages` admission does:
+    every create of a replica's container pulls its image first, whatever the spec's pull
+    policy says, so a tenant never runs an image that is only in the engine's store (the
+    operator's, or another tenant's private one) and always gets the registry's current
+    content. Pulls are anonymous (`NO_CREDENTIALS`), never with the operator's logins. An
+    `image@sha256:` reference is taken from the store without a pull only if this runtime
+    pulled that digest for an app. Images the node builds itself (`ensure_local_image`: the pod
+    sandbox) are the only ones used without a pull, and are never pulled over. An image larger
+    than `max_image_bytes` after its pull is removed again (`ImageTooLarge`)."""
 
     def __init__(
         self,
@@ -83,6 +126,9 @@ class DockerRuntime:
         *,
         max_threads: int = 16,
         max_log_follows: int = 64,
+        max_image_bytes: int | None = None,
+        pull_timeout_seconds: float = PULL_TIMEOUT_SECONDS,
+        image_usage: ImageUsage | None = None,
     ) -> None:
         self._client = client
         self._api = client.api
@@ -93,8 +139,20 @@ class DockerRuntime:
         self._exec_limiter = trio.CapacityLimiter(max_threads)
         # A followed log holds a thread for as long as it is followed: a pool of their own.
         self._follow_limiter = trio.CapacityLimiter(max_log_follows)
-        self._images: set[str] = set()
-        """Images seen present: `create` does not ask the engine again (see there)."""
+        # Pulls may take minutes and are abandoned on timeout: a pool of their own.
+        self._pull_limiter = trio.CapacityLimiter(MAX_CONCURRENT_PULLS)
+        self.max_image_bytes = max_image_bytes
+        """A pulled image larger than this is removed again; None: no cap."""
+        self.pull_timeout_seconds = pull_timeout_seconds
+        self.image_usage = image_usage or ImageUsage()
+        """The images this runtime pulled for apps and their last use, for the image GC."""
+        self._built: set[str] = {labels.SANDBOX_IMAGE}
+        """Names of images the node builds itself: used as they are, never pulled over (a
+        pull of a tag replaces it in the store, and a tenant naming the sandbox image must not
+        swap the sandbox of every pod for a registry's)."""
+        self._pulled_digests: set[str] = set()
+        """`NAME@sha256:...` references this runtime pulled (as such, or as a tag's digest).
+        In memory: after a restart a digest is pulled again before its first use."""
 
     @classmethod
     async def connect(
@@ -157,30 +215,63 @@ class DockerRuntime:
             storage_driver=str(raw.get("Driver", "")),
             cgroup_driver=str(raw.get("CgroupDriver", "")),
             cgroup_version=str(raw.get("CgroupVersion", "")),
+            data_root=str(raw.get("DockerRootDir", "")),
         )
 
     async def ensure_image(self, image: str, policy: ImagePullPolicy) -> None:
-        def present() -> bool:
-            try:
-                self._api.inspect_image(image)
-            except docker.errors.ImageNotFound:
-                return False
-            return True
+        """Pulls `image` for an app whatever `policy` says (see the class): a tag always, a
+        digest unless this runtime pulled it before; a node-built image is not pulled."""
+        if image in self._built or image in self._pulled_digests:
+            return
+        await self.pull(image)
+
+    async def pull(self, image: str) -> str:
+        """Pulls `image` anonymously and returns its id; records it for the image GC and its
+        digests as pulled. `ImageUnavailable` if it cannot be pulled, `ImageTooLarge` (after
+        removing it again) if it is larger than `max_image_bytes`."""
+        if image in self._built:
+            raise ImageUnavailable(image, "it is built by this node and never pulled")
+        repository, tag, reference = _pull_reference(image)
+
+        def pull() -> dict[str, Any]:
+            stream = self._api.pull(
+                repository, tag=tag, stream=True, decode=True, auth_config=NO_CREDENTIALS
+            )
+            for progress in stream:
+                # Most failures come back as an HTTP error; some only in the stream.
+                if "error" in progress:
+                    raise _PullFailed(str(progress["error"]))
+            return dict(self._api.inspect_image(reference))
 
         try:
-            if policy is not ImagePullPolicy.ALWAYS and await self._call(present):
-                self._images.add(image)
-                return
+            with trio.fail_after(self.pull_timeout_seconds):
+                raw = await self._call(pull, long_running=True, limiter=self._pull_limiter)
+        except trio.TooSlowError:
+            raise ImageUnavailable(
+                image, f"the pull did not finish within {self.pull_timeout_seconds:.0f} s"
+            ) from None
         except docker.errors.APIError as e:
             raise ImageUnavailable(image, _explanation(e)) from e
-        if policy is ImagePullPolicy.NEVER:
-            raise ImageUnavailable(image, "it is not present and the pull policy is Never")
-        repository, tag = docker.utils.parse_repository_tag(image)
+        except _PullFailed as e:
+            raise ImageUnavailable(image, str(e)) from e
+        image_id, size = str(raw["Id"]), int(raw.get("Size") or 0)
+        if self.max_image_bytes is not None and size > self.max_image_bytes:
+            await self._drop_too_large(reference, image_id)
+            raise ImageTooLarge(image, size, self.max_image_bytes)
+        digests = [str(d) for d in raw.get("RepoDigests") or ()]
+        self._pulled_digests.update(digests)
+        if is_digest_reference(image):
+            self._pulled_digests.add(image)
+        self.image_usage.used(image_id, reference)
+        return image_id
+
+    async def _drop_too_large(self, reference: str, image_id: str) -> None:
+        """Removes what a refused pull brought: the reference, and the image if nothing else
+        keeps it (an image a container uses, or the operator tagged, stays)."""
         try:
-            await self._call(functools.partial(self._api.pull, repository, tag=tag or "latest"))
-        except docker.errors.APIError as e:
-            raise ImageUnavailable(image, _explanation(e)) from e
-        self._images.add(image)
+            await self.remove_pulled_image(image_id, [reference])
+        except RuntimeFailure as e:
+            log.warning("could not remove the refused image %s: %s", reference, e.message)
 
     async def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         def observe() -> list[ContainerInfo]:
@@ -213,19 +304,34 @@ class DockerRuntime:
         return _from_inspect(raw)
 
     async def create(self, request: CreateRequest) -> str:
-        """Asks the engine about the image only until it was seen present (an inspection per
-        create was a round trip on every start); `Always` pulls before every create."""
-        image, policy = request.image, request.image_pull_policy
-        if policy is ImagePullPolicy.ALWAYS or image not in self._images:
-            await self.ensure_image(image, policy)
+        """Pulls the image first (see the class; the request's pull policy is not followed),
+        except a node-built one and a digest this runtime pulled before, which are pulled only
+        if the engine no longer has them."""
+        image = request.image
+        if image in self._built:
             return await self._create(request)
+        if image in self._pulled_digests:
+            try:
+                container_id = await self._create(request)
+            except ImageUnavailable:
+                self._pulled_digests.discard(image)  # removed since: pulled again below
+            else:
+                await self._used(image)
+                return container_id
+        image_id = await self.pull(image)
+        container_id = await self._create(request)
+        self.image_usage.used(image_id)
+        return container_id
+
+    async def _used(self, image: str) -> None:
+        """Notes that a container was created from `image` (already recorded by its id)."""
         try:
-            return await self._create(request)
-        except ImageUnavailable:
-            # Removed since it was seen: look for it (or pull it) as the first time.
-            self._images.discard(image)
-        await self.ensure_image(image, policy)
-        return await self._create(request)
+            raw = await self._call(functools.partial(self._api.inspect_image, image))
+        except (docker.errors.APIError, RuntimeFailure):
+            return
+        image_id = str(raw["Id"])
+        if image_id in self.image_usage:
+            self.image_usage.used(image_id)
 
     async def _create(self, request: CreateRequest) -> str:
         limits = request.resources
@@ -572,13 +678,52 @@ class DockerRuntime:
             repository, tag = docker.utils.parse_repository_tag(name)
             self._api.import_image_from_data(rootfs(), repository=repository, tag=tag)
 
+        self._built.add(name)
         try:
             await self._call(ensure)
         except docker.errors.APIError as e:
             raise ImageUnavailable(name, _explanation(e)) from e
         except (OSError, OrchestratorError) as e:
             raise ImageUnavailable(name, f"cannot build it: {e}") from e
-        self._images.add(name)
+
+    async def data_root(self) -> str:
+        """Where the engine keeps images and containers (`DockerRootDir`)."""
+        return (await self.info()).data_root
+
+    async def images_in_use(self) -> set[str]:
+        try:
+            rows = await self._call(functools.partial(self._api.containers, all=True))
+        except docker.errors.APIError as e:
+            raise RuntimeFailure(f"cannot list containers: {_explanation(e)}") from e
+        return {str(row.get("ImageID") or "") for row in rows} - {""}
+
+    async def remove_pulled_image(self, image_id: str, references: Collection[str]) -> bool:
+        """Untags `references` of image `image_id` that still point to it, then removes the
+        image if no tag is left (never by force: one a container uses stays). True if gone."""
+
+        def remove() -> bool:
+            try:
+                raw = self._api.inspect_image(image_id)
+            except docker.errors.ImageNotFound:
+                return True
+            tags = set(raw.get("RepoTags") or ())
+            for reference in references:
+                if reference in tags:
+                    with contextlib.suppress(docker.errors.ImageNotFound):
+                        self._api.remove_image(reference)
+                    tags.discard(reference)
+            if tags:
+                return False  # someone else's tag keeps it
+            try:
+                self._api.remove_image(image_id)
+            except docker.errors.ImageNotFound:
+                pass
+            return True
+
+        try:
+            return await self._call(remove)
+        except docker.errors.APIError as e:
+            raise RuntimeFailure(f"cannot remove image {image_id[:19]}: {_explanation(e)}") from e
 
     async def watch(
         self,

@@ -7,7 +7,6 @@ Its flags are Docker's defaults (iptables and IP masquerading on) except that it
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import enum
 import functools
 import hashlib
@@ -26,6 +25,7 @@ import requests
 import trio
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.registry import LocalRegistry, RegistryError, die_with_parent
 
 log = logging.getLogger("statemesh.dockerd")
 
@@ -46,7 +46,6 @@ _PING_TIMEOUT_SECONDS = 2.0
 _SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 """dockerd and the tools it runs (iptables, containerd) live here on Debian; root's PATH may
 lack them (e.g. under `su` without `-`)."""
-_PR_SET_PDEATHSIG = 1
 _BUILT_IN_NETWORKS = ("bridge", "host", "none")
 
 
@@ -111,12 +110,6 @@ def unmount_under(folder: Path) -> None:
         subprocess.run(["umount", "-l", point], check=False, capture_output=True)
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM the engine if its parent dies without stopping it.
-    The signal follows the thread that started the child, so start it from a long-lived one."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 class PrivateEngine:
     """A dockerd in `root`: data root, pidfile, configuration and log there; its socket and exec
     root (which holds containerd's sockets) there too unless the paths would be too long for a
@@ -125,10 +118,23 @@ class PrivateEngine:
     `start` and `stop` block; `start_async` and `stop_async` are the same for trio code. The
     engine can be stopped and started again: same socket, same data."""
 
-    def __init__(self, root: Path, *, storage_driver: str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        storage_driver: str | None = None,
+        registry_mirror: str | None = None,
+        serve_registry: bool = False,
+    ) -> None:
         self.root = root.absolute()
         self.storage_driver = storage_driver or os.environ.get(STORAGE_DRIVER_ENV) or None
         """None lets dockerd choose (overlay2 where it can)."""
+        self.registry_mirror = registry_mirror
+        """Where the engine pulls Docker Hub names from (`http://127.0.0.1:PORT`), if set."""
+        self.registry = LocalRegistry(self.root / "registry") if serve_registry else None
+        """A registry of its own in `root/registry`, started before the engine and stopped after
+        it, that the engine uses as its mirror (no public registry is reachable from a dev
+        machine): images pushed there as `library/NAME` are pulled as `NAME`."""
         runtime = self.root
         if len(os.fsencode(runtime / _LONGEST_SOCKET)) > MAX_SOCKET_PATH_BYTES:
             digest = hashlib.sha256(os.fsencode(self.root)).hexdigest()[:12]
@@ -167,6 +173,9 @@ class PrivateEngine:
         ]
         if self.storage_driver:
             command.append(f"--storage-driver={self.storage_driver}")
+        mirror = self.registry.url if self.registry is not None else self.registry_mirror
+        if mirror:
+            command.append(f"--registry-mirror={mirror}")
         return command
 
     def spawn(self) -> None:
@@ -189,6 +198,12 @@ class PrivateEngine:
             )
         if not self.config_file.exists():
             self.config_file.write_text("{}\n")
+        if self.registry is not None and not self.registry.running:
+            try:
+                self.registry.start()
+            except RegistryError as exc:
+                log.warning("the engine runs without its registry mirror: %s", exc)
+                self.registry = None
         path = os.environ.get("PATH", os.defpath)
         env = {**os.environ, "PATH": os.pathsep.join((path, *_SBIN))}
         with self.log_path.open("ab") as out:
@@ -201,7 +216,7 @@ class PrivateEngine:
                 stdin=subprocess.DEVNULL,
                 env=env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
 
     def _check_unused(self) -> None:
@@ -290,6 +305,8 @@ class PrivateEngine:
                 )
                 process.kill()
                 process.wait()
+        if self.registry is not None:
+            self.registry.stop()
         self._clean_up()
 
     async def stop_async(

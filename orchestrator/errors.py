@@ -53,6 +53,23 @@ class ImageUnavailable(RuntimeFailure):
         self.cause = cause
 
 
+class ImageTooLarge(ImageUnavailable):
+    """The image was pulled, is larger than this node accepts, and was removed again."""
+
+    reason = "ImageTooLarge"
+
+    def __init__(self, image: str, size_bytes: int, cap_bytes: int) -> None:
+        RuntimeFailure.__init__(
+            self,
+            f"image {image!r} is too large for this node: {size_bytes} bytes, above its cap "
+            f"of {cap_bytes} bytes (ImageTooLarge)",
+        )
+        self.image = image
+        self.cause = "ImageTooLarge"
+        self.size_bytes = size_bytes
+        self.cap_bytes = cap_bytes
+
+
 class CreateFailed(RuntimeFailure):
     """The engine refused to create a container from its configuration."""
 

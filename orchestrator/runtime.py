@@ -94,6 +94,8 @@ class CreateRequest:
     resources: Resources
     mounts: tuple[Mount, ...] = ()
     image_pull_policy: ImagePullPolicy = ImagePullPolicy.IF_NOT_PRESENT
+    """The spec's policy, kept for its hash and for other engines. The Docker runtime pulls
+    every tenant image at each create whatever it says (Kubernetes' `AlwaysPullImages`)."""
     network: str | None = None
     join: str | None = None
     hostname: str | None = None
@@ -163,6 +165,8 @@ class EngineInfo:
     storage_driver: str
     cgroup_driver: str
     cgroup_version: str
+    data_root: str = ""
+    """Where the engine keeps images, containers and volumes (`DockerRootDir`), on its host."""
 
 
 class ContainerRuntime(Protocol):
@@ -173,7 +177,8 @@ class ContainerRuntime(Protocol):
     async def info(self) -> EngineInfo: ...
 
     async def ensure_image(self, image: str, policy: ImagePullPolicy) -> None:
-        """Makes sure the image is present, pulling if the policy allows; `ImageUnavailable`."""
+        """Makes sure the image is present for an app: the Docker runtime pulls it whatever
+        the policy (see `DockerRuntime`); `ImageUnavailable`."""
         ...
 
     async def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
@@ -185,7 +190,8 @@ class ContainerRuntime(Protocol):
         ...
 
     async def create(self, request: CreateRequest) -> str:
-        """Returns the new container's id; `ImageUnavailable`, `CreateFailed`."""
+        """Returns the new container's id, its image pulled first as `ensure_image` does;
+        `ImageUnavailable` (`ImageTooLarge`), `CreateFailed`."""
         ...
 
     async def start(self, container_id: str) -> None:
