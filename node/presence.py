@@ -8,7 +8,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,10 @@ import trio
 from chain.address import encode_address
 from chain.blocks import Call
 from chain.errors import InvalidTransaction
-from chain.runtime import nodes, towers
+from chain.runtime import apps, nodes, towers
 from chain.runtime.nodes import Nodes, registration_payload
 from chain.runtime.towers import Towers
+from chain.state import StateReader
 from node.chain_service import ChainService
 from vdf.proof import VdfParams
 from vdf.prover import Prover, TowerJob
@@ -69,6 +70,28 @@ def measure_capacity(path: Path) -> Capacity:
     return Capacity(cores, memory_mb, disk_gb, gpus)
 
 
+def allocated_disk_gib(state: StateReader, node_id: bytes) -> int:
+    """The disk the chain has placed on this node, as the scheduler counts it: every replica
+    copy assigned here (both copies of a replica during a rolling update) at its app's size."""
+    total = 0
+    for name, _ in apps.assignments_for(state, node_id):
+        record = apps.get_app(state, name)
+        if record is not None:
+            total += record.resources.disk_gib
+    return total
+
+
+def under_disk_pressure(capacity: Capacity, allocated_gib: int, least_gib: int) -> Capacity:
+    """What a node whose disk is under pressure declares: the disk already placed on it, so
+    that no new disk request comes while every replica it holds stays (the scheduler keeps a
+    placement as long as it fits; declaring less would move replicas away, and their data
+    would not follow). Never below its class's least disk, which the chain asks of any node
+    that offers compute: up to that much may still come (none, once that much is placed
+    here). Never above its capacity. Replicas that request no disk may still come: disk
+    pressure turns away disk requests, not every new replica."""
+    return replace(capacity, disk_gb=min(capacity.disk_gb, max(allocated_gib, least_gib)))
+
+
 def check_declared(declared: Capacity, measured: Capacity) -> None:
     for what in ("cores", "memory_mb", "disk_gb", "gpus"):
         if getattr(declared, what) > getattr(measured, what):
@@ -90,11 +113,14 @@ class PresenceService:
         address: str,
         iterations: int | None = None,
         compute: Callable[[], bool | None] = lambda: True,
+        disk_pressure: Callable[[], bool] = lambda: False,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.chain = chain
         self.compute = compute
         """Whether the node can run replicas now (None: not known yet)."""
+        self.disk_pressure = disk_pressure
+        """Whether the engine's data root is too full to take more disk requests."""
         self._monotonic = monotonic
         self.operator = operator
         self.identity = identity
@@ -131,24 +157,35 @@ class PresenceService:
             await self.prover.run()
             nursery.cancel_scope.cancel()
 
-    def _declared(self) -> Capacity:
-        """What this node offers now: its capacity if it can run replicas, else none."""
-        return self.capacity if self.compute() else NO_CAPACITY
+    def _declared(self, state: StateReader) -> Capacity:
+        """What this node offers now: its capacity if it can run replicas, else none; under
+        disk pressure, no more disk than is placed on it already."""
+        if not self.compute():
+            return NO_CAPACITY
+        if self.disk_pressure():
+            node_class = self.chain.runtime.config.towers.classes.get(self.node_class)
+            least = node_class.min_disk_gb if node_class is not None else 0
+            return under_disk_pressure(
+                self.capacity, allocated_disk_gib(state, self.node_id), least
+            )
+        return self.capacity
 
     async def _keep_registration(self) -> None:
         """Declares no capacity on chain once compute has been lost for a while, and the
         node's capacity again once it is back: the scheduler then moves replicas away from a
         node that cannot run them, and back. A registration at another address than the
-        node's is brought up to date the same way."""
+        node's is brought up to date the same way. A change of disk pressure alone is declared
+        at once: its water marks already keep it from flapping."""
         store = self.chain.store
         changed_at: float | None = None
         sent_at: int | None = None
         while True:
             await trio.sleep(POLL_SECONDS * 4)
-            record = nodes.get_node(store.best_state(), self.node_id)
+            state = store.best_state()
+            record = nodes.get_node(state, self.node_id)
             if record is None or record.operator != self.operator.public:
                 continue
-            want = self._declared()
+            want = self._declared(state)
             have = Capacity(record.cores, record.memory_mb, record.disk_gb, record.gpus)
             address = self.address.encode() if self.address else record.address
             now = self._monotonic()
@@ -158,7 +195,8 @@ class PresenceService:
             if changed_at is None:
                 changed_at = now
             best = store.best_header.number
-            due = now - changed_at >= NO_COMPUTE_SECONDS
+            settle = (want == NO_CAPACITY) != (have == NO_CAPACITY) or address != record.address
+            due = not settle or now - changed_at >= NO_COMPUTE_SECONDS
             if due and (sent_at is None or best - sent_at > RESUBMIT_AFTER_BLOCKS):
                 call = UPDATE.call(
                     node_id=self.node_id,
@@ -173,8 +211,10 @@ class PresenceService:
                         log.info("registering this node's address as %s", self.address)
                     if want != have and want == NO_CAPACITY:
                         log.warning("this node cannot run replicas now: it declares no compute")
-                    elif want != have:
+                    elif want != have and have == NO_CAPACITY:
                         log.info("this node can run replicas again: it declares its capacity")
+                    elif want.disk_gb != have.disk_gb:
+                        log.info("declaring %d GB of disk (was %d)", want.disk_gb, have.disk_gb)
                 sent_at = best
 
     def _send(self, call: Call) -> bool:
@@ -206,7 +246,7 @@ class PresenceService:
                 await trio.sleep(POLL_SECONDS)
                 continue
             if sent_at is None or best - sent_at > RESUBMIT_AFTER_BLOCKS:
-                c = self.capacity if compute else NO_CAPACITY
+                c = self._declared(store.best_state())
                 call = REGISTER.call(
                     node_id=self.node_id,
                     node_signature=self.identity.sign(registration_payload(self.operator.public)),

@@ -23,6 +23,7 @@ from chain.trie import BLANK_ROOT
 from consensus.clock import Clock, SystemClock
 from node.addresses import with_ip
 from node.chain_service import ChainService
+from node.disk_pressure import DiskPressureMonitor, WaterMarks
 from node.endpoints import EndpointService
 from node.finality_service import FinalityService
 from node.ingress_service import IngressConfig, IngressService
@@ -38,7 +39,7 @@ from node.usage_reporter import UsageReporter
 from node.wallet_service import ChainLedger, P2PWalletTransport, WalletService
 from node.wallet_shares import ShareStore
 from node.wire import TOPIC_VOTES
-from node.workloads import WorkloadService
+from node.workloads import DEFAULT_MAX_PIDS, WorkloadService
 from orchestrator.dockerd import EngineStartError, PrivateEngine
 from orchestrator.engine import connect_engine
 from orchestrator.errors import EngineUnavailable
@@ -100,6 +101,11 @@ class NodeConfig:
     addresses (10/8, 172.16/12, 192.168/16, 100.64/10, 198.18/15, fc00::/7)."""
     ingress: IngressConfig | None = None
     """The ingress proxy and DNS (the CLI serves them by default); None serves neither."""
+    max_pids: int = DEFAULT_MAX_PIDS
+    """No container of a replica gets more processes and threads, whatever its manifest says."""
+    disk_marks: WaterMarks = field(default_factory=WaterMarks)
+    """When the engine's data root is too full: the node then declares no more disk than is
+    placed on it, until it is below the low mark again."""
 
     @property
     def chain_path(self) -> Path:
@@ -128,6 +134,8 @@ class Node:
     ingress: IngressService | None
     engine: PrivateEngine | None = None
     """The private engine this node started, stopped when it exits."""
+    disk: DiskPressureMonitor | None = None
+    """Watches the engine's data root while the node offers compute."""
 
     @classmethod
     def open(cls, config: NodeConfig, *, clock: Clock | None = None) -> Node:
@@ -166,6 +174,7 @@ class Node:
                     spec.id,
                     config.docker_host,
                     egress=config.workload_egress,
+                    max_pids=config.max_pids,
                 )
                 if presence is not None and config.compute
                 else None
@@ -173,6 +182,9 @@ class Node:
             if presence is not None:
                 # A node declares on chain only the compute it can give.
                 presence.compute = workloads.offers_compute if workloads else _no_compute
+            disk = _disk_pressure(config, workloads)
+            if presence is not None and disk is not None:
+                presence.disk_pressure = disk.under_pressure
             wallet = _wallet(config, chain, network, node_key)
             endpoints = EndpointService(
                 lambda: store.finalized_header.hash,
@@ -229,6 +241,7 @@ class Node:
             usage,
             endpoints,
             ingress,
+            disk=disk,
         )
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -268,6 +281,8 @@ class Node:
                         if self.engine is not None:
                             self.workloads.docker_host = self.engine.host
                     await nursery.start(self.workloads.run)
+                if self.disk is not None:
+                    await nursery.start(self.disk.run)
                 if self.usage is not None:
                     await nursery.start(self.usage.run)
                 if self.ingress is not None:
@@ -334,6 +349,16 @@ def _import_dev_image(engine: PrivateEngine) -> None:
     with contextlib.closing(engine.client()) as client:
         if import_busybox(client, DEV_IMAGE):
             log.info("imported %s from the static busybox into the private engine", DEV_IMAGE)
+
+
+def _disk_pressure(
+    config: NodeConfig, workloads: WorkloadService | None
+) -> DiskPressureMonitor | None:
+    """The watch on the engine's data root, for a node that runs replicas: the engine it uses
+    is read at each look (a dev node's private engine starts after the node is built)."""
+    if workloads is None:
+        return None
+    return DiskPressureMonitor(config.disk_marks, lambda: workloads.docker_host)
 
 
 def _wallet(

@@ -31,6 +31,9 @@ log = logging.getLogger("statemesh.workloads")
 ENGINE_RETRY_SECONDS = 2.0
 MAX_ENGINE_RETRY_SECONDS = 30.0
 """A node without an engine keeps looking for one, at most this far apart."""
+DEFAULT_MAX_PIDS = 4096
+"""The most processes and threads a node lets one container have unless its operator says
+otherwise (`statemesh node --max-pids`), whatever the manifest asks."""
 
 _RESTART = {
     m.RestartPolicy.ALWAYS: o.RestartPolicy.ALWAYS,
@@ -74,7 +77,7 @@ def _security(context: m.SecurityContext) -> o.SecurityContext:
     )
 
 
-def _container(spec: m.ApplicationSpec, container: m.Container) -> o.Container:
+def _container(spec: m.ApplicationSpec, container: m.Container, max_pids: int) -> o.Container:
     env = []
     for var in container.env:
         if var.value is None:
@@ -100,6 +103,8 @@ def _container(spec: m.ApplicationSpec, container: m.Container) -> o.Container:
             cpu_millicores=limits.cpu_millicores or None,
             cpu_request_millicores=requests.cpu_millicores or limits.cpu_millicores or None,
             memory_bytes=limits.memory_bytes or requests.memory_bytes or None,
+            # Never unlimited: the manifest's limit or the default, and never past the node's cap.
+            pids_limit=min(limits.pids or o.DEFAULT_PIDS_LIMIT, max_pids),
         ),
         liveness_probe=_probe(container.liveness_probe),
         readiness_probe=_probe(container.readiness_probe),
@@ -109,7 +114,12 @@ def _container(spec: m.ApplicationSpec, container: m.Container) -> o.Container:
 
 
 def replica_spec(
-    chain_id: str, app: str, entry: apps.ReplicaEntry, manifest: m.Manifest
+    chain_id: str,
+    app: str,
+    entry: apps.ReplicaEntry,
+    manifest: m.Manifest,
+    *,
+    max_pids: int = DEFAULT_MAX_PIDS,
 ) -> o.ReplicaSpec:
     """The orchestrator's view of one assigned replica of `manifest`."""
     spec = manifest.spec
@@ -130,7 +140,7 @@ def replica_spec(
         app=app,
         revision=entry.revision,
         replica=entry.index,
-        containers=tuple(_container(spec, c) for c in spec.containers),
+        containers=tuple(_container(spec, c, max_pids) for c in spec.containers),
         restart_policy=_RESTART[spec.restart_policy],
         volumes=volumes,
     )
@@ -143,8 +153,17 @@ class ChainDesiredState:
     events, resyncs) reuse what was read, and a block that changes nothing for this node is told
     apart from one that does (`refresh`)."""
 
-    def __init__(self, chain: ChainService, node_id: bytes, chain_id: str) -> None:
+    def __init__(
+        self,
+        chain: ChainService,
+        node_id: bytes,
+        chain_id: str,
+        *,
+        max_pids: int = DEFAULT_MAX_PIDS,
+    ) -> None:
         self.chain = chain
+        self.max_pids = max_pids
+        """This node's cap on any container's processes and threads."""
         self.node_id = node_id
         self.chain_id = chain_id
         self._manifests = ManifestCache()
@@ -169,7 +188,9 @@ class ChainDesiredState:
             if manifest is None:
                 continue
             try:
-                wanted.append(replica_spec(self.chain_id, app, entry, manifest))
+                wanted.append(
+                    replica_spec(self.chain_id, app, entry, manifest, max_pids=self.max_pids)
+                )
             except (UnsupportedManifest, SpecError) as exc:
                 refused = (app, entry.revision, entry.index)
                 if refused not in self._refused:
@@ -202,10 +223,11 @@ class WorkloadService:
         docker_host: str | None,
         *,
         egress: EgressPolicy = EgressPolicy.ALLOW,
+        max_pids: int = DEFAULT_MAX_PIDS,
     ) -> None:
         self.chain = chain
         self.node_id = node_id
-        self.desired = ChainDesiredState(chain, node_id, chain_id)
+        self.desired = ChainDesiredState(chain, node_id, chain_id, max_pids=max_pids)
         self.docker_host = docker_host
         self.firewall = IptablesFirewall(firewall_tag(node_id), egress)
         self.controller: Controller | None = None

@@ -22,11 +22,13 @@ from node.commands.client_options import add_client_arguments
 from node.commands.key import add_keystore_argument, keystore_errors, keystore_from_args
 from node.commands.password import PasswordReader, add_password_argument
 from node.commands.workloads import show_workloads
+from node.disk_pressure import DEFAULT_HIGH_WATER_PERCENT, DEFAULT_LOW_WATER_PERCENT, WaterMarks
 from node.endpoints import node_ip
 from node.errors import CliError, UsageError, sole_cause
 from node.ingress_service import IngressConfig, IngressUnavailable
 from node.presence import Capacity, PresenceError, measure_capacity
 from node.runner import Node, NodeConfig
+from node.workloads import DEFAULT_MAX_PIDS
 from orchestrator.firewall import EgressPolicy
 from p2p.errors import P2PError
 from wallet.keys import Keypair, dev_keypair
@@ -89,6 +91,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=EgressPolicy.ALLOW.value,
         help="whether replicas may open connections to the outside world (default allow); "
         "the host, other apps, private and link-local ranges are never reachable",
+    )
+    node.add_argument(
+        "--max-pids",
+        type=int,
+        default=DEFAULT_MAX_PIDS,
+        metavar="N",
+        help="the most processes and threads any container of a replica may have, whatever its "
+        f"manifest asks (default {DEFAULT_MAX_PIDS}; without a manifest limit, 1024)",
+    )
+    node.add_argument(
+        "--disk-high-water",
+        type=int,
+        default=DEFAULT_HIGH_WATER_PERCENT,
+        metavar="PERCENT",
+        help="above this much of the engine's data root in use, declare no more disk than is "
+        f"placed on this node (default {DEFAULT_HIGH_WATER_PERCENT})",
+    )
+    node.add_argument(
+        "--disk-low-water",
+        type=int,
+        default=DEFAULT_LOW_WATER_PERCENT,
+        metavar="PERCENT",
+        help="declare the whole disk again once below this much in use "
+        f"(default {DEFAULT_LOW_WATER_PERCENT})",
     )
     node.add_argument(
         "--no-private-engine",
@@ -210,6 +236,12 @@ def _run_node(args: argparse.Namespace) -> int:
         address = node_ip(args.node_ip, allow_private=args.allow_private_endpoints)
     except ValueError as exc:
         raise UsageError(f"--node-ip: {exc}") from None
+    if args.max_pids < 1:
+        raise UsageError(f"--max-pids {args.max_pids} is below 1")
+    try:
+        disk_marks = WaterMarks(high=args.disk_high_water, low=args.disk_low_water)
+    except ValueError as exc:
+        raise UsageError(f"--disk-high-water, --disk-low-water: {exc}") from None
     spec = load_chain(args)
     signer = _signer(args)
     temporary = None
@@ -250,6 +282,8 @@ def _run_node(args: argparse.Namespace) -> int:
             dns_port=args.dns_port,
             zone=DEFAULT_ZONE,
         ),
+        max_pids=args.max_pids,
+        disk_marks=disk_marks,
     )
     try:
         try:

@@ -1,0 +1,185 @@
+"""Disk pressure, as the kubelet's DiskPressure condition: whether the filesystem of the container
+engine's data root is too full to take more disk requests. It starts above a high-water mark and
+ends only below a lower one, so that usage hovering at one mark does not flap it."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+import requests.exceptions
+import trio
+
+from orchestrator.dockerd import ping
+from orchestrator.engine import resolve_docker_host
+
+log = logging.getLogger("statemesh.disk")
+
+CHECK_SECONDS = 2.0
+"""How often the data root's filesystem is looked at: one statvfs, cheap enough to do often, so
+that pressure is seen within seconds of a burst of writes."""
+DEFAULT_HIGH_WATER_PERCENT = 85
+DEFAULT_LOW_WATER_PERCENT = 80
+
+
+@dataclass(frozen=True, slots=True)
+class WaterMarks:
+    """Percent of the filesystem in use: pressure above `high`, relief below `low`."""
+
+    high: int = DEFAULT_HIGH_WATER_PERCENT
+    low: int = DEFAULT_LOW_WATER_PERCENT
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.low <= self.high <= 100:
+            raise ValueError(
+                f"disk water marks must satisfy 1 <= low <= high <= 100 (percent), "
+                f"not low {self.low} and high {self.high}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class DiskUsage:
+    total_bytes: int
+    available_bytes: int
+    """What is left for unprivileged writers: space reserved for root counts as used."""
+
+    @property
+    def used_bytes(self) -> int:
+        return self.total_bytes - self.available_bytes
+
+    @property
+    def percent(self) -> float:
+        """Used, in percent (for logs: the decision compares integers)."""
+        return 100 * self.used_bytes / self.total_bytes if self.total_bytes > 0 else 0.0
+
+
+def under_pressure(was: bool, usage: DiskUsage, marks: WaterMarks) -> bool:
+    """Whether the filesystem is under pressure now, given whether it was: above the high mark it
+    is, below the low mark it is not, in between (or at a mark) it stays as it was. Integers
+    throughout: no rounding decides it."""
+    if usage.total_bytes <= 0:
+        return was
+    used = usage.used_bytes * 100
+    if used > marks.high * usage.total_bytes:
+        return True
+    if used < marks.low * usage.total_bytes:
+        return False
+    return was
+
+
+def read_usage(path: Path) -> DiskUsage:
+    """The usage of the filesystem holding `path`; an OSError if it is gone."""
+    stat = os.statvfs(path)
+    return DiskUsage(stat.f_blocks * stat.f_frsize, stat.f_bavail * stat.f_frsize)
+
+
+class RemoteEngine(Exception):
+    """The engine is not on this host: its data root cannot be looked at from here."""
+
+
+def engine_data_root(docker_host: str | None) -> Path | None:
+    """Where the engine at `docker_host` keeps images, containers and volumes (`DockerRootDir`),
+    or None while it does not answer. `RemoteEngine` for an engine reached over the network:
+    its data root is on another machine. Blocks: call it in a thread."""
+    host = resolve_docker_host(docker_host)
+    if not host.startswith("unix://"):
+        raise RemoteEngine(f"the engine at {host} is not on this host")
+    client = ping(host)
+    if client is None:
+        return None
+    with contextlib.closing(client):
+        try:
+            root = client.info().get("DockerRootDir")
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return None
+    return Path(root) if root else None
+
+
+class DiskPressureMonitor:
+    """Watches the filesystem of the engine's data root (the node runs on the engine's host) and
+    tells whether it is under pressure. Logs once when pressure starts and once when it ends."""
+
+    def __init__(
+        self,
+        marks: WaterMarks,
+        docker_host: Callable[[], str | None],
+        *,
+        data_root: Callable[[str | None], Path | None] = engine_data_root,
+        usage: Callable[[Path], DiskUsage] = read_usage,
+        period_seconds: float = CHECK_SECONDS,
+    ) -> None:
+        self.marks = marks
+        self.docker_host = docker_host
+        """The engine's address: read at each look, as a dev node learns it once its private
+        engine has started."""
+        self._find_root = data_root
+        self._usage = usage
+        self.period_seconds = period_seconds
+        self.data_root: Path | None = None
+        self.last: DiskUsage | None = None
+        self.pressure = False
+        self._remote = False
+
+    def under_pressure(self) -> bool:
+        return self.pressure
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await self.check()
+            await trio.sleep(self.period_seconds)
+
+    async def check(self) -> None:
+        """One look: find the data root if it is not known yet, then measure its filesystem."""
+        if self.data_root is None:
+            try:
+                root = await trio.to_thread.run_sync(self._find_root, self.docker_host())
+            except RemoteEngine as exc:
+                if not self._remote:
+                    log.info("%s: its disk pressure is not watched", exc)
+                    self._remote = True
+                return
+            if root is None:
+                return
+            self._remote = False
+            self.data_root = root
+            log.info(
+                "watching the disk of the engine's data root %s: pressure above %d%% used, "
+                "relieved below %d%%",
+                root,
+                self.marks.high,
+                self.marks.low,
+            )
+        try:
+            usage = await trio.to_thread.run_sync(self._usage, self.data_root)
+        except OSError as exc:
+            # Gone (an engine moved or restarted elsewhere): ask the engine again next time,
+            # and keep the last decision meanwhile.
+            log.warning("cannot measure the disk of %s: %s", self.data_root, exc.strerror)
+            self.data_root = None
+            return
+        self.last = usage
+        now = under_pressure(self.pressure, usage, self.marks)
+        if now and not self.pressure:
+            log.warning(
+                "disk pressure: %s is %.1f%% full (above %d%%): this node takes no more disk "
+                "requests until it is below %d%%",
+                self.data_root,
+                usage.percent,
+                self.marks.high,
+                self.marks.low,
+            )
+        elif self.pressure and not now:
+            log.info(
+                "disk pressure is over: %s is %.1f%% full (below %d%%)",
+                self.data_root,
+                usage.percent,
+                self.marks.low,
+            )
+        self.pressure = now
