@@ -29,6 +29,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,8 @@ from orchestrator.spec import (  # noqa: E402
     Probe,
     ReplicaSpec,
     Resources,
+    Volume,
+    VolumeKind,
 )
 from tests.integration.docker_harness import (  # noqa: E402
     BUSYBOX_IMAGE,
@@ -104,17 +107,27 @@ def web(app: str, index: int) -> ReplicaSpec:
 
 def server(index: int) -> ReplicaSpec:
     """One of the N replicas of the pass and idle measurements: httpd with HTTP readiness and
-    liveness probes at Kubernetes' default period (10 s)."""
+    liveness probes at Kubernetes' default period (10 s), an ephemeral-storage limit and an
+    emptyDir with a size limit (so that a disk measurement sizes a layer and a volume each)."""
     probe = Probe(HTTPGetAction(PORT))
     container = Container(
         "main",
         BUSYBOX_IMAGE,
         args=tuple(httpd(PORT)),
-        resources=LIMITS,
+        resources=replace(LIMITS, disk_bytes=64 * 2**20),
         readiness_probe=probe,
         liveness_probe=probe,
     )
-    return ReplicaSpec(CHAIN, "idle", 1, index, (container,), termination_grace_period_seconds=0)
+    scratch = Volume("scratch", "/scratch", VolumeKind.EPHEMERAL, size_bytes=64 * 2**20)
+    return ReplicaSpec(
+        CHAIN,
+        "idle",
+        1,
+        index,
+        (container,),
+        volumes=(scratch,),
+        termination_grace_period_seconds=0,
+    )
 
 
 def engine_limits(resources: Resources) -> dict[str, Any]:
@@ -364,10 +377,11 @@ async def many_replicas(
     replicas: int,
     idle_seconds: float,
 ) -> dict[str, object]:
-    """Converge to N replicas (N pods on one network), time passes, measure the idle CPU with
-    the controller running and stopped, then remove everything with a new controller (which
-    adopts the containers). The controllers have the node's default configuration (resync and
-    metering every 10 s)."""
+    """Converge to N replicas (N pods on one network), time passes and disk measurements,
+    measure the idle CPU with the controller running (disk measured), running without disk
+    measurement (another controller adopts the containers) and stopped, then remove everything
+    with a new controller. The controllers have the node's default configuration (resync,
+    metering and disk measurement every 10 s)."""
     client = engine.client
     desired = InMemoryDesired(*(server(i) for i in range(replicas)))
 
@@ -401,7 +415,25 @@ async def many_replicas(
         )
         lists.append(time.perf_counter() - t)
 
+    owner = labels.owner_labels(NODE)
+    measurements = []
+    for _ in range(10):
+        t = time.perf_counter()
+        usage = await runtime.disk_usage(owner)
+        measurements.append(time.perf_counter() - t)
+    assert len(usage.volumes) == replicas, "every replica's volume is measured"
+
     running_process, running_engine = await cpu_share(engine, idle_seconds)
+    scope.cancel()
+    blind = new_controller(replace(controller.config, disk_seconds=None))
+    scope = await nursery.start(supervised, blind)
+    await next_pass(blind)
+    blind_process, _ = await cpu_share(engine, idle_seconds)
+    blind_passes = []
+    for _ in range(20):
+        blind.trigger()
+        await next_pass(blind)
+        blind_passes.append(blind.statistics().last_pass_seconds)
     scope.cancel()
     stopped_process, stopped_engine = await cpu_share(engine, idle_seconds)
 
@@ -423,6 +455,13 @@ async def many_replicas(
         "pass_median_ms": statistics.median(passes) * 1000,
         "pass_p95_ms": p95(passes) * 1000,
         "list_median_ms": statistics.median(lists) * 1000,
+        "disk": {
+            "measurement_median_ms": statistics.median(measurements) * 1000,
+            "pass_median_ms_without": statistics.median(blind_passes) * 1000,
+            "pass_ratio": statistics.median(passes) / statistics.median(blind_passes),
+            "idle_cpu_without": blind_process,
+            "idle_cpu_ratio": running_process / blind_process if blind_process else None,
+        },
         "teardown_s": teardown,
         "idle_cpu": {
             "seconds": idle_seconds,
