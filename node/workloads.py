@@ -103,6 +103,8 @@ def _container(spec: m.ApplicationSpec, container: m.Container, max_pids: int) -
             cpu_millicores=limits.cpu_millicores or None,
             cpu_request_millicores=requests.cpu_millicores or limits.cpu_millicores or None,
             memory_bytes=limits.memory_bytes or requests.memory_bytes or None,
+            # Kubernetes' ephemeral-storage: the limit caps the container's writable layer.
+            disk_bytes=limits.disk_bytes or None,
             # Never unlimited: the manifest's limit or the default, and never past the node's cap.
             pids_limit=min(limits.pids or o.DEFAULT_PIDS_LIMIT, max_pids),
         ),
@@ -120,8 +122,11 @@ def replica_spec(
     manifest: m.Manifest,
     *,
     max_pids: int = DEFAULT_MAX_PIDS,
+    owner: str = "",
+    instance: int = 0,
 ) -> o.ReplicaSpec:
-    """The orchestrator's view of one assigned replica of `manifest`."""
+    """The orchestrator's view of one assigned replica of `manifest`, an application of `owner`
+    (an address) created on chain as `instance`."""
     spec = manifest.spec
     mounts = {vm.name: vm.mount_path for c in spec.containers for vm in c.volume_mounts}
     volumes = tuple(
@@ -131,6 +136,8 @@ def replica_spec(
             o.VolumeKind.PERSISTENT
             if v.kind is m.VolumeKind.PERSISTENT
             else o.VolumeKind.EPHEMERAL,
+            size_bytes=v.size_bytes,
+            memory=v.memory,
         )
         for v in spec.volumes
         if v.name in mounts
@@ -143,6 +150,8 @@ def replica_spec(
         containers=tuple(_container(spec, c, max_pids) for c in spec.containers),
         restart_policy=_RESTART[spec.restart_policy],
         volumes=volumes,
+        owner=owner,
+        instance=instance,
     )
 
 
@@ -170,6 +179,7 @@ class ChainDesiredState:
         self._read_at: bytes | None = None
         """The finalized block `_replicas` was read at."""
         self._replicas: tuple[o.ReplicaSpec, ...] = ()
+        self._kept: frozenset[tuple[str, int]] | None = None
         self._refused: set[tuple[str, int, int]] = set()
         """(app, revision, replica) not run for a reason already logged."""
 
@@ -183,13 +193,23 @@ class ChainDesiredState:
         state = store.state_at(head)
         wanted = []
         assigned = apps.assignments_for(state, self.node_id)
+        records = {app: apps.get_app(state, app) for app in {app for app, _ in assigned}}
         for app, entry in assigned:
             manifest = self._manifests.get(state, app, entry.revision)
-            if manifest is None:
+            record = records[app]
+            if manifest is None or record is None:
                 continue
             try:
                 wanted.append(
-                    replica_spec(self.chain_id, app, entry, manifest, max_pids=self.max_pids)
+                    replica_spec(
+                        self.chain_id,
+                        app,
+                        entry,
+                        manifest,
+                        max_pids=self.max_pids,
+                        owner=encode_address(record.owner),
+                        instance=record.instance,
+                    )
                 )
             except (UnsupportedManifest, SpecError) as exc:
                 refused = (app, entry.revision, entry.index)
@@ -199,13 +219,19 @@ class ChainDesiredState:
         # Forget what is no longer assigned, so the set does not grow with the chain's history.
         self._refused &= {(app, e.revision, e.index) for app, e in assigned}
         replicas = tuple(wanted)
-        changed = replicas != self._replicas
-        self._read_at, self._replicas = head, replicas
+        kept = frozenset((self.chain_id, i) for i in apps.kept_instances(state))
+        changed = replicas != self._replicas or kept != self._kept
+        self._read_at, self._replicas, self._kept = head, replicas, kept
         return changed
 
     async def replicas(self) -> Collection[o.ReplicaSpec]:
         self.refresh()
         return self._replicas
+
+    def kept_instances(self) -> Collection[tuple[str, int]] | None:
+        """The live applications' instances and those of deleted ones still retained, at the
+        finalized block `replicas` last read; None before the first read."""
+        return self._kept
 
 
 def firewall_tag(node_id: bytes) -> str:

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import trio
 
-from chain.runtime.apps import ReplicaEntry
+from chain.runtime.apps import ReplicaEntry, get_app
 from chain.runtime.manifest import validate_manifest
 from chain.state import TrieState
 from node.workloads import ChainDesiredState, replica_spec
@@ -128,3 +128,23 @@ def test_without_a_security_context_a_container_keeps_only_the_few_capabilities(
     spec = replica_spec("dev", "web", ReplicaEntry(0, 1, b"", 0), WEB)
     assert spec.containers[0].security.capabilities() == CAPABILITIES_KEPT
     assert "NET_RAW" not in CAPABILITIES_KEPT and "SYS_ADMIN" not in CAPABILITIES_KEPT
+
+
+def test_replicas_carry_their_owner_and_instance_and_deleted_ones_stay_kept() -> None:
+    chain = active_chain()
+    chain.send(ALICE, CREATE.call(manifest=web(1)))
+    (node,) = nodes_of(chain, "web")
+    desired = desired_state(chain, node)
+    assert desired.kept_instances() is None  # nothing read yet: every volume stays
+    (first,) = replicas(desired)
+    assert first.owner == ALICE.address and first.instance >= 1
+    assert desired.kept_instances() == {("dev", first.instance)}
+    chain.send(ALICE, DELETE.call(app="web"))
+    assert desired.refresh()  # the kept instances changed, though nothing runs here
+    assert replicas(desired) == []
+    assert desired.kept_instances() == {("dev", first.instance)}  # within its retention
+    chain.send(ALICE, CREATE.call(manifest=web(1)))
+    replicas(desired)
+    record = get_app(TrieState(chain.nodes, chain.root), "web")
+    assert record is not None and record.instance != first.instance
+    assert desired.kept_instances() == {("dev", first.instance), ("dev", record.instance)}
