@@ -234,6 +234,11 @@ class DockerRuntime:
         repository, tag, reference = _pull_reference(image)
 
         def pull() -> dict[str, Any]:
+            if is_digest_reference(image):
+                # The engine does not ask the registry about a digest it has (measured: "Image
+                # is up to date" after one GET /v2/), so an operator's private image pulled by
+                # digest would pass. Asking for its descriptor goes to the registry, anonymously.
+                self._api.inspect_distribution(image, auth_config=NO_CREDENTIALS)
             stream = self._api.pull(
                 repository, tag=tag, stream=True, decode=True, auth_config=NO_CREDENTIALS
             )

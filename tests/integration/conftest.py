@@ -82,8 +82,8 @@ def compute_nodes(
     tmp_path: Path, docker_engine: DockerEngine, busybox_image: str
 ) -> Iterator[tuple[NodeProcess, list[NodeProcess]]]:
     """`registered_nodes` that run replicas: all three on the session's engine (each with its
-    own networks and host rules), and `busybox` there, as the README's example names it."""
-    docker_engine.client.images.get(busybox_image).tag("busybox", "latest")
+    own networks and host rules), which pulls `busybox`, as the README's example names it, from
+    the session's registry (`busybox_image` published it)."""
     engine = ["--docker-host", docker_engine.host]
     dev = NodeProcess(tmp_path / "dev", args=["--dev", *engine]).start()
     address = dev.call("system_localListenAddresses")[0]

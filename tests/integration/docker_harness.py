@@ -1,11 +1,14 @@
-"""A real Docker engine for integration tests, and a tiny busybox image to run on it.
+"""A real Docker engine and a real image registry for integration tests, and a tiny busybox image
+to run on them.
 
-The engine is the one already reachable (DOCKER_HOST, else the default socket) or, failing that,
-a private `dockerd` started as root in a folder of its own, the same way a dev node starts its
-own (`orchestrator.dockerd`: bridge networking and iptables on, no default bridge); only an
-engine started here is stopped here. The image is the busybox root filesystem of
-`orchestrator.images` (Debian's `busybox-static`), imported as `statemesh-test/busybox:1`:
-`httpd` serves /www.
+The registry is Debian's `docker-registry` on a loopback port, one for the session
+(`session_registry`). The engine is a private `dockerd` started as root in a folder of its own,
+the same way a dev node starts its own (`orchestrator.dockerd`: bridge networking and iptables
+on, no default bridge), with the registry as its mirror of Docker Hub names: a node pulls every
+image of a replica before creating it, so what a manifest names must be in the registry
+(`publish`). The image is the busybox root filesystem of `orchestrator.images` (Debian's
+`busybox-static`), imported as `statemesh-test/busybox:1` and published under that name and as
+`busybox` (`library/busybox:latest`); `httpd` serves /www.
 
 In a conftest.py, `docker_engine = docker_harness.docker_engine` (likewise `docker_client`,
 `busybox_image`) makes the session fixtures available; outside pytest use `open_engine()`.
@@ -13,8 +16,8 @@ STATEMESH_DOCKER_STORAGE_DRIVER forces a storage driver (e.g. vfs where overlay 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
-import os
 import shutil
 import subprocess
 import tempfile
@@ -25,14 +28,18 @@ from pathlib import Path
 
 import docker
 import docker.errors
+import docker.utils
 import pytest
 
-from orchestrator.dockerd import EngineStartError, EngineStartReason, PrivateEngine, ping
-from orchestrator.engine import DEFAULT_DOCKER_HOST
+from orchestrator.dockerd import EngineStartError, EngineStartReason, PrivateEngine
 from orchestrator.images import import_busybox
+from orchestrator.registry import LocalRegistry, RegistryError
 from tests.integration.harness import free_port as free_port
 
 BUSYBOX_IMAGE = "statemesh-test/busybox:1"
+EXAMPLE_IMAGE = "busybox"
+"""The name the README's example runs: published as `library/busybox:latest`."""
+_registry: LocalRegistry | None = None
 
 
 class EngineSetupError(RuntimeError):
@@ -76,12 +83,45 @@ def _start_private(private: PrivateEngine) -> DockerEngine:
     return DockerEngine(private.host, client, True, private.start_seconds, driver, private)
 
 
+def session_registry() -> LocalRegistry:
+    """The session's registry, started on first use and stopped when the process exits."""
+    global _registry
+    if _registry is None:
+        root = Path(tempfile.mkdtemp(prefix="smr-", dir="/tmp"))
+        registry = LocalRegistry(root)
+        try:
+            registry.start()
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+        atexit.register(_stop_registry, registry)
+        _registry = registry
+    return _registry
+
+
+def _stop_registry(registry: LocalRegistry) -> None:
+    registry.stop()
+    shutil.rmtree(registry.root, ignore_errors=True)
+
+
+def publish(client: docker.DockerClient, image: str, name: str | None = None) -> str:
+    """Pushes the engine's `image` to the session registry as `name` (default: the same name),
+    a Docker Hub name the engines' mirror serves, and returns `name`: what a manifest or a
+    `CreateRequest` names so that the node's pull finds it. `library/X:TAG` is pulled as
+    `X:TAG`."""
+    name = name or image
+    session_registry().push(client, image, name)
+    repository, tag = docker.utils.parse_repository_tag(name)
+    short = repository.removeprefix("library/")
+    return f"{short}:{tag}" if tag else short
+
+
 def start_private_engine() -> DockerEngine:
-    """A private dockerd of its own (not the session's), for tests that stop and restart it."""
+    """A private dockerd of its own, whose mirror is the session registry."""
     # A short folder: the paths of the engine's sockets stay well inside the unix limit.
     root = Path(tempfile.mkdtemp(prefix="smd-", dir="/tmp"))
     try:
-        return _start_private(PrivateEngine(root))
+        return _start_private(PrivateEngine(root, registry_mirror=session_registry().url))
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise
@@ -109,19 +149,19 @@ def stop_engine(engine: DockerEngine) -> None:
 
 
 def connect_or_start() -> DockerEngine:
-    for host in (os.environ.get("DOCKER_HOST"), DEFAULT_DOCKER_HOST):
-        if not host:
-            continue
-        client = ping(host, timeout_seconds=3.0)
-        if client is not None:
-            driver = str(client.info().get("Driver", ""))
-            return DockerEngine(host, client, False, 0.0, driver)
+    """Always a private engine: an engine found running would not pull from the session's
+    registry."""
     return start_private_engine()
 
 
 def ensure_busybox_image(client: docker.DockerClient, tag: str = BUSYBOX_IMAGE) -> str:
-    """`docker import` of the busybox root filesystem, unless the image is there already."""
+    """`docker import` of the busybox root filesystem, unless the image is there already, and
+    published as `tag` and as `busybox`; no local `busybox` is left, so its pulls are real."""
     import_busybox(client, tag)
+    publish(client, tag)
+    publish(client, tag, f"library/{EXAMPLE_IMAGE}:latest")
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        client.images.remove(f"{EXAMPLE_IMAGE}:latest")
     return tag
 
 
@@ -161,7 +201,11 @@ def docker_engine() -> Iterator[DockerEngine]:
         engine = connect_or_start()
     except EngineStartError as e:
         if e.reason in (EngineStartReason.NOT_INSTALLED, EngineStartReason.NOT_ROOT):
-            pytest.skip(f"no Docker engine is reachable and {e.message}")
+            pytest.skip(f"no Docker engine can be started: {e.message}")
+        raise
+    except RegistryError as e:
+        if "not installed" in str(e):
+            pytest.skip(str(e))
         raise
     try:
         yield engine

@@ -69,6 +69,13 @@ class FakeApi:
         self.store[reference] = self.registry[reference]
         yield {"status": "Downloaded newer image"}
 
+    def inspect_distribution(self, reference: str, *, auth_config: object) -> dict[str, Any]:
+        self.calls.append(("distribution", reference))
+        self.auths.append(auth_config)
+        if reference not in self.registry:
+            raise docker.errors.NotFound("manifest unknown", explanation="manifest unknown")
+        return {"Descriptor": {"digest": reference.split("@")[-1]}}
+
     def remove_image(self, reference: str) -> None:
         self.calls.append(("remove", reference))
         image = self._find(reference)
@@ -153,10 +160,26 @@ def test_a_digest_never_pulled_here_is_pulled_and_then_taken_from_the_store() ->
         await runtime.create(request(f"app@{digest}"))
 
     trio.run(main)
-    pulls = [c for c in api.calls if c[0] == "pull"]
-    assert pulls == [("pull", f"app@{digest}")] * 2
+    pulls = [c for c in api.calls if c[0] in ("pull", "distribution")]
+    # The registry is asked first: the engine would not ask it about a digest it has.
+    assert pulls == [("distribution", f"app@{digest}"), ("pull", f"app@{digest}")] * 2
+    assert api.auths == [{}] * 4
     # The third create finds the image gone, pulls it and creates again.
     assert [c for c in api.calls if c[0] == "create"] == [("create", f"app@{digest}")] * 4
+
+
+def test_a_digest_the_operator_has_but_the_registry_does_not_serve_is_refused() -> None:
+    digest = "sha256:" + "f" * 64
+    api = FakeApi(store={f"private@{digest}": Image("sha256:p", digest=digest)})
+    runtime = runtime_over(api)
+
+    async def main() -> None:
+        with pytest.raises(ImageUnavailable) as raised:
+            await runtime.create(request(f"private@{digest}"))
+        assert raised.value.cause == "manifest unknown"
+
+    trio.run(main)
+    assert api.calls == [("distribution", f"private@{digest}")]
 
 
 def test_the_digest_of_a_tag_pulled_here_is_taken_from_the_store() -> None:

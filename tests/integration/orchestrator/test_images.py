@@ -1,0 +1,350 @@
+"""Images pulled for the tenant, on a real engine and a real registry (Debian's docker-registry):
+an image only the operator has is never run; a name the operator has is pulled fresh from the
+registry; a digest is taken from the store only if the node pulled it; the operator's registry
+logins are never sent; an image above the size cap is refused and removed; the image GC removes
+unused images the node pulled, least recently used first, and nothing else."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import crypt
+import json
+import shutil
+import tempfile
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import docker.errors
+import pytest
+import trio
+
+from orchestrator import labels
+from orchestrator.docker_runtime import DockerRuntime
+from orchestrator.errors import ImageTooLarge, ImageUnavailable
+from orchestrator.image_gc import ImageCollector, ImageGcPolicy
+from orchestrator.registry import LocalRegistry
+from orchestrator.runtime import CreateRequest
+from orchestrator.spec import ImagePullPolicy, Resources
+from tests.integration.docker_harness import DockerEngine, publish, session_registry
+
+pytestmark = pytest.mark.integration
+
+
+def unique(what: str) -> str:
+    return f"statemesh-test/{what}-{uuid.uuid4().hex[:8]}"
+
+
+def image_with(client: docker.DockerClient, base: str, reference: str, content: str) -> str:
+    """An image of `base` plus a file /content holding `content`, as `reference`; its id."""
+    container = client.containers.create(
+        base, ["sh", "-c", f"echo {content} > /content"], network_mode="none"
+    )
+    try:
+        container.start()
+        container.wait(timeout=30)
+        repository, tag = reference.rsplit(":", 1)
+        return str(container.commit(repository=repository, tag=tag).id)
+    finally:
+        container.remove(force=True)
+
+
+def request(node_id: str, name: str, image: str, *args: str) -> CreateRequest:
+    return CreateRequest(
+        name=f"{node_id}-{name}",
+        image=image,
+        command=(),
+        args=args or ("sh", "-c", "cat /content"),
+        env=(),
+        labels=labels.owner_labels(node_id),
+        resources=Resources(),
+        image_pull_policy=ImagePullPolicy.IF_NOT_PRESENT,
+    )
+
+
+async def output_of(runtime: DockerRuntime, client: docker.DockerClient, cid: str) -> bytes:
+    await runtime.start(cid)
+    await trio.to_thread.run_sync(lambda: client.api.wait(cid, timeout=30))
+    return await runtime.logs(cid)
+
+
+def pull_failed(cause: str) -> bool:
+    """The engine's words for a pull that found nothing: past the mirror it asks Docker Hub,
+    which these machines cannot reach."""
+    return any(s in cause for s in ("registry-1.docker.io", "not found", "manifest unknown"))
+
+
+def present(client: docker.DockerClient, reference: str) -> bool:
+    try:
+        client.images.get(reference)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def names_of(client: docker.DockerClient, node_id: str) -> list[str]:
+    rows = client.api.containers(all=True, filters={"label": f"statemesh.node={node_id}"})
+    return [str(r["Names"][0]).lstrip("/") for r in rows]
+
+
+@pytest.fixture
+def images(docker_engine: DockerEngine) -> Iterator[list[str]]:
+    """References a test makes; removed (untagged) afterwards."""
+    made: list[str] = []
+    yield made
+    for reference in made:
+        with contextlib.suppress(docker.errors.APIError):
+            docker_engine.client.images.remove(reference, force=True)
+
+
+def test_an_image_only_in_the_engines_store_is_refused_and_never_run(
+    docker_engine: DockerEngine, busybox_image: str, node_id: str, images: list[str]
+) -> None:
+    client = docker_engine.client
+    secret = f"{unique('operator-only')}:1"
+    images.append(secret)
+    image_with(client, busybox_image, secret, "operator-private")
+
+    async def main() -> None:
+        runtime = await DockerRuntime.connect(docker_engine.host)
+        try:
+            with pytest.raises(ImageUnavailable) as raised:
+                await runtime.create(request(node_id, "secret", secret))
+        finally:
+            runtime.close()
+        assert raised.value.reason == "ImagePullBackOff"
+        assert str(raised.value).startswith(
+            f"image {secret!r} is not present and could not be pulled: "
+        )
+        # Neither the mirror nor Docker Hub (unreachable here) has it: the pull's error says so.
+        assert pull_failed(raised.value.cause), raised.value.cause
+
+    trio.run(main)
+    assert names_of(client, node_id) == []
+    assert present(client, secret)  # the operator's copy stays
+
+
+def test_a_name_the_operator_has_is_pulled_fresh_and_the_tenant_sees_the_registrys_content(
+    docker_engine: DockerEngine, busybox_image: str, node_id: str, images: list[str]
+) -> None:
+    client = docker_engine.client
+    name = f"{unique('shadowed')}:1"
+    images.append(name)
+    image_with(client, busybox_image, name, "from-the-registry")
+    publish(client, name)
+    operators = image_with(client, busybox_image, name, "operator-private")  # retagged locally
+
+    async def main() -> bytes:
+        runtime = await DockerRuntime.connect(docker_engine.host)
+        try:
+            cid = await runtime.create(request(node_id, "reader", name))
+            return await output_of(runtime, client, cid)
+        finally:
+            runtime.close()
+
+    assert trio.run(main).strip() == b"from-the-registry"
+    assert client.images.get(name).id != operators
+
+
+def _delete_manifest(registry: LocalRegistry, repository: str, digest: str) -> None:
+    url = f"{registry.url}/v2/{repository}/manifests/{digest}"
+    with urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=10) as r:
+        assert r.status == 202
+
+
+def test_a_digest_is_taken_from_the_store_only_if_the_node_pulled_it(
+    docker_engine: DockerEngine, busybox_image: str, node_id: str, images: list[str]
+) -> None:
+    client = docker_engine.client
+    repository = unique("by-digest")
+    images.append(f"{repository}:1")
+    image_with(client, busybox_image, f"{repository}:1", "by-digest")
+    digest = session_registry().push(client, f"{repository}:1", f"{repository}:1")
+    pinned = f"{repository}@{digest}"
+    client.images.remove(f"{repository}:1")
+    # The operator pulls it by digest: the engine's store has it under that reference ...
+    client.images.pull(repository, tag=digest)
+    images.append(pinned)
+    assert present(client, pinned)
+    # ... and the registry no longer serves it.
+    _delete_manifest(session_registry(), repository, digest)
+
+    async def main() -> None:
+        runtime = await DockerRuntime.connect(docker_engine.host)
+        try:
+            with pytest.raises(ImageUnavailable) as raised:
+                await runtime.create(request(node_id, "pinned", pinned))
+            # The node pulled it (and failed): the operator's copy was not used.
+            assert pull_failed(raised.value.cause), raised.value.cause
+            assert names_of(client, node_id) == []
+        finally:
+            runtime.close()
+
+    trio.run(main)
+
+    # A digest the node pulled itself, through a tag, is used from the store without a pull.
+    again = unique("pulled-tag")
+    images.append(f"{again}:1")
+    image_with(client, busybox_image, f"{again}:1", "pulled-by-the-node")
+    publish(client, f"{again}:1")
+
+    async def pulled_first() -> bytes:
+        runtime = await DockerRuntime.connect(docker_engine.host)
+        try:
+            await runtime.create(request(node_id, "by-tag", f"{again}:1"))
+            digests = client.images.get(f"{again}:1").attrs["RepoDigests"]
+            own = next(d for d in digests if d.startswith(f"{again}@"))
+            images.append(own)
+            _delete_manifest(session_registry(), again, own.split("@", 1)[1])
+            cid = await runtime.create(request(node_id, "by-digest", own))
+            return await output_of(runtime, client, cid)
+        finally:
+            runtime.close()
+
+    assert trio.run(pulled_first).strip() == b"pulled-by-the-node"
+
+
+def _htpasswd(folder: Path, user: str, password: str) -> Path:
+    path = folder / "htpasswd"
+    path.write_text(f"{user}:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
+    return path
+
+
+@pytest.fixture
+def private_registry() -> Iterator[tuple[LocalRegistry, dict[str, str]]]:
+    """A registry that answers only with basic auth, and its user and password."""
+    root = Path(tempfile.mkdtemp(prefix="smr-auth-", dir="/tmp"))
+    auth = {"username": "operator", "password": uuid.uuid4().hex}
+    registry = LocalRegistry(root, htpasswd=_htpasswd(root, auth["username"], auth["password"]))
+    registry.start()
+    try:
+        yield registry, auth
+    finally:
+        registry.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_operators_registry_logins_are_never_sent(
+    docker_engine: DockerEngine,
+    busybox_image: str,
+    node_id: str,
+    images: list[str],
+    private_registry: tuple[LocalRegistry, dict[str, str]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    registry, auth = private_registry
+    client = docker_engine.client
+    repository = unique("private")
+    images.append(f"{repository}:1")
+    image_with(client, busybox_image, f"{repository}:1", "operator-private")
+    registry.push(client, f"{repository}:1", f"{repository}:1", auth=auth)
+    client.images.remove(f"{repository}:1")
+    reference = f"{registry.address}/{repository}:1"
+    images.append(reference)
+    # The operator is logged in to that registry, as `docker login` leaves it.
+    login = base64.b64encode(f"{auth['username']}:{auth['password']}".encode()).decode()
+    config = {"auths": {registry.address: {"auth": login}}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+
+    async def main() -> None:
+        runtime = await DockerRuntime.connect(docker_engine.host)
+        try:
+            with pytest.raises(ImageUnavailable) as raised:
+                await runtime.create(request(node_id, "private", reference))
+        finally:
+            runtime.close()
+        assert "no basic auth credentials" in raised.value.cause, raised.value.cause
+
+    trio.run(main)
+    assert names_of(client, node_id) == []
+    assert not present(client, reference)
+    # The same client configuration pulls it with the SDK's defaults: the login would work.
+    with contextlib.closing(docker.DockerClient(base_url=docker_engine.host)) as operator:
+        operator.images.pull(f"{registry.address}/{repository}", tag="1")
+    assert present(client, reference)
+
+
+def test_an_image_above_the_nodes_size_cap_is_refused_and_removed(
+    docker_engine: DockerEngine, busybox_image: str, node_id: str, images: list[str]
+) -> None:
+    client = docker_engine.client
+    name = f"{unique('big')}:1"
+    images.append(name)
+    publish(client, busybox_image, name)
+    size = int(client.images.get(busybox_image).attrs["Size"])
+    cap = size // 2
+
+    async def main() -> None:
+        runtime = await DockerRuntime.connect(docker_engine.host)
+        runtime.max_image_bytes = cap
+        try:
+            with pytest.raises(ImageTooLarge) as raised:
+                await runtime.create(request(node_id, "big", name, "true"))
+        finally:
+            runtime.close()
+        assert str(raised.value) == (
+            f"image {name!r} is too large for this node: {size} bytes, above its cap of "
+            f"{cap} bytes (ImageTooLarge)"
+        )
+
+    trio.run(main)
+    assert names_of(client, node_id) == []
+    assert not present(client, name)
+    assert present(client, busybox_image)  # another name of the same image keeps it
+
+
+def test_image_gc_removes_unused_pulled_images_least_recently_used_first(
+    docker_engine: DockerEngine, busybox_image: str, node_id: str, images: list[str]
+) -> None:
+    client = docker_engine.client
+    names = {what: f"{unique(what)}:1" for what in ("old", "recent", "running", "foreign")}
+    for what, name in names.items():
+        images.append(name)
+        image_with(client, busybox_image, name, what)
+        publish(client, name)
+        client.images.remove(name)
+    operators = f"{unique('operators')}:1"
+    images.append(operators)
+    operators_id = image_with(client, busybox_image, operators, "operators")
+
+    async def main() -> tuple[list[str], dict[str, str], list[str]]:
+        runtime = await DockerRuntime.connect(docker_engine.host)
+        try:
+            ids = {what: await runtime.pull(name) for what, name in names.items()}
+            # Pulled, used, then unused (their containers are gone), oldest first.
+            for what in ("old", "recent"):
+                cid = await runtime.create(request(node_id, what, names[what]))
+                await runtime.remove(cid)
+            running = await runtime.create(
+                request(node_id, "running", names["running"], "sleep", "60")
+            )
+            await runtime.start(running)
+            # A container that is not the node's uses an image the node pulled: it stays too.
+            foreign = client.containers.create(names["foreign"], ["true"], network_mode="none")
+            try:
+                # High mark 100 %: nothing to do.
+                idle = ImageCollector(runtime, ImageGcPolicy(100, 100, min_age_seconds=0))
+                assert await idle.collect() == []
+                # Marks at 0 %: everything that may go goes, in order of last use.
+                policy = ImageGcPolicy(high_percent=0, low_percent=0, min_age_seconds=0)
+                removed = await ImageCollector(runtime, policy).collect()
+                # And once more: the rest stays.
+                again = await ImageCollector(runtime, policy).collect()
+            finally:
+                foreign.remove(force=True)
+            return removed, ids, again
+        finally:
+            runtime.close()
+
+    removed, ids, again = trio.run(main)
+    assert removed == [ids["old"], ids["recent"]]
+    assert again == []
+    assert not present(client, names["old"]) and not present(client, names["recent"])
+    assert present(client, names["running"]) and present(client, names["foreign"])
+    assert client.images.get(operators).id == operators_id
+    assert present(client, busybox_image)
