@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from chain import codec
 from chain.primitives import AccountId
-from chain.runtime import nodes
+from chain.runtime import apps, nodes
 from chain.runtime.framework import AccountRef, Arg, ArgKind, CallDef, Context, Module
 from chain.signature import verify
 from chain.state import StateReader, storage_key
@@ -28,24 +28,40 @@ class UsageError(enum.Enum):
     ALREADY_REPORTED = "AlreadyReported"
 
 
+MAX_AMOUNT = 2**64 - 1
+"""The largest quantity a record may carry (milliseconds, bytes)."""
+
+
 @dataclass(frozen=True, slots=True)
 class UsageRecord:
-    """One replica's consumption during one period on one node."""
+    """One replica's consumption during one period on one node, or the disk that the retained
+    volumes of a deleted application's replica took (no CPU, memory or uptime then)."""
 
     app: str
     replica: int
+    instance: int
+    """The application instance (`apps`): whose usage it is, even once the name is reused."""
     cpu_ms: int
     """CPU time used, in milliseconds."""
     peak_memory_bytes: int
     uptime_ms: int
     """Container running time, summed over the replica's containers."""
+    disk_bytes: int = 0
+    """The most disk the replica held in the period: its containers' writable layers and its
+    volumes; for a deleted application, its retained volumes."""
+
+    def order(self) -> tuple[str, int, int]:
+        return (self.app, self.replica, self.instance)
 
     def encode(self) -> list[codec.RlpItem]:
         u = codec.encode_uint
         return [
-            self.app.encode(), u(self.replica), u(self.cpu_ms), u(self.peak_memory_bytes),
-            u(self.uptime_ms),
+            self.app.encode(), u(self.replica), u(self.instance), u(self.cpu_ms),
+            u(self.peak_memory_bytes), u(self.uptime_ms), u(self.disk_bytes),
         ]  # fmt: skip
+
+
+_FIELDS = ("replica", "instance", "cpu ms", "peak memory bytes", "uptime ms", "disk bytes")
 
 
 def encode_records(records: list[UsageRecord]) -> bytes:
@@ -53,20 +69,49 @@ def encode_records(records: list[UsageRecord]) -> bytes:
 
 
 def decode_records(data: bytes) -> list[UsageRecord]:
+    """Records in strictly increasing (app, replica, instance) order, so that a replica is
+    counted once per report; every quantity within MAX_AMOUNT."""
     item = codec.decode(data)
     if not isinstance(item, list):
         raise codec.CodecError("usage records are a list")
-    out = []
-    for entry in item:
-        if not isinstance(entry, list) or len(entry) != 5 or not isinstance(entry[0], bytes):
-            raise codec.CodecError("a usage record is [app, replica, cpu ms, memory, uptime ms]")
-        out.append(
-            UsageRecord(
-                entry[0].decode(errors="replace"),
-                *(codec.uint(x, "usage field") for x in entry[1:]),
+    out: list[UsageRecord] = []
+    for i, entry in enumerate(item):
+        record = _decode_record(i, entry)
+        if out and out[-1].order() >= record.order():
+            raise codec.CodecError(
+                f"usage record {i} is not after the one before it (by app, replica, instance)"
             )
-        )
+        out.append(record)
     return out
+
+
+def _decode_record(i: int, entry: codec.RlpItem) -> UsageRecord:
+    where = f"usage record {i}"
+    if not isinstance(entry, list) or len(entry) != 7:
+        raise codec.CodecError(
+            f"{where} is not [app, replica, instance, cpu ms, peak memory bytes, uptime ms,"
+            " disk bytes]"
+        )
+    raw_app = entry[0]
+    if not isinstance(raw_app, bytes) or not 1 <= len(raw_app) <= apps.MAX_NAME_BYTES:
+        raise codec.CodecError(f"{where}: an app name is 1 to {apps.MAX_NAME_BYTES} bytes")
+    try:
+        app = raw_app.decode()
+    except UnicodeDecodeError:
+        raise codec.CodecError(f"{where}: the app name is not UTF-8") from None
+    replica, instance, *amounts = (
+        codec.uint(x, f"{where}: {what}") for x, what in zip(entry[1:], _FIELDS, strict=True)
+    )
+    # Bounded before any is shown: a number of thousands of digits is not even printable.
+    for what, value in zip(_FIELDS, [replica, instance, *amounts], strict=True):
+        if value > MAX_AMOUNT:
+            raise codec.CodecError(f"{where}: {what} is above {MAX_AMOUNT}")
+    if replica >= apps.MAX_REPLICAS:
+        raise codec.CodecError(f"{where}: replica {replica} is past {apps.MAX_REPLICAS - 1}")
+    if instance < 1:
+        raise codec.CodecError(f"{where}: instances start at 1")
+    cpu_ms, memory, uptime_ms, disk = amounts
+    return UsageRecord(app, replica, instance, cpu_ms, memory, uptime_ms, disk)
 
 
 def report_payload(node_id: bytes, period: int, records: bytes) -> bytes:

@@ -417,9 +417,11 @@ def _register_apps(registry: Registry, chain: ChainService, resolve: Any) -> Non
             {
                 "app": r.app,
                 "replica": r.replica,
+                "instance": r.instance,
                 "cpuMs": r.cpu_ms,
                 "peakMemoryBytes": r.peak_memory_bytes,
                 "uptimeMs": r.uptime_ms,
+                "diskBytes": r.disk_bytes,
             }
             for r in records
         ]

@@ -66,6 +66,8 @@ def usage_json(usage: ReplicaUsage) -> dict[str, Any]:
         "memoryBytes": usage.memory_bytes,
         "peakMemoryBytes": usage.peak_memory_bytes,
         "uptimeSeconds": round(usage.uptime_seconds, 3),
+        "diskBytes": usage.disk_bytes,
+        "peakDiskBytes": usage.peak_disk_bytes,
     }
 
 

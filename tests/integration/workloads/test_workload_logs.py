@@ -164,7 +164,8 @@ def test_logs_events_and_workloads_of_a_dev_node(
         (replica,) = found["replicas"]
         assert replica["containerId"] == container.id
         assert set(replica["usage"]) == {
-            "cpuSeconds", "memoryBytes", "peakMemoryBytes", "uptimeSeconds"
+            "cpuSeconds", "memoryBytes", "peakMemoryBytes", "uptimeSeconds", "diskBytes",
+            "peakDiskBytes",
         }  # fmt: skip
         assert cli("app", "delete", APP, "--from", "dev-alice", *rpc).returncode == 0
     finally:
