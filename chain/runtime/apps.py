@@ -530,7 +530,8 @@ class Apps(Module):
             if kept is not None:
                 _unbury(state, kept)
                 ctx.emit(NAME, "RetentionEnded", app=kept.name, instance=kept.instance)
-        _put_uints(state, EXPIRY_BOUNDS_KEY, [first, end] if first < end else [])
+        if removed:
+            _put_uints(state, EXPIRY_BOUNDS_KEY, [first, end] if first < end else [])
 
     # -- placement ------------------------------------------------------------------------------
 
