@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import trio
 
 from chain.db import Database
@@ -39,12 +40,14 @@ from node.usage_reporter import UsageReporter
 from node.wallet_service import ChainLedger, P2PWalletTransport, WalletService
 from node.wallet_shares import ShareStore
 from node.wire import TOPIC_VOTES
-from node.workloads import DEFAULT_MAX_PIDS, WorkloadService
+from node.workloads import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIDS, WorkloadService
 from orchestrator.dockerd import EngineStartError, PrivateEngine
 from orchestrator.engine import connect_engine
 from orchestrator.errors import EngineUnavailable
 from orchestrator.firewall import EgressPolicy
+from orchestrator.image_gc import ImageGcPolicy
 from orchestrator.images import ImageBuildError, import_busybox
+from orchestrator.registry import RegistryError
 from p2p.config import P2PConfig
 from p2p.host import P2PService
 from p2p.identity import NodeKey, resolve_node_key
@@ -60,8 +63,8 @@ STATUS_TIMEOUT = 10.0
 ENGINE_PROBE_SECONDS = 5.0
 """How long a dev node waits for an answer at the default socket before it starts its own."""
 DEV_IMAGE = "busybox"
-"""The image a dev node's private engine imports (these machines reach no registry): the one
-docs/examples/web.yaml runs."""
+"""The image a dev node's private engine serves from its own registry (these machines reach no
+public one): the one docs/examples/web.yaml runs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,10 @@ class NodeConfig:
     disk_marks: WaterMarks = field(default_factory=WaterMarks)
     """When the engine's data root is too full: the node then declares no more disk than is
     placed on it, until it is below the low mark again."""
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    """An image larger than this once pulled is refused and removed again."""
+    image_gc: ImageGcPolicy = field(default_factory=ImageGcPolicy)
+    """When unused images this node pulled are removed (kubelet's image GC marks)."""
 
     @property
     def chain_path(self) -> Path:
@@ -175,6 +182,8 @@ class Node:
                     config.docker_host,
                     egress=config.workload_egress,
                     max_pids=config.max_pids,
+                    max_image_bytes=config.max_image_bytes,
+                    image_gc=config.image_gc,
                 )
                 if presence is not None and config.compute
                 else None
@@ -331,7 +340,9 @@ async def _start_private_engine(config: NodeConfig) -> PrivateEngine | None:
     else:
         found.runtime.close()
         return None
-    engine = PrivateEngine(config.base_path / "docker")
+    # With a registry of its own as its mirror: replicas' images are always pulled, and no
+    # public registry is reachable from a dev machine.
+    engine = PrivateEngine(config.base_path / "docker", serve_registry=True)
     try:
         await engine.start_async()
     except EngineStartError as exc:
@@ -346,9 +357,20 @@ async def _start_private_engine(config: NodeConfig) -> PrivateEngine | None:
 
 
 def _import_dev_image(engine: PrivateEngine) -> None:
+    """The static busybox, served as `busybox` by the engine's registry. The local copy goes:
+    replicas pull it, as they pull every image."""
     with contextlib.closing(engine.client()) as client:
-        if import_busybox(client, DEV_IMAGE):
-            log.info("imported %s from the static busybox into the private engine", DEV_IMAGE)
+        import_busybox(client, DEV_IMAGE)
+        if engine.registry is None:
+            log.warning("the private engine has no registry: replicas cannot pull %s", DEV_IMAGE)
+            return
+        try:
+            engine.registry.push(client, DEV_IMAGE, f"library/{DEV_IMAGE}:latest")
+        except RegistryError as exc:
+            raise ImageBuildError(str(exc)) from None
+        with contextlib.suppress(docker.errors.APIError):
+            client.images.remove(f"{DEV_IMAGE}:latest")
+        log.info("the private engine's registry serves %s (the static busybox)", DEV_IMAGE)
 
 
 def _disk_pressure(

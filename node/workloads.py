@@ -22,6 +22,7 @@ from orchestrator.controller import Controller, ControllerConfig
 from orchestrator.engine import Engine, connect_engine
 from orchestrator.errors import EngineUnavailable, RuntimeFailure, SpecError
 from orchestrator.firewall import EgressPolicy, IptablesFirewall
+from orchestrator.image_gc import ImageCollector, ImageGcPolicy
 from orchestrator.images import busybox_rootfs_tar
 from orchestrator.labels import owner_labels
 from orchestrator.runtime import ContainerState
@@ -32,6 +33,8 @@ ENGINE_RETRY_SECONDS = 2.0
 MAX_ENGINE_RETRY_SECONDS = 30.0
 """A node without an engine keeps looking for one, at most this far apart."""
 DEFAULT_MAX_PIDS = 4096
+DEFAULT_MAX_IMAGE_BYTES = 10 * 2**30
+"""The largest image a node accepts by default (`--max-image-size`)."""
 """The most processes and threads a node lets one container have unless its operator says
 otherwise (`statemesh node --max-pids`), whatever the manifest asks."""
 
@@ -250,7 +253,12 @@ class WorkloadService:
         *,
         egress: EgressPolicy = EgressPolicy.ALLOW,
         max_pids: int = DEFAULT_MAX_PIDS,
+        max_image_bytes: int | None = DEFAULT_MAX_IMAGE_BYTES,
+        image_gc: ImageGcPolicy | None = None,
     ) -> None:
+        self.max_image_bytes = max_image_bytes
+        """An image larger than this once pulled is removed again (`ImageTooLarge`)."""
+        self.image_gc = image_gc or ImageGcPolicy()
         self.chain = chain
         self.node_id = node_id
         self.desired = ChainDesiredState(chain, node_id, chain_id, max_pids=max_pids)
@@ -277,6 +285,7 @@ class WorkloadService:
         while True:
             try:
                 engine = await connect_engine(self.docker_host)
+                engine.runtime.max_image_bytes = self.max_image_bytes
                 break
             except EngineUnavailable as exc:
                 if self.engine_error is None or self.engine_error.cause != exc.cause:
@@ -327,6 +336,9 @@ class WorkloadService:
             await nursery.start(controller.run)
             logs = WorkloadLogs(engine.runtime, controller)
             await nursery.start(logs.run)
+            # Unused images this node pulled go, least recently used first, when the data
+            # root fills up (as kubelet's image GC).
+            await nursery.start(ImageCollector(engine.runtime, self.image_gc).run)
             self.logs = logs
             log.info("running assigned replicas on the Docker engine %s", engine.info)
             if not self._tried:

@@ -724,6 +724,15 @@ def format_cpu(millicores: int) -> str:
     return f"{millicores}m"
 
 
+def parse_bytes(text: str) -> int:
+    """A byte quantity as manifests write them ("10Gi", "500M", "1024"), rounded up to a whole
+    byte; `ValueError` (saying the accepted form) for anything else."""
+    scaled = _scaled(text, _BYTES_PER)
+    if scaled is None:
+        raise ValueError(f"{text!r} is not a byte quantity ({_BYTES_FORM})")
+    return -(-scaled[0] // scaled[1])
+
+
 def format_bytes(amount: int) -> str:
     """The largest binary unit that divides `amount` exactly: 268435456 is "256Mi"."""
     for suffix in ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki"):

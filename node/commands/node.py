@@ -16,7 +16,7 @@ import trio
 from chain.errors import DatabaseError, GenesisError
 from chain.genesis import ChainSpec
 from chain.runtime.config import NODE_CLASSES
-from chain.runtime.manifest import DEFAULT_ZONE
+from chain.runtime.manifest import DEFAULT_ZONE, format_bytes, parse_bytes
 from node.chain_spec import DEV_AUTHORITY, DEV_OPERATOR, resolve_spec
 from node.commands.client_options import add_client_arguments
 from node.commands.key import add_keystore_argument, keystore_errors, keystore_from_args
@@ -28,8 +28,9 @@ from node.errors import CliError, UsageError, sole_cause
 from node.ingress_service import IngressConfig, IngressUnavailable
 from node.presence import Capacity, PresenceError, measure_capacity
 from node.runner import Node, NodeConfig
-from node.workloads import DEFAULT_MAX_PIDS
+from node.workloads import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIDS
 from orchestrator.firewall import EgressPolicy
+from orchestrator.image_gc import ImageGcPolicy
 from p2p.errors import P2PError
 from wallet.keys import Keypair, dev_keypair
 from wallet.keystore import resolve_signer
@@ -117,6 +118,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         f"(default {DEFAULT_LOW_WATER_PERCENT})",
     )
     node.add_argument(
+        "--max-image-size",
+        type=_byte_quantity,
+        default=DEFAULT_MAX_IMAGE_BYTES,
+        metavar="BYTES",
+        help="refuse an image larger than this once pulled, and remove it again "
+        f"(e.g. 2Gi; default {format_bytes(DEFAULT_MAX_IMAGE_BYTES)})",
+    )
+    node.add_argument(
+        "--image-gc-high",
+        type=int,
+        default=85,
+        metavar="PERCENT",
+        help="above this much of the engine's data root in use, remove unused images this node "
+        "pulled, least recently used first (default 85) ...",
+    )
+    node.add_argument(
+        "--image-gc-low",
+        type=int,
+        default=80,
+        metavar="PERCENT",
+        help="... until below this (default 80)",
+    )
+    node.add_argument(
         "--no-private-engine",
         action="store_true",
         help="--dev: do not start a private dockerd under the base path when no engine answers",
@@ -193,6 +217,13 @@ def _add_chain_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _byte_quantity(text: str) -> int:
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def load_chain(args: argparse.Namespace) -> ChainSpec:
     try:
         return resolve_spec(args.chain or "dev")
@@ -242,6 +273,10 @@ def _run_node(args: argparse.Namespace) -> int:
         disk_marks = WaterMarks(high=args.disk_high_water, low=args.disk_low_water)
     except ValueError as exc:
         raise UsageError(f"--disk-high-water, --disk-low-water: {exc}") from None
+    try:
+        image_gc = ImageGcPolicy(high_percent=args.image_gc_high, low_percent=args.image_gc_low)
+    except ValueError as exc:
+        raise UsageError(f"--image-gc-high, --image-gc-low: {exc}") from None
     spec = load_chain(args)
     signer = _signer(args)
     temporary = None
@@ -284,6 +319,8 @@ def _run_node(args: argparse.Namespace) -> int:
         ),
         max_pids=args.max_pids,
         disk_marks=disk_marks,
+        max_image_bytes=args.max_image_size,
+        image_gc=image_gc,
     )
     try:
         try:

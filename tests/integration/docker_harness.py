@@ -116,6 +116,20 @@ def publish(client: docker.DockerClient, image: str, name: str | None = None) ->
     return f"{short}:{tag}" if tag else short
 
 
+def image_with(client: docker.DockerClient, base: str, reference: str, content: str) -> str:
+    """An image of `base` plus a file /content holding `content`, as `reference`; its id."""
+    container = client.containers.create(
+        base, ["sh", "-c", f"echo {content} > /content"], network_mode="none"
+    )
+    try:
+        container.start()
+        container.wait(timeout=30)
+        repository, tag = reference.rsplit(":", 1)
+        return str(container.commit(repository=repository, tag=tag).id)
+    finally:
+        container.remove(force=True)
+
+
 def start_private_engine() -> DockerEngine:
     """A private dockerd of its own, whose mirror is the session registry."""
     # A short folder: the paths of the engine's sockets stay well inside the unix limit.

@@ -86,6 +86,11 @@ def test_a_dev_node_with_no_engine_starts_one_and_stops_it_on_exit(
         assert is_dockerd(pid)
         client = docker.DockerClient(base_url=f"unix://{socket}", version="auto")
         with contextlib.closing(client):
+            # Its own registry serves busybox (the engine's mirror); no local copy is kept.
+            assert "--registry-mirror" in " ".join(
+                a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            )
+            client.images.pull("busybox", tag="latest")
             assert "busybox:latest" in client.images.get("busybox").tags
             # No default bridge (the node makes its own networks) …
             assert sorted(n["Name"] for n in client.api.networks()) == ["host", "none"]

@@ -29,27 +29,13 @@ from orchestrator.image_gc import ImageCollector, ImageGcPolicy
 from orchestrator.registry import LocalRegistry
 from orchestrator.runtime import CreateRequest
 from orchestrator.spec import ImagePullPolicy, Resources
-from tests.integration.docker_harness import DockerEngine, publish, session_registry
+from tests.integration.docker_harness import DockerEngine, image_with, publish, session_registry
 
 pytestmark = pytest.mark.integration
 
 
 def unique(what: str) -> str:
     return f"statemesh-test/{what}-{uuid.uuid4().hex[:8]}"
-
-
-def image_with(client: docker.DockerClient, base: str, reference: str, content: str) -> str:
-    """An image of `base` plus a file /content holding `content`, as `reference`; its id."""
-    container = client.containers.create(
-        base, ["sh", "-c", f"echo {content} > /content"], network_mode="none"
-    )
-    try:
-        container.start()
-        container.wait(timeout=30)
-        repository, tag = reference.rsplit(":", 1)
-        return str(container.commit(repository=repository, tag=tag).id)
-    finally:
-        container.remove(force=True)
 
 
 def request(node_id: str, name: str, image: str, *args: str) -> CreateRequest:
