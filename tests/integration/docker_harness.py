@@ -31,7 +31,7 @@ import docker.errors
 import docker.utils
 import pytest
 
-from orchestrator.dockerd import EngineStartError, EngineStartReason, PrivateEngine
+from orchestrator.dockerd import EngineStartError, EngineStartReason, PrivateEngine, unmount_under
 from orchestrator.images import import_busybox
 from orchestrator.registry import LocalRegistry, RegistryError
 from tests.integration.harness import free_port as free_port
@@ -130,13 +130,25 @@ def image_with(client: docker.DockerClient, base: str, reference: str, content: 
         container.remove(force=True)
 
 
-def start_private_engine() -> DockerEngine:
-    """A private dockerd of its own, whose mirror is the session registry."""
+def start_private_engine(data_size: str | None = None) -> DockerEngine:
+    """A private dockerd of its own, whose mirror is the session registry. With `data_size`
+    (e.g. `96m`) its data root is a tmpfs of that size: a filesystem of its own whose use only
+    it changes (stopping the engine unmounts it)."""
     # A short folder: the paths of the engine's sockets stay well inside the unix limit.
     root = Path(tempfile.mkdtemp(prefix="smd-", dir="/tmp"))
     try:
-        return _start_private(PrivateEngine(root, registry_mirror=session_registry().url))
+        private = PrivateEngine(root, registry_mirror=session_registry().url)
+        if data_size is not None:
+            private.data_root.mkdir(mode=0o710)
+            options = f"size={data_size},mode=0710"
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(private.data_root)],
+                check=True,
+                capture_output=True,
+            )
+        return _start_private(private)
     except BaseException:
+        unmount_under(root)
         shutil.rmtree(root, ignore_errors=True)
         raise
 

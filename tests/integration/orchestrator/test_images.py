@@ -25,11 +25,19 @@ import trio
 from orchestrator import labels
 from orchestrator.docker_runtime import DockerRuntime
 from orchestrator.errors import ImageTooLarge, ImageUnavailable
-from orchestrator.image_gc import ImageCollector, ImageGcPolicy
+from orchestrator.image_gc import ImageCollector, ImageGcPolicy, disk_usage
 from orchestrator.registry import LocalRegistry
 from orchestrator.runtime import CreateRequest
 from orchestrator.spec import ImagePullPolicy, Resources
-from tests.integration.docker_harness import DockerEngine, image_with, publish, session_registry
+from tests.integration.docker_harness import (
+    DockerEngine,
+    ensure_busybox_image,
+    image_with,
+    publish,
+    session_registry,
+    start_private_engine,
+    stop_engine,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -334,3 +342,61 @@ def test_image_gc_removes_unused_pulled_images_least_recently_used_first(
     assert present(client, names["running"]) and present(client, names["foreign"])
     assert client.images.get(operators).id == operators_id
     assert present(client, busybox_image)
+
+
+def test_image_gc_above_the_high_mark_stops_below_the_low_mark(busybox_image: str) -> None:
+    """On an engine whose data root is a tmpfs of its own: with the high mark just under the
+    current use, a pass removes the least recently used unused image, which is enough to get
+    below the low mark, and nothing more."""
+    engine = start_private_engine(data_size="96m")
+    client = engine.client
+    try:
+        ensure_busybox_image(client)
+        names = {what: f"{unique(what)}:1" for what in ("old", "recent", "running")}
+        for name in names.values():
+            # 8 MiB of its own, so that removing it frees that much.
+            container = client.containers.create(
+                busybox_image,
+                ["sh", "-c", "head -c 8388608 /dev/urandom > /filler"],
+                network_mode="none",
+            )
+            container.start()
+            container.wait(timeout=30)
+            container.commit(repository=name.rsplit(":", 1)[0], tag="1")
+            container.remove()
+            publish(client, name)
+            client.images.remove(name)
+        operators = f"{unique('operators')}:1"
+        operators_id = image_with(client, busybox_image, operators, "operators")
+
+        async def main() -> tuple[list[str], dict[str, str], float, float, float]:
+            runtime = await DockerRuntime.connect(engine.host)
+            try:
+                ids = {what: await runtime.pull(name) for what, name in names.items()}
+                await runtime.start(
+                    await runtime.create(
+                        request("gc", "running", names["running"], "sleep", "60")
+                    )
+                )
+                root = await runtime.data_root()
+                before = disk_usage(root)
+                one_image = 100 * 8 * 2**20 / before.capacity_bytes
+                policy = ImageGcPolicy(
+                    high_percent=before.used_percent - 0.5,
+                    low_percent=before.used_percent - one_image / 2,
+                    min_age_seconds=0,
+                )
+                removed = await ImageCollector(runtime, policy).collect()
+                after = disk_usage(root).used_percent
+                return removed, ids, before.used_percent, policy.low_percent, after
+            finally:
+                runtime.close()
+
+        removed, ids, before, low, after = trio.run(main)
+        assert removed == [ids["old"]], (before, low, after)
+        assert after < low < before
+        assert not present(client, names["old"])
+        assert present(client, names["recent"]) and present(client, names["running"])
+        assert client.images.get(operators).id == operators_id
+    finally:
+        stop_engine(engine)
