@@ -4,26 +4,24 @@ ends only below a lower one, so that usage hovering at one mark does not flap it
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import docker.errors
-import requests.exceptions
 import trio
 
-from orchestrator.dockerd import ping
-from orchestrator.engine import resolve_docker_host
+from orchestrator.engine import connect_engine, resolve_docker_host
+from orchestrator.errors import EngineUnavailable
+from orchestrator.image_gc import FilesystemUsage, disk_usage
 
 log = logging.getLogger("statemesh.disk")
 
 CHECK_SECONDS = 2.0
 """How often the data root's filesystem is looked at: one statvfs, cheap enough to do often, so
 that pressure is seen within seconds of a burst of writes."""
+ENGINE_TIMEOUT_SECONDS = 5.0
 DEFAULT_HIGH_WATER_PERCENT = 85
 DEFAULT_LOW_WATER_PERCENT = 80
 
@@ -43,62 +41,44 @@ class WaterMarks:
             )
 
 
-@dataclass(frozen=True, slots=True)
-class DiskUsage:
-    total_bytes: int
-    available_bytes: int
-    """What is left for unprivileged writers: space reserved for root counts as used."""
-
-    @property
-    def used_bytes(self) -> int:
-        return self.total_bytes - self.available_bytes
-
-    @property
-    def percent(self) -> float:
-        """Used, in percent (for logs: the decision compares integers)."""
-        return 100 * self.used_bytes / self.total_bytes if self.total_bytes > 0 else 0.0
-
-
-def under_pressure(was: bool, usage: DiskUsage, marks: WaterMarks) -> bool:
+def under_pressure(was: bool, usage: FilesystemUsage, marks: WaterMarks) -> bool:
     """Whether the filesystem is under pressure now, given whether it was: above the high mark it
-    is, below the low mark it is not, in between (or at a mark) it stays as it was. Integers
-    throughout: no rounding decides it."""
-    if usage.total_bytes <= 0:
+    is, below the low mark it is not, in between (or at a mark) it stays as it was. Used is what
+    is not available to unprivileged writers, as kubelet counts it. Integers throughout: no
+    rounding decides it."""
+    total = usage.capacity_bytes
+    if total <= 0:
         return was
-    used = usage.used_bytes * 100
-    if used > marks.high * usage.total_bytes:
+    used = (total - usage.available_bytes) * 100
+    if used > marks.high * total:
         return True
-    if used < marks.low * usage.total_bytes:
+    if used < marks.low * total:
         return False
     return was
 
 
-def read_usage(path: Path) -> DiskUsage:
+def read_usage(path: Path) -> FilesystemUsage:
     """The usage of the filesystem holding `path`; an OSError if it is gone."""
-    stat = os.statvfs(path)
-    return DiskUsage(stat.f_blocks * stat.f_frsize, stat.f_bavail * stat.f_frsize)
+    return disk_usage(str(path))
 
 
 class RemoteEngine(Exception):
     """The engine is not on this host: its data root cannot be looked at from here."""
 
 
-def engine_data_root(docker_host: str | None) -> Path | None:
+async def engine_data_root(docker_host: str | None) -> Path | None:
     """Where the engine at `docker_host` keeps images, containers and volumes (`DockerRootDir`),
     or None while it does not answer. `RemoteEngine` for an engine reached over the network:
-    its data root is on another machine. Blocks: call it in a thread."""
+    its data root is on another machine."""
     host = resolve_docker_host(docker_host)
     if not host.startswith("unix://"):
         raise RemoteEngine(f"the engine at {host} is not on this host")
-    client = ping(host)
-    if client is None:
+    try:
+        engine = await connect_engine(host, timeout_seconds=ENGINE_TIMEOUT_SECONDS)
+    except EngineUnavailable:
         return None
-    with contextlib.closing(client):
-        try:
-            root = client.info().get("DockerRootDir")
-        except (docker.errors.DockerException, requests.exceptions.RequestException):
-            return None
-    return Path(root) if root else None
+    engine.runtime.close()
+    return Path(engine.info.data_root) if engine.info.data_root else None
 
 
 class DiskPressureMonitor:
@@ -110,8 +90,8 @@ class DiskPressureMonitor:
         marks: WaterMarks,
         docker_host: Callable[[], str | None],
         *,
-        data_root: Callable[[str | None], Path | None] = engine_data_root,
-        usage: Callable[[Path], DiskUsage] = read_usage,
+        data_root: Callable[[str | None], Awaitable[Path | None]] = engine_data_root,
+        usage: Callable[[Path], FilesystemUsage] = read_usage,
         period_seconds: float = CHECK_SECONDS,
     ) -> None:
         self.marks = marks
@@ -122,7 +102,7 @@ class DiskPressureMonitor:
         self._usage = usage
         self.period_seconds = period_seconds
         self.data_root: Path | None = None
-        self.last: DiskUsage | None = None
+        self.last: FilesystemUsage | None = None
         self.pressure = False
         self._remote = False
 
@@ -139,7 +119,7 @@ class DiskPressureMonitor:
         """One look: find the data root if it is not known yet, then measure its filesystem."""
         if self.data_root is None:
             try:
-                root = await trio.to_thread.run_sync(self._find_root, self.docker_host())
+                root = await self._find_root(self.docker_host())
             except RemoteEngine as exc:
                 if not self._remote:
                     log.info("%s: its disk pressure is not watched", exc)
@@ -171,7 +151,7 @@ class DiskPressureMonitor:
                 "disk pressure: %s is %.1f%% full (above %d%%): this node takes no more disk "
                 "requests until it is below %d%%",
                 self.data_root,
-                usage.percent,
+                usage.used_percent,
                 self.marks.high,
                 self.marks.low,
             )
@@ -179,7 +159,7 @@ class DiskPressureMonitor:
             log.info(
                 "disk pressure is over: %s is %.1f%% full (below %d%%)",
                 self.data_root,
-                usage.percent,
+                usage.used_percent,
                 self.marks.low,
             )
         self.pressure = now

@@ -179,6 +179,9 @@ class PresenceService:
         store = self.chain.store
         changed_at: float | None = None
         sent_at: int | None = None
+        sent: tuple[Capacity, bytes] | None = None
+        """What was declared at `sent_at`: the same is sent again only after some blocks, a
+        different declaration (pressure that came and went meanwhile) at once."""
         while True:
             await trio.sleep(POLL_SECONDS * 4)
             state = store.best_state()
@@ -197,7 +200,9 @@ class PresenceService:
             best = store.best_header.number
             settle = (want == NO_CAPACITY) != (have == NO_CAPACITY) or address != record.address
             due = not settle or now - changed_at >= NO_COMPUTE_SECONDS
-            if due and (sent_at is None or best - sent_at > RESUBMIT_AFTER_BLOCKS):
+            if due and (
+                sent_at is None or (want, address) != sent or best - sent_at > RESUBMIT_AFTER_BLOCKS
+            ):
                 call = UPDATE.call(
                     node_id=self.node_id,
                     cores=want.cores,
@@ -215,7 +220,7 @@ class PresenceService:
                         log.info("this node can run replicas again: it declares its capacity")
                     elif want.disk_gb != have.disk_gb:
                         log.info("declaring %d GB of disk (was %d)", want.disk_gb, have.disk_gb)
-                sent_at = best
+                sent_at, sent = best, (want, address)
 
     def _send(self, call: Call) -> bool:
         try:

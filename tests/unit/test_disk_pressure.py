@@ -6,6 +6,7 @@ requests go elsewhere (or wait), until the pressure is over."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +18,23 @@ from chain.runtime import apps, nodes
 from chain.runtime.manifest import GIB, validate_manifest
 from node.disk_pressure import (
     DiskPressureMonitor,
-    DiskUsage,
     RemoteEngine,
     WaterMarks,
     engine_data_root,
     under_pressure,
 )
 from node.presence import Capacity, PresenceService, allocated_disk_gib, under_disk_pressure
+from orchestrator.image_gc import FilesystemUsage
 from tests.factories import ALICE
 from tests.unit.test_apps import CREATE, DELETE, active_chain
 from tests.unit.test_presence import ChainFake
-from tests.unit.test_towers import NODE_KEYS, OPERATORS
+from tests.unit.test_towers import NODE_KEYS, OPERATORS, TowerChain
 
 MARKS = WaterMarks(high=85, low=80)
 
 
-def usage(percent_used: float, total: int = 10_000) -> DiskUsage:
-    return DiskUsage(total, total - round(total * percent_used / 100))
+def usage(percent_used: float, total: int = 10_000) -> FilesystemUsage:
+    return FilesystemUsage(total, total - round(total * percent_used / 100))
 
 
 @pytest.mark.parametrize(
@@ -66,16 +67,16 @@ def test_equal_marks_have_no_band_and_an_empty_filesystem_changes_nothing() -> N
     assert under_pressure(False, usage(90.01), same) is True
     assert under_pressure(True, usage(90), same) is True
     assert under_pressure(True, usage(89.99), same) is False
-    assert under_pressure(True, DiskUsage(0, 0), MARKS) is True
-    assert under_pressure(False, DiskUsage(0, 0), MARKS) is False
+    assert under_pressure(True, FilesystemUsage(0, 0), MARKS) is True
+    assert under_pressure(False, FilesystemUsage(0, 0), MARKS) is False
 
 
 def test_the_decision_uses_integers_of_any_size() -> None:
     """A petabyte filesystem one byte past the mark is past it."""
     total = 10**18
-    exactly = DiskUsage(total, total - total * 85 // 100)
+    exactly = FilesystemUsage(total, total - total * 85 // 100)
     assert under_pressure(False, exactly, MARKS) is False
-    assert under_pressure(False, DiskUsage(total, exactly.available_bytes - 1), MARKS) is True
+    assert under_pressure(False, FilesystemUsage(total, exactly.available_bytes - 1), MARKS) is True
 
 
 @pytest.mark.parametrize(
@@ -88,8 +89,8 @@ def test_bad_water_marks_are_refused(high: int, low: int) -> None:
 
 def test_a_remote_engine_is_not_watched_and_a_silent_one_has_no_data_root(tmp_path: Path) -> None:
     with pytest.raises(RemoteEngine, match="tcp://10.1.2.3:2375 is not on this host"):
-        engine_data_root("tcp://10.1.2.3:2375")
-    assert engine_data_root(f"unix://{tmp_path}/nothing.sock") is None
+        trio.run(engine_data_root, "tcp://10.1.2.3:2375")
+    assert trio.run(engine_data_root, f"unix://{tmp_path}/nothing.sock") is None
 
 
 class Disk:
@@ -101,12 +102,12 @@ class Disk:
         self.gone = False
         self.asked = 0
 
-    def data_root(self, host: str | None) -> Path | None:
+    async def data_root(self, host: str | None) -> Path | None:
         assert host == "unix:///run/engine.sock"
         self.asked += 1
         return self.root
 
-    def usage(self, path: Path) -> DiskUsage:
+    def usage(self, path: Path) -> FilesystemUsage:
         assert path == self.root
         if self.gone:
             raise FileNotFoundError(2, "No such file or directory")
@@ -213,6 +214,20 @@ def disk_app(name: str, replicas: int, disk: str) -> bytes:
     return validate_manifest(data).canonical_json()
 
 
+def node_zero(chain: TowerChain, pressure: Callable[[], bool]) -> PresenceService:
+    """The presence of node 0 (10 GB of disk, operator bob) with its disk pressure."""
+    return PresenceService(
+        ChainFake(chain),  # type: ignore[arg-type]
+        operator=OPERATORS[0],
+        identity=NODE_KEYS[0],
+        node_class="cpu",
+        capacity=Capacity(2, 1024, 10, 0),
+        address="/ip4/127.0.0.1/tcp/1",
+        disk_pressure=pressure,
+        monotonic=trio.current_time,
+    )
+
+
 def test_a_node_under_disk_pressure_keeps_its_replicas_and_takes_no_new_disk() -> None:
     """Three nodes of 10 GB; node 0's disk fills while it holds a 3 GiB replica. It declares
     3 GB: the replica stays, a new app's 5 GiB replicas go to the other nodes or wait, and when
@@ -222,16 +237,7 @@ def test_a_node_under_disk_pressure_keeps_its_replicas_and_takes_no_new_disk() -
     chain.send(ALICE, CREATE.call(manifest=disk_app("db", 3, "3Gi")))
     assert allocated_disk_gib(chain.state, me) == 3
     pressure = [False]
-    presence = PresenceService(
-        ChainFake(chain),  # type: ignore[arg-type]
-        operator=OPERATORS[0],
-        identity=NODE_KEYS[0],
-        node_class="cpu",
-        capacity=Capacity(2, 1024, 10, 0),
-        address="/ip4/127.0.0.1/tcp/1",
-        disk_pressure=lambda: pressure[0],
-        monotonic=trio.current_time,
-    )
+    presence = node_zero(chain, lambda: pressure[0])
 
     def declared_disk() -> int:
         record = nodes.get_node(chain.state, me)
@@ -276,16 +282,7 @@ def test_a_node_under_disk_pressure_keeps_its_replicas_and_takes_no_new_disk() -
 def test_under_pressure_with_nothing_placed_a_node_declares_its_class_minimum() -> None:
     chain = active_chain()
     me = NODE_KEYS[0].public
-    presence = PresenceService(
-        ChainFake(chain),  # type: ignore[arg-type]
-        operator=OPERATORS[0],
-        identity=NODE_KEYS[0],
-        node_class="cpu",
-        capacity=Capacity(2, 1024, 10, 0),
-        address="/ip4/127.0.0.1/tcp/1",
-        disk_pressure=lambda: True,
-        monotonic=trio.current_time,
-    )
+    presence = node_zero(chain, lambda: True)
 
     async def main() -> None:
         with trio.move_on_after(3):
@@ -295,3 +292,25 @@ def test_under_pressure_with_nothing_placed_a_node_declares_its_class_minimum() 
     record = nodes.get_node(chain.state, me)
     assert record is not None
     assert (record.cores, record.memory_mb, record.disk_gb) == (2, 1024, 1)
+
+
+def test_pressure_that_ends_before_the_next_look_is_undone_at_once() -> None:
+    """Declared under pressure, then the pressure is over at the very next look: the whole disk
+    is declared again then, not only after the blocks a lost transaction is waited for."""
+    chain = active_chain()
+    looks = iter([True])
+    presence = node_zero(chain, lambda: next(looks, False))
+    declared = []
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(presence._keep_registration)
+            for _ in range(3):
+                await trio.sleep(1)
+                record = nodes.get_node(chain.state, NODE_KEYS[0].public)
+                assert record is not None
+                declared.append(record.disk_gb)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert 1 in declared and declared[-1] == 10, declared
