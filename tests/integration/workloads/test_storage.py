@@ -7,6 +7,7 @@ memory is a tmpfs of its size."""
 
 from __future__ import annotations
 
+import calendar
 import re
 import time
 from collections.abc import Iterator
@@ -148,11 +149,14 @@ def evicted(node: NodeProcess, app: str) -> str:
 
 
 def started_at(client: docker.DockerClient, app: str) -> float:
-    """When the app's first container wrote `wrote` (seconds since the epoch)."""
-    for line in app_container(client, app).logs(timestamps=True).decode().splitlines():
+    """When the app's container wrote `wrote` (seconds since the epoch), 0 before."""
+    try:
+        logs = app_container(client, app).logs(timestamps=True).decode()
+    except (AssertionError, docker.errors.APIError):
+        return 0.0  # not running yet
+    for line in logs.splitlines():
         if line.endswith(" wrote"):
-            stamp = line.split()[0]
-            return time.mktime(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+            return calendar.timegm(time.strptime(line.split()[0][:19], "%Y-%m-%dT%H:%M:%S"))
     return 0.0
 
 
