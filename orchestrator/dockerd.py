@@ -2,7 +2,8 @@
 exec root and pidfile under one folder, for a dev node that has no engine and for the tests.
 
 Its flags are Docker's defaults (iptables and IP masquerading on) except that it makes no default
-`docker0` bridge: the node creates the user-defined bridge networks it needs."""
+`docker0` bridge: the node creates the user-defined bridge networks it needs; and, where no public
+registry is reachable, a registry mirror on loopback (its own, or one given)."""
 
 from __future__ import annotations
 
