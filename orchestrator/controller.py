@@ -609,13 +609,17 @@ class Controller:
     # -- disk --------------------------------------------------------------------------------
 
     async def _disk_loop(self, period: float) -> None:
+        failed = ""
         while True:
             await trio.sleep(period)
             try:
                 usage = await self._runtime.disk_usage(self._owner)
             except RuntimeFailure as e:
-                log.debug("no disk measurement: %s", e)
+                if e.message != failed:
+                    log.warning("no disk measurement, so no disk limit holds: %s", e.message)
+                failed = e.message
                 continue
+            failed = ""
             self._measured(usage)
 
     def _measured(self, usage: DiskUsage) -> None:
@@ -650,7 +654,10 @@ class Controller:
                 wanted.add(name)
                 held = usage.volumes.get(name, 0)
                 total += held
-                if v.size_bytes is not None and held > v.size_bytes and not v.memory:
+                why = usage.unmeasurable.get(name)
+                if why is not None:
+                    over.append(f"volume {v.name} cannot be measured: it {why}")
+                elif v.size_bytes is not None and held > v.size_bytes and not v.memory:
                     what = "size" if v.kind is VolumeKind.PERSISTENT else "sizeLimit"
                     over.append(
                         f"volume {v.name} holds {disk.shown(held)}, past its {what} of "

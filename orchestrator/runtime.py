@@ -137,6 +137,9 @@ class DiskUsage:
     """Container id -> what it wrote to its own filesystem (its writable layer)."""
     volumes: Mapping[str, int] = field(default_factory=dict, hash=False)
     """Volume name -> what it holds; volumes in memory are not on disk and not listed."""
+    unmeasurable: Mapping[str, str] = field(default_factory=dict, hash=False)
+    """Volume name -> why what is in it keeps it from being measured (too many files, folders too
+    deep, ...): its replica's doing, not the node's."""
 
 
 @dataclass(frozen=True, slots=True)

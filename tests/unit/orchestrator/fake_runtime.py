@@ -135,6 +135,8 @@ class FakeRuntime:
     """Container id -> bytes in its writable layer, as the test sets them."""
     volume_bytes: dict[str, int] = field(default_factory=dict)
     """Volume name -> bytes it holds, as the test sets them."""
+    unmeasurable: dict[str, str] = field(default_factory=dict)
+    """Volume name -> why it cannot be measured, as the test sets it."""
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _log_seq: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _log_written: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot)
@@ -432,6 +434,7 @@ class FakeRuntime:
                 for n, v in self.volumes.items()
                 if _matches(v, labels) and n not in self.memory_volumes
             },
+            {n: why for n, why in self.unmeasurable.items() if n in self.volumes},
         )
 
     async def remove_volume(self, name: str) -> None:

@@ -51,6 +51,39 @@ def test_a_folder_is_measured_by_its_blocks_each_inode_once(tmp_path: Path) -> N
         disk.directory_bytes(str(tmp_path / "gone"))
 
 
+def test_a_folder_deeper_than_a_path_can_be_is_measured(tmp_path: Path) -> None:
+    # 25 levels of 200-character names: a path of 5,000 characters, past the kernel's 4,096.
+    folder = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(25):
+        os.mkdir("d" * 200, dir_fd=folder)
+        inner = os.open("d" * 200, os.O_RDONLY | os.O_DIRECTORY, dir_fd=folder)
+        os.close(folder)
+        folder = inner
+    written = os.open("fill", os.O_WRONLY | os.O_CREAT, dir_fd=folder)
+    os.write(written, os.urandom(512 * 1024))
+    os.close(written)
+    os.close(folder)
+    assert disk.directory_bytes(str(tmp_path)) >= 512 * 1024
+
+
+def test_a_tenant_cannot_make_a_measurement_endless(tmp_path: Path) -> None:
+    nested = tmp_path / "a" / "b" / "c" / "d"
+    nested.mkdir(parents=True)
+    with pytest.raises(disk.Unmeasurable, match="nests folders more than 3 deep"):
+        disk.directory_bytes(str(tmp_path), max_depth=3)
+    assert disk.directory_bytes(str(tmp_path), max_depth=5) > 0
+    for i in range(20):
+        (tmp_path / f"f{i}").touch()
+    with pytest.raises(disk.Unmeasurable, match="more than 10 files and folders"):
+        disk.directory_bytes(str(tmp_path), max_entries=10)
+    # No descriptor is left open by a walk that gave up.
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        with pytest.raises(disk.Unmeasurable):
+            disk.directory_bytes(str(tmp_path), max_depth=2)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
 def test_sizes_are_shown_for_people() -> None:
     assert disk.shown(512) == "512 B"
     assert disk.shown(10 * MiB) == "10.0 MiB"
@@ -189,6 +222,23 @@ def test_a_persistent_volume_past_its_size_evicts_but_keeps_the_data() -> None:
             "past its size of 1.0 MiB" in e.message for e in controller.events.for_replica(spec.key)
         )
         assert ("remove_volume", name) not in runtime.operations
+
+    scenario(test, spec, config=DISK)
+
+
+def test_a_volume_that_cannot_be_measured_evicts_its_replica() -> None:
+    scratch = Volume("scratch", "/scratch", VolumeKind.EPHEMERAL, size_bytes=MiB)
+    spec = limited(volumes=(scratch,))
+    name = volume_name(spec, scratch)
+
+    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+        await until(controller, lambda: bool(runtime.with_labels(OWNER)))
+        runtime.unmeasurable[name] = "holds more than 1000000 files and folders"
+        await until(controller, lambda: "Evicted" in kinds(controller, spec))
+        assert any(
+            "volume scratch cannot be measured: it holds more than 1000000 files" in e.message
+            for e in controller.events.for_replica(spec.key)
+        )
 
     scenario(test, spec, config=DISK)
 
