@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import trio
@@ -182,7 +182,7 @@ class ChainDesiredState:
         self._read_at: bytes | None = None
         """The finalized block `_replicas` was read at."""
         self._replicas: tuple[o.ReplicaSpec, ...] = ()
-        self._kept: frozenset[tuple[str, int]] | None = None
+        self._kept: dict[str, frozenset[int]] | None = None
         self._refused: set[tuple[str, int, int]] = set()
         """(app, revision, replica) not run for a reason already logged."""
 
@@ -222,7 +222,7 @@ class ChainDesiredState:
         # Forget what is no longer assigned, so the set does not grow with the chain's history.
         self._refused &= {(app, e.revision, e.index) for app, e in assigned}
         replicas = tuple(wanted)
-        kept = frozenset((self.chain_id, i) for i in apps.kept_instances(state))
+        kept = {self.chain_id: frozenset(apps.kept_instances(state))}
         changed = replicas != self._replicas or kept != self._kept
         self._read_at, self._replicas, self._kept = head, replicas, kept
         return changed
@@ -231,7 +231,7 @@ class ChainDesiredState:
         self.refresh()
         return self._replicas
 
-    def kept_instances(self) -> Collection[tuple[str, int]] | None:
+    def kept_instances(self) -> Mapping[str, Collection[int]] | None:
         """The live applications' instances and those of deleted ones still retained, at the
         finalized block `replicas` last read; None before the first read."""
         return self._kept

@@ -90,10 +90,10 @@ class DesiredState(Protocol):
         """The current desired replicas; keys are unique, or the highest revision wins."""
         ...
 
-    def kept_instances(self) -> Collection[tuple[str, int]] | None:
-        """The application instances, as (chain, instance), whose persistent volumes stay: the
-        live applications and the deleted ones within their retention period. None while not
-        known, which keeps every volume. Read after `replicas`, from the same state."""
+    def kept_instances(self) -> Mapping[str, Collection[int]] | None:
+        """Chain -> the application instances whose persistent volumes stay: the live
+        applications and the deleted ones within their retention period. None while not known,
+        which keeps every volume. Read after `replicas`, from the same state."""
         ...
 
 
@@ -739,7 +739,8 @@ class Controller:
             spec = self._desired.get(sandbox.replica) if sandbox is not None else None
             if spec is None or c.state is not ContainerState.RUNNING:
                 continue
-            address = c.addresses.get(labels.network_name(self.config.node, spec.chain, spec.app))
+            network = labels.network_name(self.config.node, spec.chain, spec.app, spec.instance)
+            address = c.addresses.get(network)
             if address:
                 pods[c.id] = address
                 addresses[spec.key] = address

@@ -182,7 +182,7 @@ def sandbox_request(node: str, spec: ReplicaSpec) -> CreateRequest:
         labels=labels.sandbox_labels(node, spec),
         resources=SANDBOX_RESOURCES,
         image_pull_policy=ImagePullPolicy.NEVER,
-        network=labels.network_name(node, spec.chain, spec.app),
+        network=labels.network_name(node, spec.chain, spec.app, spec.instance),
         hostname=labels.sandbox_hostname(spec),
         security=SANDBOX_SECURITY,
     )
@@ -298,7 +298,7 @@ def diff(
     containers: Sequence[ContainerInfo],
     volumes: Sequence[VolumeInfo],
     networks: Sequence[NetworkInfo] = (),
-    kept: Collection[tuple[str, int]] | None = None,
+    kept: Mapping[str, Collection[int]] | None = None,
 ) -> list[Action]:
     """The actions that make the observed containers, volumes and networks match the desired
     replicas.
@@ -306,21 +306,25 @@ def diff(
     `containers`, `volumes` and `networks` are what carries this node's owner label; any whose
     labels are not a complete set of ours are left alone. Ephemeral volumes go with their
     replica's revision. Persistent volumes outlive their replica, like a StatefulSet's claims,
-    for as long as their application instance is in `kept` ((chain, instance) pairs: the live
-    applications and the deleted ones still in their retention period); None keeps them all
+    for as long as their application instance is kept by their chain (`kept`: chain -> the
+    instances of its live applications and of deleted ones still in their retention period);
+    volumes of a chain `kept` does not speak for are left alone, and None keeps every volume
     (the chain's word is not known yet)."""
     by_key: dict[ContainerKey, list[tuple[ContainerInfo, ContainerIdentity]]] = defaultdict(list)
     sandboxes: dict[ReplicaKey, list[ContainerInfo]] = defaultdict(list)
-    apps_present: set[tuple[str, str]] = set()
+    apps_present: set[labels.AppInstance] = set()
     for c in containers:
         identity = labels.parse_container_labels(c.labels)
         sandbox = labels.parse_sandbox_labels(c.labels)
+        replica = identity.key.replica if identity is not None else None
         if identity is not None:
             by_key[identity.key].append((c, identity))
-            apps_present.add((identity.key.replica.chain, identity.key.replica.app))
         elif sandbox is not None:
             sandboxes[sandbox.replica].append(c)
-            apps_present.add((sandbox.replica.chain, sandbox.replica.app))
+            replica = sandbox.replica
+        instance = labels.instance_of(c.labels)
+        if replica is not None and instance is not None:
+            apps_present.add((replica.chain, replica.app, instance))
 
     wanted_volumes: dict[str, CreateVolume] = {}
     for spec in desired.values():
@@ -333,7 +337,9 @@ def diff(
             )
     present_volumes = {v.name for v in volumes}
     present_networks = {n.name for n in networks}
-    wanted_networks = {labels.network_name(node, s.chain, s.app) for s in desired.values()}
+    wanted_networks = {
+        labels.network_name(node, s.chain, s.app, s.instance) for s in desired.values()
+    }
 
     removals: dict[ReplicaKey, list[Action]] = defaultdict(list)
     creations: dict[ReplicaKey, list[Action]] = defaultdict(list)
@@ -341,10 +347,10 @@ def diff(
 
     for spec in sorted(desired.values(), key=lambda s: s.key):
         pod, waiting, gone, made = _sandbox_actions(node, spec, sandboxes.pop(spec.key, []))
-        net = labels.network_name(node, spec.chain, spec.app)
+        net = labels.network_name(node, spec.chain, spec.app, spec.instance)
         if made and net not in present_networks:
-            bridge = labels.bridge_name(node, spec.chain, spec.app)
-            net_labels = labels.network_labels(node, spec.chain, spec.app)
+            bridge = labels.bridge_name(node, spec.chain, spec.app, spec.instance)
+            net_labels = labels.network_labels(node, spec.chain, spec.app, spec.instance)
             creations[spec.key].append(CreateNetwork(spec.key, net, bridge, net_labels))
         creations[spec.key].extend(made)
         for container in spec.containers:
@@ -375,7 +381,9 @@ def diff(
         if vid is None or present.name in wanted_volumes:
             continue
         if vid.kind is VolumeKind.PERSISTENT and (
-            kept is None or (vid.replica.chain, vid.instance) in kept
+            kept is None
+            or vid.replica.chain not in kept
+            or vid.instance in kept[vid.replica.chain]
         ):
             continue
         volume_removals[vid.replica].append(RemoveVolume(vid.replica, present.name))

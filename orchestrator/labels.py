@@ -120,6 +120,7 @@ def container_labels(node: str, spec: ReplicaSpec, container: Container) -> dict
         NODE: node,
         CHAIN: spec.chain,
         APP: spec.app,
+        INSTANCE: str(spec.instance),
         REPLICA: str(spec.replica),
         REVISION: str(spec.revision),
         CONTAINER: container.name,
@@ -218,30 +219,44 @@ class SandboxIdentity:
     spec_hash: str
 
 
-def network_name(node: str, chain: str, app: str) -> str:
-    """The network of one application on this node: its replicas here, and nothing else."""
-    return f"sm-{app}-{_digest(node, chain, app, size=6)}"
+def network_name(node: str, chain: str, app: str, instance: int) -> str:
+    """The network of one application instance on this node: its replicas here, and nothing
+    else (not even those of an application of the same name deleted a moment ago)."""
+    return f"sm-{app}-{_digest(node, chain, app, instance, size=6)}"
 
 
 BRIDGE_PREFIX = "smb"
 
 
-def bridge_name(node: str, chain: str, app: str) -> str:
+def bridge_name(node: str, chain: str, app: str, instance: int) -> str:
     """The host interface of `network_name`: `smb` and 12 hex digits, within the kernel's 15
     characters, so that host rules can match every workload bridge as `smb+`."""
-    return f"{BRIDGE_PREFIX}{_digest('bridge', node, chain, app, size=6)}"
+    return f"{BRIDGE_PREFIX}{_digest('bridge', node, chain, app, instance, size=6)}"
 
 
-def network_labels(node: str, chain: str, app: str) -> dict[str, str]:
-    return {NODE: node, CHAIN: chain, APP: app}
+def network_labels(node: str, chain: str, app: str, instance: int) -> dict[str, str]:
+    return {NODE: node, CHAIN: chain, APP: app, INSTANCE: str(instance)}
 
 
-def parse_network_labels(labels: Mapping[str, str]) -> tuple[str, str] | None:
-    """(chain, app) of a network of ours, None for labels that are not a complete set."""
+AppInstance = tuple[str, str, int]
+"""(chain, app, instance): one application instance."""
+
+
+def instance_of(labels: Mapping[str, str]) -> int | None:
+    """The application instance a container, sandbox or network of ours belongs to."""
     try:
-        return labels[CHAIN], labels[APP]
-    except KeyError:
+        return int(labels[INSTANCE])
+    except (KeyError, ValueError):
         return None
+
+
+def parse_network_labels(labels: Mapping[str, str]) -> AppInstance | None:
+    """(chain, app, instance) of a network of ours, None for labels that are not a complete
+    set."""
+    instance = instance_of(labels)
+    if instance is None or CHAIN not in labels or APP not in labels:
+        return None
+    return labels[CHAIN], labels[APP], instance
 
 
 def sandbox_hash(node: str, spec: ReplicaSpec) -> str:
@@ -253,7 +268,7 @@ def sandbox_hash(node: str, spec: ReplicaSpec) -> str:
         list(SANDBOX_COMMAND),
         SANDBOX_USER,
         sandbox_hostname(spec),
-        network_name(node, spec.chain, spec.app),
+        network_name(node, spec.chain, spec.app, spec.instance),
     )
 
 
@@ -273,6 +288,7 @@ def sandbox_labels(node: str, spec: ReplicaSpec) -> dict[str, str]:
         NODE: node,
         CHAIN: spec.chain,
         APP: spec.app,
+        INSTANCE: str(spec.instance),
         REPLICA: str(spec.replica),
         ROLE: SANDBOX_ROLE,
         SPEC_HASH: sandbox_hash(node, spec),

@@ -138,13 +138,13 @@ def test_replicas_carry_their_owner_and_instance_and_deleted_ones_stay_kept() ->
     assert desired.kept_instances() is None  # nothing read yet: every volume stays
     (first,) = replicas(desired)
     assert first.owner == ALICE.address and first.instance >= 1
-    assert desired.kept_instances() == {("dev", first.instance)}
+    assert desired.kept_instances() == {"dev": {first.instance}}
     chain.send(ALICE, DELETE.call(app="web"))
     assert desired.refresh()  # the kept instances changed, though nothing runs here
     assert replicas(desired) == []
-    assert desired.kept_instances() == {("dev", first.instance)}  # within its retention
+    assert desired.kept_instances() == {"dev": {first.instance}}  # within its retention
     chain.send(ALICE, CREATE.call(manifest=web(1)))
     replicas(desired)
     record = get_app(TrieState(chain.nodes, chain.root), "web")
     assert record is not None and record.instance != first.instance
-    assert desired.kept_instances() == {("dev", first.instance), ("dev", record.instance)}
+    assert desired.kept_instances() == {"dev": {first.instance, record.instance}}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 import trio
 
@@ -118,7 +118,7 @@ def observed_pod(
     address: str = "10.88.0.2",
 ) -> ContainerInfo:
     """A replica's sandbox as the engine would report it."""
-    network = labels.network_name(node, spec.chain, spec.app)
+    network = labels.network_name(node, spec.chain, spec.app, spec.instance)
     running = state is ContainerState.RUNNING
     return ContainerInfo(
         id=cid or pod_id(spec),
@@ -133,8 +133,8 @@ def observed_pod(
 
 def observed_network(spec: ReplicaSpec, node: str = NODE) -> NetworkInfo:
     return NetworkInfo(
-        labels.network_name(node, spec.chain, spec.app),
-        labels.network_labels(node, spec.chain, spec.app),
+        labels.network_name(node, spec.chain, spec.app, spec.instance),
+        labels.network_labels(node, spec.chain, spec.app, spec.instance),
     )
 
 
@@ -148,12 +148,12 @@ class InMemoryDesired:
 
     def __init__(self, *specs: ReplicaSpec) -> None:
         self.specs = list(specs)
-        self.kept: set[tuple[str, int]] | None = None
-        """The instances whose persistent volumes stay; None keeps every one."""
+        self.kept: dict[str, set[int]] | None = None
+        """Chain -> the instances whose persistent volumes stay; None keeps every one."""
 
     async def replicas(self) -> Collection[ReplicaSpec]:
         await trio.lowlevel.checkpoint()
         return list(self.specs)
 
-    def kept_instances(self) -> Collection[tuple[str, int]] | None:
+    def kept_instances(self) -> Mapping[str, Collection[int]] | None:
         return self.kept

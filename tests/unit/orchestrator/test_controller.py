@@ -516,11 +516,13 @@ def test_a_replica_runs_in_a_pod_of_its_own_behind_host_rules_set_first() -> Non
         await until(controller, is_ready(controller, WEB))
         (pod,) = runtime.sandboxes()
         (c,) = runtime.running(OWNER)
-        network = labels.network_name(NODE, WEB.chain, WEB.app)
+        network = labels.network_name(NODE, WEB.chain, WEB.app, WEB.instance)
         assert c.network_mode == f"container:{pod.id}"
         assert c.request is not None and c.request.join == pod.name
         assert pod.request is not None and pod.request.network == network
-        assert runtime.networks[network] == labels.network_labels(NODE, WEB.chain, WEB.app)
+        assert runtime.networks[network] == labels.network_labels(
+            NODE, WEB.chain, WEB.app, WEB.instance
+        )
         status = status_of(controller, WEB)
         assert status is not None and status.address == pod.addresses[network]
         assert controller.pod_address(WEB.key) == pod.addresses[network]

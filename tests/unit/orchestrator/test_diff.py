@@ -278,6 +278,7 @@ def test_create_request_carries_labels_limits_and_mounts() -> None:
         labels.NODE: NODE,
         labels.CHAIN: "statemesh_dev",
         labels.APP: "web",
+        labels.INSTANCE: "0",
         labels.REPLICA: "0",
         labels.REVISION: "1",
         labels.CONTAINER: "main",
@@ -292,7 +293,7 @@ def test_create_request_carries_labels_limits_and_mounts() -> None:
 
 def test_a_sandbox_sleeps_unprivileged_on_its_apps_network() -> None:
     request = sandbox_request(NODE, WEB)
-    assert request.network == labels.network_name(NODE, WEB.chain, WEB.app)
+    assert request.network == labels.network_name(NODE, WEB.chain, WEB.app, WEB.instance)
     assert request.join is None
     assert request.hostname == "web-0"
     assert request.image == labels.SANDBOX_IMAGE
@@ -302,10 +303,20 @@ def test_a_sandbox_sleeps_unprivileged_on_its_apps_network() -> None:
     assert request.resources.pids_limit is not None
 
 
-def test_networks_and_bridges_are_per_node_and_app() -> None:
-    names = {labels.network_name(n, "c", a) for n in ("n1", "n2") for a in ("web", "api")}
-    bridges = {labels.bridge_name(n, "c", a) for n in ("n1", "n2") for a in ("web", "api")}
-    assert len(names) == len(bridges) == 4
+def test_networks_and_bridges_are_per_node_and_app_instance() -> None:
+    names = {
+        labels.network_name(n, "c", a, i)
+        for n in ("n1", "n2")
+        for a in ("web", "api")
+        for i in (1, 2)
+    }
+    bridges = {
+        labels.bridge_name(n, "c", a, i)
+        for n in ("n1", "n2")
+        for a in ("web", "api")
+        for i in (1, 2)
+    }
+    assert len(names) == len(bridges) == 8
     assert all(len(b) <= 15 and b.startswith(labels.BRIDGE_PREFIX) for b in bridges)
 
 

@@ -11,7 +11,14 @@ import pytest
 
 from orchestrator import disk, labels
 from orchestrator.controller import Controller, ControllerConfig
-from orchestrator.diff import CreateVolume, RemoveVolume, diff
+from orchestrator.diff import (
+    CreateContainer,
+    CreateNetwork,
+    CreateVolume,
+    RemoveNetwork,
+    RemoveVolume,
+    diff,
+)
 from orchestrator.errors import SpecError
 from orchestrator.events import EventKind
 from orchestrator.spec import ReplicaSpec, Resources, RestartPolicy, Volume, VolumeKind
@@ -20,6 +27,8 @@ from tests.unit.orchestrator.builders import (
     NODE,
     InMemoryDesired,
     container,
+    observed_network,
+    observed_pod,
     observed_volume,
     persistent,
     replica,
@@ -116,19 +125,19 @@ def test_persistent_volumes_stay_while_the_chain_keeps_their_instance() -> None:
     left = observed_volume(old, persistent())
     desired = {new.key: new}
 
-    def removed(kept: set[tuple[str, int]] | None) -> list[str]:
+    def removed(kept: dict[str, set[int]] | None) -> list[str]:
         actions = diff(NODE, desired, [], [left], [], kept)
         return [a.name for a in actions if isinstance(a, RemoveVolume)]
 
     assert removed(None) == []  # the chain's word is not known yet
-    assert removed({(CHAIN, 1), (CHAIN, 2)}) == []  # deleted, within its retention
-    assert removed({(CHAIN, 2)}) == [left.name]  # retention over
-    assert removed({("another-chain", 1)}) == [left.name]
+    assert removed({CHAIN: {1, 2}}) == []  # deleted, within its retention
+    assert removed({CHAIN: {2}}) == [left.name]  # retention over
+    assert removed({"another-chain": {1}}) == []  # not this chain's word: left alone
     # Unlabelled or half-labelled volumes are never touched.
     stripped = dataclasses.replace(
         left, labels={k: v for k, v in left.labels.items() if k != labels.INSTANCE}
     )
-    actions = diff(NODE, desired, [], [stripped], [], set())
+    actions = diff(NODE, desired, [], [stripped], [], {CHAIN: set()})
     assert not [a for a in actions if isinstance(a, RemoveVolume)]
 
 
@@ -280,3 +289,21 @@ def test_retained_volumes_are_measured_for_usage() -> None:
         assert left.name in runtime.volumes  # kept: the desired state keeps every instance
 
     scenario(test, replica("web"), runtime=engine, config=DISK)
+
+
+def test_an_application_created_again_gets_a_network_of_its_own() -> None:
+    alice = of(replica("db"), "alice", 1)
+    bob = of(replica("db"), "bob", 2)
+    old_net, new_net = observed_network(alice), observed_network(bob)
+    assert old_net.name != new_net.name
+    # Bob's pod is made on a new network, never on the one alice's pods may still be on.
+    actions = diff(NODE, {bob.key: bob}, [observed_pod(alice)], [], [old_net])
+    (create,) = [a for a in actions if isinstance(a, CreateNetwork)]
+    assert create.name == new_net.name
+    (sandbox,) = [
+        a for a in actions if isinstance(a, CreateContainer) and a.key.container == labels.SANDBOX
+    ]
+    assert sandbox.request.network == new_net.name
+    # Alice's network goes once nothing of her instance is left, though "db" still runs.
+    actions = diff(NODE, {bob.key: bob}, [observed_pod(bob)], [], [old_net, new_net])
+    assert [a.name for a in actions if isinstance(a, RemoveNetwork)] == [old_net.name]
