@@ -66,13 +66,14 @@ def replica_records(
 def retained_records(
     volumes: list[VolumeUsage], kept: Mapping[int, KeptInstance], chain_id: str
 ) -> list[UsageRecord]:
-    """The disk that the retained volumes of deleted applications take: one record per replica
-    of such an instance, for as long as the chain retains it (`kept`). The volumes this node
-    keeps for another reason (a live application's replica moved away) are not billed."""
+    """The disk that persistent volumes take on this node without a replica here using them: a
+    deleted application's, for as long as the chain retains its instance, and a live one's whose
+    replica moved away or was scaled down, for as long as the node keeps it (`kept`: the
+    instances the chain keeps). One record per replica of such an instance."""
     sizes: dict[tuple[str, int, int], int] = {}
     for v in volumes:
-        dead = kept.get(v.instance)
-        if v.chain != chain_id or dead is None or dead.retained_until is None or dead.name != v.app:
+        held = kept.get(v.instance)
+        if v.chain != chain_id or held is None or held.name != v.app:
             continue
         key = (v.app, v.replica, v.instance)
         sizes[key] = sizes.get(key, 0) + v.bytes
@@ -116,20 +117,14 @@ class UsageReporter:
         self._instances: dict[ReplicaKey, int] = {}
         """The application instance of each replica the meter knows, as last seen."""
 
-    def _instances_of(
-        self, totals: Mapping[ReplicaKey, ReplicaUsage], kept: Mapping[int, KeptInstance]
-    ) -> dict[ReplicaKey, int]:
+    def _instances_of(self, totals: Mapping[ReplicaKey, ReplicaUsage]) -> dict[ReplicaKey, int]:
         """The instance of each metered replica: from its spec while the controller has it,
-        else as last seen, else the only instance of its name that the chain still keeps."""
+        else as last seen. Never guessed: a replica of unknown instance is not billed."""
         controller = self.workloads.controller
         for key in totals:
             spec = None if controller is None else controller.desired_spec(key)
             if spec is not None and spec.instance > 0:
                 self._instances[key] = spec.instance
-            elif key not in self._instances:
-                named = [i for i, k in kept.items() if k.name == key.app]
-                if len(named) == 1:
-                    self._instances[key] = named[0]
         # Forget replicas the meter no longer has, so the map does not grow with history.
         self._instances = {k: i for k, i in self._instances.items() if k in totals}
         return self._instances
@@ -153,7 +148,7 @@ class UsageReporter:
         totals = controller.usage()
         store = self.chain.store
         kept = apps.kept_instances(store.state_at(store.finalized_header.hash))
-        instances = self._instances_of(totals, kept)
+        instances = self._instances_of(totals)
         records = usage_records(
             replica_records(totals, self._last, instances),
             retained_records(

@@ -301,7 +301,10 @@ class WorkloadService:
                 "the container engine at %s answers: this node offers compute", engine.info.host
             )
         self.engine_error = None
-        config = ControllerConfig(node=encode_address(self.node_id))
+        config = ControllerConfig(
+            node=encode_address(self.node_id),
+            unused_volume_seconds=self.chain.runtime.config.volume_retention_seconds,
+        )
         controller = Controller(
             engine.runtime,
             self.desired,

@@ -112,6 +112,11 @@ class ControllerConfig:
     resync_seconds: float = 10.0
     """A full pass at least this often, even if nothing said that anything changed."""
     metering_seconds: float = 10.0
+    unused_volume_seconds: float | None = None
+    """How long a persistent volume of a live application instance stays on this node once no
+    replica here uses it (scaled down, or moved to another node), as a deleted application's
+    stay for the chain's retention period; None keeps it as long as the chain keeps the
+    instance. Counted from when this controller first saw it unused."""
     disk_seconds: float | None = 10.0
     """How often containers' writable layers and volumes are measured against their limits;
     None measures nothing (and evicts nothing)."""
@@ -194,6 +199,8 @@ class Controller:
         """Containers evicted under restart policy Never, by the spec hash they ran: not
         created again while that spec is desired (kept in memory only)."""
         self._retained: list[VolumeUsage] = []
+        self._unused_since: dict[str, float] = {}
+        """Persistent volumes no desired replica uses -> when they were first seen so."""
         self._disk_passes = 0
         self._seen_ends: dict[str, tuple[float, float]] = {}
         self._probers: dict[str, _ProberHandle] = {}
@@ -320,7 +327,7 @@ class Controller:
             self._networks,
             self._source.kept_instances(),
         )
-        wake_at = self._dispatch(seq, actions)
+        wake_at = self._dispatch(seq, actions + self._unused_volumes(actions))
         self._sync_probers(containers, self._note_pods(containers))
         self._prune(containers)
         self._passes += 1
@@ -337,6 +344,31 @@ class Controller:
             return
         await self._firewall.apply()
         self._firewall_checked = now
+
+    def _unused_volumes(self, actions: list[Action]) -> list[Action]:
+        """Removals of the persistent volumes that no desired replica has used for
+        `unused_volume_seconds` (their instance may live on, on other nodes)."""
+        period = self.config.unused_volume_seconds
+        if period is None or self._volumes is None:
+            return []
+        now = self._wall()
+        wanted = {
+            labels.volume_name(self.config.node, labels.volume_identity(spec, v))
+            for spec in self._desired.values()
+            for v in spec.volumes
+        }
+        planned = {a.name for a in actions if isinstance(a, RemoveVolume)}
+        since: dict[str, float] = {}
+        removals: list[Action] = []
+        for volume in self._volumes:
+            vid = labels.parse_volume_labels(volume.labels)
+            if vid is None or vid.kind is not VolumeKind.PERSISTENT or volume.name in wanted:
+                continue
+            since[volume.name] = self._unused_since.get(volume.name, now)
+            if now - since[volume.name] >= period and volume.name not in planned:
+                removals.append(RemoveVolume(vid.replica, volume.name))
+        self._unused_since = since
+        return removals
 
     def _must_list_volumes(self) -> bool:
         """Whether this pass needs the engine's volumes. The controller creates volumes only for

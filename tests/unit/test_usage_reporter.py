@@ -150,3 +150,29 @@ def test_a_replica_of_unknown_instance_is_left_out(tmp_path: Path) -> None:
     workloads.controller.totals[ReplicaKey(CHAIN, "ghost", 0)] = ReplicaUsage(uptime_ms=5)
     reporter.report(0)
     assert submitted(chain) == []
+
+
+def test_a_live_applications_volume_left_on_this_node_is_billed_to_its_owner(
+    tmp_path: Path,
+) -> None:
+    chain = node_chain(tmp_path / "db")
+    chain.send(ALICE, CREATE.call(manifest=db()))
+    finalize(chain)
+    workloads: Any = FakeWorkloads()
+    reporter = UsageReporter(
+        chain.service, workloads, operator=CHARLIE, identity=NODE_KEYS[0], clock=FixedClock(0)
+    )
+    # Replica 3 was scaled down (or moved away): its volume is still here, and takes disk.
+    workloads.controller.retained = [
+        VolumeUsage(CHAIN, "db", 1, 3, "data", 4096),
+        VolumeUsage(CHAIN, "other", 1, 3, "data", 10**9),  # not the name of instance 1
+        VolumeUsage("another-chain", "db", 1, 3, "data", 10**9),
+    ]
+    reporter.report(0)
+    assert submitted(chain) == [[UsageRecord("db", 3, 1, 0, 0, 0, 4096)]]
+    # A replica the reporter never saw a spec of is not billed to a guessed instance.
+    workloads.controller.totals[ReplicaKey(CHAIN, "db", 0)] = ReplicaUsage(
+        cpu_ns=10**9, uptime_ms=1_000
+    )
+    reporter.report(1)
+    assert submitted(chain)[1] == [UsageRecord("db", 3, 1, 0, 0, 0, 4096)]

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+import trio
 
 from orchestrator import disk, labels
 from orchestrator.controller import Controller, ControllerConfig
@@ -307,3 +308,24 @@ def test_an_application_created_again_gets_a_network_of_its_own() -> None:
     # Alice's network goes once nothing of her instance is left, though "db" still runs.
     actions = diff(NODE, {bob.key: bob}, [observed_pod(bob)], [], [old_net, new_net])
     assert [a.name for a in actions if isinstance(a, RemoveNetwork)] == [old_net.name]
+
+
+def test_a_volume_no_replica_here_uses_goes_after_the_retention_period() -> None:
+    data = persistent()
+    kept, moved = (
+        of(replica("db", 0, volumes=(data,)), "alice", 1),
+        of(replica("db", 1, volumes=(data,)), "alice", 1),
+    )
+    config = dataclasses.replace(DISK, unused_volume_seconds=60.0)
+
+    async def test(controller: Controller, runtime: FakeRuntime, desired: InMemoryDesired) -> None:
+        await until(controller, lambda: len(runtime.volumes) == 2)
+        desired.specs = [kept]  # replica 1 moved to another node: its volume is unused here
+        controller.trigger()
+        gone = volume_name(moved, data)
+        started = trio.current_time()
+        await until(controller, lambda: gone not in runtime.volumes)
+        assert trio.current_time() - started >= 59
+        assert volume_name(kept, data) in runtime.volumes  # used: never goes
+
+    scenario(test, kept, moved, config=config)
