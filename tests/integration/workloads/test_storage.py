@@ -140,6 +140,12 @@ def test_an_application_created_again_by_another_owner_starts_empty(
     assert read(client, "db", "/data/rows") == "bob-row\n"  # bob's own is untouched
 
 
+def volume_created(client: docker.DockerClient, app: str) -> str:
+    """When the app's one volume was made ("" while it has none)."""
+    found = app_volumes(client, app)
+    return str(found[0].attrs.get("CreatedAt", "")) if len(found) == 1 else ""
+
+
 def evicted(node: NodeProcess, app: str) -> str:
     """The node's Evicted event of `app`, as `statemesh app events` prints it ("" if none)."""
     for line in run(node, "app", "events", app).splitlines():
@@ -185,6 +191,7 @@ def test_writing_past_a_disk_limit_evicts_the_replica_with_the_reason(
         written[name] = node.wait_for(
             lambda name=name: started_at(client, name), timeout=60, what=f"{name} written"
         )
+    created = {name: volume_created(client, name) for name in ("scratch", "keeps")}
     for name, (*_, reason) in cases.items():
         line = node.wait_for(lambda name=name: evicted(node, name), timeout=40, what=name)
         assert re.search(reason, line), line
@@ -193,8 +200,14 @@ def test_writing_past_a_disk_limit_evicts_the_replica_with_the_reason(
     now = time.time()
     for name in cases:
         assert now - written[name] < 2 * DISK_SECONDS + 15, name
-    # An emptyDir that overflowed was emptied with its replica; a persistent volume keeps data.
-    node.wait_for(lambda: read(client, "keeps", "/space/fill") != "", timeout=90)
+    # An emptyDir that overflowed went with its replica (a new one was made for its next start);
+    # a persistent volume is the same volume, with its data.
+    node.wait_for(
+        lambda: volume_created(client, "scratch") not in ("", created["scratch"]),
+        timeout=90,
+        what="the emptyDir made anew",
+    )
+    assert volume_created(client, "keeps") == created["keeps"]
 
 
 def test_an_empty_dir_in_memory_is_a_tmpfs_of_its_size(
