@@ -9,7 +9,7 @@ import pytest
 import rlp
 
 from chain.blocks import Block, tx_hash
-from chain.db import Database
+from chain.db import SCHEMA_VERSION, Database
 from chain.errors import BlockRejection, DatabaseError, InvalidBlock
 from chain.genesis import build_genesis
 from chain.importer import BlockImporter
@@ -82,13 +82,19 @@ def test_import_commit_and_reopen(tmp_path: Path) -> None:
     db.close()
 
 
-def test_schema_version_mismatch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stored", [b"1", b"99"])
+def test_schema_version_mismatch(tmp_path: Path, stored: bytes) -> None:
+    """A database of another format (1: before app and usage records carried their instance) is
+    refused before any record of it is read, and the error says what to do."""
     db = Database(tmp_path / "db")
-    db._db.put(b"meta:schema-version", b"99")
+    db._db.put(b"meta:schema-version", stored)
     db.close()
     with pytest.raises(DatabaseError) as info:
         Database(tmp_path / "db")
-    assert "has schema version 99, this node reads version 1" in str(info.value)
+    assert str(info.value) == (
+        f"the database at {tmp_path / 'db'} has schema version {stored.decode()}, this node reads "
+        f"version {SCHEMA_VERSION}: run `statemesh purge-chain` or use another --base-path"
+    )
 
 
 def test_database_of_another_chain(tmp_path: Path) -> None:
