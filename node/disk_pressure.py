@@ -12,8 +12,7 @@ from typing import Any
 
 import trio
 
-from orchestrator.engine import connect_engine, resolve_docker_host
-from orchestrator.errors import EngineUnavailable
+from orchestrator.engine import resolve_docker_host
 from orchestrator.image_gc import FilesystemUsage, disk_usage
 
 log = logging.getLogger("statemesh.disk")
@@ -21,7 +20,6 @@ log = logging.getLogger("statemesh.disk")
 CHECK_SECONDS = 2.0
 """How often the data root's filesystem is looked at: one statvfs, cheap enough to do often, so
 that pressure is seen within seconds of a burst of writes."""
-ENGINE_TIMEOUT_SECONDS = 5.0
 DEFAULT_HIGH_WATER_PERCENT = 85
 DEFAULT_LOW_WATER_PERCENT = 80
 
@@ -57,48 +55,28 @@ def under_pressure(was: bool, usage: FilesystemUsage, marks: WaterMarks) -> bool
     return was
 
 
-def read_usage(path: Path) -> FilesystemUsage:
-    """The usage of the filesystem holding `path`; an OSError if it is gone."""
-    return disk_usage(str(path))
-
-
-class RemoteEngine(Exception):
-    """The engine is not on this host: its data root cannot be looked at from here."""
-
-
-async def engine_data_root(docker_host: str | None) -> Path | None:
-    """Where the engine at `docker_host` keeps images, containers and volumes (`DockerRootDir`),
-    or None while it does not answer. `RemoteEngine` for an engine reached over the network:
-    its data root is on another machine."""
-    host = resolve_docker_host(docker_host)
-    if not host.startswith("unix://"):
-        raise RemoteEngine(f"the engine at {host} is not on this host")
-    try:
-        engine = await connect_engine(host, timeout_seconds=ENGINE_TIMEOUT_SECONDS)
-    except EngineUnavailable:
-        return None
-    engine.runtime.close()
-    return Path(engine.info.data_root) if engine.info.data_root else None
-
-
 class DiskPressureMonitor:
     """Watches the filesystem of the engine's data root (the node runs on the engine's host) and
-    tells whether it is under pressure. Logs once when pressure starts and once when it ends."""
+    tells whether it is under pressure. Logs once when pressure starts and once when it ends.
+    The filesystem is measured as the image GC measures it (`disk_usage`)."""
 
     def __init__(
         self,
         marks: WaterMarks,
         docker_host: Callable[[], str | None],
+        data_root: Callable[[], Awaitable[Path | None]],
         *,
-        data_root: Callable[[str | None], Awaitable[Path | None]] = engine_data_root,
-        usage: Callable[[Path], FilesystemUsage] = read_usage,
+        usage: Callable[[Path], FilesystemUsage] = disk_usage,
         period_seconds: float = CHECK_SECONDS,
     ) -> None:
         self.marks = marks
         self.docker_host = docker_host
         """The engine's address: read at each look, as a dev node learns it once its private
-        engine has started."""
+        engine has started. An engine reached over the network is not watched: its data root
+        is on another machine."""
         self._find_root = data_root
+        """Where the engine keeps images, containers and volumes, as the engine says through
+        its adapter (`WorkloadService.engine_data_root`); None while it does not answer."""
         self._usage = usage
         self.period_seconds = period_seconds
         self.data_root: Path | None = None
@@ -118,13 +96,16 @@ class DiskPressureMonitor:
     async def check(self) -> None:
         """One look: find the data root if it is not known yet, then measure its filesystem."""
         if self.data_root is None:
-            try:
-                root = await self._find_root(self.docker_host())
-            except RemoteEngine as exc:
+            host = resolve_docker_host(self.docker_host())
+            if not host.startswith("unix://"):
                 if not self._remote:
-                    log.info("%s: its disk pressure is not watched", exc)
+                    log.info(
+                        "the engine at %s is not on this host: its disk pressure is not watched",
+                        host,
+                    )
                     self._remote = True
                 return
+            root = await self._find_root()
             if root is None:
                 return
             self._remote = False

@@ -57,9 +57,9 @@ log = logging.getLogger("statemesh.node")
 
 VERSION = "0.1.0"
 STATUS_INTERVAL = 2.0
+"""Seconds between status exchanges with each peer: how soon sync sees a peer ahead."""
 STATUS_TIMEOUT = 10.0
 """A busy peer may be slow to answer; it is dropped only after this long."""
-"""Seconds between status exchanges with each peer: how soon sync sees a peer ahead."""
 ENGINE_PROBE_SECONDS = 5.0
 """How long a dev node waits for an answer at the default socket before it starts its own."""
 DEV_IMAGE = "busybox"
@@ -105,7 +105,8 @@ class NodeConfig:
     ingress: IngressConfig | None = None
     """The ingress proxy and DNS (the CLI serves them by default); None serves neither."""
     max_pids: int = DEFAULT_MAX_PIDS
-    """No container of a replica gets more processes and threads, whatever its manifest says."""
+    """No replica gets more processes and threads, all its containers together, whatever its
+    manifest says."""
     disk_marks: WaterMarks = field(default_factory=WaterMarks)
     """When the engine's data root is too full: the node then declares no more disk than is
     placed on it, until it is below the low mark again."""
@@ -380,7 +381,9 @@ def _disk_pressure(
     is read at each look (a dev node's private engine starts after the node is built)."""
     if workloads is None:
         return None
-    return DiskPressureMonitor(config.disk_marks, lambda: workloads.docker_host)
+    return DiskPressureMonitor(
+        config.disk_marks, lambda: workloads.docker_host, workloads.engine_data_root
+    )
 
 
 def _wallet(

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -19,6 +20,7 @@ from node.manifests import ManifestCache
 from node.workload_logs import WorkloadLogs
 from orchestrator import spec as o
 from orchestrator.controller import Controller, ControllerConfig
+from orchestrator.docker_runtime import DockerRuntime
 from orchestrator.engine import Engine, connect_engine
 from orchestrator.errors import EngineUnavailable, RuntimeFailure, SpecError
 from orchestrator.firewall import EgressPolicy, IptablesFirewall
@@ -33,10 +35,11 @@ ENGINE_RETRY_SECONDS = 2.0
 MAX_ENGINE_RETRY_SECONDS = 30.0
 """A node without an engine keeps looking for one, at most this far apart."""
 DEFAULT_MAX_PIDS = 4096
+"""The most processes and threads a node lets one replica have, all its containers together,
+unless its operator says otherwise (`statemesh node --max-pids`), whatever the manifest asks:
+a manifest may have 8 containers, and 8 times this is a host's whole `pid_max`."""
 DEFAULT_MAX_IMAGE_BYTES = 10 * 2**30
 """The largest image a node accepts by default (`--max-image-size`)."""
-"""The most processes and threads a node lets one container have unless its operator says
-otherwise (`statemesh node --max-pids`), whatever the manifest asks."""
 
 _RESTART = {
     m.RestartPolicy.ALWAYS: o.RestartPolicy.ALWAYS,
@@ -80,7 +83,26 @@ def _security(context: m.SecurityContext) -> o.SecurityContext:
     )
 
 
-def _container(spec: m.ApplicationSpec, container: m.Container, max_pids: int) -> o.Container:
+def pids_limits(asked: Sequence[int | None], max_pids: int) -> list[int]:
+    """The pids limit of each of a replica's containers, given what each manifest limit asks
+    (None: no limit, so `DEFAULT_PIDS_LIMIT`): the node's cap `max_pids` holds for the replica,
+    so its containers together never get more (a replica of many containers cannot take the
+    host's every process id). The cap is shared fairly: containers asking for less than an equal
+    share get what they ask and leave the rest to the others, smallest ask first (in manifest
+    order among equal asks). Each container gets at least 1, even with more containers than
+    `max_pids`: none is left without a process."""
+    wanted = [o.DEFAULT_PIDS_LIMIT if limit is None else limit for limit in asked]
+    given = [0] * len(wanted)
+    left = max_pids
+    by_ask = sorted(range(len(wanted)), key=lambda i: wanted[i])
+    for served, i in enumerate(by_ask):
+        share = left // (len(wanted) - served)
+        given[i] = max(1, min(wanted[i], share))
+        left -= given[i]
+    return given
+
+
+def _container(spec: m.ApplicationSpec, container: m.Container, pids_limit: int) -> o.Container:
     env = []
     for var in container.env:
         if var.value is None:
@@ -108,8 +130,9 @@ def _container(spec: m.ApplicationSpec, container: m.Container, max_pids: int) -
             memory_bytes=limits.memory_bytes or requests.memory_bytes or None,
             # Kubernetes' ephemeral-storage: the limit caps the container's writable layer.
             disk_bytes=limits.disk_bytes or None,
-            # Never unlimited: the manifest's limit or the default, and never past the node's cap.
-            pids_limit=min(limits.pids or o.DEFAULT_PIDS_LIMIT, max_pids),
+            # Never unlimited: the manifest's limit or the default, within the replica's share
+            # of the node's cap (`pids_limits`).
+            pids_limit=pids_limit,
         ),
         liveness_probe=_probe(container.liveness_probe),
         readiness_probe=_probe(container.readiness_probe),
@@ -129,7 +152,8 @@ def replica_spec(
     instance: int = 0,
 ) -> o.ReplicaSpec:
     """The orchestrator's view of one assigned replica of `manifest`, an application of `owner`
-    (an address) created on chain as `instance`."""
+    (an address) created on chain as `instance`. Its containers together have at most
+    `max_pids` processes and threads (`pids_limits`)."""
     spec = manifest.spec
     mounts = {vm.name: vm.mount_path for c in spec.containers for vm in c.volume_mounts}
     volumes = tuple(
@@ -150,7 +174,14 @@ def replica_spec(
         app=app,
         revision=entry.revision,
         replica=entry.index,
-        containers=tuple(_container(spec, c, max_pids) for c in spec.containers),
+        containers=tuple(
+            _container(spec, c, pids)
+            for c, pids in zip(
+                spec.containers,
+                pids_limits([c.resources.limits.pids for c in spec.containers], max_pids),
+                strict=True,
+            )
+        ),
         restart_policy=_RESTART[spec.restart_policy],
         volumes=volumes,
         owner=owner,
@@ -265,6 +296,8 @@ class WorkloadService:
         self.docker_host = docker_host
         self.firewall = IptablesFirewall(firewall_tag(node_id), egress)
         self.controller: Controller | None = None
+        self._runtime: DockerRuntime | None = None
+        """The engine's adapter once the engine answered."""
         self.logs: WorkloadLogs | None = None
         self.engine_error: EngineUnavailable | None = None
         """Why this node offers no compute, while the engine does not answer."""
@@ -312,12 +345,24 @@ class WorkloadService:
             firewall=self.firewall,
             sandbox_rootfs=busybox_rootfs_tar,
         )
-        self.controller = controller
+        self.controller, self._runtime = controller, engine.runtime
         try:
             await self._serve(engine, controller, task_status)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(10):
                 await self._release(engine)
+
+    async def engine_data_root(self) -> Path | None:
+        """Where the engine keeps images, containers and volumes (`DockerRootDir`), as it says
+        through the adapter the replicas run on (the image GC asks the same); None until the
+        engine first answered, and while it does not."""
+        if self._runtime is None:
+            return None
+        try:
+            root = await self._runtime.data_root()
+        except RuntimeFailure:
+            return None
+        return Path(root) if root else None
 
     async def _release(self, engine: Engine) -> None:
         """On the way out: the host rules go only if no replica of this node still runs (the

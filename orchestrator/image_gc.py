@@ -102,8 +102,9 @@ class FilesystemUsage:
         return 100.0 * (self.capacity_bytes - self.available_bytes) / self.capacity_bytes
 
 
-def disk_usage(path: str) -> FilesystemUsage:
-    """The usage of the filesystem that holds `path` (`OSError` if it is not on this host)."""
+def disk_usage(path: str | os.PathLike[str]) -> FilesystemUsage:
+    """The usage of the filesystem that holds `path` (`OSError` if it is not on this host): what
+    the image GC and the node's disk pressure both measure."""
     stats = os.statvfs(path)
     return FilesystemUsage(stats.f_blocks * stats.f_frsize, stats.f_bavail * stats.f_frsize)
 

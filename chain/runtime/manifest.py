@@ -49,7 +49,8 @@ MAX_MEMORY_BYTES = 1024 * GIB
 MAX_DISK_BYTES = 64 * 1024 * GIB
 MAX_PIDS_LIMIT = 32768
 """The most processes and threads a manifest may give one container (`resources.limits.pids`):
-Linux's traditional pid_max. Each node caps it lower (`statemesh node --max-pids`)."""
+Linux's traditional pid_max. Each node caps a replica, its containers together, lower
+(`statemesh node --max-pids`)."""
 CAPABILITIES = frozenset(
     {
         "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",

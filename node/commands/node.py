@@ -98,8 +98,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=int,
         default=DEFAULT_MAX_PIDS,
         metavar="N",
-        help="the most processes and threads any container of a replica may have, whatever its "
-        f"manifest asks (default {DEFAULT_MAX_PIDS}; without a manifest limit, 1024)",
+        help="the most processes and threads a replica may have, all its containers together, "
+        "whatever its manifest asks: each container gets its manifest limit (1024 without one) "
+        "within a fair share of N, and at least 1 "
+        f"(default {DEFAULT_MAX_PIDS})",
     )
     node.add_argument(
         "--disk-high-water",

@@ -16,14 +16,10 @@ import trio.testing
 
 from chain.runtime import apps, nodes
 from chain.runtime.manifest import GIB, validate_manifest
-from node.disk_pressure import (
-    DiskPressureMonitor,
-    RemoteEngine,
-    WaterMarks,
-    engine_data_root,
-    under_pressure,
-)
+from node.disk_pressure import DiskPressureMonitor, WaterMarks, under_pressure
 from node.presence import Capacity, PresenceService, allocated_disk_gib, under_disk_pressure
+from node.workloads import WorkloadService
+from orchestrator.errors import EngineUnavailable, RuntimeFailure
 from orchestrator.image_gc import FilesystemUsage
 from tests.factories import ALICE
 from tests.unit.test_apps import CREATE, DELETE, active_chain
@@ -87,12 +83,6 @@ def test_bad_water_marks_are_refused(high: int, low: int) -> None:
         WaterMarks(high=high, low=low)
 
 
-def test_a_remote_engine_is_not_watched_and_a_silent_one_has_no_data_root(tmp_path: Path) -> None:
-    with pytest.raises(RemoteEngine, match="tcp://10.1.2.3:2375 is not on this host"):
-        trio.run(engine_data_root, "tcp://10.1.2.3:2375")
-    assert trio.run(engine_data_root, f"unix://{tmp_path}/nothing.sock") is None
-
-
 class Disk:
     """A filesystem whose usage the test sets, and an engine that says where its root is."""
 
@@ -102,8 +92,7 @@ class Disk:
         self.gone = False
         self.asked = 0
 
-    async def data_root(self, host: str | None) -> Path | None:
-        assert host == "unix:///run/engine.sock"
+    async def data_root(self) -> Path | None:
         self.asked += 1
         return self.root
 
@@ -121,7 +110,7 @@ def test_the_watch_logs_once_when_pressure_starts_and_once_when_it_ends(
     monitor = DiskPressureMonitor(
         MARKS,
         lambda: "unix:///run/engine.sock",
-        data_root=disk.data_root,
+        disk.data_root,
         usage=disk.usage,
         period_seconds=1.0,
     )
@@ -174,7 +163,10 @@ def test_the_watch_logs_once_when_pressure_starts_and_once_when_it_ends(
 def test_a_remote_engine_is_said_once_and_never_pressured(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monitor = DiskPressureMonitor(MARKS, lambda: "tcp://10.1.2.3:2375", period_seconds=1.0)
+    disk = Disk()
+    monitor = DiskPressureMonitor(
+        MARKS, lambda: "tcp://10.1.2.3:2375", disk.data_root, period_seconds=1.0
+    )
 
     async def main() -> None:
         with trio.move_on_after(5):
@@ -186,6 +178,18 @@ def test_a_remote_engine_is_said_once_and_never_pressured(
         "the engine at tcp://10.1.2.3:2375 is not on this host: its disk pressure is not watched"
     ]
     assert not monitor.under_pressure()
+    assert disk.asked == 0  # its data root is on another machine: never asked for
+
+
+def test_an_engine_that_never_answered_has_no_data_root_and_is_not_measured() -> None:
+    disk = Disk()
+    disk.root = None
+    monitor = DiskPressureMonitor(
+        MARKS, lambda: "unix:///run/engine.sock", disk.data_root, usage=disk.usage
+    )
+    trio.run(monitor.check)
+    trio.run(monitor.check)
+    assert disk.asked == 2 and monitor.data_root is None and not monitor.under_pressure()
 
 
 @pytest.mark.parametrize(
@@ -314,3 +318,32 @@ def test_pressure_that_ends_before_the_next_look_is_undone_at_once() -> None:
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     assert 1 in declared and declared[-1] == 10, declared
+
+
+class Adapter:
+    """The engine adapter's `data_root`, as an engine answers it (or does not)."""
+
+    def __init__(self, root: str | RuntimeFailure) -> None:
+        self.root = root
+
+    async def data_root(self) -> str:
+        if isinstance(self.root, RuntimeFailure):
+            raise self.root
+        return self.root
+
+
+@pytest.mark.parametrize(
+    ("adapter", "root"),
+    [
+        (None, None),  # the engine never answered
+        (Adapter("/var/lib/docker"), Path("/var/lib/docker")),
+        (Adapter(""), None),  # an engine that does not say
+        (Adapter(EngineUnavailable("unix:///run/engine.sock", "gone")), None),
+    ],
+)
+def test_the_data_root_is_asked_of_the_engine_through_its_adapter(
+    adapter: Adapter | None, root: Path | None
+) -> None:
+    workloads = WorkloadService(None, b"\x01" * 32, "dev", None)  # type: ignore[arg-type]
+    workloads._runtime = adapter  # type: ignore[assignment]
+    assert trio.run(workloads.engine_data_root) == root

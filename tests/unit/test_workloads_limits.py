@@ -1,14 +1,17 @@
 """A container's process limit as the node gives it to the engine: the manifest's, else the
-default, never past the node's cap (a tenant cannot lift it), and never unlimited."""
+default, within its share of the node's cap, which holds for a replica's containers together (a
+tenant cannot lift it, nor multiply it with containers), and never unlimited."""
 
 from __future__ import annotations
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chain.runtime.apps import ReplicaEntry
 from chain.runtime.manifest import MAX_PIDS_LIMIT, Manifest, validate_manifest
-from node.workloads import DEFAULT_MAX_PIDS, replica_spec
+from node.workloads import DEFAULT_MAX_PIDS, pids_limits, replica_spec
 from orchestrator.spec import DEFAULT_PIDS_LIMIT
 from tests.factories import ALICE
 from tests.unit.test_apps import CREATE, WEB, active_chain, nodes_of
@@ -65,8 +68,56 @@ def test_without_a_cap_given_the_node_default_cap_applies() -> None:
     assert DEFAULT_PIDS_LIMIT <= DEFAULT_MAX_PIDS
 
 
-def test_each_container_gets_its_own_limit() -> None:
-    assert limits(with_pids(50, None, 9000), max_pids=2048) == [50, DEFAULT_PIDS_LIMIT, 2048]
+def test_each_container_gets_its_own_limit_within_the_replicas_cap() -> None:
+    assert limits(with_pids(50, None, 9000), max_pids=4096) == [50, DEFAULT_PIDS_LIMIT, 3022]
+    # The cap is shared: 50 asked, the other two split the rest.
+    assert limits(with_pids(50, None, 9000), max_pids=2048) == [50, 999, 999]
+
+
+def test_a_replica_of_many_containers_never_gets_more_than_the_cap() -> None:
+    """Eight containers each asking the most a manifest allows: together the node's cap, not
+    eight times it (which is a host's whole pid_max)."""
+    got = limits(with_pids(*[MAX_PIDS_LIMIT] * 8))
+    assert got == [DEFAULT_MAX_PIDS // 8] * 8
+    assert sum(got) == DEFAULT_MAX_PIDS
+    assert limits(with_pids(*[None] * 8)) == [DEFAULT_MAX_PIDS // 8] * 8  # not 8 x 1024
+
+
+@pytest.mark.parametrize(
+    ("asked", "cap", "expected"),
+    [
+        ([], 100, []),
+        ([None], 100, [100]),
+        ([10, 10], 100, [10, 10]),  # within the cap: as asked
+        ([1000, 1000], 100, [50, 50]),
+        ([1000, 1000, 1000], 100, [33, 33, 34]),  # the remainder to the last served
+        ([10, 1000], 100, [10, 90]),  # a small ask leaves the rest to the other
+        ([1000, 10], 100, [90, 10]),  # whatever the order
+        ([60, 60], 100, [50, 50]),
+        ([30, 60, 1000], 100, [30, 35, 35]),
+        ([1, 1, 1, 1000], 8, [1, 1, 1, 5]),
+        ([1000] * 8, 4, [1] * 8),  # more containers than the cap: at least one each
+        ([None] * 8, DEFAULT_MAX_PIDS, [DEFAULT_MAX_PIDS // 8] * 8),
+    ],
+)
+def test_the_cap_is_shared_fairly(asked: list[int | None], cap: int, expected: list[int]) -> None:
+    assert pids_limits(asked, cap) == expected
+
+
+@given(
+    asked=st.lists(st.none() | st.integers(1, MAX_PIDS_LIMIT), max_size=8),
+    cap=st.integers(1, 100_000),
+)
+def test_a_replica_stays_within_the_cap_and_no_container_past_its_ask(
+    asked: list[int | None], cap: int
+) -> None:
+    got = pids_limits(asked, cap)
+    wanted = [DEFAULT_PIDS_LIMIT if a is None else a for a in asked]
+    assert len(got) == len(asked)
+    assert all(1 <= g <= w for g, w in zip(got, wanted, strict=True))
+    assert sum(got) <= max(cap, len(asked))
+    if sum(wanted) <= cap:
+        assert got == wanted  # nothing to share: each gets what it asks
 
 
 def test_the_desired_state_applies_its_nodes_cap() -> None:
