@@ -309,6 +309,8 @@ def test_pressure_that_ends_before_the_next_look_is_undone_at_once() -> None:
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(presence._keep_registration)
+            # Half-way between the node's looks (every second), never at the same instant.
+            await trio.sleep(0.5)
             for _ in range(3):
                 await trio.sleep(1)
                 record = nodes.get_node(chain.state, NODE_KEYS[0].public)

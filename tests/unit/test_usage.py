@@ -81,13 +81,13 @@ def test_retained_volumes_are_reported_while_the_chain_keeps_their_instance() ->
     until = 10**6
     kept = {
         3: KeptInstance("db", ALICE.public, until),  # deleted, retained
-        4: KeptInstance("db", BOB.public, None),  # alive: its volumes are its replicas'
+        4: KeptInstance("db", BOB.public, None),  # alive
     }
     volumes = [
         VolumeUsage("c", "db", 3, 0, "data", 100),
         VolumeUsage("c", "db", 3, 0, "logs", 20),
         VolumeUsage("c", "db", 3, 1, "data", 7),
-        VolumeUsage("c", "db", 4, 0, "data", 1_000),  # a live instance's replica moved away
+        VolumeUsage("c", "db", 4, 0, "data", 1_000),  # a live instance's, its replica moved away
         VolumeUsage("c", "db", 2, 0, "data", 1_000),  # retention over
         VolumeUsage("other", "db", 3, 0, "data", 1_000),  # another chain's
         VolumeUsage("c", "web", 3, 0, "data", 1_000),  # not the name the chain kept it for
@@ -95,11 +95,16 @@ def test_retained_volumes_are_reported_while_the_chain_keeps_their_instance() ->
     assert retained_records(volumes, kept, "c") == [
         UsageRecord("db", 0, 3, 0, 0, 0, 120),
         UsageRecord("db", 1, 3, 0, 0, 0, 7),
+        UsageRecord("db", 0, 4, 0, 0, 0, 1_000),
     ]
     # A deleted replica still stopping in the period and its retained volumes: one record.
     stopping = UsageRecord("db", 0, 3, 900, 64, 4_000, 100)
     merged = usage_records([stopping], retained_records(volumes, kept, "c"))
-    assert merged == [replace(stopping, disk_bytes=120), UsageRecord("db", 1, 3, 0, 0, 0, 7)]
+    assert merged == [
+        replace(stopping, disk_bytes=120),
+        UsageRecord("db", 0, 4, 0, 0, 0, 1_000),
+        UsageRecord("db", 1, 3, 0, 0, 0, 7),
+    ]
     assert usage.decode_records(encode_records(merged)) == merged
 
 
