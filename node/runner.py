@@ -112,6 +112,9 @@ class NodeConfig:
     placed on it, until it is below the low mark again."""
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     """An image larger than this once pulled is refused and removed again."""
+    allow_private_registries: bool = False
+    """Whether tenants' images may come from registries on loopback, private or link-local
+    addresses (by default only public registries, and Docker Hub names through the engine)."""
     image_gc: ImageGcPolicy = field(default_factory=ImageGcPolicy)
     """When unused images this node pulled are removed (kubelet's image GC marks)."""
 
@@ -184,6 +187,7 @@ class Node:
                     egress=config.workload_egress,
                     max_pids=config.max_pids,
                     max_image_bytes=config.max_image_bytes,
+                    allow_private_registries=config.allow_private_registries,
                     image_gc=config.image_gc,
                 )
                 if presence is not None and config.compute

@@ -285,10 +285,13 @@ class WorkloadService:
         egress: EgressPolicy = EgressPolicy.ALLOW,
         max_pids: int = DEFAULT_MAX_PIDS,
         max_image_bytes: int | None = DEFAULT_MAX_IMAGE_BYTES,
+        allow_private_registries: bool = False,
         image_gc: ImageGcPolicy | None = None,
     ) -> None:
         self.max_image_bytes = max_image_bytes
         """An image larger than this once pulled is removed again (`ImageTooLarge`)."""
+        self.allow_private_registries = allow_private_registries
+        """Whether tenants' images may come from registries only this node reaches."""
         self.image_gc = image_gc or ImageGcPolicy()
         self.chain = chain
         self.node_id = node_id
@@ -319,6 +322,7 @@ class WorkloadService:
             try:
                 engine = await connect_engine(self.docker_host)
                 engine.runtime.max_image_bytes = self.max_image_bytes
+                engine.runtime.allow_private_registries = self.allow_private_registries
                 break
             except EngineUnavailable as exc:
                 if self.engine_error is None or self.engine_error.cause != exc.cause:

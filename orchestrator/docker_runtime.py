@@ -4,12 +4,15 @@ a worker thread here, and every SDK error is translated into the orchestrator's 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
+import socket
+import threading
 from collections.abc import AsyncGenerator, Callable, Collection, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import docker
 import docker.errors
@@ -31,6 +34,7 @@ from orchestrator.errors import (
     StartFailed,
 )
 from orchestrator.image_gc import ImageUsage
+from orchestrator.registry import private_registry_address, registry_host, resolve_host
 from orchestrator.runtime import (
     ContainerInfo,
     ContainerState,
@@ -44,7 +48,6 @@ from orchestrator.runtime import (
     RuntimeEvent,
     VolumeInfo,
 )
-from orchestrator.spec import ImagePullPolicy
 
 if TYPE_CHECKING:
     # trio-typing's stubs (a libp2p dependency) shadow trio's own types and keep TaskStatus.
@@ -63,8 +66,8 @@ _NEVER = "0001-01-01T00:00:00Z"
 MAX_PARTIAL_LINE_BYTES = 64 * 1024
 """A followed line longer than this is passed on in pieces, so one cannot grow without bound."""
 PULL_TIMEOUT_SECONDS = 600.0
-"""A pull that takes longer fails (the SDK sets no timeout on pulls: a registry that stalls would
-hold a thread for ever)."""
+"""A pull that takes longer fails, and the engine is made to cancel it (the SDK sets no timeout
+on pulls: a registry that stalls would hold a thread, and a slot of the pulls, for ever)."""
 MAX_CONCURRENT_PULLS = 4
 NO_CREDENTIALS: dict[str, str] = {}
 """The auth every pull sends. The SDK sends the client's stored logins (the operator's
@@ -92,18 +95,126 @@ def is_digest_reference(image: str) -> bool:
     return "@" in image
 
 
-def _pull_reference(image: str) -> tuple[str, str, str]:
-    """The SDK's (repository, tag) for a pull of `image`, and the reference the engine then
-    knows it by: `NAME:TAG` (`latest` if none) or `NAME@DIGEST`."""
+def _pull_reference(image: str) -> tuple[str, str]:
+    """The repository of `image` and the reference its registry is asked about: `NAME:TAG`
+    (`latest` if none) or `NAME@DIGEST`."""
     repository, tag = docker.utils.parse_repository_tag(image)
     if is_digest_reference(image):
-        return repository, str(tag), f"{repository}@{tag}"
-    tag = tag or "latest"
-    return repository, tag, f"{repository}:{tag}"
+        return repository, f"{repository}@{tag}"
+    return repository, f"{repository}:{tag or 'latest'}"
 
 
 class _PullFailed(Exception):
     """The engine reported an error inside a pull's progress stream."""
+
+
+class _PullTooLarge(Exception):
+    """The layers a pull downloads add up to more than the node's cap."""
+
+    def __init__(self, size_bytes: int, cap_bytes: int) -> None:
+        super().__init__(size_bytes, cap_bytes)
+        self.size_bytes = size_bytes
+        self.cap_bytes = cap_bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Pulled:
+    image_id: str
+    reference: str
+    """`NAME@sha256:...`: what was pulled, and what a container is created from."""
+
+
+class PullClient(Protocol):
+    """An engine client for one pull, whose connections another thread can shut down."""
+
+    api: Any
+    """The SDK's low-level client (`docker.APIClient`)."""
+
+    def abort(self) -> None:
+        """Shuts every connection of the client down, now and as soon as one is opened: a call
+        blocked on one returns at once, and the engine cancels what it was doing for it."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class _EnginePullClient:
+    """A `docker.APIClient` of its own for one pull, whose sockets it keeps so that the trio side
+    can shut them down. Closing a response from another thread does not wake a read blocked on
+    it, and before the engine has the manifest there is no response yet (it answers nothing
+    until then); shutting the socket down does wake the read, and the engine, seeing the
+    connection closed, cancels the pull: its downloads stop and an unfinished pull leaves no
+    image (measured with dockerd 20.10)."""
+
+    def __init__(self, host: str, version: str, timeout: float | None) -> None:
+        self.api = docker.APIClient(base_url=host, version=version, timeout=timeout)
+        self._lock = threading.Lock()
+        self._connections: list[Any] = []
+        self._aborted = False
+        for adapter in self.api.adapters.values():
+            self._track(adapter)
+
+    def _track(self, adapter: Any) -> None:
+        """Every connection the adapter's pools make is recorded once connected (requests looks
+        a pool up through `get_connection_with_tls_context`, docker-py's adapters too)."""
+        get_pool = adapter.get_connection_with_tls_context
+
+        def tracked_pool(*args: Any, **kwargs: Any) -> Any:
+            pool = get_pool(*args, **kwargs)
+            if not getattr(pool, "_statemesh_tracked", False):
+                new_connection = pool._new_conn
+
+                def tracked_connection() -> Any:
+                    connection = new_connection()
+                    self._watch(connection)
+                    return connection
+
+                pool._new_conn = tracked_connection
+                pool._statemesh_tracked = True
+            return pool
+
+        adapter.get_connection_with_tls_context = tracked_pool
+
+    def _watch(self, connection: Any) -> None:
+        connect = connection.connect
+
+        def tracked_connect() -> None:
+            connect()
+            with self._lock:
+                self._connections.append(connection)
+                if self._aborted:
+                    _shut(connection)
+
+        connection.connect = tracked_connect
+
+    def abort(self) -> None:
+        with self._lock:
+            self._aborted = True
+            for connection in self._connections:
+                _shut(connection)
+
+    def close(self) -> None:
+        self.api.close()
+
+
+def _shut(connection: Any) -> None:
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _downloaded_bytes(layers: dict[str, int], progress: Mapping[str, Any]) -> int:
+    """Adds a progress message of a pull to `layers` (each layer's size, as far as known) and
+    returns their sum. The engine reports a layer's size (its compressed blob's, from the
+    manifest) with its first bytes ("Downloading", `progressDetail.total`); what it has read
+    counts too, in case the registry sends more than its manifest said."""
+    if progress.get("status") == "Downloading":
+        detail = progress.get("progressDetail") or {}
+        layer = str(progress.get("id", ""))
+        seen = max(int(detail.get("total") or 0), int(detail.get("current") or 0))
+        layers[layer] = max(layers.get(layer, 0), seen)
+    return sum(layers.values())
 
 
 class DockerRuntime:
@@ -113,11 +224,15 @@ class DockerRuntime:
     every create of a replica's container pulls its image first, whatever the spec's pull
     policy says, so a tenant never runs an image that is only in the engine's store (the
     operator's, or another tenant's private one) and always gets the registry's current
-    content. Pulls are anonymous (`NO_CREDENTIALS`), never with the operator's logins. An
-    `image@sha256:` reference is taken from the store without a pull only if this runtime
-    pulled that digest for an app. Images the node builds itself (`ensure_local_image`: the pod
-    sandbox) are the only ones used without a pull, and are never pulled over. An image larger
-    than `max_image_bytes` after its pull is removed again (`ImageTooLarge`)."""
+    content. A tag is resolved to its digest by the registry and `NAME@sha256:...` is pulled
+    and run: a tenant's pull never creates, moves or removes a tag of the engine's store (the
+    operator's). Pulls are anonymous (`NO_CREDENTIALS`), never with the operator's logins, and
+    only from public registries unless `allow_private_registries`. An `image@sha256:` reference
+    is taken from the store without a pull only if this runtime pulled that digest for an app.
+    Images the node builds itself (`ensure_local_image`: the pod sandbox) are the only ones used
+    without a pull, and are never pulled over. A pull whose layers add up to more than
+    `max_image_bytes` is cancelled as soon as the engine reports them, and an image larger than
+    that once pulled is removed again (`ImageTooLarge`)."""
 
     def __init__(
         self,
@@ -129,6 +244,8 @@ class DockerRuntime:
         max_image_bytes: int | None = None,
         pull_timeout_seconds: float = PULL_TIMEOUT_SECONDS,
         image_usage: ImageUsage | None = None,
+        allow_private_registries: bool = False,
+        pull_client: Callable[[], PullClient] | None = None,
     ) -> None:
         self._client = client
         self._api = client.api
@@ -139,11 +256,19 @@ class DockerRuntime:
         self._exec_limiter = trio.CapacityLimiter(max_threads)
         # A followed log holds a thread for as long as it is followed: a pool of their own.
         self._follow_limiter = trio.CapacityLimiter(max_log_follows)
-        # Pulls may take minutes and are abandoned on timeout: a pool of their own.
+        # Pulls may take minutes: a pool of their own. A pull that times out is cancelled (its
+        # connection shut down), which frees its slot at once.
         self._pull_limiter = trio.CapacityLimiter(MAX_CONCURRENT_PULLS)
         self.max_image_bytes = max_image_bytes
-        """A pulled image larger than this is removed again; None: no cap."""
+        """A pull whose layers add up to more than this is cancelled, and an image larger than
+        this once pulled is removed again; None: no cap."""
         self.pull_timeout_seconds = pull_timeout_seconds
+        self.allow_private_registries = allow_private_registries
+        """Whether tenants' images may come from registries on loopback, private or link-local
+        addresses, which only this node reaches (`--allow-private-registries`)."""
+        self.resolve_host: Callable[[str], list[str]] = resolve_host
+        """The addresses of a registry's host name (blocking: called in a thread)."""
+        self._pull_client = pull_client or self._engine_pull_client
         self.image_usage = image_usage or ImageUsage()
         """The images this runtime pulled for apps and their last use, for the image GC."""
         self._built: set[str] = {labels.SANDBOX_IMAGE}
@@ -218,61 +343,113 @@ class DockerRuntime:
             data_root=str(raw.get("DockerRootDir", "")),
         )
 
-    async def ensure_image(self, image: str, policy: ImagePullPolicy) -> None:
-        """Pulls `image` for an app whatever `policy` says (see the class): a tag always, a
-        digest unless this runtime pulled it before; a node-built image is not pulled."""
-        if image in self._built or image in self._pulled_digests:
-            return
-        await self.pull(image)
-
     async def pull(self, image: str) -> str:
-        """Pulls `image` anonymously and returns its id; records it for the image GC and its
-        digests as pulled. `ImageUnavailable` if it cannot be pulled, `ImageTooLarge` (after
-        removing it again) if it is larger than `max_image_bytes`."""
+        """Pulls `image` for an app and returns its id (see `_pull`)."""
+        return (await self._pull(image)).image_id
+
+    async def _pull(self, image: str) -> _Pulled:
+        """Pulls `image` anonymously, a tag as the digest its registry resolves it to, and
+        records that digest as pulled and the image for the image GC. `ImageUnavailable` if it
+        cannot be pulled or its registry is private, `ImageTooLarge` if its layers or the image
+        are larger than `max_image_bytes` (the pull is cancelled, or the image removed again)."""
         if image in self._built:
             raise ImageUnavailable(image, "it is built by this node and never pulled")
-        repository, tag, reference = _pull_reference(image)
+        repository, reference = _pull_reference(image)
+        cap = self.max_image_bytes
+        client = self._pull_client()
 
-        def pull() -> dict[str, Any]:
-            if is_digest_reference(image):
-                # The engine does not ask the registry about a digest it has (measured: "Image
-                # is up to date" after one GET /v2/), so an operator's private image pulled by
-                # digest would pass. Asking for its descriptor goes to the registry, anonymously.
-                self._api.inspect_distribution(image, auth_config=NO_CREDENTIALS)
-            stream = self._api.pull(
-                repository, tag=tag, stream=True, decode=True, auth_config=NO_CREDENTIALS
-            )
-            for progress in stream:
-                # Most failures come back as an HTTP error; some only in the stream.
-                if "error" in progress:
-                    raise _PullFailed(str(progress["error"]))
-            return dict(self._api.inspect_image(reference))
+        def pull() -> tuple[str, dict[str, Any]]:
+            api = client.api
+            try:
+                # The registry is asked, anonymously, for what the reference names now. For a
+                # digest too: the engine does not ask the registry about a digest it has
+                # (measured: "Image is up to date" after one GET /v2/), so an operator's private
+                # image pulled by digest would pass.
+                found = api.inspect_distribution(reference, auth_config=NO_CREDENTIALS)
+                digest = str((found.get("Descriptor") or {}).get("digest") or "")
+                if not digest.startswith("sha256:"):
+                    raise _PullFailed(f"the registry gave no digest for {reference}")
+                pinned = reference if is_digest_reference(image) else f"{repository}@{digest}"
+                # A pull by digest creates no tag: the store's tags stay the operator's.
+                stream = api.pull(
+                    repository,
+                    tag=pinned.rsplit("@", 1)[1],
+                    stream=True,
+                    decode=True,
+                    auth_config=NO_CREDENTIALS,
+                )
+                layers: dict[str, int] = {}
+                for progress in stream:
+                    # Most failures come back as an HTTP error; some only in the stream.
+                    if "error" in progress:
+                        raise _PullFailed(str(progress["error"]))
+                    size = _downloaded_bytes(layers, progress)
+                    if cap is not None and size > cap:
+                        raise _PullTooLarge(size, cap)  # the connection is shut below: cancelled
+                return pinned, dict(api.inspect_image(pinned))
+            finally:
+                client.abort()
+                client.close()
 
         try:
             with trio.fail_after(self.pull_timeout_seconds):
-                raw = await self._call(pull, long_running=True, limiter=self._pull_limiter)
+                await self._check_registry(image)
+                pinned, raw = await self._call(pull, long_running=True, limiter=self._pull_limiter)
         except trio.TooSlowError:
             raise ImageUnavailable(
-                image, f"the pull did not finish within {self.pull_timeout_seconds:.0f} s"
+                image, f"the pull did not finish within {self.pull_timeout_seconds:g} s"
             ) from None
         except docker.errors.APIError as e:
             raise ImageUnavailable(image, _explanation(e)) from e
         except _PullFailed as e:
             raise ImageUnavailable(image, str(e)) from e
+        except _PullTooLarge as e:
+            raise ImageTooLarge(image, e.size_bytes, e.cap_bytes) from None
+        finally:
+            # An abandoned pull's thread is blocked on the engine: shutting its connection down
+            # ends it (and frees its slot of the pull limiter), and the engine cancels the pull.
+            client.abort()
         image_id, size = str(raw["Id"]), int(raw.get("Size") or 0)
-        if self.max_image_bytes is not None and size > self.max_image_bytes:
-            await self._drop_too_large(reference, image_id)
-            raise ImageTooLarge(image, size, self.max_image_bytes)
-        digests = [str(d) for d in raw.get("RepoDigests") or ()]
-        self._pulled_digests.update(digests)
-        if is_digest_reference(image):
-            self._pulled_digests.add(image)
-        self.image_usage.used(image_id, reference)
-        return image_id
+        if cap is not None and size > cap:
+            await self._drop_too_large(pinned, image_id)
+            raise ImageTooLarge(image, size, cap)
+        self._pulled_digests.add(pinned)
+        self.image_usage.used(image_id, pinned)
+        return _Pulled(image_id, pinned)
+
+    def _engine_pull_client(self) -> PullClient:
+        return _EnginePullClient(self.host, str(self._api.api_version), self._api.timeout)
+
+    async def _check_registry(self, image: str) -> None:
+        """`ImageUnavailable` unless `image`'s registry is public (or private ones are allowed):
+        a tenant must not make this node pull from a registry only the node reaches (its own on
+        loopback, the operator's internal one, a cloud's link-local services)."""
+        host = registry_host(image)
+        if host is None or self.allow_private_registries:
+            return
+        try:
+            # Resolved here, in a thread. The engine resolves the name again when it pulls, so a
+            # name that then answers with another address (DNS rebinding) still gets through.
+            # trio-typing's stubs predate `abandon_on_cancel`.
+            addresses = await trio.to_thread.run_sync(  # type: ignore[call-arg]
+                self.resolve_host, host, abandon_on_cancel=True
+            )
+        except OSError as e:
+            raise ImageUnavailable(image, f"its registry host {host} does not resolve: {e}") from e
+        for address in addresses:
+            what = private_registry_address(address)
+            if what is not None:
+                shown = host if host == address else f"{host} ({address})"
+                raise ImageUnavailable(
+                    image,
+                    f"its registry {shown} is {what}, which only this node reaches; tenants' "
+                    "images come from public registries (a node may allow private ones with "
+                    "--allow-private-registries)",
+                )
 
     async def _drop_too_large(self, reference: str, image_id: str) -> None:
-        """Removes what a refused pull brought: the reference, and the image if nothing else
-        keeps it (an image a container uses, or the operator tagged, stays)."""
+        """Removes what a refused pull brought: the digest reference, and the image if nothing
+        else keeps it (an image a container uses, or the operator tagged, stays)."""
         try:
             await self.remove_pulled_image(image_id, [reference])
         except RuntimeFailure as e:
@@ -309,9 +486,9 @@ class DockerRuntime:
         return _from_inspect(raw)
 
     async def create(self, request: CreateRequest) -> str:
-        """Pulls the image first (see the class; the request's pull policy is not followed),
-        except a node-built one and a digest this runtime pulled before, which are pulled only
-        if the engine no longer has them."""
+        """Pulls the image first and creates the container from the digest pulled (see the
+        class; the request's pull policy is not followed), except a node-built image and a
+        digest this runtime pulled before, which is pulled only if the engine no longer has it."""
         image = request.image
         if image in self._built:
             return await self._create(request)
@@ -323,9 +500,9 @@ class DockerRuntime:
             else:
                 await self._used(image)
                 return container_id
-        image_id = await self.pull(image)
-        container_id = await self._create(request)
-        self.image_usage.used(image_id)
+        pulled = await self._pull(image)
+        container_id = await self._create(dataclasses.replace(request, image=pulled.reference))
+        self.image_usage.used(pulled.image_id)
         return container_id
 
     async def _used(self, image: str) -> None:
@@ -703,22 +880,27 @@ class DockerRuntime:
         return {str(row.get("ImageID") or "") for row in rows} - {""}
 
     async def remove_pulled_image(self, image_id: str, references: Collection[str]) -> bool:
-        """Untags `references` of image `image_id` that still point to it, then removes the
-        image if no tag is left (never by force: one a container uses stays). True if gone."""
+        """Removes the digest `references` (`NAME@sha256:...`, as pulled) of image `image_id`
+        and then the image, unless something else keeps it (never by force): any tag (the node
+        makes none: the operator's; the digests of a tagged repository stay with it), another
+        digest reference, or a container. True if the image is gone."""
 
         def remove() -> bool:
             try:
                 raw = self._api.inspect_image(image_id)
             except docker.errors.ImageNotFound:
                 return True
-            tags = set(raw.get("RepoTags") or ())
-            for reference in references:
-                if reference in tags:
-                    with contextlib.suppress(docker.errors.ImageNotFound):
-                        self._api.remove_image(reference)
-                    tags.discard(reference)
-            if tags:
-                return False  # someone else's tag keeps it
+            tags = [str(t) for t in raw.get("RepoTags") or ()]
+            tagged = {docker.utils.parse_repository_tag(t)[0] for t in tags}
+            digests = {str(d) for d in raw.get("RepoDigests") or ()}
+            for reference in sorted(digests & set(references)):
+                if reference.rsplit("@", 1)[0] in tagged:
+                    continue  # the engine lists a tag's digest as its own
+                with contextlib.suppress(docker.errors.ImageNotFound):
+                    self._api.remove_image(reference)
+                digests.discard(reference)
+            if tags or digests:
+                return False
             try:
                 self._api.remove_image(image_id)
             except docker.errors.ImageNotFound:

@@ -31,8 +31,9 @@ class PulledImage:
     """When a container of this node was last created from it, or last seen using it (the
     usage record's clock)."""
     references: set[str] = field(default_factory=set)
-    """The references it was pulled as (`NAME:TAG` or `NAME@sha256:...`): what removing it
-    untags. Tags of the image that are not here (the operator's) keep it."""
+    """The digest references it was pulled as (`NAME@sha256:...`; the node pulls a tag as its
+    digest and makes no tag): what removing it removes. A tag of the image (the operator's)
+    keeps it."""
 
 
 class ImageUsage:
@@ -143,8 +144,8 @@ class ImageStore(Protocol):
         ...
 
     async def remove_pulled_image(self, image_id: str, references: Collection[str]) -> bool:
-        """Removes the image's `references` and, if no other tag keeps it, the image. True if
-        the image is gone."""
+        """Removes the image's digest `references` and, unless a tag or another reference
+        keeps it, the image. True if the image is gone."""
         ...
 
 

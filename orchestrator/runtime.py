@@ -94,8 +94,9 @@ class CreateRequest:
     resources: Resources
     mounts: tuple[Mount, ...] = ()
     image_pull_policy: ImagePullPolicy = ImagePullPolicy.IF_NOT_PRESENT
-    """The spec's policy, kept for its hash and for other engines. The Docker runtime pulls
-    every tenant image at each create whatever it says (Kubernetes' `AlwaysPullImages`)."""
+    """The spec's policy, carried for engines to come; no runtime here follows it: the Docker
+    runtime pulls every tenant image at each create whatever it says (Kubernetes'
+    `AlwaysPullImages`), and the fake runtime of the tests ignores it too."""
     network: str | None = None
     join: str | None = None
     hostname: str | None = None
@@ -179,11 +180,6 @@ class ContainerRuntime(Protocol):
 
     async def info(self) -> EngineInfo: ...
 
-    async def ensure_image(self, image: str, policy: ImagePullPolicy) -> None:
-        """Makes sure the image is present for an app: the Docker runtime pulls it whatever
-        the policy (see `DockerRuntime`); `ImageUnavailable`."""
-        ...
-
     async def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         """Every container, in any state, that carries all of the labels."""
         ...
@@ -193,8 +189,9 @@ class ContainerRuntime(Protocol):
         ...
 
     async def create(self, request: CreateRequest) -> str:
-        """Returns the new container's id, its image pulled first as `ensure_image` does;
-        `ImageUnavailable` (`ImageTooLarge`), `CreateFailed`."""
+        """Returns the new container's id, its image pulled for the app first (the Docker runtime
+        pulls it at each create, see `DockerRuntime`); `ImageUnavailable` (`ImageTooLarge`),
+        `CreateFailed`."""
         ...
 
     async def start(self, container_id: str) -> None:

@@ -180,6 +180,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "(and a private --node-ip)",
     )
     node.add_argument(
+        "--allow-private-registries",
+        action="store_true",
+        help="let tenants' images come from registries on loopback, private or link-local "
+        "addresses, which only this node may reach (default: public registries only)",
+    )
+    node.add_argument(
         "action",
         nargs="?",
         choices=("workloads",),
@@ -322,6 +328,7 @@ def _run_node(args: argparse.Namespace) -> int:
         max_pids=args.max_pids,
         disk_marks=disk_marks,
         max_image_bytes=args.max_image_size,
+        allow_private_registries=args.allow_private_registries,
         image_gc=image_gc,
     )
     try:

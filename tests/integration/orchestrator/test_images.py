@@ -1,8 +1,9 @@
 """Images pulled for the tenant, on a real engine and a real registry (Debian's docker-registry):
 an image only the operator has is never run; a name the operator has is pulled fresh from the
-registry; a digest is taken from the store only if the node pulled it; the operator's registry
-logins are never sent; an image above the size cap is refused and removed; the image GC removes
-unused images the node pulled, least recently used first, and nothing else."""
+registry (as the digest the registry resolves it to: the operator's tag stays); a digest is
+taken from the store only if the node pulled it; the operator's registry logins are never sent;
+an image above the size cap is refused and removed; the image GC removes unused images the node
+pulled, least recently used first, and nothing else."""
 
 from __future__ import annotations
 
@@ -140,7 +141,8 @@ def test_a_name_the_operator_has_is_pulled_fresh_and_the_tenant_sees_the_registr
             runtime.close()
 
     assert trio.run(main).strip() == b"from-the-registry"
-    assert client.images.get(name).id != operators
+    # The tenant's pull was by digest: the operator's tag still names the operator's image.
+    assert client.images.get(name).id == operators
 
 
 def _delete_manifest(registry: LocalRegistry, repository: str, digest: str) -> None:
@@ -247,6 +249,7 @@ def test_the_operators_registry_logins_are_never_sent(
 
     async def main() -> None:
         runtime = await DockerRuntime.connect(docker_engine.host)
+        runtime.allow_private_registries = True  # the registry is on loopback
         try:
             with pytest.raises(ImageUnavailable) as raised:
                 await runtime.create(request(node_id, "private", reference))
@@ -289,6 +292,8 @@ def test_an_image_above_the_nodes_size_cap_is_refused_and_removed(
     trio.run(main)
     assert names_of(client, node_id) == []
     assert not present(client, name)
+    repository = name.rsplit(":", 1)[0]
+    assert client.api.images(name=repository, all=True) == []  # nor its digest
     assert present(client, busybox_image)  # another name of the same image keeps it
 
 
@@ -319,7 +324,7 @@ def test_image_gc_removes_unused_pulled_images_least_recently_used_first(
             )
             await runtime.start(running)
             # A container that is not the node's uses an image the node pulled: it stays too.
-            foreign = client.containers.create(names["foreign"], ["true"], network_mode="none")
+            foreign = client.containers.create(ids["foreign"], ["true"], network_mode="none")
             try:
                 # High mark 100 %: nothing to do.
                 idle = ImageCollector(runtime, ImageGcPolicy(100, 100, min_age_seconds=0))
@@ -338,8 +343,9 @@ def test_image_gc_removes_unused_pulled_images_least_recently_used_first(
     removed, ids, again = trio.run(main)
     assert removed == [ids["old"], ids["recent"]]
     assert again == []
-    assert not present(client, names["old"]) and not present(client, names["recent"])
-    assert present(client, names["running"]) and present(client, names["foreign"])
+    # The node pulled digests, never tags: the images are known by their ids.
+    assert not present(client, ids["old"]) and not present(client, ids["recent"])
+    assert present(client, ids["running"]) and present(client, ids["foreign"])
     assert client.images.get(operators).id == operators_id
     assert present(client, busybox_image)
 
@@ -374,9 +380,7 @@ def test_image_gc_above_the_high_mark_stops_below_the_low_mark(busybox_image: st
             try:
                 ids = {what: await runtime.pull(name) for what, name in names.items()}
                 await runtime.start(
-                    await runtime.create(
-                        request("gc", "running", names["running"], "sleep", "60")
-                    )
+                    await runtime.create(request("gc", "running", names["running"], "sleep", "60"))
                 )
                 root = await runtime.data_root()
                 before = disk_usage(root)
@@ -395,8 +399,8 @@ def test_image_gc_above_the_high_mark_stops_below_the_low_mark(busybox_image: st
         removed, ids, before, low, after = trio.run(main)
         assert removed == [ids["old"]], (before, low, after)
         assert after < low < before
-        assert not present(client, names["old"])
-        assert present(client, names["recent"]) and present(client, names["running"])
+        assert not present(client, ids["old"])
+        assert present(client, ids["recent"]) and present(client, ids["running"])
         assert client.images.get(operators).id == operators_id
     finally:
         stop_engine(engine)

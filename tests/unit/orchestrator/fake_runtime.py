@@ -47,7 +47,6 @@ from orchestrator.runtime import (
     RuntimeEvent,
     VolumeInfo,
 )
-from orchestrator.spec import ImagePullPolicy
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -250,12 +249,6 @@ class FakeRuntime:
         self._check()
         return EngineInfo(HOST, "fake", "1.41", 2, 2**30, "memory", "none", "0")
 
-    async def ensure_image(self, image: str, policy: ImagePullPolicy) -> None:
-        await trio.lowlevel.checkpoint()
-        self._check()
-        if image not in self.images or policy is ImagePullPolicy.ALWAYS:
-            raise ImageUnavailable(image, "pull access denied: no registry")
-
     async def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         await trio.lowlevel.checkpoint()
         self._check()
@@ -267,7 +260,12 @@ class FakeRuntime:
         return self._get(container_id).info()
 
     async def create(self, request: CreateRequest) -> str:
-        await self.ensure_image(request.image, request.image_pull_policy)
+        await trio.lowlevel.checkpoint()
+        self._check()
+        if request.image not in self.images:
+            # Images are "pulled" from `images`; the request's pull policy is ignored, as the
+            # Docker runtime ignores it.
+            raise ImageUnavailable(request.image, "pull access denied: no registry")
         if any(c.name == request.name for c in self.containers.values()):
             raise CreateFailed(f"cannot create {request.name}: the name is in use")
         if not request.command and not request.args:
