@@ -1,7 +1,8 @@
 """A registry a hostile tenant might name, on loopback: it speaks just enough of the registry API
 (v2) for the engine to pull one image of one layer, whose blob it floods (as fast as it can,
 up to a declared size far above any cap) or trickles (a byte now and then: a stalled pull), and
-it records what the engine read and when it hung up."""
+it records what the engine read and when it hung up; or it accepts connections and never
+answers (silent)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-Mode = Literal["flood", "trickle"]
+Mode = Literal["flood", "trickle", "silent"]
 _CHUNK = b"\0" * 65536
 _MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 
@@ -43,6 +44,8 @@ class HostileRegistry:
         self.mode = mode
         self.layer_bytes = layer_bytes
         self.blob = BlobRecord()
+        self.held = 0
+        """Connections a silent registry accepted and left unanswered."""
         self.seen: list[tuple[float, str, str]] = []
         """Every request: when (monotonic clock), its method and path."""
         self._stop = threading.Event()
@@ -98,6 +101,10 @@ class HostileRegistry:
                 pass
 
             def handle(self) -> None:
+                if registry.mode == "silent":
+                    registry.held += 1
+                    registry._stop.wait()
+                    return
                 # The engine tries TLS first; hanging up on its handshake makes it fall back to
                 # plain HTTP at once (a handshake left waiting takes it 10 s).
                 with contextlib.suppress(OSError):
