@@ -22,7 +22,7 @@ import requests
 import trio
 
 from orchestrator import labels
-from orchestrator.disk import directory_bytes
+from orchestrator.disk import Unmeasurable, directory_bytes
 from orchestrator.errors import (
     ContainerNotFound,
     CreateFailed,
@@ -275,6 +275,8 @@ class DockerRuntime:
         """Names of images the node builds itself: used as they are, never pulled over (a
         pull of a tag replaces it in the store, and a tenant naming the sandbox image must not
         swap the sandbox of every pod for a registry's)."""
+        self._volumes_unreadable = False
+        """Set once the node found it cannot read the engine's volumes (and said so)."""
         self._pulled_digests: set[str] = set()
         """`NAME@sha256:...` references this runtime pulled (as such, or as a tag's digest).
         In memory: after a restart a digest is pulled again before its first use."""
@@ -783,16 +785,24 @@ class DockerRuntime:
                 all=True, size=True, filters={"label": _label_filter(labels)}
             )
             containers = {str(r["Id"]): int(r.get("SizeRw") or 0) for r in rows}
-            volumes = {}
+            volumes, unmeasurable = {}, {}
             listed = self._api.volumes(filters={"label": _label_filter(labels)})
             for v in listed.get("Volumes") or []:
                 if (v.get("Options") or {}).get("type") == "tmpfs":
                     continue  # in memory: its size is the tmpfs's, and it counts as memory
+                name = str(v["Name"])
                 try:
-                    volumes[str(v["Name"])] = directory_bytes(str(v.get("Mountpoint") or ""))
-                except OSError:
-                    continue  # gone meanwhile, or on another host than this node
-            return DiskUsage(containers, volumes)
+                    volumes[name] = directory_bytes(str(v.get("Mountpoint") or ""))
+                except Unmeasurable as e:
+                    unmeasurable[name] = str(e)
+                except FileNotFoundError:
+                    continue  # removed meanwhile
+                except OSError as e:
+                    # Not on this host, or this node may not read the engine's folders.
+                    if not self._volumes_unreadable:
+                        log.warning("volumes cannot be measured, so no size limit holds: %s", e)
+                        self._volumes_unreadable = True
+            return DiskUsage(containers, volumes, unmeasurable)
 
         try:
             return await self._call(measure)
