@@ -210,6 +210,26 @@ def test_writing_past_a_disk_limit_evicts_the_replica_with_the_reason(
     assert volume_created(client, "keeps") == created["keeps"]
 
 
+def test_a_volume_too_deep_to_measure_evicts_its_replica(
+    node: NodeProcess, docker_engine: DockerEngine, busybox_image: str, tmp_path: Path
+) -> None:
+    text = WRITER.format(
+        name="deep",
+        image=busybox_image,
+        target="/space",
+        mib=1,
+        ephemeral="1Gi",
+        volume="emptyDir: {sizeLimit: 1Gi}",
+    ).replace(
+        "dd if=/dev/zero",
+        "cd /space && for i in $(seq 140); do mkdir d && cd d; done; dd if=/dev/zero",
+    )
+    deploy(node, tmp_path / "deep.yaml", text, "dev-alice")
+    line = node.wait_for(lambda: evicted(node, "deep"), timeout=60, what="deep evicted")
+    assert "volume space cannot be measured: it nests folders more than 128 deep" in line, line
+    assert node.call("system_health") is not None  # the node is unaffected
+
+
 def test_an_empty_dir_in_memory_is_a_tmpfs_of_its_size(
     node: NodeProcess, docker_engine: DockerEngine, busybox_image: str, tmp_path: Path
 ) -> None:
