@@ -69,6 +69,10 @@ PULL_TIMEOUT_SECONDS = 600.0
 """A pull that takes longer fails, and the engine is made to cancel it (the SDK sets no timeout
 on pulls: a registry that stalls would hold a thread, and a slot of the pulls, for ever)."""
 MAX_CONCURRENT_PULLS = 4
+_QUOTA_REFUSED = "supported only for overlay over xfs"
+"""What overlay2 says when asked for `--storage-opt size` on a data root that is not xfs mounted
+with `pquota` ("--storage-opt is supported only for overlay over xfs with 'pquota' mount
+option")."""
 NO_CREDENTIALS: dict[str, str] = {}
 """The auth every pull sends. The SDK sends the client's stored logins (the operator's
 `~/.docker/config.json`) when `auth_config` is None; any other value, this empty one too, is
@@ -88,6 +92,17 @@ def _label_filter(labels: Mapping[str, str]) -> list[str]:
 
 def _explanation(error: docker.errors.APIError) -> str:
     return str(error.explanation or error)
+
+
+def _quota_filesystem(info: Mapping[str, Any]) -> str | None:
+    """None if the engine's storage driver can cap a writable layer's size (overlay2 over xfs,
+    which then needs `pquota` too: only a create finds that out), else why it cannot."""
+    driver = str(info.get("Driver", ""))
+    status = {str(row[0]): str(row[1]) for row in info.get("DriverStatus") or [] if len(row) == 2}
+    backing = status.get("Backing Filesystem", "")
+    if driver == "overlay2" and backing == "xfs":
+        return None
+    return f"its storage driver is {driver or 'unknown'} on {backing or 'an unknown filesystem'}"
 
 
 def is_digest_reference(image: str) -> bool:
@@ -232,7 +247,13 @@ class DockerRuntime:
     Images the node builds itself (`ensure_local_image`: the pod sandbox) are the only ones used
     without a pull, and are never pulled over. A pull whose layers add up to more than
     `max_image_bytes` is cancelled as soon as the engine reports them, and an image larger than
-    that once pulled is removed again (`ImageTooLarge`)."""
+    that once pulled is removed again (`ImageTooLarge`).
+
+    A container with a disk limit (`ephemeral-storage`) gets a hard quota of that size on its
+    writable layer where the engine has them (overlay2 over xfs mounted with `pquota`:
+    `--storage-opt size=`), so a write past the limit fails with ENOSPC; the first such create
+    finds out whether it does (`disk_quotas`), and a create never fails for want of quotas. The
+    controller measures and evicts on top, quota or not."""
 
     def __init__(
         self,
@@ -280,6 +301,10 @@ class DockerRuntime:
         self._pulled_digests: set[str] = set()
         """`NAME@sha256:...` references this runtime pulled (as such, or as a tag's digest).
         In memory: after a restart a digest is pulled again before its first use."""
+        self.disk_quotas: bool | None = None
+        """Whether the engine caps a container's writable layer at its disk limit: None until
+        a create with a disk limit has found out (from the engine's info, then from the first
+        create that asks for a quota)."""
 
     @classmethod
     async def connect(
@@ -533,8 +558,11 @@ class DockerRuntime:
                 user += f":{security.run_as_group}"
         elif security.run_as_group is not None:
             raise CreateFailed(f"cannot create {request.name}: run_as_group needs run_as_user")
+        quota = None
+        if limits.disk_bytes is not None and await self._may_have_disk_quotas():
+            quota = {"size": str(limits.disk_bytes)}
 
-        def create() -> str:
+        def create(storage_opt: dict[str, str] | None) -> str:
             host_config = self._api.create_host_config(
                 network_mode=network_mode,
                 cap_drop=["ALL"],
@@ -566,6 +594,8 @@ class DockerRuntime:
                     for m in request.mounts
                 ],
                 log_config=_LOG_CONFIG,
+                # The writable layer's hard quota, where the engine has them.
+                storage_opt=storage_opt,
             )
             networking = None
             if request.network is not None:
@@ -587,7 +617,17 @@ class DockerRuntime:
             return str(created["Id"])
 
         try:
-            return await self._call(create)
+            if quota is not None:
+                try:
+                    container_id = await self._call(functools.partial(create, quota))
+                except docker.errors.APIError as e:
+                    if _QUOTA_REFUSED not in _explanation(e):
+                        raise
+                    self._found_disk_quotas(False, f"it refuses them: {_explanation(e)}")
+                else:
+                    self._found_disk_quotas(True, "overlay2 over xfs with pquota")
+                    return container_id
+            return await self._call(functools.partial(create, None))
         except docker.errors.ImageNotFound as e:
             raise ImageUnavailable(request.image, _explanation(e)) from e
         except docker.errors.APIError as e:
@@ -597,6 +637,44 @@ class DockerRuntime:
             raise
         except RuntimeFailure as e:
             raise CreateFailed(f"cannot create {request.name}: {e.message}") from e
+
+    async def _may_have_disk_quotas(self) -> bool:
+        """False once the engine is known to have no quotas, or while its info cannot be read
+        (the create goes on without a quota); True while a create may still find out."""
+        if self.disk_quotas is not None:
+            return self.disk_quotas
+        try:
+            info = await self._call(self._api.info)
+        except EngineUnavailable:
+            raise
+        except (docker.errors.APIError, RuntimeFailure):
+            return False
+        why_not = _quota_filesystem(info)
+        if why_not is not None:
+            self._found_disk_quotas(False, why_not)
+            return False
+        return True
+
+    def _found_disk_quotas(self, enforced: bool, why: str) -> None:
+        """Records whether the engine has quotas, and says which enforcement the node has when
+        that is first known or changes (an engine restarted on another data root refuses them)."""
+        if self.disk_quotas is enforced:
+            return
+        self.disk_quotas = enforced
+        if enforced:
+            log.info(
+                "disk limits: the engine at %s caps each container's writable layer at its "
+                "ephemeral-storage limit (%s); the node measures and evicts too",
+                self.host,
+                why,
+            )
+        else:
+            log.info(
+                "disk limits hold by measurement and eviction only: the engine at %s has no "
+                "quotas for them (%s)",
+                self.host,
+                why,
+            )
 
     async def _check_non_root(self, image: str) -> None:
         """Kubernetes' `runAsNonRoot` without a uid: the image's own user must not be root."""

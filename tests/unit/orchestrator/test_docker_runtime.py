@@ -3,11 +3,13 @@ tag is resolved to its digest by the registry and that digest pulled before ever
 anonymously, and the container created from it (no tag of the store is touched); a digest is
 taken from the store only if this runtime pulled it; the node-built sandbox image is never
 pulled; a pull whose layers pass the size cap is cancelled, an image above it removed again; a
-pull that times out is cancelled and frees its slot; private registries are refused."""
+pull that times out is cancelled and frees its slot; private registries are refused. A disk limit
+is a quota of the writable layer where the engine has them, found out once per runtime."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +27,14 @@ from orchestrator.errors import ImageTooLarge, ImageUnavailable
 from orchestrator.registry import private_registry_address, registry_host, resolve_host
 from orchestrator.runtime import CreateRequest
 from orchestrator.spec import ImagePullPolicy, Resources
+
+QUOTA_REFUSAL = "--storage-opt is supported only for overlay over xfs with 'pquota'"
+"""dockerd 20.10's refusal of `--storage-opt size` (its message goes on "mount option")."""
+
+
+def engine_on(driver: str, backing: str) -> dict[str, Any]:
+    """The engine's info, as far as quotas go."""
+    return {"Driver": driver, "DriverStatus": [["Backing Filesystem", backing]]}
 
 
 @dataclass
@@ -62,6 +72,12 @@ class FakeApi:
     consumed: int = 0
     """Progress messages of pulls read so far."""
     aborted: threading.Event = field(default_factory=threading.Event)
+    engine_info: dict[str, Any] = field(default_factory=lambda: engine_on("overlay2", "extfs"))
+    """What `info` answers, or None to fail."""
+    refuses_quotas: bool = False
+    """overlay2 over xfs mounted without `pquota`: a create asking for a size is refused."""
+    storage_opts: list[dict[str, str] | None] = field(default_factory=list)
+    """The `storage_opt` of each container created."""
 
     def _missing(self, image: str) -> docker.errors.ImageNotFound:
         return docker.errors.ImageNotFound(f"No such image: {image}", explanation="no such image")
@@ -138,7 +154,19 @@ class FakeApi:
     def create_container(self, image: str, **options: Any) -> dict[str, str]:
         self.calls.append(("create", image))
         self._find(image)
+        storage_opt = options["host_config"]["storage_opt"]
+        if storage_opt and self.refuses_quotas:
+            raise docker.errors.APIError(
+                "500 Server Error", explanation=f"{QUOTA_REFUSAL} mount option"
+            )
+        self.storage_opts.append(storage_opt)
         return {"Id": f"c{len(self.calls)}"}
+
+    def info(self) -> dict[str, Any]:
+        self.calls.append(("info", ""))
+        if self.engine_info is None:
+            raise docker.errors.APIError("500 Server Error", explanation="info failed")
+        return self.engine_info
 
 
 @dataclass
@@ -152,7 +180,11 @@ class FakePullClient:
         pass
 
 
-def request(image: str, policy: ImagePullPolicy = ImagePullPolicy.IF_NOT_PRESENT) -> CreateRequest:
+def request(
+    image: str,
+    policy: ImagePullPolicy = ImagePullPolicy.IF_NOT_PRESENT,
+    resources: Resources | None = None,
+) -> CreateRequest:
     return CreateRequest(
         name="sm-web-0-main",
         image=image,
@@ -160,7 +192,7 @@ def request(image: str, policy: ImagePullPolicy = ImagePullPolicy.IF_NOT_PRESENT
         args=("sleep", "1000"),
         env=(),
         labels={},
-        resources=Resources(),
+        resources=resources or Resources(),
         image_pull_policy=policy,
     )
 
@@ -557,3 +589,103 @@ def test_the_real_resolver_reduces_numeric_forms_to_the_address_they_name() -> N
     assert resolve_host("0x7f.1") == ["127.0.0.1"]
     assert private_registry_address(resolve_host("2130706433")[0]) == "a loopback address"
     assert "127.0.0.1" in resolve_host("localhost")
+
+
+LIMITED = Resources(disk_bytes=10 * 2**20)
+
+
+@pytest.mark.parametrize(
+    ("info", "refuses", "quota", "found", "said"),
+    [
+        # overlay2 over xfs with pquota: every limited container gets a quota of its limit.
+        (engine_on("overlay2", "xfs"), False, [{"size": "10485760"}] * 2, True, "caps each"),
+        # overlay2 over xfs without pquota: refused once, then never asked for again.
+        (engine_on("overlay2", "xfs"), True, [None] * 2, False, f"refuses them: {QUOTA_REFUSAL}"),
+        # This machine's engine, and drivers that are not overlay2: never asked for.
+        (engine_on("overlay2", "extfs"), False, [None] * 2, False, "overlay2 on extfs"),
+        (engine_on("vfs", "xfs"), False, [None] * 2, False, "vfs on xfs"),
+        ({"Driver": "overlay2"}, False, [None] * 2, False, "overlay2 on an unknown filesystem"),
+    ],
+)
+def test_a_disk_limit_is_a_quota_where_the_engine_has_them_and_creates_never_fail_without(
+    info: dict[str, Any],
+    refuses: bool,
+    quota: list[dict[str, str] | None],
+    found: bool,
+    said: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The node-built image is created as it is: no pulls among the calls.
+    pinned = labels.SANDBOX_IMAGE
+    api = FakeApi(store={pinned: Image("sha256:a")}, engine_info=info, refuses_quotas=refuses)
+    runtime = runtime_over(api)
+
+    async def main() -> None:
+        await runtime.create(request(pinned, resources=LIMITED))
+        await runtime.create(request(pinned, resources=LIMITED))
+        await runtime.create(request(pinned))
+
+    caplog.set_level(logging.INFO, logger="statemesh.docker")
+    trio.run(main)
+    assert api.storage_opts == [*quota, None]
+    assert runtime.disk_quotas is found
+    # The engine is asked once; a refused quota costs one create more, once.
+    tried = [("create", pinned)] if refuses else []
+    assert api.calls == [("info", ""), *tried] + [("create", pinned)] * 3
+    # The node says once which enforcement it has.
+    (line,) = [r.getMessage() for r in caplog.records if "disk limits" in r.getMessage()]
+    assert said in line
+    assert ("measures and evicts too" if found else "measurement and eviction only") in line
+
+
+def test_an_unreadable_engine_info_creates_without_a_quota_and_asks_again_next_time() -> None:
+    pinned = labels.SANDBOX_IMAGE
+    api = FakeApi(store={pinned: Image("sha256:a")}, engine_info=None)
+    runtime = runtime_over(api)
+
+    async def main() -> None:
+        await runtime.create(request(pinned, resources=LIMITED))
+        api.engine_info = engine_on("overlay2", "xfs")
+        await runtime.create(request(pinned, resources=LIMITED))
+
+    trio.run(main)
+    assert api.storage_opts == [None, {"size": "10485760"}]
+    assert runtime.disk_quotas is True
+
+
+def test_a_create_that_fails_for_another_reason_decides_nothing_about_quotas() -> None:
+    api = FakeApi(engine_info=engine_on("overlay2", "xfs"))  # the sandbox image is missing
+    runtime = runtime_over(api)
+
+    async def main() -> None:
+        with pytest.raises(ImageUnavailable):
+            await runtime.create(request(labels.SANDBOX_IMAGE, resources=LIMITED))
+
+    trio.run(main)
+    assert runtime.disk_quotas is None
+    assert api.calls == [("info", ""), ("create", labels.SANDBOX_IMAGE)]
+
+
+def test_an_engine_that_stops_having_quotas_still_creates_and_is_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Restarted on another data root: the quota it had is refused from then on.
+    pinned = labels.SANDBOX_IMAGE
+    api = FakeApi(store={pinned: Image("sha256:a")}, engine_info=engine_on("overlay2", "xfs"))
+    runtime = runtime_over(api)
+
+    async def main() -> None:
+        await runtime.create(request(pinned, resources=LIMITED))
+        api.refuses_quotas = True
+        await runtime.create(request(pinned, resources=LIMITED))
+        await runtime.create(request(pinned, resources=LIMITED))
+
+    caplog.set_level(logging.INFO, logger="statemesh.docker")
+    trio.run(main)
+    assert api.storage_opts == [{"size": "10485760"}, None, None]
+    assert runtime.disk_quotas is False
+    said = [r.getMessage() for r in caplog.records if "disk limits" in r.getMessage()]
+    assert [("caps each" in line, "eviction only" in line) for line in said] == [
+        (True, False),
+        (False, True),
+    ]
