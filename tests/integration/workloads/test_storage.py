@@ -7,11 +7,11 @@ memory is a tmpfs of its size."""
 
 from __future__ import annotations
 
-import calendar
 import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -71,12 +71,47 @@ spec:
 """
 
 
-@pytest.fixture
-def node(tmp_path: Path, docker_engine: DockerEngine) -> Iterator[NodeProcess]:
-    dev = NodeProcess(tmp_path / "dev", args=["--dev", "--docker-host", docker_engine.host])
+WRITERS = {
+    # name: (where it writes, MiB written, container limit, volume, the reason expected)
+    "layer": ("/tmp", 40, "10Mi", "emptyDir: {}", r"container main wrote 4\d\.\d MiB"),
+    "scratch": ("/space", 20, "1Gi", "emptyDir: {sizeLimit: 2Mi}", r"past its sizeLimit"),
+    "keeps": ("/space", 20, "1Gi", "persistent: {size: 2Mi}", r"past its size of 2\.0 MiB"),
+    # 140 nested folders: a walk that would not end is not made.
+    "deep": ("/space", 1, "1Gi", "emptyDir: {sizeLimit: 1Gi}", r"nests folders more than 128"),
+    # A tmpfs holds at its size: the write stops there, nothing is evicted.
+    "ram": ("/space", 8, "1Gi", "emptyDir: {medium: Memory, sizeLimit: 4Mi}", None),
+}
+
+
+@pytest.fixture(scope="module")
+def node(
+    tmp_path_factory: pytest.TempPathFactory, docker_engine: DockerEngine, busybox_image: str
+) -> Iterator[NodeProcess]:
+    """One dev node for the module, with every scenario's applications deployed at once (each
+    test then checks its own, so their waits overlap)."""
+    folder = tmp_path_factory.mktemp("storage")
+    dev = NodeProcess(folder / "dev", args=["--dev", "--docker-host", docker_engine.host])
     dev.start()
     try:
         dev.wait_for(lambda: dev.call("towers_active")["total"] == 1, timeout=40, what="active")
+        deploy(
+            dev, folder / "db.yaml", DB.format(image=busybox_image, row="alice-row"), "dev-alice"
+        )
+        for name, (target, mib, ephemeral, volume, _) in WRITERS.items():
+            text = WRITER.format(
+                name=name,
+                image=busybox_image,
+                target=target,
+                mib=mib,
+                ephemeral=ephemeral,
+                volume=volume,
+            )
+            if name == "deep":
+                text = text.replace(
+                    "dd if=/dev/zero",
+                    "cd /space && for i in $(seq 140); do mkdir d && cd d; done; dd if=/dev/zero",
+                )
+            deploy(dev, folder / f"{name}.yaml", text, "dev-alice")
         yield dev
     finally:
         dev.stop()
@@ -102,6 +137,12 @@ def app_volumes(client: docker.DockerClient, app: str) -> list[docker.models.vol
     return client.volumes.list(filters={"label": [f"statemesh.app={app}"]})
 
 
+def volume_created(client: docker.DockerClient, app: str) -> str:
+    """When the app's one volume was made ("" while it has none)."""
+    found = app_volumes(client, app)
+    return str(found[0].attrs.get("CreatedAt", "")) if len(found) == 1 else ""
+
+
 def read(client: docker.DockerClient, app: str, path: str) -> str:
     try:
         result = app_container(client, app).exec_run(["cat", path])
@@ -110,11 +151,16 @@ def read(client: docker.DockerClient, app: str, path: str) -> str:
     return result.output.decode() if result.exit_code == 0 else ""
 
 
+def node_events(node: NodeProcess, app: str, kind: str) -> list[dict[str, Any]]:
+    """The node's events of `app` of one kind (`Started`, `Evicted`, ...), oldest first."""
+    events: list[dict[str, Any]] = node.call("app_events", app)
+    return [e for e in events if e["block"] is None and e["kind"] == kind]
+
+
 def test_an_application_created_again_by_another_owner_starts_empty(
     node: NodeProcess, docker_engine: DockerEngine, busybox_image: str, tmp_path: Path
 ) -> None:
     client = docker_engine.client
-    deploy(node, tmp_path / "a.yaml", DB.format(image=busybox_image, row="alice-row"), "dev-alice")
     node.wait_for(lambda: read(client, "db", "/data/rows") == "alice-row\n", timeout=60)
     (alice_volume,) = app_volumes(client, "db")
     alice_instance = alice_volume.attrs["Labels"]["statemesh.instance"]
@@ -140,115 +186,55 @@ def test_an_application_created_again_by_another_owner_starts_empty(
     assert read(client, "db", "/data/rows") == "bob-row\n"  # bob's own is untouched
 
 
-def volume_created(client: docker.DockerClient, app: str) -> str:
-    """When the app's one volume was made ("" while it has none)."""
-    found = app_volumes(client, app)
-    return str(found[0].attrs.get("CreatedAt", "")) if len(found) == 1 else ""
-
-
-def evicted(node: NodeProcess, app: str) -> str:
-    """The node's Evicted event of `app`, as `statemesh app events` prints it ("" if none)."""
-    for line in run(node, "app", "events", app).splitlines():
-        if re.search(r"\bEvicted\b", line) and "node" in line:
-            return line
-    return ""
-
-
-def started_at(client: docker.DockerClient, app: str) -> float:
-    """When the app's container wrote `wrote` (seconds since the epoch), 0 before."""
-    try:
-        logs = app_container(client, app).logs(timestamps=True).decode()
-    except (AssertionError, docker.errors.APIError):
-        return 0.0  # not running yet
-    for line in logs.splitlines():
-        if line.endswith(" wrote"):
-            return calendar.timegm(time.strptime(line.split()[0][:19], "%Y-%m-%dT%H:%M:%S"))
-    return 0.0
-
-
-def test_writing_past_a_disk_limit_evicts_the_replica_with_the_reason(
-    node: NodeProcess, docker_engine: DockerEngine, busybox_image: str, tmp_path: Path
+@pytest.mark.parametrize("app", [name for name, case in WRITERS.items() if case[4] is not None])
+def test_a_replica_past_a_disk_limit_is_evicted_with_the_reason(
+    node: NodeProcess, docker_engine: DockerEngine, app: str
 ) -> None:
+    reason = WRITERS[app][4]
+    assert reason is not None
+    evicted = node.wait_for(lambda: node_events(node, app, "Evicted"), timeout=60, what=app)
+    assert evicted[0]["reason"] == "Evicted" and re.search(reason, evicted[0]["message"])
+    # Within two measurement periods of the container's first start (which writes at once),
+    # and the slack of one pass.
+    started = node_events(node, app, "Started")[0]["time"]
+    assert evicted[0]["time"] - started < 2 * DISK_SECONDS + 5
+    # As `statemesh app events` says it.
+    printed = run(node, "app", "events", app)
+    assert re.search(r"node\s+Evicted\s+replica 0 \(revision 1\)\s+Evicted: ", printed), printed
     client = docker_engine.client
-    cases = {
-        # name: (where it writes, MiB written, container limit, volume, expected reason)
-        "layer": ("/tmp", 40, "10Mi", "emptyDir: {}", r"container main wrote 4\d\.\d MiB"),
-        "scratch": ("/space", 20, "1Gi", "emptyDir: {sizeLimit: 2Mi}", r"past its sizeLimit"),
-        "keeps": ("/space", 20, "1Gi", "persistent: {size: 2Mi}", r"past its size of 2\.0 MiB"),
-    }
-    for name, (target, mib, ephemeral, volume, _) in cases.items():
-        text = WRITER.format(
-            name=name,
-            image=busybox_image,
-            target=target,
-            mib=mib,
-            ephemeral=ephemeral,
-            volume=volume,
+    if app == "scratch":
+        # An emptyDir that overflowed went with its replica, and is made anew for the next start.
+        first = volume_created(client, app)
+        node.wait_for(
+            lambda: (
+                volume_created(client, app) not in ("", first)
+                or len(node_events(node, app, "Evicted")) > 1
+            ),
+            timeout=60,
+            what="the emptyDir made anew",
         )
-        deploy(node, tmp_path / f"{name}.yaml", text, "dev-alice")
-    written = {}
-    for name in cases:
-        written[name] = node.wait_for(
-            lambda name=name: started_at(client, name), timeout=60, what=f"{name} written"
-        )
-    created = {name: volume_created(client, name) for name in ("scratch", "keeps")}
-    for name, (*_, reason) in cases.items():
-        line = node.wait_for(lambda name=name: evicted(node, name), timeout=40, what=name)
-        assert re.search(reason, line), line
-        assert "Evicted" in line
-    # Within two measurement periods of the write (and the slack of one pass).
-    now = time.time()
-    for name in cases:
-        assert now - written[name] < 2 * DISK_SECONDS + 15, name
-    # An emptyDir that overflowed went with its replica (a new one was made for its next start);
-    # a persistent volume is the same volume, with its data.
-    node.wait_for(
-        lambda: volume_created(client, "scratch") not in ("", created["scratch"]),
-        timeout=90,
-        what="the emptyDir made anew",
-    )
-    assert volume_created(client, "keeps") == created["keeps"]
-
-
-def test_a_volume_too_deep_to_measure_evicts_its_replica(
-    node: NodeProcess, docker_engine: DockerEngine, busybox_image: str, tmp_path: Path
-) -> None:
-    text = WRITER.format(
-        name="deep",
-        image=busybox_image,
-        target="/space",
-        mib=1,
-        ephemeral="1Gi",
-        volume="emptyDir: {sizeLimit: 1Gi}",
-    ).replace(
-        "dd if=/dev/zero",
-        "cd /space && for i in $(seq 140); do mkdir d && cd d; done; dd if=/dev/zero",
-    )
-    deploy(node, tmp_path / "deep.yaml", text, "dev-alice")
-    line = node.wait_for(lambda: evicted(node, "deep"), timeout=60, what="deep evicted")
-    assert "volume space cannot be measured: it nests folders more than 128 deep" in line, line
-    assert node.call("system_health") is not None  # the node is unaffected
+    if app == "keeps":
+        # A persistent volume is the same volume through evictions, with its data.
+        (volume,) = app_volumes(client, app)
+        assert volume.attrs["Labels"]["statemesh.volume-kind"] == "persistent"
+        assert len(node_events(node, app, "Evicted")) >= 1
+    assert node.call("system_health") is not None  # the node carries on
 
 
 def test_an_empty_dir_in_memory_is_a_tmpfs_of_its_size(
-    node: NodeProcess, docker_engine: DockerEngine, busybox_image: str, tmp_path: Path
+    node: NodeProcess, docker_engine: DockerEngine
 ) -> None:
     client = docker_engine.client
-    text = WRITER.format(
-        name="ram",
-        image=busybox_image,
-        target="/space",
-        mib=8,
-        ephemeral="1Gi",
-        volume="emptyDir: {medium: Memory, sizeLimit: 4Mi}",
-    )
-    deploy(node, tmp_path / "ram.yaml", text, "dev-alice")
-    node.wait_for(lambda: started_at(client, "ram"), timeout=60, what="ram written")
+    started = node.wait_for(lambda: node_events(node, "ram", "Started"), timeout=60, what="ram")
+    node.wait_for(lambda: read(client, "ram", "/proc/mounts") != "", timeout=30)
     mounts = read(client, "ram", "/proc/mounts")
     (line,) = [m for m in mounts.splitlines() if " /space " in m]
     assert line.split()[2] == "tmpfs" and "size=4096k" in line, line
     # The tmpfs holds at its size: the write stopped there, and nothing is evicted.
+    node.wait_for(lambda: "wrote" in app_container(client, "ram").logs().decode(), timeout=30)
     size = app_container(client, "ram").exec_run(["du", "-k", "/space/fill"]).output.decode()
     assert int(size.split()[0]) <= 4096
-    time.sleep(DISK_SECONDS + 2)
-    assert evicted(node, "ram") == ""
+    wait = started[0]["time"] + DISK_SECONDS + 2 - time.time()
+    if wait > 0:
+        time.sleep(wait)
+    assert node_events(node, "ram", "Evicted") == []
