@@ -47,6 +47,11 @@ class EngineSetupError(RuntimeError):
     started here was asked to restart."""
 
 
+class XfsUnavailable(EngineSetupError):
+    """An xfs data root cannot be made on this machine: no mkfs.xfs (Debian package xfsprogs),
+    no loop device, or no XFS quotas in the kernel."""
+
+
 @dataclass
 class DockerEngine:
     host: str
@@ -130,10 +135,16 @@ def image_with(client: docker.DockerClient, base: str, reference: str, content: 
         container.remove(force=True)
 
 
-def start_private_engine(data_size: str | None = None) -> DockerEngine:
+def start_private_engine(
+    data_size: str | None = None, *, xfs_size: str | None = None, xfs_quota: bool = True
+) -> DockerEngine:
     """A private dockerd of its own, whose mirror is the session registry. With `data_size`
     (e.g. `96m`) its data root is a tmpfs of that size: a filesystem of its own whose use only
-    it changes (stopping the engine unmounts it)."""
+    it changes (stopping the engine unmounts it). With `xfs_size` (e.g. `512m`) its data root is
+    an xfs of that size in a sparse file of the engine's folder, loop-mounted with project
+    quotas (`pquota`, which overlay2 needs for `--storage-opt size`) unless not `xfs_quota`;
+    `stop_engine` unmounts it and detaches its loop device. `XfsUnavailable` if this machine
+    cannot make one."""
     # A short folder: the paths of the engine's sockets stay well inside the unix limit.
     root = Path(tempfile.mkdtemp(prefix="smd-", dir="/tmp"))
     try:
@@ -146,11 +157,60 @@ def start_private_engine(data_size: str | None = None) -> DockerEngine:
                 check=True,
                 capture_output=True,
             )
+        elif xfs_size is not None:
+            _mount_xfs(root / _XFS_IMAGE, private.data_root, xfs_size, quota=xfs_quota)
         return _start_private(private)
     except BaseException:
         unmount_under(root)
+        _detach_loops(root / _XFS_IMAGE)
         shutil.rmtree(root, ignore_errors=True)
         raise
+
+
+_XFS_IMAGE = "data.xfs"
+"""The file holding an engine's xfs data root, in its folder."""
+
+
+def _mount_xfs(image: Path, point: Path, size: str, *, quota: bool) -> None:
+    """Makes an xfs of `size` in the sparse file `image` and loop-mounts it on `point`."""
+    if shutil.which("mkfs.xfs", path="/usr/sbin:/sbin:/usr/bin:/bin") is None:
+        raise XfsUnavailable("mkfs.xfs is not installed (Debian package xfsprogs)")
+    subprocess.run(
+        ["mkfs.xfs", "-q", "-d", f"file,name={image},size={size}"], check=True, capture_output=True
+    )
+    point.mkdir(mode=0o710)
+    options = "loop,pquota" if quota else "loop"
+    mounted = subprocess.run(
+        ["mount", "-t", "xfs", "-o", options, str(image), str(point)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        why = mounted.stderr.strip().splitlines()[0] if mounted.stderr.strip() else "no output"
+        if quota and Path("/proc/fs/xfs").exists() and not Path("/proc/fs/xfs/xqmstat").exists():
+            why = "this kernel has no XFS quota support (CONFIG_XFS_QUOTA)"
+        elif not Path("/dev/loop-control").exists():
+            why = f"no loop devices here ({why})"
+        raise XfsUnavailable(f"cannot mount an xfs with {options} on {point}: {why}")
+    point.chmod(0o710)
+
+
+def _detach_loops(image: Path) -> None:
+    """Detaches the loop devices still backed by `image` (a mount's own goes with its lazy
+    unmount once the engine's last file is closed: waits a little for that first)."""
+    if not image.exists():
+        return
+    deadline = time.monotonic() + 5.0
+    while True:
+        listed = subprocess.run(
+            ["losetup", "-j", str(image)], capture_output=True, text=True
+        ).stdout
+        devices = [line.split(":", 1)[0] for line in listed.splitlines() if line]
+        if not devices or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    for device in devices:
+        subprocess.run(["losetup", "-d", device], capture_output=True)
 
 
 def restart_engine(engine: DockerEngine, down_seconds: float = 0.0) -> DockerEngine:
@@ -170,7 +230,10 @@ def stop_engine(engine: DockerEngine) -> None:
     if not engine.started_here or engine.private is None:
         return
     # Its folder goes: nothing of it may stay on the host (bridges, routes, iptables rules).
-    engine.private.stop(purge=True)
+    try:
+        engine.private.stop(purge=True)
+    finally:
+        _detach_loops(engine.private.root / _XFS_IMAGE)
     shutil.rmtree(engine.private.root, ignore_errors=True)
 
 
