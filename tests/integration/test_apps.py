@@ -78,11 +78,11 @@ def test_deploy_scale_update_delete_and_failover(
     assert cli("app", "delete", "web", "--from", "dev-alice", *rpc).returncode == 0
     dev.wait_for(lambda: dev.call("apps_get", "web") is None, timeout=20, what="deleted")
     assert dev.call("apps_forNode", dev_node) == []
-    # Its volumes are retained for the dev chain's 30 s, which its status shows, then not.
+    # Its volumes are retained for the dev chain's 30 s, which its status shows (their removal
+    # at the end: tests/integration/workloads/test_storage.py; the pruning: unit tests).
     (kept,) = dev.call("apps_retained", "web")
     assert (kept["instance"], kept["owner"]) == (instance, dev_keypair("alice").address)
     shown = cli("app", "status", "web", *rpc)
     assert shown.returncode == 1
     assert f"deleted instance {instance} of {kept['owner']}" in shown.stdout, shown.stdout
     assert "its volumes are kept until" in shown.stdout
-    dev.wait_for(lambda: dev.call("apps_retained", "web") == [], timeout=60, what="retention over")
