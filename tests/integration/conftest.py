@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-import re
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import trio
 from chain.address import decode_address
 from node.workloads import firewall_tag
 from orchestrator.firewall import IptablesFirewall
-from tests.integration import docker_harness
+from tests.integration import docker_harness, harness
 from tests.integration.docker_harness import DockerEngine
 from tests.integration.harness import NodeProcess
 from tests.integration.test_towers import status_is
@@ -25,22 +23,18 @@ docker_client = docker_harness.docker_client
 busybox_image = docker_harness.busybox_image
 
 
-def _host_rule_tags() -> set[str]:
-    """The tags of the StateMesh host-rule chains on this machine (`SM-<tag>-IN`)."""
-    if shutil.which("iptables") is None:
-        return set()
-    listed = subprocess.run(["iptables", "-w", "-S"], capture_output=True, text=True).stdout
-    return set(re.findall(r"^-N SM-([0-9a-f]+)-IN$", listed, flags=re.MULTILINE))
-
-
 @pytest.fixture(scope="session", autouse=True)
 def host_rules_removed() -> Iterator[None]:
     """Test nodes leave their replicas' host rules behind when they exit with replicas running,
-    as nodes do: the rules of nodes made during the session go when it ends."""
-    before = _host_rule_tags()
+    as nodes do: the rules of the nodes this session started go when it ends (and only theirs,
+    so that sessions can run side by side)."""
     yield
-    for tag in _host_rule_tags() - before:
-        trio.run(IptablesFirewall(tag).remove)
+    if shutil.which("iptables") is None:
+        return
+    for node in harness.STARTED:
+        node_id = node.node_id()
+        if node_id is not None:
+            trio.run(IptablesFirewall(firewall_tag(node_id)).remove)
 
 
 @pytest.fixture

@@ -15,11 +15,18 @@ from typing import Any
 
 import httpx
 
+from p2p.identity import NODE_KEY_FILE, NodeKey, read_node_key_file
+from wallet.keys import Keypair
+
 ROOT = Path(__file__).resolve().parents[2]
 STATEMESH = str(Path(sys.executable).parent / "statemesh")
 
 
 _HANDED_OUT: set[int] = set()
+
+STARTED: list[NodeProcess] = []
+"""Every node started in this test session, so that what they leave on the host (their
+replicas' host rules) can be removed at its end, and only theirs."""
 
 
 def free_port() -> int:
@@ -61,6 +68,7 @@ class NodeProcess:
 
     def start(self, timeout: float = 30.0) -> NodeProcess:
         self.log_path = self.base_path.with_suffix(f".{int(time.time() * 1000)}.log")
+        STARTED.append(self)
         log = self.log_path.open("wb")
         own_engine = (
             ["--no-private-engine"]
@@ -98,6 +106,17 @@ class NodeProcess:
             except (httpx.HTTPError, RpcFailure):
                 time.sleep(0.1)
         raise RuntimeError(f"node did not answer within {timeout} s:\n{self.log()}")
+
+    def node_id(self) -> bytes | None:
+        """The node's id (the public key of its node key), once its key exists."""
+        key: NodeKey | None = None
+        if "--node-key" in self.args:
+            key = NodeKey.from_hex(self.args[self.args.index("--node-key") + 1])
+        elif "--node-key-file" in self.args:
+            key = read_node_key_file(Path(self.args[self.args.index("--node-key-file") + 1]))
+        elif (self.base_path / NODE_KEY_FILE).exists():
+            key = read_node_key_file(self.base_path / NODE_KEY_FILE)
+        return Keypair.from_seed(key.seed).public if key is not None else None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
