@@ -1,6 +1,8 @@
 """The transaction pool: validated transactions waiting for a block, kept per sender as `ready`
 (nonces contiguous from the account nonce) or `future` (waiting for a predecessor), with limits,
-replacement by tip, temporary bans, revalidation after each block and status events for watchers.
+replacement by tip, each sender's pending costs held within its balance, temporary bans of
+transactions and of senders whose dry runs keep failing, revalidation after each block and status
+events for watchers.
 """
 
 from __future__ import annotations
@@ -11,18 +13,25 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from chain.address import encode_address
 from chain.blocks import tx_hash
 from chain.errors import InvalidTransaction, TxRejection
 from chain.primitives import AccountId, Hash32
 from chain.validity import ValidTransaction
 
 Validator = Callable[[bytes], ValidTransaction]
-"""Validates encoded bytes against the current best state; raises `InvalidTransaction`."""
+"""Validates encoded bytes against the current best state; raises `InvalidTransaction`. With a
+revalidator it need only do the cheap checks (size, decoding, signature, nonce window, fee against
+the balance): the revalidator then does the dry run, after the pool's own cheap checks."""
 
 Revalidator = Callable[[ValidTransaction], ValidTransaction]
-"""Re-checks, against a new best state, a transaction the validator accepted before. It may skip
-what no block can change (decoding, signature, genesis hash), which is most of the cost of
-revalidating the whole pool after every block. Raises `InvalidTransaction`."""
+"""Re-checks, against the current best state, a transaction the validator accepted: the nonce,
+the balance and, for the transaction next in line, a dry run of its call. It skips what no block
+can change (decoding, signature, genesis hash), which is most of the cost of revalidating the
+whole pool after every block. Raises `InvalidTransaction`."""
+
+DryRun = ValidTransaction | InvalidTransaction
+"""What the revalidator made of a checked transaction: the transaction it passed or why not."""
 
 MIB = 1024 * 1024
 
@@ -38,7 +47,13 @@ DEFAULT_MAX_FUTURE_PER_SENDER = 64
 DEFAULT_BAN_SECONDS = 30.0
 DEFAULT_MAX_BANNED = 65_536
 """Bans are 32-byte hashes expiring after `ban_seconds`; the cap only bounds memory under a flood
-of invalid transactions, dropping the oldest ban first."""
+of invalid transactions, dropping the oldest ban first. Sender bans and strikes share the cap."""
+DEFAULT_SENDER_STRIKES = 3
+"""Failed dry runs, of distinct transactions, within `strike_seconds` that get a sender banned.
+A dry run is the costly check (a large manifest is parsed and checked), and a refused transaction
+pays nothing: without a ban one funded account could keep a node busy validating."""
+DEFAULT_STRIKE_SECONDS = 60.0
+DEFAULT_SENDER_BAN_SECONDS = 60.0
 
 # Heaps keep stale items (removed or moved entries) until they surface; they are rebuilt when stale
 # items outnumber live ones by this factor, which keeps every operation O(log n) amortised.
@@ -95,6 +110,8 @@ class PoolStatistics:
     future_bytes: int
     banned_count: int
     """Bans not yet pruned; expired bans are pruned at every call that passes `now`."""
+    banned_senders: int = 0
+    """Senders banned for failed dry runs, not yet pruned."""
 
 
 @dataclass(slots=True, eq=False)
@@ -120,9 +137,14 @@ class _Sender:
     account_nonce: int
     ready_end: int
     txs: dict[int, _Entry]
+    balance: int
+    """The free balance of the latest (re)validation: all pooled costs together stay within it."""
 
     def future_count(self) -> int:
         return len(self.txs) - (self.ready_end - self.account_nonce)
+
+    def pending_cost(self) -> int:
+        return sum(entry.vt.cost for entry in self.txs.values())
 
 
 # (tip, -seq, gen, entry): the lowest tip first and, among equal tips, the latest arrival, which is
@@ -150,6 +172,9 @@ class TransactionPool:
         max_future_per_sender: int = DEFAULT_MAX_FUTURE_PER_SENDER,
         ban_seconds: float = DEFAULT_BAN_SECONDS,
         max_banned: int = DEFAULT_MAX_BANNED,
+        sender_strikes: int = DEFAULT_SENDER_STRIKES,
+        strike_seconds: float = DEFAULT_STRIKE_SECONDS,
+        sender_ban_seconds: float = DEFAULT_SENDER_BAN_SECONDS,
         revalidator: Revalidator | None = None,
     ) -> None:
         for name, value in (
@@ -159,13 +184,21 @@ class TransactionPool:
             ("max_future_bytes", max_future_bytes),
             ("max_future_per_sender", max_future_per_sender),
             ("max_banned", max_banned),
+            ("sender_strikes", sender_strikes),
         ):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
-        if ban_seconds < 0:
-            raise ValueError(f"ban_seconds must not be negative, got {ban_seconds}")
+        for name, seconds in (
+            ("ban_seconds", ban_seconds),
+            ("strike_seconds", strike_seconds),
+            ("sender_ban_seconds", sender_ban_seconds),
+        ):
+            if seconds < 0:
+                raise ValueError(f"{name} must not be negative, got {seconds}")
         self._validate = validator
         self._revalidate = revalidator or self._validate_again
+        # Without a revalidator the validator is the whole validation: nothing is left to run.
+        self._dry_run_with = revalidator
         self._max_count = max_count
         self._max_bytes = max_bytes
         self._max_future_count = max_future_count
@@ -173,6 +206,9 @@ class TransactionPool:
         self._max_future_per_sender = max_future_per_sender
         self._ban_seconds = ban_seconds
         self._max_banned = max_banned
+        self._sender_strikes = sender_strikes
+        self._strike_seconds = strike_seconds
+        self._sender_ban_seconds = sender_ban_seconds
 
         self._by_hash: dict[Hash32, _Entry] = {}
         self._senders: dict[AccountId, _Sender] = {}
@@ -186,6 +222,12 @@ class TransactionPool:
         self._gen = 0
         # Insertion order is expiry order because `now` is monotonic and a re-ban moves to the end.
         self._bans: OrderedDict[Hash32, float] = OrderedDict()
+        # Every sender ban lasts as long, so insertion order is expiry order here too.
+        self._sender_bans: OrderedDict[AccountId, float] = OrderedDict()
+        self._strikes: OrderedDict[AccountId, list[float]] = OrderedDict()
+        # Transactions that already counted against their sender: replaying a failed transaction
+        # (its ban over, or by another peer) must not get its sender banned.
+        self._struck: OrderedDict[Hash32, None] = OrderedDict()
         self._events: list[PoolEvent] = []
 
     # ------------------------------------------------------------------ queries
@@ -238,11 +280,22 @@ class TransactionPool:
             future_count=self._future_count,
             future_bytes=self._future_bytes,
             banned_count=len(self._bans),
+            banned_senders=len(self._sender_bans),
         )
 
     def is_banned(self, tx_hash_: Hash32, now: float) -> bool:
         expiry = self._bans.get(tx_hash_)
         return expiry is not None and now < expiry
+
+    def sender_banned_until(self, sender: AccountId, now: float) -> float | None:
+        """When the ban of `sender` ends (in `now`'s clock), or None if it is not banned."""
+        expiry = self._sender_bans.get(sender)
+        return expiry if expiry is not None and now < expiry else None
+
+    def pending_cost(self, sender: AccountId) -> int:
+        """What the pooled transactions of `sender` take from its balance together."""
+        queue = self._senders.get(sender)
+        return 0 if queue is None else queue.pending_cost()
 
     def drain_events(self) -> list[PoolEvent]:
         """The status changes since the last drain, oldest first. The owner drains after every
@@ -253,19 +306,69 @@ class TransactionPool:
     # ------------------------------------------------------------------ changes
 
     def submit(self, encoded: bytes, now: float) -> ValidTransaction:
-        """Validate and pool a transaction. A refused one raises `InvalidTransaction` and changes
-        nothing but the ban list (and, if the validator's state went back, the sender's account
-        nonce: its other transactions then wait as future)."""
+        """Validate and pool a transaction: `check`, the dry run, then `complete`. A refused one
+        raises `InvalidTransaction` and changes nothing but the bans (and, if the validator's state
+        went back, the sender's account nonce: its other transactions then wait as future)."""
+        checked = self.check(encoded, now)
+        return self.complete(checked, self.dry_run(checked), now)
+
+    def check(self, encoded: bytes, now: float) -> ValidTransaction:
+        """The cheap half of a submission, in order of cost: the hash's ban and presence, the
+        validator's cheap checks (decoding, signature, nonce window, fee), then, for the signed
+        sender only, its ban, its room in the future queue and whether its balance covers its
+        pending transactions and this one. Changes nothing but the ban of an invalid hash.
+
+        What passes still needs its dry run (`dry_run`, which a caller may run on another thread
+        because it reads nothing of the pool) and `complete`."""
         self._expire_bans(now)
         hash_ = tx_hash(encoded)
-        expiry = self._bans.get(hash_)
-        if expiry is not None and now < expiry:
+        self._refuse_banned(hash_, now)
+        if hash_ in self._by_hash:
             raise InvalidTransaction(
-                TxRejection.TEMPORARILY_BANNED,
-                f"transaction 0x{hash_.hex()} is temporarily banned for another "
-                f"{expiry - now:.1f} s after being found invalid or included",
+                TxRejection.ALREADY_IMPORTED, f"transaction 0x{hash_.hex()} is already in the pool"
             )
-        return self._import(encoded, hash_, now)
+        try:
+            vt = self._validate(encoded)
+        except InvalidTransaction:
+            self._ban(hash_, now)
+            raise
+        # The signature is checked now: a sender ban only ever refuses the banned key's own.
+        self._refuse_banned_sender(vt.sender, now)
+        sender = self._senders.get(vt.sender)
+        if sender is not None and vt.account_nonce == sender.account_nonce:
+            # Else the state moved since the sender's last revalidation; `complete` decides.
+            self._check_room(vt, sender)
+        return vt
+
+    def dry_run(self, checked: ValidTransaction) -> DryRun:
+        """The costly half: the revalidator on a checked transaction. Reads the chain's state
+        through the revalidator and nothing of the pool, so it may run on another thread."""
+        if self._dry_run_with is None:
+            return checked
+        try:
+            return self._dry_run_with(checked)
+        except InvalidTransaction as err:
+            return err
+
+    def complete(self, checked: ValidTransaction, outcome: DryRun, now: float) -> ValidTransaction:
+        """Finish a submission once its dry run is known. A failed dry run bans the transaction
+        and counts against its sender (`sender_strikes` distinct failures within
+        `strike_seconds` ban the sender); a passed one is pooled if it still fits: the pool may
+        have changed while the dry run ran."""
+        self._expire_bans(now)
+        if isinstance(outcome, InvalidTransaction):
+            self._ban(checked.hash, now)
+            if outcome.reason is TxRejection.CALL_FAILED:
+                self._strike(checked.sender, checked.hash, now)
+            raise outcome
+        self._refuse_banned(outcome.hash, now)
+        self._refuse_banned_sender(outcome.sender, now)
+        if outcome.hash in self._by_hash:
+            raise InvalidTransaction(
+                TxRejection.ALREADY_IMPORTED,
+                f"transaction 0x{outcome.hash.hex()} is already in the pool",
+            )
+        return self._admit(outcome)
 
     def mark_invalid(self, tx_hash_: Hash32, now: float) -> bool:
         """A transaction that failed while a block was built: remove and ban it; its successors
@@ -288,8 +391,19 @@ class TransactionPool:
         for raw in encoded:
             hash_ = tx_hash(raw)
             self._bans.pop(hash_, None)
+            if hash_ in self._by_hash:
+                continue
+            # Invalid ones are banned as at submission, but count against no sender: a re-org is
+            # nobody's fault.
             try:
-                pooled.append(self._import(raw, hash_, now))
+                outcome = self.dry_run(self._validate(raw))
+            except InvalidTransaction as err:
+                outcome = err
+            if isinstance(outcome, InvalidTransaction):
+                self._ban(hash_, now)
+                continue
+            try:
+                pooled.append(self._admit(outcome))
             except InvalidTransaction:
                 continue
         return pooled
@@ -322,16 +436,22 @@ class TransactionPool:
 
         invalid: list[Hash32] = []
         accounts: dict[AccountId, int] = {}
+        balances: dict[AccountId, int] = {}
         valid: list[tuple[_Entry, ValidTransaction]] = []
         for entry, outcome in outcomes:
             if isinstance(outcome, InvalidTransaction):
                 invalid.append(entry.vt.hash)
                 self._ban(entry.vt.hash, now)
+                if outcome.reason is TxRejection.CALL_FAILED:
+                    self._strike(entry.vt.sender, entry.vt.hash, now)
                 self._emit(entry.vt.hash, PoolStatus.INVALID, str(outcome))
                 continue
             valid.append((entry, outcome))
             known = accounts.get(outcome.sender, outcome.account_nonce)
             accounts[outcome.sender] = min(known, outcome.account_nonce)
+            balances[outcome.sender] = min(
+                balances.get(outcome.sender, outcome.balance), outcome.balance
+            )
         valid.sort(key=lambda pair: (pair[1].sender, pair[1].nonce))
         for entry, vt in valid:
             account_nonce = accounts[vt.sender]
@@ -348,7 +468,7 @@ class TransactionPool:
                 continue
             sender = self._senders.get(vt.sender)
             if sender is None:
-                sender = _Sender(account_nonce, account_nonce, {})
+                sender = _Sender(account_nonce, account_nonce, {}, balances[vt.sender])
                 self._senders[vt.sender] = sender
             entry.vt = vt
             entry.alive = True
@@ -358,6 +478,12 @@ class TransactionPool:
             sender.txs[vt.nonce] = entry
             self._by_hash[vt.hash] = entry
             self._place(entry, ready)
+
+        # A block can lower a balance by more than it took from the pool (a fee paid elsewhere, a
+        # transfer out): the latest nonces go until the rest is paid for.
+        over_budget: list[Hash32] = []
+        for account in list(self._senders):
+            over_budget.extend(self._enforce_budget(account))
 
         promoted: list[Hash32] = []
         demoted: list[Hash32] = []
@@ -371,7 +497,7 @@ class TransactionPool:
             else:
                 demoted.append(entry.vt.hash)
                 self._emit(entry.vt.hash, PoolStatus.FUTURE, self._waits_for(entry))
-        dropped = self._enforce_future_limits()
+        dropped = over_budget + self._enforce_future_limits()
         return PoolUpdate(
             pruned=pruned,
             invalid=tuple(invalid),
@@ -386,39 +512,20 @@ class TransactionPool:
     def _validate_again(self, vt: ValidTransaction) -> ValidTransaction:
         return self._validate(vt.encoded)
 
-    def _import(self, encoded: bytes, hash_: Hash32, now: float) -> ValidTransaction:
-        if hash_ in self._by_hash:
-            raise InvalidTransaction(
-                TxRejection.ALREADY_IMPORTED, f"transaction 0x{hash_.hex()} is already in the pool"
-            )
-        try:
-            vt = self._validate(encoded)
-        except InvalidTransaction:
-            self._ban(hash_, now)
-            raise
-
+    def _admit(self, vt: ValidTransaction) -> ValidTransaction:
+        """Pool a transaction that passed validation and its dry run, or refuse it (no bans:
+        what is refused here is about the pool, not the transaction)."""
         sender = self._senders.get(vt.sender)
         if sender is not None and vt.account_nonce < sender.account_nonce:
             self._rebase(sender, vt.account_nonce)
             sender = self._senders.get(vt.sender)
         old = sender.txs.get(vt.nonce) if sender is not None else None
-        if old is not None and old.vt.tip >= vt.tip:
-            raise InvalidTransaction(
-                TxRejection.PRIORITY_TOO_LOW,
-                f"transaction 0x{old.vt.hash.hex()} with the same sender and nonce {vt.nonce} "
-                f"pays tip {old.vt.tip}; a replacement must pay more than that, not {vt.tip}",
-            )
+        self._check_room(vt, sender)
         if sender is None:
             ready = vt.nonce == vt.account_nonce
         else:
             ready = vt.nonce <= sender.ready_end
-            if not ready and old is None and sender.future_count() >= self._max_future_per_sender:
-                raise InvalidTransaction(
-                    TxRejection.POOL_FULL,
-                    f"the sender already has {sender.future_count()} future transactions "
-                    f"waiting in the pool, the most allowed",
-                )
-        size = len(encoded)
+        size = len(vt.encoded)
         victims = self._plan_evictions(vt, size, ready, old)
 
         for victim in victims:
@@ -430,8 +537,70 @@ class TransactionPool:
             self._replace(old, vt, self._seq, size)
         else:
             self._insert(vt, self._seq, size)
+        self._enforce_budget(vt.sender)
         self._enforce_future_limits()
         return vt
+
+    def _check_room(self, vt: ValidTransaction, sender: _Sender | None) -> None:
+        """What the sender's own pooled transactions allow: a replacement must pay a higher tip,
+        the sender's future queue has a limit, and its balance must cover its pending
+        transactions up to this one and this one."""
+        if sender is None:
+            return
+        old = sender.txs.get(vt.nonce)
+        if old is not None and old.vt.tip >= vt.tip:
+            raise InvalidTransaction(
+                TxRejection.PRIORITY_TOO_LOW,
+                f"transaction 0x{old.vt.hash.hex()} with the same sender and nonce {vt.nonce} "
+                f"pays tip {old.vt.tip}; a replacement must pay more than that, not {vt.tip}",
+            )
+        ready = vt.nonce <= sender.ready_end
+        if not ready and old is None and sender.future_count() >= self._max_future_per_sender:
+            raise InvalidTransaction(
+                TxRejection.POOL_FULL,
+                f"the sender already has {sender.future_count()} future transactions "
+                f"waiting in the pool, the most allowed",
+            )
+        # The ones before it are paid first in a block; later ones give way (`_enforce_budget`).
+        before = [
+            entry.vt.cost
+            for nonce, entry in sender.txs.items()
+            if vt.account_nonce <= nonce < vt.nonce
+        ]
+        spent = sum(before)
+        if spent + vt.cost > vt.balance:
+            moved = vt.cost - vt.fee - vt.tip
+            parts = f"fee {vt.fee}, tip {vt.tip}" + (
+                f", {moved} moved by its call" if moved else ""
+            )
+            raise InvalidTransaction(
+                TxRejection.CANNOT_PAY_FEES,
+                f"Inability to pay some fees: the sender's {len(before)} pending transactions "
+                f"already spend {spent} of its free balance {vt.balance}, and this one needs "
+                f"{vt.cost} ({parts})",
+            )
+
+    def _enforce_budget(self, account: AccountId) -> list[Hash32]:
+        """Drop the sender's latest nonces until its pooled costs fit its balance (the newest
+        validation's, which `_admit` or `on_block` just recorded). Dropping from the top never
+        leaves a remaining transaction waiting for a dropped one."""
+        sender = self._senders.get(account)
+        if sender is None:
+            return []
+        balance = sender.balance
+        total = sender.pending_cost()
+        dropped: list[Hash32] = []
+        while total > balance and sender.txs:
+            top = sender.txs[max(sender.txs)]
+            total -= top.vt.cost
+            dropped.append(top.vt.hash)
+            self._remove(
+                top,
+                PoolStatus.DROPPED,
+                f"Inability to pay some fees: the sender's pending transactions would spend "
+                f"{total + top.vt.cost} of its free balance {balance}",
+            )
+        return dropped
 
     def _plan_evictions(
         self, vt: ValidTransaction, size: int, ready: bool, old: _Entry | None
@@ -493,8 +662,9 @@ class TransactionPool:
     def _insert(self, vt: ValidTransaction, seq: int, size: int) -> None:
         sender = self._senders.get(vt.sender)
         if sender is None:
-            sender = _Sender(vt.account_nonce, vt.account_nonce, {})
+            sender = _Sender(vt.account_nonce, vt.account_nonce, {}, vt.balance)
             self._senders[vt.sender] = sender
+        sender.balance = vt.balance
         entry = _Entry(vt, seq, size)
         sender.txs[vt.nonce] = entry
         self._by_hash[vt.hash] = entry
@@ -510,6 +680,7 @@ class TransactionPool:
     def _replace(self, old: _Entry, vt: ValidTransaction, seq: int, size: int) -> None:
         """Swap in place: same sender and nonce, so the successors keep their side."""
         sender = self._senders[vt.sender]
+        sender.balance = vt.balance
         entry = _Entry(vt, seq, size)
         sender.txs[vt.nonce] = entry
         del self._by_hash[old.vt.hash]
@@ -616,6 +787,46 @@ class TransactionPool:
 
     # ------------------------------------------------------------------ bans and events
 
+    def _refuse_banned(self, hash_: Hash32, now: float) -> None:
+        expiry = self._bans.get(hash_)
+        if expiry is not None and now < expiry:
+            raise InvalidTransaction(
+                TxRejection.TEMPORARILY_BANNED,
+                f"transaction 0x{hash_.hex()} is temporarily banned for another "
+                f"{expiry - now:.1f} s after being found invalid or included",
+            )
+
+    def _refuse_banned_sender(self, sender: AccountId, now: float) -> None:
+        expiry = self._sender_bans.get(sender)
+        if expiry is not None and now < expiry:
+            raise InvalidTransaction(
+                TxRejection.TEMPORARILY_BANNED,
+                f"sender {encode_address(sender)} is temporarily banned for another "
+                f"{expiry - now:.1f} s: {self._sender_strikes} of its transactions failed their "
+                f"dry run within {self._strike_seconds:g} s",
+            )
+
+    def _strike(self, sender: AccountId, hash_: Hash32, now: float) -> None:
+        """Count a failed dry run of `hash_` (signed by `sender`) once, ever (while remembered);
+        ban the sender at `sender_strikes` within `strike_seconds`."""
+        if hash_ in self._struck:
+            return
+        self._struck[hash_] = None
+        if len(self._struck) > self._max_banned:
+            self._struck.popitem(last=False)
+        since = now - self._strike_seconds
+        strikes = [at for at in self._strikes.pop(sender, []) if at > since]
+        strikes.append(now)
+        if len(strikes) < self._sender_strikes:
+            self._strikes[sender] = strikes
+            if len(self._strikes) > self._max_banned:
+                self._strikes.popitem(last=False)
+            return
+        self._sender_bans[sender] = now + self._sender_ban_seconds
+        self._sender_bans.move_to_end(sender)
+        if len(self._sender_bans) > self._max_banned:
+            self._sender_bans.popitem(last=False)
+
     def _ban(self, hash_: Hash32, now: float) -> None:
         self._bans[hash_] = now + self._ban_seconds
         self._bans.move_to_end(hash_)
@@ -627,8 +838,14 @@ class TransactionPool:
         while bans:
             first = next(iter(bans))
             if bans[first] > now:
-                return
+                break
             del bans[first]
+        sender_bans = self._sender_bans
+        while sender_bans:
+            oldest = next(iter(sender_bans))
+            if sender_bans[oldest] > now:
+                break
+            del sender_bans[oldest]
 
     def _emit(
         self, hash_: Hash32, status: PoolStatus, detail: str, by: Hash32 | None = None

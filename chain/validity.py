@@ -22,3 +22,10 @@ class ValidTransaction:
     transaction is `future` (it waits for its predecessors), nonce == account_nonce `ready`."""
     fee: int
     """Base fee plus byte fee (the tip not included)."""
+    balance: int
+    """The sender's free balance in the state it was validated against: what all its pending
+    transactions together may spend."""
+    cost: int
+    """What it takes from that balance once included: fee and tip, and for a transaction that
+    was dry-run (the one next in line) whatever else its call moved out of the free balance.
+    A transaction that waits for a predecessor counts fee and tip until it is next in line."""

@@ -15,14 +15,16 @@ import trio
 
 from chain.address import encode_address
 from chain.blocks import Block, Call, Header, SignedTransaction, UnsignedTransaction, tx_hash
-from chain.errors import BlockRejection, InvalidBlock, InvalidTransaction
+from chain.errors import BlockRejection, InvalidBlock, InvalidTransaction, TxRejection
 from chain.importer import BlockImporter
-from chain.pool import PoolEvent, TransactionPool
+from chain.pool import DryRun, PoolEvent, TransactionPool
 from chain.primitives import AccountId, BlockNumber, Hash32, Slot, TimestampMs
 from chain.runtime import system
 from chain.runtime.executive import BlockExecution, Runtime
 from chain.runtime.framework import BlockEnv
+from chain.state import TrieState
 from chain.store import ChainStore, TreeRoute
+from chain.trie import NodeCache
 from chain.validity import ValidTransaction
 from consensus.aura import Signer, slot_at, slot_author, verify_header
 from consensus.clock import Clock
@@ -47,6 +49,17 @@ PROPOSAL_SHARE = 0.5
 EQUIVOCATION_WINDOW = 4096
 """Recent (slot, author) pairs remembered to notice a second block for the same slot."""
 
+DRY_RUN_THREADS = 1
+"""Dry runs of submitted transactions run off the event loop, one at a time: under the GIL more
+threads would not validate faster, only take more time from authoring and RPC, and one thread
+may use one trie node cache of its own."""
+MAX_DRY_RUNS_WAITING = 64
+"""Submissions waiting for a dry run at once; more are refused (1016) instead of queued."""
+DRY_RUN_CACHE_NODES = 8192
+DRY_RUN_ATTEMPTS = 3
+"""A dry run is repeated when the best block changed while it ran (it would admit what the new
+state may refuse); after this many the last outcome stands and the next block revalidates it."""
+
 
 def chain_key(header: Header) -> tuple[int, bytes]:
     """Fork choice order: longer wins, then the lower hash (every node decides the same)."""
@@ -64,6 +77,7 @@ class ChainStatistics:
     finalized_number: int
     blocks_authored: int
     watchers: int
+    dry_runs_waiting: int = 0
 
 
 class ChainService:
@@ -97,6 +111,9 @@ class ChainService:
         """Called with each block we author (the network service gossips it)."""
         self.on_submitted: list[Callable[[bytes], None]] = []
         """Called with each transaction accepted from a local client."""
+        self._dry_runs = trio.CapacityLimiter(DRY_RUN_THREADS)
+        self._dry_run_cache = NodeCache(DRY_RUN_CACHE_NODES)
+        self._dry_running: set[Hash32] = set()
 
     # -- transactions -----------------------------------------------------------------------
 
@@ -108,8 +125,9 @@ class ChainService:
         return BlockEnv(BlockNumber(best.number + 1), best.hash, TimestampMs(now), author)
 
     def validate(self, encoded: bytes) -> ValidTransaction:
-        """The pool's validator: checks against the best state."""
-        return self.runtime.validate_transaction(self.store.best_state(), encoded, self.next_env())
+        """The pool's validator: the cheap checks against the best state; the dry run is
+        `revalidate`'s."""
+        return self.runtime.precheck(self.store.best_state(), encoded)
 
     def next_nonce(self, account: AccountId) -> int:
         """The nonce a new transaction of `account` should carry: past the best state's and
@@ -136,23 +154,81 @@ class ChainService:
         return self.runtime.revalidate(self.store.best_state(), valid, self.next_env())
 
     def submit(self, encoded: bytes, *, local: bool = True) -> ValidTransaction:
-        """Validate and pool a transaction; raises InvalidTransaction with the reason. A local
-        one (from RPC) is then announced to the network; one from the network is relayed by
-        gossip itself."""
+        """Validate and pool a transaction on the event loop; raises InvalidTransaction with the
+        reason. For the node's own transactions and gossip; a client's go through
+        `submit_from_client`, whose dry run cannot hold up the loop. A local one is then announced
+        to the network; one from the network is relayed by gossip itself."""
         try:
             valid = self.pool.submit(encoded, time.monotonic())
         finally:
             self._dispatch(self.pool.drain_events())
+        self._announce(encoded, local)
+        return valid
+
+    async def submit_from_client(self, encoded: bytes, *, local: bool = True) -> ValidTransaction:
+        """`submit` for a transaction from a client: the pool's cheap checks (size, decoding,
+        signature, nonce window, bans, the sender's pending costs against its balance) on the
+        event loop, then the dry run, which may take 100 ms and more for a large manifest, on a
+        worker thread, one at a time, so that authoring and RPC go on meanwhile."""
+        checked = self.pool.check(encoded, time.monotonic())
+        if checked.nonce == checked.account_nonce:
+            outcome = await self._dry_run_off_loop(checked)
+        else:
+            outcome = self.pool.dry_run(checked)  # no dry run for a future one: only cheap checks
+        try:
+            valid = self.pool.complete(checked, outcome, time.monotonic())
+        finally:
+            self._dispatch(self.pool.drain_events())
+        self._announce(encoded, local)
+        return valid
+
+    async def _dry_run_off_loop(self, checked: ValidTransaction) -> DryRun:
+        if checked.hash in self._dry_running:
+            raise InvalidTransaction(
+                TxRejection.ALREADY_IMPORTED,
+                f"transaction 0x{checked.hash.hex()} is already being validated",
+            )
+        if len(self._dry_running) >= MAX_DRY_RUNS_WAITING:
+            raise InvalidTransaction(
+                TxRejection.POOL_FULL,
+                f"{len(self._dry_running)} submitted transactions are waiting for validation, "
+                "the most allowed; try again shortly",
+            )
+        self._dry_running.add(checked.hash)
+        try:
+            for _ in range(DRY_RUN_ATTEMPTS):
+                best = self.store.best_header
+                # State and environment are taken here, on the loop; the thread reads the trie
+                # through a node cache of its own (the shared one is not thread-safe).
+                state = TrieState(self.store.db.trie_nodes, best.state_root, self._dry_run_cache)
+                env = self.next_env()
+                outcome = await trio.to_thread.run_sync(
+                    self._dry_run, state, checked, env, limiter=self._dry_runs
+                )
+                if self.store.best_header.hash == best.hash:
+                    break
+        finally:
+            self._dry_running.discard(checked.hash)
+        return outcome
+
+    def _dry_run(self, state: TrieState, checked: ValidTransaction, env: BlockEnv) -> DryRun:
+        try:
+            return self.runtime.revalidate(state, checked, env)
+        except InvalidTransaction as err:
+            return err
+
+    def _announce(self, encoded: bytes, local: bool) -> None:
         if local:
             for listener in self.on_submitted:
                 listener(encoded)
-        return valid
 
-    def watch(self, encoded: bytes) -> tuple[ValidTransaction, trio.MemoryReceiveChannel[TxStatus]]:
-        """Submit and follow a transaction. The channel yields its statuses and closes after a
-        final one; a watcher that does not keep up is dropped."""
+    async def watch(
+        self, encoded: bytes
+    ) -> tuple[ValidTransaction, trio.MemoryReceiveChannel[TxStatus]]:
+        """Submit (as `submit_from_client`) and follow a transaction. The channel yields its
+        statuses and closes after a final one; a watcher that does not keep up is dropped."""
+        valid = await self.submit_from_client(encoded)
         send, receive = trio.open_memory_channel[TxStatus](WATCH_BUFFER)
-        valid = self.submit(encoded)
         status = self.pool.status(valid.hash)
         if status is not None:
             send.send_nowait(str(status))
@@ -400,4 +476,5 @@ class ChainService:
             finalized_number=self.store.finalized_header.number,
             blocks_authored=self.blocks_authored,
             watchers=sum(len(v) for v in self._watchers.values()),
+            dry_runs_waiting=len(self._dry_running),
         )

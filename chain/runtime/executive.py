@@ -141,12 +141,11 @@ class Runtime:
                 f"fee {fee} + tip {tx.tip} exceeds the free balance {info.free}",
             )
 
-    def validate_transaction(
-        self, state: StateReader, encoded: bytes, env: BlockEnv
-    ) -> ValidTransaction:
-        """Pool validation against `state` (the best block's): the checks, a nonce window, and
-        for a transaction that is next in line a dry run of its call, so that a transfer the
-        sender cannot afford is refused at submission instead of failing in a block."""
+    def precheck(self, state: StateReader, encoded: bytes) -> ValidTransaction:
+        """The cheap part of pool validation against `state` (the best block's): size, decoding,
+        genesis, call and arguments, signature, the nonce window and the fee against the free
+        balance. What is left is the dry run (`revalidate`), which may cost far more (a large
+        manifest is parsed and checked), so a pool can refuse on these checks first."""
         checked = self.check(state, encoded)
         tx = checked.tx
         ahead = tx.nonce - checked.account.nonce
@@ -156,7 +155,6 @@ class Runtime:
                 f"nonce {tx.nonce} is {ahead} ahead of the account's next nonce "
                 f"{checked.account.nonce}; at most {self.config.max_future_nonces} allowed",
             )
-        self._dry_run(state, checked, env)
         return ValidTransaction(
             hash=tx_hash(encoded),
             encoded=encoded,
@@ -166,33 +164,50 @@ class Runtime:
             tip=tx.tip,
             account_nonce=checked.account.nonce,
             fee=checked.fee,
+            balance=checked.account.free,
+            cost=checked.fee + tx.tip,
         )
+
+    def validate_transaction(
+        self, state: StateReader, encoded: bytes, env: BlockEnv
+    ) -> ValidTransaction:
+        """Pool validation against `state`: `precheck`, then for a transaction that is next in
+        line a dry run of its call, so that a transfer the sender cannot afford is refused at
+        submission instead of failing in a block."""
+        return self.revalidate(state, self.precheck(state, encoded), env)
 
     def revalidate(
         self, state: StateReader, valid: ValidTransaction, env: BlockEnv
     ) -> ValidTransaction:
-        """Validity again after a new block, for a transaction that passed `validate_transaction`
-        before: only the nonce, the balance and the call's dry run can have changed; decoding
-        and the signature cannot."""
+        """Validity again after a new block, for a transaction that passed `precheck` before:
+        only the nonce, the balance and the call's dry run can have changed; decoding and the
+        signature cannot."""
         tx = valid.tx
         call = self.calls[(tx.module, tx.function)]
         checked = CheckedTransaction(
             tx, call, call.decode_args(tx.args), valid.fee, system.account(state, tx.sender)
         )
         self._check_account(checked)
-        self._dry_run(state, checked, env)
-        return replace(valid, account_nonce=checked.account.nonce)
+        spent = self._dry_run(state, checked, env)
+        return replace(
+            valid,
+            account_nonce=checked.account.nonce,
+            balance=checked.account.free,
+            cost=max(valid.fee + tx.tip, spent),
+        )
 
-    def _dry_run(self, state: StateReader, checked: CheckedTransaction, env: BlockEnv) -> None:
+    def _dry_run(self, state: StateReader, checked: CheckedTransaction, env: BlockEnv) -> int:
         """For a transaction next in line, run its call on a scratch overlay, so that one the
-        sender cannot afford is refused now instead of failing in a block."""
+        sender cannot afford is refused now instead of failing in a block. Returns how much the
+        sender's free balance went down (0 when there was no dry run)."""
         if checked.tx.nonce != checked.account.nonce:
-            return
+            return 0
         ctx = Context(Overlay(state), env, self.config)
         try:
             self._apply_checked(ctx, checked)
         except DispatchError as exc:
             raise InvalidTransaction(TxRejection.CALL_FAILED, str(exc)) from None
+        return checked.account.free - system.account(ctx.state, checked.tx.sender).free
 
     def apply_extrinsic(
         self, ctx: Context, encoded: bytes, *, signature_checked: bool = False
@@ -220,6 +235,7 @@ class Runtime:
         outer = ctx.state
         inner = outer.child()
         ctx.state = inner
+        ctx.fee = checked.fee
         try:
             checked.call.handler(ctx, tx.sender, *checked.args)
         except DispatchError as exc:
@@ -234,6 +250,7 @@ class Runtime:
             raise
         finally:
             ctx.state = outer
+            ctx.fee = 0
         inner.merge_into(outer)
         ctx.emit(system.NAME, "ExtrinsicSuccess")
 

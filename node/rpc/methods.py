@@ -281,10 +281,10 @@ def build_registry(
     # -- author -------------------------------------------------------------------------------
 
     @registry.method("author_submitExtrinsic", params=["extrinsic"])
-    def submit(params: Params) -> str:
+    async def submit(params: Params) -> str:
         encoded = params.required("extrinsic", hex_bytes)
         try:
-            return _hex(chain.submit(encoded).hash)
+            return _hex((await chain.submit_from_client(encoded)).hash)
         except InvalidTransaction as exc:
             raise invalid_transaction_error(exc) from None
 
@@ -294,10 +294,10 @@ def build_registry(
         notification="author_extrinsicUpdate",
         params=["extrinsic"],
     )
-    def submit_and_watch(params: Params) -> AsyncIterator[Any]:
+    async def submit_and_watch(params: Params) -> AsyncIterator[Any]:
         encoded = params.required("extrinsic", hex_bytes)
         try:
-            _, statuses = chain.watch(encoded)
+            _, statuses = await chain.watch(encoded)
         except InvalidTransaction as exc:
             raise invalid_transaction_error(exc) from None
         return _statuses(statuses)

@@ -87,6 +87,8 @@ class FakeState:
             tip=tx.tip,
             account_nonce=nonce,
             fee=fee,
+            balance=self.balances.get(tx.sender, 0),
+            cost=fee + tx.tip,
         )
 
     def revalidate(self, vt: ValidTransaction) -> ValidTransaction:
@@ -99,7 +101,9 @@ class FakeState:
             )
         if self.balances.get(vt.sender, 0) < vt.fee + vt.tip:
             raise InvalidTransaction(TxRejection.CANNOT_PAY_FEES, "the balance is too low")
-        return dataclasses.replace(vt, account_nonce=nonce)
+        return dataclasses.replace(
+            vt, account_nonce=nonce, balance=self.balances.get(vt.sender, 0)
+        )
 
     def apply(self, txs: Iterable[ValidTransaction]) -> None:
         for vt in txs:
@@ -583,9 +587,11 @@ def test_a_revalidator_replaces_the_validator_after_blocks() -> None:
     submit(pool, "alice", 0)
     submit(pool, "alice", 1)
     submit(pool, "bob", 2)
+    # A submission is the validator's cheap checks, then the revalidator's dry run.
+    assert (state.calls, state.revalidations) == (3, 3)
     state.nonces[account("bob")] = 3
     _, update = author_block(pool, state, take=1)
-    assert (state.calls, state.revalidations) == (3, 2)
+    assert (state.calls, state.revalidations) == (3, 5)
     assert update.invalid == (h("bob", 2),)
     assert [vt.account_nonce for vt in pool.ready()] == [1]
 
