@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import fcntl
 import functools
 import hashlib
 import logging
@@ -48,6 +49,38 @@ _SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 """dockerd and the tools it runs (iptables, containerd) live here on Debian; root's PATH may
 lack them (e.g. under `su` without `-`)."""
 _BUILT_IN_NETWORKS = ("bridge", "host", "none")
+
+
+START_LOCK_FOLDERS = (Path("/run/lock"), Path("/tmp"))
+"""Where the host-wide lock that orders engine starts lives (the first that exists)."""
+
+
+class _StartTurn:
+    """One engine start at a time on this host. As it starts, dockerd removes and creates again
+    the iptables chains that every engine of the host shares (DOCKER, DOCKER-ISOLATION-STAGE-1
+    and -2): two engines starting at once race, and one of them exits with "Chain already
+    exists". The turn is an advisory lock on a file, held from the spawn until the engine
+    answers; a crashed holder releases it with its process."""
+
+    def __init__(self) -> None:
+        folder = next((f for f in START_LOCK_FOLDERS if f.is_dir()), Path("/tmp"))
+        self._path = folder / "statemesh-dockerd-start.lock"
+        self._fd = -1
+
+    def __enter__(self) -> _StartTurn:
+        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return self
+
+    def taken(self) -> bool:
+        """Takes the turn if it is free: polled, so that waiting stays cancellable."""
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._fd)  # releases the lock with the descriptor
 
 
 class EngineStartReason(enum.Enum):
@@ -259,31 +292,38 @@ class PrivateEngine:
     def start(self, timeout_seconds: float = START_TIMEOUT_SECONDS) -> None:
         """Starts dockerd and waits until it answers."""
         started = time.monotonic()
-        self.spawn()
-        try:
-            while not self.answers():
-                if time.monotonic() - started > timeout_seconds:
-                    raise self._no_answer(timeout_seconds)
+        with _StartTurn() as turn:
+            while not turn.taken():
                 time.sleep(_POLL_SECONDS)
-        except BaseException:
-            self.stop()
-            raise
+            self.spawn()
+            try:
+                while not self.answers():
+                    if time.monotonic() - started > timeout_seconds:
+                        raise self._no_answer(timeout_seconds)
+                    time.sleep(_POLL_SECONDS)
+            except BaseException:
+                self.stop()
+                raise
         self._started(started)
 
     async def start_async(self, timeout_seconds: float = START_TIMEOUT_SECONDS) -> None:
         """`start` for trio code: dockerd is started from the calling (trio) thread, so that it
         outlives no worker thread, and the engine is asked in worker threads until it answers."""
         started = time.monotonic()
-        self.spawn()
-        try:
-            while not await trio.to_thread.run_sync(self.answers):
-                if time.monotonic() - started > timeout_seconds:
-                    raise self._no_answer(timeout_seconds)
+        with _StartTurn() as turn:
+            # A file lock offers nothing to await: poll it, cancellable between looks.
+            while not turn.taken():  # noqa: ASYNC110
                 await trio.sleep(_POLL_SECONDS)
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await self.stop_async()
-            raise
+            self.spawn()
+            try:
+                while not await trio.to_thread.run_sync(self.answers):
+                    if time.monotonic() - started > timeout_seconds:
+                        raise self._no_answer(timeout_seconds)
+                    await trio.sleep(_POLL_SECONDS)
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await self.stop_async()
+                raise
         self._started(started)
 
     def stop(self, timeout_seconds: float = STOP_TIMEOUT_SECONDS, *, purge: bool = False) -> None:

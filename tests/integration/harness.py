@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,21 +25,42 @@ STATEMESH = str(Path(sys.executable).parent / "statemesh")
 
 _HANDED_OUT: set[int] = set()
 
-STARTED: list[NodeProcess] = []
-"""Every node started in this test session, so that what they leave on the host (their
-replicas' host rules) can be removed at its end, and only theirs."""
+# Test processes run side by side (one per pytest-xdist worker) and each hands out ports of its
+# own range, below the kernel's ephemeral range (32768-60999 by default) so that no outgoing
+# connection takes one either: a port probed free here is nobody else's a moment later.
+_PORT_BASE = 20_000
+_PORTS_PER_WORKER = 1_500
+
+
+def _port_range() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    index = int(worker) if worker.isdigit() else 0
+    start = _PORT_BASE + index * _PORTS_PER_WORKER
+    return range(start, start + _PORTS_PER_WORKER)
 
 
 def free_port() -> int:
     """A loopback port free now and not handed out before in this process: a node takes four,
     and the kernel may offer a port again as soon as its probe socket is closed."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
+    ports = _port_range()
+    offset = random.randrange(len(ports))
+    for step in range(len(ports)):
+        port = ports[(offset + step) % len(ports)]
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"every port of {ports} was handed out")
+
+
+STARTED: list[NodeProcess] = []
+"""Every node started in this test session, so that what they leave on the host (their
+replicas' host rules) can be removed at its end, and only theirs."""
 
 
 class RpcFailure(Exception):
