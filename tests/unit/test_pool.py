@@ -53,6 +53,11 @@ def h(name: str, nonce: int, tip: int = 0, pad: int = 0) -> Hash32:
     return tx_hash(encoded_tx(name, nonce, tip, pad))
 
 
+def cost(name: str, nonce: int, tip: int = 0, pad: int = 0) -> int:
+    """What the fake runtime charges: base fee, a byte fee of 1 per byte, and the tip."""
+    return BASE_FEE + len(encoded_tx(name, nonce, tip, pad)) + tip
+
+
 @dataclass
 class FakeState:
     """The runtime's validity rules over a dict of nonces and balances."""
@@ -63,6 +68,8 @@ class FakeState:
     )
     calls: int = 0
     revalidations: int = 0
+    doomed: set[Hash32] = field(default_factory=set)
+    """Transactions whose dry run fails (as a manifest that fails late does)."""
 
     def validate(self, encoded: bytes) -> ValidTransaction:
         self.calls += 1
@@ -101,15 +108,21 @@ class FakeState:
             )
         if self.balances.get(vt.sender, 0) < vt.fee + vt.tip:
             raise InvalidTransaction(TxRejection.CANNOT_PAY_FEES, "the balance is too low")
-        return dataclasses.replace(
-            vt, account_nonce=nonce, balance=self.balances.get(vt.sender, 0)
-        )
+        if vt.hash in self.doomed and vt.nonce == nonce:
+            raise InvalidTransaction(TxRejection.CALL_FAILED, "apps.BadManifest: it fails late")
+        return dataclasses.replace(vt, account_nonce=nonce, balance=self.balances.get(vt.sender, 0))
 
     def apply(self, txs: Iterable[ValidTransaction]) -> None:
         for vt in txs:
             if vt.nonce != self.nonces.get(vt.sender, 0):
                 raise AssertionError(f"block applies nonce {vt.nonce} out of order")
             self.nonces[vt.sender] = vt.nonce + 1
+            self.balances[vt.sender] -= vt.cost
+
+    def unapply(self, txs: Iterable[ValidTransaction]) -> None:
+        for vt in reversed(list(txs)):
+            self.nonces[vt.sender] -= 1
+            self.balances[vt.sender] += vt.cost
 
 
 def make_pool(state: FakeState, **limits: Any) -> TransactionPool:
@@ -308,6 +321,210 @@ def test_pool_refusals_do_not_ban() -> None:
     assert rejection(pool, encoded_tx("bob", 0, 1))[0] is TxRejection.POOL_FULL
     assert not pool.is_banned(h("bob", 0, 1), 0.0)
     assert pool.statistics().banned_count == 0
+
+
+# ---------------------------------------------------------------------- pending costs
+
+
+def test_a_sender_funded_for_three_fees_gets_three_pool_entries_not_fourteen() -> None:
+    state = FakeState()
+    state.balances[account("alice")] = sum(cost("alice", n) for n in range(3))
+    pool = make_pool(state)
+    for nonce in range(3):
+        submit(pool, "alice", nonce)
+    spent = pool.pending_cost(account("alice"))
+    for nonce in range(3, 14):
+        assert rejection(pool, encoded_tx("alice", nonce)) == (
+            TxRejection.CANNOT_PAY_FEES,
+            f"Inability to pay some fees: the sender's 3 pending transactions already spend "
+            f"{spent} of its free balance {spent}, and this one needs {cost('alice', nonce)} "
+            f"(fee {cost('alice', nonce)}, tip 0)",
+        )
+    assert len(pool) == 3 and spent == state.balances[account("alice")]
+    # A refusal for want of funds is the pool's, not the transaction's: no ban.
+    assert pool.statistics().banned_count == 0
+
+
+def test_the_costs_count_from_the_account_nonce_and_only_up_to_the_new_transaction() -> None:
+    state = FakeState(nonces={account("alice"): 5})
+    state.balances[account("alice")] = cost("alice", 5) + cost("alice", 6, tip=50) - 1
+    pool = make_pool(state)
+    submit(pool, "alice", 5)
+    assert rejection(pool, encoded_tx("alice", 6, tip=50))[0] is TxRejection.CANNOT_PAY_FEES
+    submit(pool, "alice", 6, tip=40)
+    assert order(pool) == [("alice", 5), ("alice", 6)]
+
+
+def test_a_replacement_is_paid_for_instead_of_the_one_it_replaces() -> None:
+    state = FakeState()
+    state.balances[account("alice")] = cost("alice", 0) + cost("alice", 1, tip=10)
+    pool = make_pool(state)
+    submit(pool, "alice", 0)
+    submit(pool, "alice", 1, tip=5)
+    submit(pool, "alice", 1, tip=10)  # pays 5 more, which the balance still covers
+    assert rejection(pool, encoded_tx("alice", 1, tip=11))[0] is TxRejection.CANNOT_PAY_FEES
+    assert pool.pending_cost(account("alice")) == state.balances[account("alice")]
+
+
+def test_an_earlier_nonce_is_paid_first_and_the_latest_ones_give_way() -> None:
+    state = FakeState()
+    state.balances[account("alice")] = cost("alice", 1) + cost("alice", 2) + 1
+    pool = make_pool(state)
+    submit(pool, "alice", 1)
+    submit(pool, "alice", 2)
+    pool.drain_events()
+    submit(pool, "alice", 0)
+    spent = cost("alice", 0) + cost("alice", 1) + cost("alice", 2)
+    assert pool.drain_events() == [
+        ev(h("alice", 0), READY),
+        ev(h("alice", 1), READY),
+        ev(h("alice", 2), READY),
+        ev(
+            h("alice", 2),
+            DROPPED,
+            f"Inability to pay some fees: the sender's pending transactions would spend "
+            f"{spent} of its free balance {state.balances[account('alice')]}",
+        ),
+    ]
+    assert order(pool) == [("alice", 0), ("alice", 1)]
+
+
+def test_after_a_block_the_latest_nonces_go_until_the_new_balance_pays_for_the_rest() -> None:
+    state = FakeState()
+    pool = make_pool(state, revalidator=state.revalidate)
+    for nonce in range(4):
+        submit(pool, "alice", nonce)
+    submit(pool, "bob", 0)
+    # Alice moves funds away by other means: what is left pays for two of her transactions.
+    state.balances[account("alice")] = cost("alice", 0) + cost("alice", 1)
+    pool.drain_events()
+    update = pool.on_block([], now=1.0)
+    assert update.dropped == (h("alice", 3), h("alice", 2))
+    assert update.invalid == ()
+    assert order(pool) == [("alice", 0), ("alice", 1), ("bob", 0)]
+    assert [e.status for e in pool.drain_events()] == [DROPPED, DROPPED]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    balance=st.integers(0, 2_000),
+    submissions=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 60)), max_size=20),
+)
+def test_pending_costs_never_exceed_the_balance(
+    balance: int, submissions: list[tuple[int, int]]
+) -> None:
+    state = FakeState()
+    state.balances[account("alice")] = balance
+    pool = make_pool(state)
+    for nonce, tip in submissions:
+        try:
+            submit(pool, "alice", nonce, tip)
+        except InvalidTransaction:
+            pass
+        assert pool.pending_cost(account("alice")) <= balance
+    # Every transaction was admitted on its own merits: nothing earlier is unpaid.
+    pending = sorted(pool.pending(), key=lambda vt: vt.nonce)
+    assert sum(vt.cost for vt in pending) <= balance
+
+
+# ---------------------------------------------------------------------- sender bans
+
+
+def doomed_tx(state: FakeState, name: str, nonce: int, pad: int) -> bytes:
+    """A transaction whose cheap checks pass and whose dry run fails: a late-failing manifest."""
+    encoded = encoded_tx(name, nonce, pad=pad)
+    state.doomed.add(tx_hash(encoded))
+    return encoded
+
+
+def test_checks_are_cheap_and_only_the_dry_run_calls_the_revalidator() -> None:
+    state = FakeState()
+    pool = make_pool(state, revalidator=state.revalidate)
+    checked = pool.check(encoded_tx("alice", 0), now=0.0)
+    assert (state.calls, state.revalidations, len(pool)) == (1, 0, 0)
+    outcome = pool.dry_run(checked)
+    assert state.revalidations == 1
+    assert pool.complete(checked, outcome, now=0.0) == outcome
+    assert order(pool) == [("alice", 0)]
+
+
+def test_a_sender_whose_dry_runs_keep_failing_is_banned_for_a_while() -> None:
+    state = FakeState()
+    pool = make_pool(
+        state, revalidator=state.revalidate, sender_strikes=3, strike_seconds=60.0,
+        sender_ban_seconds=60.0,
+    )  # fmt: skip
+    for pad in range(3):
+        assert rejection(pool, doomed_tx(state, "alice", 0, pad), now=10.0 + pad) == (
+            TxRejection.CALL_FAILED,
+            "apps.BadManifest: it fails late",
+        )
+    revalidations = state.revalidations
+    assert rejection(pool, doomed_tx(state, "alice", 0, pad=3), now=20.0) == (
+        TxRejection.TEMPORARILY_BANNED,
+        f"sender {KEYS['alice'].address} is temporarily banned for another 52.0 s: 3 of its "
+        "transactions failed their dry run within 60 s",
+    )
+    # Refused before the dry run, and good transactions of the sender are refused as well.
+    good = encoded_tx("alice", 0, pad=10)
+    assert rejection(pool, good, now=20.0)[0] is TxRejection.TEMPORARILY_BANNED
+    assert state.revalidations == revalidations
+    assert pool.sender_banned_until(account("alice"), 20.0) == 72.0
+    assert pool.statistics().banned_senders == 1
+    # Others are not affected, and the ban ends.
+    submit(pool, "bob", 0)
+    assert pool.submit(good, now=72.0).sender == account("alice")
+    assert pool.statistics().banned_senders == 0
+
+
+def test_strikes_older_than_the_window_are_forgotten() -> None:
+    state = FakeState()
+    pool = make_pool(state, revalidator=state.revalidate, strike_seconds=10.0)
+    for pad, now in enumerate([0.0, 5.0, 10.5, 16.0]):
+        assert rejection(pool, doomed_tx(state, "alice", 0, pad), now)[0] is TxRejection.CALL_FAILED
+    assert rejection(pool, doomed_tx(state, "alice", 0, 9), 17.0)[0] is TxRejection.CALL_FAILED
+    assert pool.sender_banned_until(account("alice"), 17.0) == 17.0 + 60.0
+
+
+def test_nobody_can_get_another_sender_banned() -> None:
+    """Claiming Alice as sender without her key fails the signature check, before any dry run;
+    replaying a failed transaction of hers, once its own ban is over, counts against her once."""
+    state = FakeState()
+
+    def check_signature(encoded: bytes) -> ValidTransaction:
+        tx = decode(encoded, SignedTransaction)
+        if tx.signature != decode(encoded_tx("alice", tx.nonce), SignedTransaction).signature:
+            raise InvalidTransaction(TxRejection.BAD_SIGNATURE, "the signature does not match")
+        return state.validate(encoded)
+
+    pool = TransactionPool(check_signature, revalidator=state.revalidate, ban_seconds=1.0)
+    for pad in range(5):
+        signed_by_bob = decode(encoded_tx("bob", 0, pad=pad), SignedTransaction)
+        forged = rlp.encode(signed_by_bob.copy(sender=account("alice")))
+        state.doomed.add(tx_hash(forged))
+        assert rejection(pool, forged)[0] is TxRejection.BAD_SIGNATURE
+    failed = encoded_tx("alice", 0)
+    state.doomed.add(tx_hash(failed))
+    for replay in range(5):
+        assert rejection(pool, failed, now=2.0 * replay)[0] is TxRejection.CALL_FAILED
+    assert state.revalidations == 5
+    assert pool.sender_banned_until(account("alice"), 10.0) is None
+    state.doomed.clear()
+    assert pool.submit(failed, now=10.0).sender == account("alice")
+
+
+def test_a_dry_run_that_fails_after_a_block_counts_against_its_sender() -> None:
+    state = FakeState()
+    pool = make_pool(state, revalidator=state.revalidate, sender_strikes=2)
+    submit(pool, "alice", 0)
+    submit(pool, "alice", 1)  # future when submitted: its dry run waits for nonce 0's block
+    state.doomed.add(h("alice", 1))
+    _, update = author_block(pool, state, take=1)
+    assert update.invalid == (h("alice", 1),)
+    assert pool.sender_banned_until(account("alice"), 0.0) is None
+    encoded = doomed_tx(state, "alice", 1, pad=7)
+    assert rejection(pool, encoded)[0] is TxRejection.CALL_FAILED
+    assert pool.sender_banned_until(account("alice"), 0.0) == 60.0
 
 
 # ---------------------------------------------------------------------- limits and eviction
@@ -702,8 +919,9 @@ class PoolMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.state = FakeState()
         self.size = len(encoded_tx("alice", 0))
+        # Enough for about three transactions each: the balance binds as often as the limits.
+        self.state = FakeState(balances={account(n): 3 * (BASE_FEE + self.size) for n in NAMES})
         self.pool = make_pool(
             self.state,
             max_count=8,
@@ -734,7 +952,15 @@ class PoolMachine(RuleBasedStateMachine):
                 TxRejection.PRIORITY_TOO_LOW,
                 TxRejection.POOL_FULL,
                 TxRejection.STALE_NONCE,
+                TxRejection.CANNOT_PAY_FEES,
             }
+
+    @rule(name=st.sampled_from(NAMES), amount=st.integers(0, 300))
+    def spend_elsewhere(self, name: str, amount: int) -> None:
+        """The sender's balance goes down by other means (a block the pool had nothing in)."""
+        balance = self.state.balances[account(name)]
+        self.state.balances[account(name)] = max(0, balance - amount)
+        self.pool.on_block([], self.now)
 
     @rule(take=st.integers(0, 5))
     def author(self, take: int) -> None:
@@ -749,8 +975,7 @@ class PoolMachine(RuleBasedStateMachine):
         if not self.blocks:
             return
         block = self.blocks.pop()
-        for vt in reversed(block):
-            self.state.nonces[vt.sender] -= 1
+        self.state.unapply(block)
         self.pool.retract([vt.encoded for vt in block], self.now)
         self.pool.on_block([], self.now)
 
@@ -785,6 +1010,8 @@ class PoolMachine(RuleBasedStateMachine):
         for hash_, status in self.last.items():
             assert self.pool.status(hash_) == (status if status in (READY, FUTURE) else None)
         assert all(vt.hash in self.last for vt in pending)
+        for name in NAMES:
+            assert self.pool.pending_cost(account(name)) <= self.state.balances[account(name)]
 
 
 TestPoolMachine = PoolMachine.TestCase
