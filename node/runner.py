@@ -147,6 +147,8 @@ class Node:
     """The private engine this node started, stopped when it exits."""
     disk: DiskPressureMonitor | None = None
     """Watches the engine's data root while the node offers compute."""
+    wallet: WalletService | None = None
+    """Creates the platform wallets this node coordinates, as the finalized chain asks."""
 
     @classmethod
     def open(cls, config: NodeConfig, *, clock: Clock | None = None) -> Node:
@@ -256,6 +258,7 @@ class Node:
             endpoints,
             ingress,
             disk=disk,
+            wallet=wallet,
         )
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -299,6 +302,8 @@ class Node:
                     await nursery.start(self.disk.run)
                 if self.usage is not None:
                     await nursery.start(self.usage.run)
+                if self.wallet is not None:
+                    await nursery.start(self.wallet.run)
                 if self.ingress is not None:
                     # Before the endpoints advertise: the proxy's port goes with their
                     # advertisements (until then it serves the routes as first built).
@@ -393,7 +398,8 @@ def _disk_pressure(
 def _wallet(
     config: NodeConfig, chain: ChainService, network: NetworkService | None, node_key: NodeKey
 ) -> WalletService | None:
-    """The platform-wallet committee member (and coordinator): it talks over p2p."""
+    """The platform-wallet committee member (and coordinator of the requests the chain gives
+    it, registered from the operator account): it talks over p2p."""
     if network is None:
         return None
     service = WalletService(
@@ -402,8 +408,6 @@ def _wallet(
         shares=ShareStore(config.chain_path, node_key.seed),
         transport=P2PWalletTransport(network.p2p),
         payer=config.operator,
-        committee_size=config.spec.runtime.wallet_committee_size,
-        threshold=config.spec.runtime.wallet_threshold,
     )
     service.register(network.p2p)
     return service

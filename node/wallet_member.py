@@ -1,7 +1,8 @@
-"""A committee member's side of platform wallets: it runs its own DKG participant for each
-session a coordinator relays, keeps the resulting share encrypted, and signs a wallet
-transaction only after checking it itself (a balance transfer of a registered wallet of which
-it is a member, approved by the wallet's login key over the exact transaction bytes)."""
+"""A committee member's side of platform wallets: it runs its own DKG participant for a wallet
+request the chain finalized, relayed by that request's coordinator, keeps the resulting share
+encrypted, and signs a wallet transaction only after checking it itself (a balance transfer of
+a registered wallet of which it is a member, approved by the wallet's login key over the exact
+transaction bytes, asked for by another member of that wallet)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import rlp
+import trio
 
 from chain import codec
 from chain.blocks import Call, UnsignedTransaction
 from chain.errors import InvalidTransaction
 from chain.primitives import AccountId, Hash32
-from chain.runtime import nodes, wallets
+from chain.runtime import wallets
 from chain.runtime.balances import Balances
 from chain.signature import verify
 from chain.state import StateReader
@@ -52,8 +54,13 @@ from wallet.keys import Keypair
 
 (TRANSFER,) = Balances().calls()
 V = TypeVar("V")
-MAX_SESSIONS = 64
-"""Sessions in flight per kind; the oldest is dropped beyond this (its nonces with it)."""
+MAX_DKG_SESSIONS = 256
+"""DKG sessions in flight. Each is one finalized, paid request of which this node is a member,
+started by its coordinator; sessions of requests no longer pending make room, a live one is
+never dropped for a new one (the new one is refused, and its coordinator tries again)."""
+MAX_SIGNING_SESSIONS = 64
+"""Signing sessions in flight per coordinating member; that member's oldest is dropped beyond
+this (its nonces with it), never another member's."""
 
 
 class WalletLedger(Protocol):
@@ -64,6 +71,22 @@ class WalletLedger(Protocol):
 
     def state(self) -> StateReader:
         """The best block's state."""
+        ...
+
+    def finalized_state(self) -> StateReader:
+        """The finalized block's state: wallet requests are acted on once final."""
+        ...
+
+    @property
+    def finalized_number(self) -> int: ...
+
+    def in_pool(self, tx_hash: Hash32) -> bool:
+        """Whether a transaction this node submitted still waits in its pool."""
+        ...
+
+    def finalized_heads(self) -> trio.abc.ReceiveChannel[object]:
+        """A new item each time the finalized block moves (the channel closes if this
+        subscriber falls behind)."""
         ...
 
     def next_nonce(self, account: AccountId) -> int: ...
@@ -77,6 +100,10 @@ class WalletLedger(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class _DkgSession:
+    request_id: int
+    attempt: int
+    coordinator: AccountId
+    """The only node whose rounds this session takes."""
     participant: DkgParticipant
     params: DkgParams
     committee_raw: bytes
@@ -95,9 +122,10 @@ class _SigningSession:
 
 class CommitteeMember:
     """Answers `wallet` protocol requests. Every check is made here, on this node's own view
-    of the chain: the coordinator is trusted with nothing but relaying."""
+    of the chain: the coordinator is trusted with nothing but relaying, and a request from a
+    node that may not send it changes nothing."""
 
-    __slots__ = ("_dkg", "_identity", "_ledger", "_rng", "_shares", "_signing")
+    __slots__ = ("_dkg", "_dkg_requests", "_identity", "_ledger", "_rng", "_shares", "_signing")
 
     def __init__(
         self,
@@ -112,7 +140,9 @@ class CommitteeMember:
         self._shares = shares
         self._rng = rng
         self._dkg: dict[bytes, _DkgSession] = {}
-        self._signing: dict[bytes, _SigningSession] = {}
+        self._dkg_requests: dict[int, bytes] = {}
+        """Request id -> its session in flight: one at a time per on-chain request."""
+        self._signing: dict[AccountId, dict[bytes, _SigningSession]] = {}
 
     def __repr__(self) -> str:
         return f"CommitteeMember(0x{self._identity.public.hex()})"
@@ -123,79 +153,116 @@ class CommitteeMember:
 
     def sessions_in_flight(self) -> tuple[int, int]:
         """(DKG sessions, signing sessions) held in memory."""
-        return len(self._dkg), len(self._signing)
+        return len(self._dkg), sum(len(t) for t in self._signing.values())
 
-    def handle(self, data: bytes) -> bytes:
-        """One request in, one answer out; a refusal is an answer too."""
+    def handle(self, sender: AccountId, data: bytes) -> bytes:
+        """One request from node `sender` in, one answer out; a refusal is an answer too."""
         try:
             request = WalletRequest.decode(data)
-            payload = self._dispatch(request)
+            payload = self._dispatch(sender, request)
         except Refused as refusal:
             return encode_refusal(refusal)
         return encode_answer(payload)
 
-    def _dispatch(self, request: WalletRequest) -> codec.RlpItem:
+    def _dispatch(self, sender: AccountId, request: WalletRequest) -> codec.RlpItem:
         kind, session, items = request.kind, request.session, request.items
         if kind is RequestKind.DKG_START:
-            return self._dkg_start(session, items)
+            return self._dkg_start(sender, session, items)
         if kind is RequestKind.SIGN_COMMIT:
-            return self._sign_commit(session, items)
+            return self._sign_commit(sender, session, items)
         if kind is RequestKind.SIGN_SHARE:
-            return self._sign_share(session, items)
-        return self._dkg_step(kind, session, items)
+            return self._sign_share(sender, session, items)
+        return self._dkg_step(sender, kind, session, items)
 
     # DKG ----------------------------------------------------------------------------------
 
-    def _dkg_start(self, session: bytes, items: tuple[codec.RlpItem, ...]) -> codec.RlpItem:
-        if len(items) != 3:
-            raise Refused(RefusalReason.MALFORMED, "dkg-start takes committee, threshold, login")
-        committee_raw = as_bytes(items[0], "committee")
+    def _dkg_start(
+        self, sender: AccountId, session: bytes, items: tuple[codec.RlpItem, ...]
+    ) -> codec.RlpItem:
+        if len(items) != 2:
+            raise Refused(RefusalReason.MALFORMED, "dkg-start takes a request id and an attempt")
         try:
-            committee = wallets.decode_committee(committee_raw)
-            threshold = codec.uint(items[1], "threshold")
-            login_key = AccountId(codec.fixed(items[2], 32, "login key"))
+            request_id = codec.uint(items[0], "request id")
+            attempt = codec.uint(items[1], "attempt")
         except codec.CodecError as exc:
-            raise Refused(RefusalReason.BAD_COMMITTEE, str(exc)) from None
+            raise Refused(RefusalReason.MALFORMED, str(exc)) from None
+        if request_id >= 2**64 or attempt >= 2**32:
+            raise Refused(RefusalReason.MALFORMED, "a request id or attempt out of range")
+        if session != wallets.dkg_session_id(request_id, attempt):
+            raise Refused(RefusalReason.MALFORMED, "the session is not this request attempt's")
+        request = wallets.get_request(self._ledger.finalized_state(), request_id)
+        if request is None:
+            raise Refused(
+                RefusalReason.UNKNOWN_REQUEST,
+                f"no wallet request {request_id} is pending in the finalized chain",
+            )
+        committee = request.committee
         if self.node_id not in committee:
             raise Refused(RefusalReason.NOT_A_MEMBER, "this node is not in the committee")
-        state = self._ledger.state()
-        for member in committee:
-            if nodes.get_node(state, member) is None:
-                raise Refused(
-                    RefusalReason.BAD_COMMITTEE, f"member 0x{member.hex()} is not a registered node"
-                )
-        if session in self._dkg:
-            raise Refused(RefusalReason.MALFORMED, "this DKG session has started already")
+        coordinator = wallets.coordinator_of(request_id, committee)
+        if sender != coordinator:
+            raise Refused(
+                RefusalReason.NOT_FROM_COMMITTEE,
+                f"request {request_id}'s DKG is relayed by its coordinator only",
+            )
+        current = self._dkg_requests.get(request_id)
+        if current is not None and self._dkg[current].attempt >= attempt:
+            raise Refused(RefusalReason.MALFORMED, "this DKG attempt has started already")
+        committee_raw = wallets.encode_committee(committee)
         try:
             params = DkgParams.create(
                 session,
-                threshold,
+                request.threshold,
                 (DkgMember(as_identifier(i + 1), m) for i, m in enumerate(committee)),
             )
             participant = DkgParticipant(params, self._identity, rng=self._rng)
             package = participant.start()
         except FrostError as error:
             raise Refused(RefusalReason.BAD_COMMITTEE, str(error)) from None
-        _bounded_put(
-            self._dkg,
-            session,
-            _DkgSession(participant, params, committee_raw, threshold, login_key),
-        )
+        if current is not None:
+            self._drop_dkg(current)
+        self._make_room()
+        self._dkg[session] = _DkgSession(
+            request_id, attempt, coordinator, participant, params, committee_raw,
+            request.threshold, request.requester,
+        )  # fmt: skip
+        self._dkg_requests[request_id] = session
         return package.encode()
 
+    def _make_room(self) -> None:
+        """Sessions of requests no longer pending go; if every one is live, the new one is
+        refused rather than one of them dropped."""
+        if len(self._dkg) < MAX_DKG_SESSIONS:
+            return
+        state = self._ledger.finalized_state()
+        for session, held in list(self._dkg.items()):
+            if wallets.get_request(state, held.request_id) is None:
+                self._drop_dkg(session)
+        if len(self._dkg) >= MAX_DKG_SESSIONS:
+            raise Refused(RefusalReason.BUSY, f"{len(self._dkg)} wallet DKGs are in flight")
+
+    def _drop_dkg(self, session: bytes) -> None:
+        held = self._dkg.pop(session)
+        if self._dkg_requests.get(held.request_id) == session:
+            del self._dkg_requests[held.request_id]
+
     def _dkg_step(
-        self, kind: RequestKind, session: bytes, items: tuple[codec.RlpItem, ...]
+        self, sender: AccountId, kind: RequestKind, session: bytes, items: tuple[codec.RlpItem, ...]
     ) -> codec.RlpItem:
         state = self._dkg.get(session)
         if state is None:
             raise Refused(RefusalReason.UNKNOWN_SESSION, "no DKG session with this id")
+        if sender != state.coordinator:
+            raise Refused(
+                RefusalReason.NOT_FROM_COMMITTEE, "this DKG is relayed by its coordinator only"
+            )
         if len(items) != 1:
             raise Refused(RefusalReason.MALFORMED, f"{kind.value.decode()} takes one list")
         messages = [as_bytes(m, "message") for m in as_list(items[0], "messages")]
         try:
             return self._dkg_round(kind, state, messages)
         except FrostError as error:
-            del self._dkg[session]
+            self._drop_dkg(session)
             raise Refused(RefusalReason.DKG_FAILED, str(error)) from None
 
     def _dkg_round(
@@ -225,15 +292,18 @@ class CommitteeMember:
         output = participant.finish()
         group_key = output.public_key_package.group_public_key.encoding
         self._shares.save(group_key, StoredShare(output.key_package, output.public_key_package))
-        del self._dkg[session.params.session_id]
+        self._drop_dkg(session.params.session_id)
         payload = wallets.confirmation_payload(
-            group_key, session.committee_raw, session.threshold, session.login_key
-        )
+            session.request_id, group_key, session.committee_raw, session.threshold,
+            session.login_key,
+        )  # fmt: skip
         return [group_key, self._identity.sign(payload)]
 
     # Signing ------------------------------------------------------------------------------
 
-    def _sign_commit(self, session: bytes, items: tuple[codec.RlpItem, ...]) -> codec.RlpItem:
+    def _sign_commit(
+        self, sender: AccountId, session: bytes, items: tuple[codec.RlpItem, ...]
+    ) -> codec.RlpItem:
         if len(items) != 2:
             raise Refused(RefusalReason.MALFORMED, "sign-commit takes a transaction and a login")
         unsigned_raw = as_bytes(items[0], "transaction")
@@ -248,6 +318,11 @@ class CommitteeMember:
             )
         if self.node_id not in record.committee:
             raise Refused(RefusalReason.NOT_A_MEMBER, "this node is not in the wallet's committee")
+        if sender not in record.committee:
+            raise Refused(
+                RefusalReason.NOT_FROM_COMMITTEE,
+                "a wallet's signing is coordinated by a member of its committee only",
+            )
         call = unsigned.call
         if (call.module, call.function) != (TRANSFER.module.encode(), TRANSFER.name.encode()):
             raise Refused(RefusalReason.NOT_A_TRANSFER, "members sign balance transfers only")
@@ -260,7 +335,7 @@ class CommitteeMember:
                 RefusalReason.BAD_LOGIN_SIGNATURE,
                 "the login signature is not the wallet login key's signature of this transaction",
             )
-        if session in self._signing:
+        if session in self._signing.get(sender, {}):
             raise Refused(RefusalReason.MALFORMED, "this signing session has started already")
         try:
             stored = self._shares.load(group_key)
@@ -270,9 +345,10 @@ class CommitteeMember:
             raise Refused(RefusalReason.NO_SHARE, "this node holds no share of the wallet")
         nonces, commitments = commit(stored.key_package, rng=self._rng, message=payload)
         _bounded_put(
-            self._signing,
+            self._signing.setdefault(sender, {}),
             session,
             _SigningSession(stored.key_package, nonces, payload, record.login_key, login_signature),
+            MAX_SIGNING_SESSIONS,
         )
         return [commitments.encode(), stored.public_package.encode()]
 
@@ -287,12 +363,19 @@ class CommitteeMember:
             raise Refused(RefusalReason.WRONG_CHAIN, "the transaction is for another chain")
         return unsigned  # type: ignore[no-any-return]
 
-    def _sign_share(self, session: bytes, items: tuple[codec.RlpItem, ...]) -> codec.RlpItem:
+    def _sign_share(
+        self, sender: AccountId, session: bytes, items: tuple[codec.RlpItem, ...]
+    ) -> codec.RlpItem:
         if len(items) != 1:
             raise Refused(RefusalReason.MALFORMED, "sign-share takes a signing package")
-        state = self._signing.pop(session, None)
+        sessions = self._signing.get(sender, {})
+        state = sessions.pop(session, None)
         if state is None:
-            raise Refused(RefusalReason.UNKNOWN_SESSION, "no signing session with this id")
+            raise Refused(
+                RefusalReason.UNKNOWN_SESSION, "no signing session with this id from this node"
+            )
+        if not sessions:
+            self._signing.pop(sender, None)
 
         def approve(message: bytes) -> bool:
             return message == state.payload and verify(
@@ -307,7 +390,7 @@ class CommitteeMember:
         return share.encode()
 
 
-def _bounded_put(table: dict[bytes, V], key: bytes, value: V) -> None:
-    while len(table) >= MAX_SESSIONS:
+def _bounded_put(table: dict[bytes, V], key: bytes, value: V, limit: int) -> None:
+    while len(table) >= limit:
         del table[next(iter(table))]
     table[key] = value

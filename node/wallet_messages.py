@@ -1,6 +1,8 @@
 """The `wallet` request/response protocol between a coordinator and committee members: one
 request kind per DKG or signing round, and an answer that is either a payload or a refusal
-with a reason. RLP lists; the FROST messages inside keep their own encodings."""
+with a reason. RLP lists; the FROST messages inside keep their own encodings. Only committee
+members send these: a member takes a request only from the node of another member (the p2p
+peer id is the node key), and a DKG only for a request the chain finalized."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ MAX_RESPONSE_BYTES = 64 * 1024
 
 class RequestKind(enum.Enum):
     DKG_START = b"dkg-start"
-    """[session, committee (RLP), threshold, login key] -> round-1 package"""
+    """[session, request id, attempt] -> round-1 package. The committee, threshold and login key
+    are the finalized request's; the session is `wallets.dkg_session_id(request, attempt)`."""
     DKG_ROUND1 = b"dkg-round1"
     """[session, [round-1 packages]] -> [[recipient identifier, sealed share], ...]"""
     DKG_ROUND2 = b"dkg-round2"
@@ -44,6 +47,10 @@ class RefusalReason(enum.Enum):
     NOT_A_TRANSFER = "NotATransfer"
     BAD_LOGIN_SIGNATURE = "BadLoginSignature"
     SIGNING_FAILED = "SigningFailed"
+    UNKNOWN_REQUEST = "UnknownRequest"
+    NOT_FROM_COMMITTEE = "NotFromCommittee"
+    """The sending node is not the member this request may come from: ignored."""
+    BUSY = "Busy"
 
 
 class Refused(Exception):

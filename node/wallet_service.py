@@ -1,7 +1,9 @@
 """Platform wallets over the `wallet` request/response protocol. This node is a committee
-member (`CommitteeMember` answers requests) and, for the users who talk to it, the
-coordinator: it relays the DKG rounds between the members and registers the wallet, and it
-gathers t signature shares for a wallet transaction and submits the FROST-signed result."""
+member (`CommitteeMember` answers requests); it follows the finalized chain and, for each
+wallet request it is the coordinator of, relays the DKG rounds between the members and
+submits `wallets.register` (its fee is refunded from the requester's deposit). For a wallet
+of which it is a member, it gathers t signature shares for a transaction its owner approved
+and submits the FROST-signed result (the wallet pays that transaction's fee)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import rlp
 import trio
@@ -19,9 +21,10 @@ from libp2p.peer.id import ID
 
 from chain import codec
 from chain.blocks import Call, SignedTransaction, UnsignedTransaction
+from chain.errors import InvalidTransaction
 from chain.primitives import AccountId, Hash32
 from chain.runtime import wallets
-from chain.runtime.wallets import CommitteeUnavailable, Wallets
+from chain.runtime.wallets import Wallets
 from chain.state import StateReader
 from node.chain_service import ChainService
 from node.wallet_member import TRANSFER, CommitteeMember, WalletLedger
@@ -30,12 +33,14 @@ from node.wallet_messages import (
     MAX_RESPONSE_BYTES,
     PROTOCOL_WALLET,
     SESSION_ID_BYTES,
+    RefusalReason,
     Refused,
     RequestKind,
     WalletRequest,
     as_bytes,
     as_list,
     decode_answer,
+    encode_refusal,
 )
 from node.wallet_shares import ShareStore
 from p2p.errors import RequestFailed
@@ -53,8 +58,14 @@ from wallet.keys import Keypair
 
 log = logging.getLogger("statemesh.wallet")
 
-(REGISTER,) = Wallets().calls()
+(REQUEST, REGISTER) = Wallets().calls()
 DEFAULT_TIMEOUT = 10.0
+RETRY_SECONDS = 3.0
+"""After a failed DKG attempt (a member not reachable yet, or not final yet where it is), the
+coordinator tries again this much later, while the request is pending."""
+RESUBMIT_SECONDS = 10.0
+"""A registration neither in the chain nor in the pool this long after it was submitted is
+submitted again (the same call: the same wallet)."""
 
 
 class WalletServiceError(Exception):
@@ -77,6 +88,11 @@ class SigningFailed(WalletServiceError):
     pass
 
 
+class NotAMember(WalletServiceError):
+    """Only a member of a wallet's committee coordinates its signing: the others take signing
+    requests from members only."""
+
+
 class MemberUnreachable(Exception):
     """The transport could not get an answer from a member."""
 
@@ -96,6 +112,18 @@ class WalletTransport(Protocol):
 def peer_id_of(node_id: bytes) -> PeerId:
     """A node's libp2p peer id: the node id is the public half of its node key."""
     return PeerId(ID.from_pubkey(Ed25519PublicKey.from_bytes(node_id)).to_base58())
+
+
+def node_id_of(peer: PeerId) -> AccountId | None:
+    """The node id behind a peer id (its Ed25519 node key, which the peer proved holding when
+    the connection was secured); None for a peer id of another kind of key."""
+    try:
+        key = ID.from_base58(peer).extract_public_key()
+    except ValueError:  # not base58
+        return None
+    if not isinstance(key, Ed25519PublicKey):
+        return None
+    return AccountId(key.to_bytes())
 
 
 class P2PWalletTransport:
@@ -134,6 +162,20 @@ class ChainLedger:
     def state(self) -> StateReader:
         return self._chain.store.best_state()
 
+    def finalized_state(self) -> StateReader:
+        store = self._chain.store
+        return store.state_at(store.finalized_header.hash)
+
+    @property
+    def finalized_number(self) -> int:
+        return int(self._chain.store.finalized_header.number)
+
+    def in_pool(self, tx_hash: Hash32) -> bool:
+        return self._chain.pool.status(tx_hash) is not None
+
+    def finalized_heads(self) -> trio.MemoryReceiveChannel[Any]:
+        return self._chain.finalized_heads.subscribe()
+
     def next_nonce(self, account: AccountId) -> int:
         return self._chain.next_nonce(account)
 
@@ -146,11 +188,14 @@ class ChainLedger:
 
 @dataclass(frozen=True, slots=True)
 class CreatedWallet:
+    request_id: int
     group_key: AccountId
     committee: tuple[AccountId, ...]
     threshold: int
     registration: Hash32
     """The hash of the submitted `wallets.register` transaction."""
+    call: Call
+    """That transaction's call, to submit again if it is lost."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,16 +222,17 @@ SIGNING_RECORDS = 256
 
 class WalletService:
     """Both sides of the protocol for one node. `register(p2p)` serves members' requests;
-    `create_wallet` and `transfer` coordinate."""
+    `run` follows the finalized chain and creates the wallets this node coordinates;
+    `transfer` coordinates a signing."""
 
     __slots__ = (
+        "_coordinating",
         "_ledger",
         "_member",
         "_payer",
         "_rng",
+        "_seen",
         "_signings",
-        "_size",
-        "_threshold",
         "_timeout",
         "_transport",
     )
@@ -199,8 +245,6 @@ class WalletService:
         shares: ShareStore,
         transport: WalletTransport,
         payer: Keypair | None,
-        committee_size: int = wallets.DEFAULT_COMMITTEE_SIZE,
-        threshold: int = wallets.DEFAULT_THRESHOLD,
         timeout: float = DEFAULT_TIMEOUT,
         rng: Callable[[int], bytes] = os.urandom,
     ) -> None:
@@ -209,10 +253,12 @@ class WalletService:
         self._ledger = ledger
         self._transport = transport
         self._payer = payer
-        self._size = committee_size
-        self._threshold = threshold
+        """The account that submits registrations (the node's operator); refunded each time."""
         self._timeout = timeout
         self._rng = rng
+        self._coordinating: set[int] = set()
+        self._seen = -1
+        """The last finalized block whose requests were looked at."""
 
     def __repr__(self) -> str:
         return f"WalletService(0x{self.node_id.hex()})"
@@ -235,11 +281,16 @@ class WalletService:
         )
 
     async def _serve(self, peer: PeerId, data: bytes) -> bytes:
-        return self._member.handle(data)
+        sender = node_id_of(peer)
+        if sender is None:
+            return encode_refusal(
+                Refused(RefusalReason.NOT_FROM_COMMITTEE, "the peer is not a node of this chain")
+            )
+        return self._member.handle(sender, data)
 
     async def _ask(self, member: AccountId, data: bytes) -> bytes:
         if member == self.node_id:
-            return self._member.handle(data)
+            return self._member.handle(self.node_id, data)
         with trio.move_on_after(self._timeout):
             return await self._transport.request(member, data, timeout=self._timeout)
         raise MemberUnreachable(f"no answer within {self._timeout:g} s")
@@ -262,26 +313,93 @@ class WalletService:
                 nursery.start_soon(ask, member, request)
         return answers
 
+    # Following the chain ------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """At each finalized block, start creating the wallets requested in the blocks finalized
+        since the last look (at start, those of the last REQUEST_TTL_BLOCKS blocks) of which this
+        node is the coordinator."""
+        started = False
+        async with trio.open_nursery() as nursery:
+            while True:
+                # A subscriber that fell behind is dropped: it looks again from where it was.
+                async with self._ledger.finalized_heads() as heads:
+                    self.on_finalized(nursery)
+                    if not started:
+                        started = True
+                        task_status.started()
+                    async for _ in heads:
+                        self.on_finalized(nursery)
+
+    def on_finalized(self, nursery: trio.Nursery) -> None:
+        state = self._ledger.finalized_state()
+        number = self._ledger.finalized_number
+        first = max(self._seen + 1, number - wallets.REQUEST_TTL_BLOCKS + 1, 0)
+        for made_at in range(first, number + 1):
+            for request_id in wallets.requests_made_at(state, made_at):
+                request = wallets.get_request(state, request_id)
+                if (
+                    request is None
+                    or request_id in self._coordinating
+                    or wallets.coordinator_of(request_id, request.committee) != self.node_id
+                ):
+                    continue
+                self._coordinating.add(request_id)
+                nursery.start_soon(self._complete, request_id)
+        self._seen = max(self._seen, number)
+
+    async def _complete(self, request_id: int) -> None:
+        """Attempts at the request's DKG until one registers the wallet or the request is gone
+        (expired, or completed by an earlier run of this node)."""
+        try:
+            attempt = 0
+            while wallets.get_request(self._ledger.finalized_state(), request_id) is not None:
+                try:
+                    created = await self.create(request_id, attempt)
+                except (WalletServiceError, InvalidTransaction) as error:
+                    log.warning("wallet request %d, attempt %d: %s", request_id, attempt, error)
+                    attempt += 1
+                    await trio.sleep(RETRY_SECONDS)
+                    continue
+                await self._see_registered(request_id, created)
+                return
+        finally:
+            self._coordinating.discard(request_id)
+
+    async def _see_registered(self, request_id: int, created: CreatedWallet) -> None:
+        """Submits the registration again if it left the pool without reaching the chain."""
+        registration = created.registration
+        while True:
+            await trio.sleep(RESUBMIT_SECONDS)
+            if wallets.get_request(self._ledger.state(), request_id) is None:
+                return
+            if self._ledger.in_pool(registration) or self._payer is None:
+                continue
+            try:
+                registration = self._ledger.submit_signed(self._payer, created.call)
+            except InvalidTransaction as error:
+                log.warning("wallet request %d: registration refused: %s", request_id, error)
+                return
+
     # Wallet creation ----------------------------------------------------------------------
 
-    async def create_wallet(self, login_key: AccountId) -> CreatedWallet:
-        """Runs the DKG among the committee chosen from the best state (every member must take
-        part), then submits `wallets.register` with their confirmations, paid by this node's
-        operator account. Raises `DkgFailed` naming the members that failed and why."""
+    async def create(self, request_id: int, attempt: int = 0) -> CreatedWallet:
+        """Runs one DKG attempt for a finalized request among its committee (every member must
+        take part), then submits `wallets.register` with their confirmations from this node's
+        operator account, whose fee the call refunds from the requester's deposit. Raises
+        `DkgFailed` naming the members that failed and why."""
         if self._payer is None:
             raise WalletServiceError(
-                "this node has no operator account to pay for registering wallets"
+                "this node has no operator account to submit wallet registrations"
             )
-        try:
-            committee = wallets.select_committee(
-                self._ledger.state(), size=self._size, threshold=self._threshold
-            )
-        except CommitteeUnavailable as error:
-            raise DkgFailed(str(error)) from None
-        members = committee.members
-        committee_raw = wallets.encode_committee(members)
-        session = self._rng(SESSION_ID_BYTES)
-        start = (committee_raw, codec.encode_uint(committee.threshold), login_key)
+        request = wallets.get_request(self._ledger.finalized_state(), request_id)
+        if request is None:
+            raise WalletServiceError(f"no wallet request {request_id} is pending")
+        if wallets.coordinator_of(request_id, request.committee) != self.node_id:
+            raise WalletServiceError(f"this node does not coordinate wallet request {request_id}")
+        members = request.committee
+        session = wallets.dkg_session_id(request_id, attempt)
+        start = (codec.encode_uint(request_id), codec.encode_uint(attempt))
         round1 = await self._dkg_round(
             "the start", {m: WalletRequest(RequestKind.DKG_START, session, start) for m in members}
         )
@@ -304,7 +422,7 @@ class WalletService:
             )
         )
         qualified = [m for m in members if m in judged.ok]
-        if len(qualified) < committee.threshold:
+        if len(qualified) < request.threshold:
             raise DkgFailed(
                 f"the wallet DKG failed at the complaints round: {judged.describe_failures()}"
             )
@@ -318,15 +436,16 @@ class WalletService:
         )
         group_key, signatures = _agreed_group_key(results, qualified)
         call = REGISTER.call(
+            request=request_id,
             group_key=group_key,
-            committee=committee_raw,
-            threshold=committee.threshold,
-            login_key=login_key,
             confirmations=wallets.encode_confirmations(signatures),
         )
         registration = self._ledger.submit_signed(self._payer, call)
-        log.info("wallet 0x%s created by %d members", group_key.hex(), len(qualified))
-        return CreatedWallet(group_key, members, committee.threshold, registration)
+        log.info(
+            "wallet 0x%s of request %d created by %d members",
+            group_key.hex(), request_id, len(qualified),
+        )  # fmt: skip
+        return CreatedWallet(request_id, group_key, members, request.threshold, registration, call)
 
     @staticmethod
     def _broadcast(
@@ -362,6 +481,12 @@ class WalletService:
         record = wallets.get_wallet(self._ledger.state(), group_key)
         if record is None:
             raise UnknownWallet(f"no wallet 0x{group_key.hex()} is registered")
+        if self.node_id not in record.committee:
+            members = ", ".join(f"0x{m.hex()}" for m in record.committee)
+            raise NotAMember(
+                f"this node is not in the committee of wallet 0x{group_key.hex()}: ask the node "
+                f"of one of its members ({members})"
+            )
         genesis = self._ledger.genesis_hash
         if nonce is None:
             nonce = self._ledger.next_nonce(group_key)

@@ -253,6 +253,9 @@ class Context:
     config: RuntimeConfig
     events: list[Event] = field(default_factory=list)
     phase: int | None = None
+    fee: int = 0
+    """The fee the extrinsic being dispatched paid (0 in block hooks): a call that refunds it
+    knows how much."""
 
     def emit(self, module: str, name: str, /, **data: EventValue) -> None:
         self.events.append(Event(module, name, tuple(data.items()), self.phase))

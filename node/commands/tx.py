@@ -123,7 +123,7 @@ def submit_call(
         )
     client = rpc_client(args)
     with rpc_errors():
-        encoded = _sign(client, signer, call, tip, args.nonce)
+        encoded = sign_call(client, signer, call, tip, args.nonce)
         if args.no_wait:
             tx_hash = client.call("author_submitExtrinsic", "0x" + encoded.hex())
             emit(args, {"hash": tx_hash, "status": "submitted"}, [f"submitted {tx_hash}"])
@@ -131,7 +131,10 @@ def submit_call(
         return trio.run(_follow, args, client, encoded)
 
 
-def _sign(client: RpcClient, signer: Keypair, call: Call, tip: int, nonce: int | None) -> bytes:
+def sign_call(
+    client: RpcClient, signer: Keypair, call: Call, tip: int = 0, nonce: int | None = None
+) -> bytes:
+    """`call` signed by `signer` for the node's chain, at its next nonce unless given."""
     genesis = client.call("chain_getBlockHash", 0)
     if nonce is None:
         nonce = int(client.call("system_accountNextIndex", signer.address))
@@ -142,26 +145,38 @@ def _sign(client: RpcClient, signer: Keypair, call: Call, tip: int, nonce: int |
 
 
 async def _follow(args: argparse.Namespace, client: RpcClient, encoded: bytes) -> int:
+    statuses, receipt = await watch_until_final(args, client, encoded)
+    if receipt is not None:
+        emit(args, {"statuses": statuses, "receipt": receipt}, receipt_lines(receipt))
+        return 0 if receipt.get("success") else 1
+    final = statuses[-1] if statuses else "dropped"
+    emit(args, {"statuses": statuses}, [f"not finalized: {describe_status(final)}"])
+    raise NodeRefused(f"transaction was {describe_status(final)}")
+
+
+async def watch_until_final(
+    args: argparse.Namespace, client: RpcClient, encoded: bytes
+) -> tuple[list[Any], dict[str, Any] | None]:
+    """Submit and follow a transaction (each status printed unless --json): its statuses, and
+    its receipt once finalized (None if it never was)."""
     statuses: list[Any] = []
     updates = client.watch("author_submitAndWatchExtrinsic", "0x" + encoded.hex())
     async with aclosing(updates):
         async for status in updates:
             statuses.append(status)
             if not args.json:
-                print(f"  {_describe(status)}", flush=True)
+                print(f"  {describe_status(status)}", flush=True)
             key = status if isinstance(status, str) else next(iter(status))
             if key in ("finalized", "invalid", "dropped", "usurped"):
                 break
     final = statuses[-1] if statuses else "dropped"
     if isinstance(final, dict) and "finalized" in final:
-        receipt = client.call("chain_getExtrinsic", "0x" + tx_hash(encoded).hex())
-        emit(args, {"statuses": statuses, "receipt": receipt}, receipt_lines(receipt))
-        return 0 if receipt.get("success") else 1
-    emit(args, {"statuses": statuses}, [f"not finalized: {_describe(final)}"])
-    raise NodeRefused(f"transaction was {_describe(final)}")
+        receipt: dict[str, Any] = client.call("chain_getExtrinsic", "0x" + tx_hash(encoded).hex())
+        return statuses, receipt
+    return statuses, None
 
 
-def _describe(status: Any) -> str:
+def describe_status(status: Any) -> str:
     if isinstance(status, str):
         return status
     key, value = next(iter(status.items()))

@@ -1,19 +1,32 @@
 """`statemesh wallet …`: platform wallets whose key is split among a committee of nodes.
-The login key (a keystore or development key) authorizes each transfer; the committee signs."""
+The login key (a keystore or development key) asks for the wallet with a `wallets.request`
+transaction it signs and pays, and authorizes each transfer; the committee signs."""
 
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
+
+import trio
 
 from chain.address import AddressError, decode_address
 from chain.blocks import UnsignedTransaction
 from chain.primitives import Hash32
-from node.commands.client_options import add_client_arguments, emit, rpc_client, rpc_errors
+from node.commands.client_options import (
+    NodeRefused,
+    add_client_arguments,
+    emit,
+    rpc_client,
+    rpc_errors,
+)
 from node.commands.key import add_keystore_argument, keystore_errors, keystore_from_args
 from node.commands.password import PasswordReader, add_password_argument
+from node.commands.tx import describe_status, sign_call, watch_until_final
 from node.errors import UsageError
+from node.rpc.client import RpcClient
 from node.wallet_member import TRANSFER
+from node.wallet_service import REQUEST
 from wallet.keys import Keypair
 from wallet.keystore import resolve_signer
 
@@ -22,7 +35,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     wallet = sub.add_parser("wallet", help="platform wallets (threshold keys)", description=__doc__)
     actions = wallet.add_subparsers(dest="wallet_command", required=True, metavar="ACTION")
 
-    create = actions.add_parser("create", help="create a wallet owned by a login key")
+    create = actions.add_parser(
+        "create",
+        help="ask for a wallet owned by a login key (it signs and pays wallets.request)",
+    )
+    create.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long to wait for the committee to register the wallet (default 120)",
+    )
     create.set_defaults(handler=_create)
 
     show = actions.add_parser("show", help="a wallet's committee, threshold and balance")
@@ -64,21 +87,58 @@ def _address(value: str, flag: str) -> bytes:
 
 
 def _create(args: argparse.Namespace) -> int:
+    """Submit `wallets.request` signed by the login key, follow it until finalized, then wait
+    for the committee the chain chose to register the wallet."""
     login = _login(args)
     client = rpc_client(args)
     with rpc_errors():
-        created: dict[str, Any] = client.call("wallet_create", login.address)
+        encoded = sign_call(client, login, REQUEST.call())
+        statuses, receipt = trio.run(watch_until_final, args, client, encoded)
+        if receipt is None:
+            final = describe_status(statuses[-1]) if statuses else "dropped"
+            raise NodeRefused(f"the wallet request was {final}")
+        if not receipt.get("success"):
+            raise NodeRefused(f"the wallet request failed: {receipt.get('error')}")
+        request_id = _request_id(receipt)
+        if not args.json:
+            print(f"  request {request_id}: waiting for its committee", flush=True)
+        request = _wait_registered(client, request_id, args.timeout)
+    wallet: dict[str, Any] = request["wallet"]
     emit(
         args,
-        created,
+        request,
         [
-            f"wallet {created['address']}  {created['threshold']} of "
-            f"{len(created['committee'])} members",
-            *(f"  member {m}" for m in created["committee"]),
-            f"  registration {created['registration']}",
+            f"wallet {wallet['address']}  {wallet['threshold']} of "
+            f"{len(wallet['committee'])} members  (request {request_id})",
+            *(f"  member {m}" for m in wallet["committee"]),
         ],
     )
     return 0
+
+
+def _request_id(receipt: dict[str, Any]) -> int:
+    for event in receipt.get("events", []):
+        if (event["module"], event["name"]) == ("wallets", "WalletRequested"):
+            return int(event["data"]["request"])
+    raise NodeRefused("the finalized request carries no WalletRequested event")
+
+
+def _wait_registered(client: RpcClient, request_id: int, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        request: dict[str, Any] | None = client.call("wallet_request", request_id)
+        if request is None:
+            raise NodeRefused(f"the node knows no wallet request {request_id}")
+        if request["status"] == "registered":
+            return request
+        if request["status"] != "pending":
+            raise NodeRefused(f"wallet request {request_id} is {request['status']}")
+        if time.monotonic() > deadline:
+            raise NodeRefused(
+                f"wallet request {request_id} is still pending after {timeout:g} s (it expires "
+                f"at block #{request['expiresAt']}, and its deposit comes back then)"
+            )
+        time.sleep(0.5)
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
-"""JSON-RPC methods of platform wallets: create one (DKG among a committee, then
-registration), show one, and transfer from one with the owner's login signature."""
+"""JSON-RPC methods of platform wallets: follow a wallet request (made by its owner with the
+`wallets.request` extrinsic, which the owner signs and pays), show a wallet, and transfer from
+one with the owner's login signature. None of them makes the node's operator pay anything."""
 
 from __future__ import annotations
 
@@ -54,23 +55,35 @@ def wallet_json(ledger: WalletLedger, group_key: AccountId) -> dict[str, Any] | 
     }
 
 
-def register(registry: Registry, service: WalletService, ledger: WalletLedger) -> None:
-    @registry.method("wallet_create", params=["login_key"])
-    async def create(params: Params) -> dict[str, Any]:
-        login_key = params.required("login_key", account)
-        try:
-            created = await service.create_wallet(login_key)
-        except WalletServiceError as error:
-            raise RpcError(WALLET_ERROR, str(error)) from None
-        except InvalidTransaction as exc:
-            raise invalid_transaction_error(exc) from None
-        return {
-            "address": encode_address(created.group_key),
-            "groupKey": "0x" + created.group_key.hex(),
-            "committee": [encode_address(m) for m in created.committee],
-            "threshold": created.threshold,
-            "registration": "0x" + created.registration.hex(),
+def request_json(ledger: WalletLedger, request_id: int) -> dict[str, Any] | None:
+    """A wallet request as the best chain has it: pending (with its committee and when it
+    expires), registered (with the wallet), or expired; None if it was never made."""
+    state = ledger.state()
+    if request_id >= wallets.next_request_id(state):
+        return None
+    answer: dict[str, Any] = {"id": request_id}
+    pending = wallets.get_request(state, request_id)
+    if pending is not None:
+        return answer | {
+            "status": "pending",
+            "login": encode_address(pending.requester),
+            "committee": [encode_address(m) for m in pending.committee],
+            "coordinator": encode_address(wallets.coordinator_of(request_id, pending.committee)),
+            "threshold": pending.threshold,
+            "createdAt": pending.created_at,
+            "expiresAt": pending.expires_at,
+            "deposit": str(pending.deposit),
         }
+    group_key = wallets.wallet_of_request(state, request_id)
+    if group_key is None:
+        return answer | {"status": "expired"}
+    return answer | {"status": "registered", "wallet": wallet_json(ledger, group_key)}
+
+
+def register(registry: Registry, service: WalletService, ledger: WalletLedger) -> None:
+    @registry.method("wallet_request", params=["id"])
+    def request(params: Params) -> dict[str, Any] | None:
+        return request_json(ledger, params.required("id", nonce))
 
     @registry.method("wallet_signingStatus", params=["hash"])
     def signing_status(params: Params) -> dict[str, Any] | None:
@@ -88,7 +101,8 @@ def register(registry: Registry, service: WalletService, ledger: WalletLedger) -
         return wallet_json(ledger, params.required("address", account))
 
     @registry.method(
-        "wallet_transfer", params=["address", "to", "amount", "login_signature", "nonce?"]
+        "wallet_transfer",
+        params=["address", "to", "amount", "login_signature", "nonce?"],
     )
     async def transfer(params: Params) -> str:
         group_key = params.required("address", account)

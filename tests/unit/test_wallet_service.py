@@ -1,5 +1,7 @@
 """Platform wallets end to end in one process: several wallet services talking through an
-in-memory router, over one in-memory chain that runs the `wallets` module."""
+in-memory router that tells each member which node a request came from, over one in-memory
+chain that runs the `wallets` module. A wallet is asked for with `wallets.request`, paid by
+its login key; the request's coordinator runs the DKG once the request is final."""
 
 from __future__ import annotations
 
@@ -19,8 +21,8 @@ from chain.blocks import Call, UnsignedTransaction, tx_hash
 from chain.primitives import AccountId, Hash32
 from chain.runtime import system, wallets
 from chain.signature import verify
-from chain.state import StateReader
-from node.wallet_member import TRANSFER
+from chain.state import StateReader, TrieState
+from node.wallet_member import MAX_DKG_SESSIONS, TRANSFER
 from node.wallet_messages import (
     Refused,
     RequestKind,
@@ -29,14 +31,19 @@ from node.wallet_messages import (
     encode_answer,
 )
 from node.wallet_service import (
+    REQUEST,
     CreatedWallet,
     DkgFailed,
     MemberUnreachable,
+    NotAMember,
     NotEnoughSigners,
     UnknownWallet,
     WalletService,
+    node_id_of,
+    peer_id_of,
 )
 from node.wallet_shares import ShareStore
+from p2p.identity import PeerId
 from tests.factories import ALICE, CHARLIE, transfer_call
 from tests.unit.test_towers import NODE_KEYS, OPERATORS, TowerChain
 from tests.unit.test_wallets import wallet_chain
@@ -49,17 +56,20 @@ from wallet.keys import Keypair
 T = TypeVar("T")
 LOGIN = Keypair.from_seed(b"\x61" * 32)
 DEST = CHARLIE.public
-COORDINATOR = 3
-"""Node 3 is standby, outside the committee (nodes 0, 1 and 2): it only relays."""
+STRANGER = 3
+"""Node 3 is registered but standby, outside the committee (nodes 0, 1 and 2)."""
 
 
 class LedgerFake:
     """The chain as the wallet service sees it: each submitted transaction is validated and
-    executed in a block of its own at once."""
+    executed in a block of its own at once, and final at once unless `hold_finality`."""
 
     def __init__(self, chain: TowerChain) -> None:
         self.chain = chain
         self.submitted: list[bytes] = []
+        self.hold_finality = False
+        self._final = (chain.root, chain.number)
+        self.heads: list[trio.MemorySendChannel[object]] = []
 
     @property
     def genesis_hash(self) -> Hash32:
@@ -67,6 +77,32 @@ class LedgerFake:
 
     def state(self) -> StateReader:
         return self.chain.state
+
+    def finalized_state(self) -> StateReader:
+        return TrieState(self.chain.nodes, self._finalized()[0])
+
+    @property
+    def finalized_number(self) -> int:
+        return self._finalized()[1]
+
+    def _finalized(self) -> tuple[Hash32, int]:
+        if not self.hold_finality:
+            self._final = (self.chain.root, self.chain.number)
+        return self._final
+
+    def finalize(self) -> None:
+        """Finality catches up with the chain, and the followers hear of it."""
+        self.hold_finality = False
+        for send in self.heads:
+            send.send_nowait(self.chain.number)
+
+    def finalized_heads(self) -> trio.MemoryReceiveChannel[object]:
+        send, receive = trio.open_memory_channel[object](64)
+        self.heads.append(send)
+        return receive
+
+    def in_pool(self, tx_hash: Hash32) -> bool:
+        return False
 
     def next_nonce(self, account: AccountId) -> int:
         return system.account(self.chain.state, account).nonce
@@ -85,25 +121,38 @@ class LedgerFake:
 
 
 class Router:
-    """Delivers requests between services in memory; members can be down or silent."""
+    """Delivers requests between services in memory, each as coming from its sender's node (as
+    the p2p host does: the peer id is the node key); members can be down or silent."""
 
     def __init__(self) -> None:
         self.services: dict[AccountId, WalletService] = {}
         self.down: set[AccountId] = set()
         self.silent: set[AccountId] = set()
 
-    async def request(self, node_id: AccountId, data: bytes, *, timeout: float) -> bytes:  # noqa: ASYNC109
+    def transport(self, sender: AccountId) -> RouterTransport:
+        return RouterTransport(self, sender)
+
+    async def deliver(self, sender: AccountId, node_id: AccountId, data: bytes) -> bytes:
         await trio.lowlevel.checkpoint()
         if node_id in self.down:
             raise MemberUnreachable("connection refused")
         if node_id in self.silent:
             await trio.sleep_forever()
-        return self.services[node_id].member.handle(data)
+        return self.services[node_id].member.handle(sender, data)
+
+
+class RouterTransport:
+    def __init__(self, router: Router, sender: AccountId) -> None:
+        self.router = router
+        self.sender = sender
+
+    async def request(self, node_id: AccountId, data: bytes, *, timeout: float) -> bytes:  # noqa: ASYNC109
+        return await self.router.deliver(self.sender, node_id, data)
 
 
 class Network:
     def __init__(self, tmp_path: Path) -> None:
-        self.chain = wallet_chain()
+        self.chain = wallet_chain(funded=(LOGIN,))
         self.ledger = LedgerFake(self.chain)
         self.router = Router()
         self.paths = [tmp_path / f"node{i}" for i in range(4)]
@@ -112,7 +161,7 @@ class Network:
                 identity=key,
                 ledger=self.ledger,
                 shares=ShareStore(self.paths[i], key.seed),
-                transport=self.router,
+                transport=self.router.transport(key.public),
                 payer=OPERATORS[i],
                 timeout=5.0,
             )
@@ -122,8 +171,21 @@ class Network:
     def service(self, i: int) -> WalletService:
         return self.router.services[NODE_KEYS[i].public]
 
+    def node(self, node_id: bytes) -> int:
+        return next(i for i, k in enumerate(NODE_KEYS) if k.public == node_id)
+
+    def request(self) -> int:
+        """LOGIN asks for a wallet (and pays); the request's id."""
+        request_id = wallets.next_request_id(self.chain.state)
+        self.ledger.submit_signed(LOGIN, REQUEST.call())
+        return request_id
+
+    def coordinator(self, request_id: int) -> int:
+        return self.node(wallets.coordinator_of(request_id, tuple(self.committee)))  # type: ignore[arg-type]
+
     def create(self) -> CreatedWallet:
-        return run(lambda: self.service(COORDINATOR).create_wallet(LOGIN.public))
+        request_id = self.request()
+        return run(lambda: self.service(self.coordinator(request_id)).create(request_id))
 
     def fund(self, group_key: bytes, amount: int = 10**15) -> None:
         self.ledger.submit_signed(ALICE, transfer_call(AccountId(group_key), amount))
@@ -155,7 +217,14 @@ def net(tmp_path: Path) -> Network:
 
 
 def test_dkg_registers_the_wallet_and_members_keep_encrypted_shares(net: Network) -> None:
-    created = net.create()
+    request_id = net.request()
+    coordinator = net.coordinator(request_id)
+    operator = OPERATORS[coordinator].public
+    before = net.balance(operator)
+    created = run(lambda: net.service(coordinator).create(request_id))
+    # The coordinator's operator submitted the registration; its fee came back in full.
+    assert net.balance(operator) == before
+    assert created.request_id == request_id
     assert created.committee == tuple(net.committee)
     assert created.threshold == 2
     record = wallets.get_wallet(net.chain.state, created.group_key)
@@ -168,8 +237,9 @@ def test_dkg_registers_the_wallet_and_members_keep_encrypted_shares(net: Network
         assert stored.key_package.secret_share.encoding not in raw
         assert stored.key_package.encode() not in raw
         assert "secret_share" not in repr(stored)
-    assert not net.paths[COORDINATOR].exists()
+    assert not net.paths[STRANGER].exists()
     assert [net.service(i).member.sessions_in_flight() for i in range(4)] == [(0, 0)] * 4
+    assert wallets.get_request(net.chain.state, request_id) is None
 
 
 def test_transfer_signed_by_two_of_three_with_one_member_down(net: Network) -> None:
@@ -187,11 +257,40 @@ def test_transfer_signed_by_two_of_three_with_one_member_down(net: Network) -> N
         net.chain.genesis_hash, group, 0, 0, TRANSFER.call(dest=DEST, amount=1234)
     )
     assert verify(group, unsigned.signing_payload(), sent[5])
-    # The coordinator may be any node, member or not; the next transfer uses the next nonce.
-    net.router.down = {net.committee[0]}
+    # The coordinator may be any member; the next transfer uses the next nonce.
+    net.router.down = {NODE_KEYS[1].public}
     signature = net.login_signature(group, 5)
-    run(lambda: net.service(COORDINATOR).transfer(group, DEST, 5, signature))
+    run(lambda: net.service(2).transfer(group, DEST, 5, signature))
     assert net.balance(DEST) == before + 1239
+
+
+def test_only_a_member_coordinates_signing_and_members_take_it_only_from_members(
+    net: Network,
+) -> None:
+    """A node outside the committee cannot open signing sessions at the members (it would
+    fill their stores): it is told to ask a member, and a member refuses its requests."""
+    group = net.create().group_key
+    net.fund(group)
+    signature = net.login_signature(group, 5)
+    with pytest.raises(NotAMember) as info:
+        run(lambda: net.service(STRANGER).transfer(group, DEST, 5, signature))
+    members = ", ".join(f"0x{m.hex()}" for m in net.committee)
+    assert str(info.value) == (
+        f"this node is not in the committee of wallet 0x{group.hex()}: ask the node of one of "
+        f"its members ({members})"
+    )
+    unsigned = UnsignedTransaction(
+        net.chain.genesis_hash, group, 0, 0, TRANSFER.call(dest=DEST, amount=5)
+    )
+    commit = WalletRequest(RequestKind.SIGN_COMMIT, b"\x09" * 32, (rlp.encode(unsigned), signature))
+    for i in range(3):
+        answer = net.service(i).member.handle(NODE_KEYS[STRANGER].public, commit.encode())
+        with pytest.raises(Refused) as refused:
+            decode_answer(answer)
+        assert str(refused.value) == (
+            "NotFromCommittee: a wallet's signing is coordinated by a member of its committee only"
+        )
+        assert net.service(i).member.sessions_in_flight() == (0, 0)
 
 
 def test_a_silent_member_is_skipped_after_the_timeout(net: Network) -> None:
@@ -200,7 +299,7 @@ def test_a_silent_member_is_skipped_after_the_timeout(net: Network) -> None:
     before = net.balance(DEST)
     net.router.silent = {net.committee[2]}
     signature = net.login_signature(group, 77)
-    run(lambda: net.service(COORDINATOR).transfer(group, DEST, 77, signature))
+    run(lambda: net.service(0).transfer(group, DEST, 77, signature))
     assert net.balance(DEST) == before + 77
 
 
@@ -220,7 +319,7 @@ def test_members_refuse_a_forged_login_signature(net: Network) -> None:
     submitted = len(net.ledger.submitted)
     forged = net.login_signature(group, 1234, signer=Keypair.from_seed(b"\x62" * 32))
     with pytest.raises(NotEnoughSigners) as info:
-        run(lambda: net.service(COORDINATOR).transfer(group, DEST, 1234, forged))
+        run(lambda: net.service(2).transfer(group, DEST, 1234, forged))
     assert str(info.value) == (
         f"0 of 3 committee members agreed to sign, 2 needed: {refusals(net, BAD_LOGIN)}"
     )
@@ -247,7 +346,7 @@ def test_fewer_than_threshold_members_fails_clearly_and_submits_nothing(net: Net
     net.router.down = {net.committee[0], net.committee[2]}
     signature = net.login_signature(group, 1)
     with pytest.raises(NotEnoughSigners) as info:
-        run(lambda: net.service(COORDINATOR).transfer(group, DEST, 1, signature))
+        run(lambda: net.service(0).transfer(group, DEST, 1, signature))
     down = "; ".join(
         member_line(m, "unreachable: connection refused")
         for m in (net.committee[0], net.committee[2])
@@ -268,7 +367,7 @@ def test_unknown_wallet_and_failed_dkg(net: Network) -> None:
         "the wallet DKG failed at the start: "
         + member_line(net.committee[1], "unreachable: connection refused")
     )
-    assert len(net.ledger.submitted) == 0
+    assert len(net.ledger.submitted) == 1  # the request: no registration
 
 
 def test_a_member_refuses_to_sign_another_message_than_it_checked(net: Network) -> None:
@@ -283,12 +382,13 @@ def test_a_member_refuses_to_sign_another_message_than_it_checked(net: Network) 
         net.chain.genesis_hash, group, 0, 0, TRANSFER.call(dest=DEST, amount=3)
     )
     commit = WalletRequest(RequestKind.SIGN_COMMIT, session, (rlp.encode(unsigned), signature))
-    first = decode_answer(member.handle(commit.encode()))
+    coordinator = NODE_KEYS[2].public  # another member
+    first = decode_answer(member.handle(coordinator, commit.encode()))
     assert isinstance(first, list)
     own = SigningCommitments.decode(first[0])  # type: ignore[arg-type]
     other = decode_answer(
         net.service(1).member.handle(
-            WalletRequest(RequestKind.SIGN_COMMIT, b"\x08" * 32, commit.items).encode()
+            coordinator, WalletRequest(RequestKind.SIGN_COMMIT, b"\x08" * 32, commit.items).encode()
         )
     )
     assert isinstance(other, list)
@@ -297,7 +397,7 @@ def test_a_member_refuses_to_sign_another_message_than_it_checked(net: Network) 
     swapped = SigningPackage.create(message, (own, theirs))
     share = WalletRequest(RequestKind.SIGN_SHARE, session, (swapped.encode(),))
     with pytest.raises(Refused) as info:
-        decode_answer(member.handle(share.encode()))
+        decode_answer(member.handle(coordinator, share.encode()))
     identifier = net.committee.index(NODE_KEYS[0].public) + 1
     assert str(info.value) == (
         f"SigningFailed: participant {identifier} committed for another message than the one it "
@@ -315,8 +415,8 @@ class CheatingRouter(Router):
         self.services = base.services
         self.cheater, self.victim = cheater, victim
 
-    async def request(self, node_id: AccountId, data: bytes, *, timeout: float) -> bytes:  # noqa: ASYNC109
-        answer = await super().request(node_id, data, timeout=timeout)
+    async def deliver(self, sender: AccountId, node_id: AccountId, data: bytes) -> bytes:
+        answer = await super().deliver(sender, node_id, data)
         if (
             node_id != self.cheater.public
             or WalletRequest.decode(data).kind is not RequestKind.DKG_ROUND1
@@ -343,7 +443,7 @@ def test_a_member_sending_a_bad_share_is_disqualified_and_the_wallet_still_works
     cheater, victim = NODE_KEYS[0], NODE_KEYS[1]
     router = CheatingRouter(net.router, cheater, victim)
     for service in router.services.values():
-        service._transport = router
+        service._transport = router.transport(service.node_id)
     created = net.create()
     group = created.group_key
     record = wallets.get_wallet(net.chain.state, group)
@@ -355,7 +455,143 @@ def test_a_member_sending_a_bad_share_is_disqualified_and_the_wallet_still_works
     net.fund(group)
     before = net.balance(DEST)
     signature = net.login_signature(group, 77)
-    run(lambda: net.service(COORDINATOR).transfer(group, DEST, 77, signature))
+    run(lambda: net.service(2).transfer(group, DEST, 77, signature))
     assert net.balance(DEST) == before + 77
-    signing = net.service(COORDINATOR).signing(tx_hash(net.ledger.submitted[-1]))
+    signing = net.service(2).signing(tx_hash(net.ledger.submitted[-1]))
     assert signing is not None and cheater.public not in signing.signers
+
+
+def start_request(request_id: int, attempt: int = 0) -> bytes:
+    session = wallets.dkg_session_id(request_id, attempt)
+    items = (codec.encode_uint(request_id), codec.encode_uint(attempt))
+    return WalletRequest(RequestKind.DKG_START, session, items).encode()
+
+
+def refusal(answer: bytes) -> str:
+    with pytest.raises(Refused) as info:
+        decode_answer(answer)
+    return str(info.value)
+
+
+def test_a_dkg_start_from_a_non_member_peer_is_ignored_and_the_genuine_one_completes(
+    net: Network,
+) -> None:
+    """Strangers (a registered node outside the committee, a key no node has) and a member that
+    is not the request's coordinator send the genuine request's start first: every member
+    refuses and holds nothing, and the coordinator's DKG then completes."""
+    request_id = net.request()
+    coordinator = net.coordinator(request_id)
+    unknown = Keypair.from_seed(b"\x66" * 32).public
+    other_member = next(m for m in net.committee if m != NODE_KEYS[coordinator].public)
+    relayed = f"NotFromCommittee: request {request_id}'s DKG is relayed by its coordinator only"
+    for sender in (NODE_KEYS[STRANGER].public, unknown, other_member):
+        for attempt in (0, 1):
+            for member in net.committee:
+                answer = net.router.services[member].member.handle(
+                    sender, start_request(request_id, attempt)
+                )
+                assert refusal(answer) == relayed
+    assert [net.service(i).member.sessions_in_flight() for i in range(4)] == [(0, 0)] * 4
+    created = run(lambda: net.service(coordinator).create(request_id))
+    assert wallets.get_wallet(net.chain.state, created.group_key) is not None
+
+
+class FloodingRouter(Router):
+    """Delivers like Router, but before the genuine round one reaches a member, `flood` DKG
+    starts reach it first: from a stranger (with sessions of the genuine request and of made-up
+    ones), and from the genuine coordinator for requests the chain does not have."""
+
+    def __init__(self, base: Router, stranger: AccountId, coordinator: AccountId) -> None:
+        super().__init__()
+        self.services = base.services
+        self.stranger, self.coordinator = stranger, coordinator
+        self.flood = 2 * MAX_DKG_SESSIONS
+        self.answers: list[str] = []
+        self.held_during_flood: list[tuple[int, int]] = []
+
+    async def deliver(self, sender: AccountId, node_id: AccountId, data: bytes) -> bytes:
+        request = WalletRequest.decode(data)
+        if request.kind is RequestKind.DKG_ROUND1:
+            member = self.services[node_id].member
+            for i in range(self.flood):
+                source = self.stranger if i % 2 else self.coordinator
+                made_up = 10_000 + i
+                self.answers.append(refusal(member.handle(source, start_request(made_up))))
+                self.answers.append(refusal(member.handle(self.stranger, start_request(i % 4, i))))
+            self.held_during_flood.append(member.sessions_in_flight())
+        return await super().deliver(sender, node_id, data)
+
+
+def test_a_flood_of_dkg_starts_does_not_evict_a_genuine_one(net: Network) -> None:
+    request_id = net.request()
+    coordinator = NODE_KEYS[net.coordinator(request_id)].public
+    router = FloodingRouter(net.router, NODE_KEYS[STRANGER].public, coordinator)
+    for service in router.services.values():
+        service._transport = router.transport(service.node_id)
+    created = run(lambda: net.router.services[coordinator].create(request_id))
+    assert wallets.get_wallet(net.chain.state, created.group_key) is not None
+    # Two members got the flood (the coordinator's own member is not asked over the network),
+    # each holding only the genuine session meanwhile.
+    assert router.held_during_flood == [(1, 0), (1, 0)]
+    assert len(router.answers) == 2 * 2 * router.flood
+    assert all(a.startswith(("UnknownRequest: ", "NotFromCommittee: ")) for a in router.answers)
+
+
+def test_live_dkg_sessions_are_never_dropped_for_new_ones(
+    net: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the store full of sessions of pending requests, another genuine start is refused
+    (its coordinator tries again later) and the sessions held stay."""
+    import node.wallet_member
+
+    monkeypatch.setattr(node.wallet_member, "MAX_DKG_SESSIONS", 2)
+    ids = [net.request() for _ in range(3)]
+    member = net.router.services[net.committee[2]].member
+    for request_id in ids[:2]:
+        coordinator = wallets.coordinator_of(request_id, tuple(net.committee))  # type: ignore[arg-type]
+        decode_answer(member.handle(coordinator, start_request(request_id)))
+    third = wallets.coordinator_of(ids[2], tuple(net.committee))  # type: ignore[arg-type]
+    assert refusal(member.handle(third, start_request(ids[2]))) == (
+        "Busy: 2 wallet DKGs are in flight"
+    )
+    assert member.sessions_in_flight() == (2, 0)
+
+
+def test_the_coordinator_starts_the_dkg_once_the_request_is_final(net: Network) -> None:
+    net.ledger.hold_finality = True
+    net.ledger.finalized_number  # finality stops here  # noqa: B018
+    before = [net.balance(op.public) for op in OPERATORS[:3]]
+
+    async def main() -> int:
+        async with trio.open_nursery() as nursery:
+            for i in range(4):
+                await nursery.start(net.service(i).run)
+            request_id = net.request()
+            await trio.sleep(60)
+            # In the best chain only: nobody started anything.
+            assert wallets.get_request(net.chain.state, request_id) is not None
+            assert [net.service(i).member.sessions_in_flight() for i in range(4)] == [(0, 0)] * 4
+            net.ledger.finalize()
+            for _ in range(120):
+                if wallets.wallet_of_request(net.chain.state, request_id) is not None:
+                    break
+                await trio.sleep(0.5)
+            else:
+                pytest.fail("the wallet was not registered within 60 s")
+            nursery.cancel_scope.cancel()
+        return request_id
+
+    request_id = run(main)
+    group = wallets.wallet_of_request(net.chain.state, request_id)
+    assert group is not None
+    record = wallets.get_wallet(net.chain.state, group)
+    assert record is not None and record.login_key == LOGIN.public
+    assert [net.balance(op.public) for op in OPERATORS[:3]] == before
+
+
+def test_a_peer_is_known_by_its_node_key() -> None:
+    key = NODE_KEYS[0].public
+    assert node_id_of(peer_id_of(key)) == key
+    # A peer id that hashes an RSA key names no node key.
+    assert node_id_of(PeerId("QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N")) is None
+    assert node_id_of(PeerId("not base58 0OIl")) is None
