@@ -15,6 +15,7 @@ import trio
 
 from chain.runtime.manifest import Manifest, ManifestError, parse_manifest
 from node.commands.client_options import add_client_arguments, emit, rpc_client, rpc_errors
+from node.commands.owner_access import access_errors, add_owner_arguments, owner_auth
 from node.commands.tx import add_signing_arguments, submit_call
 from node.errors import CliError, UsageError
 from node.rpc.client import RpcClient
@@ -65,13 +66,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     logs.add_argument("--follow", "-f", action="store_true", help="then print new lines as written")
     logs.set_defaults(handler=_logs)
     add_client_arguments(logs)
+    add_owner_arguments(logs)
 
     events = actions.add_parser(
-        "events", help="an application's events: the chain's, and this node's for its replicas"
+        "events",
+        help="an application's events: the chain's, and (to its owner) this node's for its "
+        "replicas",
     )
     events.add_argument("name")
     events.set_defaults(handler=_events)
     add_client_arguments(events)
+    add_owner_arguments(events)
 
     endpoints = actions.add_parser(
         "endpoints", help="where an application's replicas run and which of them are ready"
@@ -175,14 +180,16 @@ def _logs(args: argparse.Namespace) -> int:
         if getattr(args, flag) is not None and getattr(args, flag) < 0:
             raise UsageError(f"--{flag} must not be negative")
     client = rpc_client(args)
-    with rpc_errors():
+    with rpc_errors(), access_errors():
+        # Logs are served to the application's owner only: the request is signed by its key.
+        auth = owner_auth(args, client, args.name, required=True)
         # With --follow, this call checks the request and learns how many containers answer.
         found: list[dict[str, Any]] = client.call(
-            "app_logs", args.name, args.replica, 0 if args.follow else args.tail
+            "app_logs", args.name, args.replica, 0 if args.follow else args.tail, auth
         )
     prefixed = len(found) > 1
     if args.follow:
-        return _follow_logs(args, client.url, prefixed)
+        return _follow_logs(args, client.url, prefixed, auth)
     if args.json:
         emit(args, found, [])
         return 0
@@ -200,13 +207,16 @@ def _logs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _follow_logs(args: argparse.Namespace, url: str, prefixed: bool) -> int:
+def _follow_logs(
+    args: argparse.Namespace, url: str, prefixed: bool, auth: dict[str, Any] | None
+) -> int:
     # No deadline between notifications: a quiet container is not a lost node.
     follower = RpcClient(url, timeout=math.inf)
     tail = "all" if args.tail is None else args.tail
 
     async def follow() -> None:
-        async for batch in follower.watch("app_subscribeLogs", args.name, args.replica, tail):
+        batches = follower.watch("app_subscribeLogs", args.name, args.replica, tail, auth)
+        async for batch in batches:
             for line in batch:
                 if args.json:
                     print(json.dumps(line))
@@ -221,8 +231,16 @@ def _follow_logs(args: argparse.Namespace, url: str, prefixed: bool) -> int:
 
 def _events(args: argparse.Namespace) -> int:
     client = rpc_client(args)
-    with rpc_errors():
-        events: list[dict[str, Any]] = client.call("app_events", args.name)
+    with rpc_errors(), access_errors():
+        # The chain's events are anyone's; the node's, of the containers, its owner's only.
+        auth = owner_auth(args, client, args.name, required=False)
+        events: list[dict[str, Any]] = client.call("app_events", args.name, auth)
+    if auth is None:
+        print(
+            "(the chain's events only: this node's events of the containers are shown to the "
+            "application's owner, with its key)",
+            file=sys.stderr,
+        )
     lines = [] if events else [f"no events of application {args.name!r}"]
     for event in events:
         when = datetime.fromtimestamp(event["time"]).strftime("%Y-%m-%d %H:%M:%S")

@@ -1,11 +1,16 @@
 """The JSON-RPC methods about what this node itself runs: its containers' logs (read and
 followed), the orchestrator's events merged with the chain's, and each replica's state and
-metered usage. A node without compute answers each with a clear error."""
+metered usage. A node without compute answers each with a clear error.
+
+An application's logs and its containers' events are its owner's: they are served only with
+`auth`, the owner's signed request for that application on this node (`node.workload_access`);
+the events that come from chain state are public."""
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +20,7 @@ from node.chain_service import ChainService
 from node.rpc.errors import RpcError
 from node.rpc.methods import recent_app_events
 from node.rpc.registry import Params, Registry
+from node.workload_access import AccessDenied, AccessGrant, check_access
 from node.workload_logs import LogFollow, LogLine, LogsEnded, TooManyFollows, WorkloadLogs
 from node.workloads import WorkloadService
 from orchestrator.controller import Controller
@@ -33,6 +39,10 @@ NOT_ON_THIS_NODE = 5002
 """The replica asked for runs elsewhere (the message names the node), or nowhere yet."""
 ENGINE_FAILURE = 5003
 TOO_MANY_FOLLOWS = 5004
+ACCESS_DENIED = 5005
+"""The request for an application's logs or container events is not its owner's signed request
+for it on this node: the error's data is `{"reason": ...}`, one of `missing`, `wrongNode`,
+`expired`, `tooFarAhead`, `notOwner`, `badSignature` (`node.workload_access.AccessRefusal`)."""
 
 MAX_LOG_BYTES = 4 * 1024 * 1024
 """An `app_logs` answer holds at most this much log text, shared among its containers; each
@@ -192,26 +202,50 @@ class _Compute:
 
 
 def register_workload_methods(
-    registry: Registry, chain: ChainService, workloads: WorkloadService | None
+    registry: Registry,
+    chain: ChainService,
+    workloads: WorkloadService | None,
+    *,
+    wall: Callable[[], float] = time.time,
 ) -> None:
-    """`app_logs`, `app_subscribeLogs`, `app_events` and `node_workloads`."""
+    """`app_logs`, `app_subscribeLogs`, `app_events`, `node_identity` and `node_workloads`;
+    `wall` is the clock that owners' requests expire by."""
     store = chain.store
 
-    def compute() -> _Compute:
+    def service() -> WorkloadService:
         if workloads is None:
             raise RpcError(
                 NO_COMPUTE,
                 "this node offers no compute: it runs no workloads "
                 "(it has no --operator key, or was started with --no-compute)",
             )
-        if workloads.engine_error is not None:
-            error = workloads.engine_error
-            raise RpcError(NO_COMPUTE, _no_engine(error))
-        if workloads.controller is None or workloads.logs is None:
+        return workloads
+
+    def compute() -> _Compute:
+        running = service()
+        if running.engine_error is not None:
+            raise RpcError(NO_COMPUTE, _no_engine(running.engine_error))
+        if running.controller is None or running.logs is None:
             raise RpcError(
                 NO_COMPUTE, "this node offers no compute: its container engine is not connected yet"
             )
-        return _Compute(workloads.node_id, workloads.controller, workloads.logs)
+        return _Compute(running.node_id, running.controller, running.logs)
+
+    def authorize(grant: AccessGrant | None, found: _Compute, app: str) -> None:
+        """Returns if `grant` is the signed request of `app`'s owner (in finalized state, else
+        in the best one for an app not finalized yet) for it on this node; else ACCESS_DENIED."""
+        record = apps.get_app(store.state_at(store.finalized_header.hash), app) or apps.get_app(
+            store.best_state(), app
+        )
+        if record is None:
+            raise RpcError(UNKNOWN_APP, f"no application {app!r} in finalized state")
+        genesis = store.genesis_hash or b""
+        try:
+            check_access(
+                grant, genesis=genesis, app=app, node=found.node_id, owner=record.owner, now=wall()
+            )
+        except AccessDenied as e:
+            raise RpcError(ACCESS_DENIED, e.message, {"reason": e.reason.value}) from None
 
     def local(found: _Compute, app: str, replica: int | None) -> list[ReplicaStatus]:
         """This node's replicas of `app` (or its replica `replica`); else why not, naming the
@@ -228,12 +262,14 @@ def register_workload_methods(
             NOT_ON_THIS_NODE, not_here(app, replica, apps.placement(state, app), found.node_id)
         )
 
-    @registry.method("app_logs", params=["app", "replica?", "tail?"])
+    @registry.method("app_logs", params=["app", "replica?", "tail?", "auth?"])
     async def app_logs(params: Params) -> list[dict[str, Any]]:
         app = params.required("app", str)
         replica = params.optional("replica", replica_index)
         tail = params.optional("tail", tail_lines)
+        grant = params.optional("auth", AccessGrant.from_json)
         found = compute()
+        authorize(grant, found, app)
         targets = [(s, c) for s in local(found, app, replica) for c in s.containers]
         budget = MAX_LOG_BYTES // max(1, len(targets))
         answer = []
@@ -271,13 +307,17 @@ def register_workload_methods(
         "app_subscribeLogs",
         unsubscribe="app_unsubscribeLogs",
         notification="app_log",
-        params=["app", "replica?", "tail?"],
+        params=["app", "replica?", "tail?", "auth?"],
     )
     def subscribe_logs(params: Params) -> AsyncIterator[Any]:
+        """The request is checked when the follow starts: it then lasts until unsubscribed or
+        until the replicas leave this node, past the request's expiry."""
         app = params.required("app", str)
         replica = params.optional("replica", replica_index)
         tail = params.optional("tail", tail_lines, 0)
+        grant = params.optional("auth", AccessGrant.from_json)
         found = compute()
+        authorize(grant, found, app)
         containers = [
             ContainerKey(s.key, c.name) for s in local(found, app, replica) for c in s.containers
         ]
@@ -286,18 +326,32 @@ def register_workload_methods(
         except TooManyFollows as e:
             raise RpcError(TOO_MANY_FOLLOWS, str(e)) from None
 
-    @registry.method("app_events", params=["app"])
+    @registry.method("app_events", params=["app", "auth?"])
     def app_events(params: Params) -> list[dict[str, Any]]:
+        """The chain's events of `app` for anyone; with the owner's `auth`, merged with this
+        node's events of its containers."""
         app = params.required("app", str)
-        controller = compute().controller
-        current = {k: s.revision for k, s in controller.status().items()}
-        mine = [e for e in controller.events.recent(len(controller.events)) if e.replica.app == app]
-        merged = [node_event_json(e, r) for e, r in with_revisions(mine, current)]
+        grant = params.optional("auth", AccessGrant.from_json)
+        merged = []
+        if grant is not None:
+            found = compute()
+            authorize(grant, found, app)
+            controller = found.controller
+            current = {k: s.revision for k, s in controller.status().items()}
+            mine = [
+                e for e in controller.events.recent(len(controller.events)) if e.replica.app == app
+            ]
+            merged = [node_event_json(e, r) for e, r in with_revisions(mine, current)]
         for number, block_hash, event in recent_app_events(store, app):
             timestamp = store.require_header(block_hash).timestamp
             merged.append(chain_event_json(number, timestamp, event.to_json()["data"], event.name))
         merged.sort(key=lambda e: e["time"])
         return merged
+
+    @registry.method("node_identity")
+    def node_identity(params: Params) -> dict[str, Any]:
+        """The node id that owners' requests for this node's workload data are signed for."""
+        return {"node": encode_address(service().node_id)}
 
     @registry.method("node_workloads")
     def node_workloads(params: Params) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The JSON-RPC methods about this node's workloads, called through the registry: over a real
-(genesis) chain, a real controller and the in-memory engine under trio's mock clock; and the
-errors of a node that offers no compute or does not run the replica asked for."""
+chain, a real controller and the in-memory engine under trio's mock clock; the errors of a node
+that offers no compute or does not run the replica asked for; and logs and container events
+served to the application's owner only, on its signed request for this node."""
 
 from __future__ import annotations
 
@@ -12,21 +13,25 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import rlp
 import trio
 import trio.testing
 
 from chain.address import encode_address
+from chain.primitives import AccountId, Hash32
 from chain.runtime.apps import ReplicaEntry
 from node.chain_service import ChainService
 from node.rpc.errors import INVALID_PARAMS, RpcError
 from node.rpc.registry import Method, Registry, Subscription
 from node.rpc.workload_methods import (
+    ACCESS_DENIED,
     NO_COMPUTE,
     UNKNOWN_APP,
     not_here,
     register_workload_methods,
     with_revisions,
 )
+from node.workload_access import sign_access
 from node.workload_logs import WorkloadLogs
 from node.workloads import WorkloadService
 from orchestrator.controller import Controller, ControllerConfig
@@ -35,10 +40,16 @@ from orchestrator.events import EventKind, EventLog
 from tests.factories import ALICE, BOB
 from tests.unit.orchestrator.builders import NODE, InMemoryDesired, container, replica
 from tests.unit.orchestrator.fake_runtime import FakeFirewall, FakeRuntime, no_rootfs
-from tests.unit.test_chain_service import open_chain
+from tests.unit.test_app_retention import db
+from tests.unit.test_apps import CREATE
+from tests.unit.test_chain_service import block_at, open_chain
+from wallet.keys import Keypair, sign_transaction
 
 ME = ALICE.public
+"""This node's id (any key will do: it is the owner's key only by chance)."""
 OTHER = BOB.public
+NOW = 1_800_000_000
+"""The node's wall clock, by which requests expire."""
 WEB = replica(
     "web", 0, revision=3, containers=(container(args=("sh", "-c", "echo hi; sleep 1000")),)
 )
@@ -63,14 +74,37 @@ def refused(registry: Registry, method: str, *params: Any) -> RpcError:
 def registry_for(chain: ChainService | None, workloads: WorkloadService | None) -> Registry:
     """Without a chain, for errors that come before any look at it."""
     registry = Registry()
-    register_workload_methods(registry, chain or SimpleNamespace(store=None), workloads)  # type: ignore[arg-type]
+    register_workload_methods(
+        registry,
+        chain or SimpleNamespace(store=None),  # type: ignore[arg-type]
+        workloads,
+        wall=lambda: NOW,
+    )
     return registry
+
+
+GENESIS: list[bytes] = []
+"""The genesis hash of the chain `compute_node` runs (the same for every run)."""
+
+
+def auth(
+    app: str = "web",
+    *,
+    signer: Keypair = ALICE,
+    node: AccountId = ME,
+    expires: int = NOW + 60,
+    genesis: bytes | None = None,
+) -> dict[str, Any]:
+    """The `auth` param of `signer`'s request for `app` on `node`, on the test chain."""
+    chain = genesis if genesis is not None else GENESIS[0]
+    return sign_access(signer, genesis=chain, app=app, node=node, expires=expires).to_json()
 
 
 # -- a node without compute ---------------------------------------------------------------------
 
-METHODS = [("app_logs", "web"), ("app_subscribeLogs", "web"), ("app_events", "web"),
-           ("node_workloads",)]  # fmt: skip
+METHODS = [("app_logs", "web"), ("app_subscribeLogs", "web"),
+           ("app_events", "web", auth(genesis=b"")), ("node_workloads",)]  # fmt: skip
+"""Without `auth`, `app_events` serves the chain's events, which need no compute."""
 
 
 @pytest.mark.parametrize("call_args", METHODS, ids=[m[0] for m in METHODS])
@@ -162,7 +196,21 @@ Scenario = Callable[[Registry, FakeRuntime, Controller], Awaitable[None]]
 
 
 def compute_node(tmp_path: Path, test: Scenario) -> None:
+    """Runs `test` on a node that runs replica 0 of "web", an application of ALICE's; ALICE
+    also owns "api", which this node does not run."""
     chain: ChainService = open_chain(tmp_path / "db")
+    creates = [
+        sign_transaction(
+            ALICE, genesis_hash=chain.runtime.genesis_hash, nonce=n, call=CREATE.call(manifest=m)
+        )
+        for n, m in enumerate((db("web"), db("api")))
+    ]
+    block = block_at(chain, chain.store.best_hash, 1, [rlp.encode(tx) for tx in creates])
+    assert len(block.extrinsics) == 2
+    assert trio.run(chain.import_block, block)
+    genesis = chain.store.genesis_hash
+    assert genesis is not None
+    GENESIS[:] = [genesis]
 
     async def main() -> None:
         engine = FakeRuntime()
@@ -197,7 +245,7 @@ def test_logs_of_the_local_replica(tmp_path: Path) -> None:
     async def test(registry: Registry, engine: FakeRuntime, controller: Controller) -> None:
         (cid,) = [c.id for c in engine.with_labels({})]
         engine.write_log(cid, "second", "third")
-        (answer,) = await call(registry, "app_logs", "web")
+        (answer,) = await call(registry, "app_logs", "web", None, None, auth())
         assert answer == {
             "replica": 0,
             "revision": 3,
@@ -207,17 +255,17 @@ def test_logs_of_the_local_replica(tmp_path: Path) -> None:
             "text": "hi\nsecond\nthird\n",
             "truncated": False,
         }
-        (last,) = await call(registry, "app_logs", "web", 0, 1)
+        (last,) = await call(registry, "app_logs", "web", 0, 1, auth())
         assert last["text"] == "third\n"
         with pytest.raises(RpcError) as raised:
-            await call(registry, "app_logs", "shop")
+            await call(registry, "app_logs", "shop", None, None, auth("shop"))
         assert (raised.value.code, raised.value.message) == (
             UNKNOWN_APP,
             "no application 'shop' in finalized state",
         )
         with pytest.raises(RpcError) as raised:
-            await call(registry, "app_logs", "web", 1)
-        assert raised.value.code == UNKNOWN_APP  # not local, and not on the (genesis) chain
+            await call(registry, "app_logs", "web", 1, None, auth())
+        assert raised.value.code == UNKNOWN_APP  # not local, and not in finalized state
 
     compute_node(tmp_path, test)
 
@@ -225,7 +273,8 @@ def test_logs_of_the_local_replica(tmp_path: Path) -> None:
 def test_following_the_logs_of_the_local_replica(tmp_path: Path) -> None:
     async def test(registry: Registry, engine: FakeRuntime, controller: Controller) -> None:
         (cid,) = [c.id for c in engine.with_labels({})]
-        async with aclosing(await call(registry, "app_subscribeLogs", "web", None, "all")) as items:
+        follow = await call(registry, "app_subscribeLogs", "web", None, "all", auth())
+        async with aclosing(follow) as items:
             assert await items.__anext__() == [{"replica": 0, "container": "main", "text": "hi"}]
             engine.write_log(cid, "more")
             assert await items.__anext__() == [{"replica": 0, "container": "main", "text": "more"}]
@@ -256,13 +305,129 @@ def test_workloads_and_events_of_the_node(tmp_path: Path) -> None:
         assert web["usage"]["cpuSeconds"] == 2.5
         assert web["usage"]["memoryBytes"] == 8 * 2**20
         assert web["usage"]["uptimeSeconds"] > 0
-        events = await call(registry, "app_events", "web")
-        assert [(e["source"], e["kind"], e["replica"], e["revision"]) for e in events] == [
-            ("node", "Scheduled", 0, 3),
-            ("node", "Created", 0, 3),
-            ("node", "Started", 0, 3),
-            ("node", "Ready", 0, 3),
-        ]
+        events = await call(registry, "app_events", "web", auth())
+        assert [
+            (e["kind"], e["replica"], e["revision"]) for e in events if e["source"] == "node"
+        ] == [("Scheduled", 0, 3), ("Created", 0, 3), ("Started", 0, 3), ("Ready", 0, 3)]
+        chain_events = [(e["kind"], e["block"]) for e in events if e["source"] == "chain"]
+        assert chain_events == [("AppCreated", 1), ("ReplicaPending", 1)]
+        # Without the owner's request, only the chain's.
+        public = await call(registry, "app_events", "web")
+        assert [(e["kind"], e["block"]) for e in public] == chain_events
         assert await call(registry, "app_events", "shop") == []
 
     compute_node(tmp_path, test)
+
+
+# -- owner only ---------------------------------------------------------------------------------
+
+
+def refusal_of(error: RpcError) -> tuple[int, str]:
+    assert isinstance(error.data, dict)
+    return error.code, error.data["reason"]
+
+
+def test_logs_and_container_events_are_refused_to_all_but_the_owner(tmp_path: Path) -> None:
+    async def test(registry: Registry, engine: FakeRuntime, controller: Controller) -> None:
+        another_chain = b"\x07" * 32
+        refused = [
+            (None, "missing"),
+            (auth(signer=BOB), "notOwner"),
+            (auth(node=OTHER), "wrongNode"),  # signed for another node, replayed to this one
+            (auth(expires=NOW), "expired"),
+            (auth(expires=NOW - 3600), "expired"),
+            (auth(expires=NOW + 301), "tooFarAhead"),
+            (auth("api"), "badSignature"),  # ALICE's request for her other app, replayed
+            (auth(genesis=another_chain), "badSignature"),  # the same request on another chain
+            ({**auth(), "expires": NOW + 61}, "badSignature"),  # its expiry moved
+        ]
+        for grant, reason in refused:
+            calls: list[tuple[Any, ...]] = [("app_logs", "web", None, None, grant),
+                     ("app_subscribeLogs", "web", None, None, grant)]  # fmt: skip
+            if grant is not None:  # without a request, app_events serves the chain's only
+                calls.append(("app_events", "web", grant))
+            for method, *params in calls:
+                with pytest.raises(RpcError) as raised:
+                    await call(registry, method, *params)
+                assert refusal_of(raised.value) == (ACCESS_DENIED, reason), (method, grant)
+        # The owner's request, up to MAX_AHEAD_SECONDS ahead, opens them.
+        for expires in (NOW + 1, NOW + 300):
+            (logs,) = await call(registry, "app_logs", "web", None, None, auth(expires=expires))
+            assert logs["text"] == "hi\n"
+
+    compute_node(tmp_path, test)
+
+
+def test_a_refusal_says_what_is_wrong_and_shows_no_log(tmp_path: Path) -> None:
+    async def test(registry: Registry, engine: FakeRuntime, controller: Controller) -> None:
+        (cid,) = [c.id for c in engine.with_labels({})]
+        engine.write_log(cid, "a-secret-line")
+        cases = [
+            (None, "the logs and container events of 'web' are served to its owner only: "
+                   "sign the request with the owner's key (param auth)"),
+            (auth(signer=BOB), f"{encode_address(BOB.public)} does not own 'web' "
+                               f"(its owner is {encode_address(ALICE.public)})"),
+            (auth(node=OTHER), f"the request is signed for node {encode_address(OTHER)}, "
+                               f"not this node ({encode_address(ME)})"),
+            (auth(expires=NOW - 10), f"the request expired 10 s ago (at {NOW - 10})"),
+            (auth(expires=NOW + 900), "the request expires 900 s from now: at most 300 s "
+                                      "ahead are accepted"),
+            (auth("api"), "the signature is not the owner's signature of a request for 'web' "
+                          "on this node's chain, node and expiry"),
+        ]  # fmt: skip
+        for grant, message in cases:
+            with pytest.raises(RpcError) as raised:
+                await call(registry, "app_logs", "web", None, None, grant)
+            assert (raised.value.code, raised.value.message) == (ACCESS_DENIED, message)
+            assert "a-secret-line" not in str(raised.value.to_json())
+
+    compute_node(tmp_path, test)
+
+
+def test_a_transaction_signature_does_not_open_the_logs(tmp_path: Path) -> None:
+    """The request's message has a domain tag of its own: no signature of the owner made for
+    something else (here a transaction) is one of it."""
+
+    async def test(registry: Registry, engine: FakeRuntime, controller: Controller) -> None:
+        tx = sign_transaction(
+            ALICE, genesis_hash=Hash32(GENESIS[0]), nonce=0, call=CREATE.call(manifest=db("web"))
+        )
+        forged = {**auth(), "signature": "0x" + tx.signature.hex()}
+        with pytest.raises(RpcError) as raised:
+            await call(registry, "app_logs", "web", None, None, forged)
+        assert refusal_of(raised.value) == (ACCESS_DENIED, "badSignature")
+
+    compute_node(tmp_path, test)
+
+
+def test_the_node_names_the_id_requests_are_signed_for(tmp_path: Path) -> None:
+    async def test(registry: Registry, engine: FakeRuntime, controller: Controller) -> None:
+        assert await call(registry, "node_identity") == {"node": encode_address(ME)}
+
+    compute_node(tmp_path, test)
+    error = refused(registry_for(None, None), "node_identity")
+    assert error.code == NO_COMPUTE
+
+
+@pytest.mark.parametrize(
+    ("grant", "message"),
+    [
+        ("0xabcd", "expected an object {owner, node, expires, signature}"),
+        ({"owner": encode_address(ME)},
+         "expected an object {owner, node, expires, signature}: missing expires, node, signature"),
+        ({**auth(genesis=b""), "extra": 1},
+         "expected an object {owner, node, expires, signature}: unknown extra"),
+        ({**auth(genesis=b""), "expires": "soon"},
+         "expires: expected a unix time in seconds (an integer >= 0)"),
+        ({**auth(genesis=b""), "owner": "alice"}, "owner: "),
+        ({**auth(genesis=b""), "signature": "0x00"}, "signature: expected 64 bytes, got 1"),
+        ({**auth(genesis=b""), "signature": "zz"}, "signature: expected 0x-prefixed hex"),
+    ],
+)  # fmt: skip
+def test_a_malformed_request_is_an_invalid_param(grant: Any, message: str) -> None:
+    for method, params in (("app_logs", ["web", None, None, grant]),
+                           ("app_subscribeLogs", ["web", None, None, grant]),
+                           ("app_events", ["web", grant])):  # fmt: skip
+        error = refused(registry_for(None, None), method, *params)
+        assert error.code == INVALID_PARAMS
+        assert error.message.startswith(f"invalid param 'auth': {message}")

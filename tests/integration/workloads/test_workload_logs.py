@@ -1,6 +1,7 @@
 """One machine: what a dev node's containers wrote, their events and the node's workloads,
-through the CLI over JSON-RPC, with a real container on a real engine; and the typed error of a
-node whose engine does not answer."""
+through the CLI over JSON-RPC, with a real container on a real engine; logs and container events
+served to the application's owner only, on its signed request for this node; and the typed
+error of a node whose engine does not answer."""
 
 from __future__ import annotations
 
@@ -12,13 +13,21 @@ import threading
 import time
 from pathlib import Path
 from queue import Empty, Queue
+from typing import Any
 
 import docker
+import httpx
 import pytest
+import trio
+import trio_websocket
 
+from chain.address import decode_address
+from node.rpc.workload_methods import ACCESS_DENIED
+from node.workload_access import sign_access
 from tests.integration.docker_harness import DockerEngine
 from tests.integration.harness import STATEMESH, NodeProcess, RpcFailure, cli, cli_json
 from tests.integration.workloads.pods import app_container
+from wallet.keys import Keypair, dev_keypair
 
 pytestmark = pytest.mark.integration
 
@@ -81,6 +90,36 @@ def follow_ticks(rpc: list[str], count: int, timeout: float = 20.0) -> list[int]
     return ticks("\n".join(seen))
 
 
+def grant(
+    node: NodeProcess, signer: Keypair, *, app: str = APP, node_id: str = "", ahead: int = 60
+) -> dict[str, object]:
+    """`signer`'s request for `app`'s workload data on `node` (or on the node `node_id`)."""
+    genesis = bytes.fromhex(node.call("chain_getBlockHash", 0)[2:])
+    target = decode_address(node_id or node.call("node_identity")["node"])
+    expires = int(time.time()) + ahead
+    return sign_access(signer, genesis=genesis, app=app, node=target, expires=expires).to_json()
+
+
+def access_refusal(node: NodeProcess, method: str, *params: object) -> str:
+    """The reason `node` gives for refusing the call (ACCESS_DENIED); subscriptions are asked
+    over WebSocket, as they must be."""
+    request = {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
+    if method.startswith("app_subscribe"):
+
+        async def over_websocket() -> dict[str, Any]:
+            async with trio_websocket.open_websocket_url("ws" + node.url[4:]) as ws:
+                await ws.send_message(json.dumps(request))
+                answer: dict[str, Any] = json.loads(await ws.get_message())
+                return answer
+
+        answer = trio.run(over_websocket)
+    else:
+        answer = httpx.post(node.url, json=request, timeout=10).json()
+    assert "error" in answer, f"{method} was served to a request that is not the owner's"
+    assert answer["error"]["code"] == ACCESS_DENIED, answer
+    return str(answer["error"]["data"]["reason"])
+
+
 def test_logs_events_and_workloads_of_a_dev_node(
     tmp_path: Path, docker_engine: DockerEngine, busybox_image: str
 ) -> None:
@@ -107,9 +146,13 @@ def test_logs_events_and_workloads_of_a_dev_node(
             "the socket does not exist"
         )
         bare.wait_for(lambda: refusal() == expected, what="the no-compute error")
-        for args in (["workloads"], ["app", "logs", APP], ["app", "events", APP]):
+        for args in (["workloads"], ["app", "logs", APP]):
             refused = cli(*args, "--rpc", bare.url)
             assert (refused.returncode, refused.stderr) == (1, f"error: {expected}\n")
+        # The chain's events need no compute (and there are none yet).
+        events = cli("app", "events", APP, "--rpc", bare.url)
+        assert (events.returncode, events.stdout) == (0, f"no events of application {APP!r}\n")
+        bare_id = bare.call("node_identity")["node"]
         bare.stop()
 
         node.wait_for(lambda: node.call("towers_active")["total"] == 1, timeout=40, what="active")
@@ -123,6 +166,33 @@ def test_logs_events_and_workloads_of_a_dev_node(
 
         text = node.wait_for(written, timeout=30, what="the container's first lines")
         assert text.startswith("hello-from-talker\nsecond-line\ntick 1\ntick 2\n")
+
+        # Served to the owner only: the CLI signed as dev-alice, who deployed it.
+        alice, bob = dev_keypair("alice"), dev_keypair("bob")
+        (own,) = node.call("app_logs", APP, None, None, grant(node, alice))
+        assert own["text"].startswith("hello-from-talker\n")
+        for logs in ("app_logs", "app_subscribeLogs"):
+            assert access_refusal(node, logs, APP) == "missing"
+            assert access_refusal(node, logs, APP, None, None, grant(node, bob)) == "notOwner"
+            # The owner's request for another node, for another app, or expired: replayed here.
+            replayed = grant(node, alice, node_id=bare_id)
+            assert access_refusal(node, logs, APP, None, None, replayed) == "wrongNode"
+            replayed = grant(node, alice, app="talker-2")
+            assert access_refusal(node, logs, APP, None, None, replayed) == "badSignature"
+            replayed = grant(node, alice, ahead=-1)
+            assert access_refusal(node, logs, APP, None, None, replayed) == "expired"
+        stranger = cli("app", "logs", APP, "--from", "dev-bob", *rpc)
+        assert (stranger.returncode, stranger.stderr) == (
+            1,
+            f"error: {bob.address} does not own {APP!r} (its owner is {alice.address})\n",
+        )
+        assert "tick" not in stranger.stdout
+        assert access_refusal(node, "app_events", APP, grant(node, bob)) == "notOwner"
+        public = node.call("app_events", APP)  # anyone: the chain's events only
+        assert public and {e["source"] for e in public} == {"chain"}
+        foreign = cli("app", "events", APP, "--from", "dev-bob", *rpc)
+        assert foreign.returncode == 1
+        assert foreign.stderr.startswith(f"error: {bob.address} does not own")
         last = cli("app", "logs", APP, "--tail", "1", *rpc)
         assert last.returncode == 0, last.stderr
         assert re.fullmatch(r"tick \d+\n", last.stdout)

@@ -1,0 +1,95 @@
+"""The owner's signed request that `statemesh app logs` and `app events` send, so that a node
+serves them an application's workload data: signed with the key that owns the application,
+found in the keystore (or among the development accounts) by its address, or named by --from."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from chain.address import decode_address
+from node.commands.client_options import NodeRefused
+from node.commands.key import add_keystore_argument, keystore_errors, keystore_from_args
+from node.commands.password import PasswordReader, add_password_argument
+from node.errors import CliError
+from node.rpc.client import RpcCallError, RpcClient
+from node.rpc.workload_methods import ACCESS_DENIED
+from node.workload_access import LIFETIME_SECONDS, sign_access
+from wallet.keys import DEV_ACCOUNTS, Keypair, dev_keypair
+from wallet.keystore import resolve_signer
+
+
+class NoOwnerKey(CliError):
+    """No key at hand owns the application: its logs cannot be asked for."""
+
+
+def add_owner_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--from",
+        dest="owner_key",
+        metavar="KEY",
+        help="the key that owns the application, to sign the request with (default: the "
+        "keystore key or development account whose address owns it)",
+    )
+    add_keystore_argument(parser)
+    add_password_argument(parser)
+
+
+def owner_auth(
+    args: argparse.Namespace, client: RpcClient, app: str, *, required: bool
+) -> dict[str, Any] | None:
+    """The `auth` param for `app` on the node `client` talks to, signed by --from or by the
+    key that owns `app`. None when `app` does not exist (the node says so), or when no key at
+    hand owns it and the request is not `required` (the node then serves what is public).
+    Call inside `rpc_errors()`."""
+    owner, signer = _signer(args, client, app)
+    if signer is None:
+        if required and owner is not None:
+            raise NoOwnerKey(
+                f"{app!r} is owned by {owner}, whose key is neither in keystore "
+                f"{keystore_from_args(args).path} nor a development account: its logs are "
+                "served to its owner only (pass --from KEY)"
+            )
+        return None
+    node = decode_address(client.call("node_identity")["node"])
+    genesis = bytes.fromhex(client.call("chain_getBlockHash", 0).removeprefix("0x"))
+    grant = sign_access(
+        signer, genesis=genesis, app=app, node=node, expires=int(time.time()) + LIFETIME_SECONDS
+    )
+    return grant.to_json()
+
+
+def _signer(
+    args: argparse.Namespace, client: RpcClient, app: str
+) -> tuple[str | None, Keypair | None]:
+    """(the owner's address if looked up, the key to sign with if one is at hand)."""
+    passwords = PasswordReader.from_args(args).existing
+    keystore = keystore_from_args(args)
+    with keystore_errors():
+        if args.owner_key is not None:
+            return None, resolve_signer(args.owner_key, keystore, passwords)
+        info = client.call("apps_get", app)
+        if info is None:
+            return None, None
+        owner: str = info["owner"]
+        for name in DEV_ACCOUNTS:
+            if dev_keypair(name).address == owner:
+                return owner, dev_keypair(name)
+        for key in keystore.list():
+            if key.address == owner:
+                return owner, resolve_signer(key.name, keystore, passwords)
+    return owner, None
+
+
+@contextmanager
+def access_errors() -> Iterator[None]:
+    """A node's refusal of the request as its message alone (its data repeats the reason)."""
+    try:
+        yield
+    except RpcCallError as exc:
+        if exc.code == ACCESS_DENIED:
+            raise NodeRefused(exc.message) from None
+        raise
