@@ -38,7 +38,7 @@ from node.rpc.server import RpcServer
 from node.rpc.workload_methods import register_workload_methods
 from node.usage_reporter import UsageReporter
 from node.wallet_service import ChainLedger, P2PWalletTransport, WalletService
-from node.wallet_shares import ShareStore
+from node.wallet_shares import open_share_store
 from node.wire import TOPIC_VOTES
 from node.workloads import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIDS, WorkloadService
 from orchestrator.dockerd import EngineStartError, PrivateEngine
@@ -405,7 +405,12 @@ def _wallet(
     service = WalletService(
         identity=Keypair.from_seed(node_key.seed),
         ledger=ChainLedger(chain),
-        shares=ShareStore(config.chain_path, node_key.seed),
+        shares=open_share_store(
+            config.chain_path,
+            config.operator,
+            node_key.seed,
+            live_chain=config.spec.chain_type == "Live",
+        ),
         transport=P2PWalletTransport(network.p2p),
         payer=config.operator,
     )

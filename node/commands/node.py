@@ -28,6 +28,7 @@ from node.errors import CliError, UsageError, sole_cause
 from node.ingress_service import IngressConfig, IngressUnavailable
 from node.presence import Capacity, PresenceError, measure_capacity
 from node.runner import Node, NodeConfig
+from node.wallet_shares import ShareStoreError
 from node.workloads import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIDS
 from orchestrator.firewall import EgressPolicy
 from orchestrator.image_gc import ImageGcPolicy
@@ -334,7 +335,7 @@ def _run_node(args: argparse.Namespace) -> int:
     try:
         try:
             node = Node.open(config)
-        except (DatabaseError, P2PError, PresenceError) as exc:
+        except (DatabaseError, P2PError, PresenceError, ShareStoreError) as exc:
             raise CliError(str(exc)) from None
         try:
             trio.run(node.run)
