@@ -3,6 +3,7 @@ through its own bounded channel: a subscriber that falls behind is dropped, neve
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import trio
@@ -14,7 +15,13 @@ class Broadcast(Generic[T]):
     def __init__(self, buffer: int = 256) -> None:
         self._buffer = buffer
         self._senders: list[trio.MemorySendChannel[T]] = []
+        self._listeners: list[Callable[[T], None]] = []
         self.dropped = 0
+
+    def listen(self, listener: Callable[[T], None]) -> None:
+        """Call `listener` with each item as it is published, for as long as this broadcast
+        lives: for fan-outs of their own that must not block (the RPC feeds)."""
+        self._listeners.append(listener)
 
     def subscribe(self) -> trio.MemoryReceiveChannel[T]:
         send, receive = trio.open_memory_channel[T](self._buffer)
@@ -22,6 +29,8 @@ class Broadcast(Generic[T]):
         return receive
 
     def publish(self, item: T) -> None:
+        for listener in self._listeners:
+            listener(item)
         alive = []
         for send in self._senders:
             try:

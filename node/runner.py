@@ -31,9 +31,11 @@ from node.ingress_service import IngressConfig, IngressService
 from node.network_service import NetworkService
 from node.presence import Capacity, PresenceService, check_declared, measure_capacity
 from node.rpc import wallet_methods
+from node.rpc.exposure import RpcMethods
 from node.rpc.ingress_methods import register_ingress_methods
 from node.rpc.limits import RpcLimits
 from node.rpc.methods import NodeInfo, build_registry
+from node.rpc.origins import CorsPolicy
 from node.rpc.server import RpcServer
 from node.rpc.workload_methods import register_workload_methods
 from node.usage_reporter import UsageReporter
@@ -76,6 +78,10 @@ class NodeConfig:
     rpc_port: int = 9944
     signer: Keypair | None = field(default=None, repr=False)
     rpc_limits: RpcLimits = field(default_factory=RpcLimits)
+    rpc_methods: RpcMethods = RpcMethods.AUTO
+    """Whether the RPC serves unsafe methods (auto: only while it listens on loopback)."""
+    rpc_cors: CorsPolicy = field(default_factory=CorsPolicy.default)
+    """Web origins allowed to call the RPC."""
     p2p_port: int = 30333
     """0 picks a free port."""
     bootnodes: tuple[str, ...] = ()
@@ -229,6 +235,8 @@ class Node:
                 host=config.rpc_host,
                 port=config.rpc_port,
                 limits=config.rpc_limits,
+                methods=config.rpc_methods,
+                cors=config.rpc_cors,
             )
         except BaseException:
             db.close()

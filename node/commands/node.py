@@ -21,6 +21,7 @@ from node.chain_spec import DEV_AUTHORITY, DEV_OPERATOR, resolve_spec
 from node.commands.client_options import add_client_arguments
 from node.commands.key import add_keystore_argument, keystore_errors, keystore_from_args
 from node.commands.password import PasswordReader, add_password_argument
+from node.commands.rpc_options import add_rpc_arguments, rpc_settings
 from node.commands.workloads import show_workloads
 from node.disk_pressure import DEFAULT_HIGH_WATER_PERCENT, DEFAULT_LOW_WATER_PERCENT, WaterMarks
 from node.endpoints import node_ip
@@ -52,6 +53,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     node.add_argument(
         "--rpc-external", action="store_true", help="listen on all interfaces (default: 127.0.0.1)"
     )
+    add_rpc_arguments(node)
     node.add_argument("--name", default=None, help="a human name for this node")
     node.add_argument(
         "--port", type=int, default=30333, metavar="PORT", help="p2p TCP port (0: any free one)"
@@ -286,6 +288,7 @@ def _run_node(args: argparse.Namespace) -> int:
         image_gc = ImageGcPolicy(high_percent=args.image_gc_high, low_percent=args.image_gc_low)
     except ValueError as exc:
         raise UsageError(f"--image-gc-high, --image-gc-low: {exc}") from None
+    rpc = rpc_settings(args)
     spec = load_chain(args)
     signer = _signer(args)
     temporary = None
@@ -300,6 +303,9 @@ def _run_node(args: argparse.Namespace) -> int:
         name=args.name or f"statemesh-{os.getpid()}",
         rpc_host="0.0.0.0" if args.rpc_external else "127.0.0.1",
         rpc_port=args.rpc_port,
+        rpc_limits=rpc.limits,
+        rpc_methods=rpc.methods,
+        rpc_cors=rpc.cors,
         signer=signer,
         p2p_port=args.port,
         bootnodes=tuple(args.bootnodes),

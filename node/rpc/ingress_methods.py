@@ -20,7 +20,7 @@ def register_ingress_methods(
     """`ingress_routes` and `app_endpoints`."""
     store = chain.store
 
-    @registry.method("ingress_routes")
+    @registry.method("ingress_routes", unsafe=True)
     async def ingress_routes(params: Params) -> list[dict[str, Any]]:
         table = endpoints.routes()
         return [
@@ -34,7 +34,7 @@ def register_ingress_methods(
             for route in table.hosts[host]
         ]
 
-    @registry.method("app_endpoints", params=["app"])
+    @registry.method("app_endpoints", params=["app"], unsafe=False)
     async def app_endpoints(params: Params) -> list[dict[str, Any]]:
         app = params.required("app", str)
         state = store.state_at(store.finalized_header.hash)

@@ -20,6 +20,8 @@ from node.rpc.errors import (
     WEBSOCKET_REQUIRED,
     RpcError,
 )
+from node.rpc.exposure import unsafe_method_error
+from node.rpc.feeds import Feed
 from node.rpc.limits import RpcLimits
 from node.rpc.registry import (
     UNSUBSCRIBE_PARAMS,
@@ -41,7 +43,7 @@ class SubscriptionHost(Protocol):
     def check_capacity(self) -> None:
         """Raise `RpcError` if this connection may not open another subscription."""
 
-    def open(self, subscription: Subscription, items: AsyncIterator[object]) -> str:
+    def open(self, subscription: Subscription, items: AsyncIterator[object] | Feed[object]) -> str:
         """Take ownership of `items` and return the new subscription's id."""
 
     def close(self, subscription: Subscription, subscription_id: str) -> bool:
@@ -211,6 +213,8 @@ def _fit(text: str, request_id: RequestId, limits: RpcLimits) -> str:
 async def _execute(request: Request, registry: Registry, host: SubscriptionHost | None) -> object:
     entry = registry.get(request.method)
     if entry is None:
+        if registry.is_withheld(request.method):
+            raise unsafe_method_error(request.method)
         raise RpcError(METHOD_NOT_FOUND, f"method not found: {request.method}")
     if isinstance(entry, Method):
         params = entry.params.bind(request.method, request.params)
@@ -239,6 +243,8 @@ async def _subscribe(request: Request, entry: Subscription, host: SubscriptionHo
     items = entry.handler(params)
     if inspect.isawaitable(items):
         items = await items
-    if not isinstance(items, AsyncIterator):
-        raise TypeError(f"{request.method} returned {type(items).__name__}, not an async iterator")
+    if not isinstance(items, AsyncIterator | Feed):
+        raise TypeError(
+            f"{request.method} returned {type(items).__name__}, not an async iterator or a feed"
+        )
     return host.open(entry, items)

@@ -21,6 +21,8 @@ from chain.store import ChainStore
 from node.chain_service import ChainService, TxStatus
 from node.network_service import NetworkService
 from node.rpc.errors import UNKNOWN_BLOCK, RpcError, invalid_transaction_error
+from node.rpc.feeds import Feed
+from node.rpc.jsonrpc import dumps
 from node.rpc.registry import Params, Registry
 
 
@@ -136,13 +138,15 @@ def build_registry(
 
     # -- system -------------------------------------------------------------------------------
 
-    registry.add_method("system_name", lambda params: "statemesh")
-    registry.add_method("system_version", lambda params: info.version)
-    registry.add_method("system_chain", lambda params: info.spec.name)
-    registry.add_method("system_chainType", lambda params: info.spec.chain_type)
-    registry.add_method("system_nodeName", lambda params: info.name)
+    # Safe or unsafe as in Substrate: what reveals this node's own network (peers, the addresses
+    # to dial it at) or acts for its operator is unsafe; chain data is public, hence safe.
+    registry.add_method("system_name", lambda params: "statemesh", unsafe=False)
+    registry.add_method("system_version", lambda params: info.version, unsafe=False)
+    registry.add_method("system_chain", lambda params: info.spec.name, unsafe=False)
+    registry.add_method("system_chainType", lambda params: info.spec.chain_type, unsafe=False)
+    registry.add_method("system_nodeName", lambda params: info.name, unsafe=False)
 
-    @registry.method("system_health")
+    @registry.method("system_health", unsafe=False)
     def health(params: Params) -> dict[str, Any]:
         return {
             "peers": len(network.peer_views()) if network else 0,
@@ -150,7 +154,7 @@ def build_registry(
             "shouldHavePeers": len(chain.authorities) > 1,
         }
 
-    @registry.method("system_peers")
+    @registry.method("system_peers", unsafe=True)
     def peers(params: Params) -> list[dict[str, Any]]:
         if network is None:
             return []
@@ -167,7 +171,7 @@ def build_registry(
             for view in network.peer_views()
         ]
 
-    @registry.method("system_syncState")
+    @registry.method("system_syncState", unsafe=False)
     def sync_state(params: Params) -> dict[str, Any]:
         best = store.best_header.number
         highest = max(
@@ -176,14 +180,15 @@ def build_registry(
         return {"currentBlock": best, "highestBlock": highest}
 
     registry.add_method(
-        "system_localPeerId", lambda params: network.p2p.peer_id if network else None
+        "system_localPeerId", lambda params: network.p2p.peer_id if network else None, unsafe=False
     )
     registry.add_method(
         "system_localListenAddresses",
         lambda params: [network.p2p.listen_address] if network else [],
+        unsafe=False,
     )
 
-    @registry.method("system_account", params=["address", "hash?"])
+    @registry.method("system_account", params=["address", "hash?"], unsafe=False)
     def system_account(params: Params) -> dict[str, Any]:
         who = params.required("address", account)
         at = resolve(params)
@@ -196,30 +201,30 @@ def build_registry(
             "blockNumber": store.require_header(at).number,
         }
 
-    @registry.method("system_accountNextIndex", params=["address"])
+    @registry.method("system_accountNextIndex", params=["address"], unsafe=False)
     def account_next_index(params: Params) -> int:
         return chain.next_nonce(params.required("address", account))
 
-    @registry.method("system_events", params=["hash?"])
+    @registry.method("system_events", params=["hash?"], unsafe=False)
     def system_events(params: Params) -> list[dict[str, Any]]:
         events: list[Event] = store.events(resolve(params)) or []
         return [e.to_json() for e in events]
 
     # -- chain --------------------------------------------------------------------------------
 
-    @registry.method("chain_getHeader", params=["hash?"])
+    @registry.method("chain_getHeader", params=["hash?"], unsafe=False)
     def get_header(params: Params) -> dict[str, Any] | None:
         at = params.optional("hash", block_hash)
         header = store.best_header if at is None else store.header(at)
         return None if header is None else header_json(header)
 
-    @registry.method("chain_getBlock", params=["hash?"])
+    @registry.method("chain_getBlock", params=["hash?"], unsafe=False)
     def get_block(params: Params) -> dict[str, Any] | None:
         at = params.optional("hash", block_hash) or store.best_header.hash
         block = store.block(at)
         return None if block is None else block_json(block, store.justification(at))
 
-    @registry.method("chain_getBlockHash", params=["number?"])
+    @registry.method("chain_getBlockHash", params=["number?"], unsafe=False)
     def get_block_hash(params: Params) -> Any:
         raw = params.optional("number", lambda v: v)
         if raw is None:
@@ -233,9 +238,11 @@ def build_registry(
             raise RpcError(-32602, f"invalid param 'number': {exc}") from None
         return _maybe_hex(store.canonical_hash(number))
 
-    registry.add_method("chain_getFinalizedHead", lambda params: _hex(store.finalized_header.hash))
+    registry.add_method(
+        "chain_getFinalizedHead", lambda params: _hex(store.finalized_header.hash), unsafe=False
+    )
 
-    @registry.method("chain_getExtrinsic", params=["hash"])
+    @registry.method("chain_getExtrinsic", params=["hash"], unsafe=False)
     def get_extrinsic(params: Params) -> dict[str, Any] | None:
         tx = params.required("hash", block_hash)
         location = store.tx_location(tx)
@@ -254,25 +261,33 @@ def build_registry(
             "events": [e.to_json() for e in events],
         }
 
+    # Every head subscriber gets the same header: encoded once per block for all of them.
+    best_heads: Feed[Header] = Feed(encode_header)
+    chain.new_heads.listen(best_heads.publish)
+    finalized: Feed[Header] = Feed(encode_header)
+    chain.finalized_heads.listen(finalized.publish)
+
     @registry.subscription(
         "chain_subscribeNewHeads",
         unsubscribe="chain_unsubscribeNewHeads",
         notification="chain_newHead",
+        unsafe=False,
     )
-    def new_heads(params: Params) -> AsyncIterator[Any]:
-        return _headers(chain.new_heads.subscribe())
+    def new_heads(params: Params) -> Feed[Header]:
+        return best_heads
 
     @registry.subscription(
         "chain_subscribeFinalizedHeads",
         unsubscribe="chain_unsubscribeFinalizedHeads",
         notification="chain_finalizedHead",
+        unsafe=False,
     )
-    def finalized_heads(params: Params) -> AsyncIterator[Any]:
-        return _headers(chain.finalized_heads.subscribe())
+    def finalized_heads(params: Params) -> Feed[Header]:
+        return finalized
 
     # -- state --------------------------------------------------------------------------------
 
-    @registry.method("state_getStorage", params=["key", "hash?"])
+    @registry.method("state_getStorage", params=["key", "hash?"], unsafe=False)
     def get_storage(params: Params) -> str | None:
         key = params.required("key", hex_bytes)
         value = store.state_at(resolve(params)).get(key)
@@ -280,7 +295,7 @@ def build_registry(
 
     # -- author -------------------------------------------------------------------------------
 
-    @registry.method("author_submitExtrinsic", params=["extrinsic"])
+    @registry.method("author_submitExtrinsic", params=["extrinsic"], unsafe=False)
     async def submit(params: Params) -> str:
         encoded = params.required("extrinsic", hex_bytes)
         try:
@@ -293,6 +308,7 @@ def build_registry(
         unsubscribe="author_unwatchExtrinsic",
         notification="author_extrinsicUpdate",
         params=["extrinsic"],
+        unsafe=False,
     )
     async def submit_and_watch(params: Params) -> AsyncIterator[Any]:
         encoded = params.required("extrinsic", hex_bytes)
@@ -303,7 +319,9 @@ def build_registry(
         return _statuses(statuses)
 
     registry.add_method(
-        "author_pendingExtrinsics", lambda params: [_hex(tx.encoded) for tx in chain.pool.pending()]
+        "author_pendingExtrinsics",
+        lambda params: [_hex(tx.encoded) for tx in chain.pool.pending()],
+        unsafe=False,
     )
     _register_towers(registry, chain, resolve)
     _register_apps(registry, chain, resolve)
@@ -357,7 +375,7 @@ def _register_apps(registry: Registry, chain: ChainService, resolve: Any) -> Non
             "placement": [replica_json(e) for e in apps.placement(state, name)],
         }
 
-    @registry.method("apps_get", params=["name", "hash?"])
+    @registry.method("apps_get", params=["name", "hash?"], unsafe=False)
     def get_app(params: Params) -> dict[str, Any] | None:
         name = params.required("name", app_name)
         state = store.state_at(resolve(params))
@@ -368,7 +386,7 @@ def _register_apps(registry: Registry, chain: ChainService, resolve: Any) -> Non
         found["manifest"] = apps.manifest_json(state, name, record.revision)
         return found
 
-    @registry.method("apps_retained", params=["name", "hash?"])
+    @registry.method("apps_retained", params=["name", "hash?"], unsafe=False)
     def retained(params: Params) -> list[dict[str, Any]]:
         """The deleted instances of an application whose volumes are still kept (and billed),
         oldest first, each with the block timestamp (ms) its retention ends at."""
@@ -385,7 +403,7 @@ def _register_apps(registry: Registry, chain: ChainService, resolve: Any) -> Non
             for t in apps.tombstones_of(state, name)
         ]
 
-    @registry.method("apps_list", params=["offset?", "limit?"])
+    @registry.method("apps_list", params=["offset?", "limit?"], unsafe=False)
     def list_apps(params: Params) -> dict[str, Any]:
         offset, limit = _page(params)
         state = store.best_state()
@@ -397,7 +415,7 @@ def _register_apps(registry: Registry, chain: ChainService, resolve: Any) -> Non
                 listed.append(app_json(state, name, record))
         return {"total": len(names), "apps": listed}
 
-    @registry.method("apps_forNode", params=["node", "hash?"])
+    @registry.method("apps_forNode", params=["node", "hash?"], unsafe=False)
     def for_node(params: Params) -> list[dict[str, Any]]:
         node_id = params.required("node", account)
         state = store.state_at(resolve(params))
@@ -406,7 +424,7 @@ def _register_apps(registry: Registry, chain: ChainService, resolve: Any) -> Non
             for name, entry in apps.assignments_for(state, node_id)
         ]
 
-    @registry.method("usage_report", params=["node", "period", "hash?"])
+    @registry.method("usage_report", params=["node", "period", "hash?"], unsafe=False)
     def usage_report(params: Params) -> list[dict[str, Any]] | None:
         node_id = params.required("node", account)
         period = params.required("period", int)
@@ -426,7 +444,7 @@ def _register_apps(registry: Registry, chain: ChainService, resolve: Any) -> Non
             for r in records
         ]
 
-    @registry.method("apps_events", params=["name"])
+    @registry.method("apps_events", params=["name"], unsafe=False)
     def app_events(params: Params) -> list[dict[str, Any]]:
         name = params.required("name", str)
         return [
@@ -475,14 +493,14 @@ def node_json(state: Any, node_id: AccountId, record: nodes.NodeRecord) -> dict[
 def _register_towers(registry: Registry, chain: ChainService, resolve: Any) -> None:
     store = chain.store
 
-    @registry.method("nodes_get", params=["node", "hash?"])
+    @registry.method("nodes_get", params=["node", "hash?"], unsafe=False)
     def get_node(params: Params) -> dict[str, Any] | None:
         node_id = params.required("node", account)
         state = store.state_at(resolve(params))
         record = nodes.get_node(state, node_id)
         return None if record is None else node_json(state, node_id, record)
 
-    @registry.method("nodes_list", params=["status?", "offset?", "limit?"])
+    @registry.method("nodes_list", params=["status?", "offset?", "limit?"], unsafe=False)
     def list_nodes(params: Params) -> dict[str, Any]:
         wanted = params.optional("status", str)
         if wanted is not None and wanted.upper() not in NodeStatus.__members__:
@@ -499,7 +517,7 @@ def _register_towers(registry: Registry, chain: ChainService, resolve: Any) -> N
             "nodes": [node_json(state, n, r) for n, r in found[offset : offset + limit]],
         }
 
-    @registry.method("towers_active", params=["class?", "offset?", "limit?"])
+    @registry.method("towers_active", params=["class?", "offset?", "limit?"], unsafe=False)
     def active_towers(params: Params) -> dict[str, Any]:
         node_class = params.optional("class", str)
         offset, limit = _page(params)
@@ -517,7 +535,7 @@ def _register_towers(registry: Registry, chain: ChainService, resolve: Any) -> N
             "nodes": [node_json(state, n, r) for _, n, r in active[offset : offset + limit]],
         }
 
-    @registry.method("epochs_current", params=["hash?"])
+    @registry.method("epochs_current", params=["hash?"], unsafe=False)
     def current_epoch(params: Params) -> dict[str, Any]:
         at = resolve(params)
         state = store.state_at(at)
@@ -542,10 +560,8 @@ def _maybe_hex(value: bytes | None) -> str | None:
     return None if value is None else _hex(value)
 
 
-async def _headers(receive: trio.MemoryReceiveChannel[Header]) -> AsyncIterator[Any]:
-    async with receive:
-        async for header in receive:
-            yield header_json(header)
+def encode_header(header: Header) -> str:
+    return dumps(header_json(header))
 
 
 async def _statuses(receive: trio.MemoryReceiveChannel[TxStatus]) -> AsyncIterator[Any]:

@@ -5,24 +5,30 @@ iterator of JSON items) in one line each:
 
     registry = Registry()
 
-    @registry.method("chain_getBlockHash", params=["number?"])
+    @registry.method("chain_getBlockHash", params=["number?"], unsafe=False)
     def get_block_hash(params: Params) -> str | None:
         number = params.optional("number", int)          # wrong type -> -32602, automatically
         ...
 
     @registry.subscription("chain_subscribeNewHeads", unsubscribe="chain_unsubscribeNewHeads",
-                           notification="chain_newHead")
+                           notification="chain_newHead", unsafe=False)
     async def new_heads(params: Params) -> AsyncIterator[dict[str, object]]:
         return chain.watch_heads()                       # validate first, then hand back the items
 
-    registry.add_method("system_name", lambda params: "statemesh")
+    registry.add_method("system_name", lambda params: "statemesh", unsafe=False)
+
+Every method says at its registration whether it is unsafe (see `node.rpc.exposure`): a server
+that serves only safe methods answers the unsafe ones with Substrate's -32601 "RPC call is
+unsafe to be called externally", and `rpc_methods` lists only what the server answers. An
+unclassified method is served only where unsafe methods are.
 
 `params` declares the names, in positional order; a trailing "?" marks an optional one (optional
 ones come last). Calls may pass params by position (array) or by name (object); a wrong count,
 an unknown name or a missing required param is refused with -32602 before the handler runs.
 `Params.required` / `Params.optional` take a JSON type (str, int, float, bool, list, dict),
 which is checked, or a converter function, whose ValueError/TypeError message is shown to the
-client as the reason. Raise `RpcError` for application errors. A subscription handler may also
+client as the reason. Raise `RpcError` for application errors. A subscription handler may return
+a `Feed` instead of an iterator (items pushed to every subscriber, encoded once). It may also
 be an async generator function, but then its params are only checked once iteration starts.
 `rpc_methods` (Substrate's list of method names) is registered by every `Registry`.
 """
@@ -34,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast, overload
 
 from node.rpc.errors import INVALID_PARAMS, RpcError
+from node.rpc.feeds import Feed
 
 T = TypeVar("T")
 D = TypeVar("D")
@@ -42,6 +49,7 @@ MethodHandler = Callable[["Params"], Awaitable[object]] | Callable[["Params"], o
 SubscribeHandler = (
     Callable[["Params"], Awaitable[AsyncIterator[object]]]
     | Callable[["Params"], AsyncIterator[object]]
+    | Callable[["Params"], Feed[Any]]
 )
 MH = TypeVar("MH", bound=MethodHandler)
 SH = TypeVar("SH", bound=SubscribeHandler)
@@ -211,6 +219,9 @@ class Method:
     name: str
     handler: MethodHandler
     params: ParamSpec
+    unsafe: bool | None = None
+    """Whether only a server that serves unsafe methods answers it; None: not classified
+    (served as unsafe)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,11 +234,17 @@ class Subscription:
     """The `method` of the notifications that carry its items."""
     handler: SubscribeHandler
     params: ParamSpec
+    unsafe: bool | None = None
+    """As `Method.unsafe`, for the subscribe and the unsubscribe method alike."""
 
 
 @dataclass(frozen=True, slots=True)
 class Unsubscribe:
     subscription: Subscription
+
+    @property
+    def unsafe(self) -> bool | None:
+        return self.subscription.unsafe
 
 
 UNSUBSCRIBE_PARAMS = ParamSpec(("subscription",), 1)
@@ -240,7 +257,8 @@ class Registry:
 
     def __init__(self) -> None:
         self._entries: dict[str, Entry] = {}
-        self.add_method("rpc_methods", self._rpc_methods)
+        self._withheld: frozenset[str] = frozenset()
+        self.add_method("rpc_methods", self._rpc_methods, unsafe=False)
 
     def get(self, name: str) -> Entry | None:
         return self._entries.get(name)
@@ -248,16 +266,48 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._entries)
 
-    def add_method(self, name: str, handler: MethodHandler, *, params: Iterable[str] = ()) -> None:
+    def unclassified(self) -> list[str]:
+        """Methods registered without saying whether they are unsafe."""
+        return sorted(name for name, entry in self._entries.items() if entry.unsafe is None)
+
+    def is_withheld(self, name: str) -> bool:
+        """Whether `name` is an unsafe method this registry's server does not serve."""
+        return name in self._withheld
+
+    def exposed(self, *, allow_unsafe: bool) -> Registry:
+        """The registry a server serves: without the unsafe (and unclassified) methods unless
+        `allow_unsafe`; its `rpc_methods` lists what it serves."""
+        view = Registry()
+        withheld = set()
+        for name, entry in self._entries.items():
+            if name == "rpc_methods":
+                continue
+            if allow_unsafe or entry.unsafe is False:
+                view._entries[name] = entry
+            else:
+                withheld.add(name)
+        view._withheld = frozenset(withheld)
+        return view
+
+    def add_method(
+        self,
+        name: str,
+        handler: MethodHandler,
+        *,
+        params: Iterable[str] = (),
+        unsafe: bool | None = None,
+    ) -> None:
         spec = ParamSpec.parse(params)
         self._claim(name)
-        self._entries[name] = Method(name, handler, spec)
+        self._entries[name] = Method(name, handler, spec, unsafe)
 
-    def method(self, name: str, *, params: Iterable[str] = ()) -> Callable[[MH], MH]:
+    def method(
+        self, name: str, *, params: Iterable[str] = (), unsafe: bool | None = None
+    ) -> Callable[[MH], MH]:
         """Decorator form of `add_method`."""
 
         def register(handler: MH) -> MH:
-            self.add_method(name, handler, params=params)
+            self.add_method(name, handler, params=params, unsafe=unsafe)
             return handler
 
         return register
@@ -270,13 +320,14 @@ class Registry:
         unsubscribe: str,
         notification: str,
         params: Iterable[str] = (),
+        unsafe: bool | None = None,
     ) -> None:
         spec = ParamSpec.parse(params)
         if subscribe == unsubscribe:
             raise RegistryError(f"{subscribe!r} cannot both subscribe and unsubscribe")
         self._claim(subscribe)
         self._claim(unsubscribe)
-        entry = Subscription(subscribe, unsubscribe, notification, handler, spec)
+        entry = Subscription(subscribe, unsubscribe, notification, handler, spec, unsafe)
         self._entries[subscribe] = entry
         self._entries[unsubscribe] = Unsubscribe(entry)
 
@@ -287,6 +338,7 @@ class Registry:
         unsubscribe: str,
         notification: str,
         params: Iterable[str] = (),
+        unsafe: bool | None = None,
     ) -> Callable[[SH], SH]:
         """Decorator form of `add_subscription`."""
 
@@ -297,6 +349,7 @@ class Registry:
                 unsubscribe=unsubscribe,
                 notification=notification,
                 params=params,
+                unsafe=unsafe,
             )
             return handler
 

@@ -1,41 +1,53 @@
 """The JSON-RPC server: one ASGI app answering HTTP POST and WebSocket on one port (Substrate
-style, default 9944), its connection and subscription bookkeeping, and `RpcServer`, which serves
-it with hypercorn's trio worker.
+style, default 9944), who may use it (methods, origins, Host), its connection and subscription
+bookkeeping, and `RpcServer`, which serves it with hypercorn's trio worker.
 
 HTTP: `POST /` with `Content-Type: application/json` carries one request or a batch; the reply is
 200 with the response, or 204 when only notifications were sent. The content type is required
-(415 otherwise) because a browser page may send `text/plain` or form posts to localhost without
-a CORS preflight, while `application/json` always needs one, which this server never grants.
+(415 otherwise) because a browser page may send `text/plain` or form posts without a CORS
+preflight, while `application/json` always needs one, which is granted only to allowed origins.
 `GET /health` answers 200 `{"status":"ok"}` for load balancers; other methods on `/` get 405.
-Refusals (413 too large, 503 busy, 4xx) carry a JSON-RPC error body with id null.
+Refusals (403 forbidden origin or host, 408 body too slow, 413 too large, 503 busy, 4xx) carry a
+JSON-RPC error body with id null.
 
 WebSocket on `/`: each text (or UTF-8 binary) message is a request or batch, answered on the same
 socket. A socket's messages are handled one at a time in arrival order, so calls that depend on
 each other (nonces) keep their order; subscription notifications flow in between.
+
+Who may connect: a request or handshake whose Origin the CORS policy does not allow is refused
+with 403 (requests without Origin are not a browser's and are allowed); while the server listens
+on loopback, so is one whose Host is not localhost, 127.0.0.1 or [::1] (DNS rebinding).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import trio
 
 from node.rpc.errors import INVALID_REQUEST, OVERSIZED_REQUEST, SERVER_IS_BUSY, RpcError
+from node.rpc.exposure import RpcMethods, is_loopback
 from node.rpc.jsonrpc import error_text, handle_payload
 from node.rpc.limits import RpcLimits
+from node.rpc.origins import CorsPolicy, loopback_host_allowed
+from node.rpc.outbox import Close, Outbox
 from node.rpc.registry import Registry
 from node.rpc.serving import (
+    AsgiMessage,
     AsgiReceive,
     AsgiScope,
     AsgiSend,
     ServerAddress,
     serve_asgi,
 )
-from node.rpc.subscriptions import ConnectionSubscriptions
+from node.rpc.subscriptions import ConnectionSubscriptions, SubscriptionBudget
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
+
+logger = logging.getLogger(__name__)
 
 # WebSocket close codes (RFC 6455 and the IANA registry).
 CLOSE_MESSAGE_TOO_BIG = 1009
@@ -44,14 +56,16 @@ CLOSE_TRY_AGAIN_LATER = 1013
 # Hypercorn refuses larger WebSocket messages by itself (close 1009 without a word); up to this
 # much above the limit the server reads the message and answers with a JSON-RPC error first.
 _WEBSOCKET_SLACK = 1024 * 1024
-# Responses waiting for one socket's writer; senders wait beyond it (backpressure).
-_OUTGOING_BUFFER = 16
+# How long a browser may cache a granted preflight.
+_PREFLIGHT_MAX_AGE = b"600"
 
 _HEALTHY = b'{"status":"ok"}'
 _GET_HINT = (
     "use POST with Content-Type: application/json for JSON-RPC calls, or open a WebSocket "
     "on this address"
 )
+
+Headers = list[tuple[bytes, bytes]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,38 +78,66 @@ class RpcStatistics:
     requests_served: int
     """JSON-RPC calls handled (each call of a batch and each notification counts)."""
     connections_refused: int
-    """HTTP requests and WebSockets turned away at the connection limit."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Close:
-    code: int
-    reason: str
+    """HTTP requests and WebSockets turned away at the connection limits (global, per IP)."""
+    forbidden: int
+    """HTTP requests and WebSockets refused for their Origin or Host."""
+    body_timeouts: int
+    """HTTP requests cut off because their body did not arrive in time."""
 
 
 class RpcApp:
-    """The ASGI application. Serve it with `RpcServer` (or `serve_asgi`)."""
+    """The ASGI application. Serve it with `RpcServer` (or `serve_asgi`).
 
-    def __init__(self, registry: Registry, limits: RpcLimits | None = None) -> None:
-        self._registry = registry
+    `allow_unsafe` serves the unsafe methods too; `cors` says which Origins may call;
+    `loopback_only_hosts` refuses Host headers that do not name this machine."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        limits: RpcLimits | None = None,
+        *,
+        allow_unsafe: bool = True,
+        cors: CorsPolicy | None = None,
+        loopback_only_hosts: bool = False,
+    ) -> None:
+        self._registry = registry.exposed(allow_unsafe=allow_unsafe)
         self._limits = limits or RpcLimits()
+        self._cors = cors or CorsPolicy.default()
+        self._loopback_only_hosts = loopback_only_hosts
         self._open_http = 0
         self._open_websockets = 0
+        self._per_ip: dict[str, int] = {}
         self._requests_served = 0
         self._refused = 0
+        self._forbidden = 0
+        self._body_timeouts = 0
+        self._budget = SubscriptionBudget(self._limits.max_subscriptions)
         self._connections: set[ConnectionSubscriptions] = set()
+        unclassified = registry.unclassified()
+        if unclassified and not allow_unsafe:
+            logger.warning(
+                "not serving methods that do not say whether they are unsafe: %s",
+                ", ".join(unclassified),
+            )
 
     @property
     def limits(self) -> RpcLimits:
         return self._limits
 
+    @property
+    def registry(self) -> Registry:
+        """What this server serves."""
+        return self._registry
+
     def statistics(self) -> RpcStatistics:
         return RpcStatistics(
             open_connections=self._open_http + self._open_websockets,
             open_websockets=self._open_websockets,
-            subscriptions=sum(len(c) for c in self._connections),
+            subscriptions=self._budget.used,
             requests_served=self._requests_served,
             connections_refused=self._refused,
+            forbidden=self._forbidden,
+            body_timeouts=self._body_timeouts,
         )
 
     async def __call__(self, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend) -> None:
@@ -105,30 +147,72 @@ class RpcApp:
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
 
-    def _admit(self) -> bool:
+    # Who may connect
+
+    def _forbidden_reason(self, scope: AsgiScope) -> str | None:
+        """Why this request or handshake may not be served (403), if it may not."""
+        origin = _text_header(scope, b"origin")
+        if not self._cors.allows(origin):
+            return (
+                f"origin not allowed: {origin} (the node's --rpc-cors allows "
+                f"{self._cors.describe()})"
+            )
+        if self._loopback_only_hosts:
+            host = _text_header(scope, b"host")
+            if not loopback_host_allowed(host):
+                return (
+                    f"host not allowed: {host}; a node listening on loopback answers only "
+                    "localhost, 127.0.0.1 and [::1]"
+                )
+        return None
+
+    def _admit(self, ip: str) -> str | None:
+        """Take a connection slot for a client at `ip`, or say which limit is reached."""
         if self._open_http + self._open_websockets >= self._limits.max_connections:
             self._refused += 1
-            return False
-        return True
+            return f"the limit of {self._limits.max_connections} connections is reached"
+        if self._per_ip.get(ip, 0) >= self._limits.max_connections_per_ip:
+            self._refused += 1
+            return (
+                f"the limit of {self._limits.max_connections_per_ip} connections from one "
+                "address is reached"
+            )
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        return None
 
-    def _busy_error(self) -> RpcError:
-        return RpcError(
-            SERVER_IS_BUSY,
-            f"server is busy: the limit of {self._limits.max_connections} connections is "
-            "reached, try again later",
-        )
+    def _release(self, ip: str) -> None:
+        left = self._per_ip[ip] - 1
+        if left:
+            self._per_ip[ip] = left
+        else:
+            del self._per_ip[ip]
 
     # HTTP
 
     async def _http(self, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend) -> None:
-        if not self._admit():
-            await self._refuse(receive, send, 503, self._busy_error(), [(b"retry-after", b"1")])
+        forbidden = self._forbidden_reason(scope)
+        if forbidden is not None:
+            self._forbidden += 1
+            await self._refuse(receive, send, 403, RpcError(INVALID_REQUEST, forbidden))
+            return
+        origin = _text_header(scope, b"origin")
+        if origin is not None:
+            send = _adding_headers(send, _cors_headers(origin))
+        if scope["method"] == "OPTIONS":
+            await _preflight(send, origin)
+            return
+        ip = _client_ip(scope)
+        busy = self._admit(ip)
+        if busy is not None:
+            error = RpcError(SERVER_IS_BUSY, f"server is busy: {busy}, try again later")
+            await self._refuse(receive, send, 503, error, [(b"retry-after", b"1")])
             return
         self._open_http += 1
         try:
             await self._route(scope, receive, send)
         finally:
             self._open_http -= 1
+            self._release(ip)
 
     async def _route(self, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend) -> None:
         path, method = scope["path"], scope["method"]
@@ -145,7 +229,7 @@ class RpcApp:
             return
         if method != "POST":
             error = RpcError(INVALID_REQUEST, _GET_HINT)
-            await self._refuse(receive, send, 405, error, [(b"allow", b"POST")])
+            await self._refuse(receive, send, 405, error, [(b"allow", b"POST, OPTIONS")])
             return
         if not _is_json(scope):
             error = RpcError(
@@ -168,7 +252,8 @@ class RpcApp:
     async def _read_body(
         self, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend
     ) -> bytes | None:
-        """The whole body, or None once the client is gone or has been answered 413."""
+        """The whole body, or None once the client is gone or has been answered (413 too
+        large, 408 too slow: a client that stalls mid-body must not hold its slot)."""
         limit = self._limits.max_request_bytes
         too_large = RpcError(
             OVERSIZED_REQUEST, f"request too large: the body exceeds {limit} bytes"
@@ -179,20 +264,31 @@ class RpcApp:
             return None
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                chunks.clear()
-                more = message.get("more_body", False)
-                await self._refuse(receive, send, 413, too_large, drain=more)
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+        with trio.move_on_after(self._limits.request_body_timeout):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return None
+                chunk: bytes = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    chunks.clear()
+                    more = message.get("more_body", False)
+                    await self._refuse(receive, send, 413, too_large, drain=more)
+                    return None
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+        self._body_timeouts += 1
+        await _respond(send, 408, self._body_timeout_error(), [(b"connection", b"close")])
+        return None
+
+    def _body_timeout_error(self) -> bytes:
+        seconds = f"{self._limits.request_body_timeout:g}"
+        error = RpcError(
+            INVALID_REQUEST, f"request timeout: the body did not arrive within {seconds} s"
+        )
+        return error_text(None, error).encode()
 
     async def _refuse(
         self,
@@ -200,17 +296,22 @@ class RpcApp:
         send: AsgiSend,
         status: int,
         error: RpcError,
-        headers: list[tuple[bytes, bytes]] | None = None,
+        headers: Headers | None = None,
         *,
         drain: bool = True,
     ) -> None:
         # Read and drop the body first: a server that answers and closes with unread data makes
         # the client's kernel see a reset instead of the answer. Bounded (twice the request
-        # limit), so a slightly oversize body still gets its 413 but an endless one does not
-        # keep the server reading.
-        if drain and not await _discard_body(receive, 2 * self._limits.max_request_bytes):
-            return
-        await _respond(send, status, error_text(None, error).encode(), headers or [])
+        # limit, and the body timeout), so a slightly oversize body still gets its answer but
+        # an endless or stalled one does not keep the server reading.
+        extra = list(headers or [])
+        if drain:
+            with trio.move_on_after(self._limits.request_body_timeout) as waiting:
+                if not await _discard_body(receive, 2 * self._limits.max_request_bytes):
+                    return
+            if waiting.cancelled_caught:
+                extra.append((b"connection", b"close"))
+        await _respond(send, status, error_text(None, error).encode(), extra)
 
     # WebSocket
 
@@ -221,11 +322,17 @@ class RpcApp:
         if scope["path"] != "/":
             await _refuse_handshake(scope, send, 404, f"not found: {scope['path']}")
             return
-        if not self._admit():
+        forbidden = self._forbidden_reason(scope)
+        if forbidden is not None:
+            self._forbidden += 1
+            await _refuse_handshake(scope, send, 403, forbidden)
+            return
+        ip = _client_ip(scope)
+        busy = self._admit(ip)
+        if busy is not None:
             # Accepted only to be closed with a code that tells the client to come back later.
             await send({"type": "websocket.accept"})
-            limit = self._limits.max_connections
-            reason = f"server is busy: the limit of {limit} connections is reached"
+            reason = f"server is busy: {busy}"
             await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER, "reason": reason})
             return
         self._open_websockets += 1
@@ -234,24 +341,24 @@ class RpcApp:
             await self._converse(receive, send)
         finally:
             self._open_websockets -= 1
+            self._release(ip)
 
     async def _converse(self, receive: AsgiReceive, send: AsgiSend) -> None:
-        outgoing, to_write = trio.open_memory_channel[str | _Close](_OUTGOING_BUFFER)
+        limits = self._limits
+        outbox = Outbox(limits.max_queued_bytes_per_connection, limits.subscription_buffer)
         async with trio.open_nursery() as nursery:
-            subscriptions = ConnectionSubscriptions(nursery, outgoing, self._limits)
+            subscriptions = ConnectionSubscriptions(nursery, outbox, limits, self._budget)
             self._connections.add(subscriptions)
             try:
-                nursery.start_soon(_write, to_write, send, nursery.cancel_scope)
-                await self._read(receive, outgoing, subscriptions)
+                nursery.start_soon(_write, outbox, send, nursery.cancel_scope)
+                await self._read(receive, outbox, subscriptions)
                 nursery.cancel_scope.cancel()
             finally:
                 self._connections.discard(subscriptions)
+                subscriptions.close_all()
 
     async def _read(
-        self,
-        receive: AsgiReceive,
-        outgoing: trio.MemorySendChannel[str | _Close],
-        subscriptions: ConnectionSubscriptions,
+        self, receive: AsgiReceive, outbox: Outbox, subscriptions: ConnectionSubscriptions
     ) -> None:
         limit = self._limits.max_request_bytes
         while True:
@@ -266,30 +373,65 @@ class RpcApp:
                 error = RpcError(
                     OVERSIZED_REQUEST, f"request too large: the message exceeds {limit} bytes"
                 )
-                await outgoing.send(error_text(None, error))
-                await outgoing.send(_Close(CLOSE_MESSAGE_TOO_BIG, "message too big"))
+                await outbox.put(error_text(None, error))
+                outbox.append(Close(CLOSE_MESSAGE_TOO_BIG, "message too big"))
                 # The writer closes the socket after the error, then cancels this connection.
                 await trio.sleep_forever()
             reply = await handle_payload(payload, self._registry, self._limits, subscriptions)
             self._requests_served += reply.calls
             try:
                 if reply.body is not None:
-                    await outgoing.send(reply.body)
+                    await outbox.put(reply.body)
             finally:
                 subscriptions.start_pending()
 
 
-async def _write(
-    to_write: trio.MemoryReceiveChannel[str | _Close], send: AsgiSend, connection: trio.CancelScope
-) -> None:
+async def _write(outbox: Outbox, send: AsgiSend, connection: trio.CancelScope) -> None:
     """The socket's only writer: texts leave in the order they were queued (a subscribe answer
     before its first notification), and a slow socket holds back only what is queued for it."""
-    async for item in to_write:
-        if isinstance(item, _Close):
+    while True:
+        item = await outbox.get()
+        if isinstance(item, Close):
             await send({"type": "websocket.close", "code": item.code, "reason": item.reason})
             connection.cancel()
             return
         await send({"type": "websocket.send", "text": item})
+
+
+async def _preflight(send: AsgiSend, origin: str | None) -> None:
+    """Answer a CORS preflight (the Origin was already checked against the policy)."""
+    headers: Headers = [(b"allow", b"POST, OPTIONS")]
+    if origin is not None:
+        headers += [
+            (b"access-control-allow-methods", b"POST, OPTIONS"),
+            (b"access-control-allow-headers", b"content-type"),
+            (b"access-control-max-age", _PREFLIGHT_MAX_AGE),
+        ]
+    await send({"type": "http.response.start", "status": 204, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _cors_headers(origin: str) -> Headers:
+    return [
+        (b"access-control-allow-origin", origin.encode("latin-1")),
+        (b"vary", b"origin"),
+    ]
+
+
+def _adding_headers(send: AsgiSend, extra: Headers) -> AsgiSend:
+    """`send` with `extra` headers on the response start."""
+
+    async def sending(message: AsgiMessage) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)
+
+    return sending
+
+
+def _client_ip(scope: AsgiScope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else ""
 
 
 async def _refuse_handshake(scope: AsgiScope, send: AsgiSend, status: int, reason: str) -> None:
@@ -343,6 +485,11 @@ def _header(scope: AsgiScope, name: bytes) -> bytes | None:
     return None
 
 
+def _text_header(scope: AsgiScope, name: bytes) -> str | None:
+    value = _header(scope, name)
+    return None if value is None else value.decode("latin-1")
+
+
 def _is_json(scope: AsgiScope) -> bool:
     value = _header(scope, b"content-type")
     if value is None:
@@ -365,7 +512,10 @@ def _size(payload: str | bytes) -> int:
 
 
 class RpcServer:
-    """The node's JSON-RPC service: `run` serves until cancelled."""
+    """The node's JSON-RPC service: `run` serves until cancelled.
+
+    `methods` decides whether the unsafe methods are served (`auto`: only while `host` is a
+    loopback address); while `host` is one, Host headers must name this machine."""
 
     def __init__(
         self,
@@ -374,8 +524,16 @@ class RpcServer:
         host: str = "127.0.0.1",
         port: int = 9944,
         limits: RpcLimits | None = None,
+        methods: RpcMethods = RpcMethods.AUTO,
+        cors: CorsPolicy | None = None,
     ) -> None:
-        self._app = RpcApp(registry, limits)
+        self._app = RpcApp(
+            registry,
+            limits,
+            allow_unsafe=methods.allows_unsafe(host),
+            cors=cors,
+            loopback_only_hosts=is_loopback(host),
+        )
         self._host = host
         self._port = port
 

@@ -81,11 +81,11 @@ def request_json(ledger: WalletLedger, request_id: int) -> dict[str, Any] | None
 
 
 def register(registry: Registry, service: WalletService, ledger: WalletLedger) -> None:
-    @registry.method("wallet_request", params=["id"])
+    @registry.method("wallet_request", params=["id"], unsafe=False)
     def request(params: Params) -> dict[str, Any] | None:
         return request_json(ledger, params.required("id", nonce))
 
-    @registry.method("wallet_signingStatus", params=["hash"])
+    @registry.method("wallet_signingStatus", params=["hash"], unsafe=False)
     def signing_status(params: Params) -> dict[str, Any] | None:
         record = service.signing(params.required("hash", block_hash))
         if record is None:
@@ -96,13 +96,14 @@ def register(registry: Registry, service: WalletService, ledger: WalletLedger) -
             "skipped": [{"member": encode_address(m), "reason": why} for m, why in record.skipped],
         }
 
-    @registry.method("wallet_show", params=["address"])
+    @registry.method("wallet_show", params=["address"], unsafe=False)
     def show(params: Params) -> dict[str, Any] | None:
         return wallet_json(ledger, params.required("address", account))
 
     @registry.method(
         "wallet_transfer",
         params=["address", "to", "amount", "login_signature", "nonce?"],
+        unsafe=False,
     )
     async def transfer(params: Params) -> str:
         group_key = params.required("address", account)

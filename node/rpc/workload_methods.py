@@ -262,7 +262,7 @@ def register_workload_methods(
             NOT_ON_THIS_NODE, not_here(app, replica, apps.placement(state, app), found.node_id)
         )
 
-    @registry.method("app_logs", params=["app", "replica?", "tail?", "auth?"])
+    @registry.method("app_logs", params=["app", "replica?", "tail?", "auth?"], unsafe=False)
     async def app_logs(params: Params) -> list[dict[str, Any]]:
         app = params.required("app", str)
         replica = params.optional("replica", replica_index)
@@ -308,6 +308,7 @@ def register_workload_methods(
         unsubscribe="app_unsubscribeLogs",
         notification="app_log",
         params=["app", "replica?", "tail?", "auth?"],
+        unsafe=False,
     )
     def subscribe_logs(params: Params) -> AsyncIterator[Any]:
         """The request is checked when the follow starts: it then lasts until unsubscribed or
@@ -326,7 +327,7 @@ def register_workload_methods(
         except TooManyFollows as e:
             raise RpcError(TOO_MANY_FOLLOWS, str(e)) from None
 
-    @registry.method("app_events", params=["app", "auth?"])
+    @registry.method("app_events", params=["app", "auth?"], unsafe=False)
     def app_events(params: Params) -> list[dict[str, Any]]:
         """The chain's events of `app` for anyone; with the owner's `auth`, merged with this
         node's events of its containers."""
@@ -348,12 +349,12 @@ def register_workload_methods(
         merged.sort(key=lambda e: e["time"])
         return merged
 
-    @registry.method("node_identity")
+    @registry.method("node_identity", unsafe=False)
     def node_identity(params: Params) -> dict[str, Any]:
         """The node id that owners' requests for this node's workload data are signed for."""
         return {"node": encode_address(service().node_id)}
 
-    @registry.method("node_workloads")
+    @registry.method("node_workloads", unsafe=True)
     def node_workloads(params: Params) -> dict[str, Any]:
         found = compute()
         controller = found.controller

@@ -333,7 +333,7 @@ def test_http_routes_methods_and_content_types() -> None:
         async with serving() as served, httpx.AsyncClient() as client:
             response = await client.get(served.url)
             assert response.status_code == 405
-            assert response.headers["allow"] == "POST"
+            assert response.headers["allow"] == "POST, OPTIONS"
             assert response.json() == error(
                 -32600,
                 "use POST with Content-Type: application/json for JSON-RPC calls, or open a "
