@@ -180,7 +180,11 @@ class ShareStore:
             group_key = _group_key_of(path)
             if group_key is None:
                 continue
-            data = path.read_bytes()
+            try:
+                data = path.read_bytes()
+            except OSError as error:
+                unreadable.append((path, f"cannot be read ({error.strerror})"))
+                continue
             if not data.startswith((_MAGIC, _LEGACY_MAGIC)):
                 unreadable.append((path, "not a wallet share file"))
                 continue

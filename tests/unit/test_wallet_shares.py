@@ -353,3 +353,29 @@ def test_no_secret_in_a_repr_an_error_or_the_log(
     for text in texts:
         for secret in forbidden:
             assert secret not in text
+
+
+def test_a_file_the_node_cannot_read_is_named_and_the_others_resealed(
+    tmp_path: Path,
+    shares: list[tuple[bytes, StoredShare]],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    unreadable = seal_the_old_way(tmp_path, *shares[0])
+    seal_the_old_way(tmp_path, *shares[1])
+    read = Path.read_bytes
+
+    def refuse(path: Path) -> bytes:
+        if path == unreadable:
+            raise PermissionError(13, "Permission denied")
+        return read(path)
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    store = open_share_store(tmp_path, OPERATOR, NODE_SEED)
+    assert store.load(shares[1][0]) == shares[1][1]
+    assert caplog.messages[-1] == (
+        f"wallet share file {unreadable} is left as it is and cannot be used: "
+        "cannot be read (Permission denied)"
+    )
+    monkeypatch.undo()
+    assert unreadable.read_bytes().startswith(b"SMWS1")
