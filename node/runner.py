@@ -39,7 +39,12 @@ from node.rpc.origins import CorsPolicy
 from node.rpc.server import RpcServer
 from node.rpc.workload_methods import register_workload_methods
 from node.usage_reporter import UsageReporter
-from node.wallet_service import ChainLedger, P2PWalletTransport, WalletService
+from node.wallet_service import (
+    ChainLedger,
+    P2PWalletTransport,
+    WalletService,
+    registered_address,
+)
 from node.wallet_shares import open_share_store
 from node.wire import TOPIC_VOTES
 from node.workloads import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIDS, WorkloadService
@@ -410,16 +415,17 @@ def _wallet(
     it, registered from the operator account): it talks over p2p."""
     if network is None:
         return None
+    ledger = ChainLedger(chain)
     service = WalletService(
         identity=Keypair.from_seed(node_key.seed),
-        ledger=ChainLedger(chain),
+        ledger=ledger,
         shares=open_share_store(
             config.chain_path,
             config.operator,
             node_key.seed,
             live_chain=config.spec.chain_type == "Live",
         ),
-        transport=P2PWalletTransport(network.p2p),
+        transport=P2PWalletTransport(network.p2p, registered_address(ledger)),
         payer=config.operator,
     )
     service.register(network.p2p)

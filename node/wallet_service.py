@@ -23,7 +23,7 @@ from chain import codec
 from chain.blocks import Call, SignedTransaction, UnsignedTransaction
 from chain.errors import InvalidTransaction
 from chain.primitives import AccountId, Hash32
-from chain.runtime import wallets
+from chain.runtime import nodes, wallets
 from chain.runtime.wallets import Wallets
 from chain.state import StateReader
 from node.chain_service import ChainService
@@ -43,7 +43,8 @@ from node.wallet_messages import (
     encode_refusal,
 )
 from node.wallet_shares import ShareStore
-from p2p.errors import RequestFailed
+from p2p.addresses import parse_bootnode
+from p2p.errors import DialFailed, InvalidConfig, PeerUnreachable, RequestFailed
 from p2p.host import P2PService
 from p2p.identity import PeerId
 from wallet.frost import (
@@ -127,10 +128,15 @@ def node_id_of(peer: PeerId) -> AccountId | None:
 
 
 class P2PWalletTransport:
-    __slots__ = ("_p2p",)
+    """Requests to members over p2p. A member this node is not connected to (nodes connect to
+    their bootnodes, not to each other) is dialled at the address it registered on chain, which
+    must name its own peer id."""
 
-    def __init__(self, p2p: P2PService) -> None:
+    __slots__ = ("_address_of", "_p2p")
+
+    def __init__(self, p2p: P2PService, address_of: Callable[[AccountId], str | None]) -> None:
         self._p2p = p2p
+        self._address_of = address_of
 
     async def request(
         self,
@@ -139,12 +145,38 @@ class P2PWalletTransport:
         *,
         timeout: float,  # noqa: ASYNC109 - the p2p request takes it to reset its stream
     ) -> bytes:
+        peer = peer_id_of(node_id)
         try:
-            return await self._p2p.request(
-                peer_id_of(node_id), PROTOCOL_WALLET, data, timeout=timeout
-            )
+            return await self._p2p.request(peer, PROTOCOL_WALLET, data, timeout=timeout)
+        except PeerUnreachable as error:
+            await self._dial(node_id, peer, error)
         except RequestFailed as error:
             raise MemberUnreachable(str(error)) from None
+        try:
+            return await self._p2p.request(peer, PROTOCOL_WALLET, data, timeout=timeout)
+        except RequestFailed as error:
+            raise MemberUnreachable(str(error)) from None
+
+    async def _dial(self, node_id: AccountId, peer: PeerId, why: PeerUnreachable) -> None:
+        address = self._address_of(node_id)
+        if not address:
+            raise MemberUnreachable(f"{why}; the node registered no address") from None
+        try:
+            if parse_bootnode(address).peer_id != peer:
+                raise MemberUnreachable(f"{why}; its registered address names another peer")
+            await self._p2p.connect(address)
+        except (InvalidConfig, DialFailed) as error:
+            raise MemberUnreachable(f"{why}; dialling its registered address: {error}") from None
+
+
+def registered_address(ledger: WalletLedger) -> Callable[[AccountId], str | None]:
+    """A node's registered p2p address, as the finalized chain has it."""
+
+    def address_of(node_id: AccountId) -> str | None:
+        record = nodes.get_node(ledger.finalized_state(), node_id)
+        return None if record is None else record.address.decode(errors="replace")
+
+    return address_of
 
 
 class ChainLedger:

@@ -1,30 +1,83 @@
-"""Platform wallets on real processes: three registered nodes form the committee; a wallet is
-created by a DKG over p2p, funded, and spends with one member down; with two down the transfer
-fails clearly and nothing is spent."""
+"""Platform wallets on real processes: three registered nodes form the committee. A stranger
+(dev-eve, no node of hers) asks for a wallet with `wallets.request`, which she signs and pays;
+the committee's coordinator runs the DKG over p2p once the request is final and registers the
+wallet, and no operator is out of pocket for it. The wallet is funded and spends with one member
+down; with two down the transfer fails clearly and nothing is spent."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from tests.integration.harness import NodeProcess, cli, cli_json
+from tests.integration.harness import NodeProcess, RpcFailure, cli, cli_json
 from wallet.keys import dev_keypair
 
 pytestmark = pytest.mark.integration
 
+OPERATORS = ("alice", "bob", "charlie")
+"""The dev node's operator and those of the two nodes joined to it."""
 
-def free(node: NodeProcess, address: str) -> int:
-    return int(node.call("system_account", address)["free"])
+
+def free(node: NodeProcess, address: str, at: str | None = None) -> int:
+    params = [address] if at is None else [address, at]
+    return int(node.call("system_account", *params)["free"])
 
 
-def test_create_fund_and_spend_with_a_member_down(
+def fees_by(events: list[dict[str, Any]], who: str) -> dict[int, int]:
+    """The fee `who` paid in each phase (extrinsic index) of a block."""
+    return {
+        e["phase"]: int(e["data"]["fee"]) + int(e["data"]["tip"])
+        for e in events
+        if e["name"] == "TransactionFeePaid" and e["data"]["who"] == who
+    }
+
+
+def test_a_strangers_wallet_costs_no_operator_anything_and_spends_with_a_member_down(
     registered_nodes: tuple[NodeProcess, list[NodeProcess]],
 ) -> None:
     dev, members = registered_nodes
     rpc = ["--rpc", dev.url]
+    eve = dev_keypair("eve").address
+    # The old way in: any caller made the serving node's operator pay for a wallet. Gone.
+    with pytest.raises(RpcFailure) as gone:
+        dev.call("wallet_create", eve)
+    assert gone.value.code == -32601
+    eve_before = free(dev, eve)
+    start = dev.best_number()
     created = cli_json("wallet", "create", "--login", "dev-eve", *rpc)
-    wallet = created["address"]
-    assert created["threshold"] == 2 and len(created["committee"]) == 3
-    dev.wait_for(lambda: dev.call("wallet_show", wallet) is not None, timeout=20, what="reg")
+    assert created["status"] == "registered"
+    info = created["wallet"]
+    wallet = info["address"]
+    assert info["threshold"] == 2 and len(info["committee"]) == 3 and info["login"] == eve
+
+    # Eve paid her request's fee and the registration's, nothing more (the rest of her deposit
+    # came back). Across the block that registered the wallet, each operator's balance moved by
+    # exactly the fees of its other transactions there: the registration cost its submitter
+    # nothing.
+    block = dev.call("chain_getBlockHash", info["registeredAt"])
+    parent = dev.call("chain_getBlockHash", info["registeredAt"] - 1)
+    events = dev.call("system_events", block)
+    (registered,) = [e for e in events if e["name"] == "WalletRegistered"]
+    assert registered["data"]["request"] == created["id"]
+    phase = registered["phase"]
+    submitter = next(e["data"]["who"] for e in events if e["phase"] == phase)
+    assert submitter in {dev_keypair(name).address for name in OPERATORS}
+    register_fee = fees_by(events, submitter)[phase]
+    assert int(registered["data"]["refunded"]) == register_fee
+    request_fee = sum(
+        fee
+        for n in range(start + 1, info["registeredAt"] + 1)
+        for fee in fees_by(
+            dev.call("system_events", dev.call("chain_getBlockHash", n)), eve
+        ).values()
+    )
+    assert free(dev, eve) == eve_before - request_fee - register_fee
+    for name in OPERATORS:
+        operator = dev_keypair(name).address
+        others = sum(fee for at, fee in fees_by(events, operator).items() if at != phase)
+        assert free(dev, operator, block) - free(dev, operator, parent) == -others, name
+
     funded = cli("tx", "transfer", "--from", "dev-alice", "--to", wallet, "--amount",
                  "50000000", *rpc)  # fmt: skip
     assert funded.returncode == 0, funded.stderr
