@@ -35,9 +35,8 @@ OPERATOR = Keypair.from_seed(b"\x11" * 32)
 OTHER_OPERATOR = Keypair.from_seed(b"\x22" * 32)
 
 
-@pytest.fixture(scope="module")
-def shares() -> list[tuple[bytes, StoredShare]]:
-    """(group key, this member's share) of three wallets."""
+def three_wallets() -> list[tuple[bytes, StoredShare]]:
+    """(group key, one member's share) of three wallets."""
     found = []
     for wallet in range(3):
         keys = identities(3, seed=wallet)
@@ -46,6 +45,11 @@ def shares() -> list[tuple[bytes, StoredShare]]:
         share = StoredShare(output.key_package, output.public_key_package)
         found.append((output.key_package.group_public_key.encoding, share))
     return found
+
+
+@pytest.fixture(scope="module")
+def shares() -> list[tuple[bytes, StoredShare]]:
+    return three_wallets()
 
 
 def seal_the_old_way(base: Path, group_key: bytes, share: StoredShare) -> Path:
