@@ -83,10 +83,14 @@ def websocket_handshake(
     if origin is not None:
         lines.append(f"Origin: {origin}")
     sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-    status, _, rest = read_response_head(sock)
-    if status == 101 and rest:
-        raise AssertionError(f"unexpected bytes after the handshake: {rest!r}")
-    return sock, status
+    # Byte by byte: the frames that follow an accepted handshake stay in the socket.
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        if not byte:
+            raise ConnectionError(f"closed before a response head: {head!r}")
+        head += byte
+    return sock, int(head.split(b" ", 2)[1])
 
 
 def send_text(sock: socket.socket, text: str) -> None:
@@ -236,6 +240,8 @@ class Intervals:
     """Gaps between consecutive blocks' timestamps (ms), as the chain recorded them."""
 
     gaps_ms: tuple[int, ...]
+    first: int = 0
+    """The number of the block the first gap starts at."""
 
     @property
     def median(self) -> float:
@@ -261,4 +267,4 @@ def authoring_intervals(node: NodeProcess, seconds: float) -> Intervals:
     time.sleep(seconds)
     last = node.best_number()
     stamps = block_timestamps(node, first, last)
-    return Intervals(tuple(b - a for a, b in itertools.pairwise(stamps)))
+    return Intervals(tuple(b - a for a, b in itertools.pairwise(stamps)), first)
