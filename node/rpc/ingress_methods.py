@@ -20,7 +20,9 @@ def register_ingress_methods(
     """`ingress_routes` and `app_endpoints`."""
     store = chain.store
 
-    @registry.method("ingress_routes", unsafe=True)
+    # Safe: app owners read it (`statemesh app endpoints`); it holds what the chain and the
+    # peers' advertisements already say, and pod addresses no one outside the node can reach.
+    @registry.method("ingress_routes", unsafe=False)
     async def ingress_routes(params: Params) -> list[dict[str, Any]]:
         table = endpoints.routes()
         return [
