@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from tests.integration.harness import NodeProcess
 
@@ -138,7 +139,7 @@ def read_close_code(sock: socket.socket) -> tuple[int, str]:
             return code, payload[2:].decode(errors="replace")
 
 
-def read_texts(sock: socket.socket, seconds: float) -> Iterator[dict[str, object]]:
+def read_texts(sock: socket.socket, seconds: float) -> Iterator[dict[str, Any]]:
     """The JSON messages the server sends in the next `seconds`."""
     deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
