@@ -196,17 +196,19 @@ class ChainService:
             )
         self._dry_running.add(checked.hash)
         try:
-            for _ in range(DRY_RUN_ATTEMPTS):
-                best = self.store.best_header
-                # State and environment are taken here, on the loop; the thread reads the trie
-                # through a node cache of its own (the shared one is not thread-safe).
-                state = TrieState(self.store.db.trie_nodes, best.state_root, self._dry_run_cache)
-                env = self.next_env()
-                outcome = await trio.to_thread.run_sync(
-                    self._dry_run, state, checked, env, limiter=self._dry_runs
-                )
-                if self.store.best_header.hash == best.hash:
-                    break
+            # The turn first, then the state: a state taken before waiting would be stale.
+            async with self._dry_runs:
+                for _ in range(DRY_RUN_ATTEMPTS):
+                    best = self.store.best_header
+                    # State and environment are taken on the loop; the thread reads the trie
+                    # through a node cache of its own (the shared one is not thread-safe).
+                    state = TrieState(
+                        self.store.db.trie_nodes, best.state_root, self._dry_run_cache
+                    )
+                    env = self.next_env()
+                    outcome = await trio.to_thread.run_sync(self._dry_run, state, checked, env)
+                    if self.store.best_header.hash == best.hash:
+                        break
         finally:
             self._dry_running.discard(checked.hash)
         return outcome
