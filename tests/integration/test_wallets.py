@@ -1,17 +1,26 @@
 """Platform wallets on real processes: three registered nodes form the committee. A stranger
 (dev-eve, no node of hers) asks for a wallet with `wallets.request`, which she signs and pays;
 the committee's coordinator runs the DKG over p2p once the request is final and registers the
-wallet, and no operator is out of pocket for it. The wallet is funded and spends with one member
-down; with two down the transfer fails clearly and nothing is spent."""
+wallet, and no operator is out of pocket for it. A peer outside the committee that tries to
+start a request's DKG at its members is refused, and the genuine DKG completes. The wallet is
+funded and spends with one member down; with two down the transfer fails clearly and nothing is
+spent."""
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 from typing import Any
 
 import pytest
+import rlp
 
+from chain.primitives import Hash32
+from node.wallet_service import REQUEST
 from tests.integration.harness import NodeProcess, RpcFailure, cli, cli_json
-from wallet.keys import dev_keypair
+from wallet.keys import dev_keypair, sign_transaction
 
 pytestmark = pytest.mark.integration
 
@@ -78,6 +87,8 @@ def test_a_strangers_wallet_costs_no_operator_anything_and_spends_with_a_member_
         others = sum(fee for at, fee in fees_by(events, operator).items() if at != phase)
         assert free(dev, operator, block) - free(dev, operator, parent) == -others, name
 
+    dkg_from_a_stranger_is_ignored_and_the_genuine_one_completes(dev, members, created["id"] + 1)
+
     funded = cli("tx", "transfer", "--from", "dev-alice", "--to", wallet, "--amount",
                  "50000000", *rpc)  # fmt: skip
     assert funded.returncode == 0, funded.stderr
@@ -98,3 +109,47 @@ def test_a_strangers_wallet_costs_no_operator_anything_and_spends_with_a_member_
     forged = cli("wallet", "transfer", "--wallet", wallet, "--to", target, "--amount",
                  "1000000", "--login", "dev-bob", *rpc)  # fmt: skip
     assert forged.returncode != 0
+
+
+def dkg_from_a_stranger_is_ignored_and_the_genuine_one_completes(
+    dev: NodeProcess, members: list[NodeProcess], request_id: int
+) -> None:
+    """With a member frozen (from before the request is in a block) the request's DKG cannot
+    start: meanwhile a stranger asks the two live members to start it (with every early
+    attempt's session) over p2p and is refused; once the member runs again, the coordinator's
+    attempt completes."""
+    ferdie = dev_keypair("ferdie")
+    genesis = dev.call("chain_getBlockHash", 0)
+    request = sign_transaction(
+        ferdie,
+        genesis_hash=Hash32(bytes.fromhex(genesis[2:])),
+        nonce=int(dev.call("system_accountNextIndex", ferdie.address)),
+        call=REQUEST.call(),
+        tip=0,
+    )
+    frozen = members[1].process
+    assert frozen is not None
+    dev.call("author_submitExtrinsic", "0x" + rlp.encode(request).hex())
+    frozen.send_signal(signal.SIGSTOP)
+    try:
+        dev.wait_for(
+            lambda: dev.call("wallet_request", request_id) is not None, timeout=20, what="request"
+        )
+        assert dev.call("wallet_request", request_id)["login"] == ferdie.address
+        targets = [node.call("system_localListenAddresses")[0] for node in (dev, members[0])]
+        stranger = subprocess.run(
+            [sys.executable, "-m", "tests.integration.wallet_stranger", genesis[2:18],
+             str(request_id), *targets],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert stranger.returncode == 0, stranger.stderr
+        relayed = f"NotFromCommittee: request {request_id}'s DKG is relayed by its coordinator only"
+        assert json.loads(stranger.stdout) == {target: [relayed] * 4 for target in targets}
+        assert dev.call("wallet_request", request_id)["status"] == "pending"
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+    dev.wait_for(
+        lambda: dev.call("wallet_request", request_id)["status"] == "registered",
+        timeout=60,
+        what="the genuine DKG",
+    )
