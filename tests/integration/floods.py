@@ -231,6 +231,15 @@ def http_request(
     return status, response_headers, rest
 
 
+def rpc_call(
+    port: int, *, headers: dict[str, str] | None = None, source: str = "127.0.0.1"
+) -> tuple[int, dict[str, str], bytes]:
+    """`system_name` over HTTP on a fresh connection, with extra `headers`: status, headers,
+    body."""
+    all_headers = {"Content-Type": "application/json", **(headers or {})}
+    return http_request(port, headers=all_headers, body=rpc_body("system_name"), source=source)
+
+
 def rpc_body(method: str, *params: object) -> bytes:
     call = {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
     return json.dumps(call).encode()

@@ -112,17 +112,12 @@ def test_loopback_server_serves_unsafe_methods_and_only_to_this_machine(
     local: NodeProcess,
 ) -> None:
     assert isinstance(local.call("system_peers"), list)
-    body = floods.rpc_body("system_name")
-    json_type = {"Content-Type": "application/json"}
     for host in ("localhost", f"localhost:{local.port}", f"127.0.0.1:{local.port}", "[::1]:1"):
-        headers = {**json_type, "Host": host}
-        status, _, _ = floods.http_request(local.port, headers=headers, body=body)
+        status, _, _ = floods.rpc_call(local.port, headers={"Host": host})
         assert status == 200, host
     # A name rebound to 127.0.0.1 by its owner's DNS: a browser sends its own Host.
     for host in ("evil.example", f"evil.example:{local.port}", "localhost.evil.example"):
-        status, _, answer = floods.http_request(
-            local.port, headers={**json_type, "Host": host}, body=body
-        )
+        status, _, answer = floods.rpc_call(local.port, headers={"Host": host})
         assert status == 403, host
         assert b"host not allowed" in answer
     sock, status = floods.websocket_handshake(local.port, host=f"evil.example:{local.port}")
@@ -131,15 +126,11 @@ def test_loopback_server_serves_unsafe_methods_and_only_to_this_machine(
 
 
 def test_web_page_of_another_origin_is_refused(external: NodeProcess) -> None:
-    body = floods.rpc_body("system_name")
-    json_type = {"Content-Type": "application/json"}
     evil = "http://evil.example"
     sock, status = floods.websocket_handshake(external.port, origin=evil)
     sock.close()
     assert status == 403
-    status, headers, answer = floods.http_request(
-        external.port, headers={**json_type, "Origin": evil}, body=body
-    )
+    status, headers, answer = floods.rpc_call(external.port, headers={"Origin": evil})
     assert status == 403
     assert b"origin not allowed: http://evil.example" in answer
     assert "access-control-allow-origin" not in headers
@@ -152,9 +143,7 @@ def test_web_page_of_another_origin_is_refused(external: NodeProcess) -> None:
     sock, status = floods.websocket_handshake(external.port, origin=mine)
     sock.close()
     assert status == 101
-    status, headers, answer = floods.http_request(
-        external.port, headers={**json_type, "Origin": mine}, body=body
-    )
+    status, headers, answer = floods.rpc_call(external.port, headers={"Origin": mine})
     assert (status, headers["access-control-allow-origin"]) == (200, mine)
     status, headers, _ = floods.http_request(
         external.port, "OPTIONS", headers={**preflight, "Origin": mine}
@@ -183,12 +172,7 @@ def test_one_address_cannot_take_every_connection(external: NodeProcess) -> None
             1013,
             f"server is busy: the limit of {cap} connections from one address is reached",
         )
-        status, _, _ = floods.http_request(
-            external.port,
-            headers={"Content-Type": "application/json"},
-            body=floods.rpc_body("system_name"),
-            source="127.0.0.3",
-        )
+        status, _, _ = floods.rpc_call(external.port, source="127.0.0.3")
         assert status == 503
         # Everybody else is served.
         assert external.call("system_name") == "statemesh"
@@ -224,12 +208,7 @@ def test_bodies_that_never_arrive_do_not_stop_legitimate_calls(external: NodePro
     assert sorted(statuses) == [408] * cap + [503] * (100 - cap)
     assert elapsed < timeout + 15
     # Their slots are free again.
-    status, _, _ = floods.http_request(
-        external.port,
-        headers={"Content-Type": "application/json"},
-        body=floods.rpc_body("system_name"),
-        source="127.0.0.2",
-    )
+    status, _, _ = floods.rpc_call(external.port, source="127.0.0.2")
     assert status == 200
 
 
