@@ -14,7 +14,9 @@ robin); one that refuses the connection is skipped, which is safe because nothin
 yet, and an idempotent request is sent once more when a kept-alive connection turns out closed.
 Request bodies are buffered, within limits per request and for the whole proxy, so that a retry
 can send them again; responses are streamed, and a long one is abandoned if its client leaves.
-Only what the client sent is forwarded, less hop-by-hop headers, plus `X-Forwarded-*`.
+Only what the client sent is forwarded, less hop-by-hop headers and any forwarding headers of
+its own, plus `X-Forwarded-For/-Host/-Proto` and `Forwarded` (RFC 7239) set from the connection:
+a client cannot make a replica believe it comes from another address.
 
 The answers of the proxy itself are plain text and say what happened: 400 for a target that is
 not a path, 404 when no application serves the host or the path, 408 for a body that does not
@@ -57,6 +59,11 @@ HOP_BY_HOP = frozenset(
     }
 )
 """Headers that describe one connection, never forwarded (RFC 9110 section 7.6.1)."""
+
+
+FORWARDING_HEADERS = frozenset({b"forwarded", b"x-real-ip", b"true-client-ip"})
+"""Client-supplied claims about the client (with every `X-Forwarded-*` header), never passed on:
+the proxy states the peer's address itself."""
 
 
 RELAY_HEADER = b"x-statemesh-relay"
@@ -336,7 +343,9 @@ class IngressProxy:
         body: bytes,
     ) -> None:
         client = scope.get("client")
-        outgoing = _forwarded_headers(scope["headers"], client[0] if client else "", host)
+        outgoing = forwarded_headers(
+            scope["headers"], client[0] if client else "", host, scope.get("scheme", "http")
+        )
         method: str = scope["method"]
         refused: list[str] = []
         for backend in self._order(normalize_host(host), route):
@@ -445,18 +454,40 @@ def _connection_tokens(headers: Sequence[tuple[bytes, bytes]]) -> set[bytes]:
     return tokens - {b"host"}
 
 
-def _forwarded_headers(
-    headers: Sequence[tuple[bytes, bytes]], client: str, host: str
+def forwarded_headers(
+    headers: Sequence[tuple[bytes, bytes]], client: str, host: str, scheme: str = "http"
 ) -> list[tuple[bytes, bytes]]:
-    drop = HOP_BY_HOP | _connection_tokens(headers) | {b"content-length", RELAY_HEADER}
+    """What a replica receives: the client's headers less hop-by-hop ones and every forwarding
+    header it sent (it could claim any address), plus ours, from the connection itself. A
+    request relayed by another node's proxy names that node: nothing authenticates the relaying
+    proxy's own claims to this one."""
+    drop = (
+        HOP_BY_HOP
+        | _connection_tokens(headers)
+        | FORWARDING_HEADERS
+        | {b"content-length", RELAY_HEADER}
+    )
     kept = [(k, v) for k, v in headers if k not in drop and not k.startswith(b"x-forwarded-")]
-    prior = [v for k, v in headers if k == b"x-forwarded-for"]
-    chain = b", ".join([*prior, client.encode()]) if client else b", ".join(prior)
-    if chain:
-        kept.append((b"x-forwarded-for", chain))
-    kept.append((b"x-forwarded-host", host.encode("latin-1")))
-    kept.append((b"x-forwarded-proto", b"http"))
+    host_value = host.encode("latin-1")
+    if client:
+        kept.append((b"x-forwarded-for", client.encode()))
+    kept.append((b"x-forwarded-host", host_value))
+    kept.append((b"x-forwarded-proto", scheme.encode()))
+    node = f'"[{client}]"' if ":" in client else client or "unknown"
+    forwarded = f"for={node};host={_forwarded_value(host)};proto={scheme}"
+    kept.append((b"forwarded", forwarded.encode("latin-1")))
     return kept
+
+
+_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _forwarded_value(value: str) -> str:
+    """A `Forwarded` parameter value: a token as it is, anything else as a quoted string
+    (RFC 7239 section 4; a host with a port has a colon, which a token may not)."""
+    if value and all(c in _TCHAR for c in value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 async def _relay(response: httpx.Response, receive: AsgiReceive, send: AsgiSend) -> bool:

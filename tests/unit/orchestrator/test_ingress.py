@@ -21,6 +21,7 @@ from orchestrator.ingress import (
     ProxyLimits,
     Route,
     RouteTable,
+    forwarded_headers,
     normalize_host,
     path_matches,
 )
@@ -162,7 +163,7 @@ def test_requests_reach_a_replica_with_method_path_body_and_forwarding_headers()
             name, method, target, host, chain, forwarded_host, size, hop = response.text.split("|")
             assert (name, method, target) == ("a", "POST", "/p%20q/r?x=1&y=2")
             assert host == forwarded_host == "web.x:8080"
-            assert chain == "10.0.0.1, 127.0.0.1"
+            assert chain == "127.0.0.1"  # the client's own X-Forwarded-For is not passed on
             assert size == "100000" and hop == ""
 
     run(scenario)
@@ -306,11 +307,68 @@ def test_the_replica_sees_only_the_clients_headers() -> None:
                 answer = await exchange(
                     port, b"GET / HTTP/1.1\r\nHost: web.x\r\nConnection: close, host\r\n\r\n"
                 )
-                names = b"\r\nhost,x-forwarded-for,x-forwarded-host,x-forwarded-proto\r\n"
+                names = b"\r\nforwarded,host,x-forwarded-for,x-forwarded-host,x-forwarded-proto\r\n"
                 assert names in answer.split(b"\r\n\r\n", 1)[1]
             nursery.cancel_scope.cancel()
 
     run(scenario)
+
+
+def test_the_replica_sees_the_real_peer_whatever_the_client_claims() -> None:
+    """Forwarding headers a client sends (any spelling, repeated) are dropped; the replica
+    learns the address the connection came from, the Host and the scheme, once each."""
+    seen: list[list[tuple[bytes, bytes]]] = []
+
+    async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(list(scope["headers"]))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(partial(serve_asgi, echo, "127.0.0.1", 0))
+            route = Route("web", "/", (Backend("127.0.0.1", address[1]),))
+            async with proxy({"web.x": [route]}) as (client, _):
+                port = client.base_url.port
+                assert port is not None
+                claims = (
+                    b"X-Forwarded-For: 203.0.113.7\r\n"
+                    b"x-forwarded-for: 198.51.100.1, 10.0.0.1\r\n"
+                    b"X-Forwarded-Host: bank.example\r\n"
+                    b"X-Forwarded-Proto: https\r\n"
+                    b"X-Forwarded-Port: 443\r\n"
+                    b'Forwarded: for=203.0.113.7;proto=https, for="[2001:db8::1]"\r\n'
+                    b"X-Real-IP: 203.0.113.7\r\n"
+                    b"True-Client-IP: 203.0.113.7\r\n"
+                )
+                answer = await exchange(
+                    port,
+                    b"GET / HTTP/1.1\r\nHost: web.x:8080\r\n"
+                    + claims
+                    + b"X-Kept: 1\r\nConnection: close\r\n\r\n",
+                )
+                assert answer.startswith(b"HTTP/1.1 200"), answer
+            nursery.cancel_scope.cancel()
+        (headers,) = seen
+        assert sorted(headers) == [
+            (b"forwarded", b'for=127.0.0.1;host="web.x:8080";proto=http'),
+            (b"host", b"web.x:8080"),
+            (b"x-forwarded-for", b"127.0.0.1"),
+            (b"x-forwarded-host", b"web.x:8080"),
+            (b"x-forwarded-proto", b"http"),
+            (b"x-kept", b"1"),
+        ]
+
+    run(scenario)
+
+
+def test_forwarded_names_an_ipv6_peer_and_quotes_what_is_not_a_token() -> None:
+    headers = dict(forwarded_headers([(b"host", b"web.x")], "2001:db8::7", 'we"b\\x', "http"))
+    assert headers[b"x-forwarded-for"] == b"2001:db8::7"
+    assert headers[b"forwarded"] == b'for="[2001:db8::7]";host="we\\"b\\\\x";proto=http'
+    unknown = dict(forwarded_headers([], "", "web.x", "http"))
+    assert b"x-forwarded-for" not in unknown
+    assert unknown[b"forwarded"] == b"for=unknown;host=web.x;proto=http"
 
 
 async def raw_replica(response: bytes, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
