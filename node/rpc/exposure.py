@@ -39,9 +39,11 @@ def is_loopback(host: str) -> bool:
 
 
 def unsafe_method_error(method: str) -> RpcError:
+    """Substrate's error, word for word (tools compare the message), with the explanation in
+    `data`."""
     return RpcError(
         METHOD_NOT_FOUND,
-        f"{UNSAFE_MESSAGE}: {method} is an unsafe method, which this server does not serve "
-        "(start the node with --rpc-methods unsafe to serve it, only where no stranger can "
-        "reach the RPC port)",
+        UNSAFE_MESSAGE,
+        f"{method} is an unsafe method, which this server does not serve (start the node with "
+        "--rpc-methods unsafe to serve it, only where no stranger can reach the RPC port)",
     )

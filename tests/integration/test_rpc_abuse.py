@@ -62,8 +62,10 @@ def rpc_error(node: NodeProcess, method: str) -> RpcCallError:
 def test_unsafe_method_on_an_external_safe_server_is_refused(external: NodeProcess) -> None:
     error = rpc_error(external, "system_peers")
     assert error.code == -32601
-    assert error.message.startswith("RPC call is unsafe to be called externally: system_peers")
-    assert "--rpc-methods unsafe" in error.message
+    assert error.message == "RPC call is unsafe to be called externally"
+    assert error.data.startswith("system_peers is an unsafe method")
+    assert "--rpc-methods unsafe" in error.data
+    assert "--rpc-methods unsafe" in str(error)  # what the CLI shows
     listed = external.call("rpc_methods")["methods"]
     assert "system_peers" not in listed
     assert "node_workloads" not in listed

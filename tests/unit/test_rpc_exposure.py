@@ -80,9 +80,10 @@ def test_a_safe_server_refuses_unsafe_and_unclassified_methods_as_substrate_does
     for method in ("test_admin", "test_forgotten", "test_subscribeAdmin", "test_unsubscribeAdmin"):
         assert call(safe, method)["error"] == {
             "code": -32601,
-            "message": f"RPC call is unsafe to be called externally: {method} is an unsafe "
-            "method, which this server does not serve (start the node with --rpc-methods unsafe "
-            "to serve it, only where no stranger can reach the RPC port)",
+            "message": "RPC call is unsafe to be called externally",
+            "data": f"{method} is an unsafe method, which this server does not serve (start the "
+            "node with --rpc-methods unsafe to serve it, only where no stranger can reach the "
+            "RPC port)",
         }
     assert call(safe, "test_public")["result"] == "public"
     assert call(safe, "test_nope")["error"] == {
