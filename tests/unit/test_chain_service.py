@@ -3,6 +3,7 @@ transactions back into the pool, equivocation evidence, and finality on a fork."
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,18 +13,19 @@ import trio
 
 from chain.blocks import Block
 from chain.db import Database
-from chain.errors import BlockRejection, InvalidBlock
+from chain.errors import BlockRejection, InvalidBlock, InvalidTransaction, TxRejection
 from chain.genesis import build_genesis
 from chain.pool import TransactionPool
 from chain.primitives import Slot, TimestampMs
 from chain.runtime.executive import Runtime
 from chain.runtime.framework import BlockEnv
-from chain.state import TrieState
+from chain.state import StateReader, TrieState
 from chain.store import ChainStore
 from chain.trie import BLANK_ROOT
+from chain.validity import ValidTransaction
 from consensus.proposer import propose
 from node.chain_service import ChainService
-from tests.factories import ALICE, BOB, CHARLIE, DAVE, spec_for, transfer_call
+from tests.factories import ALICE, BOB, CHARLIE, DAVE, calls, spec_for, transfer_call
 from wallet.keys import Keypair, sign_transaction
 
 AUTHORITIES = (ALICE, BOB)
@@ -143,6 +145,52 @@ def test_equivocation_is_recorded_and_finality_moves_onto_a_fork(tmp_path: Path)
         with pytest.raises(InvalidBlock) as info:
             await chain.import_block(block_at(chain, winner.hash, 3))
         assert info.value.reason is BlockRejection.BELOW_FINALIZED
+
+    trio.run(scenario)
+    chain.store.db.close()
+
+
+class ThreadRecordingRuntime(Runtime):
+    """The real runtime, noting which thread ran each dry run."""
+
+    threads: list[str]
+
+    def revalidate(
+        self, state: StateReader, valid: ValidTransaction, env: BlockEnv
+    ) -> ValidTransaction:
+        self.threads.append(threading.current_thread().name)
+        return super().revalidate(state, valid, env)
+
+
+def test_a_clients_dry_run_runs_off_the_event_loop_and_failing_ones_ban_the_sender(
+    tmp_path: Path,
+) -> None:
+    chain = open_chain(tmp_path / "db")
+    runtime = ThreadRecordingRuntime(chain.runtime.config, chain.runtime.genesis_hash)
+    runtime.threads = []
+    chain.runtime = runtime
+    delete = calls()[("apps", "delete")]
+
+    def doomed(attempt: int) -> bytes:
+        call = delete.call(app=f"nothing-{attempt}".encode())  # type: ignore[attr-defined]
+        tx = sign_transaction(CHARLIE, genesis_hash=runtime.genesis_hash, nonce=0, call=call)
+        return rlp.encode(tx)  # type: ignore[no-any-return]
+
+    async def scenario() -> None:
+        loop_thread = threading.current_thread().name
+        for attempt in range(3):
+            with pytest.raises(InvalidTransaction) as info:
+                await chain.submit_from_client(doomed(attempt))
+            assert info.value.reason is TxRejection.CALL_FAILED
+        assert len(runtime.threads) == 3 and loop_thread not in runtime.threads
+        # Charlie's fourth, even a good one, is refused before any dry run; others are served.
+        with pytest.raises(InvalidTransaction) as info:
+            await chain.submit_from_client(transfer(chain, CHARLIE, 0))
+        assert info.value.reason is TxRejection.TEMPORARILY_BANNED
+        assert len(runtime.threads) == 3
+        valid = await chain.submit_from_client(transfer(chain, BOB, 0))
+        assert chain.pool.status(valid.hash) == "ready"
+        assert chain.statistics().dry_runs_waiting == 0
 
     trio.run(scenario)
     chain.store.db.close()
