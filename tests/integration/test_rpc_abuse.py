@@ -215,12 +215,25 @@ def test_bodies_that_never_arrive_do_not_stop_legitimate_calls(external: NodePro
 
 
 def test_unread_subscriptions_do_not_delay_authoring(external: NodeProcess) -> None:
+    reader, status = floods.websocket_handshake(external.port)
+    assert status == 101
+    floods.send_text(reader, floods.subscribe_batch(1))
     with floods.unread_subscriptions(
         external.port, sockets=20, per_socket=1000, source="127.0.0.4"
     ) as flooded:
         intervals = floods.authoring_intervals(external, 12)
         assert len(intervals.gaps_ms) >= 9, intervals
         assert intervals.p95 <= 1.2 * SLOT_MS, intervals
+        # A subscriber that reads got every head meanwhile.
+        heads = [
+            int(m["params"]["result"]["number"], 16)
+            for m in floods.read_texts(reader, 2)
+            if m.get("method") == "chain_newHead"
+        ]
+        reader.close()
+        first = intervals.first + 1
+        assert set(range(first, first + len(intervals.gaps_ms))) <= set(heads)
+        assert heads == list(range(heads[0], heads[0] + len(heads)))
         # The subscribers that never read were told they were dropped (read now, they find it
         # after the notifications that fitted).
         told = next(
