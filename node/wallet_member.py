@@ -159,13 +159,16 @@ class CommitteeMember:
         """One request from node `sender` in, one answer out; a refusal is an answer too."""
         try:
             request = WalletRequest.decode(data)
-            payload = self._dispatch(sender, request)
+            payload = self.dispatch(sender, request)
         except Refused as refusal:
             return encode_refusal(refusal)
         return encode_answer(payload)
 
-    def _dispatch(self, sender: AccountId, request: WalletRequest) -> codec.RlpItem:
+    def dispatch(self, sender: AccountId, request: WalletRequest) -> codec.RlpItem:
+        """The payload of the answer; raises `Refused`."""
         kind, session, items = request.kind, request.session, request.items
+        if kind is RequestKind.SIGN_RELAY:
+            raise Refused(RefusalReason.MALFORMED, "a member answers sign-relay itself")
         if kind is RequestKind.DKG_START:
             return self._dkg_start(sender, session, items)
         if kind is RequestKind.SIGN_COMMIT:
@@ -308,7 +311,7 @@ class CommitteeMember:
             raise Refused(RefusalReason.MALFORMED, "sign-commit takes a transaction and a login")
         unsigned_raw = as_bytes(items[0], "transaction")
         login_signature = as_bytes(items[1], "login signature")
-        unsigned = self._decode_transaction(unsigned_raw)
+        unsigned = decode_unsigned(unsigned_raw, self._ledger.genesis_hash)
         payload: bytes = unsigned.signing_payload()
         group_key = AccountId(unsigned.sender)
         record = wallets.get_wallet(self._ledger.state(), group_key)
@@ -352,17 +355,6 @@ class CommitteeMember:
         )
         return [commitments.encode(), stored.public_package.encode()]
 
-    def _decode_transaction(self, raw: bytes) -> UnsignedTransaction:
-        try:
-            unsigned = rlp.decode(raw, sedes=UnsignedTransaction, strict=True)
-        except (rlp.DecodingError, rlp.DeserializationError) as exc:
-            raise Refused(RefusalReason.MALFORMED, f"not an unsigned transaction: {exc}") from None
-        if rlp.encode(unsigned) != raw:
-            raise Refused(RefusalReason.MALFORMED, "the transaction is not canonically encoded")
-        if unsigned.genesis_hash != self._ledger.genesis_hash:
-            raise Refused(RefusalReason.WRONG_CHAIN, "the transaction is for another chain")
-        return unsigned  # type: ignore[no-any-return]
-
     def _sign_share(
         self, sender: AccountId, session: bytes, items: tuple[codec.RlpItem, ...]
     ) -> codec.RlpItem:
@@ -388,6 +380,19 @@ class CommitteeMember:
         except FrostError as error:
             raise Refused(RefusalReason.SIGNING_FAILED, str(error)) from None
         return share.encode()
+
+
+def decode_unsigned(raw: bytes, genesis_hash: Hash32) -> UnsignedTransaction:
+    """A wallet transaction to sign: canonical RLP, for this chain."""
+    try:
+        unsigned = rlp.decode(raw, sedes=UnsignedTransaction, strict=True)
+    except (rlp.DecodingError, rlp.DeserializationError) as exc:
+        raise Refused(RefusalReason.MALFORMED, f"not an unsigned transaction: {exc}") from None
+    if rlp.encode(unsigned) != raw:
+        raise Refused(RefusalReason.MALFORMED, "the transaction is not canonically encoded")
+    if unsigned.genesis_hash != genesis_hash:
+        raise Refused(RefusalReason.WRONG_CHAIN, "the transaction is for another chain")
+    return unsigned  # type: ignore[no-any-return]
 
 
 def _bounded_put(table: dict[bytes, V], key: bytes, value: V, limit: int) -> None:

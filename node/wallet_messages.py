@@ -1,8 +1,8 @@
 """The `wallet` request/response protocol between a coordinator and committee members: one
 request kind per DKG or signing round, and an answer that is either a payload or a refusal
 with a reason. RLP lists; the FROST messages inside keep their own encodings. Only committee
-members send these: a member takes a request only from the node of another member (the p2p
-peer id is the node key), and a DKG only for a request the chain finalized."""
+members send these (but `SIGN_RELAY`): a member takes a request only from the node of another
+member (the p2p peer id is the node key), and a DKG only for a request the chain finalized."""
 
 from __future__ import annotations
 
@@ -33,6 +33,10 @@ class RequestKind(enum.Enum):
     """[session, unsigned transaction (RLP), login signature] -> [commitments, public package]"""
     SIGN_SHARE = b"sign-share"
     """[session, signing package] -> signature share"""
+    SIGN_RELAY = b"sign-relay"
+    """[session, unsigned transaction (RLP), login signature] -> [transaction hash, [signers],
+    [[skipped member, reason], ...]]: a node outside a wallet's committee asks a member to
+    coordinate the signing and submit the transaction (the only request any node may send)."""
 
 
 class RefusalReason(enum.Enum):

@@ -25,9 +25,10 @@ from chain.errors import InvalidTransaction
 from chain.primitives import AccountId, Hash32
 from chain.runtime import nodes, wallets
 from chain.runtime.wallets import Wallets
+from chain.signature import verify
 from chain.state import StateReader
 from node.chain_service import ChainService
-from node.wallet_member import TRANSFER, CommitteeMember, WalletLedger
+from node.wallet_member import TRANSFER, CommitteeMember, WalletLedger, decode_unsigned
 from node.wallet_messages import (
     MAX_REQUEST_BYTES,
     MAX_RESPONSE_BYTES,
@@ -40,6 +41,7 @@ from node.wallet_messages import (
     as_bytes,
     as_list,
     decode_answer,
+    encode_answer,
     encode_refusal,
 )
 from node.wallet_shares import ShareStore
@@ -64,6 +66,14 @@ DEFAULT_TIMEOUT = 10.0
 RETRY_SECONDS = 3.0
 """After a failed DKG attempt (a member not reachable yet, or not final yet where it is), the
 coordinator tries again this much later, while the request is pending."""
+RELAY_TIMEOUT_FACTOR = 3
+"""A relayed signing takes a member two rounds among the committee: the relaying node (and the
+protocol's handler deadline) allows this many request timeouts for it."""
+MAX_RELAYED = 16
+"""Signings a member coordinates at once for nodes outside the committee (one per wallet)."""
+NOT_FROM_COMMITTEE_PENALTY = 20
+"""Score a peer loses for a request only a committee member may send: an honest node never
+sends one (the committee and the coordinator are the chain's)."""
 RESUBMIT_SECONDS = 10.0
 """A registration neither in the chain nor in the pool this long after it was submitted is
 submitted again (the same call: the same wallet)."""
@@ -87,11 +97,6 @@ class NotEnoughSigners(WalletServiceError):
 
 class SigningFailed(WalletServiceError):
     pass
-
-
-class NotAMember(WalletServiceError):
-    """Only a member of a wallet's committee coordinates its signing: the others take signing
-    requests from members only."""
 
 
 class MemberUnreachable(Exception):
@@ -262,6 +267,8 @@ class WalletService:
         "_ledger",
         "_member",
         "_payer",
+        "_penalize",
+        "_relaying",
         "_rng",
         "_seen",
         "_signings",
@@ -291,6 +298,9 @@ class WalletService:
         self._coordinating: set[int] = set()
         self._seen = -1
         """The last finalized block whose requests were looked at."""
+        self._relaying: set[AccountId] = set()
+        """Wallets whose signing this node coordinates for a node outside their committee."""
+        self._penalize: Callable[[PeerId, float, str], None] | None = None
 
     def __repr__(self) -> str:
         return f"WalletService(0x{self.node_id.hex()})"
@@ -306,26 +316,38 @@ class WalletService:
     def register(self, p2p: P2PService) -> None:
         p2p.register_protocol(
             PROTOCOL_WALLET,
-            self._serve,
+            self.serve,
             max_request_bytes=MAX_REQUEST_BYTES,
             max_response_bytes=MAX_RESPONSE_BYTES,
-            timeout=self._timeout,
+            timeout=self._timeout * RELAY_TIMEOUT_FACTOR,
         )
+        self._penalize = p2p.penalize
 
-    async def _serve(self, peer: PeerId, data: bytes) -> bytes:
-        sender = node_id_of(peer)
-        if sender is None:
-            return encode_refusal(
-                Refused(RefusalReason.NOT_FROM_COMMITTEE, "the peer is not a node of this chain")
-            )
-        return self._member.handle(sender, data)
+    async def serve(self, peer: PeerId, data: bytes) -> bytes:
+        """One request from a peer; one that only a committee member may send, from a peer
+        that may not, is refused and costs the peer score."""
+        try:
+            sender = node_id_of(peer)
+            if sender is None:
+                raise Refused(RefusalReason.NOT_FROM_COMMITTEE, "the peer is not a node")
+            request = WalletRequest.decode(data)
+            if request.kind is RequestKind.SIGN_RELAY:
+                payload = await self._coordinate_relayed(request)
+            else:
+                payload = self._member.dispatch(sender, request)
+        except Refused as refusal:
+            if refusal.reason is RefusalReason.NOT_FROM_COMMITTEE and self._penalize is not None:
+                self._penalize(peer, NOT_FROM_COMMITTEE_PENALTY, f"wallet: {refusal.message}")
+            return encode_refusal(refusal)
+        return encode_answer(payload)
 
-    async def _ask(self, member: AccountId, data: bytes) -> bytes:
+    async def _ask(self, member: AccountId, data: bytes, *, factor: int = 1) -> bytes:
+        timeout = self._timeout * factor
         if member == self.node_id:
             return self._member.handle(self.node_id, data)
-        with trio.move_on_after(self._timeout):
-            return await self._transport.request(member, data, timeout=self._timeout)
-        raise MemberUnreachable(f"no answer within {self._timeout:g} s")
+        with trio.move_on_after(timeout):
+            return await self._transport.request(member, data, timeout=timeout)
+        raise MemberUnreachable(f"no answer within {timeout:g} s")
 
     async def _ask_all(self, requests: Mapping[AccountId, WalletRequest]) -> _Answers:
         """Every member at once; each answer or failure is recorded, none is waited on past
@@ -513,17 +535,13 @@ class WalletService:
         record = wallets.get_wallet(self._ledger.state(), group_key)
         if record is None:
             raise UnknownWallet(f"no wallet 0x{group_key.hex()} is registered")
-        if self.node_id not in record.committee:
-            members = ", ".join(f"0x{m.hex()}" for m in record.committee)
-            raise NotAMember(
-                f"this node is not in the committee of wallet 0x{group_key.hex()}: ask the node "
-                f"of one of its members ({members})"
-            )
         genesis = self._ledger.genesis_hash
         if nonce is None:
             nonce = self._ledger.next_nonce(group_key)
         call = TRANSFER.call(dest=dest, amount=amount)
         unsigned = UnsignedTransaction(genesis, group_key, nonce, 0, call)
+        if self.node_id not in record.committee:
+            return await self._relay(record.committee, unsigned, login_signature)
         payload: bytes = unsigned.signing_payload()
         session = self._rng(SESSION_ID_BYTES)
         commit_items = (rlp.encode(unsigned), login_signature)
@@ -562,12 +580,120 @@ class WalletService:
         log.info("wallet 0x%s transaction 0x%s submitted", group_key.hex(), tx_hash.hex())
         skipped = {m: why for m, why in answers.failed.items()}
         skipped.update({m: "not needed" for m in offers if m not in chosen})
-        self._signings[tx_hash] = SigningRecord(
-            group_key, tuple(chosen), tuple(sorted(skipped.items()))
+        self._remember(
+            tx_hash, SigningRecord(group_key, tuple(chosen), tuple(sorted(skipped.items())))
         )
+        return tx_hash
+
+    def _remember(self, tx_hash: Hash32, record: SigningRecord) -> None:
+        self._signings[tx_hash] = record
         while len(self._signings) > SIGNING_RECORDS:
             self._signings.popitem(last=False)
-        return tx_hash
+
+    async def _relay(
+        self,
+        committee: Sequence[AccountId],
+        unsigned: UnsignedTransaction,
+        login_signature: bytes,
+    ) -> Hash32:
+        """A node outside the wallet's committee asks its members in turn to coordinate the
+        signing; the first that answers submitted the transaction."""
+        group_key = AccountId(unsigned.sender)
+        request = WalletRequest(
+            RequestKind.SIGN_RELAY,
+            self._rng(SESSION_ID_BYTES),
+            (rlp.encode(unsigned), login_signature),
+        )
+        failures: dict[AccountId, str] = {}
+        for member in committee:
+            try:
+                answer = decode_answer(
+                    await self._ask(member, request.encode(), factor=RELAY_TIMEOUT_FACTOR)
+                )
+                tx_hash, record = _relayed_signing(group_key, answer)
+            except MemberUnreachable as error:
+                failures[member] = f"unreachable: {error}"
+                continue
+            except Refused as refusal:
+                if refusal.reason is RefusalReason.BUSY:
+                    failures[member] = f"refused: {refusal}"
+                    continue
+                raise SigningFailed(
+                    f"member 0x{member.hex()} coordinated the signing of wallet "
+                    f"0x{group_key.hex()}: {refusal.message}"
+                ) from None
+            self._remember(tx_hash, record)
+            return tx_hash
+        described = "; ".join(f"member 0x{m.hex()}: {why}" for m, why in failures.items())
+        raise SigningFailed(
+            f"no member of wallet 0x{group_key.hex()} coordinated its signing: {described}"
+        )
+
+    async def _coordinate_relayed(self, request: WalletRequest) -> codec.RlpItem:
+        """A signing asked for by a node outside the wallet's committee (any node may ask). It
+        is checked here as the members will check it (a transfer of a wallet of which this node
+        is a member, at the wallet's next nonce, that its login key signed) before any round
+        starts, so that what a stranger can make the committee do is sign transactions that its
+        owner approved and that pay their fees; one at a time per wallet, MAX_RELAYED in all."""
+        if len(request.items) != 2:
+            raise Refused(RefusalReason.MALFORMED, "sign-relay takes a transaction and a login")
+        raw = as_bytes(request.items[0], "transaction")
+        login_signature = as_bytes(request.items[1], "login signature")
+        unsigned = decode_unsigned(raw, self._ledger.genesis_hash)
+        group_key = AccountId(unsigned.sender)
+        record = wallets.get_wallet(self._ledger.state(), group_key)
+        if record is None:
+            raise Refused(
+                RefusalReason.UNKNOWN_WALLET, f"no wallet 0x{group_key.hex()} is registered"
+            )
+        if self.node_id not in record.committee:
+            raise Refused(RefusalReason.NOT_A_MEMBER, "this node is not in the wallet's committee")
+        call = unsigned.call
+        if (call.module, call.function) != (TRANSFER.module.encode(), TRANSFER.name.encode()):
+            raise Refused(RefusalReason.NOT_A_TRANSFER, "members sign balance transfers only")
+        try:
+            dest, amount = TRANSFER.decode_args(call.args)
+        except InvalidTransaction as exc:
+            raise Refused(RefusalReason.NOT_A_TRANSFER, exc.message) from None
+        rebuilt = UnsignedTransaction(
+            unsigned.genesis_hash,
+            group_key,
+            unsigned.nonce,
+            0,
+            TRANSFER.call(dest=dest, amount=amount),
+        )
+        if rlp.encode(rebuilt) != raw:
+            raise Refused(RefusalReason.MALFORMED, "a wallet transfer carries no tip")
+        expected = self._ledger.next_nonce(group_key)
+        if unsigned.nonce != expected:
+            raise Refused(
+                RefusalReason.MALFORMED,
+                f"nonce {unsigned.nonce} is not the wallet's next nonce {expected}",
+            )
+        if not verify(record.login_key, unsigned.signing_payload(), login_signature):
+            raise Refused(
+                RefusalReason.BAD_LOGIN_SIGNATURE,
+                "the login signature is not the wallet login key's signature of this transaction",
+            )
+        if group_key in self._relaying or len(self._relaying) >= MAX_RELAYED:
+            raise Refused(RefusalReason.BUSY, "a signing of this wallet is under way")
+        self._relaying.add(group_key)
+        try:
+            tx_hash = await self.transfer(
+                group_key, dest, amount, login_signature, nonce=unsigned.nonce
+            )
+        except WalletServiceError as error:
+            raise Refused(RefusalReason.SIGNING_FAILED, str(error)) from None
+        except InvalidTransaction as exc:
+            raise Refused(RefusalReason.SIGNING_FAILED, exc.message) from None
+        finally:
+            self._relaying.discard(group_key)
+        signing = self._signings[tx_hash]
+        return [
+            tx_hash,
+            list(signing.signers),
+            [[member, why.encode()] for member, why in signing.skipped],
+        ]
 
     def signing(self, tx_hash: Hash32) -> SigningRecord | None:
         """Which members signed a transaction this node coordinated (recent ones only)."""
@@ -605,6 +731,26 @@ def _agreed_group_key(
     if len(keys) != 1 or len(next(iter(keys))) != 32:
         raise DkgFailed("the members finished the DKG with different group keys")
     return AccountId(next(iter(keys))), signatures
+
+
+def _relayed_signing(group_key: AccountId, answer: codec.RlpItem) -> tuple[Hash32, SigningRecord]:
+    try:
+        tx_hash_raw, signers, skipped = as_list(answer, "relayed signing")
+        tx_hash = Hash32(codec.fixed(tx_hash_raw, 32, "transaction hash"))
+        record = SigningRecord(
+            group_key,
+            tuple(AccountId(codec.fixed(m, 32, "signer")) for m in as_list(signers, "signers")),
+            tuple(
+                (
+                    AccountId(codec.fixed(m, 32, "member")),
+                    as_bytes(why, "reason").decode(errors="replace"),
+                )
+                for m, why in (as_list(e, "skipped") for e in as_list(skipped, "skipped"))
+            ),
+        )
+    except (codec.CodecError, ValueError) as error:
+        raise Refused(RefusalReason.MALFORMED, f"a relayed signing's answer: {error}") from None
+    return tx_hash, record
 
 
 def _signing_offers(

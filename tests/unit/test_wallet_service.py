@@ -35,7 +35,6 @@ from node.wallet_service import (
     CreatedWallet,
     DkgFailed,
     MemberUnreachable,
-    NotAMember,
     NotEnoughSigners,
     UnknownWallet,
     WalletService,
@@ -138,7 +137,7 @@ class Router:
             raise MemberUnreachable("connection refused")
         if node_id in self.silent:
             await trio.sleep_forever()
-        return self.services[node_id].member.handle(sender, data)
+        return await self.services[node_id].serve(peer_id_of(sender), data)
 
 
 class RouterTransport:
@@ -264,33 +263,64 @@ def test_transfer_signed_by_two_of_three_with_one_member_down(net: Network) -> N
     assert net.balance(DEST) == before + 1239
 
 
-def test_only_a_member_coordinates_signing_and_members_take_it_only_from_members(
+def test_members_take_signing_rounds_only_from_members_and_a_stranger_has_one_relay(
     net: Network,
 ) -> None:
     """A node outside the committee cannot open signing sessions at the members (it would
-    fill their stores): it is told to ask a member, and a member refuses its requests."""
+    fill their stores); it asks a member to coordinate instead, which checks the transaction
+    before any round, and the transfer goes through."""
     group = net.create().group_key
     net.fund(group)
     signature = net.login_signature(group, 5)
-    with pytest.raises(NotAMember) as info:
-        run(lambda: net.service(STRANGER).transfer(group, DEST, 5, signature))
-    members = ", ".join(f"0x{m.hex()}" for m in net.committee)
-    assert str(info.value) == (
-        f"this node is not in the committee of wallet 0x{group.hex()}: ask the node of one of "
-        f"its members ({members})"
-    )
     unsigned = UnsignedTransaction(
         net.chain.genesis_hash, group, 0, 0, TRANSFER.call(dest=DEST, amount=5)
     )
     commit = WalletRequest(RequestKind.SIGN_COMMIT, b"\x09" * 32, (rlp.encode(unsigned), signature))
+    stranger = peer_id_of(NODE_KEYS[STRANGER].public)
     for i in range(3):
-        answer = net.service(i).member.handle(NODE_KEYS[STRANGER].public, commit.encode())
-        with pytest.raises(Refused) as refused:
-            decode_answer(answer)
-        assert str(refused.value) == (
+        answer = run(lambda: net.service(i).serve(stranger, commit.encode()))  # noqa: B023
+        assert refusal(answer) == (
             "NotFromCommittee: a wallet's signing is coordinated by a member of its committee only"
         )
         assert net.service(i).member.sessions_in_flight() == (0, 0)
+    # A relay the member can tell is wrong starts no round.
+    later = UnsignedTransaction(
+        net.chain.genesis_hash, group, 1, 0, TRANSFER.call(dest=DEST, amount=5)
+    )
+    wrong = [
+        ((rlp.encode(later), LOGIN.sign(later.signing_payload())),
+         "Malformed: nonce 1 is not the wallet's next nonce 0"),
+        ((rlp.encode(unsigned), b"\x00" * 64), BAD_LOGIN),
+    ]  # fmt: skip
+    for items, why in wrong:
+        relay = WalletRequest(RequestKind.SIGN_RELAY, b"\x0a" * 32, items)
+        answer = run(lambda: net.service(0).serve(stranger, relay.encode()))  # noqa: B023
+        assert refusal(answer) == why
+        assert [net.service(i).member.sessions_in_flight() for i in range(3)] == [(0, 0)] * 3
+    before = net.balance(DEST)
+    tx = run(lambda: net.service(STRANGER).transfer(group, DEST, 5, signature))
+    assert net.balance(DEST) == before + 5
+    signing = net.service(STRANGER).signing(tx)
+    assert signing is not None and len(signing.signers) == 2
+
+
+def test_a_peer_sending_what_only_members_send_loses_score(net: Network) -> None:
+    penalties: list[tuple[str, float, str]] = []
+    member = net.service(0)
+    member._penalize = lambda peer, amount, why: penalties.append((peer, amount, why))
+    request_id = net.request()
+    stranger = peer_id_of(NODE_KEYS[STRANGER].public)
+    run(lambda: member.serve(stranger, start_request(request_id)))
+    assert penalties == [
+        (
+            stranger,
+            20,
+            f"wallet: request {request_id}'s DKG is relayed by its coordinator only",
+        )
+    ]
+    # Not for a request that is merely unknown yet (a member's view may lag).
+    run(lambda: member.serve(stranger, start_request(request_id + 1)))
+    assert len(penalties) == 1
 
 
 def test_a_silent_member_is_skipped_after_the_timeout(net: Network) -> None:
