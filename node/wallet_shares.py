@@ -27,6 +27,7 @@ from wallet.frost import KeyPackage, PublicKeyPackage
 from wallet.frost.errors import FrostError
 from wallet.frost.wire import Reader, encode_count
 from wallet.keys import DEV_ACCOUNTS, Keypair, dev_keypair
+from wallet.keystore import fsync_directory
 
 log = logging.getLogger("statemesh.wallet.shares")
 
@@ -203,7 +204,7 @@ class ShareStore:
             self._write(path, self._seal(self._key, group_key, plain))
             resealed.append(path)
         if removed:
-            _fsync_directory(self._directory)
+            fsync_directory(self._directory)
         return Migration(
             tuple(resealed), tuple(unreadable), tuple(foreign), tuple(waiting), tuple(removed)
         )
@@ -264,7 +265,7 @@ class ShareStore:
         finally:
             os.close(descriptor)
         os.replace(temporary, target)
-        _fsync_directory(self._directory)
+        fsync_directory(self._directory)
 
 
 def open_share_store(
@@ -362,15 +363,3 @@ def _reason(error: ShareStoreError, path: Path) -> str:
 
 def _is_dev_account(keypair: Keypair) -> bool:
     return any(dev_keypair(name).public == keypair.public for name in DEV_ACCOUNTS)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Makes renames and removals in `directory` durable."""
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:  # not every platform can open a directory
-        return
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -442,12 +442,12 @@ def _write_new_file(path: Path, content: bytes, name: str) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
-    _fsync_directory(directory)
+    fsync_directory(directory)
 
 
-def _fsync_directory(directory: Path) -> None:
-    # Makes the new directory entry durable; not every platform can open a directory.
-    try:
+def fsync_directory(directory: Path) -> None:
+    """Makes new, renamed and removed entries of `directory` durable."""
+    try:  # not every platform can open a directory
         descriptor = os.open(directory, os.O_RDONLY)
     except OSError:
         return
