@@ -343,7 +343,9 @@ class TransactionPool:
     def dry_run(self, checked: ValidTransaction) -> DryRun:
         """The costly half: the revalidator on a checked transaction. Reads the chain's state
         through the revalidator and nothing of the pool, so it may run on another thread."""
-        if self._dry_run_with is None:
+        if self._dry_run_with is None or checked.nonce != checked.account_nonce:
+            # A transaction waiting for a predecessor is dry-run once it is next in line, at
+            # the revalidation after that block: until then the validator's checks stand.
             return checked
         try:
             return self._dry_run_with(checked)

@@ -3,6 +3,7 @@ transactions back into the pool, equivocation evidence, and finality on a fork."
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -169,10 +170,19 @@ def test_a_clients_dry_run_runs_off_the_event_loop_and_failing_ones_ban_the_send
     runtime = ThreadRecordingRuntime(chain.runtime.config, chain.runtime.genesis_hash)
     runtime.threads = []
     chain.runtime = runtime
-    delete = calls()[("apps", "delete")]
+    update = calls()[("apps", "update")]
 
     def doomed(attempt: int) -> bytes:
-        call = delete.call(app=f"nothing-{attempt}".encode())  # type: ignore[attr-defined]
+        """An update of an application nobody created: refused once its 8 KB manifest is read."""
+        env = [{"name": f"V{i}", "value": f"{attempt}".ljust(80, "x")} for i in range(64)]
+        container = {"name": "c", "image": "busybox", "env": env}
+        manifest = {
+            "apiVersion": "statemesh/v1",
+            "kind": "Application",
+            "metadata": {"name": "nothing"},
+            "spec": {"containers": [container]},
+        }
+        call = update.call(manifest=json.dumps(manifest).encode())  # type: ignore[attr-defined]
         tx = sign_transaction(CHARLIE, genesis_hash=runtime.genesis_hash, nonce=0, call=call)
         return rlp.encode(tx)  # type: ignore[no-any-return]
 
@@ -182,14 +192,17 @@ def test_a_clients_dry_run_runs_off_the_event_loop_and_failing_ones_ban_the_send
             with pytest.raises(InvalidTransaction) as info:
                 await chain.submit_from_client(doomed(attempt))
             assert info.value.reason is TxRejection.CALL_FAILED
+            assert "apps.UnknownApp" in info.value.message
         assert len(runtime.threads) == 3 and loop_thread not in runtime.threads
         # Charlie's fourth, even a good one, is refused before any dry run; others are served.
         with pytest.raises(InvalidTransaction) as info:
             await chain.submit_from_client(transfer(chain, CHARLIE, 0))
         assert info.value.reason is TxRejection.TEMPORARILY_BANNED
         assert len(runtime.threads) == 3
+        # A transfer is small: its dry run costs less on the loop than a hop to a thread.
         valid = await chain.submit_from_client(transfer(chain, BOB, 0))
         assert chain.pool.status(valid.hash) == "ready"
+        assert runtime.threads[3:] == [loop_thread]
         assert chain.statistics().dry_runs_waiting == 0
 
     trio.run(scenario)
