@@ -4,7 +4,7 @@ node idle, under 20 WebSockets x 1,000 head subscriptions that are never read, a
 HTTP requests that announce a 100 kB body and never send it (kept at 100: each one cut off is
 opened again), all in one run against one node, with the ratios to the idle figures. Target:
 p95 interval <= 1.2 slots under both floods. Legitimate calls are made throughout the
-slow-body flood and counted.
+slow-body flood, from the same address (127.0.0.1), and counted.
 
     .venv/bin/python bench/rpc_floods.py [--seconds 20]
 """
@@ -88,14 +88,17 @@ def sustained_slow_bodies(port: int, count: int, source: str) -> Iterator[None]:
             thread.join(timeout=5)
 
 
-def legitimate_calls(url: str, stop: threading.Event, counts: dict[str, int]) -> None:
+def legitimate_calls(
+    url: str, stop: threading.Event, counts: dict[str, int], failures: set[str]
+) -> None:
     client = RpcClient(url, timeout=5)
     while not stop.is_set():
         try:
             client.call("system_name")
             counts["answered"] += 1
-        except (RpcClientError, RpcCallError):
+        except (RpcClientError, RpcCallError) as exc:
             counts["failed"] += 1
+            failures.add(str(exc))
         time.sleep(0.1)
 
 
@@ -130,9 +133,12 @@ def main() -> None:
             ):
                 subscribed = measure(node, "20 x 1,000 unread subs", args.seconds)
             counts = {"answered": 0, "failed": 0}
+            failures: set[str] = set()
             stop = threading.Event()
-            caller = threading.Thread(target=legitimate_calls, args=(node.url, stop, counts))
-            with sustained_slow_bodies(node.port, 100, "127.0.0.2"):
+            caller = threading.Thread(
+                target=legitimate_calls, args=(node.url, stop, counts, failures)
+            )
+            with sustained_slow_bodies(node.port, 100, "127.0.0.1"):
                 time.sleep(1)
                 caller.start()
                 slow = measure(node, "100 slow bodies", args.seconds)
@@ -143,7 +149,7 @@ def main() -> None:
                 slow.intervals,
                 slow.authoring_ms,
                 f"legitimate calls meanwhile: {counts['answered']} answered, "
-                f"{counts['failed']} failed",
+                f"{counts['failed']} failed" + "".join(f"\n  {f}" for f in sorted(failures)),
             )
         finally:
             node.stop()

@@ -56,6 +56,10 @@ CLOSE_TRY_AGAIN_LATER = 1013
 # Hypercorn refuses larger WebSocket messages by itself (close 1009 without a word); up to this
 # much above the limit the server reads the message and answers with a JSON-RPC error first.
 _WEBSOCKET_SLACK = 1024 * 1024
+# A body that arrives this soon after its headers (every ordinary call's, even from a client
+# starved of CPU that writes its headers and body apart) never needs a place among the bodies in
+# progress.
+_BODY_GRACE_SECONDS = 1.0
 # How long a browser may cache a granted preflight.
 _PREFLIGHT_MAX_AGE = b"600"
 
@@ -78,7 +82,11 @@ class RpcStatistics:
     requests_served: int
     """JSON-RPC calls handled (each call of a batch and each notification counts)."""
     connections_refused: int
-    """HTTP requests and WebSockets turned away at the connection limits (global, per IP)."""
+    """HTTP requests and WebSockets turned away at the connection limits (global, per IP), and
+    requests turned away because too many bodies were still arriving."""
+    receiving_bodies: int
+    """HTTP requests whose body is late (past the grace period) and still arriving: bounded
+    like connections, but not counted among them."""
     forbidden: int
     """HTTP requests and WebSockets refused for their Origin or Host."""
     body_timeouts: int
@@ -106,9 +114,14 @@ class RpcApp:
         self._loopback_only_hosts = loopback_only_hosts
         self._open_http = 0
         self._open_websockets = 0
-        self._per_ip: dict[str, int] = {}
+        limits = self._limits
+        self._slots = _Slots("connections", limits.max_connections, limits.max_connections_per_ip)
+        self._bodies = _Slots(
+            "requests still sending their body",
+            limits.max_connections,
+            limits.max_connections_per_ip,
+        )
         self._requests_served = 0
-        self._refused = 0
         self._forbidden = 0
         self._body_timeouts = 0
         self._budget = SubscriptionBudget(self._limits.max_subscriptions)
@@ -135,7 +148,8 @@ class RpcApp:
             open_websockets=self._open_websockets,
             subscriptions=self._budget.used,
             requests_served=self._requests_served,
-            connections_refused=self._refused,
+            connections_refused=self._slots.refused + self._bodies.refused,
+            receiving_bodies=len(self._bodies),
             forbidden=self._forbidden,
             body_timeouts=self._body_timeouts,
         )
@@ -166,27 +180,6 @@ class RpcApp:
                 )
         return None
 
-    def _admit(self, ip: str) -> str | None:
-        """Take a connection slot for a client at `ip`, or say which limit is reached."""
-        if self._open_http + self._open_websockets >= self._limits.max_connections:
-            self._refused += 1
-            return f"the limit of {self._limits.max_connections} connections is reached"
-        if self._per_ip.get(ip, 0) >= self._limits.max_connections_per_ip:
-            self._refused += 1
-            return (
-                f"the limit of {self._limits.max_connections_per_ip} connections from one "
-                "address is reached"
-            )
-        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
-        return None
-
-    def _release(self, ip: str) -> None:
-        left = self._per_ip[ip] - 1
-        if left:
-            self._per_ip[ip] = left
-        else:
-            del self._per_ip[ip]
-
     # HTTP
 
     async def _http(self, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend) -> None:
@@ -201,47 +194,23 @@ class RpcApp:
         if scope["method"] == "OPTIONS":
             await _preflight(send, origin)
             return
+        if not await self._route(scope, receive, send):
+            return
         ip = _client_ip(scope)
-        busy = self._admit(ip)
+        body = await self._read_body(scope, receive, send, ip)
+        if body is None:
+            return
+        busy = self._slots.admit(ip)
         if busy is not None:
             error = RpcError(SERVER_IS_BUSY, f"server is busy: {busy}, try again later")
-            await self._refuse(receive, send, 503, error, [(b"retry-after", b"1")])
+            await _respond(send, 503, error_text(None, error).encode(), [(b"retry-after", b"1")])
             return
         self._open_http += 1
         try:
-            await self._route(scope, receive, send)
+            reply = await handle_payload(body, self._registry, self._limits, None)
         finally:
             self._open_http -= 1
-            self._release(ip)
-
-    async def _route(self, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend) -> None:
-        path, method = scope["path"], scope["method"]
-        if path == "/health":
-            if method in ("GET", "HEAD"):
-                await _respond(send, 200, _HEALTHY)
-            else:
-                error = RpcError(INVALID_REQUEST, "/health answers GET and HEAD only")
-                await self._refuse(receive, send, 405, error, [(b"allow", b"GET, HEAD")])
-            return
-        if path != "/":
-            error = RpcError(INVALID_REQUEST, f"not found: {path}; JSON-RPC is served on /")
-            await self._refuse(receive, send, 404, error)
-            return
-        if method != "POST":
-            error = RpcError(INVALID_REQUEST, _GET_HINT)
-            await self._refuse(receive, send, 405, error, [(b"allow", b"POST, OPTIONS")])
-            return
-        if not _is_json(scope):
-            error = RpcError(
-                INVALID_REQUEST,
-                "unsupported content type: JSON-RPC calls need Content-Type: application/json",
-            )
-            await self._refuse(receive, send, 415, error)
-            return
-        body = await self._read_body(scope, receive, send)
-        if body is None:
-            return
-        reply = await handle_payload(body, self._registry, self._limits, None)
+            self._slots.release(ip)
         self._requests_served += reply.calls
         if reply.body is None:
             await send({"type": "http.response.start", "status": 204, "headers": []})
@@ -249,39 +218,81 @@ class RpcApp:
         else:
             await _respond(send, 200, reply.body.encode())
 
+    async def _route(self, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend) -> bool:
+        """Whether this is a JSON-RPC call; anything else is answered here."""
+        path, method = scope["path"], scope["method"]
+        if path == "/health":
+            if method in ("GET", "HEAD"):
+                await _respond(send, 200, _HEALTHY)
+            else:
+                error = RpcError(INVALID_REQUEST, "/health answers GET and HEAD only")
+                await self._refuse(receive, send, 405, error, [(b"allow", b"GET, HEAD")])
+            return False
+        if path != "/":
+            error = RpcError(INVALID_REQUEST, f"not found: {path}; JSON-RPC is served on /")
+            await self._refuse(receive, send, 404, error)
+            return False
+        if method != "POST":
+            error = RpcError(INVALID_REQUEST, _GET_HINT)
+            await self._refuse(receive, send, 405, error, [(b"allow", b"POST, OPTIONS")])
+            return False
+        if not _is_json(scope):
+            error = RpcError(
+                INVALID_REQUEST,
+                "unsupported content type: JSON-RPC calls need Content-Type: application/json",
+            )
+            await self._refuse(receive, send, 415, error)
+            return False
+        return True
+
     async def _read_body(
-        self, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend
+        self, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend, ip: str
     ) -> bytes | None:
-        """The whole body, or None once the client is gone or has been answered (413 too
-        large, 408 too slow: a client that stalls mid-body must not hold its slot)."""
+        """The whole body, or None once the client is gone or has been answered.
+
+        A body that has not arrived within `_BODY_GRACE_SECONDS` of the headers takes a place
+        among the bodies in progress (bounded like connections, in a pool of their own, so
+        stalled bodies never take the slots of calls being answered); without a free place it is
+        answered 503, and one still incomplete after `request_body_timeout` is answered 408.
+        Both are disconnected."""
         limit = self._limits.max_request_bytes
-        too_large = RpcError(
-            OVERSIZED_REQUEST, f"request too large: the body exceeds {limit} bytes"
-        )
-        declared = _content_length(scope)
-        if declared is not None and declared > limit:
-            await self._refuse(receive, send, 413, too_large)
+        if (_content_length(scope) or 0) > limit:
+            await self._refuse(receive, send, 413, self._too_large())
             return None
-        chunks: list[bytes] = []
-        size = 0
-        with trio.move_on_after(self._limits.request_body_timeout):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return None
-                chunk: bytes = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    chunks.clear()
-                    more = message.get("more_body", False)
-                    await self._refuse(receive, send, 413, too_large, drain=more)
-                    return None
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return b"".join(chunks)
-        self._body_timeouts += 1
-        await _respond(send, 408, self._body_timeout_error(), [(b"connection", b"close")])
-        return None
+        body = _Body(receive, limit)
+        deadline = trio.current_time() + self._limits.request_body_timeout
+        with trio.move_on_after(_BODY_GRACE_SECONDS):
+            await body.read()
+        if body.outcome is None:
+            busy = self._bodies.admit(ip)
+            if busy is not None:
+                error = RpcError(SERVER_IS_BUSY, f"server is busy: {busy}, try again later")
+                await _respond(
+                    send,
+                    503,
+                    error_text(None, error).encode(),
+                    [(b"retry-after", b"1"), (b"connection", b"close")],
+                )
+                return None
+            try:
+                with trio.move_on_at(deadline):
+                    await body.read()
+            finally:
+                self._bodies.release(ip)
+        if body.outcome is None:
+            self._body_timeouts += 1
+            await _respond(send, 408, self._body_timeout_error(), [(b"connection", b"close")])
+            return None
+        if body.outcome == "too large":
+            await self._refuse(receive, send, 413, self._too_large(), drain=body.more)
+            return None
+        if body.outcome == "gone":
+            return None
+        return b"".join(body.chunks)
+
+    def _too_large(self) -> RpcError:
+        limit = self._limits.max_request_bytes
+        return RpcError(OVERSIZED_REQUEST, f"request too large: the body exceeds {limit} bytes")
 
     def _body_timeout_error(self) -> bytes:
         seconds = f"{self._limits.request_body_timeout:g}"
@@ -328,7 +339,7 @@ class RpcApp:
             await _refuse_handshake(scope, send, 403, forbidden)
             return
         ip = _client_ip(scope)
-        busy = self._admit(ip)
+        busy = self._slots.admit(ip)
         if busy is not None:
             # Accepted only to be closed with a code that tells the client to come back later.
             await send({"type": "websocket.accept"})
@@ -341,7 +352,7 @@ class RpcApp:
             await self._converse(receive, send)
         finally:
             self._open_websockets -= 1
-            self._release(ip)
+            self._slots.release(ip)
 
     async def _converse(self, receive: AsgiReceive, send: AsgiSend) -> None:
         limits = self._limits
@@ -396,6 +407,74 @@ async def _write(outbox: Outbox, send: AsgiSend, connection: trio.CancelScope) -
             connection.cancel()
             return
         await send({"type": "websocket.send", "text": item})
+
+
+class _Body:
+    """A request body read in steps (reading may be cancelled between messages and resumed):
+    `outcome` is None until it is complete ("done"), over the limit ("too large") or the client
+    is gone ("gone")."""
+
+    def __init__(self, receive: AsgiReceive, limit: int) -> None:
+        self._receive = receive
+        self._limit = limit
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.more = False
+        """Whether the client was still sending when the body went over the limit."""
+        self.outcome: str | None = None
+
+    async def read(self) -> None:
+        while self.outcome is None:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self.outcome = "gone"
+                return
+            chunk: bytes = message.get("body", b"")
+            self.size += len(chunk)
+            self.more = bool(message.get("more_body", False))
+            if self.size > self._limit:
+                self.chunks.clear()
+                self.outcome = "too large"
+                return
+            self.chunks.append(chunk)
+            if not self.more:
+                self.outcome = "done"
+
+
+class _Slots:
+    """Places of one kind (connections, bodies in progress) counted overall and per client
+    address."""
+
+    def __init__(self, what: str, total: int, per_ip: int) -> None:
+        self._what = what
+        self._total = total
+        self._per_ip = per_ip
+        self._used = 0
+        self._by_ip: dict[str, int] = {}
+        self.refused = 0
+
+    def __len__(self) -> int:
+        return self._used
+
+    def admit(self, ip: str) -> str | None:
+        """Take a place for a client at `ip`, or say which limit is reached."""
+        if self._used >= self._total:
+            self.refused += 1
+            return f"the limit of {self._total} {self._what} is reached"
+        if self._by_ip.get(ip, 0) >= self._per_ip:
+            self.refused += 1
+            return f"the limit of {self._per_ip} {self._what} from one address is reached"
+        self._used += 1
+        self._by_ip[ip] = self._by_ip.get(ip, 0) + 1
+        return None
+
+    def release(self, ip: str) -> None:
+        self._used -= 1
+        left = self._by_ip[ip] - 1
+        if left:
+            self._by_ip[ip] = left
+        else:
+            del self._by_ip[ip]
 
 
 async def _preflight(send: AsgiSend, origin: str | None) -> None:

@@ -184,19 +184,21 @@ def test_one_address_cannot_take_every_connection(external: NodeProcess) -> None
 
 
 def test_bodies_that_never_arrive_do_not_stop_legitimate_calls(external: NodeProcess) -> None:
+    """100 stalled bodies from 127.0.0.1, the address the CLI calls from: they wait in a pool
+    of their own (25 from one address), so the calls keep their connection slots."""
     client = RpcClient(external.url, timeout=5)
     timeout = DEFAULTS.request_body_timeout
-    with floods.slow_bodies(external.port, count=100, source="127.0.0.2") as stalled:
+    with floods.slow_bodies(external.port, count=100, source="127.0.0.1") as stalled:
         started = time.monotonic()
         answered = 0
-        while time.monotonic() - started < timeout + 1:
+        while time.monotonic() - started < timeout - 1:
             assert client.call("system_name") == "statemesh"
             answered += 1
             time.sleep(0.1)
         # The CLI itself, while the 100 sockets are still open.
-        assert cli_json("query", "block", "--rpc", external.url)
+        assert int(cli_json("query", "block", "--rpc", external.url)["header"]["number"], 16) > 0
         # Every stalled request was answered and disconnected: 503 at once beyond the
-        # address's share, 408 once the body timeout passed for the others.
+        # address's share of bodies in progress, 408 once the body timeout passed for the rest.
         statuses = []
         for sock in stalled:
             sock.settimeout(timeout + 5)
@@ -205,13 +207,11 @@ def test_bodies_that_never_arrive_do_not_stop_legitimate_calls(external: NodePro
             assert headers.get("connection") == "close"
             assert _closed_by_server(sock)
         elapsed = time.monotonic() - started
-    assert answered >= timeout * 5
+    assert answered >= (timeout - 1) * 5
     cap = DEFAULTS.max_connections_per_ip
     assert sorted(statuses) == [408] * cap + [503] * (100 - cap)
     assert elapsed < timeout + 15
-    # Their slots are free again.
-    status, _, _ = floods.rpc_call(external.port, source="127.0.0.2")
-    assert status == 200
+    assert floods.rpc_call(external.port)[0] == 200
 
 
 def test_unread_subscriptions_do_not_delay_authoring(external: NodeProcess) -> None:

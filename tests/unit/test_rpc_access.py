@@ -179,35 +179,54 @@ def test_one_address_gets_its_share_of_the_connections() -> None:
     run(scenario)
 
 
-def test_a_body_that_never_arrives_is_cut_off_and_frees_its_slot() -> None:
-    limits = RpcLimits(max_connections=1, request_body_timeout=0.3)
+async def stall(port: int) -> trio.SocketStream:
+    """A request that announces a body and sends none of it."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    head = (
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        "Content-Length: 100000\r\n\r\n"
+    )
+    await stream.send_all(head.encode())
+    return stream
+
+
+async def read_to_end(stream: trio.SocketStream) -> bytes:
+    """Everything until the server disconnects."""
+    answer = b""
+    while chunk := await stream.receive_some():
+        answer += chunk
+    await stream.aclose()
+    return answer
+
+
+def test_a_body_that_never_arrives_takes_no_connection_slot_and_is_cut_off() -> None:
+    limits = RpcLimits(max_connections=1, request_body_timeout=3)
 
     async def scenario() -> None:
         async with serving(limits) as (server, address, _):
-            stream = await trio.open_tcp_stream("127.0.0.1", address.port)
-            head = (
-                "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                "Content-Length: 100000\r\n\r\n"
-            )
-            await stream.send_all(head.encode())
-            await eventually(lambda: server.statistics().open_connections == 1)
             started = trio.current_time()
-            answer = b""
-            while chunk := await stream.receive_some():
-                answer += chunk
-            # Answered, then disconnected by the server (the read above ended).
-            assert 0.25 < trio.current_time() - started < 2
-            assert answer.startswith(b"HTTP/1.1 408 ")
-            assert answer.endswith(
-                b'{"jsonrpc":"2.0","error":{"code":-32600,"message":"request timeout: the body '
-                b'did not arrive within 0.3 s"},"id":null}'
-            )
-            await stream.aclose()
-            assert server.statistics().body_timeouts == 1
+            stalled = await stall(address.port)
+            await eventually(lambda: server.statistics().receiving_bodies == 1)
             assert server.statistics().open_connections == 0
+            # Calls are answered meanwhile, from the same address, in the one connection slot.
             async with httpx.AsyncClient() as client:
                 response = await client.post(address.http_url, content=call_body(), headers=JSON)
             assert response.json() == result("echo")
+            # A second stalled body finds no place among the bodies in progress: 503 at once.
+            refused = await read_to_end(await stall(address.port))
+            assert refused.startswith(b"HTTP/1.1 503 ")
+            assert b"the limit of 1 requests still sending their body is reached" in refused
+            # The first is answered 408 at the timeout, and disconnected.
+            answer = await read_to_end(stalled)
+            assert 2.95 < trio.current_time() - started < 5
+            assert answer.startswith(b"HTTP/1.1 408 ")
+            assert answer.endswith(
+                b'{"jsonrpc":"2.0","error":{"code":-32600,"message":"request timeout: the body '
+                b'did not arrive within 3 s"},"id":null}'
+            )
+            statistics = server.statistics()
+            assert (statistics.body_timeouts, statistics.receiving_bodies) == (1, 0)
+            assert statistics.connections_refused == 1
 
     run(scenario)
 
