@@ -125,7 +125,6 @@ class RpcApp:
         self._forbidden = 0
         self._body_timeouts = 0
         self._budget = SubscriptionBudget(self._limits.max_subscriptions)
-        self._connections: set[ConnectionSubscriptions] = set()
         unclassified = registry.unclassified()
         if unclassified and not allow_unsafe:
             logger.warning(
@@ -359,13 +358,11 @@ class RpcApp:
         outbox = Outbox(limits.max_queued_bytes_per_connection, limits.subscription_buffer)
         async with trio.open_nursery() as nursery:
             subscriptions = ConnectionSubscriptions(nursery, outbox, limits, self._budget)
-            self._connections.add(subscriptions)
             try:
                 nursery.start_soon(_write, outbox, send, nursery.cancel_scope)
                 await self._read(receive, outbox, subscriptions)
                 nursery.cancel_scope.cancel()
             finally:
-                self._connections.discard(subscriptions)
                 subscriptions.close_all()
 
     async def _read(
