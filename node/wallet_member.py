@@ -209,7 +209,9 @@ class CommitteeMember:
                 f"request {request_id}'s DKG is relayed by its coordinator only",
             )
         current = self._dkg_requests.get(request_id)
-        if current is not None and self._dkg[current].attempt >= attempt:
+        # Another attempt replaces the one held (the coordinator may have restarted and
+        # counts from 0 again); the same one is not started twice.
+        if current is not None and self._dkg[current].attempt == attempt:
             raise Refused(RefusalReason.MALFORMED, "this DKG attempt has started already")
         committee_raw = wallets.encode_committee(committee)
         try:
@@ -294,8 +296,13 @@ class CommitteeMember:
             participant.receive_confirmation(Confirmation.decode(message))
         output = participant.finish()
         group_key = output.public_key_package.group_public_key.encoding
-        self._shares.save(group_key, StoredShare(output.key_package, output.public_key_package))
         self._drop_dkg(session.params.session_id)
+        try:
+            self._shares.save(group_key, StoredShare(output.key_package, output.public_key_package))
+        except (ShareStoreError, OSError) as error:
+            raise Refused(
+                RefusalReason.DKG_FAILED, f"this member cannot keep its share: {error}"
+            ) from None
         payload = wallets.confirmation_payload(
             session.request_id, group_key, session.committee_raw, session.threshold,
             session.login_key,

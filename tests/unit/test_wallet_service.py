@@ -625,3 +625,37 @@ def test_a_peer_is_known_by_its_node_key() -> None:
     # A peer id that hashes an RSA key names no node key.
     assert node_id_of(PeerId("QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N")) is None
     assert node_id_of(PeerId("not base58 0OIl")) is None
+
+
+def test_a_restarted_coordinator_starts_again_and_one_attempt_starts_once(net: Network) -> None:
+    request_id = net.request()
+    coordinator = NODE_KEYS[net.coordinator(request_id)].public
+    member = next(net.router.services[m].member for m in net.committee if m != coordinator)
+    decode_answer(member.handle(coordinator, start_request(request_id, 3)))
+    decode_answer(member.handle(coordinator, start_request(request_id, 0)))  # counts from 0 again
+    assert member.sessions_in_flight() == (1, 0)
+    assert refusal(member.handle(coordinator, start_request(request_id, 0))) == (
+        "Malformed: this DKG attempt has started already"
+    )
+    created = run(lambda: net.router.services[coordinator].create(request_id, 1))
+    assert wallets.get_wallet(net.chain.state, created.group_key) is not None
+    assert member.sessions_in_flight() == (0, 0)
+
+
+def test_a_member_that_cannot_keep_its_share_fails_the_dkg_and_nothing_is_registered(
+    net: Network,
+) -> None:
+    request_id = net.request()
+    coordinator = net.coordinator(request_id)
+    locked = next(i for i in range(3) if i != coordinator)
+    net.service(locked).member._shares = ShareStore(net.paths[locked], None)
+    with pytest.raises(DkgFailed) as failed:
+        run(lambda: net.service(coordinator).create(request_id))
+    assert str(failed.value).startswith(
+        "the wallet DKG failed at the confirmation round: "
+        + member_line(
+            NODE_KEYS[locked].public, "refused: DkgFailed: this member cannot keep its share: "
+        )
+    )
+    assert wallets.get_request(net.chain.state, request_id) is not None
+    assert net.service(locked).member.sessions_in_flight() == (0, 0)
