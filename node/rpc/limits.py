@@ -21,7 +21,8 @@ class RpcLimits:
     max_response_bytes: int = 15 * MIB
     """Largest response (a call's or a whole batch's); larger ones become -32008."""
     max_connections: int = DEFAULT_MAX_CONNECTIONS
-    """HTTP requests in flight plus open WebSockets; beyond it HTTP 503 / WebSocket close 1013."""
+    """HTTP calls being answered plus open WebSockets; beyond it HTTP 503 / WebSocket close 1013.
+    HTTP bodies still arriving late are bounded by the same numbers, in a pool of their own."""
     max_connections_per_ip: int = DEFAULT_MAX_CONNECTIONS // 4
     """The same, from one client address: a quarter of the whole by default, so that one
     address cannot take every slot while the local tools (which all share 127.0.0.1) still get

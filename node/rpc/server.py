@@ -75,7 +75,7 @@ Headers = list[tuple[bytes, bytes]]
 @dataclass(frozen=True, slots=True)
 class RpcStatistics:
     open_connections: int
-    """HTTP requests in flight plus open WebSockets: what `max_connections` bounds."""
+    """HTTP calls being answered plus open WebSockets: what `max_connections` bounds."""
     open_websockets: int
     subscriptions: int
     """Live subscriptions over all WebSockets."""
