@@ -139,7 +139,8 @@ def main() -> None:
             target = node.call("chain_getHeader")["hash"]
             node.wait_for(lambda: target in seen, timeout=30, what="finalization")
             finalized_tx: dict[str, float] = {}
-            for block_hash, at in seen.items():
+            # A copy: the listener thread keeps adding blocks finalized meanwhile.
+            for block_hash, at in list(seen.items()):
                 block = node.call("chain_getBlock", block_hash)
                 for x in block["block"]["extrinsics"]:
                     finalized_tx["0x" + tx_hash(bytes.fromhex(x[2:])).hex()] = at
