@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from chain import codec
 
 PROTOCOL_WALLET = "wallet"
+PROTOCOL_WALLET_RELAY = "wallet-relay"
+"""`SIGN_RELAY` only: its answer takes a whole signing round, so it has its own deadline and
+its own few slots, and a slow relay never holds the members' protocol."""
 SESSION_ID_BYTES = 32
 MAX_REQUEST_BYTES = 256 * 1024
 MAX_RESPONSE_BYTES = 64 * 1024

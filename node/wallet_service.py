@@ -33,6 +33,7 @@ from node.wallet_messages import (
     MAX_REQUEST_BYTES,
     MAX_RESPONSE_BYTES,
     PROTOCOL_WALLET,
+    PROTOCOL_WALLET_RELAY,
     SESSION_ID_BYTES,
     RefusalReason,
     Refused,
@@ -68,7 +69,7 @@ RETRY_SECONDS = 3.0
 coordinator tries again this much later, while the request is pending."""
 RELAY_TIMEOUT_FACTOR = 3
 """A relayed signing takes a member two rounds among the committee: the relaying node (and the
-protocol's handler deadline) allows this many request timeouts for it."""
+relay protocol's handler deadline) allows this many request timeouts for it."""
 MAX_RELAYED = 16
 """Signings a member coordinates at once for nodes outside the committee (one per wallet)."""
 NOT_FROM_COMMITTEE_PENALTY = 20
@@ -110,6 +111,7 @@ class WalletTransport(Protocol):
         data: bytes,
         *,
         timeout: float,  # noqa: ASYNC109 - the p2p request takes it to reset its stream
+        protocol: str = PROTOCOL_WALLET,
     ) -> bytes:
         """The member's answer; raises `MemberUnreachable`."""
         ...
@@ -149,16 +151,17 @@ class P2PWalletTransport:
         data: bytes,
         *,
         timeout: float,  # noqa: ASYNC109 - the p2p request takes it to reset its stream
+        protocol: str = PROTOCOL_WALLET,
     ) -> bytes:
         peer = peer_id_of(node_id)
         try:
-            return await self._p2p.request(peer, PROTOCOL_WALLET, data, timeout=timeout)
+            return await self._p2p.request(peer, protocol, data, timeout=timeout)
         except PeerUnreachable as error:
             await self._dial(node_id, peer, error)
         except RequestFailed as error:
             raise MemberUnreachable(str(error)) from None
         try:
-            return await self._p2p.request(peer, PROTOCOL_WALLET, data, timeout=timeout)
+            return await self._p2p.request(peer, protocol, data, timeout=timeout)
         except RequestFailed as error:
             raise MemberUnreachable(str(error)) from None
 
@@ -319,34 +322,56 @@ class WalletService:
             self.serve,
             max_request_bytes=MAX_REQUEST_BYTES,
             max_response_bytes=MAX_RESPONSE_BYTES,
+            timeout=self._timeout,
+        )
+        p2p.register_protocol(
+            PROTOCOL_WALLET_RELAY,
+            self.serve_relay,
+            max_request_bytes=MAX_REQUEST_BYTES,
+            max_response_bytes=MAX_RESPONSE_BYTES,
             timeout=self._timeout * RELAY_TIMEOUT_FACTOR,
+            max_concurrent=MAX_RELAYED,
         )
         self._penalize = p2p.penalize
 
     async def serve(self, peer: PeerId, data: bytes) -> bytes:
-        """One request from a peer; one that only a committee member may send, from a peer
-        that may not, is refused and costs the peer score."""
+        """One request of the members' protocol from a peer; one that only a committee member
+        may send, from a peer that may not, is refused and costs the peer score."""
         try:
             sender = node_id_of(peer)
             if sender is None:
                 raise Refused(RefusalReason.NOT_FROM_COMMITTEE, "the peer is not a node")
-            request = WalletRequest.decode(data)
-            if request.kind is RequestKind.SIGN_RELAY:
-                payload = await self._coordinate_relayed(request)
-            else:
-                payload = self._member.dispatch(sender, request)
+            payload = self._member.dispatch(sender, WalletRequest.decode(data))
         except Refused as refusal:
             if refusal.reason is RefusalReason.NOT_FROM_COMMITTEE and self._penalize is not None:
                 self._penalize(peer, NOT_FROM_COMMITTEE_PENALTY, f"wallet: {refusal.message}")
             return encode_refusal(refusal)
         return encode_answer(payload)
 
-    async def _ask(self, member: AccountId, data: bytes, *, factor: int = 1) -> bytes:
-        timeout = self._timeout * factor
+    async def serve_relay(self, peer: PeerId, data: bytes) -> bytes:
+        """A signing that a node outside the wallet's committee asks this member for."""
+        try:
+            request = WalletRequest.decode(data)
+            if request.kind is not RequestKind.SIGN_RELAY:
+                raise Refused(RefusalReason.MALFORMED, "this protocol takes sign-relay only")
+            payload = await self._coordinate_relayed(request)
+        except Refused as refusal:
+            return encode_refusal(refusal)
+        return encode_answer(payload)
+
+    async def _ask(self, member: AccountId, data: bytes) -> bytes:
         if member == self.node_id:
             return self._member.handle(self.node_id, data)
+        with trio.move_on_after(self._timeout):
+            return await self._transport.request(member, data, timeout=self._timeout)
+        raise MemberUnreachable(f"no answer within {self._timeout:g} s")
+
+    async def _ask_relay(self, member: AccountId, data: bytes) -> bytes:
+        timeout = self._timeout * RELAY_TIMEOUT_FACTOR
         with trio.move_on_after(timeout):
-            return await self._transport.request(member, data, timeout=timeout)
+            return await self._transport.request(
+                member, data, timeout=timeout, protocol=PROTOCOL_WALLET_RELAY
+            )
         raise MemberUnreachable(f"no answer within {timeout:g} s")
 
     async def _ask_all(self, requests: Mapping[AccountId, WalletRequest]) -> _Answers:
@@ -607,9 +632,7 @@ class WalletService:
         failures: dict[AccountId, str] = {}
         for member in committee:
             try:
-                answer = decode_answer(
-                    await self._ask(member, request.encode(), factor=RELAY_TIMEOUT_FACTOR)
-                )
+                answer = decode_answer(await self._ask_relay(member, request.encode()))
                 tx_hash, record = _relayed_signing(group_key, answer)
             except MemberUnreachable as error:
                 failures[member] = f"unreachable: {error}"

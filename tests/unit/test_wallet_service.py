@@ -24,6 +24,7 @@ from chain.signature import verify
 from chain.state import StateReader, TrieState
 from node.wallet_member import MAX_DKG_SESSIONS, TRANSFER
 from node.wallet_messages import (
+    PROTOCOL_WALLET,
     Refused,
     RequestKind,
     WalletRequest,
@@ -131,13 +132,17 @@ class Router:
     def transport(self, sender: AccountId) -> RouterTransport:
         return RouterTransport(self, sender)
 
-    async def deliver(self, sender: AccountId, node_id: AccountId, data: bytes) -> bytes:
+    async def deliver(
+        self, sender: AccountId, node_id: AccountId, data: bytes, protocol: str = PROTOCOL_WALLET
+    ) -> bytes:
         await trio.lowlevel.checkpoint()
         if node_id in self.down:
             raise MemberUnreachable("connection refused")
         if node_id in self.silent:
             await trio.sleep_forever()
-        return await self.services[node_id].serve(peer_id_of(sender), data)
+        service = self.services[node_id]
+        serve = service.serve if protocol == PROTOCOL_WALLET else service.serve_relay
+        return await serve(peer_id_of(sender), data)
 
 
 class RouterTransport:
@@ -145,8 +150,15 @@ class RouterTransport:
         self.router = router
         self.sender = sender
 
-    async def request(self, node_id: AccountId, data: bytes, *, timeout: float) -> bytes:  # noqa: ASYNC109
-        return await self.router.deliver(self.sender, node_id, data)
+    async def request(
+        self,
+        node_id: AccountId,
+        data: bytes,
+        *,
+        timeout: float,  # noqa: ASYNC109
+        protocol: str = PROTOCOL_WALLET,
+    ) -> bytes:
+        return await self.router.deliver(self.sender, node_id, data, protocol)
 
 
 class Network:
@@ -294,7 +306,7 @@ def test_members_take_signing_rounds_only_from_members_and_a_stranger_has_one_re
     ]  # fmt: skip
     for items, why in wrong:
         relay = WalletRequest(RequestKind.SIGN_RELAY, b"\x0a" * 32, items)
-        answer = run(lambda: net.service(0).serve(stranger, relay.encode()))  # noqa: B023
+        answer = run(lambda: net.service(0).serve_relay(stranger, relay.encode()))  # noqa: B023
         assert refusal(answer) == why
         assert [net.service(i).member.sessions_in_flight() for i in range(3)] == [(0, 0)] * 3
     before = net.balance(DEST)
@@ -445,8 +457,10 @@ class CheatingRouter(Router):
         self.services = base.services
         self.cheater, self.victim = cheater, victim
 
-    async def deliver(self, sender: AccountId, node_id: AccountId, data: bytes) -> bytes:
-        answer = await super().deliver(sender, node_id, data)
+    async def deliver(
+        self, sender: AccountId, node_id: AccountId, data: bytes, protocol: str = PROTOCOL_WALLET
+    ) -> bytes:
+        answer = await super().deliver(sender, node_id, data, protocol)
         if (
             node_id != self.cheater.public
             or WalletRequest.decode(data).kind is not RequestKind.DKG_ROUND1
@@ -539,7 +553,9 @@ class FloodingRouter(Router):
         self.answers: list[str] = []
         self.held_during_flood: list[tuple[int, int]] = []
 
-    async def deliver(self, sender: AccountId, node_id: AccountId, data: bytes) -> bytes:
+    async def deliver(
+        self, sender: AccountId, node_id: AccountId, data: bytes, protocol: str = PROTOCOL_WALLET
+    ) -> bytes:
         request = WalletRequest.decode(data)
         if request.kind is RequestKind.DKG_ROUND1:
             member = self.services[node_id].member
@@ -549,7 +565,7 @@ class FloodingRouter(Router):
                 self.answers.append(refusal(member.handle(source, start_request(made_up))))
                 self.answers.append(refusal(member.handle(self.stranger, start_request(i % 4, i))))
             self.held_during_flood.append(member.sessions_in_flight())
-        return await super().deliver(sender, node_id, data)
+        return await super().deliver(sender, node_id, data, protocol)
 
 
 def test_a_flood_of_dkg_starts_does_not_evict_a_genuine_one(net: Network) -> None:
