@@ -9,8 +9,11 @@ setup:
 run: setup
 	.venv/bin/statemesh node --dev
 
+# Tests run in four processes side by side (a file's tests stay together, in one process), then
+# those that measure block intervals under load run alone.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 4 --dist loadfile -m "not serial"
+	$(PY) -m pytest -q -m serial
 
 check: setup
 	.venv/bin/ruff check .

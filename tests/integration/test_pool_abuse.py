@@ -22,7 +22,7 @@ from node.commands.tx import build_call
 from tests.integration.harness import NodeProcess, RpcFailure
 from wallet.keys import Keypair, dev_keypair, sign_transaction
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 FLOOD = 165
 FLOOD_SECONDS = 31.0

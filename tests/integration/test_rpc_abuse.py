@@ -20,7 +20,7 @@ from node.rpc.limits import RpcLimits
 from tests.integration import floods
 from tests.integration.harness import NodeProcess, cli_json
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 SLOT_MS = 1000
 LIGHT = ["--dev", "--no-presence", "--no-compute", "--no-ingress"]
