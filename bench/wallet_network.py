@@ -100,7 +100,9 @@ def main() -> None:
             for node in nodes[1:]:
                 node.start()
             first.wait_for(
-                lambda: first.call("towers_active")["total"] == 5, timeout=90, what="5 active nodes"
+                lambda: first.call("towers_active")["total"] == 5,
+                timeout=180,
+                what="5 active nodes",
             )
             genesis = Hash32(bytes.fromhex(first.call("chain_getBlockHash", 0)[2:]))
             created, wallets = [], []
