@@ -387,7 +387,7 @@ class Wallets(Module):
             NAME, "WalletRequested", request=request_id, login=AccountRef(sender),
             coordinator=AccountRef(coordinator_of(request_id, record.committee)),
             members=len(committee.members), threshold=committee.threshold, deposit=deposit,
-            expiresAt=record.expires_at,
+            expires_at=record.expires_at,
         )  # fmt: skip
 
     def register(

@@ -130,7 +130,7 @@ def test_a_request_holds_a_deposit_and_records_the_committee() -> None:
         {
             "request": request_id, "login": LOGIN.public,
             "coordinator": wallets.coordinator_of(request_id, record.committee),
-            "members": 3, "threshold": 2, "deposit": deposit, "expiresAt": expires,
+            "members": 3, "threshold": 2, "deposit": deposit, "expires_at": expires,
         }
     ]  # fmt: skip
     assert wallets.pending_requests(chain.state, LOGIN.public) == 1
