@@ -675,3 +675,36 @@ def test_a_member_that_cannot_keep_its_share_fails_the_dkg_and_nothing_is_regist
     )
     assert wallets.get_request(net.chain.state, request_id) is not None
     assert net.service(locked).member.sessions_in_flight() == (0, 0)
+
+
+class DroppingLedger(LedgerFake):
+    """A pool that loses the next transaction submitted (accepted, then gone)."""
+
+    drop_next = False
+    dropped: list[Hash32]
+
+    def submit(self, encoded: bytes) -> Hash32:
+        if self.drop_next:
+            self.drop_next = False
+            self.dropped.append(tx_hash(encoded))
+            return tx_hash(encoded)
+        return super().submit(encoded)
+
+
+def test_a_lost_registration_is_submitted_again_and_the_wallet_is_the_same(
+    net: Network,
+) -> None:
+    ledger = DroppingLedger(net.chain)
+    ledger.dropped = []
+    for i in range(4):
+        service = net.service(i)
+        service._ledger = ledger
+        service.member._ledger = ledger
+    request_id = net.request()
+    coordinator = net.service(net.coordinator(request_id))
+    ledger.drop_next = True
+    run(lambda: coordinator._complete(request_id))
+    group = wallets.wallet_of_request(net.chain.state, request_id)
+    assert group is not None and len(ledger.dropped) == 1
+    # The second submission carried the same registration: the wallet whose shares are kept.
+    assert ShareStore(net.paths[0], NODE_KEYS[0].seed).load(group) is not None
