@@ -467,7 +467,13 @@ def forwarded_headers(
         | FORWARDING_HEADERS
         | {b"content-length", RELAY_HEADER}
     )
-    kept = [(k, v) for k, v in headers if k not in drop and not k.startswith(b"x-forwarded-")]
+    # Names are compared as application servers read them: CGI and WSGI read `_` and `-` alike,
+    # so X_Forwarded_For would reach a replica as X-Forwarded-For.
+    kept = [
+        (k, v)
+        for k, v in headers
+        if (name := k.replace(b"_", b"-")) not in drop and not name.startswith(b"x-forwarded-")
+    ]
     host_value = host.encode("latin-1")
     if client:
         kept.append((b"x-forwarded-for", client.encode()))

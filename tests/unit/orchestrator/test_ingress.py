@@ -371,6 +371,28 @@ def test_forwarded_names_an_ipv6_peer_and_quotes_what_is_not_a_token() -> None:
     assert unknown[b"forwarded"] == b"for=unknown;host=web.x;proto=http"
 
 
+def test_forwarding_headers_spelled_with_underscores_are_dropped_too() -> None:
+    # Many application servers (CGI/WSGI) read X_Forwarded_For as X-Forwarded-For.
+    sent = [
+        (b"host", b"web.x"),
+        (b"x_forwarded_for", b"198.51.100.1"),
+        (b"x-forwarded_proto", b"https"),
+        (b"x_real_ip", b"198.51.100.2"),
+        (b"true_client_ip", b"198.51.100.3"),
+        (b"x_statemesh_relay", b"1"),
+        (b"x_kept", b"1"),
+    ]
+    names = [name for name, _ in forwarded_headers(sent, "10.0.0.1", "web.x", "http")]
+    assert names == [
+        b"host",
+        b"x_kept",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+        b"forwarded",
+    ]
+
+
 async def raw_replica(response: bytes, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     """A replica that answers every request with `response` and then hangs up."""
 
