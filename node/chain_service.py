@@ -204,6 +204,16 @@ class ChainService:
         try:
             # The turn first, then the state: a state taken before waiting would be stale.
             async with self._dry_runs:
+                # Its sender's other dry runs may have failed while it waited and got it banned.
+                now = time.monotonic()
+                banned_until = self.pool.sender_banned_until(checked.sender, now)
+                if banned_until is not None:
+                    raise InvalidTransaction(
+                        TxRejection.TEMPORARILY_BANNED,
+                        f"sender {encode_address(checked.sender)} is temporarily banned for "
+                        f"another {banned_until - now:.1f} s: its transactions failed their dry "
+                        "run while this one waited for its own",
+                    )
                 for _ in range(DRY_RUN_ATTEMPTS):
                     best = self.store.best_header
                     # State and environment are taken on the loop; the thread reads the trie

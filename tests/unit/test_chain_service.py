@@ -207,3 +207,46 @@ def test_a_clients_dry_run_runs_off_the_event_loop_and_failing_ones_ban_the_send
 
     trio.run(scenario)
     chain.store.db.close()
+
+
+def test_dry_runs_waiting_when_their_sender_is_banned_are_refused_without_running(
+    tmp_path: Path,
+) -> None:
+    chain = open_chain(tmp_path / "db")
+    runtime = ThreadRecordingRuntime(chain.runtime.config, chain.runtime.genesis_hash)
+    runtime.threads = []
+    chain.runtime = runtime
+    update = calls()[("apps", "update")]
+
+    def doomed(attempt: int) -> bytes:
+        env = [{"name": f"V{i}", "value": f"{attempt}".ljust(80, "x")} for i in range(64)]
+        manifest = {
+            "apiVersion": "statemesh/v1",
+            "kind": "Application",
+            "metadata": {"name": "nothing"},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "env": env}]},
+        }
+        call = update.call(manifest=json.dumps(manifest).encode())  # type: ignore[attr-defined]
+        tx = sign_transaction(CHARLIE, genesis_hash=runtime.genesis_hash, nonce=0, call=call)
+        return rlp.encode(tx)  # type: ignore[no-any-return]
+
+    reasons: list[TxRejection] = []
+
+    async def submit(attempt: int) -> None:
+        try:
+            await chain.submit_from_client(doomed(attempt))
+        except InvalidTransaction as exc:
+            reasons.append(exc.reason)
+
+    async def scenario() -> None:
+        # All queued at once, before the first has failed: each passes the cheap checks.
+        async with trio.open_nursery() as nursery:
+            for attempt in range(8):
+                nursery.start_soon(submit, attempt)
+        assert len(runtime.threads) == 3
+        assert reasons.count(TxRejection.CALL_FAILED) == 3
+        assert reasons.count(TxRejection.TEMPORARILY_BANNED) == 5
+        assert chain.statistics().dry_runs_waiting == 0
+
+    trio.run(scenario)
+    chain.store.db.close()
