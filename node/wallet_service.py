@@ -66,7 +66,9 @@ log = logging.getLogger("statemesh.wallet")
 DEFAULT_TIMEOUT = 10.0
 RETRY_SECONDS = 3.0
 """After a failed DKG attempt (a member not reachable yet, or not final yet where it is), the
-coordinator tries again this much later, while the request is pending."""
+coordinator tries again this much later, doubling up to MAX_RETRY_SECONDS, while the request
+is pending."""
+MAX_RETRY_SECONDS = 30.0
 RELAY_TIMEOUT_FACTOR = 3
 """A relayed signing takes a member two rounds among the committee: the relaying node (and the
 relay protocol's handler deadline) allows this many request timeouts for it."""
@@ -423,6 +425,13 @@ class WalletService:
                     or wallets.coordinator_of(request_id, request.committee) != self.node_id
                 ):
                     continue
+                if self._payer is None:
+                    log.warning(
+                        "wallet request %d: this node coordinates it but has no operator account "
+                        "to register the wallet with; it will expire",
+                        request_id,
+                    )
+                    continue
                 self._coordinating.add(request_id)
                 nursery.start_soon(self._complete, request_id)
         self._seen = max(self._seen, number)
@@ -437,8 +446,8 @@ class WalletService:
                     created = await self.create(request_id, attempt)
                 except (WalletServiceError, InvalidTransaction) as error:
                     log.warning("wallet request %d, attempt %d: %s", request_id, attempt, error)
+                    await trio.sleep(min(RETRY_SECONDS * 2 ** min(attempt, 8), MAX_RETRY_SECONDS))
                     attempt += 1
-                    await trio.sleep(RETRY_SECONDS)
                     continue
                 await self._see_registered(request_id, created)
                 return

@@ -24,8 +24,8 @@ from wallet.keys import dev_keypair, sign_transaction
 
 pytestmark = pytest.mark.integration
 
-OPERATORS = ("alice", "bob", "charlie")
-"""The dev node's operator and those of the two nodes joined to it."""
+OPERATORS = ("ferdie", "bob", "charlie")
+"""The dev node's operator (a dev node's default) and those of the two nodes joined to it."""
 
 
 def free(node: NodeProcess, address: str, at: str | None = None) -> int:
@@ -118,12 +118,12 @@ def dkg_from_a_stranger_is_ignored_and_the_genuine_one_completes(
     start: meanwhile a stranger asks the two live members to start it (with every early
     attempt's session) over p2p and is refused; once the member runs again, the coordinator's
     attempt completes."""
-    ferdie = dev_keypair("ferdie")
+    owner = dev_keypair("dave")
     genesis = dev.call("chain_getBlockHash", 0)
     request = sign_transaction(
-        ferdie,
+        owner,
         genesis_hash=Hash32(bytes.fromhex(genesis[2:])),
-        nonce=int(dev.call("system_accountNextIndex", ferdie.address)),
+        nonce=int(dev.call("system_accountNextIndex", owner.address)),
         call=REQUEST.call(),
         tip=0,
     )
@@ -135,7 +135,7 @@ def dkg_from_a_stranger_is_ignored_and_the_genuine_one_completes(
         dev.wait_for(
             lambda: dev.call("wallet_request", request_id) is not None, timeout=20, what="request"
         )
-        assert dev.call("wallet_request", request_id)["login"] == ferdie.address
+        assert dev.call("wallet_request", request_id)["login"] == owner.address
         targets = [node.call("system_localListenAddresses")[0] for node in (dev, members[0])]
         stranger = subprocess.run(
             [sys.executable, "-m", "tests.integration.wallet_stranger", genesis[2:18],
