@@ -575,6 +575,11 @@ class WalletService:
         call = TRANSFER.call(dest=dest, amount=amount)
         unsigned = UnsignedTransaction(genesis, group_key, nonce, 0, call)
         if self.node_id not in record.committee:
+            if not verify(record.login_key, unsigned.signing_payload(), login_signature):
+                raise SigningFailed(
+                    "the login signature is not the wallet login key's signature of this "
+                    "transaction: no member was asked"
+                )
             return await self._relay(record.committee, unsigned, login_signature)
         payload: bytes = unsigned.signing_payload()
         session = self._rng(SESSION_ID_BYTES)

@@ -37,6 +37,7 @@ from node.wallet_service import (
     DkgFailed,
     MemberUnreachable,
     NotEnoughSigners,
+    SigningFailed,
     UnknownWallet,
     WalletService,
     node_id_of,
@@ -309,6 +310,12 @@ def test_members_take_signing_rounds_only_from_members_and_a_stranger_has_one_re
         answer = run(lambda: net.service(0).serve_relay(stranger, relay.encode()))  # noqa: B023
         assert refusal(answer) == why
         assert [net.service(i).member.sessions_in_flight() for i in range(3)] == [(0, 0)] * 3
+    with pytest.raises(SigningFailed) as forged:
+        run(lambda: net.service(STRANGER).transfer(group, DEST, 5, b"\x00" * 64))
+    assert str(forged.value) == (
+        "the login signature is not the wallet login key's signature of this transaction: no "
+        "member was asked"
+    )
     before = net.balance(DEST)
     tx = run(lambda: net.service(STRANGER).transfer(group, DEST, 5, signature))
     assert net.balance(DEST) == before + 5
