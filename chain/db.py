@@ -11,10 +11,12 @@ import plyvel
 
 from chain.errors import DatabaseError
 
-SCHEMA_VERSION = 2
-"""The format of what the database holds. Bump it whenever a stored record changes shape (2:
-app records carry their instance, usage records their instance and disk), so that a node
-refuses an older database with a clear error instead of failing to decode a record in it."""
+SCHEMA_VERSION = 3
+"""The format of what the database holds. Bump it whenever a stored record changes shape, or
+blocks already stored would no longer execute (2: app records carry their instance, usage
+records their instance and disk; 3: `wallets.register` completes an on-chain
+`wallets.request`), so that a node refuses an older database with a clear error instead of
+failing to decode a record or to execute a block in it."""
 _SCHEMA_KEY = b"meta:schema-version"
 
 # Key spaces. One byte each so that prefix iteration stays cheap and obvious.

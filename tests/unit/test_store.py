@@ -82,10 +82,11 @@ def test_import_commit_and_reopen(tmp_path: Path) -> None:
     db.close()
 
 
-@pytest.mark.parametrize("stored", [b"1", b"99"])
+@pytest.mark.parametrize("stored", [b"1", b"2", b"99"])
 def test_schema_version_mismatch(tmp_path: Path, stored: bytes) -> None:
-    """A database of another format (1: before app and usage records carried their instance) is
-    refused before any record of it is read, and the error says what to do."""
+    """A database of another format (1: before app and usage records carried their instance; 2:
+    before wallets were requested on chain) is refused before any record of it is read, and the
+    error says what to do."""
     db = Database(tmp_path / "db")
     db._db.put(b"meta:schema-version", stored)
     db.close()
