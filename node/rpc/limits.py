@@ -3,6 +3,7 @@ validation."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 MIB = 1024 * 1024
@@ -52,3 +53,6 @@ class RpcLimits:
             if not isinstance(value, kinds) or isinstance(value, bool) or value <= 0:
                 kind = "number" if field.name == "request_body_timeout" else "integer"
                 raise RpcLimitsError(f"{field.name} must be a positive {kind}, got {value!r}")
+            if not math.isfinite(value):
+                # A NaN deadline fails every late body; an infinite one lets it stall forever.
+                raise RpcLimitsError(f"{field.name} must be a finite number, got {value!r}")

@@ -61,6 +61,14 @@ def test_flags() -> None:
             ["--rpc-body-timeout", "0"],
             "RPC limits: request_body_timeout must be a positive number, got 0.0",
         ),
+        (
+            ["--rpc-body-timeout", "nan"],
+            "RPC limits: request_body_timeout must be a finite number, got nan",
+        ),
+        (
+            ["--rpc-body-timeout", "inf"],
+            "RPC limits: request_body_timeout must be a finite number, got inf",
+        ),
         (["--rpc-cors", "evil"], "--rpc-cors: 'evil' is not an origin"),
     ],
 )
