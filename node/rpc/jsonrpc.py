@@ -117,19 +117,22 @@ async def handle_payload(
     # then unsubscribe), and a batch must not multiply the server's concurrency.
     parts: list[str] = []
     size = 2
-    for entry in decoded:
+    for calls, entry in enumerate(decoded, 1):
         text = await _answer(entry, registry, limits, host)
-        if text is not None:
-            parts.append(text)
-            size += len(text) + 1
+        if text is None:
+            continue
+        parts.append(text)
+        size += len(text) + 1
+        if size > limits.max_response_bytes:
+            # As Substrate: the batch ends here, its answer is this error alone.
+            error = RpcError(
+                OVERSIZED_RESPONSE,
+                "response too large: the batch's responses exceed "
+                f"{limits.max_response_bytes} bytes",
+            )
+            return Reply(error_text(None, error), calls)
     if not parts:
         return Reply(None, len(decoded))
-    if size > limits.max_response_bytes:
-        error = RpcError(
-            OVERSIZED_RESPONSE,
-            f"response too large: the batch's responses exceed {limits.max_response_bytes} bytes",
-        )
-        return Reply(error_text(None, error), len(decoded))
     return Reply("[" + ",".join(parts) + "]", len(decoded))
 
 

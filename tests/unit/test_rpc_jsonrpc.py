@@ -452,6 +452,18 @@ def test_oversize_batch_response_becomes_one_error() -> None:
     )
 
 
+def test_a_batch_stops_once_its_responses_exceed_the_limit() -> None:
+    # Its responses are not kept past the limit: a batch of large answers cannot hold
+    # max_batch_size times max_response_bytes in memory, nor run calls whose answers are lost.
+    effects: list[str] = []
+    limits = RpcLimits(max_response_bytes=300)
+    batch = [request("echo_big", id=1), request("echo_big", id=2), request("echo_effect", id=3)]
+    assert call(batch, limits=limits, registry=build_registry(effects)) == error(
+        -32008, "response too large: the batch's responses exceed 300 bytes"
+    )
+    assert effects == []
+
+
 # -- subscriptions at the dispatch level ---------------------------------------------------------
 
 
