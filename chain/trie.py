@@ -4,6 +4,7 @@ other's nodes. Owns the node codec, the decoded-node cache and the trie itself."
 
 from __future__ import annotations
 
+import contextlib
 import re
 from bisect import bisect_left
 from collections import OrderedDict
@@ -297,7 +298,10 @@ class NodeCache:
 
     Keyed by node reference: b"\\xa0" + hash, or the RLP itself for a node embedded in its parent.
     Content-addressed, so it never goes stale; nodes made by `Trie.update` enter it at once, before
-    the caller persists them. Not thread-safe."""
+    the caller persists them. The node's threads share it (authoring and import run in worker
+    threads while RPC reads on the event loop): each operation on it is one OrderedDict call,
+    atomic under the GIL, and an entry evicted by another thread between a lookup and its move
+    to the back, or between an insert and the eviction it causes, is simply gone."""
 
     __slots__ = ("_capacity", "_entries")
 
@@ -321,7 +325,8 @@ class NodeCache:
         entries = self._entries
         entries[ref] = node
         if len(entries) > self._capacity:
-            entries.popitem(last=False)
+            with contextlib.suppress(KeyError):  # emptied meanwhile by another thread's clear()
+                entries.popitem(last=False)
 
 
 def _load(reader: NodeReader, cache: NodeCache, ref: bytes) -> _Node:
@@ -379,7 +384,10 @@ class Trie:
             if node is None:
                 node = _load(self._reader, self._cache, ref)
             else:
-                entries.move_to_end(ref)
+                try:
+                    entries.move_to_end(ref)
+                except KeyError:  # evicted by another thread since the lookup: we hold the node
+                    pass
             if type(node) is _Branch:
                 if depth == len(path):
                     return node.value or None
@@ -480,7 +488,8 @@ class _BatchUpdate:
         entries = self._entries
         entries[ref] = node
         if len(entries) > self._capacity:
-            entries.popitem(last=False)
+            with contextlib.suppress(KeyError):  # emptied meanwhile by another thread's clear()
+                entries.popitem(last=False)
         return ref
 
     def commit_root(self, node: _Node) -> Hash32:

@@ -3,6 +3,9 @@ each reads the other's; plus its errors, proofs and cache."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from typing import Any
+
 import pytest
 import rlp
 from Crypto.Hash import keccak
@@ -370,3 +373,27 @@ def test_nodes_made_by_update_are_read_from_the_cache() -> None:
     trie = Trie({}, commit.root, cache=cache)
     assert trie.get(b"a" * 32) == b"x" * 40
     assert trie.get(b"b" * 32) == b"y" * 40
+
+
+class _EvictedAfterLookup(OrderedDict[bytes, Any]):
+    """A cache's entries where every hit is evicted right after its lookup, as another thread
+    sharing the cache may do between the lookup and the move to the back."""
+
+    def get(self, key: bytes, default: Any = None) -> Any:
+        value = super().get(key, default)
+        self.pop(key, None)
+        return value
+
+
+def test_a_node_evicted_between_its_lookup_and_its_use_is_still_read() -> None:
+    """Authoring and import read state in worker threads while RPC reads on the event loop, all
+    through one cache: an entry may go between the lookup that found it and its move to the
+    back, and the read goes on with the node it found."""
+    store: dict[bytes, bytes] = {}
+    keys = [keccak256(bytes([i])) for i in range(64)]
+    cache = NodeCache()
+    commit = Trie(store, cache=cache).update({key: key + key for key in keys})
+    store.update(commit.nodes)
+    cache._entries = _EvictedAfterLookup(cache._entries)
+    trie = Trie(store, commit.root, cache=cache)
+    assert all(trie.get(key) == key + key for key in keys)
