@@ -74,6 +74,17 @@ def _network_backoff(replica: ReplicaKey) -> BackoffKey:
     return (ContainerKey(replica, labels.SANDBOX), NETWORK_BACKOFF)
 
 
+def _action_instance(action: Action) -> int | None:
+    """The application instance `action` works for, from the action itself: by the time it
+    fails, the name may belong to another instance. None for the removal of a network or a
+    volume, which says nothing of the instance it served."""
+    if isinstance(action, CreateContainer | StartContainer | RemoveContainer):
+        return action.instance
+    if isinstance(action, CreateNetwork | CreateVolume):
+        return labels.instance_of(action.labels)
+    return None
+
+
 def _backoff_key(action: Action) -> BackoffKey | None:
     """What a failure of `action` backs off: creates and starts, and network creation."""
     if isinstance(action, CreateContainer | StartContainer):
@@ -246,14 +257,24 @@ class Controller:
     def _event(
         self,
         replica: ReplicaKey,
+        instance: int | None,
         kind: EventKind,
         container: str = "",
         *,
         reason: str = "",
         message: str = "",
     ) -> None:
+        """Records an event of `replica` as the application `instance`'s: the instance is
+        always the one the event's container or spec was made for, so that a later
+        application of the same name is never shown it."""
         self.events.record(
-            self._wall(), replica, kind, container=container, reason=reason, message=message
+            self._wall(),
+            replica,
+            kind,
+            instance=instance,
+            container=container,
+            reason=reason,
+            message=message,
         )
 
     def _notify(self) -> None:
@@ -390,9 +411,11 @@ class Controller:
             if kept is None or spec.revision >= kept.revision:
                 desired[spec.key] = spec
         for key, spec in sorted(desired.items()):
-            previous = self._desired.get(key)
-            if previous is None or previous.revision != spec.revision:
-                self._event(key, EventKind.SCHEDULED, message=f"revision {spec.revision}")
+            # A new instance of the name is scheduled anew, even at the same revision number.
+            was = self._desired.get(key)
+            if was is None or (was.instance, was.revision) != (spec.instance, spec.revision):
+                message = f"revision {spec.revision}"
+                self._event(key, spec.instance, EventKind.SCHEDULED, message=message)
         self._desired = desired
         self._known.update(desired)
 
@@ -426,6 +449,7 @@ class Controller:
             kind = EventKind.OOM_KILLED if run.oom_killed else EventKind.EXITED
             self._event(
                 identity.key.replica,
+                labels.instance_of(c.labels),
                 kind,
                 identity.key.container,
                 reason=termination_reason(run),
@@ -482,6 +506,7 @@ class Controller:
             self._held[key] = due
             self._event(
                 action.replica,
+                _action_instance(action),
                 EventKind.BACK_OFF,
                 key[0].container,
                 message=f"back-off {due - now:.1f}s before starting again",
@@ -583,7 +608,12 @@ class Controller:
         elif isinstance(action, RemoveContainer):
             container = action.key.container
         self._event(
-            action.replica, EventKind.FAILED, container, reason=error.reason, message=error.message
+            action.replica,
+            _action_instance(action),
+            EventKind.FAILED,
+            container,
+            reason=error.reason,
+            message=error.message,
         )
 
     async def _create(self, action: CreateContainer) -> None:
@@ -597,9 +627,9 @@ class Controller:
             await self._start_id(action.key, action.spec_hash, container_id)
             return
         container_id = await self._runtime.create(action.request)
-        self._event(replica, EventKind.CREATED, name, message=action.request.name)
+        self._event(replica, action.instance, EventKind.CREATED, name, message=action.request.name)
         await self._start_id(action.key, action.spec_hash, container_id)
-        self._event(replica, EventKind.STARTED, name)
+        self._event(replica, action.instance, EventKind.STARTED, name)
 
     async def _start(self, action: StartContainer) -> None:
         key = (action.key, action.spec_hash)
@@ -609,9 +639,15 @@ class Controller:
         await self._start_id(action.key, action.spec_hash, action.container_id)
         if action.restart:
             message = f"restart {self._restart_counts[key]}"
-            self._event(action.replica, EventKind.RESTARTED, action.key.container, message=message)
+            self._event(
+                action.replica,
+                action.instance,
+                EventKind.RESTARTED,
+                action.key.container,
+                message=message,
+            )
         else:
-            self._event(action.replica, EventKind.STARTED, action.key.container)
+            self._event(action.replica, action.instance, EventKind.STARTED, action.key.container)
 
     async def _start_id(self, key: ContainerKey, spec_hash: str, container_id: str) -> None:
         self._stop_prober(container_id)
@@ -632,6 +668,7 @@ class Controller:
         self.meter.forget_container(action.container_id)
         self._event(
             action.replica,
+            action.instance,
             EventKind.REMOVED,
             action.key.container,
             reason=action.reason.name,
@@ -725,14 +762,14 @@ class Controller:
         if replica in self._busy or self._nursery is None:
             return  # being worked on: the next measurement looks again
         log.info("%s evicted: %s", replica, message)
-        self._event(replica, EventKind.EVICTED, reason="Evicted", message=message)
+        self._event(replica, spec.instance, EventKind.EVICTED, reason="Evicted", message=message)
         now = trio.current_time()
         actions: list[Action] = []
         for c in sorted(containers, key=lambda c: c.id):
             identity = labels.parse_container_labels(c.labels)
             if identity is None or c.state is ContainerState.REMOVING:
                 continue
-            actions.append(RemoveContainer(identity.key, c.id, RemoveReason.EVICTED))
+            actions.append(RemoveContainer.of(identity.key, c, RemoveReason.EVICTED))
         for container in spec.containers:
             key = ContainerKey(replica, container.name)
             spec_hash = labels.spec_hash(spec, container)
@@ -828,12 +865,13 @@ class Controller:
 
             def on_ready(ready: bool, message: str) -> None:
                 kind = EventKind.READY if ready else EventKind.UNHEALTHY
-                self._event(key.replica, kind, key.container, message=message)
+                self._event(key.replica, spec.instance, kind, key.container, message=message)
                 self._notify()
 
             async def on_failed(kind: ProbeKind, message: str) -> None:
                 self._event(
                     key.replica,
+                    spec.instance,
                     EventKind.UNHEALTHY,
                     key.container,
                     reason=f"{kind.value.capitalize()}ProbeFailed",

@@ -90,6 +90,11 @@ class CreateContainer:
     def replica(self) -> ReplicaKey:
         return self.key.replica
 
+    @property
+    def instance(self) -> int | None:
+        """The application instance the container is made for, as its labels say."""
+        return labels.instance_of(self.request.labels)
+
 
 @dataclass(frozen=True, slots=True)
 class StartContainer:
@@ -102,6 +107,8 @@ class StartContainer:
     """True if its process ran before (a restart, subject to CrashLoopBackOff)."""
     ran_for: float
     """How long its last run lasted, in seconds: long good runs reset the back-off."""
+    instance: int
+    """The application instance of the spec it runs."""
 
     @property
     def replica(self) -> ReplicaKey:
@@ -113,6 +120,14 @@ class RemoveContainer:
     key: ContainerKey
     container_id: str
     reason: RemoveReason
+    instance: int | None
+    """The application instance the container belongs to, as its labels say (None without
+    the label): the owner of that instance is the one told of the removal, never the owner of
+    an instance that replaces it under the same name."""
+
+    @classmethod
+    def of(cls, key: ContainerKey, found: ContainerInfo, reason: RemoveReason) -> RemoveContainer:
+        return cls(key, found.id, reason, labels.instance_of(found.labels))
 
     @property
     def replica(self) -> ReplicaKey:
@@ -223,15 +238,15 @@ def _container_actions(
         if c.state in _GONE:
             continue
         if pod is None or c.network_mode != f"container:{pod}":
-            removals.append(RemoveContainer(key, c.id, RemoveReason.POD_GONE))
+            removals.append(RemoveContainer.of(key, c, RemoveReason.POD_GONE))
         elif c.state is ContainerState.DEAD:
-            removals.append(RemoveContainer(key, c.id, RemoveReason.DEAD))
+            removals.append(RemoveContainer.of(key, c, RemoveReason.DEAD))
         elif identity.spec_hash != want:
-            removals.append(RemoveContainer(key, c.id, RemoveReason.REPLACED))
+            removals.append(RemoveContainer.of(key, c, RemoveReason.REPLACED))
         else:
             candidates.append(c)
     candidates.sort(key=keep_order)
-    removals.extend(RemoveContainer(key, c.id, RemoveReason.DUPLICATE) for c in candidates[1:])
+    removals.extend(RemoveContainer.of(key, c, RemoveReason.DUPLICATE) for c in candidates[1:])
     if not candidates:
         if any(c.state in _GONE for c, _ in observed):
             return removals, []  # the engine is still removing the old one; wait for it
@@ -247,7 +262,8 @@ def _container_actions(
     ):
         return removals, []
     ran_for = kept.run.ran_for if kept.run is not None else 0.0
-    return removals, [StartContainer(key, want, kept.id, restart=ran, ran_for=ran_for)]
+    start = StartContainer(key, want, kept.id, restart=ran, ran_for=ran_for, instance=spec.instance)
+    return removals, [start]
 
 
 def _sandbox_actions(
@@ -272,9 +288,9 @@ def _sandbox_actions(
             running.append(c)
         else:
             # Stopped, dead or of another spec: a pod's namespace is never restarted in place.
-            removals.append(RemoveContainer(key, c.id, RemoveReason.POD_GONE))
+            removals.append(RemoveContainer.of(key, c, RemoveReason.POD_GONE))
     running.sort(key=keep_order)
-    removals.extend(RemoveContainer(key, c.id, RemoveReason.DUPLICATE) for c in running[1:])
+    removals.extend(RemoveContainer.of(key, c, RemoveReason.DUPLICATE) for c in running[1:])
     if running:
         return running[0].id, removing, removals, []
     if removing:
@@ -367,14 +383,14 @@ def diff(
     for key, leftovers in by_key.items():
         for c, _ in sorted(leftovers, key=lambda pair: pair[0].id):
             if c.state not in _GONE:
-                removals[key.replica].append(RemoveContainer(key, c.id, RemoveReason.NOT_DESIRED))
+                removals[key.replica].append(RemoveContainer.of(key, c, RemoveReason.NOT_DESIRED))
     for replica, leftover_pods in sandboxes.items():
         # After the replica's containers, which come first in the same group.
         key = ContainerKey(replica, labels.SANDBOX)
         for c in sorted(leftover_pods, key=lambda c: c.id):
             if c.state not in _GONE:
                 volume_removals[replica].append(
-                    RemoveContainer(key, c.id, RemoveReason.NOT_DESIRED)
+                    RemoveContainer.of(key, c, RemoveReason.NOT_DESIRED)
                 )
     for present in sorted(volumes, key=lambda v: v.name):
         vid = labels.parse_volume_labels(present.labels)

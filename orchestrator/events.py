@@ -42,6 +42,11 @@ class Event:
     at: float
     """Unix seconds."""
     replica: ReplicaKey
+    instance: int | None
+    """The application instance the event concerns (`AppRecord.instance`): a replica's key
+    names an application by its name, which a deleted application leaves to the next one, and
+    its events are its owner's alone. None when unknown (a container of an older version
+    without the label): such an event is served to no one."""
     kind: EventKind
     container: str = ""
     reason: str = ""
@@ -49,7 +54,9 @@ class Event:
 
 
 class EventLog:
-    """Keeps the last `per_replica` events of the last `max_replicas` replicas that had one."""
+    """Keeps the last `per_replica` events of the last `max_replicas` replicas that had one.
+    Replicas are keyed by application name, across instances: whoever serves the events picks
+    those of the instance asked for."""
 
     def __init__(self, *, per_replica: int = 50, max_replicas: int = 1000) -> None:
         if per_replica < 1 or max_replicas < 1:
@@ -65,11 +72,12 @@ class EventLog:
         replica: ReplicaKey,
         kind: EventKind,
         *,
+        instance: int | None,
         container: str = "",
         reason: str = "",
         message: str = "",
     ) -> Event:
-        event = Event(next(self._sequence), at, replica, kind, container, reason, message)
+        event = Event(next(self._sequence), at, replica, instance, kind, container, reason, message)
         entries = self._logs.get(replica)
         if entries is None:
             entries = self._logs[replica] = deque(maxlen=self._per_replica)

@@ -231,9 +231,10 @@ def register_workload_methods(
             )
         return _Compute(running.node_id, running.controller, running.logs)
 
-    def authorize(grant: AccessGrant | None, found: _Compute, app: str) -> None:
-        """Returns if `grant` is the signed request of `app`'s owner (in finalized state, else
-        in the best one for an app not finalized yet) for it on this node; else ACCESS_DENIED."""
+    def authorize(grant: AccessGrant | None, found: _Compute, app: str) -> apps.AppRecord:
+        """The record of `app` (in finalized state, else in the best one for an app not
+        finalized yet) if `grant` is its owner's signed request for it on this node; else
+        ACCESS_DENIED."""
         record = apps.get_app(store.state_at(store.finalized_header.hash), app) or apps.get_app(
             store.best_state(), app
         )
@@ -246,6 +247,7 @@ def register_workload_methods(
             )
         except AccessDenied as e:
             raise RpcError(ACCESS_DENIED, e.message, {"reason": e.reason.value}) from None
+        return record
 
     def local(found: _Compute, app: str, replica: int | None) -> list[ReplicaStatus]:
         """This node's replicas of `app` (or its replica `replica`); else why not, naming the
@@ -330,17 +332,20 @@ def register_workload_methods(
     @registry.method("app_events", params=["app", "auth?"], unsafe=False)
     def app_events(params: Params) -> list[dict[str, Any]]:
         """The chain's events of `app` for anyone; with the owner's `auth`, merged with this
-        node's events of its containers."""
+        node's events of its containers: those of the instance the owner owns only, never those
+        of an earlier application of the same name, someone else's."""
         app = params.required("app", str)
         grant = params.optional("auth", AccessGrant.from_json)
         merged = []
         if grant is not None:
             found = compute()
-            authorize(grant, found, app)
+            record = authorize(grant, found, app)
             controller = found.controller
             current = {k: s.revision for k, s in controller.status().items()}
             mine = [
-                e for e in controller.events.recent(len(controller.events)) if e.replica.app == app
+                e
+                for e in controller.events.recent(len(controller.events))
+                if e.replica.app == app and e.instance == record.instance
             ]
             merged = [node_event_json(e, r) for e, r in with_revisions(mine, current)]
         for number, block_hash, event in recent_app_events(store, app):

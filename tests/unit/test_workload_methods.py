@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,6 +20,7 @@ import trio.testing
 
 from chain.address import encode_address
 from chain.primitives import AccountId, Hash32
+from chain.runtime import apps
 from chain.runtime.apps import ReplicaEntry
 from node.chain_service import ChainService
 from node.rpc.errors import INVALID_PARAMS, RpcError
@@ -41,7 +43,7 @@ from tests.factories import ALICE, BOB
 from tests.unit.orchestrator.builders import NODE, InMemoryDesired, container, replica
 from tests.unit.orchestrator.fake_runtime import FakeFirewall, FakeRuntime, no_rootfs
 from tests.unit.test_app_retention import db
-from tests.unit.test_apps import CREATE
+from tests.unit.test_apps import CREATE, DELETE
 from tests.unit.test_chain_service import block_at, open_chain
 from wallet.keys import Keypair, sign_transaction
 
@@ -50,8 +52,12 @@ ME = ALICE.public
 OTHER = BOB.public
 NOW = 1_800_000_000
 """The node's wall clock, by which requests expire."""
-WEB = replica(
-    "web", 0, revision=3, containers=(container(args=("sh", "-c", "echo hi; sleep 1000")),)
+WEB = replace(
+    replica(
+        "web", 0, revision=3, containers=(container(args=("sh", "-c", "echo hi; sleep 1000")),)
+    ),
+    owner=ALICE.address,
+    instance=1,  # the first application the test chain creates
 )
 
 
@@ -177,13 +183,13 @@ def test_not_here_names_the_node_that_runs_the_replica(
 
 def test_events_carry_the_revision_their_replica_ran() -> None:
     log = EventLog()
-    log.record(1.0, WEB.key, EventKind.STARTED)  # before the first Scheduled kept: unknown
-    log.record(2.0, WEB.key, EventKind.SCHEDULED, message="revision 2")
-    log.record(3.0, WEB.key, EventKind.STARTED)
-    log.record(4.0, WEB.key, EventKind.SCHEDULED, message="revision 3")
-    log.record(5.0, WEB.key, EventKind.READY)
+    log.record(1.0, WEB.key, EventKind.STARTED, instance=1)  # before the first Scheduled: unknown
+    log.record(2.0, WEB.key, EventKind.SCHEDULED, instance=1, message="revision 2")
+    log.record(3.0, WEB.key, EventKind.STARTED, instance=1)
+    log.record(4.0, WEB.key, EventKind.SCHEDULED, instance=1, message="revision 3")
+    log.record(5.0, WEB.key, EventKind.READY, instance=1)
     other = replica("web", 1).key
-    log.record(6.0, other, EventKind.READY)  # no Scheduled kept: the revision it runs now
+    log.record(6.0, other, EventKind.READY, instance=1)  # no Scheduled kept: the one it runs now
     found = with_revisions(log.recent(), {WEB.key: 3, other: 7})
     assert [(e.at, r) for e, r in found] == [
         (1.0, None), (2.0, 2), (3.0, 2), (4.0, 3), (5.0, 3), (6.0, 7)
@@ -195,10 +201,9 @@ def test_events_carry_the_revision_their_replica_ran() -> None:
 Scenario = Callable[[Registry, FakeRuntime, Controller], Awaitable[None]]
 
 
-def compute_node(tmp_path: Path, test: Scenario) -> None:
-    """Runs `test` on a node that runs replica 0 of "web", an application of ALICE's; ALICE
-    also owns "api", which this node does not run."""
-    chain: ChainService = open_chain(tmp_path / "db")
+def alices_chain(path: Path) -> ChainService:
+    """A chain whose block 1 has ALICE create "web" (instance 1) and "api" (instance 2)."""
+    chain: ChainService = open_chain(path)
     creates = [
         sign_transaction(
             ALICE, genesis_hash=chain.runtime.genesis_hash, nonce=n, call=CREATE.call(manifest=m)
@@ -211,13 +216,29 @@ def compute_node(tmp_path: Path, test: Scenario) -> None:
     genesis = chain.store.genesis_hash
     assert genesis is not None
     GENESIS[:] = [genesis]
+    return chain
+
+
+def compute_node(
+    tmp_path: Path,
+    test: Scenario,
+    *,
+    chain: ChainService | None = None,
+    desired: InMemoryDesired | None = None,
+) -> None:
+    """Runs `test` on a node that runs replica 0 of "web" (unless told other `desired`
+    replicas) on `chain`, by default `alices_chain`: "web" is an application of ALICE's, who
+    also owns "api", which this node does not run."""
+    if chain is None:
+        chain = alices_chain(tmp_path / "db")
 
     async def main() -> None:
+        assert chain is not None
         engine = FakeRuntime()
         config = ControllerConfig(node=NODE, resync_seconds=5.0, metering_seconds=5.0)
         controller = Controller(
             engine,
-            InMemoryDesired(WEB),
+            desired or InMemoryDesired(WEB),
             config,
             firewall=FakeFirewall(),
             sandbox_rootfs=no_rootfs,
@@ -317,6 +338,66 @@ def test_workloads_and_events_of_the_node(tmp_path: Path) -> None:
         assert await call(registry, "app_events", "shop") == []
 
     compute_node(tmp_path, test)
+
+
+def node_events(events: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
+    return [(e["kind"], e["message"]) for e in events if e["source"] == "node"]
+
+
+def test_the_events_of_a_deleted_application_are_not_shown_to_the_next_of_its_name(
+    tmp_path: Path,
+) -> None:
+    """ALICE deletes "web" and BOB creates it again: another instance of the name, in the same
+    replica slots of this node. BOB's request shows the events of his instance's containers
+    only, never those of ALICE's (her exit codes, OOM kills, failures)."""
+    chain = alices_chain(tmp_path / "db")
+    desired = InMemoryDesired(WEB)
+
+    async def test(registry: Registry, engine: FakeRuntime, controller: Controller) -> None:
+        (alices,) = [c.id for c in engine.with_labels({})]
+        engine.exit(alices, 137, oom=True)
+        while not any(e.kind is EventKind.OOM_KILLED for e in controller.events.recent()):
+            await controller.changed()
+        assert ("OOMKilled", "exit code 137") in node_events(
+            await call(registry, "app_events", "web", auth())
+        )
+        genesis = chain.runtime.genesis_hash
+        recreate = [
+            (2, sign_transaction(ALICE, genesis_hash=genesis, nonce=2,
+                                 call=DELETE.call(app="web"))),
+            (3, sign_transaction(BOB, genesis_hash=genesis, nonce=0,
+                                 call=CREATE.call(manifest=db("web")))),
+        ]  # fmt: skip
+        for slot, tx in recreate:
+            block = block_at(chain, chain.store.best_hash, slot, [rlp.encode(tx)])
+            assert len(block.extrinsics) == 1
+            assert await chain.import_block(block)
+        record = apps.get_app(chain.store.best_state(), "web")
+        assert record is not None and record.owner == BOB.public
+        assert record.instance not in (WEB.instance, 2)
+
+        # ALICE's containers still run here, under the name that is now BOB's.
+        assert node_events(await call(registry, "app_events", "web", auth(signer=BOB))) == []
+        # Then BOB's instance replaces them.
+        bobs = replace(WEB, owner=BOB.address, instance=record.instance)
+        desired.specs[:] = [bobs]
+        controller.trigger()
+        while not (
+            (s := controller.status().get(WEB.key))
+            and s.ready
+            and s.containers[0].container_id not in ("", alices)
+        ):
+            await controller.changed()
+        shown = node_events(await call(registry, "app_events", "web", auth(signer=BOB)))
+        assert [kind for kind, _ in shown] == ["Scheduled", "Created", "Started", "Ready"]
+        # ALICE's events are still kept (her containers' removal among them), for no one now.
+        kinds = [e.kind for e in controller.events.recent() if e.instance == WEB.instance]
+        assert EventKind.OOM_KILLED in kinds and EventKind.REMOVED in kinds
+        with pytest.raises(RpcError) as raised:
+            await call(registry, "app_events", "web", auth())
+        assert refusal_of(raised.value) == (ACCESS_DENIED, "notOwner")
+
+    compute_node(tmp_path, test, chain=chain, desired=desired)
 
 
 # -- owner only ---------------------------------------------------------------------------------
