@@ -61,9 +61,26 @@ HOP_BY_HOP = frozenset(
 """Headers that describe one connection, never forwarded (RFC 9110 section 7.6.1)."""
 
 
-FORWARDING_HEADERS = frozenset({b"forwarded", b"x-real-ip", b"true-client-ip"})
+FORWARDING_HEADERS = frozenset(
+    {
+        b"forwarded",
+        b"forwarded-for",
+        b"x-forwarded",
+        b"x-real-ip",
+        b"true-client-ip",
+        b"client-ip",
+        b"x-client-ip",
+        b"x-cluster-client-ip",
+        b"cf-connecting-ip",
+        b"cf-pseudo-ipv4",
+        b"fastly-client-ip",
+        b"x-appengine-user-ip",
+    }
+)
 """Client-supplied claims about the client (with every `X-Forwarded-*` header), never passed on:
-the proxy states the peer's address itself."""
+the proxy states the peer's address itself. Each is read as the client's address by some
+common framework or library (Rails reads `Client-IP`; Node's request-ip, all the others)
+when the application sits behind the proxy or CDN that would set it."""
 
 
 RELAY_HEADER = b"x-statemesh-relay"

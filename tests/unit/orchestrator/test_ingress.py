@@ -340,6 +340,15 @@ def test_the_replica_sees_the_real_peer_whatever_the_client_claims() -> None:
                     b'Forwarded: for=203.0.113.7;proto=https, for="[2001:db8::1]"\r\n'
                     b"X-Real-IP: 203.0.113.7\r\n"
                     b"True-Client-IP: 203.0.113.7\r\n"
+                    b"X-Forwarded: for=203.0.113.7\r\n"
+                    b"Forwarded-For: 203.0.113.7\r\n"
+                    b"Client-IP: 203.0.113.7\r\n"
+                    b"X-Client-IP: 203.0.113.7\r\n"
+                    b"X-Cluster-Client-IP: 203.0.113.7\r\n"
+                    b"CF-Connecting-IP: 203.0.113.7\r\n"
+                    b"CF-Pseudo-IPv4: 203.0.113.7\r\n"
+                    b"Fastly-Client-IP: 203.0.113.7\r\n"
+                    b"X-AppEngine-User-IP: 203.0.113.7\r\n"
                 )
                 answer = await exchange(
                     port,
@@ -379,6 +388,15 @@ def test_forwarding_headers_spelled_with_underscores_are_dropped_too() -> None:
         (b"x-forwarded_proto", b"https"),
         (b"x_real_ip", b"198.51.100.2"),
         (b"true_client_ip", b"198.51.100.3"),
+        (b"x_forwarded", b"for=198.51.100.4"),
+        (b"forwarded_for", b"198.51.100.5"),
+        (b"client_ip", b"198.51.100.6"),
+        (b"x_client_ip", b"198.51.100.7"),
+        (b"x_cluster_client_ip", b"198.51.100.8"),
+        (b"cf_connecting_ip", b"198.51.100.9"),
+        (b"cf_pseudo_ipv4", b"198.51.100.10"),
+        (b"fastly_client_ip", b"198.51.100.11"),
+        (b"x_appengine_user_ip", b"198.51.100.12"),
         (b"x_statemesh_relay", b"1"),
         (b"x_kept", b"1"),
     ]
