@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 
+from chain.address import decode_address
+from node.workload_access import sign_access
 from p2p.identity import NODE_KEY_FILE, NodeKey, read_node_key_file
 from wallet.keys import Keypair
 
@@ -61,6 +63,17 @@ def free_port() -> int:
 STARTED: list[NodeProcess] = []
 """Every node started in this test session, so that what they leave on the host (their
 replicas' host rules) can be removed at its end, and only theirs."""
+
+
+def grant(
+    node: NodeProcess, signer: Keypair, app: str, *, node_id: str = "", ahead: int = 60
+) -> dict[str, object]:
+    """`signer`'s signed request for `app`'s workload data (logs, container events) on `node`
+    (or on the node `node_id`), valid for `ahead` seconds: the params' `auth`."""
+    genesis = bytes.fromhex(node.call("chain_getBlockHash", 0)[2:])
+    target = decode_address(node_id or node.call("node_identity")["node"])
+    expires = int(time.time()) + ahead
+    return sign_access(signer, genesis=genesis, app=app, node=target, expires=expires).to_json()
 
 
 class RpcFailure(Exception):

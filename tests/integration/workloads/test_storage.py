@@ -17,10 +17,14 @@ import docker
 import pytest
 
 from tests.integration.docker_harness import DockerEngine, remove_labelled
-from tests.integration.harness import NodeProcess, cli
+from tests.integration.harness import NodeProcess, cli, grant
 from tests.integration.workloads.pods import app_container, app_containers
+from wallet.keys import dev_keypair
 
 pytestmark = pytest.mark.integration
+
+ALICE = dev_keypair("alice")
+"""Who deploys the scenarios whose node events are read."""
 
 DISK_SECONDS = 10.0
 """How often a node measures its replicas' disk (the controller's default)."""
@@ -153,7 +157,7 @@ def read(client: docker.DockerClient, app: str, path: str) -> str:
 
 def node_events(node: NodeProcess, app: str, kind: str) -> list[dict[str, Any]]:
     """The node's events of `app` of one kind (`Started`, `Evicted`, ...), oldest first."""
-    events: list[dict[str, Any]] = node.call("app_events", app)
+    events: list[dict[str, Any]] = node.call("app_events", app, grant(node, ALICE, app))
     return [e for e in events if e["block"] is None and e["kind"] == kind]
 
 

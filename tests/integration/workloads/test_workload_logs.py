@@ -21,13 +21,11 @@ import pytest
 import trio
 import trio_websocket
 
-from chain.address import decode_address
 from node.rpc.workload_methods import ACCESS_DENIED
-from node.workload_access import sign_access
 from tests.integration.docker_harness import DockerEngine
-from tests.integration.harness import STATEMESH, NodeProcess, RpcFailure, cli, cli_json
+from tests.integration.harness import STATEMESH, NodeProcess, RpcFailure, cli, cli_json, grant
 from tests.integration.workloads.pods import app_container
-from wallet.keys import Keypair, dev_keypair
+from wallet.keys import dev_keypair
 
 pytestmark = pytest.mark.integration
 
@@ -88,16 +86,6 @@ def follow_ticks(rpc: list[str], count: int, timeout: float = 20.0) -> list[int]
         _, stderr = process.communicate(timeout=10)
     assert process.returncode == 130, stderr
     return ticks("\n".join(seen))
-
-
-def grant(
-    node: NodeProcess, signer: Keypair, *, app: str = APP, node_id: str = "", ahead: int = 60
-) -> dict[str, object]:
-    """`signer`'s request for `app`'s workload data on `node` (or on the node `node_id`)."""
-    genesis = bytes.fromhex(node.call("chain_getBlockHash", 0)[2:])
-    target = decode_address(node_id or node.call("node_identity")["node"])
-    expires = int(time.time()) + ahead
-    return sign_access(signer, genesis=genesis, app=app, node=target, expires=expires).to_json()
 
 
 def access_refusal(node: NodeProcess, method: str, *params: object) -> str:
@@ -169,17 +157,17 @@ def test_logs_events_and_workloads_of_a_dev_node(
 
         # Served to the owner only: the CLI signed as dev-alice, who deployed it.
         alice, bob = dev_keypair("alice"), dev_keypair("bob")
-        (own,) = node.call("app_logs", APP, None, None, grant(node, alice))
+        (own,) = node.call("app_logs", APP, None, None, grant(node, alice, APP))
         assert own["text"].startswith("hello-from-talker\n")
         for logs in ("app_logs", "app_subscribeLogs"):
             assert access_refusal(node, logs, APP) == "missing"
-            assert access_refusal(node, logs, APP, None, None, grant(node, bob)) == "notOwner"
+            assert access_refusal(node, logs, APP, None, None, grant(node, bob, APP)) == "notOwner"
             # The owner's request for another node, for another app, or expired: replayed here.
-            replayed = grant(node, alice, node_id=bare_id)
+            replayed = grant(node, alice, APP, node_id=bare_id)
             assert access_refusal(node, logs, APP, None, None, replayed) == "wrongNode"
-            replayed = grant(node, alice, app="talker-2")
+            replayed = grant(node, alice, "talker-2")
             assert access_refusal(node, logs, APP, None, None, replayed) == "badSignature"
-            replayed = grant(node, alice, ahead=-1)
+            replayed = grant(node, alice, APP, ahead=-1)
             assert access_refusal(node, logs, APP, None, None, replayed) == "expired"
         stranger = cli("app", "logs", APP, "--from", "dev-bob", *rpc)
         assert (stranger.returncode, stranger.stderr) == (
@@ -187,7 +175,7 @@ def test_logs_events_and_workloads_of_a_dev_node(
             f"error: {bob.address} does not own {APP!r} (its owner is {alice.address})\n",
         )
         assert "tick" not in stranger.stdout
-        assert access_refusal(node, "app_events", APP, grant(node, bob)) == "notOwner"
+        assert access_refusal(node, "app_events", APP, grant(node, bob, APP)) == "notOwner"
         public = node.call("app_events", APP)  # anyone: the chain's events only
         assert public and {e["source"] for e in public} == {"chain"}
         foreign = cli("app", "events", APP, "--from", "dev-bob", *rpc)
