@@ -33,6 +33,19 @@ whole pool after every block. Raises `InvalidTransaction`."""
 DryRun = ValidTransaction | InvalidTransaction
 """What the revalidator made of a checked transaction: the transaction it passed or why not."""
 
+
+@dataclass(frozen=True, slots=True)
+class DeferredDryRuns:
+    """How `on_block` leaves the dry runs of large transactions to its owner, who runs them off
+    the event loop and hands each outcome to `settle`: revalidating the whole pool happens on
+    the loop after every block, and one large call's dry run there may take 100 ms and more."""
+
+    recheck: Revalidator
+    """The revalidator without the dry run (nonce and balance only)."""
+    above_bytes: int
+    """Transactions longer than this are rechecked; the others are revalidated in full."""
+
+
 MIB = 1024 * 1024
 
 # Substrate's defaults: 8192 ready transactions / 20 MiB, 512 future / 1 MiB. Here the first pair
@@ -100,6 +113,9 @@ class PoolUpdate:
     """Moved from ready to future."""
     revalidated: int
     """How many transactions were run through the validator."""
+    unverified: tuple[ValidTransaction, ...] = ()
+    """Next in line but rechecked without their dry run (see `DeferredDryRuns`): the owner
+    dry-runs each against the same state and hands the outcome to `settle`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +192,7 @@ class TransactionPool:
         strike_seconds: float = DEFAULT_STRIKE_SECONDS,
         sender_ban_seconds: float = DEFAULT_SENDER_BAN_SECONDS,
         revalidator: Revalidator | None = None,
+        deferred: DeferredDryRuns | None = None,
     ) -> None:
         for name, value in (
             ("max_count", max_count),
@@ -199,6 +216,7 @@ class TransactionPool:
         self._revalidate = revalidator or self._validate_again
         # Without a revalidator the validator is the whole validation: nothing is left to run.
         self._dry_run_with = revalidator
+        self._deferred = deferred
         self._max_count = max_count
         self._max_bytes = max_bytes
         self._max_future_count = max_future_count
@@ -387,7 +405,10 @@ class TransactionPool:
     def retract(self, encoded: Iterable[bytes], now: float) -> list[ValidTransaction]:
         """Re-inject the transactions of blocks that left the best chain, ignoring (and lifting)
         their bans. Returns the ones pooled again; the others are invalid on the new best chain,
-        already pooled or out of room, and nothing is owed to them."""
+        already pooled or out of room, and nothing is owed to them.
+
+        With `DeferredDryRuns`, a large one is pooled on the validator's checks alone: the
+        `on_block` that follows every re-org leaves its dry run to the owner."""
         self._expire_bans(now)
         pooled: list[ValidTransaction] = []
         for raw in encoded:
@@ -397,8 +418,10 @@ class TransactionPool:
                 continue
             # Invalid ones are banned as at submission, but count against no sender: a re-org is
             # nobody's fault.
+            deferred = self._deferred is not None and len(raw) > self._deferred.above_bytes
             try:
-                outcome = self.dry_run(self._validate(raw))
+                checked = self._validate(raw)
+                outcome = checked if deferred else self.dry_run(checked)
             except InvalidTransaction as err:
                 outcome = err
             if isinstance(outcome, InvalidTransaction):
@@ -422,9 +445,15 @@ class TransactionPool:
         survivors = [e for e in self._by_hash.values() if e.vt.hash not in included_set]
         pruned = tuple(h for h in included_order if h in self._by_hash)
         outcomes: list[tuple[_Entry, ValidTransaction | InvalidTransaction]] = []
+        rechecked: set[Hash32] = set()
+        deferred = self._deferred
         for entry in survivors:
+            revalidate = self._revalidate
+            if deferred is not None and entry.size > deferred.above_bytes:
+                revalidate = deferred.recheck
+                rechecked.add(entry.vt.hash)
             try:
-                outcomes.append((entry, self._revalidate(entry.vt)))
+                outcomes.append((entry, revalidate(entry.vt)))
             except InvalidTransaction as err:
                 outcomes.append((entry, err))
 
@@ -500,6 +529,11 @@ class TransactionPool:
                 demoted.append(entry.vt.hash)
                 self._emit(entry.vt.hash, PoolStatus.FUTURE, self._waits_for(entry))
         dropped = over_budget + self._enforce_future_limits()
+        unverified = tuple(
+            entry.vt
+            for entry, _ in valid
+            if entry.alive and entry.vt.hash in rechecked and self._is_next(entry)
+        )
         return PoolUpdate(
             pruned=pruned,
             invalid=tuple(invalid),
@@ -507,7 +541,41 @@ class TransactionPool:
             promoted=tuple(promoted),
             demoted=tuple(demoted),
             revalidated=len(outcomes),
+            unverified=unverified,
         )
+
+    def settle(self, unverified: ValidTransaction, outcome: DryRun, now: float) -> bool:
+        """Apply the dry run of a transaction `on_block` left unverified. The owner runs it
+        against the state of that block and hands it over only while that block is still the
+        best: the outcome then says what `on_block` would have said. A failed one goes as at
+        `on_block` (removed, banned, counted against its sender; its successors wait as
+        future); a passed one may cost more than its last dry run, and the sender's latest
+        nonces give way if its balance no longer covers them. Returns False, changing nothing,
+        when the transaction has left the pool or is not the one next in line any more."""
+        self._expire_bans(now)
+        entry = self._by_hash.get(unverified.hash)
+        if (
+            entry is None
+            or entry.vt.account_nonce != unverified.account_nonce
+            or not self._is_next(entry)
+        ):
+            return False
+        if isinstance(outcome, InvalidTransaction):
+            self._ban(unverified.hash, now)
+            if outcome.reason is TxRejection.CALL_FAILED:
+                self._strike(unverified.sender, unverified.hash, now)
+            self._remove(entry, PoolStatus.INVALID, str(outcome))
+            self._enforce_future_limits()
+            return True
+        entry.vt = outcome
+        self._senders[outcome.sender].balance = outcome.balance
+        self._enforce_budget(outcome.sender)
+        return True
+
+    def _is_next(self, entry: _Entry) -> bool:
+        """Whether a pooled entry is its sender's next nonce, the one a dry run is for."""
+        sender = self._senders[entry.vt.sender]
+        return entry.ready and entry.vt.nonce == sender.account_nonce
 
     # ------------------------------------------------------------------ import
 

@@ -50,13 +50,14 @@ EQUIVOCATION_WINDOW = 4096
 """Recent (slot, author) pairs remembered to notice a second block for the same slot."""
 
 DRY_RUN_THREADS = 1
-"""Dry runs of submitted transactions run off the event loop, one at a time: under the GIL more
-threads would not validate faster, only take more time from authoring and RPC, and one thread
-may use one trie node cache of its own."""
+"""Dry runs of large transactions (a client's, a peer's, or a pooled one's after a block) run off
+the event loop, one at a time: under the GIL more threads would not validate faster, only take
+more time from authoring and RPC, and one thread may use one trie node cache of its own."""
 DRY_RUN_INLINE_BYTES = 2048
 """A dry run's cost grows with what its call carries (a manifest is parsed and checked, up to
 64 KiB): a transaction this small is dry-run on the loop, where it costs less than the hop to a
-worker thread (a transfer's is about 0.1 ms; the hop under load, a millisecond or more)."""
+worker thread (a transfer's is about 0.1 ms; the hop under load, a millisecond or more). The
+same bound decides which pooled transactions the pool leaves unverified after a block."""
 MAX_DRY_RUNS_WAITING = 64
 """Submissions waiting for a dry run at once; more are refused (1016) instead of queued."""
 DRY_RUN_CACHE_NODES = 8192
@@ -82,6 +83,8 @@ class ChainStatistics:
     blocks_authored: int
     watchers: int
     dry_runs_waiting: int = 0
+    unverified: int = 0
+    """Pooled transactions next in line whose dry run against the best block is still to run."""
 
 
 class ChainService:
@@ -118,6 +121,10 @@ class ChainService:
         self._dry_runs = trio.CapacityLimiter(DRY_RUN_THREADS)
         self._dry_run_cache = NodeCache(DRY_RUN_CACHE_NODES)
         self._dry_running: set[Hash32] = set()
+        # What the pool's last `on_block` left unverified, replaced at every block: a dry run
+        # against an older best block would settle nothing.
+        self._unverified: dict[Hash32, ValidTransaction] = {}
+        self._unverified_added = trio.Event()
 
     # -- transactions -----------------------------------------------------------------------
 
@@ -157,11 +164,29 @@ class ChainService:
         """The pool's revalidator after each block: nonce, balance and dry run only."""
         return self.runtime.revalidate(self.store.best_state(), valid, self.next_env())
 
+    def recheck(self, valid: ValidTransaction) -> ValidTransaction:
+        """`revalidate` without the dry run, for the pool's large transactions after a block:
+        their dry runs are `run_revalidation`'s, off the event loop."""
+        return self.runtime.recheck(self.store.best_state(), valid)
+
+    def check(self, encoded: bytes) -> ValidTransaction:
+        """The pool's cheap checks alone (see `TransactionPool.check`), for a peer's large
+        transaction: enough to relay it, while its dry run waits for `submit_from_client`. One
+        already waiting for its dry run is refused as imported, so copies are not relayed."""
+        hash_ = tx_hash(encoded)
+        if hash_ in self._dry_running:
+            raise InvalidTransaction(
+                TxRejection.ALREADY_IMPORTED,
+                f"transaction 0x{hash_.hex()} is already being validated",
+            )
+        return self.pool.check(encoded, time.monotonic())
+
     def submit(self, encoded: bytes, *, local: bool = True) -> ValidTransaction:
         """Validate and pool a transaction on the event loop; raises InvalidTransaction with the
-        reason. For the node's own transactions and gossip; a client's go through
-        `submit_from_client`, whose dry run cannot hold up the loop. A local one is then announced
-        to the network; one from the network is relayed by gossip itself."""
+        reason. For the node's own transactions and small ones from peers; a client's and a
+        peer's large ones go through `submit_from_client`, whose dry run cannot hold up the loop.
+        A local one is then announced to the network; one from the network is relayed by gossip
+        itself."""
         try:
             valid = self.pool.submit(encoded, time.monotonic())
         finally:
@@ -170,11 +195,12 @@ class ChainService:
         return valid
 
     async def submit_from_client(self, encoded: bytes, *, local: bool = True) -> ValidTransaction:
-        """`submit` for a transaction from a client: the pool's cheap checks (size, decoding,
-        signature, nonce window, bans, the sender's pending costs against its balance) on the
-        event loop, then the dry run, which may take 100 ms and more for a large manifest, on a
-        worker thread, one at a time, so that authoring and RPC go on meanwhile (a small
-        transaction's stays on the loop: see DRY_RUN_INLINE_BYTES)."""
+        """`submit` for a transaction from a client (or a peer's large one, with `local` False):
+        the pool's cheap checks (size, decoding, signature, nonce window, bans, the sender's
+        pending costs against its balance) on the event loop, then the dry run, which may take
+        100 ms and more for a large manifest, on a worker thread, one at a time, so that
+        authoring and RPC go on meanwhile (a small transaction's stays on the loop: see
+        DRY_RUN_INLINE_BYTES)."""
         checked = self.pool.check(encoded, time.monotonic())
         # A future transaction has no dry run yet (it runs once it is next in line).
         if checked.nonce == checked.account_nonce and len(encoded) > DRY_RUN_INLINE_BYTES:
@@ -215,25 +241,57 @@ class ChainService:
                         "run while this one waited for its own",
                     )
                 for _ in range(DRY_RUN_ATTEMPTS):
-                    best = self.store.best_header
-                    # State and environment are taken on the loop; the thread reads the trie
-                    # through a node cache of its own (the shared one is not thread-safe).
-                    state = TrieState(
-                        self.store.db.trie_nodes, best.state_root, self._dry_run_cache
-                    )
-                    env = self.next_env()
-                    outcome = await trio.to_thread.run_sync(self._dry_run, state, checked, env)
-                    if self.store.best_header.hash == best.hash:
+                    outcome, ran_on = await self._dry_run_in_turn(checked)
+                    if self.store.best_header.hash == ran_on:
                         break
         finally:
             self._dry_running.discard(checked.hash)
         return outcome
+
+    async def _dry_run_in_turn(self, checked: ValidTransaction) -> tuple[DryRun, Hash32]:
+        """One dry run against the best state, on the worker thread; the caller holds a turn of
+        `_dry_runs`. Returns the outcome and the best block it ran on."""
+        best = self.store.best_header
+        # State and environment are taken on the loop; the thread reads the trie through a
+        # node cache of its own (the shared one is not thread-safe).
+        state = TrieState(self.store.db.trie_nodes, best.state_root, self._dry_run_cache)
+        env = self.next_env()
+        outcome = await trio.to_thread.run_sync(self._dry_run, state, checked, env)
+        return outcome, best.hash
 
     def _dry_run(self, state: TrieState, checked: ValidTransaction, env: BlockEnv) -> DryRun:
         try:
             return self.runtime.revalidate(state, checked, env)
         except InvalidTransaction as err:
             return err
+
+    async def run_revalidation(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Dry-run, off the event loop, the large transactions each block leaves unverified in
+        the pool (see `DeferredDryRuns`), sharing the dry-run thread with submissions."""
+        task_status.started()
+        while True:
+            await self._unverified_added.wait()
+            self._unverified_added = trio.Event()
+            await self.revalidate_unverified()
+
+    async def revalidate_unverified(self) -> int:
+        """Dry-run what the pool left unverified until nothing is left, each against the best
+        block of its `on_block`; an outcome is applied only while that block is still the best
+        (a newer block brings its own list). Returns how many outcomes were applied."""
+        settled = 0
+        while self._unverified:
+            hash_, unverified = next(iter(self._unverified.items()))
+            async with self._dry_runs:
+                outcome, ran_on = await self._dry_run_in_turn(unverified)
+            if self._unverified.get(hash_) is not unverified:
+                continue  # a newer block replaced the list
+            del self._unverified[hash_]
+            if self.store.best_header.hash != ran_on:
+                continue
+            if self.pool.settle(unverified, outcome, time.monotonic()):
+                settled += 1
+                self._dispatch(self.pool.drain_events())
+        return settled
 
     def _announce(self, encoded: bytes, local: bool) -> None:
         if local:
@@ -464,8 +522,11 @@ class ChainService:
                 self._notify(tx, {"inBlock": "0x" + block_hash.hex()})
         if retracted:
             self.pool.retract(retracted, now)
-        self.pool.on_block(included, now)
+        update = self.pool.on_block(included, now)
         self._dispatch(self.pool.drain_events())
+        self._unverified = {valid.hash: valid for valid in update.unverified}
+        if self._unverified:
+            self._unverified_added.set()
 
     def _after_finality(self, old: Header, new: Header) -> None:
         """Tell watchers of every transaction in the newly final blocks, then subscribers."""
@@ -495,4 +556,5 @@ class ChainService:
             blocks_authored=self.blocks_authored,
             watchers=sum(len(v) for v in self._watchers.values()),
             dry_runs_waiting=len(self._dry_running),
+            unverified=len(self._unverified),
         )

@@ -14,7 +14,7 @@ import trio
 from chain.blocks import Block
 from chain.errors import BlockRejection, InvalidBlock, InvalidTransaction, TxRejection
 from consensus.aura import verify_header
-from node.chain_service import ChainService
+from node.chain_service import DRY_RUN_INLINE_BYTES, MAX_DRY_RUNS_WAITING, ChainService
 from node.finality_service import FinalityService, VoteVerdict
 from node.sync import SyncService, serve_sync
 from node.wire import (
@@ -43,6 +43,15 @@ TX_BATCH_COUNT = 500
 TX_BATCH_BYTES = 512 * 1024
 SYNC_TIMEOUT = 30.0
 PENALTY_BAD_BLOCK = 50
+MAX_GOSSIPED_DRY_RUNS = MAX_DRY_RUNS_WAITING // 2
+"""Peers' large transactions waiting for a dry run at once: half the queue, so that a peer's flood
+leaves clients room in it. More are dropped, as gossip may drop anything."""
+PENALTY_FAILED_DRY_RUN = 10
+"""For each large transaction a peer published whose dry run failed here. Not a REJECT: the dry
+run depends on our state (an application name another transaction just took), so an honest
+publisher can be caught out now and then; a peer publishing nothing else is banned after ten
+within seconds (the ban threshold is -100, a point comes back per second), when each has cost
+a dry run of 100 ms or more on the worker thread."""
 
 TX_VERDICTS: dict[TxRejection, Verdict] = {
     # Wrong whatever the state: only a broken or hostile peer relays these.
@@ -53,7 +62,8 @@ TX_VERDICTS: dict[TxRejection, Verdict] = {
     TxRejection.UNKNOWN_CALL: Verdict.REJECT,
     TxRejection.BAD_ARGUMENTS: Verdict.REJECT,
 }
-"""Every other rejection depends on our state (nonces, balances, pool) and costs nothing."""
+"""Every other rejection depends on our state (nonces, balances, pool) and costs nothing, but a
+large transaction's failed dry run costs its publisher PENALTY_FAILED_DRY_RUN."""
 
 BLOCK_VERDICTS: dict[BlockRejection, Verdict] = {
     BlockRejection.ALREADY_KNOWN: Verdict.IGNORE,
@@ -94,6 +104,8 @@ class NetworkService:
         )
         self._outbox_send, self._outbox = trio.open_memory_channel[tuple[str, bytes]](OUTBOX)
         self._pending_transactions: list[bytes] = []
+        self._admitting = 0
+        """Peers' large transactions handed to the dry-run thread and not yet through it."""
         chain.on_authored.append(self._announce_block)
         chain.on_submitted.append(self._pending_transactions.append)
         self.dropped_outbound = 0
@@ -177,7 +189,14 @@ class NetworkService:
 
     def _check_transactions(self, peer: PeerId, data: bytes) -> Verdict:
         """A batch is relayed if it brought anything new, and blamed if anything in it is
-        wrong whatever the state (a bad signature, garbage)."""
+        wrong whatever the state (a bad signature, garbage).
+
+        This runs on the event loop, inside libp2p's receive path: a small transaction is
+        pooled here, dry run included (it costs about what its signature does), a large one
+        only passes the cheap checks (decoding, signature, nonce window, fees, bans), which
+        decide its relay, and is pooled once its dry run on the worker thread passes
+        (`_admit_gossiped_transactions`). A relayed one that fails its dry run there costs its
+        publisher, not the peers that relayed it before anyone had dry-run it."""
         try:
             batch = decode_transactions(data)
         except WireError:
@@ -185,7 +204,10 @@ class NetworkService:
         verdict = Verdict.IGNORE
         for encoded in batch:
             try:
-                self.chain.submit(encoded, local=False)
+                if len(encoded) > DRY_RUN_INLINE_BYTES:
+                    self.chain.check(encoded)
+                else:
+                    self.chain.submit(encoded, local=False)
             except InvalidTransaction as exc:
                 if TX_VERDICTS.get(exc.reason, Verdict.IGNORE) is Verdict.REJECT:
                     return Verdict.REJECT
@@ -220,8 +242,35 @@ class NetworkService:
         if self.finality is not None:
             self.finality.progress()
 
+    async def _admit_gossiped_transactions(self) -> None:
+        """Pool the large transactions of the batches `_check_transactions` let through, each
+        after its dry run on the worker thread (the small ones are pooled already), at most
+        MAX_GOSSIPED_DRY_RUNS at once."""
+        async with trio.open_nursery() as nursery:
+            async for message in self._transactions:
+                try:
+                    batch = decode_transactions(message.data)
+                except WireError:
+                    continue
+                for encoded in batch:
+                    if len(encoded) <= DRY_RUN_INLINE_BYTES:
+                        continue
+                    if self._admitting >= MAX_GOSSIPED_DRY_RUNS:
+                        break
+                    self._admitting += 1
+                    nursery.start_soon(self._admit_gossiped, message.origin, encoded)
+
+    async def _admit_gossiped(self, origin: PeerId, encoded: bytes) -> None:
+        try:
+            await self.chain.submit_from_client(encoded, local=False)
+        except InvalidTransaction as exc:
+            if exc.reason is TxRejection.CALL_FAILED:
+                self.p2p.penalize(origin, PENALTY_FAILED_DRY_RUN, f"transaction failed: {exc}")
+        finally:
+            self._admitting -= 1
+
     async def _drain(self, channel: trio.MemoryReceiveChannel[GossipMessage]) -> None:
-        # Transactions and votes are fully handled by their validators; nothing left to do.
+        # Votes are fully handled by their validator; nothing left to do.
         async for _ in channel:
             pass
 
@@ -277,7 +326,7 @@ class NetworkService:
             nursery.start_soon(self._publish_loop)
             nursery.start_soon(self._batch_transactions)
             nursery.start_soon(self._import_gossiped_blocks)
-            nursery.start_soon(self._drain, self._transactions)
+            nursery.start_soon(self._admit_gossiped_transactions)
             nursery.start_soon(self._drain, self._votes)
             await nursery.start(self.sync.run)
             task_status.started(address)

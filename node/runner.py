@@ -16,14 +16,14 @@ import trio
 
 from chain.db import Database
 from chain.genesis import ChainSpec, build_genesis
-from chain.pool import TransactionPool
+from chain.pool import DeferredDryRuns, TransactionPool
 from chain.runtime.executive import Runtime
 from chain.state import TrieState
 from chain.store import ChainStore
 from chain.trie import BLANK_ROOT
 from consensus.clock import Clock, SystemClock
 from node.addresses import with_ip
-from node.chain_service import ChainService
+from node.chain_service import DRY_RUN_INLINE_BYTES, ChainService
 from node.disk_pressure import DiskPressureMonitor, WaterMarks
 from node.endpoints import EndpointService
 from node.finality_service import FinalityService
@@ -175,6 +175,9 @@ class Node:
             pool = TransactionPool(
                 lambda encoded: chain.validate(encoded),
                 revalidator=lambda valid: chain.revalidate(valid),
+                deferred=DeferredDryRuns(
+                    recheck=lambda valid: chain.recheck(valid), above_bytes=DRY_RUN_INLINE_BYTES
+                ),
             )
             chain = ChainService(
                 store=store,
@@ -278,6 +281,8 @@ class Node:
         config = self.config
         try:
             async with trio.open_nursery() as nursery:
+                # Before anything imports a block: each leaves large pooled transactions to it.
+                await nursery.start(self.chain.run_revalidation)
                 address = await nursery.start(self.rpc.run)
                 best = self.store.best_header
                 log.info(

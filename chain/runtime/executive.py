@@ -182,19 +182,30 @@ class Runtime:
         """Validity again after a new block, for a transaction that passed `precheck` before:
         only the nonce, the balance and the call's dry run can have changed; decoding and the
         signature cannot."""
+        checked = self._check_again(state, valid)
+        spent = self._dry_run(state, checked, env)
+        return replace(
+            valid,
+            account_nonce=checked.account.nonce,
+            balance=checked.account.free,
+            cost=max(valid.fee + valid.tip, spent),
+        )
+
+    def recheck(self, state: StateReader, valid: ValidTransaction) -> ValidTransaction:
+        """`revalidate` without the dry run: the nonce and the balance, which any block may
+        change, in microseconds, for a pool that dry-runs a large call later and elsewhere. The
+        cost stays what the last dry run found until the next one says otherwise."""
+        checked = self._check_again(state, valid)
+        return replace(valid, account_nonce=checked.account.nonce, balance=checked.account.free)
+
+    def _check_again(self, state: StateReader, valid: ValidTransaction) -> CheckedTransaction:
         tx = valid.tx
         call = self.calls[(tx.module, tx.function)]
         checked = CheckedTransaction(
             tx, call, call.decode_args(tx.args), valid.fee, system.account(state, tx.sender)
         )
         self._check_account(checked)
-        spent = self._dry_run(state, checked, env)
-        return replace(
-            valid,
-            account_nonce=checked.account.nonce,
-            balance=checked.account.free,
-            cost=max(valid.fee + tx.tip, spent),
-        )
+        return checked
 
     def _dry_run(self, state: StateReader, checked: CheckedTransaction, env: BlockEnv) -> int:
         """For a transaction next in line, run its call on a scratch overlay, so that one the

@@ -12,11 +12,11 @@ import pytest
 import rlp
 import trio
 
-from chain.blocks import Block
+from chain.blocks import Block, tx_hash
 from chain.db import Database
 from chain.errors import BlockRejection, InvalidBlock, InvalidTransaction, TxRejection
 from chain.genesis import build_genesis
-from chain.pool import TransactionPool
+from chain.pool import DeferredDryRuns, TransactionPool
 from chain.primitives import Slot, TimestampMs
 from chain.runtime.executive import Runtime
 from chain.runtime.framework import BlockEnv
@@ -25,7 +25,7 @@ from chain.store import ChainStore
 from chain.trie import BLANK_ROOT
 from chain.validity import ValidTransaction
 from consensus.proposer import propose
-from node.chain_service import ChainService
+from node.chain_service import DRY_RUN_INLINE_BYTES, ChainService
 from tests.factories import ALICE, BOB, CHARLIE, DAVE, calls, spec_for, transfer_call
 from wallet.keys import Keypair, sign_transaction
 
@@ -40,7 +40,9 @@ class FixedClock:
         return self.now
 
 
-def open_chain(path: Path) -> ChainService:
+def open_chain(path: Path, *, deferring: bool = False) -> ChainService:
+    """`deferring`: the pool leaves large transactions' dry runs after a block to the service, as
+    the node's does."""
     spec = replace(spec_for(ALICE, BOB, CHARLIE), authorities=tuple(k.public for k in AUTHORITIES))
     db = Database(path)
     store = ChainStore(db)
@@ -48,7 +50,11 @@ def open_chain(path: Path) -> ChainService:
     store.initialize(genesis)
     runtime = Runtime(spec.runtime, genesis.hash)
     chain: ChainService
-    pool = TransactionPool(lambda e: chain.validate(e), revalidator=lambda v: chain.revalidate(v))
+    deferred = DeferredDryRuns(lambda v: chain.recheck(v), DRY_RUN_INLINE_BYTES)
+    pool = TransactionPool(
+        lambda e: chain.validate(e), revalidator=lambda v: chain.revalidate(v),
+        deferred=deferred if deferring else None,
+    )  # fmt: skip
     chain = ChainService(
         store=store, runtime=runtime, pool=pool, clock=FixedClock(10**9),
         slot_duration_ms=spec.slot_duration_ms, signer=ALICE,
@@ -155,36 +161,48 @@ class ThreadRecordingRuntime(Runtime):
     """The real runtime, noting which thread ran each dry run."""
 
     threads: list[str]
+    revalidated: list[tuple[bytes, str]]
+    """(transaction hash, thread) of each call."""
 
     def revalidate(
         self, state: StateReader, valid: ValidTransaction, env: BlockEnv
     ) -> ValidTransaction:
         self.threads.append(threading.current_thread().name)
+        self.revalidated.append((valid.hash, threading.current_thread().name))
         return super().revalidate(state, valid, env)
+
+
+def recording_runtime(chain: ChainService) -> ThreadRecordingRuntime:
+    runtime = ThreadRecordingRuntime(chain.runtime.config, chain.runtime.genesis_hash)
+    runtime.threads = []
+    runtime.revalidated = []
+    chain.runtime = runtime
+    return runtime
+
+
+def doomed_update(runtime: Runtime, who: Keypair, nonce: int, attempt: int = 0) -> bytes:
+    """An update of an application nobody created: refused once its 8 KB manifest is read."""
+    env = [{"name": f"V{i}", "value": f"{attempt}".ljust(80, "x")} for i in range(64)]
+    manifest = {
+        "apiVersion": "statemesh/v1",
+        "kind": "Application",
+        "metadata": {"name": "nothing"},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "env": env}]},
+    }
+    update = calls()[("apps", "update")]
+    call = update.call(manifest=json.dumps(manifest).encode())  # type: ignore[attr-defined]
+    tx = sign_transaction(who, genesis_hash=runtime.genesis_hash, nonce=nonce, call=call)
+    return rlp.encode(tx)  # type: ignore[no-any-return]
 
 
 def test_a_clients_dry_run_runs_off_the_event_loop_and_failing_ones_ban_the_sender(
     tmp_path: Path,
 ) -> None:
     chain = open_chain(tmp_path / "db")
-    runtime = ThreadRecordingRuntime(chain.runtime.config, chain.runtime.genesis_hash)
-    runtime.threads = []
-    chain.runtime = runtime
-    update = calls()[("apps", "update")]
+    runtime = recording_runtime(chain)
 
     def doomed(attempt: int) -> bytes:
-        """An update of an application nobody created: refused once its 8 KB manifest is read."""
-        env = [{"name": f"V{i}", "value": f"{attempt}".ljust(80, "x")} for i in range(64)]
-        container = {"name": "c", "image": "busybox", "env": env}
-        manifest = {
-            "apiVersion": "statemesh/v1",
-            "kind": "Application",
-            "metadata": {"name": "nothing"},
-            "spec": {"containers": [container]},
-        }
-        call = update.call(manifest=json.dumps(manifest).encode())  # type: ignore[attr-defined]
-        tx = sign_transaction(CHARLIE, genesis_hash=runtime.genesis_hash, nonce=0, call=call)
-        return rlp.encode(tx)  # type: ignore[no-any-return]
+        return doomed_update(runtime, CHARLIE, 0, attempt)
 
     async def scenario() -> None:
         loop_thread = threading.current_thread().name
@@ -209,26 +227,85 @@ def test_a_clients_dry_run_runs_off_the_event_loop_and_failing_ones_ban_the_send
     chain.store.db.close()
 
 
+def test_after_a_block_a_large_pending_transaction_is_dry_run_off_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    chain = open_chain(tmp_path / "db", deferring=True)
+    runtime = recording_runtime(chain)
+    genesis = chain.store.best_header.hash
+    first = transfer(chain, CHARLIE, 0)
+    doomed = doomed_update(runtime, CHARLIE, 1)
+    successor = transfer(chain, CHARLIE, 2)
+
+    async def scenario() -> None:
+        loop_thread = threading.current_thread().name
+        for encoded in (first, doomed, successor):
+            await chain.submit_from_client(encoded)
+        # Only the first was next in line: the others wait without a dry run.
+        assert runtime.revalidated == [(tx_hash(first), loop_thread)]
+        block = block_at(chain, genesis, 2, [first])
+        runtime.revalidated.clear()
+        assert await chain.import_block(block)
+        # Its block made the large one next in line: rechecked on the loop, not dry-run there.
+        assert tx_hash(doomed) not in {hash_ for hash_, _ in runtime.revalidated}
+        assert chain.statistics().unverified == 1
+        assert chain.pool.status(tx_hash(doomed)) == "ready"
+        runtime.revalidated.clear()
+        assert await chain.revalidate_unverified() == 1
+        ((hash_, thread),) = runtime.revalidated
+        assert hash_ == tx_hash(doomed) and thread != loop_thread
+        assert chain.pool.status(tx_hash(doomed)) is None
+        assert chain.pool.status(tx_hash(successor)) == "future"
+        assert chain.statistics().unverified == 0
+
+    trio.run(scenario)
+    chain.store.db.close()
+
+
+def test_a_dry_run_after_a_block_settles_nothing_once_a_newer_block_is_best(
+    tmp_path: Path,
+) -> None:
+    chain = open_chain(tmp_path / "db", deferring=True)
+    genesis = chain.store.best_header.hash
+    first = transfer(chain, CHARLIE, 0)
+    doomed = doomed_update(chain.runtime, CHARLIE, 1)
+
+    async def scenario() -> None:
+        await chain.submit_from_client(first)
+        await chain.submit_from_client(doomed)
+        one = block_at(chain, genesis, 2, [first])
+        assert await chain.import_block(one)
+        assert chain.statistics().unverified == 1
+        # The next block (empty) lands while the dry run runs: the outcome is dropped, and the
+        # newer block's own list is dry-run instead.
+        two = block_at(chain, one.hash, 3)
+        real = chain._dry_run_in_turn
+        imported: list[bool] = []
+
+        async def meanwhile(checked: ValidTransaction) -> tuple[object, bytes]:
+            outcome = await real(checked)
+            if not imported:
+                imported.append(await chain.import_block(two))
+            return outcome
+
+        chain._dry_run_in_turn = meanwhile  # type: ignore[method-assign,assignment]
+        assert await chain.revalidate_unverified() == 1
+        assert imported == [True]
+        assert chain.pool.status(tx_hash(doomed)) is None
+        assert chain.statistics().unverified == 0
+
+    trio.run(scenario)
+    chain.store.db.close()
+
+
 def test_dry_runs_waiting_when_their_sender_is_banned_are_refused_without_running(
     tmp_path: Path,
 ) -> None:
     chain = open_chain(tmp_path / "db")
-    runtime = ThreadRecordingRuntime(chain.runtime.config, chain.runtime.genesis_hash)
-    runtime.threads = []
-    chain.runtime = runtime
-    update = calls()[("apps", "update")]
+    runtime = recording_runtime(chain)
 
     def doomed(attempt: int) -> bytes:
-        env = [{"name": f"V{i}", "value": f"{attempt}".ljust(80, "x")} for i in range(64)]
-        manifest = {
-            "apiVersion": "statemesh/v1",
-            "kind": "Application",
-            "metadata": {"name": "nothing"},
-            "spec": {"containers": [{"name": "c", "image": "busybox", "env": env}]},
-        }
-        call = update.call(manifest=json.dumps(manifest).encode())  # type: ignore[attr-defined]
-        tx = sign_transaction(CHARLIE, genesis_hash=runtime.genesis_hash, nonce=0, call=call)
-        return rlp.encode(tx)  # type: ignore[no-any-return]
+        return doomed_update(runtime, CHARLIE, 0, attempt)
 
     reasons: list[TxRejection] = []
 

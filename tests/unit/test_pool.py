@@ -19,6 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from chain.blocks import Call, SignedTransaction, decode, tx_hash
 from chain.errors import InvalidTransaction, TxRejection
 from chain.pool import (
+    DeferredDryRuns,
     PoolEvent,
     PoolStatistics,
     PoolStatus,
@@ -68,6 +69,7 @@ class FakeState:
     )
     calls: int = 0
     revalidations: int = 0
+    rechecks: int = 0
     doomed: set[Hash32] = field(default_factory=set)
     """Transactions whose dry run fails (as a manifest that fails late does)."""
 
@@ -101,6 +103,14 @@ class FakeState:
     def revalidate(self, vt: ValidTransaction) -> ValidTransaction:
         """What a new state can change: the nonce and the balance; the bytes were decoded once."""
         self.revalidations += 1
+        return self._revalidate(vt, dry_run=True)
+
+    def recheck(self, vt: ValidTransaction) -> ValidTransaction:
+        """`revalidate` without the dry run."""
+        self.rechecks += 1
+        return self._revalidate(vt, dry_run=False)
+
+    def _revalidate(self, vt: ValidTransaction, *, dry_run: bool) -> ValidTransaction:
         nonce = self.nonces.get(vt.sender, 0)
         if vt.nonce < nonce:
             raise InvalidTransaction(
@@ -108,7 +118,7 @@ class FakeState:
             )
         if self.balances.get(vt.sender, 0) < vt.fee + vt.tip:
             raise InvalidTransaction(TxRejection.CANNOT_PAY_FEES, "the balance is too low")
-        if vt.hash in self.doomed and vt.nonce == nonce:
+        if dry_run and vt.hash in self.doomed and vt.nonce == nonce:
             raise InvalidTransaction(TxRejection.CALL_FAILED, "apps.BadManifest: it fails late")
         return dataclasses.replace(vt, account_nonce=nonce, balance=self.balances.get(vt.sender, 0))
 
@@ -525,6 +535,139 @@ def test_a_dry_run_that_fails_after_a_block_counts_against_its_sender() -> None:
     encoded = doomed_tx(state, "alice", 1, pad=7)
     assert rejection(pool, encoded)[0] is TxRejection.CALL_FAILED
     assert pool.sender_banned_until(account("alice"), 0.0) == 60.0
+
+
+# ---------------------------------------------------------------------- deferred dry runs
+
+INLINE_BYTES = 2048
+LARGE = 3000
+"""Padding that makes a transfer longer than INLINE_BYTES: its dry run is left to the owner."""
+
+
+def deferring_pool(state: FakeState, **limits: Any) -> TransactionPool:
+    deferred = DeferredDryRuns(recheck=state.recheck, above_bytes=INLINE_BYTES)
+    return make_pool(state, revalidator=state.revalidate, deferred=deferred, **limits)
+
+
+def test_after_a_block_a_large_transaction_next_in_line_waits_for_its_dry_run() -> None:
+    state = FakeState()
+    pool = deferring_pool(state, sender_strikes=1)
+    submit(pool, "alice", 0)
+    large = submit(pool, "alice", 1, pad=LARGE)  # future: no dry run at submission
+    submit(pool, "alice", 2)
+    submit(pool, "bob", 0, pad=LARGE)  # stays next in line: rechecked and left again
+    state.doomed.add(large)
+    revalidations, rechecks = state.revalidations, state.rechecks
+    _, update = author_block(pool, state, take=1)
+    # Only the small one went through the revalidator; the large ones were rechecked (nonce,
+    # balance) and their dry runs left to the owner.
+    assert (state.revalidations - revalidations, state.rechecks - rechecks) == (1, 2)
+    assert update.invalid == ()
+    assert sorted(vt.hash for vt in update.unverified) == sorted([large, h("bob", 0, pad=LARGE)])
+    assert order(pool) == [("alice", 1), ("alice", 2), ("bob", 0)]
+    pool.drain_events()
+
+    unverified = next(vt for vt in update.unverified if vt.hash == large)
+    assert pool.settle(unverified, pool.dry_run(unverified), now=1.0)
+    assert pool.drain_events() == [
+        ev(large, INVALID, "call would fail: apps.BadManifest: it fails late"),
+        ev(h("alice", 2), FUTURE, "waits for nonce 1"),
+    ]
+    assert order(pool) == [("bob", 0)]
+    assert pool.is_banned(large, 1.0)
+    assert pool.sender_banned_until(account("alice"), 1.0) == 61.0
+    # Settled once: the same outcome again changes nothing.
+    assert not pool.settle(unverified, pool.dry_run(unverified), now=1.0)
+    assert pool.drain_events() == []
+
+
+def test_a_dry_run_settles_nothing_once_another_block_moved_the_sender_on() -> None:
+    state = FakeState()
+    pool = deferring_pool(state)
+    submit(pool, "alice", 0)
+    submit(pool, "alice", 1, pad=LARGE)
+    _, update = author_block(pool, state, take=1)
+    (unverified,) = update.unverified
+    state.doomed.add(unverified.hash)
+    # The next block includes it before its dry run is done (it pays its fee, as a call that
+    # fails in a block does): the stale outcome must not touch the pool.
+    submit(pool, "alice", 2)
+    _, update = author_block(pool, state, take=1)
+    assert update.unverified == ()
+    assert not pool.settle(unverified, pool.dry_run(unverified), now=1.0)
+    assert order(pool) == [("alice", 2)]
+
+
+def test_a_dry_run_that_costs_more_than_the_last_one_drops_the_latest_nonces() -> None:
+    state = FakeState()
+    pool = deferring_pool(state)
+    submit(pool, "alice", 0)
+    submit(pool, "alice", 1, pad=LARGE)
+    submit(pool, "alice", 2)
+    state.balances[account("alice")] = (
+        cost("alice", 0) + cost("alice", 1, pad=LARGE) + cost("alice", 2) + 50
+    )
+    _, update = author_block(pool, state, take=1)
+    (unverified,) = update.unverified
+    pool.drain_events()
+    # Its call moves 100 out of the balance: what is left no longer pays for nonce 2.
+    moved = dataclasses.replace(unverified, cost=unverified.cost + 100)
+    assert pool.settle(unverified, moved, now=1.0)
+    assert [(e.hash, e.status) for e in pool.drain_events()] == [(h("alice", 2), DROPPED)]
+    assert order(pool) == [("alice", 1)]
+    assert pool.pending_cost(account("alice")) == moved.cost <= moved.balance
+
+
+def test_a_retracted_large_transaction_is_dry_run_after_the_block_not_at_retraction() -> None:
+    state = FakeState()
+    pool = deferring_pool(state)
+    large = submit(pool, "alice", 0, pad=LARGE)
+    block, _ = author_block(pool, state)
+    assert len(pool) == 0
+    # A re-org takes the block back: the large one returns on the validator's checks alone, and
+    # the block that follows every re-org leaves its dry run to the owner.
+    state.unapply(block)
+    revalidations = state.revalidations
+    assert [vt.hash for vt in pool.retract([vt.encoded for vt in block], now=1.0)] == [large]
+    update = pool.on_block([], now=1.0)
+    assert state.revalidations == revalidations
+    assert [vt.hash for vt in update.unverified] == [large]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sizes=st.lists(st.booleans(), min_size=1, max_size=6),
+    spare=st.integers(0, 3_000),
+    moved=st.integers(0, 5_000),
+    fails=st.booleans(),
+)
+def test_settling_keeps_pending_costs_within_the_balance_and_nonces_in_order(
+    sizes: list[bool], spare: int, moved: int, fails: bool
+) -> None:
+    state = FakeState()
+    pool = deferring_pool(state)
+    pads = [LARGE if large else 0 for large in sizes]
+    state.balances[account("alice")] = (
+        cost("alice", 0) + sum(cost("alice", n + 1, pad=p) for n, p in enumerate(pads)) + spare
+    )
+    submit(pool, "alice", 0)
+    for nonce, pad in enumerate(pads, start=1):
+        submit(pool, "alice", nonce, pad=pad)
+    _, update = author_block(pool, state, take=1)
+    for unverified in update.unverified:
+        if fails:
+            state.doomed.add(unverified.hash)
+            outcome: ValidTransaction | InvalidTransaction = pool.dry_run(unverified)
+        else:
+            outcome = dataclasses.replace(unverified, cost=unverified.cost + moved)
+        pool.settle(unverified, outcome, now=1.0)
+    balance = state.balances[account("alice")]
+    assert pool.pending_cost(account("alice")) <= balance
+    ready = [vt.nonce for vt in pool.ready()]
+    assert ready == list(range(1, 1 + len(ready)))
+    # A failed head leaves its successors waiting as future; nothing else opens a gap.
+    pending = sorted(vt.nonce for vt in pool.pending())
+    assert pending == list(range(pending[0], pending[0] + len(pending))) if pending else True
 
 
 # ---------------------------------------------------------------------- limits and eviction
