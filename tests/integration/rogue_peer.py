@@ -5,12 +5,16 @@ an honest node never would, then reports (one JSON line) whether the node droppe
 
     python -m tests.integration.rogue_peer NETWORK_ID TARGET_MULTIADDR forged-endpoints SPEC SEED
 
+    python -m tests.integration.rogue_peer NETWORK_ID TARGET_MULTIADDR transactions SPEC FILE
+
 KIND: garbage (undecodable bytes on every topic), bad-seal (a block on the genesis block, by
 the right author for the current slot, whose seal is not that author's signature),
 stranger-vote (a finality vote signed by a non-validator), forged-endpoints (endpoint
 advertisements signed with the key of a registered node, SEED in hex, at addresses that are
 not the one it registered: loopback, metadata and unspecified in IPv4-mapped form, a private
-address, loopback in 6to4 form, and a global address)."""
+address, loopback in 6to4 form, and a global address), transactions (the signed extrinsics in
+FILE, one in hex per line, each published in a batch of its own over TRANSACTION_SECONDS, as
+a hostile node relays what its clients sent, unchecked)."""
 
 from __future__ import annotations
 
@@ -28,13 +32,15 @@ from chain.state import TrieState
 from chain.trie import BLANK_ROOT
 from consensus.finality import Phase, sign_vote
 from node.endpoints import Advertisement, ReadyReplica
+from node.wire import encode_transactions
 from p2p.config import P2PConfig
 from p2p.gossip import Verdict
 from p2p.host import P2PService
-from p2p.identity import NodeKey
+from p2p.identity import NodeKey, PeerId
 from wallet.keys import Keypair
 
 ATTEMPTS = 12
+TRANSACTION_SECONDS = 15.0
 
 
 FORGED_ADDRESSES = (
@@ -80,6 +86,21 @@ def payloads(kind: str, spec: ChainSpec, seed: bytes = b"") -> list[tuple[str, b
     raise SystemExit(f"unknown kind {kind}")
 
 
+async def publish_transactions(service: P2PService, peer: PeerId, path: Path) -> int:
+    """Publish each extrinsic of `path` in a batch of its own, evenly over TRANSACTION_SECONDS,
+    while the target keeps us connected. Returns how many were published."""
+    extrinsics = [bytes.fromhex(line[2:]) for line in (await trio.Path(path).read_text()).split()]
+    interval = TRANSACTION_SECONDS / len(extrinsics)
+    sent = 0
+    for encoded in extrinsics:
+        if all(p.peer_id != peer for p in service.peers()):
+            break
+        await service.publish("transactions", encode_transactions([encoded]))
+        sent += 1
+        await trio.sleep(interval)
+    return sent
+
+
 async def main(network_id: str, target: str, kind: str, spec_path: str, seed: str = "") -> None:
     spec = load_spec(Path(spec_path))
     service = P2PService(P2PConfig(network_id=network_id), NodeKey.generate())
@@ -90,7 +111,9 @@ async def main(network_id: str, target: str, kind: str, spec_path: str, seed: st
         peer = await service.connect(target)
         await trio.sleep(2.0)  # the handshake and the gossip mesh
         sent = 0
-        for _ in range(ATTEMPTS):
+        if kind == "transactions":
+            sent = await publish_transactions(service, peer, Path(seed))
+        for _ in range(ATTEMPTS if kind != "transactions" else 0):
             if all(p.peer_id != peer for p in service.peers()):
                 break
             for topic, data in payloads(kind, spec, bytes.fromhex(seed)):

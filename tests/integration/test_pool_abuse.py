@@ -1,6 +1,7 @@
 """A hostile client against a dev node's pool, as measured before the pool held: 165 `apps.create`
 with a 49 KB manifest that fails late, sent in about 31 s, cost no slots; a sender whose dry runs
-keep failing is banned (1012); an account funded for three fees gets three pool entries, not 14."""
+keep failing is banned (1012); an account funded for three fees gets three pool entries, not 14.
+The same transactions published by a hostile peer cost no slots either, and the peer is banned."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import hashlib
 import itertools
 import json
 import statistics
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +22,7 @@ from chain.blocks import Call
 from chain.primitives import AccountId, Hash32
 from node.chain_spec import development_spec
 from node.commands.tx import build_call
-from tests.integration.harness import NodeProcess, RpcFailure
+from tests.integration.harness import ROOT, NodeProcess, RpcFailure, cli
 from wallet.keys import Keypair, dev_keypair, sign_transaction
 
 pytestmark = [pytest.mark.integration, pytest.mark.serial]
@@ -34,6 +37,9 @@ CLIENTS = 12
 """Concurrent connections of the flooding client: bounded traffic on loopback, enough to keep
 the pace while answers wait for their dry runs."""
 IDLE_SECONDS = 10.0
+GOSSIP_FLOOD = 60
+"""Published by the hostile peer (tests/integration/rogue_peer.py) over 15 s, three per sender.
+The node bans the peer after about ten failed dry runs, so more would not be looked at."""
 TAKEN = "flood"
 SPEC = development_spec()
 SLOT_MS = SPEC.slot_duration_ms
@@ -246,5 +252,70 @@ def test_a_sender_funded_for_three_fees_gets_three_pool_entries(tmp_path: Path) 
             lambda: chain_nonce(node, poor) == 3, timeout=20, what="the three to be included"
         )
         assert next_index(node, poor) == 3
+    finally:
+        node.stop()
+
+
+def test_late_failing_manifests_by_gossip_cost_no_slots_and_their_publisher_is_banned(
+    tmp_path: Path,
+) -> None:
+    node = NodeProcess(tmp_path / "dev").start()
+    try:
+        genesis = Hash32(bytes.fromhex(node.call("chain_getBlockHash", 0)[2:]))
+        bob, charlie = dev_keypair("bob"), dev_keypair("charlie")
+        outcome, _ = submit(
+            node, signed(genesis, bob, next_index(node, bob), create(manifest(0, size=1024)))
+        )
+        assert outcome == "ok", outcome
+        node.wait_for(lambda: node.call("apps_get", TAKEN), timeout=30, what=f"{TAKEN} to exist")
+        senders = [
+            Keypair.from_seed(hashlib.sha256(b"gossip %d" % i).digest())
+            for i in range(GOSSIP_FLOOD // ATTEMPTS_PER_SENDER)
+        ]
+        fee = SPEC.runtime.fee(size(signed(genesis, senders[0], 0, create(manifest(0)))))
+        fund(node, genesis, charlie, senders, 4 * fee)
+        flood = [
+            signed(genesis, senders[i % len(senders)], 0, create(manifest(1 + i)))
+            for i in range(GOSSIP_FLOOD)
+        ]
+        extrinsics = tmp_path / "flood.txt"
+        extrinsics.write_text("\n".join(flood))
+        spec = tmp_path / "dev.json"
+        built = cli("build-spec", "--dev")
+        assert built.returncode == 0, built.stderr
+        spec.write_text(built.stdout)
+        network_id = node.call("chain_getBlockHash", 0)[2:18]
+        address = node.call("system_localListenAddresses")[0]
+
+        first = node.best_number()
+        started = time.monotonic()
+        result = subprocess.run(
+            [
+                *(sys.executable, "-m", "tests.integration.rogue_peer"),
+                *(network_id, address, "transactions", str(spec), str(extrinsics)),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            cwd=ROOT,
+        )
+        took = time.monotonic() - started
+        last = node.best_number()
+        assert result.stdout.strip(), result.stderr[-3000:]
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        intervals, skipped = block_intervals(node, first, last)
+        print(
+            f"\n{report['sent']} late-failing apps.create published by a peer in {took:.1f} s: "
+            f"{len(intervals)} intervals ms {summary([float(i) for i in intervals])}, "
+            f"{skipped} slots without a block"
+        )
+        assert skipped == 0, intervals
+        assert p95([float(i) for i in intervals]) <= 1.2 * SLOT_MS, intervals
+        # Their dry runs failed: the peer that published them is banned, nothing was pooled.
+        assert report["sent"] > 0
+        assert report["connected"] is False, node.log()[-3000:]
+        assert "banned" in node.log()
+        assert not set(node.call("author_pendingExtrinsics")) & set(flood)
+        assert all(chain_nonce(node, sender) == 0 for sender in senders)
     finally:
         node.stop()
