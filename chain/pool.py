@@ -435,7 +435,9 @@ class TransactionPool:
 
     def on_block(self, included: Iterable[Hash32], now: float) -> PoolUpdate:
         """After a block is imported (and the validator sees its state): remove the included
-        transactions and revalidate every other one, with the revalidator if one was given.
+        transactions and revalidate every other one, with the revalidator if one was given; with
+        `DeferredDryRuns`, a large one is only rechecked, and if it is next in line its dry run
+        is left to the owner (`PoolUpdate.unverified`, then `settle`).
 
         All validation happens before any change, so a validator that raises anything but
         `InvalidTransaction` leaves the pool as it was."""
