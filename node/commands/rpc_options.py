@@ -40,11 +40,15 @@ def add_rpc_arguments(parser: argparse.ArgumentParser) -> None:
         "Origin (the CLI, curl, programs) are always allowed",
     )
     limits = (
-        ("--rpc-max-connections", "max_connections", "HTTP requests in flight plus WebSockets"),
+        (
+            "--rpc-max-connections",
+            "max_connections",
+            "HTTP requests in flight plus WebSockets (a tenth kept for 127.0.0.1 and ::1)",
+        ),
         (
             "--rpc-max-connections-per-ip",
             "max_connections_per_ip",
-            "the same, from one client address",
+            "the same, from one client address (an IPv6 /64 counts as one)",
         ),
         (
             "--rpc-max-subscriptions-per-connection",

@@ -25,9 +25,9 @@ class RpcLimits:
     """HTTP calls being answered plus open WebSockets; beyond it HTTP 503 / WebSocket close 1013.
     HTTP bodies still arriving late are bounded by the same numbers, in a pool of their own."""
     max_connections_per_ip: int = DEFAULT_MAX_CONNECTIONS // 4
-    """The same, from one client address: a quarter of the whole by default, so that one
-    address cannot take every slot while the local tools (which all share 127.0.0.1) still get
-    plenty."""
+    """The same, from one client address (an IPv6 /64 counts as one): a quarter of the whole by
+    default, so that one address cannot take every slot while the local tools (which all share
+    127.0.0.1) still get plenty."""
     max_subscriptions_per_connection: int = 1024
     """Live subscriptions one WebSocket may hold; the next subscribe gets -32006."""
     max_subscriptions: int = 32 * 1024
@@ -45,6 +45,13 @@ class RpcLimits:
     request_body_timeout: float = 5.0
     """Seconds an HTTP request may take to send its body once its headers are in; a client
     that stalls is answered 408 and disconnected, so it does not hold a slot."""
+
+    @property
+    def reserved_for_local(self) -> int:
+        """Connections (and places among late bodies) that only 127.0.0.1 and ::1 may take: a
+        tenth of `max_connections`, at least 1 (none when it is 1). A few addresses elsewhere,
+        each within its own cap, can then never take the operator's last slot."""
+        return min(max(1, self.max_connections // 10), self.max_connections - 1)
 
     def __post_init__(self) -> None:
         for field in fields(self):

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from node.rpc.client_address import client_group, is_local
 from node.rpc.errors import INVALID_REQUEST, OVERSIZED_REQUEST, SERVER_IS_BUSY, RpcError
 from node.rpc.exposure import RpcMethods, is_loopback
 from node.rpc.jsonrpc import error_text, handle_payload
@@ -115,11 +116,17 @@ class RpcApp:
         self._open_http = 0
         self._open_websockets = 0
         limits = self._limits
-        self._slots = _Slots("connections", limits.max_connections, limits.max_connections_per_ip)
+        self._slots = _Slots(
+            "connections",
+            limits.max_connections,
+            limits.max_connections_per_ip,
+            limits.reserved_for_local,
+        )
         self._bodies = _Slots(
             "requests still sending their body",
             limits.max_connections,
             limits.max_connections_per_ip,
+            limits.reserved_for_local,
         )
         self._requests_served = 0
         self._forbidden = 0
@@ -439,15 +446,18 @@ class _Body:
 
 
 class _Slots:
-    """Places of one kind (connections, bodies in progress) counted overall and per client
-    address."""
+    """Places of one kind (connections, bodies in progress) counted overall, per client (an
+    address, an IPv6 /64) and for clients other than this machine's 127.0.0.1 and ::1, which
+    may never take the last `reserved` places: those are kept for the operator's own tools."""
 
-    def __init__(self, what: str, total: int, per_ip: int) -> None:
+    def __init__(self, what: str, total: int, per_ip: int, reserved: int) -> None:
         self._what = what
         self._total = total
         self._per_ip = per_ip
+        self._not_local = total - reserved
         self._used = 0
-        self._by_ip: dict[str, int] = {}
+        self._used_not_local = 0
+        self._by_client: dict[str, int] = {}
         self.refused = 0
 
     def __len__(self) -> int:
@@ -455,23 +465,35 @@ class _Slots:
 
     def admit(self, ip: str) -> str | None:
         """Take a place for a client at `ip`, or say which limit is reached."""
+        client, local = client_group(ip), is_local(ip)
         if self._used >= self._total:
             self.refused += 1
             return f"the limit of {self._total} {self._what} is reached"
-        if self._by_ip.get(ip, 0) >= self._per_ip:
+        if not local and self._used_not_local >= self._not_local:
+            self.refused += 1
+            return (
+                f"the limit of {self._not_local} {self._what} from addresses other than "
+                "127.0.0.1 and ::1 is reached"
+            )
+        if self._by_client.get(client, 0) >= self._per_ip:
             self.refused += 1
             return f"the limit of {self._per_ip} {self._what} from one address is reached"
         self._used += 1
-        self._by_ip[ip] = self._by_ip.get(ip, 0) + 1
+        if not local:
+            self._used_not_local += 1
+        self._by_client[client] = self._by_client.get(client, 0) + 1
         return None
 
     def release(self, ip: str) -> None:
+        client = client_group(ip)
         self._used -= 1
-        left = self._by_ip[ip] - 1
+        if not is_local(ip):
+            self._used_not_local -= 1
+        left = self._by_client[client] - 1
         if left:
-            self._by_ip[ip] = left
+            self._by_client[client] = left
         else:
-            del self._by_ip[ip]
+            del self._by_client[client]
 
 
 async def _preflight(send: AsgiSend, origin: str | None) -> None:

@@ -4,7 +4,8 @@ attack now fails: unsafe methods on an external server, a web page's Origin, DNS
 subscriptions that are never read.
 
 Clients play several addresses on loopback (127.0.0.2, 127.0.0.3, ...: all of 127.0.0.0/8 is
-this machine), so the per-address limit can be told apart from the global one."""
+this machine), so the per-address limit can be told apart from the global one. To the server
+they are other clients than the operator's tools, which call from 127.0.0.1 itself."""
 
 from __future__ import annotations
 
@@ -178,6 +179,35 @@ def test_one_address_cannot_take_every_connection(external: NodeProcess) -> None
         assert status == 503
         # Everybody else is served.
         assert external.call("system_name") == "statemesh"
+    finally:
+        for sock in opened:
+            sock.close()
+
+
+def test_a_few_addresses_cannot_take_the_operators_connections(external: NodeProcess) -> None:
+    """Four addresses, each within its cap, take every place they may (90 of 100): the next
+    from anywhere but 127.0.0.1 is refused, and the operator's calls and CLI are answered."""
+    cap = DEFAULTS.max_connections_per_ip
+    others = DEFAULTS.max_connections - DEFAULTS.reserved_for_local
+    opened = []
+    try:
+        for n in range(others):
+            source = f"127.0.0.{2 + n // cap}"
+            sock, status = floods.websocket_handshake(external.port, source=source)
+            opened.append(sock)
+            assert status == 101
+        sock, status = floods.websocket_handshake(external.port, source="127.0.0.9")
+        opened.append(sock)
+        assert status == 101  # accepted, to be told why it is closed at once
+        assert floods.read_close_code(sock) == (
+            1013,
+            f"server is busy: the limit of {others} connections from addresses other than "
+            "127.0.0.1 and ::1 is reached",
+        )
+        assert floods.rpc_call(external.port, source="127.0.0.10")[0] == 503
+        assert floods.rpc_call(external.port, source="127.0.0.1")[0] == 200
+        assert external.call("system_name") == "statemesh"
+        assert int(cli_json("query", "block", "--rpc", external.url)["header"]["number"], 16) > 0
     finally:
         for sock in opened:
             sock.close()
