@@ -234,7 +234,9 @@ class Node:
             )
             info = NodeInfo(name=config.name, version=VERSION, spec=spec)
             registry = build_registry(chain, info, network)
-            register_workload_methods(registry, chain, workloads)
+            register_workload_methods(
+                registry, chain, workloads, node_key=Keypair.from_seed(node_key.seed)
+            )
             register_ingress_methods(registry, chain, endpoints)
             if wallet is not None:
                 wallet_methods.register(registry, wallet, ChainLedger(chain))

@@ -5,7 +5,13 @@ The signed message binds the chain (its genesis hash), the application, the node
 a few minutes ahead, after a domain tag of its own that no other signed message of the system
 (transactions, seals, votes, registrations, ...) starts with, and that starts none of theirs:
 a signature of one is never a signature of another. A request seen by one node cannot be
-replayed to another node, to another application, or after its expiry."""
+replayed to another node, to another application, or after its expiry.
+
+Before signing, the CLI has the node prove its id: the node signs, with the key its id is the
+public key of, a fresh challenge of the CLI's and its chain's genesis hash, after a domain tag
+of its own. A node that only claims another node's id (to obtain a request it could use there)
+cannot answer; what the proof cannot tell is a node that relays the challenge to the other node
+while it is asked, which must reach that node's RPC at that moment to do so."""
 
 from __future__ import annotations
 
@@ -28,6 +34,9 @@ LIFETIME_SECONDS = 120
 """How far ahead the CLI sets a request's expiry: room for its clock to be up to
 MAX_AHEAD_SECONDS - LIFETIME_SECONDS ahead of the node's, or LIFETIME_SECONDS behind."""
 SIGNATURE_BYTES = 64
+IDENTITY_DOMAIN = b"statemesh/node-identity/v1\x00"
+CHALLENGE_BYTES = 32
+HASH_BYTES = 32
 
 
 class AccessRefusal(enum.Enum):
@@ -158,6 +167,68 @@ def check_access(
         )
 
 
+class IdentityUnproven(Exception):
+    """A node's answer that does not prove it holds the key of the node id it claims."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityProof:
+    """A node's answer to a client's challenge: its id, its chain, and its node key's signature
+    of both with the challenge."""
+
+    node: AccountId
+    """The node id, the public key of the node key that signed."""
+    genesis: bytes
+    """The genesis hash of the node's chain, which owners' requests for it are signed for."""
+    signature: bytes
+    """The node key's Ed25519 signature of `identity_message`."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "node": encode_address(self.node),
+            "genesis": "0x" + self.genesis.hex(),
+            "signature": "0x" + self.signature.hex(),
+        }
+
+    @classmethod
+    def from_json(cls, value: Any) -> IdentityProof:
+        """A node's `node_identity` answer; a ValueError says what is malformed."""
+        if not isinstance(value, dict) or set(value) != {"node", "genesis", "signature"}:
+            raise ValueError("expected an object {node, genesis, signature}")
+        return cls(
+            node=_address(value["node"], "node"),
+            genesis=_hex(value["genesis"], "genesis", HASH_BYTES),
+            signature=_signature(value["signature"]),
+        )
+
+
+def identity_message(genesis: bytes, challenge: bytes, node: bytes) -> bytes:
+    """What a node's key signs to show that `node` answers `challenge` on chain `genesis`."""
+    encoded: bytes = rlp.encode([genesis, challenge, node])
+    return IDENTITY_DOMAIN + encoded
+
+
+def challenge_param(value: Any) -> bytes:
+    """The `challenge` param of `node_identity`: 32 bytes, 0x-prefixed hex."""
+    return _hex(value, "challenge", CHALLENGE_BYTES)
+
+
+def prove_identity(node_key: Keypair, *, genesis: bytes, challenge: bytes) -> IdentityProof:
+    signature = node_key.sign(identity_message(genesis, challenge, node_key.public))
+    return IdentityProof(AccountId(node_key.public), genesis, signature)
+
+
+def check_identity(proof: IdentityProof, *, challenge: bytes) -> None:
+    """Returns if `proof` is signed by the key of the node id it names, for `challenge`; else
+    raises `IdentityUnproven`."""
+    message = identity_message(proof.genesis, challenge, proof.node)
+    if not verify(proof.node, message, proof.signature):
+        raise IdentityUnproven(
+            f"its answer is not signed by the key of the node id it claims "
+            f"({encode_address(proof.node)}) for this request's challenge"
+        )
+
+
 def _address(value: Any, name: str) -> AccountId:
     if not isinstance(value, str):
         raise ValueError(f"{name}: expected an address")
@@ -168,12 +239,16 @@ def _address(value: Any, name: str) -> AccountId:
 
 
 def _signature(value: Any) -> bytes:
+    return _hex(value, "signature", SIGNATURE_BYTES)
+
+
+def _hex(value: Any, name: str, size: int) -> bytes:
     if not isinstance(value, str) or not value.startswith("0x"):
-        raise ValueError("signature: expected 0x-prefixed hex")
+        raise ValueError(f"{name}: expected 0x-prefixed hex")
     try:
         raw = bytes.fromhex(value[2:])
     except ValueError:
-        raise ValueError("signature: expected 0x-prefixed hex") from None
-    if len(raw) != SIGNATURE_BYTES:
-        raise ValueError(f"signature: expected {SIGNATURE_BYTES} bytes, got {len(raw)}")
+        raise ValueError(f"{name}: expected 0x-prefixed hex") from None
+    if len(raw) != size:
+        raise ValueError(f"{name}: expected {size} bytes, got {len(raw)}")
     return raw

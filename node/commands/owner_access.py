@@ -1,29 +1,41 @@
 """The owner's signed request that `statemesh app logs` and `app events` send, so that a node
 serves them an application's workload data: signed with the key that owns the application,
-found in the keystore (or among the development accounts) by its address, or named by --from."""
+found in the keystore (or among the development accounts) by its address, or named by --from;
+for the node id and chain the node proves it holds the key of, never for those it only names."""
 
 from __future__ import annotations
 
 import argparse
+import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from chain.address import decode_address
 from node.commands.client_options import NodeRefused
 from node.commands.key import add_keystore_argument, keystore_errors, keystore_from_args
 from node.commands.password import PasswordReader, add_password_argument
 from node.errors import CliError
 from node.rpc.client import RpcCallError, RpcClient
 from node.rpc.workload_methods import ACCESS_DENIED
-from node.workload_access import LIFETIME_SECONDS, sign_access
+from node.workload_access import (
+    CHALLENGE_BYTES,
+    LIFETIME_SECONDS,
+    IdentityProof,
+    IdentityUnproven,
+    check_identity,
+    sign_access,
+)
 from wallet.keys import DEV_ACCOUNTS, Keypair, dev_keypair
 from wallet.keystore import resolve_signer
 
 
 class NoOwnerKey(CliError):
     """No key at hand owns the application: its logs cannot be asked for."""
+
+
+class NodeIdentityUnproven(CliError):
+    """The node did not prove the id it claims: nothing is signed for it."""
 
 
 def add_owner_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,12 +66,32 @@ def owner_auth(
                 "served to its owner only (pass --from KEY)"
             )
         return None
-    node = decode_address(client.call("node_identity")["node"])
-    genesis = bytes.fromhex(client.call("chain_getBlockHash", 0).removeprefix("0x"))
+    proof = proven_identity(client)
     grant = sign_access(
-        signer, genesis=genesis, app=app, node=node, expires=int(time.time()) + LIFETIME_SECONDS
+        signer,
+        genesis=proof.genesis,
+        app=app,
+        node=proof.node,
+        expires=int(time.time()) + LIFETIME_SECONDS,
     )
     return grant.to_json()
+
+
+def proven_identity(client: RpcClient) -> IdentityProof:
+    """The node id and chain of the node `client` talks to, proven by its node key's signature
+    of a fresh challenge: a node that names another's id to obtain a request usable there is
+    refused before anything is signed."""
+    challenge = secrets.token_bytes(CHALLENGE_BYTES)
+    answer = client.call("node_identity", "0x" + challenge.hex())
+    try:
+        proof = IdentityProof.from_json(answer)
+        check_identity(proof, challenge=challenge)
+    except (ValueError, IdentityUnproven) as exc:
+        raise NodeIdentityUnproven(
+            f"the node at {client.url} did not prove its node id: {exc}; not signing a request "
+            "for it"
+        ) from None
+    return proof
 
 
 def _signer(

@@ -20,7 +20,13 @@ from node.chain_service import ChainService
 from node.rpc.errors import RpcError
 from node.rpc.methods import recent_app_events
 from node.rpc.registry import Params, Registry
-from node.workload_access import AccessDenied, AccessGrant, check_access
+from node.workload_access import (
+    AccessDenied,
+    AccessGrant,
+    challenge_param,
+    check_access,
+    prove_identity,
+)
 from node.workload_logs import LogFollow, LogLine, LogsEnded, TooManyFollows, WorkloadLogs
 from node.workloads import WorkloadService
 from orchestrator.controller import Controller
@@ -31,6 +37,7 @@ from orchestrator.labels import ContainerKey
 from orchestrator.metering import ReplicaUsage
 from orchestrator.spec import ReplicaKey
 from orchestrator.status import ContainerPhase, ReplicaStatus
+from wallet.keys import Keypair
 
 NO_COMPUTE = 5000
 """The node runs no workloads: not a compute node, or no container engine answers."""
@@ -206,10 +213,13 @@ def register_workload_methods(
     chain: ChainService,
     workloads: WorkloadService | None,
     *,
+    node_key: Keypair,
     wall: Callable[[], float] = time.time,
 ) -> None:
     """`app_logs`, `app_subscribeLogs`, `app_events`, `node_identity` and `node_workloads`;
-    `wall` is the clock that owners' requests expire by."""
+    `node_key` is the key this node's id is the public key of, which proves that id to the
+    clients about to sign requests for it; `wall` is the clock that owners' requests expire
+    by."""
     store = chain.store
 
     def service() -> WorkloadService:
@@ -354,10 +364,15 @@ def register_workload_methods(
         merged.sort(key=lambda e: e["time"])
         return merged
 
-    @registry.method("node_identity", unsafe=False)
+    @registry.method("node_identity", params=["challenge"], unsafe=False)
     def node_identity(params: Params) -> dict[str, Any]:
-        """The node id that owners' requests for this node's workload data are signed for."""
-        return {"node": encode_address(service().node_id)}
+        """The node id and chain that owners' requests for this node's workload data are signed
+        for, proven by the node key's signature of the client's fresh `challenge` with them: a
+        node cannot name another's id and obtain a request to use there."""
+        service()
+        challenge = params.required("challenge", challenge_param)
+        genesis = store.genesis_hash or b""
+        return prove_identity(node_key, genesis=genesis, challenge=challenge).to_json()
 
     @registry.method("node_workloads", unsafe=True)
     def node_workloads(params: Params) -> dict[str, Any]:

@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 
 from chain.address import decode_address
+from node.commands.owner_access import proven_identity
+from node.rpc.client import RpcClient
 from node.workload_access import sign_access
 from p2p.identity import NODE_KEY_FILE, NodeKey, read_node_key_file
 from wallet.keys import Keypair
@@ -70,10 +72,12 @@ def grant(
 ) -> dict[str, object]:
     """`signer`'s signed request for `app`'s workload data (logs, container events) on `node`
     (or on the node `node_id`), valid for `ahead` seconds: the params' `auth`."""
-    genesis = bytes.fromhex(node.call("chain_getBlockHash", 0)[2:])
-    target = decode_address(node_id or node.call("node_identity")["node"])
+    proof = proven_identity(RpcClient(node.url))
+    target = decode_address(node_id) if node_id else proof.node
     expires = int(time.time()) + ahead
-    return sign_access(signer, genesis=genesis, app=app, node=target, expires=expires).to_json()
+    return sign_access(
+        signer, genesis=proof.genesis, app=app, node=target, expires=expires
+    ).to_json()
 
 
 class RpcFailure(Exception):

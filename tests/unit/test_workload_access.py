@@ -1,5 +1,6 @@
-"""The owner's signed request for an application's workload data: the message it signs cannot
-be anything else's, and a grant survives its JSON form unchanged."""
+"""The owner's signed request for an application's workload data, and the node's proof of its
+id: the messages they sign cannot be anything else's, and both survive their JSON form
+unchanged."""
 
 from __future__ import annotations
 
@@ -15,21 +16,54 @@ from chain.runtime.usage import REPORT_DOMAIN
 from chain.runtime.wallets import CONFIRMATION_DOMAIN
 from consensus.finality import VOTE_DOMAIN
 from node.endpoints import ADVERT_DOMAIN
-from node.workload_access import ACCESS_DOMAIN, AccessGrant, access_message, sign_access
+from node.workload_access import (
+    ACCESS_DOMAIN,
+    IDENTITY_DOMAIN,
+    AccessGrant,
+    IdentityProof,
+    access_message,
+    identity_message,
+    prove_identity,
+    sign_access,
+)
 from tests.factories import ALICE, BOB, remark_call
+from wallet.frost.dkg_messages import DKG_DOMAIN
 
 GENESIS = b"\x01" * 32
 
 
 SIGNED_DOMAINS = [TX_SIGNING_DOMAIN, SEAL_SIGNING_DOMAIN, VOTE_DOMAIN, REGISTRATION_DOMAIN,
-                  REPORT_DOMAIN, CONFIRMATION_DOMAIN, ADVERT_DOMAIN]  # fmt: skip
-"""The tags of what else the system's keys sign."""
+                  REPORT_DOMAIN, CONFIRMATION_DOMAIN, ADVERT_DOMAIN, DKG_DOMAIN]  # fmt: skip
+"""The tags of what else the system's keys sign (the node key among them: registrations,
+usage reports, endpoint adverts, DKG messages)."""
 
 
-@pytest.mark.parametrize("other", SIGNED_DOMAINS)
+@pytest.mark.parametrize("other", [*SIGNED_DOMAINS, IDENTITY_DOMAIN])
 def test_the_domain_tag_is_no_other_signed_message_s(other: bytes) -> None:
     assert not ACCESS_DOMAIN.startswith(other)
     assert not other.startswith(ACCESS_DOMAIN)
+
+
+@pytest.mark.parametrize("other", [*SIGNED_DOMAINS, ACCESS_DOMAIN])
+def test_the_identity_tag_is_no_other_signed_message_s(other: bytes) -> None:
+    assert not IDENTITY_DOMAIN.startswith(other)
+    assert not other.startswith(IDENTITY_DOMAIN)
+
+
+@given(challenge=st.binary(min_size=32, max_size=32))
+def test_the_identity_message_starts_with_its_tag_and_binds_each_field(challenge: bytes) -> None:
+    message = identity_message(GENESIS, challenge, BOB.public)
+    assert message.startswith(IDENTITY_DOMAIN)
+    assert rlp.decode(message[len(IDENTITY_DOMAIN) :]) == [GENESIS, challenge, BOB.public]
+    assert message != identity_message(b"\x02" * 32, challenge, BOB.public)
+    assert message != identity_message(GENESIS, bytes(b ^ 1 for b in challenge), BOB.public)
+    assert message != identity_message(GENESIS, challenge, ALICE.public)
+
+
+def test_an_identity_proof_round_trips_through_json() -> None:
+    proof = prove_identity(BOB, genesis=GENESIS, challenge=b"\x03" * 32)
+    assert proof.node == BOB.public
+    assert IdentityProof.from_json(proof.to_json()) == proof
 
 
 @given(app=st.text(min_size=1, max_size=63), expires=st.integers(0, 2**40))

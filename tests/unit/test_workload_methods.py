@@ -22,6 +22,7 @@ from chain.address import encode_address
 from chain.primitives import AccountId, Hash32
 from chain.runtime import apps
 from chain.runtime.apps import ReplicaEntry
+from chain.signature import verify
 from node.chain_service import ChainService
 from node.rpc.errors import INVALID_PARAMS, RpcError
 from node.rpc.registry import Method, Registry, Subscription
@@ -33,7 +34,13 @@ from node.rpc.workload_methods import (
     register_workload_methods,
     with_revisions,
 )
-from node.workload_access import sign_access
+from node.workload_access import (
+    IdentityProof,
+    IdentityUnproven,
+    check_identity,
+    identity_message,
+    sign_access,
+)
 from node.workload_logs import WorkloadLogs
 from node.workloads import WorkloadService
 from orchestrator.controller import Controller, ControllerConfig
@@ -84,6 +91,7 @@ def registry_for(chain: ChainService | None, workloads: WorkloadService | None) 
         registry,
         chain or SimpleNamespace(store=None),  # type: ignore[arg-type]
         workloads,
+        node_key=ALICE,
         wall=lambda: NOW,
     )
     return registry
@@ -481,12 +489,32 @@ def test_a_transaction_signature_does_not_open_the_logs(tmp_path: Path) -> None:
     compute_node(tmp_path, test)
 
 
-def test_the_node_names_the_id_requests_are_signed_for(tmp_path: Path) -> None:
+CHALLENGE = bytes(range(32))
+
+
+def test_the_node_proves_the_id_and_chain_requests_are_signed_for(tmp_path: Path) -> None:
     async def test(registry: Registry, engine: FakeRuntime, controller: Controller) -> None:
-        assert await call(registry, "node_identity") == {"node": encode_address(ME)}
+        answer = await call(registry, "node_identity", "0x" + CHALLENGE.hex())
+        proof = IdentityProof.from_json(answer)
+        assert (proof.node, proof.genesis) == (ME, GENESIS[0])
+        assert answer["node"] == encode_address(ME)
+        check_identity(proof, challenge=CHALLENGE)
+        # The signature is of this challenge only: an answer kept from earlier proves nothing.
+        with pytest.raises(IdentityUnproven):
+            check_identity(proof, challenge=bytes(32))
+        assert verify(ALICE.public, identity_message(GENESIS[0], CHALLENGE, ME), proof.signature)
+        for bad, message in [
+            ("0xabcd", "challenge: expected 32 bytes, got 2"),
+            (CHALLENGE.hex(), "challenge: expected 0x-prefixed hex"),
+            (None, "challenge: expected 0x-prefixed hex"),
+        ]:
+            with pytest.raises(RpcError) as raised:
+                await call(registry, "node_identity", bad)
+            assert raised.value.code == INVALID_PARAMS
+            assert message in raised.value.message
 
     compute_node(tmp_path, test)
-    error = refused(registry_for(None, None), "node_identity")
+    error = refused(registry_for(None, None), "node_identity", "0x" + CHALLENGE.hex())
     assert error.code == NO_COMPUTE
 
 

@@ -21,6 +21,9 @@ import pytest
 import trio
 import trio_websocket
 
+from chain.address import encode_address
+from node.commands.owner_access import proven_identity
+from node.rpc.client import RpcClient
 from node.rpc.workload_methods import ACCESS_DENIED
 from tests.integration.docker_harness import DockerEngine
 from tests.integration.harness import STATEMESH, NodeProcess, RpcFailure, cli, cli_json, grant
@@ -140,7 +143,7 @@ def test_logs_events_and_workloads_of_a_dev_node(
         # The chain's events need no compute (and there are none yet).
         events = cli("app", "events", APP, "--rpc", bare.url)
         assert (events.returncode, events.stdout) == (0, f"no events of application {APP!r}\n")
-        bare_id = bare.call("node_identity")["node"]
+        bare_id = encode_address(proven_identity(RpcClient(bare.url)).node)
         bare.stop()
 
         node.wait_for(lambda: node.call("towers_active")["total"] == 1, timeout=40, what="active")
