@@ -316,35 +316,15 @@ class CommitteeMember:
     ) -> codec.RlpItem:
         if len(items) != 2:
             raise Refused(RefusalReason.MALFORMED, "sign-commit takes a transaction and a login")
-        unsigned_raw = as_bytes(items[0], "transaction")
-        login_signature = as_bytes(items[1], "login signature")
-        unsigned = decode_unsigned(unsigned_raw, self._ledger.genesis_hash)
-        payload: bytes = unsigned.signing_payload()
-        group_key = AccountId(unsigned.sender)
-        record = wallets.get_wallet(self._ledger.state(), group_key)
-        if record is None:
-            raise Refused(
-                RefusalReason.UNKNOWN_WALLET, f"no wallet 0x{group_key.hex()} is registered"
-            )
-        if self.node_id not in record.committee:
-            raise Refused(RefusalReason.NOT_A_MEMBER, "this node is not in the wallet's committee")
-        if sender not in record.committee:
-            raise Refused(
-                RefusalReason.NOT_FROM_COMMITTEE,
-                "a wallet's signing is coordinated by a member of its committee only",
-            )
-        call = unsigned.call
-        if (call.module, call.function) != (TRANSFER.module.encode(), TRANSFER.name.encode()):
-            raise Refused(RefusalReason.NOT_A_TRANSFER, "members sign balance transfers only")
-        try:
-            TRANSFER.decode_args(call.args)
-        except InvalidTransaction as exc:
-            raise Refused(RefusalReason.NOT_A_TRANSFER, exc.message) from None
-        if not verify(record.login_key, payload, login_signature):
-            raise Refused(
-                RefusalReason.BAD_LOGIN_SIGNATURE,
-                "the login signature is not the wallet login key's signature of this transaction",
-            )
+        approved = approved_transfer(
+            self._ledger,
+            self.node_id,
+            as_bytes(items[0], "transaction"),
+            as_bytes(items[1], "login signature"),
+            coordinator=sender,
+        )
+        group_key, record = approved.group_key, approved.record
+        payload, login_signature = approved.payload, approved.login_signature
         if session in self._signing.get(sender, {}):
             raise Refused(RefusalReason.MALFORMED, "this signing session has started already")
         try:
@@ -387,6 +367,66 @@ class CommitteeMember:
         except FrostError as error:
             raise Refused(RefusalReason.SIGNING_FAILED, str(error)) from None
         return share.encode()
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovedTransfer:
+    """A balance transfer from a wallet, approved by the wallet's login key."""
+
+    unsigned: UnsignedTransaction
+    record: wallets.WalletRecord
+    dest: AccountId
+    amount: int
+    login_signature: bytes
+
+    @property
+    def group_key(self) -> AccountId:
+        return AccountId(self.unsigned.sender)
+
+    @property
+    def payload(self) -> bytes:
+        """What the committee signs: the transaction's signing payload."""
+        payload: bytes = self.unsigned.signing_payload()
+        return payload
+
+
+def approved_transfer(
+    ledger: WalletLedger,
+    node_id: AccountId,
+    raw: bytes,
+    login_signature: bytes,
+    *,
+    coordinator: AccountId | None = None,
+) -> ApprovedTransfer:
+    """What a member checks before it takes part in a signing, and what a member asked by a
+    node outside the committee checks before it coordinates one: a transfer of this chain from a
+    wallet of which `node_id` is a member (coordinated by another member, when `coordinator` is
+    given), signed by the wallet's login key. `Refused` with the first reason it is not."""
+    unsigned = decode_unsigned(raw, ledger.genesis_hash)
+    group_key = AccountId(unsigned.sender)
+    record = wallets.get_wallet(ledger.state(), group_key)
+    if record is None:
+        raise Refused(RefusalReason.UNKNOWN_WALLET, f"no wallet 0x{group_key.hex()} is registered")
+    if node_id not in record.committee:
+        raise Refused(RefusalReason.NOT_A_MEMBER, "this node is not in the wallet's committee")
+    if coordinator is not None and coordinator not in record.committee:
+        raise Refused(
+            RefusalReason.NOT_FROM_COMMITTEE,
+            "a wallet's signing is coordinated by a member of its committee only",
+        )
+    call = unsigned.call
+    if (call.module, call.function) != (TRANSFER.module.encode(), TRANSFER.name.encode()):
+        raise Refused(RefusalReason.NOT_A_TRANSFER, "members sign balance transfers only")
+    try:
+        dest, amount = TRANSFER.decode_args(call.args)
+    except InvalidTransaction as exc:
+        raise Refused(RefusalReason.NOT_A_TRANSFER, exc.message) from None
+    if not verify(record.login_key, unsigned.signing_payload(), login_signature):
+        raise Refused(
+            RefusalReason.BAD_LOGIN_SIGNATURE,
+            "the login signature is not the wallet login key's signature of this transaction",
+        )
+    return ApprovedTransfer(unsigned, record, dest, amount, login_signature)
 
 
 def decode_unsigned(raw: bytes, genesis_hash: Hash32) -> UnsignedTransaction:

@@ -28,7 +28,12 @@ from chain.runtime.wallets import Wallets
 from chain.signature import verify
 from chain.state import StateReader
 from node.chain_service import ChainService
-from node.wallet_member import TRANSFER, CommitteeMember, WalletLedger, decode_unsigned
+from node.wallet_member import (
+    TRANSFER,
+    CommitteeMember,
+    WalletLedger,
+    approved_transfer,
+)
 from node.wallet_messages import (
     MAX_REQUEST_BYTES,
     MAX_RESPONSE_BYTES,
@@ -675,23 +680,11 @@ class WalletService:
         if len(request.items) != 2:
             raise Refused(RefusalReason.MALFORMED, "sign-relay takes a transaction and a login")
         raw = as_bytes(request.items[0], "transaction")
-        login_signature = as_bytes(request.items[1], "login signature")
-        unsigned = decode_unsigned(raw, self._ledger.genesis_hash)
-        group_key = AccountId(unsigned.sender)
-        record = wallets.get_wallet(self._ledger.state(), group_key)
-        if record is None:
-            raise Refused(
-                RefusalReason.UNKNOWN_WALLET, f"no wallet 0x{group_key.hex()} is registered"
-            )
-        if self.node_id not in record.committee:
-            raise Refused(RefusalReason.NOT_A_MEMBER, "this node is not in the wallet's committee")
-        call = unsigned.call
-        if (call.module, call.function) != (TRANSFER.module.encode(), TRANSFER.name.encode()):
-            raise Refused(RefusalReason.NOT_A_TRANSFER, "members sign balance transfers only")
-        try:
-            dest, amount = TRANSFER.decode_args(call.args)
-        except InvalidTransaction as exc:
-            raise Refused(RefusalReason.NOT_A_TRANSFER, exc.message) from None
+        approved = approved_transfer(
+            self._ledger, self.node_id, raw, as_bytes(request.items[1], "login signature")
+        )
+        unsigned, group_key = approved.unsigned, approved.group_key
+        dest, amount, login_signature = approved.dest, approved.amount, approved.login_signature
         rebuilt = UnsignedTransaction(
             unsigned.genesis_hash,
             group_key,
@@ -706,11 +699,6 @@ class WalletService:
             raise Refused(
                 RefusalReason.MALFORMED,
                 f"nonce {unsigned.nonce} is not the wallet's next nonce {expected}",
-            )
-        if not verify(record.login_key, unsigned.signing_payload(), login_signature):
-            raise Refused(
-                RefusalReason.BAD_LOGIN_SIGNATURE,
-                "the login signature is not the wallet login key's signature of this transaction",
             )
         if group_key in self._relaying or len(self._relaying) >= MAX_RELAYED:
             raise Refused(RefusalReason.BUSY, "a signing of this wallet is under way")
