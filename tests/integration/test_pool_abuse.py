@@ -14,6 +14,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import rlp
@@ -161,26 +162,39 @@ def summary(values: list[float]) -> str:
     return f"median {statistics.median(values):.0f}, p95 {p95(values):.0f}, max {max(values):.0f}"
 
 
+class LateFailing(NamedTuple):
+    genesis: Hash32
+    senders: list[Keypair]
+    extrinsics: list[str]
+
+
+def late_failing(node: NodeProcess, label: bytes, senders: int, count: int) -> LateFailing:
+    """`count` apps.create of about 49 KB that fail only at the end of their dry run (bob takes
+    their name first), from `senders` fresh accounts (named by `label`) that charlie funds for
+    four fees each, in turn: what each flood sends."""
+    genesis = Hash32(bytes.fromhex(node.call("chain_getBlockHash", 0)[2:]))
+    bob, charlie = dev_keypair("bob"), dev_keypair("charlie")
+    outcome, _ = submit(
+        node, signed(genesis, bob, next_index(node, bob), create(manifest(0, size=1024)))
+    )
+    assert outcome == "ok", outcome
+    node.wait_for(lambda: node.call("apps_get", TAKEN), timeout=30, what=f"{TAKEN} to exist")
+    accounts = [
+        Keypair.from_seed(hashlib.sha256(label + b" %d" % i).digest()) for i in range(senders)
+    ]
+    fee = SPEC.runtime.fee(size(signed(genesis, accounts[0], 0, create(manifest(0)))))
+    fund(node, genesis, charlie, accounts, 4 * fee)
+    extrinsics = [
+        signed(genesis, accounts[i % senders], 0, create(manifest(1 + i))) for i in range(count)
+    ]
+    return LateFailing(genesis, accounts, extrinsics)
+
+
 def test_late_failing_manifests_cost_no_slots_and_repeat_senders_are_banned(tmp_path: Path) -> None:
     node = NodeProcess(tmp_path / "dev").start()
     try:
-        genesis = Hash32(bytes.fromhex(node.call("chain_getBlockHash", 0)[2:]))
+        genesis, senders, extrinsics = late_failing(node, b"flood", SENDERS, FLOOD)
         bob, charlie = dev_keypair("bob"), dev_keypair("charlie")
-        outcome, _ = submit(
-            node, signed(genesis, bob, next_index(node, bob), create(manifest(0, size=1024)))
-        )
-        assert outcome == "ok", outcome
-        node.wait_for(lambda: node.call("apps_get", TAKEN), timeout=30, what=f"{TAKEN} to exist")
-
-        senders = [
-            Keypair.from_seed(hashlib.sha256(b"flood %d" % i).digest()) for i in range(SENDERS)
-        ]
-        fee = SPEC.runtime.fee(size(signed(genesis, senders[0], 0, create(manifest(0)))))
-        fund(node, genesis, charlie, senders, 4 * fee)
-
-        extrinsics = [
-            signed(genesis, senders[i % SENDERS], 0, create(manifest(1 + i))) for i in range(FLOOD)
-        ]
         assert all(45 * 1024 <= size(x) <= 53 * 1024 for x in extrinsics)
         # The same node idle, in the same run: the machine's own jitter, for comparison.
         idle_first = node.best_number()
@@ -261,23 +275,9 @@ def test_late_failing_manifests_by_gossip_cost_no_slots_and_their_publisher_is_b
 ) -> None:
     node = NodeProcess(tmp_path / "dev").start()
     try:
-        genesis = Hash32(bytes.fromhex(node.call("chain_getBlockHash", 0)[2:]))
-        bob, charlie = dev_keypair("bob"), dev_keypair("charlie")
-        outcome, _ = submit(
-            node, signed(genesis, bob, next_index(node, bob), create(manifest(0, size=1024)))
+        _, senders, flood = late_failing(
+            node, b"gossip", GOSSIP_FLOOD // ATTEMPTS_PER_SENDER, GOSSIP_FLOOD
         )
-        assert outcome == "ok", outcome
-        node.wait_for(lambda: node.call("apps_get", TAKEN), timeout=30, what=f"{TAKEN} to exist")
-        senders = [
-            Keypair.from_seed(hashlib.sha256(b"gossip %d" % i).digest())
-            for i in range(GOSSIP_FLOOD // ATTEMPTS_PER_SENDER)
-        ]
-        fee = SPEC.runtime.fee(size(signed(genesis, senders[0], 0, create(manifest(0)))))
-        fund(node, genesis, charlie, senders, 4 * fee)
-        flood = [
-            signed(genesis, senders[i % len(senders)], 0, create(manifest(1 + i)))
-            for i in range(GOSSIP_FLOOD)
-        ]
         extrinsics = tmp_path / "flood.txt"
         extrinsics.write_text("\n".join(flood))
         spec = tmp_path / "dev.json"
