@@ -4,12 +4,13 @@ served (so a benchmark can put a bare app on exactly the same stack), plus the A
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import trio
-from hypercorn.config import Config
+from hypercorn.config import Config, Sockets
 from hypercorn.trio import serve
 
 if TYPE_CHECKING:
@@ -27,8 +28,14 @@ AsgiApp = Callable[[AsgiScope, AsgiReceive, AsgiSend], Awaitable[None]]
 # Idle HTTP keep-alive connections are closed after this; WebSockets are never idle-closed
 # (hypercorn stops the idle timer once a socket is upgraded).
 KEEP_ALIVE_SECONDS = 30.0
-# Pings keep NAT and proxy mappings of quiet WebSockets alive.
-WEBSOCKET_PING_SECONDS = 30.0
+# Quiet connections are probed by the kernel (TCP keep-alive) rather than with WebSocket
+# pings: the probes keep NAT mappings alive and close a connection whose peer vanished
+# (about IDLE + INTERVAL * COUNT seconds), which hypercorn's pings never do. hypercorn also
+# sends its first ping the moment a socket is accepted, and a client that closes right after
+# its first answer (trio-websocket, for one) then fails answering that ping while closing.
+TCP_KEEPALIVE_IDLE_SECONDS = 30
+TCP_KEEPALIVE_INTERVAL_SECONDS = 10
+TCP_KEEPALIVE_COUNT = 3
 DEFAULT_MAX_WEBSOCKET_MESSAGE = 16 * 1024 * 1024
 
 
@@ -60,7 +67,7 @@ def hypercorn_config(
     max_websocket_message: int = DEFAULT_MAX_WEBSOCKET_MESSAGE,
     keep_alive_timeout: float = KEEP_ALIVE_SECONDS,
 ) -> Config:
-    config = Config()
+    config = _KeepAliveConfig()
     config.bind = [ServerAddress(host, port).netloc]
     config.accesslog = None  # one line per request is noise at RPC rates
     config.errorlog = logging.getLogger("node.rpc.hypercorn")
@@ -69,10 +76,29 @@ def hypercorn_config(
     # keep one connection open (wallets, indexers, benchmarks) should not pay a reconnect,
     # and that close path races with the response being sent in the trio worker.
     config.keep_alive_max_requests = 1_000_000
-    config.websocket_ping_interval = WEBSOCKET_PING_SECONDS
+    config.websocket_ping_interval = None
     config.websocket_max_message_size = max_websocket_message
     config.include_server_header = False
     return config
+
+
+class _KeepAliveConfig(Config):
+    """hypercorn's configuration whose listening sockets carry TCP keep-alive; Linux passes
+    the options on to every socket they accept."""
+
+    def create_sockets(self) -> Sockets:
+        sockets = super().create_sockets()
+        for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                _set_keepalive(sock)
+        return sockets
+
+
+def _set_keepalive(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, TCP_KEEPALIVE_IDLE_SECONDS)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, TCP_KEEPALIVE_INTERVAL_SECONDS)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, TCP_KEEPALIVE_COUNT)
 
 
 def _parse_bind(bind: str) -> ServerAddress:

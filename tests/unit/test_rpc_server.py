@@ -14,6 +14,8 @@ import httpx
 import pytest
 import trio
 import trio_websocket
+import wsproto
+import wsproto.events
 
 from node.rpc.errors import RpcError
 from node.rpc.hello import hello_app
@@ -742,6 +744,61 @@ def test_idle_websockets_outlive_the_http_keep_alive_timeout() -> None:
                 await trio.sleep(0.5)
                 assert await ws_call(ws, request("test_add", [1])) == result(1)
             nursery.cancel_scope.cancel()
+
+    run(scenario)
+
+
+def test_the_server_sends_no_frame_but_answers() -> None:
+    # A short-lived client connects, makes one call and closes; a ping the server sent on its
+    # own (hypercorn's first one left the moment the socket was accepted) could reach it while
+    # closing, and trio-websocket then failed answering it. Read the raw frames: only the
+    # answer comes.
+    async def scenario() -> None:
+        async with serving() as served:
+            host, port = served.address
+            stream = await trio.open_tcp_stream(host, port)
+            client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+            await stream.send_all(client.send(wsproto.events.Request(host=host, target="/")))
+            events: list[wsproto.events.Event] = []
+            call = json.dumps(request("test_add", [2]))
+            with trio.move_on_after(1.0):
+                while True:
+                    client.receive_data(await stream.receive_some())
+                    for event in client.events():
+                        events.append(event)
+                        if isinstance(event, wsproto.events.AcceptConnection):
+                            await stream.send_all(
+                                client.send(wsproto.events.TextMessage(data=call))
+                            )
+            await stream.aclose()
+            assert [type(event) for event in events] == [
+                wsproto.events.AcceptConnection,
+                wsproto.events.TextMessage,
+            ], events
+            assert json.loads(events[1].data) == result(2)
+
+    run(scenario)
+
+
+def test_accepted_connections_are_probed_by_tcp_keep_alive() -> None:
+    # Quiet WebSockets are kept in NAT tables, and dropped once their peer vanishes, by the
+    # kernel's keep-alive probes: ss shows the timer on the server's side of the connection.
+    async def scenario() -> None:
+        async with serving() as served:
+            async with trio_websocket.open_websocket_url(served.address.ws_url) as ws:
+                assert await ws_call(ws, request("test_add", [1])) == result(1)
+                _, port = served.address
+                for _ in range(50):  # the timer shows once the answer is acknowledged
+                    shown = await trio.run_process(
+                        ["ss", "-tnoH", "state", "established", f"( sport = :{port} )"],
+                        capture_stdout=True,
+                    )
+                    lines = shown.stdout.decode().splitlines()
+                    assert len(lines) == 1, lines
+                    if "timer:(keepalive," in lines[0]:
+                        break
+                    await trio.sleep(0.05)
+                assert "timer:(keepalive," in lines[0], lines[0]
 
     run(scenario)
 
