@@ -204,7 +204,8 @@ def throughput(accounts_count: int = 1000, per_account: int = 4) -> None:
 def build_chain(folder: Path, blocks: int, per_block: int) -> tuple[Path, Path]:
     """A single-authority chain of `blocks` blocks of transfers, ending now, on disk."""
     ports = [(free_port(), free_port())]
-    create(folder, 1, 0, 0, SLOT_MS, ports=ports)
+    first_slot = time.time_ns() // 1_000_000 // SLOT_MS - blocks - 5
+    create(folder, 1, 0, 0, SLOT_MS, ports=ports, genesis_timestamp_ms=(first_slot - 1) * SLOT_MS)
     rng = random.Random(9)
     accounts = [Keypair.from_seed(rng.randbytes(32)) for _ in range(200)]
     raw = json.loads((folder / "genesis.json").read_text())
@@ -222,7 +223,6 @@ def build_chain(folder: Path, blocks: int, per_block: int) -> tuple[Path, Path]:
     runtime = Runtime(spec.runtime, genesis.hash)
     (transfer,) = Balances().calls()
     nonces = [0] * len(accounts)
-    first_slot = time.time_ns() // 1_000_000 // SLOT_MS - blocks - 5
     for n in range(blocks):
         parent = store.best_header
         slot = first_slot + n

@@ -57,6 +57,9 @@ class BlockRejection(enum.Enum):
     BAD_NUMBER = "bad number"
     BAD_TIMESTAMP = "bad timestamp"
     BAD_SLOT = "bad slot"
+    FUTURE_SLOT = "future slot"
+    """The block's timestamp is ahead of our clock by more than the allowed drift: our clock
+    or the author's is off, which no one can prove; the block may be good once its slot comes."""
     WRONG_AUTHOR = "wrong author"
     BAD_SEAL = "bad seal"
     BAD_EXTRINSICS_ROOT = "bad extrinsics root"

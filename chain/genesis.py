@@ -4,6 +4,7 @@ block and state they define."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,9 @@ DEV_ENDOWMENT = 10**21
 """Each well-known development account starts with 1,000 units of 10^18."""
 MAX_VOLUME_RETENTION_SECONDS = 365 * 24 * 3600
 """A deleted application's data is not kept, nor billed to its owner, for more than a year."""
+MAX_TIMESTAMP_MS = 2**63 - 1
+"""Timestamps and block numbers a spec may name are below 2^63 (they are stored in 8 bytes)."""
+_HASH_TEXT = re.compile(r"0x[0-9a-fA-F]{64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +52,13 @@ class ChainSpec:
     balances: tuple[tuple[AccountId, int], ...]
     runtime: RuntimeConfig
     protocol_id: str = "sm"
+    genesis_timestamp_ms: int = 0
+    """When the chain starts (Unix milliseconds). The genesis header carries it and its slot, and
+    no block's slot may come before it: without it, one authority could seal a long chain from
+    its own slots since 1970 in seconds. Zero only for a development chain."""
+    checkpoint: tuple[BlockNumber, Hash32] | None = None
+    """A block (number, hash) every node of this chain has finalized, known out of band: sync
+    refuses a chain without it (a weak-subjectivity anchor)."""
 
     def runtime_json(self) -> dict[str, int]:
         rc = self.runtime
@@ -96,12 +107,24 @@ class ChainSpec:
             "protocolId": self.protocol_id,
             "consensus": {
                 "slotDurationMs": self.slot_duration_ms,
+                "genesisTimestampMs": self.genesis_timestamp_ms,
                 "authorities": [encode_address(a) for a in self.authorities],
             },
             "runtime": self.runtime_json(),
             "towers": self.towers_json(),
             "balances": [[encode_address(a), str(amount)] for a, amount in self.balances],
+            **self.checkpoint_json(),
         }
+
+    def checkpoint_json(self) -> dict[str, Any]:
+        if self.checkpoint is None:
+            return {}
+        number, block_hash = self.checkpoint
+        return {"checkpoint": {"number": number, "hash": "0x" + block_hash.hex()}}
+
+    @property
+    def genesis_slot(self) -> Slot:
+        return Slot(self.genesis_timestamp_ms // self.slot_duration_ms)
 
 
 def _field(obj: Any, key: str, kind: type, where: str) -> Any:
@@ -147,7 +170,17 @@ def parse_spec(data: Any) -> ChainSpec:
         raise GenesisError("the chain spec must be a JSON object")
     _no_unknown(
         data,
-        {"name", "id", "chainType", "protocolId", "consensus", "runtime", "towers", "balances"},
+        {
+            "name",
+            "id",
+            "chainType",
+            "protocolId",
+            "consensus",
+            "runtime",
+            "towers",
+            "balances",
+            "checkpoint",
+        },
         "",
     )
     name = _field(data, "name", str, "")
@@ -159,10 +192,11 @@ def parse_spec(data: Any) -> ChainSpec:
     if not isinstance(protocol_id, str) or not protocol_id:
         raise GenesisError("protocolId must be a non-empty string")
     consensus = _field(data, "consensus", dict, "")
-    _no_unknown(consensus, {"slotDurationMs", "authorities"}, "consensus")
+    _no_unknown(consensus, {"slotDurationMs", "genesisTimestampMs", "authorities"}, "consensus")
     slot = _field(consensus, "slotDurationMs", int, "consensus.")
     if not 100 <= slot <= 600_000:
         raise GenesisError("consensus.slotDurationMs must be between 100 and 600000")
+    genesis_timestamp = _genesis_timestamp(consensus, chain_type)
     raw_authorities = _field(consensus, "authorities", list, "consensus.")
     if not raw_authorities:
         raise GenesisError("consensus.authorities must name at least one authority")
@@ -234,7 +268,56 @@ def parse_spec(data: Any) -> ChainSpec:
         balances=tuple(endowed.items()),
         runtime=runtime,
         protocol_id=protocol_id,
+        genesis_timestamp_ms=genesis_timestamp,
+        checkpoint=_parse_checkpoint(data["checkpoint"]) if "checkpoint" in data else None,
     )
+
+
+def _genesis_timestamp(consensus: dict[str, Any], chain_type: str) -> int:
+    """`consensus.genesisTimestampMs`: required but for a development chain, which starts at 0
+    so that its genesis (and the database of a dev node) stays the same from one run to the next."""
+    if "genesisTimestampMs" not in consensus:
+        if chain_type == "Development":
+            return 0
+        raise GenesisError(
+            f"consensus.genesisTimestampMs is missing: a {chain_type} chain needs the time it "
+            "starts (Unix milliseconds), which bounds the slots of its first blocks"
+        )
+    value = consensus["genesisTimestampMs"]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise GenesisError("consensus.genesisTimestampMs must be an integer (Unix milliseconds)")
+    if not 0 <= value <= MAX_TIMESTAMP_MS:
+        raise GenesisError(f"consensus.genesisTimestampMs must be between 0 and {MAX_TIMESTAMP_MS}")
+    return value
+
+
+def _parse_checkpoint(raw: Any) -> tuple[BlockNumber, Hash32]:
+    if not isinstance(raw, dict):
+        raise GenesisError('checkpoint must be an object {"number": N, "hash": "0x…"}')
+    _no_unknown(raw, {"number", "hash"}, "checkpoint")
+    if "number" not in raw:
+        raise GenesisError("checkpoint.number is missing")
+    number = raw["number"]
+    if isinstance(number, bool) or not isinstance(number, int):
+        raise GenesisError("checkpoint.number must be an integer")
+    if not 1 <= number <= MAX_TIMESTAMP_MS:
+        raise GenesisError(
+            f"checkpoint.number must be between 1 and {MAX_TIMESTAMP_MS} (block #0 is the "
+            "genesis this spec defines)"
+        )
+    if "hash" not in raw:
+        raise GenesisError("checkpoint.hash is missing")
+    return BlockNumber(number), parse_block_hash(raw["hash"], "checkpoint.hash")
+
+
+def parse_block_hash(text: Any, where: str) -> Hash32:
+    """A block hash written as 0x and 64 hex digits; a GenesisError naming `where` otherwise."""
+    if not isinstance(text, str):
+        raise GenesisError(f"{where} must be a string 0x and 64 hex digits")
+    if not _HASH_TEXT.fullmatch(text):
+        shown = text if len(text) <= 80 else text[:80] + "…"
+        raise GenesisError(f"{where} must be 0x and 64 hex digits, got {shown!r}")
+    return Hash32(bytes.fromhex(text[2:]))
 
 
 _TOWER_FIELDS = {
@@ -363,8 +446,8 @@ def build_genesis(spec: ChainSpec, empty_state: TrieState) -> Genesis:
         number=BlockNumber(0),
         state_root=commit.root,
         extrinsics_root=merkle_root([]),
-        timestamp=TimestampMs(0),
-        slot=Slot(0),
+        timestamp=TimestampMs(spec.genesis_timestamp_ms),
+        slot=spec.genesis_slot,
         author=b"\x00" * 32,
         seal=b"",
     )

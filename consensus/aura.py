@@ -36,22 +36,46 @@ def verify_header(
     authorities: tuple[AccountId, ...],
     slot_duration_ms: int,
     now_ms: int,
+    genesis_slot: Slot,
 ) -> None:
-    """Raise InvalidBlock unless `header` is a well-formed Aura block on top of `parent`."""
+    """Raise InvalidBlock unless `header` is a well-formed Aura block on top of `parent`.
+
+    The slot bounds are what keep one authority from sealing a long chain in an instant: a
+    block's slot is after its parent's (the genesis block's included), never before the chain
+    began (`genesis_slot`), and never later than our clock allows. A block too far ahead is
+    FUTURE_SLOT, not BAD_SLOT: it may be our clock that is behind."""
+    check_slot(header, parent, slot_duration_ms, now_ms, genesis_slot)
+    check_seal(header, authorities)
+
+
+def check_slot(
+    header: Header, parent: Header, slot_duration_ms: int, now_ms: int, genesis_slot: Slot
+) -> None:
+    """The slot bounds of `verify_header`."""
     if header.slot != slot_at(header.timestamp, slot_duration_ms):
         raise InvalidBlock(
             BlockRejection.BAD_SLOT,
             f"slot {header.slot} does not match timestamp {header.timestamp}",
         )
-    if parent.number > 0 and header.slot <= parent.slot:
+    if header.slot < genesis_slot:
+        raise InvalidBlock(
+            BlockRejection.BAD_SLOT,
+            f"slot {header.slot} is before the chain's genesis slot {genesis_slot}",
+        )
+    if header.slot <= parent.slot:
         raise InvalidBlock(
             BlockRejection.BAD_SLOT, f"slot {header.slot} is not after the parent's {parent.slot}"
         )
     if header.timestamp > now_ms + MAX_DRIFT_MS:
         raise InvalidBlock(
-            BlockRejection.BAD_SLOT,
+            BlockRejection.FUTURE_SLOT,
             f"slot {header.slot} is in the future (timestamp {header.timestamp}, now {now_ms})",
         )
+
+
+def check_seal(header: Header, authorities: tuple[AccountId, ...]) -> None:
+    """The author is the one of the header's slot and the seal is its signature: checked
+    without the parent, so a block from an unknown fork can be judged before syncing it."""
     expected = slot_author(header.slot, authorities)
     if header.author != expected:
         raise InvalidBlock(

@@ -111,6 +111,7 @@ class ChainService:
         )
         self.blocks_authored = 0
         self.authorities: tuple[AccountId, ...] = system.authorities(store.best_state())
+        self.genesis_slot: Slot = store.require_header(store.canonical_hash(0) or b"").slot
         self.importer = BlockImporter(store, runtime)
         self._import_lock = trio.Lock()
         self._slot_blocks: dict[tuple[int, bytes], Header] = {}
@@ -369,7 +370,7 @@ class ChainService:
             raise RuntimeError("authoring needs a signer")
         async with self._import_lock:
             parent = self.store.best_header
-            if parent.number > 0 and slot <= parent.slot:
+            if slot <= parent.slot:
                 return None
             candidates = list(self.pool.ready())
             rejected: list[tuple[ValidTransaction, InvalidTransaction]] = []
@@ -435,7 +436,12 @@ class ChainService:
                     f"#{header.number} does not extend the finalized block #{finalized.number}",
                 )
             verify_header(
-                header, parent, self.authorities, self.slot_duration_ms, self.clock.now_ms()
+                header,
+                parent,
+                self.authorities,
+                self.slot_duration_ms,
+                self.clock.now_ms(),
+                self.genesis_slot,
             )
             self._check_equivocation(header)
             execution = await trio.to_thread.run_sync(self.importer.execute, block)

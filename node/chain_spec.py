@@ -14,7 +14,12 @@ every block never race a user's own transactions from dev-alice."""
 
 
 def development_spec() -> ChainSpec:
-    """One authority (dev-alice) and every well-known development account endowed."""
+    """One authority (dev-alice) and every well-known development account endowed.
+
+    Its genesis timestamp stays 0 (the default): a dev node restarted on its base path must find
+    the same genesis hash in its database, so the spec cannot hold the time it is built. Slots
+    since 1970 open no hole here, since the one authority's blocks are final as they are made,
+    and a dev chain is nobody else's."""
     return dev_spec(
         authorities=(dev_keypair(DEV_AUTHORITY).public,),
         endowed=tuple(dev_keypair(name).public for name in DEV_ACCOUNTS),

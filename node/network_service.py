@@ -181,6 +181,7 @@ class NetworkService:
                 self.chain.authorities,
                 self.chain.slot_duration_ms,
                 self.chain.clock.now_ms(),
+                self.chain.genesis_slot,
             )
         except InvalidBlock as exc:
             log.info("block #%d from %s refused: %s", header.number, peer, exc)

@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.set_defaults(handler=_run)
 
 
-def _spec(validators: list[Keypair], slot_ms: int) -> ChainSpec:
+def _spec(validators: list[Keypair], slot_ms: int, genesis_timestamp_ms: int) -> ChainSpec:
     dev = development_spec()
     endowed = dict(dev.balances)
     for key in validators:
@@ -76,6 +76,7 @@ def _spec(validators: list[Keypair], slot_ms: int) -> ChainSpec:
         authorities=tuple(k.public for k in validators),
         balances=tuple(endowed.items()),
         runtime=dev.runtime,
+        genesis_timestamp_ms=genesis_timestamp_ms,
     )
 
 
@@ -87,9 +88,11 @@ def create(
     slot_ms: int,
     *,
     ports: list[tuple[int, int]] | None = None,
+    genesis_timestamp_ms: int | None = None,
 ) -> None:
     """Keys, genesis and node folders for a new testnet in `folder`; node i listens on
-    rpc_port + i and p2p_port + i unless `ports` gives each node's (rpc, p2p) pair."""
+    rpc_port + i and p2p_port + i unless `ports` gives each node's (rpc, p2p) pair. The chain
+    starts now unless `genesis_timestamp_ms` says when: no block may claim an earlier slot."""
     folder.mkdir(parents=True, exist_ok=True)
     password = secrets.token_urlsafe(24)
     password_file = folder / "password"
@@ -108,7 +111,10 @@ def create(
             write_node_key_file(folder / f"node-{i}" / NODE_KEY_FILE, node_key)
             rpc, p2p = ports[i] if ports else (rpc_port + i, p2p_port + i)
             nodes.append({"rpcPort": rpc, "p2pPort": p2p, "peerId": node_key.peer_id})
-    (folder / "genesis.json").write_text(json.dumps(_spec(validators, slot_ms).to_json(), indent=2))
+    if genesis_timestamp_ms is None:
+        genesis_timestamp_ms = time.time_ns() // 1_000_000
+    spec = _spec(validators, slot_ms, genesis_timestamp_ms)
+    (folder / "genesis.json").write_text(json.dumps(spec.to_json(), indent=2))
     (folder / LAYOUT_FILE).write_text(json.dumps({"nodes": nodes}, indent=2))
 
 

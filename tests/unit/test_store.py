@@ -141,15 +141,18 @@ def test_aura_header_checks(tmp_path: Path) -> None:
     block = author(store, runtime, [], slot=5)
     parent = store.best_header
     authorities = (ALICE.public,)
-    verify_header(block.header, parent, authorities, 1000, now_ms=5_000)
+    genesis = Slot(0)
+    verify_header(block.header, parent, authorities, 1000, 5_000, genesis)
     with pytest.raises(InvalidBlock, match="bad seal"):
-        verify_header(block.header.copy(seal=b"\x00" * 64), parent, authorities, 1000, 5_000)
+        verify_header(
+            block.header.copy(seal=b"\x00" * 64), parent, authorities, 1000, 5_000, genesis
+        )
     with pytest.raises(InvalidBlock, match="wrong author: slot 5 belongs to"):
-        verify_header(block.header, parent, (BOB.public,), 1000, 5_000)
-    with pytest.raises(InvalidBlock, match="slot 5 is in the future"):
-        verify_header(block.header, parent, authorities, 1000, now_ms=3_000)
+        verify_header(block.header, parent, (BOB.public,), 1000, 5_000, genesis)
+    with pytest.raises(InvalidBlock, match="future slot: slot 5 is in the future"):
+        verify_header(block.header, parent, authorities, 1000, 3_000, genesis)
     with pytest.raises(InvalidBlock, match="does not match timestamp"):
-        verify_header(block.header.copy(slot=9), parent, authorities, 1000, 5_000)
+        verify_header(block.header.copy(slot=9), parent, authorities, 1000, 5_000, genesis)
     db.close()
 
 
