@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chain.errors import GenesisError
-from chain.genesis import load_spec, parse_spec
+from chain.genesis import build_genesis, load_spec, parse_spec
+from chain.state import TrieState
+from chain.trie import BLANK_ROOT
 from node.chain_spec import development_spec
+from node.commands.testnet import create
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -146,3 +151,158 @@ def test_numbers_too_long_to_read(tmp_path: Path) -> None:
     assert str(info.value) == (
         "runtime.volumeRetentionSeconds must be an integer, got '" + "9" * 40 + "…'"
     )
+
+
+def local_spec_json() -> dict[str, Any]:
+    spec = spec_json()
+    spec["chainType"] = "Local"
+    spec["consensus"]["genesisTimestampMs"] = 1_800_000_000_000
+    return spec
+
+
+def test_genesis_timestamp_is_kept_and_moves_the_genesis_hash() -> None:
+    spec = parse_spec(local_spec_json())
+    assert spec.genesis_timestamp_ms == 1_800_000_000_000
+    assert spec.genesis_slot == 1_800_000_000
+    assert parse_spec(spec.to_json()) == spec
+    header = build_genesis(spec, TrieState({}, BLANK_ROOT)).block.header
+    assert (header.timestamp, header.slot) == (1_800_000_000_000, 1_800_000_000)
+    one_ms_later = replace(spec, genesis_timestamp_ms=spec.genesis_timestamp_ms + 1)
+    assert build_genesis(one_ms_later, TrieState({}, BLANK_ROOT)).hash != header.hash
+
+
+def test_a_development_chain_starts_at_zero_unless_told() -> None:
+    spec = spec_json()
+    del spec["consensus"]["genesisTimestampMs"]
+    assert parse_spec(spec).genesis_timestamp_ms == 0
+    # The built-in dev chain's genesis is the same on every run (a dev node restarts on it).
+    assert development_spec().genesis_timestamp_ms == 0
+    assert (
+        build_genesis(development_spec(), TrieState({}, BLANK_ROOT)).hash
+        == build_genesis(development_spec(), TrieState({}, BLANK_ROOT)).hash
+    )
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (
+            lambda s: s["consensus"].pop("genesisTimestampMs"),
+            "consensus.genesisTimestampMs is missing: a Local chain needs the time it starts",
+        ),
+        (
+            lambda s: (s.update(chainType="Live"), s["consensus"].pop("genesisTimestampMs")),
+            "consensus.genesisTimestampMs is missing: a Live chain needs the time it starts",
+        ),
+        (
+            lambda s: (s.pop("chainType"), s["consensus"].pop("genesisTimestampMs")),
+            "consensus.genesisTimestampMs is missing: a Live chain",
+        ),
+        (
+            lambda s: s["consensus"].update(genesisTimestampMs=-1),
+            "consensus.genesisTimestampMs must be between 0 and 9223372036854775807",
+        ),
+        (
+            lambda s: s["consensus"].update(genesisTimestampMs=2**63),
+            "consensus.genesisTimestampMs must be between 0 and 9223372036854775807",
+        ),
+        (
+            lambda s: s["consensus"].update(genesisTimestampMs="1800000000000"),
+            "consensus.genesisTimestampMs must be an integer (Unix milliseconds)",
+        ),
+        (
+            lambda s: s["consensus"].update(genesisTimestampMs=1.5e12),
+            "consensus.genesisTimestampMs must be an integer (Unix milliseconds)",
+        ),
+        (
+            lambda s: s["consensus"].update(genesisTimestampMs=True),
+            "consensus.genesisTimestampMs must be an integer (Unix milliseconds)",
+        ),
+        (
+            lambda s: s["consensus"].update(genesisTimestampMs=None),
+            "consensus.genesisTimestampMs must be an integer (Unix milliseconds)",
+        ),
+    ],
+)
+def test_invalid_genesis_timestamp(mutate: Any, message: str) -> None:
+    spec = local_spec_json()
+    mutate(spec)
+    with pytest.raises(GenesisError) as info:
+        parse_spec(spec)
+    assert message in str(info.value)
+
+
+CHECKPOINT_HASH = "0x" + "ab" * 32
+
+
+def test_checkpoint_round_trip() -> None:
+    spec = spec_json()
+    assert "checkpoint" not in spec and parse_spec(spec).checkpoint is None
+    spec["checkpoint"] = {"number": 1200, "hash": CHECKPOINT_HASH.upper().replace("0X", "0x")}
+    parsed = parse_spec(spec)
+    assert parsed.checkpoint == (1200, b"\xab" * 32)
+    assert parsed.to_json()["checkpoint"] == {"number": 1200, "hash": CHECKPOINT_HASH}
+    assert parse_spec(parsed.to_json()) == parsed
+    # A checkpoint is what a node checks sync against, not part of the chain: same genesis.
+    assert (
+        build_genesis(parsed, TrieState({}, BLANK_ROOT)).hash
+        == build_genesis(development_spec(), TrieState({}, BLANK_ROOT)).hash
+    )
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "message"),
+    [
+        ([1200, CHECKPOINT_HASH], 'checkpoint must be an object {"number": N, "hash": "0x…"}'),
+        ("1200:" + CHECKPOINT_HASH, 'checkpoint must be an object {"number": N, "hash": "0x…"}'),
+        ({"hash": CHECKPOINT_HASH}, "checkpoint.number is missing"),
+        ({"number": 1200}, "checkpoint.hash is missing"),
+        (
+            {"number": 1200, "hash": CHECKPOINT_HASH, "round": 3},
+            "checkpoint: unknown field(s) round",
+        ),
+        ({"number": "1200", "hash": CHECKPOINT_HASH}, "checkpoint.number must be an integer"),
+        ({"number": True, "hash": CHECKPOINT_HASH}, "checkpoint.number must be an integer"),
+        ({"number": 12.5, "hash": CHECKPOINT_HASH}, "checkpoint.number must be an integer"),
+        (
+            {"number": 0, "hash": CHECKPOINT_HASH},
+            "checkpoint.number must be between 1 and 9223372036854775807 (block #0 is the "
+            "genesis this spec defines)",
+        ),
+        ({"number": -5, "hash": CHECKPOINT_HASH}, "checkpoint.number must be between 1 and"),
+        ({"number": 2**64, "hash": CHECKPOINT_HASH}, "checkpoint.number must be between 1 and"),
+        ({"number": 1, "hash": 12}, "checkpoint.hash must be a string 0x and 64 hex digits"),
+        (
+            {"number": 1, "hash": "ab" * 32},
+            "checkpoint.hash must be 0x and 64 hex digits, got '" + "ab" * 32 + "'",
+        ),
+        ({"number": 1, "hash": "0x" + "ab" * 31}, "checkpoint.hash must be 0x and 64 hex digits"),
+        ({"number": 1, "hash": "0x" + "ab" * 33}, "checkpoint.hash must be 0x and 64 hex digits"),
+        ({"number": 1, "hash": "0x" + "zz" * 32}, "checkpoint.hash must be 0x and 64 hex digits"),
+        (
+            {"number": 1, "hash": "0x" + "ab " * 21 + "a"},
+            "checkpoint.hash must be 0x and 64 hex digits",
+        ),
+        (
+            {"number": 1, "hash": "0x" + "a" * 5000},
+            "checkpoint.hash must be 0x and 64 hex digits, got '0x" + "a" * 78 + "…'",
+        ),
+    ],
+)
+def test_invalid_checkpoint(checkpoint: Any, message: str) -> None:
+    spec = spec_json()
+    spec["checkpoint"] = checkpoint
+    with pytest.raises(GenesisError) as info:
+        parse_spec(spec)
+    assert message in str(info.value)
+
+
+def test_testnet_spec_starts_when_it_is_created(tmp_path: Path) -> None:
+    before = time.time_ns() // 1_000_000
+    create(tmp_path / "net", 2, 9944, 30333, 1000)
+    after = time.time_ns() // 1_000_000
+    spec = load_spec(tmp_path / "net" / "genesis.json")
+    assert spec.chain_type == "Local"
+    assert before <= spec.genesis_timestamp_ms <= after
+    create(tmp_path / "old", 1, 9944, 30333, 1000, genesis_timestamp_ms=1_700_000_000_000)
+    assert load_spec(tmp_path / "old" / "genesis.json").genesis_timestamp_ms == 1_700_000_000_000
