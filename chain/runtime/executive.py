@@ -26,6 +26,7 @@ from chain.runtime.config import RuntimeConfig
 from chain.runtime.epochs import Epochs
 from chain.runtime.framework import AccountRef, BlockEnv, CallDef, Context, Event, Module
 from chain.runtime.nodes import Nodes
+from chain.runtime.offences import Offences
 from chain.runtime.system import System
 from chain.runtime.towers import Towers
 from chain.runtime.usage import Usage
@@ -64,7 +65,17 @@ class CheckedTransaction:
 
 def default_modules() -> tuple[Module, ...]:
     """The runtime's modules, in hook order: `system` records the block first."""
-    return (System(), Balances(), Nodes(), Towers(), Epochs(), Apps(), Usage(), Wallets())
+    return (
+        System(),
+        Balances(),
+        Nodes(),
+        Towers(),
+        Epochs(),
+        Apps(),
+        Usage(),
+        Wallets(),
+        Offences(),
+    )
 
 
 class Runtime:
@@ -213,7 +224,7 @@ class Runtime:
         sender's free balance went down (0 when there was no dry run)."""
         if checked.tx.nonce != checked.account.nonce:
             return 0
-        ctx = Context(Overlay(state), env, self.config)
+        ctx = Context(Overlay(state), env, self.config, self.genesis_hash)
         try:
             self._apply_checked(ctx, checked)
         except DispatchError as exc:
@@ -277,7 +288,7 @@ class Runtime:
     ) -> BlockExecution:
         """Import-side execution: every extrinsic must apply, else the block is invalid."""
         extrinsics = tuple(extrinsics)
-        ctx = Context(Overlay(parent), env, self.config)
+        ctx = Context(Overlay(parent), env, self.config, self.genesis_hash)
         self._initialize(ctx)
         outcomes = []
         total = 0
@@ -316,7 +327,7 @@ class Runtime:
     ) -> BlockExecution:
         """Author-side execution: take pool transactions in order while they fit and
         `keep_going()` says there is time; one that no longer applies is skipped and reported."""
-        ctx = Context(Overlay(parent), env, self.config)
+        ctx = Context(Overlay(parent), env, self.config, self.genesis_hash)
         self._initialize(ctx)
         included: list[bytes] = []
         outcomes: list[ExtrinsicOutcome] = []

@@ -69,6 +69,10 @@ class CallDef:
     handler: Callable[..., None]
     """handler(ctx, sender, *decoded_args); raises DispatchError to fail the call."""
     doc: str = ""
+    check_shape: Callable[..., None] | None = None
+    """check_shape(*decoded_args): the arguments' own consistency, needing no state and no
+    signature check; raises ValueError for arguments no state could make valid, which are refused
+    as BAD_ARGUMENTS (so a peer that relays them is at fault)."""
 
     def decode_args(self, encoded: bytes) -> list[Any]:
         try:
@@ -92,6 +96,13 @@ class CallDef:
                     TxRejection.BAD_ARGUMENTS,
                     f"{arg.name} is {len(value)} bytes, at most {arg.max_length} allowed",
                 )
+        if self.check_shape is not None:
+            try:
+                self.check_shape(*values)
+            except ValueError as exc:
+                raise InvalidTransaction(
+                    TxRejection.BAD_ARGUMENTS, f"{self.module}.{self.name}: {exc}"
+                ) from None
         return values
 
     def encode_args(self, values: Mapping[str, Any]) -> bytes:
@@ -251,6 +262,8 @@ class Context:
     state: Overlay
     env: BlockEnv
     config: RuntimeConfig
+    genesis_hash: Hash32
+    """The chain's identity, which signed consensus messages (finality votes) bind."""
     events: list[Event] = field(default_factory=list)
     phase: int | None = None
     fee: int = 0
