@@ -55,6 +55,16 @@ class InvalidJustification(Exception):
     """A finality proof that does not prove what it claims."""
 
 
+class UnknownVoteTarget(InvalidJustification):
+    """A precommit names a block above the justified one that this node does not have yet:
+    not a fault by itself, the proof can be checked again once that block is imported."""
+
+    def __init__(self, target: Hash32, number: int) -> None:
+        super().__init__(f"a precommit for unknown block #{number} 0x{target.hex()}")
+        self.target = target
+        self.number = number
+
+
 def quorum(validators: int) -> int:
     """The smallest count that is more than 2/3 of `validators`."""
     return validators - (validators - 1) // 3
@@ -300,6 +310,75 @@ def encode_justification(finality: Finality) -> bytes:
     return b"".join(v.encode() for v in finality.justification)
 
 
+def check_justification_structure(
+    data: bytes, validators: tuple[AccountId, ...]
+) -> tuple[Vote, ...]:
+    """The cheap checks of a justification, in the order of their cost: its size (at most one
+    vote per validator, refused before anything is decoded), then each vote's form, voter and
+    phase, one round, distinct voters, and a quorum by count. No signature, no block tree."""
+    if not data or len(data) % VOTE_LENGTH:
+        raise InvalidJustification(f"a justification is a list of {VOTE_LENGTH}-byte votes")
+    count = len(data) // VOTE_LENGTH
+    if count > len(validators):
+        raise InvalidJustification(f"{count} votes for {len(validators)} validators")
+    members = set(validators)
+    votes: list[Vote] = []
+    for i in range(count):
+        try:
+            vote = Vote.decode(data[i * VOTE_LENGTH : (i + 1) * VOTE_LENGTH])
+        except InvalidVote as exc:
+            raise InvalidJustification(f"vote {i}: {exc}") from None
+        if vote.voter not in members:
+            raise InvalidJustification(f"vote {i}: 0x{vote.voter.hex()} is not a validator")
+        votes.append(vote)
+    if len({v.round for v in votes}) != 1 or any(v.phase is not Phase.PRECOMMIT for v in votes):
+        raise InvalidJustification("votes must be precommits of one round")
+    voters = {v.voter for v in votes}
+    if len(voters) != len(votes):
+        raise InvalidJustification("a validator appears twice")
+    needed = quorum(len(validators))
+    if len(voters) < needed:
+        raise InvalidJustification(
+            f"{len(voters)} of {len(validators)} validators; {needed} needed"
+        )
+    return tuple(votes)
+
+
+def check_justification_ancestry(votes: Iterable[Vote], block: Header, tree: BlockTree) -> None:
+    """Each precommit must be for `block` or a descendant of it. A target this tree does not
+    know yet, numbered above `block`, raises UnknownVoteTarget (check again once the blocks
+    above `block` are imported); a target that cannot descend from `block` raises
+    InvalidJustification."""
+    for vote in votes:
+        target = tree.header(vote.target_hash)
+        if target is None:
+            if vote.target_number > block.number:
+                raise UnknownVoteTarget(vote.target_hash, vote.target_number)
+            raise InvalidJustification(
+                f"a precommit for #{vote.target_number} 0x{vote.target_hash.hex()} cannot "
+                f"descend from #{block.number}"
+            )
+        if target.number != vote.target_number:
+            raise InvalidJustification(
+                f"a precommit names #{vote.target_number} for block #{target.number}"
+            )
+        if not tree.is_descendant(vote.target_hash, block.hash):
+            raise InvalidJustification(
+                f"a precommit for 0x{vote.target_hash.hex()} does not descend from the block"
+            )
+
+
+def check_justification_signatures(votes: Iterable[Vote], genesis_hash: bytes) -> None:
+    """The costly step, last: every vote signed by its voter for this chain. Pure and
+    thread-safe, so a caller may run it off its event loop."""
+    for i, vote in enumerate(votes):
+        payload = Vote.payload(
+            genesis_hash, vote.round, vote.phase, vote.target_hash, vote.target_number
+        )
+        if not verify(vote.voter, payload, vote.signature):
+            raise InvalidJustification(f"vote {i}: the vote is not signed by its voter")
+
+
 def verify_justification(
     data: bytes,
     block: Header,
@@ -309,30 +388,9 @@ def verify_justification(
     tree: BlockTree,
 ) -> int:
     """Check that `data` proves `block` final: precommits of one round by more than 2/3 of
-    the validators, each for `block` or a descendant this node knows. Returns the round."""
-    if not data or len(data) % VOTE_LENGTH:
-        raise InvalidJustification(f"a justification is a list of {VOTE_LENGTH}-byte votes")
-    votes = []
-    for i in range(0, len(data), VOTE_LENGTH):
-        try:
-            vote = Vote.decode(data[i : i + VOTE_LENGTH])
-            check_vote(vote, genesis_hash, validators)
-        except InvalidVote as exc:
-            raise InvalidJustification(f"vote {i // VOTE_LENGTH}: {exc}") from None
-        votes.append(vote)
-    rounds = {v.round for v in votes}
-    if len(rounds) != 1 or any(v.phase is not Phase.PRECOMMIT for v in votes):
-        raise InvalidJustification("votes must be precommits of one round")
-    voters = {v.voter for v in votes}
-    if len(voters) != len(votes):
-        raise InvalidJustification("a validator appears twice")
-    for vote in votes:
-        if not tree.is_descendant(vote.target_hash, block.hash):
-            raise InvalidJustification(
-                f"a precommit for 0x{vote.target_hash.hex()} does not descend from the block"
-            )
-    if len(voters) < quorum(len(validators)):
-        raise InvalidJustification(
-            f"{len(voters)} of {len(validators)} validators; {quorum(len(validators))} needed"
-        )
-    return rounds.pop()
+    the validators, each for `block` or a descendant this node knows. Returns the round.
+    Raises UnknownVoteTarget (an InvalidJustification) while a precommit's target is unknown."""
+    votes = check_justification_structure(data, validators)
+    check_justification_ancestry(votes, block, tree)
+    check_justification_signatures(votes, genesis_hash)
+    return votes[0].round
