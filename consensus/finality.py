@@ -15,7 +15,7 @@ Everything here is pure: the service passes in the block tree, the round and our
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -189,7 +189,10 @@ class Finality:
 class RoundVotes:
     prevotes: dict[AccountId, Vote] = field(default_factory=dict)
     precommits: dict[AccountId, Vote] = field(default_factory=dict)
-    equivocations: list[tuple[Vote, Vote]] = field(default_factory=list)
+
+
+EquivocationKey = tuple[int, Phase, AccountId]
+"""(round, phase, voter): at most one pair of conflicting votes is kept for each."""
 
 
 class FinalityGadget:
@@ -212,15 +215,23 @@ class FinalityGadget:
         self.signer = signer if signer is not None and signer.public in validators else None
         self.lock = lock
         self.last_prevote_round, self.last_precommit_round = last_voted
+        self._members = frozenset(validators)
         self.rounds: dict[int, RoundVotes] = {}
-        self.equivocations: list[tuple[Vote, Vote]] = []
+        self.equivocations: dict[EquivocationKey, tuple[Vote, Vote]] = {}
+        """Conflicting votes within the round window, the first of each pair counted."""
+        self.on_equivocation: list[Callable[[Vote, Vote], None]] = []
+        """Called once for each new pair in `equivocations`."""
 
     # -- votes in -------------------------------------------------------------------------------
 
     def on_vote(self, vote: Vote, current_round: int) -> bool:
         """Record a vote; True when it is new. Raises InvalidVote for a vote that must be
-        rejected (its sender penalized); an old or far-future round is also refused."""
-        if vote.voter not in self.validators:
+        rejected (its sender penalized) and WRONG_ROUND for an old or far-future round (not a
+        fault: clocks differ). Cheap refusals come first and a vote whose content is already
+        recorded is dropped before its signature is checked, so a flood of copies costs no
+        signature check. A second, different vote of one voter for one round and phase is
+        checked and kept once as evidence (the first stays counted)."""
+        if vote.voter not in self._members:
             # Whatever its round: only validators vote, so this sender is at fault.
             raise InvalidVote(
                 VoteRejection.NOT_A_VALIDATOR, f"0x{vote.voter.hex()} is not a validator"
@@ -229,23 +240,38 @@ class FinalityGadget:
             raise InvalidVote(
                 VoteRejection.WRONG_ROUND, f"round {vote.round} while we are in {current_round}"
             )
-        check_vote(vote, self.genesis_hash, self.validators)
-        votes = self.rounds.setdefault(vote.round, RoundVotes())
-        table = votes.prevotes if vote.phase is Phase.PREVOTE else votes.precommits
-        known = table.get(vote.voter)
+        votes = self.rounds.get(vote.round)
+        known = None
+        if votes is not None:
+            table = votes.prevotes if vote.phase is Phase.PREVOTE else votes.precommits
+            known = table.get(vote.voter)
         if known is not None:
-            if known.target_hash != vote.target_hash:
-                # Two different votes for one round and phase: keep the first, record both.
-                votes.equivocations.append((known, vote))
-                self.equivocations.append((known, vote))
+            if (known.target_hash, known.target_number) == (vote.target_hash, vote.target_number):
+                return False
+            key = (vote.round, vote.phase, vote.voter)
+            if key in self.equivocations:
+                return False
+            check_vote(vote, self.genesis_hash, self.validators)
+            self.equivocations[key] = (known, vote)
+            for listener in self.on_equivocation:
+                listener(known, vote)
             return False
-        table[vote.voter] = vote
+        check_vote(vote, self.genesis_hash, self.validators)
+        self._record(vote)
         self._forget_old(current_round)
         return True
 
+    def _record(self, vote: Vote) -> None:
+        votes = self.rounds.setdefault(vote.round, RoundVotes())
+        table = votes.prevotes if vote.phase is Phase.PREVOTE else votes.precommits
+        table.setdefault(vote.voter, vote)
+
     def _forget_old(self, current_round: int) -> None:
-        for old in [r for r in self.rounds if r < current_round - ROUND_WINDOW]:
+        oldest = current_round - ROUND_WINDOW
+        for old in [r for r in self.rounds if r < oldest]:
             del self.rounds[old]
+        for key in [k for k in self.equivocations if k[0] < oldest]:
+            del self.equivocations[key]
 
     # -- our votes ------------------------------------------------------------------------------
 
@@ -261,7 +287,7 @@ class FinalityGadget:
             target = locked
         self.last_prevote_round = round_
         vote = sign_vote(self.signer, self.genesis_hash, round_, Phase.PREVOTE, target)
-        self.on_vote(vote, round_)
+        self._record(vote)
         return vote
 
     def precommit(self, round_: int, finalized: Header) -> Vote | None:
@@ -282,7 +308,7 @@ class FinalityGadget:
             self.lock = Lock(target.hash, round_)
         self.last_precommit_round = round_
         vote = sign_vote(self.signer, self.genesis_hash, round_, Phase.PRECOMMIT, target)
-        self.on_vote(vote, round_)
+        self._record(vote)
         return vote
 
     # -- decisions --------------------------------------------------------------------------------

@@ -88,6 +88,9 @@ class FinalityService:
             lock=lock,
             last_voted=last_voted,
         )
+        self.on_equivocation: list[Callable[[Vote, Vote], None]] = self.gadget.on_equivocation
+        """Called once per new pair of conflicting votes of one voter for one round and phase
+        (the gadget keeps at most one pair each, within its round window)."""
         self._outbox_send, self._outbox = trio.open_memory_channel[bytes](OUTBOX)
         self.votes_received = 0
         self.votes_rejected = 0
@@ -127,7 +130,10 @@ class FinalityService:
             log.warning("vote outbox full: a vote was not gossiped")
 
     def on_vote(self, data: bytes) -> str:
-        """A vote from the network: the verdict tells the p2p layer whether to relay it."""
+        """A vote from the network: the verdict tells the p2p layer whether to relay it. Runs on
+        the event loop, so the gadget refuses cheaply first and checks a signature only for a
+        vote it has not recorded. A round outside our window is ignored, never penalized:
+        an honest validator whose clock is a little ahead or behind sends such votes."""
         try:
             vote = Vote.decode(data)
             new = self.gadget.on_vote(vote, self.current_round)
