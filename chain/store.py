@@ -31,6 +31,8 @@ _LEAVES = keys.META + b"leaves"
 _VOTER = keys.META + b"voter"
 JUSTIFICATIONS = b"j"
 EQUIVOCATIONS = b"q"
+REPORTS = b"r"
+"""Equivocation reports the node has yet to see recorded on chain, by offence."""
 _HEADER_CACHE_SIZE = 4096
 _extrinsics_sedes = CountableList(binary)
 
@@ -287,6 +289,17 @@ class ChainStore:
             first, second = codec.decode(value)  # type: ignore[misc]
             found.append((rlp.decode(first, sedes=Header), rlp.decode(second, sedes=Header)))
         return found
+
+    def save_report(self, offence: bytes, report: bytes) -> None:
+        self.db.put(REPORTS + offence, report)
+
+    def delete_report(self, offence: bytes) -> None:
+        with self.db.batch() as batch:
+            batch.delete(REPORTS + offence)
+
+    def reports(self) -> list[tuple[bytes, bytes]]:
+        """The saved reports, as (offence, report), in offence order."""
+        return [(key[len(REPORTS) :], value) for key, value in self.db.iterate(REPORTS)]
 
     def _put_finalized(
         self, batch: keys.WriteBatch, block_hash: bytes, justification: bytes | None

@@ -115,6 +115,11 @@ class ChainService:
         self.importer = BlockImporter(store, runtime)
         self._import_lock = trio.Lock()
         self._slot_blocks: dict[tuple[int, bytes], Header] = {}
+        self._equivocated: dict[tuple[int, bytes], None] = {}
+        """The (slot, author) pairs already found equivocating, oldest first, bounded."""
+        self.on_equivocation: list[Callable[[Header, Header], None]] = []
+        """Called once per (slot, author) with the first two sealed blocks of that author for
+        that slot (the evidence reporter submits them)."""
         self.on_authored: list[Callable[[Block], None]] = []
         """Called with each block we author (the network service gossips it)."""
         self.on_submitted: list[Callable[[bytes], None]] = []
@@ -449,7 +454,9 @@ class ChainService:
         return True
 
     def _check_equivocation(self, header: Header) -> None:
-        """Two blocks by one author for one slot: record the evidence (the blocks stay)."""
+        """Two blocks by one author for one slot (`header`'s seal checked): record the evidence
+        and tell the listeners, once per (slot, author) however many more blocks come (the
+        blocks stay)."""
         key = (header.slot, header.author)
         first = self._slot_blocks.get(key)
         if first is None:
@@ -457,15 +464,21 @@ class ChainService:
             while len(self._slot_blocks) > EQUIVOCATION_WINDOW:
                 self._slot_blocks.pop(next(iter(self._slot_blocks)))
             return
-        if first.hash != header.hash:
-            self.store.record_equivocation(first, header)
-            log.warning(
-                "equivocation: %s authored two blocks in slot %d (0x%s…, 0x%s…)",
-                encode_address(header.author),
-                header.slot,
-                first.hash.hex()[:12],
-                header.hash.hex()[:12],
-            )
+        if first.hash == header.hash or key in self._equivocated:
+            return
+        self._equivocated[key] = None
+        while len(self._equivocated) > EQUIVOCATION_WINDOW:
+            self._equivocated.pop(next(iter(self._equivocated)))
+        self.store.record_equivocation(first, header)
+        log.warning(
+            "equivocation: %s authored two blocks in slot %d (0x%s…, 0x%s…)",
+            encode_address(header.author),
+            header.slot,
+            first.hash.hex()[:12],
+            header.hash.hex()[:12],
+        )
+        for listener in self.on_equivocation:
+            listener(first, header)
 
     def _commit(self, block: Block, execution: BlockExecution) -> None:
         """Store an executed block; it becomes best if fork choice prefers it (the longest

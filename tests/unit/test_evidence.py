@@ -1,0 +1,181 @@
+"""The evidence reporter on a real chain service and database: equivocations caught by the
+finality gadget or block import become `offences` transactions that land in a block, are kept
+across a restart until the chain records them, and are never sent twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+import trio.testing
+
+from chain.blocks import Header
+from chain.primitives import Hash32, Slot, TimestampMs
+from chain.runtime import offences
+from chain.runtime.offences import OffenceKey, OffenceKind
+from consensus.finality import Phase, Vote
+from node.chain_service import ChainService
+from node.evidence import RESUBMIT_AFTER_BLOCKS, EvidenceReporter
+from tests.factories import BOB, CHARLIE, DAVE
+from tests.unit.test_chain_service import block_at, open_chain, transfer
+from wallet.keys import Keypair
+
+
+def vote(chain: ChainService, signer: Keypair, target: int, round_: int = 5) -> Vote:
+    genesis = chain.runtime.genesis_hash
+    target_hash = bytes([target]) * 32
+    payload = Vote.payload(genesis, round_, Phase.PRECOMMIT, target_hash, 1)
+    return Vote(
+        round_, Phase.PRECOMMIT, Hash32(target_hash), 1, signer.public, signer.sign(payload)
+    )
+
+
+async def author(chain: ChainService, slot: int) -> None:
+    """Alice (the chain's signer) authors a block in her slot (an even one)."""
+    assert await chain.author_block(Slot(slot), TimestampMs(slot * 1000)) is not None
+
+
+def recorded(chain: ChainService, key: OffenceKey) -> offences.OffenceRecord | None:
+    return offences.get_offence(chain.store.best_state(), key)
+
+
+def test_a_vote_equivocation_lands_in_a_block_once(tmp_path: Path) -> None:
+    chain = open_chain(tmp_path / "db")
+    reporter = EvidenceReporter(chain, CHARLIE)
+    key = OffenceKey(OffenceKind.VOTE, BOB.public, 5)
+    a, b = vote(chain, BOB, 1), vote(chain, BOB, 2)
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(reporter.run)
+            reporter.on_votes(a, b)
+            await trio.testing.wait_all_tasks_blocked()
+            (pooled,) = chain.pool.pending()
+            assert pooled.sender == CHARLIE.public
+            reporter.on_votes(b, a)  # the same offence, caught again: nothing more is sent
+            reporter.on_votes(a, vote(chain, BOB, 3))
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(chain.pool) == 1 and reporter.submitted == 1
+            await author(chain, 2)
+            await trio.testing.wait_all_tasks_blocked()
+            record = recorded(chain, key)
+            assert record is not None and record.reporter == CHARLIE.public
+            assert reporter.statistics().pending == 0 and chain.store.reports() == []
+            reporter.on_votes(a, b)  # recorded already: not even queued
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(chain.pool) == 0 and reporter.statistics().pending == 0
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario)
+    assert reporter.statistics().submitted == 1
+    chain.store.db.close()
+
+
+def test_a_block_equivocation_is_heard_once_and_recorded(tmp_path: Path) -> None:
+    chain = open_chain(tmp_path / "db")
+    reporter = EvidenceReporter(chain, CHARLIE)
+    heard: list[tuple[Header, Header]] = []
+    chain.on_equivocation.append(lambda first, second: heard.append((first, second)))
+    chain.on_equivocation.append(reporter.on_blocks)
+    genesis = chain.store.best_hash
+
+    async def scenario() -> None:
+        # Bob seals three different blocks for his slot 3.
+        blocks = [
+            block_at(chain, genesis, 3),
+            block_at(chain, genesis, 3, [transfer(chain, CHARLIE, 0)]),
+            block_at(chain, genesis, 3, [transfer(chain, CHARLIE, 0, amount=6_000_000)]),
+        ]
+        for block in blocks:
+            assert await chain.import_block(block)
+        # Once per (slot, author), however many more blocks come.
+        assert [(a.hash, b.hash) for a, b in heard] == [(blocks[0].hash, blocks[1].hash)]
+        reporter.step()
+        await author(chain, 4)
+        reporter.step()
+
+    trio.run(scenario)
+    record = recorded(chain, OffenceKey(OffenceKind.BLOCK, BOB.public, 3))
+    assert record is not None
+    assert reporter.statistics().recorded == 1
+    chain.store.db.close()
+
+
+def test_pending_reports_survive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    chain = open_chain(path)
+    reporter = EvidenceReporter(chain, CHARLIE)
+    reporter.on_votes(vote(chain, BOB, 1), vote(chain, BOB, 2))
+    assert len(chain.store.reports()) == 1
+    chain.store.db.close()  # stopped before the report was sent
+
+    chain = open_chain(path)
+    reporter = EvidenceReporter(chain, CHARLIE)
+    assert reporter.statistics().pending == 1
+    reporter.step()
+    trio.run(author, chain, 2)
+    reporter.step()
+    assert recorded(chain, OffenceKey(OffenceKind.VOTE, BOB.public, 5)) is not None
+    assert chain.store.reports() == []
+    chain.store.db.close()
+
+
+def test_a_payer_that_cannot_pay_keeps_the_report_waiting(tmp_path: Path) -> None:
+    """A refusal that says nothing of the evidence (here: no funds) leaves it pending, saved,
+    to be sent at a later block."""
+    chain = open_chain(tmp_path / "db")
+    reporter = EvidenceReporter(chain, DAVE)  # no funds
+    reporter.on_votes(vote(chain, BOB, 1), vote(chain, BOB, 2))
+    for slot in (2, 4):
+        reporter.step()
+        trio.run(author, chain, slot)
+    assert len(chain.pool) == 0 and reporter.statistics().pending == 1
+    assert len(chain.store.reports()) == 1
+    chain.store.db.close()
+
+
+def test_evidence_the_chain_refuses_is_dropped(tmp_path: Path) -> None:
+    chain = open_chain(tmp_path / "db")
+    reporter = EvidenceReporter(chain, CHARLIE)
+    reporter.on_votes(vote(chain, DAVE, 1), vote(chain, DAVE, 2))  # Dave is no authority
+    reporter.step()
+    assert len(chain.pool) == 0
+    assert reporter.statistics().pending == 0 and chain.store.reports() == []
+    chain.store.db.close()
+
+
+def test_pending_reports_are_bounded(tmp_path: Path) -> None:
+    chain = open_chain(tmp_path / "db")
+    reporter = EvidenceReporter(chain, CHARLIE, max_pending=2)
+    for round_ in range(5):
+        reporter.on_votes(vote(chain, BOB, 1, round_), vote(chain, BOB, 2, round_))
+    stats = reporter.statistics()
+    assert (stats.pending, stats.dropped) == (2, 3)
+    assert len(chain.store.reports()) == 2
+    chain.store.db.close()
+
+
+def test_an_unreadable_saved_report_is_dropped_at_start(tmp_path: Path) -> None:
+    chain = open_chain(tmp_path / "db")
+    chain.store.save_report(b"\x01junk", b"\xc0")
+    reporter = EvidenceReporter(chain, CHARLIE)
+    assert reporter.statistics().pending == 0 and chain.store.reports() == []
+    chain.store.db.close()
+
+
+def test_a_pooled_report_is_not_sent_again_while_blocks_pass_without_it(tmp_path: Path) -> None:
+    chain = open_chain(tmp_path / "db")
+    reporter = EvidenceReporter(chain, CHARLIE)
+    reporter.on_votes(vote(chain, BOB, 1), vote(chain, BOB, 2))
+    reporter.step()
+    assert len(chain.pool) == 1
+
+    async def bobs_blocks() -> None:
+        # Bob's blocks leave the report out; it stays in our pool.
+        for slot in range(3, 3 + 2 * (RESUBMIT_AFTER_BLOCKS + 2), 2):
+            assert await chain.import_block(block_at(chain, chain.store.best_hash, slot))
+            reporter.step()
+
+    trio.run(bobs_blocks)
+    assert len(chain.pool) == 1 and reporter.statistics().submitted == 1
+    chain.store.db.close()
