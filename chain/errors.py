@@ -87,3 +87,18 @@ class DatabaseError(ChainError):
 
 class UnknownBlock(ChainError):
     """A block hash or number that this node does not have."""
+
+
+class FinalityConflict(ChainError):
+    """A block proven final that conflicts with the block this node already finalized: more
+    than a third of the validators signed both. No rule can choose between them, so the node
+    stops instead of writing either; an operator decides (and the evidence is in both proofs)."""
+
+    def __init__(self, finalized: tuple[int, bytes], conflicting: tuple[int, bytes]) -> None:
+        super().__init__(
+            f"block #{conflicting[0]} 0x{conflicting[1].hex()} is proven final but conflicts "
+            f"with our finalized block #{finalized[0]} 0x{finalized[1].hex()}: more than a third "
+            "of the validators signed both chains"
+        )
+        self.finalized = finalized
+        self.conflicting = conflicting

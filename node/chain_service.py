@@ -8,14 +8,20 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import rlp
 import trio
 
 from chain.address import encode_address
 from chain.blocks import Block, Call, Header, SignedTransaction, UnsignedTransaction, tx_hash
-from chain.errors import BlockRejection, InvalidBlock, InvalidTransaction, TxRejection
+from chain.errors import (
+    BlockRejection,
+    FinalityConflict,
+    InvalidBlock,
+    InvalidTransaction,
+    TxRejection,
+)
 from chain.importer import BlockImporter
 from chain.pool import DryRun, PoolEvent, TransactionPool
 from chain.primitives import AccountId, BlockNumber, Hash32, Slot, TimestampMs
@@ -131,6 +137,10 @@ class ChainService:
         # against an older best block would settle nothing.
         self._unverified: dict[Hash32, ValidTransaction] = {}
         self._unverified_added = trio.Event()
+        self.conflict: FinalityConflict | None = None
+        """Set once a block proven final conflicts with ours; nothing is finalized after it."""
+        self.conflict_found = trio.Event()
+        """Set with `conflict`: the node's runner waits on it to halt the node."""
 
     # -- transactions -----------------------------------------------------------------------
 
@@ -504,11 +514,23 @@ class ChainService:
 
     def finalize(self, block_hash: Hash32, justification: bytes | None) -> bool:
         """Make a block final (the finality gadget or a verified justification says so);
-        if it is on a fork, the best chain moves onto it first. False if nothing changed."""
+        if it is on a fork, the best chain moves onto it first. False if nothing changed.
+
+        A block that does not descend from our finalized block raises FinalityConflict before
+        anything is written, and every later call raises it again: the node must halt (see
+        `conflict`), never revert a finalized block."""
+        if self.conflict is not None:
+            raise self.conflict
         header = self.store.header(block_hash)
-        old = self.store.finalized_header
-        if header is None or header.number <= old.number:
+        if header is None:
             return False
+        old = self.store.finalized_header
+        if header.number <= old.number:
+            if self.store.canonical_hash(header.number) == header.hash:
+                return False  # final already
+            self._conflicting(old, header)
+        if not self.store.is_descendant(block_hash, old.hash):
+            self._conflicting(old, header)
         if self.store.canonical_hash(header.number) != header.hash:
             leaves = [
                 leaf for leaf in self.store.leaves() if self.store.is_descendant(leaf, block_hash)
@@ -518,6 +540,15 @@ class ChainService:
         self.store.finalize(block_hash, justification)
         self._after_finality(old, header)
         return True
+
+    def _conflicting(self, finalized: Header, header: Header) -> NoReturn:
+        conflict = FinalityConflict(
+            (finalized.number, finalized.hash), (header.number, Hash32(header.hash))
+        )
+        self.conflict = conflict
+        log.critical("FINALITY CONFLICT, the node halts: %s", conflict)
+        self.conflict_found.set()
+        raise conflict
 
     def _after_route(self, route: TreeRoute) -> None:
         """The best chain moved: retracted transactions go back to the pool, included ones

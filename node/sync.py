@@ -1,20 +1,47 @@
-"""Block sync: a node behind its peers downloads their best chain in batches over
-request/response, imports every block, and applies the finality proofs that come with them.
-Also the responder side. Gossip is best effort; this is what makes every node catch up."""
+"""Block sync: a node behind its peers downloads their chain in batches over request/response,
+imports every block, and applies the finality proofs that come with them. Also the responder.
+Gossip is best effort; this is what makes every node catch up.
+
+A peer's status is a claim. Peers are chosen by their finalized block first (a justified chain
+beats a longer unjustified one, and a finalized block is never reverted), then in turn; a peer
+whose answers are empty, late, unattached or against its own status loses its turn, is backed
+off from and penalized a little more each time; a peer whose finalized chain conflicts with ours
+or with the checkpoint is refused for good. Justifications are checked cheaply on the event
+loop and their signatures on a worker thread; one whose votes name blocks not imported yet
+waits for the batch that brings them."""
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import rlp
 import trio
 
+from chain.blocks import Header
 from chain.errors import BlockRejection, InvalidBlock
+from chain.primitives import Hash32
 from chain.store import ChainStore
-from consensus.finality import InvalidJustification, verify_justification
+from consensus.finality import InvalidJustification, Vote
+
+try:
+    from consensus.finality import (  # type: ignore[attr-defined]
+        UnknownVoteTarget,
+        check_justification_ancestry,
+        check_justification_signatures,
+        check_justification_structure,
+    )
+except ImportError:  # TEMPORARY until consensus/finality.py has the split checks
+    from node._justification_steps import (  # type: ignore[assignment]
+        UnknownVoteTarget,
+        check_justification_ancestry,
+        check_justification_signatures,
+        check_justification_structure,
+    )
 from node.chain_service import ChainService
 from node.wire import (
     MAX_SYNC_BLOCKS,
@@ -31,9 +58,34 @@ from p2p.errors import RequestFailed
 
 log = logging.getLogger("statemesh.sync")
 
+Checkpoint = tuple[int, Hash32]
+"""A block number and the hash the chain must have there (weak subjectivity)."""
+
 PROGRESS_EVERY = 2.0
 IDLE_CHECK = 1.0
+FIRST_TIMEOUT = 2.0
+"""Seconds a peer has to answer a request while it has no failures behind it; each failure in a
+row doubles it, up to REQUEST_TIMEOUT, so an honest but slow peer still gets its answers in."""
+REQUEST_TIMEOUT = 8.0
+BACKOFF_BASE = 2.0
+"""A peer that failed n times in a row is asked again after BACKOFF_BASE**n seconds..."""
+BACKOFF_MAX = 60.0
+"""... at most this long."""
+IDLE_BACKOFF = 5.0
+"""A peer that claimed to be ahead and gave nothing new (without being wrong) waits this long."""
+PENALTY_UNHELPFUL = 10
+"""Times the failures in a row: an empty, late, unattached or self-contradicting answer. A peer
+that answers now and then is forgiven (the score recovers a point a second and a good answer
+resets the count); one that never does reaches the ban threshold (-100) within a minute."""
 PENALTY_BAD_DATA = 50
+"""Bytes that do not decode, blocks out of order or breaking the rules."""
+PENALTY_BAN = 100
+"""A forged justification, or a chain conflicting with our finalized one or the checkpoint."""
+MAX_BATCHES_PER_TURN = 8
+"""Then the next sync round chooses again, so that peers of equal standing take turns."""
+MAX_PENDING_JUSTIFICATIONS = 32
+"""Justifications waiting for their votes' target blocks; beyond this the lowest are dropped."""
+MAX_REFUSED = 1024
 
 
 class SyncPeers(Protocol):
@@ -52,6 +104,50 @@ class SyncStatistics:
     target: int = 0
     imported: int = 0
     blocks_per_second: float = 0.0
+    refused_peers: int = 0
+    failed_requests: int = 0
+    pending_justifications: int = 0
+
+
+@dataclass(slots=True)
+class PeerRecord:
+    """How a peer's recent answers went."""
+
+    failures: int = 0
+    """Unhelpful answers in a row."""
+    retry_at: float = 0.0
+    """Not asked before this time (trio clock)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingJustification:
+    peer: str
+    header: Header
+    data: bytes
+    votes: tuple[Vote, ...]
+
+
+class Turn(enum.Enum):
+    """How one peer's turn ended."""
+
+    PROGRESS = "progress"
+    NOTHING = "nothing"
+    FAILED = "failed"
+    WAIT = "wait"
+    """A block for a slot our clock has not reached: retry later, nobody is at fault."""
+
+
+class Batch(enum.Enum):
+    OK = "ok"
+    FORK = "fork"
+    """The first block does not attach to anything we have."""
+    FAILED = "failed"
+    """Unhelpful (recorded and penalized a little)."""
+    BAD = "bad"
+    """Penalized as bad data."""
+    REFUSED = "refused"
+    """The peer is on another chain; refused for good."""
+    WAIT = "wait"
 
 
 def serve_sync(store: ChainStore, request: bytes) -> bytes:
@@ -76,11 +172,18 @@ def serve_sync(store: ChainStore, request: bytes) -> bytes:
 
 
 class SyncService:
-    def __init__(self, chain: ChainService, peers: SyncPeers) -> None:
+    def __init__(
+        self, chain: ChainService, peers: SyncPeers, *, checkpoint: Checkpoint | None = None
+    ) -> None:
         self.chain = chain
         self.peers = peers
+        self.checkpoint = checkpoint
         self.stats = SyncStatistics()
         self._wake_send, self._wake = trio.open_memory_channel[None](1)
+        self._records: dict[str, PeerRecord] = {}
+        self._refused: OrderedDict[str, str] = OrderedDict()
+        self._pending: dict[Hash32, PendingJustification] = {}
+        self._turn = 0
 
     def wake(self) -> None:
         """Look for work now (a block with an unknown parent arrived, a peer moved ahead)."""
@@ -89,51 +192,182 @@ class SyncService:
         except trio.WouldBlock:
             pass
 
+    def refused(self, peer: str) -> str | None:
+        """Why `peer` is refused as another chain, or None."""
+        return self._refused.get(peer)
+
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
-            with trio.move_on_after(IDLE_CHECK):
-                await self._wake.receive()
-            await self.sync_once()
+            if not await self.sync_once():
+                with trio.move_on_after(IDLE_CHECK):
+                    await self._wake.receive()
 
-    async def sync_once(self) -> None:
+    # -- choosing peers ---------------------------------------------------------------------------
+
+    def candidates(self) -> list[tuple[str, Status]]:
+        """Peers ahead of us by finalized or best block, not backed off from nor refused, in
+        the order to ask them: fewer failures in a row, then higher finalized block, then in
+        turn among equals."""
+        store = self.chain.store
+        best, finalized = store.best_header, store.finalized_header
+        now = trio.current_time()
+        statuses = self.peers.statuses()
+        connected = {peer for peer, _ in statuses}
+        for gone in [p for p in self._records if p not in connected]:
+            del self._records[gone]
+        found: list[tuple[tuple[int, int], str, Status]] = []
+        for peer, status in statuses:
+            if peer in self._refused:
+                continue
+            if status.finalized_number <= finalized.number and status.best_number <= best.number:
+                continue
+            conflict = self._status_conflict(status)
+            if conflict is not None:
+                self._refuse(peer, conflict)
+                continue
+            record = self._records.get(peer)
+            if record is not None and record.retry_at > now:
+                continue
+            failures = record.failures if record is not None else 0
+            found.append(((failures, -status.finalized_number), peer, status))
+        found.sort(key=lambda entry: (entry[0], entry[1]))
+        ordered: list[tuple[str, Status]] = []
+        i = 0
+        while i < len(found):
+            j = i
+            while j < len(found) and found[j][0] == found[i][0]:
+                j += 1
+            group = [(peer, status) for _, peer, status in found[i:j]]
+            shift = self._turn % len(group)
+            ordered.extend(group[shift:] + group[:shift])
+            i = j
+        return ordered
+
+    def _status_conflict(self, status: Status) -> str | None:
+        """Why a peer's advertised finalized block cannot be on our chain, or None."""
+        store = self.chain.store
+        finalized = store.finalized_header
+        if status.finalized_number <= finalized.number:
+            ours = store.canonical_hash(status.finalized_number)
+            if ours != status.finalized_hash:
+                return (
+                    f"its finalized block #{status.finalized_number} is "
+                    f"0x{status.finalized_hash.hex()}, ours is 0x{(ours or b'').hex()}"
+                )
+        else:
+            known = store.header(status.finalized_hash)
+            if known is not None and not store.is_descendant(known.hash, finalized.hash):
+                return (
+                    f"its finalized block #{status.finalized_number} does not descend from "
+                    f"our finalized block #{finalized.number}"
+                )
+        if self.checkpoint is not None:
+            number, expected = self.checkpoint
+            if status.finalized_number == number and status.finalized_hash != expected:
+                return f"its finalized block #{number} is not the checkpoint 0x{expected.hex()}"
+        return None
+
+    def _refuse(self, peer: str, reason: str) -> None:
+        log.warning("refusing to sync from %s, another chain: %s", peer, reason)
+        self._refused[peer] = reason
+        while len(self._refused) > MAX_REFUSED:
+            self._refused.popitem(last=False)
+        self._records.pop(peer, None)
+        self.stats.refused_peers = len(self._refused)
+        self.peers.penalize(peer, PENALTY_BAN, f"another chain: {reason}")
+
+    def _fail(self, peer: str, reason: str) -> None:
+        """An unhelpful answer: the peer loses its turn, is backed off from and penalized."""
+        record = self._records.setdefault(peer, PeerRecord())
+        record.failures += 1
+        delay = min(BACKOFF_BASE**record.failures, BACKOFF_MAX)
+        record.retry_at = trio.current_time() + delay
+        self.stats.failed_requests += 1
+        log.info("sync from %s: %s; asking others (again in %.0f s)", peer, reason, delay)
+        self.peers.penalize(peer, PENALTY_UNHELPFUL * record.failures, f"sync: {reason}")
+
+    def _succeed(self, peer: str) -> None:
+        record = self._records.get(peer)
+        if record is not None:
+            record.failures = 0
+
+    def _idle(self, peer: str) -> None:
+        record = self._records.setdefault(peer, PeerRecord())
+        record.retry_at = trio.current_time() + IDLE_BACKOFF
+
+    def _timeout(self, peer: str) -> float:
+        record = self._records.get(peer)
+        failures = record.failures if record is not None else 0
+        return float(min(FIRST_TIMEOUT * 2**failures, REQUEST_TIMEOUT))
+
+    # -- downloading ------------------------------------------------------------------------------
+
+    async def sync_once(self) -> bool:
+        """One sync round: ask the best candidate, falling back to the next at once when one
+        fails. True when blocks were imported or finality moved."""
+        self._turn += 1
+        candidates = self.candidates()
+        if not candidates:
+            self.stats.syncing = False
+            return False
+        self.stats.syncing = True
+        self.stats.target = max(status.best_number for _, status in candidates)
+        for peer, status in candidates:
+            turn = await self._sync_from(peer, status)
+            if turn is Turn.PROGRESS:
+                return True
+            if turn is Turn.WAIT:
+                break
+        self.stats.syncing = False
+        return False
+
+    def _start(self, status: Status) -> int:
+        """Where to download from: above our best block while the peer claims more than it,
+        else above our finalized block (the peer is ahead by finality only: its justified
+        chain may not be our best chain)."""
         store = self.chain.store
         best = store.best_header
-        ahead = [(peer, s) for peer, s in self.peers.statuses() if s.best_number > best.number]
-        if not ahead:
-            self.stats.syncing = False
-            return
-        peer, status = max(ahead, key=lambda p: p[1].best_number)
-        self.stats.syncing, self.stats.target = True, status.best_number
-        start = best.number + 1
+        if status.best_number > best.number:
+            return best.number + 1
+        return store.finalized_header.number + 1
+
+    async def _sync_from(self, peer: str, status: Status) -> Turn:
+        store = self.chain.store
+        start = self._start(status)
         began = last_report = time.monotonic()
         imported = 0
-        while store.best_header.number < status.best_number:
-            try:
-                with trio.fail_after(30):
-                    raw = await self.peers.request_sync(
-                        peer, SyncRequest(start, MAX_SYNC_BLOCKS).encode()
+        moved = False
+        for _ in range(MAX_BATCHES_PER_TURN):
+            if start > status.best_number:
+                break
+            items = await self._request(peer, start, status)
+            if items is None:
+                return Turn.PROGRESS if imported or moved else Turn.FAILED
+            outcome, count, finalized = await self._import_batch(peer, status, start, items)
+            imported += count
+            moved = moved or finalized
+            if outcome is Batch.FORK:
+                floor = store.finalized_header.number + 1
+                if start > floor:
+                    start = floor  # our best chain is not theirs: from above the finalized block
+                    continue
+                if status.finalized_number >= store.finalized_header.number:
+                    self._refuse(
+                        peer, f"its chain does not extend our finalized block #{floor - 1}"
                     )
-                items = decode_sync_response(raw)
-            except WireError as exc:
-                self.peers.penalize(peer, PENALTY_BAD_DATA, f"bad sync response: {exc}")
+                else:
+                    self._fail(peer, f"its chain does not attach above #{floor - 1}")
                 break
-            except (trio.TooSlowError, RequestFailed) as exc:
-                log.info("sync from %s stopped: %s", peer, exc)
+            if outcome is Batch.WAIT:
+                log.info("sync from %s paused: a block is ahead of our clock", peer)
+                return Turn.WAIT if not (imported or moved) else Turn.PROGRESS
+            if outcome is not Batch.OK:
                 break
-            if not items:
-                break
-            outcome = await self._import_batch(peer, items)
-            if outcome == "fork" and start > store.finalized_header.number + 1:
-                # Our best chain is not theirs: download from above the finalized block.
-                start = store.finalized_header.number + 1
-                continue
-            if outcome is None or isinstance(outcome, str):
-                break
-            imported += outcome
+            self._succeed(peer)
             start += len(items)
+            self.stats.imported += count
             now = time.monotonic()
-            self.stats.imported += outcome
             self.stats.blocks_per_second = imported / max(now - began, 1e-6)
             if now - last_report >= PROGRESS_EVERY:
                 last_report = now
@@ -143,53 +377,204 @@ class SyncService:
                     status.best_number,
                     self.stats.blocks_per_second,
                 )
+            best, final = store.best_header, store.finalized_header
+            if best.number >= status.best_number and final.number >= status.finalized_number:
+                break
         if imported:
             log.info(
-                "synced %d blocks to #%d (%.0f blocks/s)",
+                "synced %d blocks from %s to #%d (%.0f blocks/s)",
                 imported,
+                peer,
                 store.best_header.number,
                 imported / max(time.monotonic() - began, 1e-6),
             )
-        self.stats.syncing = store.best_header.number < status.best_number
+        if imported or moved:
+            return Turn.PROGRESS
+        if peer not in self._refused:
+            self._idle(peer)
+        return Turn.NOTHING
 
-    async def _import_batch(self, peer: str, items: list[SyncItem]) -> int | str | None:
-        """Import a downloaded batch in order; returns how many were new, "fork" when the first
-        block does not attach to anything we have, None when the peer sent something bad."""
+    async def _request(self, peer: str, start: int, status: Status) -> list[SyncItem] | None:
+        """One batch from `start`; None (the peer failed and lost its turn) if it did not come
+        in time, did not decode, or was empty although the peer claims blocks there."""
+        timeout = self._timeout(peer)
+        raw: bytes | None = None
+        try:
+            with trio.move_on_after(timeout):
+                raw = await self.peers.request_sync(
+                    peer, SyncRequest(start, MAX_SYNC_BLOCKS).encode()
+                )
+        except RequestFailed as exc:
+            self._fail(peer, f"request failed: {exc}")
+            return None
+        if raw is None:
+            self._fail(peer, f"no answer within {timeout:.0f} s")
+            return None
+        try:
+            items = decode_sync_response(raw)
+        except WireError as exc:
+            self._fail(peer, "bad response")
+            self.peers.penalize(peer, PENALTY_BAD_DATA, f"bad sync response: {exc}")
+            return None
+        if not items:
+            self._fail(peer, f"claims best #{status.best_number} but sent no block from #{start}")
+            return None
+        return items
+
+    async def _import_batch(
+        self, peer: str, status: Status, start: int, items: list[SyncItem]
+    ) -> tuple[Batch, int, bool]:
+        """Import a downloaded batch in order, then apply its justifications (and those that
+        waited for its blocks). Returns how the batch ended, how many blocks were new and
+        whether finality moved."""
+        store = self.chain.store
         imported = 0
+        justified: list[tuple[Header, bytes]] = []
+        outcome = Batch.OK
+        previous: Header | None = None
         for index, item in enumerate(items):
             try:
                 block = decode_block(item.block)
             except WireError as exc:
-                self.peers.penalize(peer, PENALTY_BAD_DATA, str(exc))
-                return None
+                self.peers.penalize(peer, PENALTY_BAD_DATA, f"sync block: {exc}")
+                outcome = Batch.BAD
+                break
+            header = block.header
+            if header.number != start + index or (
+                previous is not None and header.parent_hash != previous.hash
+            ):
+                self.peers.penalize(
+                    peer, PENALTY_BAD_DATA, f"sync: block #{header.number} out of order"
+                )
+                outcome = Batch.BAD
+                break
+            previous = header
+            verdict = self._check_chain(peer, status, header)
+            if verdict is not None:
+                outcome = verdict
+                break
+            if header.number <= store.finalized_header.number:
+                continue  # ours and final already (`_check_chain` compared it)
             try:
                 if await self.chain.import_block(block):
                     imported += 1
             except InvalidBlock as exc:
-                if exc.reason is BlockRejection.UNKNOWN_PARENT and index == 0:
-                    return "fork"
-                if exc.reason is BlockRejection.BELOW_FINALIZED:
-                    continue
-                self.peers.penalize(peer, PENALTY_BAD_DATA, f"sync block: {exc}")
-                return None
+                outcome = self._rejected(peer, status, index, exc)
+                break
             if item.justification:
-                self._apply_justification(peer, block.hash, item.justification)
-        return imported
+                justified.append((header, item.justification))
+        moved: bool | None = False
+        if outcome is not Batch.REFUSED:
+            moved = await self._apply_justifications(peer, justified)
+            if outcome is Batch.OK and moved is None:
+                outcome = Batch.BAD
+        return outcome, imported, bool(moved)
 
-    def _apply_justification(self, peer: str, block_hash: bytes, data: bytes) -> None:
+    def _check_chain(self, peer: str, status: Status, header: Header) -> Batch | None:
+        """A block's place against the checkpoint, our finalized chain and the peer's status,
+        before anything is done with it."""
         store = self.chain.store
-        header = store.header(block_hash)
-        if header is None or header.number <= store.finalized_header.number:
-            return
-        try:
-            verify_justification(
-                data,
-                header,
-                genesis_hash=store.genesis_hash or b"",
-                validators=self.chain.authorities,
-                tree=store,
-            )
-        except InvalidJustification as exc:
-            self.peers.penalize(peer, PENALTY_BAD_DATA, f"bad justification: {exc}")
-            return
-        self.chain.finalize(header.hash, data)
+        if self.checkpoint is not None:
+            number, expected = self.checkpoint
+            if header.number == number and header.hash != expected:
+                self._refuse(
+                    peer,
+                    f"its block #{number} is 0x{header.hash.hex()}, "
+                    f"the checkpoint says 0x{expected.hex()}",
+                )
+                return Batch.REFUSED
+        if header.number == status.finalized_number and header.hash != status.finalized_hash:
+            self._fail(peer, f"its block #{header.number} is not the finalized one it announced")
+            return Batch.FAILED
+        finalized = store.finalized_header
+        if header.number <= finalized.number and store.canonical_hash(header.number) != header.hash:
+            if status.finalized_number >= header.number:
+                self._refuse(peer, f"its block #{header.number} conflicts with our finalized chain")
+                return Batch.REFUSED
+            self._fail(peer, f"its chain leaves our finalized chain at #{header.number}")
+            return Batch.FAILED
+        return None
+
+    def _rejected(self, peer: str, status: Status, index: int, exc: InvalidBlock) -> Batch:
+        if exc.reason is BlockRejection.UNKNOWN_PARENT and index == 0:
+            return Batch.FORK
+        if exc.reason is BlockRejection.FUTURE_SLOT:
+            return Batch.WAIT
+        if exc.reason is BlockRejection.BELOW_FINALIZED:
+            # The block's parent is not on our finalized chain (finality may have moved here
+            # while this batch was on its way).
+            finalized = self.chain.store.finalized_header.number
+            if status.finalized_number >= finalized:
+                self._refuse(peer, f"its chain does not extend our finalized block #{finalized}")
+                return Batch.REFUSED
+            self._fail(peer, f"its chain does not extend our finalized block #{finalized}")
+            return Batch.FAILED
+        self.peers.penalize(peer, PENALTY_BAD_DATA, f"sync block: {exc}")
+        return Batch.BAD
+
+    # -- justifications ---------------------------------------------------------------------------
+
+    async def _apply_justifications(
+        self, peer: str, found: list[tuple[Header, bytes]]
+    ) -> bool | None:
+        """Check a batch's justifications and finalize the highest that holds, trying those
+        that waited for this batch's blocks too. True when finality moved, None when the peer
+        sent a forged one (it is banned). A FinalityConflict goes up: the node must halt."""
+        store = self.chain.store
+        validators = self.chain.authorities
+        checked: list[PendingJustification] = []
+        for header, data in found:
+            if header.number <= store.finalized_header.number:
+                continue
+            try:
+                votes = check_justification_structure(data, validators)
+            except InvalidJustification as exc:
+                self._forged(peer, header, exc)
+                return None
+            checked.append(PendingJustification(peer, header, data, votes))
+        candidates = sorted(
+            [*checked, *self._pending.values()], key=lambda p: p.header.number, reverse=True
+        )
+        moved = False
+        forged = False
+        for pending in candidates:
+            if pending.header.number <= store.finalized_header.number:
+                self._pending.pop(Hash32(pending.header.hash), None)
+                continue
+            try:
+                check_justification_ancestry(pending.votes, pending.header, store)
+            except UnknownVoteTarget:
+                self._keep(pending)
+                continue
+            except InvalidJustification as exc:
+                self._pending.pop(Hash32(pending.header.hash), None)
+                self._forged(pending.peer, pending.header, exc)
+                forged = forged or pending.peer == peer
+                continue
+            self._pending.pop(Hash32(pending.header.hash), None)
+            try:
+                await trio.to_thread.run_sync(
+                    check_justification_signatures, pending.votes, store.genesis_hash or b""
+                )
+            except InvalidJustification as exc:
+                self._forged(pending.peer, pending.header, exc)
+                forged = forged or pending.peer == peer
+                continue
+            if self.chain.finalize(Hash32(pending.header.hash), pending.data):
+                moved = True
+        self.stats.pending_justifications = len(self._pending)
+        if forged and not moved:
+            return None
+        return moved
+
+    def _keep(self, pending: PendingJustification) -> None:
+        """Keep a justification whose votes name blocks we do not have yet (the proof may
+        carry precommits for descendants of the block); the lowest go first when full."""
+        self._pending[Hash32(pending.header.hash)] = pending
+        while len(self._pending) > MAX_PENDING_JUSTIFICATIONS:
+            lowest = min(self._pending.values(), key=lambda p: p.header.number)
+            del self._pending[Hash32(lowest.header.hash)]
+
+    def _forged(self, peer: str, header: Header, exc: InvalidJustification) -> None:
+        log.warning("forged justification of #%d from %s: %s", header.number, peer, exc)
+        self.peers.penalize(peer, PENALTY_BAN, f"bad justification: {exc}")

@@ -1,0 +1,548 @@
+"""Sync against honest and hostile peers, on real stores and chain services: blocks sealed by
+four authorities, justifications of signed precommits. Hostile peers lie in their status,
+stall, serve forged or conflicting chains and forged justifications; each attack must fail
+and the node must end on the honest finalized chain."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from chain.blocks import Block, Header
+from chain.db import Database
+from chain.errors import FinalityConflict
+from chain.genesis import build_genesis
+from chain.pool import TransactionPool
+from chain.primitives import Hash32, Slot, TimestampMs
+from chain.runtime.executive import Runtime
+from chain.state import TrieState
+from chain.store import ChainStore
+from chain.trie import BLANK_ROOT
+from consensus.finality import Phase, sign_vote
+from consensus.proposer import propose
+from node.chain_service import ChainService
+from node.sync import PENALTY_BAN, SyncService, serve_sync
+from node.wire import MAX_SYNC_BLOCKS, Status, SyncItem, decode_sync_response, encode_sync_response
+from p2p.errors import PeerUnreachable
+from tests.factories import ALICE, BOB, CHARLIE, DAVE, spec_for
+from wallet.keys import Keypair
+
+KEYS = (ALICE, BOB, CHARLIE, DAVE)
+SPEC = replace(spec_for(*KEYS), authorities=tuple(k.public for k in KEYS))
+NOW_MS = 10**12
+"""The nodes' clock: far after every block of these tests, unless a test says otherwise."""
+
+
+class FixedClock:
+    def __init__(self, now_ms: int = NOW_MS) -> None:
+        self.now = now_ms
+
+    def now_ms(self) -> int:
+        return self.now
+
+
+def open_node(path: Path, clock: FixedClock | None = None) -> ChainService:
+    db = Database(path)
+    store = ChainStore(db)
+    genesis = build_genesis(SPEC, TrieState(db.trie_nodes, BLANK_ROOT))
+    store.initialize(genesis)
+    runtime = Runtime(SPEC.runtime, genesis.hash)
+    chain: ChainService
+    pool = TransactionPool(lambda e: chain.validate(e), revalidator=lambda v: chain.revalidate(v))
+    chain = ChainService(
+        store=store, runtime=runtime, pool=pool, clock=clock or FixedClock(),
+        slot_duration_ms=SPEC.slot_duration_ms,
+    )  # fmt: skip
+    return chain
+
+
+def sealed(chain: ChainService, parent_hash: bytes, slot: int) -> Block:
+    """A block on `parent_hash` sealed by the authority of `slot`."""
+    parent = chain.store.require_header(parent_hash)
+    block, _ = propose(
+        chain.store, chain.runtime, parent, [], slot=Slot(slot),
+        timestamp=TimestampMs(slot * SPEC.slot_duration_ms), signer=KEYS[slot % len(KEYS)],
+        on_invalid=lambda tx, exc: None,
+    )  # fmt: skip
+    return block
+
+
+async def extend(chain: ChainService, parent_hash: bytes, count: int, slot: int) -> list[Header]:
+    """`count` blocks on `parent_hash`, one per slot from `slot`, imported into `chain`."""
+    headers = []
+    for i in range(count):
+        block = sealed(chain, parent_hash, slot + i)
+        await chain.import_block(block)
+        headers.append(block.header)
+        parent_hash = block.hash
+    return headers
+
+
+def precommits(chain: ChainService, votes: list[tuple[Keypair, Header]], round_: int = 7) -> bytes:
+    """A justification: one signed precommit of `round_` per (voter, target)."""
+    genesis = chain.store.genesis_hash or b""
+    return b"".join(
+        sign_vote(key, genesis, round_, Phase.PRECOMMIT, target).encode() for key, target in votes
+    )
+
+
+def justify(chain: ChainService, header: Header) -> bytes:
+    """Finalize `header` in `chain` with three precommits for it; returns the justification."""
+    data = precommits(chain, [(key, header) for key in KEYS[:3]])
+    assert chain.finalize(Hash32(header.hash), data)
+    return data
+
+
+# -- the network seam ---------------------------------------------------------------------------
+
+
+class StorePeer:
+    """An honest peer: its status and answers come from a real store."""
+
+    def __init__(self, store: ChainStore) -> None:
+        self.store = store
+
+    def status(self) -> Status:
+        best, final = self.store.best_header, self.store.finalized_header
+        genesis = self.store.genesis_hash or b""
+        return Status(Hash32(genesis), best.number, best.hash, final.number, final.hash)
+
+    async def serve(self, request: bytes) -> bytes:
+        return serve_sync(self.store, request)
+
+
+class Liar(StorePeer):
+    """Claims best and finalized #10^9; answers nothing (`stall`) or empty lists."""
+
+    def __init__(self, store: ChainStore, *, stall: bool) -> None:
+        super().__init__(store)
+        self.stall = stall
+
+    def status(self) -> Status:
+        honest = super().status()
+        return replace(
+            honest, best_number=10**9, best_hash=Hash32(b"\x01" * 32),
+            finalized_number=10**9, finalized_hash=Hash32(b"\x02" * 32),
+        )  # fmt: skip
+
+    async def serve(self, request: bytes) -> bytes:
+        if self.stall:
+            await trio.sleep_forever()
+        return encode_sync_response([])
+
+
+class RewritingPeer(StorePeer):
+    """Serves its store's chain with every justification replaced by `rewrite(justification)`."""
+
+    def __init__(self, store: ChainStore, rewrite: object, status: Status | None = None) -> None:
+        super().__init__(store)
+        self.rewrite = rewrite
+        self.claimed = status
+
+    def status(self) -> Status:
+        return self.claimed or super().status()
+
+    async def serve(self, request: bytes) -> bytes:
+        items = decode_sync_response(serve_sync(self.store, request))
+        return encode_sync_response(
+            [
+                SyncItem(i.block, self.rewrite(i.justification) if i.justification else b"")  # type: ignore[operator]
+                for i in items
+            ]
+        )
+
+
+class Network:
+    """The SyncPeers seam over in-process peers. Penalties add up as the p2p host's do (ban at
+    -100, no recovery within a test); a banned peer is disconnected."""
+
+    def __init__(self, **peers: StorePeer) -> None:
+        self.peers = dict(peers)
+        self.scores: defaultdict[str, float] = defaultdict(float)
+        self.reasons: defaultdict[str, list[str]] = defaultdict(list)
+        self.requests: Counter[str] = Counter()
+        self.banned: set[str] = set()
+
+    def statuses(self) -> list[tuple[str, Status]]:
+        return [(name, p.status()) for name, p in self.peers.items() if name not in self.banned]
+
+    async def request_sync(self, peer: str, request: bytes) -> bytes:
+        if peer in self.banned:
+            raise PeerUnreachable(peer, "sync", "not connected")
+        self.requests[peer] += 1
+        return await self.peers[peer].serve(request)
+
+    def penalize(self, peer: str, amount: int, reason: str) -> None:
+        self.scores[peer] -= amount
+        self.reasons[peer].append(reason)
+        if self.scores[peer] <= -100:
+            self.banned.add(peer)
+
+
+async def sync_until_idle(sync: SyncService, rounds: int = 200) -> None:
+    """Sync rounds as the service runs them, until one finds nothing to do with every backoff
+    over (the virtual clock jumps over the waits)."""
+    idle = 0
+    for _ in range(rounds):
+        if await sync.sync_once():
+            idle = 0
+            continue
+        idle += 1
+        if idle > 8:
+            return
+        await trio.sleep(61)
+
+
+def run(scenario: object) -> None:
+    trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0))  # type: ignore[arg-type]
+
+
+# -- honest chains ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def honest(tmp_path_factory: pytest.TempPathFactory) -> ChainService:
+    """300 blocks, finalized at #280 (the justification's precommits name #280 and #290) and
+    at #128 (one precommit names #130: a descendant the first batch does not bring)."""
+    chain = open_node(tmp_path_factory.mktemp("honest") / "db")
+
+    async def build() -> None:
+        headers = await extend(chain, chain.store.best_hash or b"", 300, 1)
+        at: dict[int, Header] = {int(h.number): h for h in headers}
+        data = precommits(chain, [(ALICE, at[128]), (BOB, at[128]), (CHARLIE, at[130])])
+        assert chain.finalize(Hash32(at[128].hash), data)
+        data = precommits(chain, [(ALICE, at[280]), (BOB, at[290]), (DAVE, at[280])], round_=9)
+        assert chain.finalize(Hash32(at[280].hash), data)
+
+    trio.run(build)
+    return chain
+
+
+def test_honest_justifications_with_descendant_precommits_sync(
+    honest: ChainService, tmp_path: Path
+) -> None:
+    node = open_node(tmp_path / "db")
+    net = Network(honest=StorePeer(honest.store))
+    sync = SyncService(node, net)
+
+    async def scenario() -> None:
+        # The first batch brings #1..#128: #128's justification waits for #130.
+        assert await sync.sync_once()
+        await sync_until_idle(sync)
+
+    run(scenario)
+    assert node.store.best_hash == honest.store.best_hash
+    assert node.store.finalized_hash == honest.store.finalized_hash
+    assert node.store.justification(honest.store.finalized_hash or b"")
+    assert not net.reasons  # the honest peer lost nothing
+    assert net.requests["honest"] <= 300 // MAX_SYNC_BLOCKS + 2
+    node.store.db.close()
+
+
+@pytest.mark.parametrize("stall", [True, False], ids=["stalling", "empty"])
+def test_a_new_node_beside_a_lying_peer_syncs_the_honest_finalized_chain(
+    honest: ChainService, tmp_path: Path, stall: bool
+) -> None:
+    alone = open_node(tmp_path / "alone")
+    beside = open_node(tmp_path / "beside")
+    honest_only = Network(honest=StorePeer(honest.store))
+    with_liar = Network(honest=StorePeer(honest.store), liar=Liar(honest.store, stall=stall))
+
+    async def scenario() -> None:
+        await sync_until_idle(SyncService(alone, honest_only))
+        await sync_until_idle(SyncService(beside, with_liar))
+
+    run(scenario)
+    for node in (alone, beside):
+        assert node.store.best_hash == honest.store.best_hash
+        assert node.store.finalized_hash == honest.store.finalized_hash
+        node.store.db.close()
+    # The liar cost one request each time its backoff ended, and those cost it its score.
+    assert with_liar.requests["honest"] == honest_only.requests["honest"]
+    assert "liar" in with_liar.banned
+    assert 1 <= with_liar.requests["liar"] <= 6
+    assert not with_liar.reasons["honest"]
+
+
+def test_a_lying_peer_costs_one_short_timeout_in_real_time(
+    honest: ChainService, tmp_path: Path
+) -> None:
+    """Wall clock: a new node beside a stalling liar catches up within 2x (plus the first
+    request's timeout, 2 s) the time it takes beside honest peers only."""
+    alone = open_node(tmp_path / "alone")
+    beside = open_node(tmp_path / "beside")
+    honest_only = Network(honest=StorePeer(honest.store))
+    with_liar = Network(honest=StorePeer(honest.store), liar=Liar(honest.store, stall=True))
+
+    async def timed(node: ChainService, net: Network) -> float:
+        sync = SyncService(node, net)
+        began = time.monotonic()
+        while node.store.finalized_hash != honest.store.finalized_hash:
+            if not await sync.sync_once():
+                await trio.sleep(0.05)
+        return time.monotonic() - began
+
+    async def scenario() -> tuple[float, float]:
+        return await timed(alone, honest_only), await timed(beside, with_liar)
+
+    took_alone, took_beside = trio.run(scenario)
+    assert took_beside <= 2 * took_alone + 2.5, (took_alone, took_beside)
+    assert with_liar.requests["liar"] == 1
+    for node in (alone, beside):
+        node.store.db.close()
+
+
+# -- captured, forged and conflicting chains ----------------------------------------------------
+
+
+def test_a_node_on_a_forged_chain_moves_to_the_honest_finalized_chain(tmp_path: Path) -> None:
+    """One key seals a long chain in its own slots; the honest chain is shorter but final. A
+    node that took the forged chain moves over once it sees the honest peer."""
+    source = open_node(tmp_path / "honest")
+    forger = open_node(tmp_path / "forger")
+    node = open_node(tmp_path / "node")
+
+    async def scenario() -> None:
+        genesis = source.store.best_hash or b""
+        honest = await extend(source, genesis, 30, 1)
+        justify(source, honest[24])  # finalized #25
+        # Alice's slots only (every fourth), far ahead: a chain twice as long.
+        parent = genesis
+        for i in range(60):
+            block = sealed(forger, parent, 10_000 + 4 * i)
+            await forger.import_block(block)
+            parent = block.hash
+        await sync_until_idle(SyncService(node, Network(forger=StorePeer(forger.store))))
+        assert node.store.best_header.number == 60 and node.store.finalized_header.number == 0
+        net = Network(forger=StorePeer(forger.store), honest=StorePeer(source.store))
+        await sync_until_idle(SyncService(node, net))
+        assert not net.reasons["honest"]
+
+    run(scenario)
+    assert node.store.finalized_hash == source.store.finalized_hash
+    assert node.store.best_hash == source.store.best_hash
+    for chain in (source, forger, node):
+        chain.store.db.close()
+
+
+def test_a_peer_whose_finalized_chain_conflicts_with_ours_is_refused(tmp_path: Path) -> None:
+    source = open_node(tmp_path / "honest")
+    other = open_node(tmp_path / "other")
+    node = open_node(tmp_path / "node")
+
+    async def scenario() -> None:
+        genesis = source.store.best_hash or b""
+        honest = await extend(source, genesis, 20, 1)
+        justify(source, honest[14])  # #15
+        # Another chain sharing #1..#5, finalized at #20 by (equivocating) validators.
+        for h in honest[:5]:
+            block = source.store.block(h.hash)
+            assert block is not None
+            await other.import_block(block)
+        fork = await extend(other, honest[4].hash, 20, 100)
+        justify(other, fork[14])  # #20
+        await sync_until_idle(SyncService(node, Network(honest=StorePeer(source.store))))
+        assert node.store.finalized_header.number == 15
+        # Ahead by finality, its finalized block unknown to us: refused once its chain shows.
+        ahead = Network(other=StorePeer(other.store))
+        sync = SyncService(node, ahead)
+        await sync_until_idle(sync)
+        assert sync.refused("other") is not None
+        assert ahead.scores["other"] <= -PENALTY_BAN
+        # Behind us by finality, with another block at #10: refused on its status alone.
+        behind = RewritingPeer(
+            other.store, bytes, replace(StorePeer(other.store).status(),
+                                        finalized_number=10, finalized_hash=fork[4].hash),
+        )  # fmt: skip
+        net = Network(behind=behind)
+        sync = SyncService(node, net)
+        assert await sync.sync_once() is False
+        assert sync.refused("behind") is not None and net.requests["behind"] == 0
+
+    run(scenario)
+    assert node.store.finalized_hash == source.store.finalized_hash
+    assert node.store.best_hash == source.store.best_hash
+    for chain in (source, other, node):
+        chain.store.db.close()
+
+
+def test_a_checkpoint_mismatch_refuses_the_peer(tmp_path: Path) -> None:
+    source = open_node(tmp_path / "honest")
+    other = open_node(tmp_path / "other")
+    node = open_node(tmp_path / "node")
+
+    async def scenario() -> None:
+        genesis = source.store.best_hash or b""
+        honest = await extend(source, genesis, 20, 1)
+        justify(source, honest[14])
+        await extend(other, genesis, 40, 3)  # longer, unjustified, another block at #10
+        net = Network(other=StorePeer(other.store))
+        sync = SyncService(node, net, checkpoint=(10, Hash32(honest[9].hash)))
+        await sync_until_idle(sync)
+        assert "checkpoint" in (sync.refused("other") or "")
+        assert net.scores["other"] <= -PENALTY_BAN
+        assert node.store.best_header.number < 10  # nothing from #10 of its chain
+        net.peers["honest"] = StorePeer(source.store)
+        await sync_until_idle(sync)
+
+    run(scenario)
+    assert node.store.best_hash == source.store.best_hash
+    assert node.store.finalized_hash == source.store.finalized_hash
+    for chain in (source, other, node):
+        chain.store.db.close()
+
+
+# -- forged justifications ----------------------------------------------------------------------
+
+
+def _corrupt(data: bytes) -> bytes:
+    return data[:-1] + bytes([data[-1] ^ 1])  # the last vote's signature
+
+
+def _oversized(data: bytes) -> bytes:
+    return data[:145] * 57_000  # one real vote, 8.3 MB
+
+
+@pytest.mark.parametrize("rewrite", [_corrupt, _oversized], ids=["bad signature", "oversized"])
+def test_a_forged_justification_bans_its_sender(
+    honest: ChainService, tmp_path: Path, rewrite: object
+) -> None:
+    node = open_node(tmp_path / "db")
+    net = Network(forger=RewritingPeer(honest.store, rewrite))
+    sync = SyncService(node, net)
+
+    async def scenario() -> None:
+        await sync_until_idle(sync)
+
+    run(scenario)
+    assert "forger" in net.banned
+    assert any("bad justification" in reason for reason in net.reasons["forger"])
+    assert node.store.finalized_header.number == 0
+    node.store.db.close()
+
+
+def test_an_oversized_justification_is_refused_in_under_10_ms(
+    honest: ChainService, tmp_path: Path
+) -> None:
+    node = open_node(tmp_path / "db")
+    net = Network(forger=RewritingPeer(honest.store, _oversized))
+    sync = SyncService(node, net)
+    header = honest.store.finalized_header
+    data = _oversized(honest.store.justification(header.hash) or b"")
+
+    async def scenario() -> float:
+        began = time.perf_counter()
+        assert await sync._apply_justifications("forger", [(header, data)]) is None
+        return time.perf_counter() - began
+
+    took = trio.run(scenario)
+    assert took < 0.010, took
+    assert "forger" in net.banned
+    node.store.db.close()
+
+
+def test_a_conflicting_justification_halts_with_the_database_unchanged(tmp_path: Path) -> None:
+    """More than a third of the validators sign two chains: the node has both, finalized one,
+    and a peer brings the other's justification. Nothing is written; FinalityConflict goes up."""
+    node = open_node(tmp_path / "node")
+    other = open_node(tmp_path / "other")
+
+    async def scenario() -> None:
+        genesis = node.store.best_hash or b""
+        common = await extend(node, genesis, 2, 1)
+        for h in common:
+            block = node.store.block(h.hash)
+            assert block is not None
+            await other.import_block(block)
+        theirs = await extend(other, common[-1].hash, 6, 100)  # #3..#8
+        for h in theirs:
+            block = other.store.block(h.hash)
+            assert block is not None
+            await node.import_block(block)
+        ours = await extend(node, common[-1].hash, 4, 200)  # #3..#6
+        justify(node, ours[2])  # #5: the best chain moves onto ours
+        justify(other, theirs[-1])  # #8, by the same validators
+        assert node.store.best_hash == ours[-1].hash
+        before = (node.store.best_hash, node.store.finalized_hash)
+        # It claims our finalized block, so its status alone gives nothing away.
+        claimed = replace(
+            StorePeer(other.store).status(),
+            finalized_number=5, finalized_hash=Hash32(ours[2].hash),
+        )  # fmt: skip
+        sync = SyncService(node, Network(other=RewritingPeer(other.store, bytes, claimed)))
+        with pytest.raises(FinalityConflict) as info:
+            await sync.sync_once()
+        assert info.value.finalized == (5, ours[2].hash)
+        assert info.value.conflicting == (8, theirs[-1].hash)
+        assert node.conflict is info.value and node.conflict_found.is_set()
+        with pytest.raises(FinalityConflict):
+            node.finalize(Hash32(ours[-1].hash), None)  # halted: nothing more is finalized
+        assert (node.store.best_hash, node.store.finalized_hash) == before
+
+    run(scenario)
+    before = (node.store.best_hash, node.store.finalized_hash)
+    node.store.db.close()
+    other.store.db.close()
+    reopened = ChainStore(Database(tmp_path / "node"))
+    assert (reopened.best_hash, reopened.finalized_hash) == before
+    reopened.db.close()
+
+
+# -- choosing peers -------------------------------------------------------------------------------
+
+
+def test_peers_are_chosen_by_finalized_block_then_in_turn(
+    honest: ChainService, tmp_path: Path
+) -> None:
+    node = open_node(tmp_path / "db")
+    final = honest.store.finalized_header
+    lagging = replace(StorePeer(honest.store).status(), finalized_number=0,
+                      finalized_hash=Hash32(node.store.genesis_hash or b""))  # fmt: skip
+    net = Network(
+        a=StorePeer(honest.store), b=StorePeer(honest.store),
+        c=RewritingPeer(honest.store, bytes, lagging),
+    )  # fmt: skip
+    sync = SyncService(node, net)
+
+    async def scenario() -> None:
+        firsts = []
+        for _ in range(4):
+            sync._turn += 1  # as each sync round does
+            order = [peer for peer, _ in sync.candidates()]
+            assert order[-1] == "c"  # ahead by best only
+            firsts.append(order[0])
+        assert set(firsts) == {"a", "b"}
+        assert final.number > 0
+
+    run(scenario)
+    node.store.db.close()
+
+
+def test_a_block_ahead_of_our_clock_pauses_sync_without_penalty(tmp_path: Path) -> None:
+    source = open_node(tmp_path / "source")
+    clock = FixedClock(0)
+    node = open_node(tmp_path / "node", clock)
+
+    async def scenario() -> None:
+        await extend(source, source.store.best_hash or b"", 10, 1)
+        net = Network(peer=StorePeer(source.store))
+        sync = SyncService(node, net)
+        clock.now = 5 * SPEC.slot_duration_ms  # blocks #5.. are ahead of us
+        assert await sync.sync_once()
+        assert node.store.best_header.number == 5
+        assert not await sync.sync_once()
+        assert not net.reasons
+        clock.now = NOW_MS
+        await sync_until_idle(sync)
+        assert node.store.best_header.number == 10
+        assert not net.reasons
+
+    run(scenario)
+    for chain in (source, node):
+        chain.store.db.close()
