@@ -49,9 +49,10 @@ def verify_header(
 
 
 def check_slot(
-    header: Header, parent: Header, slot_duration_ms: int, now_ms: int, genesis_slot: Slot
+    header: Header, parent: Header | None, slot_duration_ms: int, now_ms: int, genesis_slot: Slot
 ) -> None:
-    """The slot bounds of `verify_header`."""
+    """The slot bounds of `verify_header`; without the parent (not known yet), all but the
+    bound that the slot is after the parent's."""
     if header.slot != slot_at(header.timestamp, slot_duration_ms):
         raise InvalidBlock(
             BlockRejection.BAD_SLOT,
@@ -62,7 +63,7 @@ def check_slot(
             BlockRejection.BAD_SLOT,
             f"slot {header.slot} is before the chain's genesis slot {genesis_slot}",
         )
-    if header.slot <= parent.slot:
+    if parent is not None and header.slot <= parent.slot:
         raise InvalidBlock(
             BlockRejection.BAD_SLOT, f"slot {header.slot} is not after the parent's {parent.slot}"
         )

@@ -1,20 +1,37 @@
 """The node on the network: gossip of blocks, transactions and finality votes (each checked
 before it is relayed), block sync over request/response, and the status peers exchange.
-What a peer's bad data costs it is decided here, in one place per message kind."""
+What a peer's bad data costs it is decided here, in one place per message kind.
+
+Only a fault that the data itself proves costs a peer its score: malformed bytes, or a fault
+that signatures prove (a bad seal, a block sealed by the wrong author, a sealed block that breaks
+the chain's rules). Anything that depends on our clock or on what we know yet (a block for a slot
+that has not begun here, an unknown parent, a duplicate, a block below our finalized one) is
+IGNOREd: it is not relayed and costs nothing, up to a per-peer budget of ignored messages
+(IGNORE_BURST, refilled at IGNORE_REFILL_PER_SECOND) past which each one costs
+PENALTY_IGNORED_FLOOD, so that a flood is banned while an honest peer's duplicates never are."""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import rlp
 import trio
 
-from chain.blocks import Block
+from chain.address import encode_address
+from chain.blocks import Block, Header
 from chain.errors import BlockRejection, InvalidBlock, InvalidTransaction, TxRejection
-from consensus.aura import verify_header
-from node.chain_service import DRY_RUN_INLINE_BYTES, MAX_DRY_RUNS_WAITING, ChainService
+from chain.primitives import Hash32
+from consensus.aura import MAX_DRIFT_MS, check_seal, check_slot, verify_header
+from node.chain_service import (
+    DRY_RUN_INLINE_BYTES,
+    EQUIVOCATION_WINDOW,
+    MAX_DRY_RUNS_WAITING,
+    ChainService,
+)
 from node.finality_service import FinalityService, VoteVerdict
 from node.sync import SyncService, serve_sync
 from node.wire import (
@@ -69,10 +86,58 @@ BLOCK_VERDICTS: dict[BlockRejection, Verdict] = {
     BlockRejection.ALREADY_KNOWN: Verdict.IGNORE,
     BlockRejection.UNKNOWN_PARENT: Verdict.IGNORE,
     BlockRejection.BELOW_FINALIZED: Verdict.IGNORE,
+    # Our clock or the author's is off, and no one can prove which: held (see FUTURE_HOLD_MS).
+    BlockRejection.FUTURE_SLOT: Verdict.IGNORE,
 }
-"""Every other block rejection (bad seal, wrong author, bad roots, ...) is the sender's fault.
-A block for a future slot is refused by `verify_header` as BAD_SLOT and also blamed: honest
-nodes only publish blocks for slots that have begun (clocks may differ by MAX_DRIFT_MS)."""
+"""Every other block rejection is a fault the block proves by itself: malformed, a slot that
+does not match its timestamp or comes before its parent's or the genesis, the wrong author, a
+bad seal, or (found when executing) bad roots or extrinsics in a block its author sealed.
+A second block of one author for one slot is also IGNOREd (not relayed, not executed): the pair
+is evidence against the author, handed to `ChainService.on_equivocation` once."""
+
+FUTURE_HOLD_MS = 30_000
+"""A block whose slot begins at most this far ahead of our clock is held and imported when its
+slot begins here (the author's clock or ours is off); one further ahead is only ignored."""
+MAX_HELD_PER_AUTHOR = 4
+"""Held blocks per author (each held block's seal is checked): an author cannot fill memory."""
+SYNC_WAKE_SECONDS = 2.0
+"""A block with an unknown parent wakes sync at most this often per forwarding peer."""
+IGNORE_BURST = 500
+"""Ignored messages a peer may send in a burst without cost (duplicates, blocks we cannot judge
+yet, stale votes): honest relaying produces a few a second at most."""
+IGNORE_REFILL_PER_SECOND = 50.0
+PENALTY_IGNORED_FLOOD = 1
+"""For each ignored message past the budget. Scores climb back a point a second and a peer is
+banned at -100: a peer sending ignored messages faster than the refill rate plus one a second
+for long is banned, one under it never."""
+MAX_TRACKED_PEERS = 1024
+"""Peers whose ignore budget and sync wakes are remembered (the oldest are forgotten first)."""
+
+
+@dataclass(slots=True)
+class IgnoreBudget:
+    """A token bucket of the ignored messages a peer may send without cost."""
+
+    tokens: float
+    at: float
+
+    def take(self, now: float) -> bool:
+        """Spend one token; False when there is none left."""
+        self.tokens = min(IGNORE_BURST, self.tokens + (now - self.at) * IGNORE_REFILL_PER_SECOND)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class HeldBlock:
+    """A sealed block for a slot that has not begun here, waiting for it."""
+
+    block: Block
+    data: bytes
+    forwarder: PeerId
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +151,29 @@ class PeerView:
 
 class NetworkService:
     def __init__(
-        self, chain: ChainService, finality: FinalityService | None, p2p: P2PService
+        self,
+        chain: ChainService,
+        finality: FinalityService | None,
+        p2p: P2PService,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.chain = chain
         self.finality = finality
         self.p2p = p2p
+        self._monotonic = monotonic
+        """Seconds, for rate limits only (slots follow `chain.clock`)."""
+        self._budgets: dict[PeerId, IgnoreBudget] = {}
+        self._sync_woken: dict[PeerId, float] = {}
+        self._held: dict[Hash32, HeldBlock] = {}
+        self._held_added = trio.Event()
+        self._first_in_slot: dict[tuple[int, bytes], Header] = {}
+        """The first sealed block seen of each recent (slot, author), oldest first."""
+        self._equivocated: dict[tuple[int, bytes], None] = {}
+        """(slot, author) pairs whose evidence was handed over, oldest first."""
+        self.ignored_penalties = 0
+        self.sync_wakes = 0
+        """Times a gossiped block with an unknown parent woke sync."""
         self.sync = SyncService(chain, self)
         self._blocks = p2p.subscribe(TOPIC_BLOCKS, self._check_block)
         self._transactions = p2p.subscribe(TOPIC_TRANSACTIONS, self._check_transactions)
@@ -107,6 +190,7 @@ class NetworkService:
         self._admitting = 0
         """Peers' large transactions handed to the dry-run thread and not yet through it."""
         chain.on_authored.append(self._announce_block)
+        chain.on_authored.append(self._remember_authored)
         chain.on_submitted.append(self._pending_transactions.append)
         self.dropped_outbound = 0
 
@@ -162,31 +246,136 @@ class NetworkService:
     # -- inbound --------------------------------------------------------------------------------
 
     def _check_block(self, peer: PeerId, data: bytes) -> Verdict:
+        """Relay a block whose header is sound on top of a parent we have; the cheap checks come
+        first, the seal (a signature) last."""
         try:
             block = decode_block(data)
         except WireError:
             return Verdict.REJECT
         store = self.chain.store
         header = block.header
-        if store.header(header.hash) is not None:
-            return Verdict.IGNORE
+        if store.header(header.hash) is not None or header.hash in self._held:
+            return self._ignore(peer)
+        finalized = store.finalized_header
+        if header.number <= finalized.number:
+            return self._ignore(peer)
         parent = store.header(header.parent_hash)
-        if parent is None:
-            self.sync.wake()
-            return Verdict.IGNORE
+        if parent is not None and not store.is_descendant(parent.hash, finalized.hash):
+            return self._ignore(peer)
         try:
+            self._verify(header, parent)
+        except InvalidBlock as exc:
+            if exc.reason is BlockRejection.FUTURE_SLOT:
+                return self._hold(peer, block, data)
+            log.info("block #%d from %s refused: %s", header.number, peer, exc)
+            if BLOCK_VERDICTS.get(exc.reason, Verdict.REJECT) is Verdict.REJECT:
+                return Verdict.REJECT
+            return self._ignore(peer)
+        if parent is None:
+            # Sealed by its slot's author: worth syncing for, but not more often than this.
+            self._wake_sync(peer)
+            return self._ignore(peer)
+        if not self._first_block(header):
+            return self._ignore(peer)
+        return Verdict.ACCEPT
+
+    def _verify(self, header: Header, parent: Header | None) -> None:
+        """`verify_header`, or without a parent every check that does not need it."""
+        chain = self.chain
+        now = chain.clock.now_ms()
+        if parent is None:
+            check_slot(header, None, chain.slot_duration_ms, now, chain.genesis_slot)
+            check_seal(header, chain.authorities)
+        else:
             verify_header(
                 header,
                 parent,
-                self.chain.authorities,
-                self.chain.slot_duration_ms,
-                self.chain.clock.now_ms(),
-                self.chain.genesis_slot,
+                chain.authorities,
+                chain.slot_duration_ms,
+                now,
+                chain.genesis_slot,
             )
+
+    def _hold(self, peer: PeerId, block: Block, data: bytes) -> Verdict:
+        """A block for a slot that has not begun here: never the forwarder's fault (our clock
+        may be the one behind). Held to import when its slot begins, if it is near and sealed
+        by its slot's author; ignored either way."""
+        header = block.header
+        try:
+            check_seal(header, self.chain.authorities)
         except InvalidBlock as exc:
             log.info("block #%d from %s refused: %s", header.number, peer, exc)
-            return BLOCK_VERDICTS.get(exc.reason, Verdict.REJECT)
-        return Verdict.ACCEPT
+            return Verdict.REJECT
+        if header.timestamp > self.chain.clock.now_ms() + FUTURE_HOLD_MS:
+            return self._ignore(peer)
+        held = sum(1 for h in self._held.values() if h.block.header.author == header.author)
+        if held >= MAX_HELD_PER_AUTHOR:
+            return self._ignore(peer)
+        self._held[header.hash] = HeldBlock(block, data, peer)
+        self._held_added.set()
+        log.info(
+            "holding block #%d (0x%s…) for slot %d, %d ms ahead of our clock",
+            header.number,
+            header.hash.hex()[:12],
+            header.slot,
+            header.timestamp - self.chain.clock.now_ms(),
+        )
+        return Verdict.IGNORE
+
+    def _first_block(self, header: Header) -> bool:
+        """Remember `header` (sealed, checked) as its author's block for its slot; False, and the
+        pair handed over once as evidence, if the author already sealed another one."""
+        key = (header.slot, header.author)
+        first = self._first_in_slot.get(key)
+        if first is None:
+            self._first_in_slot[key] = header
+            while len(self._first_in_slot) > EQUIVOCATION_WINDOW:
+                self._first_in_slot.pop(next(iter(self._first_in_slot)))
+            return True
+        if first.hash == header.hash:
+            return True
+        if key not in self._equivocated:
+            self._equivocated[key] = None
+            while len(self._equivocated) > EQUIVOCATION_WINDOW:
+                self._equivocated.pop(next(iter(self._equivocated)))
+            log.warning(
+                "equivocation: %s sealed two blocks for slot %d (0x%s…, 0x%s…)",
+                encode_address(header.author),
+                header.slot,
+                first.hash.hex()[:12],
+                header.hash.hex()[:12],
+            )
+            self.chain.store.record_equivocation(first, header)
+            for listener in self.chain.on_equivocation:
+                listener(first, header)
+        return False
+
+    def _remember_authored(self, block: Block) -> None:
+        self._first_block(block.header)
+
+    def _wake_sync(self, peer: PeerId) -> None:
+        now = self._monotonic()
+        last = self._sync_woken.get(peer)
+        if last is not None and now - last < SYNC_WAKE_SECONDS:
+            return
+        self._sync_woken.pop(peer, None)
+        self._sync_woken[peer] = now
+        while len(self._sync_woken) > MAX_TRACKED_PEERS:
+            self._sync_woken.pop(next(iter(self._sync_woken)))
+        self.sync_wakes += 1
+        self.sync.wake()
+
+    def _ignore(self, peer: PeerId) -> Verdict:
+        """IGNORE, charged to `peer`'s budget of ignored messages (see the module docstring)."""
+        now = self._monotonic()
+        budget = self._budgets.pop(peer, None) or IgnoreBudget(IGNORE_BURST, now)
+        self._budgets[peer] = budget  # most recently used last
+        while len(self._budgets) > MAX_TRACKED_PEERS:
+            self._budgets.pop(next(iter(self._budgets)))
+        if not budget.take(now):
+            self.ignored_penalties += 1
+            self.p2p.penalize(peer, PENALTY_IGNORED_FLOOD, "flood of ignored gossip messages")
+        return Verdict.IGNORE
 
     def _check_transactions(self, peer: PeerId, data: bytes) -> Verdict:
         """A batch is relayed if it brought anything new, and blamed if anything in it is
@@ -214,15 +403,15 @@ class NetworkService:
                     return Verdict.REJECT
                 continue
             verdict = Verdict.ACCEPT
-        return verdict
+        return verdict if verdict is Verdict.ACCEPT else self._ignore(peer)
 
     def _check_vote(self, peer: PeerId, data: bytes) -> Verdict:
         if self.finality is None:
-            return Verdict.IGNORE
+            return self._ignore(peer)
         verdict = self.finality.on_vote(data)
         if verdict == VoteVerdict.ACCEPT:
             return Verdict.ACCEPT
-        return Verdict.REJECT if verdict == VoteVerdict.REJECT else Verdict.IGNORE
+        return Verdict.REJECT if verdict == VoteVerdict.REJECT else self._ignore(peer)
 
     async def _import_gossiped_blocks(self) -> None:
         async for message in self._blocks:
@@ -231,17 +420,63 @@ class NetworkService:
     async def _import_gossiped(self, message: GossipMessage) -> None:
         try:
             block = decode_block(message.data)
-            await self.chain.import_block(block)
         except WireError:
             return
+        await self._import(block, message.origin)
+
+    async def _import(self, block: Block, origin: PeerId) -> bool:
+        """Import a block from the network; a fault the block proves costs `origin` (its
+        publisher, who signed the message). True if it was new."""
+        try:
+            imported = await self.chain.import_block(block)
         except InvalidBlock as exc:
             if BLOCK_VERDICTS.get(exc.reason, Verdict.REJECT) is Verdict.REJECT:
-                self.p2p.penalize(message.origin, PENALTY_BAD_BLOCK, f"bad block: {exc}")
+                self.p2p.penalize(origin, PENALTY_BAD_BLOCK, f"bad block: {exc}")
             elif exc.reason is BlockRejection.UNKNOWN_PARENT:
                 self.sync.wake()
-            return
+            return False
         if self.finality is not None:
             self.finality.progress()
+        return imported
+
+    def due_blocks(self) -> list[HeldBlock]:
+        """Take the held blocks whose slot has begun (within MAX_DRIFT_MS), oldest slot first."""
+        now = self.chain.clock.now_ms()
+        due = sorted(
+            (h for h in self._held.values() if h.block.header.timestamp <= now + MAX_DRIFT_MS),
+            key=lambda h: (h.block.header.slot, h.block.header.number),
+        )
+        for held in due:
+            del self._held[held.block.hash]
+        return due
+
+    async def import_held(self) -> int:
+        """Import the held blocks whose slot has begun, and relay those that were new: peers
+        with our clock held them as well. Returns how many were imported."""
+        imported = 0
+        for held in self.due_blocks():
+            header = held.block.header
+            if not self._first_block(header):
+                continue
+            # The forwarder is charged nothing: it relayed a block we could not judge then.
+            if await self._import(held.block, held.forwarder):
+                imported += 1
+                self._queue(TOPIC_BLOCKS, held.data)
+        return imported
+
+    async def _release_held(self) -> None:
+        """Import each held block when its slot begins here."""
+        while True:
+            if not self._held:
+                await self._held_added.wait()
+            self._held_added = trio.Event()
+            if not self._held:
+                continue
+            first = min(h.block.header.timestamp for h in self._held.values())
+            delay = (first - MAX_DRIFT_MS - self.chain.clock.now_ms()) / 1000
+            with trio.move_on_after(max(0.0, delay)):
+                await self._held_added.wait()  # an earlier one may arrive meanwhile
+            await self.import_held()
 
     async def _admit_gossiped_transactions(self) -> None:
         """Pool the large transactions of the batches `_check_transactions` let through, each
@@ -327,6 +562,7 @@ class NetworkService:
             nursery.start_soon(self._publish_loop)
             nursery.start_soon(self._batch_transactions)
             nursery.start_soon(self._import_gossiped_blocks)
+            nursery.start_soon(self._release_held)
             nursery.start_soon(self._admit_gossiped_transactions)
             nursery.start_soon(self._drain, self._votes)
             await nursery.start(self.sync.run)
