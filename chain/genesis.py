@@ -288,7 +288,7 @@ def _genesis_timestamp(consensus: dict[str, Any], chain_type: str) -> int:
         raise GenesisError("consensus.genesisTimestampMs must be an integer (Unix milliseconds)")
     if not 0 <= value <= MAX_TIMESTAMP_MS:
         raise GenesisError(f"consensus.genesisTimestampMs must be between 0 and {MAX_TIMESTAMP_MS}")
-    return value
+    return int(value)
 
 
 def _parse_checkpoint(raw: Any) -> tuple[BlockNumber, Hash32]:
