@@ -26,6 +26,7 @@ from node.addresses import with_ip
 from node.chain_service import DRY_RUN_INLINE_BYTES, ChainService
 from node.disk_pressure import DiskPressureMonitor, WaterMarks
 from node.endpoints import EndpointService
+from node.evidence import EvidenceReporter
 from node.finality_service import FinalityService
 from node.ingress_service import IngressConfig, IngressService
 from node.network_service import NetworkService
@@ -160,6 +161,8 @@ class Node:
     """Watches the engine's data root while the node offers compute."""
     wallet: WalletService | None = None
     """Creates the platform wallets this node coordinates, as the finalized chain asks."""
+    evidence: EvidenceReporter | None = None
+    """Reports the equivocations this node sees to the chain."""
 
     @classmethod
     def open(cls, config: NodeConfig, *, clock: Clock | None = None) -> Node:
@@ -193,6 +196,7 @@ class Node:
                 node_key_file=config.node_key_file,
             )
             network, finality = _network(config, chain, genesis.hash, clock, node_key)
+            evidence = _evidence(config, chain, finality)
             presence = _presence(config, chain, node_key)
             workloads = (
                 WorkloadService(
@@ -277,6 +281,7 @@ class Node:
             ingress,
             disk=disk,
             wallet=wallet,
+            evidence=evidence,
         )
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -304,6 +309,8 @@ class Node:
                     own.update(_ports(self.network.p2p.listen_address))
                 if self.finality is not None:
                     await nursery.start(self.finality.run)
+                if self.evidence is not None:
+                    await nursery.start(self.evidence.run)
                 if self.presence is not None:
                     if self.network is not None:
                         # Registered on chain: peers take this node's replica advertisements
@@ -437,6 +444,21 @@ def _wallet(
     )
     service.register(network.p2p)
     return service
+
+
+def _evidence(
+    config: NodeConfig, chain: ChainService, finality: FinalityService | None
+) -> EvidenceReporter | None:
+    """Equivocations seen in block import and by the finality gadget, reported to the chain and
+    paid by the operator account, else by the authoring key."""
+    payer = config.operator or config.signer
+    if payer is None:
+        return None
+    reporter = EvidenceReporter(chain, payer)
+    chain.on_equivocation.append(reporter.on_blocks)
+    if finality is not None:
+        finality.on_equivocation.append(reporter.on_votes)
+    return reporter
 
 
 def _presence(config: NodeConfig, chain: ChainService, node_key: NodeKey) -> PresenceService | None:

@@ -14,7 +14,7 @@ from chain.blocks import Block, Header
 from chain.errors import InvalidTransaction
 from chain.genesis import ChainSpec
 from chain.primitives import AccountId, Hash32
-from chain.runtime import apps, epochs, nodes, system, towers, usage
+from chain.runtime import apps, epochs, nodes, offences, system, towers, usage
 from chain.runtime.framework import Event
 from chain.runtime.nodes import NodeStatus
 from chain.store import ChainStore
@@ -325,6 +325,7 @@ def build_registry(
     )
     _register_towers(registry, chain, resolve)
     _register_apps(registry, chain, resolve)
+    _register_offences(registry, chain, resolve)
     return registry
 
 
@@ -554,6 +555,33 @@ def _register_towers(registry: Registry, chain: ChainService, resolve: Any) -> N
                 {"node": encode_address(n), "change": c} for n, c in epochs.last_changes(state)
             ],
         }
+
+
+def _register_offences(registry: Registry, chain: ChainService, resolve: Any) -> None:
+    store = chain.store
+
+    @registry.method("offences_list", params=["hash?", "offset?", "limit?"], unsafe=False)
+    def list_offences(params: Params) -> dict[str, Any]:
+        """The equivocations the chain recorded, oldest first."""
+        offset, limit = _page(params)
+        state = store.state_at(resolve(params))
+        keys = offences.offence_keys(state)
+        found = []
+        for key in keys[offset : offset + limit]:
+            record = offences.get_offence(state, key)
+            if record is None:
+                continue
+            found.append(
+                {
+                    "kind": key.kind.name.lower(),
+                    "offender": encode_address(key.offender),
+                    "round" if key.kind is offences.OffenceKind.VOTE else "slot": key.at,
+                    "reporter": encode_address(record.reporter),
+                    "block": record.block,
+                    "conflicting": [_hex(record.first), _hex(record.second)],
+                }
+            )
+        return {"total": len(keys), "offences": found}
 
 
 def _maybe_hex(value: bytes | None) -> str | None:

@@ -9,15 +9,20 @@ from pathlib import Path
 import trio
 import trio.testing
 
+from chain.address import encode_address
 from chain.blocks import Header
 from chain.primitives import Hash32, Slot, TimestampMs
 from chain.runtime import offences
 from chain.runtime.offences import OffenceKey, OffenceKind
 from consensus.finality import Phase, Vote
 from node.chain_service import ChainService
+from node.chain_spec import development_spec
 from node.evidence import RESUBMIT_AFTER_BLOCKS, EvidenceReporter
+from node.finality_service import FinalityService
+from node.rpc.methods import NodeInfo, build_registry
 from tests.factories import BOB, CHARLIE, DAVE
 from tests.unit.test_chain_service import block_at, open_chain, transfer
+from tests.unit.test_wallet_rpc import call
 from wallet.keys import Keypair
 
 
@@ -40,20 +45,28 @@ def recorded(chain: ChainService, key: OffenceKey) -> offences.OffenceRecord | N
 
 
 def test_a_vote_equivocation_lands_in_a_block_once(tmp_path: Path) -> None:
+    """Two conflicting votes reach the finality service from the network: the reporter hears
+    of them through its listener, and the report lands in the next block we author."""
     chain = open_chain(tmp_path / "db")
+    finality = FinalityService(chain, clock=chain.clock, signer=None, publish=_no_publish)
     reporter = EvidenceReporter(chain, CHARLIE)
-    key = OffenceKey(OffenceKind.VOTE, BOB.public, 5)
-    a, b = vote(chain, BOB, 1), vote(chain, BOB, 2)
+    finality.on_equivocation.append(reporter.on_votes)
+    round_ = finality.current_round
+    key = OffenceKey(OffenceKind.VOTE, BOB.public, round_)
+    a, b, c = (vote(chain, BOB, target, round_) for target in (1, 2, 3))
 
     async def scenario() -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(reporter.run)
-            reporter.on_votes(a, b)
+            for one in (a, b):
+                finality.on_vote(one.encode())
             await trio.testing.wait_all_tasks_blocked()
             (pooled,) = chain.pool.pending()
             assert pooled.sender == CHARLIE.public
-            reporter.on_votes(b, a)  # the same offence, caught again: nothing more is sent
-            reporter.on_votes(a, vote(chain, BOB, 3))
+            # The same offence caught again, by the gadget or another path: nothing more is sent.
+            finality.on_vote(c.encode())
+            reporter.on_votes(b, a)
+            reporter.on_votes(a, c)
             await trio.testing.wait_all_tasks_blocked()
             assert len(chain.pool) == 1 and reporter.submitted == 1
             await author(chain, 2)
@@ -69,6 +82,10 @@ def test_a_vote_equivocation_lands_in_a_block_once(tmp_path: Path) -> None:
     trio.run(scenario)
     assert reporter.statistics().submitted == 1
     chain.store.db.close()
+
+
+async def _no_publish(data: bytes) -> None:
+    pass
 
 
 def test_a_block_equivocation_is_heard_once_and_recorded(tmp_path: Path) -> None:
@@ -98,6 +115,21 @@ def test_a_block_equivocation_is_heard_once_and_recorded(tmp_path: Path) -> None
     record = recorded(chain, OffenceKey(OffenceKind.BLOCK, BOB.public, 3))
     assert record is not None
     assert reporter.statistics().recorded == 1
+    registry = build_registry(chain, NodeInfo("test", "0", development_spec()))
+    assert call(registry, "offences_list") == {
+        "total": 1,
+        "offences": [
+            {
+                "kind": "block",
+                "offender": encode_address(BOB.public),
+                "slot": 3,
+                "reporter": encode_address(CHARLIE.public),
+                "block": 2,
+                "conflicting": ["0x" + record.first.hex(), "0x" + record.second.hex()],
+            }
+        ],
+    }
+    assert call(registry, "offences_list", None, 1) == {"total": 1, "offences": []}
     chain.store.db.close()
 
 
