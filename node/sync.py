@@ -26,22 +26,14 @@ from chain.blocks import Header
 from chain.errors import BlockRejection, InvalidBlock
 from chain.primitives import Hash32
 from chain.store import ChainStore
-from consensus.finality import InvalidJustification, Vote
-
-try:
-    from consensus.finality import (  # type: ignore[attr-defined]
-        UnknownVoteTarget,
-        check_justification_ancestry,
-        check_justification_signatures,
-        check_justification_structure,
-    )
-except ImportError:  # TEMPORARY until consensus/finality.py has the split checks
-    from node._justification_steps import (  # type: ignore[assignment]
-        UnknownVoteTarget,
-        check_justification_ancestry,
-        check_justification_signatures,
-        check_justification_structure,
-    )
+from consensus.finality import (
+    InvalidJustification,
+    UnknownVoteTarget,
+    Vote,
+    check_justification_ancestry,
+    check_justification_signatures,
+    check_justification_structure,
+)
 from node.chain_service import ChainService
 from node.wire import (
     MAX_SYNC_BLOCKS,
