@@ -94,7 +94,7 @@ def test_a_block_equivocation_is_heard_once_and_recorded(tmp_path: Path) -> None
     heard: list[tuple[Header, Header]] = []
     chain.on_equivocation.append(lambda first, second: heard.append((first, second)))
     chain.on_equivocation.append(reporter.on_blocks)
-    genesis = chain.store.best_hash
+    genesis = chain.store.best_header.hash
 
     async def scenario() -> None:
         # Bob seals three different blocks for his slot 3.
@@ -205,7 +205,7 @@ def test_a_pooled_report_is_not_sent_again_while_blocks_pass_without_it(tmp_path
     async def bobs_blocks() -> None:
         # Bob's blocks leave the report out; it stays in our pool.
         for slot in range(3, 3 + 2 * (RESUBMIT_AFTER_BLOCKS + 2), 2):
-            assert await chain.import_block(block_at(chain, chain.store.best_hash, slot))
+            assert await chain.import_block(block_at(chain, chain.store.best_header.hash, slot))
             reporter.step()
 
     trio.run(bobs_blocks)
