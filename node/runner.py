@@ -15,8 +15,10 @@ import docker.errors
 import trio
 
 from chain.db import Database
+from chain.errors import DatabaseError
 from chain.genesis import ChainSpec, build_genesis
 from chain.pool import DeferredDryRuns, TransactionPool
+from chain.primitives import Hash32
 from chain.runtime.executive import Runtime
 from chain.state import TrieState
 from chain.store import ChainStore
@@ -129,6 +131,14 @@ class NodeConfig:
     addresses (by default only public registries, and Docker Hub names through the engine)."""
     image_gc: ImageGcPolicy = field(default_factory=ImageGcPolicy)
     """When unused images this node pulled are removed (kubelet's image GC marks)."""
+    checkpoint: tuple[int, Hash32] | None = None
+    """A block number and hash the chain must have (weak subjectivity): sync refuses peers
+    whose chain differs there, and a database whose finalized chain differs is not opened.
+    None takes the chain spec's."""
+
+    @property
+    def sync_checkpoint(self) -> tuple[int, Hash32] | None:
+        return self.checkpoint if self.checkpoint is not None else self.spec.checkpoint
 
     @property
     def chain_path(self) -> Path:
@@ -173,6 +183,7 @@ class Node:
             store = ChainStore(db)
             genesis = build_genesis(spec, TrieState(db.trie_nodes, BLANK_ROOT, store.node_cache))
             store.initialize(genesis)
+            check_checkpoint(store, config.sync_checkpoint)
             runtime = Runtime(spec.runtime, genesis.hash)
             chain: ChainService
             pool = TransactionPool(
@@ -350,6 +361,7 @@ class Node:
                         )
                 task_status.started(address)
                 nursery.start_soon(_stop_on_signal, nursery.cancel_scope, self.endpoints)
+                nursery.start_soon(_halt_on_finality_conflict, self.chain)
         finally:
             try:
                 if self.engine is not None:
@@ -505,7 +517,33 @@ def _network(
             publish=lambda vote: p2p.publish(TOPIC_VOTES, vote),
         )
     network = NetworkService(chain, finality, p2p)
+    network.sync.checkpoint = config.sync_checkpoint
     return network, finality
+
+
+def check_checkpoint(store: ChainStore, checkpoint: tuple[int, Hash32] | None) -> None:
+    """Refuse a database whose finalized chain has another block at the checkpoint's number."""
+    if checkpoint is None:
+        return
+    number, expected = checkpoint
+    if store.finalized_header.number < number:
+        return  # sync checks it on the way there
+    found = store.canonical_hash(number)
+    if found != expected:
+        raise DatabaseError(
+            f"the database at {store.db.path} has finalized block #{number} "
+            f"0x{(found or b'').hex()}, but the checkpoint is 0x{expected.hex()}: it followed "
+            "another chain; use another --base-path or `statemesh purge-chain`"
+        )
+
+
+async def _halt_on_finality_conflict(chain: ChainService) -> None:
+    """A block proven final that conflicts with ours stops the node, whichever service found
+    it (sync, or the finality gadget inside a gossip callback): raising here cancels every
+    service between two writes, and the database is closed as it was."""
+    await chain.conflict_found.wait()
+    if chain.conflict is not None:
+        raise chain.conflict
 
 
 async def _stop_on_signal(scope: trio.CancelScope, endpoints: EndpointService) -> None:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import trio
 
-from chain.errors import DatabaseError, GenesisError
+from chain.errors import DatabaseError, FinalityConflict, GenesisError
 from chain.genesis import ChainSpec
+from chain.primitives import Hash32
 from chain.runtime.config import NODE_CLASSES
 from chain.runtime.manifest import DEFAULT_ZONE, format_bytes, parse_bytes
 from node.chain_spec import DEV_AUTHORITY, DEV_OPERATOR, resolve_spec
@@ -189,6 +190,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "addresses, which only this node may reach (default: public registries only)",
     )
     node.add_argument(
+        "--checkpoint",
+        type=_checkpoint,
+        default=None,
+        metavar="NUMBER:0xHASH",
+        help="weak subjectivity: the block this node's chain must have at NUMBER (take it from "
+        "a source you trust, e.g. another operator's node). Sync refuses peers whose chain "
+        "has another block there, and the node refuses to start on a database that finalized "
+        "another one. Overrides the chain spec's checkpoint",
+    )
+    node.add_argument(
         "action",
         nargs="?",
         choices=("workloads",),
@@ -233,6 +244,27 @@ def _byte_quantity(text: str) -> int:
         return parse_bytes(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _checkpoint(text: str) -> tuple[int, Hash32]:
+    number, sep, hex_hash = text.partition(":")
+    digits = hex_hash.removeprefix("0x")
+    if not sep or not number.isdigit() or len(digits) != 64:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NUMBER:0xHASH (a 32-byte hash)")
+    try:
+        return int(number), Hash32(bytes.fromhex(digits))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: the hash is not hexadecimal") from None
+
+
+def _finality_conflict(exc: BaseException) -> FinalityConflict | None:
+    """The FinalityConflict that stopped the node, wherever trio's nurseries put it."""
+    found: BaseException | None = exc
+    if isinstance(exc, BaseExceptionGroup):
+        found, _ = exc.split(FinalityConflict)
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found if isinstance(found, FinalityConflict) else None
 
 
 def load_chain(args: argparse.Namespace) -> ChainSpec:
@@ -337,6 +369,7 @@ def _run_node(args: argparse.Namespace) -> int:
         max_image_bytes=args.max_image_size,
         allow_private_registries=args.allow_private_registries,
         image_gc=image_gc,
+        checkpoint=args.checkpoint,
     )
     try:
         try:
@@ -347,6 +380,12 @@ def _run_node(args: argparse.Namespace) -> int:
             trio.run(node.run)
         except BaseException as exc:
             # A service that cannot start fails inside the node's nurseries: find the one cause.
+            conflict = _finality_conflict(exc)
+            if conflict is not None:
+                raise CliError(
+                    f"finality conflict, the node halted: {conflict}. Nothing was written; the "
+                    "database holds our finalized chain as it was"
+                ) from None
             cause = sole_cause(exc)
             if isinstance(cause, IngressUnavailable):
                 raise CliError(str(cause)) from None

@@ -16,7 +16,7 @@ import trio.testing
 
 from chain.blocks import Block, Header
 from chain.db import Database
-from chain.errors import FinalityConflict
+from chain.errors import DatabaseError, FinalityConflict
 from chain.genesis import build_genesis
 from chain.pool import TransactionPool
 from chain.primitives import Hash32, Slot, TimestampMs
@@ -27,6 +27,7 @@ from chain.trie import BLANK_ROOT
 from consensus.finality import Phase, sign_vote
 from consensus.proposer import propose
 from node.chain_service import ChainService
+from node.runner import _halt_on_finality_conflict, check_checkpoint
 from node.sync import PENALTY_BAN, SyncService, serve_sync
 from node.wire import MAX_SYNC_BLOCKS, Status, SyncItem, decode_sync_response, encode_sync_response
 from p2p.errors import PeerUnreachable
@@ -546,3 +547,53 @@ def test_a_block_ahead_of_our_clock_pauses_sync_without_penalty(tmp_path: Path) 
     run(scenario)
     for chain in (source, node):
         chain.store.db.close()
+
+
+# -- the node around it ---------------------------------------------------------------------------
+
+
+def test_a_database_that_finalized_another_block_at_the_checkpoint_is_refused(
+    tmp_path: Path,
+) -> None:
+    node = open_node(tmp_path / "db")
+
+    async def scenario() -> list[Header]:
+        headers = await extend(node, node.store.best_hash or b"", 12, 1)
+        justify(node, headers[9])  # #10
+        return headers
+
+    headers = trio.run(scenario)
+    check_checkpoint(node.store, None)
+    check_checkpoint(node.store, (5, Hash32(headers[4].hash)))
+    check_checkpoint(node.store, (11, Hash32(b"\x07" * 32)))  # not final yet: sync checks it
+    with pytest.raises(DatabaseError) as info:
+        check_checkpoint(node.store, (5, Hash32(b"\x07" * 32)))
+    assert str(info.value).startswith(
+        f"the database at {node.store.db.path} has finalized block #5 0x{headers[4].hash.hex()}, "
+        f"but the checkpoint is 0x{'07' * 32}"
+    )
+    node.store.db.close()
+
+
+def test_a_finality_conflict_found_anywhere_halts_the_node(tmp_path: Path) -> None:
+    """The runner's watch raises the conflict that `finalize` found, whoever called it (the
+    gadget calls it inside a gossip callback), and so cancels every service."""
+    node = open_node(tmp_path / "db")
+
+    async def scenario() -> None:
+        genesis = node.store.best_hash or b""
+        ours = await extend(node, genesis, 3, 1)
+        theirs = await extend(node, genesis, 2, 100)
+        justify(node, ours[1])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_halt_on_finality_conflict, node)
+            nursery.start_soon(trio.sleep_forever)
+            await trio.sleep(1)
+            with pytest.raises(FinalityConflict):
+                node.finalize(Hash32(theirs[1].hash), None)  # e.g. from a gossip callback
+
+    with pytest.raises(BaseExceptionGroup) as info:
+        run(scenario)
+    assert info.group_contains(FinalityConflict)
+    assert node.store.finalized_header.number == 2
+    node.store.db.close()
