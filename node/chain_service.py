@@ -464,31 +464,37 @@ class ChainService:
         return True
 
     def _check_equivocation(self, header: Header) -> None:
-        """Two blocks by one author for one slot (`header`'s seal checked): record the evidence
-        and tell the listeners, once per (slot, author) however many more blocks come (the
-        blocks stay)."""
+        """A second block of one author for one slot (`header`'s seal checked) is evidence
+        against the author (the blocks stay)."""
         key = (header.slot, header.author)
         first = self._slot_blocks.get(key)
         if first is None:
             self._slot_blocks[key] = header
             while len(self._slot_blocks) > EQUIVOCATION_WINDOW:
                 self._slot_blocks.pop(next(iter(self._slot_blocks)))
-            return
-        if first.hash == header.hash or key in self._equivocated:
+        elif first.hash != header.hash:
+            self.note_equivocation(first, header)
+
+    def note_equivocation(self, first: Header, second: Header) -> None:
+        """Two different blocks sealed by one author for one slot (both seals checked), found in
+        import or in gossip: recorded in the store and handed to `on_equivocation` once per
+        (slot, author), however many more such blocks come."""
+        key = (second.slot, second.author)
+        if key in self._equivocated:
             return
         self._equivocated[key] = None
         while len(self._equivocated) > EQUIVOCATION_WINDOW:
             self._equivocated.pop(next(iter(self._equivocated)))
-        self.store.record_equivocation(first, header)
+        self.store.record_equivocation(first, second)
         log.warning(
-            "equivocation: %s authored two blocks in slot %d (0x%s…, 0x%s…)",
-            encode_address(header.author),
-            header.slot,
+            "equivocation: %s sealed two blocks for slot %d (0x%s…, 0x%s…)",
+            encode_address(second.author),
+            second.slot,
             first.hash.hex()[:12],
-            header.hash.hex()[:12],
+            second.hash.hex()[:12],
         )
         for listener in self.on_equivocation:
-            listener(first, header)
+            listener(first, second)
 
     def _commit(self, block: Block, execution: BlockExecution) -> None:
         """Store an executed block; it becomes best if fork choice prefers it (the longest

@@ -21,7 +21,6 @@ from typing import Any
 import rlp
 import trio
 
-from chain.address import encode_address
 from chain.blocks import Block, Header
 from chain.errors import BlockRejection, InvalidBlock, InvalidTransaction, TxRejection
 from chain.primitives import Hash32
@@ -93,7 +92,7 @@ BLOCK_VERDICTS: dict[BlockRejection, Verdict] = {
 does not match its timestamp or comes before its parent's or the genesis, the wrong author, a
 bad seal, or (found when executing) bad roots or extrinsics in a block its author sealed.
 A second block of one author for one slot is also IGNOREd (not relayed, not executed): the pair
-is evidence against the author, handed to `ChainService.on_equivocation` once."""
+is evidence against the author, handed to `ChainService.note_equivocation`."""
 
 FUTURE_HOLD_MS = 30_000
 """A block whose slot begins at most this far ahead of our clock is held and imported when its
@@ -169,8 +168,6 @@ class NetworkService:
         self._held_added = trio.Event()
         self._first_in_slot: dict[tuple[int, bytes], Header] = {}
         """The first sealed block seen of each recent (slot, author), oldest first."""
-        self._equivocated: dict[tuple[int, bytes], None] = {}
-        """(slot, author) pairs whose evidence was handed over, oldest first."""
         self.ignored_penalties = 0
         self.sync_wakes = 0
         """Times a gossiped block with an unknown parent woke sync."""
@@ -334,20 +331,7 @@ class NetworkService:
             return True
         if first.hash == header.hash:
             return True
-        if key not in self._equivocated:
-            self._equivocated[key] = None
-            while len(self._equivocated) > EQUIVOCATION_WINDOW:
-                self._equivocated.pop(next(iter(self._equivocated)))
-            log.warning(
-                "equivocation: %s sealed two blocks for slot %d (0x%s…, 0x%s…)",
-                encode_address(header.author),
-                header.slot,
-                first.hash.hex()[:12],
-                header.hash.hex()[:12],
-            )
-            self.chain.store.record_equivocation(first, header)
-            for listener in self.chain.on_equivocation:
-                listener(first, header)
+        self.chain.note_equivocation(first, header)
         return False
 
     def _remember_authored(self, block: Block) -> None:
