@@ -31,6 +31,10 @@ evidence is dropped (and counted) until the chain records what is waiting."""
 RESUBMIT_AFTER_BLOCKS = 8
 """A report that left the pool without its offence being recorded is sent again after this many
 blocks (a pool may drop anything); while it is pooled, never."""
+SYNCED_WITHIN_SLOTS = 64
+"""Reports wait while our best block is further than this behind the clock's slot: a node still
+syncing may be looking at a chain that records the offence in a block it has yet to import, and
+a report the network's pools refuse as already recorded counts against the payer there."""
 _VOTES, _BLOCKS = Offences().calls()
 _CALLS = {OffenceKind.VOTE: _VOTES, OffenceKind.BLOCK: _BLOCKS}
 _RETRY = frozenset(
@@ -155,13 +159,19 @@ class EvidenceReporter:
             await self._wake.wait()
 
     def step(self) -> None:
-        """Forget what the best chain records; send what is neither recorded nor in flight."""
+        """Forget what the best chain records; send what is neither recorded nor in flight,
+        once our best block is near the clock's slot."""
         state = self.chain.store.best_state()
-        best = self.chain.store.best_header.number
+        best_header = self.chain.store.best_header
+        best = best_header.number
+        now_slot = self.chain.clock.now_ms() // self.chain.slot_duration_ms
+        synced = now_slot - best_header.slot <= SYNCED_WITHIN_SLOTS
         for key, pending in list(self._pending.items()):
             if offences.get_offence(state, key) is not None:
                 self._forget(key)
                 self.recorded += 1
+                continue
+            if not synced:
                 continue
             sent = self._sent.get(key)
             if sent is not None and (

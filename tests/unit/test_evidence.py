@@ -17,13 +17,20 @@ from chain.runtime.offences import OffenceKey, OffenceKind
 from consensus.finality import Phase, Vote
 from node.chain_service import ChainService
 from node.chain_spec import development_spec
-from node.evidence import RESUBMIT_AFTER_BLOCKS, EvidenceReporter
+from node.evidence import RESUBMIT_AFTER_BLOCKS, SYNCED_WITHIN_SLOTS, EvidenceReporter
 from node.finality_service import FinalityService
 from node.rpc.methods import NodeInfo, build_registry
 from tests.factories import BOB, CHARLIE, DAVE
 from tests.unit.test_chain_service import block_at, open_chain, transfer
 from tests.unit.test_wallet_rpc import call
 from wallet.keys import Keypair
+
+
+def reporting_chain(path: Path) -> ChainService:
+    """A chain service whose clock is near its blocks' slots (a node in sync)."""
+    chain = open_chain(path)
+    chain.clock.now = 30_000  # type: ignore[attr-defined]  # the tests' FixedClock
+    return chain
 
 
 def vote(chain: ChainService, signer: Keypair, target: int, round_: int = 5) -> Vote:
@@ -47,7 +54,7 @@ def recorded(chain: ChainService, key: OffenceKey) -> offences.OffenceRecord | N
 def test_a_vote_equivocation_lands_in_a_block_once(tmp_path: Path) -> None:
     """Two conflicting votes reach the finality service from the network: the reporter hears
     of them through its listener, and the report lands in the next block we author."""
-    chain = open_chain(tmp_path / "db")
+    chain = reporting_chain(tmp_path / "db")
     finality = FinalityService(chain, clock=chain.clock, signer=None, publish=_no_publish)
     reporter = EvidenceReporter(chain, CHARLIE)
     finality.on_equivocation.append(reporter.on_votes)
@@ -89,7 +96,7 @@ async def _no_publish(data: bytes) -> None:
 
 
 def test_a_block_equivocation_is_heard_once_and_recorded(tmp_path: Path) -> None:
-    chain = open_chain(tmp_path / "db")
+    chain = reporting_chain(tmp_path / "db")
     reporter = EvidenceReporter(chain, CHARLIE)
     heard: list[tuple[Header, Header]] = []
     chain.on_equivocation.append(lambda first, second: heard.append((first, second)))
@@ -135,13 +142,13 @@ def test_a_block_equivocation_is_heard_once_and_recorded(tmp_path: Path) -> None
 
 def test_pending_reports_survive_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "db"
-    chain = open_chain(path)
+    chain = reporting_chain(path)
     reporter = EvidenceReporter(chain, CHARLIE)
     reporter.on_votes(vote(chain, BOB, 1), vote(chain, BOB, 2))
     assert len(chain.store.reports()) == 1
     chain.store.db.close()  # stopped before the report was sent
 
-    chain = open_chain(path)
+    chain = reporting_chain(path)
     reporter = EvidenceReporter(chain, CHARLIE)
     assert reporter.statistics().pending == 1
     reporter.step()
@@ -155,7 +162,7 @@ def test_pending_reports_survive_a_restart(tmp_path: Path) -> None:
 def test_a_payer_that_cannot_pay_keeps_the_report_waiting(tmp_path: Path) -> None:
     """A refusal that says nothing of the evidence (here: no funds) leaves it pending, saved,
     to be sent at a later block."""
-    chain = open_chain(tmp_path / "db")
+    chain = reporting_chain(tmp_path / "db")
     reporter = EvidenceReporter(chain, DAVE)  # no funds
     reporter.on_votes(vote(chain, BOB, 1), vote(chain, BOB, 2))
     for slot in (2, 4):
@@ -167,7 +174,7 @@ def test_a_payer_that_cannot_pay_keeps_the_report_waiting(tmp_path: Path) -> Non
 
 
 def test_evidence_the_chain_refuses_is_dropped(tmp_path: Path) -> None:
-    chain = open_chain(tmp_path / "db")
+    chain = reporting_chain(tmp_path / "db")
     reporter = EvidenceReporter(chain, CHARLIE)
     reporter.on_votes(vote(chain, DAVE, 1), vote(chain, DAVE, 2))  # Dave is no authority
     reporter.step()
@@ -177,7 +184,7 @@ def test_evidence_the_chain_refuses_is_dropped(tmp_path: Path) -> None:
 
 
 def test_pending_reports_are_bounded(tmp_path: Path) -> None:
-    chain = open_chain(tmp_path / "db")
+    chain = reporting_chain(tmp_path / "db")
     reporter = EvidenceReporter(chain, CHARLIE, max_pending=2)
     for round_ in range(5):
         reporter.on_votes(vote(chain, BOB, 1, round_), vote(chain, BOB, 2, round_))
@@ -188,7 +195,7 @@ def test_pending_reports_are_bounded(tmp_path: Path) -> None:
 
 
 def test_an_unreadable_saved_report_is_dropped_at_start(tmp_path: Path) -> None:
-    chain = open_chain(tmp_path / "db")
+    chain = reporting_chain(tmp_path / "db")
     chain.store.save_report(b"\x01junk", b"\xc0")
     reporter = EvidenceReporter(chain, CHARLIE)
     assert reporter.statistics().pending == 0 and chain.store.reports() == []
@@ -196,7 +203,7 @@ def test_an_unreadable_saved_report_is_dropped_at_start(tmp_path: Path) -> None:
 
 
 def test_a_pooled_report_is_not_sent_again_while_blocks_pass_without_it(tmp_path: Path) -> None:
-    chain = open_chain(tmp_path / "db")
+    chain = reporting_chain(tmp_path / "db")
     reporter = EvidenceReporter(chain, CHARLIE)
     reporter.on_votes(vote(chain, BOB, 1), vote(chain, BOB, 2))
     reporter.step()
@@ -210,4 +217,18 @@ def test_a_pooled_report_is_not_sent_again_while_blocks_pass_without_it(tmp_path
 
     trio.run(bobs_blocks)
     assert len(chain.pool) == 1 and reporter.statistics().submitted == 1
+    chain.store.db.close()
+
+
+def test_reports_wait_while_the_node_is_behind_the_clock(tmp_path: Path) -> None:
+    """A node still syncing may not see that the chain records the offence already."""
+    chain = reporting_chain(tmp_path / "db")
+    chain.clock.now = (SYNCED_WITHIN_SLOTS + 2) * 1000  # type: ignore[attr-defined]
+    reporter = EvidenceReporter(chain, CHARLIE)
+    reporter.on_votes(vote(chain, BOB, 1), vote(chain, BOB, 2))
+    reporter.step()
+    assert len(chain.pool) == 0 and reporter.statistics().pending == 1
+    trio.run(author, chain, 2)  # caught up
+    reporter.step()
+    assert len(chain.pool) == 1
     chain.store.db.close()
