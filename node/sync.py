@@ -176,9 +176,15 @@ class SyncService:
         self._refused: OrderedDict[str, str] = OrderedDict()
         self._pending: dict[Hash32, PendingJustification] = {}
         self._turn = 0
+        self._suspect: trio.CancelScope | None = None
+        """The request in flight to a peer with failures behind it, if any."""
 
     def wake(self) -> None:
-        """Look for work now (a block with an unknown parent arrived, a peer moved ahead)."""
+        """Look for work now (a block with an unknown parent arrived, a peer moved ahead). A
+        request to a peer that failed before is abandoned: it may be stalling on purpose, and
+        there is work the others can do."""
+        if self._suspect is not None:
+            self._suspect.cancel()
         try:
             self._wake_send.send_nowait(None)
         except trio.WouldBlock:
@@ -390,17 +396,24 @@ class SyncService:
         """One batch from `start`; None (the peer failed and lost its turn) if it did not come
         in time, did not decode, or was empty although the peer claims blocks there."""
         timeout = self._timeout(peer)
+        record = self._records.get(peer)
         raw: bytes | None = None
         try:
-            with trio.move_on_after(timeout):
-                raw = await self.peers.request_sync(
-                    peer, SyncRequest(start, MAX_SYNC_BLOCKS).encode()
-                )
+            with trio.move_on_after(timeout) as scope:
+                if record is not None and record.failures:
+                    self._suspect = scope
+                try:
+                    raw = await self.peers.request_sync(
+                        peer, SyncRequest(start, MAX_SYNC_BLOCKS).encode()
+                    )
+                finally:
+                    self._suspect = None
         except RequestFailed as exc:
             self._fail(peer, f"request failed: {exc}")
             return None
         if raw is None:
-            self._fail(peer, f"no answer within {timeout:.0f} s")
+            waited = "" if trio.current_time() >= scope.deadline else ", other work came"
+            self._fail(peer, f"no answer within {timeout:.0f} s{waited}")
             return None
         try:
             items = decode_sync_response(raw)

@@ -597,3 +597,28 @@ def test_a_finality_conflict_found_anywhere_halts_the_node(tmp_path: Path) -> No
     assert info.group_contains(FinalityConflict)
     assert node.store.finalized_header.number == 2
     node.store.db.close()
+
+
+def test_a_wake_abandons_a_request_to_a_peer_that_failed_before(
+    honest: ChainService, tmp_path: Path
+) -> None:
+    """Once caught up, a stalling liar is asked again when its backoff ends; new work (a block
+    with an unknown parent) does not wait for its timeout."""
+    node = open_node(tmp_path / "db")
+    net = Network(liar=Liar(honest.store, stall=True))
+    sync = SyncService(node, net)
+
+    async def scenario() -> None:
+        assert not await sync.sync_once()  # the first timeout: 2 s
+        await trio.sleep(10)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sync.sync_once)
+            await trio.sleep(0.5)
+            began = trio.current_time()
+            sync.wake()
+        assert trio.current_time() - began < 0.1
+        assert net.requests["liar"] == 2
+        assert "other work came" in net.reasons["liar"][-1]
+
+    run(scenario)
+    node.store.db.close()
