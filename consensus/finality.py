@@ -4,11 +4,39 @@ in one round. The signed precommits are its justification, which any node can ch
 
 Why this design (Tendermint's locking applied to a chain, GRANDPA-style votes on blocks):
 block production (Aura) never waits for finality, votes name a block and count for all its
-ancestors, and one round finalizes any number of blocks. Safety rests on quorum intersection
-plus a lock: a validator that precommitted G in round r prevotes only descendants of G
-afterwards, unless a later round shows more than 2/3 prevotes for a conflicting block. So
-once a block is final, no conflicting block can gather a quorum of prevotes in a later round,
-and none can be finalized while fewer than 1/3 of the validators are faulty.
+ancestors, and one round finalizes any number of blocks. A polka of round r for block P is a
+quorum (more than 2/3) of round-r prevotes for P or its descendants, P the highest such block.
+
+The rules of an honest validator:
+- Precommit in round r only after seeing a polka of round r, for its block P, and never
+  after having prevoted in a later round. The lock follows: it moves to P, unless P is an
+  ancestor of the lock, which then stays.
+- Prevote in round r our best head if it extends our lock, else the locked block. Before
+  that, polkas of earlier rounds move the lock (`follow_polkas`): to a descendant of it
+  from any round, or off its branch to a conflicting P from a round later than the lock's
+  and only if P descends from every block we precommitted in that round or later.
+- While our lock is stale (above the finalized block, older than the last round), gossip
+  its polka again (`lock_proof`): who missed it can then follow it.
+
+Safety (no two conflicting blocks final) with f faulty among n > 3f: the quorum q = n - f
+exceeds 2f. Let F be final in round r: q validators precommitted descendants of F in r; the
+honest ones among them, at least q - f = n - 2f, form S. Consider the first moment an S
+member's lock, after its precommit in r, stops descending from F. Until then every S member
+prevotes descendants of F in every round after r (it prevotes there only after its precommit
+of r). Moving to a descendant keeps the lock above F. Moving off the branch needs a polka of
+some round r' for a block P not above the lock: if r' <= r, P must descend from the member's
+precommit of r, hence from F; if r' > r and P conflicted with F, P's q voters would be
+disjoint from S (whose round-r' prevotes are all above F), and q + n - 2f = 2n - 3f > n;
+P does not conflict with F and is not below the lock, so it is above F.
+So that moment never comes, no polka after round r is for a block conflicting with F, no
+honest validator precommits one, and q precommits for a conflicting block (which need an
+honest one) exist in no round after r; in round r itself two such quorums would share an
+honest voter that precommits once. Hence nothing conflicting with F is ever final.
+
+Liveness: once the honest validators (more than 2/3) see each other's votes within a round,
+stale locks' polkas are gossiped again, every later polka moves a lock on a losing fork to
+the winning one, and the validators prevote one branch; tests/unit/test_finality_liveness.py
+checks this over random delays, losses and reorderings before stabilization.
 
 Everything here is pure: the service passes in the block tree, the round and our best head."""
 
@@ -215,6 +243,7 @@ class FinalityGadget:
         self.signer = signer if signer is not None and signer.public in validators else None
         self.lock = lock
         self.last_prevote_round, self.last_precommit_round = last_voted
+        self._precommits_forgotten_until = self.last_precommit_round
         self._members = frozenset(validators)
         self.rounds: dict[int, RoundVotes] = {}
         self.equivocations: dict[EquivocationKey, tuple[Vote, Vote]] = {}
@@ -275,10 +304,15 @@ class FinalityGadget:
 
     # -- our votes ------------------------------------------------------------------------------
 
-    def prevote(self, round_: int, best: Header) -> Vote | None:
-        """Our prevote for `round_`: the best head if it extends our lock, else the lock."""
+    def prevote(self, round_: int, best: Header, finalized: Header | None = None) -> Vote | None:
+        """Our prevote for `round_`: the best head if it extends our lock, else the lock. With
+        `finalized`, the quorums of prevotes (polkas) of earlier rounds that we have seen first
+        move the lock (`follow_polkas`): that is what lets a validator locked on a fork that
+        lost come back, and lets every validator rally behind the latest polka."""
         if self.signer is None or round_ <= self.last_prevote_round:
             return None
+        if finalized is not None:
+            self.follow_polkas(round_, finalized)
         target = best
         if self.lock is not None and not self.tree.is_descendant(best.hash, self.lock.block):
             locked = self.tree.header(self.lock.block)
@@ -291,9 +325,12 @@ class FinalityGadget:
         return vote
 
     def precommit(self, round_: int, finalized: Header) -> Vote | None:
-        """Our precommit for `round_` once a quorum prevoted: the prevotes' GHOST. Moves the
-        lock forward, or to a conflicting block that this (later) round's quorum prevoted."""
+        """Our precommit for `round_` once a quorum prevoted: the prevotes' GHOST, and the lock
+        follows it (unless it is an ancestor of our lock, which then stays). Never after we
+        prevoted in a later round: our prevotes must follow from our precommits."""
         if self.signer is None or round_ <= self.last_precommit_round:
+            return None
+        if round_ < self.last_prevote_round:
             return None
         votes = self.rounds.get(round_)
         if votes is None or len(votes.prevotes) < self.threshold:
@@ -301,15 +338,74 @@ class FinalityGadget:
         target = ghost(votes.prevotes.values(), self.tree, finalized, self.threshold)
         if target is None:
             return None
-        lock = self.lock
-        if lock is None or self.tree.is_descendant(target.hash, lock.block):
-            self.lock = Lock(target.hash, round_)
-        elif not self.tree.is_descendant(lock.block, target.hash) and round_ > lock.round:
-            self.lock = Lock(target.hash, round_)
+        self._move_lock(target, round_, conflicting_allowed=True)
         self.last_precommit_round = round_
         vote = sign_vote(self.signer, self.genesis_hash, round_, Phase.PRECOMMIT, target)
         self._record(vote)
         return vote
+
+    def follow_polkas(self, before: int, finalized: Header) -> None:
+        """Let the polkas of rounds before `before` move our lock: to a descendant of it
+        whatever their round (always safe: the lock only gets more specific), or to a
+        conflicting block when the polka is later than both our lock and our last precommit.
+        A polka for an ancestor of the lock leaves it where it is."""
+        for round_ in sorted(self.rounds):
+            if round_ >= before:
+                break
+            votes = self.rounds[round_]
+            if len(votes.prevotes) < self.threshold:
+                continue
+            polka = ghost(votes.prevotes.values(), self.tree, finalized, self.threshold)
+            if polka is None:
+                continue
+            lock = self.lock
+            leave = lock is None or (round_ > lock.round and self._may_leave_for(polka, round_))
+            self._move_lock(polka, round_, conflicting_allowed=leave)
+
+    def _may_leave_for(self, block: Header, round_: int) -> bool:
+        """Whether a polka of `round_` for `block` may move our lock off its branch: only if
+        `block` descends from every block we precommitted in `round_` or later (a block we
+        helped finalize is below each of those). Our precommits before a restart are not
+        known, so polkas of those rounds never qualify."""
+        if round_ <= self._precommits_forgotten_until:
+            return False
+        for r, votes in self.rounds.items():
+            ours = votes.precommits.get(self.signer.public) if self.signer else None
+            if r >= round_ and ours is not None:
+                if not self.tree.is_descendant(block.hash, ours.target_hash):
+                    return False
+        return True
+
+    def lock_proof(self, round_: int, finalized: Header) -> tuple[Vote, ...]:
+        """The prevotes that justify our lock (a quorum of its round for the locked block or
+        its descendants) when the lock is stale: above `finalized` yet older than the last
+        round. Gossiped again each round while so, for the validators that missed them:
+        without them a validator locked on one fork could wait forever for the others to
+        move. While finality advances, locks are fresh and nothing is sent again."""
+        lock = self.lock
+        if lock is None or lock.round >= round_ - 1:
+            return ()
+        locked = self.tree.header(lock.block)
+        votes = self.rounds.get(lock.round)
+        if locked is None or votes is None or locked.number <= finalized.number:
+            return ()
+        proof = tuple(
+            v for v in votes.prevotes.values() if self.tree.is_descendant(v.target_hash, lock.block)
+        )
+        return proof if len(proof) >= self.threshold else ()
+
+    def _move_lock(self, block: Header, round_: int, conflicting_allowed: bool) -> None:
+        lock = self.lock
+        if lock is None or (
+            block.hash != lock.block and self.tree.is_descendant(block.hash, lock.block)
+        ):
+            self.lock = Lock(block.hash, round_)
+        elif block.hash == lock.block:
+            lock.round = max(lock.round, round_)
+        elif self.tree.is_descendant(lock.block, block.hash):
+            return
+        elif conflicting_allowed:
+            self.lock = Lock(block.hash, round_)
 
     # -- decisions --------------------------------------------------------------------------------
 

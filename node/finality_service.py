@@ -112,9 +112,12 @@ class FinalityService:
                     round_ += 1
                     vote_at += duration
                 await trio.sleep((vote_at - now) / 1000)
-                vote = self.gadget.prevote(round_, self.chain.store.best_header)
+                store = self.chain.store
+                vote = self.gadget.prevote(round_, store.best_header, store.finalized_header)
                 if vote is not None:
                     self._cast(vote)
+                for proof in self.gadget.lock_proof(round_, store.finalized_header):
+                    self._gossip(proof)
                 self.progress()
 
     async def _send_votes(self) -> None:
@@ -124,6 +127,9 @@ class FinalityService:
     def _cast(self, vote: Vote) -> None:
         # Persist before anyone can see the vote: after a crash we must not vote again.
         self.chain.store.save_voter_state(_encode_voter_state(self.gadget))
+        self._gossip(vote)
+
+    def _gossip(self, vote: Vote) -> None:
         try:
             self._outbox_send.send_nowait(vote.encode())
         except trio.WouldBlock:

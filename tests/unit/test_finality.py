@@ -207,9 +207,10 @@ def test_no_conflicting_finality_with_one_byzantine(data: st.DataObject) -> None
             head = data.draw(st.sampled_from(blocks), label=f"head r{round_} v{i}")
             if not tree.is_descendant(head.hash, finalized[i].hash):
                 head = finalized[i]
-            vote = g.prevote(round_, head)
+            vote = g.prevote(round_, head, finalized[i])
             if vote:
                 pool.append(vote)
+            pool.extend(g.lock_proof(round_, finalized[i]))
         for phase in (Phase.PREVOTE, Phase.PRECOMMIT):
             for target in data.draw(st.lists(st.sampled_from(blocks), max_size=2), label="byz"):
                 pool.append(sign_vote(byzantine, GENESIS_HASH, round_, phase, target))
