@@ -24,6 +24,9 @@ class TxRejection(enum.Enum):
     UNKNOWN_CALL = "unknown call"
     BAD_ARGUMENTS = "bad arguments"
     CALL_FAILED = "call would fail"
+    OUTDATED = "outdated"
+    """Its call would fail only because another transaction did the same already (a second
+    report of an offence): never held against its sender, since honest nodes race to send these."""
     TEMPORARILY_BANNED = "temporarily banned"
     ALREADY_IMPORTED = "already imported"
     PRIORITY_TOO_LOW = "priority too low"
@@ -47,6 +50,11 @@ class DispatchError(ChainError):
         self.module = module
         self.error = error
         self.message = message
+
+
+class OutdatedCall(DispatchError):
+    """A call that fails only because another transaction already did what it asks. In a block it
+    fails like any call; before one, it is refused as OUTDATED rather than CALL_FAILED."""
 
 
 class BlockRejection(enum.Enum):

@@ -37,6 +37,7 @@ syncing may be looking at a chain that records the offence in a block it has yet
 a report the network's pools refuse as already recorded counts against the payer there."""
 _VOTES, _BLOCKS = Offences().calls()
 _CALLS = {OffenceKind.VOTE: _VOTES, OffenceKind.BLOCK: _BLOCKS}
+_KINDS = {(c.module.encode(), c.name.encode()): kind for kind, c in _CALLS.items()}
 _RETRY = frozenset(
     {
         TxRejection.CANNOT_PAY_FEES,
@@ -166,12 +167,14 @@ class EvidenceReporter:
         best = best_header.number
         now_slot = self.chain.clock.now_ms() // self.chain.slot_duration_ms
         synced = now_slot - best_header.slot <= SYNCED_WITHIN_SLOTS
+        pooled = self._pooled() if synced and self._pending else set()
         for key, pending in list(self._pending.items()):
             if offences.get_offence(state, key) is not None:
                 self._forget(key)
                 self.recorded += 1
                 continue
-            if not synced:
+            if not synced or (key in pooled and key not in self._sent):
+                # Behind, or another node's report of it is on its way already.
                 continue
             sent = self._sent.get(key)
             if sent is not None and (
@@ -191,6 +194,21 @@ class EvidenceReporter:
                 continue
             self._sent[key] = (valid.hash, best)
             self.submitted += 1
+
+    def _pooled(self) -> set[OffenceKey]:
+        """The offences that reports in our pool (ours or gossiped) would record."""
+        found = set()
+        for valid in self.chain.pool.pending():
+            tx = valid.tx
+            kind = _KINDS.get((tx.module, tx.function))
+            if kind is None:
+                continue
+            try:
+                first, second = _CALLS[kind].decode_args(tx.args)
+            except InvalidTransaction:
+                continue
+            found.add(report(kind, first, second).offence)
+        return found
 
     def _forget(self, key: OffenceKey) -> None:
         del self._pending[key]

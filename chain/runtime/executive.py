@@ -16,6 +16,7 @@ from chain.errors import (
     DispatchError,
     InvalidBlock,
     InvalidTransaction,
+    OutdatedCall,
     TxRejection,
 )
 from chain.primitives import Hash32
@@ -227,6 +228,8 @@ class Runtime:
         ctx = Context(Overlay(state), env, self.config, self.genesis_hash)
         try:
             self._apply_checked(ctx, checked)
+        except OutdatedCall as exc:
+            raise InvalidTransaction(TxRejection.OUTDATED, str(exc)) from None
         except DispatchError as exc:
             raise InvalidTransaction(TxRejection.CALL_FAILED, str(exc)) from None
         return checked.account.free - system.account(ctx.state, checked.tx.sender).free

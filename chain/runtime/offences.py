@@ -14,6 +14,7 @@ import rlp
 
 from chain import codec
 from chain.blocks import Header
+from chain.errors import OutdatedCall
 from chain.primitives import SIGNATURE_LENGTH, AccountId, Hash32
 from chain.runtime import system
 from chain.runtime.framework import AccountRef, Arg, ArgKind, CallDef, Context, Module
@@ -268,8 +269,11 @@ class Offences(Module):
                 f"0x{key.offender.hex()} is not an authority of this chain",
             )
         if get_offence(ctx.state, key) is not None:
-            raise self.fail(
-                OffencesError.ALREADY_REPORTED,
+            # Outdated rather than failed: every node that saw the offence reports it, and the
+            # pools must not hold the losers of that race against their senders.
+            raise OutdatedCall(
+                NAME,
+                OffencesError.ALREADY_REPORTED.value,
                 f"the {key.kind.name.lower()} equivocation of 0x{key.offender.hex()} at "
                 f"{_at_name(key.kind)} {key.at} is already recorded",
             )

@@ -6,24 +6,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+import rlp
 import trio
 import trio.testing
 
 from chain.address import encode_address
-from chain.blocks import Header
+from chain.blocks import Call, Header
+from chain.errors import InvalidTransaction, TxRejection
 from chain.primitives import Hash32, Slot, TimestampMs
 from chain.runtime import offences
 from chain.runtime.offences import OffenceKey, OffenceKind
 from consensus.finality import Phase, Vote
 from node.chain_service import ChainService
 from node.chain_spec import development_spec
-from node.evidence import RESUBMIT_AFTER_BLOCKS, SYNCED_WITHIN_SLOTS, EvidenceReporter
+from node.evidence import (
+    RESUBMIT_AFTER_BLOCKS,
+    SYNCED_WITHIN_SLOTS,
+    EvidenceReporter,
+    EvidenceStatistics,
+)
 from node.finality_service import FinalityService
 from node.rpc.methods import NodeInfo, build_registry
-from tests.factories import BOB, CHARLIE, DAVE
+from tests.factories import BOB, CHARLIE, DAVE, transfer_call
 from tests.unit.test_chain_service import block_at, open_chain, transfer
+from tests.unit.test_offences import REPORT_VOTES
 from tests.unit.test_wallet_rpc import call
-from wallet.keys import Keypair
+from wallet.keys import Keypair, sign_transaction
 
 
 def reporting_chain(path: Path) -> ChainService:
@@ -232,3 +241,45 @@ def test_reports_wait_while_the_node_is_behind_the_clock(tmp_path: Path) -> None
     reporter.step()
     assert len(chain.pool) == 1
     chain.store.db.close()
+
+
+def test_reporters_that_lose_the_race_are_not_held_to_blame(tmp_path: Path) -> None:
+    """Every node that sees an offence reports it and one report lands: the later ones are
+    refused as outdated, and however many offences pass that way their payers stay welcome in
+    the pool (a failed call three times in a minute would ban the sender)."""
+    chain = reporting_chain(tmp_path / "db")
+    first, second = EvidenceReporter(chain, CHARLIE), EvidenceReporter(chain, BOB)
+    for slot, round_ in zip((2, 4, 6, 8), range(1, 5), strict=True):
+        a, b = vote(chain, BOB, 1, round_), vote(chain, BOB, 2, round_)
+        first.on_votes(a, b)
+        first.step()
+        trio.run(author, chain, slot)
+        with pytest.raises(InvalidTransaction) as info:
+            chain.submit_signed(BOB, REPORT_VOTES.call(first=b.encode(), second=a.encode()))
+        assert info.value.reason is TxRejection.OUTDATED
+        second.on_votes(a, b)  # the second reporter sees it recorded and sends nothing
+        second.step()
+    first.step()
+    assert first.statistics().recorded == 4 and second.statistics().submitted == 0
+    chain.submit_signed(BOB, transfer_call(DAVE.public, 10**9))  # not banned
+    chain.store.db.close()
+
+
+def test_a_report_already_on_its_way_from_another_node_is_not_sent_again(tmp_path: Path) -> None:
+    chain = reporting_chain(tmp_path / "db")
+    reporter = EvidenceReporter(chain, CHARLIE)
+    a, b = vote(chain, BOB, 1), vote(chain, BOB, 2)
+    # Another node's report, gossiped into our pool (Bob pays for it).
+    chain.submit(chain_signed(chain, BOB, REPORT_VOTES.call(first=b.encode(), second=a.encode())))
+    reporter.on_votes(a, b)
+    reporter.step()
+    assert len(chain.pool) == 1 and reporter.statistics().submitted == 0
+    trio.run(author, chain, 2)
+    reporter.step()
+    assert reporter.statistics() == EvidenceStatistics(0, 0, 1, 0)
+    chain.store.db.close()
+
+
+def chain_signed(chain: ChainService, keypair: Keypair, call: Call) -> bytes:
+    tx = sign_transaction(keypair, genesis_hash=chain.runtime.genesis_hash, nonce=0, call=call)
+    return rlp.encode(tx)  # type: ignore[no-any-return]
