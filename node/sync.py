@@ -63,7 +63,7 @@ BACKOFF_BASE = 2.0
 """A peer that failed n times in a row is asked again after BACKOFF_BASE**n seconds..."""
 BACKOFF_MAX = 60.0
 """... at most this long."""
-IDLE_BACKOFF = 5.0
+IDLE_BACKOFF = 2.0
 """A peer that claimed to be ahead and gave nothing new (without being wrong) waits this long."""
 PENALTY_UNHELPFUL = 10
 """Times the failures in a row: an empty, late, unattached or self-contradicting answer. A peer
@@ -275,7 +275,7 @@ class SyncService:
         self.stats.refused_peers = len(self._refused)
         self.peers.penalize(peer, PENALTY_BAN, f"another chain: {reason}")
 
-    def _fail(self, peer: str, reason: str) -> None:
+    def _fail(self, peer: str, reason: str, *, penalize: bool = True) -> None:
         """An unhelpful answer: the peer loses its turn, is backed off from and penalized."""
         record = self._records.setdefault(peer, PeerRecord())
         record.failures += 1
@@ -283,7 +283,8 @@ class SyncService:
         record.retry_at = trio.current_time() + delay
         self.stats.failed_requests += 1
         log.info("sync from %s: %s; asking others (again in %.0f s)", peer, reason, delay)
-        self.peers.penalize(peer, PENALTY_UNHELPFUL * record.failures, f"sync: {reason}")
+        if penalize:
+            self.peers.penalize(peer, PENALTY_UNHELPFUL * record.failures, f"sync: {reason}")
 
     def _succeed(self, peer: str) -> None:
         record = self._records.get(peer)
@@ -412,8 +413,11 @@ class SyncService:
             self._fail(peer, f"request failed: {exc}")
             return None
         if raw is None:
-            waited = "" if trio.current_time() >= scope.deadline else ", other work came"
-            self._fail(peer, f"no answer within {timeout:.0f} s{waited}")
+            if trio.current_time() >= scope.deadline:
+                self._fail(peer, f"no answer within {timeout:.0f} s")
+            else:
+                # Abandoned for other work (see `wake`), which anyone can cause: no penalty.
+                self._fail(peer, "no answer yet, other work came", penalize=False)
             return None
         try:
             items = decode_sync_response(raw)
