@@ -3,6 +3,8 @@ validator and arbitrary message delivery (hypothesis)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -10,10 +12,18 @@ from hypothesis import strategies as st
 from chain.blocks import Header
 from chain.primitives import Hash32
 from consensus.finality import (
+    ROUND_WINDOW,
+    VOTE_LENGTH,
     FinalityGadget,
     InvalidJustification,
     InvalidVote,
+    Lock,
     Phase,
+    UnknownVoteTarget,
+    Vote,
+    check_justification_ancestry,
+    check_justification_signatures,
+    check_justification_structure,
     encode_justification,
     quorum,
     sign_vote,
@@ -232,3 +242,243 @@ def test_no_conflicting_finality_with_one_byzantine(data: st.DataObject) -> None
         for a in finalized:
             for b in finalized:
                 assert tree.is_descendant(a.hash, b.hash) or tree.is_descendant(b.hash, a.hash)
+
+
+# -- justifications: cheap checks first ------------------------------------------------------
+
+
+def unsigned(vote: Vote) -> Vote:
+    """The same vote with a signature that verifies for nothing."""
+    return Vote(
+        vote.round, vote.phase, vote.target_hash, vote.target_number, vote.voter, b"\x01" * 64
+    )
+
+
+def justification(votes: list[Vote]) -> bytes:
+    return b"".join(v.encode() for v in votes)
+
+
+def test_an_oversized_justification_is_refused_before_decoding() -> None:
+    """57,000 copies of one real vote (8.3 MB): refused by its size alone, in well under 10 ms."""
+    tree = Tree()
+    (block,) = tree.chain(tree.genesis, 1, b"a")
+    data = sign_vote(KEYS[0], GENESIS_HASH, 3, Phase.PRECOMMIT, block).encode() * 57_000
+    timings = []
+    for _ in range(5):
+        started = time.perf_counter()
+        with pytest.raises(InvalidJustification, match="^57000 votes for 4 validators$"):
+            verify_justification(
+                data, block, genesis_hash=GENESIS_HASH, validators=VALIDATORS, tree=tree
+            )
+        timings.append(time.perf_counter() - started)
+    print(f"oversized justification refused in {min(timings) * 1e6:.0f} µs (best of 5)")
+    assert min(timings) < 0.010
+    with pytest.raises(InvalidJustification, match="^5 votes for 4 validators$"):
+        check_justification_structure(data[: 5 * VOTE_LENGTH], VALIDATORS)
+
+
+def test_structural_faults_are_found_before_any_signature() -> None:
+    """Every vote's signature is invalid, yet the error is the structural one: the signatures
+    were never looked at."""
+    tree = Tree()
+    (block,) = tree.chain(tree.genesis, 1, b"a")
+    commits = [unsigned(sign_vote(k, GENESIS_HASH, 3, Phase.PRECOMMIT, block)) for k in KEYS]
+    prevote = unsigned(sign_vote(KEYS[2], GENESIS_HASH, 3, Phase.PREVOTE, block))
+    other_round = unsigned(sign_vote(KEYS[2], GENESIS_HASH, 4, Phase.PRECOMMIT, block))
+    stranger = Keypair.from_seed(b"\x07" * 32)
+    outsider = unsigned(sign_vote(stranger, GENESIS_HASH, 3, Phase.PRECOMMIT, block))
+    cases = [
+        ([commits[0], commits[0], commits[1]], "^a validator appears twice$"),
+        ([commits[0], commits[1], other_round], "^votes must be precommits of one round$"),
+        ([commits[0], commits[1], prevote], "^votes must be precommits of one round$"),
+        ([commits[0], commits[1], outsider], "^vote 2: 0x[0-9a-f]{64} is not a validator$"),
+        (commits[:2], "^2 of 4 validators; 3 needed$"),
+    ]
+    for votes, message in cases:
+        with pytest.raises(InvalidJustification, match=message):
+            verify_justification(
+                justification(votes),
+                block,
+                genesis_hash=GENESIS_HASH,
+                validators=VALIDATORS,
+                tree=tree,
+            )
+    broken_phase = bytearray(justification(commits[:3]))
+    broken_phase[VOTE_LENGTH + 8] = 9
+    with pytest.raises(InvalidJustification, match="^vote 1: malformed: unknown vote phase 9$"):
+        check_justification_structure(bytes(broken_phase), VALIDATORS)
+    # Structure and ancestry pass: only now are the signatures checked, and they fail.
+    with pytest.raises(InvalidJustification, match="^vote 0: the vote is not signed by its voter$"):
+        verify_justification(
+            justification(commits[:3]),
+            block,
+            genesis_hash=GENESIS_HASH,
+            validators=VALIDATORS,
+            tree=tree,
+        )
+
+
+def test_unknown_vote_targets_are_told_apart_from_wrong_ones() -> None:
+    """A precommit for a block above the justified one that this node does not have yet is
+    UnknownVoteTarget (check again later); one that cannot descend from it is plain
+    InvalidJustification. Both are found before any signature (all invalid here)."""
+    tree = Tree()
+    base = tree.chain(tree.genesis, 2, b"a")
+    block = base[0]
+    side = tree.child(tree.genesis, b"side")
+    later = Tree._make(base[-1].hash, 3, b"not yet here")
+    votes = [unsigned(sign_vote(k, GENESIS_HASH, 3, Phase.PRECOMMIT, base[-1])) for k in KEYS[:3]]
+
+    def ancestry(last: Vote) -> None:
+        check_justification_ancestry([*votes[:2], last], block, tree)
+
+    with pytest.raises(UnknownVoteTarget) as unknown:
+        ancestry(unsigned(sign_vote(KEYS[2], GENESIS_HASH, 3, Phase.PRECOMMIT, later)))
+    assert unknown.value.target == later.hash and unknown.value.number == 3
+    assert str(unknown.value) == f"a precommit for unknown block #3 0x{later.hash.hex()}"
+    assert issubclass(UnknownVoteTarget, InvalidJustification)
+    with pytest.raises(InvalidJustification, match="does not descend from the block") as known:
+        ancestry(unsigned(sign_vote(KEYS[2], GENESIS_HASH, 3, Phase.PRECOMMIT, side)))
+    assert not isinstance(known.value, UnknownVoteTarget)
+    unknown_below = Tree._make(tree.genesis.hash, 1, b"never seen")
+    with pytest.raises(InvalidJustification, match="cannot descend from #1") as below:
+        ancestry(unsigned(sign_vote(KEYS[2], GENESIS_HASH, 3, Phase.PRECOMMIT, unknown_below)))
+    assert not isinstance(below.value, UnknownVoteTarget)
+    lying = Vote(3, Phase.PRECOMMIT, base[-1].hash, 7, VALIDATORS[2], b"\x01" * 64)
+    with pytest.raises(InvalidJustification, match="^a precommit names #7 for block #2$"):
+        ancestry(lying)
+    # The same proof through verify_justification: UnknownVoteTarget before the signatures.
+    with pytest.raises(UnknownVoteTarget):
+        verify_justification(
+            justification(
+                [*votes[:2], unsigned(sign_vote(KEYS[2], GENESIS_HASH, 3, Phase.PRECOMMIT, later))]
+            ),
+            block,
+            genesis_hash=GENESIS_HASH,
+            validators=VALIDATORS,
+            tree=tree,
+        )
+    signed = [sign_vote(k, GENESIS_HASH, 3, Phase.PRECOMMIT, base[-1]) for k in KEYS[:3]]
+    check_justification_signatures(signed, GENESIS_HASH)
+    with pytest.raises(InvalidJustification, match="^vote 0: the vote is not signed"):
+        check_justification_signatures(signed, b"\x01" * 32)
+
+
+# -- votes: duplicates and equivocations -----------------------------------------------------
+
+
+def test_a_duplicate_vote_is_dropped_before_its_signature() -> None:
+    tree = Tree()
+    (block,) = tree.chain(tree.genesis, 1, b"a")
+    node = gadgets(tree)[0]
+    vote = sign_vote(KEYS[1], GENESIS_HASH, 1, Phase.PREVOTE, block)
+    assert node.on_vote(vote, 1)
+    # The same content with a signature that verifies for nothing: not checked, just dropped.
+    assert not node.on_vote(unsigned(vote), 1)
+    assert not node.on_vote(vote, 1)
+    assert node.rounds[1].prevotes[vote.voter] == vote
+    started = time.perf_counter()
+    for _ in range(10_000):
+        node.on_vote(vote, 1)
+    elapsed = time.perf_counter() - started
+    print(f"10,000 duplicate votes dropped in {elapsed * 1000:.1f} ms")
+    assert elapsed < 1.0  # a signature check each would take several seconds
+    # Cheaper refusals still come first, whatever the signature.
+    stranger = Keypair.from_seed(b"\x07" * 32)
+    with pytest.raises(InvalidVote, match="not a validator"):
+        node.on_vote(unsigned(sign_vote(stranger, GENESIS_HASH, 1, Phase.PREVOTE, block)), 1)
+    with pytest.raises(InvalidVote, match="round out of range"):
+        node.on_vote(unsigned(sign_vote(KEYS[1], GENESIS_HASH, 9, Phase.PREVOTE, block)), 1)
+
+
+def test_equivocation_evidence_is_bounded_and_announced_once() -> None:
+    tree = Tree()
+    blocks = [tree.child(tree.genesis, bytes([i])) for i in range(20)]
+    node = gadgets(tree)[0]
+    heard: list[tuple[Vote, Vote]] = []
+    node.on_equivocation.append(lambda first, second: heard.append((first, second)))
+    first = sign_vote(KEYS[1], GENESIS_HASH, 1, Phase.PREVOTE, blocks[0])
+    assert node.on_vote(first, 1)
+    forged = unsigned(sign_vote(KEYS[1], GENESIS_HASH, 1, Phase.PREVOTE, blocks[1]))
+    with pytest.raises(InvalidVote, match="bad signature"):
+        node.on_vote(forged, 1)
+    assert heard == [] and node.equivocations == {}
+    conflicting = [sign_vote(KEYS[1], GENESIS_HASH, 1, Phase.PREVOTE, b) for b in blocks[1:]]
+    for vote in conflicting * 3:
+        assert not node.on_vote(vote, 1)
+    assert heard == [(first, conflicting[0])]
+    assert node.equivocations == {(1, Phase.PREVOTE, VALIDATORS[1]): (first, conflicting[0])}
+    assert node.rounds[1].prevotes[VALIDATORS[1]] == first
+    # One pair per (round, phase, voter): the precommits of round 1 and the votes of round 2
+    # are pairs of their own.
+    for round_, phase in ((1, Phase.PRECOMMIT), (2, Phase.PREVOTE)):
+        for b in blocks[:5]:
+            node.on_vote(sign_vote(KEYS[1], GENESIS_HASH, round_, phase, b), 2)
+    assert len(heard) == 3 and len(node.equivocations) == 3
+    # Rounds that leave the window take their evidence with them.
+    late = 2 + ROUND_WINDOW
+    assert node.on_vote(sign_vote(KEYS[2], GENESIS_HASH, late, Phase.PREVOTE, blocks[0]), late)
+    assert set(node.equivocations) == {(2, Phase.PREVOTE, VALIDATORS[1])}
+    assert 1 not in node.rounds
+
+
+# -- the lock ---------------------------------------------------------------------------------
+
+
+def prevotes(round_: int, target: Header, keys: list[Keypair]) -> list[Vote]:
+    return [sign_vote(k, GENESIS_HASH, round_, Phase.PREVOTE, target) for k in keys]
+
+
+def test_a_lock_moves_only_for_a_polka_it_may_follow() -> None:
+    """Locked on B, we precommit its ancestor A in round 3; a polka of round 2 for X (which
+    conflicts with A) must not move the lock: our round-3 precommit may have helped finalize
+    A. A polka of round 4 for X does move it, so that finality can resume."""
+    tree = Tree()
+    a = tree.child(tree.genesis, b"a")
+    b = tree.child(a, b"b")
+    x = tree.child(tree.genesis, b"x")
+    x_head = tree.child(x, b"x head")
+    node = gadgets(tree)[0]
+    for vote in prevotes(1, b, KEYS[1:]):
+        node.on_vote(vote, 1)
+    assert node.precommit(1, tree.genesis) is not None and node.lock == Lock(b.hash, 1)
+    for vote in prevotes(2, x, KEYS[1:]):
+        node.on_vote(vote, 3)
+    for vote in [*prevotes(3, b, KEYS[1:2]), *prevotes(3, a, KEYS[2:])]:
+        node.on_vote(vote, 3)
+    precommit = node.precommit(3, tree.genesis)
+    assert precommit is not None and precommit.target_hash == a.hash
+    assert node.lock == Lock(b.hash, 1)
+    ours = node.prevote(4, x_head, tree.genesis)
+    assert ours is not None and ours.target_hash == b.hash and node.lock == Lock(b.hash, 1)
+    for vote in prevotes(4, x, KEYS[1:]):
+        node.on_vote(vote, 4)
+    ours = node.prevote(5, x_head, tree.genesis)
+    assert ours is not None and ours.target_hash == x_head.hash
+    assert node.lock == Lock(x.hash, 4)
+
+
+def test_no_precommit_for_a_round_after_a_later_prevote() -> None:
+    tree = Tree()
+    (block,) = tree.chain(tree.genesis, 1, b"a")
+    node = gadgets(tree)[0]
+    assert node.prevote(2, block, tree.genesis) is not None
+    for vote in prevotes(1, block, KEYS[1:]):
+        node.on_vote(vote, 2)
+    assert node.precommit(1, tree.genesis) is None
+    for vote in prevotes(2, block, KEYS[1:]):
+        node.on_vote(vote, 2)
+    assert node.precommit(2, tree.genesis) is not None
+
+
+def test_a_stale_lock_shows_its_polka_again() -> None:
+    tree = Tree()
+    (block,) = tree.chain(tree.genesis, 1, b"a")
+    node = gadgets(tree)[0]
+    polka = prevotes(1, block, KEYS[1:])
+    for vote in polka:
+        node.on_vote(vote, 1)
+    assert node.precommit(1, tree.genesis) is not None
+    assert node.lock_proof(2, tree.genesis) == ()  # fresh: finality may still follow
+    assert set(node.lock_proof(3, tree.genesis)) == set(polka)
+    assert node.lock_proof(3, block) == ()  # final already: nothing to show
