@@ -4,6 +4,7 @@ validator and arbitrary message delivery (hypothesis)."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from chain.blocks import Header
 from chain.primitives import Hash32
 from consensus.finality import (
+    FUTURE_ROUNDS,
     ROUND_WINDOW,
     VOTE_LENGTH,
     FinalityGadget,
@@ -29,6 +31,9 @@ from consensus.finality import (
     sign_vote,
     verify_justification,
 )
+from node.finality_service import FinalityService, VoteVerdict
+from tests.factories import BOB
+from tests.unit.test_chain_service import open_chain
 from wallet.keys import Keypair, dev_keypair
 
 GENESIS_HASH = Hash32(b"\x42" * 32)
@@ -482,3 +487,46 @@ def test_a_stale_lock_shows_its_polka_again() -> None:
     assert node.lock_proof(2, tree.genesis) == ()  # fresh: finality may still follow
     assert set(node.lock_proof(3, tree.genesis)) == set(polka)
     assert node.lock_proof(3, block) == ()  # final already: nothing to show
+
+
+# -- the service's verdicts on the event loop ----------------------------------------------
+
+
+async def _no_publish(data: bytes) -> None:
+    return None
+
+
+def test_service_verdicts_never_penalize_a_skewed_clock(tmp_path: Path) -> None:
+    """Votes of rounds a little ahead (a clock a few seconds fast) or behind are ignored, never
+    rejected; copies are ignored unchecked; conflicting votes reach the listeners once."""
+    chain = open_chain(tmp_path / "db")
+    service = FinalityService(chain, clock=chain.clock, signer=None, publish=_no_publish)
+    heard: list[tuple[Vote, Vote]] = []
+    service.on_equivocation.append(lambda first, second: heard.append((first, second)))
+    now = service.current_round
+    genesis = chain.store.genesis_hash
+    assert genesis is not None
+
+    def vote(key: Keypair, round_: int, target: int) -> Vote:
+        payload = Vote.payload(genesis, round_, Phase.PREVOTE, bytes([target]) * 32, 1)
+        return Vote(
+            round_, Phase.PREVOTE, Hash32(bytes([target]) * 32), 1, key.public, key.sign(payload)
+        )
+
+    for round_ in (now + FUTURE_ROUNDS + 1, now + 1000, now - ROUND_WINDOW - 1):
+        assert service.on_vote(vote(BOB, round_, 1).encode()) == VoteVerdict.IGNORE
+    assert service.votes_rejected == 0
+    first = vote(BOB, now + FUTURE_ROUNDS, 1)
+    assert service.on_vote(first.encode()) == VoteVerdict.ACCEPT
+    assert service.on_vote(first.encode()) == VoteVerdict.IGNORE
+    assert service.on_vote(unsigned(first).encode()) == VoteVerdict.IGNORE
+    second, third = vote(BOB, now + FUTURE_ROUNDS, 2), vote(BOB, now + FUTURE_ROUNDS, 3)
+    for data in (second, second, third):
+        assert service.on_vote(data.encode()) == VoteVerdict.IGNORE
+    assert heard == [(first, second)]
+    assert service.statistics()["equivocations"] == 1
+    assert service.votes_rejected == 0 and service.votes_received == 1
+    stranger = Keypair.from_seed(b"\x07" * 32)
+    assert service.on_vote(vote(stranger, now, 1).encode()) == VoteVerdict.REJECT
+    assert service.on_vote(b"\x00" * 10) == VoteVerdict.REJECT
+    assert service.votes_rejected == 2
