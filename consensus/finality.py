@@ -338,7 +338,7 @@ class FinalityGadget:
         target = ghost(votes.prevotes.values(), self.tree, finalized, self.threshold)
         if target is None:
             return None
-        self._move_lock(target, round_, conflicting_allowed=True)
+        self._move_lock(target, round_, from_precommit=True)
         self.last_precommit_round = round_
         vote = sign_vote(self.signer, self.genesis_hash, round_, Phase.PRECOMMIT, target)
         self._record(vote)
@@ -346,9 +346,9 @@ class FinalityGadget:
 
     def follow_polkas(self, before: int, finalized: Header) -> None:
         """Let the polkas of rounds before `before` move our lock: to a descendant of it
-        whatever their round (always safe: the lock only gets more specific), or to a
-        conflicting block when the polka is later than both our lock and our last precommit.
-        A polka for an ancestor of the lock leaves it where it is."""
+        whatever their round (always safe: the lock only gets more specific), or off its
+        branch when the polka is later than the lock and above all we precommitted since
+        (`_may_leave_for`). A polka for an ancestor of the lock leaves it where it is."""
         for round_ in sorted(self.rounds):
             if round_ >= before:
                 break
@@ -358,9 +358,7 @@ class FinalityGadget:
             polka = ghost(votes.prevotes.values(), self.tree, finalized, self.threshold)
             if polka is None:
                 continue
-            lock = self.lock
-            leave = lock is None or (round_ > lock.round and self._may_leave_for(polka, round_))
-            self._move_lock(polka, round_, conflicting_allowed=leave)
+            self._move_lock(polka, round_, from_precommit=False)
 
     def _may_leave_for(self, block: Header, round_: int) -> bool:
         """Whether a polka of `round_` for `block` may move our lock off its branch: only if
@@ -394,7 +392,9 @@ class FinalityGadget:
         )
         return proof if len(proof) >= self.threshold else ()
 
-    def _move_lock(self, block: Header, round_: int, conflicting_allowed: bool) -> None:
+    def _move_lock(self, block: Header, round_: int, *, from_precommit: bool) -> None:
+        """Our own precommit of `round_` (the latest round we precommitted) may always take
+        the lock off its branch; an earlier round's polka only as `_may_leave_for` says."""
         lock = self.lock
         if lock is None or (
             block.hash != lock.block and self.tree.is_descendant(block.hash, lock.block)
@@ -404,7 +404,7 @@ class FinalityGadget:
             lock.round = max(lock.round, round_)
         elif self.tree.is_descendant(lock.block, block.hash):
             return
-        elif conflicting_allowed:
+        elif from_precommit or (round_ > lock.round and self._may_leave_for(block, round_)):
             self.lock = Lock(block.hash, round_)
 
     # -- decisions --------------------------------------------------------------------------------

@@ -530,3 +530,28 @@ def test_service_verdicts_never_penalize_a_skewed_clock(tmp_path: Path) -> None:
     assert service.on_vote(vote(stranger, now, 1).encode()) == VoteVerdict.REJECT
     assert service.on_vote(b"\x00" * 10) == VoteVerdict.REJECT
     assert service.votes_rejected == 2
+
+
+def test_after_a_restart_older_polkas_cannot_move_the_lock() -> None:
+    """The voter state kept across restarts (lock, last prevote and precommit rounds) is all
+    the rule needs: our precommits before the restart are not known, so no polka of those
+    rounds may take the lock off its branch; a later one may."""
+    tree = Tree()
+    b = tree.child(tree.genesis, b"b")
+    x = tree.child(tree.genesis, b"x")
+    node = FinalityGadget(
+        genesis_hash=GENESIS_HASH,
+        validators=VALIDATORS,
+        tree=tree,
+        signer=KEYS[0],
+        lock=Lock(b.hash, 1),
+        last_voted=(3, 3),
+    )
+    for vote in prevotes(3, x, KEYS[1:]):
+        node.on_vote(vote, 4)
+    ours = node.prevote(4, x, tree.genesis)
+    assert ours is not None and ours.target_hash == b.hash
+    for vote in prevotes(4, x, KEYS[1:]):
+        node.on_vote(vote, 5)
+    ours = node.prevote(5, x, tree.genesis)
+    assert ours is not None and ours.target_hash == x.hash and node.lock == Lock(x.hash, 4)
