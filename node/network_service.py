@@ -254,19 +254,22 @@ class NetworkService:
         if store.header(header.hash) is not None or header.hash in self._held:
             return self._ignore(peer)
         finalized = store.finalized_header
-        if header.number <= finalized.number:
-            return self._ignore(peer)
         parent = store.header(header.parent_hash)
-        if parent is not None and not store.is_descendant(parent.hash, finalized.hash):
-            return self._ignore(peer)
+        # Below our finalized block a block is never imported, but a bad seal is still a fault
+        # the block proves, so it is judged as one whose parent we lack.
+        stale = header.number <= finalized.number or (
+            parent is not None and not store.is_descendant(parent.hash, finalized.hash)
+        )
         try:
-            self._verify(header, parent)
+            self._verify(header, None if stale else parent)
         except InvalidBlock as exc:
-            if exc.reason is BlockRejection.FUTURE_SLOT:
+            if exc.reason is BlockRejection.FUTURE_SLOT and not stale:
                 return self._hold(peer, block, data)
+            if BLOCK_VERDICTS.get(exc.reason, Verdict.REJECT) is Verdict.IGNORE:
+                return self._ignore(peer)
             log.info("block #%d from %s refused: %s", header.number, peer, exc)
-            if BLOCK_VERDICTS.get(exc.reason, Verdict.REJECT) is Verdict.REJECT:
-                return Verdict.REJECT
+            return Verdict.REJECT
+        if stale:
             return self._ignore(peer)
         if parent is None:
             # Sealed by its slot's author: worth syncing for, but not more often than this.

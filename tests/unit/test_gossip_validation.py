@@ -370,6 +370,9 @@ def test_blocks_at_or_below_finality_are_ignored(tmp_path: Path) -> None:
     trio.run(scenario)
     assert node.check_block(HOSTILE, encode(two)) is Verdict.IGNORE
     assert store.header(two.hash) is None
+    # Not executed, but a bad seal is still the sender's provable fault.
+    forged = Block(two.header.copy(seal=b"\x00" * 64), ())
+    assert node.check_block(HOSTILE, encode(forged)) is Verdict.REJECT
     assert node.p2p.penalties == []
     close(node)
 
