@@ -1,0 +1,248 @@
+"""Hostile peers against a new node's sync and a validator's finality, on real processes: a
+validator key sealing a long chain of its own slots, peers claiming a best block they never
+serve, and a sync answer whose justification is 57,000 copies of one real vote. Three of four
+validators run; the fourth validator's key is the forger's."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from p2p.addresses import node_multiaddr
+from p2p.identity import NodeKey
+from tests.integration.harness import ROOT, NodeProcess
+from tests.integration.test_network import LocalNetwork, assert_no_conflicting_finality
+
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
+
+RUNNING = 3
+"""Validators 0-2 run; validator 3's key is left to the forger."""
+FORGED_BLOCKS = 1000
+CATCH_UP_SECONDS = 60.0
+"""How long a new node beside a liar may take before the test gives up on it."""
+MAX_RPC_PAUSE = 1.0
+"""The longest a node may leave its RPC unanswered while refusing an oversized justification
+(checking all 57,000 signatures on its event loop took seconds)."""
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
+    net = LocalNetwork(tmp_path_factory.mktemp("sync-attacks") / "testnet", 4)
+    for node in net.nodes[:RUNNING]:
+        node.start()
+    try:
+        net.nodes[0].wait_for(
+            lambda: net.nodes[0].finalized_number() >= 3, timeout=60, what="finality"
+        )
+        yield net
+    finally:
+        for node in net.nodes[:RUNNING]:
+            node.stop()
+
+
+class Rogue:
+    """A hostile peer process (`tests/integration/rogue_peer.py`) that serves the sync protocol;
+    `address` is its multiaddr once it listens."""
+
+    def __init__(self, net: LocalNetwork, target: str, kind: str, *extra: str) -> None:
+        network_id = net.nodes[0].call("chain_getBlockHash", 0)[2:18]
+        spec = str(net.folder / "genesis.json")
+        self._log = tempfile.TemporaryFile("w+")
+        command = [sys.executable, "-m", "tests.integration.rogue_peer", network_id, target, kind]
+        self.process = subprocess.Popen(
+            [*command, spec, *extra],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            cwd=ROOT,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise AssertionError(f"the {kind} peer did not start:\n{self._stderr()}")
+        self.address: str = json.loads(line)["listening"]
+        self.peer_id = self.address.rsplit("/", 1)[-1]
+
+    def _stderr(self) -> str:
+        self._log.seek(0)
+        return self._log.read()[-3000:]
+
+    def result(self, timeout: float = 120.0) -> dict[str, Any]:
+        """Its report, once it ends on its own."""
+        out, _ = self.process.communicate(timeout=timeout)
+        lines = out.strip().splitlines()
+        assert lines, self._stderr()
+        report: dict[str, Any] = json.loads(lines[-1])
+        return report
+
+    def stop(self) -> dict[str, Any]:
+        """Make it leave; its report."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.result(timeout=30)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
+
+
+def new_node(net: LocalNetwork, base: Path, *bootnodes: str) -> NodeProcess:
+    return NodeProcess(
+        base, args=["--chain", str(net.folder / "genesis.json"), "--bootnodes", *bootnodes]
+    )
+
+
+def finalized_hash(node: NodeProcess, number: int) -> str | None:
+    header = node.call("chain_getHeader", node.call("chain_getFinalizedHead"))
+    if int(header["number"], 16) < number:
+        return None
+    result: str = node.call("chain_getBlockHash", number)
+    return result
+
+
+def test_a_new_node_beside_a_slot_forger_follows_the_honest_finalized_chain(
+    network: LocalNetwork, tmp_path: Path
+) -> None:
+    honest = network.nodes[0]
+    forger = Rogue(network, "-", "slot-forger", str(network.folder), "3", str(FORGED_BLOCKS))
+    node = new_node(network, tmp_path / "new", forger.address, network.layout[0].multiaddr)
+    try:
+        node.start()
+        target = honest.finalized_number()
+        node.wait_for(
+            lambda: node.finalized_number() >= target,
+            timeout=45,
+            what=f"the honest finalized #{target}",
+        )
+        assert finalized_hash(node, target) == honest.call("chain_getBlockHash", target)
+        report = forger.stop()
+        later = honest.finalized_number() + 3
+        node.wait_for(
+            lambda: node.finalized_number() >= later, timeout=30, what="following after it left"
+        )
+        assert_no_conflicting_finality([honest, node])
+        print(f"forged chain #{report['forged']} sealed in {report['seconds']} s")
+    finally:
+        forger.kill()
+        node.stop()
+
+
+def catch_up_seconds(node: NodeProcess, honest: NodeProcess, timeout: float) -> float:
+    """From launching `node` to its best block reaching the honest node's best at launch."""
+    target = honest.best_number()
+    began = time.monotonic()
+    node.start()
+    node.wait_for(
+        lambda: node.best_number() >= target,
+        timeout=timeout,
+        what=f"best #{target}",
+    )
+    return time.monotonic() - began
+
+
+@pytest.mark.parametrize("kind", ["lying-empty", "lying-stall"])
+def test_a_new_node_beside_a_lying_peer_catches_up_within_twice_the_honest_time(
+    network: LocalNetwork, tmp_path: Path, kind: str
+) -> None:
+    honest = network.nodes[0]
+    alone = new_node(network, tmp_path / "alone", network.layout[0].multiaddr)
+    try:
+        honest_only = catch_up_seconds(alone, honest, 30)
+    finally:
+        alone.stop()
+    liar = Rogue(network, "-", kind)
+    node = new_node(network, tmp_path / "beside", liar.address, network.layout[0].multiaddr)
+    try:
+        beside_liar = catch_up_seconds(node, honest, CATCH_UP_SECONDS)
+        report = liar.stop()
+    finally:
+        liar.kill()
+        node.stop()
+    print(
+        f"{kind}: honest only {honest_only:.1f} s, beside the liar {beside_liar:.1f} s "
+        f"(asked {report['asked']} times)"
+    )
+    assert beside_liar <= 2 * honest_only, (honest_only, beside_liar)
+
+
+class RpcPauses:
+    """The longest the node took to answer a cheap RPC call, polled every 20 ms meanwhile."""
+
+    def __init__(self, node: NodeProcess) -> None:
+        self.node = node
+        self.longest = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            body = {"jsonrpc": "2.0", "id": 1, "method": "system_health", "params": []}
+            while not self._stop.is_set():
+                began = time.monotonic()
+                client.post(self.node.url, json=body)
+                self.longest = max(self.longest, time.monotonic() - began)
+                time.sleep(0.02)
+
+    def __enter__(self) -> RpcPauses:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_an_oversized_justification_is_refused_at_once_and_its_sender_banned(
+    network: LocalNetwork, tmp_path: Path
+) -> None:
+    """The target is a new node whose only peer at first is the sender: it has finalized none
+    of the blocks it downloads, so it checks the justification that comes with them (a
+    validator has most blocks final before a sync answer arrives). An honest full node it
+    also names as a bootnode comes up once the attack is over, and the target follows it."""
+    honest = network.nodes[0]
+    relay_key = NodeKey.generate()
+    relay = NodeProcess(
+        tmp_path / "relay",
+        args=[
+            "--chain", str(network.folder / "genesis.json"),
+            "--bootnodes", network.layout[0].multiaddr,
+            "--node-key", relay_key.seed.hex(),
+        ],
+    )  # fmt: skip
+    relay_address = node_multiaddr("127.0.0.1", relay.p2p_port, relay_key.peer_id)
+    rogue = Rogue(network, "-", "oversized-justification", network.layout[0].multiaddr)
+    node = new_node(network, tmp_path / "target", rogue.address, relay_address)
+    try:
+        node.start()
+        with RpcPauses(node) as pauses:
+            report = rogue.result()
+        print(
+            f"oversized justification: {report}, longest RPC pause {pauses.longest * 1000:.0f} ms"
+        )
+        assert report["served"] >= 1 and report["bytes"] == 57_000 * 145, report
+        assert report["connected"] is False, node.log()[-3000:]
+        assert f"peer {rogue.peer_id} banned" in node.log()
+        assert all(p["peerId"] != rogue.peer_id for p in node.call("system_peers"))
+        assert pauses.longest < MAX_RPC_PAUSE, node.log()[-3000:]
+        relay.start()
+        target = honest.finalized_number() + 2
+        node.wait_for(
+            lambda: node.finalized_number() >= target, timeout=40, what=f"finalized #{target}"
+        )
+        assert_no_conflicting_finality([honest, node])
+    finally:
+        rogue.kill()
+        node.stop()
+        relay.stop()
