@@ -274,6 +274,45 @@ def test_a_future_block_is_held_within_bounds_and_checked_first(tmp_path: Path) 
     close(node)
 
 
+@dataclass
+class TrioClock:
+    """Wall-clock milliseconds that follow trio's clock from `start_ms`."""
+
+    start_ms: int
+
+    def now_ms(self) -> int:
+        return self.start_ms + int(trio.current_time() * 1000)
+
+
+def test_the_network_service_imports_a_held_block_when_its_slot_begins(tmp_path: Path) -> None:
+    node = open_node(tmp_path / "db", BOB, SkewedClock(Time(0), 0))
+    genesis = node.chain.store.best_header
+    slot = GENESIS_SLOT + 14  # Alice's
+    ahead = sealed(node.chain, genesis, slot)
+
+    async def scenario() -> float:
+        # 300 ms before the slot may be imported (MAX_DRIFT_MS before it begins).
+        due = slot * SLOT_MS - MAX_DRIFT_MS
+        clock = TrioClock(due - 300 - int(trio.current_time() * 1000))
+        node.chain.clock = clock
+        heads = node.chain.new_heads.subscribe()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(node.network._release_held)
+            assert node.check_block(HONEST, encode(ahead)) is Verdict.IGNORE
+            with trio.fail_after(10):
+                assert (await heads.receive()).hash == ahead.hash
+            imported_at = clock.now_ms() - due
+            # Relayed once imported: peers whose clock is ours held it too.
+            assert node.network._outbox.receive_nowait() == (TOPIC_BLOCKS, encode(ahead))
+            nursery.cancel_scope.cancel()
+        return imported_at
+
+    imported_at = trio.run(scenario)
+    assert 0 <= imported_at < 1000
+    assert node.p2p.penalties == []
+    close(node)
+
+
 # -- floods -----------------------------------------------------------------------------------
 
 
