@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import rlp
-from rlp.sedes import Binary, CountableList, big_endian_int, binary
+from rlp.exceptions import DeserializationError
+from rlp.sedes import BigEndianInt, Binary, CountableList, binary
 
 from chain import codec
 from chain.primitives import (
@@ -20,6 +21,20 @@ from chain.primitives import (
     blake2_256,
 )
 
+
+class _Uint(BigEndianInt):  # type: ignore[misc]
+    """pyrlp's big-endian integer, refusing a list where the number belongs with a decoding
+    error: pyrlp's own raises TypeError there, which no caller expects of bad input, and reads
+    an empty list as 0."""
+
+    def deserialize(self, serial: Any) -> int:
+        if not isinstance(serial, bytes):
+            raise DeserializationError("expected a number, got a list", serial)
+        value: int = super().deserialize(serial)
+        return value
+
+
+big_endian_int = _Uint()
 hash32 = Binary.fixed_length(32)
 account_id = Binary.fixed_length(ACCOUNT_ID_LENGTH)
 signature = Binary.fixed_length(SIGNATURE_LENGTH)

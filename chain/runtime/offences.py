@@ -32,6 +32,9 @@ VOTE_PHASES = (1, 2)
 MAX_HEADER_BYTES = 512
 """An encoded sealed header is about 230 bytes; anything much larger is not one."""
 
+MAX_SLOT = 2**64 - 1
+"""Slots, like rounds, are recorded in 8 bytes; no chain reaches a larger one."""
+
 _OFFENCE = storage_key(NAME, "offence")
 INDEX_KEY = storage_key(NAME, "index")
 
@@ -174,6 +177,8 @@ def block_evidence(first: bytes, second: bytes) -> tuple[OffenceKey, Header, Hea
         raise ValueError("the blocks are by different authors")
     if a.slot != b.slot:
         raise ValueError("the blocks are for different slots")
+    if a.slot > MAX_SLOT:
+        raise ValueError(f"slot {a.slot} is out of range")
     if a.hash == b.hash:
         raise ValueError("the headers are the same block")
     return OffenceKey(OffenceKind.BLOCK, AccountId(a.author), a.slot), a, b

@@ -248,6 +248,8 @@ def test_a_failed_report_in_a_block_records_nothing(chain: MemoryChain) -> None:
         ("alice", "other slot", "the blocks are for different slots"),
         ("junk", "alice", "first is not an encoded header"),
         ("unsealed", "alice", "first is not a sealed header"),
+        ("huge slot", "huge slot 2", f"slot {2**64} is out of range"),
+        ("list for a number", "alice", "first is not an encoded header"),
     ],
 )
 def test_headers_that_prove_nothing_are_bad_arguments(
@@ -260,6 +262,11 @@ def test_headers_that_prove_nothing_are_bad_arguments(
         "other slot": header(ALICE, slot=12),
         "junk": b"\xc0",
         "unsealed": rlp.encode(rlp.decode(header(ALICE), sedes=Header).copy(seal=b"")),
+        "huge slot": header(ALICE, slot=2**64),
+        "list for a number": rlp.encode(
+            [[b"\x01"] if i == 1 else f for i, f in enumerate(rlp.decode(header(ALICE)))]
+        ),
+        "huge slot 2": header(ALICE, slot=2**64, state_root=b"\x05" * 32),
     }
     error = refused(chain, report_blocks(made[first], made[second]))
     assert (error.reason, error.message) == (
