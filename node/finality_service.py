@@ -38,6 +38,9 @@ class VoteVerdict:
 
 
 def _encode_voter_state(gadget: FinalityGadget) -> bytes:
+    """Our lock and the last rounds we prevoted and precommitted in: all that the voting rules
+    need across a restart. Our earlier precommits themselves are not kept, so after a restart
+    no polka of a round up to the last precommit may move the lock off its branch."""
     lock = gadget.lock
     return codec.encode(
         [
