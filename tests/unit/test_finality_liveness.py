@@ -1,7 +1,9 @@
 """Finality always resumes: four honest validators running the real gadget on a block tree
-that forks while votes and blocks are delayed, dropped and reordered; once delivery is
-reliable (global stabilization), finality advances within a few rounds, and no two
-validators ever finalize conflicting blocks."""
+that forks while votes are delayed, lost and reordered and blocks delayed and reordered; once
+every message arrives within a step (global stabilization), each validator finalizes a block
+authored after it within a few rounds, and no two validators ever finalize conflicting
+blocks. Votes lost before stabilization stay lost: a validator's stale lock is shown again
+(`lock_proof`) as the finality service does."""
 
 from __future__ import annotations
 
@@ -23,9 +25,11 @@ VALIDATORS = tuple(k.public for k in KEYS)
 STEPS = 3
 """Steps per round: a block is authored at step 0, prevotes are cast at step 1."""
 GST_ROUND = 24
-"""Rounds before this one see random delays, drops and reorderings; later ones do not."""
+"""Messages sent before this round see random delays, losses (votes) and reorderings; later
+ones arrive within one step."""
 RESUME_ROUNDS = 8
-"""After stabilization every validator must finalize a new block within this many rounds."""
+"""Within this many rounds of stabilization, every validator must finalize a block authored
+after it."""
 MAX_DELAY = 7
 """Largest delay of a message before stabilization, in steps (more than two rounds)."""
 VOTE_LOSS = 0.25
