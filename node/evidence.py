@@ -142,12 +142,7 @@ class EvidenceReporter:
             return
         self._pending[new.offence] = new
         self.chain.store.save_report(new.offence.encode(), new.encode())
-        log.warning(
-            "equivocation of %s at %s %d: reporting it to the chain",
-            encode_address(new.offence.offender),
-            "round" if kind is OffenceKind.VOTE else "slot",
-            new.offence.at,
-        )
+        log.warning("%s: reporting it to the chain", _describe(new.offence))
         self._wake.set()
 
     # -- reports out ----------------------------------------------------------------------------
