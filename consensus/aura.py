@@ -41,8 +41,8 @@ def verify_header(
     """Raise InvalidBlock unless `header` is a well-formed Aura block on top of `parent`.
 
     The slot bounds are what keep one authority from sealing a long chain in an instant: a
-    block's slot is after its parent's (the genesis block's included), never before the chain
-    began (`genesis_slot`), and never later than our clock allows. A block too far ahead is
+    block's slot is never before the chain began (`genesis_slot`, the first block's included),
+    after its parent's, and never later than our clock allows. A block too far ahead is
     FUTURE_SLOT, not BAD_SLOT: it may be our clock that is behind."""
     check_slot(header, parent, slot_duration_ms, now_ms, genesis_slot)
     check_seal(header, authorities)
@@ -63,7 +63,8 @@ def check_slot(
             BlockRejection.BAD_SLOT,
             f"slot {header.slot} is before the chain's genesis slot {genesis_slot}",
         )
-    if parent is not None and header.slot <= parent.slot:
+    # The genesis block is no one's: the first block may take the genesis slot itself.
+    if parent is not None and parent.number > 0 and header.slot <= parent.slot:
         raise InvalidBlock(
             BlockRejection.BAD_SLOT, f"slot {header.slot} is not after the parent's {parent.slot}"
         )

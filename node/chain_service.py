@@ -385,7 +385,7 @@ class ChainService:
             raise RuntimeError("authoring needs a signer")
         async with self._import_lock:
             parent = self.store.best_header
-            if slot <= parent.slot:
+            if slot < self.genesis_slot or (parent.number > 0 and slot <= parent.slot):
                 return None
             candidates = list(self.pool.ready())
             rejected: list[tuple[ValidTransaction, InvalidTransaction]] = []

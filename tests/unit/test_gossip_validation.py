@@ -467,3 +467,17 @@ def test_a_flood_of_copies_of_one_valid_vote_is_cheap_and_costs_its_sender(tmp_p
     print(f"{copies} copies of one valid vote: {cpu / copies * 1e6:.0f} µs CPU each")
     assert cpu / copies < 0.0005
     close(alice, bob)
+
+
+def test_our_own_node_never_authors_before_genesis(tmp_path: Path) -> None:
+    """A node started before the chain's genesis time waits for it."""
+    node = open_node(tmp_path / "db", ALICE, SkewedClock(Time(GENESIS_MS - 10 * SLOT_MS), 0))
+
+    async def scenario() -> None:
+        early = GENESIS_SLOT - 2  # Alice's slot, before the chain began
+        assert await node.chain.author_block(Slot(early), TimestampMs(early * SLOT_MS)) is None
+        first = await node.chain.author_block(Slot(GENESIS_SLOT), TimestampMs(GENESIS_MS))
+        assert first is not None and first.header.number == 1
+
+    trio.run(scenario)
+    close(node)
