@@ -1,7 +1,7 @@
-"""Hostile peers against a new node's sync and a validator's finality, on real processes: a
-validator key sealing a long chain of its own slots, peers claiming a best block they never
-serve, and a sync answer whose justification is 57,000 copies of one real vote. Three of four
-validators run; the fourth validator's key is the forger's."""
+"""Hostile peers against a new node's sync, on real processes beside a network of validators:
+a validator key sealing as long a chain of its own slots as the chain's rules let it, peers
+claiming a best block they never serve, and a sync answer whose justification is 57,000 copies
+of one real vote. Three of four validators run; the fourth validator's key is the forger's."""
 
 from __future__ import annotations
 
