@@ -78,6 +78,7 @@ from p2p.errors import RequestFailed
 from p2p.gossip import Verdict
 from p2p.host import P2PService
 from p2p.identity import NodeKey, PeerId
+from p2p.reqresp import Handler
 from wallet.keys import Keypair
 from wallet.keystore import Keystore
 
@@ -171,9 +172,9 @@ def unlock_validator(folder: Path, index: int) -> Keypair:
 
 def forge_chain(spec: ChainSpec, signer: Keypair, path: Path, blocks: int) -> ChainStore:
     """A chain of valid empty blocks on genesis, each in one of `signer`'s own slots (the next
-    of them after its parent's, starting at the first the chain's rules allow), executed by the
-    node's own runtime on a store at `path`: correct state roots, correct seals, every slot in
-    the past. Stops at `blocks` blocks or at the present, whichever comes first."""
+    of them after its parent's, from the genesis slot on, each timestamp after its parent's),
+    executed by the node's own runtime on a store at `path`: correct state roots, correct
+    seals, every slot in the past. Stops at `blocks` blocks or at the present."""
     db = Database(path)
     store = ChainStore(db)
     genesis = build_genesis(spec, TrieState(db.trie_nodes, BLANK_ROOT, store.node_cache))
@@ -182,28 +183,29 @@ def forge_chain(spec: ChainSpec, signer: Keypair, path: Path, blocks: int) -> Ch
     count = len(spec.authorities)
     own = spec.authorities.index(signer.public)
     slot_ms = spec.slot_duration_ms
-    first = genesis.block.header.slot + 1
+    first = genesis.block.header.slot
     slot = first + (own - first) % count
     now_slot = time.time_ns() // 1_000_000 // slot_ms
     while store.best_header.number < blocks and slot < now_slot:
-        block, execution = propose(
-            store,
-            runtime,
-            store.best_header,
-            [],
-            slot=Slot(slot),
-            timestamp=TimestampMs(slot * slot_ms),
-            signer=signer,
-            on_invalid=lambda tx, exc: None,
-        )
-        store.commit_block(block, execution, best=True)
+        parent = store.best_header
+        timestamp = max(slot * slot_ms, parent.timestamp + 1)
+        if timestamp // slot_ms == slot:
+            block, execution = propose(
+                store,
+                runtime,
+                parent,
+                [],
+                slot=Slot(slot),
+                timestamp=TimestampMs(timestamp),
+                signer=signer,
+                on_invalid=lambda tx, exc: None,
+            )
+            store.commit_block(block, execution, best=True)
         slot += count
     return store
 
 
-def serving_service(
-    network_id: str, status: Callable[[], bytes], serve: Callable[[PeerId, bytes], object]
-) -> P2PService:
+def serving_service(network_id: str, status: Callable[[], bytes], serve: Handler) -> P2PService:
     """A p2p host that announces `status` and answers the sync protocol with `serve`, as a
     node does (its other topics accepted and ignored)."""
     service = P2PService(
@@ -213,7 +215,7 @@ def serving_service(
         service.subscribe(topic, lambda peer, data: Verdict.IGNORE)
     service.register_protocol(
         PROTOCOL_SYNC,
-        serve,  # type: ignore[arg-type]
+        serve,
         max_request_bytes=64,
         max_response_bytes=MAX_SYNC_RESPONSE_BYTES + MIB,
         timeout=SERVE_TIMEOUT,
@@ -299,9 +301,8 @@ async def real_precommit(service: P2PService, source: PeerId) -> bytes:
     while True:
         items = await fetch(service, source, start, MAX_SYNC_BLOCKS)
         for item in items:
-            if item.justification:
-                vote = item.justification[:VOTE_LENGTH]
-                assert Vote.decode(vote).phase is Phase.PRECOMMIT
+            vote = item.justification[:VOTE_LENGTH]
+            if vote and Vote.decode(vote).phase is Phase.PRECOMMIT:
                 return vote
         start += len(items)
         if not items:
