@@ -3,13 +3,14 @@ blocks from an honest node, once with honest peers only and once beside a peer t
 best #10^9 and answers every sync request with no blocks (or never answers it), in one run.
 Prints both times and the ratio honest / beside the liar. Target: ratio >= 0.5.
 
-How the chain is built (fast, and what a real network would have produced): four validators'
-keys from `statemesh testnet` in one process seal empty blocks in their own slots, one slot
-after another, ending a few slots ago (the spec's genesis time is set that far back), each
-block executed by the node's own proposer on the node's database; every 100th block and the
-last carry a justification of precommits by three of the four validators, stored as the
-finality gadget stores them. A real `statemesh node` (a full node, so the chain stays as built)
-is then started on that database and serves it; the syncing node is a real process too, and
+How the chain is built (fast, and what a real network would have produced), by
+`tests/integration/built_chain.py`: four validators' keys from `statemesh testnet` in one
+process seal empty blocks in their own slots, one slot after another, ending a few slots ago
+(the spec's genesis time is set that far back), each block executed by the node's own proposer
+on the node's database; every 100th block and the last carry a justification of precommits by
+three of the four validators, stored as the finality gadget stores them. A real `statemesh
+node` (a full node, so the chain stays as built) is then started on that database and serves
+it; the syncing node is a real process too, and
 the liar is `tests/integration/rogue_peer.py`. A run's time is from launching the fresh node
 to its finalized block reaching the last one (node start included); the syncs of each kind
 are interleaved and the fastest of each counts.
@@ -31,61 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from chain.db import Database  # noqa: E402
-from chain.genesis import build_genesis, load_spec  # noqa: E402
-from chain.primitives import Slot, TimestampMs  # noqa: E402
-from chain.runtime.executive import Runtime  # noqa: E402
-from chain.state import TrieState  # noqa: E402
-from chain.store import ChainStore  # noqa: E402
-from chain.trie import BLANK_ROOT  # noqa: E402
-from consensus.aura import slot_author  # noqa: E402
-from consensus.finality import Phase, quorum, sign_vote  # noqa: E402
-from consensus.proposer import propose  # noqa: E402
-from node.commands.testnet import create, load  # noqa: E402
-from tests.integration.harness import NodeProcess, free_port  # noqa: E402
-from tests.integration.rogue_peer import unlock_validator  # noqa: E402
-
-SLOT_MS = 500
-VALIDATORS = 4
-JUSTIFY_EVERY = 100
-
-
-def build_chain(folder: Path, blocks: int) -> Path:
-    """A finalized chain of `blocks` empty blocks, ending a few slots ago, in node-0's database
-    of a new 4-validator testnet in `folder`. Returns the spec's path."""
-    first_slot = time.time_ns() // 1_000_000 // SLOT_MS - blocks - 5
-    ports = [(free_port(), free_port()) for _ in range(VALIDATORS)]
-    create(
-        folder, VALIDATORS, 0, 0, SLOT_MS, ports=ports, genesis_timestamp_ms=first_slot * SLOT_MS
-    )
-    spec = load_spec(folder / "genesis.json")
-    keys = {k.public: k for k in (unlock_validator(folder, i) for i in range(VALIDATORS))}
-    db = Database(load(folder)[0].base_path / "chains" / spec.id / "db")
-    store = ChainStore(db)
-    genesis = build_genesis(spec, TrieState(db.trie_nodes, BLANK_ROOT, store.node_cache))
-    store.initialize(genesis)
-    runtime = Runtime(spec.runtime, genesis.hash)
-    voters = list(keys.values())[: quorum(VALIDATORS)]
-    for n in range(1, blocks + 1):
-        slot = first_slot + n
-        block, execution = propose(
-            store,
-            runtime,
-            store.best_header,
-            [],
-            slot=Slot(slot),
-            timestamp=TimestampMs(slot * SLOT_MS),
-            signer=keys[slot_author(slot, spec.authorities)],
-            on_invalid=lambda tx, exc: None,
-        )
-        store.commit_block(block, execution, best=True)
-        if n % JUSTIFY_EVERY == 0 or n == blocks:
-            votes = [
-                sign_vote(v, genesis.hash, slot, Phase.PRECOMMIT, block.header) for v in voters
-            ]
-            store.finalize(block.hash, b"".join(v.encode() for v in votes))
-    db.close()
-    return folder / "genesis.json"
+from tests.integration.built_chain import build_finalized_chain, chain_server  # noqa: E402
+from tests.integration.harness import NodeProcess  # noqa: E402
 
 
 def catch_up(fresh: NodeProcess, blocks: int, timeout: float) -> float | None:
@@ -134,22 +82,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "net"
         began = time.monotonic()
-        spec = build_chain(folder, args.blocks)
+        spec = build_finalized_chain(folder, args.blocks)
         print(f"built {args.blocks} blocks in {time.monotonic() - began:.1f} s")
-        layout = load(folder)[0]
-        server = NodeProcess(
-            layout.base_path,
-            args=["--chain", str(spec)],
-            port=layout.rpc_port,
-            p2p_port=layout.p2p_port,
-        ).start()
+        server = chain_server(folder).start()
+        served_at = server.call("system_localListenAddresses")[0]
         try:
             network_id = server.call("chain_getBlockHash", 0)[2:18]
 
             def fresh(name: str, *bootnodes: str) -> NodeProcess:
                 return NodeProcess(
                     Path(tmp) / name,
-                    args=["--chain", str(spec), "--bootnodes", *bootnodes, layout.multiaddr],
+                    args=["--chain", str(spec), "--bootnodes", *bootnodes, served_at],
                 )
 
             times: dict[str, list[float | None]] = {kind: [] for kind in ["honest", *kinds]}

@@ -1,7 +1,8 @@
-"""Hostile peers against a new node's sync, on real processes beside a network of validators:
-a validator key sealing as long a chain of its own slots as the chain's rules let it, peers
-claiming a best block they never serve, and a sync answer whose justification is 57,000 copies
-of one real vote. Three of four validators run; the fourth validator's key is the forger's."""
+"""Hostile peers against a new node's sync, on real processes: beside a network of validators,
+a validator key sealing as long a chain of its own slots as the chain's rules let it and a sync
+answer whose justification is 57,000 copies of one real vote (three of four validators run; the
+fourth validator's key is the forger's); beside a real node serving a finalized chain of 1,000
+blocks, peers claiming a best block they never serve."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import pytest
 
 from p2p.addresses import node_multiaddr
 from p2p.identity import NodeKey
+from tests.integration.built_chain import build_finalized_chain, chain_server
 from tests.integration.harness import ROOT, NodeProcess
 from tests.integration.test_network import LocalNetwork, assert_no_conflicting_finality
 
@@ -29,6 +31,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.serial]
 RUNNING = 3
 """Validators 0-2 run; validator 3's key is left to the forger."""
 FORGED_BLOCKS = 1000
+SYNCED_BLOCKS = 1000
 CATCH_UP_SECONDS = 60.0
 """How long a new node beside a liar may take before the test gives up on it."""
 MAX_RPC_PAUSE = 1.0
@@ -55,13 +58,11 @@ class Rogue:
     """A hostile peer process (`tests/integration/rogue_peer.py`) that serves the sync protocol;
     `address` is its multiaddr once it listens."""
 
-    def __init__(self, net: LocalNetwork, target: str, kind: str, *extra: str) -> None:
-        network_id = net.nodes[0].call("chain_getBlockHash", 0)[2:18]
-        spec = str(net.folder / "genesis.json")
+    def __init__(self, network_id: str, spec: Path, target: str, kind: str, *extra: str) -> None:
         self._log = tempfile.TemporaryFile("w+")
         command = [sys.executable, "-m", "tests.integration.rogue_peer", network_id, target, kind]
         self.process = subprocess.Popen(
-            [*command, spec, *extra],
+            [*command, str(spec), *extra],
             stdout=subprocess.PIPE,
             stderr=self._log,
             text=True,
@@ -98,6 +99,11 @@ class Rogue:
             self.process.communicate()
 
 
+def chain_of(net: LocalNetwork) -> tuple[str, Path]:
+    """The network id and spec file of the validators' chain."""
+    return net.nodes[0].call("chain_getBlockHash", 0)[2:18], net.folder / "genesis.json"
+
+
 def new_node(net: LocalNetwork, base: Path, *bootnodes: str) -> NodeProcess:
     return NodeProcess(
         base, args=["--chain", str(net.folder / "genesis.json"), "--bootnodes", *bootnodes]
@@ -116,7 +122,9 @@ def test_a_new_node_beside_a_slot_forger_follows_the_honest_finalized_chain(
     network: LocalNetwork, tmp_path: Path
 ) -> None:
     honest = network.nodes[0]
-    forger = Rogue(network, "-", "slot-forger", str(network.folder), "3", str(FORGED_BLOCKS))
+    forger = Rogue(
+        *chain_of(network), "-", "slot-forger", str(network.folder), "3", str(FORGED_BLOCKS)
+    )
     node = new_node(network, tmp_path / "new", forger.address, network.layout[0].multiaddr)
     try:
         node.start()
@@ -139,40 +147,57 @@ def test_a_new_node_beside_a_slot_forger_follows_the_honest_finalized_chain(
         node.stop()
 
 
-def catch_up_seconds(node: NodeProcess, honest: NodeProcess, timeout: float) -> float:
-    """From launching `node` to its best block reaching the honest node's best at launch."""
-    target = honest.best_number()
+@pytest.fixture(scope="module")
+def served_chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, NodeProcess]]:
+    """A finalized chain of SYNCED_BLOCKS blocks served by a real full node: enough blocks that
+    syncing them, not starting the node, takes most of a new node's catch-up time."""
+    folder = tmp_path_factory.mktemp("served-chain") / "testnet"
+    spec = build_finalized_chain(folder, SYNCED_BLOCKS)
+    server = chain_server(folder).start()
+    try:
+        yield spec, server
+    finally:
+        server.stop()
+
+
+def catch_up_seconds(node: NodeProcess, timeout: float) -> float:
+    """From launching `node` to its finalized block reaching the served chain's last."""
     began = time.monotonic()
     node.start()
-    node.wait_for(
-        lambda: node.best_number() >= target,
-        timeout=timeout,
-        what=f"best #{target}",
-    )
-    return time.monotonic() - began
+    try:
+        node.wait_for(
+            lambda: node.finalized_number() >= SYNCED_BLOCKS,
+            timeout=timeout,
+            what=f"finalized #{SYNCED_BLOCKS}",
+        )
+        return time.monotonic() - began
+    finally:
+        node.stop()
 
 
 @pytest.mark.parametrize("kind", ["lying-empty", "lying-stall"])
 def test_a_new_node_beside_a_lying_peer_catches_up_within_twice_the_honest_time(
-    network: LocalNetwork, tmp_path: Path, kind: str
+    served_chain: tuple[Path, NodeProcess], tmp_path: Path, kind: str
 ) -> None:
-    honest = network.nodes[0]
-    alone = new_node(network, tmp_path / "alone", network.layout[0].multiaddr)
+    spec, server = served_chain
+    served_at = server.call("system_localListenAddresses")[0]
+
+    def new(name: str, *bootnodes: str) -> NodeProcess:
+        return NodeProcess(
+            tmp_path / name, args=["--chain", str(spec), "--bootnodes", *bootnodes, served_at]
+        )
+
+    honest_only = catch_up_seconds(new("alone"), 60)
+    network_id = server.call("chain_getBlockHash", 0)[2:18]
+    liar = Rogue(network_id, spec, "-", kind)
     try:
-        honest_only = catch_up_seconds(alone, honest, 30)
-    finally:
-        alone.stop()
-    liar = Rogue(network, "-", kind)
-    node = new_node(network, tmp_path / "beside", liar.address, network.layout[0].multiaddr)
-    try:
-        beside_liar = catch_up_seconds(node, honest, CATCH_UP_SECONDS)
+        beside_liar = catch_up_seconds(new("beside", liar.address), CATCH_UP_SECONDS)
         report = liar.stop()
     finally:
         liar.kill()
-        node.stop()
     print(
-        f"{kind}: honest only {honest_only:.1f} s, beside the liar {beside_liar:.1f} s "
-        f"(asked {report['asked']} times)"
+        f"{kind}: {SYNCED_BLOCKS} blocks, honest only {honest_only:.1f} s, beside the liar "
+        f"{beside_liar:.1f} s (asked {report['asked']} times)"
     )
     assert beside_liar <= 2 * honest_only, (honest_only, beside_liar)
 
@@ -222,7 +247,8 @@ def test_an_oversized_justification_is_refused_at_once_and_its_sender_banned(
         ],
     )  # fmt: skip
     relay_address = node_multiaddr("127.0.0.1", relay.p2p_port, relay_key.peer_id)
-    rogue = Rogue(network, "-", "oversized-justification", network.layout[0].multiaddr)
+    source = network.layout[0].multiaddr
+    rogue = Rogue(*chain_of(network), "-", "oversized-justification", source)
     node = new_node(network, tmp_path / "target", rogue.address, relay_address)
     try:
         node.start()
