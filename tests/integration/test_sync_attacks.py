@@ -94,9 +94,11 @@ class Rogue:
         return self.result(timeout=30)
 
     def kill(self) -> None:
+        """End it if it still runs (every test does this last)."""
         if self.process.poll() is None:
             self.process.kill()
             self.process.communicate()
+        self._log.close()
 
 
 def chain_of(net: LocalNetwork) -> tuple[str, Path]:
