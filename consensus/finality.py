@@ -50,10 +50,10 @@ from typing import Protocol
 from chain.blocks import Header
 from chain.primitives import AccountId, Hash32
 from chain.signature import verify
+from chain.votes import PRECOMMIT, PREVOTE, VOTE_LENGTH, vote_payload
+from chain.votes import VOTE_DOMAIN as VOTE_DOMAIN
 from consensus.aura import Signer
 
-VOTE_DOMAIN = b"statemesh/vote/v1"
-VOTE_LENGTH = 8 + 1 + 32 + 8 + 32 + 64
 ROUND_WINDOW = 64
 """Rounds whose votes are kept; older votes can no longer change anything we need."""
 FUTURE_ROUNDS = 2
@@ -61,8 +61,8 @@ FUTURE_ROUNDS = 2
 
 
 class Phase(enum.IntEnum):
-    PREVOTE = 1
-    PRECOMMIT = 2
+    PREVOTE = PREVOTE
+    PRECOMMIT = PRECOMMIT
 
 
 class VoteRejection(enum.Enum):
@@ -111,14 +111,7 @@ class Vote:
     def payload(
         genesis_hash: bytes, round_: int, phase: Phase, target_hash: bytes, target_number: int
     ) -> bytes:
-        return (
-            VOTE_DOMAIN
-            + genesis_hash
-            + round_.to_bytes(8, "big")
-            + bytes([phase])
-            + target_hash
-            + target_number.to_bytes(8, "big")
-        )
+        return vote_payload(genesis_hash, round_, phase, target_hash, target_number)
 
     def encode(self) -> bytes:
         return (

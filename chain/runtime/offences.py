@@ -20,15 +20,11 @@ from chain.runtime import system
 from chain.runtime.framework import AccountRef, Arg, ArgKind, CallDef, Context, Module
 from chain.signature import verify
 from chain.state import Overlay, StateReader, storage_key
+from chain.votes import PRECOMMIT, PREVOTE, VOTE_LENGTH, vote_payload
 
 NAME = "offences"
 
-VOTE_DOMAIN = b"statemesh/vote/v1"
-"""What every finality vote's signed payload starts with (`consensus.finality` signs with it)."""
-VOTE_LENGTH = 8 + 1 + 32 + 8 + 32 + 64
-"""An encoded vote: round, phase, target hash, target number, voter, signature."""
-VOTE_PHASES = (1, 2)
-"""Prevote and precommit, as `consensus.finality.Phase` numbers them."""
+VOTE_PHASES = (PREVOTE, PRECOMMIT)
 MAX_HEADER_BYTES = 512
 """An encoded sealed header is about 230 bytes; anything much larger is not one."""
 
@@ -84,20 +80,6 @@ class SignedVote:
             genesis_hash, self.round, self.phase, self.target_hash, self.target_number
         )
         return verify(self.voter, payload, self.signature)
-
-
-def vote_payload(
-    genesis_hash: bytes, round_: int, phase: int, target_hash: bytes, target_number: int
-) -> bytes:
-    """What a validator signs to vote: bound to one chain by its genesis hash."""
-    return (
-        VOTE_DOMAIN
-        + genesis_hash
-        + round_.to_bytes(8, "big")
-        + bytes([phase])
-        + target_hash
-        + target_number.to_bytes(8, "big")
-    )
 
 
 @dataclass(frozen=True, slots=True)
