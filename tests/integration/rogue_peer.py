@@ -79,8 +79,8 @@ from p2p.gossip import Verdict
 from p2p.host import P2PService
 from p2p.identity import NodeKey, PeerId
 from p2p.reqresp import Handler
+from testkit.built_chain import unlock_validator
 from wallet.keys import Keypair
-from wallet.keystore import Keystore
 
 ATTEMPTS = 12
 TRANSACTION_SECONDS = 15.0
@@ -162,12 +162,6 @@ def genesis_header(spec: ChainSpec) -> Header:
 
 def random_hash() -> Hash32:
     return Hash32(secrets.token_bytes(32))
-
-
-def unlock_validator(folder: Path, index: int) -> Keypair:
-    """The key `statemesh testnet` wrote for validator `index` of the testnet in `folder`."""
-    password = (folder / "password").read_text().strip()
-    return Keystore(folder / "keystore").unlock(f"validator-{index}", password)
 
 
 def forge_chain(spec: ChainSpec, signer: Keypair, path: Path, blocks: int) -> ChainStore:

@@ -19,7 +19,7 @@ from p2p.config import P2PConfig
 from p2p.host import P2PService
 from p2p.identity import NodeKey
 from p2p.peers import PeerEventKind
-from tests.integration.p2p_harness import P2PNode, wait_until
+from testkit.p2p_processes import P2PNode, wait_until
 
 pytestmark = pytest.mark.integration
 

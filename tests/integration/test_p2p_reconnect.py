@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.p2p_harness import P2PNode, wait_until
+from testkit.p2p_processes import P2PNode, wait_until
 
 pytestmark = pytest.mark.integration
 

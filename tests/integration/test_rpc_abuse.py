@@ -18,7 +18,7 @@ import pytest
 
 from node.rpc.client import RpcCallError, RpcClient
 from node.rpc.limits import RpcLimits
-from tests.integration import floods
+from testkit import floods
 from tests.integration.harness import NodeProcess, cli_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.serial]

@@ -22,7 +22,7 @@ import pytest
 
 from p2p.addresses import node_multiaddr
 from p2p.identity import NodeKey
-from tests.integration.built_chain import build_finalized_chain, chain_server
+from testkit.built_chain import build_finalized_chain, chain_server
 from tests.integration.harness import ROOT, NodeProcess
 from tests.integration.test_network import LocalNetwork, assert_no_conflicting_finality
 

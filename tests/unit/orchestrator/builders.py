@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
-
-import trio
-
 from orchestrator import labels
 from orchestrator.runtime import ContainerInfo, ContainerState, NetworkInfo, RunState, VolumeInfo
 from orchestrator.spec import (
@@ -17,6 +13,7 @@ from orchestrator.spec import (
     Volume,
     VolumeKind,
 )
+from testkit.desired import InMemoryDesired as InMemoryDesired
 
 NODE = "node-a"
 CHAIN = "statemesh_dev"
@@ -141,19 +138,3 @@ def observed_network(spec: ReplicaSpec, node: str = NODE) -> NetworkInfo:
 def observed_volume(spec: ReplicaSpec, volume: Volume, node: str = NODE) -> VolumeInfo:
     identity = labels.volume_identity(spec, volume)
     return VolumeInfo(labels.volume_name(node, identity), labels.volume_labels(node, identity))
-
-
-class InMemoryDesired:
-    """A `DesiredState` the test edits: a plain list of specs."""
-
-    def __init__(self, *specs: ReplicaSpec) -> None:
-        self.specs = list(specs)
-        self.kept: dict[str, set[int]] | None = None
-        """Chain -> the instances whose persistent volumes stay; None keeps every one."""
-
-    async def replicas(self) -> Collection[ReplicaSpec]:
-        await trio.lowlevel.checkpoint()
-        return list(self.specs)
-
-    def kept_instances(self) -> Mapping[str, Collection[int]] | None:
-        return self.kept

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.integration.harness import free_port
+from testkit.nodes import free_port
 
 NODE_SCRIPT = Path(__file__).with_name("p2p_node.py")
 

@@ -19,8 +19,9 @@ from consensus.aura import slot_author
 from consensus.finality import Phase, quorum, sign_vote
 from consensus.proposer import propose
 from node.commands.testnet import create, load
-from tests.integration.harness import NodeProcess, free_port
-from tests.integration.rogue_peer import unlock_validator
+from testkit.nodes import NodeProcess, free_port
+from wallet.keys import Keypair
+from wallet.keystore import Keystore
 
 SLOT_MS = 500
 VALIDATORS = 4
@@ -79,3 +80,9 @@ def chain_server(folder: Path) -> NodeProcess:
         port=node.rpc_port,
         p2p_port=node.p2p_port,
     )
+
+
+def unlock_validator(folder: Path, index: int) -> Keypair:
+    """The key `statemesh testnet` wrote for validator `index` of the testnet in `folder`."""
+    password = (folder / "password").read_text().strip()
+    return Keystore(folder / "keystore").unlock(f"validator-{index}", password)

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from tests.integration.harness import NodeProcess
+from testkit.nodes import NodeProcess
 
 CONNECT_TIMEOUT = 5.0
 
