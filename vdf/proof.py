@@ -8,41 +8,25 @@ from typing import Final
 
 import chiavdf
 
-from chain.runtime import towers as runtime_towers
+from chain import vdf as chain_vdf
 
-FORM_SIZE: Final = 100
-"""Bytes of one serialized class group element. chiavdf pads every compressed form to the size
-of a 1024-bit discriminant's, so it is 100 bytes for every supported discriminant size."""
-
-PROOF_SIZE: Final = FORM_SIZE
-"""A depth-0 n-Wesolowski proof is one group element."""
-
-CHALLENGE_SIZE: Final = 32
-"""chiavdf derives the discriminant by searching for a prime over hashes of the challenge; with a
-1-byte seed that search never ends (measured), so challenges have exactly one length."""
-
-MIN_ITERATIONS: Final = 1
-MAX_ITERATIONS: Final = 10**10
-"""As the runtime's bound: 17 hours at 165k iterations/s, 4 hours on a VDF ASIC, far beyond any
-proof interval and well inside chiavdf's uint64. The prover keeps checkpoints, measured at
-40 MB for 10^6 iterations, 90 MB for 3·10^6, 50 MB for 10^8 and 330 MB for 10^9."""
+# The encoding of group elements, the bounds and the verification itself are the chain's
+# (`chain.vdf`), so the prover checks its inputs against exactly what the runtime accepts.
+FORM_SIZE: Final = chain_vdf.FORM_SIZE
+PROOF_SIZE: Final = chain_vdf.PROOF_SIZE
+CHALLENGE_SIZE: Final = chain_vdf.CHALLENGE_SIZE
+MIN_ITERATIONS: Final = chain_vdf.MIN_ITERATIONS
+MAX_ITERATIONS: Final = chain_vdf.MAX_ITERATIONS
+"""The prover keeps checkpoints, measured at 40 MB for 10^6 iterations, 90 MB for 3·10^6,
+50 MB for 10^8 and 330 MB for 10^9."""
+GENERATOR: Final = chain_vdf.GENERATOR
+IDENTITY: Final = chain_vdf.IDENTITY
 
 MIN_DISCRIMINANT_BITS: Final = 256
 MAX_DISCRIMINANT_BITS: Final = 1024
 DISCRIMINANT_BITS_STEP: Final = 128
 """Sizes verified with chiavdf 1.2.0: 256, 384, ..., 1024. Above 1024 chiavdf refuses; below 1024
 the class group is too small to be safe, so anything but 1024 is for tests only."""
-
-# The form (2, 1), the starting element of every Time Tower proof, and the form (1, 1), which as
-# an input makes a proof trivial (y = proof = identity verifies for any iteration count), so it is
-# refused as x. The runtime owns both encodings.
-GENERATOR: Final = runtime_towers.GENERATOR
-IDENTITY: Final = runtime_towers.IDENTITY
-
-# chiavdf decodes any form whose first byte has the identity or generator flag set as that special
-# form, whatever the other 99 bytes hold; other forms it re-serializes and compares. Requiring the
-# one canonical encoding of the special forms leaves every element exactly one encoding.
-_SPECIAL_FLAGS: Final = 0x04 | 0x08
 
 
 class VdfError(Exception):
@@ -120,7 +104,7 @@ def check_form(name: str, form: object) -> None:
         raise MalformedProof(f"{name} must be bytes, got {type(form).__name__}")
     if len(form) != FORM_SIZE:
         raise MalformedProof(f"{name} is {len(form)} bytes; a group element is {FORM_SIZE}")
-    if form[0] & _SPECIAL_FLAGS and form not in (GENERATOR, IDENTITY):
+    if not chain_vdf.is_canonical_form(form):
         raise MalformedProof(
             f"{name} is a non-canonical encoding of the "
             f"{'generator' if form[0] & 0x08 else 'identity'}"
@@ -181,12 +165,6 @@ def verify(
         raise MalformedProof(f"proof must be a VdfProof, got {type(proof).__name__}")
     if proof.iterations != iterations:
         return False
-    try:
-        valid: bool = chiavdf.create_discriminant_and_verify_n_wesolowski(
-            challenge, params.discriminant_bits, x, proof.y + proof.proof, iterations, 0
-        )
-    except RuntimeError:
-        # chiavdf raises when y or the proof does not decode to an element of this challenge's
-        # class group; that is a proof that does not verify, not a fault of the verifier.
-        return False
-    return valid
+    return chain_vdf.verify(
+        challenge, x, proof.y, proof.proof, iterations, params.discriminant_bits
+    )

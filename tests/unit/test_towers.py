@@ -14,7 +14,8 @@ from chain.genesis import ChainSpec
 from chain.runtime import epochs, nodes, system, towers
 from chain.runtime.config import NodeClass, TowerConfig
 from chain.runtime.nodes import Nodes, NodeStatus, registration_payload
-from chain.runtime.towers import GENERATOR, Towers, tower_challenge
+from chain.runtime.towers import Towers, tower_challenge
+from chain.vdf import GENERATOR
 from tests.factories import ALICE, BOB, CHARLIE, DAVE, MemoryChain, spec_for
 from wallet.keys import Keypair
 
