@@ -12,7 +12,7 @@ from typing import Any
 
 import trio
 
-from orchestrator.engine import resolve_docker_host
+from orchestrator.engine_connection import resolve_docker_host
 from orchestrator.image_gc import FilesystemUsage, disk_usage
 
 log = logging.getLogger("statemesh.disk")

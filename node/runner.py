@@ -52,7 +52,7 @@ from node.wallet_shares import open_share_store
 from node.wire import TOPIC_VOTES
 from node.workloads import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIDS, WorkloadService
 from orchestrator.dockerd import EngineStartError, PrivateEngine
-from orchestrator.engine import connect_engine
+from orchestrator.engine_connection import connect_engine
 from orchestrator.errors import EngineUnavailable
 from orchestrator.firewall import EgressPolicy
 from orchestrator.image_gc import ImageGcPolicy
@@ -387,7 +387,7 @@ async def _start_private_engine(config: NodeConfig) -> PrivateEngine | None:
     except EngineUnavailable:
         pass
     else:
-        found.runtime.close()
+        found.docker.close()
         return None
     # With a registry of its own as its mirror: replicas' images are always pulled, and no
     # public registry is reachable from a dev machine.

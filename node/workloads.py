@@ -21,7 +21,7 @@ from node.workload_logs import WorkloadLogs
 from orchestrator import spec as o
 from orchestrator.controller import Controller, ControllerConfig
 from orchestrator.docker_runtime import DockerRuntime
-from orchestrator.engine import Engine, connect_engine
+from orchestrator.engine_connection import ConnectedEngine, connect_engine
 from orchestrator.errors import EngineUnavailable, RuntimeFailure, SpecError
 from orchestrator.firewall import EgressPolicy, IptablesFirewall
 from orchestrator.image_gc import ImageCollector, ImageGcPolicy
@@ -321,8 +321,8 @@ class WorkloadService:
         while True:
             try:
                 engine = await connect_engine(self.docker_host)
-                engine.runtime.max_image_bytes = self.max_image_bytes
-                engine.runtime.allow_private_registries = self.allow_private_registries
+                engine.docker.max_image_bytes = self.max_image_bytes
+                engine.docker.allow_private_registries = self.allow_private_registries
                 break
             except EngineUnavailable as exc:
                 if self.engine_error is None or self.engine_error.cause != exc.cause:
@@ -343,13 +343,13 @@ class WorkloadService:
             unused_volume_seconds=self.chain.runtime.config.volume_retention_seconds,
         )
         controller = Controller(
-            engine.runtime,
+            engine.docker,
             self.desired,
             config,
             firewall=self.firewall,
             sandbox_rootfs=busybox_rootfs_tar,
         )
-        self.controller, self._runtime = controller, engine.runtime
+        self.controller, self._runtime = controller, engine.docker
         try:
             await self._serve(engine, controller, task_status)
         finally:
@@ -368,11 +368,11 @@ class WorkloadService:
             return None
         return Path(root) if root else None
 
-    async def _release(self, engine: Engine) -> None:
+    async def _release(self, engine: ConnectedEngine) -> None:
         """On the way out: the host rules go only if no replica of this node still runs (the
         engine keeps containers across a node restart, and they stay sandboxed meanwhile)."""
         try:
-            running = await engine.runtime.list_containers(
+            running = await engine.docker.list_containers(
                 owner_labels(encode_address(self.node_id))
             )
         except RuntimeFailure:
@@ -382,15 +382,17 @@ class WorkloadService:
             return
         await self.firewall.remove()
 
-    async def _serve(self, engine: Engine, controller: Controller, task_status: Any) -> None:
+    async def _serve(
+        self, engine: ConnectedEngine, controller: Controller, task_status: Any
+    ) -> None:
         finalized = self.chain.finalized_heads.subscribe()
         async with trio.open_nursery() as nursery:
             await nursery.start(controller.run)
-            logs = WorkloadLogs(engine.runtime, controller)
+            logs = WorkloadLogs(engine.docker, controller)
             await nursery.start(logs.run)
             # Unused images this node pulled go, least recently used first, when the data
             # root fills up (as kubelet's image GC).
-            await nursery.start(ImageCollector(engine.runtime, self.image_gc).run)
+            await nursery.start(ImageCollector(engine.docker, self.image_gc).run)
             self.logs = logs
             log.info("running assigned replicas on the Docker engine %s", engine.info)
             if not self._tried:

@@ -15,7 +15,7 @@ import docker
 import pytest
 
 from orchestrator.dockerd import EngineStartError, PrivateEngine, find_dockerd, ping
-from orchestrator.engine import DEFAULT_DOCKER_HOST
+from orchestrator.engine_connection import DEFAULT_DOCKER_HOST
 from orchestrator.images import BUSYBOX_BINARY
 from tests.integration.harness import ROOT, NodeProcess, cli, ingress_page
 from tests.integration.workloads.pods import app_containers, connects, pod_addresses

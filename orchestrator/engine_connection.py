@@ -18,10 +18,10 @@ DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
 
 @dataclass(frozen=True, slots=True)
-class Engine:
+class ConnectedEngine:
     """A connected engine and what it said about itself."""
 
-    runtime: DockerRuntime
+    docker: DockerRuntime
     info: EngineInfo
 
 
@@ -38,7 +38,7 @@ async def connect_engine(
     *,
     environ: Mapping[str, str] | None = None,
     timeout_seconds: float = 10.0,
-) -> Engine:
+) -> ConnectedEngine:
     """Connects and asks the engine about itself within `timeout_seconds`.
 
     Raises `EngineUnavailable` with the address tried and why it failed."""
@@ -47,11 +47,11 @@ async def connect_engine(
         raise EngineUnavailable(host, "the socket does not exist")
     try:
         with trio.fail_after(timeout_seconds):
-            runtime = await DockerRuntime.connect(host, timeout_seconds=timeout_seconds)
+            docker = await DockerRuntime.connect(host, timeout_seconds=timeout_seconds)
             try:
-                info = await runtime.info()
+                info = await docker.info()
             except BaseException:
-                runtime.close()
+                docker.close()
                 raise
     except trio.TooSlowError:
         raise EngineUnavailable(host, f"no answer within {timeout_seconds} s") from None
@@ -59,4 +59,4 @@ async def connect_engine(
         raise
     except RuntimeFailure as e:
         raise EngineUnavailable(host, e.message) from e
-    return Engine(runtime, info)
+    return ConnectedEngine(docker, info)

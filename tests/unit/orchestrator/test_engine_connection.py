@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from orchestrator.engine import DEFAULT_DOCKER_HOST, connect_engine, resolve_docker_host
+from orchestrator.engine_connection import DEFAULT_DOCKER_HOST, connect_engine, resolve_docker_host
 from orchestrator.errors import EngineUnavailable
 
 
