@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import nacl.bindings
 import rlp
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from chain.blocks import Block, Header, SignedTransaction
 from chain.db import Database

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -36,20 +35,17 @@ import docker.errors
 import httpx
 import rlp
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from chain.blocks import Call  # noqa: E402
-from chain.primitives import Hash32  # noqa: E402
-from chain.runtime.apps import Apps, ReplicaEntry  # noqa: E402
-from chain.runtime.manifest import parse_manifest  # noqa: E402
-from node.workloads import replica_spec  # noqa: E402
-from orchestrator import labels  # noqa: E402
-from orchestrator.images import busybox_rootfs_tar  # noqa: E402
-from orchestrator.spec import CAPABILITIES_KEPT, Resources  # noqa: E402
-from tests.integration.docker_harness import BUSYBOX_IMAGE, free_port, open_engine  # noqa: E402
-from tests.integration.harness import NodeProcess  # noqa: E402
-from wallet.keys import dev_keypair, sign_transaction  # noqa: E402
+from chain.blocks import Call
+from chain.primitives import Hash32
+from chain.runtime.apps import Apps, ReplicaEntry
+from chain.runtime.manifest import parse_manifest
+from node.workloads import replica_spec
+from orchestrator import labels
+from orchestrator.images import busybox_rootfs_tar
+from orchestrator.spec import CAPABILITIES_KEPT, Resources
+from testkit.engines import BUSYBOX_IMAGE, free_port, open_engine
+from testkit.nodes import NodeProcess
+from wallet.keys import dev_keypair, sign_transaction
 
 (CREATE, _UPDATE, _SCALE, DELETE) = Apps().calls()
 POLL = 0.01

@@ -11,7 +11,6 @@ import argparse
 import json
 import random
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -22,18 +21,15 @@ import rlp
 import trio
 import trio_websocket
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from chain.address import encode_address  # noqa: E402
-from chain.blocks import tx_hash  # noqa: E402
-from chain.genesis import build_genesis, parse_spec  # noqa: E402
-from chain.runtime.balances import Balances  # noqa: E402
-from chain.state import TrieState  # noqa: E402
-from chain.trie import BLANK_ROOT  # noqa: E402
-from node.chain_spec import development_spec  # noqa: E402
-from tests.integration.harness import NodeProcess  # noqa: E402
-from wallet.keys import Keypair, sign_transaction  # noqa: E402
+from chain.address import encode_address
+from chain.blocks import tx_hash
+from chain.genesis import build_genesis, parse_spec
+from chain.runtime.balances import Balances
+from chain.state import TrieState
+from chain.trie import BLANK_ROOT
+from node.chain_spec import development_spec
+from testkit.nodes import NodeProcess
+from wallet.keys import Keypair, sign_transaction
 
 
 def finalized_listener(

@@ -15,14 +15,10 @@ import argparse
 import statistics
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.load import requests_per_second  # noqa: E402
-from bench.rpc_header import HELLO_SERVER, wait_port  # noqa: E402
-from tests.integration.harness import free_port  # noqa: E402
+from bench.load import requests_per_second
+from bench.rpc_header import HELLO_SERVER, wait_port
+from testkit.nodes import ROOT, free_port
 
 HOST = "hello.statemesh.internal"
 PROXY_SERVER = """

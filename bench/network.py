@@ -23,25 +23,22 @@ import rlp
 import trio
 import trio_websocket
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from chain.address import encode_address  # noqa: E402
-from chain.blocks import tx_hash  # noqa: E402
-from chain.db import Database  # noqa: E402
-from chain.genesis import ChainSpec, build_genesis, load_spec  # noqa: E402
-from chain.primitives import Slot, TimestampMs  # noqa: E402
-from chain.runtime.balances import Balances  # noqa: E402
-from chain.runtime.executive import Runtime  # noqa: E402
-from chain.runtime.framework import BlockEnv  # noqa: E402
-from chain.state import TrieState  # noqa: E402
-from chain.store import ChainStore  # noqa: E402
-from chain.trie import BLANK_ROOT  # noqa: E402
-from consensus.proposer import propose  # noqa: E402
-from node.commands.testnet import create, load, validator_arguments  # noqa: E402
-from tests.integration.harness import NodeProcess, free_port  # noqa: E402
-from wallet.keys import Keypair, sign_transaction  # noqa: E402
-from wallet.keystore import Keystore  # noqa: E402
+from chain.address import encode_address
+from chain.blocks import tx_hash
+from chain.db import Database
+from chain.genesis import ChainSpec, build_genesis, load_spec
+from chain.primitives import Slot, TimestampMs
+from chain.runtime.balances import Balances
+from chain.runtime.executive import Runtime
+from chain.runtime.framework import BlockEnv
+from chain.state import TrieState
+from chain.store import ChainStore
+from chain.trie import BLANK_ROOT
+from consensus.proposer import propose
+from node.commands.testnet import create, load, validator_arguments
+from testkit.nodes import NodeProcess, free_port
+from wallet.keys import Keypair, sign_transaction
+from wallet.keystore import Keystore
 
 SLOT_MS = 1000
 

@@ -26,30 +26,25 @@ import json
 import os
 import signal
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import docker
 import trio
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import docker  # noqa: E402
-
-from node.workloads import firewall_tag  # noqa: E402
-from orchestrator import labels  # noqa: E402
-from orchestrator.backoff import BackoffPolicy  # noqa: E402
-from orchestrator.controller import Controller, ControllerConfig  # noqa: E402
-from orchestrator.diff import SANDBOX_RESOURCES  # noqa: E402
-from orchestrator.docker_runtime import DockerRuntime  # noqa: E402
-from orchestrator.firewall import IptablesFirewall  # noqa: E402
-from orchestrator.images import busybox_rootfs_tar  # noqa: E402
-from orchestrator.probes import http_get  # noqa: E402
-from orchestrator.spec import (  # noqa: E402
+from node.workloads import firewall_tag
+from orchestrator import labels
+from orchestrator.backoff import BackoffPolicy
+from orchestrator.controller import Controller, ControllerConfig
+from orchestrator.diff import SANDBOX_RESOURCES
+from orchestrator.docker_runtime import DockerRuntime
+from orchestrator.firewall import IptablesFirewall
+from orchestrator.images import busybox_rootfs_tar
+from orchestrator.probes import http_get
+from orchestrator.spec import (
     CAPABILITIES_KEPT,
     Container,
     HTTPGetAction,
@@ -59,13 +54,13 @@ from orchestrator.spec import (  # noqa: E402
     Volume,
     VolumeKind,
 )
-from tests.integration.docker_harness import (  # noqa: E402
+from testkit.desired import InMemoryDesired
+from testkit.engines import (
     BUSYBOX_IMAGE,
     DockerEngine,
     open_engine,
     remove_labelled,
 )
-from tests.unit.orchestrator.builders import InMemoryDesired  # noqa: E402
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus

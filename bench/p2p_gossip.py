@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.integration.p2p_harness import P2PNode  # noqa: E402
+from testkit.p2p_processes import P2PNode
 
 
 def cpu_seconds(node: P2PNode) -> float:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -23,12 +22,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from node.rpc.client import RpcCallError, RpcClient, RpcClientError  # noqa: E402
-from tests.integration import floods  # noqa: E402
-from tests.integration.harness import NodeProcess  # noqa: E402
+from node.rpc.client import RpcCallError, RpcClient, RpcClientError
+from testkit import floods
+from testkit.nodes import NodeProcess
 
 SLOT_MS = 1000
 AUTHORED = re.compile(r"authored #(\d+) .* in (\d+) ms")

@@ -15,11 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.load import requests_per_second  # noqa: E402
-from tests.integration.harness import NodeProcess, free_port  # noqa: E402
+from bench.load import requests_per_second
+from testkit.nodes import NodeProcess, free_port
 
 HELLO_SERVER = """
 import sys, trio

@@ -11,7 +11,7 @@ on the node's database; every 100th block and the last carry a justification of 
 three of the four validators, stored as the finality gadget stores them. A real `statemesh
 node` (a full node, so the chain stays as built) is then started on that database and serves
 it; the syncing node is a real process too, and
-the liar is `tests/integration/rogue_peer.py`. A run's time is from launching the fresh node
+the liar is `testkit/rogue_peer.py`. A run's time is from launching the fresh node
 to its finalized block reaching the last one (node start included); the syncs of each kind
 are interleaved and the fastest of each counts.
 
@@ -29,11 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.integration.built_chain import build_finalized_chain, chain_server  # noqa: E402
-from tests.integration.harness import NodeProcess  # noqa: E402
+from testkit.built_chain import build_finalized_chain, chain_server
+from testkit.nodes import ROOT, NodeProcess
 
 
 def catch_up(fresh: NodeProcess, blocks: int, timeout: float) -> float | None:
@@ -59,7 +56,7 @@ def best_of(times: list[float | None]) -> float | None:
 
 def start_liar(kind: str, network_id: str, spec: Path) -> tuple[subprocess.Popen[str], str]:
     liar = subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.rogue_peer", network_id, "-", kind, str(spec)],
+        [sys.executable, "-m", "testkit.rogue_peer", network_id, "-", kind, str(spec)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -12,24 +12,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import rlp
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from chain.blocks import UnsignedTransaction  # noqa: E402
-from chain.primitives import Hash32  # noqa: E402
-from node.chain_spec import development_spec  # noqa: E402
-from node.commands.wallet import login_signature  # noqa: E402
-from node.wallet_member import TRANSFER  # noqa: E402
-from node.wallet_service import REQUEST  # noqa: E402
-from tests.integration.harness import NodeProcess, cli  # noqa: E402
-from wallet.keys import Keypair, dev_keypair, sign_transaction  # noqa: E402
+from chain.blocks import UnsignedTransaction
+from chain.primitives import Hash32
+from node.chain_spec import development_spec
+from node.commands.wallet import login_signature
+from node.wallet_member import TRANSFER
+from node.wallet_service import REQUEST
+from testkit.nodes import NodeProcess, cli
+from wallet.keys import Keypair, dev_keypair, sign_transaction
 
 OPERATORS = ("ferdie", "bob", "charlie", "dave", "eve")
 

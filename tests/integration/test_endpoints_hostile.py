@@ -47,7 +47,7 @@ def test_forged_endpoint_advertisements_are_refused_and_their_sender_banned(
             [
                 sys.executable,
                 "-m",
-                "tests.integration.rogue_peer",
+                "testkit.rogue_peer",
                 network_id,
                 address,
                 "forged-endpoints",

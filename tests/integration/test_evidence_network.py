@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from chain.address import encode_address
+from testkit.built_chain import unlock_validator
 from tests.integration.harness import ROOT
-from tests.integration.rogue_peer import unlock_validator
 from tests.integration.test_network import LocalNetwork, testnet  # noqa: F401  # the fixture
 
 pytestmark = pytest.mark.integration

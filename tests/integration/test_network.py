@@ -175,7 +175,7 @@ def test_hostile_peer_is_dropped_and_the_node_is_unaffected(
         [
             sys.executable,
             "-m",
-            "tests.integration.rogue_peer",
+            "testkit.rogue_peer",
             network_id,
             testnet.layout[0].multiaddr,
             kind,

@@ -39,7 +39,7 @@ CLIENTS = 12
 the pace while answers wait for their dry runs."""
 IDLE_SECONDS = 10.0
 GOSSIP_FLOOD = 60
-"""Published by the hostile peer (tests/integration/rogue_peer.py) over 15 s, three per sender.
+"""Published by the hostile peer (testkit/rogue_peer.py) over 15 s, three per sender.
 The node bans the peer after about ten failed dry runs, so more would not be looked at."""
 TAKEN = "flood"
 SPEC = development_spec()
@@ -291,7 +291,7 @@ def test_late_failing_manifests_by_gossip_cost_no_slots_and_their_publisher_is_b
         started = time.monotonic()
         result = subprocess.run(
             [
-                *(sys.executable, "-m", "tests.integration.rogue_peer"),
+                *(sys.executable, "-m", "testkit.rogue_peer"),
                 *(network_id, address, "transactions", str(spec), str(extrinsics)),
             ],
             capture_output=True,

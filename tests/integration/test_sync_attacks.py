@@ -55,12 +55,12 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNetwork]:
 
 
 class Rogue:
-    """A hostile peer process (`tests/integration/rogue_peer.py`) that serves the sync protocol;
+    """A hostile peer process (`testkit/rogue_peer.py`) that serves the sync protocol;
     `address` is its multiaddr once it listens."""
 
     def __init__(self, network_id: str, spec: Path, target: str, kind: str, *extra: str) -> None:
         self._log = tempfile.TemporaryFile("w+")
-        command = [sys.executable, "-m", "tests.integration.rogue_peer", network_id, target, kind]
+        command = [sys.executable, "-m", "testkit.rogue_peer", network_id, target, kind]
         self.process = subprocess.Popen(
             [*command, str(spec), *extra],
             stdout=subprocess.PIPE,

@@ -22,7 +22,7 @@ from p2p.config import P2PConfig
 from p2p.gossip import Verdict
 from p2p.host import P2PService
 from p2p.identity import NodeKey
-from tests.integration.rogue_peer import genesis_header, unlock_validator
+from testkit.rogue_peer import genesis_header, unlock_validator
 
 ATTEMPTS = 6
 """The pair is published a few times: the gossip mesh may not be formed for the first."""

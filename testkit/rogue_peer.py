@@ -1,17 +1,18 @@
-"""A hostile peer for integration tests: it joins a StateMesh network's topics and sends what
-an honest node never would, then reports (one JSON line) whether the node dropped it.
+"""A hostile peer for integration tests and benchmarks: it joins a StateMesh network's topics
+and sends what an honest node never would, then reports (one JSON line) whether the node
+dropped it.
 
-    python -m tests.integration.rogue_peer NETWORK_ID TARGET_MULTIADDR KIND CHAIN_SPEC
+    python -m testkit.rogue_peer NETWORK_ID TARGET_MULTIADDR KIND CHAIN_SPEC
 
-    python -m tests.integration.rogue_peer NETWORK_ID TARGET_MULTIADDR forged-endpoints SPEC SEED
+    python -m testkit.rogue_peer NETWORK_ID TARGET_MULTIADDR forged-endpoints SPEC SEED
 
-    python -m tests.integration.rogue_peer NETWORK_ID TARGET_MULTIADDR transactions SPEC FILE
+    python -m testkit.rogue_peer NETWORK_ID TARGET_MULTIADDR transactions SPEC FILE
 
-    python -m tests.integration.rogue_peer NETWORK_ID TARGET slot-forger SPEC DIR INDEX [BLOCKS]
+    python -m testkit.rogue_peer NETWORK_ID TARGET slot-forger SPEC DIR INDEX [BLOCKS]
 
-    python -m tests.integration.rogue_peer NETWORK_ID TARGET lying-empty|lying-stall SPEC
+    python -m testkit.rogue_peer NETWORK_ID TARGET lying-empty|lying-stall SPEC
 
-    python -m tests.integration.rogue_peer NETWORK_ID TARGET oversized-justification SPEC SOURCE [N]
+    python -m testkit.rogue_peer NETWORK_ID TARGET oversized-justification SPEC SOURCE [N]
 
 KIND: garbage (undecodable bytes on every topic), bad-seal (a block on the genesis block, by
 the right author for the current slot, whose seal is not that author's signature),
