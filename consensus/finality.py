@@ -45,7 +45,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from chain.blocks import Header
 from chain.primitives import AccountId, Hash32
@@ -53,6 +52,8 @@ from chain.signature import verify
 from chain.votes import PRECOMMIT, PREVOTE, VOTE_LENGTH, vote_payload
 from chain.votes import VOTE_DOMAIN as VOTE_DOMAIN
 from consensus.aura import Signer
+from consensus.fork_choice import BlockTree as BlockTree
+from consensus.fork_choice import chain_key
 
 ROUND_WINDOW = 64
 """Rounds whose votes are kept; older votes can no longer change anything we need."""
@@ -158,12 +159,6 @@ def check_vote(vote: Vote, genesis_hash: bytes, validators: tuple[AccountId, ...
         raise InvalidVote(VoteRejection.BAD_SIGNATURE, "the vote is not signed by its voter")
 
 
-class BlockTree(Protocol):
-    def header(self, block_hash: bytes) -> Header | None: ...
-
-    def is_descendant(self, block_hash: bytes, ancestor: bytes) -> bool: ...
-
-
 def ghost(votes: Iterable[Vote], tree: BlockTree, base: Header, threshold: int) -> Header | None:
     """The highest block at or above `base` that at least `threshold` distinct voters voted for
     (a vote for a block counts for all its ancestors). Votes for unknown blocks, or for blocks
@@ -190,7 +185,7 @@ def ghost(votes: Iterable[Vote], tree: BlockTree, base: Header, threshold: int) 
     winners = [headers[h] for h, voters in support.items() if len(voters) >= threshold]
     if not winners:
         return None
-    return max(winners, key=lambda h: (h.number, bytes(255 - b for b in h.hash)))
+    return max(winners, key=chain_key)
 
 
 @dataclass(slots=True)

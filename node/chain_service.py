@@ -34,7 +34,7 @@ from chain.trie import NodeCache
 from chain.validity import ValidTransaction
 from consensus.aura import Signer, slot_at, slot_author, verify_header
 from consensus.clock import Clock
-from consensus.fork_choice import best_leaf
+from consensus.fork_choice import best_leaf, chain_key
 from consensus.proposer import propose
 from node.broadcast import Broadcast
 
@@ -70,11 +70,6 @@ DRY_RUN_CACHE_NODES = 8192
 DRY_RUN_ATTEMPTS = 3
 """A dry run is repeated when the best block changed while it ran (it would admit what the new
 state may refuse); after this many the last outcome stands and the next block revalidates it."""
-
-
-def chain_key(header: Header) -> tuple[int, bytes]:
-    """Fork choice order: longer wins, then the lower hash (every node decides the same)."""
-    return header.number, bytes(255 - b for b in header.hash)
 
 
 def status_is_final(status: TxStatus) -> bool:
