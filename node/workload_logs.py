@@ -14,9 +14,9 @@ from typing import Any
 import trio
 
 from orchestrator.controller import Controller
+from orchestrator.engine import ContainerEngine
 from orchestrator.errors import RuntimeFailure
 from orchestrator.labels import ContainerKey
-from orchestrator.runtime import ContainerRuntime
 from orchestrator.status import ContainerPhase, ContainerStatus
 
 log = logging.getLogger("statemesh.workloads.logs")
@@ -86,7 +86,7 @@ class WorkloadLogs:
 
     def __init__(
         self,
-        runtime: ContainerRuntime,
+        runtime: ContainerEngine,
         controller: Controller,
         *,
         wall: Callable[[], float] = time.time,

@@ -21,13 +21,13 @@ from node.workload_logs import WorkloadLogs
 from orchestrator import spec as o
 from orchestrator.controller import Controller, ControllerConfig
 from orchestrator.docker_runtime import DockerRuntime
+from orchestrator.engine import ContainerState
 from orchestrator.engine_connection import ConnectedEngine, connect_engine
 from orchestrator.errors import EngineUnavailable, RuntimeFailure, SpecError
 from orchestrator.firewall import EgressPolicy, IptablesFirewall
 from orchestrator.image_gc import ImageCollector, ImageGcPolicy
 from orchestrator.images import busybox_rootfs_tar
 from orchestrator.labels import owner_labels
-from orchestrator.runtime import ContainerState
 
 log = logging.getLogger("statemesh.workloads")
 

@@ -33,21 +33,21 @@ from orchestrator.diff import (
     diff,
     keep_order,
 )
+from orchestrator.engine import (
+    ContainerEngine,
+    ContainerInfo,
+    ContainerState,
+    DiskUsage,
+    EngineEvent,
+    NetworkInfo,
+    VolumeInfo,
+)
 from orchestrator.errors import EngineUnavailable, RuntimeFailure
 from orchestrator.events import EventKind, EventLog
 from orchestrator.firewall import HostFirewall
 from orchestrator.labels import ContainerIdentity, ContainerKey
 from orchestrator.metering import Meter, MeterTarget, VolumeUsage
 from orchestrator.probes import ContainerProber, ProbeKind
-from orchestrator.runtime import (
-    ContainerInfo,
-    ContainerRuntime,
-    ContainerState,
-    DiskUsage,
-    NetworkInfo,
-    RuntimeEvent,
-    VolumeInfo,
-)
 from orchestrator.spec import ReplicaKey, ReplicaSpec, RestartPolicy, VolumeKind
 from orchestrator.status import (
     LIVE,
@@ -171,7 +171,7 @@ class Controller:
 
     def __init__(
         self,
-        runtime: ContainerRuntime,
+        runtime: ContainerEngine,
         desired: DesiredState,
         config: ControllerConfig,
         *,
@@ -290,7 +290,7 @@ class Controller:
                 await self._wake.wait()
 
     async def _watch_engine(self) -> None:
-        send, receive = trio.open_memory_channel[RuntimeEvent](64)
+        send, receive = trio.open_memory_channel[EngineEvent](64)
         async with trio.open_nursery() as nursery, send, receive:
             nursery.start_soon(self._drain_events, receive)
             while True:
@@ -302,7 +302,7 @@ class Controller:
                 self.trigger()
                 await trio.sleep(self._engine.policy.initial_seconds)
 
-    async def _drain_events(self, receive: trio.MemoryReceiveChannel[RuntimeEvent]) -> None:
+    async def _drain_events(self, receive: trio.MemoryReceiveChannel[EngineEvent]) -> None:
         async for _ in receive:
             self.trigger()
 

@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from orchestrator import labels
-from orchestrator.labels import ContainerIdentity, ContainerKey
-from orchestrator.runtime import (
+from orchestrator.engine import (
     ContainerInfo,
     ContainerState,
     CreateRequest,
@@ -28,6 +27,7 @@ from orchestrator.runtime import (
     NetworkInfo,
     VolumeInfo,
 )
+from orchestrator.labels import ContainerIdentity, ContainerKey
 from orchestrator.spec import (
     Container,
     ImagePullPolicy,

@@ -23,6 +23,19 @@ import trio
 
 from orchestrator import labels
 from orchestrator.disk import Unmeasurable, directory_bytes
+from orchestrator.engine import (
+    ContainerInfo,
+    ContainerState,
+    ContainerStats,
+    CreateRequest,
+    DiskUsage,
+    EngineEvent,
+    EngineInfo,
+    ExecResult,
+    NetworkInfo,
+    RunState,
+    VolumeInfo,
+)
 from orchestrator.errors import (
     ContainerNotFound,
     CreateFailed,
@@ -35,19 +48,6 @@ from orchestrator.errors import (
 )
 from orchestrator.image_gc import ImageUsage
 from orchestrator.registry import private_registry_address, registry_host, resolve_host
-from orchestrator.runtime import (
-    ContainerInfo,
-    ContainerState,
-    ContainerStats,
-    CreateRequest,
-    DiskUsage,
-    EngineInfo,
-    ExecResult,
-    NetworkInfo,
-    RunState,
-    RuntimeEvent,
-    VolumeInfo,
-)
 
 if TYPE_CHECKING:
     # trio-typing's stubs (a libp2p dependency) shadow trio's own types and keep TaskStatus.
@@ -233,7 +233,7 @@ def _downloaded_bytes(layers: dict[str, int], progress: Mapping[str, Any]) -> in
 
 
 class DockerRuntime:
-    """A `ContainerRuntime` over one Docker engine, reached through the `docker` SDK.
+    """A `ContainerEngine` over one Docker engine, reached through the `docker` SDK.
 
     Images of tenants are pulled for them, as Kubernetes' `AlwaysPullImages` admission does:
     every create of a replica's container pulls its image first, whatever the spec's pull
@@ -1003,7 +1003,7 @@ class DockerRuntime:
     async def watch(
         self,
         labels: Mapping[str, str],
-        events: trio.MemorySendChannel[RuntimeEvent],
+        events: trio.MemorySendChannel[EngineEvent],
         *,
         task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -1022,7 +1022,7 @@ class DockerRuntime:
 
         def pump() -> None:
             for raw in stream:
-                event = RuntimeEvent(container_id=str(raw.get("id", "")), action=raw["Action"])
+                event = EngineEvent(container_id=str(raw.get("id", "")), action=raw["Action"])
                 if event.action == "die":
                     # The engine sends `die` before its container list says so; inspecting
                     # waits for the container's lock, after which the list is up to date.

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import trio
 
 from orchestrator.docker_runtime import DockerRuntime
+from orchestrator.engine import EngineInfo
 from orchestrator.errors import EngineUnavailable, RuntimeFailure
-from orchestrator.runtime import EngineInfo
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 

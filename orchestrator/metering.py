@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import trio
 
+from orchestrator.engine import ContainerEngine
 from orchestrator.errors import RuntimeFailure
-from orchestrator.runtime import ContainerRuntime
 from orchestrator.spec import ReplicaKey
 
 log = logging.getLogger("statemesh.orchestrator.metering")
@@ -174,7 +174,7 @@ class Meter:
 
 
 async def sample(
-    runtime: ContainerRuntime,
+    runtime: ContainerEngine,
     meter: Meter,
     targets: Iterable[MeterTarget],
     *,

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import h11
 import trio
 
+from orchestrator.engine import ContainerEngine
 from orchestrator.errors import RuntimeFailure
-from orchestrator.runtime import ContainerRuntime
 from orchestrator.spec import Container, ExecAction, HTTPGetAction, Probe, TCPSocketAction
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ async def tcp_socket(action: TCPSocketAction, timeout_seconds: float) -> ProbeRe
 
 
 async def exec_command(
-    runtime: ContainerRuntime, container_id: str, action: ExecAction, timeout_seconds: float
+    runtime: ContainerEngine, container_id: str, action: ExecAction, timeout_seconds: float
 ) -> ProbeResult:
     try:
         result = await runtime.exec(container_id, action.command, timeout_seconds)
@@ -130,7 +130,7 @@ async def exec_command(
 
 
 async def probe_once(
-    runtime: ContainerRuntime, container_id: str, probe: Probe, address: str
+    runtime: ContainerEngine, container_id: str, probe: Probe, address: str
 ) -> ProbeResult:
     """One probe of a container whose pod has `address`: HTTP and TCP probes dial the pod (the
     node reaches every pod on its networks), exec probes run inside the container."""
@@ -151,7 +151,7 @@ class ContainerProber:
 
     def __init__(
         self,
-        runtime: ContainerRuntime,
+        runtime: ContainerEngine,
         container_id: str,
         container: Container,
         *,

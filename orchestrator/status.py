@@ -7,7 +7,7 @@ import enum
 from dataclasses import dataclass
 
 from orchestrator.diff import should_restart
-from orchestrator.runtime import ContainerInfo, ContainerState, RunState
+from orchestrator.engine import ContainerInfo, ContainerState, RunState
 from orchestrator.spec import ReplicaKey, RestartPolicy
 
 LIVE = (ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.RESTARTING)

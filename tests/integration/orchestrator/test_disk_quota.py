@@ -16,7 +16,7 @@ import trio
 
 from orchestrator import labels
 from orchestrator.docker_runtime import DockerRuntime
-from orchestrator.runtime import CreateRequest
+from orchestrator.engine import CreateRequest
 from orchestrator.spec import Resources
 from tests.integration.docker_harness import (
     BUSYBOX_IMAGE,

@@ -25,10 +25,10 @@ import trio
 
 from orchestrator import labels
 from orchestrator.docker_runtime import DockerRuntime
+from orchestrator.engine import CreateRequest
 from orchestrator.errors import ImageTooLarge, ImageUnavailable
 from orchestrator.image_gc import ImageCollector, ImageGcPolicy, disk_usage
 from orchestrator.registry import LocalRegistry
-from orchestrator.runtime import CreateRequest
 from orchestrator.spec import ImagePullPolicy, Resources
 from tests.integration.docker_harness import (
     DockerEngine,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from orchestrator import labels
-from orchestrator.runtime import ContainerInfo, ContainerState, NetworkInfo, RunState, VolumeInfo
+from orchestrator.engine import ContainerInfo, ContainerState, NetworkInfo, RunState, VolumeInfo
 from orchestrator.spec import (
     Container,
     Probe,

@@ -1,4 +1,4 @@
-"""An in-memory container engine for unit tests: a fake `ContainerRuntime`, not a mock.
+"""An in-memory container engine for unit tests: a fake `ContainerEngine`, not a mock.
 
 Containers run when started and end only when a test calls `exit()`, `kill()` or `stop()`.
 What a container writes to its log comes from `write_log()`, and from its command when that is
@@ -24,6 +24,19 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from orchestrator.engine import (
+    ContainerInfo,
+    ContainerState,
+    ContainerStats,
+    CreateRequest,
+    DiskUsage,
+    EngineEvent,
+    EngineInfo,
+    ExecResult,
+    NetworkInfo,
+    RunState,
+    VolumeInfo,
+)
 from orchestrator.errors import (
     ContainerNotFound,
     CreateFailed,
@@ -34,19 +47,6 @@ from orchestrator.errors import (
 )
 from orchestrator.firewall import FirewallFailure
 from orchestrator.labels import ROLE
-from orchestrator.runtime import (
-    ContainerInfo,
-    ContainerState,
-    ContainerStats,
-    CreateRequest,
-    DiskUsage,
-    EngineInfo,
-    ExecResult,
-    NetworkInfo,
-    RunState,
-    RuntimeEvent,
-    VolumeInfo,
-)
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -140,7 +140,7 @@ class FakeRuntime:
     _log_seq: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _log_written: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot)
     _last_time: float = -1.0
-    _watchers: list[tuple[dict[str, str], trio.MemorySendChannel[RuntimeEvent]]] = field(
+    _watchers: list[tuple[dict[str, str], trio.MemorySendChannel[EngineEvent]]] = field(
         default_factory=list
     )
 
@@ -228,7 +228,7 @@ class FakeRuntime:
         for labels, channel in list(self._watchers):
             if _matches(c.labels, labels):
                 try:
-                    channel.send_nowait(RuntimeEvent(c.id, action))
+                    channel.send_nowait(EngineEvent(c.id, action))
                 except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
 
@@ -242,7 +242,7 @@ class FakeRuntime:
             raise ContainerNotFound(container_id)
         return c
 
-    # -- ContainerRuntime --------------------------------------------------------------------
+    # -- ContainerEngine --------------------------------------------------------------------
 
     async def info(self) -> EngineInfo:
         await trio.lowlevel.checkpoint()
@@ -482,7 +482,7 @@ class FakeRuntime:
     async def watch(
         self,
         labels: Mapping[str, str],
-        events: trio.MemorySendChannel[RuntimeEvent],
+        events: trio.MemorySendChannel[EngineEvent],
         *,
         task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:

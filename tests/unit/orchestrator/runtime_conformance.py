@@ -1,4 +1,4 @@
-"""What every `ContainerRuntime` must do, as checks that the in-memory fake (unit tests) and the
+"""What every `ContainerEngine` must do, as checks that the in-memory fake (unit tests) and the
 Docker adapter (integration tests) both pass. Each check is an async function of a runtime, an
 image that is present, and labels of its own."""
 
@@ -10,11 +10,11 @@ from contextlib import aclosing
 import pytest
 import trio
 
+from orchestrator.engine import ContainerEngine, ContainerState, CreateRequest, EngineEvent
 from orchestrator.errors import ContainerNotFound, CreateFailed, ImageUnavailable, RuntimeFailure
-from orchestrator.runtime import ContainerRuntime, ContainerState, CreateRequest, RuntimeEvent
 from orchestrator.spec import Resources
 
-Check = Callable[[ContainerRuntime, str, Mapping[str, str]], Awaitable[None]]
+Check = Callable[[ContainerEngine, str, Mapping[str, str]], Awaitable[None]]
 CHECKS: dict[str, Check] = {}
 
 
@@ -36,14 +36,14 @@ def request(image: str, labels: Mapping[str, str], name: str, *args: str) -> Cre
 
 
 async def started(
-    runtime: ContainerRuntime, image: str, labels: Mapping[str, str], name: str
+    runtime: ContainerEngine, image: str, labels: Mapping[str, str], name: str
 ) -> str:
     cid = await runtime.create(request(image, labels, name))
     await runtime.start(cid)
     return cid
 
 
-async def written(runtime: ContainerRuntime, cid: str, text: bytes) -> None:
+async def written(runtime: ContainerEngine, cid: str, text: bytes) -> None:
     """Waits (up to 10 s) until the container's log holds `text`."""
     for _ in range(200):
         if text in await runtime.logs(cid):
@@ -54,7 +54,7 @@ async def written(runtime: ContainerRuntime, cid: str, text: bytes) -> None:
 
 @check
 async def created_and_started_is_listed_as_running(
-    runtime: ContainerRuntime, image: str, labels: Mapping[str, str]
+    runtime: ContainerEngine, image: str, labels: Mapping[str, str]
 ) -> None:
     cid = await runtime.create(request(image, labels, "run"))
     (created,) = await runtime.list_containers(labels)
@@ -76,7 +76,7 @@ async def created_and_started_is_listed_as_running(
 
 @check
 async def stop_ends_the_run_and_remove_is_idempotent(
-    runtime: ContainerRuntime, image: str, labels: Mapping[str, str]
+    runtime: ContainerEngine, image: str, labels: Mapping[str, str]
 ) -> None:
     cid = await started(runtime, image, labels, "stop")
     await runtime.stop(cid, 1.0)
@@ -97,7 +97,7 @@ async def stop_ends_the_run_and_remove_is_idempotent(
 
 @check
 async def a_missing_image_is_image_unavailable(
-    runtime: ContainerRuntime, image: str, labels: Mapping[str, str]
+    runtime: ContainerEngine, image: str, labels: Mapping[str, str]
 ) -> None:
     missing = "statemesh-test/not-there:0"
     with pytest.raises(ImageUnavailable) as raised:
@@ -110,7 +110,7 @@ async def a_missing_image_is_image_unavailable(
 
 @check
 async def a_container_without_a_command_is_refused(
-    runtime: ContainerRuntime, image: str, labels: Mapping[str, str]
+    runtime: ContainerEngine, image: str, labels: Mapping[str, str]
 ) -> None:
     bare = CreateRequest(
         f"bare-{labels['conformance']}", image, (), (), (), dict(labels), Resources()
@@ -123,7 +123,7 @@ async def a_container_without_a_command_is_refused(
 
 @check
 async def a_name_in_use_is_refused(
-    runtime: ContainerRuntime, image: str, labels: Mapping[str, str]
+    runtime: ContainerEngine, image: str, labels: Mapping[str, str]
 ) -> None:
     await runtime.create(request(image, labels, "twice"))
     with pytest.raises(CreateFailed):
@@ -133,7 +133,7 @@ async def a_name_in_use_is_refused(
 
 @check
 async def exec_reports_the_exit_code(
-    runtime: ContainerRuntime, image: str, labels: Mapping[str, str]
+    runtime: ContainerEngine, image: str, labels: Mapping[str, str]
 ) -> None:
     cid = await started(runtime, image, labels, "exec")
     assert (await runtime.exec(cid, ["true"], 5.0)).exit_code == 0
@@ -145,7 +145,7 @@ async def exec_reports_the_exit_code(
 
 @check
 async def stats_read_a_running_container_only(
-    runtime: ContainerRuntime, image: str, labels: Mapping[str, str]
+    runtime: ContainerEngine, image: str, labels: Mapping[str, str]
 ) -> None:
     cid = await started(runtime, image, labels, "stats")
     stats = await runtime.stats(cid)
@@ -157,7 +157,7 @@ async def stats_read_a_running_container_only(
 
 @check
 async def volumes_are_created_listed_and_removed_idempotently(
-    runtime: ContainerRuntime, image: str, labels: Mapping[str, str]
+    runtime: ContainerEngine, image: str, labels: Mapping[str, str]
 ) -> None:
     name = f"vol-{labels['conformance']}"
     await runtime.create_volume(name, labels)
@@ -171,9 +171,9 @@ async def volumes_are_created_listed_and_removed_idempotently(
 
 @check
 async def watch_reports_start_and_die_of_labelled_containers_only(
-    runtime: ContainerRuntime, image: str, labels: Mapping[str, str]
+    runtime: ContainerEngine, image: str, labels: Mapping[str, str]
 ) -> None:
-    send, receive = trio.open_memory_channel[RuntimeEvent](16)
+    send, receive = trio.open_memory_channel[EngineEvent](16)
     async with trio.open_nursery() as nursery:
         await nursery.start(runtime.watch, labels, send)
         await trio.sleep(0.1)  # the engine has the subscription before anything happens
@@ -194,7 +194,7 @@ async def watch_reports_start_and_die_of_labelled_containers_only(
 
 @check
 async def logs_return_what_the_container_wrote(
-    runtime: ContainerRuntime, image: str, labels: Mapping[str, str]
+    runtime: ContainerEngine, image: str, labels: Mapping[str, str]
 ) -> None:
     script = "echo one; echo two; echo three; sleep 60"
     cid = await runtime.create(request(image, labels, "logs", "sh", "-c", script))
@@ -218,7 +218,7 @@ async def logs_return_what_the_container_wrote(
 
 @check
 async def follow_logs_yields_new_lines_until_the_container_stops(
-    runtime: ContainerRuntime, image: str, labels: Mapping[str, str]
+    runtime: ContainerEngine, image: str, labels: Mapping[str, str]
 ) -> None:
     script = "echo zero; echo one; sleep 2; echo two; sleep 60"
     cid = await runtime.create(request(image, labels, "follow", "sh", "-c", script))
@@ -244,7 +244,7 @@ async def follow_logs_yields_new_lines_until_the_container_stops(
 
 @check
 async def cancelling_a_follow_ends_it_at_once(
-    runtime: ContainerRuntime, image: str, labels: Mapping[str, str]
+    runtime: ContainerEngine, image: str, labels: Mapping[str, str]
 ) -> None:
     cid = await started(runtime, image, labels, "quiet")
     with trio.fail_after(5):

@@ -11,8 +11,8 @@ import trio.testing
 from orchestrator import labels
 from orchestrator.backoff import BackoffPolicy
 from orchestrator.controller import Controller, ControllerConfig
+from orchestrator.engine import ContainerState
 from orchestrator.events import EventKind
-from orchestrator.runtime import ContainerState
 from orchestrator.spec import ExecAction, Probe, ReplicaSpec, RestartPolicy
 from orchestrator.status import ContainerPhase, ContainerStatus, ReplicaStatus
 from tests.unit.orchestrator.builders import (

@@ -20,7 +20,7 @@ from orchestrator.diff import (
     diff,
     sandbox_request,
 )
-from orchestrator.runtime import ContainerInfo, ContainerState, NetworkInfo, VolumeInfo
+from orchestrator.engine import ContainerInfo, ContainerState, NetworkInfo, VolumeInfo
 from orchestrator.spec import ReplicaSpec, RestartPolicy
 from tests.unit.orchestrator.builders import (
     NODE,

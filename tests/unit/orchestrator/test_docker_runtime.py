@@ -23,9 +23,9 @@ import trio
 
 from orchestrator import labels
 from orchestrator.docker_runtime import MAX_CONCURRENT_PULLS, DockerRuntime
+from orchestrator.engine import CreateRequest
 from orchestrator.errors import ImageTooLarge, ImageUnavailable
 from orchestrator.registry import private_registry_address, registry_host, resolve_host
-from orchestrator.runtime import CreateRequest
 from orchestrator.spec import ImagePullPolicy, Resources
 
 QUOTA_REFUSAL = "--storage-opt is supported only for overlay over xfs with 'pquota'"

@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 from orchestrator.docker_runtime import LineSplitter
-from orchestrator.runtime import CreateRequest
+from orchestrator.engine import CreateRequest
 from orchestrator.spec import Resources
 from tests.unit.orchestrator.fake_runtime import FakeRuntime, script_lines
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.runtime import ContainerInfo, ContainerState
+from orchestrator.engine import ContainerInfo, ContainerState
 from orchestrator.spec import RestartPolicy
 from orchestrator.status import ContainerFacts, ContainerPhase, ContainerStatus, container_status
 from tests.unit.orchestrator.builders import observed, replica

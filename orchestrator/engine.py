@@ -1,4 +1,4 @@
-"""The seam between the controller and a container engine: the `ContainerRuntime` Protocol and
+"""The seam between the controller and a container engine: the `ContainerEngine` Protocol and
 the plain data it speaks in. `docker_runtime.DockerRuntime` is the real implementation."""
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ class NetworkInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class RuntimeEvent:
+class EngineEvent:
     """Something happened to a container (`start`, `die`, `oom`, `destroy`, ...)."""
 
     container_id: str
@@ -173,7 +173,7 @@ class EngineInfo:
     """Where the engine keeps images, containers and volumes (`DockerRootDir`), on its host."""
 
 
-class ContainerRuntime(Protocol):
+class ContainerEngine(Protocol):
     """A container engine. Every method may raise `EngineUnavailable`; each lists its others.
 
     Removal and stopping are idempotent: a container that is already gone is not an error."""
@@ -270,7 +270,7 @@ class ContainerRuntime(Protocol):
     async def watch(
         self,
         labels: Mapping[str, str],
-        events: trio.MemorySendChannel[RuntimeEvent],
+        events: trio.MemorySendChannel[EngineEvent],
         *,
         task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
