@@ -37,16 +37,10 @@ from consensus.clock import Clock
 from consensus.fork_choice import best_leaf, chain_key
 from consensus.proposer import propose
 from node.broadcast import Broadcast
+from node.tx_status import TxStatus, status_is_final
 
 log = logging.getLogger("statemesh.chain")
 
-TxStatus = str | dict[str, str]
-"""A watched transaction's status as JSON-RPC shows it: "future", "ready", "invalid",
-"dropped", or {"inBlock" | "finalized" | "usurped": "0x<hash>"}."""
-
-FINAL_STATUSES = frozenset({"finalized", "usurped", "dropped", "invalid"})
-"""After these a watched transaction's stream ends. ("retracted" is not final: a re-org took
-its block off the best chain, and it goes back to the pool.)"""
 WATCH_BUFFER = 16
 PROPOSAL_SHARE = 0.5
 """Share of a slot the author may spend executing transactions for its block."""
@@ -70,11 +64,6 @@ DRY_RUN_CACHE_NODES = 8192
 DRY_RUN_ATTEMPTS = 3
 """A dry run is repeated when the best block changed while it ran (it would admit what the new
 state may refuse); after this many the last outcome stands and the next block revalidates it."""
-
-
-def status_is_final(status: TxStatus) -> bool:
-    key = status if isinstance(status, str) else next(iter(status))
-    return key in FINAL_STATUSES
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from node.commands.password import PasswordReader, add_password_argument
 from node.commands.query import receipt_lines
 from node.errors import UsageError
 from node.rpc.client import RpcClient
+from node.tx_status import status_is_final
 from wallet.keys import Keypair, sign_transaction
 from wallet.keystore import resolve_signer
 
@@ -166,8 +167,7 @@ async def watch_until_final(
             statuses.append(status)
             if not args.json:
                 print(f"  {describe_status(status)}", flush=True)
-            key = status if isinstance(status, str) else next(iter(status))
-            if key in ("finalized", "invalid", "dropped", "usurped"):
+            if status_is_final(status):
                 break
     final = statuses[-1] if statuses else "dropped"
     if isinstance(final, dict) and "finalized" in final:
