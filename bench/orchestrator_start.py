@@ -40,7 +40,7 @@ from orchestrator import labels
 from orchestrator.backoff import BackoffPolicy
 from orchestrator.controller import Controller, ControllerConfig
 from orchestrator.diff import SANDBOX_RESOURCES
-from orchestrator.docker_runtime import DockerRuntime
+from orchestrator.docker_engine import DockerAdapter
 from orchestrator.firewall import IptablesFirewall
 from orchestrator.images import busybox_rootfs_tar
 from orchestrator.probes import http_get
@@ -79,7 +79,7 @@ HARDENING: dict[str, Any] = {
     "init": True,
     "log_config": {"type": "json-file", "config": {"max-size": "10m", "max-file": "3"}},
 }
-"""What the node gives every container of a pod, sandbox included (`DockerRuntime`)."""
+"""What the node gives every container of a pod, sandbox included (`DockerAdapter`)."""
 
 
 def p95(values: list[float]) -> float:
@@ -132,7 +132,7 @@ def server(index: int) -> ReplicaSpec:
 
 
 def engine_limits(resources: Resources) -> dict[str, Any]:
-    """The engine's arguments for `resources`, as `DockerRuntime` gives them."""
+    """The engine's arguments for `resources`, as `DockerAdapter` gives them."""
     cpu, request = resources.cpu_millicores, resources.cpu_request_millicores
     return {
         "nano_cpus": None if cpu is None else cpu * 1_000_000,
@@ -231,7 +231,7 @@ async def next_pass(controller: Controller) -> None:
     await until(controller, lambda: controller.statistics().passes > before)
 
 
-async def drained(controller: Controller, runtime: DockerRuntime) -> None:
+async def drained(controller: Controller, runtime: DockerAdapter) -> None:
     """Until the node has no container and no network left, and a pass has seen that (and
     asserted its host rules for no bridge), so that the next run starts from nothing."""
     await until(controller, lambda: controller.statistics().observed_containers == 0)
@@ -255,7 +255,7 @@ async def bare_run(client: docker.DockerClient, index: int) -> tuple[float, floa
 
 
 async def controlled_run(
-    controller: Controller, runtime: DockerRuntime, desired: InMemoryDesired, index: int
+    controller: Controller, runtime: DockerAdapter, desired: InMemoryDesired, index: int
 ) -> tuple[float, float]:
     spec = web("start", index)
     start = time.perf_counter()
@@ -283,7 +283,7 @@ async def crash(client: docker.DockerClient, container_id: str) -> None:
 async def controlled_crash(
     client: docker.DockerClient,
     controller: Controller,
-    runtime: DockerRuntime,
+    runtime: DockerAdapter,
     desired: InMemoryDesired,
     index: int,
 ) -> float:
@@ -373,7 +373,7 @@ async def cpu_share(engine: DockerEngine, seconds: float) -> tuple[float, float 
 async def many_replicas(
     engine: DockerEngine,
     nursery: trio.Nursery,
-    runtime: DockerRuntime,
+    runtime: DockerAdapter,
     firewall: IptablesFirewall,
     replicas: int,
     idle_seconds: float,
@@ -487,7 +487,7 @@ async def bench(
     engine: DockerEngine, runs: int, replicas: int, idle_seconds: float
 ) -> dict[str, object]:
     client = engine.client
-    runtime = await DockerRuntime.connect(engine.host)
+    runtime = await DockerAdapter.connect(engine.host)
     firewall = IptablesFirewall(firewall_tag(NODE.encode()))
     desired = InMemoryDesired()
     config = ControllerConfig(

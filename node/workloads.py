@@ -20,7 +20,7 @@ from node.manifests import ManifestCache
 from node.workload_logs import WorkloadLogs
 from orchestrator import spec as o
 from orchestrator.controller import Controller, ControllerConfig
-from orchestrator.docker_runtime import DockerRuntime
+from orchestrator.docker_engine import DockerAdapter
 from orchestrator.engine import ContainerState
 from orchestrator.engine_connection import ConnectedEngine, connect_engine
 from orchestrator.errors import EngineUnavailable, RuntimeFailure, SpecError
@@ -299,7 +299,7 @@ class WorkloadService:
         self.docker_host = docker_host
         self.firewall = IptablesFirewall(firewall_tag(node_id), egress)
         self.controller: Controller | None = None
-        self._runtime: DockerRuntime | None = None
+        self._runtime: DockerAdapter | None = None
         """The engine's adapter once the engine answered."""
         self.logs: WorkloadLogs | None = None
         self.engine_error: EngineUnavailable | None = None

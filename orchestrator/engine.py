@@ -1,5 +1,5 @@
 """The seam between the controller and a container engine: the `ContainerEngine` Protocol and
-the plain data it speaks in. `docker_runtime.DockerRuntime` is the real implementation."""
+the plain data it speaks in. `docker_engine.DockerAdapter` is the real implementation."""
 
 from __future__ import annotations
 
@@ -190,7 +190,7 @@ class ContainerEngine(Protocol):
 
     async def create(self, request: CreateRequest) -> str:
         """Returns the new container's id, its image pulled for the app first (the Docker runtime
-        pulls it at each create, see `DockerRuntime`); `ImageUnavailable` (`ImageTooLarge`),
+        pulls it at each create, see `DockerAdapter`); `ImageUnavailable` (`ImageTooLarge`),
         `CreateFailed`."""
         ...
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import trio
 
-from orchestrator.docker_runtime import DockerRuntime
+from orchestrator.docker_engine import DockerAdapter
 from orchestrator.engine import EngineInfo
 from orchestrator.errors import EngineUnavailable, RuntimeFailure
 
@@ -21,7 +21,7 @@ DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 class ConnectedEngine:
     """A connected engine and what it said about itself."""
 
-    docker: DockerRuntime
+    docker: DockerAdapter
     info: EngineInfo
 
 
@@ -47,7 +47,7 @@ async def connect_engine(
         raise EngineUnavailable(host, "the socket does not exist")
     try:
         with trio.fail_after(timeout_seconds):
-            docker = await DockerRuntime.connect(host, timeout_seconds=timeout_seconds)
+            docker = await DockerAdapter.connect(host, timeout_seconds=timeout_seconds)
             try:
                 info = await docker.info()
             except BaseException:

@@ -131,7 +131,7 @@ class ImageGcPolicy:
 
 
 class ImageStore(Protocol):
-    """What the collector needs of an engine (`DockerRuntime` is one)."""
+    """What the collector needs of an engine (`DockerAdapter` is one)."""
 
     image_usage: ImageUsage
 

@@ -9,7 +9,7 @@ import trio
 from node.workloads import firewall_tag
 from orchestrator.backoff import BackoffPolicy
 from orchestrator.controller import Controller, ControllerConfig
-from orchestrator.docker_runtime import DockerRuntime
+from orchestrator.docker_engine import DockerAdapter
 from orchestrator.firewall import IptablesFirewall
 from orchestrator.images import busybox_rootfs_tar
 from orchestrator.spec import (
@@ -87,7 +87,7 @@ def http_probe(port: int, path: str = "/", **kwargs: float) -> Probe:
     )
 
 
-Test = Callable[[Controller, InMemoryDesired, DockerRuntime], Awaitable[None]]
+Test = Callable[[Controller, InMemoryDesired, DockerAdapter], Awaitable[None]]
 
 
 def run_controller(
@@ -100,7 +100,7 @@ def run_controller(
     timeout: float = 60.0,
 ) -> None:
     async def main() -> None:
-        runtime = await DockerRuntime.connect(host)
+        runtime = await DockerAdapter.connect(host)
         desired = InMemoryDesired(*specs)
         config_ = config or fast_config(node)
         firewall = IptablesFirewall(firewall_tag(config_.node.encode()))

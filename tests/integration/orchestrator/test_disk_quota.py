@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from orchestrator import labels
-from orchestrator.docker_runtime import DockerRuntime
+from orchestrator.docker_engine import DockerAdapter
 from orchestrator.engine import CreateRequest
 from orchestrator.spec import Resources
 from tests.integration.docker_harness import (
@@ -47,7 +47,7 @@ class Written:
 
 
 async def write(
-    runtime: DockerRuntime, client: docker.DockerClient, node: str, resources: Resources
+    runtime: DockerAdapter, client: docker.DockerClient, node: str, resources: Resources
 ) -> Written:
     request = CreateRequest(
         name=f"{node}-{uuid.uuid4().hex[:6]}",
@@ -72,8 +72,8 @@ async def write(
     )
 
 
-async def limited_and_unlimited(engine: DockerEngine) -> tuple[Written, Written, DockerRuntime]:
-    runtime = await DockerRuntime.connect(engine.host)
+async def limited_and_unlimited(engine: DockerEngine) -> tuple[Written, Written, DockerAdapter]:
+    runtime = await DockerAdapter.connect(engine.host)
     try:
         node = f"quota-{uuid.uuid4().hex[:8]}"
         limited = await write(runtime, engine.client, node, LIMITED)
@@ -143,8 +143,8 @@ def test_on_xfs_without_pquota_a_disk_limit_is_created_without_a_quota(
 def test_on_the_session_engine_a_disk_limit_is_created_without_a_quota(
     docker_engine: DockerEngine, busybox_image: str, node_id: str
 ) -> None:
-    async def main() -> tuple[Written, DockerRuntime]:
-        runtime = await DockerRuntime.connect(docker_engine.host)
+    async def main() -> tuple[Written, DockerAdapter]:
+        runtime = await DockerAdapter.connect(docker_engine.host)
         try:
             return await write(runtime, docker_engine.client, node_id, LIMITED), runtime
         finally:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from orchestrator.docker_runtime import MAX_CONCURRENT_PULLS, DockerRuntime
+from orchestrator.docker_engine import MAX_CONCURRENT_PULLS, DockerAdapter
 from orchestrator.errors import ImageTooLarge, ImageUnavailable
 from tests.integration.docker_harness import DockerEngine, session_registry
 from tests.integration.orchestrator.hostile_registry import HostileRegistry, Mode
@@ -44,7 +44,7 @@ def test_a_pull_whose_layers_pass_the_cap_is_cancelled_before_it_fills_the_disk(
         image = f"{registry.address}/tenant/huge:1"
 
         async def main() -> tuple[ImageTooLarge, float]:
-            runtime = await DockerRuntime.connect(docker_engine.host)
+            runtime = await DockerAdapter.connect(docker_engine.host)
             runtime.max_image_bytes = CAP
             runtime.allow_private_registries = True  # the hostile registry is on loopback
             try:
@@ -95,7 +95,7 @@ def test_pulls_from_stalling_registries_time_out_are_cancelled_and_free_their_sl
     try:
 
         async def main() -> tuple[list[str], float, float, bytes]:
-            runtime = await DockerRuntime.connect(docker_engine.host)
+            runtime = await DockerAdapter.connect(docker_engine.host)
             runtime.pull_timeout_seconds = timeout
             runtime.allow_private_registries = True
             causes: list[str] = []
@@ -163,7 +163,7 @@ def test_a_registry_only_the_node_reaches_is_refused_unless_private_registries_a
     ]
 
     async def main() -> tuple[list[str], bytes]:
-        runtime = await DockerRuntime.connect(docker_engine.host)
+        runtime = await DockerAdapter.connect(docker_engine.host)
         causes = []
         try:
             for i, name in enumerate(names):

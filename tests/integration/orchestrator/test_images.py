@@ -24,7 +24,7 @@ import pytest
 import trio
 
 from orchestrator import labels
-from orchestrator.docker_runtime import DockerRuntime
+from orchestrator.docker_engine import DockerAdapter
 from orchestrator.engine import CreateRequest
 from orchestrator.errors import ImageTooLarge, ImageUnavailable
 from orchestrator.image_gc import ImageCollector, ImageGcPolicy, disk_usage
@@ -60,7 +60,7 @@ def request(node_id: str, name: str, image: str, *args: str) -> CreateRequest:
     )
 
 
-async def output_of(runtime: DockerRuntime, client: docker.DockerClient, cid: str) -> bytes:
+async def output_of(runtime: DockerAdapter, client: docker.DockerClient, cid: str) -> bytes:
     await runtime.start(cid)
     await trio.to_thread.run_sync(lambda: client.api.wait(cid, timeout=30))
     return await runtime.logs(cid)
@@ -104,7 +104,7 @@ def test_an_image_only_in_the_engines_store_is_refused_and_never_run(
     image_with(client, busybox_image, secret, "operator-private")
 
     async def main() -> None:
-        runtime = await DockerRuntime.connect(docker_engine.host)
+        runtime = await DockerAdapter.connect(docker_engine.host)
         try:
             with pytest.raises(ImageUnavailable) as raised:
                 await runtime.create(request(node_id, "secret", secret))
@@ -133,7 +133,7 @@ def test_a_name_the_operator_has_is_pulled_fresh_and_the_tenant_sees_the_registr
     operators = image_with(client, busybox_image, name, "operator-private")  # retagged locally
 
     async def main() -> bytes:
-        runtime = await DockerRuntime.connect(docker_engine.host)
+        runtime = await DockerAdapter.connect(docker_engine.host)
         try:
             cid = await runtime.create(request(node_id, "reader", name))
             return await output_of(runtime, client, cid)
@@ -169,7 +169,7 @@ def test_a_digest_is_taken_from_the_store_only_if_the_node_pulled_it(
     _delete_manifest(session_registry(), repository, digest)
 
     async def main() -> None:
-        runtime = await DockerRuntime.connect(docker_engine.host)
+        runtime = await DockerAdapter.connect(docker_engine.host)
         try:
             with pytest.raises(ImageUnavailable) as raised:
                 await runtime.create(request(node_id, "pinned", pinned))
@@ -188,7 +188,7 @@ def test_a_digest_is_taken_from_the_store_only_if_the_node_pulled_it(
     publish(client, f"{again}:1")
 
     async def pulled_first() -> bytes:
-        runtime = await DockerRuntime.connect(docker_engine.host)
+        runtime = await DockerAdapter.connect(docker_engine.host)
         try:
             await runtime.create(request(node_id, "by-tag", f"{again}:1"))
             digests = client.images.get(f"{again}:1").attrs["RepoDigests"]
@@ -248,7 +248,7 @@ def test_the_operators_registry_logins_are_never_sent(
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
 
     async def main() -> None:
-        runtime = await DockerRuntime.connect(docker_engine.host)
+        runtime = await DockerAdapter.connect(docker_engine.host)
         runtime.allow_private_registries = True  # the registry is on loopback
         try:
             with pytest.raises(ImageUnavailable) as raised:
@@ -277,7 +277,7 @@ def test_an_image_above_the_nodes_size_cap_is_refused_and_removed(
     cap = size // 2
 
     async def main() -> None:
-        runtime = await DockerRuntime.connect(docker_engine.host)
+        runtime = await DockerAdapter.connect(docker_engine.host)
         runtime.max_image_bytes = cap
         try:
             with pytest.raises(ImageTooLarge) as raised:
@@ -312,7 +312,7 @@ def test_image_gc_removes_unused_pulled_images_least_recently_used_first(
     operators_id = image_with(client, busybox_image, operators, "operators")
 
     async def main() -> tuple[list[str], dict[str, str], list[str]]:
-        runtime = await DockerRuntime.connect(docker_engine.host)
+        runtime = await DockerAdapter.connect(docker_engine.host)
         try:
             ids = {what: await runtime.pull(name) for what, name in names.items()}
             # Pulled, used, then unused (their containers are gone), oldest first.
@@ -376,7 +376,7 @@ def test_image_gc_above_the_high_mark_stops_below_the_low_mark(busybox_image: st
         operators_id = image_with(client, busybox_image, operators, "operators")
 
         async def main() -> tuple[list[str], dict[str, str], float, float, float]:
-            runtime = await DockerRuntime.connect(engine.host)
+            runtime = await DockerAdapter.connect(engine.host)
             try:
                 ids = {what: await runtime.pull(name) for what, name in names.items()}
                 await runtime.start(

@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from orchestrator import labels
-from orchestrator.docker_runtime import DockerRuntime
+from orchestrator.docker_engine import DockerAdapter
 from tests.integration.docker_harness import DockerEngine
 from tests.unit.orchestrator.runtime_conformance import CHECKS, Check
 
@@ -20,7 +20,7 @@ def test_docker_runtime_conforms(
     check: Check, docker_engine: DockerEngine, busybox_image: str, node_id: str
 ) -> None:
     async def main() -> None:
-        runtime = await DockerRuntime.connect(docker_engine.host)
+        runtime = await DockerAdapter.connect(docker_engine.host)
         try:
             tag = {"conformance": uuid.uuid4().hex[:8], **labels.owner_labels(node_id)}
             await check(runtime, busybox_image, tag)

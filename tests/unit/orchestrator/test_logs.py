@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from orchestrator.docker_runtime import LineSplitter
+from orchestrator.docker_engine import LineSplitter
 from orchestrator.engine import CreateRequest
 from orchestrator.spec import Resources
 from tests.unit.orchestrator.fake_runtime import FakeRuntime, script_lines

@@ -22,7 +22,7 @@ import requests
 import trio
 
 from orchestrator import labels
-from orchestrator.docker_runtime import MAX_CONCURRENT_PULLS, DockerRuntime
+from orchestrator.docker_engine import MAX_CONCURRENT_PULLS, DockerAdapter
 from orchestrator.engine import CreateRequest
 from orchestrator.errors import ImageTooLarge, ImageUnavailable
 from orchestrator.registry import private_registry_address, registry_host, resolve_host
@@ -197,8 +197,8 @@ def request(
     )
 
 
-def runtime_over(api: FakeApi, **options: Any) -> DockerRuntime:
-    return DockerRuntime(
+def runtime_over(api: FakeApi, **options: Any) -> DockerAdapter:
+    return DockerAdapter(
         SimpleNamespace(api=api),  # type: ignore[arg-type]
         "fake://engine",
         pull_client=lambda: FakePullClient(api),

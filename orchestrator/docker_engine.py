@@ -232,7 +232,7 @@ def _downloaded_bytes(layers: dict[str, int], progress: Mapping[str, Any]) -> in
     return sum(layers.values())
 
 
-class DockerRuntime:
+class DockerAdapter:
     """A `ContainerEngine` over one Docker engine, reached through the `docker` SDK.
 
     Images of tenants are pulled for them, as Kubernetes' `AlwaysPullImages` admission does:
@@ -309,7 +309,7 @@ class DockerRuntime:
     @classmethod
     async def connect(
         cls, host: str, *, timeout_seconds: float = 10.0, api_timeout_seconds: float = 60.0
-    ) -> DockerRuntime:
+    ) -> DockerAdapter:
         """Connects and negotiates the API version; `EngineUnavailable` if nothing answers
         within `timeout_seconds`. Later calls may take up to `api_timeout_seconds` (a pull)."""
 
