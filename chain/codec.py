@@ -1,11 +1,25 @@
-"""A strict, fast RLP reader for the hot path of transaction decoding.
+"""Canonical RLP of nested lists of byte strings: a strict, fast reader and the one encoder of
+RLP headers.
 
-`rlp` (the library) is the reference and is used everywhere else; this reader exists because
-transaction import decodes thousands of transactions per second. It accepts canonical RLP only
-(the shortest length forms, no leading zeros), so every transaction has exactly one encoding
-and one hash."""
+Three ways to RLP, each where it fits (all give the same bytes for the same value):
+
+- The `rlp` library, with typed sedes (`rlp.Serializable`), for blocks and headers
+  (`chain.blocks`, `chain.store`): the block hash is blake2-256 of `rlp.encode(header)`, and its
+  sedes check every field's type on decoding.
+- This module for the hot path and for untyped records: `decode_signed_transaction` reads
+  transactions with `decode` (thousands per second at import, where `rlp.decode` with sedes is
+  several times slower), and runtime storage records, events and store indexes are written
+  with `encode` and read with `decode`. It accepts canonical RLP only (the shortest length
+  forms, no leading zeros), so every transaction has exactly one encoding and one hash.
+- The state trie (`chain.trie`) builds its nodes with `encode_string` and `encode_list_payload`
+  from here, over children that are already encoded (a 32-byte reference or an embedded node),
+  so it never builds nested lists. It keeps its own reader, which slices a node into its raw
+  items (a child's reference is its encoded bytes) and names the corruption it meets as a
+  `CorruptTrieNode`; `decode` would hand back decoded lists that would have to be re-encoded."""
 
 from __future__ import annotations
+
+from typing import Final
 
 from chain.errors import ChainError
 
@@ -82,11 +96,40 @@ def list_payload_start(data: bytes) -> int:
     return 1 if first < 0xF8 else 1 + first - 0xF7
 
 
+_SHORT_STRING_HEADERS: Final = tuple(bytes((0x80 + n,)) for n in range(56))
+_SHORT_LIST_HEADERS: Final = tuple(bytes((0xC0 + n,)) for n in range(56))
+
+
+def _long_header(base: int, length: int) -> bytes:
+    if length < 256:
+        return bytes((base + 1, length))
+    size = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes((base + len(size),)) + size
+
+
 def list_prefix(length: int) -> bytes:
+    """The header of a list whose items' encodings are `length` bytes together."""
     if length < 56:
-        return bytes([0xC0 + length])
-    size = (length.bit_length() + 7) // 8
-    return bytes([0xF7 + size]) + length.to_bytes(size, "big")
+        return _SHORT_LIST_HEADERS[length]
+    return _long_header(0xF7, length)
+
+
+def encode_list_payload(payload: bytes) -> bytes:
+    """The list whose items, already encoded, are `payload` one after the other."""
+    n = len(payload)
+    if n < 56:
+        return _SHORT_LIST_HEADERS[n] + payload
+    return _long_header(0xF7, n) + payload
+
+
+def encode_string(data: bytes) -> bytes:
+    """RLP of one byte string: a single byte below 0x80 is itself, else a header and the bytes."""
+    n = len(data)
+    if n == 1 and data[0] < 0x80:
+        return data
+    if n < 56:
+        return _SHORT_STRING_HEADERS[n] + data
+    return _long_header(0xB7, n) + data
 
 
 def uint(raw: RlpItem, name: str) -> int:
@@ -104,21 +147,11 @@ def fixed(raw: RlpItem, length: int, name: str) -> bytes:
     return raw
 
 
-def _string_prefix(length: int) -> bytes:
-    if length < 56:
-        return bytes([0x80 + length])
-    size = (length.bit_length() + 7) // 8
-    return bytes([0xB7 + size]) + length.to_bytes(size, "big")
-
-
 def encode(item: RlpItem) -> bytes:
     """Canonical RLP of nested lists of byte strings (what `rlp.encode` gives for them)."""
     if isinstance(item, bytes):
-        if len(item) == 1 and item[0] < 0x80:
-            return item
-        return _string_prefix(len(item)) + item
-    payload = b"".join([encode(child) for child in item])
-    return list_prefix(len(payload)) + payload
+        return encode_string(item)
+    return encode_list_payload(b"".join([encode(child) for child in item]))
 
 
 def encode_uint(value: int) -> bytes:

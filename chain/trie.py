@@ -15,6 +15,7 @@ from typing import Final, Protocol, TypeAlias, final
 
 from Crypto.Hash import keccak
 
+from chain.codec import encode_list_payload, encode_string
 from chain.errors import ChainError, DatabaseError
 from chain.primitives import Hash32
 
@@ -99,7 +100,9 @@ class _Leaf:
 
     def encode(self) -> bytes:
         flagged = ("3" + self.path) if len(self.path) & 1 else ("20" + self.path)
-        return _encode_list(_encode_bytes(bytes.fromhex(flagged)) + _encode_bytes(self.value))
+        return encode_list_payload(
+            encode_string(bytes.fromhex(flagged)) + encode_string(self.value)
+        )
 
 
 @final
@@ -114,7 +117,7 @@ class _Extension:
 
     def encode(self) -> bytes:
         flagged = ("1" + self.path) if len(self.path) & 1 else ("00" + self.path)
-        return _encode_list(_encode_bytes(bytes.fromhex(flagged)) + self.child)
+        return encode_list_payload(encode_string(bytes.fromhex(flagged)) + self.child)
 
 
 @final
@@ -129,7 +132,9 @@ class _Branch:
 
     def encode(self) -> bytes:
         value = self.value
-        return _encode_list(b"".join(self.children) + (_encode_bytes(value) if value else _EMPTY))
+        return encode_list_payload(
+            b"".join(self.children) + (encode_string(value) if value else _EMPTY)
+        )
 
 
 _Node: TypeAlias = _Leaf | _Extension | _Branch
@@ -140,32 +145,8 @@ _change_path = itemgetter(0)
 
 
 # --- RLP for exactly the shapes a node can take -------------------------------------------------
-
-_SHORT_STRING_HEADERS: Final = tuple(bytes((0x80 + n,)) for n in range(56))
-_SHORT_LIST_HEADERS: Final = tuple(bytes((0xC0 + n,)) for n in range(56))
-
-
-def _long_header(base: int, length: int) -> bytes:
-    if length < 256:
-        return bytes((base + 1, length))
-    size = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes((base + len(size),)) + size
-
-
-def _encode_bytes(data: bytes) -> bytes:
-    n = len(data)
-    if n == 1 and data[0] < 0x80:
-        return data
-    if n < 56:
-        return _SHORT_STRING_HEADERS[n] + data
-    return _long_header(0xB7, n) + data
-
-
-def _encode_list(payload: bytes) -> bytes:
-    n = len(payload)
-    if n < 56:
-        return _SHORT_LIST_HEADERS[n] + payload
-    return _long_header(0xF7, n) + payload
+# Nodes are encoded with `chain.codec`'s header encoder; this reader slices a node into its raw
+# items, since a child's reference is its encoded bytes (see the `chain.codec` docstring).
 
 
 def _string_bounds(enc: bytes, pos: int) -> tuple[int, int] | None:
