@@ -15,7 +15,7 @@ import trio
 
 from orchestrator.controller import Controller
 from orchestrator.engine import ContainerEngine
-from orchestrator.errors import RuntimeFailure
+from orchestrator.errors import EngineFailure
 from orchestrator.labels import ContainerKey
 from orchestrator.status import ContainerPhase, ContainerStatus
 
@@ -116,7 +116,7 @@ class WorkloadLogs:
         return self._follows
 
     async def read(self, container_id: str, *, tail: int | None) -> bytes:
-        """The container's log (its last `tail` lines, or all); `RuntimeFailure`."""
+        """The container's log (its last `tail` lines, or all); `EngineFailure`."""
         return await self.runtime.logs(container_id, tail=tail)
 
     def follow(self, containers: Sequence[ContainerKey], *, tail: int | None) -> LogFollow:
@@ -201,7 +201,7 @@ class WorkloadLogs:
                                 await send.send(LogLine(key, line.decode(errors="replace")))
                     except trio.BrokenResourceError:
                         return  # the follower is gone
-                    except RuntimeFailure as e:
+                    except EngineFailure as e:
                         log.debug("following the logs of %s: %s", key, e.message)
                     ended_at = self._wall()
                 first = False

@@ -23,7 +23,7 @@ from orchestrator.controller import Controller, ControllerConfig
 from orchestrator.docker_engine import DockerAdapter
 from orchestrator.engine import ContainerState
 from orchestrator.engine_connection import ConnectedEngine, connect_engine
-from orchestrator.errors import EngineUnavailable, RuntimeFailure, SpecError
+from orchestrator.errors import EngineFailure, EngineUnavailable, SpecError
 from orchestrator.firewall import EgressPolicy, IptablesFirewall
 from orchestrator.image_gc import ImageCollector, ImageGcPolicy
 from orchestrator.images import busybox_rootfs_tar
@@ -364,7 +364,7 @@ class WorkloadService:
             return None
         try:
             root = await self._runtime.data_root()
-        except RuntimeFailure:
+        except EngineFailure:
             return None
         return Path(root) if root else None
 
@@ -375,7 +375,7 @@ class WorkloadService:
             running = await engine.docker.list_containers(
                 owner_labels(encode_address(self.node_id))
             )
-        except RuntimeFailure:
+        except EngineFailure:
             return
         if any(c.state is ContainerState.RUNNING for c in running):
             log.info("replicas keep running while the node is down, and their host rules stay")

@@ -42,7 +42,7 @@ from orchestrator.engine import (
     NetworkInfo,
     VolumeInfo,
 )
-from orchestrator.errors import EngineUnavailable, RuntimeFailure
+from orchestrator.errors import EngineFailure, EngineUnavailable
 from orchestrator.events import EventKind, EventLog
 from orchestrator.firewall import HostFirewall
 from orchestrator.labels import ContainerIdentity, ContainerKey
@@ -296,7 +296,7 @@ class Controller:
             while True:
                 try:
                     await self._runtime.watch(self._owner, send)
-                except RuntimeFailure as e:
+                except EngineFailure as e:
                     log.debug("engine events unavailable: %s", e)
                 # The stream ended (engine restart or failure): resync, then watch again.
                 self.trigger()
@@ -332,7 +332,7 @@ class Controller:
                 self._volumes = await self._runtime.list_volumes(self._owner)
             self._networks = await self._runtime.list_networks(self._owner)
             await self._assert_firewall()
-        except RuntimeFailure as e:
+        except EngineFailure as e:
             return self._engine_failed(e)
         if self._engine_error:
             log.info("container engine is reachable again and replicas can be isolated")
@@ -419,7 +419,7 @@ class Controller:
         self._desired = desired
         self._known.update(desired)
 
-    def _engine_failed(self, error: RuntimeFailure) -> float:
+    def _engine_failed(self, error: EngineFailure) -> float:
         if error.message != self._engine_error:
             log.warning("container engine: %s", error.message)
         self._engine_error = error.message
@@ -590,14 +590,14 @@ class Controller:
             self._failed += 1
             self._engine_error = e.message
             return False
-        except RuntimeFailure as e:
+        except EngineFailure as e:
             self._failed += 1
             self._failure(action, e)
             return False
         self._applied += 1
         return True
 
-    def _failure(self, action: Action, error: RuntimeFailure) -> None:
+    def _failure(self, action: Action, error: EngineFailure) -> None:
         container = ""
         key = _backoff_key(action)
         if key is not None:
@@ -683,7 +683,7 @@ class Controller:
             await trio.sleep(period)
             try:
                 usage = await self._runtime.disk_usage(self._owner)
-            except RuntimeFailure as e:
+            except EngineFailure as e:
                 if e.message != failed:
                     log.warning("no disk measurement, so no disk limit holds: %s", e.message)
                 failed = e.message
@@ -856,7 +856,7 @@ class Controller:
         with handle.scope:
             try:
                 info = await self._runtime.inspect(container_id)
-            except RuntimeFailure:
+            except EngineFailure:
                 return  # gone already; the next pass sees it
             started_at = info.run.started_at if info.run is not None else None
             if info.state is not ContainerState.RUNNING or started_at is None:
@@ -879,7 +879,7 @@ class Controller:
                 )
                 try:
                     await self._runtime.stop(container_id, spec.termination_grace_period_seconds)
-                except RuntimeFailure as e:
+                except EngineFailure as e:
                     log.warning("%s: cannot stop after a failed probe: %s", key, e)
                 self.trigger()
 

@@ -39,11 +39,11 @@ from orchestrator.engine import (
 from orchestrator.errors import (
     ContainerNotFound,
     CreateFailed,
+    EngineFailure,
     EngineUnavailable,
     ImageTooLarge,
     ImageUnavailable,
     OrchestratorError,
-    RuntimeFailure,
     StartFailed,
 )
 from orchestrator.image_gc import ImageUsage
@@ -349,15 +349,15 @@ class DockerAdapter:
         except requests.exceptions.ConnectionError as e:
             raise EngineUnavailable(self.host, _cause(e)) from e
         except requests.exceptions.RequestException as e:
-            raise RuntimeFailure(f"the engine at {self.host} did not answer: {_cause(e)}") from e
+            raise EngineFailure(f"the engine at {self.host} did not answer: {_cause(e)}") from e
         except docker.errors.DockerException as e:
-            raise RuntimeFailure(_cause(e)) from e
+            raise EngineFailure(_cause(e)) from e
 
     async def info(self) -> EngineInfo:
         try:
             raw = await self._call(self._api.info)
         except docker.errors.APIError as e:
-            raise RuntimeFailure(f"cannot read engine info: {_explanation(e)}") from e
+            raise EngineFailure(f"cannot read engine info: {_explanation(e)}") from e
         return EngineInfo(
             host=self.host,
             server_version=str(raw.get("ServerVersion", "")),
@@ -479,7 +479,7 @@ class DockerAdapter:
         else keeps it (an image a container uses, or the operator tagged, stays)."""
         try:
             await self.remove_pulled_image(image_id, [reference])
-        except RuntimeFailure as e:
+        except EngineFailure as e:
             log.warning("could not remove the refused image %s: %s", reference, e.message)
 
     async def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
@@ -501,7 +501,7 @@ class DockerAdapter:
         try:
             return await self._call(observe)
         except docker.errors.APIError as e:
-            raise RuntimeFailure(f"cannot list containers: {_explanation(e)}") from e
+            raise EngineFailure(f"cannot list containers: {_explanation(e)}") from e
 
     async def inspect(self, container_id: str) -> ContainerInfo:
         try:
@@ -509,7 +509,7 @@ class DockerAdapter:
         except docker.errors.NotFound as e:
             raise ContainerNotFound(container_id) from e
         except docker.errors.APIError as e:
-            raise RuntimeFailure(f"cannot inspect {container_id[:12]}: {_explanation(e)}") from e
+            raise EngineFailure(f"cannot inspect {container_id[:12]}: {_explanation(e)}") from e
         return _from_inspect(raw)
 
     async def create(self, request: CreateRequest) -> str:
@@ -536,7 +536,7 @@ class DockerAdapter:
         """Notes that a container was created from `image` (already recorded by its id)."""
         try:
             raw = await self._call(functools.partial(self._api.inspect_image, image))
-        except (docker.errors.APIError, RuntimeFailure):
+        except (docker.errors.APIError, EngineFailure):
             return
         image_id = str(raw["Id"])
         if image_id in self.image_usage:
@@ -635,7 +635,7 @@ class DockerAdapter:
             raise CreateFailed(f"cannot create {request.name}: {_explanation(e)}") from e
         except EngineUnavailable:
             raise
-        except RuntimeFailure as e:
+        except EngineFailure as e:
             raise CreateFailed(f"cannot create {request.name}: {e.message}") from e
 
     async def _may_have_disk_quotas(self) -> bool:
@@ -647,7 +647,7 @@ class DockerAdapter:
             info = await self._call(self._api.info)
         except EngineUnavailable:
             raise
-        except (docker.errors.APIError, RuntimeFailure):
+        except (docker.errors.APIError, EngineFailure):
             return False
         why_not = _quota_filesystem(info)
         if why_not is not None:
@@ -708,7 +708,7 @@ class DockerAdapter:
         except docker.errors.NotFound:
             return
         except docker.errors.APIError as e:
-            raise RuntimeFailure(f"cannot stop {container_id[:12]}: {_explanation(e)}") from e
+            raise EngineFailure(f"cannot stop {container_id[:12]}: {_explanation(e)}") from e
 
     async def remove(self, container_id: str) -> None:
         def remove() -> None:
@@ -721,7 +721,7 @@ class DockerAdapter:
         except docker.errors.APIError as e:
             if e.status_code == 409 and "already in progress" in _explanation(e):
                 return
-            raise RuntimeFailure(f"cannot remove {container_id[:12]}: {_explanation(e)}") from e
+            raise EngineFailure(f"cannot remove {container_id[:12]}: {_explanation(e)}") from e
 
     async def exec(
         self, container_id: str, command: Sequence[str], timeout_seconds: float
@@ -736,13 +736,13 @@ class DockerAdapter:
             with trio.fail_after(timeout_seconds):
                 return await self._call(run, long_running=True)
         except trio.TooSlowError:
-            raise RuntimeFailure(
+            raise EngineFailure(
                 f"command {list(command)!r} did not finish within {timeout_seconds} s"
             ) from None
         except docker.errors.NotFound as e:
             raise ContainerNotFound(container_id) from e
         except docker.errors.APIError as e:
-            raise RuntimeFailure(f"cannot exec in {container_id[:12]}: {_explanation(e)}") from e
+            raise EngineFailure(f"cannot exec in {container_id[:12]}: {_explanation(e)}") from e
 
     async def stats(self, container_id: str) -> ContainerStats:
         one_shot = not docker.utils.version_lt(self._api.api_version, "1.41")
@@ -755,9 +755,9 @@ class DockerAdapter:
         except docker.errors.NotFound as e:
             raise ContainerNotFound(container_id) from e
         except docker.errors.APIError as e:
-            raise RuntimeFailure(f"cannot read stats of {container_id[:12]}: {e}") from e
+            raise EngineFailure(f"cannot read stats of {container_id[:12]}: {e}") from e
         if not raw.get("pids_stats") and not raw.get("memory_stats"):
-            raise RuntimeFailure(f"container {container_id[:12]} is not running")
+            raise EngineFailure(f"container {container_id[:12]} is not running")
         memory = raw.get("memory_stats") or {}
         detail = memory.get("stats") or {}
         # Like `docker stats`: page cache that can be dropped at once is not the workload's.
@@ -781,7 +781,7 @@ class DockerAdapter:
         except docker.errors.NotFound as e:
             raise ContainerNotFound(container_id) from e
         except docker.errors.APIError as e:
-            raise RuntimeFailure(
+            raise EngineFailure(
                 f"cannot read the logs of {container_id[:12]}: {_explanation(e)}"
             ) from e
 
@@ -801,7 +801,7 @@ class DockerAdapter:
         except docker.errors.NotFound as e:
             raise ContainerNotFound(container_id) from e
         except docker.errors.APIError as e:
-            raise RuntimeFailure(
+            raise EngineFailure(
                 f"cannot follow the logs of {container_id[:12]}: {_explanation(e)}"
             ) from e
         lines = LineSplitter()
@@ -834,7 +834,7 @@ class DockerAdapter:
         try:
             return await self._call(list_them)
         except docker.errors.APIError as e:
-            raise RuntimeFailure(f"cannot list volumes: {_explanation(e)}") from e
+            raise EngineFailure(f"cannot list volumes: {_explanation(e)}") from e
 
     async def create_volume(
         self, name: str, labels: Mapping[str, str], *, memory_bytes: int | None = None
@@ -854,7 +854,7 @@ class DockerAdapter:
         except docker.errors.APIError as e:
             if e.status_code == 409:
                 return
-            raise RuntimeFailure(f"cannot create volume {name}: {_explanation(e)}") from e
+            raise EngineFailure(f"cannot create volume {name}: {_explanation(e)}") from e
 
     async def disk_usage(self, labels: Mapping[str, str]) -> DiskUsage:
         def measure() -> DiskUsage:
@@ -885,7 +885,7 @@ class DockerAdapter:
         try:
             return await self._call(measure)
         except docker.errors.APIError as e:
-            raise RuntimeFailure(f"cannot measure disk use: {_explanation(e)}") from e
+            raise EngineFailure(f"cannot measure disk use: {_explanation(e)}") from e
 
     async def remove_volume(self, name: str) -> None:
         try:
@@ -893,7 +893,7 @@ class DockerAdapter:
         except docker.errors.NotFound:
             return
         except docker.errors.APIError as e:
-            raise RuntimeFailure(f"cannot remove volume {name}: {_explanation(e)}") from e
+            raise EngineFailure(f"cannot remove volume {name}: {_explanation(e)}") from e
 
     async def list_networks(self, labels: Mapping[str, str]) -> list[NetworkInfo]:
         def list_them() -> list[NetworkInfo]:
@@ -903,7 +903,7 @@ class DockerAdapter:
         try:
             return await self._call(list_them)
         except docker.errors.APIError as e:
-            raise RuntimeFailure(f"cannot list networks: {_explanation(e)}") from e
+            raise EngineFailure(f"cannot list networks: {_explanation(e)}") from e
 
     async def create_network(self, name: str, bridge: str, labels: Mapping[str, str]) -> None:
         def create() -> None:
@@ -928,7 +928,7 @@ class DockerAdapter:
         except docker.errors.APIError as e:
             if e.status_code == 409:
                 return
-            raise RuntimeFailure(f"cannot create network {name}: {_explanation(e)}") from e
+            raise EngineFailure(f"cannot create network {name}: {_explanation(e)}") from e
 
     async def remove_network(self, name: str) -> None:
         try:
@@ -936,7 +936,7 @@ class DockerAdapter:
         except docker.errors.NotFound:
             return
         except docker.errors.APIError as e:
-            raise RuntimeFailure(f"cannot remove network {name}: {_explanation(e)}") from e
+            raise EngineFailure(f"cannot remove network {name}: {_explanation(e)}") from e
 
     async def ensure_local_image(self, name: str, rootfs: Callable[[], bytes]) -> None:
         def ensure() -> None:
@@ -964,7 +964,7 @@ class DockerAdapter:
         try:
             rows = await self._call(functools.partial(self._api.containers, all=True))
         except docker.errors.APIError as e:
-            raise RuntimeFailure(f"cannot list containers: {_explanation(e)}") from e
+            raise EngineFailure(f"cannot list containers: {_explanation(e)}") from e
         return {str(row.get("ImageID") or "") for row in rows} - {""}
 
     async def remove_pulled_image(self, image_id: str, references: Collection[str]) -> bool:
@@ -998,7 +998,7 @@ class DockerAdapter:
         try:
             return await self._call(remove)
         except docker.errors.APIError as e:
-            raise RuntimeFailure(f"cannot remove image {image_id[:19]}: {_explanation(e)}") from e
+            raise EngineFailure(f"cannot remove image {image_id[:19]}: {_explanation(e)}") from e
 
     async def watch(
         self,
@@ -1017,7 +1017,7 @@ class DockerAdapter:
                 functools.partial(self._api.events, decode=True, filters=filters)
             )
         except docker.errors.APIError as e:
-            raise RuntimeFailure(f"cannot follow engine events: {_explanation(e)}") from e
+            raise EngineFailure(f"cannot follow engine events: {_explanation(e)}") from e
         token = trio.lowlevel.current_trio_token()
 
         def pump() -> None:
@@ -1038,7 +1038,7 @@ class DockerAdapter:
             # Abandoned on cancellation; closing the stream below ends the thread's read at once.
             await self._call(pump, long_running=True)
         except (docker.errors.APIError, KeyError, ValueError) as e:
-            raise RuntimeFailure(f"engine events stream failed: {e}") from e
+            raise EngineFailure(f"engine events stream failed: {e}") from e
         finally:
             stream.close()
 

@@ -209,7 +209,7 @@ class ContainerEngine(Protocol):
     async def exec(
         self, container_id: str, command: Sequence[str], timeout_seconds: float
     ) -> ExecResult:
-        """Runs a command inside a running container; `ContainerNotFound`, `RuntimeFailure`."""
+        """Runs a command inside a running container; `ContainerNotFound`, `EngineFailure`."""
         ...
 
     async def stats(self, container_id: str) -> ContainerStats:
@@ -248,7 +248,7 @@ class ContainerEngine(Protocol):
         ...
 
     async def remove_volume(self, name: str) -> None:
-        """Idempotent; `RuntimeFailure` if a container still uses it."""
+        """Idempotent; `EngineFailure` if a container still uses it."""
         ...
 
     async def list_networks(self, labels: Mapping[str, str]) -> list[NetworkInfo]: ...
@@ -259,7 +259,7 @@ class ContainerEngine(Protocol):
         ...
 
     async def remove_network(self, name: str) -> None:
-        """Idempotent; `RuntimeFailure` if a container is still attached to it."""
+        """Idempotent; `EngineFailure` if a container is still attached to it."""
         ...
 
     async def ensure_local_image(self, name: str, rootfs: Callable[[], bytes]) -> None:

@@ -12,7 +12,7 @@ import trio
 
 from orchestrator.docker_engine import DockerAdapter
 from orchestrator.engine import EngineInfo
-from orchestrator.errors import EngineUnavailable, RuntimeFailure
+from orchestrator.errors import EngineFailure, EngineUnavailable
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
@@ -57,6 +57,6 @@ async def connect_engine(
         raise EngineUnavailable(host, f"no answer within {timeout_seconds} s") from None
     except EngineUnavailable:
         raise
-    except RuntimeFailure as e:
+    except EngineFailure as e:
         raise EngineUnavailable(host, e.message) from e
     return ConnectedEngine(docker, info)

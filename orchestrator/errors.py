@@ -19,7 +19,7 @@ class SpecError(OrchestratorError):
         self.message = message
 
 
-class RuntimeFailure(OrchestratorError):
+class EngineFailure(OrchestratorError):
     """A container engine operation that failed. `reason` is a short Kubernetes-style word."""
 
     reason = "RuntimeError"
@@ -29,7 +29,7 @@ class RuntimeFailure(OrchestratorError):
         self.message = message
 
 
-class EngineUnavailable(RuntimeFailure):
+class EngineUnavailable(EngineFailure):
     """No container engine answers at the configured address: this node offers no compute."""
 
     reason = "EngineUnavailable"
@@ -42,7 +42,7 @@ class EngineUnavailable(RuntimeFailure):
         self.cause = cause
 
 
-class ImageUnavailable(RuntimeFailure):
+class ImageUnavailable(EngineFailure):
     """The image is not present locally and could not be pulled."""
 
     reason = "ImagePullBackOff"
@@ -59,7 +59,7 @@ class ImageTooLarge(ImageUnavailable):
     reason = "ImageTooLarge"
 
     def __init__(self, image: str, size_bytes: int, cap_bytes: int) -> None:
-        RuntimeFailure.__init__(
+        EngineFailure.__init__(
             self,
             f"image {image!r} is too large for this node: {size_bytes} bytes, above its cap "
             f"of {cap_bytes} bytes (ImageTooLarge)",
@@ -70,19 +70,19 @@ class ImageTooLarge(ImageUnavailable):
         self.cap_bytes = cap_bytes
 
 
-class CreateFailed(RuntimeFailure):
+class CreateFailed(EngineFailure):
     """The engine refused to create a container from its configuration."""
 
     reason = "CreateContainerError"
 
 
-class StartFailed(RuntimeFailure):
+class StartFailed(EngineFailure):
     """The engine created the container but could not start its process."""
 
     reason = "RunContainerError"
 
 
-class ContainerNotFound(RuntimeFailure):
+class ContainerNotFound(EngineFailure):
     """The container is gone (removed by someone else, or never existed)."""
 
     reason = "NotFound"

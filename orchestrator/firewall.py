@@ -29,7 +29,7 @@ from typing import Protocol
 
 import trio
 
-from orchestrator.errors import RuntimeFailure
+from orchestrator.errors import EngineFailure
 from orchestrator.labels import BRIDGE_PREFIX
 
 log = logging.getLogger("statemesh.firewall")
@@ -62,7 +62,7 @@ class EgressPolicy(enum.Enum):
     DENY = "deny"
 
 
-class FirewallFailure(RuntimeFailure):
+class FirewallFailure(EngineFailure):
     """The host rules cannot be put in place: no replica may run until they are."""
 
     reason = "SandboxUnavailable"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from orchestrator.errors import RuntimeFailure
+from orchestrator.errors import EngineFailure
 
 if TYPE_CHECKING:
     # trio-typing's stubs (a libp2p dependency) shadow trio's own types and keep TaskStatus.
@@ -207,7 +207,7 @@ class ImageCollector:
             references = sorted(entry.references) if entry is not None else []
             try:
                 gone = await self.store.remove_pulled_image(image_id, references)
-            except RuntimeFailure as exc:
+            except EngineFailure as exc:
                 log.info("image GC could not remove %s: %s", image_id[:19], exc.message)
                 continue
             usage_record.forget(image_id)
@@ -235,5 +235,5 @@ class ImageCollector:
             await trio.sleep(self.policy.period_seconds)
             try:
                 await self.collect()
-            except RuntimeFailure as exc:
+            except EngineFailure as exc:
                 log.info("image GC pass failed: %s", exc.message)

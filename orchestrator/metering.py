@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import trio
 
 from orchestrator.engine import ContainerEngine
-from orchestrator.errors import RuntimeFailure
+from orchestrator.errors import EngineFailure
 from orchestrator.spec import ReplicaKey
 
 log = logging.getLogger("statemesh.orchestrator.metering")
@@ -191,7 +191,7 @@ async def sample(
         async with limiter:
             try:
                 stats = await runtime.stats(target.container_id)
-            except RuntimeFailure as e:
+            except EngineFailure as e:
                 log.debug("no sample of %s: %s", target.container_id[:12], e)
                 return
         meter.record_sample(

@@ -16,7 +16,7 @@ import h11
 import trio
 
 from orchestrator.engine import ContainerEngine
-from orchestrator.errors import RuntimeFailure
+from orchestrator.errors import EngineFailure
 from orchestrator.spec import Container, ExecAction, HTTPGetAction, Probe, TCPSocketAction
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ async def exec_command(
 ) -> ProbeResult:
     try:
         result = await runtime.exec(container_id, action.command, timeout_seconds)
-    except RuntimeFailure as e:
+    except EngineFailure as e:
         return ProbeResult(False, f"exec {list(action.command)!r}: {e.message}")
     return ProbeResult(
         result.exit_code == 0, f"exec {list(action.command)!r}: exit code {result.exit_code}"

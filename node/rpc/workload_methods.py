@@ -30,7 +30,7 @@ from node.workload_access import (
 from node.workload_logs import LogFollow, LogLine, LogsEnded, TooManyFollows, WorkloadLogs
 from node.workloads import WorkloadService
 from orchestrator.controller import Controller
-from orchestrator.errors import ContainerNotFound, EngineUnavailable, RuntimeFailure
+from orchestrator.errors import ContainerNotFound, EngineFailure, EngineUnavailable
 from orchestrator.events import Event as NodeEvent
 from orchestrator.events import EventKind
 from orchestrator.labels import ContainerKey
@@ -294,7 +294,7 @@ def register_workload_methods(
                     raw = b""  # removed since the last pass; its replacement has no log yet
                 except EngineUnavailable as e:
                     raise RpcError(NO_COMPUTE, _no_engine(e)) from None
-                except RuntimeFailure as e:
+                except EngineFailure as e:
                     raise RpcError(
                         ENGINE_FAILURE, f"{status.key}/{container.name}: {e.message}"
                     ) from None

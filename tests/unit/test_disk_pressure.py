@@ -19,7 +19,7 @@ from chain.runtime.manifest import GIB, validate_manifest
 from node.disk_pressure import DiskPressureMonitor, WaterMarks, under_pressure
 from node.presence import Capacity, PresenceService, allocated_disk_gib, under_disk_pressure
 from node.workloads import WorkloadService
-from orchestrator.errors import EngineUnavailable, RuntimeFailure
+from orchestrator.errors import EngineFailure, EngineUnavailable
 from orchestrator.image_gc import FilesystemUsage
 from tests.factories import ALICE
 from tests.unit.test_apps import CREATE, DELETE, active_chain
@@ -325,11 +325,11 @@ def test_pressure_that_ends_before_the_next_look_is_undone_at_once() -> None:
 class Adapter:
     """The engine adapter's `data_root`, as an engine answers it (or does not)."""
 
-    def __init__(self, root: str | RuntimeFailure) -> None:
+    def __init__(self, root: str | EngineFailure) -> None:
         self.root = root
 
     async def data_root(self) -> str:
-        if isinstance(self.root, RuntimeFailure):
+        if isinstance(self.root, EngineFailure):
             raise self.root
         return self.root
 

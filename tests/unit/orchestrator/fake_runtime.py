@@ -40,9 +40,9 @@ from orchestrator.engine import (
 from orchestrator.errors import (
     ContainerNotFound,
     CreateFailed,
+    EngineFailure,
     EngineUnavailable,
     ImageUnavailable,
-    RuntimeFailure,
     StartFailed,
 )
 from orchestrator.firewall import FirewallFailure
@@ -344,7 +344,7 @@ class FakeRuntime:
         self._check()
         c = self._get(container_id)
         if c.state is not ContainerState.RUNNING:
-            raise RuntimeFailure(f"container {container_id} is not running")
+            raise EngineFailure(f"container {container_id} is not running")
         return ExecResult(self.exec_handler(container_id, command), b"")
 
     async def stats(self, container_id: str) -> ContainerStats:
@@ -352,7 +352,7 @@ class FakeRuntime:
         self._check()
         c = self._get(container_id)
         if c.state is not ContainerState.RUNNING:
-            raise RuntimeFailure(f"container {container_id} is not running")
+            raise EngineFailure(f"container {container_id} is not running")
         return ContainerStats(c.cpu_ns, c.memory_bytes, 1)
 
     def _log_window(
@@ -444,7 +444,7 @@ class FakeRuntime:
             if c.request is not None
             for m in c.request.mounts
         ):
-            raise RuntimeFailure(f"cannot remove volume {name}: it is in use")
+            raise EngineFailure(f"cannot remove volume {name}: it is in use")
         if self.volumes.pop(name, None) is not None:
             self.operations.append(("remove_volume", name))
 
@@ -458,7 +458,7 @@ class FakeRuntime:
         self._check()
         self.operations.append(("try_network", name))
         if self.network_failure:
-            raise RuntimeFailure(f"cannot create network {name}: {self.network_failure}")
+            raise EngineFailure(f"cannot create network {name}: {self.network_failure}")
         if name not in self.networks:
             self.networks[name] = dict(labels)
             self.operations.append(("create_network", name))
@@ -467,7 +467,7 @@ class FakeRuntime:
         await trio.lowlevel.checkpoint()
         self._check()
         if any(name in c.addresses for c in self.containers.values()):
-            raise RuntimeFailure(f"cannot remove network {name}: it is in use")
+            raise EngineFailure(f"cannot remove network {name}: it is in use")
         if self.networks.pop(name, None) is not None:
             self.operations.append(("remove_network", name))
 

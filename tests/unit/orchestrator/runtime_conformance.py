@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from orchestrator.engine import ContainerEngine, ContainerState, CreateRequest, EngineEvent
-from orchestrator.errors import ContainerNotFound, CreateFailed, ImageUnavailable, RuntimeFailure
+from orchestrator.errors import ContainerNotFound, CreateFailed, EngineFailure, ImageUnavailable
 from orchestrator.spec import Resources
 
 Check = Callable[[ContainerEngine, str, Mapping[str, str]], Awaitable[None]]
@@ -139,7 +139,7 @@ async def exec_reports_the_exit_code(
     assert (await runtime.exec(cid, ["true"], 5.0)).exit_code == 0
     assert (await runtime.exec(cid, ["false"], 5.0)).exit_code == 1
     await runtime.stop(cid, 1.0)
-    with pytest.raises(RuntimeFailure):
+    with pytest.raises(EngineFailure):
         await runtime.exec(cid, ["true"], 5.0)
 
 
@@ -151,7 +151,7 @@ async def stats_read_a_running_container_only(
     stats = await runtime.stats(cid)
     assert stats.cpu_ns >= 0 and stats.memory_bytes >= 0 and stats.pids >= 1
     await runtime.stop(cid, 1.0)
-    with pytest.raises(RuntimeFailure):
+    with pytest.raises(EngineFailure):
         await runtime.stats(cid)
 
 
