@@ -15,18 +15,18 @@ from orchestrator.controller import Controller, ControllerConfig
 from orchestrator.labels import ContainerKey
 from orchestrator.spec import ReplicaSpec
 from tests.unit.orchestrator.builders import NODE, InMemoryDesired, container, replica
-from tests.unit.orchestrator.fake_runtime import FakeFirewall, FakeRuntime, no_rootfs
+from tests.unit.orchestrator.fake_engine import FakeEngine, FakeFirewall, no_rootfs
 
 SCRIPT = "echo one; echo two; sleep 5; echo three; sleep 1000"
 SPEC = replica(containers=(container(args=("sh", "-c", SCRIPT)),))
 KEY = ContainerKey(SPEC.key, "main")
 
-Scenario = Callable[[WorkloadLogs, FakeRuntime, InMemoryDesired], Awaitable[None]]
+Scenario = Callable[[WorkloadLogs, FakeEngine, InMemoryDesired], Awaitable[None]]
 
 
 def scenario(test: Scenario, *specs: ReplicaSpec, max_follows: int = 4) -> None:
     async def main() -> None:
-        engine = FakeRuntime()
+        engine = FakeEngine()
         desired = InMemoryDesired(*specs)
         config = ControllerConfig(node=NODE, resync_seconds=5.0, metering_seconds=5.0)
         controller = Controller(
@@ -65,7 +65,7 @@ async def lines(follow: LogFollow, count: int) -> list[str]:
 
 
 def test_a_follow_starts_with_the_tail_then_passes_new_lines_on() -> None:
-    async def test(logs: WorkloadLogs, engine: FakeRuntime, desired: InMemoryDesired) -> None:
+    async def test(logs: WorkloadLogs, engine: FakeEngine, desired: InMemoryDesired) -> None:
         async with aclosing(logs.follow([KEY], tail=1)) as follow:
             assert texts(await follow.__anext__()) == ["two"]
             before = trio.current_time()
@@ -79,7 +79,7 @@ def test_a_follow_starts_with_the_tail_then_passes_new_lines_on() -> None:
 
 
 def test_tail_none_is_everything_and_zero_is_only_new_lines() -> None:
-    async def test(logs: WorkloadLogs, engine: FakeRuntime, desired: InMemoryDesired) -> None:
+    async def test(logs: WorkloadLogs, engine: FakeEngine, desired: InMemoryDesired) -> None:
         async with aclosing(logs.follow([KEY], tail=None)) as follow:
             assert await lines(follow, 2) == ["one", "two"]
         async with aclosing(logs.follow([KEY], tail=0)) as follow:
@@ -89,7 +89,7 @@ def test_tail_none_is_everything_and_zero_is_only_new_lines() -> None:
 
 
 def test_a_follow_goes_on_across_a_restart_without_repeating_lines() -> None:
-    async def test(logs: WorkloadLogs, engine: FakeRuntime, desired: InMemoryDesired) -> None:
+    async def test(logs: WorkloadLogs, engine: FakeEngine, desired: InMemoryDesired) -> None:
         async with aclosing(logs.follow([KEY], tail=0)) as follow:
             (cid,) = [c.id for c in engine.with_labels({})]
             await trio.testing.wait_all_tasks_blocked()  # the follow waits for new lines
@@ -105,7 +105,7 @@ def test_a_follow_goes_on_across_a_restart_without_repeating_lines() -> None:
 
 
 def test_a_follow_ends_when_its_replica_leaves_the_node() -> None:
-    async def test(logs: WorkloadLogs, engine: FakeRuntime, desired: InMemoryDesired) -> None:
+    async def test(logs: WorkloadLogs, engine: FakeEngine, desired: InMemoryDesired) -> None:
         async with aclosing(logs.follow([KEY], tail=0)) as follow:
             desired.specs = []
             with pytest.raises(LogsEnded) as ended:
@@ -119,7 +119,7 @@ def test_a_follow_ends_when_its_replica_leaves_the_node() -> None:
 
 
 def test_closing_a_follow_releases_it_and_its_engine_streams() -> None:
-    async def test(logs: WorkloadLogs, engine: FakeRuntime, desired: InMemoryDesired) -> None:
+    async def test(logs: WorkloadLogs, engine: FakeEngine, desired: InMemoryDesired) -> None:
         follow = logs.follow([KEY], tail=0)
         assert logs.follows == 1
         await trio.sleep(1)  # the engine stream is open and waits for a line
@@ -134,7 +134,7 @@ def test_closing_a_follow_releases_it_and_its_engine_streams() -> None:
 
 
 def test_follows_are_limited() -> None:
-    async def test(logs: WorkloadLogs, engine: FakeRuntime, desired: InMemoryDesired) -> None:
+    async def test(logs: WorkloadLogs, engine: FakeEngine, desired: InMemoryDesired) -> None:
         async with aclosing(logs.follow([KEY], tail=0)):
             with pytest.raises(TooManyFollows) as refused:
                 logs.follow([KEY], tail=0)

@@ -48,7 +48,7 @@ from orchestrator.errors import EngineUnavailable
 from orchestrator.events import EventKind, EventLog
 from tests.factories import ALICE, BOB
 from tests.unit.orchestrator.builders import NODE, InMemoryDesired, container, replica
-from tests.unit.orchestrator.fake_runtime import FakeFirewall, FakeRuntime, no_rootfs
+from tests.unit.orchestrator.fake_engine import FakeEngine, FakeFirewall, no_rootfs
 from tests.unit.test_app_retention import db
 from tests.unit.test_apps import CREATE, DELETE
 from tests.unit.test_chain_service import block_at, open_chain
@@ -206,7 +206,7 @@ def test_events_carry_the_revision_their_replica_ran() -> None:
 
 # -- a compute node -----------------------------------------------------------------------------
 
-Scenario = Callable[[Registry, FakeRuntime, Controller], Awaitable[None]]
+Scenario = Callable[[Registry, FakeEngine, Controller], Awaitable[None]]
 
 
 def alices_chain(path: Path) -> ChainService:
@@ -242,7 +242,7 @@ def compute_node(
 
     async def main() -> None:
         assert chain is not None
-        engine = FakeRuntime()
+        engine = FakeEngine()
         config = ControllerConfig(node=NODE, resync_seconds=5.0, metering_seconds=5.0)
         controller = Controller(
             engine,
@@ -271,7 +271,7 @@ def compute_node(
 
 
 def test_logs_of_the_local_replica(tmp_path: Path) -> None:
-    async def test(registry: Registry, engine: FakeRuntime, controller: Controller) -> None:
+    async def test(registry: Registry, engine: FakeEngine, controller: Controller) -> None:
         (cid,) = [c.id for c in engine.with_labels({})]
         engine.write_log(cid, "second", "third")
         (answer,) = await call(registry, "app_logs", "web", None, None, auth())
@@ -300,7 +300,7 @@ def test_logs_of_the_local_replica(tmp_path: Path) -> None:
 
 
 def test_following_the_logs_of_the_local_replica(tmp_path: Path) -> None:
-    async def test(registry: Registry, engine: FakeRuntime, controller: Controller) -> None:
+    async def test(registry: Registry, engine: FakeEngine, controller: Controller) -> None:
         (cid,) = [c.id for c in engine.with_labels({})]
         follow = await call(registry, "app_subscribeLogs", "web", None, "all", auth())
         async with aclosing(follow) as items:
@@ -312,7 +312,7 @@ def test_following_the_logs_of_the_local_replica(tmp_path: Path) -> None:
 
 
 def test_workloads_and_events_of_the_node(tmp_path: Path) -> None:
-    async def test(registry: Registry, engine: FakeRuntime, controller: Controller) -> None:
+    async def test(registry: Registry, engine: FakeEngine, controller: Controller) -> None:
         (cid,) = [c.id for c in engine.with_labels({})]
         engine.containers[cid].cpu_ns = 2_500_000_000
         engine.containers[cid].memory_bytes = 8 * 2**20
@@ -361,7 +361,7 @@ def test_the_events_of_a_deleted_application_are_not_shown_to_the_next_of_its_na
     chain = alices_chain(tmp_path / "db")
     desired = InMemoryDesired(WEB)
 
-    async def test(registry: Registry, engine: FakeRuntime, controller: Controller) -> None:
+    async def test(registry: Registry, engine: FakeEngine, controller: Controller) -> None:
         (alices,) = [c.id for c in engine.with_labels({})]
         engine.exit(alices, 137, oom=True)
         while not any(e.kind is EventKind.OOM_KILLED for e in controller.events.recent()):
@@ -417,7 +417,7 @@ def refusal_of(error: RpcError) -> tuple[int, str]:
 
 
 def test_logs_and_container_events_are_refused_to_all_but_the_owner(tmp_path: Path) -> None:
-    async def test(registry: Registry, engine: FakeRuntime, controller: Controller) -> None:
+    async def test(registry: Registry, engine: FakeEngine, controller: Controller) -> None:
         another_chain = b"\x07" * 32
         refused = [
             (None, "missing"),
@@ -448,7 +448,7 @@ def test_logs_and_container_events_are_refused_to_all_but_the_owner(tmp_path: Pa
 
 
 def test_a_refusal_says_what_is_wrong_and_shows_no_log(tmp_path: Path) -> None:
-    async def test(registry: Registry, engine: FakeRuntime, controller: Controller) -> None:
+    async def test(registry: Registry, engine: FakeEngine, controller: Controller) -> None:
         (cid,) = [c.id for c in engine.with_labels({})]
         engine.write_log(cid, "a-secret-line")
         cases = [
@@ -477,7 +477,7 @@ def test_a_transaction_signature_does_not_open_the_logs(tmp_path: Path) -> None:
     """The request's message has a domain tag of its own: no signature of the owner made for
     something else (here a transaction) is one of it."""
 
-    async def test(registry: Registry, engine: FakeRuntime, controller: Controller) -> None:
+    async def test(registry: Registry, engine: FakeEngine, controller: Controller) -> None:
         tx = sign_transaction(
             ALICE, genesis_hash=Hash32(GENESIS[0]), nonce=0, call=CREATE.call(manifest=db("web"))
         )
@@ -493,7 +493,7 @@ CHALLENGE = bytes(range(32))
 
 
 def test_the_node_proves_the_id_and_chain_requests_are_signed_for(tmp_path: Path) -> None:
-    async def test(registry: Registry, engine: FakeRuntime, controller: Controller) -> None:
+    async def test(registry: Registry, engine: FakeEngine, controller: Controller) -> None:
         answer = await call(registry, "node_identity", "0x" + CHALLENGE.hex())
         proof = IdentityProof.from_json(answer)
         assert (proof.node, proof.genesis) == (ME, GENESIS[0])

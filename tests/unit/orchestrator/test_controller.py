@@ -23,24 +23,24 @@ from tests.unit.orchestrator.builders import (
     persistent,
     replica,
 )
-from tests.unit.orchestrator.fake_runtime import FakeContainer, FakeFirewall, FakeRuntime, no_rootfs
+from tests.unit.orchestrator.fake_engine import FakeContainer, FakeEngine, FakeFirewall, no_rootfs
 
 OWNER = labels.owner_labels(NODE)
 CONFIG = ControllerConfig(node=NODE, resync_seconds=5.0, metering_seconds=5.0)
 
 
-Scenario = Callable[[Controller, FakeRuntime, InMemoryDesired], Awaitable[None]]
+Scenario = Callable[[Controller, FakeEngine, InMemoryDesired], Awaitable[None]]
 
 
 def scenario(
     test: Scenario,
     *specs: ReplicaSpec,
-    runtime: FakeRuntime | None = None,
+    runtime: FakeEngine | None = None,
     config: ControllerConfig = CONFIG,
     firewall: FakeFirewall | None = None,
 ) -> None:
     async def main() -> None:
-        engine = runtime or FakeRuntime()
+        engine = runtime or FakeEngine()
         desired = InMemoryDesired(*specs)
         controller = Controller(
             engine,
@@ -110,7 +110,7 @@ def all_ready(controller: Controller, count: int) -> Callable[[], bool]:
 
 
 def test_a_desired_replica_runs_and_is_ready() -> None:
-    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, is_ready(controller, WEB))
         (c,) = runtime.running(OWNER)
         assert c.labels[labels.APP] == "web" and c.labels[labels.REVISION] == "1"
@@ -127,7 +127,7 @@ def test_a_desired_replica_runs_and_is_ready() -> None:
 
 
 def test_passes_are_idempotent() -> None:
-    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, is_ready(controller, WEB))
         before = list(runtime.operations)
         for _round in range(5):
@@ -141,7 +141,7 @@ def test_passes_are_idempotent() -> None:
 
 
 def test_a_crash_restarts_at_once_then_with_growing_backoff() -> None:
-    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, is_ready(controller, WEB))
         (c,) = runtime.running(OWNER)
         restarts_at = []
@@ -157,7 +157,7 @@ def test_a_crash_restarts_at_once_then_with_growing_backoff() -> None:
 
 
 def test_while_held_back_the_reason_is_crash_loop_backoff() -> None:
-    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, is_ready(controller, WEB))
         (c,) = runtime.running(OWNER)
         runtime.exit(c.id, 3)
@@ -181,7 +181,7 @@ def test_while_held_back_the_reason_is_crash_loop_backoff() -> None:
 def test_a_missing_image_is_image_pull_backoff_without_a_hot_loop() -> None:
     spec = replica(containers=(container(image="nope:1"),))
 
-    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, lambda: reason(controller, spec) == "ImagePullBackOff")
         assert main_status(controller, spec).message == (
             "image 'nope:1' is not present and could not be pulled: pull access denied: no registry"
@@ -201,7 +201,7 @@ def test_a_missing_image_is_image_pull_backoff_without_a_hot_loop() -> None:
 def test_a_failing_create_is_create_container_error() -> None:
     spec = replica(containers=(container(args=()),))
 
-    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, lambda: reason(controller, spec) == "CreateContainerError")
         status = main_status(controller, spec)
         assert status.message.endswith(": no command specified")
@@ -215,20 +215,20 @@ def test_a_failing_create_is_create_container_error() -> None:
 def test_a_start_failure_is_run_container_error_and_backs_off() -> None:
     spec = replica(containers=(container(args=("nosuch",)),))
 
-    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, lambda: reason(controller, spec) == "RunContainerError")
         assert "executable file not found" in main_status(controller, spec).message
         await trio.sleep(60)
         assert runtime.count("create") == 1
         assert runtime.count("start") <= 4
 
-    scenario(test, spec, runtime=FakeRuntime(missing_executables={"nosuch"}))
+    scenario(test, spec, runtime=FakeEngine(missing_executables={"nosuch"}))
 
 
 def test_scale_down_removes_the_container_and_its_ephemeral_volume() -> None:
     spec = replica(volumes=(ephemeral(),))
 
-    async def test(controller: Controller, runtime: FakeRuntime, desired: InMemoryDesired) -> None:
+    async def test(controller: Controller, runtime: FakeEngine, desired: InMemoryDesired) -> None:
         await until(controller, is_ready(controller, spec))
         assert len(runtime.volumes) == 1
         desired.specs = []
@@ -244,7 +244,7 @@ def test_a_new_revision_replaces_the_container_and_keeps_the_persistent_volume()
     v1 = replica(volumes=(persistent(),))
     v2 = replica(revision=2, volumes=(persistent(),))
 
-    async def test(controller: Controller, runtime: FakeRuntime, desired: InMemoryDesired) -> None:
+    async def test(controller: Controller, runtime: FakeEngine, desired: InMemoryDesired) -> None:
         await until(controller, is_ready(controller, v1))
         (old,) = runtime.running(OWNER)
         volumes = dict(runtime.volumes)
@@ -269,7 +269,7 @@ def test_a_new_revision_replaces_the_container_and_keeps_the_persistent_volume()
 
 def test_volumes_are_listed_only_while_a_replica_may_have_one() -> None:
     plain, stateful = replica("web"), replica("db", volumes=(ephemeral(),))
-    engine = FakeRuntime()
+    engine = FakeEngine()
     left = labels.volume_identity(replica("gone", volumes=(ephemeral(),)), ephemeral())
     engine.volumes[labels.volume_name(NODE, left)] = dict(labels.volume_labels(NODE, left))
 
@@ -279,7 +279,7 @@ def test_volumes_are_listed_only_while_a_replica_may_have_one() -> None:
             controller.trigger()
             await controller.changed()
 
-    async def test(controller: Controller, runtime: FakeRuntime, desired: InMemoryDesired) -> None:
+    async def test(controller: Controller, runtime: FakeEngine, desired: InMemoryDesired) -> None:
         # The first pass lists, and finds what an earlier controller left behind.
         await until(controller, lambda: is_ready(controller, plain)() and not runtime.volumes)
         await passes(controller, 1)
@@ -303,7 +303,7 @@ def test_volumes_are_listed_only_while_a_replica_may_have_one() -> None:
 
 def test_a_new_controller_adopts_instead_of_duplicating() -> None:
     async def main() -> None:
-        runtime, desired = FakeRuntime(), InMemoryDesired(WEB, replica("api", 1))
+        runtime, desired = FakeEngine(), InMemoryDesired(WEB, replica("api", 1))
         for generation in range(2):
             controller = Controller(
                 runtime,
@@ -324,7 +324,7 @@ def test_a_new_controller_adopts_instead_of_duplicating() -> None:
 
 
 def test_containers_without_our_labels_are_never_touched() -> None:
-    runtime = FakeRuntime()
+    runtime = FakeEngine()
     strangers = [
         runtime.add_foreign("db", {"com.example": "x"}),
         runtime.add_foreign("other-node", {**OWNER, labels.NODE: "node-b", labels.APP: "web"}),
@@ -332,7 +332,7 @@ def test_containers_without_our_labels_are_never_touched() -> None:
         runtime.add_foreign("dead-stranger", {}, running=False),
     ]
 
-    async def test(controller: Controller, engine: FakeRuntime, desired: InMemoryDesired) -> None:
+    async def test(controller: Controller, engine: FakeEngine, desired: InMemoryDesired) -> None:
         await until(controller, is_ready(controller, WEB))
         desired.specs = []
         controller.trigger()
@@ -349,9 +349,9 @@ def test_containers_without_our_labels_are_never_touched() -> None:
 
 
 def test_an_unreachable_engine_is_a_reason_and_is_retried_with_backoff() -> None:
-    runtime = FakeRuntime(down=True)
+    runtime = FakeEngine(down=True)
 
-    async def test(controller: Controller, engine: FakeRuntime, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, engine: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, lambda: not controller.statistics().engine_available)
         status = main_status(controller, WEB)
         assert (status.reason, status.message) == (
@@ -374,9 +374,9 @@ def exec_liveness() -> Probe:
 
 def test_a_failing_liveness_probe_restarts_the_container_with_backoff() -> None:
     spec = replica(containers=(container(liveness=exec_liveness()),))
-    runtime = FakeRuntime(exec_handler=lambda cid, cmd: 1)
+    runtime = FakeEngine(exec_handler=lambda cid, cmd: 1)
 
-    async def test(controller: Controller, engine: FakeRuntime, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, engine: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, lambda: restarts(controller, spec) >= 3)
         times = [
             e.at for e in controller.events.for_replica(spec.key) if e.kind is EventKind.RESTARTED
@@ -399,9 +399,9 @@ def test_readiness_gates_the_ready_flag_without_restarts() -> None:
     probe = Probe(ExecAction(("ready",)), period_seconds=1, failure_threshold=1)
     spec = replica(containers=(container(readiness=probe),))
     answers = {"ready": 1}
-    runtime = FakeRuntime(exec_handler=lambda cid, cmd: answers[cmd[0]])
+    runtime = FakeEngine(exec_handler=lambda cid, cmd: answers[cmd[0]])
 
-    async def test(controller: Controller, engine: FakeRuntime, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, engine: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, lambda: running(controller, spec))
         await trio.sleep(10)
         assert not main_status(controller, spec).ready
@@ -417,7 +417,7 @@ def test_readiness_gates_the_ready_flag_without_restarts() -> None:
 def test_an_oom_kill_is_reported() -> None:
     spec = replica(restart_policy=RestartPolicy.NEVER)
 
-    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, is_ready(controller, spec))
         (c,) = runtime.running(OWNER)
         runtime.exit(c.id, 137, oom=True)
@@ -444,7 +444,7 @@ def test_an_oom_kill_is_reported() -> None:
 
 
 def test_usage_is_metered_across_restarts() -> None:
-    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, is_ready(controller, WEB))
         (c,) = runtime.running(OWNER)
         c.cpu_ns, c.memory_bytes = 2_000_000_000, 5_000_000
@@ -464,7 +464,7 @@ def test_usage_is_metered_across_restarts() -> None:
 
 
 def test_the_highest_revision_wins_when_a_replica_is_desired_twice() -> None:
-    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
         v3 = replica(revision=3)
         await until(controller, is_ready(controller, v3))
         (c,) = runtime.with_labels(OWNER)
@@ -476,7 +476,7 @@ def test_the_highest_revision_wins_when_a_replica_is_desired_twice() -> None:
 def test_every_container_of_a_replica_is_run_and_reported() -> None:
     spec = replica(containers=(container("main"), container("side")))
 
-    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, is_ready(controller, spec))
         names = sorted(c.labels[labels.CONTAINER] for c in runtime.running(OWNER))
         assert names == ["main", "side"]
@@ -491,7 +491,7 @@ def test_fast_policies_make_the_backoff_short() -> None:
     fast = BackoffPolicy(initial_seconds=0.2, max_seconds=1.0, reset_after_seconds=5.0)
     config = ControllerConfig(node=NODE, crash_backoff=fast, resync_seconds=5.0)
 
-    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, is_ready(controller, WEB))
         (c,) = runtime.running(OWNER)
         times: list[float] = []
@@ -509,10 +509,10 @@ def test_fast_policies_make_the_backoff_short() -> None:
 
 
 def test_a_replica_runs_in_a_pod_of_its_own_behind_host_rules_set_first() -> None:
-    engine = FakeRuntime()
+    engine = FakeEngine()
     firewall = FakeFirewall(observe=lambda: len(engine.operations))
 
-    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, is_ready(controller, WEB))
         (pod,) = runtime.sandboxes()
         (c,) = runtime.running(OWNER)
@@ -545,7 +545,7 @@ def test_a_replica_runs_in_a_pod_of_its_own_behind_host_rules_set_first() -> Non
 def test_nothing_runs_while_the_host_rules_cannot_be_set() -> None:
     firewall = FakeFirewall(failure="iptables: Permission denied (you must be root)")
 
-    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
         await trio.sleep(30)
         assert runtime.containers == {} and runtime.networks == {}
         stats = controller.statistics()
@@ -558,7 +558,7 @@ def test_nothing_runs_while_the_host_rules_cannot_be_set() -> None:
 
 
 def test_a_dead_sandbox_makes_the_pod_anew_with_its_containers() -> None:
-    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, is_ready(controller, WEB))
         (old_pod,) = runtime.sandboxes()
         (old,) = runtime.running(OWNER)
@@ -575,7 +575,7 @@ def test_a_dead_sandbox_makes_the_pod_anew_with_its_containers() -> None:
 def test_an_apps_network_goes_with_its_last_replica() -> None:
     second = replica(index=1)
 
-    async def test(controller: Controller, runtime: FakeRuntime, desired: InMemoryDesired) -> None:
+    async def test(controller: Controller, runtime: FakeEngine, desired: InMemoryDesired) -> None:
         await until(controller, lambda: controller.statistics().ready_replicas == 2)
         assert len(runtime.networks) == 1 and len(runtime.sandboxes()) == 2
         desired.specs = [second]
@@ -591,9 +591,9 @@ def test_an_apps_network_goes_with_its_last_replica() -> None:
 
 
 def test_a_network_the_engine_cannot_create_is_tried_again_with_back_off() -> None:
-    engine = FakeRuntime(network_failure="could not find an available address pool")
+    engine = FakeEngine(network_failure="could not find an available address pool")
 
-    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
         await trio.sleep(60)
         tries = runtime.count("try_network")
         # 10 s, then 20 s, then 40 s apart: not a retry at every pass.

@@ -34,7 +34,7 @@ from tests.unit.orchestrator.builders import (
     persistent,
     replica,
 )
-from tests.unit.orchestrator.fake_runtime import FakeRuntime
+from tests.unit.orchestrator.fake_engine import FakeEngine
 from tests.unit.orchestrator.test_controller import OWNER, kinds, reason, scenario, until
 
 MiB = 1024 * 1024
@@ -174,7 +174,7 @@ def volume_name(spec: ReplicaSpec, volume: Volume) -> str:
 def test_a_container_past_its_ephemeral_storage_is_evicted_and_started_again() -> None:
     spec = limited(disk_bytes=10 * MiB)
 
-    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, lambda: bool(runtime.with_labels(OWNER)))
         (first,) = runtime.with_labels(OWNER)
         runtime.written[first.id] = 9 * MiB  # under the limit: nothing happens
@@ -202,7 +202,7 @@ def test_an_empty_dir_past_its_size_limit_is_emptied_with_its_replica() -> None:
     spec = limited(volumes=(scratch,))
     name = volume_name(spec, scratch)
 
-    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, lambda: bool(runtime.with_labels(OWNER)))
         runtime.volume_bytes[name] = 100 * MiB
         await until(controller, lambda: "Evicted" in kinds(controller, spec))
@@ -224,7 +224,7 @@ def test_a_persistent_volume_past_its_size_evicts_but_keeps_the_data() -> None:
     spec = limited(volumes=(data,))
     name = volume_name(spec, data)
 
-    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, lambda: bool(runtime.with_labels(OWNER)))
         runtime.volume_bytes[name] = 5 * MiB
         await until(controller, lambda: "Evicted" in kinds(controller, spec))
@@ -241,7 +241,7 @@ def test_a_volume_that_cannot_be_measured_evicts_its_replica() -> None:
     spec = limited(volumes=(scratch,))
     name = volume_name(spec, scratch)
 
-    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, lambda: bool(runtime.with_labels(OWNER)))
         runtime.unmeasurable[name] = "holds more than 1000000 files and folders"
         await until(controller, lambda: "Evicted" in kinds(controller, spec))
@@ -256,7 +256,7 @@ def test_a_volume_that_cannot_be_measured_evicts_its_replica() -> None:
 def test_an_evicted_container_of_restart_policy_never_stays_gone() -> None:
     spec = limited(disk_bytes=MiB, policy=RestartPolicy.NEVER)
 
-    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, lambda: bool(runtime.with_labels(OWNER)))
         (first,) = runtime.with_labels(OWNER)
         runtime.written[first.id] = 2 * MiB
@@ -273,11 +273,11 @@ def test_an_evicted_container_of_restart_policy_never_stays_gone() -> None:
 def test_retained_volumes_are_measured_for_usage() -> None:
     old = of(replica("db", volumes=(persistent(),)), "alice", 1)
     left = observed_volume(old, persistent())
-    engine = FakeRuntime()
+    engine = FakeEngine()
     engine.volumes[left.name] = dict(left.labels)
     engine.volume_bytes[left.name] = 3 * MiB
 
-    async def test(controller: Controller, runtime: FakeRuntime, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, lambda: bool(controller.retained_volume_usage()))
         (kept,) = controller.retained_volume_usage()
         assert (kept.app, kept.instance, kept.replica, kept.volume, kept.bytes) == (
@@ -318,7 +318,7 @@ def test_a_volume_no_replica_here_uses_goes_after_the_retention_period() -> None
     )
     config = dataclasses.replace(DISK, unused_volume_seconds=60.0)
 
-    async def test(controller: Controller, runtime: FakeRuntime, desired: InMemoryDesired) -> None:
+    async def test(controller: Controller, runtime: FakeEngine, desired: InMemoryDesired) -> None:
         await until(controller, lambda: len(runtime.volumes) == 2)
         desired.specs = [kept]  # replica 1 moved to another node: its volume is unused here
         controller.trigger()

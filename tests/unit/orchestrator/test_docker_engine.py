@@ -197,7 +197,7 @@ def request(
     )
 
 
-def runtime_over(api: FakeApi, **options: Any) -> DockerAdapter:
+def engine_over(api: FakeApi, **options: Any) -> DockerAdapter:
     return DockerAdapter(
         SimpleNamespace(api=api),  # type: ignore[arg-type]
         "fake://engine",
@@ -212,7 +212,7 @@ def test_every_create_of_a_tag_pulls_its_digest_first_anonymously_whatever_the_p
 ) -> None:
     image = Image("sha256:a")
     api = FakeApi(registry={"img:1": image})
-    runtime = runtime_over(api)
+    runtime = engine_over(api)
 
     async def main() -> None:
         for _ in range(3):
@@ -239,7 +239,7 @@ def test_every_create_of_a_tag_pulls_its_digest_first_anonymously_whatever_the_p
 def test_a_tenants_pull_of_a_name_the_operator_tagged_leaves_the_tag_alone() -> None:
     operators, registrys = Image("sha256:operator"), Image("sha256:registry")
     api = FakeApi(store={"app:1": operators}, registry={"app:1": registrys})
-    runtime = runtime_over(api)
+    runtime = engine_over(api)
 
     async def main() -> None:
         await runtime.create(request("app:1"))
@@ -255,7 +255,7 @@ def test_a_tenants_pull_of_a_name_the_operator_tagged_leaves_the_tag_alone() -> 
 def test_the_gc_leaves_an_image_the_operator_tagged_and_its_digest() -> None:
     shared = Image("sha256:shared")
     api = FakeApi(store={"app:1": shared}, registry={"app:1": shared, "other:2": shared})
-    runtime = runtime_over(api)
+    runtime = engine_over(api)
 
     async def main() -> None:
         await runtime.create(request("app:1"))
@@ -270,7 +270,7 @@ def test_the_gc_leaves_an_image_the_operator_tagged_and_its_digest() -> None:
 
 def test_an_image_only_in_the_engines_store_is_refused_and_never_created() -> None:
     api = FakeApi(store={"operator/secret:1": Image("sha256:s")})
-    runtime = runtime_over(api)
+    runtime = engine_over(api)
 
     async def main() -> None:
         with pytest.raises(ImageUnavailable) as raised:
@@ -290,7 +290,7 @@ def test_a_digest_never_pulled_here_is_pulled_and_then_taken_from_the_store() ->
         store={f"app@{digest}": Image("sha256:x", digest=digest)},
         registry={f"app@{digest}": Image("sha256:x", digest=digest)},
     )
-    runtime = runtime_over(api)
+    runtime = engine_over(api)
 
     async def main() -> None:
         await runtime.create(request(f"app@{digest}"))
@@ -311,7 +311,7 @@ def test_a_digest_never_pulled_here_is_pulled_and_then_taken_from_the_store() ->
 def test_a_digest_the_operator_has_but_the_registry_does_not_serve_is_refused() -> None:
     digest = "sha256:" + "f" * 64
     api = FakeApi(store={f"private@{digest}": Image("sha256:p", digest=digest)})
-    runtime = runtime_over(api)
+    runtime = engine_over(api)
 
     async def main() -> None:
         with pytest.raises(ImageUnavailable) as raised:
@@ -325,7 +325,7 @@ def test_a_digest_the_operator_has_but_the_registry_does_not_serve_is_refused() 
 def test_the_digest_of_a_tag_pulled_here_is_taken_from_the_store() -> None:
     digest = "sha256:" + "e" * 64
     api = FakeApi(registry={"app:1": Image("sha256:y", digest=digest)})
-    runtime = runtime_over(api)
+    runtime = engine_over(api)
 
     async def main() -> None:
         await runtime.create(request("app:1"))
@@ -342,7 +342,7 @@ def test_the_sandbox_image_is_never_pulled_even_when_a_tenant_names_it() -> None
         store={labels.SANDBOX_IMAGE: Image("sha256:sandbox")},
         registry={labels.SANDBOX_IMAGE: Image("sha256:hostile")},
     )
-    runtime = runtime_over(api)
+    runtime = engine_over(api)
 
     async def main() -> None:
         await runtime.create(request(labels.SANDBOX_IMAGE, ImagePullPolicy.ALWAYS))
@@ -357,7 +357,7 @@ def test_the_sandbox_image_is_never_pulled_even_when_a_tenant_names_it() -> None
 
 def test_an_image_above_the_size_cap_is_removed_again_and_refused() -> None:
     api = FakeApi(registry={"big:1": Image("sha256:big", size=5000)})
-    runtime = runtime_over(api, max_image_bytes=4096)
+    runtime = engine_over(api, max_image_bytes=4096)
 
     async def main() -> None:
         with pytest.raises(ImageTooLarge) as raised:
@@ -377,7 +377,7 @@ def test_an_image_above_the_size_cap_is_removed_again_and_refused() -> None:
 
 def test_an_image_at_the_cap_is_accepted_and_recorded_for_the_gc() -> None:
     api = FakeApi(registry={"ok:1": Image("sha256:ok", size=4096)})
-    runtime = runtime_over(api, max_image_bytes=4096)
+    runtime = engine_over(api, max_image_bytes=4096)
     trio.run(runtime.create, request("ok:1"))
     entry = runtime.image_usage.get("sha256:ok")
     digest = api.registry["ok:1"].digest
@@ -403,7 +403,7 @@ def test_a_pull_whose_layers_pass_the_cap_is_cancelled_as_soon_as_the_engine_rep
         downloading("a", 3000, 3000),
     ]
     api = FakeApi(registry={"huge:1": Image("sha256:huge", size=6000, progress=progress)})
-    runtime = runtime_over(api, max_image_bytes=4096)
+    runtime = engine_over(api, max_image_bytes=4096)
 
     async def main() -> None:
         with pytest.raises(ImageTooLarge) as raised:
@@ -423,7 +423,7 @@ def test_a_pull_whose_layers_pass_the_cap_is_cancelled_as_soon_as_the_engine_rep
 def test_a_registry_that_sends_more_than_its_manifest_says_is_counted_by_what_it_sent() -> None:
     progress = [downloading("a", 1000, 10), downloading("a", 5000, 10)]
     api = FakeApi(registry={"liar:1": Image("sha256:liar", progress=progress)})
-    runtime = runtime_over(api, max_image_bytes=4096)
+    runtime = engine_over(api, max_image_bytes=4096)
 
     async def main() -> None:
         with pytest.raises(ImageTooLarge) as raised:
@@ -436,7 +436,7 @@ def test_a_registry_that_sends_more_than_its_manifest_says_is_counted_by_what_it
 def test_pulls_that_time_out_are_cancelled_and_free_their_slots() -> None:
     stalled = {f"stall{i}:1": Image(f"sha256:s{i}", stalls=True) for i in range(4)}
     api = FakeApi(registry={**stalled, "ok:1": Image("sha256:ok")})
-    runtime = runtime_over(api, pull_timeout_seconds=0.5)
+    runtime = engine_over(api, pull_timeout_seconds=0.5)
 
     async def main() -> float:
         failures: list[ImageUnavailable] = []
@@ -539,7 +539,7 @@ def test_an_image_from_a_registry_only_the_node_reaches_is_refused(
     image: str, addresses: list[str], shown: str, what: str
 ) -> None:
     api = FakeApi(registry={image: Image("sha256:i")})
-    runtime = runtime_over(api)
+    runtime = engine_over(api)
     runtime.resolve_host = lambda host: addresses
 
     async def main() -> None:
@@ -555,14 +555,14 @@ def test_an_image_from_a_registry_only_the_node_reaches_is_refused(
     trio.run(main)
     assert api.calls == []  # the engine is never asked
 
-    allowed = runtime_over(api, allow_private_registries=True)
+    allowed = engine_over(api, allow_private_registries=True)
     allowed.resolve_host = lambda host: addresses
     trio.run(allowed.create, request(image))
 
 
 def test_a_registry_host_that_does_not_resolve_is_refused_and_hub_names_are_not_resolved() -> None:
     api = FakeApi(registry={"nowhere.invalid/app:1": Image("sha256:n"), "app:1": Image("sha256:a")})
-    runtime = runtime_over(api)
+    runtime = engine_over(api)
     asked: list[str] = []
 
     def resolve(host: str) -> list[str]:
@@ -618,7 +618,7 @@ def test_a_disk_limit_is_a_quota_where_the_engine_has_them_and_creates_never_fai
     # The node-built image is created as it is: no pulls among the calls.
     pinned = labels.SANDBOX_IMAGE
     api = FakeApi(store={pinned: Image("sha256:a")}, engine_info=info, refuses_quotas=refuses)
-    runtime = runtime_over(api)
+    runtime = engine_over(api)
 
     async def main() -> None:
         await runtime.create(request(pinned, resources=LIMITED))
@@ -641,7 +641,7 @@ def test_a_disk_limit_is_a_quota_where_the_engine_has_them_and_creates_never_fai
 def test_an_unreadable_engine_info_creates_without_a_quota_and_asks_again_next_time() -> None:
     pinned = labels.SANDBOX_IMAGE
     api = FakeApi(store={pinned: Image("sha256:a")}, engine_info=None)
-    runtime = runtime_over(api)
+    runtime = engine_over(api)
 
     async def main() -> None:
         await runtime.create(request(pinned, resources=LIMITED))
@@ -655,7 +655,7 @@ def test_an_unreadable_engine_info_creates_without_a_quota_and_asks_again_next_t
 
 def test_a_create_that_fails_for_another_reason_decides_nothing_about_quotas() -> None:
     api = FakeApi(engine_info=engine_on("overlay2", "xfs"))  # the sandbox image is missing
-    runtime = runtime_over(api)
+    runtime = engine_over(api)
 
     async def main() -> None:
         with pytest.raises(ImageUnavailable):
@@ -672,7 +672,7 @@ def test_an_engine_that_stops_having_quotas_still_creates_and_is_said_once(
     # Restarted on another data root: the quota it had is refused from then on.
     pinned = labels.SANDBOX_IMAGE
     api = FakeApi(store={pinned: Image("sha256:a")}, engine_info=engine_on("overlay2", "xfs"))
-    runtime = runtime_over(api)
+    runtime = engine_over(api)
 
     async def main() -> None:
         await runtime.create(request(pinned, resources=LIMITED))

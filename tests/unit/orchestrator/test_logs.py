@@ -13,7 +13,7 @@ import trio.testing
 from orchestrator.docker_engine import LineSplitter
 from orchestrator.engine import CreateRequest
 from orchestrator.spec import Resources
-from tests.unit.orchestrator.fake_runtime import FakeRuntime, script_lines
+from tests.unit.orchestrator.fake_engine import FakeEngine, script_lines
 
 # -- LineSplitter -------------------------------------------------------------------------------
 
@@ -54,9 +54,9 @@ def test_script_lines(argv: tuple[str, ...], written: list[tuple[float, bytes]])
     assert script_lines(argv) == written
 
 
-def run(test: Callable[[FakeRuntime, str], Awaitable[None]], script: str) -> None:
+def run(test: Callable[[FakeEngine, str], Awaitable[None]], script: str) -> None:
     async def main() -> None:
-        engine = FakeRuntime()
+        engine = FakeEngine()
         request = CreateRequest(
             "c", "img:1", (), ("sh", "-c", script), (), {"test": "logs"}, Resources()
         )
@@ -69,7 +69,7 @@ def run(test: Callable[[FakeRuntime, str], Awaitable[None]], script: str) -> Non
 
 
 def test_a_script_writes_its_lines_at_the_times_its_sleeps_say() -> None:
-    async def test(engine: FakeRuntime, cid: str) -> None:
+    async def test(engine: FakeEngine, cid: str) -> None:
         assert await engine.logs(cid) == b"one\n"
         await trio.sleep(10)
         assert await engine.logs(cid) == b"one\ntwo\n"
@@ -82,7 +82,7 @@ def test_a_script_writes_its_lines_at_the_times_its_sleeps_say() -> None:
 
 
 def test_a_follow_waits_for_lines_and_ends_when_the_container_stops() -> None:
-    async def test(engine: FakeRuntime, cid: str) -> None:
+    async def test(engine: FakeEngine, cid: str) -> None:
         seen: list[tuple[float, bytes]] = []
         async with trio.open_nursery() as nursery:
 
@@ -102,7 +102,7 @@ def test_a_follow_waits_for_lines_and_ends_when_the_container_stops() -> None:
 
 
 def test_a_stopped_container_writes_nothing_more() -> None:
-    async def test(engine: FakeRuntime, cid: str) -> None:
+    async def test(engine: FakeEngine, cid: str) -> None:
         engine.exit(cid, 0)
         await trio.sleep(100)
         assert await engine.logs(cid) == b"one\n"

@@ -20,7 +20,7 @@ from orchestrator.probes import (
 )
 from orchestrator.spec import ExecAction, HTTPGetAction, Probe, TCPSocketAction
 from tests.unit.orchestrator.builders import container
-from tests.unit.orchestrator.fake_runtime import FakeRuntime
+from tests.unit.orchestrator.fake_engine import FakeEngine
 
 
 def run(fn: Callable[[], Awaitable[None]]) -> None:
@@ -66,7 +66,7 @@ class Recorder:
 
 
 def prober_for(
-    runtime: FakeRuntime, recorder: Recorder, *, age: float = 0.0, **probes: Probe
+    runtime: FakeEngine, recorder: Recorder, *, age: float = 0.0, **probes: Probe
 ) -> ContainerProber:
     spec = container(
         liveness=probes.get("liveness"),
@@ -99,7 +99,7 @@ def scripted(outcomes: Sequence[int]) -> Callable[[str, Sequence[str]], int]:
 
 def test_no_readiness_probe_means_ready_at_once() -> None:
     async def main() -> None:
-        runtime, recorder = FakeRuntime(), Recorder()
+        runtime, recorder = FakeEngine(), Recorder()
         prober = prober_for(runtime, recorder)
         async with trio.open_nursery() as nursery:
             await nursery.start(prober.run)
@@ -114,7 +114,7 @@ def test_no_readiness_probe_means_ready_at_once() -> None:
 def test_readiness_follows_thresholds_on_the_period_grid() -> None:
     async def main() -> None:
         # fail, pass, pass, fail, fail, pass ...
-        runtime = FakeRuntime(exec_handler=scripted([1, 0, 0, 1, 1, 0]))
+        runtime = FakeEngine(exec_handler=scripted([1, 0, 0, 1, 1, 0]))
         recorder = Recorder()
         readiness = exec_probe(
             initial_delay_seconds=5, period_seconds=2, success_threshold=2, failure_threshold=2
@@ -135,7 +135,7 @@ def test_readiness_follows_thresholds_on_the_period_grid() -> None:
 
 def test_liveness_failure_asks_for_a_restart_once_and_stops_probing() -> None:
     async def main() -> None:
-        runtime = FakeRuntime(exec_handler=scripted([0, 0, 1]))
+        runtime = FakeEngine(exec_handler=scripted([0, 0, 1]))
         recorder = Recorder()
         liveness = exec_probe(initial_delay_seconds=1, period_seconds=10, failure_threshold=3)
         prober = prober_for(runtime, recorder, liveness=liveness)
@@ -154,7 +154,7 @@ def test_liveness_failure_asks_for_a_restart_once_and_stops_probing() -> None:
 
 def test_startup_probe_holds_off_the_others_until_it_passes() -> None:
     async def main() -> None:
-        runtime = FakeRuntime(exec_handler=scripted([1, 1, 0]))
+        runtime = FakeEngine(exec_handler=scripted([1, 1, 0]))
         recorder = Recorder()
         startup = exec_probe(period_seconds=1, failure_threshold=30)
         readiness = exec_probe(initial_delay_seconds=0, period_seconds=5)
@@ -173,7 +173,7 @@ def test_startup_probe_holds_off_the_others_until_it_passes() -> None:
 
 def test_startup_failure_asks_for_a_restart() -> None:
     async def main() -> None:
-        runtime = FakeRuntime(exec_handler=scripted([1]))
+        runtime = FakeEngine(exec_handler=scripted([1]))
         recorder = Recorder()
         startup = exec_probe(period_seconds=2, failure_threshold=3)
         prober = prober_for(runtime, recorder, startup=startup, readiness=exec_probe())
@@ -191,7 +191,7 @@ def test_startup_failure_asks_for_a_restart() -> None:
 
 def test_an_adopted_container_is_probed_without_waiting_the_initial_delay_again() -> None:
     async def main() -> None:
-        runtime, recorder = FakeRuntime(), Recorder()
+        runtime, recorder = FakeEngine(), Recorder()
         readiness = exec_probe(initial_delay_seconds=30, period_seconds=10)
         prober = prober_for(runtime, recorder, age=100.0, readiness=readiness)
         async with trio.open_nursery() as nursery:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 import trio
 
-from tests.unit.orchestrator.fake_runtime import FakeRuntime
-from tests.unit.orchestrator.runtime_conformance import CHECKS, Check
+from tests.unit.orchestrator.engine_conformance import CHECKS, Check
+from tests.unit.orchestrator.fake_engine import FakeEngine
 
 
 @pytest.mark.parametrize("check", CHECKS.values(), ids=list(CHECKS))
-def test_fake_runtime_conforms(check: Check) -> None:
+def test_fake_engine_conforms(check: Check) -> None:
     async def main() -> None:
-        await check(FakeRuntime(), "img:1", {"conformance": "unit"})
+        await check(FakeEngine(), "img:1", {"conformance": "unit"})
 
     trio.run(main)

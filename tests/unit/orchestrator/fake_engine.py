@@ -109,7 +109,7 @@ class FakeContainer:
 
 
 @dataclass
-class FakeRuntime:
+class FakeEngine:
     images: set[str] = field(default_factory=lambda: {"img:1"})
     clock: Callable[[], float] = trio.current_time
     """The engine's wall clock; tests under a MockClock pass trio.current_time."""

@@ -10,13 +10,13 @@ import trio
 from orchestrator import labels
 from orchestrator.docker_engine import DockerAdapter
 from tests.integration.docker_harness import DockerEngine
-from tests.unit.orchestrator.runtime_conformance import CHECKS, Check
+from tests.unit.orchestrator.engine_conformance import CHECKS, Check
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.mark.parametrize("check", CHECKS.values(), ids=list(CHECKS))
-def test_docker_runtime_conforms(
+def test_docker_adapter_conforms(
     check: Check, docker_engine: DockerEngine, busybox_image: str, node_id: str
 ) -> None:
     async def main() -> None:
