@@ -231,11 +231,11 @@ async def next_pass(controller: Controller) -> None:
     await until(controller, lambda: controller.statistics().passes > before)
 
 
-async def drained(controller: Controller, runtime: DockerAdapter) -> None:
+async def drained(controller: Controller, adapter: DockerAdapter) -> None:
     """Until the node has no container and no network left, and a pass has seen that (and
     asserted its host rules for no bridge), so that the next run starts from nothing."""
     await until(controller, lambda: controller.statistics().observed_containers == 0)
-    while await runtime.list_networks(labels.owner_labels(NODE)):
+    while await adapter.list_networks(labels.owner_labels(NODE)):
         with trio.move_on_after(0.05):
             await controller.changed()
     await next_pass(controller)
@@ -255,7 +255,7 @@ async def bare_run(client: docker.DockerClient, index: int) -> tuple[float, floa
 
 
 async def controlled_run(
-    controller: Controller, runtime: DockerAdapter, desired: InMemoryDesired, index: int
+    controller: Controller, adapter: DockerAdapter, desired: InMemoryDesired, index: int
 ) -> tuple[float, float]:
     spec = web("start", index)
     start = time.perf_counter()
@@ -269,7 +269,7 @@ async def controlled_run(
     ready = time.perf_counter() - start
     desired.specs = []
     controller.trigger()
-    await drained(controller, runtime)
+    await drained(controller, adapter)
     return running, ready
 
 
@@ -283,7 +283,7 @@ async def crash(client: docker.DockerClient, container_id: str) -> None:
 async def controlled_crash(
     client: docker.DockerClient,
     controller: Controller,
-    runtime: DockerAdapter,
+    adapter: DockerAdapter,
     desired: InMemoryDesired,
     index: int,
 ) -> float:
@@ -303,7 +303,7 @@ async def controlled_crash(
     elapsed = time.perf_counter() - start
     desired.specs = []
     controller.trigger()
-    await drained(controller, runtime)
+    await drained(controller, adapter)
     return elapsed
 
 
@@ -373,7 +373,7 @@ async def cpu_share(engine: DockerEngine, seconds: float) -> tuple[float, float 
 async def many_replicas(
     engine: DockerEngine,
     nursery: trio.Nursery,
-    runtime: DockerAdapter,
+    adapter: DockerAdapter,
     firewall: IptablesFirewall,
     replicas: int,
     idle_seconds: float,
@@ -388,7 +388,7 @@ async def many_replicas(
 
     def new_controller(config: ControllerConfig) -> Controller:
         return Controller(
-            runtime, desired, config, firewall=firewall, sandbox_rootfs=busybox_rootfs_tar
+            adapter, desired, config, firewall=firewall, sandbox_rootfs=busybox_rootfs_tar
         )
 
     controller = new_controller(ControllerConfig(node=NODE))
@@ -420,7 +420,7 @@ async def many_replicas(
     measurements = []
     for _ in range(10):
         t = time.perf_counter()
-        usage = await runtime.disk_usage(owner)
+        usage = await adapter.disk_usage(owner)
         measurements.append(time.perf_counter() - t)
     assert len(usage.volumes) == replicas, "every replica's volume is measured"
     assert sum(usage.containers.values()) >= replicas * 2**20
@@ -448,7 +448,7 @@ async def many_replicas(
     adopter.trigger()
     await until(adopter, lambda: adopter.statistics().observed_containers == 0)
     teardown = time.perf_counter() - start
-    await drained(adopter, runtime)
+    await drained(adopter, adapter)
     scope.cancel()
     engine_shares: dict[str, float] = {}
     if running_engine is not None and stopped_engine is not None:
@@ -487,7 +487,7 @@ async def bench(
     engine: DockerEngine, runs: int, replicas: int, idle_seconds: float
 ) -> dict[str, object]:
     client = engine.client
-    runtime = await DockerAdapter.connect(engine.host)
+    adapter = await DockerAdapter.connect(engine.host)
     firewall = IptablesFirewall(firewall_tag(NODE.encode()))
     desired = InMemoryDesired()
     config = ControllerConfig(
@@ -498,7 +498,7 @@ async def bench(
         max_parallel_replicas=8,
     )
     controller = Controller(
-        runtime, desired, config, firewall=firewall, sandbox_rootfs=busybox_rootfs_tar
+        adapter, desired, config, firewall=firewall, sandbox_rootfs=busybox_rootfs_tar
     )
     bare: list[tuple[float, float]] = []
     ours: list[tuple[float, float]] = []
@@ -506,22 +506,22 @@ async def bench(
     restarts: list[float] = []
     try:
         # The hand-made pods need the sandbox image, which the node builds before its first pod.
-        await runtime.ensure_local_image(labels.SANDBOX_IMAGE, busybox_rootfs_tar)
+        await adapter.ensure_local_image(labels.SANDBOX_IMAGE, busybox_rootfs_tar)
         async with trio.open_nursery() as nursery:
             scope = await nursery.start(supervised, controller)
             # Warm-up: page cache, first-container set-up, the node's first host rules.
             await bare_run(client, -1)
-            await controlled_run(controller, runtime, desired, 10_000)
+            await controlled_run(controller, adapter, desired, 10_000)
             for i in range(runs):
                 bare.append(await bare_run(client, i))
-                ours.append(await controlled_run(controller, runtime, desired, i))
-                crashes.append(await controlled_crash(client, controller, runtime, desired, i))
+                ours.append(await controlled_run(controller, adapter, desired, i))
+                crashes.append(await controlled_crash(client, controller, adapter, desired, i))
                 restarts.append(await docker_restart(client, i))
             scope.cancel()
-            passes = await many_replicas(engine, nursery, runtime, firewall, replicas, idle_seconds)
+            passes = await many_replicas(engine, nursery, adapter, firewall, replicas, idle_seconds)
             nursery.cancel_scope.cancel()
     finally:
-        runtime.close()
+        adapter.close()
         await firewall.remove()
 
     def med(values: list[float]) -> float:

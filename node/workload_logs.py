@@ -81,19 +81,19 @@ class LogFollow:
 
 
 class WorkloadLogs:
-    """The logs of this node's containers, through its container runtime. Start `run` in a
+    """The logs of this node's containers, through its container engine. Start `run` in a
     nursery before calling `follow`."""
 
     def __init__(
         self,
-        runtime: ContainerEngine,
+        engine: ContainerEngine,
         controller: Controller,
         *,
         wall: Callable[[], float] = time.time,
         max_follows: int = 32,
         retry_seconds: float = 1.0,
     ) -> None:
-        self.runtime = runtime
+        self.engine = engine
         self.controller = controller
         self.max_follows = max_follows
         self._wall = wall
@@ -117,7 +117,7 @@ class WorkloadLogs:
 
     async def read(self, container_id: str, *, tail: int | None) -> bytes:
         """The container's log (its last `tail` lines, or all); `EngineFailure`."""
-        return await self.runtime.logs(container_id, tail=tail)
+        return await self.engine.logs(container_id, tail=tail)
 
     def follow(self, containers: Sequence[ContainerKey], *, tail: int | None) -> LogFollow:
         """Follows the containers: first the last `tail` lines of each one running now (all if
@@ -196,7 +196,7 @@ class WorkloadLogs:
                         window = {"since": ended_at if cid == followed else began}
                     followed = cid
                     try:
-                        async with aclosing(self.runtime.follow_logs(cid, **window)) as lines:
+                        async with aclosing(self.engine.follow_logs(cid, **window)) as lines:
                             async for line in lines:
                                 await send.send(LogLine(key, line.decode(errors="replace")))
                     except trio.BrokenResourceError:

@@ -299,7 +299,7 @@ class WorkloadService:
         self.docker_host = docker_host
         self.firewall = IptablesFirewall(firewall_tag(node_id), egress)
         self.controller: Controller | None = None
-        self._runtime: DockerAdapter | None = None
+        self._docker: DockerAdapter | None = None
         """The engine's adapter once the engine answered."""
         self.logs: WorkloadLogs | None = None
         self.engine_error: EngineUnavailable | None = None
@@ -349,7 +349,7 @@ class WorkloadService:
             firewall=self.firewall,
             sandbox_rootfs=busybox_rootfs_tar,
         )
-        self.controller, self._runtime = controller, engine.docker
+        self.controller, self._docker = controller, engine.docker
         try:
             await self._serve(engine, controller, task_status)
         finally:
@@ -360,10 +360,10 @@ class WorkloadService:
         """Where the engine keeps images, containers and volumes (`DockerRootDir`), as it says
         through the adapter the replicas run on (the image GC asks the same); None until the
         engine first answered, and while it does not."""
-        if self._runtime is None:
+        if self._docker is None:
             return None
         try:
-            root = await self._runtime.data_root()
+            root = await self._docker.data_root()
         except EngineFailure:
             return None
         return Path(root) if root else None

@@ -171,7 +171,7 @@ class Controller:
 
     def __init__(
         self,
-        runtime: ContainerEngine,
+        engine: ContainerEngine,
         desired: DesiredState,
         config: ControllerConfig,
         *,
@@ -179,7 +179,7 @@ class Controller:
         sandbox_rootfs: Callable[[], bytes],
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self._runtime = runtime
+        self._engine = engine
         self._source = desired
         self.config = config
         self._firewall = firewall
@@ -197,7 +197,7 @@ class Controller:
         self.meter = Meter()
         self._restarts: Backoff[BackoffKey] = Backoff(config.crash_backoff)
         self._failures: Backoff[BackoffKey] = Backoff(config.failure_backoff)
-        self._engine: Backoff[str] = Backoff(config.engine_backoff)
+        self._engine_backoff: Backoff[str] = Backoff(config.engine_backoff)
         self._restart_counts: dict[BackoffKey, int] = defaultdict(int)
         self._waiting: dict[ContainerKey, tuple[str, str]] = {}
         self._held: dict[BackoffKey, float] = {}
@@ -295,12 +295,12 @@ class Controller:
             nursery.start_soon(self._drain_events, receive)
             while True:
                 try:
-                    await self._runtime.watch(self._owner, send)
+                    await self._engine.watch(self._owner, send)
                 except EngineFailure as e:
                     log.debug("engine events unavailable: %s", e)
                 # The stream ended (engine restart or failure): resync, then watch again.
                 self.trigger()
-                await trio.sleep(self._engine.policy.initial_seconds)
+                await trio.sleep(self._engine_backoff.policy.initial_seconds)
 
     async def _drain_events(self, receive: trio.MemoryReceiveChannel[EngineEvent]) -> None:
         async for _ in receive:
@@ -311,7 +311,7 @@ class Controller:
         while True:
             await trio.sleep(self.config.metering_seconds)
             await metering.sample(
-                self._runtime,
+                self._engine,
                 self.meter,
                 list(self._targets.values()),
                 wall=self._wall,
@@ -327,17 +327,17 @@ class Controller:
         started = trio.current_time()
         self._set_desired(await self._source.replicas())
         try:
-            containers = await self._runtime.list_containers(self._owner)
+            containers = await self._engine.list_containers(self._owner)
             if self._must_list_volumes():
-                self._volumes = await self._runtime.list_volumes(self._owner)
-            self._networks = await self._runtime.list_networks(self._owner)
+                self._volumes = await self._engine.list_volumes(self._owner)
+            self._networks = await self._engine.list_networks(self._owner)
             await self._assert_firewall()
         except EngineFailure as e:
             return self._engine_failed(e)
         if self._engine_error:
             log.info("container engine is reachable again and replicas can be isolated")
         self._engine_error = ""
-        self._engine.forget("engine")
+        self._engine_backoff.forget("engine")
         self._observed = containers
         self._note_ends(containers)
         actions = diff(
@@ -424,11 +424,11 @@ class Controller:
             log.warning("container engine: %s", error.message)
         self._engine_error = error.message
         now = trio.current_time()
-        not_before = self._engine.not_before("engine")
+        not_before = self._engine_backoff.not_before("engine")
         if not_before is None or not_before <= now:
-            self._engine.record("engine", now)
+            self._engine_backoff.record("engine", now)
         self._notify()
-        return now + self._engine.delay("engine")
+        return now + self._engine_backoff.delay("engine")
 
     def _note_ends(self, containers: list[ContainerInfo]) -> None:
         """Records exits and OOM kills once each, and ends the probes and meters of the dead."""
@@ -567,19 +567,19 @@ class Controller:
             if isinstance(action, CreateNetwork):
                 # Two replicas of one application may both find its network missing.
                 async with self._network_locks[action.name]:
-                    await self._runtime.create_network(action.name, action.bridge, action.labels)
+                    await self._engine.create_network(action.name, action.bridge, action.labels)
                 key = _network_backoff(action.replica)
                 self._failures.forget(key)
                 self._waiting.pop(key[0], None)
             elif isinstance(action, RemoveNetwork):
-                await self._runtime.remove_network(action.name)
+                await self._engine.remove_network(action.name)
                 self._network_locks.pop(action.name, None)
             elif isinstance(action, CreateVolume):
-                await self._runtime.create_volume(
+                await self._engine.create_volume(
                     action.name, action.labels, memory_bytes=action.memory_bytes
                 )
             elif isinstance(action, RemoveVolume):
-                await self._runtime.remove_volume(action.name)
+                await self._engine.remove_volume(action.name)
             elif isinstance(action, CreateContainer):
                 await self._create(action)
             elif isinstance(action, StartContainer):
@@ -621,12 +621,12 @@ class Controller:
         if name == labels.SANDBOX:
             # The pod's sandbox is plumbing: its failures are events, its start is not.
             if not self._sandbox_image:
-                await self._runtime.ensure_local_image(labels.SANDBOX_IMAGE, self._sandbox_rootfs)
+                await self._engine.ensure_local_image(labels.SANDBOX_IMAGE, self._sandbox_rootfs)
                 self._sandbox_image = True
-            container_id = await self._runtime.create(action.request)
+            container_id = await self._engine.create(action.request)
             await self._start_id(action.key, action.spec_hash, container_id)
             return
-        container_id = await self._runtime.create(action.request)
+        container_id = await self._engine.create(action.request)
         self._event(replica, action.instance, EventKind.CREATED, name, message=action.request.name)
         await self._start_id(action.key, action.spec_hash, container_id)
         self._event(replica, action.instance, EventKind.STARTED, name)
@@ -651,7 +651,7 @@ class Controller:
 
     async def _start_id(self, key: ContainerKey, spec_hash: str, container_id: str) -> None:
         self._stop_prober(container_id)
-        await self._runtime.start(container_id)
+        await self._engine.start(container_id)
         self._failures.forget((key, spec_hash))
         self._waiting.pop(key, None)
 
@@ -663,8 +663,8 @@ class Controller:
             if spec is not None
             else self.config.removal_grace_seconds
         )
-        await self._runtime.stop(action.container_id, grace)
-        await self._runtime.remove(action.container_id)
+        await self._engine.stop(action.container_id, grace)
+        await self._engine.remove(action.container_id)
         self.meter.forget_container(action.container_id)
         self._event(
             action.replica,
@@ -682,7 +682,7 @@ class Controller:
         while True:
             await trio.sleep(period)
             try:
-                usage = await self._runtime.disk_usage(self._owner)
+                usage = await self._engine.disk_usage(self._owner)
             except EngineFailure as e:
                 if e.message != failed:
                     log.warning("no disk measurement, so no disk limit holds: %s", e.message)
@@ -855,7 +855,7 @@ class Controller:
         container = spec.container(key.container)
         with handle.scope:
             try:
-                info = await self._runtime.inspect(container_id)
+                info = await self._engine.inspect(container_id)
             except EngineFailure:
                 return  # gone already; the next pass sees it
             started_at = info.run.started_at if info.run is not None else None
@@ -878,13 +878,13 @@ class Controller:
                     message=f"{message}; the container will be restarted",
                 )
                 try:
-                    await self._runtime.stop(container_id, spec.termination_grace_period_seconds)
+                    await self._engine.stop(container_id, spec.termination_grace_period_seconds)
                 except EngineFailure as e:
                     log.warning("%s: cannot stop after a failed probe: %s", key, e)
                 self.trigger()
 
             handle.prober = ContainerProber(
-                self._runtime,
+                self._engine,
                 container_id,
                 container,
                 address=address,

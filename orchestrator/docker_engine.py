@@ -243,7 +243,7 @@ class DockerAdapter:
     and run: a tenant's pull never creates, moves or removes a tag of the engine's store (the
     operator's). Pulls are anonymous (`NO_CREDENTIALS`), never with the operator's logins, and
     only from public registries unless `allow_private_registries`. An `image@sha256:` reference
-    is taken from the store without a pull only if this runtime pulled that digest for an app.
+    is taken from the store without a pull only if this adapter pulled that digest for an app.
     Images the node builds itself (`ensure_local_image`: the pod sandbox) are the only ones used
     without a pull, and are never pulled over. A pull whose layers add up to more than
     `max_image_bytes` is cancelled as soon as the engine reports them, and an image larger than
@@ -291,7 +291,7 @@ class DockerAdapter:
         """The addresses of a registry's host name (blocking: called in a thread)."""
         self._pull_client = pull_client or self._engine_pull_client
         self.image_usage = image_usage or ImageUsage()
-        """The images this runtime pulled for apps and their last use, for the image GC."""
+        """The images this adapter pulled for apps and their last use, for the image GC."""
         self._built: set[str] = {labels.SANDBOX_IMAGE}
         """Names of images the node builds itself: used as they are, never pulled over (a
         pull of a tag replaces it in the store, and a tenant naming the sandbox image must not
@@ -299,7 +299,7 @@ class DockerAdapter:
         self._volumes_unreadable = False
         """Set once the node found it cannot read the engine's volumes (and said so)."""
         self._pulled_digests: set[str] = set()
-        """`NAME@sha256:...` references this runtime pulled (as such, or as a tag's digest).
+        """`NAME@sha256:...` references this adapter pulled (as such, or as a tag's digest).
         In memory: after a restart a digest is pulled again before its first use."""
         self.disk_quotas: bool | None = None
         """Whether the engine caps a container's writable layer at its disk limit: None until
@@ -515,7 +515,7 @@ class DockerAdapter:
     async def create(self, request: CreateRequest) -> str:
         """Pulls the image first and creates the container from the digest pulled (see the
         class; the request's pull policy is not followed), except a node-built image and a
-        digest this runtime pulled before, which is pulled only if the engine no longer has it."""
+        digest this adapter pulled before, which is pulled only if the engine no longer has it."""
         image = request.image
         if image in self._built:
             return await self._create(request)

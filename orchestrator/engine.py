@@ -94,9 +94,9 @@ class CreateRequest:
     resources: Resources
     mounts: tuple[Mount, ...] = ()
     image_pull_policy: ImagePullPolicy = ImagePullPolicy.IF_NOT_PRESENT
-    """The spec's policy, carried for engines to come; no runtime here follows it: the Docker
-    runtime pulls every tenant image at each create whatever it says (Kubernetes'
-    `AlwaysPullImages`), and the fake runtime of the tests ignores it too."""
+    """The spec's policy, carried for engines to come; no engine here follows it: the Docker
+    adapter pulls every tenant image at each create whatever it says (Kubernetes'
+    `AlwaysPullImages`), and the fake engine of the tests ignores it too."""
     network: str | None = None
     join: str | None = None
     hostname: str | None = None
@@ -189,7 +189,7 @@ class ContainerEngine(Protocol):
         ...
 
     async def create(self, request: CreateRequest) -> str:
-        """Returns the new container's id, its image pulled for the app first (the Docker runtime
+        """Returns the new container's id, its image pulled for the app first (the Docker adapter
         pulls it at each create, see `DockerAdapter`); `ImageUnavailable` (`ImageTooLarge`),
         `CreateFailed`."""
         ...

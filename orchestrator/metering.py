@@ -174,7 +174,7 @@ class Meter:
 
 
 async def sample(
-    runtime: ContainerEngine,
+    engine: ContainerEngine,
     meter: Meter,
     targets: Iterable[MeterTarget],
     *,
@@ -190,7 +190,7 @@ async def sample(
         nonlocal read
         async with limiter:
             try:
-                stats = await runtime.stats(target.container_id)
+                stats = await engine.stats(target.container_id)
             except EngineFailure as e:
                 log.debug("no sample of %s: %s", target.container_id[:12], e)
                 return

@@ -118,10 +118,10 @@ async def tcp_socket(action: TCPSocketAction, timeout_seconds: float) -> ProbeRe
 
 
 async def exec_command(
-    runtime: ContainerEngine, container_id: str, action: ExecAction, timeout_seconds: float
+    engine: ContainerEngine, container_id: str, action: ExecAction, timeout_seconds: float
 ) -> ProbeResult:
     try:
-        result = await runtime.exec(container_id, action.command, timeout_seconds)
+        result = await engine.exec(container_id, action.command, timeout_seconds)
     except EngineFailure as e:
         return ProbeResult(False, f"exec {list(action.command)!r}: {e.message}")
     return ProbeResult(
@@ -130,7 +130,7 @@ async def exec_command(
 
 
 async def probe_once(
-    runtime: ContainerEngine, container_id: str, probe: Probe, address: str
+    engine: ContainerEngine, container_id: str, probe: Probe, address: str
 ) -> ProbeResult:
     """One probe of a container whose pod has `address`: HTTP and TCP probes dial the pod (the
     node reaches every pod on its networks), exec probes run inside the container."""
@@ -139,7 +139,7 @@ async def probe_once(
         return await http_get(dataclasses.replace(action, host=address), probe.timeout_seconds)
     if isinstance(action, TCPSocketAction):
         return await tcp_socket(dataclasses.replace(action, host=address), probe.timeout_seconds)
-    return await exec_command(runtime, container_id, action, probe.timeout_seconds)
+    return await exec_command(engine, container_id, action, probe.timeout_seconds)
 
 
 class ContainerProber:
@@ -151,7 +151,7 @@ class ContainerProber:
 
     def __init__(
         self,
-        runtime: ContainerEngine,
+        engine: ContainerEngine,
         container_id: str,
         container: Container,
         *,
@@ -160,7 +160,7 @@ class ContainerProber:
         on_ready: Callable[[bool, str], None],
         on_failed: Callable[[ProbeKind, str], Awaitable[None]],
     ) -> None:
-        self._runtime = runtime
+        self._engine = engine
         self._container_id = container_id
         self._container = container
         self._address = address
@@ -191,7 +191,7 @@ class ContainerProber:
                 nursery.start_soon(self._liveness, liveness, born, nursery.cancel_scope)
 
     async def _probe(self, probe: Probe) -> ProbeResult:
-        result = await probe_once(self._runtime, self._container_id, probe, self._address)
+        result = await probe_once(self._engine, self._container_id, probe, self._address)
         self.probes_run += 1
         self.probes_failed += not result.success
         return result

@@ -15,5 +15,5 @@ def test_private_registries_are_refused_unless_the_operator_allows_them() -> Non
     args = build_parser().parse_args(["node", "--allow-private-registries"])
     assert args.allow_private_registries is True
     assert NodeConfig.__dataclass_fields__["allow_private_registries"].default is False
-    runtime = DockerAdapter(SimpleNamespace(api=None), "fake://engine")  # type: ignore[arg-type]
-    assert runtime.allow_private_registries is False
+    adapter = DockerAdapter(SimpleNamespace(api=None), "fake://engine")  # type: ignore[arg-type]
+    assert adapter.allow_private_registries is False

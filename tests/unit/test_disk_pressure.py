@@ -347,5 +347,5 @@ def test_the_data_root_is_asked_of_the_engine_through_its_adapter(
     adapter: Adapter | None, root: Path | None
 ) -> None:
     workloads = WorkloadService(None, b"\x01" * 32, "dev", None)  # type: ignore[arg-type]
-    workloads._runtime = adapter  # type: ignore[assignment]
+    workloads._docker = adapter  # type: ignore[assignment]
     assert trio.run(workloads.engine_data_root) == root

@@ -100,21 +100,21 @@ def run_controller(
     timeout: float = 60.0,
 ) -> None:
     async def main() -> None:
-        runtime = await DockerAdapter.connect(host)
+        adapter = await DockerAdapter.connect(host)
         desired = InMemoryDesired(*specs)
         config_ = config or fast_config(node)
         firewall = IptablesFirewall(firewall_tag(config_.node.encode()))
         controller = Controller(
-            runtime, desired, config_, firewall=firewall, sandbox_rootfs=busybox_rootfs_tar
+            adapter, desired, config_, firewall=firewall, sandbox_rootfs=busybox_rootfs_tar
         )
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(controller.run)
                 with trio.fail_after(timeout):
-                    await test(controller, desired, runtime)
+                    await test(controller, desired, adapter)
                 nursery.cancel_scope.cancel()
         finally:
-            runtime.close()
+            adapter.close()
             await firewall.remove()
 
     trio.run(main)

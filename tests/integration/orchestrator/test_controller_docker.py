@@ -70,7 +70,7 @@ def test_a_desired_replica_runs_with_its_limits_and_becomes_ready(
     )
     client = docker_engine.client
 
-    async def test(controller: Controller, _: InMemoryDesired, runtime: DockerAdapter) -> None:
+    async def test(controller: Controller, _: InMemoryDesired, adapter: DockerAdapter) -> None:
         await until(controller, ready(controller, spec))
         result = await http_get(HTTPGetAction(port, host=pod(controller, spec)), 2.0)
         assert result.success, result.message
@@ -114,7 +114,7 @@ def test_a_killed_container_is_restarted_with_backoff(
     spec = web(port, readiness=http_probe(port))
     client = docker_engine.client
 
-    async def test(controller: Controller, _: InMemoryDesired, runtime: DockerAdapter) -> None:
+    async def test(controller: Controller, _: InMemoryDesired, adapter: DockerAdapter) -> None:
         await until(controller, ready(controller, spec))
         (row,) = ours(client, node_id)
         first_restart = None
@@ -145,7 +145,7 @@ def test_a_failing_liveness_probe_restarts_with_growing_backoff(
     port = free_port()
     spec = web(port, liveness=http_probe(port, "/no-such-page", failure_threshold=2))
 
-    async def test(controller: Controller, _: InMemoryDesired, runtime: DockerAdapter) -> None:
+    async def test(controller: Controller, _: InMemoryDesired, adapter: DockerAdapter) -> None:
         await until(
             controller, lambda: (s := status(controller, spec)) is not None and s.restart_count >= 4
         )
@@ -173,7 +173,7 @@ def test_a_failing_readiness_probe_keeps_the_replica_out_of_service(
     port = free_port()
     spec = web(port, readiness=http_probe(free_port()))
 
-    async def test(controller: Controller, _: InMemoryDesired, runtime: DockerAdapter) -> None:
+    async def test(controller: Controller, _: InMemoryDesired, adapter: DockerAdapter) -> None:
         await until(controller, lambda: (s := status(controller, spec)) is not None and s.running)
         await trio.sleep(1.5)
         s = status(controller, spec)
@@ -252,7 +252,7 @@ def test_a_new_controller_adopts_running_containers_without_duplicates(
     client = docker_engine.client
     seen: list[dict[str, str]] = []
 
-    async def test(controller: Controller, _: InMemoryDesired, runtime: DockerAdapter) -> None:
+    async def test(controller: Controller, _: InMemoryDesired, adapter: DockerAdapter) -> None:
         await until(controller, lambda: all(ready(controller, s)() for s in specs))
         rows = ours(client, node_id)
         seen.append(
@@ -310,7 +310,7 @@ def test_an_image_that_does_not_exist_is_image_pull_backoff(
 ) -> None:
     spec = web(free_port(), image="statemesh-test/no-such-image:1")
 
-    async def test(controller: Controller, _: InMemoryDesired, runtime: DockerAdapter) -> None:
+    async def test(controller: Controller, _: InMemoryDesired, adapter: DockerAdapter) -> None:
         await until(controller, lambda: reason(controller, spec)() == "ImagePullBackOff")
         s = status(controller, spec)
         assert s is not None
@@ -330,7 +330,7 @@ def test_a_command_that_exits_at_once_is_crash_loop_backoff(
 ) -> None:
     spec = web(free_port(), args=("sh", "-c", "echo bye; exit 3"))
 
-    async def test(controller: Controller, _: InMemoryDesired, runtime: DockerAdapter) -> None:
+    async def test(controller: Controller, _: InMemoryDesired, adapter: DockerAdapter) -> None:
         await until(controller, lambda: reason(controller, spec)() == "CrashLoopBackOff")
         await until(
             controller, lambda: (s := status(controller, spec)) is not None and s.restart_count >= 3
@@ -357,7 +357,7 @@ def test_a_memory_hog_past_its_limit_is_reported_oom_killed(
         restart_policy=RestartPolicy.NEVER,
     )
 
-    async def test(controller: Controller, _: InMemoryDesired, runtime: DockerAdapter) -> None:
+    async def test(controller: Controller, _: InMemoryDesired, adapter: DockerAdapter) -> None:
         await until(
             controller,
             lambda: (
@@ -381,12 +381,12 @@ def test_a_failing_create_and_a_missing_program_are_reasons_not_crashes(
     no_command = web(free_port(), app="nocmd", args=())
     no_program = web(free_port(), app="noprog", args=("/bin/no-such-program",))
 
-    async def test(controller: Controller, _: InMemoryDesired, runtime: DockerAdapter) -> None:
+    async def test(controller: Controller, _: InMemoryDesired, adapter: DockerAdapter) -> None:
         await until(controller, lambda: reason(controller, no_command)() == "CreateContainerError")
         created = status(controller, no_command)
         assert created is not None
         assert created.containers[0].message == (
-            f"cannot create {runtime_name(no_command, node_id)}: No command specified"
+            f"cannot create {engine_container_name(no_command, node_id)}: No command specified"
         )
         # The engine's init process starts, then cannot run the program: exit code 127.
         await until(controller, lambda: reason(controller, no_program)() == "CrashLoopBackOff")
@@ -397,7 +397,7 @@ def test_a_failing_create_and_a_missing_program_are_reasons_not_crashes(
     run_controller(docker_engine.host, node_id, [no_command, no_program], test)
 
 
-def runtime_name(spec: ReplicaSpec, node: str) -> str:
+def engine_container_name(spec: ReplicaSpec, node: str) -> str:
     return labels.container_name(node, spec, spec.containers[0])
 
 
@@ -407,7 +407,7 @@ def test_usage_is_metered_from_the_engine(
     burn = ("sh", "-c", "while true; do :; done")
     spec = web(free_port(), args=burn, resources=Resources(cpu_millicores=500))
 
-    async def test(controller: Controller, _: InMemoryDesired, runtime: DockerAdapter) -> None:
+    async def test(controller: Controller, _: InMemoryDesired, adapter: DockerAdapter) -> None:
         await until(controller, lambda: (s := status(controller, spec)) is not None and s.running)
         await trio.sleep(2.0)
         usage = controller.usage()[spec.key]
@@ -428,7 +428,7 @@ def test_an_exec_readiness_probe_runs_inside_the_container(
     spec = web(port, readiness=probe)
     client = docker_engine.client
 
-    async def test(controller: Controller, _: InMemoryDesired, runtime: DockerAdapter) -> None:
+    async def test(controller: Controller, _: InMemoryDesired, adapter: DockerAdapter) -> None:
         await until(controller, lambda: (s := status(controller, spec)) is not None and s.running)
         await trio.sleep(0.6)
         assert not ready(controller, spec)()
@@ -467,7 +467,7 @@ def test_a_security_context_holds_in_the_container(
     )
     client = docker_engine.client
 
-    async def test(controller: Controller, _: InMemoryDesired, runtime: DockerAdapter) -> None:
+    async def test(controller: Controller, _: InMemoryDesired, adapter: DockerAdapter) -> None:
         await until(controller, ready(controller, locked))
         await until(
             controller, lambda: reason(controller, root_refused)() == "CreateContainerError"

@@ -47,7 +47,7 @@ class Written:
 
 
 async def write(
-    runtime: DockerAdapter, client: docker.DockerClient, node: str, resources: Resources
+    adapter: DockerAdapter, client: docker.DockerClient, node: str, resources: Resources
 ) -> Written:
     request = CreateRequest(
         name=f"{node}-{uuid.uuid4().hex[:6]}",
@@ -58,11 +58,11 @@ async def write(
         labels=labels.owner_labels(node),
         resources=resources,
     )
-    cid = await runtime.create(request)
-    await runtime.start(cid)
+    cid = await adapter.create(request)
+    await adapter.start(cid)
     waited = await trio.to_thread.run_sync(lambda: client.api.wait(cid, timeout=30))
-    output = (await runtime.logs(cid)).decode(errors="replace")
-    usage = await runtime.disk_usage(labels.owner_labels(node))
+    output = (await adapter.logs(cid)).decode(errors="replace")
+    usage = await adapter.disk_usage(labels.owner_labels(node))
     host_config = await trio.to_thread.run_sync(lambda: client.api.inspect_container(cid))
     return Written(
         int(waited["StatusCode"]),
@@ -73,14 +73,14 @@ async def write(
 
 
 async def limited_and_unlimited(engine: DockerEngine) -> tuple[Written, Written, DockerAdapter]:
-    runtime = await DockerAdapter.connect(engine.host)
+    adapter = await DockerAdapter.connect(engine.host)
     try:
         node = f"quota-{uuid.uuid4().hex[:8]}"
-        limited = await write(runtime, engine.client, node, LIMITED)
-        unlimited = await write(runtime, engine.client, node, Resources())
-        return limited, unlimited, runtime
+        limited = await write(adapter, engine.client, node, LIMITED)
+        unlimited = await write(adapter, engine.client, node, Resources())
+        return limited, unlimited, adapter
     finally:
-        runtime.close()
+        adapter.close()
 
 
 @pytest.fixture
@@ -116,8 +116,8 @@ def xfs_noquota_engine(root_only: None) -> Iterator[DockerEngine]:
 def test_on_xfs_with_pquota_a_disk_limit_is_a_hard_quota_of_the_writable_layer(
     xfs_pquota_engine: DockerEngine,
 ) -> None:
-    limited, unlimited, runtime = trio.run(limited_and_unlimited, xfs_pquota_engine)
-    assert runtime.disk_quotas is True
+    limited, unlimited, adapter = trio.run(limited_and_unlimited, xfs_pquota_engine)
+    assert adapter.disk_quotas is True
     assert limited.storage_opt == {"size": str(LIMIT)}
     assert limited.exit_code != 0, limited.output
     assert "No space left on device" in limited.output
@@ -131,9 +131,9 @@ def test_on_xfs_with_pquota_a_disk_limit_is_a_hard_quota_of_the_writable_layer(
 def test_on_xfs_without_pquota_a_disk_limit_is_created_without_a_quota(
     xfs_noquota_engine: DockerEngine,
 ) -> None:
-    """The engine refuses the quota once; the runtime creates without it from then on."""
-    limited, unlimited, runtime = trio.run(limited_and_unlimited, xfs_noquota_engine)
-    assert runtime.disk_quotas is False
+    """The engine refuses the quota once; the adapter creates without it from then on."""
+    limited, unlimited, adapter = trio.run(limited_and_unlimited, xfs_noquota_engine)
+    assert adapter.disk_quotas is False
     for written in (limited, unlimited):
         assert written.storage_opt is None
         assert written.exit_code == 0, written.output
@@ -144,18 +144,18 @@ def test_on_the_session_engine_a_disk_limit_is_created_without_a_quota(
     docker_engine: DockerEngine, busybox_image: str, node_id: str
 ) -> None:
     async def main() -> tuple[Written, DockerAdapter]:
-        runtime = await DockerAdapter.connect(docker_engine.host)
+        adapter = await DockerAdapter.connect(docker_engine.host)
         try:
-            return await write(runtime, docker_engine.client, node_id, LIMITED), runtime
+            return await write(adapter, docker_engine.client, node_id, LIMITED), adapter
         finally:
-            runtime.close()
+            adapter.close()
 
     info = docker_engine.client.info()
     backing = dict(row for row in info.get("DriverStatus") or [] if len(row) == 2)
     if info.get("Driver") == "overlay2" and backing.get("Backing Filesystem") == "xfs":
         pytest.skip("the session engine's data root is xfs: this test is about one without")
-    limited, runtime = trio.run(main)
-    assert runtime.disk_quotas is False
+    limited, adapter = trio.run(main)
+    assert adapter.disk_quotas is False
     assert limited.storage_opt is None
     assert limited.exit_code == 0, limited.output
     assert limited.measured >= WRITE_MIB * MIB

@@ -1,4 +1,4 @@
-"""The Docker adapter passes the runtime conformance checks on the real engine."""
+"""The Docker adapter passes the engine conformance checks on the real engine."""
 
 from __future__ import annotations
 
@@ -20,11 +20,11 @@ def test_docker_adapter_conforms(
     check: Check, docker_engine: DockerEngine, busybox_image: str, node_id: str
 ) -> None:
     async def main() -> None:
-        runtime = await DockerAdapter.connect(docker_engine.host)
+        adapter = await DockerAdapter.connect(docker_engine.host)
         try:
             tag = {"conformance": uuid.uuid4().hex[:8], **labels.owner_labels(node_id)}
-            await check(runtime, busybox_image, tag)
+            await check(adapter, busybox_image, tag)
         finally:
-            runtime.close()
+            adapter.close()
 
     trio.run(main)

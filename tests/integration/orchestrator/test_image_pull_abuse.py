@@ -44,16 +44,16 @@ def test_a_pull_whose_layers_pass_the_cap_is_cancelled_before_it_fills_the_disk(
         image = f"{registry.address}/tenant/huge:1"
 
         async def main() -> tuple[ImageTooLarge, float]:
-            runtime = await DockerAdapter.connect(docker_engine.host)
-            runtime.max_image_bytes = CAP
-            runtime.allow_private_registries = True  # the hostile registry is on loopback
+            adapter = await DockerAdapter.connect(docker_engine.host)
+            adapter.max_image_bytes = CAP
+            adapter.allow_private_registries = True  # the hostile registry is on loopback
             try:
                 started = time.monotonic()
                 with pytest.raises(ImageTooLarge) as raised:
-                    await runtime.create(request(node_id, "huge", image, "true"))
+                    await adapter.create(request(node_id, "huge", image, "true"))
                 return raised.value, time.monotonic() - started
             finally:
-                runtime.close()
+                adapter.close()
 
         refused, seconds = trio.run(main)
         refused_at = time.monotonic()
@@ -95,14 +95,14 @@ def test_pulls_from_stalling_registries_time_out_are_cancelled_and_free_their_sl
     try:
 
         async def main() -> tuple[list[str], float, float, bytes]:
-            runtime = await DockerAdapter.connect(docker_engine.host)
-            runtime.pull_timeout_seconds = timeout
-            runtime.allow_private_registries = True
+            adapter = await DockerAdapter.connect(docker_engine.host)
+            adapter.pull_timeout_seconds = timeout
+            adapter.allow_private_registries = True
             causes: list[str] = []
 
             async def pull(registry: HostileRegistry) -> None:
                 try:
-                    await runtime.pull(f"{registry.address}/tenant/stalled:1")
+                    await adapter.pull(f"{registry.address}/tenant/stalled:1")
                 except ImageUnavailable as e:
                     causes.append(e.cause)
 
@@ -114,20 +114,20 @@ def test_pulls_from_stalling_registries_time_out_are_cancelled_and_free_their_sl
                 stalled = time.monotonic() - started
                 # Every slot is free again: another tenant's pull goes ahead at once.
                 with trio.fail_after(2):
-                    while runtime._pull_limiter.borrowed_tokens:  # noqa: ASYNC110
+                    while adapter._pull_limiter.borrowed_tokens:  # noqa: ASYNC110
                         await trio.sleep(0.02)
                 started = time.monotonic()
                 with trio.fail_after(timeout):
-                    cid = await runtime.create(request(node_id, "next", "busybox", "echo", "ok"))
+                    cid = await adapter.create(request(node_id, "next", "busybox", "echo", "ok"))
                 next_pull = time.monotonic() - started
                 return (
                     causes,
                     stalled,
                     next_pull,
-                    await output_of(runtime, docker_engine.client, cid),
+                    await output_of(adapter, docker_engine.client, cid),
                 )
             finally:
-                runtime.close()
+                adapter.close()
 
         causes, stalled, next_pull, output = trio.run(main)
         assert causes == [f"the pull did not finish within {timeout:g} s"] * len(registries)
@@ -163,18 +163,18 @@ def test_a_registry_only_the_node_reaches_is_refused_unless_private_registries_a
     ]
 
     async def main() -> tuple[list[str], bytes]:
-        runtime = await DockerAdapter.connect(docker_engine.host)
+        adapter = await DockerAdapter.connect(docker_engine.host)
         causes = []
         try:
             for i, name in enumerate(names):
                 with pytest.raises(ImageUnavailable) as raised:
-                    await runtime.create(request(node_id, f"private-{i}", name, "echo", "ok"))
+                    await adapter.create(request(node_id, f"private-{i}", name, "echo", "ok"))
                 causes.append(raised.value.cause)
-            runtime.allow_private_registries = True
-            cid = await runtime.create(request(node_id, "allowed", names[0], "echo", "ok"))
-            return causes, await output_of(runtime, docker_engine.client, cid)
+            adapter.allow_private_registries = True
+            cid = await adapter.create(request(node_id, "allowed", names[0], "echo", "ok"))
+            return causes, await output_of(adapter, docker_engine.client, cid)
         finally:
-            runtime.close()
+            adapter.close()
 
     causes, output = trio.run(main)
     assert causes[0].startswith(

@@ -60,10 +60,10 @@ def request(node_id: str, name: str, image: str, *args: str) -> CreateRequest:
     )
 
 
-async def output_of(runtime: DockerAdapter, client: docker.DockerClient, cid: str) -> bytes:
-    await runtime.start(cid)
+async def output_of(adapter: DockerAdapter, client: docker.DockerClient, cid: str) -> bytes:
+    await adapter.start(cid)
     await trio.to_thread.run_sync(lambda: client.api.wait(cid, timeout=30))
-    return await runtime.logs(cid)
+    return await adapter.logs(cid)
 
 
 def pull_failed(cause: str) -> bool:
@@ -104,12 +104,12 @@ def test_an_image_only_in_the_engines_store_is_refused_and_never_run(
     image_with(client, busybox_image, secret, "operator-private")
 
     async def main() -> None:
-        runtime = await DockerAdapter.connect(docker_engine.host)
+        adapter = await DockerAdapter.connect(docker_engine.host)
         try:
             with pytest.raises(ImageUnavailable) as raised:
-                await runtime.create(request(node_id, "secret", secret))
+                await adapter.create(request(node_id, "secret", secret))
         finally:
-            runtime.close()
+            adapter.close()
         assert raised.value.reason == "ImagePullBackOff"
         assert str(raised.value).startswith(
             f"image {secret!r} is not present and could not be pulled: "
@@ -133,12 +133,12 @@ def test_a_name_the_operator_has_is_pulled_fresh_and_the_tenant_sees_the_registr
     operators = image_with(client, busybox_image, name, "operator-private")  # retagged locally
 
     async def main() -> bytes:
-        runtime = await DockerAdapter.connect(docker_engine.host)
+        adapter = await DockerAdapter.connect(docker_engine.host)
         try:
-            cid = await runtime.create(request(node_id, "reader", name))
-            return await output_of(runtime, client, cid)
+            cid = await adapter.create(request(node_id, "reader", name))
+            return await output_of(adapter, client, cid)
         finally:
-            runtime.close()
+            adapter.close()
 
     assert trio.run(main).strip() == b"from-the-registry"
     # The tenant's pull was by digest: the operator's tag still names the operator's image.
@@ -169,15 +169,15 @@ def test_a_digest_is_taken_from_the_store_only_if_the_node_pulled_it(
     _delete_manifest(session_registry(), repository, digest)
 
     async def main() -> None:
-        runtime = await DockerAdapter.connect(docker_engine.host)
+        adapter = await DockerAdapter.connect(docker_engine.host)
         try:
             with pytest.raises(ImageUnavailable) as raised:
-                await runtime.create(request(node_id, "pinned", pinned))
+                await adapter.create(request(node_id, "pinned", pinned))
             # The node pulled it (and failed): the operator's copy was not used.
             assert pull_failed(raised.value.cause), raised.value.cause
             assert names_of(client, node_id) == []
         finally:
-            runtime.close()
+            adapter.close()
 
     trio.run(main)
 
@@ -188,17 +188,17 @@ def test_a_digest_is_taken_from_the_store_only_if_the_node_pulled_it(
     publish(client, f"{again}:1")
 
     async def pulled_first() -> bytes:
-        runtime = await DockerAdapter.connect(docker_engine.host)
+        adapter = await DockerAdapter.connect(docker_engine.host)
         try:
-            await runtime.create(request(node_id, "by-tag", f"{again}:1"))
+            await adapter.create(request(node_id, "by-tag", f"{again}:1"))
             digests = client.images.get(f"{again}:1").attrs["RepoDigests"]
             own = next(d for d in digests if d.startswith(f"{again}@"))
             images.append(own)
             _delete_manifest(session_registry(), again, own.split("@", 1)[1])
-            cid = await runtime.create(request(node_id, "by-digest", own))
-            return await output_of(runtime, client, cid)
+            cid = await adapter.create(request(node_id, "by-digest", own))
+            return await output_of(adapter, client, cid)
         finally:
-            runtime.close()
+            adapter.close()
 
     assert trio.run(pulled_first).strip() == b"pulled-by-the-node"
 
@@ -248,13 +248,13 @@ def test_the_operators_registry_logins_are_never_sent(
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
 
     async def main() -> None:
-        runtime = await DockerAdapter.connect(docker_engine.host)
-        runtime.allow_private_registries = True  # the registry is on loopback
+        adapter = await DockerAdapter.connect(docker_engine.host)
+        adapter.allow_private_registries = True  # the registry is on loopback
         try:
             with pytest.raises(ImageUnavailable) as raised:
-                await runtime.create(request(node_id, "private", reference))
+                await adapter.create(request(node_id, "private", reference))
         finally:
-            runtime.close()
+            adapter.close()
         assert "no basic auth credentials" in raised.value.cause, raised.value.cause
 
     trio.run(main)
@@ -277,13 +277,13 @@ def test_an_image_above_the_nodes_size_cap_is_refused_and_removed(
     cap = size // 2
 
     async def main() -> None:
-        runtime = await DockerAdapter.connect(docker_engine.host)
-        runtime.max_image_bytes = cap
+        adapter = await DockerAdapter.connect(docker_engine.host)
+        adapter.max_image_bytes = cap
         try:
             with pytest.raises(ImageTooLarge) as raised:
-                await runtime.create(request(node_id, "big", name, "true"))
+                await adapter.create(request(node_id, "big", name, "true"))
         finally:
-            runtime.close()
+            adapter.close()
         assert str(raised.value) == (
             f"image {name!r} is too large for this node: {size} bytes, above its cap of "
             f"{cap} bytes (ImageTooLarge)"
@@ -312,33 +312,33 @@ def test_image_gc_removes_unused_pulled_images_least_recently_used_first(
     operators_id = image_with(client, busybox_image, operators, "operators")
 
     async def main() -> tuple[list[str], dict[str, str], list[str]]:
-        runtime = await DockerAdapter.connect(docker_engine.host)
+        adapter = await DockerAdapter.connect(docker_engine.host)
         try:
-            ids = {what: await runtime.pull(name) for what, name in names.items()}
+            ids = {what: await adapter.pull(name) for what, name in names.items()}
             # Pulled, used, then unused (their containers are gone), oldest first.
             for what in ("old", "recent"):
-                cid = await runtime.create(request(node_id, what, names[what]))
-                await runtime.remove(cid)
-            running = await runtime.create(
+                cid = await adapter.create(request(node_id, what, names[what]))
+                await adapter.remove(cid)
+            running = await adapter.create(
                 request(node_id, "running", names["running"], "sleep", "60")
             )
-            await runtime.start(running)
+            await adapter.start(running)
             # A container that is not the node's uses an image the node pulled: it stays too.
             foreign = client.containers.create(ids["foreign"], ["true"], network_mode="none")
             try:
                 # High mark 100 %: nothing to do.
-                idle = ImageCollector(runtime, ImageGcPolicy(100, 100, min_age_seconds=0))
+                idle = ImageCollector(adapter, ImageGcPolicy(100, 100, min_age_seconds=0))
                 assert await idle.collect() == []
                 # Marks at 0 %: everything that may go goes, in order of last use.
                 policy = ImageGcPolicy(high_percent=0, low_percent=0, min_age_seconds=0)
-                removed = await ImageCollector(runtime, policy).collect()
+                removed = await ImageCollector(adapter, policy).collect()
                 # And once more: the rest stays.
-                again = await ImageCollector(runtime, policy).collect()
+                again = await ImageCollector(adapter, policy).collect()
             finally:
                 foreign.remove(force=True)
             return removed, ids, again
         finally:
-            runtime.close()
+            adapter.close()
 
     removed, ids, again = trio.run(main)
     assert removed == [ids["old"], ids["recent"]]
@@ -376,13 +376,13 @@ def test_image_gc_above_the_high_mark_stops_below_the_low_mark(busybox_image: st
         operators_id = image_with(client, busybox_image, operators, "operators")
 
         async def main() -> tuple[list[str], dict[str, str], float, float, float]:
-            runtime = await DockerAdapter.connect(engine.host)
+            adapter = await DockerAdapter.connect(engine.host)
             try:
-                ids = {what: await runtime.pull(name) for what, name in names.items()}
-                await runtime.start(
-                    await runtime.create(request("gc", "running", names["running"], "sleep", "60"))
+                ids = {what: await adapter.pull(name) for what, name in names.items()}
+                await adapter.start(
+                    await adapter.create(request("gc", "running", names["running"], "sleep", "60"))
                 )
-                root = await runtime.data_root()
+                root = await adapter.data_root()
                 before = disk_usage(root)
                 one_image = 100 * 8 * 2**20 / before.capacity_bytes
                 policy = ImageGcPolicy(
@@ -390,11 +390,11 @@ def test_image_gc_above_the_high_mark_stops_below_the_low_mark(busybox_image: st
                     low_percent=before.used_percent - one_image / 2,
                     min_age_seconds=0,
                 )
-                removed = await ImageCollector(runtime, policy).collect()
+                removed = await ImageCollector(adapter, policy).collect()
                 after = disk_usage(root).used_percent
                 return removed, ids, before.used_percent, policy.low_percent, after
             finally:
-                runtime.close()
+                adapter.close()
 
         removed, ids, before, low, after = trio.run(main)
         assert removed == [ids["old"]], (before, low, after)

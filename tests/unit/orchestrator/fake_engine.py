@@ -264,7 +264,7 @@ class FakeEngine:
         self._check()
         if request.image not in self.images:
             # Images are "pulled" from `images`; the request's pull policy is ignored, as the
-            # Docker runtime ignores it.
+            # Docker engine ignores it.
             raise ImageUnavailable(request.image, "pull access denied: no registry")
         if any(c.name == request.name for c in self.containers.values()):
             raise CreateFailed(f"cannot create {request.name}: the name is in use")

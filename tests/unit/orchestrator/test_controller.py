@@ -35,12 +35,13 @@ Scenario = Callable[[Controller, FakeEngine, InMemoryDesired], Awaitable[None]]
 def scenario(
     test: Scenario,
     *specs: ReplicaSpec,
-    runtime: FakeEngine | None = None,
+    engine: FakeEngine | None = None,
     config: ControllerConfig = CONFIG,
     firewall: FakeFirewall | None = None,
 ) -> None:
+    engine = engine or FakeEngine()
+
     async def main() -> None:
-        engine = runtime or FakeEngine()
         desired = InMemoryDesired(*specs)
         controller = Controller(
             engine,
@@ -110,9 +111,9 @@ def all_ready(controller: Controller, count: int) -> Callable[[], bool]:
 
 
 def test_a_desired_replica_runs_and_is_ready() -> None:
-    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, engine: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, is_ready(controller, WEB))
-        (c,) = runtime.running(OWNER)
+        (c,) = engine.running(OWNER)
         assert c.labels[labels.APP] == "web" and c.labels[labels.REVISION] == "1"
         assert c.request is not None and c.request.args == ("sleep", "1000")
         assert main_status(controller, WEB) == ContainerStatus(
@@ -127,26 +128,26 @@ def test_a_desired_replica_runs_and_is_ready() -> None:
 
 
 def test_passes_are_idempotent() -> None:
-    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, engine: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, is_ready(controller, WEB))
-        before = list(runtime.operations)
+        before = list(engine.operations)
         for _round in range(5):
             controller.trigger()
             await controller.changed()
         await trio.sleep(30)
-        assert runtime.operations == before
+        assert engine.operations == before
         assert controller.statistics().passes > 5
 
     scenario(test, WEB)
 
 
 def test_a_crash_restarts_at_once_then_with_growing_backoff() -> None:
-    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, engine: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, is_ready(controller, WEB))
-        (c,) = runtime.running(OWNER)
+        (c,) = engine.running(OWNER)
         restarts_at = []
         for _round in range(4):
-            runtime.exit(c.id, 1)
+            engine.exit(c.id, 1)
             await until(controller, started_again(c))
             restarts_at.append(trio.current_time())
         gaps = [round(b - a) for a, b in itertools.pairwise(restarts_at)]
@@ -157,12 +158,12 @@ def test_a_crash_restarts_at_once_then_with_growing_backoff() -> None:
 
 
 def test_while_held_back_the_reason_is_crash_loop_backoff() -> None:
-    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, engine: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, is_ready(controller, WEB))
-        (c,) = runtime.running(OWNER)
-        runtime.exit(c.id, 3)
+        (c,) = engine.running(OWNER)
+        engine.exit(c.id, 3)
         await until(controller, lambda: c.starts == 2)
-        runtime.exit(c.id, 3)
+        engine.exit(c.id, 3)
         await until(controller, lambda: "BackOff" in kinds(controller, WEB))
         status = main_status(controller, WEB)
         assert status.message == (
@@ -181,7 +182,7 @@ def test_while_held_back_the_reason_is_crash_loop_backoff() -> None:
 def test_a_missing_image_is_image_pull_backoff_without_a_hot_loop() -> None:
     spec = replica(containers=(container(image="nope:1"),))
 
-    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, engine: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, lambda: reason(controller, spec) == "ImagePullBackOff")
         assert main_status(controller, spec).message == (
             "image 'nope:1' is not present and could not be pulled: pull access denied: no registry"
@@ -192,7 +193,7 @@ def test_a_missing_image_is_image_pull_backoff_without_a_hot_loop() -> None:
         ]
         # Attempts at 0, 10, 30, 70: the back-off doubles.
         assert [round(t) for t in failures] == [0, 10, 30, 70]
-        runtime.images.add("nope:1")
+        engine.images.add("nope:1")
         await until(controller, is_ready(controller, spec))
 
     scenario(test, spec)
@@ -201,7 +202,7 @@ def test_a_missing_image_is_image_pull_backoff_without_a_hot_loop() -> None:
 def test_a_failing_create_is_create_container_error() -> None:
     spec = replica(containers=(container(args=()),))
 
-    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, engine: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, lambda: reason(controller, spec) == "CreateContainerError")
         status = main_status(controller, spec)
         assert status.message.endswith(": no command specified")
@@ -215,25 +216,25 @@ def test_a_failing_create_is_create_container_error() -> None:
 def test_a_start_failure_is_run_container_error_and_backs_off() -> None:
     spec = replica(containers=(container(args=("nosuch",)),))
 
-    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, engine: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, lambda: reason(controller, spec) == "RunContainerError")
         assert "executable file not found" in main_status(controller, spec).message
         await trio.sleep(60)
-        assert runtime.count("create") == 1
-        assert runtime.count("start") <= 4
+        assert engine.count("create") == 1
+        assert engine.count("start") <= 4
 
-    scenario(test, spec, runtime=FakeEngine(missing_executables={"nosuch"}))
+    scenario(test, spec, engine=FakeEngine(missing_executables={"nosuch"}))
 
 
 def test_scale_down_removes_the_container_and_its_ephemeral_volume() -> None:
     spec = replica(volumes=(ephemeral(),))
 
-    async def test(controller: Controller, runtime: FakeEngine, desired: InMemoryDesired) -> None:
+    async def test(controller: Controller, engine: FakeEngine, desired: InMemoryDesired) -> None:
         await until(controller, is_ready(controller, spec))
-        assert len(runtime.volumes) == 1
+        assert len(engine.volumes) == 1
         desired.specs = []
         controller.trigger()
-        await until(controller, lambda: not runtime.with_labels(OWNER) and not runtime.volumes)
+        await until(controller, lambda: not engine.with_labels(OWNER) and not engine.volumes)
         assert controller.status() == {}
         assert kinds(controller, spec)[-1] == "Removed"
 
@@ -244,20 +245,20 @@ def test_a_new_revision_replaces_the_container_and_keeps_the_persistent_volume()
     v1 = replica(volumes=(persistent(),))
     v2 = replica(revision=2, volumes=(persistent(),))
 
-    async def test(controller: Controller, runtime: FakeEngine, desired: InMemoryDesired) -> None:
+    async def test(controller: Controller, engine: FakeEngine, desired: InMemoryDesired) -> None:
         await until(controller, is_ready(controller, v1))
-        (old,) = runtime.running(OWNER)
-        volumes = dict(runtime.volumes)
+        (old,) = engine.running(OWNER)
+        volumes = dict(engine.volumes)
         desired.specs = [v2]
         controller.trigger()
         await until(
             controller, lambda: (s := status_of(controller, v2)) is not None and s.revision == 2
         )
         await until(controller, is_ready(controller, v2))
-        (new,) = runtime.with_labels(OWNER)
+        (new,) = engine.with_labels(OWNER)
         assert new.id != old.id and new.labels[labels.REVISION] == "2"
-        assert runtime.volumes == volumes
-        assert runtime.operations[-4:] == [
+        assert engine.volumes == volumes
+        assert engine.operations[-4:] == [
             ("stop", old.id),
             ("remove", old.id),
             ("create", new.id),
@@ -279,34 +280,34 @@ def test_volumes_are_listed_only_while_a_replica_may_have_one() -> None:
             controller.trigger()
             await controller.changed()
 
-    async def test(controller: Controller, runtime: FakeEngine, desired: InMemoryDesired) -> None:
+    async def test(controller: Controller, engine: FakeEngine, desired: InMemoryDesired) -> None:
         # The first pass lists, and finds what an earlier controller left behind.
-        await until(controller, lambda: is_ready(controller, plain)() and not runtime.volumes)
+        await until(controller, lambda: is_ready(controller, plain)() and not engine.volumes)
         await passes(controller, 1)
-        listed = runtime.volume_listings
+        listed = engine.volume_listings
         await passes(controller, 3)
-        assert runtime.volume_listings == listed
+        assert engine.volume_listings == listed
         desired.specs = [plain, stateful]
         await passes(controller, 1)
         await until(controller, is_ready(controller, stateful))
-        assert len(runtime.volumes) == 1 and runtime.volume_listings > listed
+        assert len(engine.volumes) == 1 and engine.volume_listings > listed
         desired.specs = [plain]
         controller.trigger()
-        await until(controller, lambda: not runtime.volumes)
+        await until(controller, lambda: not engine.volumes)
         await passes(controller, 1)
-        listed = runtime.volume_listings
+        listed = engine.volume_listings
         await passes(controller, 3)
-        assert runtime.volume_listings == listed
+        assert engine.volume_listings == listed
 
-    scenario(test, plain, runtime=engine)
+    scenario(test, plain, engine=engine)
 
 
 def test_a_new_controller_adopts_instead_of_duplicating() -> None:
     async def main() -> None:
-        runtime, desired = FakeEngine(), InMemoryDesired(WEB, replica("api", 1))
+        engine, desired = FakeEngine(), InMemoryDesired(WEB, replica("api", 1))
         for generation in range(2):
             controller = Controller(
-                runtime,
+                engine,
                 desired,
                 CONFIG,
                 firewall=FakeFirewall(),
@@ -317,19 +318,19 @@ def test_a_new_controller_adopts_instead_of_duplicating() -> None:
                 await nursery.start(controller.run)
                 await until(controller, all_ready(controller, 2))
                 nursery.cancel_scope.cancel()
-            assert len(runtime.with_labels(OWNER)) == 2
-            assert runtime.count("create") == 2, generation
+            assert len(engine.with_labels(OWNER)) == 2
+            assert engine.count("create") == 2, generation
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
 def test_containers_without_our_labels_are_never_touched() -> None:
-    runtime = FakeEngine()
+    engine = FakeEngine()
     strangers = [
-        runtime.add_foreign("db", {"com.example": "x"}),
-        runtime.add_foreign("other-node", {**OWNER, labels.NODE: "node-b", labels.APP: "web"}),
-        runtime.add_foreign("half-ours", {**OWNER, labels.APP: "web"}),
-        runtime.add_foreign("dead-stranger", {}, running=False),
+        engine.add_foreign("db", {"com.example": "x"}),
+        engine.add_foreign("other-node", {**OWNER, labels.NODE: "node-b", labels.APP: "web"}),
+        engine.add_foreign("half-ours", {**OWNER, labels.APP: "web"}),
+        engine.add_foreign("dead-stranger", {}, running=False),
     ]
 
     async def test(controller: Controller, engine: FakeEngine, desired: InMemoryDesired) -> None:
@@ -345,11 +346,11 @@ def test_containers_without_our_labels_are_never_touched() -> None:
         touched = {cid for _, cid in engine.operations}
         assert touched.isdisjoint(strangers)
 
-    scenario(test, WEB, runtime=runtime)
+    scenario(test, WEB, engine=engine)
 
 
 def test_an_unreachable_engine_is_a_reason_and_is_retried_with_backoff() -> None:
-    runtime = FakeEngine(down=True)
+    engine = FakeEngine(down=True)
 
     async def test(controller: Controller, engine: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, lambda: not controller.statistics().engine_available)
@@ -365,7 +366,7 @@ def test_an_unreachable_engine_is_a_reason_and_is_retried_with_backoff() -> None
         engine.down = False
         await until(controller, is_ready(controller, WEB))
 
-    scenario(test, WEB, runtime=runtime)
+    scenario(test, WEB, engine=engine)
 
 
 def exec_liveness() -> Probe:
@@ -374,7 +375,7 @@ def exec_liveness() -> Probe:
 
 def test_a_failing_liveness_probe_restarts_the_container_with_backoff() -> None:
     spec = replica(containers=(container(liveness=exec_liveness()),))
-    runtime = FakeEngine(exec_handler=lambda cid, cmd: 1)
+    engine = FakeEngine(exec_handler=lambda cid, cmd: 1)
 
     async def test(controller: Controller, engine: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, lambda: restarts(controller, spec) >= 3)
@@ -392,14 +393,14 @@ def test_a_failing_liveness_probe_restarts_the_container_with_backoff() -> None:
         )
         assert engine.count("stop") >= 3
 
-    scenario(test, spec, runtime=runtime)
+    scenario(test, spec, engine=engine)
 
 
 def test_readiness_gates_the_ready_flag_without_restarts() -> None:
     probe = Probe(ExecAction(("ready",)), period_seconds=1, failure_threshold=1)
     spec = replica(containers=(container(readiness=probe),))
     answers = {"ready": 1}
-    runtime = FakeEngine(exec_handler=lambda cid, cmd: answers[cmd[0]])
+    engine = FakeEngine(exec_handler=lambda cid, cmd: answers[cmd[0]])
 
     async def test(controller: Controller, engine: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, lambda: running(controller, spec))
@@ -411,16 +412,16 @@ def test_readiness_gates_the_ready_flag_without_restarts() -> None:
         await until(controller, lambda: not main_status(controller, spec).ready)
         assert engine.count("stop") == 0 and main_status(controller, spec).restart_count == 0
 
-    scenario(test, spec, runtime=runtime)
+    scenario(test, spec, engine=engine)
 
 
 def test_an_oom_kill_is_reported() -> None:
     spec = replica(restart_policy=RestartPolicy.NEVER)
 
-    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, engine: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, is_ready(controller, spec))
-        (c,) = runtime.running(OWNER)
-        runtime.exit(c.id, 137, oom=True)
+        (c,) = engine.running(OWNER)
+        engine.exit(c.id, 137, oom=True)
         await until(
             controller, lambda: main_status(controller, spec).phase is ContainerPhase.TERMINATED
         )
@@ -444,14 +445,14 @@ def test_an_oom_kill_is_reported() -> None:
 
 
 def test_usage_is_metered_across_restarts() -> None:
-    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, engine: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, is_ready(controller, WEB))
-        (c,) = runtime.running(OWNER)
+        (c,) = engine.running(OWNER)
         c.cpu_ns, c.memory_bytes = 2_000_000_000, 5_000_000
         await trio.sleep(6)  # one metering period
         usage = controller.usage()[WEB.key]
         assert (usage.cpu_ns, usage.memory_bytes, usage.samples) == (2_000_000_000, 5_000_000, 1)
-        runtime.exit(c.id, 1)  # the run ends at t=6 after 6 s; the engine resets the counter
+        engine.exit(c.id, 1)  # the run ends at t=6 after 6 s; the engine resets the counter
         await until(controller, lambda: c.starts == 2)
         c.cpu_ns, c.memory_bytes = 1_000_000_000, 3_000_000
         await trio.sleep(5)
@@ -464,10 +465,10 @@ def test_usage_is_metered_across_restarts() -> None:
 
 
 def test_the_highest_revision_wins_when_a_replica_is_desired_twice() -> None:
-    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, engine: FakeEngine, _: InMemoryDesired) -> None:
         v3 = replica(revision=3)
         await until(controller, is_ready(controller, v3))
-        (c,) = runtime.with_labels(OWNER)
+        (c,) = engine.with_labels(OWNER)
         assert c.labels[labels.REVISION] == "3"
 
     scenario(test, replica(revision=3), replica(revision=2))
@@ -476,9 +477,9 @@ def test_the_highest_revision_wins_when_a_replica_is_desired_twice() -> None:
 def test_every_container_of_a_replica_is_run_and_reported() -> None:
     spec = replica(containers=(container("main"), container("side")))
 
-    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, engine: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, is_ready(controller, spec))
-        names = sorted(c.labels[labels.CONTAINER] for c in runtime.running(OWNER))
+        names = sorted(c.labels[labels.CONTAINER] for c in engine.running(OWNER))
         assert names == ["main", "side"]
         status = status_of(controller, spec)
         assert status is not None
@@ -491,12 +492,12 @@ def test_fast_policies_make_the_backoff_short() -> None:
     fast = BackoffPolicy(initial_seconds=0.2, max_seconds=1.0, reset_after_seconds=5.0)
     config = ControllerConfig(node=NODE, crash_backoff=fast, resync_seconds=5.0)
 
-    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, engine: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, is_ready(controller, WEB))
-        (c,) = runtime.running(OWNER)
+        (c,) = engine.running(OWNER)
         times: list[float] = []
         for _round in range(5):
-            runtime.exit(c.id, 1)
+            engine.exit(c.id, 1)
             await until(controller, started_again(c))
             times.append(trio.current_time())
         gaps = [round(b - a, 1) for a, b in itertools.pairwise(times)]
@@ -512,15 +513,15 @@ def test_a_replica_runs_in_a_pod_of_its_own_behind_host_rules_set_first() -> Non
     engine = FakeEngine()
     firewall = FakeFirewall(observe=lambda: len(engine.operations))
 
-    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, engine: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, is_ready(controller, WEB))
-        (pod,) = runtime.sandboxes()
-        (c,) = runtime.running(OWNER)
+        (pod,) = engine.sandboxes()
+        (c,) = engine.running(OWNER)
         network = labels.network_name(NODE, WEB.chain, WEB.app, WEB.instance)
         assert c.network_mode == f"container:{pod.id}"
         assert c.request is not None and c.request.join == pod.name
         assert pod.request is not None and pod.request.network == network
-        assert runtime.networks[network] == labels.network_labels(
+        assert engine.networks[network] == labels.network_labels(
             NODE, WEB.chain, WEB.app, WEB.instance
         )
         status = status_of(controller, WEB)
@@ -532,22 +533,22 @@ def test_a_replica_runs_in_a_pod_of_its_own_behind_host_rules_set_first() -> Non
         asserted = firewall.applied
         await trio.sleep(CONFIG.resync_seconds * 2.5)
         assert firewall.applied >= asserted + 2
-        assert runtime.operations[:4] == [
+        assert engine.operations[:4] == [
             ("try_network", network),
             ("create_network", network),
             ("import_image", labels.SANDBOX_IMAGE),
             ("create", pod.id),
         ]
 
-    scenario(test, WEB, runtime=engine, firewall=firewall)
+    scenario(test, WEB, engine=engine, firewall=firewall)
 
 
 def test_nothing_runs_while_the_host_rules_cannot_be_set() -> None:
     firewall = FakeFirewall(failure="iptables: Permission denied (you must be root)")
 
-    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, engine: FakeEngine, _: InMemoryDesired) -> None:
         await trio.sleep(30)
-        assert runtime.containers == {} and runtime.networks == {}
+        assert engine.containers == {} and engine.networks == {}
         stats = controller.statistics()
         assert not stats.engine_available
         assert stats.engine_error == "iptables: Permission denied (you must be root)"
@@ -558,15 +559,15 @@ def test_nothing_runs_while_the_host_rules_cannot_be_set() -> None:
 
 
 def test_a_dead_sandbox_makes_the_pod_anew_with_its_containers() -> None:
-    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, engine: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, is_ready(controller, WEB))
-        (old_pod,) = runtime.sandboxes()
-        (old,) = runtime.running(OWNER)
-        runtime.exit(old_pod.id, 137)
-        await until(controller, lambda: old.id not in runtime.containers)
+        (old_pod,) = engine.sandboxes()
+        (old,) = engine.running(OWNER)
+        engine.exit(old_pod.id, 137)
+        await until(controller, lambda: old.id not in engine.containers)
         await until(controller, is_ready(controller, WEB))
-        (pod,) = runtime.sandboxes()
-        (c,) = runtime.running(OWNER)
+        (pod,) = engine.sandboxes()
+        (c,) = engine.running(OWNER)
         assert pod.id != old_pod.id and c.network_mode == f"container:{pod.id}"
 
     scenario(test, WEB)
@@ -575,17 +576,17 @@ def test_a_dead_sandbox_makes_the_pod_anew_with_its_containers() -> None:
 def test_an_apps_network_goes_with_its_last_replica() -> None:
     second = replica(index=1)
 
-    async def test(controller: Controller, runtime: FakeEngine, desired: InMemoryDesired) -> None:
+    async def test(controller: Controller, engine: FakeEngine, desired: InMemoryDesired) -> None:
         await until(controller, lambda: controller.statistics().ready_replicas == 2)
-        assert len(runtime.networks) == 1 and len(runtime.sandboxes()) == 2
+        assert len(engine.networks) == 1 and len(engine.sandboxes()) == 2
         desired.specs = [second]
         controller.trigger()
-        await until(controller, lambda: len(runtime.sandboxes()) == 1)
-        assert len(runtime.networks) == 1
+        await until(controller, lambda: len(engine.sandboxes()) == 1)
+        assert len(engine.networks) == 1
         desired.specs = []
         controller.trigger()
-        await until(controller, lambda: not runtime.networks and not runtime.sandboxes())
-        assert runtime.count("remove_network") == 1
+        await until(controller, lambda: not engine.networks and not engine.sandboxes())
+        assert engine.count("remove_network") == 1
 
     scenario(test, WEB, second)
 
@@ -593,15 +594,15 @@ def test_an_apps_network_goes_with_its_last_replica() -> None:
 def test_a_network_the_engine_cannot_create_is_tried_again_with_back_off() -> None:
     engine = FakeEngine(network_failure="could not find an available address pool")
 
-    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, engine: FakeEngine, _: InMemoryDesired) -> None:
         await trio.sleep(60)
-        tries = runtime.count("try_network")
+        tries = engine.count("try_network")
         # 10 s, then 20 s, then 40 s apart: not a retry at every pass.
         assert 2 <= tries <= 4
-        assert runtime.containers == {}
+        assert engine.containers == {}
         failed = [e for e in controller.events.for_replica(WEB.key) if e.kind is EventKind.FAILED]
         assert failed and "address pool" in failed[0].message
-        runtime.network_failure = ""
+        engine.network_failure = ""
         await until(controller, is_ready(controller, WEB))
 
-    scenario(test, WEB, runtime=engine)
+    scenario(test, WEB, engine=engine)

@@ -174,22 +174,22 @@ def volume_name(spec: ReplicaSpec, volume: Volume) -> str:
 def test_a_container_past_its_ephemeral_storage_is_evicted_and_started_again() -> None:
     spec = limited(disk_bytes=10 * MiB)
 
-    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
-        await until(controller, lambda: bool(runtime.with_labels(OWNER)))
-        (first,) = runtime.with_labels(OWNER)
-        runtime.written[first.id] = 9 * MiB  # under the limit: nothing happens
+    async def test(controller: Controller, engine: FakeEngine, _: InMemoryDesired) -> None:
+        await until(controller, lambda: bool(engine.with_labels(OWNER)))
+        (first,) = engine.with_labels(OWNER)
+        engine.written[first.id] = 9 * MiB  # under the limit: nothing happens
         await until(controller, lambda: controller.meter.usage(spec.key).disk_bytes == 9 * MiB)
         assert "Evicted" not in kinds(controller, spec)
-        runtime.written[first.id] = 300 * MiB
+        engine.written[first.id] = 300 * MiB
         await until(controller, lambda: "Evicted" in kinds(controller, spec))
         event = [e for e in controller.events.for_replica(spec.key) if e.kind is EventKind.EVICTED]
         assert event[0].reason == "Evicted"
         assert "container main wrote 300.0 MiB" in event[0].message
         assert "ephemeral-storage limit of 10.0 MiB" in event[0].message
-        await until(controller, lambda: first.id not in runtime.containers)
+        await until(controller, lambda: first.id not in engine.containers)
         # Created again after a back-off, with an empty writable layer.
-        await until(controller, lambda: bool(runtime.with_labels(OWNER)))
-        (second,) = runtime.with_labels(OWNER)
+        await until(controller, lambda: bool(engine.with_labels(OWNER)))
+        (second,) = engine.with_labels(OWNER)
         assert second.id != first.id
         assert "BackOff" in kinds(controller, spec)
         assert controller.usage()[spec.key].peak_disk_bytes == 300 * MiB
@@ -202,18 +202,18 @@ def test_an_empty_dir_past_its_size_limit_is_emptied_with_its_replica() -> None:
     spec = limited(volumes=(scratch,))
     name = volume_name(spec, scratch)
 
-    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
-        await until(controller, lambda: bool(runtime.with_labels(OWNER)))
-        runtime.volume_bytes[name] = 100 * MiB
+    async def test(controller: Controller, engine: FakeEngine, _: InMemoryDesired) -> None:
+        await until(controller, lambda: bool(engine.with_labels(OWNER)))
+        engine.volume_bytes[name] = 100 * MiB
         await until(controller, lambda: "Evicted" in kinds(controller, spec))
         assert "volume scratch holds 100.0 MiB, past its sizeLimit of 1.0 MiB" in (
             controller.events.for_replica(spec.key)[-1].message
             + " ".join(e.message for e in controller.events.for_replica(spec.key))
         )
-        await until(controller, lambda: ("remove_volume", name) in runtime.operations)
-        runtime.volume_bytes.pop(name)
+        await until(controller, lambda: ("remove_volume", name) in engine.operations)
+        engine.volume_bytes.pop(name)
         await until(
-            controller, lambda: name in runtime.volumes and controller.status()[spec.key].running
+            controller, lambda: name in engine.volumes and controller.status()[spec.key].running
         )
 
     scenario(test, spec, config=DISK)
@@ -224,14 +224,14 @@ def test_a_persistent_volume_past_its_size_evicts_but_keeps_the_data() -> None:
     spec = limited(volumes=(data,))
     name = volume_name(spec, data)
 
-    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
-        await until(controller, lambda: bool(runtime.with_labels(OWNER)))
-        runtime.volume_bytes[name] = 5 * MiB
+    async def test(controller: Controller, engine: FakeEngine, _: InMemoryDesired) -> None:
+        await until(controller, lambda: bool(engine.with_labels(OWNER)))
+        engine.volume_bytes[name] = 5 * MiB
         await until(controller, lambda: "Evicted" in kinds(controller, spec))
         assert any(
             "past its size of 1.0 MiB" in e.message for e in controller.events.for_replica(spec.key)
         )
-        assert ("remove_volume", name) not in runtime.operations
+        assert ("remove_volume", name) not in engine.operations
 
     scenario(test, spec, config=DISK)
 
@@ -241,9 +241,9 @@ def test_a_volume_that_cannot_be_measured_evicts_its_replica() -> None:
     spec = limited(volumes=(scratch,))
     name = volume_name(spec, scratch)
 
-    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
-        await until(controller, lambda: bool(runtime.with_labels(OWNER)))
-        runtime.unmeasurable[name] = "holds more than 1000000 files and folders"
+    async def test(controller: Controller, engine: FakeEngine, _: InMemoryDesired) -> None:
+        await until(controller, lambda: bool(engine.with_labels(OWNER)))
+        engine.unmeasurable[name] = "holds more than 1000000 files and folders"
         await until(controller, lambda: "Evicted" in kinds(controller, spec))
         assert any(
             "volume scratch cannot be measured: it holds more than 1000000 files" in e.message
@@ -256,15 +256,15 @@ def test_a_volume_that_cannot_be_measured_evicts_its_replica() -> None:
 def test_an_evicted_container_of_restart_policy_never_stays_gone() -> None:
     spec = limited(disk_bytes=MiB, policy=RestartPolicy.NEVER)
 
-    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
-        await until(controller, lambda: bool(runtime.with_labels(OWNER)))
-        (first,) = runtime.with_labels(OWNER)
-        runtime.written[first.id] = 2 * MiB
-        await until(controller, lambda: not runtime.with_labels(OWNER))
+    async def test(controller: Controller, engine: FakeEngine, _: InMemoryDesired) -> None:
+        await until(controller, lambda: bool(engine.with_labels(OWNER)))
+        (first,) = engine.with_labels(OWNER)
+        engine.written[first.id] = 2 * MiB
+        await until(controller, lambda: not engine.with_labels(OWNER))
         for _ in range(5):
             controller.trigger()
             await controller.changed()
-        assert not runtime.with_labels(OWNER)
+        assert not engine.with_labels(OWNER)
         assert reason(controller, spec) == "Evicted"
 
     scenario(test, spec, config=DISK)
@@ -277,7 +277,7 @@ def test_retained_volumes_are_measured_for_usage() -> None:
     engine.volumes[left.name] = dict(left.labels)
     engine.volume_bytes[left.name] = 3 * MiB
 
-    async def test(controller: Controller, runtime: FakeEngine, _: InMemoryDesired) -> None:
+    async def test(controller: Controller, engine: FakeEngine, _: InMemoryDesired) -> None:
         await until(controller, lambda: bool(controller.retained_volume_usage()))
         (kept,) = controller.retained_volume_usage()
         assert (kept.app, kept.instance, kept.replica, kept.volume, kept.bytes) == (
@@ -287,9 +287,9 @@ def test_retained_volumes_are_measured_for_usage() -> None:
             "data",
             3 * MiB,
         )
-        assert left.name in runtime.volumes  # kept: the desired state keeps every instance
+        assert left.name in engine.volumes  # kept: the desired state keeps every instance
 
-    scenario(test, replica("web"), runtime=engine, config=DISK)
+    scenario(test, replica("web"), engine=engine, config=DISK)
 
 
 def test_an_application_created_again_gets_a_network_of_its_own() -> None:
@@ -318,14 +318,14 @@ def test_a_volume_no_replica_here_uses_goes_after_the_retention_period() -> None
     )
     config = dataclasses.replace(DISK, unused_volume_seconds=60.0)
 
-    async def test(controller: Controller, runtime: FakeEngine, desired: InMemoryDesired) -> None:
-        await until(controller, lambda: len(runtime.volumes) == 2)
+    async def test(controller: Controller, engine: FakeEngine, desired: InMemoryDesired) -> None:
+        await until(controller, lambda: len(engine.volumes) == 2)
         desired.specs = [kept]  # replica 1 moved to another node: its volume is unused here
         controller.trigger()
         gone = volume_name(moved, data)
         started = trio.current_time()
-        await until(controller, lambda: gone not in runtime.volumes)
+        await until(controller, lambda: gone not in engine.volumes)
         assert trio.current_time() - started >= 59
-        assert volume_name(kept, data) in runtime.volumes  # used: never goes
+        assert volume_name(kept, data) in engine.volumes  # used: never goes
 
     scenario(test, kept, moved, config=config)

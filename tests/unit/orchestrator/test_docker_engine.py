@@ -1,10 +1,10 @@
 """The Docker adapter's pulls for tenants, over a fake of the `docker` SDK's low-level client: a
 tag is resolved to its digest by the registry and that digest pulled before every create,
 anonymously, and the container created from it (no tag of the store is touched); a digest is
-taken from the store only if this runtime pulled it; the node-built sandbox image is never
+taken from the store only if this adapter pulled it; the node-built sandbox image is never
 pulled; a pull whose layers pass the size cap is cancelled, an image above it removed again; a
 pull that times out is cancelled and frees its slot; private registries are refused. A disk limit
-is a quota of the writable layer where the engine has them, found out once per runtime."""
+is a quota of the writable layer where the engine has them, found out once per adapter."""
 
 from __future__ import annotations
 
@@ -197,7 +197,7 @@ def request(
     )
 
 
-def engine_over(api: FakeApi, **options: Any) -> DockerAdapter:
+def adapter_over(api: FakeApi, **options: Any) -> DockerAdapter:
     return DockerAdapter(
         SimpleNamespace(api=api),  # type: ignore[arg-type]
         "fake://engine",
@@ -212,11 +212,11 @@ def test_every_create_of_a_tag_pulls_its_digest_first_anonymously_whatever_the_p
 ) -> None:
     image = Image("sha256:a")
     api = FakeApi(registry={"img:1": image})
-    runtime = engine_over(api)
+    adapter = adapter_over(api)
 
     async def main() -> None:
         for _ in range(3):
-            await runtime.create(request("img:1", policy))
+            await adapter.create(request("img:1", policy))
 
     trio.run(main)
     pinned = f"img@{image.digest}"
@@ -239,12 +239,12 @@ def test_every_create_of_a_tag_pulls_its_digest_first_anonymously_whatever_the_p
 def test_a_tenants_pull_of_a_name_the_operator_tagged_leaves_the_tag_alone() -> None:
     operators, registrys = Image("sha256:operator"), Image("sha256:registry")
     api = FakeApi(store={"app:1": operators}, registry={"app:1": registrys})
-    runtime = engine_over(api)
+    adapter = adapter_over(api)
 
     async def main() -> None:
-        await runtime.create(request("app:1"))
+        await adapter.create(request("app:1"))
         # The node's cap removal and image GC remove only what the node pulled.
-        assert await runtime.remove_pulled_image("sha256:registry", [f"app@{registrys.digest}"])
+        assert await adapter.remove_pulled_image("sha256:registry", [f"app@{registrys.digest}"])
 
     trio.run(main)
     assert ("create", f"app@{registrys.digest}") in api.calls
@@ -255,13 +255,13 @@ def test_a_tenants_pull_of_a_name_the_operator_tagged_leaves_the_tag_alone() -> 
 def test_the_gc_leaves_an_image_the_operator_tagged_and_its_digest() -> None:
     shared = Image("sha256:shared")
     api = FakeApi(store={"app:1": shared}, registry={"app:1": shared, "other:2": shared})
-    runtime = engine_over(api)
+    adapter = adapter_over(api)
 
     async def main() -> None:
-        await runtime.create(request("app:1"))
-        await runtime.create(request("other:2"))
+        await adapter.create(request("app:1"))
+        await adapter.create(request("other:2"))
         references = [f"app@{shared.digest}", f"other@{shared.digest}"]
-        assert not await runtime.remove_pulled_image("sha256:shared", references)
+        assert not await adapter.remove_pulled_image("sha256:shared", references)
 
     trio.run(main)
     # The tag keeps the image and its own repository's digest; the other digest is removed.
@@ -270,11 +270,11 @@ def test_the_gc_leaves_an_image_the_operator_tagged_and_its_digest() -> None:
 
 def test_an_image_only_in_the_engines_store_is_refused_and_never_created() -> None:
     api = FakeApi(store={"operator/secret:1": Image("sha256:s")})
-    runtime = engine_over(api)
+    adapter = adapter_over(api)
 
     async def main() -> None:
         with pytest.raises(ImageUnavailable) as raised:
-            await runtime.create(request("operator/secret:1", ImagePullPolicy.NEVER))
+            await adapter.create(request("operator/secret:1", ImagePullPolicy.NEVER))
         assert str(raised.value) == (
             "image 'operator/secret:1' is not present and could not be pulled: manifest unknown"
         )
@@ -290,14 +290,14 @@ def test_a_digest_never_pulled_here_is_pulled_and_then_taken_from_the_store() ->
         store={f"app@{digest}": Image("sha256:x", digest=digest)},
         registry={f"app@{digest}": Image("sha256:x", digest=digest)},
     )
-    runtime = engine_over(api)
+    adapter = adapter_over(api)
 
     async def main() -> None:
-        await runtime.create(request(f"app@{digest}"))
-        await runtime.create(request(f"app@{digest}"))
+        await adapter.create(request(f"app@{digest}"))
+        await adapter.create(request(f"app@{digest}"))
         # Gone from the store since: pulled again.
         api.store.clear()
-        await runtime.create(request(f"app@{digest}"))
+        await adapter.create(request(f"app@{digest}"))
 
     trio.run(main)
     pulls = [c for c in api.calls if c[0] in ("pull", "distribution")]
@@ -311,11 +311,11 @@ def test_a_digest_never_pulled_here_is_pulled_and_then_taken_from_the_store() ->
 def test_a_digest_the_operator_has_but_the_registry_does_not_serve_is_refused() -> None:
     digest = "sha256:" + "f" * 64
     api = FakeApi(store={f"private@{digest}": Image("sha256:p", digest=digest)})
-    runtime = engine_over(api)
+    adapter = adapter_over(api)
 
     async def main() -> None:
         with pytest.raises(ImageUnavailable) as raised:
-            await runtime.create(request(f"private@{digest}"))
+            await adapter.create(request(f"private@{digest}"))
         assert raised.value.cause == "manifest unknown"
 
     trio.run(main)
@@ -325,12 +325,12 @@ def test_a_digest_the_operator_has_but_the_registry_does_not_serve_is_refused() 
 def test_the_digest_of_a_tag_pulled_here_is_taken_from_the_store() -> None:
     digest = "sha256:" + "e" * 64
     api = FakeApi(registry={"app:1": Image("sha256:y", digest=digest)})
-    runtime = engine_over(api)
+    adapter = adapter_over(api)
 
     async def main() -> None:
-        await runtime.create(request("app:1"))
+        await adapter.create(request("app:1"))
         api.calls.clear()
-        await runtime.create(request(f"app@{digest}"))
+        await adapter.create(request(f"app@{digest}"))
 
     trio.run(main)
     assert ("pull", f"app@{digest}") not in api.calls
@@ -342,12 +342,12 @@ def test_the_sandbox_image_is_never_pulled_even_when_a_tenant_names_it() -> None
         store={labels.SANDBOX_IMAGE: Image("sha256:sandbox")},
         registry={labels.SANDBOX_IMAGE: Image("sha256:hostile")},
     )
-    runtime = engine_over(api)
+    adapter = adapter_over(api)
 
     async def main() -> None:
-        await runtime.create(request(labels.SANDBOX_IMAGE, ImagePullPolicy.ALWAYS))
+        await adapter.create(request(labels.SANDBOX_IMAGE, ImagePullPolicy.ALWAYS))
         with pytest.raises(ImageUnavailable) as raised:
-            await runtime.pull(labels.SANDBOX_IMAGE)
+            await adapter.pull(labels.SANDBOX_IMAGE)
         assert raised.value.cause == "it is built by this node and never pulled"
 
     trio.run(main)
@@ -357,11 +357,11 @@ def test_the_sandbox_image_is_never_pulled_even_when_a_tenant_names_it() -> None
 
 def test_an_image_above_the_size_cap_is_removed_again_and_refused() -> None:
     api = FakeApi(registry={"big:1": Image("sha256:big", size=5000)})
-    runtime = engine_over(api, max_image_bytes=4096)
+    adapter = adapter_over(api, max_image_bytes=4096)
 
     async def main() -> None:
         with pytest.raises(ImageTooLarge) as raised:
-            await runtime.create(request("big:1"))
+            await adapter.create(request("big:1"))
         assert str(raised.value) == (
             "image 'big:1' is too large for this node: 5000 bytes, above its cap of 4096 bytes "
             "(ImageTooLarge)"
@@ -372,14 +372,14 @@ def test_an_image_above_the_size_cap_is_removed_again_and_refused() -> None:
     trio.run(main)
     assert api.store == {}
     assert not [c for c in api.calls if c[0] == "create"]
-    assert "sha256:big" not in runtime.image_usage
+    assert "sha256:big" not in adapter.image_usage
 
 
 def test_an_image_at_the_cap_is_accepted_and_recorded_for_the_gc() -> None:
     api = FakeApi(registry={"ok:1": Image("sha256:ok", size=4096)})
-    runtime = engine_over(api, max_image_bytes=4096)
-    trio.run(runtime.create, request("ok:1"))
-    entry = runtime.image_usage.get("sha256:ok")
+    adapter = adapter_over(api, max_image_bytes=4096)
+    trio.run(adapter.create, request("ok:1"))
+    entry = adapter.image_usage.get("sha256:ok")
     digest = api.registry["ok:1"].digest
     assert entry is not None and entry.references == {f"ok@{digest}"}
 
@@ -403,11 +403,11 @@ def test_a_pull_whose_layers_pass_the_cap_is_cancelled_as_soon_as_the_engine_rep
         downloading("a", 3000, 3000),
     ]
     api = FakeApi(registry={"huge:1": Image("sha256:huge", size=6000, progress=progress)})
-    runtime = engine_over(api, max_image_bytes=4096)
+    adapter = adapter_over(api, max_image_bytes=4096)
 
     async def main() -> None:
         with pytest.raises(ImageTooLarge) as raised:
-            await runtime.create(request("huge:1"))
+            await adapter.create(request("huge:1"))
         assert str(raised.value) == (
             "image 'huge:1' is too large for this node: 6000 bytes, above its cap of 4096 bytes "
             "(ImageTooLarge)"
@@ -417,17 +417,17 @@ def test_a_pull_whose_layers_pass_the_cap_is_cancelled_as_soon_as_the_engine_rep
     assert api.consumed == 5  # nothing read after the message that passed the cap
     assert api.aborted.is_set()  # the connection is shut down: the engine cancels the pull
     assert api.store == {}
-    assert "sha256:huge" not in runtime.image_usage
+    assert "sha256:huge" not in adapter.image_usage
 
 
 def test_a_registry_that_sends_more_than_its_manifest_says_is_counted_by_what_it_sent() -> None:
     progress = [downloading("a", 1000, 10), downloading("a", 5000, 10)]
     api = FakeApi(registry={"liar:1": Image("sha256:liar", progress=progress)})
-    runtime = engine_over(api, max_image_bytes=4096)
+    adapter = adapter_over(api, max_image_bytes=4096)
 
     async def main() -> None:
         with pytest.raises(ImageTooLarge) as raised:
-            await runtime.create(request("liar:1"))
+            await adapter.create(request("liar:1"))
         assert raised.value.size_bytes == 5000
 
     trio.run(main)
@@ -436,14 +436,14 @@ def test_a_registry_that_sends_more_than_its_manifest_says_is_counted_by_what_it
 def test_pulls_that_time_out_are_cancelled_and_free_their_slots() -> None:
     stalled = {f"stall{i}:1": Image(f"sha256:s{i}", stalls=True) for i in range(4)}
     api = FakeApi(registry={**stalled, "ok:1": Image("sha256:ok")})
-    runtime = engine_over(api, pull_timeout_seconds=0.5)
+    adapter = adapter_over(api, pull_timeout_seconds=0.5)
 
     async def main() -> float:
         failures: list[ImageUnavailable] = []
 
         async def pull(name: str) -> None:
             try:
-                await runtime.pull(name)
+                await adapter.pull(name)
             except ImageUnavailable as e:
                 failures.append(e)
 
@@ -454,10 +454,10 @@ def test_pulls_that_time_out_are_cancelled_and_free_their_slots() -> None:
         assert [f.cause for f in failures] == ["the pull did not finish within 0.5 s"] * 4
         # Every pull's thread has ended: no slot is held, the next pull goes ahead.
         with trio.fail_after(2):
-            while runtime._pull_limiter.borrowed_tokens:  # noqa: ASYNC110 (threads report back)
+            while adapter._pull_limiter.borrowed_tokens:  # noqa: ASYNC110 (threads report back)
                 await trio.sleep(0.01)
-        assert runtime._pull_limiter.total_tokens == MAX_CONCURRENT_PULLS
-        await runtime.pull("ok:1")
+        assert adapter._pull_limiter.total_tokens == MAX_CONCURRENT_PULLS
+        await adapter.pull("ok:1")
         return trio.current_time() - started
 
     elapsed = trio.run(main)
@@ -539,12 +539,12 @@ def test_an_image_from_a_registry_only_the_node_reaches_is_refused(
     image: str, addresses: list[str], shown: str, what: str
 ) -> None:
     api = FakeApi(registry={image: Image("sha256:i")})
-    runtime = engine_over(api)
-    runtime.resolve_host = lambda host: addresses
+    adapter = adapter_over(api)
+    adapter.resolve_host = lambda host: addresses
 
     async def main() -> None:
         with pytest.raises(ImageUnavailable) as raised:
-            await runtime.create(request(image))
+            await adapter.create(request(image))
         assert raised.value.cause == (
             f"its registry {shown} is {what}, which only this node reaches; tenants' images "
             "come from public registries (a node may allow private ones with "
@@ -555,30 +555,30 @@ def test_an_image_from_a_registry_only_the_node_reaches_is_refused(
     trio.run(main)
     assert api.calls == []  # the engine is never asked
 
-    allowed = engine_over(api, allow_private_registries=True)
+    allowed = adapter_over(api, allow_private_registries=True)
     allowed.resolve_host = lambda host: addresses
     trio.run(allowed.create, request(image))
 
 
 def test_a_registry_host_that_does_not_resolve_is_refused_and_hub_names_are_not_resolved() -> None:
     api = FakeApi(registry={"nowhere.invalid/app:1": Image("sha256:n"), "app:1": Image("sha256:a")})
-    runtime = engine_over(api)
+    adapter = adapter_over(api)
     asked: list[str] = []
 
     def resolve(host: str) -> list[str]:
         asked.append(host)
         raise OSError("Name or service not known")
 
-    runtime.resolve_host = resolve
+    adapter.resolve_host = resolve
 
     async def main() -> None:
         with pytest.raises(ImageUnavailable) as raised:
-            await runtime.create(request("nowhere.invalid/app:1"))
+            await adapter.create(request("nowhere.invalid/app:1"))
         assert raised.value.cause == (
             "its registry host nowhere.invalid does not resolve: Name or service not known"
         )
         # A Docker Hub name goes to the engine, and through its mirror if it has one.
-        await runtime.create(request("app:1"))
+        await adapter.create(request("app:1"))
 
     trio.run(main)
     assert asked == ["nowhere.invalid"]
@@ -618,17 +618,17 @@ def test_a_disk_limit_is_a_quota_where_the_engine_has_them_and_creates_never_fai
     # The node-built image is created as it is: no pulls among the calls.
     pinned = labels.SANDBOX_IMAGE
     api = FakeApi(store={pinned: Image("sha256:a")}, engine_info=info, refuses_quotas=refuses)
-    runtime = engine_over(api)
+    adapter = adapter_over(api)
 
     async def main() -> None:
-        await runtime.create(request(pinned, resources=LIMITED))
-        await runtime.create(request(pinned, resources=LIMITED))
-        await runtime.create(request(pinned))
+        await adapter.create(request(pinned, resources=LIMITED))
+        await adapter.create(request(pinned, resources=LIMITED))
+        await adapter.create(request(pinned))
 
     caplog.set_level(logging.INFO, logger="statemesh.docker")
     trio.run(main)
     assert api.storage_opts == [*quota, None]
-    assert runtime.disk_quotas is found
+    assert adapter.disk_quotas is found
     # The engine is asked once; a refused quota costs one create more, once.
     tried = [("create", pinned)] if refuses else []
     assert api.calls == [("info", ""), *tried] + [("create", pinned)] * 3
@@ -641,28 +641,28 @@ def test_a_disk_limit_is_a_quota_where_the_engine_has_them_and_creates_never_fai
 def test_an_unreadable_engine_info_creates_without_a_quota_and_asks_again_next_time() -> None:
     pinned = labels.SANDBOX_IMAGE
     api = FakeApi(store={pinned: Image("sha256:a")}, engine_info=None)
-    runtime = engine_over(api)
+    adapter = adapter_over(api)
 
     async def main() -> None:
-        await runtime.create(request(pinned, resources=LIMITED))
+        await adapter.create(request(pinned, resources=LIMITED))
         api.engine_info = engine_on("overlay2", "xfs")
-        await runtime.create(request(pinned, resources=LIMITED))
+        await adapter.create(request(pinned, resources=LIMITED))
 
     trio.run(main)
     assert api.storage_opts == [None, {"size": "10485760"}]
-    assert runtime.disk_quotas is True
+    assert adapter.disk_quotas is True
 
 
 def test_a_create_that_fails_for_another_reason_decides_nothing_about_quotas() -> None:
     api = FakeApi(engine_info=engine_on("overlay2", "xfs"))  # the sandbox image is missing
-    runtime = engine_over(api)
+    adapter = adapter_over(api)
 
     async def main() -> None:
         with pytest.raises(ImageUnavailable):
-            await runtime.create(request(labels.SANDBOX_IMAGE, resources=LIMITED))
+            await adapter.create(request(labels.SANDBOX_IMAGE, resources=LIMITED))
 
     trio.run(main)
-    assert runtime.disk_quotas is None
+    assert adapter.disk_quotas is None
     assert api.calls == [("info", ""), ("create", labels.SANDBOX_IMAGE)]
 
 
@@ -672,18 +672,18 @@ def test_an_engine_that_stops_having_quotas_still_creates_and_is_said_once(
     # Restarted on another data root: the quota it had is refused from then on.
     pinned = labels.SANDBOX_IMAGE
     api = FakeApi(store={pinned: Image("sha256:a")}, engine_info=engine_on("overlay2", "xfs"))
-    runtime = engine_over(api)
+    adapter = adapter_over(api)
 
     async def main() -> None:
-        await runtime.create(request(pinned, resources=LIMITED))
+        await adapter.create(request(pinned, resources=LIMITED))
         api.refuses_quotas = True
-        await runtime.create(request(pinned, resources=LIMITED))
-        await runtime.create(request(pinned, resources=LIMITED))
+        await adapter.create(request(pinned, resources=LIMITED))
+        await adapter.create(request(pinned, resources=LIMITED))
 
     caplog.set_level(logging.INFO, logger="statemesh.docker")
     trio.run(main)
     assert api.storage_opts == [{"size": "10485760"}, None, None]
-    assert runtime.disk_quotas is False
+    assert adapter.disk_quotas is False
     said = [r.getMessage() for r in caplog.records if "disk limits" in r.getMessage()]
     assert [("caps each" in line, "eviction only" in line) for line in said] == [
         (True, False),

@@ -1,4 +1,4 @@
-"""The in-memory runtime passes the runtime conformance checks (so the unit tests' engine
+"""The in-memory engine passes the engine conformance checks (so the unit tests' engine
 behaves like the real one where the controller can tell)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Probe thresholds and timing, with a fake runtime for exec probes and trio's mock clock; HTTP
+"""Probe thresholds and timing, with a fake engine for exec probes and trio's mock clock; HTTP
 and TCP probes against real sockets on loopback."""
 
 from __future__ import annotations
@@ -66,16 +66,16 @@ class Recorder:
 
 
 def prober_for(
-    runtime: FakeEngine, recorder: Recorder, *, age: float = 0.0, **probes: Probe
+    engine: FakeEngine, recorder: Recorder, *, age: float = 0.0, **probes: Probe
 ) -> ContainerProber:
     spec = container(
         liveness=probes.get("liveness"),
         readiness=probes.get("readiness"),
         startup=probes.get("startup"),
     )
-    cid = runtime.add_foreign("probed", {})
+    cid = engine.add_foreign("probed", {})
     return ContainerProber(
-        runtime,
+        engine,
         cid,
         spec,
         address="127.0.0.1",
@@ -99,8 +99,8 @@ def scripted(outcomes: Sequence[int]) -> Callable[[str, Sequence[str]], int]:
 
 def test_no_readiness_probe_means_ready_at_once() -> None:
     async def main() -> None:
-        runtime, recorder = FakeEngine(), Recorder()
-        prober = prober_for(runtime, recorder)
+        engine, recorder = FakeEngine(), Recorder()
+        prober = prober_for(engine, recorder)
         async with trio.open_nursery() as nursery:
             await nursery.start(prober.run)
             await trio.sleep(1)
@@ -114,12 +114,12 @@ def test_no_readiness_probe_means_ready_at_once() -> None:
 def test_readiness_follows_thresholds_on_the_period_grid() -> None:
     async def main() -> None:
         # fail, pass, pass, fail, fail, pass ...
-        runtime = FakeEngine(exec_handler=scripted([1, 0, 0, 1, 1, 0]))
+        engine = FakeEngine(exec_handler=scripted([1, 0, 0, 1, 1, 0]))
         recorder = Recorder()
         readiness = exec_probe(
             initial_delay_seconds=5, period_seconds=2, success_threshold=2, failure_threshold=2
         )
-        prober = prober_for(runtime, recorder, readiness=readiness)
+        prober = prober_for(engine, recorder, readiness=readiness)
         async with trio.open_nursery() as nursery:
             await nursery.start(prober.run)
             await trio.sleep(20)
@@ -135,10 +135,10 @@ def test_readiness_follows_thresholds_on_the_period_grid() -> None:
 
 def test_liveness_failure_asks_for_a_restart_once_and_stops_probing() -> None:
     async def main() -> None:
-        runtime = FakeEngine(exec_handler=scripted([0, 0, 1]))
+        engine = FakeEngine(exec_handler=scripted([0, 0, 1]))
         recorder = Recorder()
         liveness = exec_probe(initial_delay_seconds=1, period_seconds=10, failure_threshold=3)
-        prober = prober_for(runtime, recorder, liveness=liveness)
+        prober = prober_for(engine, recorder, liveness=liveness)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(prober.run)
             await trio.sleep(200)
@@ -154,11 +154,11 @@ def test_liveness_failure_asks_for_a_restart_once_and_stops_probing() -> None:
 
 def test_startup_probe_holds_off_the_others_until_it_passes() -> None:
     async def main() -> None:
-        runtime = FakeEngine(exec_handler=scripted([1, 1, 0]))
+        engine = FakeEngine(exec_handler=scripted([1, 1, 0]))
         recorder = Recorder()
         startup = exec_probe(period_seconds=1, failure_threshold=30)
         readiness = exec_probe(initial_delay_seconds=0, period_seconds=5)
-        prober = prober_for(runtime, recorder, startup=startup, readiness=readiness)
+        prober = prober_for(engine, recorder, startup=startup, readiness=readiness)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(prober.run)
             await trio.sleep(1.5)
@@ -173,10 +173,10 @@ def test_startup_probe_holds_off_the_others_until_it_passes() -> None:
 
 def test_startup_failure_asks_for_a_restart() -> None:
     async def main() -> None:
-        runtime = FakeEngine(exec_handler=scripted([1]))
+        engine = FakeEngine(exec_handler=scripted([1]))
         recorder = Recorder()
         startup = exec_probe(period_seconds=2, failure_threshold=3)
-        prober = prober_for(runtime, recorder, startup=startup, readiness=exec_probe())
+        prober = prober_for(engine, recorder, startup=startup, readiness=exec_probe())
         async with trio.open_nursery() as nursery:
             nursery.start_soon(prober.run)
             await trio.sleep(60)
@@ -191,9 +191,9 @@ def test_startup_failure_asks_for_a_restart() -> None:
 
 def test_an_adopted_container_is_probed_without_waiting_the_initial_delay_again() -> None:
     async def main() -> None:
-        runtime, recorder = FakeEngine(), Recorder()
+        engine, recorder = FakeEngine(), Recorder()
         readiness = exec_probe(initial_delay_seconds=30, period_seconds=10)
-        prober = prober_for(runtime, recorder, age=100.0, readiness=readiness)
+        prober = prober_for(engine, recorder, age=100.0, readiness=readiness)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(prober.run)
             await trio.sleep(1)
