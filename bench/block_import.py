@@ -5,7 +5,8 @@ transfers through the full import path (decode, signature check, execution, trie
 one atomic write batch), and prints transfers/s with the ratio to raw Ed25519 verifications
 per second measured in the same run. Target: >= 5,000 transfers/s, ratio >= 0.2.
 
-    .venv/bin/python bench/block_import.py [--accounts 10000] [--blocks 5] [--per-block 2000]
+    .venv/bin/python -m bench.block_import [--accounts 10000] [--blocks 5] [--per-block 2000]
+        [--smoke]
 """
 
 from __future__ import annotations
@@ -51,7 +52,10 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument("--blocks", type=int, default=5)
     parser.add_argument("--per-block", type=int, default=2_000)
+    parser.add_argument("--smoke", action="store_true", help="100 accounts, 2 blocks of 50")
     args = parser.parse_args()
+    if args.smoke:
+        args.accounts, args.blocks, args.per_block = 100, 2, 50
 
     rng = random.Random(7)
     keys = [Keypair.from_seed(rng.randbytes(32)) for _ in range(args.accounts)]

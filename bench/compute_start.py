@@ -15,7 +15,7 @@ The bare run is timed with the limits the node applies to the container (by defa
 manifest's 100m CPU request becomes a CPU quota, which slows the container's start-up) and
 without any; the target compares against the former.
 
-    .venv/bin/python bench/compute_start.py [--runs 5]
+    .venv/bin/python -m bench.compute_start [--runs 5] [--cpu-limit MILLICORES] [--smoke]
 """
 
 from __future__ import annotations
@@ -334,7 +334,10 @@ def main() -> None:
         metavar="MILLICORES",
         help="a CPU limit in the manifest (default none: the 100m default request is the quota)",
     )
+    parser.add_argument("--smoke", action="store_true", help="one run")
     args = parser.parse_args()
+    if args.smoke:
+        args.runs = 1
     results: dict[str, list[tuple[float, float]]] = {"node": [], "same": [], "plain": []}
     with open_engine() as engine, tempfile.TemporaryDirectory() as tmp:
         client = engine.client

@@ -2,7 +2,8 @@
 JSON-RPC batches) into a real node process until finalized. Prints transfers/s finalized and
 the median (and p95) submit-to-finalized latency in slots. Targets: >= 2,000/s, median <= 2 slots.
 
-    .venv/bin/python bench/end_to_end.py [--accounts 2000] [--per-account 4] [--batch 200]
+    .venv/bin/python -m bench.end_to_end [--accounts 2000] [--per-account 4] [--batch 200]
+        [--smoke]
 """
 
 from __future__ import annotations
@@ -62,7 +63,10 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=2000)
     parser.add_argument("--per-account", type=int, default=4)
     parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument("--smoke", action="store_true", help="20 accounts, 2 transfers each")
     args = parser.parse_args()
+    if args.smoke:
+        args.accounts, args.per_account, args.batch = 20, 2, 20
 
     rng = random.Random(11)
     keys = [Keypair.from_seed(rng.randbytes(32)) for _ in range(args.accounts)]

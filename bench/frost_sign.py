@@ -4,7 +4,7 @@ single-key Ed25519 signature of the same message with PyNaCl, both measured in t
 the wall time of one whole 5-member DKG (4 rounds, shares sealed and opened), threshold 3.
 
 Prints median and p95 per round, the ratio of medians, and the DKG's median and p95.
-Run: `.venv/bin/python bench/frost_sign.py [--rounds 300] [--dkg-runs 20]`."""
+Run: `.venv/bin/python -m bench.frost_sign [--rounds 300] [--dkg-runs 20] [--smoke]`."""
 
 from __future__ import annotations
 
@@ -47,7 +47,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--dkg-runs", type=int, default=20)
+    parser.add_argument("--smoke", action="store_true", help="5 rounds, 1 DKG")
     args = parser.parse_args()
+    if args.smoke:
+        args.rounds, args.dkg_runs = 5, 1
 
     dealt = trusted_dealer_keygen(5, 3)
     keys = dealt.key_packages

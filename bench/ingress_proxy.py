@@ -6,7 +6,7 @@ does. The replica is the hello-world ASGI app on the node's server stack (hyperc
 process of its own; the load client keeps C HTTP/1.1 keep-alive connections busy. Rounds
 alternate direct / proxied / relayed so load on the machine falls on all alike.
 
-    .venv/bin/python bench/ingress_proxy.py [--seconds 4] [--connections 4] [--rounds 3]
+    .venv/bin/python -m bench.ingress_proxy [--seconds 4] [--connections 4] [--rounds 3] [--smoke]
 """
 
 from __future__ import annotations
@@ -38,7 +38,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="one round of 0.5 s loads")
     args = parser.parse_args()
+    if args.smoke:
+        args.seconds, args.rounds = 0.5, 1
     body = b'{"hello": "world"}'
     replica_port, proxy_port, relay_port = free_port(), free_port(), free_port()
     replica = subprocess.Popen([sys.executable, "-c", HELLO_SERVER, str(replica_port)], cwd=ROOT)

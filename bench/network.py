@@ -4,18 +4,21 @@ finality   block authored -> finalized on all 4 validators: median and p95, in s
 throughput transfers/s finalized with 4 validators, and the ratio to 1 validator, same run
 sync       blocks/s imported by a fresh node catching up 2,000 blocks of transfers
 
-  .venv/bin/python bench/network.py [finality|throughput|sync|all]
+  .venv/bin/python -m bench.network [finality|throughput|sync|all] [--smoke]
+
+--smoke: a few seconds of finality, 40 transfers, a 30-block sync.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import statistics
-import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -27,7 +30,7 @@ from chain.address import encode_address
 from chain.blocks import tx_hash
 from chain.db import Database
 from chain.genesis import ChainSpec, build_genesis, load_spec
-from chain.primitives import Slot, TimestampMs
+from chain.primitives import BlockNumber, Hash32, Slot, TimestampMs
 from chain.runtime.balances import Balances
 from chain.runtime.executive import Runtime
 from chain.runtime.framework import BlockEnv
@@ -145,11 +148,13 @@ def push(node: NodeProcess, txs: list[str], batch: int = 200) -> float:
     return start
 
 
-def finalized_rate(count: int, accounts: list[Keypair], txs_for) -> float:  # type: ignore[no-untyped-def]
+def finalized_rate(
+    count: int, accounts: list[Keypair], txs_for: Callable[[Hash32], list[str]]
+) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         nodes = start_network(Path(tmp) / "net", count, accounts)
         try:
-            genesis = bytes.fromhex(nodes[0].call("chain_getBlockHash", 0)[2:])
+            genesis = Hash32(bytes.fromhex(nodes[0].call("chain_getBlockHash", 0)[2:]))
             txs = txs_for(genesis)
             start = push(nodes[0], txs)
             last = tx_hash(bytes.fromhex(txs[-1][2:])).hex()
@@ -173,7 +178,7 @@ def throughput(accounts_count: int = 1000, per_account: int = 4) -> None:
     accounts = [Keypair.from_seed(rng.randbytes(32)) for _ in range(accounts_count)]
     (transfer,) = Balances().calls()
 
-    def txs_for(genesis: bytes) -> list[str]:
+    def txs_for(genesis: Hash32) -> list[str]:
         return [
             "0x"
             + rlp.encode(
@@ -223,7 +228,9 @@ def build_chain(folder: Path, blocks: int, per_block: int) -> tuple[Path, Path]:
     for n in range(blocks):
         parent = store.best_header
         slot = first_slot + n
-        env = BlockEnv(parent.number + 1, parent.hash, TimestampMs(slot * SLOT_MS), author.public)
+        env = BlockEnv(
+            BlockNumber(parent.number + 1), parent.hash, TimestampMs(slot * SLOT_MS), author.public
+        )
         state = store.state_at(parent.hash)
         candidates = []
         for _ in range(per_block):
@@ -277,11 +284,20 @@ def sync(blocks: int = 2000, per_block: int = 10) -> None:
     )
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "which", nargs="?", default="all", choices=["finality", "throughput", "sync", "all"]
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, a minute in all")
+    args = parser.parse_args()
+    if args.which in ("finality", "all"):
+        finality(seconds=6.0 if args.smoke else 30.0)
+    if args.which in ("throughput", "all"):
+        throughput(*((20, 2) if args.smoke else (1000, 4)))
+    if args.which in ("sync", "all"):
+        sync(*((30, 2) if args.smoke else (2000, 10)))
+
+
 if __name__ == "__main__":
-    which = sys.argv[1] if len(sys.argv) > 1 else "all"
-    if which in ("finality", "all"):
-        finality()
-    if which in ("throughput", "all"):
-        throughput()
-    if which in ("sync", "all"):
-        sync()
+    main()

@@ -15,7 +15,8 @@ namespace, hardened and limited as the node does), measured in the same run, int
   in CPU seconds per wall second, beside the same window with the controller stopped (the
   containers still running), and what the engine (dockerd and containerd) uses in both.
 
-    .venv/bin/python bench/orchestrator_start.py [--runs 10] [--replicas 100] [--idle-seconds 20]
+    .venv/bin/python -m bench.orchestrator_start [--runs 10] [--replicas 100] [--idle-seconds 20]
+        [--smoke]
 """
 
 from __future__ import annotations
@@ -565,7 +566,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--replicas", type=int, default=100)
     parser.add_argument("--idle-seconds", type=float, default=20.0)
+    parser.add_argument("--smoke", action="store_true", help="2 runs, 2 replicas, 2 idle seconds")
     args = parser.parse_args()
+    if args.smoke:
+        args.runs, args.replicas, args.idle_seconds = 2, 2, 2.0
     with open_engine() as engine:
         try:
             result = trio.run(bench, engine, args.runs, args.replicas, args.idle_seconds)

@@ -6,7 +6,8 @@ One bootnode and N-1 leaves (a star: every message is relayed once by the bootno
 publishes timed messages: first paced at --rate (latency under a steady load), then as fast
 as backpressure allows (throughput). Every other node reports what it received.
 
-    .venv/bin/python bench/p2p_gossip.py [--nodes 4] [--count 1000] [--rate 50] [--size 256]
+    .venv/bin/python -m bench.p2p_gossip [--nodes 4] [--count 1000] [--rate 50] [--size 256]
+        [--round-trips 1000] [--smoke]
 """
 
 from __future__ import annotations
@@ -70,7 +71,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--round-trips", type=int, default=1000)
+    parser.add_argument("--smoke", action="store_true", help="3 processes, 20 messages")
     args = parser.parse_args()
+    if args.smoke:
+        args.nodes, args.count, args.round_trips = 3, 20, 20
 
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)

@@ -6,7 +6,7 @@ opened again), all in one run against one node, with the ratios to the idle figu
 p95 interval <= 1.2 slots under both floods. Legitimate calls are made throughout the
 slow-body flood, from the same address (127.0.0.1), and counted.
 
-    .venv/bin/python bench/rpc_floods.py [--seconds 20]
+    .venv/bin/python -m bench.rpc_floods [--seconds 20] [--smoke]
 """
 
 from __future__ import annotations
@@ -118,26 +118,34 @@ def describe(phase: Phase, idle: Phase) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="per phase")
+    parser.add_argument(
+        "--smoke", action="store_true", help="2.5 s phases, floods of 2 x 100 subs, 10 bodies"
+    )
     args = parser.parse_args()
+    sockets, slow_bodies, settle = (2, 10, 0.5) if args.smoke else (20, 100, 3.0)
+    if args.smoke:
+        args.seconds = 2.5
     with tempfile.TemporaryDirectory() as tmp:
         node = NodeProcess(Path(tmp) / "node", args=["--dev"]).start()
         try:
-            time.sleep(3)  # past the first blocks' start-up work
+            time.sleep(settle)  # past the first blocks' start-up work
             idle = measure(node, "idle", args.seconds)
             with floods.unread_subscriptions(
-                node.port, sockets=20, per_socket=1000, source="127.0.0.4"
+                node.port, sockets=sockets, per_socket=50 * sockets, source="127.0.0.4"
             ):
-                subscribed = measure(node, "20 x 1,000 unread subs", args.seconds)
+                subscribed = measure(
+                    node, f"{sockets} x {50 * sockets:,} unread subs", args.seconds
+                )
             counts = {"answered": 0, "failed": 0}
             failures: set[str] = set()
             stop = threading.Event()
             caller = threading.Thread(
                 target=legitimate_calls, args=(node.url, stop, counts, failures)
             )
-            with sustained_slow_bodies(node.port, 100, "127.0.0.1"):
+            with sustained_slow_bodies(node.port, slow_bodies, "127.0.0.1"):
                 time.sleep(1)
                 caller.start()
-                slow = measure(node, "100 slow bodies", args.seconds)
+                slow = measure(node, f"{slow_bodies} slow bodies", args.seconds)
                 stop.set()
                 caller.join()
             slow = Phase(

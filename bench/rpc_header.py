@@ -2,7 +2,7 @@
 and the ratio to a bare hello-world ASGI app on the same server stack (hypercorn, trio),
 measured in the same run. Target ratio >= 0.5.
 
-    .venv/bin/python bench/rpc_header.py [--seconds 5] [--connections 4]
+    .venv/bin/python -m bench.rpc_header [--seconds 5] [--connections 4] [--smoke]
 """
 
 from __future__ import annotations
@@ -43,7 +43,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--smoke", action="store_true", help="0.5 s of load each")
     args = parser.parse_args()
+    if args.smoke:
+        args.seconds = 0.5
     body = json.dumps(
         {"jsonrpc": "2.0", "id": 1, "method": "chain_getHeader", "params": []}
     ).encode()

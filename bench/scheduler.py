@@ -4,7 +4,7 @@ after 10 % of the nodes are jailed; at 1,000 apps on 1,000 nodes, then with 10x 
 the apps, and both. Baseline, measured in the same run: sorting the node list by tower height
 and id (what any placement must at least do). Target: under one slot (1 s) at 1,000 x 1,000.
 
-Run: `.venv/bin/python bench/scheduler.py [--rounds N]`."""
+Run: `.venv/bin/python -m bench.scheduler [--rounds N] [--smoke]`."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from chain.runtime.scheduler import AppDemand, NodeInfo, Placement, Resources, s
 SEED = 20_261_125
 REPLICAS = 3
 CASES = ((1_000, 1_000), (10_000, 1_000), (1_000, 10_000), (10_000, 10_000))
+SMOKE_CASES = ((50, 50), (100, 50))
 """(nodes, apps)."""
 
 
@@ -116,7 +117,11 @@ def measure(node_count: int, app_count: int, rounds: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="best of this many runs")
+    parser.add_argument("--smoke", action="store_true", help="one run of two small networks")
     args = parser.parse_args()
+    cases = SMOKE_CASES if args.smoke else CASES
+    if args.smoke:
+        args.rounds = 1
 
     print(f"{REPLICAS} replicas per app; times are the best of {args.rounds} runs")
     print(
@@ -125,7 +130,7 @@ def main() -> None:
         f"{'growth':>7}"
     )
     base = 0.0
-    for node_count, app_count in CASES:
+    for node_count, app_count in cases:
         m = measure(node_count, app_count, args.rounds)
         base = base or m["fresh"]
         print(

@@ -4,7 +4,7 @@ best #10^9 and answers every sync request with no blocks (or never answers it), 
 Prints both times and the ratio honest / beside the liar. Target: ratio >= 0.5.
 
 How the chain is built (fast, and what a real network would have produced), by
-`tests/integration/built_chain.py`: four validators' keys from `statemesh testnet` in one
+`testkit/built_chain.py`: four validators' keys from `statemesh testnet` in one
 process seal empty blocks in their own slots, one slot after another, ending a few slots ago
 (the spec's genesis time is set that far back), each block executed by the node's own proposer
 on the node's database; every 100th block and the last carry a justification of precommits by
@@ -15,8 +15,8 @@ the liar is `testkit/rogue_peer.py`. A run's time is from launching the fresh no
 to its finalized block reaching the last one (node start included); the syncs of each kind
 are interleaved and the fastest of each counts.
 
-    .venv/bin/python bench/sync_lying_peer.py [--blocks 2000] [--liar lying-empty|lying-stall|both]
-        [--runs 2] [--timeout 180]
+    .venv/bin/python -m bench.sync_lying_peer [--blocks 2000]
+        [--liar lying-empty|lying-stall|both] [--runs 2] [--timeout 180] [--smoke]
 """
 
 from __future__ import annotations
@@ -73,7 +73,12 @@ def main() -> None:
     parser.add_argument("--liar", choices=["lying-empty", "lying-stall", "both"], default="both")
     parser.add_argument("--timeout", type=float, default=180.0, help="per sync, in seconds")
     parser.add_argument("--runs", type=int, default=2, help="syncs of each kind, interleaved")
+    parser.add_argument(
+        "--smoke", action="store_true", help="30 blocks, one run; a sync that fails is an error"
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.blocks, args.runs = 30, 1
     kinds = ["lying-empty", "lying-stall"] if args.liar == "both" else [args.liar]
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,6 +117,8 @@ def main() -> None:
             )
             for kind in kinds:
                 beside = best_of(times[kind])
+                if beside is None and args.smoke:
+                    raise SystemExit(f"no sync beside one {kind} peer in {args.timeout:.0f} s")
                 if beside is None:
                     print(f"beside one {kind} peer: not synced in {args.timeout:.0f} s; ratio 0")
                     continue

@@ -1,9 +1,10 @@
 """Batch update of the state trie: `chain.trie.Trie` against `trie.HexaryTrie` (squash_changes),
 the same 2,000 changes to the same 10,000-key trie in one run; prints updates/s for each, their
-ratio, and the cost of one `get`. Run: `.venv/bin/python bench/trie_update.py`."""
+ratio, and the cost of one `get`. Run: `.venv/bin/python -m bench.trie_update [--smoke]`."""
 
 from __future__ import annotations
 
+import argparse
 import random
 import time
 from collections.abc import Callable
@@ -26,9 +27,9 @@ def _account_value(rng: random.Random) -> bytes:
     return rng.randbytes(rng.randrange(40, 100))
 
 
-def _best_seconds(run: Callable[[], object]) -> float:
+def _best_seconds(run: Callable[[], object], rounds: int) -> float:
     best = float("inf")
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         start = time.perf_counter()
         run()
         best = min(best, time.perf_counter() - start)
@@ -36,8 +37,15 @@ def _best_seconds(run: Callable[[], object]) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split(":")[0])
+    parser.add_argument("--smoke", action="store_true", help="a 1/50 size trie, one round")
+    args = parser.parse_args()
+    scale = 50 if args.smoke else 1
+    trie_keys, rounds = TRIE_KEYS // scale, 1 if args.smoke else ROUNDS
+    overwrites, inserts, deletes = OVERWRITES // scale, INSERTS // scale, DELETES // scale
+
     rng = random.Random(SEED)
-    keys = [rng.randbytes(32) for _ in range(TRIE_KEYS)]
+    keys = [rng.randbytes(32) for _ in range(trie_keys)]
     initial = {key: _account_value(rng) for key in keys}
 
     store: dict[bytes, bytes] = {}
@@ -55,9 +63,9 @@ def main() -> None:
         raise SystemExit("the two tries disagree on the initial root")
 
     changes: dict[bytes, bytes | None] = {}
-    for key in rng.sample(keys, OVERWRITES + DELETES):
-        changes[key] = _account_value(rng) if len(changes) < OVERWRITES else None
-    for _ in range(INSERTS):
+    for key in rng.sample(keys, overwrites + deletes):
+        changes[key] = _account_value(rng) if len(changes) < overwrites else None
+    for _ in range(inserts):
         changes[rng.randbytes(32)] = _account_value(rng)
     updates = len(changes)
 
@@ -85,19 +93,19 @@ def main() -> None:
     if not run_reference() == run_cold() == run_warm():
         raise SystemExit("the two tries disagree on the new root")
 
-    reference_s = _best_seconds(run_reference)
-    cold_s = _best_seconds(run_cold)
-    warm_s = _best_seconds(run_warm)
+    reference_s = _best_seconds(run_reference, rounds)
+    cold_s = _best_seconds(run_cold, rounds)
+    warm_s = _best_seconds(run_warm, rounds)
     print(
-        f"batch: {updates:,} changes ({OVERWRITES:,} overwrites, {INSERTS:,} inserts, "
-        f"{DELETES:,} deletes) into a {TRIE_KEYS:,}-key trie, best of {ROUNDS}"
+        f"batch: {updates:,} changes ({overwrites:,} overwrites, {inserts:,} inserts, "
+        f"{deletes:,} deletes) into a {trie_keys:,}-key trie, best of {rounds}"
     )
     print(f"trie.HexaryTrie squash_changes: {updates / reference_s:>10,.0f} updates/s")
     print(f"chain.trie.Trie, cold cache:    {updates / cold_s:>10,.0f} updates/s")
     print(f"chain.trie.Trie, warm cache:    {updates / warm_s:>10,.0f} updates/s")
     print(f"ratio cold: {reference_s / cold_s:.1f}x   ratio warm: {reference_s / warm_s:.1f}x")
 
-    probes = rng.sample(keys, 2_000)
+    probes = rng.sample(keys, 2_000 // scale)
     reference_reader = HexaryTrie(reference_db, root)
     reader = Trie(store, root, cache=NodeCache())
 
@@ -111,8 +119,8 @@ def main() -> None:
 
     read_warm()  # fills the reader's cache
 
-    reference_get_us = _best_seconds(read_reference) / len(probes) * 1e6
-    warm_get_us = _best_seconds(read_warm) / len(probes) * 1e6
+    reference_get_us = _best_seconds(read_reference, rounds) / len(probes) * 1e6
+    warm_get_us = _best_seconds(read_warm, rounds) / len(probes) * 1e6
     print(
         f"get: trie.HexaryTrie {reference_get_us:.1f} us, chain.trie.Trie warm cache "
         f"{warm_get_us:.1f} us, ratio {reference_get_us / warm_get_us:.1f}x"

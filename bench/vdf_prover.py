@@ -3,7 +3,7 @@ against chiavdf.prove in a trio worker thread, in interleaved rounds of the same
 
 Prints iterations per second of each (best of the rounds), the ratios to the direct call, the
 worker's start-up time and how long a cancellation mid-proof takes to return.
-Run: `.venv/bin/python bench/vdf_prover.py [--iterations N] [--rounds R]`."""
+Run: `.venv/bin/python -m bench.vdf_prover [--iterations N] [--rounds R] [--smoke]`."""
 
 from __future__ import annotations
 
@@ -98,7 +98,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--iterations", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="one round of 20,000 iterations")
     args = parser.parse_args()
+    if args.smoke:
+        args.iterations, args.rounds = 20_000, 1
     print(f"{args.iterations:,} iterations per proof, 1024-bit discriminant, {args.rounds} rounds")
     rates = trio.run(_measure, args.iterations, args.rounds)
     best = {name: max(values) for name, values in rates.items()}

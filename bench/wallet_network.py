@@ -4,7 +4,7 @@ registered the wallet: inclusion, finality, DKG and registration) and wallets pe
 one signing round (`wallet_transfer`: commit, share, aggregate, submit) median and p95, with
 the ratio to a single-key Ed25519 signing of the same transaction measured in the same run.
 
-    .venv/bin/python bench/wallet_network.py [--wallets 5] [--transfers 20]
+    .venv/bin/python -m bench.wallet_network [--wallets 5] [--transfers 20] [--smoke]
 """
 
 from __future__ import annotations
@@ -58,7 +58,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wallets", type=int, default=5)
     parser.add_argument("--transfers", type=int, default=20)
+    parser.add_argument("--smoke", action="store_true", help="one wallet, two transfers")
     args = parser.parse_args()
+    if args.smoke:
+        args.wallets, args.transfers = 1, 2
     spec = development_spec().to_json()
     spec["runtime"].update(walletCommitteeSize=5, walletThreshold=3)
     login = dev_keypair("alice")
@@ -145,7 +148,10 @@ def main() -> None:
         finally:
             for node in nodes:
                 node.stop()
-    ms = lambda v: f"median {statistics.median(v) * 1000:.1f} ms, p95 {p95(v) * 1000:.1f} ms"  # noqa: E731
+
+    def ms(values: list[float]) -> str:
+        return f"median {statistics.median(values) * 1000:.1f} ms, p95 {p95(values) * 1000:.1f} ms"
+
     print(
         f"wallet creation (request, 5-member DKG, registration): {ms(created)}; "
         f"{60 / statistics.median(created):.0f} wallets/minute"
