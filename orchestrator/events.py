@@ -36,7 +36,10 @@ class EventKind(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
+class ReplicaEvent:
+    """Something that happened to one replica on this node (a start, a restart, a failure),
+    as the workload RPC shows it to the replica's owner."""
+
     sequence: int
     """Increases by one with every event of the log, across replicas."""
     at: float
@@ -63,7 +66,7 @@ class EventLog:
             raise ValueError("an event log keeps at least one event of one replica")
         self._per_replica = per_replica
         self._max_replicas = max_replicas
-        self._logs: OrderedDict[ReplicaKey, deque[Event]] = OrderedDict()
+        self._logs: OrderedDict[ReplicaKey, deque[ReplicaEvent]] = OrderedDict()
         self._sequence = itertools.count(1)
 
     def record(
@@ -76,8 +79,10 @@ class EventLog:
         container: str = "",
         reason: str = "",
         message: str = "",
-    ) -> Event:
-        event = Event(next(self._sequence), at, replica, instance, kind, container, reason, message)
+    ) -> ReplicaEvent:
+        event = ReplicaEvent(
+            next(self._sequence), at, replica, instance, kind, container, reason, message
+        )
         entries = self._logs.get(replica)
         if entries is None:
             entries = self._logs[replica] = deque(maxlen=self._per_replica)
@@ -96,10 +101,10 @@ class EventLog:
         )
         return event
 
-    def for_replica(self, replica: ReplicaKey) -> tuple[Event, ...]:
+    def for_replica(self, replica: ReplicaKey) -> tuple[ReplicaEvent, ...]:
         return tuple(self._logs.get(replica, ()))
 
-    def recent(self, limit: int = 100) -> list[Event]:
+    def recent(self, limit: int = 100) -> list[ReplicaEvent]:
         """The newest `limit` events across replicas, oldest first."""
         merged = sorted(
             (e for entries in self._logs.values() for e in entries), key=lambda e: e.sequence

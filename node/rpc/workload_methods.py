@@ -31,8 +31,7 @@ from node.workload_logs import LogFollow, LogLine, LogsEnded, TooManyFollows, Wo
 from node.workloads import WorkloadService
 from orchestrator.controller import Controller
 from orchestrator.errors import ContainerNotFound, EngineFailure, EngineUnavailable
-from orchestrator.events import Event as NodeEvent
-from orchestrator.events import EventKind
+from orchestrator.events import EventKind, ReplicaEvent
 from orchestrator.labels import ContainerKey
 from orchestrator.metering import ReplicaUsage
 from orchestrator.spec import ReplicaKey
@@ -125,7 +124,7 @@ def line_json(line: LogLine) -> dict[str, Any]:
     }
 
 
-def node_event_json(event: NodeEvent, revision: int | None) -> dict[str, Any]:
+def node_event_json(event: ReplicaEvent, revision: int | None) -> dict[str, Any]:
     return {
         "source": "node",
         "time": event.at,
@@ -157,13 +156,13 @@ def chain_event_json(
 
 
 def with_revisions(
-    events: Iterable[NodeEvent], current: Mapping[ReplicaKey, int]
-) -> list[tuple[NodeEvent, int | None]]:
+    events: Iterable[ReplicaEvent], current: Mapping[ReplicaKey, int]
+) -> list[tuple[ReplicaEvent, int | None]]:
     """Each event with the revision its replica ran then. The controller names a replica's
     revision in the message of its Scheduled event ("revision N"); events before the first one
     kept are of an unknown revision, unless none is kept: then the replica has not changed
     revision since, and runs the `current` one."""
-    by_replica: dict[ReplicaKey, list[NodeEvent]] = defaultdict(list)
+    by_replica: dict[ReplicaKey, list[ReplicaEvent]] = defaultdict(list)
     for event in sorted(events, key=lambda e: e.sequence):
         by_replica[event.replica].append(event)
     found = []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.events import Event, EventKind, EventLog
+from orchestrator.events import EventKind, EventLog, ReplicaEvent
 from orchestrator.spec import ReplicaKey
 
 A = ReplicaKey("c", "a", 0)
@@ -21,7 +21,7 @@ def test_events_are_kept_per_replica_newest_last() -> None:
     )
     assert [e.message for e in log.for_replica(A)] == ["restart 2", "restart 3", "restart 4"]
     assert log.for_replica(B) == (
-        Event(6, 9.0, B, 2, EventKind.FAILED, "", "ImagePullBackOff", "no such image"),
+        ReplicaEvent(6, 9.0, B, 2, EventKind.FAILED, "", "ImagePullBackOff", "no such image"),
     )
     assert [e.sequence for e in log.recent(2)] == [5, 6]
     assert len(log) == 4
