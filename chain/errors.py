@@ -1,14 +1,41 @@
-"""The ledger's error tree. Every rejection carries a reason and a message that says what was wrong.
+"""The ledger's error tree, rooted at `ChainError`. Every rejection carries a reason and a message
+that says what was wrong (`Rejection`, the shape other layers' rejections share too).
 
 Each reason maps in one place (`node.rpc.errors`) to a JSON-RPC code and a peer penalty."""
 
 from __future__ import annotations
 
 import enum
+from typing import Generic, TypeVar
+
+R = TypeVar("R", bound=enum.Enum)
 
 
 class ChainError(Exception):
     """Base of every error raised by the ledger."""
+
+
+class Rejection(Generic[R]):
+    """What every rejection carries: a `reason` from its layer's enum, for code to act on (a
+    JSON-RPC code, a peer penalty), and a `message` for the person who sent the input. Its text
+    is "<reason value>: <message>" unless a subclass's `text` says otherwise.
+
+    Not an exception by itself: each layer's rejection also derives from that layer's root
+    (`InvalidTransaction(Rejection[TxRejection], ChainError)`), so the tree of each layer and
+    every `except` over it stay as they are."""
+
+    reason: R
+    message: str
+
+    def __init__(self, reason: R, message: str) -> None:
+        # The next class in a subclass's order is its layer's exception root.
+        super().__init__(self.text(reason, message))  # type: ignore[call-arg]
+        self.reason = reason
+        self.message = message
+
+    @staticmethod
+    def text(reason: R, message: str) -> str:
+        return f"{reason.value}: {message}"
 
 
 class TxRejection(enum.Enum):
@@ -33,13 +60,8 @@ class TxRejection(enum.Enum):
     POOL_FULL = "pool full"
 
 
-class InvalidTransaction(ChainError):
+class InvalidTransaction(Rejection[TxRejection], ChainError):
     """A transaction that fails validation. `message` is meant for the person who sent it."""
-
-    def __init__(self, reason: TxRejection, message: str) -> None:
-        super().__init__(f"{reason.value}: {message}")
-        self.reason = reason
-        self.message = message
 
 
 class DispatchError(ChainError):
@@ -78,11 +100,8 @@ class BlockRejection(enum.Enum):
     BELOW_FINALIZED = "does not extend the finalized block"
 
 
-class InvalidBlock(ChainError):
-    def __init__(self, reason: BlockRejection, message: str) -> None:
-        super().__init__(f"{reason.value}: {message}")
-        self.reason = reason
-        self.message = message
+class InvalidBlock(Rejection[BlockRejection], ChainError):
+    """A block that is not imported; nothing of it is written."""
 
 
 class GenesisError(ChainError):

@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from chain.blocks import Header
+from chain.errors import Rejection
 from chain.primitives import AccountId, Hash32
 from chain.signature import verify
 from chain.votes import PRECOMMIT, PREVOTE, VOTE_LENGTH, vote_payload
@@ -73,11 +74,8 @@ class VoteRejection(enum.Enum):
     WRONG_ROUND = "round out of range"
 
 
-class InvalidVote(Exception):
-    def __init__(self, reason: VoteRejection, message: str) -> None:
-        super().__init__(f"{reason.value}: {message}")
-        self.reason = reason
-        self.message = message
+class InvalidVote(Rejection[VoteRejection], Exception):
+    """A vote refused before it is counted; its text is "<reason>: <message>"."""
 
 
 class InvalidJustification(Exception):

@@ -1,9 +1,17 @@
-"""Errors the CLI reports to its user as one line on stderr, with an exit code."""
+"""The node's error root, and the errors the CLI reports to its user as one line on stderr, with
+an exit code."""
 
 from __future__ import annotations
 
 
-class CliError(Exception):
+class NodeError(Exception):
+    """Base of every error the node's own code raises: its services, the RPC server and client,
+    the CLI. (Errors of the layers below keep their own roots: `chain.errors.ChainError`, ...)"""
+
+
+class CliError(NodeError):
+    """An error the CLI reports to its user as one line on stderr, exiting with `exit_code`."""
+
     exit_code = 1
 
 

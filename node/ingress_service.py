@@ -11,7 +11,7 @@ from typing import Any
 import trio
 
 from node.endpoints import EndpointService
-from node.errors import sole_cause
+from node.errors import NodeError, sole_cause
 from node.rpc.serving import serve_asgi
 from orchestrator.dns import ZoneServer, bind_udp
 from orchestrator.ingress import IngressProxy
@@ -81,5 +81,5 @@ class IngressService:
                 await self.proxy.aclose()
 
 
-class IngressUnavailable(Exception):
+class IngressUnavailable(NodeError):
     """The proxy or DNS port cannot be bound."""

@@ -22,6 +22,7 @@ from chain.runtime.nodes import Nodes, registration_payload
 from chain.runtime.towers import Towers
 from chain.state import StateReader
 from node.chain_service import ChainService
+from node.errors import NodeError
 from vdf.proof import VdfParams
 from vdf.prover import Prover, TowerJob
 from vdf.tower import TowerProof
@@ -43,7 +44,7 @@ WAIT_FOR_ENGINE_SECONDS = 30.0
 (SUBMIT_PROOF,) = Towers().calls()
 
 
-class PresenceError(Exception):
+class PresenceError(NodeError):
     """The node cannot register as asked (declares more than it has, another operator's)."""
 
 

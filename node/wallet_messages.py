@@ -10,6 +10,8 @@ import enum
 from dataclasses import dataclass
 
 from chain import codec
+from chain.errors import Rejection
+from node.errors import NodeError
 
 PROTOCOL_WALLET = "wallet"
 PROTOCOL_WALLET_RELAY = "wallet-relay"
@@ -60,13 +62,8 @@ class RefusalReason(enum.Enum):
     BUSY = "Busy"
 
 
-class Refused(Exception):
+class Refused(Rejection[RefusalReason], NodeError):
     """A member's refusal: carried back to the coordinator as the answer."""
-
-    def __init__(self, reason: RefusalReason, message: str) -> None:
-        super().__init__(f"{reason.value}: {message}")
-        self.reason = reason
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)

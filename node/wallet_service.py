@@ -28,6 +28,7 @@ from chain.runtime.wallets import Wallets
 from chain.signature import verify
 from chain.state import StateReader
 from node.chain_service import ChainService
+from node.errors import NodeError
 from node.wallet_member import (
     TRANSFER,
     CommitteeMember,
@@ -87,7 +88,7 @@ RESUBMIT_SECONDS = 10.0
 submitted again (the same call: the same wallet)."""
 
 
-class WalletServiceError(Exception):
+class WalletServiceError(NodeError):
     """A wallet operation that did not happen; nothing was submitted."""
 
 
@@ -107,7 +108,7 @@ class SigningFailed(WalletServiceError):
     pass
 
 
-class MemberUnreachable(Exception):
+class MemberUnreachable(NodeError):
     """The transport could not get an answer from a member."""
 
 

@@ -23,6 +23,7 @@ from Crypto.Cipher import AES
 from Crypto.Hash import SHA256
 from Crypto.Protocol.KDF import HKDF
 
+from node.errors import NodeError
 from wallet.frost import KeyPackage, PublicKeyPackage
 from wallet.frost.errors import FrostError
 from wallet.frost.wire import Reader, encode_count
@@ -43,7 +44,7 @@ _NONCE_BYTES = 12
 _TAG_BYTES = 16
 
 
-class ShareStoreError(Exception):
+class ShareStoreError(NodeError):
     """A share file that cannot be read back or written; the message never contains key
     material."""
 

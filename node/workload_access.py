@@ -22,8 +22,10 @@ from typing import Any
 import rlp
 
 from chain.address import AddressError, decode_address, encode_address
+from chain.errors import Rejection
 from chain.primitives import AccountId
 from chain.signature import verify
+from node.errors import NodeError
 from wallet.keys import Keypair
 
 ACCESS_DOMAIN = b"statemesh/workload-access/v1\x00"
@@ -51,13 +53,13 @@ class AccessRefusal(enum.Enum):
     BAD_SIGNATURE = "badSignature"
 
 
-class AccessDenied(Exception):
-    """A request that does not open the application's workload data on this node."""
+class AccessDenied(Rejection[AccessRefusal], NodeError):
+    """A request that does not open the application's workload data on this node. Its text is
+    the message alone: the reason goes to the client as a field of its own."""
 
-    def __init__(self, reason: AccessRefusal, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
+    @staticmethod
+    def text(reason: AccessRefusal, message: str) -> str:
+        return message
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +169,7 @@ def check_access(
         )
 
 
-class IdentityUnproven(Exception):
+class IdentityUnproven(NodeError):
     """A node's answer that does not prove it holds the key of the node id it claims."""
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import trio
 
+from node.errors import NodeError
 from orchestrator.controller import Controller
 from orchestrator.engine import ContainerEngine
 from orchestrator.errors import EngineFailure
@@ -35,11 +36,11 @@ class LogLine:
     """One line the container wrote, without its newline."""
 
 
-class LogsEnded(Exception):
+class LogsEnded(NodeError):
     """A follow ended because none of its containers runs on this node any more."""
 
 
-class TooManyFollows(Exception):
+class TooManyFollows(NodeError):
     def __init__(self, limit: int) -> None:
         super().__init__(f"too many log follows: this node already serves {limit}, the limit")
         self.limit = limit

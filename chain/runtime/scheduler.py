@@ -8,10 +8,11 @@ import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from chain.errors import ChainError
 from chain.runtime.nodes import NodeRecord, NodeStatus
 
 
-class ScheduleError(ValueError):
+class ScheduleError(ChainError, ValueError):
     """Inputs the scheduler cannot work from: a repeated node or application, a negative amount."""
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from chain import codec
+from chain.errors import ChainError
 from chain.primitives import AccountId
 from chain.runtime import nodes, system, towers
 from chain.runtime.config import RuntimeConfig
@@ -53,7 +54,7 @@ class WalletsError(enum.Enum):
     NOT_A_MEMBER = "NotAMember"
 
 
-class CommitteeUnavailable(Exception):
+class CommitteeUnavailable(ChainError):
     """Fewer active nodes than the committee needs."""
 
 

@@ -13,14 +13,16 @@ from typing import Any
 import trio
 import trio_websocket
 
+from node.errors import NodeError
+
 DEFAULT_RPC_URL = "http://127.0.0.1:9944"
 
 
-class RpcClientError(Exception):
+class RpcClientError(NodeError):
     """The node could not be reached or did not answer with JSON-RPC."""
 
 
-class RpcCallError(Exception):
+class RpcCallError(NodeError):
     """The node answered with a JSON-RPC error."""
 
     def __init__(self, code: int, message: str, data: Any = None) -> None:

@@ -4,6 +4,7 @@ ledger rejections become JSON-RPC codes (Substrate's author codes, so its tools 
 from __future__ import annotations
 
 from chain.errors import InvalidTransaction, TxRejection
+from node.errors import NodeError
 
 # JSON-RPC 2.0 reserved codes.
 PARSE_ERROR = -32700
@@ -32,7 +33,7 @@ IMMEDIATELY_DROPPED = 1016
 UNKNOWN_BLOCK = 4003
 
 
-class RpcError(Exception):
+class RpcError(NodeError):
     """An error returned to the caller as a JSON-RPC error object.
 
     `message` and `data` are shown to the client verbatim: they must say what was wrong with

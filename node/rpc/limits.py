@@ -6,12 +6,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+from node.errors import NodeError
+
 MIB = 1024 * 1024
 
 DEFAULT_MAX_CONNECTIONS = 100
 
 
-class RpcLimitsError(ValueError):
+class RpcLimitsError(NodeError, ValueError):
     """A limit that cannot be used (zero or negative)."""
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from node.errors import NodeError
+
 ANY_PORT = ":*"
 
 DEFAULT_ORIGINS = (
@@ -21,7 +23,7 @@ none."""
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
 
 
-class CorsError(ValueError):
+class CorsError(NodeError, ValueError):
     """A `--rpc-cors` value that names no usable origin."""
 
 

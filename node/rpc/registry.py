@@ -39,6 +39,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast, overload
 
+from node.errors import NodeError
 from node.rpc.errors import INVALID_PARAMS, RpcError
 from node.rpc.feeds import Feed
 
@@ -65,11 +66,11 @@ _JSON_TYPE_NAMES: dict[type, str] = {
 _RESERVED_PREFIX = "rpc."
 
 
-class RegistryError(ValueError):
+class RegistryError(NodeError, ValueError):
     """A registration that cannot work: a duplicate name or a malformed params declaration."""
 
 
-class UndeclaredParamError(LookupError):
+class UndeclaredParamError(NodeError, LookupError):
     """A handler asked for a param its registration does not declare (a bug, not a bad call)."""
 
 
