@@ -16,6 +16,7 @@ from typing import Any
 import jsonschema
 import yaml  # type: ignore[import-untyped]  # no stubs unless types-PyYAML is installed
 
+from chain.errors import ChainError
 from chain.primitives import Hash32, blake2_256
 from chain.runtime.scheduler import AppDemand, Resources
 
@@ -75,7 +76,7 @@ NET_ADMIN), the kernel or other processes (SYS_*) is ever granted."""
 Path = tuple[str | int, ...]
 
 
-class ManifestError(ValueError):
+class ManifestError(ChainError, ValueError):
     """A manifest that cannot be accepted, with every issue found as (path, message), the path
     written like `spec.containers[0].resources.limits.cpu`."""
 

@@ -30,7 +30,6 @@ from node.wallet_messages import RefusalReason, Refused
 from node.workload_access import AccessDenied, AccessRefusal
 
 NOT_YET_UNDER_THE_ROOT = {
-    "chain.runtime.manifest.ManifestError",
     "node.workloads.UnsupportedManifest",
 }
 """Exception classes in modules being reworked at the same time, to move under their root."""
