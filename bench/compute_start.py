@@ -42,7 +42,7 @@ from chain.runtime.manifest import parse_manifest
 from node.workloads import replica_spec
 from orchestrator import labels
 from orchestrator.images import busybox_rootfs_tar
-from orchestrator.spec import CAPABILITIES_KEPT, Resources
+from orchestrator.spec import CAPABILITIES_KEPT, EnforcedResources
 from testkit.engines import BUSYBOX_IMAGE, free_port, open_engine
 from testkit.nodes import NodeProcess
 from wallet.keys import dev_keypair, sign_transaction
@@ -216,7 +216,7 @@ def at_phase(phase: float) -> None:
 
 
 def bare_run(
-    client: docker.DockerClient, events: StartEvents, limits: Resources | None, phase: float
+    client: docker.DockerClient, events: StartEvents, limits: EnforcedResources | None, phase: float
 ) -> tuple[float, float]:
     """(running, ready) of the same sandboxed httpd started by hand: a bridge network, a sandbox
     container on it, and the httpd joined to its network namespace, hardened as the node does

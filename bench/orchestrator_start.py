@@ -48,10 +48,10 @@ from orchestrator.probes import http_get
 from orchestrator.spec import (
     CAPABILITIES_KEPT,
     Container,
+    EnforcedResources,
     HTTPGetAction,
     Probe,
     ReplicaSpec,
-    Resources,
     Volume,
     VolumeKind,
 )
@@ -73,7 +73,7 @@ CHAIN = "statemesh_dev"
 PROBE_PERIOD = 0.05
 PORT = 8080
 """Every pod has an address of its own, so every httpd listens on the same port."""
-LIMITS = Resources(cpu_millicores=500, memory_bytes=64 * 2**20, pids_limit=64)
+LIMITS = EnforcedResources(cpu_millicores=500, memory_bytes=64 * 2**20, pids_limit=64)
 HARDENING: dict[str, Any] = {
     "cap_drop": ["ALL"],
     "security_opt": ["no-new-privileges:true"],
@@ -132,7 +132,7 @@ def server(index: int) -> ReplicaSpec:
     )
 
 
-def engine_limits(resources: Resources) -> dict[str, Any]:
+def engine_limits(resources: EnforcedResources) -> dict[str, Any]:
     """The engine's arguments for `resources`, as `DockerAdapter` gives them."""
     cpu, request = resources.cpu_millicores, resources.cpu_request_millicores
     return {

@@ -122,7 +122,7 @@ def _container(spec: m.ApplicationSpec, container: m.Container, pids_limit: int)
             o.ContainerPort(p.container_port, p.name or "", p.protocol.value)
             for p in container.ports
         ),
-        resources=o.Resources(
+        resources=o.EnforcedResources(
             # CPU as Kubernetes does: a limit caps, a request only weighs (CPU is compressible).
             # Memory is not: without a limit the request is the cap, as a node has no eviction.
             cpu_millicores=limits.cpu_millicores or None,

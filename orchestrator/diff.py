@@ -30,10 +30,10 @@ from orchestrator.engine import (
 from orchestrator.labels import ContainerIdentity, ContainerKey
 from orchestrator.spec import (
     Container,
+    EnforcedResources,
     ImagePullPolicy,
     ReplicaKey,
     ReplicaSpec,
-    Resources,
     RestartPolicy,
     SecurityContext,
     VolumeKind,
@@ -175,7 +175,9 @@ def create_request(node: str, spec: ReplicaSpec, container: Container) -> Create
     )
 
 
-SANDBOX_RESOURCES = Resources(cpu_request_millicores=2, memory_bytes=8 * 2**20, pids_limit=8)
+SANDBOX_RESOURCES = EnforcedResources(
+    cpu_request_millicores=2, memory_bytes=8 * 2**20, pids_limit=8
+)
 SANDBOX_SECURITY = SecurityContext(
     run_as_user=labels.SANDBOX_USER,
     run_as_group=labels.SANDBOX_USER,

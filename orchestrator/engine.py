@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from orchestrator.spec import EnvVar, ImagePullPolicy, Resources, SecurityContext
+from orchestrator.spec import EnforcedResources, EnvVar, ImagePullPolicy, SecurityContext
 
 if TYPE_CHECKING:
     # trio-typing's stubs (a libp2p dependency) shadow trio's own types and keep TaskStatus.
@@ -91,7 +91,7 @@ class CreateRequest:
     args: tuple[str, ...]
     env: tuple[EnvVar, ...]
     labels: Mapping[str, str] = field(hash=False)
-    resources: Resources
+    resources: EnforcedResources
     mounts: tuple[Mount, ...] = ()
     image_pull_policy: ImagePullPolicy = ImagePullPolicy.IF_NOT_PRESENT
     """The spec's policy, carried for engines to come; no engine here follows it: the Docker

@@ -108,7 +108,7 @@ threaded server, not enough for a fork bomb to starve the node."""
 
 
 @dataclass(frozen=True, slots=True)
-class Resources:
+class EnforcedResources:
     """What the engine enforces (Kubernetes `resources`); None means unlimited."""
 
     cpu_millicores: int | None = None
@@ -255,7 +255,7 @@ class Container:
     """Replaces the image's default arguments."""
     env: tuple[EnvVar, ...] = ()
     ports: tuple[ContainerPort, ...] = ()
-    resources: Resources = field(default_factory=Resources)
+    resources: EnforcedResources = field(default_factory=EnforcedResources)
     liveness_probe: Probe | None = None
     """Failing it restarts the container."""
     readiness_probe: Probe | None = None

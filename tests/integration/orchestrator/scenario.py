@@ -14,10 +14,10 @@ from orchestrator.firewall import IptablesFirewall
 from orchestrator.images import busybox_rootfs_tar
 from orchestrator.spec import (
     Container,
+    EnforcedResources,
     HTTPGetAction,
     Probe,
     ReplicaSpec,
-    Resources,
     RestartPolicy,
     Volume,
 )
@@ -52,7 +52,7 @@ def web(
     image: str = BUSYBOX_IMAGE,
     readiness: Probe | None = None,
     liveness: Probe | None = None,
-    resources: Resources | None = None,
+    resources: EnforcedResources | None = None,
     volumes: tuple[Volume, ...] = (),
     restart_policy: RestartPolicy = RestartPolicy.ALWAYS,
 ) -> ReplicaSpec:
@@ -66,7 +66,7 @@ def web(
                 name="main",
                 image=image,
                 args=httpd(port) if args is None else args,
-                resources=resources or Resources(),
+                resources=resources or EnforcedResources(),
                 readiness_probe=readiness,
                 liveness_probe=liveness,
             ),

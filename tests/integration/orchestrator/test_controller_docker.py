@@ -16,11 +16,11 @@ from orchestrator.docker_engine import DockerAdapter
 from orchestrator.events import EventKind
 from orchestrator.probes import http_get
 from orchestrator.spec import (
+    EnforcedResources,
     ExecAction,
     HTTPGetAction,
     Probe,
     ReplicaSpec,
-    Resources,
     RestartPolicy,
     SecurityContext,
     Volume,
@@ -66,7 +66,7 @@ def test_a_desired_replica_runs_with_its_limits_and_becomes_ready(
     spec = web(
         port,
         readiness=http_probe(port),
-        resources=Resources(cpu_millicores=250, memory_bytes=64 * 2**20, pids_limit=32),
+        resources=EnforcedResources(cpu_millicores=250, memory_bytes=64 * 2**20, pids_limit=32),
     )
     client = docker_engine.client
 
@@ -353,7 +353,7 @@ def test_a_memory_hog_past_its_limit_is_reported_oom_killed(
     spec = web(
         free_port(),
         args=hog,
-        resources=Resources(memory_bytes=16 * 2**20),
+        resources=EnforcedResources(memory_bytes=16 * 2**20),
         restart_policy=RestartPolicy.NEVER,
     )
 
@@ -405,7 +405,7 @@ def test_usage_is_metered_from_the_engine(
     docker_engine: DockerEngine, busybox_image: str, node_id: str
 ) -> None:
     burn = ("sh", "-c", "while true; do :; done")
-    spec = web(free_port(), args=burn, resources=Resources(cpu_millicores=500))
+    spec = web(free_port(), args=burn, resources=EnforcedResources(cpu_millicores=500))
 
     async def test(controller: Controller, _: InMemoryDesired, adapter: DockerAdapter) -> None:
         await until(controller, lambda: (s := status(controller, spec)) is not None and s.running)

@@ -17,7 +17,7 @@ import trio
 from orchestrator import labels
 from orchestrator.docker_engine import DockerAdapter
 from orchestrator.engine import CreateRequest
-from orchestrator.spec import Resources
+from orchestrator.spec import EnforcedResources
 from tests.integration.docker_harness import (
     BUSYBOX_IMAGE,
     DockerEngine,
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 MIB = 2**20
 LIMIT = 10 * MIB
 WRITE_MIB = 30
-LIMITED = Resources(disk_bytes=LIMIT)
+LIMITED = EnforcedResources(disk_bytes=LIMIT)
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Written:
 
 
 async def write(
-    adapter: DockerAdapter, client: docker.DockerClient, node: str, resources: Resources
+    adapter: DockerAdapter, client: docker.DockerClient, node: str, resources: EnforcedResources
 ) -> Written:
     request = CreateRequest(
         name=f"{node}-{uuid.uuid4().hex[:6]}",
@@ -77,7 +77,7 @@ async def limited_and_unlimited(engine: DockerEngine) -> tuple[Written, Written,
     try:
         node = f"quota-{uuid.uuid4().hex[:8]}"
         limited = await write(adapter, engine.client, node, LIMITED)
-        unlimited = await write(adapter, engine.client, node, Resources())
+        unlimited = await write(adapter, engine.client, node, EnforcedResources())
         return limited, unlimited, adapter
     finally:
         adapter.close()

@@ -29,7 +29,7 @@ from orchestrator.engine import CreateRequest
 from orchestrator.errors import ImageTooLarge, ImageUnavailable
 from orchestrator.image_gc import ImageCollector, ImageGcPolicy, disk_usage
 from orchestrator.registry import LocalRegistry
-from orchestrator.spec import ImagePullPolicy, Resources
+from orchestrator.spec import EnforcedResources, ImagePullPolicy
 from tests.integration.docker_harness import (
     DockerEngine,
     ensure_busybox_image,
@@ -55,7 +55,7 @@ def request(node_id: str, name: str, image: str, *args: str) -> CreateRequest:
         args=args or ("sh", "-c", "cat /content"),
         env=(),
         labels=labels.owner_labels(node_id),
-        resources=Resources(),
+        resources=EnforcedResources(),
         image_pull_policy=ImagePullPolicy.IF_NOT_PRESENT,
     )
 

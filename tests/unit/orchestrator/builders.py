@@ -6,9 +6,9 @@ from orchestrator import labels
 from orchestrator.engine import ContainerInfo, ContainerState, NetworkInfo, RunState, VolumeInfo
 from orchestrator.spec import (
     Container,
+    EnforcedResources,
     Probe,
     ReplicaSpec,
-    Resources,
     RestartPolicy,
     Volume,
     VolumeKind,
@@ -27,13 +27,13 @@ def container(
     liveness: Probe | None = None,
     readiness: Probe | None = None,
     startup: Probe | None = None,
-    resources: Resources | None = None,
+    resources: EnforcedResources | None = None,
 ) -> Container:
     return Container(
         name=name,
         image=image,
         args=args,
-        resources=resources or Resources(),
+        resources=resources or EnforcedResources(),
         liveness_probe=liveness,
         readiness_probe=readiness,
         startup_probe=startup,

@@ -12,7 +12,7 @@ import trio
 
 from orchestrator.engine import ContainerEngine, ContainerState, CreateRequest, EngineEvent
 from orchestrator.errors import ContainerNotFound, CreateFailed, EngineFailure, ImageUnavailable
-from orchestrator.spec import Resources
+from orchestrator.spec import EnforcedResources
 
 Check = Callable[[ContainerEngine, str, Mapping[str, str]], Awaitable[None]]
 CHECKS: dict[str, Check] = {}
@@ -31,7 +31,7 @@ def request(image: str, labels: Mapping[str, str], name: str, *args: str) -> Cre
         args=args or ("sleep", "60"),
         env=(),
         labels=dict(labels),
-        resources=Resources(memory_bytes=32 * 2**20, pids_limit=16),
+        resources=EnforcedResources(memory_bytes=32 * 2**20, pids_limit=16),
     )
 
 
@@ -113,7 +113,7 @@ async def a_container_without_a_command_is_refused(
     engine: ContainerEngine, image: str, labels: Mapping[str, str]
 ) -> None:
     bare = CreateRequest(
-        f"bare-{labels['conformance']}", image, (), (), (), dict(labels), Resources()
+        f"bare-{labels['conformance']}", image, (), (), (), dict(labels), EnforcedResources()
     )
     with pytest.raises(CreateFailed) as raised:
         await engine.create(bare)

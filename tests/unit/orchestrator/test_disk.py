@@ -22,7 +22,7 @@ from orchestrator.diff import (
 )
 from orchestrator.errors import SpecError
 from orchestrator.events import EventKind
-from orchestrator.spec import ReplicaSpec, Resources, RestartPolicy, Volume, VolumeKind
+from orchestrator.spec import EnforcedResources, ReplicaSpec, RestartPolicy, Volume, VolumeKind
 from tests.unit.orchestrator.builders import (
     CHAIN,
     NODE,
@@ -162,7 +162,7 @@ def limited(
     volumes: tuple[Volume, ...] = (),
     policy: RestartPolicy = RestartPolicy.ALWAYS,
 ) -> ReplicaSpec:
-    main = container(resources=Resources(disk_bytes=disk_bytes))
+    main = container(resources=EnforcedResources(disk_bytes=disk_bytes))
     spec = replica("web", containers=(main,), volumes=volumes, restart_policy=policy)
     return of(spec, "alice", 7)
 

@@ -26,7 +26,7 @@ from orchestrator.docker_engine import MAX_CONCURRENT_PULLS, DockerAdapter
 from orchestrator.engine import CreateRequest
 from orchestrator.errors import ImageTooLarge, ImageUnavailable
 from orchestrator.registry import private_registry_address, registry_host, resolve_host
-from orchestrator.spec import ImagePullPolicy, Resources
+from orchestrator.spec import EnforcedResources, ImagePullPolicy
 
 QUOTA_REFUSAL = "--storage-opt is supported only for overlay over xfs with 'pquota'"
 """dockerd 20.10's refusal of `--storage-opt size` (its message goes on "mount option")."""
@@ -183,7 +183,7 @@ class FakePullClient:
 def request(
     image: str,
     policy: ImagePullPolicy = ImagePullPolicy.IF_NOT_PRESENT,
-    resources: Resources | None = None,
+    resources: EnforcedResources | None = None,
 ) -> CreateRequest:
     return CreateRequest(
         name="sm-web-0-main",
@@ -192,7 +192,7 @@ def request(
         args=("sleep", "1000"),
         env=(),
         labels={},
-        resources=resources or Resources(),
+        resources=resources or EnforcedResources(),
         image_pull_policy=policy,
     )
 
@@ -591,7 +591,7 @@ def test_the_real_resolver_reduces_numeric_forms_to_the_address_they_name() -> N
     assert "127.0.0.1" in resolve_host("localhost")
 
 
-LIMITED = Resources(disk_bytes=10 * 2**20)
+LIMITED = EnforcedResources(disk_bytes=10 * 2**20)
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import trio.testing
 
 from orchestrator.docker_engine import LineSplitter
 from orchestrator.engine import CreateRequest
-from orchestrator.spec import Resources
+from orchestrator.spec import EnforcedResources
 from tests.unit.orchestrator.fake_engine import FakeEngine, script_lines
 
 # -- LineSplitter -------------------------------------------------------------------------------
@@ -58,7 +58,7 @@ def run(test: Callable[[FakeEngine, str], Awaitable[None]], script: str) -> None
     async def main() -> None:
         engine = FakeEngine()
         request = CreateRequest(
-            "c", "img:1", (), ("sh", "-c", script), (), {"test": "logs"}, Resources()
+            "c", "img:1", (), ("sh", "-c", script), (), {"test": "logs"}, EnforcedResources()
         )
         cid = await engine.create(request)
         await engine.start(cid)

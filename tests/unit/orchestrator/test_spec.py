@@ -10,12 +10,12 @@ from orchestrator.errors import SpecError
 from orchestrator.spec import (
     Container,
     ContainerPort,
+    EnforcedResources,
     EnvVar,
     ExecAction,
     HTTPGetAction,
     Probe,
     ReplicaSpec,
-    Resources,
     RestartPolicy,
     Volume,
 )
@@ -66,11 +66,11 @@ BAD: dict[str, tuple[Callable[[], object], str]] = {
         "invalid replica spec: ports.container_port: port 70000 is outside 1..65535",
     ),
     "memory": (
-        lambda: Resources(memory_bytes=1024),
+        lambda: EnforcedResources(memory_bytes=1024),
         "invalid replica spec: resources.memory_bytes: 1024 is below 6 MiB",
     ),
     "cpu": (
-        lambda: Resources(cpu_millicores=0),
+        lambda: EnforcedResources(cpu_millicores=0),
         "invalid replica spec: resources.cpu_millicores: 0 is below 1",
     ),
     "probe period": (
