@@ -20,10 +20,12 @@ check: setup
 	.venv/bin/mypy
 	.venv/bin/lint-imports
 
+# Benchmarks run as modules from the repository root; each also takes --smoke (tiny sizes),
+# which the tests run for every one of them.
 bench: setup
-	$(PY) bench/block_import.py
-	$(PY) bench/rpc_header.py
-	$(PY) bench/end_to_end.py
+	$(PY) -m bench.block_import
+	$(PY) -m bench.rpc_header
+	$(PY) -m bench.end_to_end
 
 clean:
 	rm -rf .venv build *.egg-info

@@ -5,6 +5,8 @@ one signing round (`wallet_transfer`: commit, share, aggregate, submit) median a
 the ratio to a single-key Ed25519 signing of the same transaction measured in the same run.
 
     .venv/bin/python -m bench.wallet_network [--wallets 5] [--transfers 20] [--smoke]
+
+--smoke: one wallet and two transfers, on a 2-of-3 committee (three node processes).
 """
 
 from __future__ import annotations
@@ -58,12 +60,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wallets", type=int, default=5)
     parser.add_argument("--transfers", type=int, default=20)
-    parser.add_argument("--smoke", action="store_true", help="one wallet, two transfers")
+    parser.add_argument("--smoke", action="store_true", help="one wallet, two transfers, 2-of-3")
     args = parser.parse_args()
+    size, threshold = (3, 2) if args.smoke else (5, 3)
     if args.smoke:
         args.wallets, args.transfers = 1, 2
     spec = development_spec().to_json()
-    spec["runtime"].update(walletCommitteeSize=5, walletThreshold=3)
+    spec["runtime"].update(walletCommitteeSize=size, walletThreshold=threshold)
     login = dev_keypair("alice")
     with tempfile.TemporaryDirectory() as tmp:
         spec_path = Path(tmp) / "spec.json"
@@ -93,15 +96,15 @@ def main() -> None:
                     f"dev-{name}",
                 ],
             )
-            for name in OPERATORS[1:]
+            for name in OPERATORS[1:size]
         ]
         try:
             for node in nodes[1:]:
                 node.start()
             first.wait_for(
-                lambda: first.call("towers_active")["total"] == 5,
+                lambda: first.call("towers_active")["total"] == size,
                 timeout=180,
-                what="5 active nodes",
+                what=f"{size} active nodes",
             )
             genesis = Hash32(bytes.fromhex(first.call("chain_getBlockHash", 0)[2:]))
             created, wallets = [], []
@@ -153,10 +156,10 @@ def main() -> None:
         return f"median {statistics.median(values) * 1000:.1f} ms, p95 {p95(values) * 1000:.1f} ms"
 
     print(
-        f"wallet creation (request, 5-member DKG, registration): {ms(created)}; "
+        f"wallet creation (request, {size}-member DKG, registration): {ms(created)}; "
         f"{60 / statistics.median(created):.0f} wallets/minute"
     )
-    print(f"3-of-5 signing round over the network: {ms(rounds)}")
+    print(f"{threshold}-of-{size} signing round over the network: {ms(rounds)}")
     print(
         f"single-key Ed25519 signing: median {statistics.median(single) * 1e6:.1f} µs; "
         f"ratio {statistics.median(rounds) / statistics.median(single):,.0f}x"

@@ -58,7 +58,8 @@ from chain.runtime.executive import Runtime
 from chain.state import TrieState
 from chain.store import ChainStore
 from chain.trie import BLANK_ROOT
-from consensus.finality import VOTE_LENGTH, Phase, Vote, sign_vote
+from chain.votes import VOTE_LENGTH
+from consensus.finality import Phase, Vote, sign_vote
 from consensus.proposer import propose
 from node.endpoints import Advertisement, ReadyReplica
 from node.sync import serve_sync

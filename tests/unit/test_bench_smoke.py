@@ -1,0 +1,71 @@
+"""Every benchmark runs in its smoke mode (`python -m bench.NAME --smoke`: tiny sizes, seconds,
+the same figures and ratios), so that none breaks unnoticed. Those that run in one process (or a
+few plain ones) run here; those that start nodes or a Docker engine run in
+tests/integration/test_bench_smoke.py. A benchmark listed in neither place fails
+`test_every_benchmark_has_a_smoke_run`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+IN_PROCESS = (
+    "block_import",
+    "frost_sign",
+    "ingress_proxy",
+    "scheduler",
+    "trie_update",
+    "vdf_prover",
+    "vdf_verify",
+)
+WITH_NODES = (
+    "end_to_end",
+    "network",
+    "p2p_gossip",
+    "rpc_floods",
+    "rpc_header",
+    "sync_lying_peer",
+    "wallet_network",
+)
+WITH_DOCKER = ("compute_start", "orchestrator_start")
+
+
+def benchmarks() -> set[str]:
+    """The modules of bench/ that run as a program: every one of them is a benchmark."""
+    return {
+        path.stem
+        for path in (ROOT / "bench").glob("*.py")
+        if 'if __name__ == "__main__":' in path.read_text()
+    }
+
+
+def run_smoke(name: str, timeout: float) -> str:
+    """Runs benchmark `name` in its smoke mode as the README runs it; its output."""
+    done = subprocess.run(
+        [sys.executable, "-m", f"bench.{name}", "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"bench.{name} --smoke exited with {done.returncode}:\n{output}"
+    assert done.stdout.strip(), f"bench.{name} --smoke printed no figures:\n{output}"
+    return done.stdout
+
+
+def test_every_benchmark_has_a_smoke_run() -> None:
+    listed = [*IN_PROCESS, *WITH_NODES, *WITH_DOCKER]
+    assert len(listed) == len(set(listed))
+    assert benchmarks() == set(listed)
+
+
+@pytest.mark.parametrize("name", IN_PROCESS)
+def test_benchmark_smoke(name: str) -> None:
+    run_smoke(name, timeout=60)
