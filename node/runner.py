@@ -37,7 +37,7 @@ from node.rpc import wallet_methods
 from node.rpc.exposure import RpcMethods
 from node.rpc.ingress_methods import register_ingress_methods
 from node.rpc.limits import RpcLimits
-from node.rpc.methods import NodeInfo, build_registry
+from node.rpc.methods import SystemInfo, build_registry
 from node.rpc.origins import CorsPolicy
 from node.rpc.server import RpcServer
 from node.rpc.workload_methods import register_workload_methods
@@ -247,7 +247,7 @@ class Node:
             ingress = (
                 IngressService(endpoints, config.ingress) if config.ingress is not None else None
             )
-            info = NodeInfo(name=config.name, version=VERSION, spec=spec)
+            info = SystemInfo(name=config.name, version=VERSION, spec=spec)
             registry = build_registry(chain, info, network)
             register_workload_methods(
                 registry, chain, workloads, node_key=Keypair.from_seed(node_key.seed)

@@ -28,7 +28,9 @@ from node.tx_status import TxStatus
 
 
 @dataclass(frozen=True, slots=True)
-class NodeInfo:
+class SystemInfo:
+    """What the node says about itself through the `system_*` methods."""
+
     name: str
     version: str
     spec: ChainSpec
@@ -123,7 +125,7 @@ def block_json(block: Block, justification: bytes | None = None) -> dict[str, An
 
 
 def build_registry(
-    chain: ChainService, info: NodeInfo, network: NetworkService | None = None
+    chain: ChainService, info: SystemInfo, network: NetworkService | None = None
 ) -> Registry:
     registry = Registry()
     store = chain.store

@@ -15,7 +15,7 @@ from chain.blocks import Call
 from node.chain_service import ChainService
 from node.chain_spec import development_spec
 from node.rpc.errors import RpcError
-from node.rpc.methods import NodeInfo, build_registry
+from node.rpc.methods import SystemInfo, build_registry
 from node.rpc.registry import Registry
 from tests.factories import ALICE, BOB
 from tests.unit.test_app_retention import db
@@ -33,7 +33,7 @@ class Chain:
         self.service: ChainService = open_chain(path)
         self.slot = 0
         self.nonces: dict[bytes, int] = {}
-        info = NodeInfo("test", "0", development_spec())
+        info = SystemInfo("test", "0", development_spec())
         self.registry: Registry = build_registry(self.service, info)
 
     def send(self, keypair: Keypair, call: Call) -> None:

@@ -27,7 +27,7 @@ from node.evidence import (
     EvidenceStatistics,
 )
 from node.finality_service import FinalityService
-from node.rpc.methods import NodeInfo, build_registry
+from node.rpc.methods import SystemInfo, build_registry
 from tests.factories import BOB, CHARLIE, DAVE, transfer_call
 from tests.unit.test_chain_service import block_at, open_chain, transfer
 from tests.unit.test_offences import REPORT_VOTES
@@ -131,7 +131,7 @@ def test_a_block_equivocation_is_heard_once_and_recorded(tmp_path: Path) -> None
     record = recorded(chain, OffenceKey(OffenceKind.BLOCK, BOB.public, 3))
     assert record is not None
     assert reporter.statistics().recorded == 1
-    registry = build_registry(chain, NodeInfo("test", "0", development_spec()))
+    registry = build_registry(chain, SystemInfo("test", "0", development_spec()))
     assert call(registry, "offences_list") == {
         "total": 1,
         "offences": [
