@@ -1,4 +1,4 @@
-"""Real `statemesh` node processes on loopback ports, for integration tests."""
+"""Real `statemesh` node processes on loopback ports, for integration tests and benchmarks."""
 
 from __future__ import annotations
 
