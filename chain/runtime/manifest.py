@@ -73,14 +73,15 @@ AUDIT_WRITE and SETFCAP. Each acts only on what the container owns (its files, i
 its own ports); every tenant may be hostile, so none that reaches the network stack (NET_RAW,
 NET_ADMIN), the kernel or other processes (SYS_*) is ever granted."""
 
-Path = tuple[str | int, ...]
+FieldPath = tuple[str | int, ...]
+"""Where in a manifest document an issue is: keys and list indexes from the top."""
 
 
 class ManifestError(ChainError, ValueError):
     """A manifest that cannot be accepted, with every issue found as (path, message), the path
     written like `spec.containers[0].resources.limits.cpu`."""
 
-    def __init__(self, issues: Iterable[tuple[Path, str]]) -> None:
+    def __init__(self, issues: Iterable[tuple[FieldPath, str]]) -> None:
         unique = sorted(set(issues), key=lambda issue: (_path_key(issue[0]), issue[1]))
         self.issues: tuple[tuple[str, str], ...] = tuple(
             (format_path(path), message) for path, message in unique
@@ -89,7 +90,7 @@ class ManifestError(ChainError, ValueError):
         super().__init__(f"invalid manifest: {shown}")
 
 
-def format_path(path: Path) -> str:
+def format_path(path: FieldPath) -> str:
     text = ""
     for part in path:
         if isinstance(part, int):
@@ -100,7 +101,7 @@ def format_path(path: Path) -> str:
     return text or "manifest"
 
 
-def _path_key(path: Path) -> tuple[tuple[int, int, str], ...]:
+def _path_key(path: FieldPath) -> tuple[tuple[int, int, str], ...]:
     return tuple((0, part, "") if isinstance(part, int) else (1, 0, part) for part in path)
 
 
@@ -119,7 +120,9 @@ class RestartPolicy(enum.Enum):
     NEVER = "Never"
 
 
-class Protocol(enum.Enum):
+class PortProtocol(enum.Enum):
+    """The transport a port speaks."""
+
     TCP = "TCP"
     UDP = "UDP"
 
@@ -155,7 +158,7 @@ class ContainerPort:
     container_port: int
     """A port of the replica: its containers share a network namespace of their own (a pod),
     so two replicas on one node may listen on the same port."""
-    protocol: Protocol = Protocol.TCP
+    protocol: PortProtocol = PortProtocol.TCP
     name: str | None = None
 
 
@@ -295,7 +298,7 @@ class ServicePort:
     port: int
     target_port: int
     """A container port number (a port name is resolved to its number)."""
-    protocol: Protocol = Protocol.TCP
+    protocol: PortProtocol = PortProtocol.TCP
     name: str | None = None
 
 
@@ -507,7 +510,7 @@ def _read_yaml(read: Callable[[], Any]) -> Any:
         raise ManifestError([((), f"is nested more than {MAX_DEPTH} levels deep")]) from None
 
 
-def _check_yaml_node(node: Any, path: Path, seen: set[int]) -> None:
+def _check_yaml_node(node: Any, path: FieldPath, seen: set[int]) -> None:
     """Refuse aliases (a few lines of them expand to gigabytes) and repeated keys, which the
     YAML loader would otherwise resolve silently to the last one."""
     if node is None:
@@ -549,7 +552,7 @@ def validate_manifest(data: object, *, zone: str = DEFAULT_ZONE) -> Manifest:
     """Check decoded JSON (or YAML) data against the schema, then against every rule the schema
     cannot express, and build the typed manifest. Raises one ManifestError listing every issue
     (the semantic rules are checked once the document has the schema's shape)."""
-    issues: list[tuple[Path, str]] = []
+    issues: list[tuple[FieldPath, str]] = []
     plain = _plain(data, (), issues)
     if issues:
         raise ManifestError(issues)
@@ -571,7 +574,7 @@ def validate_manifest(data: object, *, zone: str = DEFAULT_ZONE) -> Manifest:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _plain(value: object, path: Path, issues: list[tuple[Path, str]]) -> object:
+def _plain(value: object, path: FieldPath, issues: list[tuple[FieldPath, str]]) -> object:
     """The data as JSON values only (objects with string keys, lists, strings, integers,
     decimals, booleans, null), within the depth bound. YAML floats become exact decimals."""
     if len(path) > MAX_DEPTH:
@@ -614,20 +617,20 @@ _TYPE_NAMES = {
 }
 
 
-def _schema_issues(data: object) -> list[tuple[Path, str]]:
+def _schema_issues(data: object) -> list[tuple[FieldPath, str]]:
     """The schema's findings in our own words, so that messages do not depend on the version
     of the validator (they can end up in chain events)."""
     # One finding per value, the most basic: a value of the wrong type also breaks the rules
     # about its contents, and a name that is too long also breaks its pattern.
-    first: dict[Path, Any] = {}
+    first: dict[FieldPath, Any] = {}
     for error in _VALIDATOR.iter_errors(data):
-        path: Path = tuple(error.absolute_path)
+        path: FieldPath = tuple(error.absolute_path)
         rank = _RANK.get(error.validator, len(_RANK))
         if error.validator in ("required", "additionalProperties"):
             path = (*path, "", error.validator)  # about the fields below, not the value
         if path not in first or rank < _RANK.get(first[path].validator, len(_RANK)):
             first[path] = error
-    issues: list[tuple[Path, str]] = []
+    issues: list[tuple[FieldPath, str]] = []
     for error in first.values():
         path = tuple(error.absolute_path)
         kind = error.validator
@@ -752,9 +755,9 @@ class _Builder:
 
     def __init__(self, zone: str) -> None:
         self.zone = zone
-        self.issues: list[tuple[Path, str]] = []
+        self.issues: list[tuple[FieldPath, str]] = []
 
-    def fail(self, path: Path, message: str) -> None:
+    def fail(self, path: FieldPath, message: str) -> None:
         self.issues.append((path, message))
 
     def manifest(self, data: Any) -> Manifest:
@@ -802,9 +805,9 @@ class _Builder:
 
     # -- containers ------------------------------------------------------------------------
 
-    def container(self, raw: Any, path: Path, node_class: NodeClass) -> Container:
+    def container(self, raw: Any, path: FieldPath, node_class: NodeClass) -> Container:
         ports = tuple(
-            ContainerPort(p["containerPort"], Protocol(p.get("protocol", "TCP")), p.get("name"))
+            ContainerPort(p["containerPort"], PortProtocol(p.get("protocol", "TCP")), p.get("name"))
             for p in raw.get("ports", [])
         )
         env: list[EnvVar] = []
@@ -850,8 +853,8 @@ class _Builder:
 
     def check_containers(self, containers: tuple[Container, ...]) -> None:
         names: dict[str, int] = {}
-        numbers: dict[tuple[int, Protocol], Path] = {}
-        port_names: dict[str, Path] = {}
+        numbers: dict[tuple[int, PortProtocol], FieldPath] = {}
+        port_names: dict[str, FieldPath] = {}
         for i, c in enumerate(containers):
             if c.name in names:
                 self.fail(
@@ -860,7 +863,7 @@ class _Builder:
                 )
             names.setdefault(c.name, i)
             for j, port in enumerate(c.ports):
-                here: Path = ("spec", "containers", i, "ports", j)
+                here: FieldPath = ("spec", "containers", i, "ports", j)
                 key = (port.container_port, port.protocol)
                 # The containers of a replica share its network namespace: a port is taken
                 # once per replica.
@@ -880,7 +883,7 @@ class _Builder:
                         )
                     port_names.setdefault(port.name, here)
 
-    def security_context(self, raw: Any, path: Path) -> SecurityContext:
+    def security_context(self, raw: Any, path: FieldPath) -> SecurityContext:
         """Pod or container level (the schema keeps readOnlyRootFilesystem to the latter)."""
         for key, what in (
             ("allowPrivilegeEscalation", "privilege escalation is never allowed"),
@@ -905,7 +908,7 @@ class _Builder:
             capabilities_drop=drop,
         )
 
-    def capability_names(self, names: list[str], path: Path, adding: bool) -> tuple[str, ...]:
+    def capability_names(self, names: list[str], path: FieldPath, adding: bool) -> tuple[str, ...]:
         """Sorted and without repeats: the order of a capability list means nothing."""
         for k, name in enumerate(names):
             if name not in CAPABILITIES and name != "ALL":
@@ -927,7 +930,7 @@ class _Builder:
     ) -> None:
         """runAsNonRoot true forbids runAsUser 0, at pod level and in each container with what
         it takes from the pod level."""
-        pod_path: Path = ("spec", "securityContext")
+        pod_path: FieldPath = ("spec", "securityContext")
         levels = [(pod_path, pod)] + [
             (("spec", "containers", i, "securityContext"), c.security_context)
             for i, c in enumerate(containers)
@@ -943,15 +946,15 @@ class _Builder:
                     + format_path((*non_root_at, "runAsNonRoot")),
                 )
 
-    def resources(self, raw: Any, path: Path, node_class: NodeClass) -> ContainerResources:
-        given: dict[str, dict[str, tuple[int | None, Path]]] = {}
+    def resources(self, raw: Any, path: FieldPath, node_class: NodeClass) -> ContainerResources:
+        given: dict[str, dict[str, tuple[int | None, FieldPath]]] = {}
         for kind in ("requests", "limits"):
             values = raw.get(kind, {})
-            here: Path = (*path, kind)
+            here: FieldPath = (*path, kind)
             if "ephemeral-storage" in values and "disk" in values:
                 self.fail((*here, "disk"), "repeats ephemeral-storage; give only one of the two")
             disk_key = "disk" if "disk" in values else "ephemeral-storage"
-            amounts: dict[str, tuple[int | None, Path]] = {}
+            amounts: dict[str, tuple[int | None, FieldPath]] = {}
             if "cpu" in values:
                 amounts["cpu"] = (self.cpu(values["cpu"], (*here, "cpu")), (*here, "cpu"))
             for field, key, bound in (
@@ -1000,7 +1003,7 @@ class _Builder:
             ),
         )
 
-    def cpu(self, value: object, path: Path) -> int | None:
+    def cpu(self, value: object, path: FieldPath) -> int | None:
         scaled = _scaled(value, _MILLICORES_PER)
         if scaled is None:
             self.fail(path, f"{_show(value)} is not a cpu quantity ({_CPU_FORM})")
@@ -1015,7 +1018,7 @@ class _Builder:
             return None
         return millicores
 
-    def byte_amount(self, value: object, path: Path, what: str, bound: int) -> int | None:
+    def byte_amount(self, value: object, path: FieldPath, what: str, bound: int) -> int | None:
         scaled = _scaled(value, _BYTES_PER)
         if scaled is None:
             self.fail(path, f"{_show(value)} is not a {what} quantity ({_BYTES_FORM})")
@@ -1027,7 +1030,9 @@ class _Builder:
             return None
         return amount
 
-    def probe(self, raw: Any, path: Path, ports: tuple[ContainerPort, ...], once: bool) -> Probe:
+    def probe(
+        self, raw: Any, path: FieldPath, ports: tuple[ContainerPort, ...], once: bool
+    ) -> Probe:
         action: ProbeAction
         if "httpGet" in raw:
             port = self.probe_port(raw["httpGet"]["port"], (*path, "httpGet", "port"), ports)
@@ -1049,7 +1054,7 @@ class _Builder:
             raw.get("failureThreshold", 3),
         )
 
-    def probe_port(self, ref: int | str, path: Path, ports: tuple[ContainerPort, ...]) -> int:
+    def probe_port(self, ref: int | str, path: FieldPath, ports: tuple[ContainerPort, ...]) -> int:
         declared = ", ".join(f"{p.container_port}/{p.protocol.value}" for p in ports) or "none"
         if isinstance(ref, str):
             found = [p for p in ports if p.name == ref]
@@ -1063,13 +1068,13 @@ class _Builder:
             self.fail(path, missing)
             return ref if isinstance(ref, int) else 0
         port = found[0]
-        if port.protocol is not Protocol.TCP:
+        if port.protocol is not PortProtocol.TCP:
             self.fail(path, f"port {port.container_port} is UDP; probes connect over TCP")
         return port.container_port
 
     # -- volumes ---------------------------------------------------------------------------
 
-    def volume(self, raw: Any, path: Path) -> Volume:
+    def volume(self, raw: Any, path: FieldPath) -> Volume:
         if "persistent" in raw:
             size = self.byte_amount(
                 raw["persistent"]["size"], (*path, "persistent", "size"), "disk", MAX_DISK_BYTES
@@ -1100,12 +1105,12 @@ class _Builder:
             declared.setdefault(v.name, i)
         # A volume is mounted at one path in every container that mounts it, and a path holds
         # one volume: a replica's volumes map onto the orchestrator's one path per volume.
-        path_of: dict[str, tuple[str, Path]] = {}
+        path_of: dict[str, tuple[str, FieldPath]] = {}
         volume_at: dict[str, str] = {}
         for i, c in enumerate(containers):
             mounted: set[str] = set()
             for j, m in enumerate(c.volume_mounts):
-                here: Path = ("spec", "containers", i, "volumeMounts", j)
+                here: FieldPath = ("spec", "containers", i, "volumeMounts", j)
                 if m.name not in declared:
                     self.fail((*here, "name"), f"no volume named {m.name!r} in spec.volumes")
                     continue
@@ -1132,11 +1137,11 @@ class _Builder:
     def service(self, raw: Any, containers: tuple[Container, ...]) -> Service:
         everywhere = [p for c in containers for p in c.ports]
         ports: list[ServicePort] = []
-        numbers: dict[tuple[int, Protocol], int] = {}
+        numbers: dict[tuple[int, PortProtocol], int] = {}
         names: dict[str, int] = {}
         for k, item in enumerate(raw["ports"]):
-            here: Path = ("spec", "service", "ports", k)
-            protocol = Protocol(item.get("protocol", "TCP"))
+            here: FieldPath = ("spec", "service", "ports", k)
+            protocol = PortProtocol(item.get("protocol", "TCP"))
             number = item["port"]
             if (number, protocol) in numbers:
                 self.fail(
@@ -1160,7 +1165,7 @@ class _Builder:
         return Service(tuple(ports))
 
     def target_port(
-        self, ref: int | str, path: Path, protocol: Protocol, ports: list[ContainerPort]
+        self, ref: int | str, path: FieldPath, protocol: PortProtocol, ports: list[ContainerPort]
     ) -> int:
         if isinstance(ref, str):
             found = [p for p in ports if p.name == ref]
@@ -1192,7 +1197,7 @@ class _Builder:
         rules: list[IngressRule] = []
         paths: dict[str, int] = {}
         for k, item in enumerate(raw["rules"]):
-            here: Path = ("spec", "ingress", "rules", k)
+            here: FieldPath = ("spec", "ingress", "rules", k)
             route = item.get("path", "/")
             same = ingress_prefix(route)
             if same in paths:
@@ -1206,7 +1211,7 @@ class _Builder:
             rules.append(IngressRule(route, port))
         return Ingress(host, tuple(rules))
 
-    def service_port(self, ref: int | str, path: Path, service: Service) -> int:
+    def service_port(self, ref: int | str, path: FieldPath, service: Service) -> int:
         if isinstance(ref, str):
             found = [p for p in service.ports if p.name == ref]
             missing = f"no service port is named {ref!r}"
@@ -1218,7 +1223,7 @@ class _Builder:
         if not found:
             self.fail(path, missing)
             return 0
-        if found[0].protocol is not Protocol.TCP:
+        if found[0].protocol is not PortProtocol.TCP:
             self.fail(path, f"service port {found[0].port} is UDP; ingress routes HTTP over TCP")
         return found[0].port
 
