@@ -15,7 +15,7 @@ from chain import codec
 from chain.primitives import AccountId
 from chain.runtime import nodes, towers
 from chain.runtime.framework import AccountRef, Arg, ArgKind, CallDef, Context, Module
-from chain.runtime.manifest import Manifest, ManifestError, decode_manifest
+from chain.runtime.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestError, decode_manifest
 from chain.runtime.scheduler import (
     AppDemand,
     NodeInfo,
@@ -28,7 +28,6 @@ from chain.runtime.scheduler import (
 from chain.state import Overlay, StateReader, storage_key
 
 NAME = "apps"
-MAX_MANIFEST_BYTES = 64 * 1024
 MAX_REPLICAS = 1000
 MAX_NAME_BYTES = 63
 """An application's name is a DNS label."""
