@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
+from contextlib import aclosing
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -214,18 +216,37 @@ def _follow_logs(
     follower = RpcClient(url, timeout=math.inf)
     tail = "all" if args.tail is None else args.tail
 
+    interrupted = False
+
     async def follow() -> None:
         batches = follower.watch("app_subscribeLogs", args.name, args.replica, tail, auth)
-        async for batch in batches:
-            for line in batch:
-                if args.json:
-                    print(json.dumps(line))
-                else:
-                    print(_log_prefix(line, prefixed) + line["text"])
-            sys.stdout.flush()
+        # Ctrl-C ends the follow as a cancellation of this task: left to trio's default (a
+        # KeyboardInterrupt raised in whichever task runs), it can land in the WebSocket's
+        # reader task and leave the generator's tasks running past the end of the run.
+        with trio.open_signal_receiver(signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def on_interrupt() -> None:
+                    nonlocal interrupted
+                    async for _ in signals:
+                        interrupted = True
+                        nursery.cancel_scope.cancel()
+
+                nursery.start_soon(on_interrupt)
+                async with aclosing(batches):
+                    async for batch in batches:
+                        for line in batch:
+                            if args.json:
+                                print(json.dumps(line))
+                            else:
+                                print(_log_prefix(line, prefixed) + line["text"])
+                        sys.stdout.flush()
+                nursery.cancel_scope.cancel()
 
     with rpc_errors():
         trio.run(follow)
+    if interrupted:
+        raise KeyboardInterrupt
     return 0
 
 
