@@ -10,6 +10,8 @@ import stat
 from collections.abc import Iterator
 from typing import Protocol
 
+from orchestrator.errors import OrchestratorError
+
 MAX_ENTRIES = 1_000_000
 """Files and folders a measured folder may hold: past this it is not counted further (a tenant
 could make a walk last for ever), and its replica is evicted for it."""
@@ -18,7 +20,7 @@ MAX_DEPTH = 128
 replica is evicted for it."""
 
 
-class Unmeasurable(Exception):
+class Unmeasurable(OrchestratorError):
     """What is inside the folder keeps it from being measured whole (too many files, folders too
     deep, an entry that cannot be read): the doing of whoever writes there."""
 

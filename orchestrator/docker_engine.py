@@ -119,11 +119,11 @@ def _pull_reference(image: str) -> tuple[str, str]:
     return repository, f"{repository}:{tag or 'latest'}"
 
 
-class _PullFailed(Exception):
+class _PullFailed(OrchestratorError):
     """The engine reported an error inside a pull's progress stream."""
 
 
-class _PullTooLarge(Exception):
+class _PullTooLarge(OrchestratorError):
     """The layers a pull downloads add up to more than the node's cap."""
 
     def __init__(self, size_bytes: int, cap_bytes: int) -> None:

@@ -38,6 +38,8 @@ from typing import Any
 import httpx
 import trio
 
+from orchestrator.errors import OrchestratorError
+
 log = logging.getLogger("statemesh.ingress")
 
 AsgiScope = dict[str, Any]
@@ -202,11 +204,11 @@ class ProxyStatistics:
     too_slow: int = 0
 
 
-class _BodyTooLarge(Exception):
+class _BodyTooLarge(OrchestratorError):
     pass
 
 
-class _ClientGone(Exception):
+class _ClientGone(OrchestratorError):
     pass
 
 
