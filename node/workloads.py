@@ -16,6 +16,7 @@ from chain.address import encode_address
 from chain.runtime import apps
 from chain.runtime import manifest as m
 from node.chain_service import ChainService
+from node.errors import NodeError
 from node.manifests import ManifestCache
 from node.workload_logs import WorkloadLogs
 from orchestrator import spec as o
@@ -48,7 +49,7 @@ _RESTART = {
 }
 
 
-class UnsupportedManifest(Exception):
+class UnsupportedManifest(NodeError):
     """A manifest this node cannot run yet (the reason is logged once per revision)."""
 
 

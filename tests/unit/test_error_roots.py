@@ -29,11 +29,6 @@ from node.rpc.registry import RegistryError, UndeclaredParamError
 from node.wallet_messages import RefusalReason, Refused
 from node.workload_access import AccessDenied, AccessRefusal
 
-NOT_YET_UNDER_THE_ROOT = {
-    "node.workloads.UnsupportedManifest",
-}
-"""Exception classes in modules being reworked at the same time, to move under their root."""
-
 
 def _exceptions(package: ModuleType) -> list[type[BaseException]]:
     found = []
@@ -51,10 +46,8 @@ def test_every_exception_of_a_layer_derives_from_its_root(
 ) -> None:
     exceptions = _exceptions(package)
     assert len(exceptions) > 5
-    outside = {
-        f"{cls.__module__}.{cls.__qualname__}" for cls in exceptions if not issubclass(cls, root)
-    }
-    assert outside <= NOT_YET_UNDER_THE_ROOT
+    outside = [cls for cls in exceptions if not issubclass(cls, root)]
+    assert outside == []
 
 
 @pytest.mark.parametrize(
