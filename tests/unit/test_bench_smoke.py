@@ -6,6 +6,7 @@ tests/integration/test_bench_smoke.py. A benchmark listed in neither place fails
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,20 @@ def test_every_benchmark_has_a_smoke_run() -> None:
     listed = [*IN_PROCESS, *WITH_NODES, *WITH_DOCKER]
     assert len(listed) == len(set(listed))
     assert benchmarks() == set(listed)
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    return names | {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+
+
+@pytest.mark.parametrize("package", ["bench", "testkit"])
+def test_benchmarks_and_their_harnesses_import_no_test_code(package: str) -> None:
+    for path in sorted((ROOT / package).glob("*.py")):
+        from_tests = {m for m in imported_modules(path) if m == "tests" or m.startswith("tests.")}
+        assert not from_tests, f"{path.relative_to(ROOT)} imports {sorted(from_tests)}"
+        assert "sys.path" not in path.read_text(), f"{path.relative_to(ROOT)} edits sys.path"
 
 
 @pytest.mark.parametrize("name", IN_PROCESS)
