@@ -12,4 +12,4 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.parametrize("name", WITH_NODES)
 def test_benchmark_smoke_with_nodes(name: str) -> None:
-    run_smoke(name, timeout=300)
+    run_smoke(name, timeout=600)

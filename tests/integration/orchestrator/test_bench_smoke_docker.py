@@ -19,4 +19,4 @@ pytestmark = pytest.mark.integration
 )
 @pytest.mark.parametrize("name", WITH_DOCKER)
 def test_benchmark_smoke_with_docker(name: str) -> None:
-    run_smoke(name, timeout=300)
+    run_smoke(name, timeout=600)
