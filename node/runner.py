@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import logging
 import signal
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -298,70 +299,75 @@ class Node:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
         try:
-            async with trio.open_nursery() as nursery:
-                # Before anything imports a block: each leaves large pooled transactions to it.
-                await nursery.start(self.chain.run_revalidation)
-                address = await nursery.start(self.rpc.run)
-                best = self.store.best_header
-                log.info(
-                    "chain %s (%s), genesis 0x%s, best #%d, finalized #%d, database %s",
-                    config.spec.name,
-                    config.spec.id,
-                    self.store.genesis_hash.hex() if self.store.genesis_hash else "?",
-                    best.number,
-                    self.store.finalized_header.number,
-                    config.db_path,
-                )
-                log.info("JSON-RPC on http://%s:%d (HTTP and WebSocket)", *address[:2])
-                own = {int(address[1])}
-                if self.network is not None:
-                    listen = await nursery.start(self.network.run)
-                    log.info("p2p address %s", listen)
-                    own.update(_ports(self.network.p2p.listen_address))
-                if self.finality is not None:
-                    await nursery.start(self.finality.run)
-                if self.evidence is not None:
-                    await nursery.start(self.evidence.run)
-                if self.presence is not None:
+            # Before any service starts: a signal while they start stops the node as cleanly as
+            # one after (left to trio, it would be a KeyboardInterrupt in whichever task runs).
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(
+                        _stop_on_signal, signals, nursery.cancel_scope, self.endpoints
+                    )
+                    # Before anything imports a block: each leaves large pooled transactions to it.
+                    await nursery.start(self.chain.run_revalidation)
+                    address = await nursery.start(self.rpc.run)
+                    best = self.store.best_header
+                    log.info(
+                        "chain %s (%s), genesis 0x%s, best #%d, finalized #%d, database %s",
+                        config.spec.name,
+                        config.spec.id,
+                        self.store.genesis_hash.hex() if self.store.genesis_hash else "?",
+                        best.number,
+                        self.store.finalized_header.number,
+                        config.db_path,
+                    )
+                    log.info("JSON-RPC on http://%s:%d (HTTP and WebSocket)", *address[:2])
+                    own = {int(address[1])}
                     if self.network is not None:
-                        # Registered on chain: peers take this node's replica advertisements
-                        # only at this IP, so it is the one replicas are reached at.
-                        self.presence.address = with_ip(
-                            self.network.p2p.listen_address, config.node_ip
-                        )
-                    await nursery.start(self.presence.run)
-                if self.workloads is not None:
-                    if config.private_engine:
-                        self.engine = await _start_private_engine(config)
-                        if self.engine is not None:
-                            self.workloads.docker_host = self.engine.host
-                    await nursery.start(self.workloads.run)
-                if self.disk is not None:
-                    await nursery.start(self.disk.run)
-                if self.usage is not None:
-                    await nursery.start(self.usage.run)
-                if self.wallet is not None:
-                    await nursery.start(self.wallet.run)
-                if self.ingress is not None:
-                    # Before the endpoints advertise: the proxy's port goes with their
-                    # advertisements (until then it serves the routes as first built).
-                    ingress = await nursery.start(self.ingress.run)
-                    self.endpoints.ingress_port = ingress.http[1]
-                    own.update((ingress.http[1], ingress.dns[1]))
-                self.endpoints.own_ports = frozenset(own)
-                await nursery.start(self.endpoints.run)
-                if config.signer is not None:
-                    if config.signer.public in self.chain.authorities:
-                        await nursery.start(self.chain.run_authoring)
-                        log.info("authoring as %s", config.signer.address)
-                    else:
-                        log.warning(
-                            "%s is not an authority of this chain: not authoring",
-                            config.signer.address,
-                        )
-                task_status.started(address)
-                nursery.start_soon(_stop_on_signal, nursery.cancel_scope, self.endpoints)
-                nursery.start_soon(_halt_on_finality_conflict, self.chain)
+                        listen = await nursery.start(self.network.run)
+                        log.info("p2p address %s", listen)
+                        own.update(_ports(self.network.p2p.listen_address))
+                    if self.finality is not None:
+                        await nursery.start(self.finality.run)
+                    if self.evidence is not None:
+                        await nursery.start(self.evidence.run)
+                    if self.presence is not None:
+                        if self.network is not None:
+                            # Registered on chain: peers take this node's replica advertisements
+                            # only at this IP, so it is the one replicas are reached at.
+                            self.presence.address = with_ip(
+                                self.network.p2p.listen_address, config.node_ip
+                            )
+                        await nursery.start(self.presence.run)
+                    if self.workloads is not None:
+                        if config.private_engine:
+                            self.engine = await _start_private_engine(config)
+                            if self.engine is not None:
+                                self.workloads.docker_host = self.engine.host
+                        await nursery.start(self.workloads.run)
+                    if self.disk is not None:
+                        await nursery.start(self.disk.run)
+                    if self.usage is not None:
+                        await nursery.start(self.usage.run)
+                    if self.wallet is not None:
+                        await nursery.start(self.wallet.run)
+                    if self.ingress is not None:
+                        # Before the endpoints advertise: the proxy's port goes with their
+                        # advertisements (until then it serves the routes as first built).
+                        ingress = await nursery.start(self.ingress.run)
+                        self.endpoints.ingress_port = ingress.http[1]
+                        own.update((ingress.http[1], ingress.dns[1]))
+                    self.endpoints.own_ports = frozenset(own)
+                    await nursery.start(self.endpoints.run)
+                    if config.signer is not None:
+                        if config.signer.public in self.chain.authorities:
+                            await nursery.start(self.chain.run_authoring)
+                            log.info("authoring as %s", config.signer.address)
+                        else:
+                            log.warning(
+                                "%s is not an authority of this chain: not authoring",
+                                config.signer.address,
+                            )
+                    task_status.started(address)
+                    nursery.start_soon(_halt_on_finality_conflict, self.chain)
         finally:
             try:
                 if self.engine is not None:
@@ -546,13 +552,14 @@ async def _halt_on_finality_conflict(chain: ChainService) -> None:
         raise chain.conflict
 
 
-async def _stop_on_signal(scope: trio.CancelScope, endpoints: EndpointService) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            log.info("received %s, shutting down", signal.Signals(signum).name)
-            await endpoints.withdraw()
-            scope.cancel()
-            return
+async def _stop_on_signal(
+    signals: AsyncIterator[int], scope: trio.CancelScope, endpoints: EndpointService
+) -> None:
+    async for signum in signals:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        await endpoints.withdraw()
+        scope.cancel()
+        return
 
 
 def _no_compute() -> bool:

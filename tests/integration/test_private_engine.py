@@ -189,3 +189,18 @@ def test_a_private_engine_that_cannot_start_leaves_the_node_running_without_comp
         assert node.stop() == 0
     with open("/proc/self/mounts") as mounts:
         assert not [line for line in mounts if f"{base}/" in line]
+
+
+def test_a_signal_while_the_engine_starts_stops_the_node_and_the_engine(
+    tmp_path: Path, no_engine: None
+) -> None:
+    # The RPC answers before the other services start, the private engine among them: an
+    # operator's Ctrl-C then stops the node as one later does (exit 0, engine gone, database
+    # closed), not a KeyboardInterrupt in whichever task was running.
+    base = tmp_path / "dev"
+    node = NodeProcess(base, private_engine=True).start(timeout=60)
+    code = node.stop(signal.SIGINT, timeout=60)
+    assert code == 0, node.log()[-3000:]
+    assert "database closed" in node.log()
+    pid_file = base / "docker" / "docker.pid"
+    assert not pid_file.exists() or not is_dockerd(int(pid_file.read_text() or 0))
