@@ -131,9 +131,14 @@ def test_ready_replicas_are_routed_by_every_node(
         # Readiness fails: withdrawn everywhere, the container keeps running.
         container = app_container(client, "hello")
         container.exec_run(["rm", "/www/ready"])
+        # The other node may answer 503 through the dev node's proxy a moment before the dev
+        # node's new advertisement reaches it and its own table (DNS included) follows.
         for node in (dev, other):
-            node.wait_for(lambda n=node: status(n) == 503, timeout=30, what="503 when unready")
-            assert resolve(node) == (RCODE.NOERROR, [])
+            node.wait_for(
+                lambda n=node: status(n) == 503 and resolve(n) == (RCODE.NOERROR, []),
+                timeout=30,
+                what="503 and no address when unready",
+            )
         assert "no ready replica" in get(other).text
         container.reload()
         assert container.status == "running"
