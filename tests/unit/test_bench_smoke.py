@@ -24,15 +24,15 @@ IN_PROCESS = (
     "vdf_prover",
     "vdf_verify",
 )
-WITH_NODES = (
-    "end_to_end",
-    "network",
-    "p2p_gossip",
-    "rpc_floods",
-    "rpc_header",
-    "sync_lying_peer",
-    "wallet_network",
-)
+WITH_NODES_BY_FILE = {
+    # The longest each run from a file of its own, so that the suite's workers share them.
+    "test_bench_smoke": ("end_to_end", "p2p_gossip", "rpc_floods", "rpc_header"),
+    "test_bench_smoke_network": ("network",),
+    "test_bench_smoke_sync": ("sync_lying_peer",),
+    "test_bench_smoke_wallets": ("wallet_network",),
+}
+"""The benchmarks that start node processes, by the file of tests/integration that runs them."""
+WITH_NODES = tuple(name for names in WITH_NODES_BY_FILE.values() for name in names)
 WITH_DOCKER = ("compute_start", "orchestrator_start")
 
 
@@ -65,6 +65,8 @@ def test_every_benchmark_has_a_smoke_run() -> None:
     listed = [*IN_PROCESS, *WITH_NODES, *WITH_DOCKER]
     assert len(listed) == len(set(listed))
     assert benchmarks() == set(listed)
+    for stem in WITH_NODES_BY_FILE:
+        assert (ROOT / "tests" / "integration" / f"{stem}.py").is_file(), stem
 
 
 def imported_modules(path: Path) -> set[str]:
