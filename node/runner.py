@@ -404,9 +404,15 @@ async def _start_private_engine(config: NodeConfig) -> PrivateEngine | None:
         log.warning("no engine answers and a private one could not start: %s", exc.message)
         return None
     try:
-        await trio.to_thread.run_sync(_import_dev_image, engine)
-    except (EngineStartError, ImageBuildError) as exc:
-        log.warning("the private Docker engine has no %s image: %s", DEV_IMAGE, exc)
+        try:
+            await trio.to_thread.run_sync(_import_dev_image, engine)
+        except (EngineStartError, ImageBuildError) as exc:
+            log.warning("the private Docker engine has no %s image: %s", DEV_IMAGE, exc)
+    except BaseException:
+        # Stopped (a signal) before the engine is handed over: nobody else would stop it.
+        with trio.CancelScope(shield=True):
+            await engine.stop_async(purge=True)
+        raise
     log.info("started a private Docker engine at %s for this dev node", engine.host)
     return engine
 
