@@ -23,7 +23,9 @@ from tests.integration.docker_harness import DockerEngine
 from tests.integration.harness import NodeProcess, cli, ingress_page
 from tests.integration.workloads.pods import app_container, connects, pod_address
 
-pytestmark = pytest.mark.integration
+# Serial: it reads the drop counters of the node's own host rules, and another engine starting
+# on the host meanwhile rewrites Docker's rules that bring a replica's packets to them.
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 APP = """\
 apiVersion: statemesh/v1
