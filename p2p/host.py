@@ -340,6 +340,9 @@ class P2PService:
 
     def _on_connected(self, connection: INetConn) -> None:
         peer = PeerId(connection.muxed_conn.peer_id.to_base58())
+        # A ban that ended since the last maintenance round ends now, gossip's blacklist with
+        # it: Pubsub takes a new peer once, and one still blacklisted then never gossips.
+        self._lift_finished_bans()
         if self._scores.is_banned(peer):
             logger.info("refusing banned peer %s", peer)
             self._disconnect(peer)
@@ -423,14 +426,17 @@ class P2PService:
             except (BaseLibp2pError, OSError) as error:
                 logger.debug("disconnecting %s: %r", peer, error)
 
+    def _lift_finished_bans(self) -> None:
+        for peer in self._scores.expire():
+            logger.info("ban of peer %s expired", peer)
+            self._gossip.unblock(peer)
+
     async def _maintain(self) -> None:
         next_status = self._clock() + self._config.status_interval
         while True:
             await trio.sleep(_MAINTENANCE_PERIOD)
             now = self._clock()
-            for peer in self._scores.expire():
-                logger.info("ban of peer %s expired", peer)
-                self._gossip.unblock(peer)
+            self._lift_finished_bans()
             for peer in self._gossip.stalled_peers(now):
                 logger.warning("peer %s stopped draining its gossip queue; disconnecting", peer)
                 self._disconnect(peer)

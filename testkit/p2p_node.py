@@ -111,6 +111,8 @@ class Node:
                     for peer in self.service.peers()
                 ]
             }
+        if name == "mesh":
+            return {"peers": sorted(self.service.mesh_peers(request.get("topic", "blocks")))}
         if name == "stats":
             return {"stats": dataclasses.asdict(self.service.statistics())}
         if name == "report":

@@ -143,6 +143,21 @@ class P2PNode:
     def peer_ids(self) -> set[str]:
         return {peer["peer_id"] for peer in self.ok("peers")["peers"]}
 
+    def mesh_peers(self, topic: str = "blocks") -> set[str]:
+        """The peers our gossip on `topic` goes to: a message published before a peer joins
+        the mesh (a heartbeat after it connects) never reaches it."""
+        return set(self.ok("mesh", topic=topic)["peers"])
+
+    def wait_mesh(self, other: P2PNode, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while other.peer_id not in self.mesh_peers():
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{other.base.name} not in {self.base.name}'s mesh within {timeout} s\n"
+                    f"{self.base.name}:\n{self.log()}\n{other.base.name}:\n{other.log()}"
+                )
+            time.sleep(0.1)
+
     def wait_peers(self, expected: set[str], timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

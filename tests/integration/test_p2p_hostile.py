@@ -178,7 +178,7 @@ def test_rejected_gossip_gets_the_sender_banned_and_it_returns_after_the_ban(
         # The sender's bootnode loop keeps redialing; the judge lets it back once the ban ends.
         judge.wait_peers({sender.peer_id}, timeout=15)
         sender.wait_peers({judge.peer_id})
-        wait_until(lambda: bool(judge.ok("peers")["peers"]), 5, "the sender back")
+        sender.wait_mesh(judge)
         sender.ok("publish", data="good again")
         judge.wait_event(lambda e: e.get("event") == "gossip" and e["data"] == "good again", 10)
     finally:

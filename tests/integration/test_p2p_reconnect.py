@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 from pathlib import Path
 
@@ -13,7 +14,14 @@ from testkit.p2p_processes import P2PNode, wait_until
 pytestmark = pytest.mark.integration
 
 
-def gossip_arrives(sender: P2PNode, receiver: P2PNode, text: str) -> None:
+def gossip_arrives(
+    sender: P2PNode, receiver: P2PNode, text: str, via: P2PNode | None = None
+) -> None:
+    """Publish once both hops are in the gossip mesh (a reconnected peer joins it at the
+    next heartbeat) and see the text arrive."""
+    hops = [sender, receiver] if via is None else [sender, via, receiver]
+    for one, other in itertools.pairwise(hops):
+        one.wait_mesh(other)
     sender.ok("publish", data=text)
     receiver.wait_event(lambda e: e.get("event") == "gossip" and e["data"] == text, 10, text)
 
@@ -25,7 +33,7 @@ def test_a_killed_bootnode_and_a_killed_leaf_both_reconnect(tmp_path: Path) -> N
     nodes = [boot, b, c]
     try:
         boot.wait_peers({b.peer_id, c.peer_id})
-        gossip_arrives(b, c, "relayed by the bootnode")
+        gossip_arrives(b, c, "relayed by the bootnode", via=boot)
 
         boot.kill9()
         wait_until(lambda: boot.peer_id not in b.peer_ids(), 10, "b to notice the bootnode died")
@@ -39,7 +47,7 @@ def test_a_killed_bootnode_and_a_killed_leaf_both_reconnect(tmp_path: Path) -> N
         for leaf in (b, c):
             leaf.wait_peers({reborn.peer_id}, timeout=15)
         assert [p["status"] for p in b.ok("peers")["peers"]] == ["second life"]
-        gossip_arrives(b, c, "relayed by the reborn bootnode")
+        gossip_arrives(b, c, "relayed by the reborn bootnode", via=reborn)
 
         b.kill9()
         wait_until(lambda: b.peer_id not in reborn.peer_ids(), 10, "the bootnode to notice")
@@ -47,8 +55,8 @@ def test_a_killed_bootnode_and_a_killed_leaf_both_reconnect(tmp_path: Path) -> N
         nodes[1] = b2
         assert b2.peer_id == b.peer_id
         reborn.wait_peers({b2.peer_id})
-        gossip_arrives(c, b2, "to the restarted leaf")
-        gossip_arrives(b2, c, "from the restarted leaf")
+        gossip_arrives(c, b2, "to the restarted leaf", via=reborn)
+        gossip_arrives(b2, c, "from the restarted leaf", via=reborn)
     finally:
         assert [node.stop() for node in nodes] == [0, 0, 0]
 
