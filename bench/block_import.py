@@ -24,6 +24,7 @@ from chain.blocks import Block, Header, SignedTransaction
 from chain.db import Database
 from chain.genesis import ChainSpec, build_genesis
 from chain.importer import BlockImporter, extrinsics_root
+from chain.keys import Keypair, sign_transaction
 from chain.primitives import BlockNumber, Slot, TimestampMs
 from chain.runtime.balances import Balances
 from chain.runtime.executive import Runtime
@@ -32,7 +33,6 @@ from chain.state import TrieState
 from chain.store import ChainStore
 from chain.trie import BLANK_ROOT
 from node.chain_spec import development_spec
-from wallet.keys import Keypair, sign_transaction
 
 
 def verifications_per_second(samples: list[bytes], seconds: float = 1.0) -> float:

@@ -36,6 +36,7 @@ import httpx
 import rlp
 
 from chain.blocks import Call
+from chain.keys import dev_keypair, sign_transaction
 from chain.primitives import Hash32
 from chain.runtime.apps import Apps, ReplicaEntry
 from chain.runtime.manifest import parse_manifest
@@ -45,7 +46,6 @@ from orchestrator.images import busybox_rootfs_tar
 from orchestrator.spec import CAPABILITIES_KEPT, EnforcedResources
 from testkit.engines import BUSYBOX_IMAGE, free_port, open_engine
 from testkit.nodes import NodeProcess
-from wallet.keys import dev_keypair, sign_transaction
 
 (CREATE, _UPDATE, _SCALE, DELETE) = Apps().calls()
 POLL = 0.01

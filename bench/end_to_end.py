@@ -25,12 +25,12 @@ import trio_websocket
 from chain.address import encode_address
 from chain.blocks import tx_hash
 from chain.genesis import build_genesis, parse_spec
+from chain.keys import Keypair, sign_transaction
 from chain.runtime.balances import Balances
 from chain.state import TrieState
 from chain.trie import BLANK_ROOT
 from node.chain_spec import development_spec
 from testkit.nodes import NodeProcess
-from wallet.keys import Keypair, sign_transaction
 
 
 def finalized_listener(

@@ -16,12 +16,12 @@ from collections.abc import Callable
 
 import nacl.signing
 
+from chain.keys import Keypair
 from chain.signature import verify
 from wallet.frost.dealer import trusted_dealer_keygen
 from wallet.frost.dkg import DkgMember, DkgParams, run_in_process
 from wallet.frost.identifier import as_identifier
 from wallet.frost.signing import SigningPackage, aggregate, commit, sign
-from wallet.keys import Keypair
 
 MESSAGE = b"billing: pay the operator of node 17 for hour 482,113 from wallet 9"
 SIGNERS = (1, 3, 5)

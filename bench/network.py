@@ -30,6 +30,7 @@ from chain.address import encode_address
 from chain.blocks import tx_hash
 from chain.db import Database
 from chain.genesis import ChainSpec, build_genesis, load_spec
+from chain.keys import Keypair, sign_transaction
 from chain.primitives import BlockNumber, Hash32, Slot, TimestampMs
 from chain.runtime.balances import Balances
 from chain.runtime.executive import Runtime
@@ -40,7 +41,6 @@ from chain.trie import BLANK_ROOT
 from consensus.proposer import propose
 from node.commands.testnet import create, load, validator_arguments
 from testkit.nodes import NodeProcess, free_port
-from wallet.keys import Keypair, sign_transaction
 from wallet.keystore import Keystore
 
 SLOT_MS = 1000

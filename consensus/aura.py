@@ -3,8 +3,6 @@ the header sealed by that author. Pure functions: the caller passes the clock re
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from chain.address import encode_address
 from chain.blocks import Header
 from chain.errors import BlockRejection, InvalidBlock
@@ -13,13 +11,6 @@ from chain.signature import verify
 
 MAX_DRIFT_MS = 500
 """How far ahead of our clock a block's timestamp may be (clocks are never perfectly in sync)."""
-
-
-class Signer(Protocol):
-    @property
-    def public(self) -> AccountId: ...
-
-    def sign(self, message: bytes) -> bytes: ...
 
 
 def slot_at(timestamp_ms: int, slot_duration_ms: int) -> Slot:

@@ -48,11 +48,11 @@ from dataclasses import dataclass, field
 
 from chain.blocks import Header
 from chain.errors import Rejection
+from chain.keys import Signer
 from chain.primitives import AccountId, Hash32
 from chain.signature import verify
 from chain.votes import PRECOMMIT, PREVOTE, VOTE_LENGTH, vote_payload
 from chain.votes import VOTE_DOMAIN as VOTE_DOMAIN
-from consensus.aura import Signer
 from consensus.fork_choice import BlockTree as BlockTree
 from consensus.fork_choice import chain_key
 

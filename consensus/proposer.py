@@ -7,12 +7,12 @@ from collections.abc import Callable, Iterable
 from chain.blocks import Block, Header
 from chain.errors import InvalidTransaction
 from chain.importer import extrinsics_root
+from chain.keys import Signer
 from chain.primitives import BlockNumber, Slot, TimestampMs
 from chain.runtime.executive import BlockExecution, Runtime
 from chain.runtime.framework import BlockEnv
 from chain.store import ChainStore
 from chain.validity import ValidTransaction
-from consensus.aura import Signer
 
 
 def propose(

@@ -15,6 +15,8 @@ import trio
 
 from chain.address import encode_address
 from chain.blocks import Block, Call, Header, SignedTransaction, UnsignedTransaction, tx_hash
+from chain.broadcast import Broadcast
+from chain.clock import Clock
 from chain.errors import (
     BlockRejection,
     FinalityConflict,
@@ -23,6 +25,7 @@ from chain.errors import (
     TxRejection,
 )
 from chain.importer import BlockImporter
+from chain.keys import Signer
 from chain.pool import DryRun, PoolEvent, TransactionPool
 from chain.primitives import AccountId, BlockNumber, Hash32, Slot, TimestampMs
 from chain.runtime import system
@@ -32,11 +35,9 @@ from chain.state import TrieState
 from chain.store import ChainStore, TreeRoute
 from chain.trie import NodeCache
 from chain.validity import ValidTransaction
-from consensus.aura import Signer, slot_at, slot_author, verify_header
-from consensus.clock import Clock
+from consensus.aura import slot_at, slot_author, verify_header
 from consensus.fork_choice import best_leaf, chain_key
 from consensus.proposer import propose
-from node.broadcast import Broadcast
 from node.tx_status import TxStatus, status_is_final
 
 log = logging.getLogger("statemesh.chain")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from chain.genesis import ChainSpec, dev_spec, load_spec
-from wallet.keys import DEV_ACCOUNTS, dev_keypair
+from chain.keys import DEV_ACCOUNTS, dev_keypair
 
 DEV_AUTHORITY = "alice"
 DEV_OPERATOR = "ferdie"

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import trio
 
 from chain import codec
+from chain.keys import Keypair
 from chain.runtime import apps, nodes
 from chain.runtime.manifest import ingress_prefix
 from chain.signature import verify
@@ -38,7 +39,6 @@ from orchestrator.ingress import Backend, Route, RouteTable
 from p2p.gossip import GossipMessage, Verdict
 from p2p.host import P2PService
 from p2p.identity import PeerId
-from wallet.keys import Keypair
 
 log = logging.getLogger("statemesh.endpoints")
 
@@ -408,9 +408,7 @@ class EndpointService:
         if advert.node_id == self.identity.public or not self.book.newer(advert):
             return Verdict.IGNORE
         refused = self.policy.check(advert.address)
-        if refused is None and ipaddress.ip_address(advert.address) != canonical_ip(
-            advert.address
-        ):
+        if refused is None and ipaddress.ip_address(advert.address) != canonical_ip(advert.address):
             # Honest nodes advertise the address itself; an IPv4 address wrapped in an IPv6
             # form (mapped, 6to4, NAT64, Teredo) only serves to slip past a check.
             refused = f"it wraps {canonical_ip(advert.address)} in another form"

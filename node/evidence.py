@@ -15,10 +15,10 @@ from chain import codec
 from chain.address import encode_address
 from chain.blocks import Call, Header
 from chain.errors import InvalidTransaction, TxRejection
+from chain.keys import Signer
 from chain.primitives import Hash32
 from chain.runtime import offences
 from chain.runtime.offences import OffenceKey, OffenceKind, Offences
-from consensus.aura import Signer
 from consensus.finality import Vote
 from node.chain_service import ChainService
 

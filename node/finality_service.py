@@ -10,10 +10,11 @@ from typing import Any
 import trio
 
 from chain import codec
+from chain.clock import Clock
 from chain.errors import DatabaseError
+from chain.keys import Signer
 from chain.primitives import Hash32
-from consensus.aura import Signer, slot_at
-from consensus.clock import Clock
+from consensus.aura import slot_at
 from consensus.finality import (
     FinalityGadget,
     InvalidVote,

@@ -17,6 +17,7 @@ import trio
 from chain.address import encode_address
 from chain.blocks import Call
 from chain.errors import InvalidTransaction
+from chain.keys import Keypair
 from chain.runtime import apps, nodes, towers
 from chain.runtime.nodes import Nodes, registration_payload
 from chain.runtime.towers import Towers
@@ -26,7 +27,6 @@ from node.errors import NodeError
 from vdf.proof import VdfParams
 from vdf.prover import Prover, TowerJob
 from vdf.tower import TowerProof
-from wallet.keys import Keypair
 
 log = logging.getLogger("statemesh.presence")
 

@@ -15,16 +15,17 @@ from typing import Any
 import docker.errors
 import trio
 
+from chain.clock import Clock, SystemClock
 from chain.db import Database
 from chain.errors import DatabaseError
 from chain.genesis import ChainSpec, build_genesis
+from chain.keys import Keypair
 from chain.pool import DeferredDryRuns, TransactionPool
 from chain.primitives import Hash32
 from chain.runtime.executive import Runtime
 from chain.state import TrieState
 from chain.store import ChainStore
 from chain.trie import BLANK_ROOT
-from consensus.clock import Clock, SystemClock
 from node.addresses import with_ip
 from node.chain_service import DRY_RUN_INLINE_BYTES, ChainService
 from node.disk_pressure import DiskPressureMonitor, WaterMarks
@@ -62,7 +63,6 @@ from orchestrator.registry import RegistryError
 from p2p.config import P2PConfig
 from p2p.host import P2PService
 from p2p.identity import NodeKey, resolve_node_key
-from wallet.keys import Keypair
 
 log = logging.getLogger("statemesh.node")
 

@@ -11,16 +11,16 @@ from typing import Any
 
 import trio
 
+from chain.clock import Clock
 from chain.errors import InvalidTransaction
+from chain.keys import Keypair
 from chain.runtime import apps
 from chain.runtime.apps import KeptInstance
 from chain.runtime.usage import Usage, UsageRecord, encode_records, report_payload
-from consensus.clock import Clock
 from node.chain_service import ChainService
 from node.workloads import WorkloadService
 from orchestrator.metering import ReplicaUsage, VolumeUsage
 from orchestrator.spec import ReplicaKey
-from wallet.keys import Keypair
 
 log = logging.getLogger("statemesh.usage")
 

@@ -17,6 +17,7 @@ import trio
 from chain import codec
 from chain.blocks import Call, UnsignedTransaction
 from chain.errors import InvalidTransaction
+from chain.keys import Keypair
 from chain.primitives import AccountId, Hash32
 from chain.runtime import wallets
 from chain.runtime.balances import Balances
@@ -50,7 +51,6 @@ from wallet.frost import (
     seal_share,
     sign,
 )
-from wallet.keys import Keypair
 
 (TRANSFER,) = Balances().calls()
 V = TypeVar("V")

@@ -22,6 +22,7 @@ from libp2p.peer.id import ID
 from chain import codec
 from chain.blocks import Call, SignedTransaction, UnsignedTransaction
 from chain.errors import InvalidTransaction
+from chain.keys import Keypair
 from chain.primitives import AccountId, Hash32
 from chain.runtime import nodes, wallets
 from chain.runtime.wallets import Wallets
@@ -64,7 +65,6 @@ from wallet.frost import (
     SigningPackage,
     aggregate,
 )
-from wallet.keys import Keypair
 
 log = logging.getLogger("statemesh.wallet")
 

@@ -23,11 +23,11 @@ from Crypto.Cipher import AES
 from Crypto.Hash import SHA256
 from Crypto.Protocol.KDF import HKDF
 
+from chain.keys import DEV_ACCOUNTS, Keypair, dev_keypair
 from node.errors import NodeError
 from wallet.frost import KeyPackage, PublicKeyPackage
 from wallet.frost.errors import FrostError
 from wallet.frost.wire import Reader, encode_count
-from wallet.keys import DEV_ACCOUNTS, Keypair, dev_keypair
 from wallet.keystore import fsync_directory
 
 log = logging.getLogger("statemesh.wallet.shares")

@@ -23,10 +23,10 @@ import rlp
 
 from chain.address import AddressError, decode_address, encode_address
 from chain.errors import Rejection
+from chain.keys import Keypair
 from chain.primitives import AccountId
 from chain.signature import verify
 from node.errors import NodeError
-from wallet.keys import Keypair
 
 ACCESS_DOMAIN = b"statemesh/workload-access/v1\x00"
 MAX_AHEAD_SECONDS = 300

@@ -399,9 +399,7 @@ def diff(
         if vid is None or present.name in wanted_volumes:
             continue
         if vid.kind is VolumeKind.PERSISTENT and (
-            kept is None
-            or vid.replica.chain not in kept
-            or vid.instance in kept[vid.replica.chain]
+            kept is None or vid.replica.chain not in kept or vid.instance in kept[vid.replica.chain]
         ):
             continue
         volume_removals[vid.replica].append(RemoveVolume(vid.replica, present.name))

@@ -218,8 +218,6 @@ def _run(command: Sequence[str], stdin: str | None = None) -> None:
 
 def _run_ok(command: Sequence[str]) -> bool:
     try:
-        return (
-            subprocess.run(command, capture_output=True, check=False, timeout=30).returncode == 0
-        )
+        return subprocess.run(command, capture_output=True, check=False, timeout=30).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False

@@ -173,9 +173,7 @@ class SecurityContext:
         """The capabilities the container keeps."""
         dropped = set(CAPABILITIES_KEPT) if "ALL" in self.capabilities_drop else set()
         dropped |= set(self.capabilities_drop)
-        return tuple(
-            c for c in CAPABILITIES_KEPT if c not in dropped or c in self.capabilities_add
-        )
+        return tuple(c for c in CAPABILITIES_KEPT if c not in dropped or c in self.capabilities_add)
 
 
 @dataclass(frozen=True, slots=True)

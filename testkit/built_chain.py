@@ -10,6 +10,7 @@ from pathlib import Path
 
 from chain.db import Database
 from chain.genesis import build_genesis, load_spec
+from chain.keys import Keypair
 from chain.primitives import Slot, TimestampMs
 from chain.runtime.executive import Runtime
 from chain.state import TrieState
@@ -20,7 +21,6 @@ from consensus.finality import Phase, quorum, sign_vote
 from consensus.proposer import propose
 from node.commands.testnet import create, load
 from testkit.nodes import NodeProcess, free_port
-from wallet.keys import Keypair
 from wallet.keystore import Keystore
 
 SLOT_MS = 500

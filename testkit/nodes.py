@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 
 from chain.address import decode_address
+from chain.keys import Keypair
 from node.commands.owner_access import proven_identity
 from node.rpc.client import RpcClient
 from node.workload_access import sign_access
 from p2p.identity import NODE_KEY_FILE, NodeKey, read_node_key_file
-from wallet.keys import Keypair
 
 ROOT = Path(__file__).resolve().parents[1]
 STATEMESH = str(Path(sys.executable).parent / "statemesh")

@@ -53,6 +53,7 @@ import trio
 from chain.blocks import Block, Header
 from chain.db import Database
 from chain.genesis import ChainSpec, build_genesis, load_spec
+from chain.keys import Keypair
 from chain.primitives import Hash32, Slot, TimestampMs
 from chain.runtime.executive import Runtime
 from chain.state import TrieState
@@ -82,7 +83,6 @@ from p2p.host import P2PService
 from p2p.identity import NodeKey, PeerId
 from p2p.reqresp import Handler
 from testkit.built_chain import unlock_validator
-from wallet.keys import Keypair
 
 ATTEMPTS = 12
 TRANSACTION_SECONDS = 15.0

@@ -8,12 +8,12 @@ import rlp
 
 from chain.blocks import Call
 from chain.genesis import ChainSpec, build_genesis, dev_spec
+from chain.keys import Keypair, dev_keypair, sign_transaction
 from chain.primitives import AccountId, BlockNumber, Hash32, TimestampMs
 from chain.runtime.executive import Runtime, default_modules
 from chain.runtime.framework import BlockEnv
 from chain.state import TrieState
 from chain.trie import BLANK_ROOT
-from wallet.keys import Keypair, dev_keypair, sign_transaction
 
 ALICE = dev_keypair("alice")
 BOB = dev_keypair("bob")

@@ -20,8 +20,8 @@ from Crypto.Cipher import AES
 from Crypto.Protocol.KDF import scrypt
 
 from chain.address import encode_address
+from chain.keys import DEV_ACCOUNTS, Keypair, dev_keypair
 from chain.primitives import ACCOUNT_ID_LENGTH, AccountId
-from wallet.keys import DEV_ACCOUNTS, Keypair, dev_keypair
 
 KEYSTORE_VERSION = 1
 KDF_NAME = "scrypt"

@@ -12,10 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from chain.address import AddressError, decode_address, encode_address
+from chain.keys import DEV_ACCOUNTS, dev_keypair
 from chain.primitives import AccountId
 from node.commands.password import PasswordReader, add_password_argument
 from node.errors import CliError
-from wallet.keys import DEV_ACCOUNTS, dev_keypair
 from wallet.keystore import (
     DEV_PREFIX,
     KeyInfo,

@@ -15,6 +15,7 @@ import trio
 
 from chain.errors import DatabaseError, FinalityConflict, GenesisError
 from chain.genesis import ChainSpec
+from chain.keys import Keypair, dev_keypair
 from chain.primitives import Hash32
 from chain.runtime.config import NODE_CLASSES
 from chain.runtime.manifest import DEFAULT_ZONE, format_bytes, parse_bytes
@@ -35,7 +36,6 @@ from node.workloads import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIDS
 from orchestrator.firewall import EgressPolicy
 from orchestrator.image_gc import ImageGcPolicy
 from p2p.errors import P2PError
-from wallet.keys import Keypair, dev_keypair
 from wallet.keystore import resolve_signer
 
 DEFAULT_BASE_PATH = Path("~/.statemesh")

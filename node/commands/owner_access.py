@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from chain.keys import DEV_ACCOUNTS, Keypair, dev_keypair
 from node.commands.client_options import NodeRefused
 from node.commands.key import add_keystore_argument, keystore_errors, keystore_from_args
 from node.commands.password import PasswordReader, add_password_argument
@@ -26,7 +27,6 @@ from node.workload_access import (
     check_identity,
     sign_access,
 )
-from wallet.keys import DEV_ACCOUNTS, Keypair, dev_keypair
 from wallet.keystore import resolve_signer
 
 

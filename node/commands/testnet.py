@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chain.genesis import DEV_ENDOWMENT, ChainSpec
+from chain.keys import Keypair
 from node.chain_spec import development_spec
 from node.commands.key import keystore_errors
 from node.errors import CliError, UsageError
 from p2p.addresses import node_multiaddr
 from p2p.identity import NODE_KEY_FILE, NodeKey, read_node_key_file, write_node_key_file
-from wallet.keys import Keypair
 from wallet.keystore import Keystore
 
 LAYOUT_FILE = "testnet.json"

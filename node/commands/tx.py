@@ -11,6 +11,7 @@ import rlp
 import trio
 
 from chain.blocks import Call, tx_hash
+from chain.keys import Keypair, sign_transaction
 from chain.primitives import Hash32
 from chain.runtime.executive import default_modules
 from chain.runtime.framework import CallDef
@@ -27,7 +28,6 @@ from node.commands.query import receipt_lines
 from node.errors import UsageError
 from node.rpc.client import RpcClient
 from node.tx_status import status_is_final
-from wallet.keys import Keypair, sign_transaction
 from wallet.keystore import resolve_signer
 
 

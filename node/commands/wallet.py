@@ -12,6 +12,7 @@ import trio
 
 from chain.address import AddressError, decode_address
 from chain.blocks import UnsignedTransaction
+from chain.keys import Keypair
 from chain.primitives import Hash32
 from node.commands.client_options import (
     NodeRefused,
@@ -27,7 +28,6 @@ from node.errors import UsageError
 from node.rpc.client import RpcClient
 from node.wallet_member import TRANSFER
 from node.wallet_service import REQUEST
-from wallet.keys import Keypair
 from wallet.keystore import resolve_signer
 
 

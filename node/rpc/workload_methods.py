@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chain.address import encode_address
+from chain.keys import Keypair
 from chain.runtime import apps
 from node.chain_service import ChainService
 from node.rpc.errors import RpcError
@@ -36,7 +37,6 @@ from orchestrator.labels import ContainerKey
 from orchestrator.metering import ReplicaUsage
 from orchestrator.spec import ReplicaKey
 from orchestrator.status import ContainerPhase, ReplicaStatus
-from wallet.keys import Keypair
 
 NO_COMPUTE = 5000
 """The node runs no workloads: not a compute node, or no container engine answers."""

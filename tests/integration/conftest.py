@@ -8,13 +8,13 @@ import pytest
 import trio
 
 from chain.address import decode_address
+from chain.keys import dev_keypair
 from node.workloads import firewall_tag
 from orchestrator.firewall import IptablesFirewall
 from tests.integration import docker_harness, harness
 from tests.integration.docker_harness import DockerEngine
 from tests.integration.harness import NodeProcess
 from tests.integration.test_towers import status_is
-from wallet.keys import dev_keypair
 
 # The session's engine and busybox image (a private dockerd when none is reachable), shared by
 # every test that runs replicas.

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from chain.keys import dev_keypair
 from tests.integration.harness import ROOT, NodeProcess, cli, cli_json, ingress_page
-from wallet.keys import dev_keypair
 
 pytestmark = pytest.mark.integration
 

@@ -18,6 +18,7 @@ from chain.blocks import Call, SignedTransaction
 from chain.db import Database
 from chain.genesis import build_genesis
 from chain.importer import BlockImporter
+from chain.keys import Keypair, dev_keypair, sign_transaction
 from chain.primitives import Hash32
 from chain.runtime.executive import Runtime
 from chain.state import TrieState
@@ -26,7 +27,6 @@ from chain.trie import BLANK_ROOT
 from node.chain_spec import development_spec
 from tests.factories import remark_call, transfer_call
 from tests.integration.harness import NodeProcess, RpcFailure, cli, cli_json
-from wallet.keys import Keypair, dev_keypair, sign_transaction
 
 pytestmark = pytest.mark.integration
 

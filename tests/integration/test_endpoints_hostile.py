@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from chain.keys import Keypair, dev_keypair
 from tests.integration.harness import ROOT, NodeProcess, cli
 from tests.integration.test_towers import status_is
-from wallet.keys import Keypair, dev_keypair
 
 pytestmark = pytest.mark.integration
 

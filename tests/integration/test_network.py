@@ -16,10 +16,10 @@ import httpx
 import pytest
 import rlp
 
+from chain.keys import dev_keypair, sign_transaction
 from node.commands.testnet import create, load, validator_arguments
 from tests.factories import transfer_call
 from tests.integration.harness import ROOT, NodeProcess, free_port
-from wallet.keys import dev_keypair, sign_transaction
 
 pytestmark = pytest.mark.integration
 

@@ -20,11 +20,11 @@ import pytest
 import rlp
 
 from chain.blocks import Call
+from chain.keys import Keypair, dev_keypair, sign_transaction
 from chain.primitives import AccountId, Hash32
 from node.chain_spec import development_spec
 from node.commands.tx import build_call
 from tests.integration.harness import ROOT, NodeProcess, RpcFailure, cli
-from wallet.keys import Keypair, dev_keypair, sign_transaction
 
 pytestmark = [pytest.mark.integration, pytest.mark.serial]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from chain.keys import dev_keypair
 from tests.integration.harness import NodeProcess
-from wallet.keys import dev_keypair
 
 pytestmark = pytest.mark.integration
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from chain.keys import dev_keypair
 from node.chain_spec import development_spec
 from node.wallet_shares import SealKey, ShareStore
 from tests.integration.harness import NodeProcess
 from tests.unit.test_wallet_shares import NODE_SEED, seal_the_old_way, three_wallets
-from wallet.keys import dev_keypair
 
 pytestmark = pytest.mark.integration
 

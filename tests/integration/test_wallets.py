@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import rlp
 
+from chain.keys import dev_keypair, sign_transaction
 from chain.primitives import Hash32
 from node.wallet_service import REQUEST
 from tests.integration.harness import NodeProcess, RpcFailure, cli, cli_json
-from wallet.keys import dev_keypair, sign_transaction
 
 pytestmark = pytest.mark.integration
 

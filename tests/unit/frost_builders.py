@@ -7,6 +7,7 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from chain.keys import Keypair
 from wallet.frost.dkg import DkgMember, DkgOutput, DkgParams, DkgParticipant
 from wallet.frost.dkg_messages import Round2Share
 from wallet.frost.errors import FrostError
@@ -22,7 +23,6 @@ from wallet.frost.signing import (
     commit,
     sign,
 )
-from wallet.keys import Keypair
 
 SESSION = bytes(range(32))
 

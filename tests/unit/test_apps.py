@@ -10,6 +10,7 @@ import pytest
 
 from chain import codec
 from chain.blocks import Call
+from chain.keys import Keypair
 from chain.runtime import apps, nodes
 from chain.runtime.apps import Apps
 from chain.runtime.executive import BlockExecution
@@ -26,7 +27,6 @@ from tests.unit.test_towers import (
     TowerChain,
     tower_spec,
 )
-from wallet.keys import Keypair
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB = parse_manifest((ROOT / "docs/examples/web.yaml").read_text())

@@ -12,6 +12,7 @@ import trio
 
 from chain.address import encode_address
 from chain.blocks import Call
+from chain.keys import Keypair, sign_transaction
 from node.chain_service import ChainService
 from node.chain_spec import development_spec
 from node.rpc.errors import RpcError
@@ -22,7 +23,6 @@ from tests.unit.test_app_retention import db
 from tests.unit.test_apps import CREATE, DELETE
 from tests.unit.test_chain_service import block_at, open_chain
 from tests.unit.test_wallet_rpc import call
-from wallet.keys import Keypair, sign_transaction
 
 RETENTION_MS = 30_000
 """The development chain's, which `open_chain` runs."""

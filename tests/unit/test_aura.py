@@ -8,10 +8,10 @@ import pytest
 
 from chain.blocks import Header
 from chain.errors import BlockRejection, InvalidBlock
+from chain.keys import Keypair
 from chain.primitives import ZERO_HASH, AccountId, BlockNumber, Hash32, Slot, TimestampMs
 from consensus.aura import MAX_DRIFT_MS, check_seal, slot_author, verify_header
 from tests.factories import ALICE, BOB
-from wallet.keys import Keypair
 
 SLOT_MS = 1000
 GENESIS_MS = 1_800_000_000_000

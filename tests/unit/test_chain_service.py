@@ -16,6 +16,7 @@ from chain.blocks import Block, tx_hash
 from chain.db import Database
 from chain.errors import BlockRejection, InvalidBlock, InvalidTransaction, TxRejection
 from chain.genesis import build_genesis
+from chain.keys import Keypair, sign_transaction
 from chain.pool import DeferredDryRuns, TransactionPool
 from chain.primitives import Slot, TimestampMs
 from chain.runtime.executive import Runtime
@@ -27,7 +28,6 @@ from chain.validity import ValidTransaction
 from consensus.proposer import propose
 from node.chain_service import DRY_RUN_INLINE_BYTES, ChainService
 from tests.factories import ALICE, BOB, CHARLIE, DAVE, calls, spec_for, transfer_call
-from wallet.keys import Keypair, sign_transaction
 
 AUTHORITIES = (ALICE, BOB)
 

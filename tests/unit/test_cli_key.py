@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from chain.address import encode_address
+from chain.keys import DEV_ACCOUNTS, Keypair, dev_keypair
 from node.cli import main
 from node.commands.key import keystore_dir
-from wallet.keys import DEV_ACCOUNTS, Keypair, dev_keypair
 from wallet.keystore import Keystore
 
 PASSWORD = "correct horse battery"

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chain import codec
+from chain.keys import Keypair
 from chain.runtime import apps
 from node.addresses import canonical_ip, ip_text, registered_ip
 from node.endpoints import (
@@ -37,7 +38,6 @@ from p2p.identity import PeerId
 from tests.factories import ALICE, BOB
 from tests.unit.test_apps import CREATE, DELETE, active_chain, named, web
 from tests.unit.test_towers import NODE_KEYS, OPERATORS, TowerChain, registration, tower_spec
-from wallet.keys import Keypair
 
 NOW_MS = 1_800_000_000_000
 STRANGER = Keypair.from_seed(bytes(range(32)))
@@ -588,9 +588,7 @@ def test_a_name_deleted_and_created_again_is_read_afresh() -> None:
     again = cache.get(chain.state, "web", 1)
     assert again is not None and again.spec.ingress is not None
     assert again.spec.ingress.host == "shop.statemesh.internal"
-    assert list(build_routes(chain.state, cache, {}, b"", {}).hosts) == [
-        "shop.statemesh.internal"
-    ]
+    assert list(build_routes(chain.state, cache, {}, b"", {}).hosts) == ["shop.statemesh.internal"]
 
 
 @pytest.mark.parametrize("wrapped", ["::ffff:127.0.0.1", "2002:7f00:1::", "::127.0.0.1"])

@@ -14,6 +14,7 @@ import trio.testing
 from chain.address import encode_address
 from chain.blocks import Call, Header
 from chain.errors import InvalidTransaction, TxRejection
+from chain.keys import Keypair, sign_transaction
 from chain.primitives import Hash32, Slot, TimestampMs
 from chain.runtime import offences
 from chain.runtime.offences import OffenceKey, OffenceKind
@@ -32,7 +33,6 @@ from tests.factories import BOB, CHARLIE, DAVE, transfer_call
 from tests.unit.test_chain_service import block_at, open_chain, transfer
 from tests.unit.test_offences import REPORT_VOTES
 from tests.unit.test_wallet_rpc import call
-from wallet.keys import Keypair, sign_transaction
 
 
 def reporting_chain(path: Path) -> ChainService:

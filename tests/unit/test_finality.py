@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from chain.blocks import Header
+from chain.keys import Keypair, dev_keypair
 from chain.primitives import Hash32
 from consensus.finality import (
     FUTURE_ROUNDS,
@@ -34,7 +35,6 @@ from consensus.finality import (
 from node.finality_service import FinalityService, VoteVerdict
 from tests.factories import BOB
 from tests.unit.test_chain_service import open_chain
-from wallet.keys import Keypair, dev_keypair
 
 GENESIS_HASH = Hash32(b"\x42" * 32)
 KEYS = [dev_keypair(n) for n in ("alice", "bob", "charlie", "dave")]

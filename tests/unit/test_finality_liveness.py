@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from chain.blocks import Header
+from chain.keys import Keypair, dev_keypair
 from chain.primitives import Hash32
 from consensus.finality import FinalityGadget, InvalidVote, Vote, VoteRejection
-from wallet.keys import Keypair, dev_keypair
 
 GENESIS_HASH = Hash32(b"\x42" * 32)
 KEYS = [dev_keypair(n) for n in ("alice", "bob", "charlie", "dave")]

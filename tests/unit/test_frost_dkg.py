@@ -10,6 +10,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from chain.keys import Keypair
 from chain.signature import verify
 from tests.unit.frost_builders import SESSION, dkg_params, identities, run_dkg, seeded, sign_with
 from wallet.frost.dkg import (
@@ -48,7 +49,6 @@ from wallet.frost.group import SCALAR_ONE, Scalar, base_mul
 from wallet.frost.identifier import Identifier, as_identifier
 from wallet.frost.polynomial import VssCommitment
 from wallet.frost.share_box import open_share, seal_share
-from wallet.keys import Keypair
 
 MESSAGE = b"pay node 4 for hour 1234"
 

@@ -20,6 +20,7 @@ import trio
 from chain.blocks import Block, Header
 from chain.db import Database
 from chain.genesis import ChainSpec, build_genesis
+from chain.keys import Keypair
 from chain.pool import TransactionPool
 from chain.primitives import Hash32, Slot, TimestampMs
 from chain.runtime.executive import Runtime
@@ -45,7 +46,6 @@ from p2p.host import P2PService
 from p2p.identity import PeerId
 from tests.factories import ALICE, BOB, CHARLIE, spec_for
 from tests.unit.test_network_service import FakeP2P
-from wallet.keys import Keypair
 
 SLOT_MS = 1000
 GENESIS_MS = 1_800_000_000_000

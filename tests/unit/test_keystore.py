@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chain.address import encode_address
-from wallet.keys import DEV_ACCOUNTS, Keypair, dev_keypair
+from chain.keys import DEV_ACCOUNTS, Keypair, dev_keypair
 from wallet.keystore import (
     CorruptKeyFile,
     InvalidKeyName,

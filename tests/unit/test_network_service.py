@@ -15,6 +15,7 @@ import trio
 import trio.testing
 
 from chain.blocks import tx_hash
+from chain.keys import sign_transaction
 from chain.primitives import Hash32
 from node.chain_service import DRY_RUN_INLINE_BYTES
 from node.network_service import PENALTY_FAILED_DRY_RUN, NetworkService
@@ -29,7 +30,6 @@ from tests.unit.test_chain_service import (
     recording_runtime,
     transfer,
 )
-from wallet.keys import sign_transaction
 
 FORWARDER = PeerId("12D3KooWForwarder")
 PUBLISHER = PeerId("12D3KooWPublisher")

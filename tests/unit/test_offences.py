@@ -9,12 +9,12 @@ import rlp
 
 from chain.blocks import Call, Header
 from chain.errors import InvalidTransaction, TxRejection
+from chain.keys import Keypair
 from chain.primitives import AccountId, BlockNumber, Hash32, Slot, TimestampMs, blake2_256
 from chain.runtime import offences, system
 from chain.runtime.offences import OffenceKey, OffenceKind, Offences
 from consensus.finality import Phase, Vote
 from tests.factories import ALICE, BOB, CHARLIE, DAVE, MemoryChain, spec_for
-from wallet.keys import Keypair
 
 REPORT_VOTES, REPORT_BLOCKS = Offences().calls()
 

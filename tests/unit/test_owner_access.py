@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from chain.address import decode_address, encode_address
+from chain.keys import Keypair, dev_keypair
 from node.commands.owner_access import NodeIdentityUnproven, NoOwnerKey, owner_auth
 from node.workload_access import (
     LIFETIME_SECONDS,
@@ -24,7 +25,6 @@ from node.workload_access import (
     prove_identity,
 )
 from tests.factories import ALICE, BOB
-from wallet.keys import Keypair, dev_keypair
 from wallet.keystore import Keystore, ScryptParams
 
 PASSWORD = "correct horse battery"

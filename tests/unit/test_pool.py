@@ -18,6 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from chain.blocks import Call, SignedTransaction, decode, tx_hash
 from chain.errors import InvalidTransaction, TxRejection
+from chain.keys import dev_keypair, sign_transaction
 from chain.pool import (
     DeferredDryRuns,
     PoolEvent,
@@ -28,7 +29,6 @@ from chain.pool import (
 )
 from chain.primitives import AccountId, Hash32
 from chain.validity import ValidTransaction
-from wallet.keys import dev_keypair, sign_transaction
 
 GENESIS = Hash32(b"\x42" * 32)
 BASE_FEE = 100

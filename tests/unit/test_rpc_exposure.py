@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import trio
 
+from chain.keys import dev_keypair
 from node.chain_spec import DEV_AUTHORITY, DEV_OPERATOR, resolve_spec
 from node.rpc.exposure import RpcMethods, is_loopback
 from node.rpc.jsonrpc import handle_payload
 from node.rpc.limits import RpcLimits
 from node.rpc.registry import Params, Registry
 from node.runner import Node, NodeConfig
-from wallet.keys import dev_keypair
 
 
 @pytest.mark.parametrize(

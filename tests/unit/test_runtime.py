@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from chain.blocks import Call, SignedTransaction
 from chain.errors import BlockRejection, InvalidBlock, InvalidTransaction, TxRejection
+from chain.keys import dev_keypair
 from chain.runtime import balances, system
 from chain.runtime.executive import Runtime
 from tests.factories import (
@@ -21,7 +22,6 @@ from tests.factories import (
     spec_for,
     transfer_call,
 )
-from wallet.keys import dev_keypair
 
 ED = 1_000_000
 

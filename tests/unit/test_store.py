@@ -13,6 +13,7 @@ from chain.db import SCHEMA_VERSION, Database
 from chain.errors import BlockRejection, DatabaseError, InvalidBlock
 from chain.genesis import build_genesis
 from chain.importer import BlockImporter
+from chain.keys import sign_transaction
 from chain.primitives import Slot, TimestampMs
 from chain.runtime import system
 from chain.runtime.executive import Runtime
@@ -23,7 +24,6 @@ from chain.trie import BLANK_ROOT
 from consensus.aura import verify_header
 from consensus.proposer import propose
 from tests.factories import ALICE, BOB, DAVE, spec_for, transfer_call
-from wallet.keys import sign_transaction
 
 SPEC = spec_for(ALICE, BOB)
 

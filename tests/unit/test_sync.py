@@ -18,6 +18,7 @@ from chain.blocks import Block, Header
 from chain.db import Database
 from chain.errors import DatabaseError, FinalityConflict
 from chain.genesis import build_genesis
+from chain.keys import Keypair
 from chain.pool import TransactionPool
 from chain.primitives import Hash32, Slot, TimestampMs
 from chain.runtime.executive import Runtime
@@ -32,7 +33,6 @@ from node.sync import PENALTY_BAN, SyncService, serve_sync
 from node.wire import MAX_SYNC_BLOCKS, Status, SyncItem, decode_sync_response, encode_sync_response
 from p2p.errors import PeerUnreachable
 from tests.factories import ALICE, BOB, CHARLIE, DAVE, spec_for
-from wallet.keys import Keypair
 
 KEYS = (ALICE, BOB, CHARLIE, DAVE)
 SPEC = replace(spec_for(*KEYS), authorities=tuple(k.public for k in KEYS))

@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 
 from chain.errors import InvalidTransaction
 from chain.genesis import ChainSpec
+from chain.keys import Keypair
 from chain.runtime import epochs, nodes, system, towers
 from chain.runtime.config import NodeClass, TowerConfig
 from chain.runtime.nodes import Nodes, NodeStatus, registration_payload
 from chain.runtime.towers import Towers, tower_challenge
 from chain.vdf import GENERATOR
 from tests.factories import ALICE, BOB, CHARLIE, DAVE, MemoryChain, spec_for
-from wallet.keys import Keypair
 
 ITERATIONS = 1_000
 EPOCH = 12

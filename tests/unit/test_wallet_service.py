@@ -18,6 +18,7 @@ import trio.testing
 
 from chain import codec
 from chain.blocks import Call, UnsignedTransaction, tx_hash
+from chain.keys import Keypair
 from chain.primitives import AccountId, Hash32
 from chain.runtime import system, wallets
 from chain.signature import verify
@@ -52,7 +53,6 @@ from wallet.frost.dkg_messages import Round2Share
 from wallet.frost.group import Scalar
 from wallet.frost.identifier import as_identifier
 from wallet.frost.share_box import open_share, seal_share
-from wallet.keys import Keypair
 
 T = TypeVar("T")
 LOGIN = Keypair.from_seed(b"\x61" * 32)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from Crypto.Cipher import AES
 
+from chain.keys import Keypair, dev_keypair
 from node.wallet_shares import (
     CorruptShareFile,
     SealKey,
@@ -26,7 +27,6 @@ from node.wallet_shares import (
     open_share_store,
 )
 from tests.unit.frost_builders import dkg_params, identities, run_dkg, seeded
-from wallet.keys import Keypair, dev_keypair
 
 NODE_SEED = bytes(range(32))
 """The node key's seed: in clear in the base path."""

@@ -9,6 +9,7 @@ import pytest
 import rlp
 
 from chain.blocks import Call
+from chain.keys import Keypair, sign_transaction
 from chain.runtime import system, wallets
 from chain.runtime.executive import Runtime, default_modules
 from chain.runtime.nodes import NodeStatus
@@ -23,7 +24,6 @@ from chain.runtime.wallets import (
 )
 from tests.factories import ALICE, transfer_call
 from tests.unit.test_towers import NODE_KEYS, OPERATORS, TowerChain, tower_spec
-from wallet.keys import Keypair, sign_transaction
 
 (REQUEST, REGISTER) = Wallets().calls()
 GROUP = Keypair.from_seed(b"\x51" * 32).public

@@ -19,6 +19,7 @@ import trio
 import trio.testing
 
 from chain.address import encode_address
+from chain.keys import Keypair, sign_transaction
 from chain.primitives import AccountId, Hash32
 from chain.runtime import apps
 from chain.runtime.apps import ReplicaEntry
@@ -52,7 +53,6 @@ from tests.unit.orchestrator.fake_engine import FakeEngine, FakeFirewall, no_roo
 from tests.unit.test_app_retention import db
 from tests.unit.test_apps import CREATE, DELETE
 from tests.unit.test_chain_service import block_at, open_chain
-from wallet.keys import Keypair, sign_transaction
 
 ME = ALICE.public
 """This node's id (any key will do: it is the owner's key only by chance)."""

@@ -18,6 +18,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from chain.keys import Keypair
 from wallet.frost.dkg_messages import (
     SESSION_ID_LENGTH,
     Complaint,
@@ -55,7 +56,6 @@ from wallet.frost.polynomial import VssCommitment, secret_share
 from wallet.frost.share_box import open_share, seal_share
 from wallet.frost.suite import CONTEXT_STRING, h_dkg
 from wallet.frost.wire import encode_count
-from wallet.keys import Keypair
 
 # Parameters -------------------------------------------------------------------------------
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from chain.keys import Keypair
 from chain.signature import verify as verify_ed25519
 from wallet.frost.errors import MalformedMessage
 from wallet.frost.group import Point, Scalar
 from wallet.frost.identifier import Identifier, as_identifier, encode_identifier
 from wallet.frost.polynomial import VssCommitment
 from wallet.frost.wire import Reader, encode_count
-from wallet.keys import Keypair
 
 DKG_DOMAIN = b"statemesh/frost-dkg/v1/"
 SESSION_ID_LENGTH = 32

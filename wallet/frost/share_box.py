@@ -10,12 +10,12 @@ import os
 import nacl.bindings
 import nacl.exceptions
 
+from chain.keys import Keypair
 from wallet.frost.dkg_messages import SESSION_ID_LENGTH, Round2Share
 from wallet.frost.errors import InvalidEncoding, InvalidIdentifier, SealingError
 from wallet.frost.group import RandomSource
 from wallet.frost.identifier import Identifier, encode_identifier
 from wallet.frost.wire import Reader
-from wallet.keys import Keypair
 
 SEAL_DOMAIN = b"statemesh/frost-dkg/share-box/v1"
 X25519_LENGTH = 32

@@ -16,10 +16,10 @@ from typing import Any
 import docker
 import pytest
 
+from chain.keys import dev_keypair
 from tests.integration.docker_harness import DockerEngine, remove_labelled
 from tests.integration.harness import NodeProcess, cli, grant
 from tests.integration.workloads.pods import app_container, app_containers
-from wallet.keys import dev_keypair
 
 pytestmark = pytest.mark.integration
 

@@ -35,9 +35,7 @@ def request(image: str, labels: Mapping[str, str], name: str, *args: str) -> Cre
     )
 
 
-async def started(
-    engine: ContainerEngine, image: str, labels: Mapping[str, str], name: str
-) -> str:
+async def started(engine: ContainerEngine, image: str, labels: Mapping[str, str], name: str) -> str:
     cid = await engine.create(request(image, labels, name))
     await engine.start(cid)
     return cid

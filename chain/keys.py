@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import nacl.bindings
 
 from chain.address import encode_address
 from chain.blocks import Call, SignedTransaction, UnsignedTransaction
 from chain.primitives import AccountId, Hash32
+
+
+class Signer(Protocol):
+    """What signs for an account: a `Keypair`, or anything holding one's secret elsewhere."""
+
+    @property
+    def public(self) -> AccountId: ...
+
+    def sign(self, message: bytes) -> bytes: ...
+
 
 DEV_SEED_DOMAIN = b"statemesh/dev-account/"
 DEV_ACCOUNTS = ("alice", "bob", "charlie", "dave", "eve", "ferdie")
