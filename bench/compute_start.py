@@ -40,7 +40,7 @@ from chain.keys import dev_keypair, sign_transaction
 from chain.primitives import Hash32
 from chain.runtime.apps import Apps, ReplicaEntry
 from chain.runtime.manifest import parse_manifest
-from node.workloads import replica_spec
+from orchestrator.workloads import replica_spec
 from orchestrator import labels
 from orchestrator.images import busybox_rootfs_tar
 from orchestrator.spec import CAPABILITIES_KEPT, EnforcedResources

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import docker
 import trio
 
-from node.workloads import firewall_tag
+from orchestrator.workloads import firewall_tag
 from orchestrator import labels
 from orchestrator.backoff import BackoffPolicy
 from orchestrator.controller import Controller, ControllerConfig

@@ -34,7 +34,7 @@ from chain.state import StateReader
 from node.addresses import AddressPolicy, canonical_ip, ip_text, registered_ip
 from node.manifests import ManifestCache
 from node.wire import WireError
-from node.workloads import WorkloadService
+from orchestrator.workloads import WorkloadService
 from orchestrator.ingress import Backend, Route, RouteTable
 from p2p.gossip import GossipMessage, Verdict
 from p2p.host import P2PService

@@ -52,7 +52,7 @@ from node.wallet_service import (
 )
 from node.wallet_shares import open_share_store
 from node.wire import TOPIC_VOTES
-from node.workloads import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIDS, WorkloadService
+from orchestrator.workloads import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIDS, WorkloadService
 from orchestrator.dockerd import EngineStartError, PrivateEngine
 from orchestrator.engine_connection import connect_engine
 from orchestrator.errors import EngineUnavailable

@@ -18,7 +18,7 @@ from chain.runtime import apps
 from chain.runtime.apps import KeptInstance
 from chain.runtime.usage import Usage, UsageRecord, encode_records, report_payload
 from node.chain_service import ChainService
-from node.workloads import WorkloadService
+from orchestrator.workloads import WorkloadService
 from orchestrator.metering import ReplicaUsage, VolumeUsage
 from orchestrator.spec import ReplicaKey
 

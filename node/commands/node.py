@@ -32,7 +32,7 @@ from node.ingress_service import IngressConfig, IngressUnavailable
 from node.presence import Capacity, PresenceError, measure_capacity
 from node.runner import Node, NodeConfig
 from node.wallet_shares import ShareStoreError
-from node.workloads import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIDS
+from orchestrator.workloads import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIDS
 from orchestrator.firewall import EgressPolicy
 from orchestrator.image_gc import ImageGcPolicy
 from p2p.errors import P2PError

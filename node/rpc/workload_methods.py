@@ -29,7 +29,7 @@ from node.workload_access import (
     prove_identity,
 )
 from node.workload_logs import LogFollow, LogLine, LogsEnded, TooManyFollows, WorkloadLogs
-from node.workloads import WorkloadService
+from orchestrator.workloads import WorkloadService
 from orchestrator.controller import Controller
 from orchestrator.errors import ContainerNotFound, EngineFailure, EngineUnavailable
 from orchestrator.events import EventKind, ReplicaEvent

@@ -9,7 +9,7 @@ import trio
 
 from chain.address import decode_address
 from chain.keys import dev_keypair
-from node.workloads import firewall_tag
+from orchestrator.workloads import firewall_tag
 from orchestrator.firewall import IptablesFirewall
 from tests.integration import docker_harness, harness
 from tests.integration.docker_harness import DockerEngine

@@ -18,7 +18,7 @@ from chain.runtime import apps, nodes
 from chain.runtime.manifest import GIB, validate_manifest
 from node.disk_pressure import DiskPressureMonitor, WaterMarks, under_pressure
 from node.presence import Capacity, PresenceService, allocated_disk_gib, under_disk_pressure
-from node.workloads import WorkloadService
+from orchestrator.workloads import WorkloadService
 from orchestrator.errors import EngineFailure, EngineUnavailable
 from orchestrator.image_gc import FilesystemUsage
 from tests.factories import ALICE

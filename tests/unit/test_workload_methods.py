@@ -43,7 +43,7 @@ from node.workload_access import (
     sign_access,
 )
 from node.workload_logs import WorkloadLogs
-from node.workloads import WorkloadService
+from orchestrator.workloads import WorkloadService
 from orchestrator.controller import Controller, ControllerConfig
 from orchestrator.errors import EngineUnavailable
 from orchestrator.events import EventKind, EventLog

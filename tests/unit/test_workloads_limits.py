@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from chain.runtime.apps import ReplicaEntry
 from chain.runtime.manifest import MAX_PIDS_LIMIT, Manifest, validate_manifest
-from node.workloads import DEFAULT_MAX_PIDS, pids_limits, replica_spec
+from orchestrator.workloads import DEFAULT_MAX_PIDS, pids_limits, replica_spec
 from orchestrator.spec import DEFAULT_PIDS_LIMIT
 from tests.factories import ALICE
 from tests.unit.test_apps import CREATE, WEB, active_chain, nodes_of

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from node.workloads import firewall_tag
+from orchestrator.workloads import firewall_tag
 from orchestrator.backoff import BackoffPolicy
 from orchestrator.controller import Controller, ControllerConfig
 from orchestrator.docker_engine import DockerAdapter

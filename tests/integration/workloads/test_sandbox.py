@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from chain.address import decode_address
-from node.workloads import firewall_tag
+from orchestrator.workloads import firewall_tag
 from orchestrator import labels
 from tests.integration.docker_harness import DockerEngine
 from tests.integration.harness import NodeProcess, cli, ingress_page
