@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
 import rlp
 
+from chain import signature
 from chain.blocks import Call
 from chain.genesis import ChainSpec, build_genesis, dev_spec
 from chain.keys import Keypair, dev_keypair, sign_transaction
@@ -14,6 +16,7 @@ from chain.runtime.executive import Runtime, default_modules
 from chain.runtime.framework import BlockEnv
 from chain.state import TrieState
 from chain.trie import BLANK_ROOT
+from consensus.finality import Vote
 
 ALICE = dev_keypair("alice")
 BOB = dev_keypair("bob")
@@ -91,3 +94,21 @@ class MemoryChain:
         self.root = execution.commit.root
         self.number += 1
         return execution
+
+
+def count_vote_work(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Count the votes decoded and the vote signatures checked from now on."""
+    work = {"decoded": 0, "verified": 0}
+    decode, check = Vote.decode, signature.verify
+
+    def counted_decode(data: bytes) -> Vote:
+        work["decoded"] += 1
+        return decode(data)
+
+    def counted_verify(public: bytes, message: bytes, signature: bytes) -> bool:
+        work["verified"] += 1
+        return check(public, message, signature)
+
+    monkeypatch.setattr(Vote, "decode", staticmethod(counted_decode))
+    monkeypatch.setattr("consensus.finality.verify", counted_verify)
+    return work

@@ -3,7 +3,6 @@ validator and arbitrary message delivery (hypothesis)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -33,7 +32,7 @@ from consensus.finality import (
     verify_justification,
 )
 from node.finality_service import FinalityService, VoteVerdict
-from tests.factories import BOB
+from tests.factories import BOB, count_vote_work
 from tests.unit.test_chain_service import open_chain
 
 GENESIS_HASH = Hash32(b"\x42" * 32)
@@ -263,21 +262,20 @@ def justification(votes: list[Vote]) -> bytes:
     return b"".join(v.encode() for v in votes)
 
 
-def test_an_oversized_justification_is_refused_before_decoding() -> None:
-    """57,000 copies of one real vote (8.3 MB): refused by its size alone, in well under 10 ms."""
+def test_an_oversized_justification_is_refused_before_decoding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """57,000 copies of one real vote (8.3 MB): refused by its size alone, not one vote decoded
+    nor one signature checked."""
     tree = Tree()
     (block,) = tree.chain(tree.genesis, 1, b"a")
     data = sign_vote(KEYS[0], GENESIS_HASH, 3, Phase.PRECOMMIT, block).encode() * 57_000
-    timings = []
-    for _ in range(5):
-        started = time.perf_counter()
-        with pytest.raises(InvalidJustification, match="^57000 votes for 4 validators$"):
-            verify_justification(
-                data, block, genesis_hash=GENESIS_HASH, validators=VALIDATORS, tree=tree
-            )
-        timings.append(time.perf_counter() - started)
-    print(f"oversized justification refused in {min(timings) * 1e6:.0f} µs (best of 5)")
-    assert min(timings) < 0.010
+    work = count_vote_work(monkeypatch)
+    with pytest.raises(InvalidJustification, match="^57000 votes for 4 validators$"):
+        verify_justification(
+            data, block, genesis_hash=GENESIS_HASH, validators=VALIDATORS, tree=tree
+        )
+    assert work == {"decoded": 0, "verified": 0}
     with pytest.raises(InvalidJustification, match="^5 votes for 4 validators$"):
         check_justification_structure(data[: 5 * VOTE_LENGTH], VALIDATORS)
 
@@ -372,7 +370,7 @@ def test_unknown_vote_targets_are_told_apart_from_wrong_ones() -> None:
 # -- votes: duplicates and equivocations -----------------------------------------------------
 
 
-def test_a_duplicate_vote_is_dropped_before_its_signature() -> None:
+def test_a_duplicate_vote_is_dropped_before_its_signature(monkeypatch: pytest.MonkeyPatch) -> None:
     tree = Tree()
     (block,) = tree.chain(tree.genesis, 1, b"a")
     node = gadgets(tree)[0]
@@ -382,12 +380,10 @@ def test_a_duplicate_vote_is_dropped_before_its_signature() -> None:
     assert not node.on_vote(unsigned(vote), 1)
     assert not node.on_vote(vote, 1)
     assert node.rounds[1].prevotes[vote.voter] == vote
-    started = time.perf_counter()
+    work = count_vote_work(monkeypatch)
     for _ in range(10_000):
-        node.on_vote(vote, 1)
-    elapsed = time.perf_counter() - started
-    print(f"10,000 duplicate votes dropped in {elapsed * 1000:.1f} ms")
-    assert elapsed < 1.0  # a signature check each would take several seconds
+        assert not node.on_vote(vote, 1)
+    assert work["verified"] == 0
     # Cheaper refusals still come first, whatever the signature.
     stranger = Keypair.from_seed(b"\x07" * 32)
     with pytest.raises(InvalidVote, match="not a validator"):
