@@ -31,11 +31,11 @@ from chain.runtime import apps, nodes
 from chain.runtime.manifest import ingress_prefix
 from chain.signature import verify
 from chain.state import StateReader
+from chain.wire import WireError
 from node.addresses import AddressPolicy, canonical_ip, ip_text, registered_ip
 from node.manifests import ManifestCache
-from node.wire import WireError
-from orchestrator.workloads import WorkloadService
 from orchestrator.ingress import Backend, Route, RouteTable
+from orchestrator.workloads import WorkloadService
 from p2p.gossip import GossipMessage, Verdict
 from p2p.host import P2PService
 from p2p.identity import PeerId

@@ -22,7 +22,7 @@ from chain.runtime import apps, nodes, towers
 from chain.runtime.nodes import Nodes, registration_payload
 from chain.runtime.towers import Towers
 from chain.state import StateReader
-from node.chain_service import ChainService
+from consensus.chain_service import ChainService
 from node.errors import NodeError
 from vdf.proof import VdfParams
 from vdf.prover import Prover, TowerJob

@@ -26,14 +26,15 @@ from chain.runtime.executive import Runtime
 from chain.state import TrieState
 from chain.store import ChainStore
 from chain.trie import BLANK_ROOT
+from chain.wire import TOPIC_VOTES
+from consensus.chain_service import DRY_RUN_INLINE_BYTES, ChainService
+from consensus.evidence import EvidenceReporter
+from consensus.finality_service import FinalityService
+from consensus.network_service import NetworkService
 from node.addresses import with_ip
-from node.chain_service import DRY_RUN_INLINE_BYTES, ChainService
 from node.disk_pressure import DiskPressureMonitor, WaterMarks
 from node.endpoints import EndpointService
-from node.evidence import EvidenceReporter
-from node.finality_service import FinalityService
 from node.ingress_service import IngressConfig, IngressService
-from node.network_service import NetworkService
 from node.presence import Capacity, PresenceService, check_declared, measure_capacity
 from node.rpc import wallet_methods
 from node.rpc.exposure import RpcMethods
@@ -51,8 +52,6 @@ from node.wallet_service import (
     registered_address,
 )
 from node.wallet_shares import open_share_store
-from node.wire import TOPIC_VOTES
-from orchestrator.workloads import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIDS, WorkloadService
 from orchestrator.dockerd import EngineStartError, PrivateEngine
 from orchestrator.engine_connection import connect_engine
 from orchestrator.errors import EngineUnavailable
@@ -60,6 +59,7 @@ from orchestrator.firewall import EgressPolicy
 from orchestrator.image_gc import ImageGcPolicy
 from orchestrator.images import ImageBuildError, import_busybox
 from orchestrator.registry import RegistryError
+from orchestrator.workloads import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIDS, WorkloadService
 from p2p.config import P2PConfig
 from p2p.host import P2PService
 from p2p.identity import NodeKey, resolve_node_key

@@ -17,10 +17,10 @@ from chain.keys import Keypair
 from chain.runtime import apps
 from chain.runtime.apps import KeptInstance
 from chain.runtime.usage import Usage, UsageRecord, encode_records, report_payload
-from node.chain_service import ChainService
-from orchestrator.workloads import WorkloadService
+from consensus.chain_service import ChainService
 from orchestrator.metering import ReplicaUsage, VolumeUsage
 from orchestrator.spec import ReplicaKey
+from orchestrator.workloads import WorkloadService
 
 log = logging.getLogger("statemesh.usage")
 

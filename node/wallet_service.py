@@ -28,7 +28,7 @@ from chain.runtime import nodes, wallets
 from chain.runtime.wallets import Wallets
 from chain.signature import verify
 from chain.state import StateReader
-from node.chain_service import ChainService
+from consensus.chain_service import ChainService
 from node.errors import NodeError
 from node.wallet_member import (
     TRANSFER,

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from node.manifests import ManifestCache
+from node.workload_logs import WorkloadLogs
 
 from chain.address import encode_address
 from chain.runtime import apps
 from chain.runtime import manifest as m
-from node.chain_service import ChainService
+from consensus.chain_service import ChainService
 from node.errors import NodeError
-from node.manifests import ManifestCache
-from node.workload_logs import WorkloadLogs
 from orchestrator import spec as o
 from orchestrator.controller import Controller, ControllerConfig
 from orchestrator.docker_engine import DockerAdapter

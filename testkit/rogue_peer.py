@@ -49,6 +49,7 @@ from pathlib import Path
 
 import rlp
 import trio
+from node.endpoints import Advertisement, ReadyReplica
 
 from chain.blocks import Block, Header
 from chain.db import Database
@@ -60,11 +61,7 @@ from chain.state import TrieState
 from chain.store import ChainStore
 from chain.trie import BLANK_ROOT
 from chain.votes import VOTE_LENGTH
-from consensus.finality import Phase, Vote, sign_vote
-from consensus.proposer import propose
-from node.endpoints import Advertisement, ReadyReplica
-from node.sync import serve_sync
-from node.wire import (
+from chain.wire import (
     MAX_SYNC_BLOCKS,
     MAX_SYNC_RESPONSE_BYTES,
     PROTOCOL_SYNC,
@@ -76,6 +73,9 @@ from node.wire import (
     encode_sync_response,
     encode_transactions,
 )
+from consensus.finality import Phase, Vote, sign_vote
+from consensus.proposer import propose
+from consensus.sync import serve_sync
 from p2p.config import MIB, P2PConfig
 from p2p.errors import RequestFailed
 from p2p.gossip import Verdict

@@ -15,6 +15,7 @@ from chain.keys import Keypair, sign_transaction
 from chain.primitives import Hash32
 from chain.runtime.executive import default_modules
 from chain.runtime.framework import CallDef
+from consensus.tx_status import status_is_final
 from node.commands.client_options import (
     NodeRefused,
     add_client_arguments,
@@ -27,7 +28,6 @@ from node.commands.password import PasswordReader, add_password_argument
 from node.commands.query import receipt_lines
 from node.errors import UsageError
 from node.rpc.client import RpcClient
-from node.tx_status import status_is_final
 from wallet.keystore import resolve_signer
 
 

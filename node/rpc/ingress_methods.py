@@ -7,7 +7,7 @@ from typing import Any
 
 from chain.address import encode_address
 from chain.runtime import apps
-from node.chain_service import ChainService
+from consensus.chain_service import ChainService
 from node.endpoints import EndpointService, ReadyReplica
 from node.rpc.errors import RpcError
 from node.rpc.registry import Params, Registry

@@ -18,13 +18,13 @@ from chain.runtime import apps, epochs, nodes, offences, system, towers, usage
 from chain.runtime.framework import Event
 from chain.runtime.nodes import NodeStatus
 from chain.store import ChainStore
-from node.chain_service import ChainService
-from node.network_service import NetworkService
+from consensus.chain_service import ChainService
+from consensus.network_service import NetworkService
+from consensus.tx_status import TxStatus
 from node.rpc.errors import UNKNOWN_BLOCK, RpcError, invalid_transaction_error
 from node.rpc.feeds import Feed
 from node.rpc.jsonrpc import dumps
 from node.rpc.registry import Params, Registry
-from node.tx_status import TxStatus
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from typing import Any
 from chain.address import encode_address
 from chain.keys import Keypair
 from chain.runtime import apps
-from node.chain_service import ChainService
+from consensus.chain_service import ChainService
 from node.rpc.errors import RpcError
 from node.rpc.methods import recent_app_events
 from node.rpc.registry import Params, Registry
@@ -29,7 +29,6 @@ from node.workload_access import (
     prove_identity,
 )
 from node.workload_logs import LogFollow, LogLine, LogsEnded, TooManyFollows, WorkloadLogs
-from orchestrator.workloads import WorkloadService
 from orchestrator.controller import Controller
 from orchestrator.errors import ContainerNotFound, EngineFailure, EngineUnavailable
 from orchestrator.events import EventKind, ReplicaEvent
@@ -37,6 +36,7 @@ from orchestrator.labels import ContainerKey
 from orchestrator.metering import ReplicaUsage
 from orchestrator.spec import ReplicaKey
 from orchestrator.status import ContainerPhase, ReplicaStatus
+from orchestrator.workloads import WorkloadService
 
 NO_COMPUTE = 5000
 """The node runs no workloads: not a compute node, or no container engine answers."""

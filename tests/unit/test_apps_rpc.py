@@ -13,7 +13,7 @@ import trio
 from chain.address import encode_address
 from chain.blocks import Call
 from chain.keys import Keypair, sign_transaction
-from node.chain_service import ChainService
+from consensus.chain_service import ChainService
 from node.chain_spec import development_spec
 from node.rpc.errors import RpcError
 from node.rpc.methods import SystemInfo, build_registry

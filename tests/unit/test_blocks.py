@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import rlp
+from node.wallet_member import RefusalReason, Refused, decode_unsigned
 
 from chain.blocks import Header, UnsignedTransaction
 from chain.primitives import Hash32
-from node.wallet_member import RefusalReason, Refused, decode_unsigned
-from node.wire import WireError, decode_block
+from chain.wire import WireError, decode_block
 from tests.factories import ALICE
 from tests.unit.test_offences import header
 

@@ -25,8 +25,8 @@ from chain.state import StateReader, TrieState
 from chain.store import ChainStore
 from chain.trie import BLANK_ROOT
 from chain.validity import ValidTransaction
+from consensus.chain_service import DRY_RUN_INLINE_BYTES, ChainService
 from consensus.proposer import propose
-from node.chain_service import DRY_RUN_INLINE_BYTES, ChainService
 from tests.factories import ALICE, BOB, CHARLIE, DAVE, calls, spec_for, transfer_call
 
 AUTHORITIES = (ALICE, BOB)

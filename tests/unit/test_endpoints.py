@@ -14,10 +14,6 @@ import trio
 import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from chain import codec
-from chain.keys import Keypair
-from chain.runtime import apps
 from node.addresses import canonical_ip, ip_text, registered_ip
 from node.endpoints import (
     MAX_CLOCK_AHEAD_MS,
@@ -31,7 +27,11 @@ from node.endpoints import (
     node_ip,
 )
 from node.manifests import ManifestCache
-from node.wire import WireError
+
+from chain import codec
+from chain.keys import Keypair
+from chain.runtime import apps
+from chain.wire import WireError
 from orchestrator.ingress import Backend, Route
 from p2p.gossip import GossipMessage, Verdict
 from p2p.identity import PeerId

@@ -18,16 +18,16 @@ from chain.keys import Keypair, sign_transaction
 from chain.primitives import Hash32, Slot, TimestampMs
 from chain.runtime import offences
 from chain.runtime.offences import OffenceKey, OffenceKind
-from consensus.finality import Phase, Vote
-from node.chain_service import ChainService
-from node.chain_spec import development_spec
-from node.evidence import (
+from consensus.chain_service import ChainService
+from consensus.evidence import (
     RESUBMIT_AFTER_BLOCKS,
     SYNCED_WITHIN_SLOTS,
     EvidenceReporter,
     EvidenceStatistics,
 )
-from node.finality_service import FinalityService
+from consensus.finality import Phase, Vote
+from consensus.finality_service import FinalityService
+from node.chain_spec import development_spec
 from node.rpc.methods import SystemInfo, build_registry
 from tests.factories import BOB, CHARLIE, DAVE, transfer_call
 from tests.unit.test_chain_service import block_at, open_chain, transfer

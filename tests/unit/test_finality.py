@@ -31,7 +31,7 @@ from consensus.finality import (
     sign_vote,
     verify_justification,
 )
-from node.finality_service import FinalityService, VoteVerdict
+from consensus.finality_service import FinalityService, VoteVerdict
 from tests.factories import BOB, count_vote_work
 from tests.unit.test_chain_service import open_chain
 

@@ -27,11 +27,11 @@ from chain.runtime.executive import Runtime
 from chain.state import TrieState
 from chain.store import ChainStore
 from chain.trie import BLANK_ROOT
+from chain.wire import TOPIC_BLOCKS, TOPIC_VOTES
 from consensus.aura import MAX_DRIFT_MS, slot_author
-from consensus.proposer import propose
-from node.chain_service import ChainService
-from node.finality_service import FinalityService
-from node.network_service import (
+from consensus.chain_service import ChainService
+from consensus.finality_service import FinalityService
+from consensus.network_service import (
     FUTURE_HOLD_MS,
     IGNORE_BURST,
     IGNORE_REFILL_PER_SECOND,
@@ -40,7 +40,7 @@ from node.network_service import (
     SYNC_WAKE_SECONDS,
     NetworkService,
 )
-from node.wire import TOPIC_BLOCKS, TOPIC_VOTES
+from consensus.proposer import propose
 from p2p.gossip import GossipMessage, Verdict
 from p2p.host import P2PService
 from p2p.identity import PeerId

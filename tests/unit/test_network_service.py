@@ -17,9 +17,9 @@ import trio.testing
 from chain.blocks import tx_hash
 from chain.keys import sign_transaction
 from chain.primitives import Hash32
-from node.chain_service import DRY_RUN_INLINE_BYTES
-from node.network_service import PENALTY_FAILED_DRY_RUN, NetworkService
-from node.wire import TOPIC_TRANSACTIONS, encode_transactions
+from chain.wire import TOPIC_TRANSACTIONS, encode_transactions
+from consensus.chain_service import DRY_RUN_INLINE_BYTES
+from consensus.network_service import PENALTY_FAILED_DRY_RUN, NetworkService
 from p2p.gossip import GossipMessage, Verdict
 from p2p.host import P2PService
 from p2p.identity import PeerId

@@ -24,12 +24,12 @@ from chain.runtime.executive import Runtime
 from chain.state import TrieState
 from chain.store import ChainStore
 from chain.trie import BLANK_ROOT
+from chain.wire import MAX_SYNC_BLOCKS, Status, SyncItem, decode_sync_response, encode_sync_response
+from consensus.chain_service import ChainService
 from consensus.finality import Phase, sign_vote
 from consensus.proposer import propose
-from node.chain_service import ChainService
+from consensus.sync import FIRST_TIMEOUT, PENALTY_BAN, SyncService, serve_sync
 from node.runner import _halt_on_finality_conflict, check_checkpoint
-from node.sync import FIRST_TIMEOUT, PENALTY_BAN, SyncService, serve_sync
-from node.wire import MAX_SYNC_BLOCKS, Status, SyncItem, decode_sync_response, encode_sync_response
 from p2p.errors import PeerUnreachable
 from tests.factories import ALICE, BOB, CHARLIE, DAVE, count_vote_work, spec_for
 

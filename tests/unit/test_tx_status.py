@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from chain.pool import PoolStatus
-from node.tx_status import FINAL_STATUSES, status_is_final
+from consensus.tx_status import FINAL_STATUSES, status_is_final
 from tests.factories import CHARLIE
 from tests.unit.test_chain_service import block_at, open_chain, transfer
 

@@ -17,6 +17,7 @@ import pytest
 import rlp
 import trio
 import trio.testing
+from node.workload_logs import WorkloadLogs
 
 from chain.address import encode_address
 from chain.keys import Keypair, sign_transaction
@@ -24,7 +25,7 @@ from chain.primitives import AccountId, Hash32
 from chain.runtime import apps
 from chain.runtime.apps import ReplicaEntry
 from chain.signature import verify
-from node.chain_service import ChainService
+from consensus.chain_service import ChainService
 from node.rpc.errors import INVALID_PARAMS, RpcError
 from node.rpc.registry import Method, Registry, Subscription
 from node.rpc.workload_methods import (
@@ -42,11 +43,10 @@ from node.workload_access import (
     identity_message,
     sign_access,
 )
-from node.workload_logs import WorkloadLogs
-from orchestrator.workloads import WorkloadService
 from orchestrator.controller import Controller, ControllerConfig
 from orchestrator.errors import EngineUnavailable
 from orchestrator.events import EventKind, EventLog
+from orchestrator.workloads import WorkloadService
 from tests.factories import ALICE, BOB
 from tests.unit.orchestrator.builders import NODE, InMemoryDesired, container, replica
 from tests.unit.orchestrator.fake_engine import FakeEngine, FakeFirewall, no_rootfs

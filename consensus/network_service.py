@@ -24,16 +24,7 @@ import trio
 from chain.blocks import Block, Header
 from chain.errors import BlockRejection, InvalidBlock, InvalidTransaction, TxRejection
 from chain.primitives import Hash32
-from consensus.aura import MAX_DRIFT_MS, check_seal, check_slot, verify_header
-from node.chain_service import (
-    DRY_RUN_INLINE_BYTES,
-    EQUIVOCATION_WINDOW,
-    MAX_DRY_RUNS_WAITING,
-    ChainService,
-)
-from node.finality_service import FinalityService, VoteVerdict
-from node.sync import SyncService, serve_sync
-from node.wire import (
+from chain.wire import (
     MAX_GOSSIP_BLOCK_BYTES,
     MAX_SYNC_RESPONSE_BYTES,
     PROTOCOL_SYNC,
@@ -46,6 +37,15 @@ from node.wire import (
     decode_transactions,
     encode_transactions,
 )
+from consensus.aura import MAX_DRIFT_MS, check_seal, check_slot, verify_header
+from consensus.chain_service import (
+    DRY_RUN_INLINE_BYTES,
+    EQUIVOCATION_WINDOW,
+    MAX_DRY_RUNS_WAITING,
+    ChainService,
+)
+from consensus.finality_service import FinalityService, VoteVerdict
+from consensus.sync import SyncService, serve_sync
 from p2p.errors import BadRequest
 from p2p.gossip import GossipMessage, Verdict
 from p2p.host import P2PService

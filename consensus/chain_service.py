@@ -38,7 +38,7 @@ from chain.validity import ValidTransaction
 from consensus.aura import slot_at, slot_author, verify_header
 from consensus.fork_choice import best_leaf, chain_key
 from consensus.proposer import propose
-from node.tx_status import TxStatus, status_is_final
+from consensus.tx_status import TxStatus, status_is_final
 
 log = logging.getLogger("statemesh.chain")
 

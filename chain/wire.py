@@ -10,8 +10,8 @@ import rlp
 
 from chain import codec
 from chain.blocks import Block
+from chain.errors import ChainError
 from chain.primitives import Hash32
-from node.errors import NodeError
 
 MAX_SYNC_BLOCKS = 128
 MAX_SYNC_RESPONSE_BYTES = 8 * 1024 * 1024
@@ -24,7 +24,7 @@ TOPIC_VOTES = "votes"
 PROTOCOL_SYNC = "sync"
 
 
-class WireError(NodeError):
+class WireError(ChainError):
     """Bytes from a peer that are not a valid message."""
 
 

@@ -26,16 +26,7 @@ from chain.blocks import Header
 from chain.errors import BlockRejection, InvalidBlock
 from chain.primitives import Hash32
 from chain.store import ChainStore
-from consensus.finality import (
-    InvalidJustification,
-    UnknownVoteTarget,
-    Vote,
-    check_justification_ancestry,
-    check_justification_signatures,
-    check_justification_structure,
-)
-from node.chain_service import ChainService
-from node.wire import (
+from chain.wire import (
     MAX_SYNC_BLOCKS,
     MAX_SYNC_RESPONSE_BYTES,
     Status,
@@ -45,6 +36,15 @@ from node.wire import (
     decode_block,
     decode_sync_response,
     encode_sync_response,
+)
+from consensus.chain_service import ChainService
+from consensus.finality import (
+    InvalidJustification,
+    UnknownVoteTarget,
+    Vote,
+    check_justification_ancestry,
+    check_justification_signatures,
+    check_justification_structure,
 )
 from p2p.errors import RequestFailed
 

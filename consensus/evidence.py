@@ -19,8 +19,8 @@ from chain.keys import Signer
 from chain.primitives import Hash32
 from chain.runtime import offences
 from chain.runtime.offences import OffenceKey, OffenceKind, Offences
+from consensus.chain_service import ChainService
 from consensus.finality import Vote
-from node.chain_service import ChainService
 
 log = logging.getLogger("statemesh.evidence")
 

@@ -15,6 +15,7 @@ from chain.errors import DatabaseError
 from chain.keys import Signer
 from chain.primitives import Hash32
 from consensus.aura import slot_at
+from consensus.chain_service import ChainService
 from consensus.finality import (
     FinalityGadget,
     InvalidVote,
@@ -23,7 +24,6 @@ from consensus.finality import (
     VoteRejection,
     encode_justification,
 )
-from node.chain_service import ChainService
 
 log = logging.getLogger("statemesh.finality")
 
