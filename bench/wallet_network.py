@@ -25,9 +25,9 @@ from chain.keys import Keypair, dev_keypair, sign_transaction
 from chain.primitives import Hash32
 from node.chain_spec import development_spec
 from node.commands.wallet import login_signature
-from node.wallet_member import TRANSFER
-from node.wallet_service import REQUEST
 from testkit.nodes import NodeProcess, cli
+from wallet.committee import REQUEST
+from wallet.member import TRANSFER
 
 OPERATORS = ("ferdie", "bob", "charlie", "dave", "eve")
 

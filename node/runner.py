@@ -35,7 +35,6 @@ from node.addresses import with_ip
 from node.disk_pressure import DiskPressureMonitor, WaterMarks
 from node.endpoints import EndpointService
 from node.ingress_service import IngressConfig, IngressService
-from node.presence import Capacity, PresenceService, check_declared, measure_capacity
 from node.rpc import wallet_methods
 from node.rpc.exposure import RpcMethods
 from node.rpc.ingress_methods import register_ingress_methods
@@ -45,13 +44,6 @@ from node.rpc.origins import CorsPolicy
 from node.rpc.server import RpcServer
 from node.rpc.workload_methods import register_workload_methods
 from node.usage_reporter import UsageReporter
-from node.wallet_service import (
-    ChainLedger,
-    P2PWalletTransport,
-    WalletService,
-    registered_address,
-)
-from node.wallet_shares import open_share_store
 from orchestrator.dockerd import EngineStartError, PrivateEngine
 from orchestrator.engine_connection import connect_engine
 from orchestrator.errors import EngineUnavailable
@@ -63,6 +55,14 @@ from orchestrator.workloads import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIDS, Wo
 from p2p.config import P2PConfig
 from p2p.host import P2PService
 from p2p.identity import NodeKey, resolve_node_key
+from vdf.presence import Capacity, PresenceService, check_declared, measure_capacity
+from wallet.committee import (
+    ChainLedger,
+    P2PWalletTransport,
+    WalletService,
+    registered_address,
+)
+from wallet.shares import open_share_store
 
 log = logging.getLogger("statemesh.node")
 

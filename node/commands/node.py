@@ -29,14 +29,14 @@ from node.disk_pressure import DEFAULT_HIGH_WATER_PERCENT, DEFAULT_LOW_WATER_PER
 from node.endpoints import node_ip
 from node.errors import CliError, UsageError, sole_cause
 from node.ingress_service import IngressConfig, IngressUnavailable
-from node.presence import Capacity, PresenceError, measure_capacity
 from node.runner import Node, NodeConfig
-from node.wallet_shares import ShareStoreError
-from orchestrator.workloads import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIDS
 from orchestrator.firewall import EgressPolicy
 from orchestrator.image_gc import ImageGcPolicy
+from orchestrator.workloads import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIDS
 from p2p.errors import P2PError
+from vdf.presence import Capacity, PresenceError, measure_capacity
 from wallet.keystore import resolve_signer
+from wallet.shares import ShareStoreError
 
 DEFAULT_BASE_PATH = Path("~/.statemesh")
 

@@ -26,9 +26,9 @@ from node.commands.password import PasswordReader, add_password_argument
 from node.commands.tx import describe_status, sign_call, watch_until_final
 from node.errors import UsageError
 from node.rpc.client import RpcClient
-from node.wallet_member import TRANSFER
-from node.wallet_service import REQUEST
+from wallet.committee import REQUEST
 from wallet.keystore import resolve_signer
+from wallet.member import TRANSFER
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -13,8 +13,8 @@ from chain.runtime import system, wallets
 from node.rpc.errors import RpcError, invalid_transaction_error
 from node.rpc.methods import account, block_hash, hex_bytes
 from node.rpc.registry import Params, Registry
-from node.wallet_member import WalletLedger
-from node.wallet_service import WalletService, WalletServiceError
+from wallet.committee import WalletService, WalletServiceError
+from wallet.member import WalletLedger
 
 WALLET_ERROR = 1100
 """A wallet operation that did not happen (DKG failed, too few members signed, unknown wallet);

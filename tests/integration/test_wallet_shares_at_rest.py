@@ -10,9 +10,9 @@ import pytest
 
 from chain.keys import dev_keypair
 from node.chain_spec import development_spec
-from node.wallet_shares import SealKey, ShareStore
 from tests.integration.harness import NodeProcess
 from tests.unit.test_wallet_shares import NODE_SEED, seal_the_old_way, three_wallets
+from wallet.shares import SealKey, ShareStore
 
 pytestmark = pytest.mark.integration
 

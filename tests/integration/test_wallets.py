@@ -19,8 +19,8 @@ import rlp
 
 from chain.keys import dev_keypair, sign_transaction
 from chain.primitives import Hash32
-from node.wallet_service import REQUEST
 from tests.integration.harness import NodeProcess, RpcFailure, cli, cli_json
+from wallet.committee import REQUEST
 
 pytestmark = pytest.mark.integration
 

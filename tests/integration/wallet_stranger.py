@@ -15,7 +15,11 @@ import trio
 
 from chain import codec
 from chain.runtime import wallets
-from node.wallet_messages import (
+from p2p.config import P2PConfig
+from p2p.errors import P2PError
+from p2p.host import P2PService
+from p2p.identity import NodeKey
+from wallet.messages import (
     MAX_RESPONSE_BYTES,
     PROTOCOL_WALLET,
     Refused,
@@ -23,10 +27,6 @@ from node.wallet_messages import (
     WalletRequest,
     decode_answer,
 )
-from p2p.config import P2PConfig
-from p2p.errors import P2PError
-from p2p.host import P2PService
-from p2p.identity import NodeKey
 
 ATTEMPTS = 4
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 import rlp
-from node.wallet_member import RefusalReason, Refused, decode_unsigned
 
 from chain.blocks import Header, UnsignedTransaction
 from chain.primitives import Hash32
 from chain.wire import WireError, decode_block
 from tests.factories import ALICE
 from tests.unit.test_offences import header
+from wallet.member import RefusalReason, Refused, decode_unsigned
 
 
 def with_field(encoded: bytes, index: int, value: object) -> bytes:

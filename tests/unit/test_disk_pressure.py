@@ -13,18 +13,18 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from node.disk_pressure import DiskPressureMonitor, WaterMarks, under_pressure
 
 from chain.runtime import apps, nodes
 from chain.runtime.manifest import GIB, validate_manifest
-from node.disk_pressure import DiskPressureMonitor, WaterMarks, under_pressure
-from node.presence import Capacity, PresenceService, allocated_disk_gib, under_disk_pressure
-from orchestrator.workloads import WorkloadService
 from orchestrator.errors import EngineFailure, EngineUnavailable
 from orchestrator.image_gc import FilesystemUsage
+from orchestrator.workloads import WorkloadService
 from tests.factories import ALICE
 from tests.unit.test_apps import CREATE, DELETE, active_chain
 from tests.unit.test_presence import ChainFake
 from tests.unit.test_towers import NODE_KEYS, OPERATORS, TowerChain
+from vdf.presence import Capacity, PresenceService, allocated_disk_gib, under_disk_pressure
 
 MARKS = WaterMarks(high=85, low=80)
 

@@ -26,8 +26,8 @@ from node.errors import CliError, NodeError
 from node.rpc.limits import RpcLimitsError
 from node.rpc.origins import CorsError
 from node.rpc.registry import RegistryError, UndeclaredParamError
-from node.wallet_messages import RefusalReason, Refused
 from node.workload_access import AccessDenied, AccessRefusal
+from wallet.messages import RefusalReason, Refused
 
 
 def _exceptions(package: ModuleType) -> list[type[BaseException]]:

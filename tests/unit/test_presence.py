@@ -13,8 +13,8 @@ import trio.testing
 from chain.blocks import Call
 from chain.keys import Keypair
 from chain.runtime import nodes
-from node.presence import NO_COMPUTE_SECONDS, Capacity, PresenceService
 from tests.unit.test_towers import NODE_KEYS, OPERATORS, TowerChain, registration, tower_spec
+from vdf.presence import NO_COMPUTE_SECONDS, Capacity, PresenceService
 
 ADDRESS = "/ip4/34.1.0.1/tcp/30333"
 

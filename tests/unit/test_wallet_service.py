@@ -23,16 +23,11 @@ from chain.primitives import AccountId, Hash32
 from chain.runtime import system, wallets
 from chain.signature import verify
 from chain.state import StateReader, TrieState
-from node.wallet_member import MAX_DKG_SESSIONS, TRANSFER
-from node.wallet_messages import (
-    PROTOCOL_WALLET,
-    Refused,
-    RequestKind,
-    WalletRequest,
-    decode_answer,
-    encode_answer,
-)
-from node.wallet_service import (
+from p2p.identity import PeerId
+from tests.factories import ALICE, CHARLIE, transfer_call
+from tests.unit.test_towers import NODE_KEYS, OPERATORS, TowerChain
+from tests.unit.test_wallets import wallet_chain
+from wallet.committee import (
     REQUEST,
     CreatedWallet,
     DkgFailed,
@@ -44,15 +39,20 @@ from node.wallet_service import (
     node_id_of,
     peer_id_of,
 )
-from node.wallet_shares import ShareStore
-from p2p.identity import PeerId
-from tests.factories import ALICE, CHARLIE, transfer_call
-from tests.unit.test_towers import NODE_KEYS, OPERATORS, TowerChain
-from tests.unit.test_wallets import wallet_chain
 from wallet.frost.dkg_messages import Round2Share
 from wallet.frost.group import Scalar
 from wallet.frost.identifier import as_identifier
 from wallet.frost.share_box import open_share, seal_share
+from wallet.member import MAX_DKG_SESSIONS, TRANSFER
+from wallet.messages import (
+    PROTOCOL_WALLET,
+    Refused,
+    RequestKind,
+    WalletRequest,
+    decode_answer,
+    encode_answer,
+)
+from wallet.shares import ShareStore
 
 T = TypeVar("T")
 LOGIN = Keypair.from_seed(b"\x61" * 32)
@@ -595,9 +595,9 @@ def test_live_dkg_sessions_are_never_dropped_for_new_ones(
 ) -> None:
     """With the store full of sessions of pending requests, another genuine start is refused
     (its coordinator tries again later) and the sessions held stay."""
-    import node.wallet_member
+    import wallet.member
 
-    monkeypatch.setattr(node.wallet_member, "MAX_DKG_SESSIONS", 2)
+    monkeypatch.setattr(wallet.member, "MAX_DKG_SESSIONS", 2)
     ids = [net.request() for _ in range(3)]
     member = net.router.services[net.committee[2]].member
     for request_id in ids[:2]:

@@ -16,7 +16,8 @@ import pytest
 from Crypto.Cipher import AES
 
 from chain.keys import Keypair, dev_keypair
-from node.wallet_shares import (
+from tests.unit.frost_builders import dkg_params, identities, run_dkg, seeded
+from wallet.shares import (
     CorruptShareFile,
     SealKey,
     ShareKeyMismatch,
@@ -26,7 +27,6 @@ from node.wallet_shares import (
     legacy_file_key,
     open_share_store,
 )
-from tests.unit.frost_builders import dkg_params, identities, run_dkg, seeded
 
 NODE_SEED = bytes(range(32))
 """The node key's seed: in clear in the base path."""

@@ -23,17 +23,6 @@ from chain.runtime import wallets
 from chain.runtime.balances import Balances
 from chain.signature import verify
 from chain.state import StateReader
-from node.wallet_messages import (
-    RefusalReason,
-    Refused,
-    RequestKind,
-    WalletRequest,
-    as_bytes,
-    as_list,
-    encode_answer,
-    encode_refusal,
-)
-from node.wallet_shares import ShareStore, ShareStoreError, StoredShare
 from wallet.frost import (
     ComplaintsMessage,
     Confirmation,
@@ -51,6 +40,17 @@ from wallet.frost import (
     seal_share,
     sign,
 )
+from wallet.messages import (
+    RefusalReason,
+    Refused,
+    RequestKind,
+    WalletRequest,
+    as_bytes,
+    as_list,
+    encode_answer,
+    encode_refusal,
+)
+from wallet.shares import ShareStore, ShareStoreError, StoredShare
 
 (TRANSFER,) = Balances().calls()
 V = TypeVar("V")

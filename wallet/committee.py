@@ -30,13 +30,25 @@ from chain.signature import verify
 from chain.state import StateReader
 from consensus.chain_service import ChainService
 from node.errors import NodeError
-from node.wallet_member import (
+from p2p.addresses import parse_bootnode
+from p2p.errors import DialFailed, InvalidConfig, PeerUnreachable, RequestFailed
+from p2p.host import P2PService
+from p2p.identity import PeerId
+from wallet.frost import (
+    FrostError,
+    PublicKeyPackage,
+    SignatureShare,
+    SigningCommitments,
+    SigningPackage,
+    aggregate,
+)
+from wallet.member import (
     TRANSFER,
     CommitteeMember,
     WalletLedger,
     approved_transfer,
 )
-from node.wallet_messages import (
+from wallet.messages import (
     MAX_REQUEST_BYTES,
     MAX_RESPONSE_BYTES,
     PROTOCOL_WALLET,
@@ -52,19 +64,7 @@ from node.wallet_messages import (
     encode_answer,
     encode_refusal,
 )
-from node.wallet_shares import ShareStore
-from p2p.addresses import parse_bootnode
-from p2p.errors import DialFailed, InvalidConfig, PeerUnreachable, RequestFailed
-from p2p.host import P2PService
-from p2p.identity import PeerId
-from wallet.frost import (
-    FrostError,
-    PublicKeyPackage,
-    SignatureShare,
-    SigningCommitments,
-    SigningPackage,
-    aggregate,
-)
+from wallet.shares import ShareStore
 
 log = logging.getLogger("statemesh.wallet")
 
