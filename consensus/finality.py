@@ -53,6 +53,7 @@ from chain.primitives import AccountId, Hash32
 from chain.signature import verify
 from chain.votes import PRECOMMIT, PREVOTE, VOTE_LENGTH, vote_payload
 from chain.votes import VOTE_DOMAIN as VOTE_DOMAIN
+from consensus.errors import ConsensusError
 from consensus.fork_choice import BlockTree as BlockTree
 from consensus.fork_choice import chain_key
 
@@ -74,11 +75,11 @@ class VoteRejection(enum.Enum):
     WRONG_ROUND = "round out of range"
 
 
-class InvalidVote(Rejection[VoteRejection], Exception):
+class InvalidVote(Rejection[VoteRejection], ConsensusError):
     """A vote refused before it is counted; its text is "<reason>: <message>"."""
 
 
-class InvalidJustification(Exception):
+class InvalidJustification(ConsensusError):
     """A finality proof that does not prove what it claims."""
 
 
