@@ -14,6 +14,7 @@ from chain.blocks import Call, Header
 from chain.broadcast import Broadcast
 from chain.clock import Clock
 from chain.keys import Signer
+from chain.pool import TransactionPool
 from chain.primitives import AccountId
 from chain.runtime.executive import Runtime
 from chain.store import ChainStore
@@ -29,6 +30,11 @@ class Ledger(Protocol):
 
     @property
     def clock(self) -> Clock: ...
+
+    @property
+    def pool(self) -> TransactionPool:
+        """The transaction pool, to look at (is a transaction still waiting?): a service adds to
+        it only through `submit` and `submit_signed`."""
 
     @property
     def new_heads(self) -> Broadcast[Header]:
