@@ -39,11 +39,11 @@ from chain.blocks import Call
 from chain.keys import dev_keypair, sign_transaction
 from chain.primitives import Hash32
 from chain.runtime.apps import Apps, ReplicaEntry
-from chain.runtime.manifest import parse_manifest
-from orchestrator.workloads import replica_spec
+from node.commands.manifest_file import parse_manifest
 from orchestrator import labels
 from orchestrator.images import busybox_rootfs_tar
 from orchestrator.spec import CAPABILITIES_KEPT, EnforcedResources
+from orchestrator.workloads import replica_spec
 from testkit.engines import BUSYBOX_IMAGE, free_port, open_engine
 from testkit.nodes import NodeProcess
 

@@ -15,8 +15,9 @@ from typing import Any
 
 import trio
 
-from chain.runtime.manifest import Manifest, ManifestError, parse_manifest
+from chain.runtime.manifest import Manifest, ManifestError
 from node.commands.client_options import add_client_arguments, emit, rpc_client, rpc_errors
+from node.commands.manifest_file import parse_manifest
 from node.commands.owner_access import access_errors, add_owner_arguments, owner_auth
 from node.commands.tx import add_signing_arguments, submit_call
 from node.errors import CliError, UsageError

@@ -14,8 +14,9 @@ from chain.keys import Keypair
 from chain.runtime import apps, nodes
 from chain.runtime.apps import Apps
 from chain.runtime.executive import BlockExecution
-from chain.runtime.manifest import parse_manifest, validate_manifest
+from chain.runtime.manifest import validate_manifest
 from chain.runtime.nodes import NodeStatus
+from node.commands.manifest_file import parse_manifest
 from tests.factories import ALICE, BOB, CHARLIE
 from tests.unit.test_nodes import ZERO
 from tests.unit.test_nodes import update as update_node

@@ -28,10 +28,10 @@ from chain.runtime.manifest import (
     SecurityContext,
     decode_manifest,
     effective_security_context,
-    parse_manifest,
     validate_manifest,
 )
 from chain.runtime.scheduler import AppDemand, Resources
+from node.commands.manifest_file import parse_manifest
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "web.yaml"
 

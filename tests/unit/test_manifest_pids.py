@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chain.runtime import manifest as mf
-from chain.runtime.manifest import SCHEMA, ManifestError, decode_manifest, parse_manifest
+from chain.runtime.manifest import SCHEMA, ManifestError, decode_manifest
+from node.commands.manifest_file import parse_manifest
 from tests.unit.test_manifest import CANONICAL, base, container, issues_of
 
 LIMITS = "spec.containers[0].resources.limits"

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from chain.runtime.manifest import ManifestError, parse_manifest
+from chain.runtime.manifest import ManifestError
+from node.commands.manifest_file import parse_manifest
 
 BASE = """\
 apiVersion: statemesh/v1
