@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 import docker
 import trio
 
-from orchestrator.workloads import firewall_tag
 from orchestrator import labels
 from orchestrator.backoff import BackoffPolicy
 from orchestrator.controller import Controller, ControllerConfig
@@ -55,6 +54,7 @@ from orchestrator.spec import (
     Volume,
     VolumeKind,
 )
+from orchestrator.workloads import firewall_tag
 from testkit.desired import InMemoryDesired
 from testkit.engines import (
     BUSYBOX_IMAGE,

@@ -10,10 +10,10 @@ from typing import Any
 
 import trio
 
-from node.endpoints import EndpointService
 from node.errors import NodeError, sole_cause
 from node.rpc.serving import serve_asgi
 from orchestrator.dns import ZoneServer, bind_udp
+from orchestrator.endpoints import EndpointService
 from orchestrator.ingress import IngressProxy
 
 log = logging.getLogger("statemesh.ingress")

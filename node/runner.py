@@ -31,9 +31,6 @@ from consensus.chain_service import DRY_RUN_INLINE_BYTES, ChainService
 from consensus.evidence import EvidenceReporter
 from consensus.finality_service import FinalityService
 from consensus.network_service import NetworkService
-from node.addresses import with_ip
-from node.disk_pressure import DiskPressureMonitor, WaterMarks
-from node.endpoints import EndpointService
 from node.ingress_service import IngressConfig, IngressService
 from node.rpc import wallet_methods
 from node.rpc.exposure import RpcMethods
@@ -43,14 +40,17 @@ from node.rpc.methods import SystemInfo, build_registry
 from node.rpc.origins import CorsPolicy
 from node.rpc.server import RpcServer
 from node.rpc.workload_methods import register_workload_methods
-from node.usage_reporter import UsageReporter
+from orchestrator.addresses import with_ip
+from orchestrator.disk_pressure import DiskPressureMonitor, WaterMarks
 from orchestrator.dockerd import EngineStartError, PrivateEngine
+from orchestrator.endpoints import EndpointService
 from orchestrator.engine_connection import connect_engine
 from orchestrator.errors import EngineUnavailable
 from orchestrator.firewall import EgressPolicy
 from orchestrator.image_gc import ImageGcPolicy
 from orchestrator.images import ImageBuildError, import_busybox
 from orchestrator.registry import RegistryError
+from orchestrator.usage_reporter import UsageReporter
 from orchestrator.workloads import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIDS, WorkloadService
 from p2p.config import P2PConfig
 from p2p.host import P2PService

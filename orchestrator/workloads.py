@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from node.manifests import ManifestCache
-from node.workload_logs import WorkloadLogs
 
 from chain.address import encode_address
 from chain.runtime import apps
@@ -29,6 +27,8 @@ from orchestrator.firewall import EgressPolicy, IptablesFirewall
 from orchestrator.image_gc import ImageCollector, ImageGcPolicy
 from orchestrator.images import busybox_rootfs_tar
 from orchestrator.labels import owner_labels
+from orchestrator.logs import WorkloadLogs
+from orchestrator.manifest_cache import ManifestCache
 
 log = logging.getLogger("statemesh.workloads")
 

@@ -49,7 +49,6 @@ from pathlib import Path
 
 import rlp
 import trio
-from node.endpoints import Advertisement, ReadyReplica
 
 from chain.blocks import Block, Header
 from chain.db import Database
@@ -76,6 +75,7 @@ from chain.wire import (
 from consensus.finality import Phase, Vote, sign_vote
 from consensus.proposer import propose
 from consensus.sync import serve_sync
+from orchestrator.endpoints import Advertisement, ReadyReplica
 from p2p.config import MIB, P2PConfig
 from p2p.errors import RequestFailed
 from p2p.gossip import Verdict

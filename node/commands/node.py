@@ -25,11 +25,15 @@ from node.commands.key import add_keystore_argument, keystore_errors, keystore_f
 from node.commands.password import PasswordReader, add_password_argument
 from node.commands.rpc_options import add_rpc_arguments, rpc_settings
 from node.commands.workloads import show_workloads
-from node.disk_pressure import DEFAULT_HIGH_WATER_PERCENT, DEFAULT_LOW_WATER_PERCENT, WaterMarks
-from node.endpoints import node_ip
 from node.errors import CliError, UsageError, sole_cause
 from node.ingress_service import IngressConfig, IngressUnavailable
 from node.runner import Node, NodeConfig
+from orchestrator.disk_pressure import (
+    DEFAULT_HIGH_WATER_PERCENT,
+    DEFAULT_LOW_WATER_PERCENT,
+    WaterMarks,
+)
+from orchestrator.endpoints import node_ip
 from orchestrator.firewall import EgressPolicy
 from orchestrator.image_gc import ImageGcPolicy
 from orchestrator.workloads import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIDS

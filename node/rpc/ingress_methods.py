@@ -8,10 +8,10 @@ from typing import Any
 from chain.address import encode_address
 from chain.runtime import apps
 from consensus.chain_service import ChainService
-from node.endpoints import EndpointService, ReadyReplica
 from node.rpc.errors import RpcError
 from node.rpc.registry import Params, Registry
 from node.rpc.workload_methods import UNKNOWN_APP
+from orchestrator.endpoints import EndpointService, ReadyReplica
 
 
 def register_ingress_methods(

@@ -28,11 +28,11 @@ from node.workload_access import (
     check_access,
     prove_identity,
 )
-from node.workload_logs import LogFollow, LogLine, LogsEnded, TooManyFollows, WorkloadLogs
 from orchestrator.controller import Controller
 from orchestrator.errors import ContainerNotFound, EngineFailure, EngineUnavailable
 from orchestrator.events import EventKind, ReplicaEvent
 from orchestrator.labels import ContainerKey
+from orchestrator.logs import LogFollow, LogLine, LogsEnded, TooManyFollows, WorkloadLogs
 from orchestrator.metering import ReplicaUsage
 from orchestrator.spec import ReplicaKey
 from orchestrator.status import ContainerPhase, ReplicaStatus

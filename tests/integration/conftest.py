@@ -9,8 +9,8 @@ import trio
 
 from chain.address import decode_address
 from chain.keys import dev_keypair
-from orchestrator.workloads import firewall_tag
 from orchestrator.firewall import IptablesFirewall
+from orchestrator.workloads import firewall_tag
 from tests.integration import docker_harness, harness
 from tests.integration.docker_harness import DockerEngine
 from tests.integration.harness import NodeProcess

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.addresses import AddressPolicy, canonical_ip, ip_text, registered_ip
+from orchestrator.addresses import AddressPolicy, canonical_ip, ip_text, registered_ip
 
 V4 = ipaddress.IPv4Address
 V6 = ipaddress.IPv6Address

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from node.disk_pressure import DiskPressureMonitor, WaterMarks, under_pressure
 
 from chain.runtime import apps, nodes
 from chain.runtime.manifest import GIB, validate_manifest
+from orchestrator.disk_pressure import DiskPressureMonitor, WaterMarks, under_pressure
 from orchestrator.errors import EngineFailure, EngineUnavailable
 from orchestrator.image_gc import FilesystemUsage
 from orchestrator.workloads import WorkloadService

@@ -14,8 +14,13 @@ import trio
 import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from node.addresses import canonical_ip, ip_text, registered_ip
-from node.endpoints import (
+
+from chain import codec
+from chain.keys import Keypair
+from chain.runtime import apps
+from chain.wire import WireError
+from orchestrator.addresses import canonical_ip, ip_text, registered_ip
+from orchestrator.endpoints import (
     MAX_CLOCK_AHEAD_MS,
     AdvertBook,
     Advertisement,
@@ -26,13 +31,8 @@ from node.endpoints import (
     decode_advertisement,
     node_ip,
 )
-from node.manifests import ManifestCache
-
-from chain import codec
-from chain.keys import Keypair
-from chain.runtime import apps
-from chain.wire import WireError
 from orchestrator.ingress import Backend, Route
+from orchestrator.manifest_cache import ManifestCache
 from p2p.gossip import GossipMessage, Verdict
 from p2p.identity import PeerId
 from tests.factories import ALICE, BOB

@@ -11,9 +11,9 @@ from chain import codec
 from chain.runtime import usage
 from chain.runtime.apps import KeptInstance
 from chain.runtime.usage import Usage, UsageRecord, encode_records, report_payload
-from node.usage_reporter import replica_records, retained_records, usage_records
 from orchestrator.metering import ReplicaUsage, VolumeUsage
 from orchestrator.spec import ReplicaKey
+from orchestrator.usage_reporter import replica_records, retained_records, usage_records
 from tests.factories import ALICE, BOB, CHARLIE
 from tests.unit.test_towers import NODE_KEYS, TowerChain, tower_spec
 

@@ -11,9 +11,9 @@ from typing import Any
 from chain.runtime import apps
 from chain.runtime.usage import UsageRecord, decode_records, report_payload
 from chain.signature import verify
-from node.usage_reporter import REPORT, UsageReporter
 from orchestrator.metering import ReplicaUsage, VolumeUsage
 from orchestrator.spec import Container, ReplicaKey, ReplicaSpec
+from orchestrator.usage_reporter import REPORT, UsageReporter
 from tests.factories import ALICE, BOB, CHARLIE
 from tests.unit.test_app_retention import db
 from tests.unit.test_apps import CREATE, DELETE

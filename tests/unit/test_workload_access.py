@@ -15,7 +15,6 @@ from chain.runtime.nodes import REGISTRATION_DOMAIN
 from chain.runtime.usage import REPORT_DOMAIN
 from chain.runtime.wallets import CONFIRMATION_DOMAIN
 from consensus.finality import VOTE_DOMAIN
-from node.endpoints import ADVERT_DOMAIN
 from node.workload_access import (
     ACCESS_DOMAIN,
     IDENTITY_DOMAIN,
@@ -26,6 +25,7 @@ from node.workload_access import (
     prove_identity,
     sign_access,
 )
+from orchestrator.endpoints import ADVERT_DOMAIN
 from tests.factories import ALICE, BOB, remark_call
 from wallet.frost.dkg_messages import DKG_DOMAIN
 

@@ -10,9 +10,9 @@ import pytest
 import trio
 import trio.testing
 
-from node.workload_logs import LogFollow, LogLine, LogsEnded, TooManyFollows, WorkloadLogs
 from orchestrator.controller import Controller, ControllerConfig
 from orchestrator.labels import ContainerKey
+from orchestrator.logs import LogFollow, LogLine, LogsEnded, TooManyFollows, WorkloadLogs
 from orchestrator.spec import ReplicaSpec
 from tests.unit.orchestrator.builders import NODE, InMemoryDesired, container, replica
 from tests.unit.orchestrator.fake_engine import FakeEngine, FakeFirewall, no_rootfs

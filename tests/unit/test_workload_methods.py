@@ -17,7 +17,6 @@ import pytest
 import rlp
 import trio
 import trio.testing
-from node.workload_logs import WorkloadLogs
 
 from chain.address import encode_address
 from chain.keys import Keypair, sign_transaction
@@ -46,6 +45,7 @@ from node.workload_access import (
 from orchestrator.controller import Controller, ControllerConfig
 from orchestrator.errors import EngineUnavailable
 from orchestrator.events import EventKind, EventLog
+from orchestrator.logs import WorkloadLogs
 from orchestrator.workloads import WorkloadService
 from tests.factories import ALICE, BOB
 from tests.unit.orchestrator.builders import NODE, InMemoryDesired, container, replica

@@ -6,7 +6,6 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from orchestrator.workloads import firewall_tag
 from orchestrator.backoff import BackoffPolicy
 from orchestrator.controller import Controller, ControllerConfig
 from orchestrator.docker_engine import DockerAdapter
@@ -22,6 +21,7 @@ from orchestrator.spec import (
     Volume,
 )
 from orchestrator.status import ReplicaStatus
+from orchestrator.workloads import firewall_tag
 from tests.integration.docker_harness import BUSYBOX_IMAGE
 from tests.unit.orchestrator.builders import CHAIN, InMemoryDesired
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from chain.address import decode_address
-from orchestrator.workloads import firewall_tag
 from orchestrator import labels
+from orchestrator.workloads import firewall_tag
 from tests.integration.docker_harness import DockerEngine
 from tests.integration.harness import NodeProcess, cli, ingress_page
 from tests.integration.workloads.pods import app_container, connects, pod_address

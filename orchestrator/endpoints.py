@@ -32,9 +32,9 @@ from chain.runtime.manifest import ingress_prefix
 from chain.signature import verify
 from chain.state import StateReader
 from chain.wire import WireError
-from node.addresses import AddressPolicy, canonical_ip, ip_text, registered_ip
-from node.manifests import ManifestCache
+from orchestrator.addresses import AddressPolicy, canonical_ip, ip_text, registered_ip
 from orchestrator.ingress import Backend, Route, RouteTable
+from orchestrator.manifest_cache import ManifestCache
 from orchestrator.workloads import WorkloadService
 from p2p.gossip import GossipMessage, Verdict
 from p2p.host import P2PService
