@@ -31,7 +31,6 @@ from consensus.chain_service import DRY_RUN_INLINE_BYTES, ChainService
 from consensus.evidence import EvidenceReporter
 from consensus.finality_service import FinalityService
 from consensus.network_service import NetworkService
-from node.ingress_service import IngressConfig, IngressService
 from node.rpc import wallet_methods
 from node.rpc.exposure import RpcMethods
 from node.rpc.ingress_methods import register_ingress_methods
@@ -39,6 +38,7 @@ from node.rpc.limits import RpcLimits
 from node.rpc.methods import SystemInfo, build_registry
 from node.rpc.origins import CorsPolicy
 from node.rpc.server import RpcServer
+from node.rpc.serving import serve_asgi
 from node.rpc.workload_methods import register_workload_methods
 from orchestrator.addresses import with_ip
 from orchestrator.disk_pressure import DiskPressureMonitor, WaterMarks
@@ -49,6 +49,7 @@ from orchestrator.errors import EngineUnavailable
 from orchestrator.firewall import EgressPolicy
 from orchestrator.image_gc import ImageGcPolicy
 from orchestrator.images import ImageBuildError, import_busybox
+from orchestrator.ingress_service import IngressConfig, IngressService
 from orchestrator.registry import RegistryError
 from orchestrator.usage_reporter import UsageReporter
 from orchestrator.workloads import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIDS, WorkloadService
@@ -246,7 +247,9 @@ class Node:
             if network is not None:
                 endpoints.register(network.p2p)
             ingress = (
-                IngressService(endpoints, config.ingress) if config.ingress is not None else None
+                IngressService(endpoints, config.ingress, serve_asgi)
+                if config.ingress is not None
+                else None
             )
             info = SystemInfo(name=config.name, version=VERSION, spec=spec)
             registry = build_registry(chain, info, network)

@@ -26,7 +26,6 @@ from node.commands.password import PasswordReader, add_password_argument
 from node.commands.rpc_options import add_rpc_arguments, rpc_settings
 from node.commands.workloads import show_workloads
 from node.errors import CliError, UsageError, sole_cause
-from node.ingress_service import IngressConfig, IngressUnavailable
 from node.runner import Node, NodeConfig
 from orchestrator.disk_pressure import (
     DEFAULT_HIGH_WATER_PERCENT,
@@ -36,6 +35,7 @@ from orchestrator.disk_pressure import (
 from orchestrator.endpoints import node_ip
 from orchestrator.firewall import EgressPolicy
 from orchestrator.image_gc import ImageGcPolicy
+from orchestrator.ingress_service import IngressConfig, IngressUnavailable
 from orchestrator.workloads import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIDS
 from p2p.errors import P2PError
 from vdf.presence import Capacity, PresenceError, measure_capacity

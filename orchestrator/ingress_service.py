@@ -1,19 +1,19 @@
 """The node's ingress: the HTTP proxy and the DNS server of the ingress zone, both answering from
-the endpoint service's routes, so every node routes to every application's ready replicas."""
+the endpoint service's routes, so every node routes to every application's ready replicas. The
+proxy is served by the HTTP server the node is given (`ServeHttp`), the one its RPC runs on."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
-from node.errors import NodeError, sole_cause
-from node.rpc.serving import serve_asgi
 from orchestrator.dns import ZoneServer, bind_udp
 from orchestrator.endpoints import EndpointService
+from orchestrator.errors import OrchestratorError
 from orchestrator.ingress import IngressProxy
 
 log = logging.getLogger("statemesh.ingress")
@@ -29,6 +29,16 @@ class IngressConfig:
     zone: str = "statemesh.internal"
 
 
+class ServeHttp(Protocol):
+    """Serves the ASGI app `app` on host:port until cancelled; `task_status` gets the bound
+    address as `(host, port, ...)`. Fails with an `OSError` (perhaps inside exception groups)
+    when the address cannot be bound."""
+
+    async def __call__(
+        self, app: IngressProxy, host: str, port: int, *, task_status: Any = ...
+    ) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class IngressAddresses:
     http: tuple[str, int]
@@ -36,8 +46,11 @@ class IngressAddresses:
 
 
 class IngressService:
-    def __init__(self, endpoints: EndpointService, config: IngressConfig) -> None:
+    def __init__(
+        self, endpoints: EndpointService, config: IngressConfig, serve_http: ServeHttp
+    ) -> None:
         self.config = config
+        self.serve_http = serve_http
         self.proxy = IngressProxy(endpoints.routes, may_dial=endpoints.may_dial)
         self.dns = ZoneServer(config.zone, endpoints.lookup, endpoints.has_below)
         self.addresses: IngressAddresses | None = None
@@ -55,15 +68,12 @@ class IngressService:
             async with trio.open_nursery() as nursery:
                 try:
                     http = await nursery.start(
-                        partial(serve_asgi, self.proxy, config.host, config.http_port)
+                        partial(self.serve_http, self.proxy, config.host, config.http_port)
                     )
-                except BaseException as exc:
-                    cause = sole_cause(exc)
-                    if not isinstance(cause, OSError):
-                        raise
+                except* OSError as group:
                     raise IngressUnavailable(
                         f"cannot serve the ingress proxy on {config.host}:{config.http_port} "
-                        f"(--ingress-port): {cause.strerror}"
+                        f"(--ingress-port): {_first_strerror(group)}"
                     ) from None
                 nursery.start_soon(self.dns.serve, sock)
                 dns = sock.getsockname()[:2]
@@ -81,5 +91,13 @@ class IngressService:
                 await self.proxy.aclose()
 
 
-class IngressUnavailable(NodeError):
+class IngressUnavailable(OrchestratorError):
     """The proxy or DNS port cannot be bound."""
+
+
+def _first_strerror(group: BaseExceptionGroup[OSError]) -> str:
+    """What the first bind failure says (the server binds one address, so there is one)."""
+    first: OSError | BaseExceptionGroup[OSError] = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first.strerror or str(first)

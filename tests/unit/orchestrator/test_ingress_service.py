@@ -1,0 +1,68 @@
+"""The ingress service serves its proxy on the HTTP server it is given, and says which port it
+cannot bind in words the operator can act on."""
+
+from __future__ import annotations
+
+import socket
+from types import SimpleNamespace
+
+import httpx
+import pytest
+import trio
+
+from node.errors import sole_cause
+from node.rpc.serving import serve_asgi
+from orchestrator.ingress import RouteTable
+from orchestrator.ingress_service import IngressConfig, IngressService, IngressUnavailable
+
+
+def endpoints() -> SimpleNamespace:
+    return SimpleNamespace(
+        routes=lambda: RouteTable({}),
+        may_dial=lambda backend: False,
+        lookup=lambda name: None,
+        has_below=lambda name: False,
+    )
+
+
+def test_the_proxy_is_served_on_the_given_server_and_dns_beside_it() -> None:
+    async def main() -> None:
+        config = IngressConfig(http_port=0, dns_port=0)
+        service = IngressService(endpoints(), config, serve_asgi)  # type: ignore[arg-type]
+        async with trio.open_nursery() as nursery:
+            addresses = await nursery.start(service.run)
+            assert addresses.http[0] == "127.0.0.1" and addresses.http[1] > 0
+            assert addresses.dns[0] == "127.0.0.1" and addresses.dns[1] > 0
+            async with httpx.AsyncClient() as client:
+                answer = await client.get(
+                    f"http://127.0.0.1:{addresses.http[1]}/", headers={"host": "nowhere.test"}
+                )
+            assert answer.status_code == 404
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_a_busy_proxy_port_is_named_with_its_flag() -> None:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+
+    async def main() -> None:
+        config = IngressConfig(http_port=port, dns_port=0)
+        service = IngressService(endpoints(), config, serve_asgi)  # type: ignore[arg-type]
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run)
+
+    try:
+        with pytest.raises(BaseException) as raised:
+            trio.run(main)
+    finally:
+        busy.close()
+    cause = sole_cause(raised.value)
+    assert isinstance(cause, IngressUnavailable)
+    assert str(cause) == (
+        f"cannot serve the ingress proxy on 127.0.0.1:{port} (--ingress-port): "
+        "Address already in use"
+    )
