@@ -4,7 +4,6 @@ authors blocks in our slots, and tells subscribers about new heads and watched t
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -180,7 +179,7 @@ class ChainService:
                 TxRejection.ALREADY_IMPORTED,
                 f"transaction 0x{hash_.hex()} is already being validated",
             )
-        return self.pool.check(encoded, time.monotonic())
+        return self.pool.check(encoded, self.clock.monotonic())
 
     def submit(self, encoded: bytes, *, local: bool = True) -> ValidTransaction:
         """Validate and pool a transaction on the event loop; raises InvalidTransaction with the
@@ -189,7 +188,7 @@ class ChainService:
         A local one is then announced to the network; one from the network is relayed by gossip
         itself."""
         try:
-            valid = self.pool.submit(encoded, time.monotonic())
+            valid = self.pool.submit(encoded, self.clock.monotonic())
         finally:
             self._dispatch(self.pool.drain_events())
         self._announce(encoded, local)
@@ -202,14 +201,14 @@ class ChainService:
         100 ms and more for a large manifest, on a worker thread, one at a time, so that
         authoring and RPC go on meanwhile (a small transaction's stays on the loop: see
         DRY_RUN_INLINE_BYTES)."""
-        checked = self.pool.check(encoded, time.monotonic())
+        checked = self.pool.check(encoded, self.clock.monotonic())
         # A future transaction has no dry run yet (it runs once it is next in line).
         if checked.nonce == checked.account_nonce and len(encoded) > DRY_RUN_INLINE_BYTES:
             outcome = await self._dry_run_off_loop(checked)
         else:
             outcome = self.pool.dry_run(checked)
         try:
-            valid = self.pool.complete(checked, outcome, time.monotonic())
+            valid = self.pool.complete(checked, outcome, self.clock.monotonic())
         finally:
             self._dispatch(self.pool.drain_events())
         self._announce(encoded, local)
@@ -232,7 +231,7 @@ class ChainService:
             # The turn first, then the state: a state taken before waiting would be stale.
             async with self._dry_runs:
                 # Its sender's other dry runs may have failed while it waited and got it banned.
-                now = time.monotonic()
+                now = self.clock.monotonic()
                 banned_until = self.pool.sender_banned_until(checked.sender, now)
                 if banned_until is not None:
                     raise InvalidTransaction(
@@ -289,7 +288,7 @@ class ChainService:
             del self._unverified[hash_]
             if self.store.best_header.hash != ran_on:
                 continue
-            if self.pool.settle(unverified, outcome, time.monotonic()):
+            if self.pool.settle(unverified, outcome, self.clock.monotonic()):
                 settled += 1
                 self._dispatch(self.pool.drain_events())
         return settled
@@ -374,8 +373,8 @@ class ChainService:
                 return None
             candidates = list(self.pool.ready())
             rejected: list[tuple[ValidTransaction, InvalidTransaction]] = []
-            deadline = time.monotonic() + self.slot_duration_ms * PROPOSAL_SHARE / 1000
-            started = time.monotonic()
+            deadline = self.clock.monotonic() + self.slot_duration_ms * PROPOSAL_SHARE / 1000
+            started = self.clock.monotonic()
 
             def build() -> tuple[Block, BlockExecution]:
                 return propose(
@@ -387,12 +386,12 @@ class ChainService:
                     timestamp=timestamp,
                     signer=signer,
                     on_invalid=lambda tx, exc: rejected.append((tx, exc)),
-                    keep_going=lambda: time.monotonic() < deadline,
+                    keep_going=lambda: self.clock.monotonic() < deadline,
                 )
 
             # Execution is CPU work: run it off the event loop so RPC keeps answering.
             block, execution = await trio.to_thread.run_sync(build)
-            now = time.monotonic()
+            now = self.clock.monotonic()
             for tx, exc in rejected:
                 log.info("dropped transaction 0x%s while authoring: %s", tx.hash.hex(), exc)
                 self.pool.mark_invalid(tx.hash, now)
@@ -408,7 +407,7 @@ class ChainService:
             block.header.number,
             block.hash.hex()[:12],
             len(block.extrinsics),
-            (time.monotonic() - started) * 1000,
+            (self.clock.monotonic() - started) * 1000,
         )
         for listener in self.on_authored:
             listener(block)
@@ -544,7 +543,7 @@ class ChainService:
     def _after_route(self, route: TreeRoute) -> None:
         """The best chain moved: retracted transactions go back to the pool, included ones
         leave it, watchers hear where their transaction is now."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         retracted: list[bytes] = []
         for block_hash in route.retracted:
             block = self.store.block(block_hash)

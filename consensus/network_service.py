@@ -13,8 +13,6 @@ PENALTY_IGNORED_FLOOD, so that a flood is banned while an honest peer's duplicat
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,14 +152,10 @@ class NetworkService:
         chain: ChainService,
         finality: FinalityService | None,
         p2p: P2PService,
-        *,
-        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.chain = chain
         self.finality = finality
         self.p2p = p2p
-        self._monotonic = monotonic
-        """Seconds, for rate limits only (slots follow `chain.clock`)."""
         self._budgets: dict[PeerId, IgnoreBudget] = {}
         self._sync_woken: dict[PeerId, float] = {}
         self._held: dict[Hash32, HeldBlock] = {}
@@ -341,7 +335,7 @@ class NetworkService:
         self._first_block(block.header)
 
     def _wake_sync(self, peer: PeerId) -> None:
-        now = self._monotonic()
+        now = self.chain.clock.monotonic()
         last = self._sync_woken.get(peer)
         if last is not None and now - last < SYNC_WAKE_SECONDS:
             return
@@ -354,7 +348,7 @@ class NetworkService:
 
     def _ignore(self, peer: PeerId) -> Verdict:
         """IGNORE, charged to `peer`'s budget of ignored messages (see the module docstring)."""
-        now = self._monotonic()
+        now = self.chain.clock.monotonic()
         budget = self._budgets.pop(peer, None) or IgnoreBudget(IGNORE_BURST, now)
         self._budgets[peer] = budget  # most recently used last
         while len(self._budgets) > MAX_TRACKED_PEERS:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -334,7 +333,7 @@ class SyncService:
     async def _sync_from(self, peer: str, status: Status) -> Turn:
         store = self.chain.store
         start = self._start(status)
-        began = last_report = time.monotonic()
+        began = last_report = self.chain.clock.monotonic()
         imported = 0
         moved = False
         for _ in range(MAX_BATCHES_PER_TURN):
@@ -366,7 +365,7 @@ class SyncService:
             self._succeed(peer)
             start += len(items)
             self.stats.imported += count
-            now = time.monotonic()
+            now = self.chain.clock.monotonic()
             self.stats.blocks_per_second = imported / max(now - began, 1e-6)
             if now - last_report >= PROGRESS_EVERY:
                 last_report = now
@@ -385,7 +384,7 @@ class SyncService:
                 imported,
                 peer,
                 store.best_header.number,
-                imported / max(time.monotonic() - began, 1e-6),
+                imported / max(self.chain.clock.monotonic() - began, 1e-6),
             )
         if imported or moved:
             return Turn.PROGRESS

@@ -33,11 +33,17 @@ AUTHORITIES = (ALICE, BOB)
 
 
 class FixedClock:
+    """Both readings stand still until a test moves them (`now`, `seconds`)."""
+
     def __init__(self, now_ms: int) -> None:
         self.now = now_ms
+        self.seconds = 0.0
 
     def now_ms(self) -> int:
         return self.now
+
+    def monotonic(self) -> float:
+        return self.seconds
 
 
 def open_chain(path: Path, *, deferring: bool = False) -> ChainService:

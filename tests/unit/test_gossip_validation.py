@@ -71,20 +71,23 @@ class Time:
 
 
 @dataclass
+class Monotonic:
+    """A node's own seconds (rate limits), moved by the test alone."""
+
+    now: float = 0.0
+
+
+@dataclass
 class SkewedClock:
     time: Time
     offset_ms: int
+    elapsed: Monotonic = field(default_factory=Monotonic)
 
     def now_ms(self) -> int:
         return self.time.now_ms + self.offset_ms
 
-
-@dataclass
-class Monotonic:
-    now: float = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+    def monotonic(self) -> float:
+        return self.elapsed.now
 
 
 @dataclass
@@ -133,9 +136,8 @@ def open_node(path: Path, signer: Keypair, clock: SkewedClock) -> Node:
 
     finality = FinalityService(chain, clock=clock, signer=signer, publish=publish)
     p2p = FakeP2P()
-    monotonic = Monotonic()
-    network = NetworkService(chain, finality, cast(P2PService, p2p), monotonic=monotonic)
-    node = Node(chain, finality, network, p2p, monotonic)
+    network = NetworkService(chain, finality, cast(P2PService, p2p))
+    node = Node(chain, finality, network, p2p, clock.elapsed)
     chain.on_equivocation.append(lambda first, second: node.evidence.append((first, second)))
     return node
 
@@ -276,12 +278,15 @@ def test_a_future_block_is_held_within_bounds_and_checked_first(tmp_path: Path) 
 
 @dataclass
 class TrioClock:
-    """Wall-clock milliseconds that follow trio's clock from `start_ms`."""
+    """Wall-clock milliseconds that follow trio's clock from `start_ms`, and its seconds."""
 
     start_ms: int
 
     def now_ms(self) -> int:
         return self.start_ms + int(trio.current_time() * 1000)
+
+    def monotonic(self) -> float:
+        return trio.current_time()
 
 
 def test_the_network_service_imports_a_held_block_when_its_slot_begins(tmp_path: Path) -> None:

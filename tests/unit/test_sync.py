@@ -14,6 +14,7 @@ import trio
 import trio.testing
 
 from chain.blocks import Block, Header
+from chain.clock import ManualClock
 from chain.db import Database
 from chain.errors import DatabaseError, FinalityConflict
 from chain.genesis import build_genesis
@@ -39,15 +40,7 @@ NOW_MS = 10**12
 """The nodes' clock: far after every block of these tests, unless a test says otherwise."""
 
 
-class FixedClock:
-    def __init__(self, now_ms: int = NOW_MS) -> None:
-        self.now = now_ms
-
-    def now_ms(self) -> int:
-        return self.now
-
-
-def open_node(path: Path, clock: FixedClock | None = None) -> ChainService:
+def open_node(path: Path, clock: ManualClock | None = None) -> ChainService:
     db = Database(path)
     store = ChainStore(db)
     genesis = build_genesis(SPEC, TrieState(db.trie_nodes, BLANK_ROOT))
@@ -56,7 +49,7 @@ def open_node(path: Path, clock: FixedClock | None = None) -> ChainService:
     chain: ChainService
     pool = TransactionPool(lambda e: chain.validate(e), revalidator=lambda v: chain.revalidate(v))
     chain = ChainService(
-        store=store, runtime=runtime, pool=pool, clock=clock or FixedClock(),
+        store=store, runtime=runtime, pool=pool, clock=clock or ManualClock(NOW_MS),
         slot_duration_ms=SPEC.slot_duration_ms,
     )  # fmt: skip
     return chain
@@ -534,19 +527,19 @@ def test_peers_are_chosen_by_finalized_block_then_in_turn(
 
 def test_a_block_ahead_of_our_clock_pauses_sync_without_penalty(tmp_path: Path) -> None:
     source = open_node(tmp_path / "source")
-    clock = FixedClock(0)
+    clock = ManualClock(0)
     node = open_node(tmp_path / "node", clock)
 
     async def scenario() -> None:
         await extend(source, source.store.best_hash or b"", 10, 1)
         net = Network(peer=StorePeer(source.store))
         sync = SyncService(node, net)
-        clock.now = 5 * SPEC.slot_duration_ms  # blocks #5.. are ahead of us
+        clock.set_ms(5 * SPEC.slot_duration_ms)  # blocks #5.. are ahead of us
         assert await sync.sync_once()
         assert node.store.best_header.number == 5
         assert not await sync.sync_once()
         assert not net.reasons
-        clock.now = NOW_MS
+        clock.set_ms(NOW_MS)
         await sync_until_idle(sync)
         assert node.store.best_header.number == 10
         assert not net.reasons
