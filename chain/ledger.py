@@ -32,6 +32,10 @@ class Ledger(Protocol):
     def clock(self) -> Clock: ...
 
     @property
+    def slot_duration_ms(self) -> int:
+        """The chain's slot length, to tell which slot the clock's reading falls in."""
+
+    @property
     def pool(self) -> TransactionPool:
         """The transaction pool, to look at (is a transaction still waiting?): a service adds to
         it only through `submit` and `submit_signed`."""

@@ -16,10 +16,10 @@ from chain.address import encode_address
 from chain.blocks import Call, Header
 from chain.errors import InvalidTransaction, TxRejection
 from chain.keys import Signer
+from chain.ledger import Ledger
 from chain.primitives import Hash32
 from chain.runtime import offences
 from chain.runtime.offences import OffenceKey, OffenceKind, Offences
-from consensus.chain_service import ChainService
 from consensus.finality import Vote
 
 log = logging.getLogger("statemesh.evidence")
@@ -99,7 +99,7 @@ class EvidenceReporter:
     equivocation listeners; `run` submits what they caught, paid by `payer`."""
 
     def __init__(
-        self, chain: ChainService, payer: Signer, *, max_pending: int = MAX_PENDING
+        self, chain: Ledger, payer: Signer, *, max_pending: int = MAX_PENDING
     ) -> None:
         self.chain = chain
         self.payer = payer
