@@ -5,18 +5,17 @@ replacements, into the follower's bounded channel, and ends when the replica lea
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
 import trio
 
-from node.errors import NodeError
+from chain.clock import Clock
 from orchestrator.controller import Controller
 from orchestrator.engine import ContainerEngine
-from orchestrator.errors import EngineFailure
+from orchestrator.errors import EngineFailure, OrchestratorError
 from orchestrator.labels import ContainerKey
 from orchestrator.status import ContainerPhase, ContainerStatus
 
@@ -36,11 +35,11 @@ class LogLine:
     """One line the container wrote, without its newline."""
 
 
-class LogsEnded(NodeError):
+class LogsEnded(OrchestratorError):
     """A follow ended because none of its containers runs on this node any more."""
 
 
-class TooManyFollows(NodeError):
+class TooManyFollows(OrchestratorError):
     def __init__(self, limit: int) -> None:
         super().__init__(f"too many log follows: this node already serves {limit}, the limit")
         self.limit = limit
@@ -90,14 +89,14 @@ class WorkloadLogs:
         engine: ContainerEngine,
         controller: Controller,
         *,
-        wall: Callable[[], float] = time.time,
+        clock: Clock,
         max_follows: int = 32,
         retry_seconds: float = 1.0,
     ) -> None:
         self.engine = engine
         self.controller = controller
         self.max_follows = max_follows
-        self._wall = wall
+        self._clock = clock
         self._retry_seconds = retry_seconds
         self._nursery: trio.Nursery | None = None
         self._follows = 0
@@ -110,6 +109,10 @@ class WorkloadLogs:
                 await trio.sleep_forever()
             finally:
                 self._nursery = None
+
+    def _since(self) -> float:
+        """Now, as the engine's `since` takes it: wall-clock seconds."""
+        return self._clock.now_ms() / 1000
 
     @property
     def follows(self) -> int:
@@ -132,7 +135,7 @@ class WorkloadLogs:
         send, receive = trio.open_memory_channel[LogLine](CHANNEL_LINES)
         follow = LogFollow(receive)
         self._follows += 1
-        self._nursery.start_soon(self._follow, tuple(containers), tail, self._wall(), send, follow)
+        self._nursery.start_soon(self._follow, tuple(containers), tail, self._since(), send, follow)
         return follow
 
     async def _follow(
@@ -204,7 +207,7 @@ class WorkloadLogs:
                         return  # the follower is gone
                     except EngineFailure as e:
                         log.debug("following the logs of %s: %s", key, e.message)
-                    ended_at = self._wall()
+                    ended_at = self._since()
                 first = False
                 # A stream ends when its container stops: wait for the controller to see it.
                 with trio.move_on_after(self._retry_seconds):

@@ -14,10 +14,10 @@ import trio
 from chain.clock import Clock
 from chain.errors import InvalidTransaction
 from chain.keys import Keypair
+from chain.ledger import Ledger
 from chain.runtime import apps
 from chain.runtime.apps import KeptInstance
 from chain.runtime.usage import Usage, UsageRecord, encode_records, report_payload
-from consensus.chain_service import ChainService
 from orchestrator.metering import ReplicaUsage, VolumeUsage
 from orchestrator.spec import ReplicaKey
 from orchestrator.workloads import WorkloadService
@@ -100,7 +100,7 @@ def usage_records(*parts: list[UsageRecord]) -> list[UsageRecord]:
 class UsageReporter:
     def __init__(
         self,
-        chain: ChainService,
+        chain: Ledger,
         workloads: WorkloadService,
         *,
         operator: Keypair,

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from chain.address import encode_address
+from chain.ledger import Ledger
 from chain.runtime import apps
-from chain.runtime import manifest as m
-from consensus.chain_service import ChainService
-from node.errors import NodeError
 from orchestrator import spec as o
 from orchestrator.controller import Controller, ControllerConfig
 from orchestrator.docker_engine import DockerAdapter
@@ -29,166 +27,15 @@ from orchestrator.images import busybox_rootfs_tar
 from orchestrator.labels import owner_labels
 from orchestrator.logs import WorkloadLogs
 from orchestrator.manifest_cache import ManifestCache
+from orchestrator.replica_specs import DEFAULT_MAX_PIDS, UnsupportedManifest, replica_spec
 
 log = logging.getLogger("statemesh.workloads")
 
 ENGINE_RETRY_SECONDS = 2.0
 MAX_ENGINE_RETRY_SECONDS = 30.0
 """A node without an engine keeps looking for one, at most this far apart."""
-DEFAULT_MAX_PIDS = 4096
-"""The most processes and threads a node lets one replica have, all its containers together,
-unless its operator says otherwise (`statemesh node --max-pids`), whatever the manifest asks:
-a manifest may have 8 containers, and 8 times this is a host's whole `pid_max`."""
 DEFAULT_MAX_IMAGE_BYTES = 10 * 2**30
 """The largest image a node accepts by default (`--max-image-size`)."""
-
-_RESTART = {
-    m.RestartPolicy.ALWAYS: o.RestartPolicy.ALWAYS,
-    m.RestartPolicy.ON_FAILURE: o.RestartPolicy.ON_FAILURE,
-    m.RestartPolicy.NEVER: o.RestartPolicy.NEVER,
-}
-
-
-class UnsupportedManifest(NodeError):
-    """A manifest this node cannot run yet (the reason is logged once per revision)."""
-
-
-def _probe(probe: m.Probe | None) -> o.Probe | None:
-    if probe is None:
-        return None
-    action: o.ProbeAction
-    if isinstance(probe.action, m.HttpGetAction):
-        action = o.HTTPGetAction(port=probe.action.port, path=probe.action.path)
-    elif isinstance(probe.action, m.TcpSocketAction):
-        action = o.TCPSocketAction(port=probe.action.port)
-    else:
-        action = o.ExecAction(command=probe.action.command)
-    return o.Probe(
-        action=action,
-        initial_delay_seconds=probe.initial_delay_seconds,
-        period_seconds=probe.period_seconds,
-        timeout_seconds=probe.timeout_seconds,
-        success_threshold=probe.success_threshold,
-        failure_threshold=probe.failure_threshold,
-    )
-
-
-def _security(context: m.SecurityContext) -> o.SecurityContext:
-    return o.SecurityContext(
-        run_as_user=context.run_as_user,
-        run_as_group=context.run_as_group,
-        run_as_non_root=bool(context.run_as_non_root),
-        read_only_root_filesystem=bool(context.read_only_root_filesystem),
-        capabilities_drop=context.capabilities_drop or (),
-        capabilities_add=context.capabilities_add or (),
-    )
-
-
-def pids_limits(asked: Sequence[int | None], max_pids: int) -> list[int]:
-    """The pids limit of each of a replica's containers, given what each manifest limit asks
-    (None: no limit, so `DEFAULT_PIDS_LIMIT`): the node's cap `max_pids` holds for the replica,
-    so its containers together never get more (a replica of many containers cannot take the
-    host's every process id). The cap is shared fairly: containers asking for less than an equal
-    share get what they ask and leave the rest to the others, smallest ask first (in manifest
-    order among equal asks). Each container gets at least 1, even with more containers than
-    `max_pids`: none is left without a process."""
-    wanted = [o.DEFAULT_PIDS_LIMIT if limit is None else limit for limit in asked]
-    given = [0] * len(wanted)
-    left = max_pids
-    by_ask = sorted(range(len(wanted)), key=lambda i: wanted[i])
-    for served, i in enumerate(by_ask):
-        share = left // (len(wanted) - served)
-        given[i] = max(1, min(wanted[i], share))
-        left -= given[i]
-    return given
-
-
-def _container(spec: m.ApplicationSpec, container: m.Container, pids_limit: int) -> o.Container:
-    env = []
-    for var in container.env:
-        if var.value is None:
-            # Secret and configuration values reach containers with the secrets feature.
-            raise UnsupportedManifest(
-                f"container {container.name}: env {var.name} refers to a secret or config"
-            )
-        env.append(o.EnvVar(var.name, var.value))
-    limits, requests = container.resources.limits, container.resources.requests
-    return o.Container(
-        name=container.name,
-        image=container.image,
-        command=container.command,
-        args=container.args,
-        env=tuple(env),
-        ports=tuple(
-            o.ContainerPort(p.container_port, p.name or "", p.protocol.value)
-            for p in container.ports
-        ),
-        resources=o.EnforcedResources(
-            # CPU as Kubernetes does: a limit caps, a request only weighs (CPU is compressible).
-            # Memory is not: without a limit the request is the cap, as a node has no eviction.
-            cpu_millicores=limits.cpu_millicores or None,
-            cpu_request_millicores=requests.cpu_millicores or limits.cpu_millicores or None,
-            memory_bytes=limits.memory_bytes or requests.memory_bytes or None,
-            # Kubernetes' ephemeral-storage: the limit caps the container's writable layer.
-            disk_bytes=limits.disk_bytes or None,
-            # Never unlimited: the manifest's limit or the default, within the replica's share
-            # of the node's cap (`pids_limits`).
-            pids_limit=pids_limit,
-        ),
-        liveness_probe=_probe(container.liveness_probe),
-        readiness_probe=_probe(container.readiness_probe),
-        startup_probe=_probe(container.startup_probe),
-        security=_security(m.effective_security_context(spec, container)),
-    )
-
-
-def replica_spec(
-    chain_id: str,
-    app: str,
-    entry: apps.ReplicaEntry,
-    manifest: m.Manifest,
-    *,
-    max_pids: int = DEFAULT_MAX_PIDS,
-    owner: str = "",
-    instance: int = 0,
-) -> o.ReplicaSpec:
-    """The orchestrator's view of one assigned replica of `manifest`, an application of `owner`
-    (an address) created on chain as `instance`. Its containers together have at most
-    `max_pids` processes and threads (`pids_limits`)."""
-    spec = manifest.spec
-    mounts = {vm.name: vm.mount_path for c in spec.containers for vm in c.volume_mounts}
-    volumes = tuple(
-        o.Volume(
-            v.name,
-            mounts[v.name],
-            o.VolumeKind.PERSISTENT
-            if v.kind is m.VolumeKind.PERSISTENT
-            else o.VolumeKind.EPHEMERAL,
-            size_bytes=v.size_bytes,
-            memory=v.memory,
-        )
-        for v in spec.volumes
-        if v.name in mounts
-    )
-    return o.ReplicaSpec(
-        chain=chain_id,
-        app=app,
-        revision=entry.revision,
-        replica=entry.index,
-        containers=tuple(
-            _container(spec, c, pids)
-            for c, pids in zip(
-                spec.containers,
-                pids_limits([c.resources.limits.pids for c in spec.containers], max_pids),
-                strict=True,
-            )
-        ),
-        restart_policy=_RESTART[spec.restart_policy],
-        volumes=volumes,
-        owner=owner,
-        instance=instance,
-    )
-
 
 class ChainDesiredState:
     """What this node must run, read from the finalized state (`orchestrator.DesiredState`).
@@ -199,7 +46,7 @@ class ChainDesiredState:
 
     def __init__(
         self,
-        chain: ChainService,
+        chain: Ledger,
         node_id: bytes,
         chain_id: str,
         *,
@@ -278,7 +125,7 @@ def firewall_tag(node_id: bytes) -> str:
 class WorkloadService:
     def __init__(
         self,
-        chain: ChainService,
+        chain: Ledger,
         node_id: bytes,
         chain_id: str,
         docker_host: str | None,
@@ -389,7 +236,7 @@ class WorkloadService:
         finalized = self.chain.finalized_heads.subscribe()
         async with trio.open_nursery() as nursery:
             await nursery.start(controller.run)
-            logs = WorkloadLogs(engine.docker, controller)
+            logs = WorkloadLogs(engine.docker, controller, clock=self.chain.clock)
             await nursery.start(logs.run)
             # Unused images this node pulled go, least recently used first, when the data
             # root fills up (as kubelet's image GC).

@@ -14,6 +14,7 @@ from orchestrator.controller import Controller, ControllerConfig
 from orchestrator.labels import ContainerKey
 from orchestrator.logs import LogFollow, LogLine, LogsEnded, TooManyFollows, WorkloadLogs
 from orchestrator.spec import ReplicaSpec
+from testkit.trio_clock import TrioClock
 from tests.unit.orchestrator.builders import NODE, InMemoryDesired, container, replica
 from tests.unit.orchestrator.fake_engine import FakeEngine, FakeFirewall, no_rootfs
 
@@ -37,7 +38,7 @@ def scenario(test: Scenario, *specs: ReplicaSpec, max_follows: int = 4) -> None:
             sandbox_rootfs=no_rootfs,
             wall=trio.current_time,
         )
-        logs = WorkloadLogs(engine, controller, wall=trio.current_time, max_follows=max_follows)
+        logs = WorkloadLogs(engine, controller, clock=TrioClock(), max_follows=max_follows)
         async with trio.open_nursery() as nursery:
             await nursery.start(controller.run)
             await nursery.start(logs.run)

@@ -47,6 +47,7 @@ from orchestrator.errors import EngineUnavailable
 from orchestrator.events import EventKind, EventLog
 from orchestrator.logs import WorkloadLogs
 from orchestrator.workloads import WorkloadService
+from testkit.trio_clock import TrioClock
 from tests.factories import ALICE, BOB
 from tests.unit.orchestrator.builders import NODE, InMemoryDesired, container, replica
 from tests.unit.orchestrator.fake_engine import FakeEngine, FakeFirewall, no_rootfs
@@ -256,7 +257,7 @@ def compute_node(
         async with trio.open_nursery() as nursery:
             await nursery.start(controller.run)
             workloads.controller = controller
-            workloads.logs = WorkloadLogs(engine, controller, wall=trio.current_time)
+            workloads.logs = WorkloadLogs(engine, controller, clock=TrioClock())
             await nursery.start(workloads.logs.run)
             while not ((s := controller.status().get(WEB.key)) and s.ready):
                 await controller.changed()
