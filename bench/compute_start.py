@@ -42,8 +42,8 @@ from chain.runtime.apps import Apps, ReplicaEntry
 from node.commands.manifest_file import parse_manifest
 from orchestrator import labels
 from orchestrator.images import busybox_rootfs_tar
+from orchestrator.replica_specs import replica_spec
 from orchestrator.spec import CAPABILITIES_KEPT, EnforcedResources
-from orchestrator.workloads import replica_spec
 from testkit.engines import BUSYBOX_IMAGE, free_port, open_engine
 from testkit.nodes import NodeProcess
 

@@ -51,8 +51,9 @@ from orchestrator.image_gc import ImageGcPolicy
 from orchestrator.images import ImageBuildError, import_busybox
 from orchestrator.ingress_service import IngressConfig, IngressService
 from orchestrator.registry import RegistryError
+from orchestrator.replica_specs import DEFAULT_MAX_PIDS
 from orchestrator.usage_reporter import UsageReporter
-from orchestrator.workloads import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIDS, WorkloadService
+from orchestrator.workloads import DEFAULT_MAX_IMAGE_BYTES, WorkloadService
 from p2p.config import P2PConfig
 from p2p.host import P2PService
 from p2p.identity import NodeKey, resolve_node_key

@@ -1,7 +1,15 @@
-"""What a replica is: the desired containers of one replica of one application revision.
+"""What a replica is: the desired containers of one replica of one application revision, as the
+engine is to run them.
 
 Field names follow Kubernetes (`containers`, `livenessProbe`, `restartPolicy`, ...) in snake_case,
-with Kubernetes defaults. Every value is checked on construction and raises `SpecError`."""
+with Kubernetes defaults. Every value is checked on construction and raises `SpecError`.
+
+The enums a manifest and a replica share are the manifest's (`RestartPolicy`, `PortProtocol`,
+re-exported here). The records below are the engine's view, which differs from the tenant's:
+values resolved (a secret's value, the merged security context, one mount path per volume),
+limits the node chose, probe periods in fractional seconds, and `VolumeKind`, whose values are
+written on the engine's volumes and in container digests. `orchestrator.replica_specs` is the
+one place where a manifest's types become these."""
 
 from __future__ import annotations
 
@@ -9,6 +17,10 @@ import enum
 import re
 from dataclasses import dataclass, field
 
+from chain.runtime.manifest.quantities import MIN_MEMORY_LIMIT_BYTES
+from chain.runtime.manifest.types import ADDABLE_CAPABILITIES
+from chain.runtime.manifest.types import PortProtocol as PortProtocol
+from chain.runtime.manifest.types import RestartPolicy as RestartPolicy
 from orchestrator.errors import SpecError
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -29,14 +41,6 @@ def _check_port(field_name: str, port: int) -> None:
         raise SpecError(field_name, f"port {port} is outside 1..65535")
 
 
-class RestartPolicy(enum.Enum):
-    """When a container that exited is started again (Kubernetes `restartPolicy`)."""
-
-    ALWAYS = "Always"
-    ON_FAILURE = "OnFailure"
-    NEVER = "Never"
-
-
 class ImagePullPolicy(enum.Enum):
     """Whether the engine may pull an image that is not present (Kubernetes `imagePullPolicy`)."""
 
@@ -46,7 +50,8 @@ class ImagePullPolicy(enum.Enum):
 
 
 class VolumeKind(enum.Enum):
-    """How long a volume's data lives."""
+    """How long a volume's data lives. The manifest's `emptyDir` is `EPHEMERAL`; the values are
+    the engine's, kept on its volumes (labels) and in container digests, so they never change."""
 
     EPHEMERAL = "ephemeral"
     """Lives as long as the replica's revision (like `emptyDir`): a new revision starts empty."""
@@ -78,29 +83,18 @@ class ContainerPort:
 
     container_port: int
     name: str = ""
-    protocol: str = "TCP"
+    protocol: PortProtocol = PortProtocol.TCP
 
     def __post_init__(self) -> None:
         _check_port("ports.container_port", self.container_port)
-        if self.protocol not in ("TCP", "UDP"):
-            raise SpecError("ports.protocol", f"{self.protocol!r} is neither 'TCP' nor 'UDP'")
 
 
-CAPABILITIES_KEPT = (
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "NET_BIND_SERVICE",
-    "SETGID",
-    "SETPCAP",
-    "SETUID",
-)
-"""What a container keeps of Docker's default capabilities unless it drops more: what common
-images need to start (change the owner of their files, switch to an unprivileged user, bind a
-low port). Gone are NET_RAW (raw and packet sockets: spoofing and sniffing), MKNOD,
-AUDIT_WRITE, SETFCAP and SYS_CHROOT, as Kubernetes' "restricted" level would have it."""
+CAPABILITIES_KEPT = tuple(sorted(ADDABLE_CAPABILITIES))
+"""What a container keeps of Docker's default capabilities unless it drops more, in name order:
+the ones a manifest may add, what common images need to start (change the owner of their
+files, switch to an unprivileged user, bind a low port). Gone are NET_RAW (raw and packet
+sockets: spoofing and sniffing), MKNOD, AUDIT_WRITE, SETFCAP and SYS_CHROOT, as Kubernetes'
+"restricted" level would have it."""
 
 DEFAULT_PIDS_LIMIT = 1024
 """Processes and threads of one container when its manifest sets no limit: enough for a
@@ -132,7 +126,7 @@ class EnforcedResources:
                 "resources.cpu_request_millicores", f"{self.cpu_request_millicores} is below 1"
             )
         # The engine refuses memory limits under 6 MiB; say so here rather than at create.
-        if self.memory_bytes is not None and self.memory_bytes < 6 * 1024 * 1024:
+        if self.memory_bytes is not None and self.memory_bytes < MIN_MEMORY_LIMIT_BYTES:
             raise SpecError("resources.memory_bytes", f"{self.memory_bytes} is below 6 MiB")
         if self.pids_limit is not None and self.pids_limit < 1:
             raise SpecError("resources.pids_limit", f"{self.pids_limit} is below 1")

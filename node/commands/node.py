@@ -36,7 +36,8 @@ from orchestrator.endpoints import node_ip
 from orchestrator.firewall import EgressPolicy
 from orchestrator.image_gc import ImageGcPolicy
 from orchestrator.ingress_service import IngressConfig, IngressUnavailable
-from orchestrator.workloads import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIDS
+from orchestrator.replica_specs import DEFAULT_MAX_PIDS
+from orchestrator.workloads import DEFAULT_MAX_IMAGE_BYTES
 from p2p.errors import P2PError
 from vdf.presence import Capacity, PresenceError, measure_capacity
 from wallet.keystore import resolve_signer

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from node.cli import build_parser, main
-from orchestrator.workloads import DEFAULT_MAX_PIDS
+from orchestrator.replica_specs import DEFAULT_MAX_PIDS
 
 
 def test_defaults() -> None:

@@ -13,8 +13,9 @@ import trio
 from chain.runtime.apps import ReplicaEntry, get_app
 from chain.runtime.manifest import validate_manifest
 from chain.state import TrieState
+from orchestrator.replica_specs import replica_spec
 from orchestrator.spec import CAPABILITIES_KEPT, DEFAULT_PIDS_LIMIT, ReplicaSpec
-from orchestrator.workloads import ChainDesiredState, replica_spec
+from orchestrator.workloads import ChainDesiredState
 from tests.factories import ALICE
 from tests.unit.test_apps import CREATE, DELETE, SCALE, WEB, active_chain, nodes_of, web
 from tests.unit.test_towers import TowerChain

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from chain.runtime.apps import ReplicaEntry
 from chain.runtime.manifest import MAX_PIDS_LIMIT, Manifest, validate_manifest
+from orchestrator.replica_specs import DEFAULT_MAX_PIDS, pids_limits, replica_spec
 from orchestrator.spec import DEFAULT_PIDS_LIMIT
-from orchestrator.workloads import DEFAULT_MAX_PIDS, pids_limits, replica_spec
 from tests.factories import ALICE
 from tests.unit.test_apps import CREATE, WEB, active_chain, nodes_of
 from tests.unit.test_workloads import desired_state

@@ -45,13 +45,16 @@ class NodeClass(enum.Enum):
 
 
 class RestartPolicy(enum.Enum):
+    """When a container that exited is started again (Kubernetes `restartPolicy`)."""
+
     ALWAYS = "Always"
     ON_FAILURE = "OnFailure"
     NEVER = "Never"
 
 
-class PortProtocol(enum.Enum):
-    """The transport a port speaks."""
+class PortProtocol(enum.StrEnum):
+    """The transport a port speaks. Its members are their text, as the engine's digests and
+    port bindings write them."""
 
     TCP = "TCP"
     UDP = "UDP"

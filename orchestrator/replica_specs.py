@@ -1,0 +1,178 @@
+"""The engine's view of a tenant's manifest: the replica spec of one assigned replica. This is the
+one place where the manifest's types (`chain.runtime.manifest`) become `orchestrator.spec`'s,
+one function per type; the manifest was checked when the chain accepted it, so nothing here
+checks it again."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from chain.runtime import manifest as m
+from chain.runtime.apps import ReplicaEntry
+from orchestrator import spec as o
+from orchestrator.errors import OrchestratorError
+
+DEFAULT_MAX_PIDS = 4096
+"""The most processes and threads a node lets one replica have, all its containers together,
+unless its operator says otherwise (`statemesh node --max-pids`), whatever the manifest asks:
+a manifest may have 8 containers, and 8 times this is a host's whole `pid_max`."""
+
+VOLUME_KINDS = {
+    m.VolumeKind.EMPTY_DIR: o.VolumeKind.EPHEMERAL,
+    m.VolumeKind.PERSISTENT: o.VolumeKind.PERSISTENT,
+}
+"""The engine's kind of each kind of manifest volume."""
+
+
+class UnsupportedManifest(OrchestratorError):
+    """A manifest this node cannot run yet (the reason is logged once per revision)."""
+
+
+def volume_kind(kind: m.VolumeKind) -> o.VolumeKind:
+    return VOLUME_KINDS[kind]
+
+
+def probe_action(action: m.ProbeAction) -> o.ProbeAction:
+    if isinstance(action, m.HttpGetAction):
+        return o.HTTPGetAction(port=action.port, path=action.path)
+    if isinstance(action, m.TcpSocketAction):
+        return o.TCPSocketAction(port=action.port)
+    return o.ExecAction(command=action.command)
+
+
+def probe(probe: m.Probe | None) -> o.Probe | None:
+    if probe is None:
+        return None
+    return o.Probe(
+        action=probe_action(probe.action),
+        initial_delay_seconds=probe.initial_delay_seconds,
+        period_seconds=probe.period_seconds,
+        timeout_seconds=probe.timeout_seconds,
+        success_threshold=probe.success_threshold,
+        failure_threshold=probe.failure_threshold,
+    )
+
+
+def security_context(context: m.SecurityContext) -> o.SecurityContext:
+    """An effective context (`m.effective_security_context`): what is still unset is the
+    engine's default."""
+    return o.SecurityContext(
+        run_as_user=context.run_as_user,
+        run_as_group=context.run_as_group,
+        run_as_non_root=bool(context.run_as_non_root),
+        read_only_root_filesystem=bool(context.read_only_root_filesystem),
+        capabilities_drop=context.capabilities_drop or (),
+        capabilities_add=context.capabilities_add or (),
+    )
+
+
+def env_var(container: m.Container, var: m.EnvVar) -> o.EnvVar:
+    if var.value is None:
+        # Secret and configuration values reach containers with the secrets feature.
+        raise UnsupportedManifest(
+            f"container {container.name}: env {var.name} refers to a secret or config"
+        )
+    return o.EnvVar(var.name, var.value)
+
+
+def container_port(port: m.ContainerPort) -> o.ContainerPort:
+    return o.ContainerPort(port.container_port, port.name or "", port.protocol)
+
+
+def enforced_resources(resources: m.ContainerResources, pids_limit: int) -> o.EnforcedResources:
+    limits, requests = resources.limits, resources.requests
+    return o.EnforcedResources(
+        # CPU as Kubernetes does: a limit caps, a request only weighs (CPU is compressible).
+        # Memory is not: without a limit the request is the cap, as a node has no eviction.
+        cpu_millicores=limits.cpu_millicores or None,
+        cpu_request_millicores=requests.cpu_millicores or limits.cpu_millicores or None,
+        memory_bytes=limits.memory_bytes or requests.memory_bytes or None,
+        # Kubernetes' ephemeral-storage: the limit caps the container's writable layer.
+        disk_bytes=limits.disk_bytes or None,
+        # Never unlimited: the manifest's limit or the default, within the replica's share
+        # of the node's cap (`pids_limits`).
+        pids_limit=pids_limit,
+    )
+
+
+def pids_limits(asked: Sequence[int | None], max_pids: int) -> list[int]:
+    """The pids limit of each of a replica's containers, given what each manifest limit asks
+    (None: no limit, so `DEFAULT_PIDS_LIMIT`): the node's cap `max_pids` holds for the replica,
+    so its containers together never get more (a replica of many containers cannot take the
+    host's every process id). The cap is shared fairly: containers asking for less than an equal
+    share get what they ask and leave the rest to the others, smallest ask first (in manifest
+    order among equal asks). Each container gets at least 1, even with more containers than
+    `max_pids`: none is left without a process."""
+    wanted = [o.DEFAULT_PIDS_LIMIT if limit is None else limit for limit in asked]
+    given = [0] * len(wanted)
+    left = max_pids
+    by_ask = sorted(range(len(wanted)), key=lambda i: wanted[i])
+    for served, i in enumerate(by_ask):
+        share = left // (len(wanted) - served)
+        given[i] = max(1, min(wanted[i], share))
+        left -= given[i]
+    return given
+
+
+def container(spec: m.ApplicationSpec, container: m.Container, pids_limit: int) -> o.Container:
+    return o.Container(
+        name=container.name,
+        image=container.image,
+        command=container.command,
+        args=container.args,
+        env=tuple(env_var(container, var) for var in container.env),
+        ports=tuple(container_port(p) for p in container.ports),
+        resources=enforced_resources(container.resources, pids_limit),
+        liveness_probe=probe(container.liveness_probe),
+        readiness_probe=probe(container.readiness_probe),
+        startup_probe=probe(container.startup_probe),
+        security=security_context(m.effective_security_context(spec, container)),
+    )
+
+
+def volumes(spec: m.ApplicationSpec) -> tuple[o.Volume, ...]:
+    """The volumes some container mounts, each at its one mount path (the manifest mounts a
+    volume at the same path in every container that mounts it)."""
+    mounts = {vm.name: vm.mount_path for c in spec.containers for vm in c.volume_mounts}
+    return tuple(
+        o.Volume(
+            v.name,
+            mounts[v.name],
+            volume_kind(v.kind),
+            size_bytes=v.size_bytes,
+            memory=v.memory,
+        )
+        for v in spec.volumes
+        if v.name in mounts
+    )
+
+
+def replica_spec(
+    chain_id: str,
+    app: str,
+    entry: ReplicaEntry,
+    manifest: m.Manifest,
+    *,
+    max_pids: int = DEFAULT_MAX_PIDS,
+    owner: str = "",
+    instance: int = 0,
+) -> o.ReplicaSpec:
+    """The orchestrator's view of one assigned replica of `manifest`, an application of `owner`
+    (an address) created on chain as `instance`. Its containers together have at most
+    `max_pids` processes and threads (`pids_limits`)."""
+    spec = manifest.spec
+    asked = [c.resources.limits.pids for c in spec.containers]
+    return o.ReplicaSpec(
+        chain=chain_id,
+        app=app,
+        revision=entry.revision,
+        replica=entry.index,
+        containers=tuple(
+            container(spec, c, pids)
+            for c, pids in zip(spec.containers, pids_limits(asked, max_pids), strict=True)
+        ),
+        restart_policy=spec.restart_policy,
+        volumes=volumes(spec),
+        owner=owner,
+        instance=instance,
+    )
