@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from chain.primitives import blake2_256
-from vdf.proof import DEFAULT_PARAMS, GENERATOR, MAX_ITERATIONS, VdfError, VdfParams, prove
+from vdf.errors import VdfError
+from vdf.proof import DEFAULT_PARAMS, GENERATOR, MAX_ITERATIONS, VdfParams, prove
 
 PROBE_ITERATIONS: Final = 20_000
 """A first short proof, to size the measured ones (about 0.1 s on a 2-vCPU machine)."""

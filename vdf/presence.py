@@ -1,12 +1,14 @@
 """Presence: register this node on chain (operator, class, measured capacity) and keep its Time
-Tower growing with chained VDF proofs, submitted as `towers.submit_proof` transactions."""
+Tower growing with chained VDF proofs, submitted as `towers.submit_proof` transactions. It
+follows the chain's new heads: what it waits for (its registration, a proof's inclusion, a newer
+block after a refusal) comes with a block."""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,15 +17,16 @@ from typing import Any
 import trio
 
 from chain.address import encode_address
-from chain.blocks import Call
+from chain.blocks import Call, Header
+from chain.broadcast import Broadcast
 from chain.errors import InvalidTransaction
 from chain.keys import Keypair
+from chain.ledger import Ledger
 from chain.runtime import apps, nodes, towers
 from chain.runtime.nodes import Nodes, registration_payload
 from chain.runtime.towers import Towers
 from chain.state import StateReader
-from consensus.chain_service import ChainService
-from node.errors import NodeError
+from vdf.errors import VdfError
 from vdf.proof import VdfParams
 from vdf.prover import Prover, TowerJob
 from vdf.tower import TowerProof
@@ -31,6 +34,10 @@ from vdf.tower import TowerProof
 log = logging.getLogger("statemesh.presence")
 
 POLL_SECONDS = 0.25
+"""How often registration looks whether the engine answers yet, while it waits for it."""
+LOOK_SECONDS = 1.0
+"""How often the registration keeper looks at what is not chain state (whether the engine runs,
+its disk pressure, the node's address); it looks at each new best block too."""
 RESUBMIT_AFTER_BLOCKS = 8
 """A transaction not included after this many blocks is sent again (it may have been dropped)."""
 
@@ -44,7 +51,7 @@ WAIT_FOR_ENGINE_SECONDS = 30.0
 (SUBMIT_PROOF,) = Towers().calls()
 
 
-class PresenceError(NodeError):
+class PresenceError(VdfError):
     """The node cannot register as asked (declares more than it has, another operator's)."""
 
 
@@ -102,10 +109,30 @@ def check_declared(declared: Capacity, measured: Capacity) -> None:
             )
 
 
+class HeadSignal:
+    """Wakes one waiting loop at each new best block (one per loop, so that none takes
+    another's wake-up); heads that came while the loop was busy wake it at once."""
+
+    __slots__ = ("_moved",)
+
+    def __init__(self, heads: Broadcast[Header]) -> None:
+        self._moved = trio.Event()
+        heads.listen(self._on_head)
+
+    def _on_head(self, _: Header) -> None:
+        self._moved.set()
+
+    async def wait(self, timeout: float = math.inf) -> None:  # noqa: ASYNC109 - also a look
+        """Until a new best block (one published since the last wait), or `timeout` seconds."""
+        with trio.move_on_after(timeout):
+            await self._moved.wait()
+        self._moved = trio.Event()
+
+
 class PresenceService:
     def __init__(
         self,
-        chain: ChainService,
+        chain: Ledger,
         *,
         operator: Keypair,
         identity: Keypair,
@@ -115,14 +142,13 @@ class PresenceService:
         iterations: int | None = None,
         compute: Callable[[], bool | None] = lambda: True,
         disk_pressure: Callable[[], bool] = lambda: False,
-        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.chain = chain
         self.compute = compute
         """Whether the node can run replicas now (None: not known yet)."""
         self.disk_pressure = disk_pressure
         """Whether the engine's data root is too full to take more disk requests."""
-        self._monotonic = monotonic
+        self._clock = chain.clock
         self.operator = operator
         self.identity = identity
         self.node_class = node_class
@@ -136,6 +162,10 @@ class PresenceService:
         self._refused_at: int | None = None
         """The best block when a proof was last refused: the next one waits for a newer one."""
         self.prover: Prover | None = None
+        self._registration_heads = HeadSignal(chain.new_heads)
+        """Wakes registration, then the registration keeper (one after the other)."""
+        self._job_heads = HeadSignal(chain.new_heads)
+        """Wakes the prover's wait for its next job."""
 
     @property
     def node_id(self) -> bytes:
@@ -184,7 +214,7 @@ class PresenceService:
         """What was declared at `sent_at`: the same is sent again only after some blocks, a
         different declaration (pressure that came and went meanwhile) at once."""
         while True:
-            await trio.sleep(POLL_SECONDS * 4)
+            await self._registration_heads.wait(LOOK_SECONDS)
             state = store.best_state()
             record = nodes.get_node(state, self.node_id)
             if record is None or record.operator != self.operator.public:
@@ -192,7 +222,7 @@ class PresenceService:
             want = self._declared(state)
             have = Capacity(record.cores, record.memory_mb, record.disk_gb, record.gpus)
             address = self.address.encode() if self.address else record.address
-            now = self._monotonic()
+            now = self._clock.monotonic()
             if want == have and address == record.address:
                 changed_at = sent_at = None
                 continue
@@ -234,7 +264,7 @@ class PresenceService:
     async def _ensure_registered(self) -> bool:
         store = self.chain.store
         sent_at: int | None = None
-        waiting_since = self._monotonic()
+        waiting_since = self._clock.monotonic()
         while True:
             record = nodes.get_node(store.best_state(), self.node_id)
             if record is not None:
@@ -248,8 +278,11 @@ class PresenceService:
                 return True
             best = store.best_header.number
             compute = self.compute()
-            if compute is None and self._monotonic() - waiting_since < WAIT_FOR_ENGINE_SECONDS:
-                await trio.sleep(POLL_SECONDS)
+            if (
+                compute is None
+                and self._clock.monotonic() - waiting_since < WAIT_FOR_ENGINE_SECONDS
+            ):
+                await self._registration_heads.wait(POLL_SECONDS)
                 continue
             if sent_at is None or best - sent_at > RESUBMIT_AFTER_BLOCKS:
                 c = self._declared(store.best_state())
@@ -270,7 +303,7 @@ class PresenceService:
                         c.disk_gb, encode_address(self.operator.public),
                     )  # fmt: skip
                 sent_at = best
-            await trio.sleep(POLL_SECONDS)
+            await self._registration_heads.wait()
 
     async def _next_job(self) -> TowerJob:
         store = self.chain.store
@@ -278,14 +311,14 @@ class PresenceService:
             best = store.best_header
             tower = towers.get_tower(store.best_state(), self.node_id)
             if self._refused_at is not None and best.number <= self._refused_at:
-                await trio.sleep(POLL_SECONDS)
+                await self._job_heads.wait()
                 continue
             self._refused_at = None
             pending = self._pending
             if pending is not None:
                 height, sent_at = pending
                 if tower.height < height and best.number - sent_at <= RESUBMIT_AFTER_BLOCKS:
-                    await trio.sleep(POLL_SECONDS)
+                    await self._job_heads.wait()
                     continue
                 self._pending = None
             # Anchor on the best block's parent: the best state already records its hash, so

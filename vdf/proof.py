@@ -9,6 +9,7 @@ from typing import Final
 import chiavdf
 
 from chain import vdf as chain_vdf
+from vdf.errors import VdfError
 
 # The encoding of group elements, the bounds and the verification itself are the chain's
 # (`chain.vdf`), so the prover checks its inputs against exactly what the runtime accepts.
@@ -27,10 +28,6 @@ MAX_DISCRIMINANT_BITS: Final = 1024
 DISCRIMINANT_BITS_STEP: Final = 128
 """Sizes verified with chiavdf 1.2.0: 256, 384, ..., 1024. Above 1024 chiavdf refuses; below 1024
 the class group is too small to be safe, so anything but 1024 is for tests only."""
-
-
-class VdfError(Exception):
-    """Base of every error raised by the `vdf` package."""
 
 
 class VdfParamsError(VdfError):

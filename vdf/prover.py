@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from vdf.errors import VdfError
 from vdf.proof import (
     FORM_SIZE,
     MalformedProof,
-    VdfError,
     VdfParams,
     VdfProof,
     check_challenge,

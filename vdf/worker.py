@@ -12,7 +12,8 @@ import threading
 import time
 from typing import BinaryIO, Final
 
-from vdf.proof import CHALLENGE_SIZE, FORM_SIZE, PROOF_SIZE, VdfError, VdfParams, prove
+from vdf.errors import VdfError
+from vdf.proof import CHALLENGE_SIZE, FORM_SIZE, PROOF_SIZE, VdfParams, prove
 
 READY: Final = b"R"
 OK: Final = b"K"

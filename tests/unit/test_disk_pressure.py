@@ -228,7 +228,6 @@ def node_zero(chain: TowerChain, pressure: Callable[[], bool]) -> PresenceServic
         capacity=Capacity(2, 1024, 10, 0),
         address="/ip4/127.0.0.1/tcp/1",
         disk_pressure=pressure,
-        monotonic=trio.current_time,
     )
 
 

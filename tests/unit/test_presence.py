@@ -3,16 +3,18 @@ while, its capacity again once it is back, and its registered address kept curre
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
 import trio
 import trio.testing
 
-from chain.blocks import Call
+from chain.blocks import Call, Header
+from chain.broadcast import Broadcast
 from chain.keys import Keypair
 from chain.runtime import nodes
+from testkit.trio_clock import TrioClock
 from tests.unit.test_towers import NODE_KEYS, OPERATORS, TowerChain, registration, tower_spec
 from vdf.presence import NO_COMPUTE_SECONDS, Capacity, PresenceService
 
@@ -25,6 +27,12 @@ class ChainFake:
     it sends is put in a block at once."""
 
     chain: TowerChain
+    new_heads: Broadcast[Header] = field(default_factory=Broadcast)
+    """Never published to: the services' looks at what is not chain state are what is tested."""
+
+    @property
+    def clock(self) -> TrioClock:
+        return TrioClock()
 
     @property
     def store(self) -> Any:
@@ -53,7 +61,6 @@ def test_compute_lost_then_back_is_declared_after_a_while_and_the_address_kept_c
         capacity=Capacity(2, 1024, 10, 0),
         address=ADDRESS,
         compute=lambda: compute[0],
-        monotonic=trio.current_time,
     )
 
     def declared() -> tuple[int, int, int, bytes]:
