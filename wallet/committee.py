@@ -23,17 +23,16 @@ from chain import codec
 from chain.blocks import Call, SignedTransaction, UnsignedTransaction
 from chain.errors import InvalidTransaction
 from chain.keys import Keypair
+from chain.ledger import Ledger
 from chain.primitives import AccountId, Hash32
 from chain.runtime import nodes, wallets
 from chain.runtime.wallets import Wallets
 from chain.signature import verify
 from chain.state import StateReader
-from consensus.chain_service import ChainService
-from node.errors import NodeError
 from p2p.addresses import parse_bootnode
 from p2p.errors import DialFailed, InvalidConfig, PeerUnreachable, RequestFailed
-from p2p.host import P2PService
 from p2p.identity import PeerId
+from wallet.errors import WalletError
 from wallet.frost import (
     FrostError,
     PublicKeyPackage,
@@ -65,6 +64,7 @@ from wallet.messages import (
     encode_refusal,
 )
 from wallet.shares import ShareStore
+from wallet.transport import Transport
 
 log = logging.getLogger("statemesh.wallet")
 
@@ -88,7 +88,7 @@ RESUBMIT_SECONDS = 10.0
 submitted again (the same call: the same wallet)."""
 
 
-class WalletServiceError(NodeError):
+class WalletServiceError(WalletError):
     """A wallet operation that did not happen; nothing was submitted."""
 
 
@@ -108,7 +108,7 @@ class SigningFailed(WalletServiceError):
     pass
 
 
-class MemberUnreachable(NodeError):
+class MemberUnreachable(WalletError):
     """The transport could not get an answer from a member."""
 
 
@@ -149,7 +149,7 @@ class P2PWalletTransport:
 
     __slots__ = ("_address_of", "_p2p")
 
-    def __init__(self, p2p: P2PService, address_of: Callable[[AccountId], str | None]) -> None:
+    def __init__(self, p2p: Transport, address_of: Callable[[AccountId], str | None]) -> None:
         self._p2p = p2p
         self._address_of = address_of
 
@@ -196,11 +196,11 @@ def registered_address(ledger: WalletLedger) -> Callable[[AccountId], str | None
 
 
 class ChainLedger:
-    """`WalletLedger` over the node's `ChainService`."""
+    """`WalletLedger` over the chain's `Ledger`."""
 
     __slots__ = ("_chain",)
 
-    def __init__(self, chain: ChainService) -> None:
+    def __init__(self, chain: Ledger) -> None:
         self._chain = chain
 
     @property
@@ -324,7 +324,7 @@ class WalletService:
     def member(self) -> CommitteeMember:
         return self._member
 
-    def register(self, p2p: P2PService) -> None:
+    def register(self, p2p: Transport) -> None:
         p2p.register_protocol(
             PROTOCOL_WALLET,
             self.serve,

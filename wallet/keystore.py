@@ -22,6 +22,7 @@ from Crypto.Protocol.KDF import scrypt
 from chain.address import encode_address
 from chain.keys import DEV_ACCOUNTS, Keypair, dev_keypair
 from chain.primitives import ACCOUNT_ID_LENGTH, AccountId
+from wallet.errors import WalletError
 
 KEYSTORE_VERSION = 1
 KDF_NAME = "scrypt"
@@ -46,7 +47,7 @@ _CHECK_DOMAIN = b"statemesh/keystore/password-check\x00"
 _MAX_SCRYPT_MEMORY = 1 << 30
 
 
-class KeystoreError(Exception):
+class KeystoreError(WalletError):
     """Base of the keystore's errors. Messages name the key or file, never a password or seed."""
 
 

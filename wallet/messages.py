@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from chain import codec
 from chain.errors import Rejection
-from node.errors import NodeError
+from wallet.errors import WalletError
 
 PROTOCOL_WALLET = "wallet"
 PROTOCOL_WALLET_RELAY = "wallet-relay"
@@ -62,7 +62,7 @@ class RefusalReason(enum.Enum):
     BUSY = "Busy"
 
 
-class Refused(Rejection[RefusalReason], NodeError):
+class Refused(Rejection[RefusalReason], WalletError):
     """A member's refusal: carried back to the coordinator as the answer."""
 
 

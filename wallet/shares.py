@@ -24,7 +24,7 @@ from Crypto.Hash import SHA256
 from Crypto.Protocol.KDF import HKDF
 
 from chain.keys import DEV_ACCOUNTS, Keypair, dev_keypair
-from node.errors import NodeError
+from wallet.errors import WalletError
 from wallet.frost import KeyPackage, PublicKeyPackage
 from wallet.frost.errors import FrostError
 from wallet.frost.wire import Reader, encode_count
@@ -44,7 +44,7 @@ _NONCE_BYTES = 12
 _TAG_BYTES = 16
 
 
-class ShareStoreError(NodeError):
+class ShareStoreError(WalletError):
     """A share file that cannot be read back or written; the message never contains key
     material."""
 

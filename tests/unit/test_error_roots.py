@@ -12,6 +12,8 @@ import pytest
 
 import chain
 import node
+import vdf
+import wallet
 from chain.errors import (
     BlockRejection,
     ChainError,
@@ -27,6 +29,8 @@ from node.rpc.limits import RpcLimitsError
 from node.rpc.origins import CorsError
 from node.rpc.registry import RegistryError, UndeclaredParamError
 from node.workload_access import AccessDenied, AccessRefusal
+from vdf.errors import VdfError
+from wallet.errors import WalletError
 from wallet.messages import RefusalReason, Refused
 
 
@@ -40,7 +44,10 @@ def _exceptions(package: ModuleType) -> list[type[BaseException]]:
     return found
 
 
-@pytest.mark.parametrize(("package", "root"), [(chain, ChainError), (node, NodeError)])
+@pytest.mark.parametrize(
+    ("package", "root"),
+    [(chain, ChainError), (node, NodeError), (wallet, WalletError), (vdf, VdfError)],
+)
 def test_every_exception_of_a_layer_derives_from_its_root(
     package: ModuleType, root: type[Exception]
 ) -> None:
@@ -56,7 +63,7 @@ def test_every_exception_of_a_layer_derives_from_its_root(
         (InvalidTransaction(TxRejection.STALE_NONCE, "nonce 3 < 4"), ChainError, "stale nonce: "),
         (InvalidBlock(BlockRejection.BAD_SEAL, "nonce 3 < 4"), ChainError, "bad seal: "),
         (InvalidVote(VoteRejection.WRONG_ROUND, "nonce 3 < 4"), Exception, "round out of range: "),
-        (Refused(RefusalReason.BUSY, "nonce 3 < 4"), NodeError, "Busy: "),
+        (Refused(RefusalReason.BUSY, "nonce 3 < 4"), WalletError, "Busy: "),
         (AccessDenied(AccessRefusal.EXPIRED, "nonce 3 < 4"), NodeError, ""),
     ],
 )

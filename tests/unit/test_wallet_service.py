@@ -23,6 +23,7 @@ from chain.primitives import AccountId, Hash32
 from chain.runtime import system, wallets
 from chain.signature import verify
 from chain.state import StateReader, TrieState
+from p2p.errors import DialFailed, P2PError, RequestFailed
 from p2p.identity import PeerId
 from tests.factories import ALICE, CHARLIE, transfer_call
 from tests.unit.test_towers import NODE_KEYS, OPERATORS, TowerChain
@@ -31,8 +32,8 @@ from wallet.committee import (
     REQUEST,
     CreatedWallet,
     DkgFailed,
-    MemberUnreachable,
     NotEnoughSigners,
+    P2PWalletTransport,
     SigningFailed,
     UnknownWallet,
     WalletService,
@@ -53,6 +54,7 @@ from wallet.messages import (
     encode_answer,
 )
 from wallet.shares import ShareStore
+from wallet.transport import Handler
 
 T = TypeVar("T")
 LOGIN = Keypair.from_seed(b"\x61" * 32)
@@ -121,45 +123,79 @@ class LedgerFake:
         return self.submit(self.chain.sign(keypair, call, nonce=nonce))
 
 
+class ConnectionRefused(RequestFailed):
+    """What the in-memory network answers for a node that is down."""
+
+    def __init__(self) -> None:
+        P2PError.__init__(self, "connection refused")
+
+
 class Router:
     """Delivers requests between services in memory, each as coming from its sender's node (as
     the p2p host does: the peer id is the node key); members can be down or silent."""
 
     def __init__(self) -> None:
         self.services: dict[AccountId, WalletService] = {}
+        self.handlers: dict[tuple[AccountId, str], Handler] = {}
         self.down: set[AccountId] = set()
         self.silent: set[AccountId] = set()
 
-    def transport(self, sender: AccountId) -> RouterTransport:
-        return RouterTransport(self, sender)
+    def p2p(self, node_id: AccountId) -> RouterP2P:
+        return RouterP2P(self, node_id)
+
+    def transport(self, sender: AccountId) -> P2PWalletTransport:
+        """The committee's transport over this node's end of the in-memory network: members
+        are all connected, so none is dialled (none has an address)."""
+        return P2PWalletTransport(self.p2p(sender), lambda node_id: None)
 
     async def deliver(
         self, sender: AccountId, node_id: AccountId, data: bytes, protocol: str = PROTOCOL_WALLET
     ) -> bytes:
         await trio.lowlevel.checkpoint()
         if node_id in self.down:
-            raise MemberUnreachable("connection refused")
+            raise ConnectionRefused()
         if node_id in self.silent:
             await trio.sleep_forever()
-        service = self.services[node_id]
-        serve = service.serve if protocol == PROTOCOL_WALLET else service.serve_relay
-        return await serve(peer_id_of(sender), data)
+        return await self.handlers[node_id, protocol](peer_id_of(sender), data)
 
 
-class RouterTransport:
-    def __init__(self, router: Router, sender: AccountId) -> None:
+class RouterP2P:
+    """One node's end of the in-memory network, as the wallet committee uses the p2p host."""
+
+    def __init__(self, router: Router, node_id: AccountId) -> None:
         self.router = router
-        self.sender = sender
+        self.node_id = node_id
+        self.penalties: list[tuple[PeerId, float, str]] = []
+
+    def register_protocol(
+        self,
+        name: str,
+        handler: Handler,
+        *,
+        max_request_bytes: int,
+        max_response_bytes: int,
+        timeout: float,
+        max_concurrent: int | None = None,
+    ) -> None:
+        self.router.handlers[self.node_id, name] = handler
 
     async def request(
         self,
-        node_id: AccountId,
+        peer_id: PeerId,
+        name: str,
         data: bytes,
         *,
-        timeout: float,  # noqa: ASYNC109
-        protocol: str = PROTOCOL_WALLET,
+        timeout: float | None = None,  # noqa: ASYNC109
     ) -> bytes:
-        return await self.router.deliver(self.sender, node_id, data, protocol)
+        node_id = node_id_of(peer_id)
+        assert node_id is not None
+        return await self.router.deliver(self.node_id, node_id, data, name)
+
+    async def connect(self, address: str) -> PeerId:
+        raise DialFailed(f"{address}: no dialling in memory")
+
+    def penalize(self, peer_id: PeerId, amount: float, reason: str) -> None:
+        self.penalties.append((peer_id, amount, reason))
 
 
 class Network:
@@ -177,6 +213,7 @@ class Network:
                 payer=OPERATORS[i],
                 timeout=5.0,
             )
+            service.register(self.router.p2p(key.public))
             self.router.services[key.public] = service
         self.committee = sorted(k.public for k in NODE_KEYS[:3])
 
@@ -462,6 +499,7 @@ class CheatingRouter(Router):
     def __init__(self, base: Router, cheater: Keypair, victim: Keypair) -> None:
         super().__init__()
         self.services = base.services
+        self.handlers = base.handlers
         self.cheater, self.victim = cheater, victim
 
     async def deliver(
@@ -555,6 +593,7 @@ class FloodingRouter(Router):
     def __init__(self, base: Router, stranger: AccountId, coordinator: AccountId) -> None:
         super().__init__()
         self.services = base.services
+        self.handlers = base.handlers
         self.stranger, self.coordinator = stranger, coordinator
         self.flood = 2 * MAX_DKG_SESSIONS
         self.answers: list[str] = []

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from wallet.errors import WalletError
 
-class FrostError(Exception):
+
+class FrostError(WalletError):
     """Base of every FROST error. Messages never contain secret values (shares, nonces)."""
 
     def __init__(self, message: str, *, culprits: Iterable[int] = ()) -> None:
