@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import statistics
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from chain.clock import Clock, SystemClock
 from chain.primitives import blake2_256
 from vdf.errors import VdfError
 from vdf.proof import DEFAULT_PARAMS, GENERATOR, MAX_ITERATIONS, VdfParams, prove
@@ -53,14 +52,16 @@ def calibrate(
     *,
     budget_seconds: float = 3.0,
     samples: int = 3,
-    timer: Callable[[], float] = time.perf_counter,
+    clock: Clock | None = None,
 ) -> Calibration:
     """Prove a short probe, then `samples` proofs sized to share `budget_seconds`, on this
-    thread (it blocks for about the budget). Challenges are fixed, so runs are comparable."""
+    thread (it blocks for about the budget), timed by `clock`'s monotonic reading (the
+    system's by default). Challenges are fixed, so runs are comparable."""
     if not budget_seconds > 0:
         raise CalibrationError(f"the measuring budget must be positive, got {budget_seconds} s")
     if samples < 1:
         raise CalibrationError(f"at least one sample is needed, got {samples}")
+    timer = (clock or SystemClock()).monotonic
 
     def measure(index: int, iterations: int) -> Sample:
         challenge = bytes(blake2_256(_DOMAIN + index.to_bytes(4, "big")))

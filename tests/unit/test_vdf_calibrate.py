@@ -1,5 +1,5 @@
 """`vdf.calibrate` and `statemesh vdf calibrate`: the measurement's arithmetic (with a fake
-timer), a real short run, and the command's output."""
+clock), a real short run, and the command's output."""
 
 from __future__ import annotations
 
@@ -22,14 +22,21 @@ from vdf.calibrate import (
 from vdf.proof import MAX_ITERATIONS, VdfParams
 
 
-def half_second_timer() -> itertools.count[float]:
-    """Every reading is half a second after the last: each timed proof takes 0.5 s."""
-    return itertools.count(0.0, 0.5)
+class HalfSecondClock:
+    """Every monotonic reading is half a second after the last: each timed proof takes 0.5 s."""
+
+    def __init__(self) -> None:
+        self._readings = itertools.count(0.0, 0.5)
+
+    def now_ms(self) -> int:
+        return 0
+
+    def monotonic(self) -> float:
+        return next(self._readings)
 
 
 def test_samples_are_sized_from_the_probe_and_the_median_is_reported() -> None:
-    readings = half_second_timer()
-    result = calibrate(VdfParams(256), budget_seconds=0.1, samples=2, timer=lambda: next(readings))
+    result = calibrate(VdfParams(256), budget_seconds=0.1, samples=2, clock=HalfSecondClock())
     probe_rate = PROBE_ITERATIONS / 0.5
     size = round(probe_rate * 0.1 / 2)
     assert result.samples == (Sample(size, 0.5), Sample(size, 0.5))
@@ -38,8 +45,7 @@ def test_samples_are_sized_from_the_probe_and_the_median_is_reported() -> None:
 
 
 def test_a_tiny_budget_still_proves_a_minimum() -> None:
-    readings = half_second_timer()
-    result = calibrate(budget_seconds=1e-6, samples=1, timer=lambda: next(readings))
+    result = calibrate(budget_seconds=1e-6, samples=1, clock=HalfSecondClock())
     assert result.samples == (Sample(MIN_SAMPLE_ITERATIONS, 0.5),)
 
 
