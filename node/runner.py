@@ -235,8 +235,7 @@ class Node:
                 presence.disk_pressure = disk.under_pressure
             wallet = _wallet(config, chain, network, node_key)
             endpoints = EndpointService(
-                lambda: store.finalized_header.hash,
-                store.state_at,
+                chain,
                 Keypair.from_seed(node_key.seed),
                 config.node_ip,
                 # Without an ingress proxy the node advertises nothing; with port 0, `run` sets

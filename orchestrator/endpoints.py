@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import time
-from collections.abc import Callable, Iterable, Mapping
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import trio
 
 from chain import codec
+from chain.blocks import Header
 from chain.keys import Keypair
+from chain.ledger import Ledger
 from chain.runtime import apps, nodes
 from chain.runtime.manifest import ingress_prefix
 from chain.signature import verify
@@ -46,8 +48,6 @@ TOPIC_ENDPOINTS = "endpoints"
 ADVERT_DOMAIN = b"statemesh/endpoints/v2:"
 MAX_ADVERT_REPLICAS = 4096
 MAX_APP_NAME = 253
-REBUILD_POLL_SECONDS = 0.25
-"""How soon a new finalized block or a lapse reaches the routes at the latest."""
 MIN_REBUILD_SECONDS = 0.05
 """Rebuilds happen at most this often, however fast advertisements arrive."""
 WITHDRAW_SECONDS = 1.0
@@ -255,6 +255,14 @@ class AdvertBook:
     def fresh(self) -> list[Advertisement]:
         return [advert for advert, _ in self._adverts.values()]
 
+    def next_lapse(self, now: float) -> float:
+        """Seconds from `now` until `expire` would drop an advertisement (inf when none is
+        held): when the routes must be rebuilt although nothing was heard."""
+        if not self._adverts:
+            return math.inf
+        lapse = min(at for _, at in self._adverts.values()) + self.ttl
+        return max(lapse - now, self._next_check - now, 0.0)
+
 
 class NodeEndpoint(NamedTuple):
     """Where a node's ready replicas are reached."""
@@ -336,8 +344,7 @@ class EndpointService:
 
     def __init__(
         self,
-        finalized: Callable[[], bytes],
-        state_at: Callable[[bytes], StateReader],
+        ledger: Ledger,
         identity: Keypair,
         address: str,
         ingress_port: int,
@@ -346,11 +353,10 @@ class EndpointService:
         allow_private: bool = False,
         refresh_seconds: float = 10.0,
         ttl_seconds: float = 30.0,
-        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
-        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._finalized = finalized
-        self._state_at = state_at
+        self.ledger = ledger
+        """Read at its finalized state, followed through its finalized heads; its clock dates
+        advertisements (wall) and their lapse (monotonic)."""
         self.identity = identity
         # ValueError unless peers of this node's kind (loopback or not, private or not) would
         # route to it: a node never advertises what its peers must refuse.
@@ -364,8 +370,6 @@ class EndpointService:
         self.workloads = workloads
         self.refresh_seconds = refresh_seconds
         self.book = AdvertBook(ttl_seconds)
-        self._wall_ms = wall_ms
-        self._monotonic = monotonic
         self._manifests = ManifestCache()
         self._p2p: P2PService | None = None
         self._inbox: trio.MemoryReceiveChannel[GossipMessage] | None = None
@@ -404,7 +408,7 @@ class EndpointService:
         return self._judge(advert)
 
     def _judge(self, advert: Advertisement) -> Verdict:
-        now_ms = self._wall_ms()
+        now_ms = self.ledger.clock.now_ms()
         if advert.node_id == self.identity.public or not self.book.newer(advert):
             return Verdict.IGNORE
         refused = self.policy.check(advert.address)
@@ -425,7 +429,7 @@ class EndpointService:
             return Verdict.IGNORE
         if self.book.too_soon(advert):
             return Verdict.IGNORE
-        record = nodes.get_node(self._state_at(self._finalized()), advert.node_id)
+        record = nodes.get_node(self._finalized_state(), advert.node_id)
         if record is None:
             # Perhaps registered in a block this node has not finalized yet.
             return Verdict.IGNORE
@@ -447,7 +451,7 @@ class EndpointService:
                     advert = decode_advertisement(message.data)
                 except WireError:
                     continue
-                if self.book.offer(advert, self._monotonic()):
+                if self.book.offer(advert, self.ledger.clock.monotonic()):
                     self._rebuild.set()
                     log.debug(
                         "node %s advertises %d ready replicas",
@@ -456,14 +460,14 @@ class EndpointService:
                     )
 
     def _advert(self, ready: Iterable[ReadyReplica]) -> Advertisement:
-        issued = max(self._wall_ms(), self._last_issued + MIN_ADVERT_INTERVAL_MS)
+        issued = max(self.ledger.clock.now_ms(), self._last_issued + MIN_ADVERT_INTERVAL_MS)
         self._last_issued = issued
         return Advertisement.signed(self.identity, issued, self.address, self.ingress_port, ready)
 
     def _withholding(self) -> str | None:
         """Why peers would reject this node's advertisement (and score it down for it), judging
         by its finalized registration; None when they would not (or cannot tell yet)."""
-        record = nodes.get_node(self._state_at(self._finalized()), self.identity.public)
+        record = nodes.get_node(self._finalized_state(), self.identity.public)
         mismatch = registration_mismatch(record, self.address) if record is not None else None
         if mismatch != self._withheld and mismatch is not None:
             log.warning(
@@ -537,6 +541,8 @@ class EndpointService:
                 nursery.start_soon(self._receive)
             if self.workloads is not None:
                 nursery.start_soon(self._advertising_task)
+            # Subscribed before `started`: no block finalized from then on is missed.
+            nursery.start_soon(self._follow_finalized, self.ledger.finalized_heads.subscribe())
             nursery.start_soon(self._keep_routes)
             task_status.started()
 
@@ -544,20 +550,34 @@ class EndpointService:
         with self._advertising:
             await self._advertise()
 
-    async def _keep_routes(self) -> None:
-        """Rebuild the route table off the request path: when an advertisement or this node's
-        readiness changed, and on a short poll for new finalized blocks and lapses."""
+    async def _follow_finalized(self, finalized: trio.MemoryReceiveChannel[Header]) -> None:
+        """Each newly finalized block asks for a rebuild (the routes read the finalized state).
+        A subscription the broadcast dropped for falling behind is taken again."""
         while True:
-            with trio.move_on_after(REBUILD_POLL_SECONDS):
+            async with finalized:
+                async for _ in finalized:
+                    self._rebuild.set()
+            self._rebuild.set()  # what was missed is read at the next rebuild
+            finalized = self.ledger.finalized_heads.subscribe()
+
+    async def _keep_routes(self) -> None:
+        """Rebuild the route table off the request path: when a block is finalized, when an
+        advertisement or this node's readiness changed, and when an advertisement lapses."""
+        while True:
+            with trio.move_on_after(self.book.next_lapse(self.ledger.clock.monotonic())):
                 await self._rebuild.wait()
             self._rebuild = trio.Event()
             self.refresh()
             await trio.sleep(MIN_REBUILD_SECONDS)
 
+    def _finalized_state(self) -> StateReader:
+        store = self.ledger.store
+        return store.state_at(store.finalized_header.hash)
+
     # -- routes ----------------------------------------------------------------------------
 
     def ready_by_node(self) -> dict[bytes, NodeEndpoint]:
-        self.book.expire(self._monotonic())
+        self.book.expire(self.ledger.clock.monotonic())
         ready = {
             a.node_id: NodeEndpoint(a.address, frozenset(a.ready), a.ingress_port)
             for a in self.book.fresh()
@@ -568,11 +588,12 @@ class EndpointService:
     def refresh(self) -> RouteTable:
         """Rebuild the route table if the finalized state, an advertisement (or its lapse) or
         this node's readiness changed since it was built."""
-        self.book.expire(self._monotonic())
-        finalized = self._finalized()
+        self.book.expire(self.ledger.clock.monotonic())
+        store = self.ledger.store
+        finalized = store.finalized_header.hash
         key = (finalized, self.book.version, self._local_version)
         if self._memo is None or self._memo[0] != key:
-            state = self._state_at(finalized)
+            state = store.state_at(finalized)
             table = build_routes(
                 state, self._manifests, self.ready_by_node(), self.identity.public, self._pods
             )

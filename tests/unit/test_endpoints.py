@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import ipaddress
 import re
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import pytest
@@ -16,6 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chain import codec
+from chain.blocks import Header
+from chain.broadcast import Broadcast
 from chain.keys import Keypair
 from chain.runtime import apps
 from chain.wire import WireError
@@ -35,9 +38,11 @@ from orchestrator.ingress import Backend, Route
 from orchestrator.manifest_cache import ManifestCache
 from p2p.gossip import GossipMessage, Verdict
 from p2p.identity import PeerId
+from testkit.trio_clock import TrioClock
 from tests.factories import ALICE, BOB
 from tests.unit.test_apps import CREATE, DELETE, active_chain, named, web
 from tests.unit.test_towers import NODE_KEYS, OPERATORS, TowerChain, registration, tower_spec
+from tests.unit.test_workloads import FinalizedStore
 
 NOW_MS = 1_800_000_000_000
 STRANGER = Keypair.from_seed(bytes(range(32)))
@@ -218,17 +223,36 @@ def test_routes_hold_only_ready_replicas_placed_on_the_advertising_node() -> Non
 
 
 class Clock:
+    """Wall-clock time stays at NOW_MS; the monotonic reading is what the test sets."""
+
     def __init__(self) -> None:
         self.now = 0.0
 
-    def __call__(self) -> float:
+    def now_ms(self) -> int:
+        return NOW_MS
+
+    def monotonic(self) -> float:
         return self.now
+
+
+@dataclass
+class FinalizedLedger:
+    """What the endpoint service reads of a ledger: `chain` as finalized, a feed of finalized
+    heads the test publishes to, and a clock."""
+
+    chain: TowerChain
+    clock: Clock | TrioClock
+    finalized_heads: Broadcast[Header] = field(default_factory=Broadcast)
+
+    @property
+    def store(self) -> FinalizedStore:
+        return FinalizedStore(self.chain)
 
 
 def service(  # type: ignore[no-untyped-def]
     chain,
     address: str = "127.0.0.1",
-    clock: Clock | None = None,
+    clock: Clock | TrioClock | None = None,
     *,
     identity: Keypair = NODE_KEYS[3],
     port: int = INGRESS_PORT,
@@ -236,16 +260,13 @@ def service(  # type: ignore[no-untyped-def]
     workloads: object = None,
 ) -> EndpointService:
     return EndpointService(
-        lambda: chain.root,
-        lambda root: chain.state,
+        FinalizedLedger(chain, clock or Clock()),  # type: ignore[arg-type]
         identity,
         address,
         port,
         workloads,  # type: ignore[arg-type]
         allow_private=allow_private,
         ttl_seconds=30,
-        wall_ms=lambda: NOW_MS,
-        monotonic=clock or Clock(),
     )
 
 
@@ -599,3 +620,84 @@ def test_on_a_loopback_network_a_wrapped_loopback_address_is_refused_too(wrapped
     forged = advert(NODE_KEYS[0], NOW_MS, wrapped)
     assert endpoints._judge(forged) is Verdict.REJECT
     assert endpoints._judge(advert(NODE_KEYS[0], NOW_MS, "127.0.0.1")) is Verdict.ACCEPT
+
+
+def test_the_routes_follow_finalized_blocks_and_lapses_without_polling() -> None:
+    """The service rebuilds its routes when the ledger finalizes a block and when an
+    advertisement lapses; in between, nothing is read (an hour of quiet rebuilds nothing)."""
+    chain = placed_chain()
+    endpoints = service(chain, clock=TrioClock(NOW_MS))
+    ledger = endpoints.ledger
+    assert isinstance(ledger, FinalizedLedger)
+    entry = next(e for e in apps.placement(chain.state, "web") if e.node == NODE_KEYS[0].public)
+    relay = Backend("93.184.216.34", 8080, "93.184.216.34", relay=True)
+    head: Header = SimpleNamespace(number=1)  # type: ignore[assignment]
+    builds = 0
+    build = endpoints.refresh
+
+    def counted() -> object:
+        nonlocal builds
+        builds += 1
+        return build()
+
+    endpoints.refresh = counted  # type: ignore[method-assign]
+
+    def backends() -> tuple[Backend, ...]:
+        return endpoints.routes().hosts["web.statemesh.internal"][0].backends
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(endpoints.run)
+            await trio.sleep(1)
+            assert "shop.statemesh.internal" not in endpoints.routes().hosts
+            chain.send(BOB, CREATE.call(manifest=named("shop", "shop.statemesh.internal")))
+            quiet = builds
+            await trio.sleep(3600)
+            assert builds == quiet
+            assert "shop.statemesh.internal" not in endpoints.routes().hosts  # not finalized yet
+            ledger.finalized_heads.publish(head)
+            await trio.sleep(0.1)
+            assert "shop.statemesh.internal" in endpoints.routes().hosts
+            # An advertisement is routed at once, and its lapse (30 s later) is too.
+            offered = advert(
+                NODE_KEYS[0], NOW_MS + 3_601_100, "93.184.216.34",
+                ReadyReplica("web", 1, entry.index),
+            )  # fmt: skip
+            assert endpoints.book.offer(offered, now=trio.current_time())
+            endpoints._rebuild.set()
+            await trio.sleep(0.1)
+            assert backends() == (relay,)
+            await trio.sleep(29)
+            assert backends() == (relay,)
+            await trio.sleep(2)
+            assert backends() == ()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_a_dropped_subscription_to_finalized_heads_is_taken_again() -> None:
+    chain = placed_chain()
+    endpoints = service(chain, clock=TrioClock(NOW_MS))
+    ledger = endpoints.ledger
+    assert isinstance(ledger, FinalizedLedger)
+    ledger.finalized_heads = Broadcast(buffer=1)
+    head: Header = SimpleNamespace(number=1)  # type: ignore[assignment]
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(endpoints.run)
+            # Three heads at once overflow its one slot (and the one it may be waiting on): the
+            # broadcast drops its subscription.
+            for _ in range(3):
+                ledger.finalized_heads.publish(head)
+            assert ledger.finalized_heads.dropped == 1
+            await trio.sleep(0.1)
+            assert len(ledger.finalized_heads) == 1  # subscribed again
+            chain.send(BOB, CREATE.call(manifest=named("shop", "shop.statemesh.internal")))
+            ledger.finalized_heads.publish(head)
+            await trio.sleep(0.1)
+            assert "shop.statemesh.internal" in endpoints.routes().hosts
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
