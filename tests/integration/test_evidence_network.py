@@ -7,18 +7,29 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from chain.address import encode_address
 from testkit.built_chain import unlock_validator
+from testkit.local_network import LocalNetwork
 from tests.integration.harness import ROOT
-from tests.integration.test_network import LocalNetwork, testnet  # noqa: F401  # the fixture
 
 pytestmark = pytest.mark.integration
 
 
-def test_an_equivocating_validator_is_recorded_on_chain(testnet: LocalNetwork) -> None:  # noqa: F811
+@pytest.fixture
+def testnet(tmp_path: Path) -> Iterator[LocalNetwork]:
+    net = LocalNetwork(tmp_path / "testnet", 4).start()
+    try:
+        yield net
+    finally:
+        net.stop()
+
+
+def test_an_equivocating_validator_is_recorded_on_chain(testnet: LocalNetwork) -> None:
     a, b = testnet.nodes[0], testnet.nodes[1]
     a.wait_for(lambda: a.finalized_number() >= 1, timeout=30, what="finality")
     testnet.nodes[3].stop()  # its key now signs only what the equivocator sends

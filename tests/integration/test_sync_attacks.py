@@ -23,8 +23,8 @@ import pytest
 from p2p.addresses import node_multiaddr
 from p2p.identity import NodeKey
 from testkit.built_chain import build_finalized_chain, chain_server
+from testkit.local_network import LocalNetwork, assert_no_conflicting_finality
 from tests.integration.harness import ROOT, NodeProcess
-from tests.integration.test_network import LocalNetwork, assert_no_conflicting_finality
 
 pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
