@@ -515,14 +515,16 @@ class EndpointService:
                 published_at = trio.current_time()
                 await trio.sleep(0.2)
                 continue
-            controller = self.workloads.controller if self.workloads is not None else None
-            # Until the workload service has its controller, look again soon.
+            workloads = self.workloads
+            if workloads is None:
+                return
             wait = due - trio.current_time() if ready and advertising else self.refresh_seconds
-            with trio.move_on_after(max(wait, 0.0) if controller else 0.5):
-                if controller is not None:
-                    await controller.changed()
+            with trio.move_on_after(max(wait, 0.0)):
+                if workloads.controller is not None:
+                    await workloads.controller.changed()
                 else:
-                    await trio.sleep_forever()
+                    # Nothing runs before the engine answers: wait for the controller.
+                    await workloads.controller_started.wait()
 
     async def withdraw(self) -> None:
         """Before shutting down: tell the network this node's replicas are gone (peers would

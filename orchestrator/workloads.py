@@ -147,6 +147,8 @@ class WorkloadService:
         self.docker_host = docker_host
         self.firewall = IptablesFirewall(firewall_tag(node_id), egress)
         self.controller: Controller | None = None
+        self.controller_started = trio.Event()
+        """Set once `controller` is: the engine answered and replicas can run."""
         self._docker: DockerAdapter | None = None
         """The engine's adapter once the engine answered."""
         self.logs: WorkloadLogs | None = None
@@ -198,6 +200,7 @@ class WorkloadService:
             sandbox_rootfs=busybox_rootfs_tar,
         )
         self.controller, self._docker = controller, engine.docker
+        self.controller_started.set()
         try:
             await self._serve(engine, controller, task_status)
         finally:

@@ -701,3 +701,26 @@ def test_a_dropped_subscription_to_finalized_heads_is_taken_again() -> None:
             nursery.cancel_scope.cancel()
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_a_node_advertises_as_soon_as_its_workload_controller_starts() -> None:
+    chain = registered_chain(GLOBAL)
+    workloads = SimpleNamespace(controller=None, controller_started=trio.Event())
+    endpoints = service(chain, "34.1.0.1", identity=NODE_KEYS[0], workloads=workloads)
+    topic = TopicFake()
+    endpoints.register(topic)  # type: ignore[arg-type]
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(endpoints._advertise)
+            await trio.sleep(5.2)
+            assert topic.published == []  # nothing runs here yet
+            workloads.controller = ReadyController(ReadyReplica("web", 1, 0))
+            workloads.controller_started.set()
+            await trio.sleep(0.01)
+            assert [decode_advertisement(d).ready for d in topic.published] == [
+                (ReadyReplica("web", 1, 0),)
+            ]
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
