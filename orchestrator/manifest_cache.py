@@ -1,6 +1,7 @@
-"""Decoded application manifests, kept by the digest of their stored bytes: decoding (schema
-and cross-checks) is the expensive part, and an application deleted and created again under
-its name starts again at revision 1 with other bytes."""
+"""Application manifests read back from the chain's state, kept by the digest of their stored
+bytes (an application deleted and created again under its name starts again at revision 1 with
+other bytes). The stored form was checked once, when the chain accepted it: reading it back
+builds the typed manifest without checking it again (`read_stored_manifest`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import logging
 from collections import OrderedDict
 
 from chain.runtime import apps
-from chain.runtime.manifest import Manifest, ManifestError, decode_manifest
+from chain.runtime.manifest import Manifest, ManifestError, read_stored_manifest
 from chain.state import StateReader
 
 log = logging.getLogger("statemesh.manifests")
@@ -21,8 +22,8 @@ class ManifestCache:
         self._decoded: OrderedDict[bytes, Manifest | None] = OrderedDict()
 
     def get(self, state: StateReader, app: str, revision: int) -> Manifest | None:
-        """The manifest of `app` at `revision`, or None if the state has none (or it does not
-        decode, which is logged once)."""
+        """The manifest of `app` at `revision`, or None if the state has none (or what it has is
+        not a stored manifest, which is logged once)."""
         raw = apps.manifest_bytes(state, app, revision)
         if raw is None:
             return None
@@ -32,7 +33,7 @@ class ManifestCache:
             return self._decoded[key]
         manifest: Manifest | None = None
         try:
-            manifest = decode_manifest(raw)
+            manifest = read_stored_manifest(raw)
         except ManifestError as exc:
             log.error("stored manifest of %s revision %d is unreadable: %s", app, revision, exc)
         self._decoded[key] = manifest

@@ -1,8 +1,9 @@
 """The application manifest (`statemesh/v1`, kind `Application`): a Kubernetes Deployment, Service
 and Ingress in one document. The package owns its typed form with integer quantities
 (`types`, `application`), its JSON Schema (`schema`), the checks the schema cannot express
-(`build`, `validate`), the JSON the chain accepts (`decode`) and the canonical JSON it stores and
-hashes (`canonical`). The chain reads JSON only; YAML is read where files are, by the CLI."""
+(`build`, `validate`), the JSON the chain accepts (`decode`), the canonical JSON it stores and
+hashes (`canonical`), and the reading of that stored form, which checks nothing again
+(`stored`). The chain reads JSON only; YAML is read where files are, by the CLI."""
 
 from chain.runtime.manifest.application import Manifest
 from chain.runtime.manifest.canonical import API_VERSION, KIND, MAX_MANIFEST_BYTES
@@ -24,6 +25,7 @@ from chain.runtime.manifest.quantities import (
     parse_bytes,
 )
 from chain.runtime.manifest.schema import SCHEMA
+from chain.runtime.manifest.stored import read_stored_manifest
 from chain.runtime.manifest.types import (
     ADDABLE_CAPABILITIES,
     CAPABILITIES,
@@ -119,6 +121,7 @@ __all__ = [
     "format_path",
     "ingress_prefix",
     "parse_bytes",
+    "read_stored_manifest",
     "show",
     "validate_manifest",
 ]

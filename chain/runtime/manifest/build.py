@@ -131,8 +131,8 @@ class Builder:
                 EnvVar(
                     name,
                     item.get("value"),
-                    _key_ref(item.get("secretRef")),
-                    _key_ref(item.get("configRef")),
+                    KeyRef.from_json(item.get("secretRef")),
+                    KeyRef.from_json(item.get("configRef")),
                 )
             )
         probes = {
@@ -550,8 +550,8 @@ class Builder:
 
     def strategy(self, raw: Any) -> RollingUpdate:
         rolling = raw.get("rollingUpdate", {})
-        surge = _int_or_percent(rolling.get("maxSurge", "25%"))
-        unavailable = _int_or_percent(rolling.get("maxUnavailable", "25%"))
+        surge = IntOrPercent.from_json(rolling.get("maxSurge", "25%"))
+        unavailable = IntOrPercent.from_json(rolling.get("maxUnavailable", "25%"))
         if surge.amount == 0 and unavailable.amount == 0:
             self.fail(
                 ("spec", "strategy", "rollingUpdate"),
@@ -566,13 +566,3 @@ _FORMATS: dict[str, Callable[[int], str]] = {
     "disk": format_bytes,
     "gpu": str,
 }
-
-
-def _key_ref(raw: Any) -> KeyRef | None:
-    return None if raw is None else KeyRef(raw["name"], raw["key"])
-
-
-def _int_or_percent(raw: int | str) -> IntOrPercent:
-    if isinstance(raw, str):
-        return IntOrPercent(int(raw[:-1]), percent=True)
-    return IntOrPercent(raw, percent=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 DEFAULT_ZONE = "statemesh.internal"
 """The DNS zone under which ingress hosts live unless the chain names another."""
@@ -73,6 +74,11 @@ class KeyRef:
 
     name: str
     key: str
+
+    @classmethod
+    def from_json(cls, raw: Any) -> KeyRef | None:
+        """From a manifest's `secretRef` or `configRef` object, if there is one."""
+        return None if raw is None else cls(raw["name"], raw["key"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +279,15 @@ class IntOrPercent:
 
     def to_json(self) -> int | str:
         return f"{self.amount}%" if self.percent else self.amount
+
+    @classmethod
+    def from_json(cls, raw: int | str) -> IntOrPercent:
+        """From what `to_json` writes (and the schema allows): 2 or "25%"."""
+        if isinstance(raw, str):
+            if not raw.endswith("%"):
+                raise ValueError(f"{raw!r} is not a percentage")
+            return cls(int(raw[:-1]), percent=True)
+        return cls(raw, percent=False)
 
 
 @dataclass(frozen=True, slots=True)
