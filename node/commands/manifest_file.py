@@ -16,7 +16,7 @@ from chain.runtime.manifest import (
     ManifestError,
     bounded_bytes,
     decode_manifest,
-    show,
+    shown_value,
     validate_manifest,
 )
 
@@ -67,7 +67,7 @@ def _check_yaml_node(node: Any, path: FieldPath, seen: set[int]) -> None:
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else ""
             if key in keys:
-                raise ManifestError([(path, f"repeats the key {show(key)}")])
+                raise ManifestError([(path, f"repeats the key {shown_value(key)}")])
             keys.add(key)
             _check_yaml_node(key_node, path, seen)
             _check_yaml_node(value_node, (*path, key), seen)

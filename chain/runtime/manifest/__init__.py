@@ -8,7 +8,7 @@ hashes (`canonical`), and the reading of that stored form, which checks nothing 
 from chain.runtime.manifest.application import Manifest
 from chain.runtime.manifest.canonical import API_VERSION, KIND, MAX_MANIFEST_BYTES
 from chain.runtime.manifest.decode import bounded_bytes, decode_manifest
-from chain.runtime.manifest.errors import FieldPath, ManifestError, format_path, show
+from chain.runtime.manifest.errors import FieldPath, ManifestError, format_path, shown_value
 from chain.runtime.manifest.quantities import (
     DEFAULT_CPU_REQUEST_MILLICORES,
     DEFAULT_MEMORY_REQUEST_BYTES,
@@ -122,6 +122,6 @@ __all__ = [
     "ingress_prefix",
     "parse_bytes",
     "read_stored_manifest",
-    "show",
+    "shown_value",
     "validate_manifest",
 ]

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chain.runtime.manifest.application import Manifest
-from chain.runtime.manifest.errors import FieldPath, format_path, show
+from chain.runtime.manifest.errors import FieldPath, format_path, shown_value
 from chain.runtime.manifest.quantities import (
     BYTES_FORM,
     BYTES_PER,
@@ -222,7 +222,7 @@ class Builder:
             if name not in CAPABILITIES and name != "ALL":
                 self.fail(
                     (*path, k),
-                    f"{show(name)} is not a Linux capability (write it as Kubernetes does, "
+                    f"{shown_value(name)} is not a Linux capability (write it as Kubernetes does, "
                     "without CAP_, such as NET_BIND_SERVICE)",
                 )
             elif adding and name not in ADDABLE_CAPABILITIES:
@@ -314,27 +314,27 @@ class Builder:
     def cpu(self, value: object, path: FieldPath) -> int | None:
         scaled = exact_amount(value, MILLICORES_PER)
         if scaled is None:
-            self.fail(path, f"{show(value)} is not a cpu quantity ({CPU_FORM})")
+            self.fail(path, f"{shown_value(value)} is not a cpu quantity ({CPU_FORM})")
             return None
         numerator, denominator = scaled
         if numerator % denominator:
-            self.fail(path, f"{show(value)} is finer than a millicore")
+            self.fail(path, f"{shown_value(value)} is finer than a millicore")
             return None
         millicores = numerator // denominator
         if millicores > MAX_CPU_MILLICORES:
-            self.fail(path, f"{show(value)} is more than {MAX_CPU_MILLICORES // 1000} cores")
+            self.fail(path, f"{shown_value(value)} is more than {MAX_CPU_MILLICORES // 1000} cores")
             return None
         return millicores
 
     def byte_amount(self, value: object, path: FieldPath, what: str, bound: int) -> int | None:
         scaled = exact_amount(value, BYTES_PER)
         if scaled is None:
-            self.fail(path, f"{show(value)} is not a {what} quantity ({BYTES_FORM})")
+            self.fail(path, f"{shown_value(value)} is not a {what} quantity ({BYTES_FORM})")
             return None
         numerator, denominator = scaled
         amount = -(-numerator // denominator)  # fractions of a byte round up, as in Kubernetes
         if amount > bound:
-            self.fail(path, f"{show(value)} is more than {format_bytes(bound)}")
+            self.fail(path, f"{shown_value(value)} is more than {format_bytes(bound)}")
             return None
         return amount
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from chain.runtime.manifest.application import Manifest
 from chain.runtime.manifest.canonical import MAX_MANIFEST_BYTES
-from chain.runtime.manifest.errors import ManifestError, show
+from chain.runtime.manifest.errors import ManifestError, shown_value
 from chain.runtime.manifest.types import DEFAULT_ZONE
 from chain.runtime.manifest.validate import MAX_DEPTH, validate_manifest
 
@@ -66,6 +66,6 @@ def _load_json(raw: bytes) -> object:
         raise ManifestError([((), f"is nested more than {MAX_DEPTH} levels deep")]) from None
     if duplicates:
         raise ManifestError(
-            [((), f"repeats the key {show(key)} in one object") for key in duplicates]
+            [((), f"repeats the key {shown_value(key)} in one object") for key in duplicates]
         )
     return data

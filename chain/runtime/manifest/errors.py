@@ -41,7 +41,7 @@ def _path_key(path: FieldPath) -> tuple[tuple[int, int, str], ...]:
     return tuple((0, part, "") if isinstance(part, int) else (1, 0, part) for part in path)
 
 
-def show(value: object) -> str:
+def shown_value(value: object) -> str:
     """A bounded rendering of a user's value for an error message."""
     if isinstance(value, str):
         return repr(value if len(value) <= 40 else value[:40] + "...")

@@ -8,7 +8,7 @@ from typing import Any
 
 import jsonschema
 
-from chain.runtime.manifest.errors import FieldPath, show
+from chain.runtime.manifest.errors import FieldPath, shown_value
 
 
 def _load_schema() -> dict[str, Any]:
@@ -82,17 +82,17 @@ def _schema_message(kind: str, expected: Any, instance: Any, schema: dict[str, A
     if kind == "const":
         return f"must be {expected}"
     if kind == "enum":
-        return f"{show(instance)} is not one of {', '.join(expected)}"
+        return f"{shown_value(instance)} is not one of {', '.join(expected)}"
     if kind == "pattern":
-        return f"{show(instance)} is not {schema['description']}"
+        return f"{shown_value(instance)} is not {schema['description']}"
     if kind == "minLength":
         return "must not be empty" if expected == 1 else f"must be at least {expected} characters"
     if kind == "maxLength":
         return f"must be at most {expected} characters"
     if kind == "minimum":
-        return f"{show(instance)} is less than {expected}"
+        return f"{shown_value(instance)} is less than {expected}"
     if kind == "maximum":
-        return f"{show(instance)} is more than {expected}"
+        return f"{shown_value(instance)} is more than {expected}"
     if kind == "minItems":
         return f"needs at least {expected} item{'s' if expected != 1 else ''}"
     if kind == "maxItems":
