@@ -176,7 +176,12 @@ class PresenceService:
         if not await self._ensure_registered():
             return
         self.prover = Prover(
-            self.node_id, self.params, self.iterations, self._next_job, self._submit
+            self.node_id,
+            self.params,
+            self.iterations,
+            self._next_job,
+            self._submit,
+            clock=self._clock,
         )
         log.info(
             "proving presence as node %s (%d iterations a proof)",

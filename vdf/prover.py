@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from chain.clock import Clock, SystemClock
 from vdf.errors import VdfError
 from vdf.proof import (
     FORM_SIZE,
@@ -202,7 +203,9 @@ class Prover:
         submit: Submit,
         *,
         worker_command: Sequence[str] | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        """`clock` times each proof for `statistics` (the system's clock unless given)."""
         if not isinstance(node_id, bytes) or len(node_id) != NODE_ID_SIZE:
             raise ProverError(f"node_id must be {NODE_ID_SIZE} bytes")
         try:
@@ -215,6 +218,7 @@ class Prover:
         self._next_job = next_job
         self._submit = submit
         self._worker = ProofWorker(worker_command)
+        self._clock = clock or SystemClock()
         self._proofs_made = 0
         self._proving_height: int | None = None
         self._last_height: int | None = None
@@ -243,14 +247,14 @@ class Prover:
     async def _prove(self, job: TowerJob) -> TowerProof:
         challenge = tower_challenge(self._node_id, job.previous_y, job.anchor_hash, job.height)
         self._proving_height = job.height
-        started = trio.current_time()
+        started = self._clock.monotonic()
         try:
             result = await self._worker.prove(
                 challenge, TOWER_INPUT, self._iterations, self._params
             )
         finally:
             self._proving_height = None
-        elapsed = trio.current_time() - started
+        elapsed = self._clock.monotonic() - started
         self._proofs_made += 1
         self._last_height = job.height
         self._last_seconds = elapsed
