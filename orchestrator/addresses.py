@@ -1,13 +1,18 @@
-"""Which IP addresses a node may be routed to: embedded IPv4 forms reduced to the IPv4 they carry,
-a policy of the ranges peers refuse, and the IP a node registered on chain."""
+"""What an IP address is, in one place: the special ranges, the embedded IPv4 forms reduced to the
+IPv4 they carry, one classification of an address, and what it means for the node's routing
+(`AddressPolicy`), a tenant's registry (`private_reason`), a replica's traffic
+(`NOT_FOR_REPLICAS_V4`) and the RPC's clients (`without_zone`, `unmapped`); and the IP a node
+registered on chain."""
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 from dataclasses import dataclass
 from typing import TypeAlias
 
 IP: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _net4 = ipaddress.IPv4Network
 _net6 = ipaddress.IPv6Network
@@ -18,6 +23,13 @@ THIS_NETWORK = _net4("0.0.0.0/8")
 """RFC 1122 3.2.1.3: "this host on this network"; Linux routes 0.0.0.0 to itself."""
 BROADCAST = _net4("255.255.255.255/32")
 """RFC 919 limited broadcast."""
+LOOPBACK = (_net4("127.0.0.0/8"), _net6("::1/128"))
+"""RFC 1122 and RFC 4291: this host."""
+LINK_LOCAL = (_net4("169.254.0.0/16"), _net6("fe80::/10"))
+"""RFC 3927 and RFC 4291: the local link, and a cloud's metadata service (169.254.169.254)."""
+MULTICAST = (_net4("224.0.0.0/4"), _net6("ff00::/8"))
+RESERVED_V4 = _net4("240.0.0.0/4")
+"""RFC 1112 class E, "reserved for future use" (the broadcast address included)."""
 DOCUMENTATION = (
     _net4("192.0.2.0/24"),  # RFC 5737 TEST-NET-1
     _net4("198.51.100.0/24"),  # RFC 5737 TEST-NET-2
@@ -33,12 +45,92 @@ PRIVATE = (
     _net4("198.18.0.0/15"),  # RFC 2544 benchmarking, used inside labs and clusters
     _net6("fc00::/7"),  # RFC 4193 unique local addresses
 )
+"""An operator's internal networks."""
+IETF_PROTOCOL = _net4("192.0.0.0/24")
+"""RFC 6890 IETF protocol assignments."""
 NOT_GLOBAL = (
-    _net4("192.0.0.0/24"),  # RFC 6890 IETF protocol assignments
+    IETF_PROTOCOL,
     _net4("192.88.99.0/24"),  # RFC 7526 deprecated 6to4 relay anycast
     _net6("fec0::/10"),  # RFC 3879 deprecated site-local (Python counts it as global)
 )
 """Special-purpose ranges that `ipaddress.is_global` lets through on Python 3.11."""
+
+NOT_FOR_REPLICAS_V4: tuple[ipaddress.IPv4Network, ...] = tuple(
+    sorted(
+        net
+        for net in (
+            THIS_NETWORK, *LOOPBACK, *LINK_LOCAL, *PRIVATE, IETF_PROTOCOL, *MULTICAST, RESERVED_V4,
+        )
+        if isinstance(net, ipaddress.IPv4Network)
+    )
+)  # fmt: skip
+"""The IPv4 ranges a replica's traffic never goes to (the host rules drop it): this host, the
+link (cloud metadata), the operator's networks, protocol assignments, multicast and class E."""
+
+
+class AddressClass(enum.Enum):
+    """What an address is, the first that applies in this order; the value says it in words."""
+
+    UNSPECIFIED = "the unspecified address"
+    THIS_NETWORK = 'in 0.0.0.0/8, "this network"'
+    BROADCAST = "the broadcast address"
+    MULTICAST = "a multicast address"
+    LINK_LOCAL = "a link-local address"
+    DOCUMENTATION = "a documentation address"
+    LOOPBACK = "a loopback address"
+    PRIVATE = "a private address"
+    RESERVED = "a reserved address"
+    NOT_GLOBAL = "not a global unicast address"
+    GLOBAL = "a global unicast address"
+
+    @property
+    def words(self) -> str:
+        return str(self.value)
+
+
+def _within(ip: IP, nets: tuple[Network, ...]) -> bool:
+    return any(ip in net for net in nets)
+
+
+def classify(ip: IP) -> AddressClass:
+    """What `ip` is, taken as given: reduce an embedded IPv4 form first (`canonical_ip`) to judge
+    where a packet to it goes."""
+    if ip.is_unspecified:
+        return AddressClass.UNSPECIFIED
+    if ip in THIS_NETWORK:
+        return AddressClass.THIS_NETWORK
+    if ip in BROADCAST:
+        return AddressClass.BROADCAST
+    if _within(ip, MULTICAST):
+        return AddressClass.MULTICAST
+    if _within(ip, LINK_LOCAL):
+        return AddressClass.LINK_LOCAL
+    if _within(ip, DOCUMENTATION):
+        return AddressClass.DOCUMENTATION
+    if _within(ip, LOOPBACK):
+        return AddressClass.LOOPBACK
+    if _within(ip, PRIVATE):
+        return AddressClass.PRIVATE
+    if ip.is_reserved:
+        return AddressClass.RESERVED
+    if not ip.is_global or _within(ip, NOT_GLOBAL):
+        return AddressClass.NOT_GLOBAL
+    return AddressClass.GLOBAL
+
+
+def without_zone(text: str) -> IP:
+    """The address `text` names, its IPv6 zone (`%eth0`) dropped: for addresses this host saw or
+    resolved itself, where the zone is its own. ValueError if `text` is not an IP address."""
+    return ipaddress.ip_address(text.split("%", 1)[0])
+
+
+def unmapped(ip: IP) -> IP:
+    """An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, RFC 4291 2.5.5.2) as the IPv4 address it is:
+    how a dual-stack socket reports an IPv4 peer. Other IPv6 forms stay as they are: a peer's
+    source address in them is an IPv6 host's (see `canonical_ip` for where a packet goes)."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 def ip_text(ip: IP) -> str:
@@ -66,7 +158,7 @@ def canonical_ip(value: str | IP) -> IP:
         raise ValueError(f"{ip} has an IPv6 scope, which means nothing on another node")
     # RFC 4291 2.5.5.2: IPv4-mapped ::ffff:a.b.c.d, what a dual-stack socket dials as IPv4.
     if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
+        return unmapped(ip)
     # RFC 4291 2.5.5.1: IPv4-compatible ::a.b.c.d (deprecated); :: and ::1 are not such.
     if int(ip) >> 32 == 0 and int(ip) > 1:
         return ipaddress.IPv4Address(int(ip))
@@ -109,31 +201,35 @@ class AddressPolicy:
         return f"it is {what}" if given == plain else f"it carries {plain}, {what}"
 
     def _refusal(self, ip: IP) -> str | None:
-        if ip.is_unspecified:
-            return "the unspecified address"
-        if ip in THIS_NETWORK:
-            return 'in 0.0.0.0/8, "this network"'
-        if ip in BROADCAST:
-            return "the broadcast address"
-        if ip.is_multicast:
-            return "a multicast address"
-        if ip.is_link_local:
-            return "a link-local address"
-        if any(ip in net for net in DOCUMENTATION):
-            return "a documentation address"
-        if ip.is_loopback:
+        kind = classify(ip)
+        if kind is AddressClass.GLOBAL:
+            return None
+        if kind is AddressClass.LOOPBACK:
             if self.allow_loopback:
                 return None
-            return "a loopback address, routed to only when every node is on loopback"
-        if any(ip in net for net in PRIVATE):
+            return f"{kind.words}, routed to only when every node is on loopback"
+        if kind is AddressClass.PRIVATE:
             if self.allow_private:
                 return None
-            return "a private address, routed to only when private endpoints are allowed"
-        if ip.is_reserved:
-            return "a reserved address"
-        if not ip.is_global or any(ip in net for net in NOT_GLOBAL):
-            return "not a global unicast address"
-        return None
+            return f"{kind.words}, routed to only when private endpoints are allowed"
+        return kind.words
+
+
+_ONLY_THIS_NODE_REACHES: dict[AddressClass, str] = {
+    AddressClass.UNSPECIFIED: "the unspecified address",
+    AddressClass.THIS_NETWORK: "the unspecified address",
+    AddressClass.LOOPBACK: AddressClass.LOOPBACK.words,
+    AddressClass.LINK_LOCAL: AddressClass.LINK_LOCAL.words,
+    AddressClass.PRIVATE: AddressClass.PRIVATE.words,
+}
+
+
+def private_reason(address: str) -> str | None:
+    """Why a server at `address` (an IP this node resolved) is one only this node, or its
+    operator's networks, reach: where a packet to it goes (`canonical_ip`) is unspecified,
+    loopback, link-local or private. None when it is not such an address. ValueError if
+    `address` is not an IP address."""
+    return _ONLY_THIS_NODE_REACHES.get(classify(canonical_ip(without_zone(address))))
 
 
 def registered_ip(address: bytes) -> IP | None:

@@ -22,6 +22,7 @@ import requests
 import trio
 
 from orchestrator import labels
+from orchestrator.addresses import private_reason
 from orchestrator.disk import Unmeasurable, directory_bytes
 from orchestrator.engine import (
     ContainerInfo,
@@ -47,7 +48,7 @@ from orchestrator.errors import (
     StartFailed,
 )
 from orchestrator.image_gc import ImageUsage
-from orchestrator.registry import private_registry_address, registry_host, resolve_host
+from orchestrator.registry import registry_host, resolve_host
 
 if TYPE_CHECKING:
     # trio-typing's stubs (a libp2p dependency) shadow trio's own types and keep TaskStatus.
@@ -464,7 +465,7 @@ class DockerAdapter:
         except OSError as e:
             raise ImageUnavailable(image, f"its registry host {host} does not resolve: {e}") from e
         for address in addresses:
-            what = private_registry_address(address)
+            what = private_reason(address)
             if what is not None:
                 shown = host if host == address else f"{host} ({address})"
                 raise ImageUnavailable(

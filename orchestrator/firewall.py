@@ -29,6 +29,7 @@ from typing import Protocol
 
 import trio
 
+from orchestrator.addresses import NOT_FOR_REPLICAS_V4
 from orchestrator.errors import EngineFailure
 from orchestrator.labels import BRIDGE_PREFIX
 
@@ -37,22 +38,11 @@ log = logging.getLogger("statemesh.firewall")
 WORKLOADS = f"{BRIDGE_PREFIX}+"
 """Every workload bridge, as an iptables interface pattern."""
 
-BLOCKED_V4 = (
-    "0.0.0.0/8",
-    "10.0.0.0/8",
-    "100.64.0.0/10",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "172.16.0.0/12",
-    "192.0.0.0/24",
-    "192.168.0.0/16",
-    "198.18.0.0/15",
-    "224.0.0.0/4",
-    "240.0.0.0/4",
-)
+BLOCKED_V4 = tuple(str(net) for net in NOT_FOR_REPLICAS_V4)
 """Where a replica's traffic never goes: this host's loopback, link-local (cloud metadata at
 169.254.169.254), the private and shared ranges of the operator's own networks (RFC 1918,
-RFC 6598), benchmarking, multicast and reserved ranges."""
+RFC 6598), benchmarking, multicast and reserved ranges, as `orchestrator.addresses` classifies
+them."""
 
 
 class EgressPolicy(enum.Enum):

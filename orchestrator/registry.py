@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ipaddress
 import logging
 import os
 import shutil
@@ -43,20 +42,6 @@ class RegistryError(OrchestratorError):
 DOCKER_HUB = frozenset({"docker.io", "index.docker.io"})
 """The names of Docker Hub, which the engine pulls from itself or from its configured mirror."""
 
-_IP = ipaddress.IPv4Address | ipaddress.IPv6Address
-_UNSPECIFIED = ipaddress.IPv4Network("0.0.0.0/8")
-"""'This host on this network' (RFC 1122): Linux routes 0.0.0.0 to the host itself."""
-_PRIVATE = (
-    ipaddress.IPv4Network("10.0.0.0/8"),
-    ipaddress.IPv4Network("172.16.0.0/12"),
-    ipaddress.IPv4Network("192.168.0.0/16"),
-    ipaddress.IPv4Network("100.64.0.0/10"),
-    ipaddress.IPv6Network("fc00::/7"),
-)
-"""RFC 1918, RFC 6598 shared (carrier-grade NAT) and RFC 4193 unique local ranges: an
-operator's internal networks."""
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-
 
 def registry_host(image: str) -> str | None:
     """The host of the registry `image` names, without its port, per Docker's reference rules:
@@ -76,33 +61,6 @@ def registry_host(image: str) -> str | None:
     if host.lower() in DOCKER_HUB:
         return None
     return host
-
-
-def _carried(ip: _IP) -> _IP:
-    """The IPv4 address an IPv6 form carries (mapped, 6to4, NAT64), which is where it goes."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return ip.ipv4_mapped
-        if ip.sixtofour is not None:
-            return ip.sixtofour
-        if ip in _NAT64:
-            return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return ip
-
-
-def private_registry_address(address: str) -> str | None:
-    """Why a registry at `address` (an IP) is one that only this node reaches, not a public one
-    (loopback, private, shared, link-local or unspecified), or None if it is not."""
-    ip = _carried(ipaddress.ip_address(address))
-    if ip.is_unspecified or ip in _UNSPECIFIED:
-        return "the unspecified address"
-    if ip.is_loopback:
-        return "a loopback address"
-    if ip.is_link_local:
-        return "a link-local address"
-    if any(ip in net for net in _PRIVATE):
-        return "a private address"
-    return None
 
 
 def resolve_host(host: str) -> list[str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ipaddress
 
+from orchestrator.addresses import IP, unmapped, without_zone
+
 LOCAL_ADDRESSES = frozenset({ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")})
 """Where the operator's own tools call from (the CLI's default URL is http://127.0.0.1:9944).
 Only these exact addresses, not all of loopback: any program on this machine may bind
@@ -34,11 +36,9 @@ def client_group(ip: str) -> str:
     return str(ipaddress.IPv6Network((address, IPV6_CLIENT_PREFIX), strict=False))
 
 
-def _parse(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def _parse(ip: str) -> IP | None:
+    """The address as the server saw it, an IPv4-mapped one as the IPv4 address it is."""
     try:
-        address = ipaddress.ip_address(ip.split("%", 1)[0])
+        return unmapped(without_zone(ip))
     except ValueError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address

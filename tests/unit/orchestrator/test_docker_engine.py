@@ -22,10 +22,11 @@ import requests
 import trio
 
 from orchestrator import labels
+from orchestrator.addresses import private_reason
 from orchestrator.docker_engine import MAX_CONCURRENT_PULLS, DockerAdapter
 from orchestrator.engine import CreateRequest
 from orchestrator.errors import ImageTooLarge, ImageUnavailable
-from orchestrator.registry import private_registry_address, registry_host, resolve_host
+from orchestrator.registry import registry_host, resolve_host
 from orchestrator.spec import EnforcedResources, ImagePullPolicy
 
 QUOTA_REFUSAL = "--storage-opt is supported only for overlay over xfs with 'pquota'"
@@ -513,7 +514,7 @@ def test_the_registry_host_follows_dockers_reference_rules(image: str, host: str
     ],
 )
 def test_which_registry_addresses_only_the_node_reaches(address: str, what: str | None) -> None:
-    assert private_registry_address(address) == what
+    assert private_reason(address) == what
 
 
 @pytest.mark.parametrize(
@@ -587,7 +588,7 @@ def test_a_registry_host_that_does_not_resolve_is_refused_and_hub_names_are_not_
 def test_the_real_resolver_reduces_numeric_forms_to_the_address_they_name() -> None:
     # No network needed: numeric hosts and /etc/hosts' localhost.
     assert resolve_host("0x7f.1") == ["127.0.0.1"]
-    assert private_registry_address(resolve_host("2130706433")[0]) == "a loopback address"
+    assert private_reason(resolve_host("2130706433")[0]) == "a loopback address"
     assert "127.0.0.1" in resolve_host("localhost")
 
 

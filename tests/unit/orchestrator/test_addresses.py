@@ -1,5 +1,7 @@
-"""Addresses a node may be routed to: IPv6 forms reduced to the IPv4 they carry, the ranges the
-policy refuses (loopback and private only when allowed), and the IP a node registered."""
+"""One classification of IP addresses and its four users: the addresses a node may be routed to
+(IPv6 forms reduced to the IPv4 they carry, the ranges the policy refuses, loopback and private
+only when allowed), the registries only this node reaches, the ranges a replica's traffic never
+goes to, and the RPC's operator addresses; and the IP a node registered."""
 
 from __future__ import annotations
 
@@ -9,7 +11,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.addresses import AddressPolicy, canonical_ip, ip_text, registered_ip
+from node.rpc.client_address import is_local
+from orchestrator.addresses import (
+    NOT_FOR_REPLICAS_V4,
+    AddressClass,
+    AddressPolicy,
+    canonical_ip,
+    classify,
+    ip_text,
+    private_reason,
+    registered_ip,
+)
+from orchestrator.firewall import BLOCKED_V4
 
 V4 = ipaddress.IPv4Address
 V6 = ipaddress.IPv6Address
@@ -247,3 +260,100 @@ def test_whatever_the_strict_policy_allows_is_global(ip: V6) -> None:
     if STRICT.check(ip) is None:
         plain = canonical_ip(ip)
         assert plain.is_global and not plain.is_private and not plain.is_loopback
+
+
+C = AddressClass
+
+# (address as given, what it is once reduced, why a registry there is refused, whether the host
+# rules drop a replica's IPv4 packets to it, whether an RPC client there is the operator)
+ABUSIVE = [
+    ("127.0.0.1", C.LOOPBACK, "a loopback address", True, True),
+    ("127.0.0.2", C.LOOPBACK, "a loopback address", True, False),  # any program may bind it
+    ("::1", C.LOOPBACK, "a loopback address", None, True),
+    ("::ffff:127.0.0.1", C.LOOPBACK, "a loopback address", True, True),  # v4-mapped
+    ("::127.0.0.1", C.LOOPBACK, "a loopback address", True, False),  # v4-compatible
+    ("2002:7f00:1::", C.LOOPBACK, "a loopback address", True, False),  # 6to4
+    ("64:ff9b::7f00:1", C.LOOPBACK, "a loopback address", True, False),  # NAT64
+    ("2001:0:1:2:3:4:80ff:fffe", C.LOOPBACK, "a loopback address", True, False),  # Teredo
+    ("169.254.169.254", C.LINK_LOCAL, "a link-local address", True, False),  # cloud metadata
+    ("::ffff:169.254.169.254", C.LINK_LOCAL, "a link-local address", True, False),
+    ("::ffff:a9fe:a9fe", C.LINK_LOCAL, "a link-local address", True, False),
+    ("64:ff9b::a9fe:a9fe", C.LINK_LOCAL, "a link-local address", True, False),
+    ("2002:a9fe:a9fe::", C.LINK_LOCAL, "a link-local address", True, False),
+    ("fe80::1", C.LINK_LOCAL, "a link-local address", None, False),
+    ("0.0.0.0", C.UNSPECIFIED, "the unspecified address", True, False),
+    ("::", C.UNSPECIFIED, "the unspecified address", None, False),
+    ("::ffff:0.0.0.0", C.UNSPECIFIED, "the unspecified address", True, False),
+    ("0.1.2.3", C.THIS_NETWORK, "the unspecified address", True, False),
+    ("10.0.0.5", C.PRIVATE, "a private address", True, False),
+    ("::ffff:10.0.0.5", C.PRIVATE, "a private address", True, False),
+    ("172.31.255.254", C.PRIVATE, "a private address", True, False),
+    ("192.168.1.1", C.PRIVATE, "a private address", True, False),
+    ("100.64.0.1", C.PRIVATE, "a private address", True, False),  # carrier-grade NAT
+    ("198.18.0.1", C.PRIVATE, "a private address", True, False),  # benchmarking, in labs
+    ("fd12:3456::1", C.PRIVATE, "a private address", None, False),  # unique local
+    ("fc00::1", C.PRIVATE, "a private address", None, False),
+    ("224.0.0.1", C.MULTICAST, None, True, False),
+    ("::ffff:239.255.255.250", C.MULTICAST, None, True, False),
+    ("ff02::1", C.MULTICAST, None, None, False),
+    ("255.255.255.255", C.BROADCAST, None, True, False),
+    ("240.0.0.1", C.RESERVED, None, True, False),
+    ("192.0.0.8", C.NOT_GLOBAL, None, True, False),
+    ("192.0.2.1", C.DOCUMENTATION, None, False, False),  # routed nowhere, left to the world
+    ("8.8.8.8", C.GLOBAL, None, False, False),
+    ("::ffff:8.8.8.8", C.GLOBAL, None, False, False),
+    ("2606:4700::1111", C.GLOBAL, None, None, False),
+]
+
+
+@pytest.mark.parametrize(("text", "kind", "registry", "dropped", "operator"), ABUSIVE)
+def test_one_classification_decides_for_every_user_of_addresses(
+    text: str, kind: AddressClass, registry: str | None, dropped: bool | None, operator: bool
+) -> None:
+    plain = canonical_ip(text)
+    assert classify(plain) is kind
+    # A node routes only to global unicast addresses (loopback and private when allowed).
+    assert (STRICT.check(text) is None) is (kind is C.GLOBAL)
+    if kind is not C.GLOBAL:
+        assert kind.words in str(STRICT.check(text))
+    # A tenant's image never comes from a registry only this node reaches.
+    assert private_reason(text) == registry
+    # A replica never reaches this host, the link, or the operator's networks (and no IPv6 at
+    # all: workload networks have none, `rules_v6` drops it).
+    if dropped is None:
+        assert plain.version == 6
+    else:
+        assert any(plain in net for net in NOT_FOR_REPLICAS_V4) is dropped
+    # Only the exact addresses the operator's tools call from are the operator's: never a
+    # wrapped form a dual-stack socket would not report for an IPv4 peer.
+    assert is_local(text) is operator
+
+
+def test_a_scoped_address_is_judged_by_the_address_for_a_registry_and_refused_for_a_peer() -> None:
+    assert private_reason("fe80::1%eth0") == "a link-local address"
+    assert "scope" in str(STRICT.check("fe80::1%eth0"))
+    assert is_local("::1%lo") is True
+
+
+def test_the_host_rules_drop_what_the_classification_names() -> None:
+    assert BLOCKED_V4 == tuple(str(net) for net in NOT_FOR_REPLICAS_V4)
+    assert "169.254.0.0/16" in BLOCKED_V4 and "127.0.0.0/8" in BLOCKED_V4
+
+
+NEVER_FROM_A_REPLICA = {
+    C.UNSPECIFIED, C.THIS_NETWORK, C.BROADCAST, C.MULTICAST, C.LINK_LOCAL, C.LOOPBACK,
+    C.PRIVATE, C.RESERVED,
+}  # fmt: skip
+
+
+@given(ipv4s)
+def test_a_replica_reaches_every_global_ipv4_and_none_of_the_local_ones(ip: V4) -> None:
+    dropped = any(ip in net for net in NOT_FOR_REPLICAS_V4)
+    kind = classify(ip)
+    if kind in NEVER_FROM_A_REPLICA:
+        assert dropped
+    if kind is C.GLOBAL:
+        assert not dropped
+    assert (private_reason(str(ip)) is not None) is (
+        kind in {C.UNSPECIFIED, C.THIS_NETWORK, C.LOOPBACK, C.LINK_LOCAL, C.PRIVATE}
+    )
