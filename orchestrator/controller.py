@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
+from chain.clock import Clock, SystemClock
 from orchestrator import disk, labels, metering
 from orchestrator.backoff import Backoff, BackoffPolicy
 from orchestrator.diff import (
@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
 log = logging.getLogger("statemesh.orchestrator")
+_SYSTEM_CLOCK = SystemClock()
 
 BackoffKey = tuple[ContainerKey, str]
 """A container key and the spec hash it runs: a new spec starts with a clean back-off."""
@@ -177,7 +178,7 @@ class Controller:
         *,
         firewall: HostFirewall,
         sandbox_rootfs: Callable[[], bytes],
-        wall: Callable[[], float] = time.time,
+        clock: Clock = _SYSTEM_CLOCK,
     ) -> None:
         self._engine = engine
         self._source = desired
@@ -191,7 +192,8 @@ class Controller:
         self._networks: list[NetworkInfo] = []
         self._pod_addresses: dict[ReplicaKey, str] = {}
         self._network_locks: dict[str, trio.Lock] = defaultdict(trio.Lock)
-        self._wall = wall
+        self._clock = clock
+        """Dates events, samples and volume use (wall time); timers run on trio's clock."""
         self._owner = labels.owner_labels(config.node)
         self.events = EventLog()
         self.meter = Meter()
@@ -246,6 +248,10 @@ class Controller:
             finally:
                 self._nursery = None
 
+    def _now(self) -> float:
+        """Wall-clock seconds, as events, samples and the engine's timestamps are dated."""
+        return self._clock.now_ms() / 1000
+
     def trigger(self) -> None:
         """Asks for a pass now (the desired state may have changed). Cheap; calls coalesce."""
         self._wake.set()
@@ -268,7 +274,7 @@ class Controller:
         always the one the event's container or spec was made for, so that a later
         application of the same name is never shown it."""
         self.events.record(
-            self._wall(),
+            self._now(),
             replica,
             kind,
             instance=instance,
@@ -314,7 +320,7 @@ class Controller:
                 self._engine,
                 self.meter,
                 list(self._targets.values()),
-                wall=self._wall,
+                clock=self._clock,
                 limiter=limiter,
             )
 
@@ -372,7 +378,7 @@ class Controller:
         period = self.config.unused_volume_seconds
         if period is None or self._volumes is None:
             return []
-        now = self._wall()
+        now = self._now()
         wanted = {
             labels.volume_name(self.config.node, labels.volume_identity(spec, v))
             for spec in self._desired.values()
@@ -888,7 +894,7 @@ class Controller:
                 container_id,
                 container,
                 address=address,
-                age_seconds=self._wall() - started_at,
+                age_seconds=self._now() - started_at,
                 on_ready=on_ready,
                 on_failed=on_failed,
             )

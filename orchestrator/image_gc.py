@@ -7,13 +7,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import trio
 
+from chain.clock import Clock, SystemClock
 from orchestrator.errors import EngineFailure
 
 if TYPE_CHECKING:
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
 log = logging.getLogger("statemesh.images")
+_SYSTEM_CLOCK = SystemClock()
 
 
 @dataclass(slots=True)
@@ -42,8 +43,9 @@ class ImageUsage:
     Kept in memory: after a restart the node knows none, so none is collected (they are left as
     if the operator's) until a replica uses it again, which pulls it again and records it."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Clock = _SYSTEM_CLOCK) -> None:
         self.clock = clock
+        """Its monotonic reading dates each use."""
         self._images: dict[str, PulledImage] = {}
 
     def __contains__(self, image_id: object) -> bool:
@@ -60,15 +62,15 @@ class ImageUsage:
 
     def used(self, image_id: str, reference: str | None = None) -> None:
         """A container of this node is created from `image_id`, pulled as `reference`."""
-        entry = self._images.setdefault(image_id, PulledImage(self.clock()))
-        entry.last_used = self.clock()
+        entry = self._images.setdefault(image_id, PulledImage(self.clock.monotonic()))
+        entry.last_used = self.clock.monotonic()
         if reference is not None:
             entry.references.add(reference)
 
     def seen_in_use(self, image_ids: Collection[str]) -> None:
         """Images that containers use now count as used now (a container restarted, or running
         for long, keeps its image recent)."""
-        now = self.clock()
+        now = self.clock.monotonic()
         for image_id in image_ids:
             entry = self._images.get(image_id)
             if entry is not None:
@@ -80,7 +82,7 @@ class ImageUsage:
     def collectable(self, in_use: Collection[str], min_age_seconds: float) -> list[str]:
         """The recorded images no container uses and none used for `min_age_seconds` (an image
         just pulled for a create that has not happened yet stays), least recently used first."""
-        cutoff = self.clock() - min_age_seconds
+        cutoff = self.clock.monotonic() - min_age_seconds
         idle = [
             (entry.last_used, image_id)
             for image_id, entry in self._images.items()

@@ -5,11 +5,12 @@ is tracked on its own and folded into the replica's total when it ends."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import trio
 
+from chain.clock import Clock
 from orchestrator.engine import ContainerEngine
 from orchestrator.errors import EngineFailure
 from orchestrator.spec import ReplicaKey
@@ -178,7 +179,7 @@ async def sample(
     meter: Meter,
     targets: Iterable[MeterTarget],
     *,
-    wall: Callable[[], float],
+    clock: Clock,
     limiter: trio.CapacityLimiter,
 ) -> int:
     """Reads the counters of every target into the meter; returns how many were read.
@@ -195,7 +196,10 @@ async def sample(
                 log.debug("no sample of %s: %s", target.container_id[:12], e)
                 return
         meter.record_sample(
-            target, sampled_at=wall(), cpu_ns=stats.cpu_ns, memory_bytes=stats.memory_bytes
+            target,
+            sampled_at=clock.now_ms() / 1000,
+            cpu_ns=stats.cpu_ns,
+            memory_bytes=stats.memory_bytes,
         )
         read += 1
 

@@ -198,6 +198,7 @@ class WorkloadService:
             config,
             firewall=self.firewall,
             sandbox_rootfs=busybox_rootfs_tar,
+            clock=self.chain.clock,
         )
         self.controller, self._docker = controller, engine.docker
         self.controller_started.set()

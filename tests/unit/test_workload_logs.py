@@ -36,7 +36,7 @@ def scenario(test: Scenario, *specs: ReplicaSpec, max_follows: int = 4) -> None:
             config,
             firewall=FakeFirewall(),
             sandbox_rootfs=no_rootfs,
-            wall=trio.current_time,
+            clock=TrioClock(),
         )
         logs = WorkloadLogs(engine, controller, clock=TrioClock(), max_follows=max_follows)
         async with trio.open_nursery() as nursery:

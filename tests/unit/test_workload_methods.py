@@ -251,7 +251,7 @@ def compute_node(
             config,
             firewall=FakeFirewall(),
             sandbox_rootfs=no_rootfs,
-            wall=trio.current_time,
+            clock=TrioClock(),
         )
         workloads = WorkloadService(chain, ME, "dev", None)
         async with trio.open_nursery() as nursery:

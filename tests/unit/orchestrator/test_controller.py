@@ -15,6 +15,7 @@ from orchestrator.engine import ContainerState
 from orchestrator.events import EventKind
 from orchestrator.spec import ExecAction, Probe, ReplicaSpec, RestartPolicy
 from orchestrator.status import ContainerPhase, ContainerStatus, ReplicaStatus
+from testkit.trio_clock import TrioClock
 from tests.unit.orchestrator.builders import (
     NODE,
     InMemoryDesired,
@@ -49,7 +50,7 @@ def scenario(
             config,
             firewall=firewall or FakeFirewall(),
             sandbox_rootfs=no_rootfs,
-            wall=trio.current_time,
+            clock=TrioClock(),
         )
         async with trio.open_nursery() as nursery:
             await nursery.start(controller.run)
@@ -312,7 +313,7 @@ def test_a_new_controller_adopts_instead_of_duplicating() -> None:
                 CONFIG,
                 firewall=FakeFirewall(),
                 sandbox_rootfs=no_rootfs,
-                wall=trio.current_time,
+                clock=TrioClock(),
             )
             async with trio.open_nursery() as nursery:
                 await nursery.start(controller.run)

@@ -13,11 +13,16 @@ from orchestrator.image_gc import FilesystemUsage, ImageCollector, ImageGcPolicy
 
 
 class Clock:
+    """Monotonic seconds set by the test (the wall reading follows them)."""
+
     def __init__(self) -> None:
         self.now = 1000.0
 
-    def __call__(self) -> float:
+    def monotonic(self) -> float:
         return self.now
+
+    def now_ms(self) -> int:
+        return round(self.now * 1000)
 
 
 @dataclass
