@@ -173,6 +173,7 @@ class WorkloadService:
                 engine = await connect_engine(self.docker_host)
                 engine.docker.max_image_bytes = self.max_image_bytes
                 engine.docker.allow_private_registries = self.allow_private_registries
+                engine.docker.image_usage.clock = self.chain.clock
                 break
             except EngineUnavailable as exc:
                 if self.engine_error is None or self.engine_error.cause != exc.cause:
