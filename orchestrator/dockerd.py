@@ -26,10 +26,12 @@ import docker.errors
 import requests
 import trio
 
+from chain.clock import Clock, SystemClock
 from orchestrator.errors import OrchestratorError
 from orchestrator.registry import LocalRegistry, RegistryError, die_with_parent
 
 log = logging.getLogger("statemesh.dockerd")
+_SYSTEM_CLOCK = SystemClock()
 
 DOCKERD_PACKAGE = "docker.io"
 """The Debian package that installs dockerd (and containerd, runc and iptables with it)."""
@@ -159,13 +161,18 @@ class PrivateEngine:
         storage_driver: str | None = None,
         registry_mirror: str | None = None,
         serve_registry: bool = False,
+        clock: Clock = _SYSTEM_CLOCK,
     ) -> None:
+        self.clock = clock
+        """Times the start (`start_seconds`) and its deadline."""
         self.root = root.absolute()
         self.storage_driver = storage_driver or os.environ.get(STORAGE_DRIVER_ENV) or None
         """None lets dockerd choose (overlay2 where it can)."""
         self.registry_mirror = registry_mirror
         """Where the engine pulls Docker Hub names from (`http://127.0.0.1:PORT`), if set."""
-        self.registry = LocalRegistry(self.root / "registry") if serve_registry else None
+        self.registry = (
+            LocalRegistry(self.root / "registry", clock=clock) if serve_registry else None
+        )
         """A registry of its own in `root/registry`, started before the engine and stopped after
         it, that the engine uses as its mirror (no public registry is reachable from a dev
         machine): images pushed there as `library/NAME` are pulled as `NAME`."""
@@ -291,14 +298,14 @@ class PrivateEngine:
 
     def start(self, timeout_seconds: float = START_TIMEOUT_SECONDS) -> None:
         """Starts dockerd and waits until it answers."""
-        started = time.monotonic()
+        started = self.clock.monotonic()
         with _StartTurn() as turn:
             while not turn.taken():
                 time.sleep(_POLL_SECONDS)
             self.spawn()
             try:
                 while not self.answers():
-                    if time.monotonic() - started > timeout_seconds:
+                    if self.clock.monotonic() - started > timeout_seconds:
                         raise self._no_answer(timeout_seconds)
                     time.sleep(_POLL_SECONDS)
             except BaseException:
@@ -309,7 +316,7 @@ class PrivateEngine:
     async def start_async(self, timeout_seconds: float = START_TIMEOUT_SECONDS) -> None:
         """`start` for trio code: dockerd is started from the calling (trio) thread, so that it
         outlives no worker thread, and the engine is asked in worker threads until it answers."""
-        started = time.monotonic()
+        started = self.clock.monotonic()
         with _StartTurn() as turn:
             # A file lock offers nothing to await: poll it, cancellable between looks.
             while not turn.taken():  # noqa: ASYNC110
@@ -317,7 +324,7 @@ class PrivateEngine:
             self.spawn()
             try:
                 while not await trio.to_thread.run_sync(self.answers):
-                    if time.monotonic() - started > timeout_seconds:
+                    if self.clock.monotonic() - started > timeout_seconds:
                         raise self._no_answer(timeout_seconds)
                     await trio.sleep(_POLL_SECONDS)
             except BaseException:
@@ -391,7 +398,7 @@ class PrivateEngine:
         return "\n".join(text.splitlines()[-lines:])
 
     def _started(self, started: float) -> None:
-        self.start_seconds = time.monotonic() - started
+        self.start_seconds = self.clock.monotonic() - started
         log.info("private dockerd at %s answered in %.2f s", self.host, self.start_seconds)
 
     def _no_answer(self, timeout_seconds: float) -> EngineStartError:

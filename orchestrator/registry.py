@@ -23,9 +23,11 @@ import docker.errors
 import docker.utils
 import requests
 
+from chain.clock import Clock, SystemClock
 from orchestrator.errors import OrchestratorError
 
 log = logging.getLogger("statemesh.registry")
+_SYSTEM_CLOCK = SystemClock()
 
 REGISTRY_PACKAGE = "docker-registry"
 """The Debian package that installs the registry (`/usr/bin/docker-registry`)."""
@@ -98,7 +100,11 @@ class LocalRegistry:
     Docker talks plain HTTP to registries on 127.0.0.0/8, so an engine on this host pulls from it
     as `ADDRESS/NAME:TAG`, or as a Docker Hub name when started with `--registry-mirror URL`."""
 
-    def __init__(self, root: Path, *, htpasswd: Path | None = None) -> None:
+    def __init__(
+        self, root: Path, *, htpasswd: Path | None = None, clock: Clock = _SYSTEM_CLOCK
+    ) -> None:
+        self.clock = clock
+        """Times the start's deadline."""
         self.root = root.absolute()
         self.htpasswd = htpasswd
         self.port = 0
@@ -144,7 +150,7 @@ class LocalRegistry:
         config = self.root / "config.yml"
         config.write_text(self.config())
         config.chmod(0o600)
-        started = time.monotonic()
+        started = self.clock.monotonic()
         with self.log_path.open("ab") as out:
             self.process = subprocess.Popen(
                 [executable, "serve", str(config)],
@@ -156,7 +162,7 @@ class LocalRegistry:
             )
         try:
             while not self.answers():
-                if time.monotonic() - started > timeout_seconds:
+                if self.clock.monotonic() - started > timeout_seconds:
                     raise RegistryError(
                         f"the registry did not answer at {self.url} within {timeout_seconds} s"
                     )

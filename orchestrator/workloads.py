@@ -37,6 +37,7 @@ MAX_ENGINE_RETRY_SECONDS = 30.0
 DEFAULT_MAX_IMAGE_BYTES = 10 * 2**30
 """The largest image a node accepts by default (`--max-image-size`)."""
 
+
 class ChainDesiredState:
     """What this node must run, read from the finalized state (`orchestrator.DesiredState`).
 
