@@ -10,7 +10,6 @@ from typing import Any
 import trio
 
 from chain import codec
-from chain.clock import Clock
 from chain.errors import DatabaseError
 from chain.keys import Signer
 from chain.primitives import Hash32
@@ -73,7 +72,6 @@ class FinalityService:
         self,
         chain: ChainService,
         *,
-        clock: Clock,
         signer: Signer | None,
         publish: Callable[[bytes], Awaitable[None]],
     ) -> None:
@@ -82,7 +80,7 @@ class FinalityService:
             raise RuntimeError("the store has no genesis")
         lock, last_voted = _decode_voter_state(store.voter_state())
         self.chain = chain
-        self.clock = clock
+        self.clock = chain.clock
         self.publish = publish
         self.gadget = FinalityGadget(
             genesis_hash=store.genesis_hash,

@@ -243,6 +243,7 @@ class Node:
                 config.ingress.http_port if config.ingress is not None else 0,
                 workloads,
                 allow_private=config.allow_private_endpoints,
+                manifests=workloads.manifests if workloads is not None else None,
             )
             if network is not None:
                 endpoints.register(network.p2p)
@@ -254,7 +255,11 @@ class Node:
             info = SystemInfo(name=config.name, version=VERSION, spec=spec)
             registry = build_registry(chain, info, network)
             register_workload_methods(
-                registry, chain, workloads, node_key=Keypair.from_seed(node_key.seed)
+                registry,
+                chain,
+                workloads,
+                node_key=Keypair.from_seed(node_key.seed),
+                clock=chain.clock,
             )
             register_ingress_methods(registry, chain, endpoints)
             if wallet is not None:
@@ -527,7 +532,6 @@ def _network(
     if len(chain.authorities) > 1:
         finality = FinalityService(
             chain,
-            clock=clock,
             signer=config.signer,
             publish=lambda vote: p2p.publish(TOPIC_VOTES, vote),
         )

@@ -353,6 +353,7 @@ class EndpointService:
         allow_private: bool = False,
         refresh_seconds: float = 10.0,
         ttl_seconds: float = 30.0,
+        manifests: ManifestCache | None = None,
     ) -> None:
         self.ledger = ledger
         """Read at its finalized state, followed through its finalized heads; its clock dates
@@ -370,7 +371,8 @@ class EndpointService:
         self.workloads = workloads
         self.refresh_seconds = refresh_seconds
         self.book = AdvertBook(ttl_seconds)
-        self._manifests = ManifestCache()
+        # The workload service's, when the node hands it over: one copy of each manifest.
+        self._manifests = manifests or ManifestCache()
         self._p2p: P2PService | None = None
         self._inbox: trio.MemoryReceiveChannel[GossipMessage] | None = None
         self._local: frozenset[ReadyReplica] = frozenset()

@@ -52,13 +52,14 @@ class ChainDesiredState:
         chain_id: str,
         *,
         max_pids: int = DEFAULT_MAX_PIDS,
+        manifests: ManifestCache | None = None,
     ) -> None:
         self.chain = chain
         self.max_pids = max_pids
         """This node's cap on any container's processes and threads."""
         self.node_id = node_id
         self.chain_id = chain_id
-        self._manifests = ManifestCache()
+        self._manifests = manifests or ManifestCache()
         self._read_at: bytes | None = None
         """The finalized block `_replicas` was read at."""
         self._replicas: tuple[o.ReplicaSpec, ...] = ()
@@ -136,6 +137,7 @@ class WorkloadService:
         max_image_bytes: int | None = DEFAULT_MAX_IMAGE_BYTES,
         allow_private_registries: bool = False,
         image_gc: ImageGcPolicy | None = None,
+        manifests: ManifestCache | None = None,
     ) -> None:
         self.max_image_bytes = max_image_bytes
         """An image larger than this once pulled is removed again (`ImageTooLarge`)."""
@@ -144,7 +146,11 @@ class WorkloadService:
         self.image_gc = image_gc or ImageGcPolicy()
         self.chain = chain
         self.node_id = node_id
-        self.desired = ChainDesiredState(chain, node_id, chain_id, max_pids=max_pids)
+        self.manifests = manifests or ManifestCache()
+        """The manifests read back from the chain's state, shared with the endpoint service."""
+        self.desired = ChainDesiredState(
+            chain, node_id, chain_id, max_pids=max_pids, manifests=self.manifests
+        )
         self.docker_host = docker_host
         self.firewall = IptablesFirewall(firewall_tag(node_id), egress)
         self.controller: Controller | None = None

@@ -8,13 +8,13 @@ the events that come from chain state are public."""
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from chain.address import encode_address
+from chain.clock import Clock
 from chain.keys import Keypair
 from chain.runtime import apps
 from consensus.chain_service import ChainService
@@ -213,12 +213,12 @@ def register_workload_methods(
     workloads: WorkloadService | None,
     *,
     node_key: Keypair,
-    wall: Callable[[], float] = time.time,
+    clock: Clock,
 ) -> None:
     """`app_logs`, `app_subscribeLogs`, `app_events`, `node_identity` and `node_workloads`;
     `node_key` is the key this node's id is the public key of, which proves that id to the
-    clients about to sign requests for it; `wall` is the clock that owners' requests expire
-    by."""
+    clients about to sign requests for it; `clock` is the one that owners' requests expire by
+    (the node's)."""
     store = chain.store
 
     def service() -> WorkloadService:
@@ -252,7 +252,12 @@ def register_workload_methods(
         genesis = store.genesis_hash or b""
         try:
             check_access(
-                grant, genesis=genesis, app=app, node=found.node_id, owner=record.owner, now=wall()
+                grant,
+                genesis=genesis,
+                app=app,
+                node=found.node_id,
+                owner=record.owner,
+                now=clock.now_ms() / 1000,
             )
         except AccessDenied as e:
             raise RpcError(ACCESS_DENIED, e.message, {"reason": e.reason.value}) from None

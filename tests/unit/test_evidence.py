@@ -64,7 +64,7 @@ def test_a_vote_equivocation_lands_in_a_block_once(tmp_path: Path) -> None:
     """Two conflicting votes reach the finality service from the network: the reporter hears
     of them through its listener, and the report lands in the next block we author."""
     chain = reporting_chain(tmp_path / "db")
-    finality = FinalityService(chain, clock=chain.clock, signer=None, publish=_no_publish)
+    finality = FinalityService(chain, signer=None, publish=_no_publish)
     reporter = EvidenceReporter(chain, CHARLIE)
     finality.on_equivocation.append(reporter.on_votes)
     round_ = finality.current_round

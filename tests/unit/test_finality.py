@@ -496,7 +496,7 @@ def test_service_verdicts_never_penalize_a_skewed_clock(tmp_path: Path) -> None:
     """Votes of rounds a little ahead (a clock a few seconds fast) or behind are ignored, never
     rejected; copies are ignored unchecked; conflicting votes reach the listeners once."""
     chain = open_chain(tmp_path / "db")
-    service = FinalityService(chain, clock=chain.clock, signer=None, publish=_no_publish)
+    service = FinalityService(chain, signer=None, publish=_no_publish)
     heard: list[tuple[Vote, Vote]] = []
     service.on_equivocation.append(lambda first, second: heard.append((first, second)))
     now = service.current_round

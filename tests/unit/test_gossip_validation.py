@@ -134,7 +134,7 @@ def open_node(path: Path, signer: Keypair, clock: SkewedClock) -> Node:
     async def publish(vote: bytes) -> None:
         pass
 
-    finality = FinalityService(chain, clock=clock, signer=signer, publish=publish)
+    finality = FinalityService(chain, signer=signer, publish=publish)
     p2p = FakeP2P()
     network = NetworkService(chain, finality, cast(P2PService, p2p))
     node = Node(chain, finality, network, p2p, clock.elapsed)

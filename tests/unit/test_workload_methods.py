@@ -19,6 +19,7 @@ import trio
 import trio.testing
 
 from chain.address import encode_address
+from chain.clock import ManualClock
 from chain.keys import Keypair, sign_transaction
 from chain.primitives import AccountId, Hash32
 from chain.runtime import apps
@@ -93,7 +94,7 @@ def registry_for(chain: ChainService | None, workloads: WorkloadService | None) 
         chain or SimpleNamespace(store=None),  # type: ignore[arg-type]
         workloads,
         node_key=ALICE,
-        wall=lambda: NOW,
+        clock=ManualClock(now_ms=NOW * 1000),
     )
     return registry
 
