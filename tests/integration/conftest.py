@@ -11,6 +11,7 @@ from chain.address import decode_address
 from chain.keys import dev_keypair
 from orchestrator.firewall import IptablesFirewall
 from orchestrator.workloads import firewall_tag
+from testkit.local_network import LocalNetwork
 from tests.integration import docker_harness, harness
 from tests.integration.docker_harness import DockerEngine
 from tests.integration.harness import NodeProcess
@@ -35,6 +36,16 @@ def host_rules_removed() -> Iterator[None]:
         node_id = node.node_id()
         if node_id is not None:
             trio.run(IptablesFirewall(firewall_tag(node_id)).remove)
+
+
+@pytest.fixture
+def testnet(tmp_path: Path) -> Iterator[LocalNetwork]:
+    """Four validators of a fresh local testnet, started."""
+    net = LocalNetwork(tmp_path / "testnet", 4).start()
+    try:
+        yield net
+    finally:
+        net.stop()
 
 
 @pytest.fixture

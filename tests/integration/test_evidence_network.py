@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -18,15 +16,6 @@ from testkit.local_network import LocalNetwork
 from tests.integration.harness import ROOT
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def testnet(tmp_path: Path) -> Iterator[LocalNetwork]:
-    net = LocalNetwork(tmp_path / "testnet", 4).start()
-    try:
-        yield net
-    finally:
-        net.stop()
 
 
 def test_an_equivocating_validator_is_recorded_on_chain(testnet: LocalNetwork) -> None:

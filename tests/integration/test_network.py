@@ -3,7 +3,6 @@ killed validator catching up and a late full node syncing from genesis."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,15 +13,6 @@ from testkit.local_network import LocalNetwork, assert_no_conflicting_finality
 from tests.factories import transfer_call
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def testnet(tmp_path: Path) -> Iterator[LocalNetwork]:
-    net = LocalNetwork(tmp_path / "testnet", 4).start()
-    try:
-        yield net
-    finally:
-        net.stop()
 
 
 def test_validators_finalize_and_a_transaction_reaches_every_node(testnet: LocalNetwork) -> None:

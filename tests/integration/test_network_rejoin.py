@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,15 +16,6 @@ from testkit.local_network import LocalNetwork, assert_no_conflicting_finality
 from tests.integration.harness import ROOT, NodeProcess, free_port
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def testnet(tmp_path: Path) -> Iterator[LocalNetwork]:
-    net = LocalNetwork(tmp_path / "testnet", 4).start()
-    try:
-        yield net
-    finally:
-        net.stop()
 
 
 def test_an_isolated_validator_rejoins_without_conflicting_finality(testnet: LocalNetwork) -> None:
