@@ -3,8 +3,11 @@ themselves, so that tests can drive time and a node's notion of it has one sourc
 
 - `now_ms()`: wall-clock milliseconds since 1970, for what is compared across nodes (slots,
   timestamps, expiries written on chain or signed).
-- `monotonic()`: seconds that never go back, for what is measured on this node only (timeouts,
-  backoffs, rates, ban lengths).
+- `monotonic()`: seconds that never go back, for what is measured on this node only (rates,
+  ban lengths, ages, deadlines checked by comparison).
+
+Timeouts and back-offs that wait with `trio.sleep` or a cancel scope read trio's clock instead,
+so that one clock both schedules and measures them (tests drive it with trio's mock clock).
 """
 
 from __future__ import annotations

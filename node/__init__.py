@@ -1,1 +1,2 @@
-"""The `statemesh` binary: CLI, configuration, service wiring under one trio nursery, JSON-RPC."""
+"""The `statemesh` binary: the CLI, the JSON-RPC server, and the wiring of every package's
+services under one trio nursery (`runner`)."""

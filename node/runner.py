@@ -281,7 +281,6 @@ class Node:
                 workloads,
                 operator=presence.operator,
                 identity=presence.identity,
-                clock=clock,
             )
             if workloads is not None and presence is not None
             else None
@@ -347,7 +346,7 @@ class Node:
                         await nursery.start(self.presence.run)
                     if self.workloads is not None:
                         if config.private_engine:
-                            self.engine = await _start_private_engine(config)
+                            self.engine = await _start_private_engine(config, self.chain.clock)
                             if self.engine is not None:
                                 self.workloads.docker_host = self.engine.host
                         await nursery.start(self.workloads.run)
@@ -392,7 +391,7 @@ class Node:
                 log.info("database closed")
 
 
-async def _start_private_engine(config: NodeConfig) -> PrivateEngine | None:
+async def _start_private_engine(config: NodeConfig, clock: Clock) -> PrivateEngine | None:
     """The engine a dev node starts when no engine answers where it looked: a private dockerd
     under the base path with the example's busybox image. None if an engine answers, or if
     this one cannot start (the node then offers no compute and says why)."""
@@ -405,7 +404,7 @@ async def _start_private_engine(config: NodeConfig) -> PrivateEngine | None:
         return None
     # With a registry of its own as its mirror: replicas' images are always pulled, and no
     # public registry is reachable from a dev machine.
-    engine = PrivateEngine(config.base_path / "docker", serve_registry=True)
+    engine = PrivateEngine(config.base_path / "docker", serve_registry=True, clock=clock)
     try:
         await engine.start_async()
     except EngineStartError as exc:
@@ -527,6 +526,7 @@ def _network(
         ),
         node_key,
         status=lambda: network.status() if network is not None else b"",
+        clock=clock,
     )
     finality = None
     if len(chain.authorities) > 1:

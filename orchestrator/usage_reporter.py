@@ -11,7 +11,6 @@ from typing import Any
 
 import trio
 
-from chain.clock import Clock
 from chain.errors import InvalidTransaction
 from chain.keys import Keypair
 from chain.ledger import Ledger
@@ -105,13 +104,11 @@ class UsageReporter:
         *,
         operator: Keypair,
         identity: Keypair,
-        clock: Clock,
     ) -> None:
         self.chain = chain
         self.workloads = workloads
         self.operator = operator
         self.identity = identity
-        self.clock = clock
         self.reports = 0
         self._last: dict[ReplicaKey, ReplicaUsage] = {}
         self._instances: dict[ReplicaKey, int] = {}
@@ -136,7 +133,7 @@ class UsageReporter:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
-            now = self.clock.now_ms()
+            now = self.chain.clock.now_ms()
             period = now // self.period_ms
             await trio.sleep(((period + 1) * self.period_ms + SETTLE_MS - now) / 1000)
             self.report(period)

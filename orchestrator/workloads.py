@@ -39,7 +39,7 @@ DEFAULT_MAX_IMAGE_BYTES = 10 * 2**30
 
 
 class ChainDesiredState:
-    """What this node must run, read from the finalized state (`orchestrator.DesiredState`).
+    """What this node must run, read from the finalized state (a `controller.DesiredState`).
 
     The state is read once per finalized block: the controller's passes between blocks (engine
     events, resyncs) reuse what was read, and a block that changes nothing for this node is told

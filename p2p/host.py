@@ -5,7 +5,6 @@ gossip, request/response, the status handshake, peer scoring and the bootnode lo
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +24,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
+from chain.clock import Clock, SystemClock
 from p2p.addresses import listen_multiaddr, node_multiaddr, parse_bootnode
 from p2p.bootnodes import BootnodeDialer, DialStatistics
 from p2p.config import P2PConfig
@@ -87,14 +87,15 @@ class P2PService:
         node_key: NodeKey,
         *,
         status: Callable[[], bytes] = _no_status,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
         self._config = config
         self._status = status
-        self._clock = clock
+        self._time = clock or SystemClock()
+        self._clock = self._time.monotonic
         self._host = _build_host(node_key)
         self._peer_id = PeerId(self._host.get_id().to_base58())
-        self._scores = PeerScores(config.scoring, clock)
+        self._scores = PeerScores(config.scoring, self._clock)
         self._table = PeerTable(config.event_buffer)
         self._gossip = Gossip(
             self._host, config.network_id, config.gossip, config.scoring, self.penalize
@@ -351,7 +352,7 @@ class P2PService:
         address = str(addresses[0]) if addresses else "unknown"
         direction = getattr(connection, "direction", None)
         direction_name = direction.name.lower() if direction is not None else "unknown"
-        if self._table.connected(peer, address, direction_name, time.time()):
+        if self._table.connected(peer, address, direction_name, self._time.now_ms() / 1000):
             if self._nursery is not None:
                 self._nursery.start_soon(self._greet, peer)
 

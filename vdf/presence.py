@@ -1,7 +1,9 @@
 """Presence: register this node on chain (operator, class, measured capacity) and keep its Time
 Tower growing with chained VDF proofs, submitted as `towers.submit_proof` transactions. It
 follows the chain's new heads: what it waits for (its registration, a proof's inclusion, a newer
-block after a refusal) comes with a block."""
+block after a refusal) comes with a block. What is not chain state it looks at on a timer: the
+engine, while registration waits (at most `WAIT_FOR_ENGINE_SECONDS`) to learn whether it answers,
+and the engine, disk pressure and address that the registration keeper watches."""
 
 from __future__ import annotations
 

@@ -6,17 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from chain.address import encode_address
+from chain.ledger import Ledger
 from chain.runtime import apps
-from consensus.chain_service import ChainService
 from node.rpc.errors import RpcError
 from node.rpc.registry import Params, Registry
 from node.rpc.workload_methods import UNKNOWN_APP
 from orchestrator.endpoints import EndpointService, ReadyReplica
 
 
-def register_ingress_methods(
-    registry: Registry, chain: ChainService, endpoints: EndpointService
-) -> None:
+def register_ingress_methods(registry: Registry, chain: Ledger, endpoints: EndpointService) -> None:
     """`ingress_routes` and `app_endpoints`."""
     store = chain.store
 

@@ -16,8 +16,8 @@ from typing import Any
 from chain.address import encode_address
 from chain.clock import Clock
 from chain.keys import Keypair
+from chain.ledger import Ledger
 from chain.runtime import apps
-from consensus.chain_service import ChainService
 from node.rpc.errors import RpcError
 from node.rpc.methods import recent_app_events
 from node.rpc.registry import Params, Registry
@@ -209,7 +209,7 @@ class _Compute:
 
 def register_workload_methods(
     registry: Registry,
-    chain: ChainService,
+    chain: Ledger,
     workloads: WorkloadService | None,
     *,
     node_key: Keypair,

@@ -18,7 +18,6 @@ from tests.factories import ALICE, BOB, CHARLIE
 from tests.unit.test_app_retention import db
 from tests.unit.test_apps import CREATE, DELETE
 from tests.unit.test_apps_rpc import Chain
-from tests.unit.test_chain_service import FixedClock
 from tests.unit.test_towers import NODE_KEYS, registration
 
 CHAIN = "statemesh_dev"
@@ -85,9 +84,7 @@ def test_a_report_has_instances_disk_and_retained_volumes(tmp_path: Path) -> Non
     chain.send(ALICE, CREATE.call(manifest=db()))
     workloads: Any = FakeWorkloads()
     controller = workloads.controller
-    reporter = UsageReporter(
-        chain.service, workloads, operator=CHARLIE, identity=NODE_KEYS[0], clock=FixedClock(0)
-    )
+    reporter = UsageReporter(chain.service, workloads, operator=CHARLIE, identity=NODE_KEYS[0])
     key = ReplicaKey(CHAIN, "db", 0)
     controller.specs[key] = spec("db", 0, 1)
     controller.totals[key] = ReplicaUsage(
@@ -144,9 +141,7 @@ def test_a_report_has_instances_disk_and_retained_volumes(tmp_path: Path) -> Non
 def test_a_replica_of_unknown_instance_is_left_out(tmp_path: Path) -> None:
     chain = node_chain(tmp_path / "db")
     workloads: Any = FakeWorkloads()
-    reporter = UsageReporter(
-        chain.service, workloads, operator=CHARLIE, identity=NODE_KEYS[0], clock=FixedClock(0)
-    )
+    reporter = UsageReporter(chain.service, workloads, operator=CHARLIE, identity=NODE_KEYS[0])
     workloads.controller.totals[ReplicaKey(CHAIN, "ghost", 0)] = ReplicaUsage(uptime_ms=5)
     reporter.report(0)
     assert submitted(chain) == []
@@ -159,9 +154,7 @@ def test_a_live_applications_volume_left_on_this_node_is_billed_to_its_owner(
     chain.send(ALICE, CREATE.call(manifest=db()))
     finalize(chain)
     workloads: Any = FakeWorkloads()
-    reporter = UsageReporter(
-        chain.service, workloads, operator=CHARLIE, identity=NODE_KEYS[0], clock=FixedClock(0)
-    )
+    reporter = UsageReporter(chain.service, workloads, operator=CHARLIE, identity=NODE_KEYS[0])
     # Replica 3 was scaled down (or moved away): its volume is still here, and takes disk.
     workloads.controller.retained = [
         VolumeUsage(CHAIN, "db", 1, 3, "data", 4096),
