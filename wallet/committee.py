@@ -100,7 +100,7 @@ class DkgFailed(WalletServiceError):
     pass
 
 
-class NotEnoughSigners(WalletServiceError):
+class TooFewMembersAnswered(WalletServiceError):
     pass
 
 
@@ -598,7 +598,7 @@ class WalletService:
         )
         offers = _signing_offers(answers, record.committee, group_key)
         if len(offers) < record.threshold:
-            raise NotEnoughSigners(
+            raise TooFewMembersAnswered(
                 f"{len(offers)} of {len(record.committee)} committee members agreed to sign, "
                 f"{record.threshold} needed: {answers.describe_failures()}"
             )

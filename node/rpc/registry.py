@@ -66,7 +66,7 @@ _JSON_TYPE_NAMES: dict[type, str] = {
 _RESERVED_PREFIX = "rpc."
 
 
-class RegistryError(NodeError, ValueError):
+class MethodRegistrationError(NodeError, ValueError):
     """A registration that cannot work: a duplicate name or a malformed params declaration."""
 
 
@@ -93,19 +93,25 @@ class ParamSpec:
     @classmethod
     def parse(cls, declared: Iterable[str]) -> ParamSpec:
         if isinstance(declared, str):
-            raise RegistryError(f"params must be a list of names, not the string {declared!r}")
+            raise MethodRegistrationError(
+                f"params must be a list of names, not the string {declared!r}"
+            )
         names: list[str] = []
         required = 0
         for entry in declared:
             optional = entry.endswith("?")
             name = entry[:-1] if optional else entry
             if not name.isidentifier():
-                raise RegistryError(f"param name {entry!r} is not an identifier (optionally + '?')")
+                raise MethodRegistrationError(
+                    f"param name {entry!r} is not an identifier (optionally + '?')"
+                )
             if name in names:
-                raise RegistryError(f"param {name!r} is declared twice")
+                raise MethodRegistrationError(f"param {name!r} is declared twice")
             if not optional:
                 if required != len(names):
-                    raise RegistryError(f"required param {name!r} follows an optional one")
+                    raise MethodRegistrationError(
+                        f"required param {name!r} follows an optional one"
+                    )
                 required += 1
             names.append(name)
         return cls(tuple(names), required)
@@ -325,7 +331,7 @@ class Registry:
     ) -> None:
         spec = ParamSpec.parse(params)
         if subscribe == unsubscribe:
-            raise RegistryError(f"{subscribe!r} cannot both subscribe and unsubscribe")
+            raise MethodRegistrationError(f"{subscribe!r} cannot both subscribe and unsubscribe")
         self._claim(subscribe)
         self._claim(unsubscribe)
         entry = Subscription(subscribe, unsubscribe, notification, handler, spec, unsafe)
@@ -358,9 +364,9 @@ class Registry:
 
     def _claim(self, name: str) -> None:
         if not name or name.startswith(_RESERVED_PREFIX):
-            raise RegistryError(f"{name!r} is not a usable method name")
+            raise MethodRegistrationError(f"{name!r} is not a usable method name")
         if name in self._entries:
-            raise RegistryError(f"method {name!r} is already registered")
+            raise MethodRegistrationError(f"method {name!r} is already registered")
 
     def _rpc_methods(self, params: Params) -> dict[str, object]:
         return {"methods": self.names()}

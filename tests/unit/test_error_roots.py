@@ -27,7 +27,7 @@ from consensus.finality import InvalidVote, VoteRejection
 from node.errors import CliError, NodeError
 from node.rpc.limits import RpcLimitsError
 from node.rpc.origins import CorsError
-from node.rpc.registry import RegistryError, UndeclaredParamError
+from node.rpc.registry import MethodRegistrationError, UndeclaredParamError
 from node.workload_access import AccessDenied, AccessRefusal
 from vdf.errors import VdfError
 from wallet.errors import WalletError
@@ -87,7 +87,7 @@ def test_a_vote_rejection_is_not_a_ledger_error() -> None:
         (ScheduleError, ValueError),
         (RpcLimitsError, ValueError),
         (CorsError, ValueError),
-        (RegistryError, ValueError),
+        (MethodRegistrationError, ValueError),
         (UndeclaredParamError, LookupError),
     ],
 )

@@ -17,10 +17,10 @@ from node.rpc.errors import RpcError, invalid_transaction_error
 from node.rpc.jsonrpc import Reply, handle_payload
 from node.rpc.limits import RpcLimits, RpcLimitsError
 from node.rpc.registry import (
+    MethodRegistrationError,
     Params,
     ParamSpec,
     Registry,
-    RegistryError,
     Subscription,
 )
 
@@ -588,7 +588,7 @@ def test_registry_refuses_unusable_registrations(
     register: Callable[[Registry], None], message: str
 ) -> None:
     registry = Registry()
-    with pytest.raises(RegistryError) as caught:
+    with pytest.raises(MethodRegistrationError) as caught:
         register(registry)
     assert str(caught.value) == message
     assert registry.names() == ["rpc_methods"]

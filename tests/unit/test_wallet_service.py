@@ -32,9 +32,9 @@ from wallet.committee import (
     REQUEST,
     CreatedWallet,
     DkgFailed,
-    NotEnoughSigners,
     P2PWalletTransport,
     SigningFailed,
+    TooFewMembersAnswered,
     UnknownWallet,
     WalletService,
     node_id_of,
@@ -404,7 +404,7 @@ def test_members_refuse_a_forged_login_signature(net: Network) -> None:
     net.fund(group)
     submitted = len(net.ledger.submitted)
     forged = net.login_signature(group, 1234, signer=Keypair.from_seed(b"\x62" * 32))
-    with pytest.raises(NotEnoughSigners) as info:
+    with pytest.raises(TooFewMembersAnswered) as info:
         run(lambda: net.service(2).transfer(group, DEST, 1234, forged))
     assert str(info.value) == (
         f"0 of 3 committee members agreed to sign, 2 needed: {refusals(net, BAD_LOGIN)}"
@@ -417,7 +417,7 @@ def test_members_refuse_another_amount_than_the_login_key_signed(net: Network) -
     net.fund(group)
     submitted = len(net.ledger.submitted)
     signed_for_ten = net.login_signature(group, 10)
-    with pytest.raises(NotEnoughSigners) as info:
+    with pytest.raises(TooFewMembersAnswered) as info:
         run(lambda: net.service(0).transfer(group, DEST, 10_000, signed_for_ten))
     assert str(info.value) == (
         f"0 of 3 committee members agreed to sign, 2 needed: {refusals(net, BAD_LOGIN)}"
@@ -431,7 +431,7 @@ def test_fewer_than_threshold_members_fails_clearly_and_submits_nothing(net: Net
     submitted = len(net.ledger.submitted)
     net.router.down = {net.committee[0], net.committee[2]}
     signature = net.login_signature(group, 1)
-    with pytest.raises(NotEnoughSigners) as info:
+    with pytest.raises(TooFewMembersAnswered) as info:
         run(lambda: net.service(0).transfer(group, DEST, 1, signature))
     down = "; ".join(
         member_line(m, "unreachable: connection refused")
