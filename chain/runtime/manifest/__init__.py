@@ -6,7 +6,12 @@ hashes (`canonical`), and the reading of that stored form, which checks nothing 
 (`stored`). The chain reads JSON only; YAML is read where files are, by the CLI."""
 
 from chain.runtime.manifest.application import Manifest
-from chain.runtime.manifest.canonical import API_VERSION, KIND, MAX_MANIFEST_BYTES
+from chain.runtime.manifest.canonical import (
+    API_VERSION,
+    KIND,
+    MAX_MANIFEST_BYTES,
+    scaling_rules_json,
+)
 from chain.runtime.manifest.decode import bounded_bytes, decode_manifest
 from chain.runtime.manifest.errors import FieldPath, ManifestError, format_path, shown_value
 from chain.runtime.manifest.quantities import (
@@ -134,6 +139,7 @@ __all__ = [
     "ingress_prefix",
     "parse_bytes",
     "read_stored_manifest",
+    "scaling_rules_json",
     "shown_value",
     "validate_manifest",
 ]

@@ -67,7 +67,7 @@ def manifest_json(name: str, spec: ApplicationSpec) -> dict[str, Any]:
         }
         # Only when given: a manifest without it keeps the canonical form (and hash) it had.
         behavior = {
-            key: _scaling_rules_json(rules)
+            key: scaling_rules_json(rules)
             for key, rules in (("scaleUp", scaling.scale_up), ("scaleDown", scaling.scale_down))
             if rules is not None
         }
@@ -83,7 +83,8 @@ def manifest_json(name: str, spec: ApplicationSpec) -> dict[str, Any]:
     }
 
 
-def _scaling_rules_json(rules: ScalingRules) -> dict[str, Any]:
+def scaling_rules_json(rules: ScalingRules) -> dict[str, Any]:
+    """One direction of `behavior` as a manifest writes it, every field given."""
     return {
         "stabilizationWindowSeconds": rules.stabilization_window_seconds,
         "selectPolicy": rules.select_policy.value,
