@@ -22,7 +22,6 @@ from chain.runtime.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestError, 
 from chain.runtime.scheduler import (
     AppDemand,
     NodeInfo,
-    Placement,
     ReplicaId,
     Resources,
     rollout_step,
@@ -619,9 +618,18 @@ class Apps(Module):
                         )
                     )
         result = schedule([r.demand(n) for n, r in records.items()], infos, current, reserved)
+        # By application once, rather than a scan of every replica for each application.
+        targets: dict[str, dict[int, bytes]] = {}
+        for replica, holder in result.assignments.items():
+            targets.setdefault(replica.app, {})[replica.index] = holder
+        pending: dict[str, dict[int, str]] = {}
+        for replica, why in result.pending.items():
+            pending.setdefault(replica.app, {})[replica.index] = why
         rolling = False
         for name, record in records.items():
-            updated = self._advance(ctx, name, record, entries[name], result)
+            updated = self._advance(
+                ctx, name, record, entries[name], targets.get(name, {}), pending.get(name, {})
+            )
             rolling = rolling or any(e.revision != record.revision for e in updated if e.node)
             if updated != entries[name]:
                 state.put(_PLACEMENT + name.encode(), _encode_entries(updated))
@@ -636,14 +644,14 @@ class Apps(Module):
         name: str,
         record: AppRecord,
         entries: list[ReplicaEntry],
-        result: Placement,
+        target: dict[int, bytes],
+        pending: dict[int, str],
     ) -> list[ReplicaEntry]:
-        """The app's copies after this step: the new revision on its target nodes, old copies
-        stopping as the rolling update allows, pending replicas with their reason."""
+        """The app's copies after this step: the new revision on its target nodes (`target`, by
+        replica index), old copies stopping as the rolling update allows, pending replicas with
+        their reason (`pending`)."""
         now = ctx.env.number
         revision = record.revision
-        target = {r.index: node for r, node in result.assignments.items() if r.app == name}
-        pending = {r.index: why for r, why in result.pending.items() if r.app == name}
         old = {e.index: e.node for e in entries if e.node and e.revision != revision}
         new = {e.index: e.node for e in entries if e.node and e.revision == revision}
         if old:

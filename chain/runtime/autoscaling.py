@@ -103,13 +103,18 @@ class Decision:
     """The history to keep for the next decision."""
 
 
-def _ceil(value: Fraction) -> int:
-    return -(-value.numerator // value.denominator)
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
 
 
-def utilisation_percent(used_cpu_ms: Sequence[int | Fraction], request_cpu_ms: int) -> int:
+def _within_tolerance(measured: int, target: int) -> bool:
+    """|measured / target - 1| <= TOLERANCE, in integers."""
+    return abs(measured - target) * TOLERANCE.denominator <= target * TOLERANCE.numerator
+
+
+def utilisation_percent(used_cpu_ms: Sequence[int], request_cpu_ms: int) -> int:
     """Whole percent, rounded down as HPA does, of what `len(used_cpu_ms)` replicas requested."""
-    return int(Fraction(sum(used_cpu_ms, Fraction(0)) * 100, request_cpu_ms * len(used_cpu_ms)))
+    return sum(used_cpu_ms) * 100 // (request_cpu_ms * len(used_cpu_ms))
 
 
 def recommend(observation: Observation, target: int) -> tuple[int, int | None, Reason]:
@@ -125,25 +130,29 @@ def recommend(observation: Observation, target: int) -> tuple[int, int | None, R
     if not reported or request <= 0:
         return current, None, Reason.NO_METRICS
     measured = utilisation_percent(reported, request)
-    ratio = Fraction(measured, target)
-    scale_up_with_unready = unready > 0 and ratio > 1
+    scale_up_with_unready = unready > 0 and measured > target
     if not scale_up_with_unready and missing == 0:
-        if abs(1 - ratio) <= TOLERANCE:
+        if _within_tolerance(measured, target):
             return current, measured, Reason.WITHIN_TOLERANCE
-        wanted = _ceil(ratio * len(reported))
+        wanted = _ceil_div(measured * len(reported), target)
         return wanted, measured, Reason.SCALE_UP if wanted > current else Reason.SCALE_DOWN
-    filled: list[int | Fraction] = list(reported)
-    if missing and ratio < 1:
-        filled += [Fraction(request * max(100, target), 100)] * missing
-    elif missing and ratio > 1:
+    # In hundredths of a CPU ms, so that "all it requested, or the target if higher" stays exact.
+    filled = [used * 100 for used in reported]
+    if missing and measured < target:
+        filled += [request * max(100, target)] * missing
+    elif missing and measured > target:
         filled += [0] * missing
     if scale_up_with_unready:
         filled += [0] * unready
-    new_ratio = Fraction(utilisation_percent(filled, request), target)
-    if abs(1 - new_ratio) <= TOLERANCE or (ratio < 1 < new_ratio) or (new_ratio < 1 < ratio):
+    refilled = utilisation_percent(filled, request * 100)
+    if (
+        _within_tolerance(refilled, target)
+        or (measured < target < refilled)
+        or (refilled < target < measured)
+    ):
         return current, measured, Reason.WITHIN_TOLERANCE
-    wanted = _ceil(new_ratio * len(filled))
-    if (new_ratio < 1 and wanted > current) or (new_ratio > 1 and wanted < current):
+    wanted = _ceil_div(refilled * len(filled), target)
+    if (refilled < target and wanted > current) or (refilled > target and wanted < current):
         return current, measured, Reason.WITHIN_TOLERANCE
     return wanted, measured, Reason.SCALE_UP if wanted > current else Reason.SCALE_DOWN
 
@@ -187,7 +196,7 @@ def scale_up_limit(
         if policy.type is ScalingPolicyType.PODS:
             proposals.append(start + policy.value)
         else:
-            proposals.append(_ceil(Fraction(start * (100 + policy.value), 100)))
+            proposals.append(_ceil_div(start * (100 + policy.value), 100))
     pick = max if rules.select_policy is SelectPolicy.MAX else min
     return max(pick(proposals), current)
 
