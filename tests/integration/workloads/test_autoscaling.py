@@ -61,12 +61,14 @@ def test_a_busy_app_scales_up_to_max_and_back_down_to_min(
         # Scaling by hand is refused: the autoscaler owns the count.
         refused = cli("app", "scale", "burn", "--replicas", "2", "--from", "dev-alice", *rpc)
         assert refused.returncode == 1 and "apps.Autoscaled" in refused.stderr, refused.stderr
-        # 200m used of 100m requested is 200% against 50%: straight to the maximum.
+        # Up to 200m used of 100m requested (the limit; less on a busy machine) against 50%:
+        # to the maximum, in one step when the machine gives it over 100%.
         node.wait_for(
             lambda: any(e["to"] == 3 for e in scaled(node)), timeout=90, what="scaled to 3"
         )
         up = next(e for e in scaled(node) if e["to"] == 3)
-        assert up["utilisation"] > 100 and up["reason"].startswith("TooManyReplicas"), up
+        assert up["utilisation"] > 50 and up["reason"].endswith("-> 3"), up
+        assert up["reason"].split(":")[0] in ("ScaleUp", "TooManyReplicas"), up
         status = cli_json("app", "status", "burn", *rpc)
         assert status["autoscaling"]["desiredReplicas"] == 3
         # No longer burning: after the window the count comes back to the minimum.
@@ -77,7 +79,9 @@ def test_a_busy_app_scales_up_to_max_and_back_down_to_min(
         )
         down = next(e for e in scaled(node) if e["to"] == 1)
         assert down["from"] == 3 and down["utilisation"] < 50, down
-        assert down["reason"].startswith("TooFewReplicas"), down
+        # Recommended 0: the minimum, or the highest recommendation of the window if that is 1.
+        assert down["reason"].split(":")[0] in ("TooFewReplicas", "ScaleDownStabilized"), down
+        assert down["reason"].endswith("3 -> 1"), down
         shown = cli("app", "status", "burn", *rpc)
         assert "autoscaling 1 to 3 replicas at 50% CPU" in shown.stdout, shown.stdout
         assert "3 -> 1" in shown.stdout, shown.stdout
