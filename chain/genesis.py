@@ -35,6 +35,7 @@ CHAIN_TYPES = ("Development", "Local", "Live")
 DEV_ENDOWMENT = 10**21
 """Each well-known development account starts with 1,000 units of 10^18."""
 MAX_VOLUME_RETENTION_SECONDS = 365 * 24 * 3600
+MAX_AUTOSCALING_TIME_SCALE = 3600
 """A deleted application's data is not kept, nor billed to its owner, for more than a year."""
 MAX_TIMESTAMP_MS = 2**63 - 1
 """Timestamps and block numbers a spec may name are below 2^63 (they are stored in 8 bytes)."""
@@ -72,6 +73,7 @@ class ChainSpec:
             "maxFutureNonces": rc.max_future_nonces,
             "meteringPeriodSeconds": rc.metering_period_seconds,
             "volumeRetentionSeconds": rc.volume_retention_seconds,
+            "autoscalingTimeScale": rc.autoscaling_time_scale,
             "walletCommitteeSize": rc.wallet_committee_size,
             "walletThreshold": rc.wallet_threshold,
         }
@@ -216,6 +218,7 @@ def parse_spec(data: Any) -> ChainSpec:
         "maxFutureNonces": "max_future_nonces",
         "meteringPeriodSeconds": "metering_period_seconds",
         "volumeRetentionSeconds": "volume_retention_seconds",
+        "autoscalingTimeScale": "autoscaling_time_scale",
         "walletCommitteeSize": "wallet_committee_size",
         "walletThreshold": "wallet_threshold",
     }
@@ -236,6 +239,10 @@ def parse_spec(data: Any) -> ChainSpec:
         )
     if runtime.metering_period_seconds < 1:
         raise GenesisError("runtime.meteringPeriodSeconds must be at least 1")
+    if not 1 <= runtime.autoscaling_time_scale <= MAX_AUTOSCALING_TIME_SCALE:
+        raise GenesisError(
+            f"runtime.autoscalingTimeScale must be 1 to {MAX_AUTOSCALING_TIME_SCALE}"
+        )
     if runtime.max_block_extrinsics < 1:
         raise GenesisError("runtime.maxBlockExtrinsics must be at least 1")
     if runtime.volume_retention_seconds > MAX_VOLUME_RETENTION_SECONDS:
@@ -412,6 +419,9 @@ def dev_spec(authorities: tuple[AccountId, ...], endowed: tuple[AccountId, ...])
             # A deleted application's volumes are gone half a minute later: a dev chain shows
             # the whole retention period.
             volume_retention_seconds=30,
+            # Autoscaling windows and policy periods pass 10 times faster: the default 5-minute
+            # scale-down window lasts 30 s, three metering periods.
+            autoscaling_time_scale=10,
         ),
     )
 

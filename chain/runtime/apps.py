@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from chain import codec
 from chain.primitives import AccountId
-from chain.runtime import nodes, towers
+from chain.runtime import app_scaling, nodes, towers
+from chain.runtime.app_scaling import AutoscaleState, ReplicaUsage, ScalingDecision
+from chain.runtime.autoscaling import History, decide
 from chain.runtime.framework import AccountRef, Arg, ArgKind, CallDef, Context, Module
 from chain.runtime.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestError, decode_manifest
 from chain.runtime.scheduler import (
     AppDemand,
     NodeInfo,
-    Placement,
     ReplicaId,
     Resources,
     rollout_step,
@@ -70,6 +72,7 @@ class AppsError(enum.Enum):
     NAME_MISMATCH = "NameMismatch"
     TOO_MANY_REPLICAS = "TooManyReplicas"
     HOST_TAKEN = "HostTaken"
+    AUTOSCALED = "Autoscaled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -457,6 +460,7 @@ class Apps(Module):
         record = self._record(ctx, sender, manifest, 1, ctx.env.number, instance)
         self._claim_host(ctx, name, manifest)
         self._store(ctx, name, record, manifest.canonical_json())
+        self._follow_autoscaling(ctx, name, manifest, record)
         ctx.state.put(NEXT_INSTANCE_KEY, codec.encode_uint(instance + 1))
         _set_names(ctx.state, [*app_names(ctx.state), name])
         ctx.emit(
@@ -474,13 +478,49 @@ class Apps(Module):
         if manifest.hash() == old.manifest_hash:
             return
         record = self._record(ctx, sender, manifest, old.revision + 1, old.created_at, old.instance)
+        scaling = manifest.spec.autoscaling
+        if scaling is not None and app_scaling.get_state(ctx.state, manifest.name) is not None:
+            # The autoscaler owns the count: an update keeps it, within the new range.
+            kept = min(max(old.replicas, scaling.min_replicas), scaling.max_replicas)
+            record = replace(record, replicas=kept)
         self._claim_host(ctx, manifest.name, manifest)
         self._store(ctx, manifest.name, record, manifest.canonical_json())
+        self._follow_autoscaling(ctx, manifest.name, manifest, record)
         ctx.emit(NAME, "AppUpdated", app=manifest.name, revision=record.revision)
+
+    def _follow_autoscaling(
+        self, ctx: Context, name: str, manifest: Manifest, record: AppRecord
+    ) -> None:
+        """Start, change or stop the autoscaling of `name` as its new manifest says."""
+        scaling = manifest.spec.autoscaling
+        if scaling is None:
+            app_scaling.stop(ctx.state, name)
+            return
+        containers = len(manifest.spec.containers)
+        known = app_scaling.get_state(ctx.state, name)
+        if known is None:
+            known = AutoscaleState(
+                scaling, containers, record.replicas, None, "", None, None, 0, History(), ()
+            )
+        app_scaling.start(
+            ctx.state,
+            name,
+            replace(known, spec=scaling, containers=containers, desired=record.replicas),
+        )
 
     def scale(self, ctx: Context, sender: AccountId, raw_name: bytes, replicas: int) -> None:
         name = raw_name.decode(errors="replace")
         record = self._owned(ctx, sender, name)
+        scaling = app_scaling.get_state(ctx.state, name)
+        if scaling is not None:
+            spec = scaling.spec
+            raise self.fail(
+                AppsError.AUTOSCALED,
+                f"{name!r} is autoscaled ({spec.min_replicas} to {spec.max_replicas} replicas at"
+                f" {spec.target_cpu_utilization_percentage}% CPU): the autoscaler owns its replica"
+                " count; change minReplicas and maxReplicas with an update, or remove autoscaling"
+                " from its manifest to scale it by hand",
+            )
         if replicas > MAX_REPLICAS:
             raise self.fail(AppsError.TOO_MANY_REPLICAS, f"at most {MAX_REPLICAS} replicas")
         scaled = replace(record, replicas=replicas, updated_at=ctx.env.number)
@@ -498,6 +538,7 @@ class Apps(Module):
         for revision in range(1, record.revision + 1):
             state.delete(_MANIFEST + name.encode() + b"/" + revision.to_bytes(8, "big"))
         _set_names(state, [n for n in app_names(state) if n != name])
+        app_scaling.stop(state, name)
         state.put(DIRTY_KEY, b"\x01")
         until = ctx.env.timestamp + ctx.config.volume_retention_seconds * 1000
         _bury(state, Tombstone(name, record.owner, record.instance, ctx.env.number, until))
@@ -577,9 +618,18 @@ class Apps(Module):
                         )
                     )
         result = schedule([r.demand(n) for n, r in records.items()], infos, current, reserved)
+        # By application once, rather than a scan of every replica for each application.
+        targets: dict[str, dict[int, bytes]] = {}
+        for replica, holder in result.assignments.items():
+            targets.setdefault(replica.app, {})[replica.index] = holder
+        pending: dict[str, dict[int, str]] = {}
+        for replica, why in result.pending.items():
+            pending.setdefault(replica.app, {})[replica.index] = why
         rolling = False
         for name, record in records.items():
-            updated = self._advance(ctx, name, record, entries[name], result)
+            updated = self._advance(
+                ctx, name, record, entries[name], targets.get(name, {}), pending.get(name, {})
+            )
             rolling = rolling or any(e.revision != record.revision for e in updated if e.node)
             if updated != entries[name]:
                 state.put(_PLACEMENT + name.encode(), _encode_entries(updated))
@@ -594,14 +644,14 @@ class Apps(Module):
         name: str,
         record: AppRecord,
         entries: list[ReplicaEntry],
-        result: Placement,
+        target: dict[int, bytes],
+        pending: dict[int, str],
     ) -> list[ReplicaEntry]:
-        """The app's copies after this step: the new revision on its target nodes, old copies
-        stopping as the rolling update allows, pending replicas with their reason."""
+        """The app's copies after this step: the new revision on its target nodes (`target`, by
+        replica index), old copies stopping as the rolling update allows, pending replicas with
+        their reason (`pending`)."""
         now = ctx.env.number
         revision = record.revision
-        target = {r.index: node for r, node in result.assignments.items() if r.app == name}
-        pending = {r.index: why for r, why in result.pending.items() if r.app == name}
         old = {e.index: e.node for e in entries if e.node and e.revision != revision}
         new = {e.index: e.node for e in entries if e.node and e.revision == revision}
         if old:
@@ -647,6 +697,69 @@ class Apps(Module):
                     ctx.emit(NAME, "ReplicaPending", app=name, replica=index, reason=why)
         out.sort(key=lambda e: (e.index, e.revision))
         return out
+
+
+def autoscale(ctx: Context, period: int, usage: Mapping[str, Sequence[ReplicaUsage]]) -> None:
+    """The autoscaling pass of metering period `period`: every autoscaled application's replica
+    count becomes what the HPA decision says of the period's usage (`usage`, by application), with
+    a `Scaled` event when it changes; placements follow at the end of the block."""
+    state = ctx.state
+    period_ms = ctx.config.metering_period_seconds * 1000
+    now = ctx.env.timestamp * ctx.config.autoscaling_time_scale // 1000
+    current_period = ctx.env.timestamp // period_ms
+    changed = False
+    for name in app_scaling.autoscaled_names(state):
+        record = get_app(state, name)
+        known = app_scaling.get_state(state, name)
+        if record is None or known is None:
+            continue
+        holders: dict[int, set[bytes]] = {}
+        for entry in placement(state, name):
+            if entry.node:
+                holders.setdefault(entry.index, set()).add(entry.node)
+        observation = app_scaling.observe(
+            record.replicas,
+            holders,
+            usage.get(name, ()),
+            known,
+            record.instance,
+            period,
+            period_ms,
+            record.resources.cpu_millicores,
+        )
+        decision = decide(known.spec, observation, known.history, now)
+        updated = replace(
+            known,
+            desired=decision.desired,
+            utilisation=decision.utilisation,
+            reason=decision.message,
+            last_period=period,
+            history=decision.history,
+        )
+        if decision.desired != record.replicas:
+            made = ScalingDecision(
+                period, record.replicas, decision.desired, decision.utilisation, decision.message
+            )
+            updated = replace(
+                updated, decisions=(*known.decisions, made)[-app_scaling.MAX_DECISIONS :]
+            )
+            if decision.desired > record.replicas:
+                updated = replace(updated, grown_at=current_period, grown_from=record.replicas)
+            scaled = replace(record, replicas=decision.desired, updated_at=ctx.env.number)
+            state.put(_APP + name.encode(), scaled.encode())
+            changed = True
+            ctx.emit(
+                NAME,
+                "Scaled",
+                app=name,
+                **{"from": record.replicas},
+                to=decision.desired,
+                utilisation=decision.utilisation if decision.utilisation is not None else 0,
+                reason=decision.message,
+            )
+        app_scaling.put_state(state, name, updated)
+    if changed:
+        state.put(DIRTY_KEY, b"\x01")
 
 
 def manifest_json(state: StateReader, name: str, revision: int) -> object | None:

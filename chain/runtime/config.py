@@ -67,6 +67,9 @@ class RuntimeConfig:
     volume_retention_seconds: int = 86400
     """How long the persistent volumes of a deleted application are kept (and billed) before
     the nodes that hold them remove them: time for an owner to notice a mistaken delete."""
+    autoscaling_time_scale: int = 1
+    """Seconds of autoscaling time (stabilization windows, policy periods) per second of chain
+    time: 1 on a real chain; a dev chain runs them faster so that a window passes in a demo."""
     wallet_committee_size: int = 3
     """Nodes that hold shares of each platform wallet's key."""
     wallet_threshold: int = 2

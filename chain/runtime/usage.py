@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from chain import codec
 from chain.primitives import AccountId
 from chain.runtime import apps, nodes
+from chain.runtime.app_scaling import ReplicaUsage, autoscaled_names
 from chain.runtime.framework import AccountRef, Arg, ArgKind, CallDef, Context, Module
 from chain.signature import verify
 from chain.state import StateReader, storage_key
@@ -17,6 +18,8 @@ NAME = "usage"
 REPORT_DOMAIN = b"statemesh/usage-report/v1"
 MAX_RECORDS_BYTES = 64 * 1024
 _REPORT = storage_key(NAME, "report")
+DECIDED_PERIOD_KEY = storage_key(NAME, "decidedPeriod")
+"""The last metering period whose reports the autoscaler read."""
 
 
 class UsageError(enum.Enum):
@@ -128,8 +131,43 @@ def get_report(state: StateReader, node_id: bytes, period: int) -> list[UsageRec
     return None if data is None else decode_records(data)
 
 
+def due_period(timestamp_ms: int, period_seconds: int) -> int:
+    """The period whose reports the autoscaler reads at `timestamp_ms`: the one before the
+    current, once half of the current has passed (time for nodes to report it)."""
+    period_ms = period_seconds * 1000
+    return (timestamp_ms - period_ms // 2) // period_ms - 1
+
+
+def period_usage(state: StateReader, period: int) -> dict[str, list[ReplicaUsage]]:
+    """Every registered node's records of `period`, by application."""
+    out: dict[str, list[ReplicaUsage]] = {}
+    for node_id in nodes.node_ids(state):
+        records = get_report(state, node_id, period)
+        for r in records or ():
+            out.setdefault(r.app, []).append(
+                ReplicaUsage(node_id, r.replica, r.instance, r.cpu_ms, r.uptime_ms)
+            )
+    return out
+
+
 class Usage(Module):
     name = NAME
+
+    def on_initialize(self, ctx: Context) -> None:
+        self.autoscale(ctx)
+
+    def autoscale(self, ctx: Context) -> None:
+        """Once per metering period, the apps module scales the autoscaled applications by the
+        reports of the period before (`due_period`)."""
+        state = ctx.state
+        period = due_period(ctx.env.timestamp, ctx.config.metering_period_seconds)
+        raw = state.get(DECIDED_PERIOD_KEY)
+        if period < 0 or (raw is not None and int.from_bytes(raw, "big") >= period):
+            return
+        if not autoscaled_names(state):
+            return
+        state.put(DECIDED_PERIOD_KEY, period.to_bytes(8, "big"))
+        apps.autoscale(ctx, period, period_usage(state, period))
 
     def calls(self) -> list[CallDef]:
         return [

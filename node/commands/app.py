@@ -141,6 +141,9 @@ def _status(args: argparse.Namespace) -> int:
         info: dict[str, Any] | None = client.call("apps_get", args.name)
         events = client.call("apps_events", args.name) if info else []
         retained: list[dict[str, Any]] = client.call("apps_retained", args.name)
+        scaling: dict[str, Any] | None = (
+            client.call("apps_autoscaling", args.name) if info else None
+        )
     if info is None:
         lines = [f"no application {args.name!r}"]
         lines += [_retained_line(r) for r in retained]
@@ -151,6 +154,8 @@ def _status(args: argparse.Namespace) -> int:
         f"  class {info['nodeClass']}",
         f"  owner {info['owner']}  instance {info['instance']}  manifest {info['manifestHash']}",
     ]
+    if scaling is not None:
+        lines += autoscaling_lines(scaling)
     for replica in info["placement"]:
         where = replica["node"] or f"pending: {replica['reason']}"
         lines.append(
@@ -161,8 +166,25 @@ def _status(args: argparse.Namespace) -> int:
         data = ", ".join(f"{k}={v}" for k, v in event["data"].items() if k != "app")
         lines.append(f"  #{event['block']} {event['name']}({data})")
     lines += [_retained_line(r) for r in retained]
-    emit(args, {**info, "events": events, "retained": retained}, lines)
+    emit(args, {**info, "autoscaling": scaling, "events": events, "retained": retained}, lines)
     return 0
+
+
+def autoscaling_lines(scaling: dict[str, Any]) -> list[str]:
+    """An autoscaled application's current and desired replicas, the utilisation measured and
+    the last scaling decisions with their reasons."""
+    measured = scaling["utilisation"]
+    shown = "not measured yet" if measured is None else f"{measured}%"
+    lines = [
+        f"  autoscaling {scaling['minReplicas']} to {scaling['maxReplicas']} replicas at"
+        f" {scaling['targetCPUUtilizationPercentage']}% CPU: current {scaling['currentReplicas']}"
+        f"  desired {scaling['desiredReplicas']}  utilisation {shown}",
+    ]
+    if scaling["reason"]:
+        lines.append(f"    last decision (period {scaling['lastPeriod']}): {scaling['reason']}")
+    for d in scaling["decisions"]:
+        lines.append(f"    period {d['period']}: {d['from']} -> {d['to']}  {d['reason']}")
+    return lines
 
 
 def _retained_line(kept: dict[str, Any]) -> str:

@@ -14,8 +14,9 @@ from chain.blocks import Block, Header
 from chain.errors import InvalidTransaction
 from chain.genesis import ChainSpec
 from chain.primitives import AccountId, Hash32
-from chain.runtime import apps, epochs, nodes, offences, system, towers, usage
+from chain.runtime import app_scaling, apps, epochs, nodes, offences, system, towers, usage
 from chain.runtime.framework import Event
+from chain.runtime.manifest import scaling_rules_json
 from chain.runtime.nodes import NodeStatus
 from chain.store import ChainStore
 from consensus.chain_service import ChainService
@@ -362,6 +363,38 @@ def replica_json(entry: apps.ReplicaEntry) -> dict[str, Any]:
     }
 
 
+def autoscaling_json(
+    record: apps.AppRecord,
+    scaling: app_scaling.AutoscaleState,
+    placed: list[apps.ReplicaEntry],
+) -> dict[str, Any]:
+    spec = scaling.spec
+    return {
+        "minReplicas": spec.min_replicas,
+        "maxReplicas": spec.max_replicas,
+        "targetCPUUtilizationPercentage": spec.target_cpu_utilization_percentage,
+        "behavior": {
+            "scaleUp": scaling_rules_json(spec.scale_up_rules),
+            "scaleDown": scaling_rules_json(spec.scale_down_rules),
+        },
+        "currentReplicas": len({e.index for e in placed if e.node}),
+        "desiredReplicas": record.replicas,
+        "utilisation": scaling.utilisation,
+        "lastPeriod": scaling.last_period,
+        "reason": scaling.reason or None,
+        "decisions": [
+            {
+                "period": d.period,
+                "from": d.from_replicas,
+                "to": d.to_replicas,
+                "utilisation": d.utilisation,
+                "reason": d.reason,
+            }
+            for d in scaling.decisions
+        ],
+    }
+
+
 def _register_apps(registry: Registry, chain: ChainService, resolve: Any) -> None:
     store = chain.store
 
@@ -389,6 +422,19 @@ def _register_apps(registry: Registry, chain: ChainService, resolve: Any) -> Non
         found = app_json(state, name, record)
         found["manifest"] = apps.manifest_json(state, name, record.revision)
         return found
+
+    @registry.method("apps_autoscaling", params=["name", "hash?"], unsafe=False)
+    def autoscaling(params: Params) -> dict[str, Any] | None:
+        """An autoscaled application's range and target, its current replicas (those placed on
+        a node) and desired ones, the utilisation last measured and the last changes with their
+        reasons; null for an application that is not autoscaled."""
+        name = params.required("name", app_name)
+        state = store.state_at(resolve(params))
+        record = apps.get_app(state, name)
+        scaling = app_scaling.get_state(state, name)
+        if record is None or scaling is None:
+            return None
+        return autoscaling_json(record, scaling, apps.placement(state, name))
 
     @registry.method("apps_retained", params=["name", "hash?"], unsafe=False)
     def retained(params: Params) -> list[dict[str, Any]]:

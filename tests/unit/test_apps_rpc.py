@@ -15,12 +15,14 @@ from chain.blocks import Call
 from chain.keys import Keypair, sign_transaction
 from consensus.chain_service import ChainService
 from node.chain_spec import development_spec
+from node.commands.app import autoscaling_lines
 from node.rpc.errors import RpcError
 from node.rpc.methods import SystemInfo, build_registry
 from node.rpc.registry import Registry
 from tests.factories import ALICE, BOB
 from tests.unit.test_app_retention import db
 from tests.unit.test_apps import CREATE, DELETE
+from tests.unit.test_apps_autoscaling import autoscaled
 from tests.unit.test_chain_service import block_at, open_chain
 from tests.unit.test_wallet_rpc import call
 
@@ -90,7 +92,7 @@ def test_an_app_shows_its_instance_and_a_deleted_one_its_retention(tmp_path: Pat
 )
 def test_bad_names_are_invalid_params(tmp_path: Path, name: Any, message: str) -> None:
     registry = Chain(tmp_path / "db").registry
-    for method in ("apps_retained", "apps_get"):
+    for method in ("apps_retained", "apps_get", "apps_autoscaling"):
         with pytest.raises(RpcError) as info:
             call(registry, method, *([] if name is None else [name]))
         assert (info.value.code, info.value.message) == (-32602, message)
@@ -101,3 +103,47 @@ def test_an_unknown_block_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RpcError) as info:
         call(registry, "apps_retained", "db", "0x" + "11" * 32)
     assert info.value.message == "unknown block 0x" + "11" * 32
+
+
+def test_an_autoscaled_app_shows_its_autoscaler(tmp_path: Path) -> None:
+    chain = Chain(tmp_path / "db")
+    registry = chain.registry
+    chain.send(ALICE, CREATE.call(manifest=db()))
+    assert call(registry, "apps_autoscaling", "db") is None
+    assert call(registry, "apps_autoscaling", "nope") is None
+    chain.send(ALICE, CREATE.call(manifest=autoscaled()))
+    got = call(registry, "apps_autoscaling", "web")
+    assert got == {
+        "minReplicas": 2,
+        "maxReplicas": 6,
+        "targetCPUUtilizationPercentage": 60,
+        "behavior": {
+            "scaleUp": {
+                "stabilizationWindowSeconds": 0,
+                "selectPolicy": "Max",
+                "policies": [
+                    {"type": "Pods", "value": 4, "periodSeconds": 15},
+                    {"type": "Percent", "value": 100, "periodSeconds": 15},
+                ],
+            },
+            "scaleDown": {
+                "stabilizationWindowSeconds": 300,
+                "selectPolicy": "Max",
+                "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}],
+            },
+        },
+        "currentReplicas": 0,  # no active node on this chain: both replicas pending
+        "desiredReplicas": 2,
+        "utilisation": None,
+        "lastPeriod": None,
+        "reason": None,
+        "decisions": [],
+    }
+    change = {"period": 3, "from": 2, "to": 4, "utilisation": 120, "reason": "ScaleUp: x"}
+    shown = {**got, "utilisation": 120, "lastPeriod": 3, "reason": "ScaleUp: x"}
+    lines = autoscaling_lines({**shown, "decisions": [change]})
+    assert lines == [
+        "  autoscaling 2 to 6 replicas at 60% CPU: current 0  desired 2  utilisation 120%",
+        "    last decision (period 3): ScaleUp: x",
+        "    period 3: 2 -> 4  ScaleUp: x",
+    ]

@@ -16,6 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 IN_PROCESS = (
+    "autoscaling",
     "block_import",
     "frost_sign",
     "ingress_proxy",

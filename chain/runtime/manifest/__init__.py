@@ -6,7 +6,12 @@ hashes (`canonical`), and the reading of that stored form, which checks nothing 
 (`stored`). The chain reads JSON only; YAML is read where files are, by the CLI."""
 
 from chain.runtime.manifest.application import Manifest
-from chain.runtime.manifest.canonical import API_VERSION, KIND, MAX_MANIFEST_BYTES
+from chain.runtime.manifest.canonical import (
+    API_VERSION,
+    KIND,
+    MAX_MANIFEST_BYTES,
+    scaling_rules_json,
+)
 from chain.runtime.manifest.decode import bounded_bytes, decode_manifest
 from chain.runtime.manifest.errors import FieldPath, ManifestError, format_path, shown_value
 from chain.runtime.manifest.quantities import (
@@ -29,6 +34,8 @@ from chain.runtime.manifest.stored import read_stored_manifest
 from chain.runtime.manifest.types import (
     ADDABLE_CAPABILITIES,
     CAPABILITIES,
+    DEFAULT_SCALE_DOWN,
+    DEFAULT_SCALE_UP,
     DEFAULT_ZONE,
     NO_SECURITY_CONTEXT,
     ApplicationSpec,
@@ -51,7 +58,11 @@ from chain.runtime.manifest.types import (
     ResourceRequests,
     RestartPolicy,
     RollingUpdate,
+    ScalingPolicy,
+    ScalingPolicyType,
+    ScalingRules,
     SecurityContext,
+    SelectPolicy,
     Service,
     ServicePort,
     TcpSocketAction,
@@ -69,6 +80,8 @@ __all__ = [
     "CAPABILITIES",
     "DEFAULT_CPU_REQUEST_MILLICORES",
     "DEFAULT_MEMORY_REQUEST_BYTES",
+    "DEFAULT_SCALE_DOWN",
+    "DEFAULT_SCALE_UP",
     "DEFAULT_ZONE",
     "GIB",
     "KIB",
@@ -106,7 +119,11 @@ __all__ = [
     "ResourceRequests",
     "RestartPolicy",
     "RollingUpdate",
+    "ScalingPolicy",
+    "ScalingPolicyType",
+    "ScalingRules",
     "SecurityContext",
+    "SelectPolicy",
     "Service",
     "ServicePort",
     "TcpSocketAction",
@@ -122,6 +139,7 @@ __all__ = [
     "ingress_prefix",
     "parse_bytes",
     "read_stored_manifest",
+    "scaling_rules_json",
     "shown_value",
     "validate_manifest",
 ]

@@ -26,6 +26,8 @@ from chain.runtime.manifest.quantities import (
 from chain.runtime.manifest.types import (
     ADDABLE_CAPABILITIES,
     CAPABILITIES,
+    DEFAULT_SCALE_DOWN,
+    DEFAULT_SCALE_UP,
     ApplicationSpec,
     Autoscaling,
     Container,
@@ -46,7 +48,11 @@ from chain.runtime.manifest.types import (
     ResourceRequests,
     RestartPolicy,
     RollingUpdate,
+    ScalingPolicy,
+    ScalingPolicyType,
+    ScalingRules,
     SecurityContext,
+    SelectPolicy,
     Service,
     ServicePort,
     TcpSocketAction,
@@ -546,7 +552,16 @@ class Builder:
                 ("spec", "replicas"),
                 f"{replicas} is outside the autoscaling range {least}..{most}",
             )
-        return Autoscaling(least, most, raw.get("targetCPUUtilizationPercentage", 80))
+        behavior = raw.get("behavior", {})
+        return Autoscaling(
+            least,
+            most,
+            raw.get("targetCPUUtilizationPercentage", 80),
+            scaling_rules(behavior["scaleUp"], DEFAULT_SCALE_UP) if "scaleUp" in behavior else None,
+            scaling_rules(behavior["scaleDown"], DEFAULT_SCALE_DOWN)
+            if "scaleDown" in behavior
+            else None,
+        )
 
     def strategy(self, raw: Any) -> RollingUpdate:
         rolling = raw.get("rollingUpdate", {})
@@ -558,6 +573,24 @@ class Builder:
                 "maxSurge and maxUnavailable cannot both be 0",
             )
         return RollingUpdate(surge, unavailable)
+
+
+def scaling_rules(raw: Any, default: ScalingRules) -> ScalingRules:
+    """One direction of `behavior` (already checked by the schema): what it leaves out is
+    Kubernetes' default for that direction."""
+    policies = (
+        tuple(
+            ScalingPolicy(ScalingPolicyType(p["type"]), p["value"], p["periodSeconds"])
+            for p in raw["policies"]
+        )
+        if "policies" in raw
+        else default.policies
+    )
+    return ScalingRules(
+        raw.get("stabilizationWindowSeconds", default.stabilization_window_seconds),
+        SelectPolicy(raw.get("selectPolicy", default.select_policy.value)),
+        policies,
+    )
 
 
 _FORMATS: dict[str, Callable[[int], str]] = {

@@ -15,6 +15,7 @@ from chain.runtime.manifest.types import (
     EnvVar,
     HttpGetAction,
     Probe,
+    ScalingRules,
     SecurityContext,
     ServicePort,
     TcpSocketAction,
@@ -64,6 +65,14 @@ def manifest_json(name: str, spec: ApplicationSpec) -> dict[str, Any]:
             "maxReplicas": scaling.max_replicas,
             "targetCPUUtilizationPercentage": scaling.target_cpu_utilization_percentage,
         }
+        # Only when given: a manifest without it keeps the canonical form (and hash) it had.
+        behavior = {
+            key: scaling_rules_json(rules)
+            for key, rules in (("scaleUp", scaling.scale_up), ("scaleDown", scaling.scale_down))
+            if rules is not None
+        }
+        if behavior:
+            body["autoscaling"]["behavior"] = behavior
     if spec.security_context != NO_SECURITY_CONTEXT:
         body["securityContext"] = _security_context_json(spec.security_context)
     return {
@@ -71,6 +80,18 @@ def manifest_json(name: str, spec: ApplicationSpec) -> dict[str, Any]:
         "kind": KIND,
         "metadata": {"name": name},
         "spec": body,
+    }
+
+
+def scaling_rules_json(rules: ScalingRules) -> dict[str, Any]:
+    """One direction of `behavior` as a manifest writes it, every field given."""
+    return {
+        "stabilizationWindowSeconds": rules.stabilization_window_seconds,
+        "selectPolicy": rules.select_policy.value,
+        "policies": [
+            {"type": p.type.value, "value": p.value, "periodSeconds": p.period_seconds}
+            for p in rules.policies
+        ],
     }
 
 

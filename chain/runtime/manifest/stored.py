@@ -35,7 +35,11 @@ from chain.runtime.manifest.types import (
     ResourceRequests,
     RestartPolicy,
     RollingUpdate,
+    ScalingPolicy,
+    ScalingPolicyType,
+    ScalingRules,
     SecurityContext,
+    SelectPolicy,
     Service,
     ServicePort,
     TcpSocketAction,
@@ -83,12 +87,27 @@ def _spec(raw: dict[str, Any]) -> ApplicationSpec:
             scaling["minReplicas"],
             scaling["maxReplicas"],
             scaling["targetCPUUtilizationPercentage"],
+            _scaling_rules(scaling.get("behavior", {}).get("scaleUp")),
+            _scaling_rules(scaling.get("behavior", {}).get("scaleDown")),
         ),
         strategy=RollingUpdate(
             IntOrPercent.from_json(rolling["maxSurge"]),
             IntOrPercent.from_json(rolling["maxUnavailable"]),
         ),
         security_context=_security_context(raw.get("securityContext")),
+    )
+
+
+def _scaling_rules(raw: dict[str, Any] | None) -> ScalingRules | None:
+    if raw is None:
+        return None
+    return ScalingRules(
+        raw["stabilizationWindowSeconds"],
+        SelectPolicy(raw["selectPolicy"]),
+        tuple(
+            ScalingPolicy(ScalingPolicyType(p["type"]), p["value"], p["periodSeconds"])
+            for p in raw["policies"]
+        ),
     )
 
 

@@ -259,11 +259,70 @@ class Ingress:
     rules: tuple[IngressRule, ...]
 
 
+class ScalingPolicyType(enum.Enum):
+    PODS = "Pods"
+    PERCENT = "Percent"
+
+
+class SelectPolicy(enum.Enum):
+    """Which of several policies applies: the one allowing the largest change, the smallest,
+    or none (no scaling in that direction)."""
+
+    MAX = "Max"
+    MIN = "Min"
+    DISABLED = "Disabled"
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingPolicy:
+    type: ScalingPolicyType
+    value: int
+    """Replicas (Pods) or percent of the replicas at the start of the period (Percent)."""
+    period_seconds: int
+    """The change this policy allows is counted over the last this-many seconds."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingRules:
+    """One direction of Kubernetes' `behavior`: a stabilization window and rate policies."""
+
+    stabilization_window_seconds: int
+    select_policy: SelectPolicy
+    policies: tuple[ScalingPolicy, ...]
+
+
+DEFAULT_SCALE_UP = ScalingRules(
+    0,
+    SelectPolicy.MAX,
+    (
+        ScalingPolicy(ScalingPolicyType.PODS, 4, 15),
+        ScalingPolicy(ScalingPolicyType.PERCENT, 100, 15),
+    ),
+)
+"""Kubernetes' default: no window; add 4 replicas or double, whichever is more, per 15 s."""
+DEFAULT_SCALE_DOWN = ScalingRules(
+    300, SelectPolicy.MAX, (ScalingPolicy(ScalingPolicyType.PERCENT, 100, 15),)
+)
+"""Kubernetes' default: the highest recommendation of the last 5 minutes; no rate limit."""
+
+
 @dataclass(frozen=True, slots=True)
 class Autoscaling:
     min_replicas: int
     max_replicas: int
     target_cpu_utilization_percentage: int
+    scale_up: ScalingRules | None = None
+    """None: the manifest said nothing and DEFAULT_SCALE_UP applies."""
+    scale_down: ScalingRules | None = None
+    """None: the manifest said nothing and DEFAULT_SCALE_DOWN applies."""
+
+    @property
+    def scale_up_rules(self) -> ScalingRules:
+        return self.scale_up if self.scale_up is not None else DEFAULT_SCALE_UP
+
+    @property
+    def scale_down_rules(self) -> ScalingRules:
+        return self.scale_down if self.scale_down is not None else DEFAULT_SCALE_DOWN
 
 
 @dataclass(frozen=True, slots=True)
