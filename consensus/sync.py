@@ -45,7 +45,7 @@ from consensus.finality import (
     check_justification_signatures,
     check_justification_structure,
 )
-from p2p.errors import RequestFailed
+from p2p.errors import PeerUnreachable, RequestFailed
 
 log = logging.getLogger("statemesh.sync")
 
@@ -408,6 +408,13 @@ class SyncService:
                     )
                 finally:
                     self._suspect = None
+        except PeerUnreachable as exc:
+            # Not connected (any more): nothing it sent, so nothing to hold against it. Scoring
+            # it, or backing off from it for long, would keep a peer that merely reconnected
+            # out, and with it maybe the only way back to the chain.
+            log.info("sync from %s: %s; asking others", peer, exc)
+            self._idle(peer)
+            return None
         except RequestFailed as exc:
             self._fail(peer, f"request failed: {exc}")
             return None

@@ -623,3 +623,35 @@ def test_a_wake_abandons_a_request_to_a_peer_that_failed_before(
 
     run(scenario)
     node.store.db.close()
+
+
+def test_a_peer_that_is_no_longer_connected_costs_nothing_and_is_asked_again_soon(
+    honest: ChainService, tmp_path: Path
+) -> None:
+    """Its status is still listed, but the request cannot reach it: no penalty (a ban would
+    keep it out once it reconnects) and no growing back-off, and the others are asked."""
+    node = open_node(tmp_path / "db")
+
+    class Gone(Network):
+        async def request_sync(self, peer: str, request: bytes) -> bytes:
+            if peer == "gone":
+                self.requests[peer] += 1
+                raise PeerUnreachable(peer, "sync", "not connected")
+            return await super().request_sync(peer, request)
+
+    # It claims the most, so it is asked first.
+    net = Gone(gone=Liar(honest.store, stall=False), honest=StorePeer(honest.store))
+    sync = SyncService(node, net)
+
+    async def scenario() -> None:
+        for _ in range(3):
+            while await sync.sync_once():
+                pass
+        assert node.store.finalized_hash == honest.store.finalized_hash
+
+    trio.run(scenario)
+    assert net.requests["gone"] >= 1
+    assert net.scores["gone"] == 0 and not net.reasons["gone"]
+    assert sync.stats.failed_requests == 0
+    assert sync._records["gone"].failures == 0
+    node.store.db.close()
