@@ -269,12 +269,13 @@ class Controller:
         *,
         reason: str = "",
         message: str = "",
+        at: float | None = None,
     ) -> None:
         """Records an event of `replica` as the application `instance`'s: the instance is
         always the one the event's container or spec was made for, so that a later
-        application of the same name is never shown it."""
+        application of the same name is never shown it. `at`: when it happened, if not now."""
         self.events.record(
-            self._now(),
+            self._now() if at is None else at,
             replica,
             kind,
             instance=instance,
@@ -639,11 +640,14 @@ class Controller:
 
     async def _start(self, action: StartContainer) -> None:
         key = (action.key, action.spec_hash)
+        restarted_at = self._now()
         if action.restart:
             self._restarts.record(key, trio.current_time(), good_for=action.ran_for)
             self._restart_counts[key] += 1
         await self._start_id(action.key, action.spec_hash, action.container_id)
         if action.restart:
+            # Dated when the back-off let it restart, as the back-off counts; the engine's
+            # start may take a while longer on a busy host.
             message = f"restart {self._restart_counts[key]}"
             self._event(
                 action.replica,
@@ -651,6 +655,7 @@ class Controller:
                 EventKind.RESTARTED,
                 action.key.container,
                 message=message,
+                at=restarted_at,
             )
         else:
             self._event(action.replica, action.instance, EventKind.STARTED, action.key.container)
