@@ -1,6 +1,6 @@
 """What the chain keeps of each autoscaled application (its autoscaling spec, the last decision,
-the history that HPA's windows and policies read, the last changes and their reasons), and how one
-metering period's usage reports become the observation the decision reads."""
+the history that HPA's windows and policies read, the last changes and their reasons, its usage
+as reported), the pass in progress, and how a period's usage becomes the observation decided on."""
 
 from __future__ import annotations
 
