@@ -1,13 +1,15 @@
-"""The autoscaling pass of one metering period: a block that decides the period for 10,000
-autoscaled applications (3 replicas each on 1,000 active nodes, one node's usage report each),
-against the same block without it (the period already decided), executed by the runtime over an
-in-memory trie on one core, trie commit included. A third of the apps are busy (120% of their
-request against a 60% target: they scale up, and the block places their new replicas), a third
-idle (10%: held by the scale-down window), a third on target. Also timed: the pass alone (the
-usage module's hook, without placement or commit), and for scale the same block without the pass
-at an epoch boundary, where every application is placed again anyway.
+"""The autoscaling pass of one metering period for 10,000 autoscaled applications (3 replicas
+each on 1,000 active nodes, one node's usage report each, kept by application as reports arrive),
+spread over blocks: each block of the pass against the same block without it (the period already
+decided), executed by the runtime over an in-memory trie on one core, trie commit included. A
+third of the apps are busy (120% of their request against a 60% target: they scale up, and the
+block that ends the pass places their new replicas), a third idle (10%: held by the scale-down
+window), a third on target. Also timed: the pass alone in each block (the usage module's hook,
+without placement or commit), and for scale the same block without the pass at an epoch
+boundary, where every application is placed again anyway.
 
-Run: `.venv/bin/python -m bench.autoscaling [--apps N] [--nodes N] [--rounds N] [--smoke]`."""
+Run: `.venv/bin/python -m bench.autoscaling [--apps N] [--nodes N] [--rounds N] [--per-block N]
+[--smoke]`."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import argparse
 import random
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 
 from chain import codec
 from chain.genesis import build_genesis
@@ -23,7 +27,7 @@ from chain.runtime import app_scaling, apps, nodes, usage
 from chain.runtime.app_scaling import AutoscaleState
 from chain.runtime.apps import AppRecord, Apps
 from chain.runtime.autoscaling import History, Recommendation
-from chain.runtime.executive import Runtime
+from chain.runtime.executive import BlockExecution, Runtime
 from chain.runtime.framework import BlockEnv, Context
 from chain.runtime.manifest import Autoscaling
 from chain.runtime.nodes import NodeRecord, NodeStatus
@@ -53,9 +57,10 @@ def best_seconds(rounds: int, run: Callable[[], object]) -> float:
 class Setup:
     """Two states that differ only in whether period PERIOD is decided, and the block env."""
 
-    def __init__(self, app_count: int, node_count: int) -> None:
+    def __init__(self, app_count: int, node_count: int, per_block: int) -> None:
         rng = random.Random(SEED)
         spec = development_spec()
+        spec = replace(spec, runtime=replace(spec.runtime, autoscaling_apps_per_block=per_block))
         self.trie_nodes: dict[bytes, bytes] = {}
         genesis = build_genesis(spec, TrieState(self.trie_nodes, BLANK_ROOT))
         self.trie_nodes.update(genesis.commit.nodes.items())
@@ -112,6 +117,7 @@ class Setup:
         for holder, records in by_node.items():
             records.sort(key=UsageRecord.order)
             state.put(usage.report_key(holder, PERIOD), encode_records(records))
+            usage.index_by_app(state, holder, PERIOD, records)
         changes = dict(state.items())
         undecided = TrieState(self.trie_nodes, genesis.commit.root).commit(changes)
         self.trie_nodes.update(undecided.nodes.items())
@@ -122,12 +128,37 @@ class Setup:
         self.without_pass = decided.root
         self.replicas = sum(len(r) for r in by_node.values())
 
-    def block(self, root: Hash32, env: BlockEnv | None = None) -> int:
-        """Executes the block over `root`; the number of `Scaled` events."""
-        execution = self.runtime.execute_block(
-            TrieState(self.trie_nodes, root), env or self.env, []
+    def env_after(self, blocks: int) -> BlockEnv:
+        """The block `blocks` slots after the first of the pass."""
+        return BlockEnv(
+            BlockNumber(self.env.number + blocks),
+            self.env.parent_hash,
+            TimestampMs(self.env.timestamp + 1_000 * blocks),
+            self.env.author,
         )
-        return sum(1 for e in execution.events if e.name == "Scaled")
+
+    def execute(self, root: Hash32, env: BlockEnv) -> BlockExecution:
+        return self.runtime.execute_block(TrieState(self.trie_nodes, root), env, [])
+
+    def pass_blocks(self) -> tuple[list[tuple[Hash32, BlockEnv]], int]:
+        """Each block of the pass (its parent state root and env), executed once in order until
+        the pass ends (skipping epoch boundaries, where every app is placed anyway); the number
+        of `Scaled` events."""
+        epoch = self.runtime.config.towers.epoch_length
+        blocks: list[tuple[Hash32, BlockEnv]] = []
+        root, step, scaled = self.with_pass, 0, 0
+        while True:
+            env = self.env_after(step)
+            step += 1
+            if env.number % epoch == 0:
+                continue
+            execution = self.execute(root, env)
+            self.trie_nodes.update(execution.commit.nodes.items())
+            scaled += sum(1 for e in execution.events if e.name == "Scaled")
+            blocks.append((root, env))
+            root = execution.commit.root
+            if TrieState(self.trie_nodes, root).get(app_scaling.PASS_KEY) is None:
+                return blocks, scaled
 
     def epoch_boundary(self) -> BlockEnv:
         """The same block at an epoch boundary, where every app is placed again anyway."""
@@ -137,9 +168,9 @@ class Setup:
             BlockNumber(number), self.env.parent_hash, self.env.timestamp, self.env.author
         )
 
-    def pass_alone(self) -> None:
-        state = Overlay(TrieState(self.trie_nodes, self.with_pass))
-        ctx = Context(state, self.env, self.runtime.config, self.runtime.genesis_hash)
+    def pass_alone(self, root: Hash32, env: BlockEnv) -> None:
+        state = Overlay(TrieState(self.trie_nodes, root))
+        ctx = Context(state, env, self.runtime.config, self.runtime.genesis_hash)
         Usage().autoscale(ctx)
 
 
@@ -148,36 +179,62 @@ def main() -> None:
     parser.add_argument("--apps", type=int, default=10_000)
     parser.add_argument("--nodes", type=int, default=1_000)
     parser.add_argument("--rounds", type=int, default=3, help="best of this many runs")
-    parser.add_argument("--smoke", action="store_true", help="200 apps on 20 nodes, one run")
+    parser.add_argument(
+        "--per-block",
+        type=int,
+        default=development_spec().runtime.autoscaling_apps_per_block,
+        help="apps decided per block (the runtime's autoscaling_apps_per_block)",
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="200 apps on 20 nodes, 64 a block, one run"
+    )
     args = parser.parse_args()
     if args.smoke:
-        args.apps, args.nodes, args.rounds = 200, 20, 1
+        args.apps, args.nodes, args.per_block, args.rounds = 200, 20, 64, 1
     started = time.perf_counter()
-    setup = Setup(args.apps, args.nodes)
+    setup = Setup(args.apps, args.nodes, args.per_block)
     built = time.perf_counter() - started
-    scaled = setup.block(setup.with_pass)
-    if setup.block(setup.without_pass) != 0:
-        raise SystemExit("the block without the pass scaled something")
+    blocks, scaled = setup.pass_blocks()
     if scaled != (args.apps + 2) // 3:
         raise SystemExit(f"{scaled} apps scaled, expected the busy third")
-    without = best_seconds(args.rounds, lambda: setup.block(setup.without_pass))
-    with_pass = best_seconds(args.rounds, lambda: setup.block(setup.with_pass))
-    alone = best_seconds(args.rounds, setup.pass_alone)
+    if any(e.name == "Scaled" for e in setup.execute(setup.without_pass, setup.env).events):
+        raise SystemExit("the block without the pass scaled something")
+    per_block = setup.runtime.config.autoscaling_apps_per_block
+    if len(blocks) != -(-args.apps // per_block):
+        raise SystemExit(f"the pass took {len(blocks)} blocks at {per_block} apps a block")
+    with_pass = [best_seconds(args.rounds, partial(setup.execute, *block)) for block in blocks]
+    without = [
+        best_seconds(args.rounds, partial(setup.execute, setup.without_pass, env))
+        for _, env in blocks
+    ]
+    alone = [best_seconds(args.rounds, partial(setup.pass_alone, *block)) for block in blocks]
     boundary = setup.epoch_boundary()
-    epoch_s = best_seconds(args.rounds, lambda: setup.block(setup.without_pass, boundary))
+    epoch_s = best_seconds(args.rounds, lambda: setup.execute(setup.without_pass, boundary))
+    # The largest block of the pass before the one that ends it (which places the apps).
+    k = max(range(max(len(blocks) - 1, 1)), key=lambda i: with_pass[i])
     print(
         f"{args.apps:,} autoscaled apps, {setup.replicas:,} replicas reported on {args.nodes:,}"
         f" nodes (state built in {built:.1f} s); best of {args.rounds} runs"
     )
-    print(f"block without the pass:      {without * 1e3:9.1f} ms")
-    print(f"block with the pass:         {with_pass * 1e3:9.1f} ms  ({scaled:,} apps scaled)")
-    per_app = alone / args.apps * 1e6
-    print(f"the pass alone (no placing): {alone * 1e3:9.1f} ms  ({per_app:.1f} µs per app)")
-    print(f"an epoch boundary (placing every app, no pass): {epoch_s * 1e3:9.1f} ms")
+    print(f"the pass: {len(blocks)} blocks of at most {per_block:,} apps; {scaled:,} apps scaled")
     print(
-        f"ratio with / without: {with_pass / without:.1f}x;"
-        f" with the pass / an epoch boundary: {with_pass / epoch_s:.2f}x"
+        f"largest block of the pass before its end: {with_pass[k] * 1e3:7.1f} ms (block {k + 1});"
+        f" the same block without the pass: {without[k] * 1e3:.1f} ms;"
+        f" ratio {with_pass[k] / without[k]:.1f}x"
     )
+    extra = max(w - b for w, b in zip(with_pass, without, strict=True))
+    print(f"most time a block of the pass adds to the same block without it: {extra * 1e3:.1f} ms")
+    print(
+        f"the block that ends it (placing the apps): {with_pass[-1] * 1e3:7.1f} ms;"
+        f" without the pass: {without[-1] * 1e3:.1f} ms"
+    )
+    per_app = sum(alone) / args.apps * 1e6
+    print(
+        f"the pass alone (no placing): largest block {max(alone) * 1e3:.1f} ms,"
+        f" all blocks {sum(alone) * 1e3:.1f} ms ({per_app:.1f} µs per app)"
+    )
+    print(f"an epoch boundary (placing every app, no pass): {epoch_s * 1e3:7.1f} ms")
+    print(f"the block that ends the pass / an epoch boundary: {with_pass[-1] / epoch_s:.2f}x")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """What the chain keeps of each autoscaled application (its autoscaling spec, the last decision,
-the history that HPA's windows and policies read, the last changes and their reasons), and how one
-metering period's usage reports become the observation the decision reads."""
+the history that HPA's windows and policies read, the last changes and their reasons, its usage
+as reported), the pass in progress, and how a period's usage becomes the observation decided on."""
 
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ from chain.state import Overlay, StateReader, storage_key
 MODULE = "apps"
 """The records live under the `apps` module's prefix: the module that owns the replica count."""
 _STATE = storage_key(MODULE, "autoscale")
+_USAGE = storage_key(MODULE, "usage")
+PASS_KEY = storage_key(MODULE, "autoscalePass")
+"""The pass of a metering period in progress, if one is."""
 AUTOSCALED_KEY = storage_key(MODULE, "autoscaled")
 """The names of the autoscaled applications, sorted: the pass of a period reads only these."""
 MAX_DECISIONS = 10
@@ -55,6 +58,41 @@ class ReplicaUsage:
     instance: int
     cpu_ms: int
     uptime_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class AutoscalePass:
+    """The autoscaling pass of one metering period, spread over blocks: each decides the next
+    autoscaled applications in name order, until every one has been decided once."""
+
+    period: int
+    """The metering period whose usage the pass reads."""
+    started_ms: int
+    """The timestamp of the block that began the pass: every application of the pass is decided
+    as of this time, as a pass in one block would decide them."""
+    after: str
+    """The last application decided; empty before the first."""
+    scaled: bool
+    """Some replica count changed: the applications are placed again once the pass ends."""
+
+    def encode(self) -> bytes:
+        u = codec.encode_uint
+        return codec.encode(
+            [u(self.period), u(self.started_ms), self.after.encode(), u(int(self.scaled))]
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> AutoscalePass:
+        fields = _list(codec.decode(data))
+        if len(fields) != 4:
+            raise codec.CodecError("an autoscaling pass has 4 fields")
+        period, started, after, scaled = fields
+        return cls(
+            codec.uint(period, "period"),
+            codec.uint(started, "started"),
+            _text(after, "after"),
+            codec.uint(scaled, "scaled") != 0,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +305,60 @@ def _set_autoscaled(state: Overlay, names: Iterable[str]) -> None:
         state.delete(AUTOSCALED_KEY)
 
 
+def is_autoscaled(state: StateReader, name: str) -> bool:
+    return state.get(_STATE + name.encode()) is not None
+
+
+def get_pass(state: StateReader) -> AutoscalePass | None:
+    data = state.get(PASS_KEY)
+    return None if data is None else AutoscalePass.decode(data)
+
+
+def put_pass(state: Overlay, run: AutoscalePass | None) -> None:
+    if run is None:
+        state.delete(PASS_KEY)
+    else:
+        state.put(PASS_KEY, run.encode())
+
+
+def add_usage(state: Overlay, name: str, period: int, records: Iterable[ReplicaUsage]) -> None:
+    """Keep `records` of `period` under application `name`, for its decision to read alone."""
+    kept = _usage_items(state, name)
+    u = codec.encode_uint
+    kept += [
+        [u(period), r.node, u(r.replica), u(r.instance), u(r.cpu_ms), u(r.uptime_ms)]
+        for r in records
+    ]
+    state.put(_USAGE + name.encode(), codec.encode(kept))
+
+
+def take_usage(state: Overlay, name: str, period: int) -> list[ReplicaUsage]:
+    """The records of `period` kept for `name`; those of `period` and earlier are dropped (a
+    period skipped by a pass that ran late is not decided later), later ones kept."""
+    used: list[ReplicaUsage] = []
+    later: list[codec.RlpItem] = []
+    for item in _usage_items(state, name):
+        fields = _list(item)
+        if len(fields) != 6 or not isinstance(fields[1], bytes):
+            raise codec.CodecError("a kept usage record has 6 fields")
+        at = codec.uint(fields[0], "period")
+        if at > period:
+            later.append(item)
+        elif at == period:
+            replica, instance, cpu_ms, uptime_ms = (codec.uint(x, "usage") for x in fields[2:])
+            used.append(ReplicaUsage(fields[1], replica, instance, cpu_ms, uptime_ms))
+    if later:
+        state.put(_USAGE + name.encode(), codec.encode(later))
+    else:
+        state.delete(_USAGE + name.encode())
+    return used
+
+
+def _usage_items(state: StateReader, name: str) -> list[codec.RlpItem]:
+    data = state.get(_USAGE + name.encode())
+    return [] if data is None else _list(codec.decode(data))
+
+
 def start(state: Overlay, name: str, record: AutoscaleState) -> None:
     """Store `name`'s record and count it among the autoscaled applications."""
     names = autoscaled_names(state)
@@ -280,6 +372,7 @@ def stop(state: Overlay, name: str) -> None:
     if state.get(_STATE + name.encode()) is None:
         return
     state.delete(_STATE + name.encode())
+    state.delete(_USAGE + name.encode())
     _set_autoscaled(state, [n for n in autoscaled_names(state) if n != name])
 
 

@@ -7,15 +7,15 @@ leaves a tombstone while the nodes keep its persistent volumes (the genesis rete
 
 from __future__ import annotations
 
+import bisect
 import enum
 import json
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from chain import codec
 from chain.primitives import AccountId
 from chain.runtime import app_scaling, nodes, towers
-from chain.runtime.app_scaling import AutoscaleState, ReplicaUsage, ScalingDecision
+from chain.runtime.app_scaling import AutoscalePass, AutoscaleState, ScalingDecision
 from chain.runtime.autoscaling import History, decide
 from chain.runtime.framework import AccountRef, Arg, ArgKind, CallDef, Context, Module
 from chain.runtime.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestError, decode_manifest
@@ -699,67 +699,85 @@ class Apps(Module):
         return out
 
 
-def autoscale(ctx: Context, period: int, usage: Mapping[str, Sequence[ReplicaUsage]]) -> None:
-    """The autoscaling pass of metering period `period`: every autoscaled application's replica
-    count becomes what the HPA decision says of the period's usage (`usage`, by application), with
-    a `Scaled` event when it changes; placements follow at the end of the block."""
+def autoscale(ctx: Context, run: AutoscalePass) -> None:
+    """One block's share of the autoscaling pass `run`: the next autoscaled applications after
+    `run.after` in name order, at most `autoscaling_apps_per_block` of them, each decided by the
+    HPA rule from its own usage of `run.period` (kept by application as reports arrive) as of
+    `run.started_ms`; its replica count follows, with a `Scaled` event when it changes. The pass
+    is kept for the next block until every application is decided; the applications are placed
+    again once, when it ends, if any count changed."""
     state = ctx.state
-    period_ms = ctx.config.metering_period_seconds * 1000
-    now = ctx.env.timestamp * ctx.config.autoscaling_time_scale // 1000
-    current_period = ctx.env.timestamp // period_ms
-    changed = False
-    for name in app_scaling.autoscaled_names(state):
-        record = get_app(state, name)
-        known = app_scaling.get_state(state, name)
-        if record is None or known is None:
-            continue
-        holders: dict[int, set[bytes]] = {}
-        for entry in placement(state, name):
-            if entry.node:
-                holders.setdefault(entry.index, set()).add(entry.node)
-        observation = app_scaling.observe(
-            record.replicas,
-            holders,
-            usage.get(name, ()),
-            known,
-            record.instance,
-            period,
-            period_ms,
-            record.resources.cpu_millicores,
-        )
-        decision = decide(known.spec, observation, known.history, now)
-        updated = replace(
-            known,
-            desired=decision.desired,
-            utilisation=decision.utilisation,
-            reason=decision.message,
-            last_period=period,
-            history=decision.history,
-        )
-        if decision.desired != record.replicas:
-            made = ScalingDecision(
-                period, record.replicas, decision.desired, decision.utilisation, decision.message
-            )
-            updated = replace(
-                updated, decisions=(*known.decisions, made)[-app_scaling.MAX_DECISIONS :]
-            )
-            if decision.desired > record.replicas:
-                updated = replace(updated, grown_at=current_period, grown_from=record.replicas)
-            scaled = replace(record, replicas=decision.desired, updated_at=ctx.env.number)
-            state.put(_APP + name.encode(), scaled.encode())
-            changed = True
-            ctx.emit(
-                NAME,
-                "Scaled",
-                app=name,
-                **{"from": record.replicas},
-                to=decision.desired,
-                utilisation=decision.utilisation if decision.utilisation is not None else 0,
-                reason=decision.message,
-            )
-        app_scaling.put_state(state, name, updated)
-    if changed:
+    names = app_scaling.autoscaled_names(state)
+    first = bisect.bisect_right(names, run.after)
+    chosen = names[first : first + ctx.config.autoscaling_apps_per_block]
+    scaled = run.scaled
+    for name in chosen:
+        scaled = _autoscale_app(ctx, name, run) or scaled
+    if first + len(chosen) < len(names):
+        app_scaling.put_pass(state, replace(run, after=chosen[-1], scaled=scaled))
+        return
+    app_scaling.put_pass(state, None)
+    if scaled:
         state.put(DIRTY_KEY, b"\x01")
+
+
+def _autoscale_app(ctx: Context, name: str, run: AutoscalePass) -> bool:
+    """Decides `name` for `run.period`; whether its replica count changed."""
+    state = ctx.state
+    period = run.period
+    period_ms = ctx.config.metering_period_seconds * 1000
+    now = run.started_ms * ctx.config.autoscaling_time_scale // 1000
+    usage = app_scaling.take_usage(state, name, period)
+    record = get_app(state, name)
+    known = app_scaling.get_state(state, name)
+    if record is None or known is None:
+        return False
+    holders: dict[int, set[bytes]] = {}
+    for entry in placement(state, name):
+        if entry.node:
+            holders.setdefault(entry.index, set()).add(entry.node)
+    observation = app_scaling.observe(
+        record.replicas,
+        holders,
+        usage,
+        known,
+        record.instance,
+        period,
+        period_ms,
+        record.resources.cpu_millicores,
+    )
+    decision = decide(known.spec, observation, known.history, now)
+    updated = replace(
+        known,
+        desired=decision.desired,
+        utilisation=decision.utilisation,
+        reason=decision.message,
+        last_period=period,
+        history=decision.history,
+    )
+    changed = decision.desired != record.replicas
+    if changed:
+        made = ScalingDecision(
+            period, record.replicas, decision.desired, decision.utilisation, decision.message
+        )
+        updated = replace(updated, decisions=(*known.decisions, made)[-app_scaling.MAX_DECISIONS :])
+        if decision.desired > record.replicas:
+            # The period in which the new replicas are added: they did not run through it.
+            current_period = ctx.env.timestamp // period_ms
+            updated = replace(updated, grown_at=current_period, grown_from=record.replicas)
+        scaled = replace(record, replicas=decision.desired, updated_at=ctx.env.number)
+        state.put(_APP + name.encode(), scaled.encode())
+        ctx.emit(
+            NAME,
+            "Scaled",
+            app=name,
+            **{"from": record.replicas},
+            to=decision.desired,
+            utilisation=decision.utilisation if decision.utilisation is not None else 0,
+            reason=decision.message,
+        )
+    app_scaling.put_state(state, name, updated)
+    return changed
 
 
 def manifest_json(state: StateReader, name: str, revision: int) -> object | None:

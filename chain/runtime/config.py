@@ -70,6 +70,9 @@ class RuntimeConfig:
     autoscaling_time_scale: int = 1
     """Seconds of autoscaling time (stabilization windows, policy periods) per second of chain
     time: 1 on a real chain; a dev chain runs them faster so that a window passes in a demo."""
+    autoscaling_apps_per_block: int = 300
+    """Autoscaled applications one block decides at most: the pass of a metering period goes on
+    over the following blocks (about 100 ms of the pass per block at 10,000 applications)."""
     wallet_committee_size: int = 3
     """Nodes that hold shares of each platform wallet's key."""
     wallet_threshold: int = 2

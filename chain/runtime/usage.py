@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 from chain import codec
 from chain.primitives import AccountId
-from chain.runtime import apps, nodes
-from chain.runtime.app_scaling import ReplicaUsage, autoscaled_names
+from chain.runtime import app_scaling, apps, nodes
+from chain.runtime.app_scaling import AutoscalePass, ReplicaUsage, autoscaled_names
 from chain.runtime.framework import AccountRef, Arg, ArgKind, CallDef, Context, Module
 from chain.signature import verify
-from chain.state import StateReader, storage_key
+from chain.state import Overlay, StateReader, storage_key
 
 NAME = "usage"
 REPORT_DOMAIN = b"statemesh/usage-report/v1"
@@ -138,16 +138,32 @@ def due_period(timestamp_ms: int, period_seconds: int) -> int:
     return (timestamp_ms - period_ms // 2) // period_ms - 1
 
 
-def period_usage(state: StateReader, period: int) -> dict[str, list[ReplicaUsage]]:
-    """Every registered node's records of `period`, by application."""
-    out: dict[str, list[ReplicaUsage]] = {}
-    for node_id in nodes.node_ids(state):
-        records = get_report(state, node_id, period)
-        for r in records or ():
-            out.setdefault(r.app, []).append(
+def _decided(state: StateReader) -> int:
+    raw = state.get(DECIDED_PERIOD_KEY)
+    return -1 if raw is None else int.from_bytes(raw, "big")
+
+
+def _awaits_decision(state: StateReader, run: AutoscalePass | None, period: int, app: str) -> bool:
+    """Whether the autoscaler is still to decide `app` for `period`: a later report is useless."""
+    if run is not None and run.period == period:
+        return app > run.after
+    return period > _decided(state)
+
+
+def index_by_app(state: Overlay, node_id: bytes, period: int, records: list[UsageRecord]) -> None:
+    """Keep the records of autoscaled applications under each application, so that deciding one
+    reads its own records rather than every node's report."""
+    run = app_scaling.get_pass(state)
+    by_app: dict[str, list[ReplicaUsage]] = {}
+    for r in records:
+        if r.app in by_app or (
+            app_scaling.is_autoscaled(state, r.app) and _awaits_decision(state, run, period, r.app)
+        ):
+            by_app.setdefault(r.app, []).append(
                 ReplicaUsage(node_id, r.replica, r.instance, r.cpu_ms, r.uptime_ms)
             )
-    return out
+    for app, kept in by_app.items():
+        app_scaling.add_usage(state, app, period, kept)
 
 
 class Usage(Module):
@@ -158,16 +174,20 @@ class Usage(Module):
 
     def autoscale(self, ctx: Context) -> None:
         """Once per metering period, the apps module scales the autoscaled applications by the
-        reports of the period before (`due_period`)."""
+        reports of the period before (`due_period`), a bounded share of them per block. A pass
+        still going on when the next period falls due goes on to its end first; the pass that
+        begins after it reads the period due then (any period between is skipped)."""
         state = ctx.state
-        period = due_period(ctx.env.timestamp, ctx.config.metering_period_seconds)
-        raw = state.get(DECIDED_PERIOD_KEY)
-        if period < 0 or (raw is not None and int.from_bytes(raw, "big") >= period):
-            return
-        if not autoscaled_names(state):
-            return
-        state.put(DECIDED_PERIOD_KEY, period.to_bytes(8, "big"))
-        apps.autoscale(ctx, period, period_usage(state, period))
+        run = app_scaling.get_pass(state)
+        if run is None:
+            period = due_period(ctx.env.timestamp, ctx.config.metering_period_seconds)
+            if period < 0 or _decided(state) >= period:
+                return
+            if not autoscaled_names(state):
+                return
+            state.put(DECIDED_PERIOD_KEY, period.to_bytes(8, "big"))
+            run = AutoscalePass(period, ctx.env.timestamp, "", scaled=False)
+        apps.autoscale(ctx, run)
 
     def calls(self) -> list[CallDef]:
         return [
@@ -214,6 +234,7 @@ class Usage(Module):
         if state.get(report_key(node_id, period)) is not None:
             raise self.fail(UsageError.ALREADY_REPORTED, f"period {period} is already reported")
         state.put(report_key(node_id, period), records)
+        index_by_app(state, node_id, period, decoded)
         ctx.emit(
             NAME, "UsageReported", node=AccountRef(node_id), period=period, replicas=len(decoded)
         )

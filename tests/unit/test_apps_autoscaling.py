@@ -39,11 +39,13 @@ def autoscaled(
     return validate_manifest(data).canonical_json()
 
 
-def scaling_chain() -> TowerChain:
+def scaling_chain(**config: int) -> TowerChain:
     """Three active cpu nodes; 10 s metering periods; autoscaling time 10 times chain time (the
-    default 300 s scale-down window lasts 30 s, three periods)."""
+    default 300 s scale-down window lasts 30 s, three periods); `config` changes the runtime's
+    configuration further."""
     spec = tower_spec(active=4)
-    runtime = replace(spec.runtime, metering_period_seconds=10, autoscaling_time_scale=10)
+    changes = {"metering_period_seconds": 10, "autoscaling_time_scale": 10, **config}
+    runtime = replace(spec.runtime, **changes)
     chain = TowerChain(replace(spec, runtime=runtime))
     for i in range(3):
         chain.register(i, cores=4)
