@@ -6,6 +6,7 @@ replica, renders a hostile node name as text, and leaves a screenshot in the tes
 from __future__ import annotations
 
 import base64
+import re
 import shutil
 import subprocess
 import time
@@ -76,6 +77,15 @@ class Browser:
         value = self.script("return document.getElementById(arguments[0]).textContent", element_id)
         return str(value)
 
+    def rows(self, table_id: str) -> list[list[str]]:
+        """The text of each cell of each row of a table's body."""
+        found = self.script(
+            "return [...document.querySelectorAll(`#${arguments[0]} tbody tr`)]"
+            ".map(r => [...r.cells].map(c => c.textContent))",
+            table_id,
+        )
+        return [list(map(str, row)) for row in found]
+
     def wait_for(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -144,6 +154,11 @@ def browser(tmp_path: Path) -> Iterator[Browser]:
         log.close()
 
 
+def shorten(address: str) -> str:
+    """An address as the page's tables show it."""
+    return address[:10] + "…" + address[-6:]
+
+
 def number(text: str) -> int | None:
     return int(text) if text.isdigit() else None
 
@@ -180,27 +195,27 @@ def test_the_dashboard_follows_the_chain_and_lists_a_deployed_app(
             timeout=30,
             what="the finalized block",
         )
-        assert browser.script("return document.querySelectorAll('#blocks tbody tr').length") >= 2
+        blocks = browser.rows("blocks")
+        assert len(blocks) >= 2 and all(cells[2].isdigit() for cells in blocks), blocks
+
         # The deployed application with its replica, running and ready on this node.
-        rows = "return [...document.querySelectorAll('#app-table tbody tr')].map(r => r.innerText)"
-        browser.wait_for(
-            lambda: [r for r in browser.script(rows) if r.startswith(APP) and "running" in r],
-            timeout=120,
-            what=f"{APP}'s replica running",
+        def replica(state: str, ready: str) -> list[str] | None:
+            for cells in browser.rows("app-table"):
+                if cells[0] == APP and cells[4] == state and cells[5] == ready:
+                    return cells
+            return None
+
+        cells = browser.wait_for(
+            lambda: replica("running", "yes"), timeout=120, what=f"{APP}'s replica ready"
         )
-        ready = browser.wait_for(
-            lambda: [
-                r for r in browser.script(rows) if r.startswith(APP) and r.split("\t")[5] == "yes"
-            ],
-            timeout=60,
-            what=f"{APP}'s replica ready",
-        )
-        cells = ready[0].split("\t")
         placement = node.call("apps_get", APP)["placement"][0]
-        assert cells[2:4] == ["0", placement["node"][:10] + "…" + placement["node"][-6:]]
+        assert cells[1:4] == ["1", "0", shorten(placement["node"])]
         assert cells[6] == "0"  # restarts
-        assert browser.script("return document.querySelectorAll('#node-table tbody tr').length")
+        node_id = node.call("towers_active")["nodes"][0]["nodeId"]
+        (listed,) = browser.rows("node-table")
+        assert listed[0] == shorten(node_id) and listed[3] == "active"
         assert number(browser.text("epoch-number")) is not None
+        assert re.fullmatch(r"\d+ wallet request\(s\), newest first", browser.text("wallets-total"))
         # The hostile name is text: no element was made of it and no handler ran.
         assert browser.text("node-name") == HOSTILE_NAME
         hostile = "return document.querySelectorAll('img, script:not([src])').length"
