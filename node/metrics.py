@@ -45,8 +45,16 @@ class NodeMetrics:
     """One node's registry (never the process-global one: tests run several nodes in one
     process). Services report timed events through `observe_block` and `rpc_call`."""
 
-    def __init__(self, sources: MetricSources, *, rpc_methods: Iterable[str] = ()) -> None:
-        self.registry = CollectorRegistry(auto_describe=False)
+    def __init__(
+        self,
+        sources: MetricSources,
+        *,
+        rpc_methods: Iterable[str] = (),
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        """`registry`: the node's, which other services may export to as well (the ingress
+        proxy and DNS); a new one if None."""
+        self.registry = CollectorRegistry(auto_describe=False) if registry is None else registry
         self._methods = frozenset(rpc_methods)
         self.block_import = Histogram(
             f"{PREFIX}_block_import_seconds",

@@ -14,6 +14,7 @@ from typing import Any
 
 import docker.errors
 import trio
+from prometheus_client import CollectorRegistry
 
 from chain.clock import Clock, SystemClock
 from chain.db import Database
@@ -253,8 +254,10 @@ class Node:
             )
             if network is not None:
                 endpoints.register(network.p2p)
+            # The one registry the exporter serves, also where the ingress proxy and DNS count.
+            metrics_registry = CollectorRegistry(auto_describe=False)
             ingress = (
-                IngressService(endpoints, config.ingress, serve_asgi)
+                IngressService(endpoints, config.ingress, serve_asgi, registry=metrics_registry)
                 if config.ingress is not None
                 else None
             )
@@ -274,6 +277,7 @@ class Node:
                 config,
                 MetricSources(chain, network, finality, presence, workloads, disk),
                 registry.names(),
+                metrics_registry,
             )
             if metrics is not None:
                 registry.call_timer = metrics.metrics.rpc_call
@@ -462,11 +466,15 @@ def _import_dev_image(engine: PrivateEngine) -> None:
 
 
 def _metrics(
-    config: NodeConfig, sources: MetricSources, methods: list[str]
+    config: NodeConfig,
+    sources: MetricSources,
+    methods: list[str],
+    registry: CollectorRegistry,
 ) -> MetricsServer | None:
     if config.prometheus is None:
         return None
-    return MetricsServer(NodeMetrics(sources, rpc_methods=methods), config.prometheus)
+    metrics = NodeMetrics(sources, rpc_methods=methods, registry=registry)
+    return MetricsServer(metrics, config.prometheus)
 
 
 def _disk_pressure(

@@ -13,11 +13,13 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from chain.keys import dev_keypair
+from chain.runtime.manifest import DEFAULT_ZONE
 from node.chain_spec import DEV_AUTHORITY, resolve_spec
 from node.errors import sole_cause
 from node.metrics import UNKNOWN_METHOD, MetricSources, NodeMetrics
 from node.metrics_server import MetricsApp, MetricsServer, MetricsUnavailable, PrometheusConfig
 from node.runner import Node, NodeConfig
+from orchestrator.ingress_service import IngressConfig
 from tests.unit.test_chain_service import block_at, open_chain
 
 
@@ -38,7 +40,7 @@ def test_a_dev_node_serves_its_metrics_and_they_move(tmp_path: Path) -> None:
         signer=dev_keypair(DEV_AUTHORITY),
         rpc_port=0,
         network=False,
-        ingress=None,
+        ingress=IngressConfig(host="127.0.0.1", http_port=0, dns_port=0, zone=DEFAULT_ZONE),
         prometheus=PrometheusConfig(port=0),
     )
     node = Node.open(config)
@@ -76,6 +78,9 @@ def test_a_dev_node_serves_its_metrics_and_they_move(tmp_path: Path) -> None:
             assert now[("statemesh_rpc_calls_total", (("method", UNKNOWN_METHOD),))] == 1
             assert now[("statemesh_rpc_call_seconds_count", (("method", "chain_getHeader"),))] == 1
             assert not any("no_such" in str(labels) for _, labels in now)
+            # The ingress proxy and DNS count on the registry the exporter serves.
+            assert "# TYPE statemesh_dns_queries_total counter" in reply.text
+            assert "# TYPE statemesh_ingress_requests_total counter" in reply.text
             # No network, presence or workloads on this node: none of their metrics.
             assert not any(name.startswith("statemesh_sub_libp2p") for name, _ in now)
             assert not any(name.startswith("statemesh_tower") for name, _ in now)
