@@ -6,14 +6,19 @@ tests/integration/test_dashboard.py."""
 from __future__ import annotations
 
 import fnmatch
+import re
 import tomllib
 from importlib import resources
+from pathlib import Path
 
 import httpx
 import pytest
 import trio
 
+from chain.keys import dev_keypair
+from node.chain_spec import DEV_AUTHORITY, DEV_OPERATOR, resolve_spec
 from node.rpc.dashboard import FILES, UI_PATH, content_security_policy, is_dashboard_path
+from node.runner import Node, NodeConfig
 from tests.integration.harness import ROOT
 from tests.unit.test_rpc_server import run, serving
 
@@ -170,3 +175,28 @@ def test_the_files_ship_in_the_package() -> None:
     for ui_file in FILES.values():
         assert any(fnmatch.fnmatch(f"ui/{ui_file.name}", p) for p in patterns), ui_file.name
     assert UI_PATH == "/ui"
+
+
+def test_the_page_calls_only_methods_a_full_node_serves(tmp_path: Path) -> None:
+    """Every method the page calls is one a dev node registers, and all but `node_workloads`
+    (ready and restarts, which the page does without) are safe: the page works on a node with
+    `--rpc-methods safe`."""
+    called = set(re.findall(r'rpc\.call\("([A-Za-z_]+)"', packaged("app.js").decode()))
+    assert {"chain_subscribeNewHeads", "chain_getBlock", "apps_list", "wallet_list"} <= called
+    config = NodeConfig(
+        spec=resolve_spec("dev"),
+        base_path=tmp_path,
+        name="dashboard",
+        signer=dev_keypair(DEV_AUTHORITY),
+        operator=dev_keypair(DEV_OPERATOR),
+        p2p_port=0,
+        rpc_port=0,
+    )
+    node = Node.open(config)
+    try:
+        served = node.rpc.app.registry
+        assert called <= set(served.names())
+        safe = set(served.exposed(allow_unsafe=False).names())
+        assert called - safe == {"node_workloads"}
+    finally:
+        node.db.close()
