@@ -127,18 +127,18 @@ function showHeights() {
   setText("finality-lag", view.best !== null && view.finalized !== null ? view.best - view.finalized : null);
 }
 
-async function onNewHead(rpc, header) {
-  const height = number(header.number);
-  if (height === null) return;
-  view.best = height;
-  showHeights();
-  let extrinsics = null;
+async function extrinsicCount(rpc, hash) {
   try {
-    const found = await rpc.call("chain_getBlock", [header.hash]);
-    if (found && found.block) extrinsics = found.block.extrinsics.length;
+    const found = await rpc.call("chain_getBlock", [hash]);
+    return found && found.block ? found.block.extrinsics.length : null;
   } catch (_) {
     // The block may have been pruned or the connection lost: the row shows no count.
+    return null;
   }
+}
+
+function addBlock(header, extrinsics) {
+  const height = number(header.number);
   const blocks = view.blocks.filter((b) => b.number !== height);
   blocks.push({ number: height, hash: header.hash, extrinsics, author: header.author, slot: header.slot });
   blocks.sort((a, b) => b.number - a.number);
@@ -147,7 +147,27 @@ async function onNewHead(rpc, header) {
     "blocks",
     view.blocks.map((b) => row([b.number, mono(b.hash, b.hash), b.extrinsics, mono(b.author, b.author), b.slot])),
   );
+}
+
+async function onNewHead(rpc, header) {
+  const height = number(header.number);
+  if (height === null) return;
+  view.best = height;
+  showHeights();
+  addBlock(header, await extrinsicCount(rpc, header.hash));
   refreshSoon(rpc);
+}
+
+// The blocks before the best one when the page opens, walking back by parent hash.
+async function backfill(rpc, header) {
+  let parent = header.parentHash;
+  for (let i = 1; i < RECENT_BLOCKS && number(header.number) - i >= 0; i++) {
+    const found = await attempt(rpc.call("chain_getBlock", [parent]));
+    if (!found.value || !found.value.block) return;
+    const block = found.value.block;
+    addBlock(block.header, block.extrinsics.length);
+    parent = block.header.parentHash;
+  }
 }
 
 function onFinalizedHead(header) {
@@ -305,7 +325,10 @@ async function start(rpc, subscriptions) {
   const finalized = await attempt(rpc.call("chain_subscribeFinalizedHeads"));
   if (finalized.value) subscriptions.set(finalized.value, "finalized");
   const best = await attempt(rpc.call("chain_getHeader"));
-  if (best.value) await onNewHead(rpc, best.value);
+  if (best.value) {
+    await onNewHead(rpc, best.value);
+    await backfill(rpc, best.value);
+  }
   const hash = await attempt(rpc.call("chain_getFinalizedHead"));
   if (hash.value) {
     const header = await attempt(rpc.call("chain_getHeader", [hash.value]));
