@@ -269,6 +269,7 @@ class Node:
                 workloads,
                 node_key=Keypair.from_seed(node_key.seed),
                 clock=chain.clock,
+                traffic=ingress.proxy.metrics.traffic if ingress is not None else None,
             )
             register_ingress_methods(registry, chain, endpoints)
             if wallet is not None:
