@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import http
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -82,26 +83,40 @@ class _Counts:
 class IngressMetrics(Collector):
     """`statemesh_ingress_requests_total{app,code}` and `statemesh_ingress_request_seconds{app}`,
     kept as plain counts (which `traffic` reads for the application's owner) and exported by
-    this collector at scrape time."""
+    this collector at scrape time. A scrape may run on another thread than the proxy: the
+    counts change and are copied under a lock."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = CollectorRegistry() if registry is None else registry
         self._apps: dict[str, _Counts] = {}
+        self._lock = threading.Lock()
         self.registry.register(self)
 
     def observe(self, app: str, status: int, seconds: float) -> None:
         """One request answered: `app` as routed ("" when no application serves its host)."""
-        counts = self._apps.get(app)
-        if counts is None:
-            counts = self._apps[app] = _Counts()
         code = code_label(status)
-        counts.codes[code] = counts.codes.get(code, 0) + 1
         seconds = max(0.0, seconds)
-        counts.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        counts.seconds += seconds
+        bucket = bisect.bisect_left(LATENCY_BUCKETS, seconds)
+        with self._lock:
+            counts = self._apps.get(app)
+            if counts is None:
+                counts = self._apps[app] = _Counts()
+            counts.codes[code] = counts.codes.get(code, 0) + 1
+            counts.buckets[bucket] += 1
+            counts.seconds += seconds
+
+    def _copy(self, app: str | None = None) -> dict[str, _Counts]:
+        """The counts of `app` (of every application if None), as they are now."""
+        with self._lock:
+            chosen = self._apps.items() if app is None else [(app, self._apps.get(app))]
+            return {
+                name: _Counts(dict(c.codes), list(c.buckets), c.seconds)
+                for name, c in chosen
+                if c is not None
+            }
 
     def traffic(self, app: str) -> AppTraffic:
-        counts = self._apps.get(app)
+        counts = self._copy(app).get(app)
         if counts is None:
             return AppTraffic()
         return AppTraffic(
@@ -127,7 +142,7 @@ class IngressMetrics(Collector):
         latency = HistogramMetricFamily(
             "statemesh_ingress_request_seconds", _SECONDS_HELP, labels=["app"]
         )
-        for app, counts in sorted(self._apps.items()):
+        for app, counts in sorted(self._copy().items()):
             for code, number in sorted(counts.codes.items()):
                 requests.add_metric([app, code], number)
             cumulative = 0
