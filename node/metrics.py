@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -19,14 +20,35 @@ from chain.runtime.nodes import NodeStatus
 from consensus.chain_service import ChainService
 from consensus.finality_service import FinalityService
 from consensus.network_service import NetworkService
+from orchestrator.controller import ControllerStatistics
 from orchestrator.disk_pressure import DiskPressureMonitor
-from orchestrator.workloads import WorkloadService
+from orchestrator.events import EventKind, EventLog
+from orchestrator.metering import Meter
 from vdf.presence import PresenceService
 
 PREFIX = "statemesh"
 UNKNOWN_METHOD = "unknown"
 BLOCK_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 RPC_SECONDS_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
+
+
+class ReplicaReadings(Protocol):
+    """What the collector reads of the orchestrator's controller."""
+
+    @property
+    def meter(self) -> Meter: ...
+
+    @property
+    def events(self) -> EventLog: ...
+
+    def statistics(self) -> ControllerStatistics: ...
+
+
+class WorkloadReadings(Protocol):
+    """The workload service as the collector sees it: its controller once the engine answered."""
+
+    @property
+    def controller(self) -> ReplicaReadings | None: ...
 
 
 @dataclass(slots=True)
@@ -37,7 +59,7 @@ class MetricSources:
     network: NetworkService | None = None
     finality: FinalityService | None = None
     presence: PresenceService | None = None
-    workloads: WorkloadService | None = None
+    workloads: WorkloadReadings | None = None
     disk: DiskPressureMonitor | None = None
 
 
@@ -55,6 +77,8 @@ class NodeMetrics:
         """`registry`: the node's, which other services may export to as well (the ingress
         proxy and DNS); a new one if None."""
         self.registry = CollectorRegistry(auto_describe=False) if registry is None else registry
+        self.sources = sources
+        """What the collector reads: services may be added as they start."""
         self._methods = frozenset(rpc_methods)
         self.block_import = Histogram(
             f"{PREFIX}_block_import_seconds",
@@ -204,6 +228,17 @@ class NodeCollector(Collector):
         ):
             replicas.add_metric([state], count)
         yield replicas
+        totals = controller.events.totals
+        for name, documentation, kind in (
+            ("replica_restarts", "Restarts of replicas' containers.", EventKind.RESTARTED),
+            (
+                "probe_failures",
+                "Probes that failed their threshold (readiness or liveness).",
+                EventKind.UNHEALTHY,
+            ),
+            ("evictions", "Replicas evicted for their disk use.", EventKind.EVICTED),
+        ):
+            yield CounterMetricFamily(f"{PREFIX}_{name}", documentation, value=totals[kind])
         memory = GaugeMetricFamily(
             f"{PREFIX}_replica_memory_bytes",
             "Memory of a replica's running containers at the last sample.",

@@ -3,6 +3,7 @@ what the exporter refuses."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,11 @@ from node.errors import sole_cause
 from node.metrics import UNKNOWN_METHOD, MetricSources, NodeMetrics
 from node.metrics_server import MetricsApp, MetricsServer, MetricsUnavailable, PrometheusConfig
 from node.runner import Node, NodeConfig
+from orchestrator.controller import ControllerStatistics
+from orchestrator.events import EventKind, EventLog
 from orchestrator.ingress_service import IngressConfig
+from orchestrator.metering import Meter, MeterTarget
+from orchestrator.spec import ReplicaKey
 from tests.unit.test_chain_service import block_at, open_chain
 
 
@@ -204,3 +209,54 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
             nursery.cancel_scope.cancel()
 
     trio.run(scenario)
+
+
+@dataclass(slots=True)
+class ControllerReadings:
+    """What the collector reads of a controller: a real meter and event log."""
+
+    meter: Meter = field(default_factory=Meter)
+    events: EventLog = field(default_factory=EventLog)
+
+    def statistics(self) -> ControllerStatistics:
+        return ControllerStatistics(
+            passes=3, last_pass_seconds=0.01, desired_replicas=2, observed_containers=4,
+            running_containers=2, pods=2, ready_replicas=1, busy_replicas=1, held_back=0,
+            actions_applied=6, actions_failed=0, probers=2, engine_available=True,
+            engine_error="",
+        )  # fmt: skip
+
+
+@dataclass(slots=True)
+class Workloads:
+    controller: ControllerReadings | None = None
+
+
+def test_replicas_their_usage_and_their_troubles(tmp_path: Path) -> None:
+    chain = open_chain(tmp_path / "db")
+    workloads = Workloads()
+    metrics = NodeMetrics(MetricSources(chain, workloads=workloads))
+    before = samples(generate_latest(metrics.registry).decode())
+    assert not any(name.startswith("statemesh_replica") for name, _ in before)  # no engine yet
+    readings = workloads.controller = ControllerReadings()
+    web = ReplicaKey("dev", "web", 0)
+    readings.meter.record_sample(
+        MeterTarget(web, "c1", 100.0), sampled_at=160.0, cpu_ns=2_500_000_000, memory_bytes=7 << 20
+    )
+    for kind in (EventKind.RESTARTED, EventKind.RESTARTED, EventKind.UNHEALTHY, EventKind.EVICTED):
+        readings.events.record(1.0, web, kind, instance=0)
+    found = samples(generate_latest(metrics.registry).decode())
+    assert {
+        labels: value for (name, labels), value in found.items() if name == "statemesh_replicas"
+    } == {
+        (("state", "desired"),): 2,
+        (("state", "running"),): 2,
+        (("state", "ready"),): 1,
+        (("state", "busy"),): 1,
+    }
+    replica = (("app", "web"), ("replica", "0"))
+    assert found[("statemesh_replica_memory_bytes", replica)] == 7 << 20
+    assert found[("statemesh_replica_cpu_seconds_total", replica)] == 2.5
+    assert found[("statemesh_replica_restarts_total", ())] == 2
+    assert found[("statemesh_probe_failures_total", ())] == 1
+    assert found[("statemesh_evictions_total", ())] == 1
