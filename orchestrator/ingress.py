@@ -241,6 +241,8 @@ class IngressProxy:
     clock: Clock = field(default_factory=SystemClock)
     """Times each request, from its arrival to the end of its answer."""
     _client: httpx.AsyncClient | None = None
+    _counted_table: RouteTable | None = None
+    """The route table whose applications the metrics were last trimmed to."""
     _turns: dict[tuple[str, str], itertools.count[int]] = field(default_factory=dict)
     _in_flight: int = 0
     _buffered: int = 0
@@ -312,6 +314,9 @@ class IngressProxy:
             await _reply(send, 400, "the request target must be a path starting with /")
             return
         table = self.routes()
+        if table is not self._counted_table:
+            self._counted_table = table
+            self.metrics.keep_only({r.app for routes in table.hosts.values() for r in routes})
         known, route = table.lookup(host, path)
         if route is not None:
             answer.app = route.app

@@ -4,15 +4,16 @@ passes in (a private one by default, so that tests stay independent of each othe
 
 Every label value is bounded, since any client may send anything: an application is named
 only once the route table routed the request to it (a request for an unknown host counts under
-`app=""`, never under the Host header it sent), a status is one of the codes HTTP defines or
-its class (`"5xx"` for a 599), and a DNS response code one of the six the server answers."""
+`app=""`, never under the Host header it sent) and only while the table has it, a status is one
+of the codes HTTP defines or its class (`"5xx"` for a 599), and a DNS response code one of the
+six the server answers."""
 
 from __future__ import annotations
 
 import bisect
 import http
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter
@@ -104,6 +105,13 @@ class IngressMetrics(Collector):
             counts.codes[code] = counts.codes.get(code, 0) + 1
             counts.buckets[bucket] += 1
             counts.seconds += seconds
+
+    def keep_only(self, apps: Collection[str]) -> None:
+        """Drop the counts of every application but `apps` (and of unknown hosts): those the
+        route table no longer has, deleted, are exported no more."""
+        with self._lock:
+            for gone in [a for a in self._apps if a and a not in apps]:
+                del self._apps[gone]
 
     def _copy(self, app: str | None = None) -> dict[str, _Counts]:
         """The counts of `app` (of every application if None), as they are now."""

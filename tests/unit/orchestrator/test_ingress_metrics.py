@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.dns import ZoneServer
-from orchestrator.ingress import Route
+from orchestrator.ingress import Route, RouteTable
 from orchestrator.ingress_metrics import (
     LATENCY_BUCKETS,
     DnsMetrics,
@@ -24,6 +24,7 @@ from tests.unit.orchestrator.test_dns import NAMES, ask
 from tests.unit.orchestrator.test_ingress import proxy, replicas, run
 
 WEB = "web.statemesh.internal"
+REQUESTS = "statemesh_ingress_requests_total"
 
 
 def samples(registry: CollectorRegistry, name: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -143,6 +144,36 @@ def test_requests_through_the_proxy_by_app_and_status() -> None:
                 assert web.p50_seconds == pytest.approx(0.375)
                 assert (web.requests, web.errors) == (1, 0)
                 assert app.metrics.traffic("idle").errors == 1
+
+    run(scenario)
+
+
+def test_the_counts_of_an_application_gone_from_the_routes_are_dropped() -> None:
+    async def scenario() -> None:
+        async with replicas(("a", 0.0)) as backends:
+            hosts = {
+                WEB: [Route("web", "/", tuple(backends))],
+                "api.statemesh.internal": [Route("api", "/", tuple(backends))],
+            }
+            async with proxy(hosts) as (client, app):
+                for host in (WEB, "api.statemesh.internal", "gone.example"):
+                    await client.get("/", headers={"host": host})
+                await trio.testing.wait_all_tasks_blocked()
+                assert {k[0][1] for k in samples(app.metrics.registry, REQUESTS)} == {
+                    "",
+                    "api",
+                    "web",
+                }
+                # "api" is deleted: the next table has web alone.
+                table = RouteTable({WEB: hosts[WEB]})
+                app.routes = lambda: table
+                await client.get("/", headers={"host": WEB})
+                await trio.testing.wait_all_tasks_blocked()
+                assert samples(app.metrics.registry, REQUESTS) == {
+                    (("app", ""), ("code", "404")): 1,
+                    (("app", "web"), ("code", "201")): 2,
+                }
+                assert app.metrics.traffic("api").requests == 0
 
     run(scenario)
 
