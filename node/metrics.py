@@ -25,6 +25,7 @@ from orchestrator.disk_pressure import DiskPressureMonitor
 from orchestrator.events import EventKind, EventLog
 from orchestrator.metering import Meter
 from vdf.presence import PresenceService
+from wallet.committee import WalletService
 
 PREFIX = "statemesh"
 UNKNOWN_METHOD = "unknown"
@@ -61,6 +62,7 @@ class MetricSources:
     presence: PresenceService | None = None
     workloads: WorkloadReadings | None = None
     disk: DiskPressureMonitor | None = None
+    wallet: WalletService | None = None
 
 
 class NodeMetrics:
@@ -139,6 +141,7 @@ class NodeCollector(Collector):
         yield from self._network()
         yield from self._presence()
         yield from self._workloads()
+        yield from self._wallet()
 
     def _chain(self) -> Iterator[Metric]:
         chain = self._sources.chain
@@ -257,6 +260,19 @@ class NodeCollector(Collector):
             cpu.add_metric(labels, usage.cpu_seconds)
         yield memory
         yield cpu
+
+    def _wallet(self) -> Iterator[Metric]:
+        wallet = self._sources.wallet
+        if wallet is None:
+            return
+        rounds = CounterMetricFamily(
+            f"{PREFIX}_wallet_signing_rounds",
+            "Platform-wallet signings this node coordinated, by outcome.",
+            labels=["outcome"],
+        )
+        for outcome in ("signed", "not_enough_signers", "failed"):
+            rounds.add_metric([outcome], wallet.signing_rounds[outcome])
+        yield rounds
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

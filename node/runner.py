@@ -276,7 +276,7 @@ class Node:
                 wallet_methods.register(registry, wallet, ChainLedger(chain))
             metrics = _metrics(
                 config,
-                MetricSources(chain, network, finality, presence, workloads, disk),
+                MetricSources(chain, network, finality, presence, workloads, disk, wallet),
                 registry.names(),
                 metrics_registry,
             )

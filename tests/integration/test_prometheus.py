@@ -179,6 +179,8 @@ def test_a_dev_node_reports_its_tower_and_its_place_in_the_active_set(
     assert value(text, 'statemesh_tower_proofs_total{outcome="made"}') >= 1  # type: ignore[operator]
     assert value(text, "statemesh_epoch") is not None
     assert value(text, "statemesh_node_active") in (0.0, 1.0)
+    assert value(text, 'statemesh_wallet_signing_rounds_total{outcome="signed"}') == 0
+    assert value(text, "statemesh_sub_libp2p_peers_count") == 0
     assert value(text, 'statemesh_block_height{status="best"}') >= 1  # type: ignore[operator]
     # Only GET /metrics.
     base = f"http://127.0.0.1:{dev_node.prometheus_port}"
