@@ -197,11 +197,14 @@ class NodeCollector(Collector):
         yield _gauge("node_active", "1 if this node is in the active set, else 0.", int(active))
         proofs = CounterMetricFamily(
             f"{PREFIX}_tower_proofs",
-            "Time Tower proofs by outcome: made by this node's prover.",
+            "Time Tower proofs of this node by outcome: made by its prover, then submitted to "
+            "the pool or refused by it.",
             labels=["outcome"],
         )
         made = presence.prover.statistics().proofs_made if presence.prover is not None else 0
         proofs.add_metric(["made"], made)
+        for outcome in ("submitted", "refused"):
+            proofs.add_metric([outcome], presence.proofs_sent[outcome])
         yield proofs
 
     def _workloads(self) -> Iterator[Metric]:

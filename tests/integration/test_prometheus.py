@@ -177,6 +177,7 @@ def test_a_dev_node_reports_its_tower_and_its_place_in_the_active_set(
 
     text = dev_node.wait_for(grown, timeout=90, what="a tower proof")
     assert value(text, 'statemesh_tower_proofs_total{outcome="made"}') >= 1  # type: ignore[operator]
+    assert value(text, 'statemesh_tower_proofs_total{outcome="submitted"}') >= 1  # type: ignore[operator]
     assert value(text, "statemesh_epoch") is not None
     assert value(text, "statemesh_node_active") in (0.0, 1.0)
     assert value(text, 'statemesh_wallet_signing_rounds_total{outcome="signed"}') == 0
