@@ -260,3 +260,22 @@ def test_replicas_their_usage_and_their_troubles(tmp_path: Path) -> None:
     assert found[("statemesh_replica_restarts_total", ())] == 2
     assert found[("statemesh_probe_failures_total", ())] == 1
     assert found[("statemesh_evictions_total", ())] == 1
+
+
+def test_over_http_a_huge_header_is_refused_and_the_exporter_goes_on(tmp_path: Path) -> None:
+    chain = open_chain(tmp_path / "db")
+    server = MetricsServer(NodeMetrics(MetricSources(chain)), PrometheusConfig(port=0))
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(server.run)
+            url = address.http_url + "metrics"
+            async with httpx.AsyncClient() as client:
+                refused = await client.get(url, headers={"x-junk": "a" * 100_000})
+                assert refused.status_code == 431  # hypercorn's bound on a request's head
+                assert server.app.scrapes == 0
+                fine = await client.get(url + "?anything=at_all")
+                assert fine.status_code == 200 and b"statemesh_block_height" in fine.content
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario)
