@@ -50,3 +50,5 @@ def configure_logging(level: str, log_format: LogFormat, stream: TextIO = sys.st
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Python's warnings go through the same handler (logger `py.warnings`), in the same format.
+    logging.captureWarnings(True)

@@ -25,6 +25,7 @@ def restore_root() -> Iterator[None]:
     for handler in handlers:
         root.addHandler(handler)
     root.setLevel(level)
+    logging.captureWarnings(False)
 
 
 def emit_all(log_format: LogFormat) -> str:
