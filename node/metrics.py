@@ -131,7 +131,8 @@ class NodeMetrics:
 
 class NodeCollector(Collector):
     """Reads the node's state at each scrape: nothing is copied between scrapes, so a scrape
-    costs the reads below and nothing when nobody scrapes."""
+    costs the reads below and nothing when nobody scrapes. It runs on the exporter's worker
+    thread, so it only reads (sizes, counters, the store, which worker threads read anyway)."""
 
     def __init__(self, sources: MetricSources) -> None:
         self._sources = sources
