@@ -41,14 +41,19 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(level: str, log_format: LogFormat, stream: TextIO = sys.stderr) -> None:
     """The root logger writes `level` and above to `stream` in `log_format`."""
+    formatter = JsonFormatter() if log_format is LogFormat.JSON else logging.Formatter(TEXT_FORMAT)
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(
-        JsonFormatter() if log_format is LogFormat.JSON else logging.Formatter(TEXT_FORMAT)
-    )
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # Python's warnings go through the same handler (logger `py.warnings`), in the same format.
+    # Records of loggers that reach no handler (libp2p's: they do not propagate) would be written
+    # bare by logging's last resort (warnings and above); they take the same format.
+    last_resort = logging.StreamHandler(stream)
+    last_resort.setFormatter(formatter)
+    last_resort.setLevel(logging.WARNING)
+    logging.lastResort = last_resort
+    # Python's warnings go through the root handler (logger `py.warnings`).
     logging.captureWarnings(True)

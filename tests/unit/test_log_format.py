@@ -18,8 +18,9 @@ from node.metrics_server import DEFAULT_PROMETHEUS_PORT
 @pytest.fixture
 def restore_root() -> Iterator[None]:
     root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
+    handlers, level, last_resort = list(root.handlers), root.level, logging.lastResort
     yield
+    logging.lastResort = last_resort
     for handler in list(root.handlers):
         root.removeHandler(handler)
     for handler in handlers:
@@ -35,6 +36,10 @@ def emit_all(log_format: LogFormat) -> str:
     log.debug("not shown")
     log.info("imported #%d (0x%s…)", 7, "ab12")
     log.warning("a message\nwith a forged line")
+    aside = logging.getLogger("statemesh.test.aside")  # as libp2p's: propagates nowhere
+    aside.propagate = False
+    aside.warning("from a logger without handlers")
+    aside.info("below the last resort's level")
     try:
         raise ValueError("broken")
     except ValueError:
@@ -45,9 +50,10 @@ def emit_all(log_format: LogFormat) -> str:
 def test_json_lines_carry_what_the_text_says(restore_root: None) -> None:
     text = emit_all(LogFormat.TEXT)
     lines = emit_all(LogFormat.JSON).splitlines()
-    assert len(lines) == 3  # one per record: newlines inside stay escaped
+    assert len(lines) == 4  # one per record: newlines inside stay escaped
     records = [json.loads(line) for line in lines]
     assert [set(r) for r in records] == [
+        {"time", "level", "logger", "message"},
         {"time", "level", "logger", "message"},
         {"time", "level", "logger", "message"},
         {"time", "level", "logger", "message", "exception"},
@@ -55,9 +61,10 @@ def test_json_lines_carry_what_the_text_says(restore_root: None) -> None:
     assert [(r["level"], r["logger"], r["message"]) for r in records] == [
         ("INFO", "statemesh.test", "imported #7 (0xab12…)"),
         ("WARNING", "statemesh.test", "a message\nwith a forged line"),
+        ("WARNING", "statemesh.test.aside", "from a logger without handlers"),
         ("ERROR", "statemesh.test", "it failed"),
     ]
-    assert records[2]["exception"].endswith("ValueError: broken")
+    assert records[3]["exception"].endswith("ValueError: broken")
     assert records[0]["time"].endswith("+00:00") and "T" in records[0]["time"]
     for record in records:
         assert f"{record['logger']}: {record['message']}" in text
