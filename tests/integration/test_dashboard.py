@@ -86,14 +86,18 @@ class Browser:
         )
         return [list(map(str, row)) for row in found]
 
-    def wait_for(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    def wait_for(
+        self, predicate: Callable[[], Any], timeout: float, what: str, seen: str = "main"
+    ) -> Any:
+        """`predicate`'s first true value; else fail, quoting the text of the element `seen`."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = predicate()
             if found:
                 return found
             time.sleep(0.25)
-        raise AssertionError(f"the page never showed {what}")
+        shown = self.script("return document.querySelector(arguments[0]).innerText", seen)
+        raise AssertionError(f"the page never showed {what}; it shows:\n{shown}")
 
     def console(self) -> list[dict[str, Any]]:
         """The browser's log since the last read (console messages, failed loads, policy
@@ -206,7 +210,10 @@ def test_the_dashboard_follows_the_chain_and_lists_a_deployed_app(
             return None
 
         cells = browser.wait_for(
-            lambda: replica("running", "yes"), timeout=120, what=f"{APP}'s replica ready"
+            lambda: replica("Running", "yes"),
+            timeout=120,
+            what=f"{APP}'s replica ready",
+            seen="#apps",
         )
         placement = node.call("apps_get", APP)["placement"][0]
         assert cells[1:4] == ["1", "0", shorten(placement["node"])]

@@ -276,7 +276,7 @@ async function showApps(rpc) {
           entry ? entry.revision : app.revision,
           entry ? entry.replica : null,
           entry ? mono(entry.node, entry.node) : null,
-          el("td", entry && entry.reason ? `${state} (${entry.reason})` : state, state === "running" ? "good" : ""),
+          el("td", entry && entry.reason ? `${state} (${entry.reason})` : state, state === "Running" ? "good" : ""),
           mine ? (mine.ready ? "yes" : "no") : null,
           mine ? mine.restartCount : null,
         ]),
