@@ -193,6 +193,7 @@ def _run(args: argparse.Namespace) -> int:
         print(
             f"  {node.name}  rpc http://127.0.0.1:{node.rpc_port}  p2p {node.multiaddr}  "
             f"log {node.base_path / 'node.log'}"
+            + (f"  metrics http://127.0.0.1:{metrics_port}/metrics" if metrics_port else "")
         )
     genesis = json.loads((folder / "genesis.json").read_text())
     print(f"validators: {', '.join(genesis['consensus']['authorities'])}")
