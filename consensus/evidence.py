@@ -98,9 +98,7 @@ class EvidenceReporter:
     """Subscribe `on_votes` to the finality service's and `on_blocks` to the chain service's
     equivocation listeners; `run` submits what they caught, paid by `payer`."""
 
-    def __init__(
-        self, chain: Ledger, payer: Signer, *, max_pending: int = MAX_PENDING
-    ) -> None:
+    def __init__(self, chain: Ledger, payer: Signer, *, max_pending: int = MAX_PENDING) -> None:
         self.chain = chain
         self.payer = payer
         self.max_pending = max_pending

@@ -107,7 +107,14 @@ class NodeMetrics:
             buckets=RPC_SECONDS_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(NodeCollector(sources))
+        self.collector = NodeCollector(sources)
+        self.registry.register(self.collector)
+
+    def read_on_loop(self) -> None:
+        """Take, on the node's trio thread, what the collector cannot read from the exporter's
+        worker thread (see `NodeCollector.read_on_loop`). The exporter calls it before each
+        scrape it hands to that thread."""
+        self.collector.read_on_loop()
 
     def observe_block(self, kind: str, seconds: float) -> None:
         """A block imported ("import") or authored ("authoring") in `seconds`."""
@@ -136,6 +143,16 @@ class NodeCollector(Collector):
 
     def __init__(self, sources: MetricSources) -> None:
         self._sources = sources
+        self._controller_readings: tuple[object, ControllerStatistics] | None = None
+        """The controller's statistics as last read on the loop, with the controller read:
+        they reckon back-offs by trio's clock, which only the loop's thread may read."""
+
+    def read_on_loop(self) -> None:
+        workloads = self._sources.workloads
+        controller = workloads.controller if workloads is not None else None
+        self._controller_readings = (
+            None if controller is None else (controller, controller.statistics())
+        )
 
     def collect(self) -> Iterable[Metric]:
         yield from self._chain()
@@ -220,7 +237,11 @@ class NodeCollector(Collector):
         controller = workloads.controller if workloads is not None else None
         if controller is None:
             return
-        stats = controller.statistics()
+        readings = self._controller_readings
+        if readings is not None and readings[0] is controller:
+            stats = readings[1]
+        else:  # collected on the loop itself (not through the exporter)
+            stats = controller.statistics()
         replicas = GaugeMetricFamily(
             f"{PREFIX}_replicas",
             "This node's replicas by state: desired (assigned), running (sandbox up), "

@@ -78,6 +78,7 @@ class MetricsApp:
             await _plain(send, 503, "too many scrapes at once\n", [(b"retry-after", b"1")])
             return
         try:
+            self._metrics.read_on_loop()
             body = await trio.to_thread.run_sync(_build, self._metrics.registry)
             self.scrapes += 1
         finally:
