@@ -108,6 +108,8 @@ class ChainService:
         self._equivocated: dict[tuple[int, bytes], None] = {}
         """The (slot, author) pairs already found equivocating, oldest first, bounded."""
         self.on_equivocation: list[Callable[[Header, Header], None]] = []
+        self.on_timed: list[Callable[[str, float], None]] = []
+        """Told ("import" or "authoring", seconds) after each block imported or authored."""
         """Called once per (slot, author) with the first two sealed blocks of that author for
         that slot (the evidence reporter submits them)."""
         self.on_authored: list[Callable[[Block], None]] = []
@@ -402,13 +404,15 @@ class ChainService:
                 log.warning("discarded our block #%d: %s", block.header.number, exc)
                 return None
         self.blocks_authored += 1
+        elapsed = self.clock.monotonic() - started
         log.info(
             "authored #%d (0x%s…) with %d extrinsics in %.0f ms",
             block.header.number,
             block.hash.hex()[:12],
             len(block.extrinsics),
-            (self.clock.monotonic() - started) * 1000,
+            elapsed * 1000,
         )
+        self._timed("authoring", elapsed)
         for listener in self.on_authored:
             listener(block)
         return block
@@ -420,6 +424,7 @@ class ChainService:
         async with self._import_lock:
             if self.store.header(header.hash) is not None:
                 return False
+            started = self.clock.monotonic()
             parent = self.store.header(header.parent_hash)
             if parent is None:
                 raise InvalidBlock(
@@ -445,7 +450,12 @@ class ChainService:
             self._check_equivocation(header)
             execution = await trio.to_thread.run_sync(self.importer.execute, block)
             self._commit(block, execution)
+        self._timed("import", self.clock.monotonic() - started)
         return True
+
+    def _timed(self, kind: str, seconds: float) -> None:
+        for listener in self.on_timed:
+            listener(kind, seconds)
 
     def _check_equivocation(self, header: Header) -> None:
         """A second block of one author for one slot (`header`'s seal checked) is evidence

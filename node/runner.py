@@ -14,6 +14,7 @@ from typing import Any
 
 import docker.errors
 import trio
+from prometheus_client import CollectorRegistry
 
 from chain.clock import Clock, SystemClock
 from chain.db import Database
@@ -31,6 +32,8 @@ from consensus.chain_service import DRY_RUN_INLINE_BYTES, ChainService
 from consensus.evidence import EvidenceReporter
 from consensus.finality_service import FinalityService
 from consensus.network_service import NetworkService
+from node.metrics import MetricSources, NodeMetrics
+from node.metrics_server import MetricsServer, PrometheusConfig
 from node.rpc import wallet_methods
 from node.rpc.exposure import RpcMethods
 from node.rpc.ingress_methods import register_ingress_methods
@@ -138,6 +141,8 @@ class NodeConfig:
     """A block number and hash the chain must have (weak subjectivity): sync refuses peers
     whose chain differs there, and a database whose finalized chain differs is not opened.
     None takes the chain spec's."""
+    prometheus: PrometheusConfig | None = None
+    """Where the Prometheus exporter listens (the CLI serves it by default); None: nowhere."""
 
     @property
     def sync_checkpoint(self) -> tuple[int, Hash32] | None:
@@ -176,6 +181,8 @@ class Node:
     """Creates the platform wallets this node coordinates, as the finalized chain asks."""
     evidence: EvidenceReporter | None = None
     """Reports the equivocations this node sees to the chain."""
+    metrics: MetricsServer | None = None
+    """Serves the node's Prometheus metrics."""
 
     @classmethod
     def open(cls, config: NodeConfig, *, clock: Clock | None = None) -> Node:
@@ -247,8 +254,10 @@ class Node:
             )
             if network is not None:
                 endpoints.register(network.p2p)
+            # The one registry the exporter serves, also where the ingress proxy and DNS count.
+            metrics_registry = CollectorRegistry(auto_describe=False)
             ingress = (
-                IngressService(endpoints, config.ingress, serve_asgi)
+                IngressService(endpoints, config.ingress, serve_asgi, registry=metrics_registry)
                 if config.ingress is not None
                 else None
             )
@@ -260,10 +269,20 @@ class Node:
                 workloads,
                 node_key=Keypair.from_seed(node_key.seed),
                 clock=chain.clock,
+                traffic=ingress.proxy.metrics.traffic if ingress is not None else None,
             )
             register_ingress_methods(registry, chain, endpoints)
             if wallet is not None:
                 wallet_methods.register(registry, wallet, ChainLedger(chain))
+            metrics = _metrics(
+                config,
+                MetricSources(chain, network, finality, presence, workloads, disk, wallet),
+                registry.names(),
+                metrics_registry,
+            )
+            if metrics is not None:
+                registry.call_timer = metrics.metrics.rpc_call
+                chain.on_timed.append(metrics.metrics.observe_block)
             rpc = RpcServer(
                 registry,
                 host=config.rpc_host,
@@ -301,6 +320,7 @@ class Node:
             disk=disk,
             wallet=wallet,
             evidence=evidence,
+            metrics=metrics,
         )
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -328,6 +348,10 @@ class Node:
                     )
                     log.info("JSON-RPC on http://%s:%d (HTTP and WebSocket)", *address[:2])
                     own = {int(address[1])}
+                    if self.metrics is not None:
+                        exporter = await nursery.start(self.metrics.run)
+                        log.info("Prometheus exporter on %smetrics", exporter.http_url)
+                        own.add(exporter.port)
                     if self.network is not None:
                         listen = await nursery.start(self.network.run)
                         log.info("p2p address %s", listen)
@@ -439,6 +463,18 @@ def _import_dev_image(engine: PrivateEngine) -> None:
         with contextlib.suppress(docker.errors.APIError):
             client.images.remove(f"{DEV_IMAGE}:latest")
         log.info("the private engine's registry serves %s (the static busybox)", DEV_IMAGE)
+
+
+def _metrics(
+    config: NodeConfig,
+    sources: MetricSources,
+    methods: list[str],
+    registry: CollectorRegistry,
+) -> MetricsServer | None:
+    if config.prometheus is None:
+        return None
+    metrics = NodeMetrics(sources, rpc_methods=methods, registry=registry)
+    return MetricsServer(metrics, config.prometheus)
 
 
 def _disk_pressure(

@@ -129,13 +129,15 @@ def check_access(
     owner: bytes,
     now: float,
     max_ahead: int = MAX_AHEAD_SECONDS,
+    what: str = "the logs and container events",
 ) -> None:
     """Returns if `grant` lets this node (`node`) serve `app`, owned by `owner`, at `now`;
-    else raises `AccessDenied` with the first reason found."""
+    else raises `AccessDenied` with the first reason found (`what`: the data asked for, as
+    the refusal names it)."""
     if grant is None:
         raise AccessDenied(
             AccessRefusal.MISSING,
-            f"the logs and container events of {app!r} are served to its owner only: "
+            f"{what} of {app!r} are served to its owner only: "
             "sign the request with the owner's key (param auth)",
         )
     if grant.node != node:

@@ -22,6 +22,8 @@ import trio
 from dnslib import AAAA, CLASS, QTYPE, RCODE, RR, SOA, A, DNSError, DNSHeader, DNSRecord
 from trio.socket import SocketType
 
+from orchestrator.ingress_metrics import DnsMetrics
+
 log = logging.getLogger("statemesh.dns")
 
 MAX_ANSWERS = 8
@@ -52,6 +54,8 @@ class ZoneServer:
     """Whether some existing name lies below `name` (so `name` exists, without records)."""
     ttl: int = 5
     statistics: DnsStatistics = field(default_factory=DnsStatistics)
+    metrics: DnsMetrics = field(default_factory=DnsMetrics)
+    """Queries by the response code of their answer (on the node's registry)."""
     _turn: itertools.count[int] = field(default_factory=itertools.count)
 
     def _soa(self) -> RR:
@@ -65,6 +69,11 @@ class ZoneServer:
     def answer(self, data: bytes) -> bytes | None:
         """The response to one query message, or None when it deserves none (a response, or
         bytes too short to say which query they are)."""
+        reply = self._answer(data)
+        self.metrics.count(reply)
+        return reply
+
+    def _answer(self, data: bytes) -> bytes | None:
         self.statistics.queries += 1
         try:
             request = DNSRecord.parse(data)
@@ -149,6 +158,7 @@ class ZoneServer:
             except Exception:  # one bad answer must not take the server down
                 log.exception("dns: no answer for a query")
                 reply = _bare_reply(data, RCODE.SERVFAIL)
+                self.metrics.count(reply)
             if reply is None:
                 continue
             try:

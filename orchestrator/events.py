@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 
 from orchestrator.spec import ReplicaKey
@@ -68,6 +68,8 @@ class EventLog:
         self._max_replicas = max_replicas
         self._logs: OrderedDict[ReplicaKey, deque[ReplicaEvent]] = OrderedDict()
         self._sequence = itertools.count(1)
+        self.totals: Counter[EventKind] = Counter()
+        """Every event recorded since start, by kind (the node's metrics count them)."""
 
     def record(
         self,
@@ -83,6 +85,7 @@ class EventLog:
         event = ReplicaEvent(
             next(self._sequence), at, replica, instance, kind, container, reason, message
         )
+        self.totals[kind] += 1
         entries = self._logs.get(replica)
         if entries is None:
             entries = self._logs[replica] = deque(maxlen=self._per_replica)

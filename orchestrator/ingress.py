@@ -38,7 +38,9 @@ from typing import Any
 import httpx
 import trio
 
+from chain.clock import Clock, SystemClock
 from orchestrator.errors import OrchestratorError
+from orchestrator.ingress_metrics import IngressMetrics
 
 log = logging.getLogger("statemesh.ingress")
 
@@ -204,6 +206,15 @@ class ProxyStatistics:
     too_slow: int = 0
 
 
+@dataclass(slots=True)
+class _Answer:
+    """What one request is counted as: the application it was routed to ("" when no
+    application serves its host) and the status sent (0 while none is)."""
+
+    app: str = ""
+    status: int = 0
+
+
 class _BodyTooLarge(OrchestratorError):
     pass
 
@@ -225,7 +236,13 @@ class IngressProxy:
     transport: httpx.AsyncBaseTransport | None = None
     """For tests; by default a pooled HTTP/1.1 client."""
     statistics: ProxyStatistics = field(default_factory=ProxyStatistics)
+    metrics: IngressMetrics = field(default_factory=IngressMetrics)
+    """Requests by application and status, and their latency (on the node's registry)."""
+    clock: Clock = field(default_factory=SystemClock)
+    """Times each request, from its arrival to the end of its answer."""
     _client: httpx.AsyncClient | None = None
+    _counted_table: RouteTable | None = None
+    """The route table whose applications the metrics were last trimmed to."""
     _turns: dict[tuple[str, str], itertools.count[int]] = field(default_factory=dict)
     _in_flight: int = 0
     _buffered: int = 0
@@ -257,19 +274,36 @@ class IngressProxy:
     async def __call__(self, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend) -> None:
         kind = scope["type"]
         if kind == "http":
-            if self._in_flight >= self.limits.max_in_flight:
-                self.statistics.busy += 1
-                await _reply(send, 503, "the ingress proxy is busy", extra=[(b"retry-after", b"1")])
-                return
-            self._in_flight += 1
+            started = self.clock.monotonic()
+            answer = _Answer()
+
+            async def counted(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    answer.status = message["status"]
+                await send(message)
+
             try:
-                await self._http_request(scope, receive, send)
+                if self._in_flight >= self.limits.max_in_flight:
+                    self.statistics.busy += 1
+                    await _reply(
+                        counted, 503, "the ingress proxy is busy", extra=[(b"retry-after", b"1")]
+                    )
+                    return
+                self._in_flight += 1
+                try:
+                    await self._http_request(scope, receive, counted, answer)
+                finally:
+                    self._in_flight -= 1
             finally:
-                self._in_flight -= 1
+                if answer.status:  # a client that left before any answer is not counted
+                    elapsed = self.clock.monotonic() - started
+                    self.metrics.observe(answer.app, answer.status, elapsed)
         elif kind == "websocket":
             await send({"type": "websocket.close", "code": 1003})
 
-    async def _http_request(self, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend) -> None:
+    async def _http_request(
+        self, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend, answer: _Answer
+    ) -> None:
         self.statistics.requests += 1
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         host_header = next((v for k, v in headers if k == b"host"), b"").decode("latin-1")
@@ -279,7 +313,15 @@ class IngressProxy:
             self.statistics.bad_requests += 1
             await _reply(send, 400, "the request target must be a path starting with /")
             return
-        known, route = self.routes().lookup(host, path)
+        table = self.routes()
+        if table is not self._counted_table:
+            self._counted_table = table
+            self.metrics.keep_only({r.app for routes in table.hosts.values() for r in routes})
+        known, route = table.lookup(host, path)
+        if route is not None:
+            answer.app = route.app
+        elif known:
+            answer.app = table.hosts[host][0].app  # a host of an application, not one of its paths
         if route is None:
             self.statistics.no_route += 1
             what = f"path {path}" if known else "host"

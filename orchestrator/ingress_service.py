@@ -10,11 +10,13 @@ from functools import partial
 from typing import Any, Protocol
 
 import trio
+from prometheus_client import CollectorRegistry
 
 from orchestrator.dns import ZoneServer, bind_udp
 from orchestrator.endpoints import EndpointService
 from orchestrator.errors import OrchestratorError
 from orchestrator.ingress import IngressProxy
+from orchestrator.ingress_metrics import DnsMetrics, IngressMetrics
 
 log = logging.getLogger("statemesh.ingress")
 
@@ -47,12 +49,22 @@ class IngressAddresses:
 
 class IngressService:
     def __init__(
-        self, endpoints: EndpointService, config: IngressConfig, serve_http: ServeHttp
+        self,
+        endpoints: EndpointService,
+        config: IngressConfig,
+        serve_http: ServeHttp,
+        registry: CollectorRegistry | None = None,
     ) -> None:
+        """`registry`: where the proxy's and DNS server's metrics are exported (a private
+        one if None)."""
         self.config = config
         self.serve_http = serve_http
-        self.proxy = IngressProxy(endpoints.routes, may_dial=endpoints.may_dial)
-        self.dns = ZoneServer(config.zone, endpoints.lookup, endpoints.has_below)
+        self.proxy = IngressProxy(
+            endpoints.routes, may_dial=endpoints.may_dial, metrics=IngressMetrics(registry)
+        )
+        self.dns = ZoneServer(
+            config.zone, endpoints.lookup, endpoints.has_below, metrics=DnsMetrics(registry)
+        )
         self.addresses: IngressAddresses | None = None
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

@@ -4,12 +4,13 @@ score peers, bounded per-topic delivery, and publishing with backpressure and a 
 
 from __future__ import annotations
 
+import collections
 import enum
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 from libp2p.abc import IHost
@@ -70,6 +71,8 @@ class GossipStatistics:
     delivery_dropped: int
     malformed: int
     stalled_peers: int
+    verdicts: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Messages from peers by (topic, verdict): accept, ignore or reject."""
 
 
 @dataclass(slots=True)
@@ -79,6 +82,7 @@ class _Topic:
     validator: Validator
     send: trio.MemorySendChannel[GossipMessage]
     joined: bool = False
+    verdicts: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
 class Gossip:
@@ -206,6 +210,7 @@ class Gossip:
                 return True  # our own publish: the node made it
             peer = PeerId(forwarder.to_base58())
             verdict = self._judge(topic, peer, message.data)
+            topic.verdicts[verdict.value] += 1
             if verdict is Verdict.ACCEPT:
                 self._accepted += 1
                 return True
@@ -316,4 +321,9 @@ class Gossip:
             delivery_dropped=self._delivery_dropped,
             malformed=self._malformed,
             stalled_peers=self._queues.stalled,
+            verdicts={
+                (t.name, verdict): count
+                for t in self._topics.values()
+                for verdict, count in t.verdicts.items()
+            },
         )

@@ -95,6 +95,7 @@ class NodeProcess:
     p2p_port: int = field(default_factory=free_port)
     ingress_port: int = field(default_factory=free_port)
     dns_port: int = field(default_factory=free_port)
+    prometheus_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     private_engine: bool = False
@@ -130,6 +131,8 @@ class NodeProcess:
                 str(self.ingress_port),
                 "--dns-port",
                 str(self.dns_port),
+                "--prometheus-port",
+                str(self.prometheus_port),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import shutil
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -164,6 +165,8 @@ class PresenceService:
         self._refused_at: int | None = None
         """The best block when a proof was last refused: the next one waits for a newer one."""
         self.prover: Prover | None = None
+        self.proofs_sent: Counter[str] = Counter()
+        """Proofs handed to the chain by outcome: submitted (pooled) or refused by the pool."""
         self._registration_heads = HeadSignal(chain.new_heads)
         """Wakes registration, then the registration keeper (one after the other)."""
         self._job_heads = HeadSignal(chain.new_heads)
@@ -349,6 +352,8 @@ class PresenceService:
         )
         best = self.chain.store.best_header.number
         if self._send(call):
+            self.proofs_sent["submitted"] += 1
             self._pending = (proof.height, best)
         else:
+            self.proofs_sent["refused"] += 1
             self._refused_at = best

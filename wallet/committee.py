@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -285,6 +285,7 @@ class WalletService:
         "_signings",
         "_timeout",
         "_transport",
+        "signing_rounds",
     )
 
     def __init__(
@@ -312,6 +313,8 @@ class WalletService:
         self._relaying: set[AccountId] = set()
         """Wallets whose signing this node coordinates for a node outside their committee."""
         self._penalize: Callable[[PeerId, float, str], None] | None = None
+        self.signing_rounds: Counter[str] = Counter()
+        """Signings this node coordinated, by outcome: signed, not_enough_signers, failed."""
 
     def __repr__(self) -> str:
         return f"WalletService(0x{self.node_id.hex()})"
@@ -598,6 +601,7 @@ class WalletService:
         )
         offers = _signing_offers(answers, record.committee, group_key)
         if len(offers) < record.threshold:
+            self.signing_rounds["not_enough_signers"] += 1
             raise TooFewMembersAnswered(
                 f"{len(offers)} of {len(record.committee)} committee members agreed to sign, "
                 f"{record.threshold} needed: {answers.describe_failures()}"
@@ -609,6 +613,7 @@ class WalletService:
             {m: WalletRequest(RequestKind.SIGN_SHARE, session, (package.encode(),)) for m in chosen}
         )
         if shares.failed:
+            self.signing_rounds["failed"] += 1
             raise SigningFailed(
                 f"signing wallet 0x{group_key.hex()} failed: {shares.describe_failures()}"
             )
@@ -619,8 +624,10 @@ class WalletService:
                 public,
             )
         except (FrostError, Refused) as error:
+            self.signing_rounds["failed"] += 1
             raise SigningFailed(f"signing wallet 0x{group_key.hex()} failed: {error}") from None
         signed = SignedTransaction(genesis, group_key, nonce, 0, call, signature)
+        self.signing_rounds["signed"] += 1
         tx_hash = self._ledger.submit(rlp.encode(signed))
         log.info("wallet 0x%s transaction 0x%s submitted", group_key.hex(), tx_hash.hex())
         skipped = {m: why for m, why in answers.failed.items()}

@@ -22,6 +22,7 @@ from node.commands.owner_access import access_errors, add_owner_arguments, owner
 from node.commands.tx import add_signing_arguments, submit_call
 from node.errors import CliError, UsageError
 from node.rpc.client import RpcClient
+from orchestrator.disk import shown
 
 
 class InvalidManifest(CliError):
@@ -80,6 +81,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     events.set_defaults(handler=_events)
     add_client_arguments(events)
     add_owner_arguments(events)
+
+    metrics = actions.add_parser(
+        "metrics",
+        help="CPU, memory and restarts of an application's replicas on this node, and its "
+        "requests, errors and latency through this node's ingress (to its owner)",
+    )
+    metrics.add_argument("name")
+    metrics.set_defaults(handler=_metrics)
+    add_client_arguments(metrics)
+    add_owner_arguments(metrics)
 
     endpoints = actions.add_parser(
         "endpoints", help="where an application's replicas run and which of them are ready"
@@ -298,6 +309,57 @@ def _events(args: argparse.Namespace) -> int:
         lines.append(f"{when}  {where:<7} {event['kind']:<16} {replica:<24} {detail}".rstrip())
     emit(args, events, lines)
     return 0
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    client = rpc_client(args)
+    with rpc_errors(), access_errors():
+        # An application's metrics are its owner's: the request is signed by its key.
+        auth = owner_auth(args, client, args.name, required=True)
+        found: dict[str, Any] = client.call("app_metrics", args.name, auth)
+    emit(args, found, metrics_lines(found))
+    return 0
+
+
+def metrics_lines(found: dict[str, Any]) -> list[str]:
+    """`app_metrics`'s answer as a table of replicas, then the ingress traffic."""
+    rows = [("REPLICA", "STATE", "READY", "RESTARTS", "CPU", "MEMORY", "PEAK", "UPTIME")]
+    for r in found["replicas"]:
+        rows.append(
+            (
+                str(r["replica"]),
+                r["state"],
+                "yes" if r["ready"] else "no",
+                str(r["restarts"]),
+                f"{r['cpuSeconds']:.2f} s",
+                shown(r["memoryBytes"]),
+                shown(r["peakMemoryBytes"]),
+                f"{r['uptimeSeconds']:.0f} s",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [f"application {found['app']} on node {found['node']}"]
+    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+              for row in rows]  # fmt: skip
+    ingress = found["ingress"]
+    if ingress is None:
+        lines.append("ingress: this node serves none")
+        return lines
+    lines.append(
+        f"ingress (this node): {ingress['requests']} requests, {ingress['errors']} errors (5xx),"
+        f" latency p50 {_latency(ingress['latencyP50Seconds'])},"
+        f" p95 {_latency(ingress['latencyP95Seconds'])}"
+    )
+    if ingress["byCode"]:
+        codes = ", ".join(f"{code} {n}" for code, n in ingress["byCode"].items())
+        lines.append(f"  by status: {codes}")
+    return lines
+
+
+def _latency(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
 def _endpoints(args: argparse.Namespace) -> int:

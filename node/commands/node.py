@@ -26,6 +26,8 @@ from node.commands.password import PasswordReader, add_password_argument
 from node.commands.rpc_options import add_rpc_arguments, rpc_settings
 from node.commands.workloads import show_workloads
 from node.errors import CliError, UsageError, sole_cause
+from node.log_format import LogFormat, configure_logging
+from node.metrics_server import DEFAULT_PROMETHEUS_PORT, MetricsUnavailable, PrometheusConfig
 from node.runner import Node, NodeConfig
 from orchestrator.disk_pressure import (
     DEFAULT_HIGH_WATER_PERCENT,
@@ -214,6 +216,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     node.add_argument("--validator", action="store_true", help="author blocks with --key")
     node.add_argument("--key", metavar="NAME", help="keystore key (or dev-<name>) to author with")
     node.add_argument("-l", "--log", default="info", metavar="LEVEL", help="log level (info)")
+    node.add_argument(
+        "--log-format",
+        choices=[f.value for f in LogFormat],
+        default=LogFormat.TEXT.value,
+        help="text (default), or json: one object per line with time, level, logger, message",
+    )
+    node.add_argument(
+        "--prometheus-port",
+        type=int,
+        default=DEFAULT_PROMETHEUS_PORT,
+        metavar="PORT",
+        help=f"serve Prometheus metrics on PORT at /metrics (default {DEFAULT_PROMETHEUS_PORT}; "
+        "0: any free one)",
+    )
+    node.add_argument(
+        "--prometheus-external",
+        action="store_true",
+        help="serve the metrics on all interfaces (default: 127.0.0.1)",
+    )
+    node.add_argument("--no-prometheus", action="store_true", help="serve no metrics")
     add_keystore_argument(node)
     add_password_argument(node)
     node.set_defaults(handler=_run_node)
@@ -295,11 +317,7 @@ def _signer(args: argparse.Namespace) -> Keypair | None:
 def _run_node(args: argparse.Namespace) -> int:
     if args.action == "workloads":
         return show_workloads(args)
-    logging.basicConfig(
-        level=args.log.upper(),
-        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log, LogFormat(args.log_format))
     # The ingress proxy's HTTP client would log every proxied request.
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -308,6 +326,7 @@ def _run_node(args: argparse.Namespace) -> int:
         ("--port", args.port),
         ("--ingress-port", args.ingress_port),
         ("--dns-port", args.dns_port),
+        ("--prometheus-port", args.prometheus_port),
     ):
         if not 0 <= port <= 65535:
             raise UsageError(f"{flag} {port} is not a port number")
@@ -375,6 +394,12 @@ def _run_node(args: argparse.Namespace) -> int:
         allow_private_registries=args.allow_private_registries,
         image_gc=image_gc,
         checkpoint=args.checkpoint,
+        prometheus=None
+        if args.no_prometheus
+        else PrometheusConfig(
+            host="0.0.0.0" if args.prometheus_external else "127.0.0.1",
+            port=args.prometheus_port,
+        ),
     )
     try:
         try:
@@ -392,7 +417,7 @@ def _run_node(args: argparse.Namespace) -> int:
                     "database holds our finalized chain as it was"
                 ) from None
             cause = sole_cause(exc)
-            if isinstance(cause, IngressUnavailable):
+            if isinstance(cause, IngressUnavailable | MetricsUnavailable):
                 raise CliError(str(cause)) from None
             if isinstance(cause, OSError):
                 raise CliError(

@@ -58,6 +58,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("--rpc-port", type=int, default=9944, help="first node's RPC port")
     parser.add_argument("--p2p-port", type=int, default=30333, help="first node's p2p port")
+    parser.add_argument(
+        "--prometheus-port", type=int, default=9615, help="first node's metrics port (0: any)"
+    )
     parser.add_argument("--slot-ms", type=int, default=1000, help="slot length (default 1000)")
     parser.add_argument("-l", "--log", default="info", metavar="LEVEL")
     parser.set_defaults(handler=_run)
@@ -141,7 +144,9 @@ def validator_arguments(folder: Path, node: TestnetNode) -> list[str]:
     ]  # fmt: skip
 
 
-def node_command(folder: Path, node: TestnetNode, bootnode: TestnetNode, log: str) -> list[str]:
+def node_command(
+    folder: Path, node: TestnetNode, bootnode: TestnetNode, log: str, prometheus_port: int = 0
+) -> list[str]:
     return [
         sys.executable, "-m", "node.cli", "node",
         *validator_arguments(folder, node),
@@ -151,6 +156,7 @@ def node_command(folder: Path, node: TestnetNode, bootnode: TestnetNode, log: st
         "--ingress-port", "0",
         "--dns-port", "0",
         "--bootnodes", bootnode.multiaddr,
+        "--prometheus-port", str(prometheus_port),
         "--log", log,
     ]  # fmt: skip
 
@@ -175,9 +181,10 @@ def _run(args: argparse.Namespace) -> int:
     for node in nodes:
         bootnode = nodes[1] if node.index == 0 and len(nodes) > 1 else nodes[0]
         log_file = (node.base_path / "node.log").open("ab")
+        metrics_port = args.prometheus_port + node.index if args.prometheus_port else 0
         processes.append(
             subprocess.Popen(
-                node_command(folder, node, bootnode, args.log),
+                node_command(folder, node, bootnode, args.log, metrics_port),
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -186,6 +193,7 @@ def _run(args: argparse.Namespace) -> int:
         print(
             f"  {node.name}  rpc http://127.0.0.1:{node.rpc_port}  p2p {node.multiaddr}  "
             f"log {node.base_path / 'node.log'}"
+            + (f"  metrics http://127.0.0.1:{metrics_port}/metrics" if metrics_port else "")
         )
     genesis = json.loads((folder / "genesis.json").read_text())
     print(f"validators: {', '.join(genesis['consensus']['authorities'])}")

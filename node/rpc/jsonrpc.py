@@ -175,7 +175,8 @@ async def _answer(
         return error_text(request_id, error)
     request = checked
     try:
-        result = await _execute(request, registry, host)
+        with registry.timed(request.method):
+            result = await _execute(request, registry, host)
     except RpcError as error:
         if request.is_notification:
             return None

@@ -36,6 +36,7 @@ be an async generator function, but then its params are only checked once iterat
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast, overload
 
@@ -265,7 +266,12 @@ class Registry:
     def __init__(self) -> None:
         self._entries: dict[str, Entry] = {}
         self._withheld: frozenset[str] = frozenset()
+        self.call_timer: Callable[[str], AbstractContextManager[None]] | None = None
+        """Counts and times each call by its method name (the node's metrics)."""
         self.add_method("rpc_methods", self._rpc_methods, unsafe=False)
+
+    def timed(self, method: str) -> AbstractContextManager[None]:
+        return nullcontext() if self.call_timer is None else self.call_timer(method)
 
     def get(self, name: str) -> Entry | None:
         return self._entries.get(name)
@@ -294,6 +300,7 @@ class Registry:
             else:
                 withheld.add(name)
         view._withheld = frozenset(withheld)
+        view.call_timer = self.call_timer
         return view
 
     def add_method(

@@ -6,7 +6,8 @@ HTTP: `POST /` with `Content-Type: application/json` carries one request or a ba
 200 with the response, or 204 when only notifications were sent. The content type is required
 (415 otherwise) because a browser page may send `text/plain` or form posts without a CORS
 preflight, while `application/json` always needs one, which is granted only to allowed origins.
-`GET /health` answers 200 `{"status":"ok"}` for load balancers; other methods on `/` get 405.
+`GET /health` answers 200 `{"status":"ok"}` for load balancers, `GET /ui` the dashboard
+(`node.rpc.dashboard`); other methods on `/` get 405.
 Refusals (403 forbidden origin or host, 408 body too slow, 413 too large, 503 busy, 4xx) carry a
 JSON-RPC error body with id null.
 
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from node.rpc.client_address import client_group, is_local
+from node.rpc.dashboard import is_dashboard_path, serve_dashboard
 from node.rpc.errors import INVALID_REQUEST, OVERSIZED_REQUEST, SERVER_IS_BUSY, RpcError
 from node.rpc.exposure import RpcMethods, is_loopback
 from node.rpc.jsonrpc import error_text, handle_payload
@@ -233,6 +235,9 @@ class RpcApp:
             else:
                 error = RpcError(INVALID_REQUEST, "/health answers GET and HEAD only")
                 await self._refuse(receive, send, 405, error, [(b"allow", b"GET, HEAD")])
+            return False
+        if is_dashboard_path(path):
+            await serve_dashboard(send, method, path, _text_header(scope, b"host"))
             return False
         if path != "/":
             error = RpcError(INVALID_REQUEST, f"not found: {path}; JSON-RPC is served on /")

@@ -11,6 +11,7 @@ from chain.errors import InvalidTransaction
 from chain.primitives import AccountId
 from chain.runtime import system, wallets
 from node.rpc.errors import RpcError, invalid_transaction_error
+from node.rpc.methods import _page as page
 from node.rpc.methods import account, block_hash, hex_bytes
 from node.rpc.registry import Params, Registry
 from wallet.committee import WalletService, WalletServiceError
@@ -84,6 +85,16 @@ def register(registry: Registry, service: WalletService, ledger: WalletLedger) -
     @registry.method("wallet_request", params=["id"], unsafe=False)
     def request(params: Params) -> dict[str, Any] | None:
         return request_json(ledger, params.required("id", nonce))
+
+    @registry.method("wallet_list", params=["offset?", "limit?"], unsafe=False)
+    def list_requests(params: Params) -> dict[str, Any]:
+        """Wallet requests newest first, a page at a time, each as `wallet_request` shows it
+        (a registered one with its wallet): every wallet is made by a request."""
+        offset, limit = page(params)
+        total = wallets.next_request_id(ledger.state())
+        newest = total - 1 - offset
+        ids = range(newest, max(newest - limit, -1), -1)
+        return {"total": total, "requests": [request_json(ledger, i) for i in ids]}
 
     @registry.method("wallet_signingStatus", params=["hash"], unsafe=False)
     def signing_status(params: Params) -> dict[str, Any] | None:

@@ -1,15 +1,15 @@
 """The JSON-RPC methods about what this node itself runs: its containers' logs (read and
-followed), the orchestrator's events merged with the chain's, and each replica's state and
-metered usage. A node without compute answers each with a clear error.
+followed), the orchestrator's events merged with the chain's, each replica's state and metered
+usage, and an application's metrics. A node without compute answers each with a clear error.
 
-An application's logs and its containers' events are its owner's: they are served only with
-`auth`, the owner's signed request for that application on this node (`node.workload_access`);
-the events that come from chain state are public."""
+An application's logs, its containers' events and its metrics are its owner's: they are served
+only with `auth`, the owner's signed request for that application on this node
+(`node.workload_access`); the events that come from chain state are public."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from node.workload_access import (
 from orchestrator.controller import Controller
 from orchestrator.errors import ContainerNotFound, EngineFailure, EngineUnavailable
 from orchestrator.events import EventKind, ReplicaEvent
+from orchestrator.ingress_metrics import AppTraffic
 from orchestrator.labels import ContainerKey
 from orchestrator.logs import LogFollow, LogLine, LogsEnded, TooManyFollows, WorkloadLogs
 from orchestrator.metering import ReplicaUsage
@@ -113,6 +114,37 @@ def workload_json(status: ReplicaStatus, usage: ReplicaUsage) -> dict[str, Any]:
             for c in status.containers
         ],
         "usage": usage_json(usage),
+    }
+
+
+def replica_metrics_json(status: ReplicaStatus, usage: ReplicaUsage) -> dict[str, Any]:
+    """One replica's line of `app_metrics`: its state, restarts and metered usage."""
+    waiting = next((c for c in status.containers if c.phase is not ContainerPhase.RUNNING), None)
+    return {
+        "replica": status.key.replica,
+        "revision": status.revision,
+        "state": ContainerPhase.RUNNING.value if waiting is None else waiting.phase.value,
+        "ready": status.ready,
+        "restarts": status.restart_count,
+        "cpuSeconds": round(usage.cpu_seconds, 3),
+        "memoryBytes": usage.memory_bytes,
+        "peakMemoryBytes": usage.peak_memory_bytes,
+        "uptimeSeconds": round(usage.uptime_seconds, 3),
+    }
+
+
+def traffic_json(traffic: AppTraffic) -> dict[str, Any]:
+    """An application's requests through this node's ingress proxy."""
+
+    def rounded(seconds: float | None) -> float | None:
+        return None if seconds is None else round(seconds, 6)
+
+    return {
+        "requests": traffic.requests,
+        "errors": traffic.errors,
+        "byCode": dict(traffic.by_code),
+        "latencyP50Seconds": rounded(traffic.p50_seconds),
+        "latencyP95Seconds": rounded(traffic.p95_seconds),
     }
 
 
@@ -214,11 +246,13 @@ def register_workload_methods(
     *,
     node_key: Keypair,
     clock: Clock,
+    traffic: Callable[[str], AppTraffic] | None = None,
 ) -> None:
-    """`app_logs`, `app_subscribeLogs`, `app_events`, `node_identity` and `node_workloads`;
-    `node_key` is the key this node's id is the public key of, which proves that id to the
-    clients about to sign requests for it; `clock` is the one that owners' requests expire by
-    (the node's)."""
+    """`app_logs`, `app_subscribeLogs`, `app_events`, `app_metrics`, `node_identity` and
+    `node_workloads`; `node_key` is the key this node's id is the public key of, which proves
+    that id to the clients about to sign requests for it; `clock` is the one that owners'
+    requests expire by (the node's); `traffic` reads an application's requests through this
+    node's ingress proxy (None: the node serves no ingress)."""
     store = chain.store
 
     def service() -> WorkloadService:
@@ -240,7 +274,12 @@ def register_workload_methods(
             )
         return _Compute(running.node_id, running.controller, running.logs)
 
-    def authorize(grant: AccessGrant | None, found: _Compute, app: str) -> apps.AppRecord:
+    def authorize(
+        grant: AccessGrant | None,
+        found: _Compute,
+        app: str,
+        what: str = "the logs and container events",
+    ) -> apps.AppRecord:
         """The record of `app` (in finalized state, else in the best one for an app not
         finalized yet) if `grant` is its owner's signed request for it on this node; else
         ACCESS_DENIED."""
@@ -258,6 +297,7 @@ def register_workload_methods(
                 node=found.node_id,
                 owner=record.owner,
                 now=clock.now_ms() / 1000,
+                what=what,
             )
         except AccessDenied as e:
             raise RpcError(ACCESS_DENIED, e.message, {"reason": e.reason.value}) from None
@@ -367,6 +407,26 @@ def register_workload_methods(
             merged.append(chain_event_json(number, timestamp, event.to_json()["data"], event.name))
         merged.sort(key=lambda e: e["time"])
         return merged
+
+    @registry.method("app_metrics", params=["app", "auth?"], unsafe=False)
+    def app_metrics(params: Params) -> dict[str, Any]:
+        """Per replica of `app` on this node, its state, restarts, CPU time and memory (from the
+        usage metering); and the application's requests through this node's ingress proxy, its
+        5xx answers and their latency (None where the node serves no ingress)."""
+        app = params.required("app", str)
+        grant = params.optional("auth", AccessGrant.from_json)
+        found = compute()
+        authorize(grant, found, app, "the metrics")
+        usage = found.controller.usage()
+        return {
+            "app": app,
+            "node": encode_address(found.node_id),
+            "replicas": [
+                replica_metrics_json(status, usage.get(status.key, ReplicaUsage()))
+                for status in local(found, app, None)
+            ],
+            "ingress": None if traffic is None else traffic_json(traffic(app)),
+        }
 
     @registry.method("node_identity", params=["challenge"], unsafe=False)
     def node_identity(params: Params) -> dict[str, Any]:

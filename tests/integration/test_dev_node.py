@@ -322,6 +322,7 @@ def test_a_busy_ingress_or_dns_port_is_a_clear_error(tmp_path: Path) -> None:
         tcp.listen()
         udp.bind(("127.0.0.1", 0))
         base = ["node", "--dev", "--no-presence", "--port", "0", "--rpc-port", "0"]
+        base += ["--prometheus-port", "0"]
         busy_http = cli(*base, "--ingress-port", str(tcp.getsockname()[1]), "--dns-port", "0")
         assert busy_http.returncode == 1
         assert "cannot serve the ingress proxy on 127.0.0.1:" in busy_http.stderr

@@ -44,6 +44,7 @@ def test_testnet_command_runs_stops_and_restarts(tmp_path: Path) -> None:
     command = [
         sys.executable, "-m", "node.cli", "testnet", "--nodes", "2", "--dir", str(folder),
         "--rpc-port", str(rpc), "--p2p-port", str(p2p), "--slot-ms", "500",
+        "--prometheus-port", "0",
     ]  # fmt: skip
     first = NodeProcess(folder / "node-0", port=rpc)
 

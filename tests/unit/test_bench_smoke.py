@@ -20,6 +20,7 @@ IN_PROCESS = (
     "block_import",
     "frost_sign",
     "ingress_proxy",
+    "metrics_scrape",
     "scheduler",
     "trie_update",
     "vdf_prover",

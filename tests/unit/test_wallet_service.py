@@ -300,6 +300,7 @@ def test_transfer_signed_by_two_of_three_with_one_member_down(net: Network) -> N
     signature = net.login_signature(group, 1234)
     run(lambda: net.service(0).transfer(group, DEST, 1234, signature))
     assert net.balance(DEST) == before + 1234
+    assert net.service(0).signing_rounds == {"signed": 1}
     sent = rlp.decode(net.ledger.submitted[-1])
     assert sent[1] == group
     unsigned = UnsignedTransaction(
@@ -439,6 +440,7 @@ def test_fewer_than_threshold_members_fails_clearly_and_submits_nothing(net: Net
     )
     assert str(info.value) == f"1 of 3 committee members agreed to sign, 2 needed: {down}"
     assert len(net.ledger.submitted) == submitted
+    assert net.service(0).signing_rounds == {"not_enough_signers": 1}
 
 
 def test_unknown_wallet_and_failed_dkg(net: Network) -> None:

@@ -46,6 +46,7 @@ from node.workload_access import (
 from orchestrator.controller import Controller, ControllerConfig
 from orchestrator.errors import EngineUnavailable
 from orchestrator.events import EventKind, EventLog
+from orchestrator.ingress_metrics import AppTraffic
 from orchestrator.logs import WorkloadLogs
 from orchestrator.workloads import WorkloadService
 from testkit.trio_clock import TrioClock
@@ -86,7 +87,13 @@ def refused(registry: Registry, method: str, *params: Any) -> RpcError:
     return trio.run(main)
 
 
-def registry_for(chain: ChainService | None, workloads: WorkloadService | None) -> Registry:
+def registry_for(
+    chain: ChainService | None,
+    workloads: WorkloadService | None,
+    *,
+    clock: ManualClock | None = None,
+    traffic: Callable[[str], AppTraffic] | None = None,
+) -> Registry:
     """Without a chain, for errors that come before any look at it."""
     registry = Registry()
     register_workload_methods(
@@ -94,7 +101,8 @@ def registry_for(chain: ChainService | None, workloads: WorkloadService | None) 
         chain or SimpleNamespace(store=None),  # type: ignore[arg-type]
         workloads,
         node_key=ALICE,
-        clock=ManualClock(now_ms=NOW * 1000),
+        clock=clock or ManualClock(now_ms=NOW * 1000),
+        traffic=traffic,
     )
     return registry
 
@@ -119,7 +127,8 @@ def auth(
 # -- a node without compute ---------------------------------------------------------------------
 
 METHODS = [("app_logs", "web"), ("app_subscribeLogs", "web"),
-           ("app_events", "web", auth(genesis=b"")), ("node_workloads",)]  # fmt: skip
+           ("app_events", "web", auth(genesis=b"")), ("node_workloads",),
+           ("app_metrics", "web")]  # fmt: skip
 """Without `auth`, `app_events` serves the chain's events, which need no compute."""
 
 
@@ -235,6 +244,8 @@ def compute_node(
     *,
     chain: ChainService | None = None,
     desired: InMemoryDesired | None = None,
+    clock: ManualClock | None = None,
+    traffic: Callable[[str], AppTraffic] | None = None,
 ) -> None:
     """Runs `test` on a node that runs replica 0 of "web" (unless told other `desired`
     replicas) on `chain`, by default `alices_chain`: "web" is an application of ALICE's, who
@@ -263,7 +274,8 @@ def compute_node(
             while not ((s := controller.status().get(WEB.key)) and s.ready):
                 await controller.changed()
             with trio.fail_after(3600):
-                await test(registry_for(chain, workloads), engine, controller)
+                registry = registry_for(chain, workloads, clock=clock, traffic=traffic)
+                await test(registry, engine, controller)
             nursery.cancel_scope.cancel()
 
     try:
