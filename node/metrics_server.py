@@ -20,7 +20,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from node.errors import NodeError
 from node.metrics import NodeMetrics
-from node.rpc.serving import AsgiReceive, AsgiScope, AsgiSend, ServerAddress, serve_asgi
+from node.rpc.serving import (
+    AsgiReceive,
+    AsgiScope,
+    AsgiSend,
+    ServerAddress,
+    send_plain,
+    serve_asgi,
+)
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -62,20 +69,20 @@ class MetricsApp:
             return
         method, path = scope["method"], scope["path"]
         if path != METRICS_PATH:
-            await _plain(send, 404, f"not found: metrics are served on {METRICS_PATH}\n")
+            await send_plain(send, 404, f"not found: metrics are served on {METRICS_PATH}\n")
             return
         if method not in ("GET", "HEAD"):
-            await _plain(send, 405, "GET only\n", [(b"allow", b"GET, HEAD")])
+            await send_plain(send, 405, "GET only\n", [(b"allow", b"GET, HEAD")])
             return
         if _has_body(scope["headers"]):
             # Never read: a client that announces a body would make the exporter wait for it.
-            await _plain(send, 413, "a scrape carries no body\n")
+            await send_plain(send, 413, "a scrape carries no body\n")
             return
         try:
             self._slots.acquire_nowait()
         except trio.WouldBlock:
             self.refused += 1
-            await _plain(send, 503, "too many scrapes at once\n", [(b"retry-after", b"1")])
+            await send_plain(send, 503, "too many scrapes at once\n", [(b"retry-after", b"1")])
             return
         try:
             self._metrics.read_on_loop()
@@ -113,19 +120,6 @@ def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
         if lowered == b"content-length" and value.strip() not in (b"", b"0"):
             return True
     return False
-
-
-async def _plain(
-    send: AsgiSend, status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    body = text.encode()
-    headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", str(len(body)).encode()),
-        *(extra or []),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 class MetricsServer:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-from node.rpc.serving import AsgiSend
+from node.rpc.serving import AsgiSend, send_plain
 
 UI_PATH = "/ui"
 
@@ -77,10 +77,14 @@ async def serve_dashboard(send: AsgiSend, method: str, path: str, host: str | No
     405 for another method. The caller has already checked the request's Origin and Host."""
     found = FILES.get(path)
     if found is None:
-        await _plain(send, 404, f"not found: the dashboard's files are {UI_PATH}/ and its assets")
+        await send_plain(
+            send, 404, f"not found: the dashboard's files are {UI_PATH}/ and its assets"
+        )
         return
     if method not in ("GET", "HEAD"):
-        await _plain(send, 405, f"{UI_PATH} answers GET and HEAD only", [(b"allow", b"GET, HEAD")])
+        await send_plain(
+            send, 405, f"{UI_PATH} answers GET and HEAD only", [(b"allow", b"GET, HEAD")]
+        )
         return
     body = _read(found.name)
     headers = [
@@ -94,17 +98,3 @@ async def serve_dashboard(send: AsgiSend, method: str, path: str, host: str | No
     ]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
-
-
-async def _plain(
-    send: AsgiSend, status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    body = text.encode()
-    headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-content-type-options", b"nosniff"),
-        *(extra or []),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -154,3 +154,18 @@ async def _serve_lifespan(receive: AsgiReceive, send: AsgiSend) -> None:
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+async def send_plain(
+    send: AsgiSend, status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """A short plain-text answer (an error, mostly), never sniffed as anything else."""
+    body = text.encode()
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-content-type-options", b"nosniff"),
+        *(extra or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
