@@ -199,8 +199,9 @@ class NodeCollector(Collector):
             "Gossip messages from peers, by topic and validation verdict.",
             labels=["topic", "verdict"],
         )
-        for (topic, verdict), count in sorted(p2p.gossip.verdicts.items()):
-            messages.add_metric([topic, verdict], count)
+        for topic, counts in sorted(p2p.gossip.verdicts.items()):
+            for verdict, count in sorted(counts.items()):
+                messages.add_metric([topic, verdict], count)
         yield messages
 
     def _presence(self) -> Iterator[Metric]:

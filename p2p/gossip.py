@@ -71,8 +71,8 @@ class GossipStatistics:
     delivery_dropped: int
     malformed: int
     stalled_peers: int
-    verdicts: dict[tuple[str, str], int] = field(default_factory=dict)
-    """Messages from peers by (topic, verdict): accept, ignore or reject."""
+    verdicts: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Messages from peers by topic, then by verdict: accept, ignore or reject."""
 
 
 @dataclass(slots=True)
@@ -321,9 +321,5 @@ class Gossip:
             delivery_dropped=self._delivery_dropped,
             malformed=self._malformed,
             stalled_peers=self._queues.stalled,
-            verdicts={
-                (t.name, verdict): count
-                for t in self._topics.values()
-                for verdict, count in t.verdicts.items()
-            },
+            verdicts={t.name: dict(t.verdicts) for t in self._topics.values() if t.verdicts},
         )
