@@ -12,8 +12,8 @@ run: setup
 # Tests run in four processes side by side (a file's tests stay together, in one process), then
 # those that measure block intervals under load run alone.
 test: setup
-	$(PY) -m pytest -q -n 4 --dist loadfile -m "not serial"
-	$(PY) -m pytest -q -m serial
+	$(PY) -m pytest -q -n 4 --dist loadfile -m "not serial" --durations=25
+	$(PY) -m pytest -q -m serial --durations=10
 
 check: setup
 	.venv/bin/ruff check .
