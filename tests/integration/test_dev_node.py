@@ -213,6 +213,10 @@ def test_websocket_watch_and_heads(dev_node: NodeProcess) -> None:
                 )
             )
             heads_id = json.loads(await ws.get_message())["result"]
+            # Substrate's order: the current best header comes at once, before anything else.
+            first = json.loads(await ws.get_message())
+            assert first["method"] == "chain_newHead"
+            assert first["params"]["subscription"] == heads_id
             await ws.send_message(
                 json.dumps(
                     {
@@ -223,9 +227,12 @@ def test_websocket_watch_and_heads(dev_node: NodeProcess) -> None:
                     }
                 )
             )
-            watch_id = json.loads(await ws.get_message())["result"]
             statuses: list[object] = []
             heads: list[dict[str, object]] = []
+            # A block may be authored, and its head notified, before the answer arrives.
+            while "id" not in (answer := json.loads(await ws.get_message())):
+                heads.append(answer["params"]["result"])
+            watch_id = answer["result"]
             with trio.fail_after(20):
                 while not statuses or not (
                     isinstance(statuses[-1], dict) and "finalized" in statuses[-1]
