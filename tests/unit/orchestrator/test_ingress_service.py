@@ -6,12 +6,15 @@ from __future__ import annotations
 import socket
 from types import SimpleNamespace
 
+import dns.message
+import dns.query
 import httpx
 import pytest
 import trio
 
 from node.errors import sole_cause
 from node.rpc.serving import serve_asgi
+from orchestrator.endpoints import NodeEndpoint
 from orchestrator.ingress import RouteTable
 from orchestrator.ingress_service import IngressConfig, IngressService, IngressUnavailable
 
@@ -22,6 +25,12 @@ def endpoints() -> SimpleNamespace:
         may_dial=lambda backend: False,
         lookup=lambda name: None,
         has_below=lambda name: False,
+        address="127.0.0.1",
+        ready_by_node=lambda: {
+            b"self": NodeEndpoint("127.0.0.1", frozenset(), 8080),
+            b"peer": NodeEndpoint("192.0.2.7", frozenset(), 8080),
+            b"no-ingress": NodeEndpoint("192.0.2.8", frozenset(), 0),
+        },
     )
 
 
@@ -65,4 +74,49 @@ def test_a_busy_proxy_port_is_named_with_its_flag() -> None:
     assert str(cause) == (
         f"cannot serve the ingress proxy on 127.0.0.1:{port} (--ingress-port): "
         "Address already in use"
+    )
+
+
+def test_dns_is_served_over_udp_and_tcp_on_one_port_naming_the_nodes_with_ingress() -> None:
+    async def main() -> None:
+        config = IngressConfig(http_port=0, dns_port=0)
+        service = IngressService(endpoints(), config, serve_asgi)  # type: ignore[arg-type]
+        async with trio.open_nursery() as nursery:
+            addresses = await nursery.start(service.run)
+
+            def ask() -> None:
+                query = dns.message.make_query(config.zone, "NS")
+                port = addresses.dns[1]
+                for send in (dns.query.udp, dns.query.tcp):
+                    reply = send(query, "127.0.0.1", port=port, timeout=5)
+                    glue = sorted(rrset[0].to_text() for rrset in reply.additional)
+                    assert glue == ["127.0.0.1", "192.0.2.7"]  # not the node without ingress
+
+            await trio.to_thread.run_sync(ask)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_a_dns_port_busy_over_tcp_is_named_with_its_flag() -> None:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+
+    async def main() -> None:
+        config = IngressConfig(http_port=0, dns_port=port)
+        service = IngressService(endpoints(), config, serve_asgi)  # type: ignore[arg-type]
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run)
+
+    try:
+        with pytest.raises(BaseException) as raised:
+            trio.run(main)
+    finally:
+        busy.close()
+    cause = sole_cause(raised.value)
+    assert isinstance(cause, IngressUnavailable)
+    assert str(cause) == (
+        f"cannot serve DNS on tcp 127.0.0.1:{port} (--dns-port): Address already in use"
     )
