@@ -251,6 +251,24 @@ def test_a_slow_or_idle_client_is_cut_off() -> None:
     serve(check, idle_seconds=1.0, message_seconds=0.3)
 
 
+def test_a_client_that_never_reads_its_answers_is_dropped() -> None:
+    def check(served: Served) -> None:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+            sock.connect((HOST, served.port))
+            sock.settimeout(TIMEOUT)
+            # 400 queries of 1 KB answers: far more than the socket buffers hold.
+            sock.sendall(framed(*[dns.message.make_query("big.statemesh.internal", "A")] * 400))
+            started = time.monotonic()
+            while not served.tcp.statistics.timed_out and time.monotonic() - started < TIMEOUT:
+                time.sleep(0.05)  # a thread watching the server, not a wait on the server
+            assert served.tcp.statistics.timed_out == 1
+            assert served.zone.statistics.queries < 400
+        still_answers(served.port)
+
+    serve(check, send_seconds=0.5)
+
+
 def test_many_idle_connections_cannot_hold_the_server() -> None:
     def check(served: Served) -> None:
         held = [connect(served.port) for _ in range(24)]
