@@ -103,6 +103,8 @@ class ZoneServer:
     metrics: DnsMetrics = field(default_factory=DnsMetrics)
     """Queries by the response code of their answer (on the node's registry)."""
     _turn: itertools.count[int] = field(default_factory=itertools.count)
+    _servers: tuple[tuple[str, ...], dict[str, str]] = ((), {})
+    """The last name servers given, and their names (they change rarely, queries often)."""
 
     def answer(self, data: bytes, *, tcp: bool = False) -> bytes | None:
         """The response to one query message, or None when it deserves none (a response, or
@@ -221,11 +223,15 @@ class ZoneServer:
     def _server_names(self) -> dict[str, str]:
         """`ns1.<zone>`... -> address: the name servers by ascending address (the same names
         on every node that hears the same advertisements)."""
-        addresses = sorted({ipaddress.ip_address(a) for a in self.name_servers()}, key=_order)
-        return {
-            f"ns{k}.{self.zone}": str(address)
-            for k, address in enumerate(addresses[:MAX_NAME_SERVERS], 1)
-        }
+        given = tuple(self.name_servers())
+        if given != self._servers[0]:
+            addresses = sorted({ipaddress.ip_address(a) for a in given}, key=_order)
+            names = {
+                f"ns{k}.{self.zone}": str(address)
+                for k, address in enumerate(addresses[:MAX_NAME_SERVERS], 1)
+            }
+            self._servers = (given, names)
+        return self._servers[1]
 
     def _address_record(self, name: str, address: str) -> RR:
         if ipaddress.ip_address(address).version == 4:

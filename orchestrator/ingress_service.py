@@ -112,9 +112,10 @@ class IngressService:
 
 def _name_servers(endpoints: EndpointService) -> list[str]:
     """The addresses of the nodes serving the ingress zone: this one and those whose current
-    advertisement gives an ingress port (a node serving the proxy serves DNS beside it)."""
-    others = [e.address for e in endpoints.ready_by_node().values() if e.ingress_port]
-    return [endpoints.address, *others]
+    advertisement gives an ingress port (a node serving the proxy serves DNS beside it). Asked
+    on each query, so it reads the advertisements as they are, O(nodes); lapsed ones go when the
+    routes are rebuilt."""
+    return [endpoints.address, *(a.address for a in endpoints.book.fresh() if a.ingress_port)]
 
 
 class IngressUnavailable(OrchestratorError):

@@ -14,7 +14,6 @@ import trio
 
 from node.errors import sole_cause
 from node.rpc.serving import serve_asgi
-from orchestrator.endpoints import NodeEndpoint
 from orchestrator.ingress import RouteTable
 from orchestrator.ingress_service import IngressConfig, IngressService, IngressUnavailable
 
@@ -26,11 +25,15 @@ def endpoints() -> SimpleNamespace:
         lookup=lambda name: None,
         has_below=lambda name: False,
         address="127.0.0.1",
-        ready_by_node=lambda: {
-            b"self": NodeEndpoint("127.0.0.1", frozenset(), 8080),
-            b"peer": NodeEndpoint("192.0.2.7", frozenset(), 8080),
-            b"no-ingress": NodeEndpoint("192.0.2.8", frozenset(), 0),
-        },
+        # Advertisements as the endpoint service holds them: a peer's, and one of a node
+        # without ingress (never a peer's with port 0 in fact, but this node's own may be).
+        book=SimpleNamespace(
+            fresh=lambda: [
+                SimpleNamespace(address="192.0.2.7", ingress_port=8080),
+                SimpleNamespace(address="127.0.0.1", ingress_port=8080),
+                SimpleNamespace(address="192.0.2.8", ingress_port=0),
+            ]
+        ),
     )
 
 
