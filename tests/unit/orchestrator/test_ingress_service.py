@@ -4,6 +4,7 @@ cannot bind in words the operator can act on."""
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import dns.message
@@ -55,15 +56,16 @@ def test_the_proxy_is_served_on_the_given_server_and_dns_beside_it() -> None:
     trio.run(main)
 
 
-def test_a_busy_proxy_port_is_named_with_its_flag() -> None:
+def unavailable(busy_port: Callable[[int], IngressConfig]) -> tuple[int, str]:
+    """What the service says when the port a TCP listener holds is the one `busy_port` puts
+    in its configuration."""
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen()
     port = busy.getsockname()[1]
 
     async def main() -> None:
-        config = IngressConfig(http_port=port, dns_port=0)
-        service = IngressService(endpoints(), config, serve_asgi)  # type: ignore[arg-type]
+        service = IngressService(endpoints(), busy_port(port), serve_asgi)  # type: ignore[arg-type]
         async with trio.open_nursery() as nursery:
             await nursery.start(service.run)
 
@@ -74,7 +76,12 @@ def test_a_busy_proxy_port_is_named_with_its_flag() -> None:
         busy.close()
     cause = sole_cause(raised.value)
     assert isinstance(cause, IngressUnavailable)
-    assert str(cause) == (
+    return port, str(cause)
+
+
+def test_a_busy_proxy_port_is_named_with_its_flag() -> None:
+    port, message = unavailable(lambda port: IngressConfig(http_port=port, dns_port=0))
+    assert message == (
         f"cannot serve the ingress proxy on 127.0.0.1:{port} (--ingress-port): "
         "Address already in use"
     )
@@ -102,24 +109,7 @@ def test_dns_is_served_over_udp_and_tcp_on_one_port_naming_the_nodes_with_ingres
 
 
 def test_a_dns_port_busy_over_tcp_is_named_with_its_flag() -> None:
-    busy = socket.socket()
-    busy.bind(("127.0.0.1", 0))
-    busy.listen()
-    port = busy.getsockname()[1]
-
-    async def main() -> None:
-        config = IngressConfig(http_port=0, dns_port=port)
-        service = IngressService(endpoints(), config, serve_asgi)  # type: ignore[arg-type]
-        async with trio.open_nursery() as nursery:
-            await nursery.start(service.run)
-
-    try:
-        with pytest.raises(BaseException) as raised:
-            trio.run(main)
-    finally:
-        busy.close()
-    cause = sole_cause(raised.value)
-    assert isinstance(cause, IngressUnavailable)
-    assert str(cause) == (
+    port, message = unavailable(lambda port: IngressConfig(http_port=0, dns_port=port))
+    assert message == (
         f"cannot serve DNS on tcp 127.0.0.1:{port} (--dns-port): Address already in use"
     )
