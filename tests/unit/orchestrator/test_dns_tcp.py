@@ -18,6 +18,8 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.dns import MAX_ANSWERS, ZoneServer
 from orchestrator.dns_tcp import DnsPortUnavailable, DnsTcpServer, bind_dns
@@ -283,6 +285,37 @@ def test_many_idle_connections_cannot_hold_the_server() -> None:
                 sock.close()
 
     serve(check, max_connections=8)
+
+
+def test_any_bytes_over_tcp_get_framed_answers_or_a_close_never_a_dead_server() -> None:
+    query = dns.message.make_query("web.statemesh.internal", "A").to_wire()
+    frame = len(query).to_bytes(2, "big") + query
+
+    def check(served: Served) -> None:
+        @settings(max_examples=60, deadline=None)
+        @given(
+            st.lists(
+                st.one_of(st.binary(max_size=600), st.just(frame), st.just(frame[:7])),
+                max_size=4,
+            )
+        )
+        def exchange(pieces: list[bytes]) -> None:
+            with connect(served.port) as sock:
+                sock.sendall(b"".join(pieces))
+                sock.shutdown(socket.SHUT_WR)  # the server sees the end, answers, closes
+                received = b""
+                while chunk := sock.recv(65536):
+                    received += chunk
+            while received:  # only whole answers, each behind its length
+                length = int.from_bytes(received[:2], "big")
+                assert len(received) >= 2 + length
+                dns.message.from_wire(received[2 : 2 + length])
+                received = received[2 + length :]
+
+        exchange()
+        still_answers(served.port)
+
+    serve(check)
 
 
 def test_a_port_taken_over_tcp_is_named() -> None:
