@@ -20,11 +20,16 @@ from chain.blocks import Block, Header
 from consensus.chain_service import ChainService
 from node.chain_spec import development_spec
 from node.rpc.digest import AURA_ENGINE_ID, PRE_RUNTIME, SEAL, compact, digest_item, digest_logs
-from node.rpc.feeds import RawJson
+from node.rpc.feeds import Feed, RawJson
 from node.rpc.heads import HeadFeeds
 from node.rpc.limits import RpcLimits
 from node.rpc.methods import SystemInfo, build_registry, encode_header, header_json
-from node.rpc.registry import MethodRegistrationError, Registry, Subscription, Unsubscribe
+from node.rpc.registry import (
+    MethodRegistrationError,
+    Registry,
+    Subscription,
+    Unsubscribe,
+)
 from node.rpc.server import RpcServer
 from node.rpc.serving import ServerAddress
 from tests.unit.test_chain_service import block_at, open_chain
@@ -195,11 +200,19 @@ def import_chain(chain: ChainService, parent: bytes, slots: list[int]) -> list[B
 
 @asynccontextmanager
 async def serving(chain: ChainService, limits: RpcLimits | None = None) -> AsyncIterator[str]:
+    async with serving_registry(chain, limits) as (url, _):
+        yield url
+
+
+@asynccontextmanager
+async def serving_registry(
+    chain: ChainService, limits: RpcLimits | None = None
+) -> AsyncIterator[tuple[str, Registry]]:
     registry = build_registry(chain, SystemInfo("test", "0", development_spec()))
     server = RpcServer(registry, host="127.0.0.1", port=0, limits=limits)
     async with trio.open_nursery() as nursery:
         address: ServerAddress = await nursery.start(server.run)
-        yield address.ws_url
+        yield address.ws_url, registry
         nursery.cancel_scope.cancel()
 
 
@@ -366,7 +379,14 @@ def test_a_current_header_too_large_to_send_ends_the_subscription_and_detaches_i
     limits = RpcLimits(max_response_bytes=200)
 
     async def scenario() -> None:
-        async with serving(chain, limits) as url, trio_websocket.open_websocket_url(url) as ws:
+        async with (
+            serving_registry(chain, limits) as (url, registry),
+            trio_websocket.open_websocket_url(url) as ws,
+        ):
+            entry = registry.get("chain_subscribeNewHeads")
+            assert isinstance(entry, Subscription)
+            feed = entry.handler(entry.params.bind("chain_subscribeNewHeads", []))
+            assert isinstance(feed, Feed)
             client = Client(ws)
             answer = await client.call("chain_subscribeNewHeads")
             subscription = answer["result"]
@@ -378,6 +398,7 @@ def test_a_current_header_too_large_to_send_ends_the_subscription_and_detaches_i
             await _import(chain, chain.store.best_hash, 2)
             assert (await client.call("chain_unsubscribeNewHeads", subscription))["result"] is False
             assert client.received.get(subscription, []) == []
+            assert len(feed) == 0  # not left listening
 
     trio.run(scenario)
     chain.store.db.close()
