@@ -245,9 +245,10 @@ def build_registry(
             raise RpcError(-32602, f"invalid param 'number': {exc}") from None
         return _maybe_hex(store.canonical_hash(number))
 
-    registry.add_method(
-        "chain_getFinalizedHead", lambda params: _hex(store.finalized_header.hash), unsafe=False
-    )
+    # Substrate's other names of these two.
+    registry.add_method("chain_getHead", get_block_hash, params=["number?"], unsafe=False)
+    for name in ("chain_getFinalizedHead", "chain_getFinalisedHead"):
+        registry.add_method(name, lambda params: _hex(store.finalized_header.hash), unsafe=False)
 
     @registry.method("chain_getExtrinsic", params=["hash"], unsafe=False)
     def get_extrinsic(params: Params) -> dict[str, Any] | None:

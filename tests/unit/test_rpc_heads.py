@@ -367,6 +367,14 @@ def test_unsubscribe_under_any_name_of_its_kind_only(tmp_path: Path) -> None:
                 await client.nothing_more(subscription, 1)
             refused = await client.call("chain_subscribeNewHeads", 1)
             assert refused["error"]["code"] == -32602
+            # Substrate's other names of the head queries answer as theirs.
+            store = chain.store
+            assert (await client.call("chain_getHead"))["result"] == "0x" + store.best_hash.hex()
+            assert (await client.call("chain_getHead", 0))["result"] == (
+                (await client.call("chain_getBlockHash", 0))["result"]
+            )
+            finalized = (await client.call("chain_getFinalizedHead"))["result"]
+            assert (await client.call("chain_getFinalisedHead"))["result"] == finalized
 
     trio.run(scenario)
     chain.store.db.close()
