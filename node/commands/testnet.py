@@ -189,14 +189,14 @@ def _run(args: argparse.Namespace) -> int:
                 f"{folder} holds a testnet of {len(nodes)} nodes; pass --nodes {len(nodes)} "
                 "or another --dir"
             )
-        claim(folder)
+        claim(folder, nodes)
         print(f"restarting the testnet in {folder}")
     else:
         if args.nodes < 1 or args.nodes > 32:
             raise UsageError("--nodes must be between 1 and 32")
         create(folder, args.nodes, args.rpc_port, args.p2p_port, args.slot_ms)
         nodes = load(folder)
-        claim(folder)
+        claim(folder, nodes)
         print(f"created a testnet of {len(nodes)} validators in {folder}")
 
     def command(node: TestnetNode) -> list[str]:
@@ -286,13 +286,29 @@ def supervisor_pid(folder: Path) -> int | None:
     return pid
 
 
-def claim(folder: Path) -> None:
-    """Record this process as the folder's supervisor; refuse if another one is alive (two
-    would start each node twice on the same database and ports)."""
+def claim(folder: Path, nodes: list[TestnetNode]) -> None:
+    """Record this process as the folder's supervisor; refuse if another one is alive, or if a
+    node of an earlier one still runs (its supervisor was killed): two would start each node
+    twice on the same database and ports."""
     running = supervisor_pid(folder)
     if running is not None and running != os.getpid():
         raise CliError(f"a testnet is already running in {folder} (pid {running})")
+    for node in nodes:
+        pid = leftover_pid(node)
+        if pid is not None:
+            raise CliError(f"{node.name} of an earlier run still runs (pid {pid}); stop it first")
     (folder / SUPERVISOR_PID_FILE).write_text(f"{os.getpid()}\n")
+
+
+def leftover_pid(node: TestnetNode) -> int | None:
+    """The pid recorded for `node` if that process still runs as this node (its command line
+    names the node's folder: a pid reused by another program does not count)."""
+    try:
+        pid = int((node.base_path / NODE_PID_FILE).read_text().strip())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    return pid if str(node.base_path).encode() in command else None
 
 
 def release(folder: Path) -> None:

@@ -78,7 +78,7 @@ def test_a_restart_request_starts_a_stopped_node_again_and_the_requester_learns_
     node = supervised.nodes[2]
     supervised.processes[2].kill()
     supervised.processes[2].wait()
-    claim(folder)
+    claim(folder, [])
     answered: list[int | BaseException] = []
 
     def requester() -> None:
@@ -127,14 +127,40 @@ def test_one_supervisor_per_folder(tmp_path: Path) -> None:
     try:
         (tmp_path / SUPERVISOR_PID_FILE).write_text(f"{live.pid}\n")
         with pytest.raises(CliError, match=rf"already running in {tmp_path} \(pid {live.pid}\)"):
-            claim(tmp_path)
+            claim(tmp_path, [])
     finally:
         live.kill()
         live.wait()
-    claim(tmp_path)  # the one recorded is gone: this process takes over
+    claim(tmp_path, [])  # the one recorded is gone: this process takes over
     assert (tmp_path / SUPERVISOR_PID_FILE).read_text() == f"{os.getpid()}\n"
     release(tmp_path)
     assert not (tmp_path / SUPERVISOR_PID_FILE).exists()
+
+
+def test_a_node_left_running_by_a_killed_supervisor_is_refused(tmp_path: Path) -> None:
+    (node,) = nodes_in(tmp_path, 1)
+    leftover = subprocess.Popen([*SLEEPER, str(node.base_path)])
+    try:
+        (node.base_path / NODE_PID_FILE).write_text(f"{leftover.pid}\n")
+        cmdline = Path(f"/proc/{leftover.pid}/cmdline")
+        for _ in range(100):  # until the child has become the program (after its exec)
+            if str(node.base_path).encode() in cmdline.read_bytes():
+                break
+            time.sleep(0.02)
+        with pytest.raises(
+            CliError, match=rf"node-0 of an earlier run still runs \(pid {leftover.pid}\)"
+        ):
+            claim(tmp_path, [node])
+        assert not (tmp_path / SUPERVISOR_PID_FILE).exists()
+    finally:
+        leftover.kill()
+        leftover.wait()
+    # Gone, or a pid now used by a program that is not this node: no obstacle.
+    claim(tmp_path, [node])
+    release(tmp_path)
+    (node.base_path / NODE_PID_FILE).write_text(f"{os.getpid()}\n")
+    claim(tmp_path, [node])
+    release(tmp_path)
 
 
 def test_restart_refuses_without_a_running_supervisor_and_a_second_pending_request(
@@ -144,7 +170,7 @@ def test_restart_refuses_without_a_running_supervisor_and_a_second_pending_reque
     with pytest.raises(CliError, match="no testnet is running in"):
         request_restart(tmp_path, node)
     assert not (node.base_path / RESTART_REQUEST_FILE).exists()
-    claim(tmp_path)
+    claim(tmp_path, [])
     try:
         (node.base_path / RESTART_REQUEST_FILE).touch()
         with pytest.raises(CliError, match="a restart of node-0 is already under way"):
