@@ -40,7 +40,8 @@ def wait_blocks(
 ) -> T:
     """Wait until `predicate()` is truthy and return its value. Fail if `node`'s best chain (its
     finalized chain with `finalized`) grew by `blocks` blocks first, which is the condition's
-    budget in chain progress (None: no budget), or if it did not grow at all for
+    budget in chain progress (None: no budget, only for a condition that the chain's progress
+    brings about by itself, such as finality), or if it did not grow at all for
     `stall_seconds`."""
     start = chain_height(node, finalized=finalized)
     last_height, last_change = start, time.monotonic()
