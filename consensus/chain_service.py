@@ -96,6 +96,8 @@ class ChainService:
         self.signer = signer
         self.new_heads: Broadcast[Header] = Broadcast()
         self.finalized_heads: Broadcast[Header] = Broadcast()
+        self.imported_heads: Broadcast[Header] = Broadcast()
+        """Every block stored, best or not (forks included), as it is stored."""
         self._watchers: defaultdict[Hash32, list[trio.MemorySendChannel[TxStatus]]] = defaultdict(
             list
         )
@@ -506,6 +508,7 @@ class ChainService:
         instant = make_best and len(self.authorities) == 1
         old_finalized = finalized
         route = self.store.commit_block(block, execution, best=make_best, finalize=instant)
+        self.imported_heads.publish(block.header)
         if route is not None:
             self._after_route(route)
             self.new_heads.publish(block.header)

@@ -6,7 +6,7 @@ Every label value is bounded, since any client may send anything: an application
 only once the route table routed the request to it (a request for an unknown host counts under
 `app=""`, never under the Host header it sent) and only while the table has it, a status is one
 of the codes HTTP defines or its class (`"5xx"` for a 599), and a DNS response code one of the
-six the server answers."""
+seven the server answers."""
 
 from __future__ import annotations
 
@@ -175,8 +175,10 @@ RCODES: Mapping[int, str] = {
     3: "NXDOMAIN",
     4: "NOTIMP",
     5: "REFUSED",
+    16: "BADVERS",
 }
-"""The response codes the zone's server answers with (RFC 1035 section 4.1.1)."""
+"""The response codes the zone's server answers with (RFC 1035 section 4.1.1; BADVERS, an
+extended code carried partly in the OPT record, RFC 6891 section 9)."""
 NO_REPLY = "none"
 """The `rcode` of a message given no answer: a response, or too short to be a query (and
 "other" of an answer with a code the server never sends, kept bounded all the same)."""
@@ -198,10 +200,12 @@ class DnsMetrics:
             self._queries.labels(rcode=name)
 
     def count(self, reply: bytes | None) -> None:
-        """Count the message that got `reply` (None: no answer)."""
-        if reply is None or len(reply) < 4:
-            name = NO_REPLY
-        else:
-            # The header's RCODE: the low four bits of its fourth byte.
-            name = RCODES.get(reply[3] & 0x0F, "other")
+        """Count the message that got `reply` (None: no answer), by the code in its header."""
+        # The header's RCODE: the low four bits of its fourth byte.
+        self.count_rcode(None if reply is None or len(reply) < 4 else reply[3] & 0x0F)
+
+    def count_rcode(self, rcode: int | None) -> None:
+        """Count a message answered with the (extended) response code `rcode` (None: no
+        answer)."""
+        name = NO_REPLY if rcode is None else RCODES.get(rcode, "other")
         self._queries.labels(rcode=name).inc()

@@ -12,7 +12,8 @@ from typing import Any, Protocol
 import trio
 from prometheus_client import CollectorRegistry
 
-from orchestrator.dns import ZoneServer, bind_udp
+from orchestrator.dns import ZoneServer
+from orchestrator.dns_tcp import DnsPortUnavailable, DnsTcpServer, bind_dns
 from orchestrator.endpoints import EndpointService
 from orchestrator.errors import OrchestratorError
 from orchestrator.ingress import IngressProxy
@@ -63,18 +64,23 @@ class IngressService:
             endpoints.routes, may_dial=endpoints.may_dial, metrics=IngressMetrics(registry)
         )
         self.dns = ZoneServer(
-            config.zone, endpoints.lookup, endpoints.has_below, metrics=DnsMetrics(registry)
+            config.zone,
+            endpoints.lookup,
+            endpoints.has_below,
+            partial(_name_servers, endpoints),
+            metrics=DnsMetrics(registry),
         )
+        self.dns_tcp = DnsTcpServer(self.dns)
         self.addresses: IngressAddresses | None = None
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
         try:
-            sock = await bind_udp(config.host, config.dns_port)
-        except OSError as exc:
+            sockets = await bind_dns(config.host, config.dns_port)
+        except DnsPortUnavailable as exc:
             raise IngressUnavailable(
-                f"cannot serve DNS on udp {config.host}:{config.dns_port} (--dns-port): "
-                f"{exc.strerror}"
+                f"cannot serve DNS on {exc.transport} {config.host}:{config.dns_port} "
+                f"(--dns-port): {exc.strerror}"
             ) from None
         try:
             async with trio.open_nursery() as nursery:
@@ -87,20 +93,29 @@ class IngressService:
                         f"cannot serve the ingress proxy on {config.host}:{config.http_port} "
                         f"(--ingress-port): {_first_strerror(group)}"
                     ) from None
-                nursery.start_soon(self.dns.serve, sock)
-                dns = sock.getsockname()[:2]
+                nursery.start_soon(self.dns.serve, sockets.udp)
+                nursery.start_soon(self.dns_tcp.serve, sockets.tcp)
+                dns = sockets.address
                 self.addresses = IngressAddresses(http[:2], dns)
                 log.info(
-                    "ingress proxy on http://%s:%d, DNS for %s on udp %s:%d",
+                    "ingress proxy on http://%s:%d, DNS for %s on udp and tcp %s:%d",
                     *http[:2],
                     config.zone,
                     *dns,
                 )
                 task_status.started(self.addresses)
         finally:
-            sock.close()
+            sockets.close()
             with trio.CancelScope(shield=True):
                 await self.proxy.aclose()
+
+
+def _name_servers(endpoints: EndpointService) -> list[str]:
+    """The addresses of the nodes serving the ingress zone: this one and those whose current
+    advertisement gives an ingress port (a node serving the proxy serves DNS beside it). Asked
+    on each query, so it reads the advertisements as they are, O(nodes); lapsed ones go when the
+    routes are rebuilt."""
+    return [endpoints.address, *(a.address for a in endpoints.book.fresh() if a.ingress_port)]
 
 
 class IngressUnavailable(OrchestratorError):

@@ -62,6 +62,9 @@ def free_port() -> int:
     raise RuntimeError(f"every port of {ports} was handed out")
 
 
+STALL_SECONDS = 60.0
+"""How long a wait goes on, past its timeout, while the node's chain does not grow at all."""
+
 STARTED: list[NodeProcess] = []
 """Every node started in this test session, so that what they leave on the host (their
 replicas' host rules) can be removed at its end, and only theirs."""
@@ -181,13 +184,43 @@ class NodeProcess:
         return int(self.call("chain_getHeader", self.call("chain_getFinalizedHead"))["number"], 16)
 
     def wait_for(self, predicate: Any, timeout: float = 20.0, what: str = "condition") -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """Wait until `predicate()` is truthy and return its value.
+
+        `timeout` is counted at the chain's pace: it has run out once that many seconds have
+        passed *and* this node's chain has grown by the blocks those seconds hold at its slot
+        length. On a loaded machine blocks come late and the wait waits with them; on an idle
+        one it ends when it always did. A chain that does not grow for `timeout` (and at least
+        `STALL_SECONDS`) ends it as well."""
+        started = time.monotonic()
+        start = self._chain_position()
+        last_number, last_change = (start[0] if start else None), started
+        while True:
             value = predicate()
             if value:
                 return value
+            now = time.monotonic()
+            if now - started >= timeout:
+                position = self._chain_position()
+                if position is not None:
+                    start = start or position
+                    if position[0] != last_number:
+                        last_number, last_change = position[0], now
+                    if position[0] - start[0] >= timeout * 1000 / start[1]:
+                        break
+                if now - last_change >= max(timeout, STALL_SECONDS):
+                    break
             time.sleep(0.1)
         raise AssertionError(f"timed out waiting for {what}\n{self.log()[-3000:]}")
+
+    def _chain_position(self) -> tuple[int, int] | None:
+        """(best block number, slot length in ms), or None while the node does not answer."""
+        try:
+            header = self.call("chain_getHeader")
+            number, slot, timestamp = int(header["number"], 16), header["slot"], header["timestamp"]
+        except (httpx.HTTPError, RpcFailure, ValueError, KeyError, TypeError):
+            return None
+        slot_ms = timestamp // slot if isinstance(slot, int) and slot > 0 else 0
+        return number, max(1, slot_ms)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         if self.process is None or self.process.poll() is not None:

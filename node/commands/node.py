@@ -176,7 +176,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=int,
         default=8053,
         metavar="PORT",
-        help="UDP port of the DNS server of the ingress zone (0: any free one)",
+        help="port (UDP and TCP) of the DNS server of the ingress zone (0: any free one)",
     )
     node.add_argument(
         "--ingress-external",

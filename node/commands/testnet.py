@@ -1,5 +1,7 @@
 """`statemesh testnet --nodes N`: a local network of N validator processes on loopback ports,
-with its keys, genesis and data in one folder that can be started again."""
+with its keys, genesis and data in one folder that can be started again. A node that stops is
+reported and the others keep running; `statemesh testnet --dir DIR restart node-<i>` starts it
+again; Ctrl-C stops them all."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +55,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "testnet", help="run a local network of validator nodes", description=__doc__
     )
+    parser.add_argument(
+        "action",
+        nargs="?",
+        choices=["restart"],
+        help="restart NODE of the testnet running in --dir (it keeps its data)",
+    )
+    parser.add_argument("node", nargs="?", metavar="NODE", help="node-<i> (or i), for restart")
     parser.add_argument("--nodes", type=int, default=4, help="validators (default 4)")
     parser.add_argument(
         "--dir", type=Path, default=Path("testnet"), help="its folder (default ./testnet)"
@@ -163,6 +173,15 @@ def node_command(
 
 def _run(args: argparse.Namespace) -> int:
     folder: Path = args.dir
+    if args.action == "restart":
+        if args.node is None:
+            raise UsageError("restart needs a node: statemesh testnet --dir DIR restart node-<i>")
+        if not (folder / LAYOUT_FILE).exists():
+            raise CliError(f"{folder} holds no testnet")
+        node = node_named(load(folder), args.node)
+        pid = request_restart(folder, node)
+        print(f"{node.name} restarted (pid {pid}); log {node.base_path / 'node.log'}")
+        return 0
     if (folder / LAYOUT_FILE).exists():
         nodes = load(folder)
         if len(nodes) != args.nodes:
@@ -170,35 +189,22 @@ def _run(args: argparse.Namespace) -> int:
                 f"{folder} holds a testnet of {len(nodes)} nodes; pass --nodes {len(nodes)} "
                 "or another --dir"
             )
+        claim(folder, nodes)
         print(f"restarting the testnet in {folder}")
     else:
         if args.nodes < 1 or args.nodes > 32:
             raise UsageError("--nodes must be between 1 and 32")
         create(folder, args.nodes, args.rpc_port, args.p2p_port, args.slot_ms)
         nodes = load(folder)
+        claim(folder, nodes)
         print(f"created a testnet of {len(nodes)} validators in {folder}")
-    processes = []
-    for node in nodes:
+
+    def command(node: TestnetNode) -> list[str]:
         bootnode = nodes[1] if node.index == 0 and len(nodes) > 1 else nodes[0]
-        log_file = (node.base_path / "node.log").open("ab")
         metrics_port = args.prometheus_port + node.index if args.prometheus_port else 0
-        processes.append(
-            subprocess.Popen(
-                node_command(folder, node, bootnode, args.log, metrics_port),
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        )
-        print(
-            f"  {node.name}  rpc http://127.0.0.1:{node.rpc_port}  p2p {node.multiaddr}  "
-            f"log {node.base_path / 'node.log'}"
-            + (f"  metrics http://127.0.0.1:{metrics_port}/metrics" if metrics_port else "")
-        )
-    genesis = json.loads((folder / "genesis.json").read_text())
-    print(f"validators: {', '.join(genesis['consensus']['authorities'])}")
-    print("funded development accounts: dev-alice, dev-bob, … dev-ferdie")
-    print("Ctrl-C stops every node; run the same command again to restart them.")
+        return node_command(folder, node, bootnode, args.log, metrics_port)
+
+    supervisor = Supervisor(folder, nodes, command)
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:
@@ -208,20 +214,213 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
-        while not stopping and all(p.poll() is None for p in processes):
-            time.sleep(0.2)
+        for node in nodes:
+            supervisor.start(node)
+            metrics_port = args.prometheus_port + node.index if args.prometheus_port else 0
+            print(
+                f"  {node.name}  rpc http://127.0.0.1:{node.rpc_port}  p2p {node.multiaddr}  "
+                f"log {node.base_path / 'node.log'}"
+                + (f"  metrics http://127.0.0.1:{metrics_port}/metrics" if metrics_port else "")
+            )
+        genesis = json.loads((folder / "genesis.json").read_text())
+        print(f"validators: {', '.join(genesis['consensus']['authorities'])}")
+        print("funded development accounts: dev-alice, dev-bob, … dev-ferdie")
+        print(
+            f"A node that stops is reported and the others keep running; "
+            f"`statemesh testnet --dir {folder} restart node-<i>` starts it again.\n"
+            "Ctrl-C stops every node; run the same command again to restart them.",
+            flush=True,
+        )
+        while not stopping:
+            for line in supervisor.tend():
+                print(line, flush=True)
+            if not supervisor.running():
+                raise CliError("every node stopped; see their node.log")
+            time.sleep(POLL_SECONDS)
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for process in processes:
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-    failed = [n.name for n, p in zip(nodes, processes, strict=True) if p.returncode not in (0, -2)]
-    if failed and not stopping:
-        raise CliError(f"{', '.join(failed)} stopped; see their node.log")
+        supervisor.stop_all()
+        release(folder)
     return 0
+
+
+# -- the running testnet: one supervisor per folder, its nodes, restart requests ---------------
+
+SUPERVISOR_PID_FILE = "supervisor.pid"
+NODE_PID_FILE = "node.pid"
+RESTART_REQUEST_FILE = "restart-requested"
+POLL_SECONDS = 0.2
+RESTART_WAIT_SECONDS = STOP_GRACE_SECONDS + 30.0
+"""How long `restart` waits for the supervisor: a graceful stop, then a start."""
+
+
+def node_named(nodes: list[TestnetNode], name: str) -> TestnetNode:
+    """The node called `name` ("node-3", or just "3")."""
+    for node in nodes:
+        if name in (node.name, str(node.index)):
+            return node
+    known = ", ".join(n.name for n in nodes)
+    raise UsageError(f"no node {name!r} in this testnet; its nodes are {known}")
+
+
+def exit_description(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def supervisor_pid(folder: Path) -> int | None:
+    """The pid of the `statemesh testnet` running `folder`, if one is alive."""
+    try:
+        pid = int((folder / SUPERVISOR_PID_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, another user's
+    return pid
+
+
+def claim(folder: Path, nodes: list[TestnetNode]) -> None:
+    """Record this process as the folder's supervisor; refuse if another one is alive, or if a
+    node of an earlier one still runs (its supervisor was killed): two would start each node
+    twice on the same database and ports."""
+    running = supervisor_pid(folder)
+    if running is not None and running != os.getpid():
+        raise CliError(f"a testnet is already running in {folder} (pid {running})")
+    for node in nodes:
+        pid = leftover_pid(node)
+        if pid is not None:
+            raise CliError(f"{node.name} of an earlier run still runs (pid {pid}); stop it first")
+    (folder / SUPERVISOR_PID_FILE).write_text(f"{os.getpid()}\n")
+
+
+def leftover_pid(node: TestnetNode) -> int | None:
+    """The pid recorded for `node` if that process still runs as this node (its command line
+    names the node's folder: a pid reused by another program does not count)."""
+    try:
+        pid = int((node.base_path / NODE_PID_FILE).read_text().strip())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    return pid if str(node.base_path).encode() in command else None
+
+
+def release(folder: Path) -> None:
+    if supervisor_pid(folder) == os.getpid():
+        (folder / SUPERVISOR_PID_FILE).unlink(missing_ok=True)
+
+
+def request_restart(folder: Path, node: TestnetNode, timeout: float = RESTART_WAIT_SECONDS) -> int:
+    """Ask the folder's supervisor to (stop and) start `node` again, and wait until it has:
+    the new process's pid. The supervisor starts it, so that Ctrl-C still stops it too."""
+    if supervisor_pid(folder) is None:
+        raise CliError(
+            f"no testnet is running in {folder}: `statemesh testnet --dir {folder}` starts "
+            "every node"
+        )
+    request = node.base_path / RESTART_REQUEST_FILE
+    try:
+        fd = os.open(request, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise CliError(f"a restart of {node.name} is already under way") from None
+    os.close(fd)
+    deadline = time.monotonic() + timeout
+    while request.exists():
+        if time.monotonic() > deadline or supervisor_pid(folder) is None:
+            request.unlink(missing_ok=True)
+            raise CliError(f"the testnet in {folder} did not restart {node.name}")
+        time.sleep(POLL_SECONDS)
+    try:
+        return int((node.base_path / NODE_PID_FILE).read_text().strip())
+    except (OSError, ValueError):
+        raise CliError(f"{node.name} did not start; see its node.log") from None
+
+
+class Supervisor:
+    """The node processes of one testnet: started, watched, restarted on request, stopped.
+
+    A node that exits is reported once and left stopped; the others keep running. A restart
+    request (a file in the node's folder, see `request_restart`) stops the node if it runs and
+    starts it again with its data; the request file goes once the new process is started."""
+
+    def __init__(
+        self,
+        folder: Path,
+        nodes: list[TestnetNode],
+        command: Callable[[TestnetNode], list[str]],
+    ) -> None:
+        self.folder = folder
+        self.nodes = nodes
+        self.command = command
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+        self._reported: set[int] = set()
+        for node in nodes:
+            # A request left by an earlier run is not for this one.
+            (node.base_path / RESTART_REQUEST_FILE).unlink(missing_ok=True)
+
+    def start(self, node: TestnetNode) -> subprocess.Popen[bytes]:
+        with (node.base_path / "node.log").open("ab") as log_file:
+            process = subprocess.Popen(
+                self.command(node),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        self.processes[node.index] = process
+        self._reported.discard(node.index)
+        (node.base_path / NODE_PID_FILE).write_text(f"{process.pid}\n")
+        return process
+
+    def running(self) -> bool:
+        """Whether a node runs, or is about to be started again."""
+        return any(p.poll() is None for p in self.processes.values()) or any(
+            (n.base_path / RESTART_REQUEST_FILE).exists() for n in self.nodes
+        )
+
+    def tend(self) -> list[str]:
+        """One look at every node: report the newly stopped ones, serve restart requests.
+        Returns the lines to show the user."""
+        lines = []
+        for node in self.nodes:
+            process = self.processes.get(node.index)
+            if process is not None and process.poll() is not None:
+                if node.index not in self._reported:
+                    self._reported.add(node.index)
+                    lines.append(
+                        f"{node.name} stopped ({exit_description(process.returncode)}); the "
+                        f"other nodes keep running. `statemesh testnet --dir {self.folder} "
+                        f"restart {node.name}` starts it again; see {node.base_path / 'node.log'}"
+                    )
+            request = node.base_path / RESTART_REQUEST_FILE
+            if request.exists():
+                if process is not None:
+                    _stop([process])
+                try:
+                    started = self.start(node)
+                finally:
+                    request.unlink(missing_ok=True)
+                lines.append(f"{node.name} restarted (pid {started.pid})")
+        return lines
+
+    def stop_all(self) -> None:
+        _stop(list(self.processes.values()))
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGINT (a node's clean stop), then SIGKILL for those still running after the grace."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for process in processes:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,6 +1,8 @@
 """Feeds: a source whose items are encoded once and handed to every subscription synchronously,
 for subscriptions that thousands of clients hold at once (new heads): the fan-out of one item
-costs one encoding plus a string join per subscriber, and no task switch."""
+costs one encoding plus a string join per subscriber, and no task switch. A feed may have a
+current item, which a listener receives first, as it attaches (Substrate's head subscriptions
+start with the current head)."""
 
 from __future__ import annotations
 
@@ -26,18 +28,30 @@ class Feed(Generic[T]):
     """Publishes each item, encoded by `encode` (to JSON text), to every attached listener.
 
     Listeners run synchronously inside `publish` and must not block; one that cannot keep up
-    detaches itself (a subscription that is told and dropped)."""
+    detaches itself (a subscription that is told and dropped). With `current`, a listener is
+    first called with the current item, inside `attach`: as nothing is published between that
+    call and the listener joining, it misses nothing and sees nothing twice, provided `current`
+    answers the last item published (or, before any, the state they continue)."""
 
-    def __init__(self, encode: Callable[[T], str]) -> None:
+    def __init__(
+        self, encode: Callable[[T], str], *, current: Callable[[], T] | None = None
+    ) -> None:
         self._encode = encode
+        self._current = current
         self._listeners: dict[int, Listener] = {}
         self._keys = itertools.count()
+        self._last_encoded: tuple[T, RawJson] | None = None
+        """The last item encoded and its encoding: a thousand subscribers that attach at once
+        get the current item for one encoding."""
 
     def __len__(self) -> int:
         return len(self._listeners)
 
     def attach(self, listener: Listener) -> Callable[[], None]:
-        """Add a listener; the returned function removes it (idempotent)."""
+        """Call `listener` with the current item (if the feed has one), then add it; the
+        returned function removes it (idempotent)."""
+        if self._current is not None:
+            listener(self._encoded(self._current()))
         key = next(self._keys)
         self._listeners[key] = listener
 
@@ -49,7 +63,15 @@ class Feed(Generic[T]):
     def publish(self, item: T) -> None:
         if not self._listeners:
             return
-        encoded = RawJson(self._encode(item))
+        encoded = self._encoded(item)
         # A copy: listeners detach themselves (or others) while being called.
         for listener in list(self._listeners.values()):
             listener(encoded)
+
+    def _encoded(self, item: T) -> RawJson:
+        cached = self._last_encoded
+        if cached is not None and cached[0] is item:
+            return cached[1]
+        encoded = RawJson(self._encode(item))
+        self._last_encoded = (item, encoded)
+        return encoded

@@ -22,8 +22,10 @@ from chain.store import ChainStore
 from consensus.chain_service import ChainService
 from consensus.network_service import NetworkService
 from consensus.tx_status import TxStatus
+from node.rpc.digest import digest_json
 from node.rpc.errors import UNKNOWN_BLOCK, RpcError, invalid_transaction_error
 from node.rpc.feeds import Feed
+from node.rpc.heads import HeadFeeds
 from node.rpc.jsonrpc import dumps
 from node.rpc.registry import Params, Registry
 
@@ -107,6 +109,7 @@ def header_json(header: Header) -> dict[str, Any]:
         "number": hex(header.number),
         "stateRoot": _hex(header.state_root),
         "extrinsicsRoot": _hex(header.extrinsics_root),
+        "digest": digest_json(header),
         "timestamp": header.timestamp,
         "slot": header.slot,
         "author": encode_address(header.author) if any(header.author) else None,
@@ -242,9 +245,10 @@ def build_registry(
             raise RpcError(-32602, f"invalid param 'number': {exc}") from None
         return _maybe_hex(store.canonical_hash(number))
 
-    registry.add_method(
-        "chain_getFinalizedHead", lambda params: _hex(store.finalized_header.hash), unsafe=False
-    )
+    # Substrate's other names of these two.
+    registry.add_method("chain_getHead", get_block_hash, params=["number?"], unsafe=False)
+    for name in ("chain_getFinalizedHead", "chain_getFinalisedHead"):
+        registry.add_method(name, lambda params: _hex(store.finalized_header.hash), unsafe=False)
 
     @registry.method("chain_getExtrinsic", params=["hash"], unsafe=False)
     def get_extrinsic(params: Params) -> dict[str, Any] | None:
@@ -266,28 +270,41 @@ def build_registry(
         }
 
     # Every head subscriber gets the same header: encoded once per block for all of them.
-    best_heads: Feed[Header] = Feed(encode_header)
-    chain.new_heads.listen(best_heads.publish)
-    finalized: Feed[Header] = Feed(encode_header)
-    chain.finalized_heads.listen(finalized.publish)
+    heads = HeadFeeds(store, encode_header)
+    chain.new_heads.listen(heads.on_best)
+    chain.finalized_heads.listen(heads.on_finalized)
+    chain.imported_heads.listen(heads.on_imported)
 
     @registry.subscription(
         "chain_subscribeNewHeads",
         unsubscribe="chain_unsubscribeNewHeads",
         notification="chain_newHead",
         unsafe=False,
+        aliases=("chain_subscribeNewHead", "subscribe_newHead"),
+        unsubscribe_aliases=("chain_unsubscribeNewHead", "unsubscribe_newHead"),
     )
     def new_heads(params: Params) -> Feed[Header]:
-        return best_heads
+        return heads.best
 
     @registry.subscription(
         "chain_subscribeFinalizedHeads",
         unsubscribe="chain_unsubscribeFinalizedHeads",
         notification="chain_finalizedHead",
         unsafe=False,
+        aliases=("chain_subscribeFinalisedHeads",),
+        unsubscribe_aliases=("chain_unsubscribeFinalisedHeads",),
     )
     def finalized_heads(params: Params) -> Feed[Header]:
-        return finalized
+        return heads.finalized
+
+    @registry.subscription(
+        "chain_subscribeAllHeads",
+        unsubscribe="chain_unsubscribeAllHeads",
+        notification="chain_allHead",
+        unsafe=False,
+    )
+    def all_heads(params: Params) -> Feed[Header]:
+        return heads.imported
 
     # -- state --------------------------------------------------------------------------------
 

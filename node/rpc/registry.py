@@ -335,15 +335,27 @@ class Registry:
         notification: str,
         params: Iterable[str] = (),
         unsafe: bool | None = None,
+        aliases: Iterable[str] = (),
+        unsubscribe_aliases: Iterable[str] = (),
     ) -> None:
+        """`aliases` (and `unsubscribe_aliases`) are other names of the subscribe (and
+        unsubscribe) method, as Substrate keeps old ones: the same subscription under each, so
+        one opened by any name is closed by any of the other's names."""
         spec = ParamSpec.parse(params)
-        if subscribe == unsubscribe:
+        subscribes = [subscribe, *aliases]
+        unsubscribes = [unsubscribe, *unsubscribe_aliases]
+        if set(subscribes) & set(unsubscribes):
             raise MethodRegistrationError(f"{subscribe!r} cannot both subscribe and unsubscribe")
-        self._claim(subscribe)
-        self._claim(unsubscribe)
+        names = [*subscribes, *unsubscribes]
+        if len(set(names)) != len(names):
+            raise MethodRegistrationError(f"{subscribe!r} names one method twice")
+        for name in names:
+            self._claim(name)
         entry = Subscription(subscribe, unsubscribe, notification, handler, spec, unsafe)
-        self._entries[subscribe] = entry
-        self._entries[unsubscribe] = Unsubscribe(entry)
+        for name in subscribes:
+            self._entries[name] = entry
+        for name in unsubscribes:
+            self._entries[name] = Unsubscribe(entry)
 
     def subscription(
         self,
@@ -353,6 +365,8 @@ class Registry:
         notification: str,
         params: Iterable[str] = (),
         unsafe: bool | None = None,
+        aliases: Iterable[str] = (),
+        unsubscribe_aliases: Iterable[str] = (),
     ) -> Callable[[SH], SH]:
         """Decorator form of `add_subscription`."""
 
@@ -364,6 +378,8 @@ class Registry:
                 notification=notification,
                 params=params,
                 unsafe=unsafe,
+                aliases=aliases,
+                unsubscribe_aliases=unsubscribe_aliases,
             )
             return handler
 

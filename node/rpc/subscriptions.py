@@ -164,6 +164,9 @@ class ConnectionSubscriptions:
             if isinstance(live.source, Feed):
                 if live.id in self._live:
                     live.detach = live.source.attach(partial(self._push, live))
+                    if live.id not in self._live:
+                        # Ended by the feed's current item (too large): it must not stay on.
+                        live.detach()
             else:
                 self._nursery.start_soon(
                     self._run, live, live.source, name=f"subscription {live.spec.subscribe}"

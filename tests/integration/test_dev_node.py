@@ -25,6 +25,7 @@ from chain.state import TrieState
 from chain.store import ChainStore
 from chain.trie import BLANK_ROOT
 from node.chain_spec import development_spec
+from testkit.progress import STALL_SECONDS
 from tests.factories import remark_call, transfer_call
 from tests.integration.harness import NodeProcess, RpcFailure, cli, cli_json
 
@@ -213,6 +214,10 @@ def test_websocket_watch_and_heads(dev_node: NodeProcess) -> None:
                 )
             )
             heads_id = json.loads(await ws.get_message())["result"]
+            # Substrate's order: the current best header comes at once, before anything else.
+            first = json.loads(await ws.get_message())
+            assert first["method"] == "chain_newHead"
+            assert first["params"]["subscription"] == heads_id
             await ws.send_message(
                 json.dumps(
                     {
@@ -223,10 +228,14 @@ def test_websocket_watch_and_heads(dev_node: NodeProcess) -> None:
                     }
                 )
             )
-            watch_id = json.loads(await ws.get_message())["result"]
             statuses: list[object] = []
             heads: list[dict[str, object]] = []
-            with trio.fail_after(20):
+            # A block may be authored, and its head notified, before the answer arrives.
+            while "id" not in (answer := json.loads(await ws.get_message())):
+                heads.append(answer["params"]["result"])
+            watch_id = answer["result"]
+            # Bounded by a stall of the chain, not by a guess of how fast a loaded machine is.
+            with trio.fail_after(STALL_SECONDS):
                 while not statuses or not (
                     isinstance(statuses[-1], dict) and "finalized" in statuses[-1]
                 ):

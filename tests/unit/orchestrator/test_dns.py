@@ -1,22 +1,24 @@
-"""The ingress zone's DNS server: answers by record type, the zone's edges, bad messages, and one
-exchange over a real UDP socket."""
+"""The ingress zone's DNS server: answers by record type, the zone's edges, bad messages, one
+exchange over a real UDP socket; the name servers at the apex, negative answers, EDNS0, ANY and
+truncation to the UDP payload size."""
 
 from __future__ import annotations
 
 import socket
 
+import pytest
 import trio
-from dnslib import CLASS, QTYPE, RCODE, DNSHeader, DNSQuestion, DNSRecord
+from dnslib import CLASS, EDNS0, QTYPE, RCODE, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.dns import MAX_ANSWERS, ZoneServer, bind_udp
+from orchestrator.dns import MAX_ANSWERS, MAX_NAME_SERVERS, MAX_UDP_PAYLOAD, ZoneServer, bind_udp
 from orchestrator.ingress import Backend, Route, RouteTable
 
 NAMES = {
     "web.statemesh.internal": ["127.0.0.1", "10.0.0.2", "2001:db8::7"],
     "idle.statemesh.internal": [],
-    "big.statemesh.internal": [f"10.0.1.{i}" for i in range(20)],
+    "big.statemesh.internal": [f"10.0.1.{i}" for i in range(100)],
 }
 
 
@@ -24,9 +26,9 @@ def server() -> ZoneServer:
     return ZoneServer("statemesh.internal", NAMES.get)
 
 
-def ask(zone: ZoneServer, name: str, qtype: str = "A") -> DNSRecord:
+def ask(zone: ZoneServer, name: str, qtype: str = "A", *, tcp: bool = False) -> DNSRecord:
     query = DNSRecord.question(name, qtype)
-    reply = zone.answer(query.pack())
+    reply = zone.answer(query.pack(), tcp=tcp)
     assert reply is not None
     parsed = DNSRecord.parse(reply)
     assert parsed.header.id == query.header.id and parsed.header.qr == 1
@@ -63,10 +65,12 @@ def test_the_edges_of_the_zone() -> None:
 
 def test_many_addresses_are_capped_and_rotated() -> None:
     zone = server()
-    first = values(ask(zone, "big.statemesh.internal"))
-    second = values(ask(zone, "big.statemesh.internal"))
+    first = values(ask(zone, "big.statemesh.internal", tcp=True))
+    second = values(ask(zone, "big.statemesh.internal", tcp=True))
     assert len(first) == len(second) == MAX_ANSWERS and first != second
-    assert len(ask(zone, "big.statemesh.internal").pack()) <= 512
+    # Over UDP without EDNS0 the answer is cut to 512 bytes and says so (TC).
+    udp = ask(zone, "big.statemesh.internal")
+    assert len(udp.pack()) <= 512 and udp.header.tc == 1 and 0 < len(udp.rr) < MAX_ANSWERS
 
 
 def test_bad_messages() -> None:
@@ -169,3 +173,188 @@ def test_a_failing_lookup_is_a_servfail_and_the_server_keeps_serving() -> None:
         sock.close()
 
     trio.run(main)
+
+
+# -- name servers, negative answers, EDNS0, ANY, truncation -----------------------------------
+
+ZONE = "statemesh.internal"
+MANY6 = [f"2001:db8::{i:x}" for i in range(1, 80)]
+
+
+def authoritative(servers: list[str] | None = None) -> ZoneServer:
+    names = {**NAMES, "ns1.statemesh.internal": ["10.9.9.9"], "many6.statemesh.internal": MANY6}
+    given = ["127.0.0.2", "2001:db8::53", "10.0.0.53", "127.0.0.2"] if servers is None else servers
+    return ZoneServer(ZONE, names.get, name_servers=lambda: given)
+
+
+def query(
+    name: str, qtype: str = "A", *, payload: int | None = None, version: int = 0, do: bool = False
+) -> DNSRecord:
+    record = DNSRecord.question(name, qtype)
+    if payload is not None:
+        record.add_ar(EDNS0(udp_len=payload, version=version, flags="do" if do else ""))
+    return record
+
+
+def exchange(zone: ZoneServer, record: DNSRecord, *, tcp: bool = False) -> DNSRecord:
+    reply = zone.answer(record.pack(), tcp=tcp)
+    assert reply is not None
+    return DNSRecord.parse(reply)
+
+
+def test_the_apex_names_the_nodes_as_name_servers_and_their_names_resolve() -> None:
+    zone = authoritative()
+    ns = ask(zone, ZONE, "NS")
+    assert ns.header.rcode == RCODE.NOERROR and ns.header.aa == 1 and not ns.auth
+    # Deduplicated, by ascending address (IPv4 first): the same names on every node.
+    assert values(ns) == [f"ns{k}.statemesh.internal." for k in (1, 2, 3)]
+    assert [(str(rr.rname), str(rr.rdata)) for rr in ns.ar] == [
+        ("ns1.statemesh.internal.", "10.0.0.53"),
+        ("ns2.statemesh.internal.", "127.0.0.2"),
+        ("ns3.statemesh.internal.", "2001:db8::53"),
+    ]
+    # The name server's own name wins over an application's host of the same name.
+    assert values(ask(zone, "ns1.statemesh.internal")) == ["10.0.0.53"]
+    assert values(ask(zone, "NS3.statemesh.internal", "AAAA")) == ["2001:db8::53"]
+    nodata = ask(zone, "ns3.statemesh.internal", "A")
+    assert nodata.header.rcode == RCODE.NOERROR and not nodata.rr
+    assert ask(zone, "ns4.statemesh.internal").header.rcode == RCODE.NXDOMAIN
+    soa = ask(zone, ZONE, "SOA").rr[0].rdata
+    assert str(soa.mname) == "ns1.statemesh.internal."
+    assert values(ask(zone, str(soa.mname))) == ["10.0.0.53"]  # the primary resolves
+
+
+def test_name_servers_are_capped_and_none_known_means_no_ns_records() -> None:
+    many = authoritative([f"10.0.2.{i}" for i in range(20)])
+    assert len(ask(many, ZONE, "NS").rr) == MAX_NAME_SERVERS
+    assert ask(many, f"ns{MAX_NAME_SERVERS + 1}.{ZONE}").header.rcode == RCODE.NXDOMAIN
+    none = ask(authoritative([]), ZONE, "NS")
+    assert none.header.rcode == RCODE.NOERROR and not none.rr
+    assert none.auth[0].rtype == QTYPE.SOA
+
+
+@pytest.mark.parametrize(
+    ("name", "qtype", "rcode"),
+    [
+        ("nope.statemesh.internal", "A", RCODE.NXDOMAIN),
+        ("nope.statemesh.internal", "ANY", RCODE.NXDOMAIN),
+        ("idle.statemesh.internal", "A", RCODE.NOERROR),
+        ("web.statemesh.internal", "MX", RCODE.NOERROR),
+        ("web.statemesh.internal", "SOA", RCODE.NOERROR),
+        ("web.statemesh.internal", "NS", RCODE.NOERROR),
+        ("statemesh.internal", "A", RCODE.NOERROR),
+    ],
+)
+def test_negative_answers_carry_the_zone_soa_in_authority(
+    name: str, qtype: str, rcode: int
+) -> None:
+    reply = ask(authoritative(), name, qtype)
+    assert reply.header.rcode == rcode and reply.header.aa == 1 and not reply.rr
+    assert [(str(rr.rname), rr.rtype) for rr in reply.auth] == [(ZONE + ".", QTYPE.SOA)]
+    assert reply.auth[0].ttl == 5  # RFC 2308: the negative TTL is the SOA's minimum
+
+
+def test_edns0_opt_is_echoed_with_the_server_payload_and_the_do_bit() -> None:
+    zone = authoritative()
+    plain = ask(zone, "web.statemesh.internal")
+    assert not [rr for rr in plain.ar if rr.rtype == QTYPE.OPT]  # no OPT asked, none sent
+    reply = exchange(zone, query("web.statemesh.internal", payload=4096, do=True))
+    (opt,) = reply.ar
+    assert opt.rtype == QTYPE.OPT and opt.rclass == MAX_UDP_PAYLOAD == 1232
+    assert opt.ttl == 0x8000  # extended rcode 0, version 0, DO copied (RFC 3225)
+    assert sorted(values(reply)) == ["10.0.0.2", "127.0.0.1"]
+    without_do = exchange(zone, query("web.statemesh.internal", payload=1232))
+    assert without_do.ar[0].ttl == 0
+
+
+def test_an_unknown_edns_version_gets_badvers_and_is_counted() -> None:
+    zone = authoritative()
+    reply = exchange(zone, query("web.statemesh.internal", payload=1232, version=1))
+    (opt,) = reply.ar
+    # BADVERS is 16: 0 in the header's four bits, 1 in the OPT's extended code, version 0.
+    assert reply.header.rcode == 0 and opt.ttl >> 24 == 1 and (opt.ttl >> 16) & 0xFF == 0
+    assert not reply.rr and zone.statistics.badvers == 1
+    registry = zone.metrics.registry
+    for rcode, count in (("BADVERS", 1), ("NOERROR", 0)):
+        assert registry.get_sample_value("statemesh_dns_queries_total", {"rcode": rcode}) == count
+
+
+@pytest.mark.parametrize("where", ["two", "not-root", "answer-section"])
+def test_a_misplaced_or_doubled_opt_is_a_formerr(where: str) -> None:
+    record = query("web.statemesh.internal", payload=1232)
+    if where == "two":
+        record.add_ar(EDNS0(udp_len=512))
+    elif where == "not-root":
+        record.ar[0].rname = DNSLabel("web.statemesh.internal")
+    else:
+        record.add_answer(record.ar.pop())
+    reply = exchange(authoritative(), record)
+    assert reply.header.rcode == RCODE.FORMERR and not reply.rr and not reply.ar
+
+
+@pytest.mark.parametrize(
+    ("payload", "limit"),
+    [(0, 512), (100, 512), (512, 512), (700, 700), (1232, 1232), (65535, 1232)],
+)
+def test_the_udp_payload_size_is_honoured_between_512_and_the_cap(payload: int, limit: int) -> None:
+    zone = authoritative()
+    for name, qtype, size in (("big", "A", 16), ("many6", "AAAA", 28)):
+        record = query(f"{name}.statemesh.internal", qtype, payload=payload)
+        reply = zone.answer(record.pack())
+        assert reply is not None and len(reply) <= limit
+        parsed = DNSRecord.parse(reply)
+        assert parsed.ar[0].rtype == QTYPE.OPT and parsed.q.qname == record.q.qname
+        whole = exchange(zone, record, tcp=True)
+        assert len(whole.rr) == MAX_ANSWERS and not whole.header.tc
+        if parsed.header.tc:
+            # As many whole records as fit, no fewer.
+            assert len(reply) + size > limit and len(parsed.rr) < MAX_ANSWERS
+        else:
+            assert len(parsed.rr) == MAX_ANSWERS
+    assert exchange(zone, query("big.statemesh.internal", payload=1232)).header.tc == 0
+    assert exchange(zone, query("many6.statemesh.internal", "AAAA", payload=4096)).header.tc == 1
+
+
+def test_any_is_answered_with_the_records_the_name_has() -> None:
+    zone = authoritative()
+    web = ask(zone, "web.statemesh.internal", "ANY")
+    assert sorted((rr.rtype, str(rr.rdata)) for rr in web.rr) == [
+        (QTYPE.A, "10.0.0.2"),
+        (QTYPE.A, "127.0.0.1"),
+        (QTYPE.AAAA, "2001:db8::7"),
+    ]
+    assert values(ask(zone, "ns1.statemesh.internal", "ANY")) == ["10.0.0.53"]
+    apex = ask(zone, ZONE, "ANY")
+    assert sorted({rr.rtype for rr in apex.rr}) == [QTYPE.NS, QTYPE.SOA]
+    idle = ask(zone, "idle.statemesh.internal", "ANY")
+    assert idle.header.rcode == RCODE.NOERROR and not idle.rr and idle.auth
+
+
+def test_zone_transfers_are_refused() -> None:
+    zone = authoritative()
+    for qtype in ("AXFR", "IXFR"):
+        reply = exchange(zone, query(ZONE, qtype), tcp=True)
+        assert reply.header.rcode == RCODE.REFUSED and not reply.rr
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    name=st.sampled_from([*NAMES, "many6.statemesh.internal", ZONE, "ns2.statemesh.internal"]),
+    qtype=st.sampled_from(["A", "AAAA", "ANY", "NS", "SOA", "TXT"]),
+    payload=st.one_of(st.none(), st.integers(0, 65535)),
+    do=st.booleans(),
+)
+def test_every_udp_answer_fits_and_tcp_has_at_least_its_records(
+    name: str, qtype: str, payload: int | None, do: bool
+) -> None:
+    zone = authoritative()
+    record = query(name, qtype, payload=payload, do=do)
+    udp = zone.answer(record.pack())
+    assert udp is not None
+    limit = 512 if payload is None else max(512, min(payload, MAX_UDP_PAYLOAD))
+    assert len(udp) <= limit
+    parsed = DNSRecord.parse(udp)
+    whole = exchange(zone, record, tcp=True)
+    assert parsed.header.rcode == whole.header.rcode and not whole.header.tc
+    assert len(parsed.rr) <= len(whole.rr)
+    assert parsed.header.tc or len(parsed.rr) == len(whole.rr)

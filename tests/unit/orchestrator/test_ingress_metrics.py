@@ -195,6 +195,7 @@ def test_dns_queries_by_response_code() -> None:
         (("rcode", "FORMERR"),): 1,
         (("rcode", "NOTIMP"),): 0,
         (("rcode", "SERVFAIL"),): 0,
+        (("rcode", "BADVERS"),): 0,
         (("rcode", "none"),): 2,
     }
 
