@@ -345,7 +345,8 @@ class ChainStore:
         batch.put(HEADERS + block_hash, rlp.encode(block.header))
         batch.put(keys.BLOCKS + block_hash, codec.encode(list(block.extrinsics)))
         if events:
-            batch.put(keys.EVENTS + block_hash, codec.encode([e.encode() for e in events]))
+            payload = b"".join([event.encoded() for event in events])
+            batch.put(keys.EVENTS + block_hash, codec.encode_list_payload(payload))
 
     def _remember(self, header: Header) -> None:
         self._headers[header.hash] = header

@@ -7,6 +7,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NoReturn
 
 import rlp
@@ -30,6 +31,7 @@ from chain.primitives import AccountId, BlockNumber, Hash32, Slot, TimestampMs
 from chain.runtime import system
 from chain.runtime.executive import BlockExecution, Runtime
 from chain.runtime.framework import BlockEnv
+from chain.signature import VerifiedSignatures
 from chain.state import TrieState
 from chain.store import ChainStore, TreeRoute
 from chain.trie import NodeCache
@@ -61,6 +63,9 @@ same bound decides which pooled transactions the pool leaves unverified after a 
 MAX_DRY_RUNS_WAITING = 64
 """Submissions waiting for a dry run at once; more are refused (1016) instead of queued."""
 DRY_RUN_CACHE_NODES = 8192
+VERIFIED_SIGNATURES = 65_536
+"""Transaction hashes remembered as carrying a valid signature (some 100 bytes each): more than
+a full pool and the blocks of the last several slots."""
 DRY_RUN_ATTEMPTS = 3
 """A dry run is repeated when the best block changed while it ran (it would admit what the new
 state may refuse); after this many the last outcome stands and the next block revalidates it."""
@@ -104,6 +109,8 @@ class ChainService:
         self.genesis_slot: Slot = store.require_header(store.canonical_hash(0) or b"").slot
         self.importer = BlockImporter(store, runtime)
         self._import_lock = trio.Lock()
+        self.verified_signatures = VerifiedSignatures(VERIFIED_SIGNATURES)
+        """Transactions whose signature verified: import does not verify these again."""
         self._slot_blocks: dict[tuple[int, bytes], Header] = {}
         self._equivocated: dict[tuple[int, bytes], None] = {}
         """The (slot, author) pairs already found equivocating, oldest first, bounded."""
@@ -139,8 +146,12 @@ class ChainService:
 
     def validate(self, encoded: bytes) -> ValidTransaction:
         """The pool's validator: the cheap checks against the best state; the dry run is
-        `revalidate`'s."""
-        return self.runtime.precheck(self.store.best_state(), encoded)
+        `revalidate`'s. A signature verified once (by the pool, or in a block that executed) is
+        not verified again: a retracted transaction coming back, or one gossiped twice."""
+        known = tx_hash(encoded) in self.verified_signatures
+        valid = self.runtime.precheck(self.store.best_state(), encoded, signature_checked=known)
+        self.verified_signatures.add(valid.hash)
+        return valid
 
     def next_nonce(self, account: AccountId) -> int:
         """The nonce a new transaction of `account` should carry: past the best state's and
@@ -448,7 +459,9 @@ class ChainService:
                 self.genesis_slot,
             )
             self._check_equivocation(header)
-            execution = await trio.to_thread.run_sync(self.importer.execute, block)
+            execution = await trio.to_thread.run_sync(
+                partial(self.importer.execute, block, verified=self.verified_signatures)
+            )
             self._commit(block, execution)
         self._timed("import", self.clock.monotonic() - started)
         return True
@@ -501,6 +514,10 @@ class ChainService:
                 f"#{block.header.number} does not extend the finalized block #{finalized.number}",
             )
         self._slot_blocks.setdefault((block.header.slot, block.header.author), block.header)
+        # Every extrinsic of an executed block carries a valid signature: if a re-org brings
+        # them back to the pool, they need not be verified again.
+        for outcome in execution.outcomes:
+            self.verified_signatures.add(outcome.hash)
         best = self.store.best_header
         make_best = chain_key(block.header) > chain_key(best)
         instant = make_best and len(self.authorities) == 1
