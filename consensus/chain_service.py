@@ -4,7 +4,7 @@ authors blocks in our slots, and tells subscribers about new heads and watched t
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -63,6 +63,9 @@ same bound decides which pooled transactions the pool leaves unverified after a 
 MAX_DRY_RUNS_WAITING = 64
 """Submissions waiting for a dry run at once; more are refused (1016) instead of queued."""
 DRY_RUN_CACHE_NODES = 8192
+RECENT_BODIES = 16
+"""Blocks whose extrinsics stay in memory after their commit (references to bytes the block held
+anyway), enough for the usual re-org and the blocks finality usually catches up with."""
 VERIFIED_SIGNATURES = 65_536
 """Transaction hashes remembered as carrying a valid signature (some 100 bytes each): more than
 a full pool and the blocks of the last several slots."""
@@ -111,6 +114,9 @@ class ChainService:
         self._import_lock = trio.Lock()
         self.verified_signatures = VerifiedSignatures(VERIFIED_SIGNATURES)
         """Transactions whose signature verified: import does not verify these again."""
+        self._recent_bodies: OrderedDict[Hash32, tuple[bytes, ...]] = OrderedDict()
+        """The extrinsics of the last blocks committed here, so that the pool and the watchers
+        learn of them without reading them back from the store."""
         self._slot_blocks: dict[tuple[int, bytes], Header] = {}
         self._equivocated: dict[tuple[int, bytes], None] = {}
         """The (slot, author) pairs already found equivocating, oldest first, bounded."""
@@ -523,6 +529,9 @@ class ChainService:
         instant = make_best and len(self.authorities) == 1
         old_finalized = finalized
         route = self.store.commit_block(block, execution, best=make_best, finalize=instant)
+        self._recent_bodies[Hash32(block.hash)] = block.extrinsics
+        while len(self._recent_bodies) > RECENT_BODIES:
+            self._recent_bodies.popitem(last=False)
         if route is not None:
             self._after_route(route)
             self.new_heads.publish(block.header)
@@ -573,17 +582,13 @@ class ChainService:
         now = self.clock.monotonic()
         retracted: list[bytes] = []
         for block_hash in route.retracted:
-            block = self.store.block(block_hash)
-            if block is not None:
-                retracted.extend(block.extrinsics)
-                for encoded in block.extrinsics:
-                    self._notify(tx_hash(encoded), {"retracted": "0x" + block_hash.hex()})
+            body = self._body(block_hash)
+            retracted.extend(body)
+            for encoded in body:
+                self._notify(tx_hash(encoded), {"retracted": "0x" + block_hash.hex()})
         included: list[Hash32] = []
         for block_hash in route.enacted:
-            block = self.store.block(block_hash)
-            if block is None:
-                continue
-            for encoded in block.extrinsics:
+            for encoded in self._body(block_hash):
                 tx = tx_hash(encoded)
                 included.append(tx)
                 self._notify(tx, {"inBlock": "0x" + block_hash.hex()})
@@ -594,6 +599,14 @@ class ChainService:
         self._unverified = {valid.hash: valid for valid in update.unverified}
         if self._unverified:
             self._unverified_added.set()
+
+    def _body(self, block_hash: Hash32) -> tuple[bytes, ...]:
+        """A stored block's extrinsics: from the recent ones if there, else from the store."""
+        body = self._recent_bodies.get(block_hash)
+        if body is not None:
+            return body
+        block = self.store.block(block_hash)
+        return () if block is None else block.extrinsics
 
     def _after_finality(self, old: Header, new: Header) -> None:
         """Tell watchers of every transaction in the newly final blocks, then subscribers."""
@@ -606,10 +619,7 @@ class ChainService:
             finalized_hashes.append(block_hash)
             number -= 1
         for block_hash in reversed(finalized_hashes):
-            block = self.store.block(block_hash)
-            if block is None:
-                continue
-            for encoded in block.extrinsics:
+            for encoded in self._body(block_hash):
                 self._notify(tx_hash(encoded), {"finalized": "0x" + block_hash.hex()})
         self.finalized_heads.publish(new)
         # With one authority every block is final at once: one line per block is enough.
