@@ -60,6 +60,10 @@ DRY_RUN_INLINE_BYTES = 2048
 64 KiB): a transaction this small is dry-run on the loop, where it costs less than the hop to a
 worker thread (a transfer's is about 0.1 ms; the hop under load, a millisecond or more). The
 same bound decides which pooled transactions the pool leaves unverified after a block."""
+IMPORT_INLINE_BYTES = 4096
+"""A block whose extrinsics are this small (some 20 transfers) is executed on the event loop, in
+a few milliseconds: the hop to a worker thread and back under the GIL cost as much again, and
+sync imports such blocks by the thousand. Larger ones run on a worker thread."""
 MAX_DRY_RUNS_WAITING = 64
 """Submissions waiting for a dry run at once; more are refused (1016) instead of queued."""
 DRY_RUN_CACHE_NODES = 8192
@@ -465,9 +469,11 @@ class ChainService:
                 self.genesis_slot,
             )
             self._check_equivocation(header)
-            execution = await trio.to_thread.run_sync(
-                partial(self.importer.execute, block, verified=self.verified_signatures)
-            )
+            execute = partial(self.importer.execute, block, verified=self.verified_signatures)
+            if sum(len(e) for e in block.extrinsics) <= IMPORT_INLINE_BYTES:
+                execution = execute()
+            else:
+                execution = await trio.to_thread.run_sync(execute)
             self._commit(block, execution)
         self._timed("import", self.clock.monotonic() - started)
         return True
