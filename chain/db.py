@@ -46,6 +46,8 @@ class Database:
             raise DatabaseError(f"the database at {path} is corrupt: {exc}") from None
         self.path = path
         self._deferring = 0
+        self.unsynced_writes = 0
+        """Write batches since the last synced write (only inside `deferred_sync` are there any)."""
         self._check_schema()
         self.trie_nodes = _Prefixed(self._db, TRIE_NODES)
 
@@ -84,6 +86,10 @@ class Database:
         wb = self._db.write_batch(transaction=True, sync=self._deferring == 0)
         with wb:
             yield wb
+        if self._deferring:
+            self.unsynced_writes += 1
+        else:
+            self.unsynced_writes = 0
 
     @contextmanager
     def deferred_sync(self) -> Iterator[None]:
@@ -102,10 +108,17 @@ class Database:
             yield
         finally:
             self._deferring -= 1
-            if self._deferring == 0 and not self._db.closed:
-                # A synced write syncs the log up to it, and with it every record before. The
-                # schema version is rewritten as it is: a key whose value never changes.
-                self._db.put(_SCHEMA_KEY, str(SCHEMA_VERSION).encode(), sync=True)
+            if self._deferring == 0:
+                self.flush()
+
+    def flush(self) -> None:
+        """Make every write so far durable now (inside `deferred_sync` too): for what must not be
+        lost even to a power cut, such as a block this node authored and is about to publish."""
+        if self.unsynced_writes and not self._db.closed:
+            # A synced write syncs the log up to it, and with it every record before. The
+            # schema version is rewritten as it is: a key whose value never changes.
+            self._db.put(_SCHEMA_KEY, str(SCHEMA_VERSION).encode(), sync=True)
+            self.unsynced_writes = 0
 
     def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         it: Iterator[tuple[bytes, bytes]] = self._db.iterator(prefix=prefix)

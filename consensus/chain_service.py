@@ -424,6 +424,9 @@ class ChainService:
                 # Finality moved to another fork while we were building on this one.
                 log.warning("discarded our block #%d: %s", block.header.number, exc)
                 return None
+            # Durable before it is published, even while sync defers its fsyncs: an author that
+            # lost its own block to a power cut could seal another for the same slot.
+            self.store.db.flush()
         self.blocks_authored += 1
         elapsed = self.clock.monotonic() - started
         log.info(

@@ -416,3 +416,23 @@ def test_the_verified_signatures_are_bounded_oldest_first() -> None:
     assert bytes([2]) * 32 in cache
     with pytest.raises(ValueError, match="at least one hash"):
         VerifiedSignatures(0)
+
+
+def test_a_block_authored_while_sync_defers_its_fsyncs_is_made_durable_at_once(
+    tmp_path: Path,
+) -> None:
+    chain = open_chain(tmp_path / "db")
+    genesis = chain.store.best_hash
+    db = chain.store.db
+
+    async def scenario() -> None:
+        with db.deferred_sync():
+            assert await chain.import_block(block_at(chain, genesis, 3))  # bob's, from a peer
+            assert db.unsynced_writes == 1
+            chain.clock.now = 4_000  # type: ignore[attr-defined]
+            block = await chain.author_block(Slot(4), TimestampMs(4_000))  # alice's slot
+            assert block is not None and chain.store.best_hash == block.hash
+            assert db.unsynced_writes == 0
+
+    trio.run(scenario)
+    db.close()

@@ -83,3 +83,22 @@ def test_the_window_nests_and_flushes_even_when_its_body_raises(tmp_path: Path) 
     assert store.best_hash == head and store.best_header.number == 3
     assert system.account(store.best_state(), DAVE.public).free == 3 * AMOUNT
     db.close()
+
+
+def test_writes_are_counted_unsynced_only_inside_the_window_and_flush_syncs_them(
+    tmp_path: Path,
+) -> None:
+    db, store, runtime = open_store(tmp_path / "db")
+    importer = BlockImporter(store, runtime)
+    importer.import_block(author(store, runtime, [transfer(runtime, 0)], 5), finalize=True)
+    assert db.unsynced_writes == 0
+    with db.deferred_sync():
+        importer.import_block(author(store, runtime, [transfer(runtime, 1)], 6), finalize=True)
+        importer.import_block(author(store, runtime, [transfer(runtime, 2)], 7), finalize=True)
+        assert db.unsynced_writes == 2
+        db.flush()
+        assert db.unsynced_writes == 0
+        importer.import_block(author(store, runtime, [transfer(runtime, 3)], 8), finalize=True)
+        assert db.unsynced_writes == 1
+    assert db.unsynced_writes == 0
+    db.close()
