@@ -3,6 +3,8 @@ number, extrinsics root, execution, state root), then one atomic commit."""
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 from chain.blocks import Block, tx_hash
 from chain.errors import BlockRejection, InvalidBlock
 from chain.primitives import Hash32, merkle_root
@@ -20,7 +22,7 @@ class BlockImporter:
         self.store = store
         self.runtime = runtime
 
-    def execute(self, block: Block, *, verified: frozenset[Hash32] = frozenset()) -> BlockExecution:
+    def execute(self, block: Block, *, verified: Container[bytes] = frozenset()) -> BlockExecution:
         """Check and execute a block on top of its parent without writing anything."""
         header = block.header
         if self.store.header(header.hash) is not None:
@@ -61,7 +63,7 @@ class BlockImporter:
         return execution
 
     def import_block(
-        self, block: Block, *, finalize: bool, verified: frozenset[Hash32] = frozenset()
+        self, block: Block, *, finalize: bool, verified: Container[bytes] = frozenset()
     ) -> BlockExecution:
         execution = self.execute(block, verified=verified)
         self.store.commit_block(block, execution, finalize=finalize)

@@ -4,9 +4,10 @@ authors blocks in our slots, and tells subscribers about new heads and watched t
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NoReturn
 
 import rlp
@@ -30,6 +31,7 @@ from chain.primitives import AccountId, BlockNumber, Hash32, Slot, TimestampMs
 from chain.runtime import system
 from chain.runtime.executive import BlockExecution, Runtime
 from chain.runtime.framework import BlockEnv
+from chain.signature import VerifiedSignatures
 from chain.state import TrieState
 from chain.store import ChainStore, TreeRoute
 from chain.trie import NodeCache
@@ -58,9 +60,19 @@ DRY_RUN_INLINE_BYTES = 2048
 64 KiB): a transaction this small is dry-run on the loop, where it costs less than the hop to a
 worker thread (a transfer's is about 0.1 ms; the hop under load, a millisecond or more). The
 same bound decides which pooled transactions the pool leaves unverified after a block."""
+IMPORT_INLINE_BYTES = 4096
+"""A block whose extrinsics are this small (some 20 transfers) is executed on the event loop, in
+a few milliseconds: the hop to a worker thread and back under the GIL cost as much again, and
+sync imports such blocks by the thousand. Larger ones run on a worker thread."""
 MAX_DRY_RUNS_WAITING = 64
 """Submissions waiting for a dry run at once; more are refused (1016) instead of queued."""
 DRY_RUN_CACHE_NODES = 8192
+RECENT_BODIES = 16
+"""Blocks whose extrinsics stay in memory after their commit (references to bytes the block held
+anyway), enough for the usual re-org and the blocks finality usually catches up with."""
+VERIFIED_SIGNATURES = 65_536
+"""Transaction hashes remembered as carrying a valid signature (some 100 bytes each): more than
+a full pool and the blocks of the last several slots."""
 DRY_RUN_ATTEMPTS = 3
 """A dry run is repeated when the best block changed while it ran (it would admit what the new
 state may refuse); after this many the last outcome stands and the next block revalidates it."""
@@ -106,6 +118,11 @@ class ChainService:
         self.genesis_slot: Slot = store.require_header(store.canonical_hash(0) or b"").slot
         self.importer = BlockImporter(store, runtime)
         self._import_lock = trio.Lock()
+        self.verified_signatures = VerifiedSignatures(VERIFIED_SIGNATURES)
+        """Transactions whose signature verified: import does not verify these again."""
+        self._recent_bodies: OrderedDict[Hash32, tuple[bytes, ...]] = OrderedDict()
+        """The extrinsics of the last blocks committed here, so that the pool and the watchers
+        learn of them without reading them back from the store."""
         self._slot_blocks: dict[tuple[int, bytes], Header] = {}
         self._equivocated: dict[tuple[int, bytes], None] = {}
         """The (slot, author) pairs already found equivocating, oldest first, bounded."""
@@ -141,8 +158,12 @@ class ChainService:
 
     def validate(self, encoded: bytes) -> ValidTransaction:
         """The pool's validator: the cheap checks against the best state; the dry run is
-        `revalidate`'s."""
-        return self.runtime.precheck(self.store.best_state(), encoded)
+        `revalidate`'s. A signature verified once (by the pool, or in a block that executed) is
+        not verified again: a retracted transaction coming back, or one gossiped twice."""
+        known = tx_hash(encoded) in self.verified_signatures
+        valid = self.runtime.precheck(self.store.best_state(), encoded, signature_checked=known)
+        self.verified_signatures.add(valid.hash)
+        return valid
 
     def next_nonce(self, account: AccountId) -> int:
         """The nonce a new transaction of `account` should carry: past the best state's and
@@ -405,6 +426,9 @@ class ChainService:
                 # Finality moved to another fork while we were building on this one.
                 log.warning("discarded our block #%d: %s", block.header.number, exc)
                 return None
+            # Durable before it is published, even while sync defers its fsyncs: an author that
+            # lost its own block to a power cut could seal another for the same slot.
+            self.store.db.flush()
         self.blocks_authored += 1
         elapsed = self.clock.monotonic() - started
         log.info(
@@ -450,7 +474,11 @@ class ChainService:
                 self.genesis_slot,
             )
             self._check_equivocation(header)
-            execution = await trio.to_thread.run_sync(self.importer.execute, block)
+            execute = partial(self.importer.execute, block, verified=self.verified_signatures)
+            if sum(len(e) for e in block.extrinsics) <= IMPORT_INLINE_BYTES:
+                execution = execute()
+            else:
+                execution = await trio.to_thread.run_sync(execute)
             self._commit(block, execution)
         self._timed("import", self.clock.monotonic() - started)
         return True
@@ -503,11 +531,18 @@ class ChainService:
                 f"#{block.header.number} does not extend the finalized block #{finalized.number}",
             )
         self._slot_blocks.setdefault((block.header.slot, block.header.author), block.header)
+        # Every extrinsic of an executed block carries a valid signature: if a re-org brings
+        # them back to the pool, they need not be verified again.
+        for outcome in execution.outcomes:
+            self.verified_signatures.add(outcome.hash)
         best = self.store.best_header
         make_best = chain_key(block.header) > chain_key(best)
         instant = make_best and len(self.authorities) == 1
         old_finalized = finalized
         route = self.store.commit_block(block, execution, best=make_best, finalize=instant)
+        self._recent_bodies[Hash32(block.hash)] = block.extrinsics
+        while len(self._recent_bodies) > RECENT_BODIES:
+            self._recent_bodies.popitem(last=False)
         self.imported_heads.publish(block.header)
         if route is not None:
             self._after_route(route)
@@ -559,17 +594,13 @@ class ChainService:
         now = self.clock.monotonic()
         retracted: list[bytes] = []
         for block_hash in route.retracted:
-            block = self.store.block(block_hash)
-            if block is not None:
-                retracted.extend(block.extrinsics)
-                for encoded in block.extrinsics:
-                    self._notify(tx_hash(encoded), {"retracted": "0x" + block_hash.hex()})
+            body = self._body(block_hash)
+            retracted.extend(body)
+            for encoded in body:
+                self._notify(tx_hash(encoded), {"retracted": "0x" + block_hash.hex()})
         included: list[Hash32] = []
         for block_hash in route.enacted:
-            block = self.store.block(block_hash)
-            if block is None:
-                continue
-            for encoded in block.extrinsics:
+            for encoded in self._body(block_hash):
                 tx = tx_hash(encoded)
                 included.append(tx)
                 self._notify(tx, {"inBlock": "0x" + block_hash.hex()})
@@ -580,6 +611,14 @@ class ChainService:
         self._unverified = {valid.hash: valid for valid in update.unverified}
         if self._unverified:
             self._unverified_added.set()
+
+    def _body(self, block_hash: Hash32) -> tuple[bytes, ...]:
+        """A stored block's extrinsics: from the recent ones if there, else from the store."""
+        body = self._recent_bodies.get(block_hash)
+        if body is not None:
+            return body
+        block = self.store.block(block_hash)
+        return () if block is None else block.extrinsics
 
     def _after_finality(self, old: Header, new: Header) -> None:
         """Tell watchers of every transaction in the newly final blocks, then subscribers."""
@@ -592,10 +631,7 @@ class ChainService:
             finalized_hashes.append(block_hash)
             number -= 1
         for block_hash in reversed(finalized_hashes):
-            block = self.store.block(block_hash)
-            if block is None:
-                continue
-            for encoded in block.extrinsics:
+            for encoded in self._body(block_hash):
                 self._notify(tx_hash(encoded), {"finalized": "0x" + block_hash.hex()})
         self.finalized_heads.publish(new)
         # With one authority every block is final at once: one line per block is enough.

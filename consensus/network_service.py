@@ -13,6 +13,7 @@ PENALTY_IGNORED_FLOOD, so that a flood is banned while an honest peer's duplicat
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,9 @@ TX_BATCH_COUNT = 500
 TX_BATCH_BYTES = 512 * 1024
 SYNC_TIMEOUT = 30.0
 PENALTY_BAD_BLOCK = 50
+ACCEPTED_BLOCKS = 4
+"""Gossiped blocks kept decoded between their validation and their import (each up to
+MAX_GOSSIP_BLOCK_BYTES, and the decoded block as much again)."""
 MAX_GOSSIPED_DRY_RUNS = MAX_DRY_RUNS_WAITING // 2
 """Peers' large transactions waiting for a dry run at once: half the queue, so that a peer's flood
 leaves clients room in it. More are dropped, as gossip may drop anything."""
@@ -159,6 +163,9 @@ class NetworkService:
         self._budgets: dict[PeerId, IgnoreBudget] = {}
         self._sync_woken: dict[PeerId, float] = {}
         self._held: dict[Hash32, HeldBlock] = {}
+        self._accepted_blocks: OrderedDict[bytes, Block] = OrderedDict()
+        """Blocks `_check_block` decoded and accepted, by their bytes, for the importer to take
+        instead of decoding them again (a few: each is taken as soon as it is delivered)."""
         self._held_added = trio.Event()
         self._first_in_slot: dict[tuple[int, bytes], Header] = {}
         """The first sealed block seen of each recent (slot, author), oldest first."""
@@ -271,6 +278,9 @@ class NetworkService:
             return self._ignore(peer)
         if not self._first_block(header):
             return self._ignore(peer)
+        self._accepted_blocks[data] = block
+        while len(self._accepted_blocks) > ACCEPTED_BLOCKS:
+            self._accepted_blocks.popitem(last=False)
         return Verdict.ACCEPT
 
     def _verify(self, header: Header, parent: Header | None) -> None:
@@ -399,10 +409,12 @@ class NetworkService:
             await self._import_gossiped(message)
 
     async def _import_gossiped(self, message: GossipMessage) -> None:
-        try:
-            block = decode_block(message.data)
-        except WireError:
-            return
+        block = self._accepted_blocks.pop(message.data, None)
+        if block is None:
+            try:
+                block = decode_block(message.data)
+            except WireError:
+                return
         await self._import(block, message.origin)
 
     async def _import(self, block: Block, origin: PeerId) -> bool:

@@ -441,7 +441,16 @@ class SyncService:
     ) -> tuple[Batch, int, bool]:
         """Import a downloaded batch in order, then apply its justifications (and those that
         waited for its blocks). Returns how the batch ended, how many blocks were new and
-        whether finality moved."""
+        whether finality moved. Each block is still one atomic write, but the batch reaches the
+        disk with one fsync at its end (`Database.deferred_sync`): a killed node loses none of
+        it, a power cut at most this batch, and the database reopens consistent either way."""
+        with self.chain.store.db.deferred_sync():
+            return await self._import_batch_deferred(peer, status, start, items)
+
+    async def _import_batch_deferred(
+        self, peer: str, status: Status, start: int, items: list[SyncItem]
+    ) -> tuple[Batch, int, bool]:
+        """`_import_batch` with its writes flushed to the disk once, at its end."""
         store = self.chain.store
         imported = 0
         justified: list[tuple[Header, bytes]] = []

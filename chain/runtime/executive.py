@@ -5,7 +5,7 @@ inputs give the same state root on every node."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -153,12 +153,15 @@ class Runtime:
                 f"fee {fee} + tip {tx.tip} exceeds the free balance {info.free}",
             )
 
-    def precheck(self, state: StateReader, encoded: bytes) -> ValidTransaction:
+    def precheck(
+        self, state: StateReader, encoded: bytes, *, signature_checked: bool = False
+    ) -> ValidTransaction:
         """The cheap part of pool validation against `state` (the best block's): size, decoding,
-        genesis, call and arguments, signature, the nonce window and the fee against the free
-        balance. What is left is the dry run (`revalidate`), which may cost far more (a large
-        manifest is parsed and checked), so a pool can refuse on these checks first."""
-        checked = self.check(state, encoded)
+        genesis, call and arguments, signature (unless these very bytes were verified before:
+        `signature_checked`), the nonce window and the fee against the free balance. What is left
+        is the dry run (`revalidate`), which may cost far more (a large manifest is parsed and
+        checked), so a pool can refuse on these checks first."""
+        checked = self.check(state, encoded, signature_checked=signature_checked)
         tx = checked.tx
         ahead = tx.nonce - checked.account.nonce
         if ahead > self.config.max_future_nonces:
@@ -287,9 +290,10 @@ class Runtime:
         env: BlockEnv,
         extrinsics: Iterable[bytes],
         *,
-        verified: frozenset[Hash32] | set[Hash32] = frozenset(),
+        verified: Container[bytes] = frozenset(),
     ) -> BlockExecution:
-        """Import-side execution: every extrinsic must apply, else the block is invalid."""
+        """Import-side execution: every extrinsic must apply, else the block is invalid. The
+        signatures of those whose hash is in `verified` were verified before (by the pool)."""
         extrinsics = tuple(extrinsics)
         ctx = Context(Overlay(parent), env, self.config, self.genesis_hash)
         self._initialize(ctx)

@@ -4,6 +4,7 @@ and module errors. Modules are plain classes registered in `chain.runtime.execut
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -205,6 +206,25 @@ class Event:
             [[k.encode(), *_tag(v)] for k, v in self.data],
         ]
 
+    def encoded(self) -> bytes:
+        """`codec.encode(self.encode())`, the stored bytes, built directly: a block of 10,000
+        transfers carries some 40,000 events, and the generic encoder's recursion over their
+        nested lists cost more than executing the transfers."""
+        # The phase is empty (0x80) or four bytes (0x84 and the bytes).
+        phase = b"\x80" if self.phase is None else b"\x84" + (self.phase + 1).to_bytes(4, "big")
+        fields = b"".join(
+            [
+                codec.encode_list_payload(_encoded_name(key) + _encoded_value(value))
+                for key, value in self.data
+            ]
+        )
+        return codec.encode_list_payload(
+            phase
+            + _encoded_name(self.module)
+            + _encoded_name(self.name)
+            + codec.encode_list_payload(fields)
+        )
+
     @classmethod
     def decode(cls, item: list[Any]) -> Event:
         phase_raw, module, name, data = item
@@ -235,6 +255,26 @@ def _tag(value: EventValue) -> tuple[bytes, bytes]:
     if isinstance(value, str):
         return b"s", value.encode()
     return b"b", value
+
+
+@functools.lru_cache(maxsize=1024)
+def _encoded_name(name: str) -> bytes:
+    """RLP of a module's, an event's or a field's name: few distinct ones, encoded once each."""
+    return codec.encode_string(name.encode())
+
+
+def _encoded_value(value: EventValue) -> bytes:
+    """RLP of `_tag(value)`'s two strings, one after the other (each tag is one byte below 0x80,
+    its own encoding)."""
+    if isinstance(value, bool):
+        raise TypeError("event values are int, str, bytes or AccountRef")
+    if isinstance(value, AccountRef):
+        return b"a" + codec.encode_string(bytes(value))
+    if isinstance(value, int):
+        return b"i" + codec.encode_string(codec.encode_uint(value))
+    if isinstance(value, str):
+        return b"s" + codec.encode_string(value.encode())
+    return b"b" + codec.encode_string(value)
 
 
 def _untag(tag: bytes, raw: bytes) -> EventValue:

@@ -12,7 +12,7 @@ import pytest
 import rlp
 import trio
 
-from chain.blocks import Block, tx_hash
+from chain.blocks import Block, SignedTransaction, tx_hash
 from chain.db import Database
 from chain.errors import BlockRejection, InvalidBlock, InvalidTransaction, TxRejection
 from chain.genesis import build_genesis
@@ -21,6 +21,7 @@ from chain.pool import DeferredDryRuns, TransactionPool
 from chain.primitives import Slot, TimestampMs
 from chain.runtime.executive import Runtime
 from chain.runtime.framework import BlockEnv
+from chain.signature import VerifiedSignatures
 from chain.state import StateReader, TrieState
 from chain.store import ChainStore
 from chain.trie import BLANK_ROOT
@@ -333,3 +334,105 @@ def test_dry_runs_waiting_when_their_sender_is_banned_are_refused_without_runnin
 
     trio.run(scenario)
     chain.store.db.close()
+
+
+def forged_copy(encoded: bytes) -> bytes:
+    """The same transaction (sender, nonce, call) with another, invalid, signature."""
+    tx = rlp.decode(encoded, sedes=SignedTransaction)
+    bad = bytes([tx.signature[0] ^ 1]) + tx.signature[1:]
+    return rlp.encode(tx.copy(signature=bad))  # type: ignore[no-any-return]
+
+
+def block_with(
+    chain: ChainService, parent_hash: bytes, slot: int, genuine: bytes, carried: bytes
+) -> Block:
+    """A block carrying `carried` in place of `genuine` (the same transaction, maybe with a bad
+    signature), sealed as its author would: an author may include anything, import checks."""
+    store = chain.store
+    parent = store.require_header(parent_hash)
+    author = AUTHORITIES[slot % len(AUTHORITIES)]
+    env = BlockEnv(parent.number + 1, parent.hash, TimestampMs(slot * 1000), author.public)
+    valid = chain.runtime.validate_transaction(store.state_at(parent.hash), genuine, env)
+    candidate = replace(valid, encoded=carried, hash=tx_hash(carried))
+    block, _ = propose(
+        store, chain.runtime, parent, [candidate], slot=Slot(slot),
+        timestamp=TimestampMs(slot * 1000), signer=author, on_invalid=lambda tx, exc: None,
+    )  # fmt: skip
+    assert block.extrinsics == (carried,)
+    return block
+
+
+def test_import_does_not_verify_again_what_the_pool_verified(tmp_path: Path) -> None:
+    chain = open_chain(tmp_path / "db")
+    genesis = chain.store.best_hash
+    tx = transfer(chain, CHARLIE, 0)
+    chain.submit(tx, local=False)
+    assert tx_hash(tx) in chain.verified_signatures
+
+    async def scenario() -> None:
+        # The cache is what import trusts: a hash in it is not verified again. (Only hashes
+        # whose signature verified are ever added; this adds a forged one to show the skip.)
+        forged = forged_copy(tx)
+        chain.verified_signatures.add(tx_hash(forged))
+        assert await chain.import_block(block_with(chain, genesis, 2, tx, forged))
+
+    trio.run(scenario)
+    chain.store.db.close()
+
+
+def test_a_signature_the_pool_did_not_verify_is_verified_at_import(tmp_path: Path) -> None:
+    chain = open_chain(tmp_path / "db")
+    genesis = chain.store.best_hash
+    tx = transfer(chain, CHARLIE, 0)
+    chain.submit(tx, local=False)  # the genuine transaction verified and pooled
+
+    async def scenario() -> None:
+        # Same sender, nonce and call, another signature: other bytes, another hash, verified.
+        forged = forged_copy(tx)
+        assert tx_hash(forged) not in chain.verified_signatures
+        with pytest.raises(InvalidBlock) as info:
+            await chain.import_block(block_with(chain, genesis, 2, tx, forged))
+        assert info.value.reason is BlockRejection.INVALID_EXTRINSIC
+        assert "the signature does not match the sender and payload" in str(info.value)
+        assert chain.store.best_hash == genesis
+        assert tx_hash(forged) not in chain.verified_signatures
+        # Unknown to the pool: verified at import, then remembered once the block executed.
+        other = transfer(chain, BOB, 0)
+        block = block_with(chain, genesis, 2, other, other)
+        assert await chain.import_block(block)
+        assert tx_hash(other) in chain.verified_signatures
+
+    trio.run(scenario)
+    chain.store.db.close()
+
+
+def test_the_verified_signatures_are_bounded_oldest_first() -> None:
+    cache = VerifiedSignatures(3)
+    for n in range(5):
+        cache.add(bytes([n]) * 32)
+    assert len(cache) == 3
+    assert [bytes([n]) * 32 in cache for n in range(5)] == [False, False, True, True, True]
+    cache.add(bytes([4]) * 32)  # known: nothing moves
+    assert bytes([2]) * 32 in cache
+    with pytest.raises(ValueError, match="at least one hash"):
+        VerifiedSignatures(0)
+
+
+def test_a_block_authored_while_sync_defers_its_fsyncs_is_made_durable_at_once(
+    tmp_path: Path,
+) -> None:
+    chain = open_chain(tmp_path / "db")
+    genesis = chain.store.best_hash
+    db = chain.store.db
+
+    async def scenario() -> None:
+        with db.deferred_sync():
+            assert await chain.import_block(block_at(chain, genesis, 3))  # bob's, from a peer
+            assert db.unsynced_writes == 1
+            chain.clock.now = 4_000  # type: ignore[attr-defined]
+            block = await chain.author_block(Slot(4), TimestampMs(4_000))  # alice's slot
+            assert block is not None and chain.store.best_hash == block.hash
+            assert db.unsynced_writes == 0
+
+    trio.run(scenario)
+    db.close()

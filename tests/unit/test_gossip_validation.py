@@ -486,3 +486,31 @@ def test_our_own_node_never_authors_before_genesis(tmp_path: Path) -> None:
 
     trio.run(scenario)
     close(node)
+
+
+def test_a_gossiped_block_is_decoded_once_and_bytes_not_judged_are_decoded_again(
+    tmp_path: Path,
+) -> None:
+    now = Time(GENESIS_MS + 10 * SLOT_MS)
+    node = open_node(tmp_path / "db", BOB, SkewedClock(now, 0))
+    store = node.chain.store
+    genesis = store.best_header
+    one = sealed(node.chain, genesis, GENESIS_SLOT + 2)
+    network = node.network
+
+    async def scenario() -> None:
+        data = encode(one)
+        assert node.check_block(HONEST, data) is Verdict.ACCEPT
+        assert network._accepted_blocks[data] is not None  # what the import takes
+        await network._import_gossiped(GossipMessage(TOPIC_BLOCKS, HONEST, data))
+        assert store.best_hash == one.hash and not network._accepted_blocks
+        # Bytes that did not pass the validator here are decoded (and judged) by import.
+        two = sealed(node.chain, one.header, GENESIS_SLOT + 4)
+        await network._import_gossiped(GossipMessage(TOPIC_BLOCKS, HONEST, encode(two)))
+        assert store.best_hash == two.hash
+        await network._import_gossiped(GossipMessage(TOPIC_BLOCKS, HOSTILE, b"\xc1\x80"))
+        assert store.best_hash == two.hash
+
+    trio.run(scenario)
+    assert node.p2p.penalties == []
+    close(node)

@@ -3,7 +3,9 @@ each reads the other's; plus its errors, proofs and cache."""
 
 from __future__ import annotations
 
+import random
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -21,6 +23,8 @@ from chain.trie import (
     NodeCache,
     Trie,
     TrieCommit,
+    _keccak,
+    _keccak_wrapped,
 )
 
 Changes = dict[bytes, bytes | None]
@@ -397,3 +401,20 @@ def test_a_node_evicted_between_its_lookup_and_its_use_is_still_read() -> None:
     cache._entries = _EvictedAfterLookup(cache._entries)
     trie = Trie(store, commit.root, cache=cache)
     assert all(trie.get(key) == key + key for key in keys)
+
+
+def test_the_fast_keccak_is_pycryptodomes_keccak_at_every_length_and_on_every_thread() -> None:
+    rng = random.Random(3)
+    samples = [rng.randbytes(n) for n in [*range(0, 300), 543, 544, 1000, 70_000]]
+    assert [_keccak(s) for s in samples] == [_keccak_wrapped(s) for s in samples]
+    assert _keccak(b"") == bytes.fromhex(
+        "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"
+    )
+
+    def hashes(offset: int) -> list[bytes]:
+        return [_keccak(s) for s in samples[offset:] + samples[:offset]]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(hashes, range(0, 40, 10)))
+    for offset, found in zip(range(0, 40, 10), results, strict=True):
+        assert found == [_keccak_wrapped(s) for s in samples[offset:] + samples[:offset]]
