@@ -23,7 +23,7 @@ from chain.primitives import (
     TimestampMs,
     merkle_root,
 )
-from chain.runtime import balances, system
+from chain.runtime import balances, system, wallets
 from chain.runtime.config import NODE_CLASSES, NodeClass, RuntimeConfig, TowerConfig
 from chain.state import Overlay, TrieState
 from chain.trie import BLANK_ROOT, TrieCommit
@@ -233,9 +233,10 @@ def parse_spec(data: Any) -> ChainSpec:
         raise GenesisError("runtime.existentialDeposit must be at least 1")
     if runtime.max_tx_bytes < 256 or runtime.max_block_bytes < runtime.max_tx_bytes:
         raise GenesisError("runtime.maxTxBytes must be >= 256 and <= runtime.maxBlockBytes")
-    if not 2 <= runtime.wallet_threshold <= runtime.wallet_committee_size <= 64:
+    if not wallets.valid_committee_size(runtime.wallet_threshold, runtime.wallet_committee_size):
         raise GenesisError(
-            "runtime.walletThreshold and walletCommitteeSize need 2 <= threshold <= size <= 64"
+            "runtime.walletThreshold and walletCommitteeSize need 2 <= threshold <= size <= 64, "
+            "or threshold = size = 1 (a one-node committee)"
         )
     if runtime.metering_period_seconds < 1:
         raise GenesisError("runtime.meteringPeriodSeconds must be at least 1")

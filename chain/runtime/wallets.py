@@ -23,6 +23,8 @@ from chain.state import Overlay, StateReader, storage_key
 NAME = "wallets"
 CONFIRMATION_DOMAIN = b"statemesh/wallet-confirmation/v2"
 MIN_THRESHOLD = 2
+"""FROST's least number of signers in a group of several (RFC 9591 MIN_PARTICIPANTS); a
+committee of one node (threshold 1) holds a plain Schnorr key and is allowed alone."""
 MAX_COMMITTEE = 64
 DEFAULT_COMMITTEE_SIZE = 3
 DEFAULT_THRESHOLD = 2
@@ -98,20 +100,23 @@ class Committee:
     threshold: int
 
 
+def valid_committee_size(threshold: int, size: int) -> bool:
+    """2 <= t <= n <= MAX_COMMITTEE, or the one-node committee t = n = 1 (a dev chain's)."""
+    return MIN_THRESHOLD <= threshold <= size <= MAX_COMMITTEE or threshold == size == 1
+
+
 def encode_committee(members: Sequence[bytes]) -> bytes:
     return codec.encode(list(members))
 
 
 def decode_committee(data: bytes) -> tuple[AccountId, ...]:
-    """Node ids, strictly ascending, at least two; raises CodecError otherwise."""
+    """Node ids, strictly ascending, 1 to MAX_COMMITTEE; raises CodecError otherwise."""
     item = codec.decode(data)
     if not isinstance(item, list):
         raise codec.CodecError("a committee is a list of node ids")
     members = tuple(AccountId(codec.fixed(m, 32, "member")) for m in item)
-    if not MIN_THRESHOLD <= len(members) <= MAX_COMMITTEE:
-        raise codec.CodecError(
-            f"a committee has {MIN_THRESHOLD} to {MAX_COMMITTEE} members, got {len(members)}"
-        )
+    if not 1 <= len(members) <= MAX_COMMITTEE:
+        raise codec.CodecError(f"a committee has 1 to {MAX_COMMITTEE} members, got {len(members)}")
     if any(a >= b for a, b in itertools.pairwise(members)):
         raise codec.CodecError("committee members must be distinct and in ascending order")
     return members
@@ -169,10 +174,10 @@ def select_committee(
 ) -> Committee:
     """The `size` active nodes with the highest towers (ties by ascending id), ascending by id.
     Deterministic: every node reading the same state picks the same committee."""
-    if not MIN_THRESHOLD <= threshold <= size <= MAX_COMMITTEE:
+    if not valid_committee_size(threshold, size):
         raise ValueError(
-            f"committee parameters must satisfy {MIN_THRESHOLD} <= t <= n <= {MAX_COMMITTEE}, "
-            f"got t={threshold}, n={size}"
+            f"committee parameters must satisfy {MIN_THRESHOLD} <= t <= n <= {MAX_COMMITTEE} "
+            f"or t = n = 1, got t={threshold}, n={size}"
         )
     active = []
     for node_id in nodes.node_ids(state):

@@ -123,6 +123,14 @@ def test_wallet_committee_bounds() -> None:
     spec["runtime"]["walletThreshold"] = 4
     with pytest.raises(GenesisError, match="2 <= threshold <= size <= 64"):
         parse_spec(spec)
+    for size, threshold in ((3, 1), (2, 1), (1, 0), (65, 2)):
+        spec["runtime"]["walletCommitteeSize"] = size
+        spec["runtime"]["walletThreshold"] = threshold
+        with pytest.raises(GenesisError, match="or threshold = size = 1"):
+            parse_spec(spec)
+    spec["runtime"]["walletCommitteeSize"] = spec["runtime"]["walletThreshold"] = 1
+    one = parse_spec(spec).runtime
+    assert (one.wallet_committee_size, one.wallet_threshold) == (1, 1)
 
 
 def test_volume_retention() -> None:
