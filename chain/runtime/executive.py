@@ -23,6 +23,7 @@ from chain.primitives import Hash32
 from chain.runtime import balances, system
 from chain.runtime.apps import Apps
 from chain.runtime.balances import Balances
+from chain.runtime.billing import Billing
 from chain.runtime.config import RuntimeConfig
 from chain.runtime.epochs import Epochs
 from chain.runtime.framework import AccountRef, BlockEnv, CallDef, Context, Event, Module
@@ -75,6 +76,7 @@ def default_modules() -> tuple[Module, ...]:
         Apps(),
         Usage(),
         Wallets(),
+        Billing(),
         Offences(),
     )
 

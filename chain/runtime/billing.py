@@ -1,0 +1,667 @@
+"""The `billing` module: prices per node class, the invoices each paying wallet owes for a
+metering period, their payment by the wallet to the operators, and the arrears that suspend and
+then delete the applications of a wallet that does not pay.
+
+When things happen, for metering period p (length P, block time t):
+- while t < (p + 2)·P, nodes report p (`usage.report`): the records of billed applications
+  become charges, owed by the application's wallet to the node's operator;
+- at the first block with t >= (p + 2)·P the invoices of p are issued, one per wallet that
+  owes anything (`issue_time`); later reports of p are refused;
+- an invoice still open at issue_time(p) + grace suspends the wallet's applications; paying
+  every invoice past its grace resumes them; an application suspended for the deletion period
+  is deleted.
+Invoices are derived from reports in blocks only, so a re-org derives them again from the
+reports of the new branch; a payout closes its invoice once (`InvoiceClosed` after)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from chain import codec
+from chain.primitives import AccountId
+from chain.runtime import system
+from chain.runtime.config import NODE_CLASSES, BillingConfig, Prices, RuntimeConfig
+from chain.runtime.framework import AccountRef, Arg, ArgKind, CallDef, Context, Module
+from chain.state import Overlay, StateReader, storage_key
+
+NAME = "billing"
+HOUR_MS = 3_600_000
+GIB = 2**30
+MAX_PAYEES = 1024
+"""Operators one invoice pays at most: a payout transaction lists them all."""
+PAYEE_BYTES = 52
+"""An encoded (operator, amount) pair is at most this long."""
+MAX_EARNINGS_KEPT = 720
+"""Periods of earnings kept per operator (a month of hourly periods)."""
+MAX_ITEMS_KEPT = 720
+"""Periods of line items kept per application instance."""
+
+_PRICE = storage_key(NAME, "price")
+_INVOICE = storage_key(NAME, "invoice")
+_NEXT_INVOICE = storage_key(NAME, "nextInvoice")
+_OPEN = storage_key(NAME, "open")
+"""Wallet -> ids of its open invoices, ascending (oldest first)."""
+_INVOICE_OF = storage_key(NAME, "invoiceOf")
+"""Wallet ‖ period -> the id of the wallet's invoice of that period."""
+_OWED = storage_key(NAME, "owed")
+"""Period ‖ wallet -> what the wallet owes each operator so far for the period."""
+_OWING = storage_key(NAME, "owing")
+"""Period -> the wallets that owe anything for it, ascending."""
+_UNISSUED = storage_key(NAME, "unissued")
+"""Periods with charges whose invoices are not issued yet, ascending."""
+_GRACE_CURSOR = storage_key(NAME, "graceCursor")
+"""The lowest invoice id whose grace period has not been checked."""
+_ITEMS = storage_key(NAME, "items")
+"""Instance -> [[period, [line item...]]...]: what each replica was charged, newest last."""
+_EARNINGS = storage_key(NAME, "earnings")
+"""Operator -> [[period, amount]...] paid to it, ascending by period."""
+_WALLET_OF = storage_key(NAME, "walletOf")
+"""Application instance -> the wallet that pays for it."""
+_APPS_OF = storage_key(NAME, "appsOf")
+"""Wallet -> the names of the live applications it pays for."""
+_SUSPENDED = storage_key(NAME, "suspended")
+"""Application name -> when (block timestamp, ms) it was suspended."""
+SUSPENDED_INDEX_KEY = storage_key(NAME, "suspendedIndex")
+"""The names of the suspended applications, ascending."""
+
+
+class BillingError(enum.Enum):
+    UNKNOWN_INVOICE = "UnknownInvoice"
+    NOT_INVOICE_WALLET = "NotInvoiceWallet"
+    INVOICE_CLOSED = "InvoiceClosed"
+    PAYOUT_MISMATCH = "PayoutMismatch"
+    BAD_PAYEES = "BadPayees"
+    INSUFFICIENT_FUNDS = "InsufficientFunds"
+    NOT_SUDO = "NotSudo"
+    UNKNOWN_CLASS = "UnknownClass"
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Invoice:
+    """What one wallet owes the operators for one metering period."""
+
+    id: int
+    """Invoices are numbered from 0 in the order they are issued (by period, then wallet)."""
+    wallet: AccountId
+    """The platform wallet (its group key) that owes it and alone may pay it."""
+    period: int
+    lines: tuple[tuple[AccountId, int], ...]
+    """Operator -> amount, ascending by operator, every amount above 0."""
+    total: int
+    """The sum of the lines."""
+    paid: bool
+
+    def encode(self) -> bytes:
+        u = codec.encode_uint
+        return codec.encode(
+            [
+                u(self.id), self.wallet, u(self.period),
+                [[operator, u(amount)] for operator, amount in self.lines],
+                u(self.total), u(1 if self.paid else 0),
+            ]
+        )  # fmt: skip
+
+    @classmethod
+    def decode(cls, data: bytes) -> Invoice:
+        item = codec.decode(data)
+        if not isinstance(item, list) or len(item) != 6:
+            raise codec.CodecError("an invoice has 6 fields")
+        id_, wallet, period, lines, total, paid = item
+        return cls(
+            codec.uint(id_, "invoice id"),
+            AccountId(codec.fixed(wallet, 32, "wallet")),
+            codec.uint(period, "period"),
+            decode_payees(lines),
+            codec.uint(total, "total"),
+            codec.uint(paid, "paid") == 1,
+        )
+
+
+def encode_payees(payees: Sequence[tuple[bytes, int]]) -> bytes:
+    """The `payees` argument of `billing.pay`: [[operator, amount]...]."""
+    return codec.encode([[who, codec.encode_uint(amount)] for who, amount in payees])
+
+
+def decode_payees(item: codec.RlpItem) -> tuple[tuple[AccountId, int], ...]:
+    """(operator, amount) pairs, strictly ascending by operator, amounts above 0."""
+    if not isinstance(item, list):
+        raise codec.CodecError("payees are a list of [operator, amount]")
+    out: list[tuple[AccountId, int]] = []
+    for i, entry in enumerate(item):
+        if not isinstance(entry, list) or len(entry) != 2:
+            raise codec.CodecError(f"payee {i} is not [operator, amount]")
+        who = AccountId(codec.fixed(entry[0], 32, f"payee {i}"))
+        amount = codec.uint(entry[1], f"payee {i} amount")
+        if amount == 0 or amount >= 2**128:
+            raise codec.CodecError(f"payee {i}: an amount is 1 to 2^128 - 1")
+        if out and out[-1][0] >= who:
+            raise codec.CodecError(f"payee {i} is not after the one before it")
+        out.append((who, amount))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class LineItem:
+    """One replica's charge for one period, as `statemesh billing show` prints it."""
+
+    replica: int
+    node: AccountId
+    operator: AccountId
+    cpu_ms: int
+    peak_memory_bytes: int
+    disk_bytes: int
+    uptime_ms: int
+    assigned_ms: int
+    """How long the chain had the replica placed on the node in the period."""
+    gpus: int
+    amount: int
+
+    def encode(self) -> list[codec.RlpItem]:
+        u = codec.encode_uint
+        return [
+            u(self.replica), self.node, self.operator, u(self.cpu_ms),
+            u(self.peak_memory_bytes), u(self.disk_bytes), u(self.uptime_ms),
+            u(self.assigned_ms), u(self.gpus), u(self.amount),
+        ]  # fmt: skip
+
+    @classmethod
+    def decode(cls, item: codec.RlpItem) -> LineItem:
+        if not isinstance(item, list) or len(item) != 10:
+            raise codec.CodecError("a line item has 10 fields")
+        replica, node, operator, *rest = item
+        amounts = [codec.uint(x, "line item") for x in rest]
+        return cls(
+            codec.uint(replica, "replica"),
+            AccountId(codec.fixed(node, 32, "node")),
+            AccountId(codec.fixed(operator, 32, "operator")),
+            *amounts,
+        )
+
+
+def encode_prices(prices: Prices) -> bytes:
+    u = codec.encode_uint
+    return codec.encode(
+        [
+            u(prices.cpu_millicore_hour), u(prices.memory_gib_hour), u(prices.disk_gib_hour),
+            u(prices.gpu_hour), u(prices.replica_hour_minimum),
+        ]
+    )  # fmt: skip
+
+
+def decode_prices(data: bytes) -> Prices:
+    item = codec.decode(data)
+    if not isinstance(item, list) or len(item) != 5:
+        raise codec.CodecError("prices are 5 amounts")
+    return Prices(*(codec.uint(x, "price") for x in item))
+
+
+# -- readers -------------------------------------------------------------------------------------
+
+
+def issue_time(period: int, period_seconds: int) -> int:
+    """The block timestamp (ms) from which period `period`'s invoices are issued: its reports
+    are accepted for one whole period after it ends."""
+    return (period + 2) * period_seconds * 1000
+
+
+def grace_end(period: int, config: RuntimeConfig) -> int:
+    """The block timestamp (ms) from which an unpaid invoice of `period` suspends."""
+    return issue_time(period, config.metering_period_seconds) + config.billing.grace_seconds * 1000
+
+
+def prices(state: StateReader, config: BillingConfig, node_class: str) -> Prices:
+    """The prices on nodes of `node_class`: the last ones the sudo account set, else genesis'."""
+    data = state.get(_PRICE + node_class.encode())
+    if data is not None:
+        return decode_prices(data)
+    return config.prices.get(node_class, Prices())
+
+
+def invoice(state: StateReader, invoice_id: int) -> Invoice | None:
+    data = state.get(_INVOICE + invoice_id.to_bytes(8, "big"))
+    return None if data is None else Invoice.decode(data)
+
+
+def next_invoice_id(state: StateReader) -> int:
+    data = state.get(_NEXT_INVOICE)
+    return 0 if data is None else codec.uint(data, "next invoice")
+
+
+def _uints(data: bytes | None, what: str) -> list[int]:
+    if not data:
+        return []
+    item = codec.decode(data)
+    if not isinstance(item, list):
+        raise codec.CodecError(f"{what} is a list")
+    return [codec.uint(x, what) for x in item]
+
+
+def _put_uints(state: Overlay, key: bytes, values: Sequence[int]) -> None:
+    if values:
+        state.put(key, codec.encode([codec.encode_uint(v) for v in values]))
+    else:
+        state.delete(key)
+
+
+def open_invoice_ids(state: StateReader, wallet: bytes) -> list[int]:
+    return _uints(state.get(_OPEN + wallet), "open invoice")
+
+
+def open_invoices(state: StateReader, wallet: bytes) -> list[Invoice]:
+    """The wallet's unpaid invoices, oldest first."""
+    found = []
+    for invoice_id in open_invoice_ids(state, wallet):
+        known = invoice(state, invoice_id)
+        if known is not None:
+            found.append(known)
+    return found
+
+
+def invoice_of(state: StateReader, wallet: bytes, period: int) -> Invoice | None:
+    """The wallet's invoice for `period`, once issued."""
+    data = state.get(_INVOICE_OF + wallet + period.to_bytes(8, "big"))
+    return None if data is None else invoice(state, codec.uint(data, "invoice id"))
+
+
+def wallet_of(state: StateReader, instance: int) -> AccountId | None:
+    """The wallet that pays for an application instance; None: the application is not billed."""
+    data = state.get(_WALLET_OF + instance.to_bytes(8, "big"))
+    return None if data is None else AccountId(data)
+
+
+def _names(data: bytes | None) -> list[str]:
+    if not data:
+        return []
+    item = codec.decode(data)
+    if not isinstance(item, list) or not all(isinstance(x, bytes) for x in item):
+        raise codec.CodecError("a list of names")
+    return [x.decode() for x in item]  # type: ignore[union-attr]
+
+
+def _put_names(state: Overlay, key: bytes, names: Sequence[str]) -> None:
+    if names:
+        state.put(key, codec.encode([n.encode() for n in sorted(set(names))]))
+    else:
+        state.delete(key)
+
+
+def apps_paid_by(state: StateReader, wallet: bytes) -> list[str]:
+    return _names(state.get(_APPS_OF + wallet))
+
+
+def suspended_since(state: StateReader, name: str) -> int | None:
+    """When (block timestamp, ms) the application was suspended; None if it is not."""
+    data = state.get(_SUSPENDED + name.encode())
+    return None if data is None else codec.uint(data, "suspended since")
+
+
+def suspended_names(state: StateReader) -> list[str]:
+    return _names(state.get(SUSPENDED_INDEX_KEY))
+
+
+def line_items(state: StateReader, instance: int) -> list[tuple[int, list[LineItem]]]:
+    """(period, line items) of an application instance, oldest first (the last
+    MAX_ITEMS_KEPT periods)."""
+    data = state.get(_ITEMS + instance.to_bytes(8, "big"))
+    if data is None:
+        return []
+    item = codec.decode(data)
+    if not isinstance(item, list):
+        raise codec.CodecError("line items are a list")
+    out = []
+    for entry in item:
+        if not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[1], list):
+            raise codec.CodecError("line items of a period are [period, [item...]]")
+        out.append((codec.uint(entry[0], "period"), [LineItem.decode(x) for x in entry[1]]))
+    return out
+
+
+def earnings(state: StateReader, operator: bytes) -> list[tuple[int, int]]:
+    """(period, amount paid) to an operator, oldest first (the last MAX_EARNINGS_KEPT)."""
+    data = state.get(_EARNINGS + operator)
+    if data is None:
+        return []
+    item = codec.decode(data)
+    if not isinstance(item, list):
+        raise codec.CodecError("earnings are a list")
+    out = []
+    for entry in item:
+        if not isinstance(entry, list) or len(entry) != 2:
+            raise codec.CodecError("earnings of a period are [period, amount]")
+        out.append((codec.uint(entry[0], "period"), codec.uint(entry[1], "amount")))
+    return out
+
+
+def owed(state: StateReader, period: int, wallet: bytes) -> dict[AccountId, int]:
+    """What `wallet` owes each operator so far for `period` (before its invoice is issued)."""
+    data = state.get(_OWED + period.to_bytes(8, "big") + wallet)
+    return {} if data is None else dict(decode_payees(codec.decode(data)))
+
+
+# -- charging ------------------------------------------------------------------------------------
+
+
+def charge(
+    price: Prices,
+    *,
+    cpu_ms: int,
+    peak_memory_bytes: int,
+    disk_bytes: int,
+    gpus: int,
+    assigned_ms: int,
+) -> int:
+    """The amount one replica owes for a period: CPU time used, peak memory and disk held and
+    GPUs reserved for the time it was assigned, at least the replica-hour minimum for that time.
+    One exact fraction, floored once: cpu_ms CPU milliseconds are cpu_ms·1000 millicore-ms."""
+    numerator = (
+        cpu_ms * 1000 * price.cpu_millicore_hour * GIB
+        + peak_memory_bytes * assigned_ms * price.memory_gib_hour
+        + disk_bytes * assigned_ms * price.disk_gib_hour
+        + gpus * assigned_ms * price.gpu_hour * GIB
+    )
+    used = numerator // (GIB * HOUR_MS)
+    return max(used, price.replica_hour_minimum * assigned_ms // HOUR_MS)
+
+
+def _period_key(period: int) -> bytes:
+    return period.to_bytes(8, "big")
+
+
+def add_charges(
+    state: Overlay,
+    period: int,
+    wallet: AccountId,
+    instance: int,
+    items: Sequence[LineItem],
+) -> None:
+    """Owe the items' amounts, from `wallet` to their operators, for `period`; keep the items
+    for the instance's statement."""
+    if not items:
+        return
+    key = _OWED + _period_key(period) + wallet
+    due = owed(state, period, wallet)
+    for item in items:
+        if item.amount:
+            due[item.operator] = due.get(item.operator, 0) + item.amount
+    if due:
+        state.put(key, encode_payees(sorted(due.items())))
+        owing_key = _OWING + _period_key(period)
+        owing = _wallet_list(state.get(owing_key))
+        if wallet not in owing:
+            state.put(owing_key, codec.encode(sorted([*owing, wallet])))
+            unissued = _uints(state.get(_UNISSUED), "unissued period")
+            if period not in unissued:
+                _put_uints(state, _UNISSUED, sorted([*unissued, period]))
+    items_key = _ITEMS + instance.to_bytes(8, "big")
+    kept = line_items(state, instance)
+    if kept and kept[-1][0] == period:
+        kept[-1] = (period, [*kept[-1][1], *items])
+    else:
+        kept.append((period, list(items)))
+        kept.sort(key=lambda entry: entry[0])
+    kept = kept[-MAX_ITEMS_KEPT:]
+    state.put(
+        items_key,
+        codec.encode(
+            [
+                [codec.encode_uint(p), [i.encode() for i in sorted(its, key=_item_order)]]
+                for p, its in kept
+            ]
+        ),
+    )
+
+
+def _item_order(item: LineItem) -> tuple[int, bytes]:
+    return (item.replica, item.node)
+
+
+def _wallet_list(data: bytes | None) -> list[AccountId]:
+    if not data:
+        return []
+    item = codec.decode(data)
+    if not isinstance(item, list):
+        raise codec.CodecError("a list of wallets")
+    return [AccountId(codec.fixed(x, 32, "wallet")) for x in item]
+
+
+# -- paying wallets of applications ----------------------------------------------------------
+
+
+def set_wallet(state: Overlay, name: str, instance: int, wallet: AccountId) -> None:
+    state.put(_WALLET_OF + instance.to_bytes(8, "big"), wallet)
+    _put_names(state, _APPS_OF + wallet, [*apps_paid_by(state, wallet), name])
+
+
+def forget_app(state: Overlay, name: str, instance: int) -> None:
+    """An application is deleted: its wallet stops paying for it (invoices already owed stay),
+    and it is no longer suspended."""
+    wallet = wallet_of(state, instance)
+    if wallet is not None:
+        _put_names(state, _APPS_OF + wallet, [n for n in apps_paid_by(state, wallet) if n != name])
+    if suspended_since(state, name) is not None:
+        state.delete(_SUSPENDED + name.encode())
+        _put_names(state, SUSPENDED_INDEX_KEY, [n for n in suspended_names(state) if n != name])
+
+
+def mark_suspended(state: Overlay, name: str, since_ms: int) -> None:
+    state.put(_SUSPENDED + name.encode(), codec.encode_uint(since_ms))
+    _put_names(state, SUSPENDED_INDEX_KEY, [*suspended_names(state), name])
+
+
+def clear_suspended(state: Overlay, name: str) -> None:
+    state.delete(_SUSPENDED + name.encode())
+    _put_names(state, SUSPENDED_INDEX_KEY, [n for n in suspended_names(state) if n != name])
+
+
+# -- issuing -------------------------------------------------------------------------------------
+
+
+def issue_due(ctx: Context) -> list[Invoice]:
+    """Issues the invoices of every period whose reporting window closed by this block: one per
+    wallet that owes anything, in wallet order."""
+    state = ctx.state
+    period_seconds = ctx.config.metering_period_seconds
+    unissued = _uints(state.get(_UNISSUED), "unissued period")
+    issued: list[Invoice] = []
+    while unissued and issue_time(unissued[0], period_seconds) <= ctx.env.timestamp:
+        period = unissued.pop(0)
+        owing_key = _OWING + _period_key(period)
+        for wallet in _wallet_list(state.get(owing_key)):
+            owed_key = _OWED + _period_key(period) + wallet
+            lines = tuple(sorted(owed(state, period, wallet).items()))
+            state.delete(owed_key)
+            if not lines:
+                continue
+            made = Invoice(
+                next_invoice_id(state), wallet, period, lines, sum(a for _, a in lines), False
+            )
+            _store_invoice(state, made)
+            state.put(_NEXT_INVOICE, codec.encode_uint(made.id + 1))
+            state.put(_INVOICE_OF + wallet + _period_key(period), codec.encode_uint(made.id))
+            _put_uints(state, _OPEN + wallet, [*open_invoice_ids(state, wallet), made.id])
+            ctx.emit(
+                NAME, "InvoiceIssued", invoice=made.id, wallet=AccountRef(wallet), period=period,
+                total=made.total, operators=len(lines),
+            )  # fmt: skip
+            issued.append(made)
+        state.delete(owing_key)
+    _put_uints(state, _UNISSUED, unissued)
+    return issued
+
+
+def _store_invoice(state: Overlay, made: Invoice) -> None:
+    state.put(_INVOICE + made.id.to_bytes(8, "big"), made.encode())
+
+
+def overdue(state: StateReader, wallet: bytes, config: RuntimeConfig, now_ms: int) -> bool:
+    """Whether any open invoice of the wallet is past its grace period."""
+    return any(now_ms >= grace_end(i.period, config) for i in open_invoices(state, wallet))
+
+
+def grace_cursor(state: StateReader) -> int:
+    data = state.get(_GRACE_CURSOR)
+    return 0 if data is None else codec.uint(data, "grace cursor")
+
+
+def advance_grace(state: Overlay, config: RuntimeConfig, now_ms: int) -> list[Invoice]:
+    """The invoices whose grace period ended by `now_ms` unpaid, checked once each in id order
+    (which is period order, so grace ends in the same order)."""
+    cursor = grace_cursor(state)
+    end = next_invoice_id(state)
+    late: list[Invoice] = []
+    while cursor < end:
+        known = invoice(state, cursor)
+        if known is not None and now_ms < grace_end(known.period, config):
+            break
+        if known is not None and not known.paid:
+            late.append(known)
+        cursor += 1
+    state.put(_GRACE_CURSOR, codec.encode_uint(cursor))
+    return late
+
+
+def record_earnings(state: Overlay, operator: AccountId, period: int, amount: int) -> None:
+    kept = earnings(state, operator)
+    if kept and kept[-1][0] == period:
+        kept[-1] = (period, kept[-1][1] + amount)
+    else:
+        kept.append((period, amount))
+        kept.sort()
+    state.put(
+        _EARNINGS + operator,
+        codec.encode(
+            [[codec.encode_uint(p), codec.encode_uint(a)] for p, a in kept[-MAX_EARNINGS_KEPT:]]
+        ),
+    )
+
+
+# -- the module ----------------------------------------------------------------------------------
+
+
+def _check_payees_shape(invoice_id: int, payees: bytes) -> None:
+    try:
+        decoded = decode_payees(codec.decode(payees))
+    except codec.CodecError as exc:
+        raise ValueError(str(exc)) from None
+    if len(decoded) > MAX_PAYEES:
+        raise ValueError(f"at most {MAX_PAYEES} payees")
+
+
+class Billing(Module):
+    """Prices, payouts and arrears. Charges are made by `usage.report` (see `usage`) and
+    invoices issued at the start of a block (`on_initialize`); suspension of applications and
+    their deletion are done by `apps`, which reads this module's state."""
+
+    name = NAME
+
+    def calls(self) -> list[CallDef]:
+        return [
+            CallDef(
+                NAME,
+                "pay",
+                (
+                    Arg("invoice", ArgKind.U64),
+                    Arg("payees", ArgKind.BYTES, max_length=4 + PAYEE_BYTES * MAX_PAYEES),
+                ),
+                self.pay,
+                "Pay an open invoice from its wallet: the payees must equal its lines exactly.",
+                check_shape=_check_payees_shape,
+            ),
+            CallDef(
+                NAME,
+                "set_prices",
+                (
+                    Arg("node_class", ArgKind.BYTES, max_length=16),
+                    Arg("cpu_millicore_hour", ArgKind.BALANCE),
+                    Arg("memory_gib_hour", ArgKind.BALANCE),
+                    Arg("disk_gib_hour", ArgKind.BALANCE),
+                    Arg("gpu_hour", ArgKind.BALANCE),
+                    Arg("replica_hour_minimum", ArgKind.BALANCE),
+                ),
+                self.set_prices,
+                "Set the prices of a node class (the sudo account only).",
+            ),
+        ]
+
+    def pay(self, ctx: Context, sender: AccountId, invoice_id: int, payees_raw: bytes) -> None:
+        state = ctx.state
+        known = invoice(state, invoice_id)
+        if known is None:
+            raise self.fail(BillingError.UNKNOWN_INVOICE, f"no invoice {invoice_id}")
+        if sender != known.wallet:
+            raise self.fail(
+                BillingError.NOT_INVOICE_WALLET,
+                f"invoice {invoice_id} is paid by wallet 0x{known.wallet.hex()} only",
+            )
+        if known.paid:
+            raise self.fail(BillingError.INVOICE_CLOSED, f"invoice {invoice_id} is already paid")
+        try:
+            payees = decode_payees(codec.decode(payees_raw))
+        except codec.CodecError as exc:
+            raise self.fail(BillingError.BAD_PAYEES, str(exc)) from None
+        if payees != known.lines:
+            raise self.fail(
+                BillingError.PAYOUT_MISMATCH,
+                f"the payees differ from invoice {invoice_id}'s lines ({len(known.lines)} "
+                f"operators, {known.total} in total)",
+            )
+        source = system.account(state, sender)
+        if source.free < known.total:
+            raise self.fail(
+                BillingError.INSUFFICIENT_FUNDS,
+                f"invoice {invoice_id} is {known.total}, the wallet holds {source.free}",
+            )
+        system.put_account(
+            state, sender, system.AccountInfo(source.nonce, source.free - known.total)
+        )
+        for operator, amount in known.lines:
+            target = system.account(state, operator)
+            system.put_account(
+                state, operator, system.AccountInfo(target.nonce, target.free + amount)
+            )
+            record_earnings(state, operator, known.period, amount)
+        _store_invoice(
+            state, Invoice(known.id, known.wallet, known.period, known.lines, known.total, True)
+        )
+        _put_uints(
+            state, _OPEN + sender, [i for i in open_invoice_ids(state, sender) if i != invoice_id]
+        )
+        ctx.emit(
+            NAME, "InvoicePaid", invoice=invoice_id, wallet=AccountRef(sender),
+            period=known.period, total=known.total,
+        )  # fmt: skip
+
+    def set_prices(
+        self,
+        ctx: Context,
+        sender: AccountId,
+        raw_class: bytes,
+        cpu: int,
+        memory: int,
+        disk: int,
+        gpu: int,
+        minimum: int,
+    ) -> None:
+        sudo = ctx.config.billing.sudo
+        if not sudo or sender != sudo:
+            raise self.fail(BillingError.NOT_SUDO, "prices are set by the sudo account only")
+        node_class = raw_class.decode(errors="replace")
+        if node_class not in NODE_CLASSES:
+            raise self.fail(
+                BillingError.UNKNOWN_CLASS, f"node classes are {', '.join(NODE_CLASSES)}"
+            )
+        ctx.state.put(
+            _PRICE + node_class.encode(), encode_prices(Prices(cpu, memory, disk, gpu, minimum))
+        )
+        ctx.emit(
+            NAME, "PricesSet", node_class=node_class, cpu_millicore_hour=cpu,
+            memory_gib_hour=memory, disk_gib_hour=disk, gpu_hour=gpu, replica_hour_minimum=minimum,
+        )  # fmt: skip
+
+    def on_initialize(self, ctx: Context) -> None:
+        issue_due(ctx)
