@@ -24,6 +24,16 @@ def test_genesis_json_is_the_development_spec() -> None:
     assert load_spec(ROOT / "genesis.json") == development_spec()
 
 
+def test_the_dev_chain_has_a_one_node_wallet_committee_and_a_testnet_two_of_three(
+    tmp_path: Path,
+) -> None:
+    dev = development_spec().runtime
+    assert (dev.wallet_committee_size, dev.wallet_threshold) == (1, 1)
+    create(tmp_path / "net", 3, 9944, 30333, 1000)
+    local = load_spec(tmp_path / "net" / "genesis.json").runtime
+    assert (local.wallet_committee_size, local.wallet_threshold) == (3, 2)
+
+
 def spec_json() -> dict[str, Any]:
     return development_spec().to_json()
 
