@@ -29,7 +29,10 @@ class UnsupportedManifest(OrchestratorError):
 
 
 def volume_kind(kind: m.VolumeKind) -> o.VolumeKind:
-    return VOLUME_KINDS[kind]
+    try:
+        return VOLUME_KINDS[kind]
+    except KeyError:
+        raise UnsupportedManifest(f"{kind.value} volumes are not run yet") from None
 
 
 def probe_action(action: m.ProbeAction) -> o.ProbeAction:

@@ -67,7 +67,7 @@ def test_a_replica_the_node_cannot_run_is_logged_once(caplog: pytest.LogCaptureF
     data = WEB.to_json()
     data["spec"]["replicas"] = 1
     data["spec"]["containers"][0]["env"] = [
-        {"name": "TOKEN", "secretRef": {"name": "s", "key": "k"}}
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
     ]
     chain = active_chain()
     chain.send(ALICE, CREATE.call(manifest=validate_manifest(data).canonical_json()))
