@@ -68,7 +68,7 @@ from wallet.transport import Transport
 
 log = logging.getLogger("statemesh.wallet")
 
-(REQUEST, REGISTER) = Wallets().calls()
+(REQUEST, REGISTER, REQUEST_VAULT, REGISTER_VAULT) = Wallets().calls()
 DEFAULT_TIMEOUT = 10.0
 RETRY_SECONDS = 3.0
 """After a failed DKG attempt (a member not reachable yet, or not final yet where it is), the
@@ -590,14 +590,27 @@ class WalletService:
                     "transaction: no member was asked"
                 )
             return await self._relay(record.committee, unsigned, login_signature)
+        return await self.sign_and_submit(
+            record, unsigned, RequestKind.SIGN_COMMIT, (rlp.encode(unsigned), login_signature)
+        )
+
+    async def sign_and_submit(
+        self,
+        record: wallets.WalletRecord,
+        unsigned: UnsignedTransaction,
+        kind: RequestKind,
+        commit_items: tuple[codec.RlpItem, ...],
+    ) -> Hash32:
+        """One signing round of a wallet transaction among its committee, this node a member:
+        every member is asked for its commitments (`kind` with `commit_items`: what it checks
+        before it commits), the first t that agree sign, and the signed transaction is
+        submitted. Nothing is submitted unless the signature is complete."""
+        group_key = AccountId(unsigned.sender)
+        genesis, nonce, call = unsigned.genesis_hash, unsigned.nonce, unsigned.call
         payload: bytes = unsigned.signing_payload()
         session = self._rng(SESSION_ID_BYTES)
-        commit_items = (rlp.encode(unsigned), login_signature)
         answers = await self._ask_all(
-            {
-                m: WalletRequest(RequestKind.SIGN_COMMIT, session, commit_items)
-                for m in record.committee
-            }
+            {m: WalletRequest(kind, session, commit_items) for m in record.committee}
         )
         offers = _signing_offers(answers, record.committee, group_key)
         if len(offers) < record.threshold:
@@ -626,7 +639,7 @@ class WalletService:
         except (FrostError, Refused) as error:
             self.signing_rounds["failed"] += 1
             raise SigningFailed(f"signing wallet 0x{group_key.hex()} failed: {error}") from None
-        signed = SignedTransaction(genesis, group_key, nonce, 0, call, signature)
+        signed = SignedTransaction(genesis, group_key, nonce, unsigned.tip, call, signature)
         self.signing_rounds["signed"] += 1
         tx_hash = self._ledger.submit(rlp.encode(signed))
         log.info("wallet 0x%s transaction 0x%s submitted", group_key.hex(), tx_hash.hex())

@@ -26,7 +26,7 @@ from chain.runtime.wallets import (
 from tests.factories import ALICE, transfer_call
 from tests.unit.test_towers import NODE_KEYS, OPERATORS, TowerChain, tower_spec
 
-(REQUEST, REGISTER) = Wallets().calls()
+(REQUEST, REGISTER, REQUEST_VAULT, REGISTER_VAULT) = Wallets().calls()
 GROUP = Keypair.from_seed(b"\x51" * 32).public
 LOGIN = Keypair.from_seed(b"\x52" * 32)
 FUNDS = 10**12
