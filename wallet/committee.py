@@ -531,12 +531,22 @@ class WalletService:
                 qualified, session, [judged.ok[m] for m in qualified], RequestKind.DKG_CONFIRM
             ),
         )
-        group_key, signatures = _agreed_group_key(results, qualified)
-        call = REGISTER.call(
-            request=request_id,
-            group_key=group_key,
-            confirmations=wallets.encode_confirmations(signatures),
-        )
+        group_key, signatures, shares = _agreed_group_key(results, qualified)
+        if request.purpose is wallets.Purpose.ENCRYPTION:
+            if shares is None:
+                raise DkgFailed("the members confirmed a vault key without its verifying shares")
+            call = REGISTER_VAULT.call(
+                request=request_id,
+                group_key=group_key,
+                verifying_shares=shares,
+                confirmations=wallets.encode_confirmations(signatures),
+            )
+        else:
+            call = REGISTER.call(
+                request=request_id,
+                group_key=group_key,
+                confirmations=wallets.encode_confirmations(signatures),
+            )
         registration = self._ledger.submit_signed(self._payer, call)
         log.info(
             "wallet 0x%s of request %d created by %d members",
@@ -764,19 +774,27 @@ def _sealed_shares(
 
 def _agreed_group_key(
     results: Mapping[AccountId, codec.RlpItem], members: Sequence[AccountId]
-) -> tuple[AccountId, list[tuple[bytes, bytes]]]:
+) -> tuple[AccountId, list[tuple[bytes, bytes]], bytes | None]:
+    """The group key every member confirmed, their signatures, and the verifying shares they
+    all confirmed with it (a vault's; None for a wallet)."""
     keys: set[bytes] = set()
+    extras: set[bytes | None] = set()
     signatures: list[tuple[bytes, bytes]] = []
     for member in members:
         try:
-            group_key, signature = as_list(results[member], "confirmation")
+            group_key, signature, *rest = as_list(results[member], "confirmation")
+            if len(rest) > 1:
+                raise ValueError("a confirmation has at most 3 fields")
             keys.add(as_bytes(group_key, "group key"))
+            extras.add(as_bytes(rest[0], "verifying shares") if rest else None)
             signatures.append((member, as_bytes(signature, "signature")))
         except (Refused, ValueError) as error:
             raise DkgFailed(f"member 0x{member.hex()} confirmed wrongly: {error}") from None
     if len(keys) != 1 or len(next(iter(keys))) != 32:
         raise DkgFailed("the members finished the DKG with different group keys")
-    return AccountId(next(iter(keys))), signatures
+    if len(extras) != 1:
+        raise DkgFailed("the members finished the DKG with different verifying shares")
+    return AccountId(next(iter(keys))), signatures, next(iter(extras))
 
 
 def _relayed_signing(group_key: AccountId, answer: codec.RlpItem) -> tuple[Hash32, SigningRecord]:

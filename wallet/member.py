@@ -31,6 +31,7 @@ from wallet.frost import (
     DkgParticipant,
     FrostError,
     KeyPackage,
+    PublicKeyPackage,
     Round1Package,
     SigningNonces,
     SigningPackage,
@@ -109,6 +110,8 @@ class _DkgSession:
     committee_raw: bytes
     threshold: int
     login_key: AccountId
+    purpose: wallets.Purpose = wallets.Purpose.SIGNING
+    """An ENCRYPTION key's confirmation also covers the verifying shares it registers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +232,7 @@ class CommitteeMember:
         self._make_room()
         self._dkg[session] = _DkgSession(
             request_id, attempt, coordinator, participant, params, committee_raw,
-            request.threshold, request.requester,
+            request.threshold, request.requester, request.purpose,
         )  # fmt: skip
         self._dkg_requests[request_id] = session
         return package.encode()
@@ -303,6 +306,13 @@ class CommitteeMember:
             raise Refused(
                 RefusalReason.DKG_FAILED, f"this member cannot keep its share: {error}"
             ) from None
+        if session.purpose is wallets.Purpose.ENCRYPTION:
+            shares_raw = encode_vault_shares(output.public_key_package, len(session.params.members))
+            payload = wallets.vault_confirmation_payload(
+                session.request_id, group_key, session.committee_raw, session.threshold,
+                session.login_key, shares_raw,
+            )  # fmt: skip
+            return [group_key, self._identity.sign(payload), shares_raw]
         payload = wallets.confirmation_payload(
             session.request_id, group_key, session.committee_raw, session.threshold,
             session.login_key,
@@ -414,6 +424,8 @@ def approved_transfer(
             RefusalReason.NOT_FROM_COMMITTEE,
             "a wallet's signing is coordinated by a member of its committee only",
         )
+    if record.purpose is not wallets.Purpose.SIGNING:
+        raise Refused(RefusalReason.WRONG_PURPOSE, "a vault key never signs")
     call = unsigned.call
     if (call.module, call.function) != (TRANSFER.module.encode(), TRANSFER.name.encode()):
         raise Refused(RefusalReason.NOT_A_TRANSFER, "members sign balance transfers only")
@@ -427,6 +439,18 @@ def approved_transfer(
             "the login signature is not the wallet login key's signature of this transaction",
         )
     return ApprovedTransfer(unsigned, record, dest, amount, login_signature)
+
+
+def encode_vault_shares(public: PublicKeyPackage, committee_size: int) -> bytes:
+    """The verifying shares a vault registers: member i's (identifier i) in place i, empty for
+    a member the DKG disqualified."""
+    shares = public.verifying_shares
+    return wallets.encode_verifying_shares(
+        [
+            shares[as_identifier(i)].encoding if as_identifier(i) in shares else b""
+            for i in range(1, committee_size + 1)
+        ]
+    )
 
 
 def decode_unsigned(raw: bytes, genesis_hash: Hash32) -> UnsignedTransaction:

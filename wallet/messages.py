@@ -60,6 +60,8 @@ class RefusalReason(enum.Enum):
     NOT_FROM_COMMITTEE = "NotFromCommittee"
     """The sending node is not the member this request may come from: ignored."""
     BUSY = "Busy"
+    WRONG_PURPOSE = "WrongPurpose"
+    """A vault key asked to sign, or a wallet key to decrypt."""
 
 
 class Refused(Rejection[RefusalReason], WalletError):

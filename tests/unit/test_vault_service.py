@@ -1,0 +1,60 @@
+"""Vault keys end to end in one process (the wallet services of test_wallet_service over one
+in-memory chain): the committee's DKG registers the owner's vault with verifying shares that
+match the members' shares, and a vault key never signs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chain.runtime import wallets
+from tests.unit.test_towers import NODE_KEYS
+from tests.unit.test_wallet_service import LOGIN, Network, run
+from wallet.committee import REQUEST_VAULT, TooFewMembersAnswered
+from wallet.frost.identifier import as_identifier
+from wallet.shares import ShareStore
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Network:
+    return Network(tmp_path)
+
+
+def create_vault(net: Network) -> wallets.VaultRecord:
+    request_id = wallets.next_request_id(net.chain.state)
+    net.ledger.submit_signed(LOGIN, REQUEST_VAULT.call())
+    run(lambda: net.service(net.coordinator(request_id)).create(request_id))
+    vault = wallets.vault_of(net.chain.state, LOGIN.public)
+    assert vault is not None
+    return vault
+
+
+def test_the_dkg_registers_the_vault_with_the_members_verifying_shares(net: Network) -> None:
+    vault = create_vault(net)
+    assert vault.committee == tuple(net.committee)
+    assert vault.threshold == 2
+    for position, member in enumerate(vault.committee):
+        i = next(n for n, key in enumerate(NODE_KEYS) if key.public == member)
+        stored = ShareStore(net.paths[i], NODE_KEYS[i].seed).load(vault.group_key)
+        assert stored is not None
+        assert stored.key_package.identifier == as_identifier(position + 1)
+        assert vault.verifying_shares[position] == stored.key_package.verifying_share.encoding
+        assert stored.public_package.group_public_key.encoding == vault.group_key
+    record = wallets.get_wallet(net.chain.state, vault.group_key)
+    assert record is not None
+    assert record.purpose is wallets.Purpose.ENCRYPTION
+
+
+def test_a_vault_key_never_signs(net: Network) -> None:
+    vault = create_vault(net)
+    net.fund(vault.group_key)
+    signature = net.login_signature(vault.group_key, 1000)
+    member = net.node(vault.committee[0])
+    with pytest.raises(TooFewMembersAnswered) as caught:
+        run(
+            lambda: net.service(member).transfer(
+                vault.group_key, NODE_KEYS[3].public, 1000, signature
+            )
+        )
+    assert "a vault key never signs" in str(caught.value)
