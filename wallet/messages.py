@@ -38,6 +38,10 @@ class RequestKind(enum.Enum):
     """[session, unsigned transaction (RLP), login signature] -> [commitments, public package]"""
     SIGN_SHARE = b"sign-share"
     """[session, signing package] -> signature share"""
+    SIGN_PAYOUT = b"sign-payout"
+    """[session, unsigned transaction (RLP)] -> [commitments, public package]: a wallet's
+    `billing.pay` of an open invoice, whose authority is the finalized invoice itself (members
+    check it against their own finalized state); then SIGN_SHARE as for a transfer."""
     SIGN_RELAY = b"sign-relay"
     """[session, unsigned transaction (RLP), login signature] -> [transaction hash, [signers],
     [[skipped member, reason], ...]]: a node outside a wallet's committee asks a member to
@@ -62,6 +66,13 @@ class RefusalReason(enum.Enum):
     BUSY = "Busy"
     WRONG_PURPOSE = "WrongPurpose"
     """A vault key asked to sign, or a wallet key to decrypt."""
+    NOT_A_PAYOUT = "NotAPayout"
+    """Not a `billing.pay` of the sending wallet, or one with a tip."""
+    UNKNOWN_INVOICE = "UnknownInvoice"
+    INVOICE_CLOSED = "InvoiceClosed"
+    PAYOUT_MISMATCH = "PayoutMismatch"
+    """The payees differ from the finalized invoice's lines."""
+    WRONG_NONCE = "WrongNonce"
 
 
 class Refused(Rejection[RefusalReason], WalletError):
