@@ -67,6 +67,7 @@ from wallet.committee import (
     WalletService,
     registered_address,
 )
+from wallet.payouts import Payouts
 from wallet.shares import open_share_store
 
 log = logging.getLogger("statemesh.node")
@@ -380,6 +381,8 @@ class Node:
                         await nursery.start(self.usage.run)
                     if self.wallet is not None:
                         await nursery.start(self.wallet.run)
+                        # Pays the invoices of the wallets this node holds shares of.
+                        await nursery.start(Payouts(self.wallet, ChainLedger(self.chain)).run)
                     if self.ingress is not None:
                         # Before the endpoints advertise: the proxy's port goes with their
                         # advertisements (until then it serves the routes as first built).
