@@ -21,6 +21,7 @@ IN_PROCESS = (
     "frost_sign",
     "ingress_proxy",
     "metrics_scrape",
+    "payout_signing",
     "scheduler",
     "trie_update",
     "vdf_prover",
