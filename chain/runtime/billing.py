@@ -37,7 +37,12 @@ MAX_EARNINGS_KEPT = 720
 """Periods of earnings kept per operator (a month of hourly periods)."""
 MAX_ITEMS_KEPT = 720
 """Periods of line items kept per application instance."""
+MAX_CONTAINERS = 8
+"""A replica has at most this many containers (the manifest schema's bound), and its uptime is
+summed over them: at most this many times its assigned time."""
 
+GENESIS_KEY = storage_key(NAME, "genesis")
+"""The genesis billing parameters (JSON): the genesis hash covers them."""
 _PRICE = storage_key(NAME, "price")
 _INVOICE = storage_key(NAME, "invoice")
 _NEXT_INVOICE = storage_key(NAME, "nextInvoice")
@@ -65,6 +70,10 @@ _SUSPENDED = storage_key(NAME, "suspended")
 """Application name -> when (block timestamp, ms) it was suspended."""
 SUSPENDED_INDEX_KEY = storage_key(NAME, "suspendedIndex")
 """The names of the suspended applications, ascending."""
+RESUMED_KEY = storage_key(NAME, "resumed")
+"""Set when a payment resumed applications in this block: `apps` places them at its end."""
+_ASSIGNED = storage_key(NAME, "assigned")
+"""Node ‖ instance ‖ replica -> when the chain had the replica placed on the node (recent)."""
 
 
 class BillingError(enum.Enum):
@@ -158,7 +167,8 @@ class LineItem:
     uptime_ms: int
     assigned_ms: int
     """How long the chain had the replica placed on the node in the period."""
-    gpus: int
+    gpu_ms: int
+    """GPUs reserved times milliseconds assigned."""
     amount: int
 
     def encode(self) -> list[codec.RlpItem]:
@@ -166,7 +176,7 @@ class LineItem:
         return [
             u(self.replica), self.node, self.operator, u(self.cpu_ms),
             u(self.peak_memory_bytes), u(self.disk_bytes), u(self.uptime_ms),
-            u(self.assigned_ms), u(self.gpus), u(self.amount),
+            u(self.assigned_ms), u(self.gpu_ms), u(self.amount),
         ]  # fmt: skip
 
     @classmethod
@@ -352,17 +362,18 @@ def charge(
     cpu_ms: int,
     peak_memory_bytes: int,
     disk_bytes: int,
-    gpus: int,
+    gpu_ms: int,
     assigned_ms: int,
 ) -> int:
     """The amount one replica owes for a period: CPU time used, peak memory and disk held and
-    GPUs reserved for the time it was assigned, at least the replica-hour minimum for that time.
-    One exact fraction, floored once: cpu_ms CPU milliseconds are cpu_ms·1000 millicore-ms."""
+    GPUs reserved (`gpu_ms`: GPUs times ms assigned), at least the replica-hour minimum for the
+    time assigned. One exact fraction, floored once: cpu_ms CPU milliseconds are cpu_ms·1000
+    millicore-ms."""
     numerator = (
         cpu_ms * 1000 * price.cpu_millicore_hour * GIB
         + peak_memory_bytes * assigned_ms * price.memory_gib_hour
         + disk_bytes * assigned_ms * price.disk_gib_hour
-        + gpus * assigned_ms * price.gpu_hour * GIB
+        + gpu_ms * price.gpu_hour * GIB
     )
     used = numerator // (GIB * HOUR_MS)
     return max(used, price.replica_hour_minimum * assigned_ms // HOUR_MS)
@@ -427,6 +438,180 @@ def _wallet_list(data: bytes | None) -> list[AccountId]:
     if not isinstance(item, list):
         raise codec.CodecError("a list of wallets")
     return [AccountId(codec.fixed(x, 32, "wallet")) for x in item]
+
+
+# -- assignments ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """A stretch of time the chain had one replica of a billed instance placed on one node."""
+
+    start_ms: int
+    end_ms: int
+    """0 while it lasts."""
+    cpu_millicores: int
+    memory_mib: int
+    disk_gib: int
+    gpus: int
+    """What the replica reserved then."""
+
+    def overlap(self, lo: int, hi: int, now_ms: int) -> int:
+        """Milliseconds of [lo, hi) it covers, counting an open one up to `now_ms`."""
+        end = self.end_ms or now_ms
+        return max(0, min(end, hi) - max(self.start_ms, lo))
+
+    def encode(self) -> list[codec.RlpItem]:
+        u = codec.encode_uint
+        return [
+            u(self.start_ms), u(self.end_ms), u(self.cpu_millicores), u(self.memory_mib),
+            u(self.disk_gib), u(self.gpus),
+        ]  # fmt: skip
+
+
+def _assigned_key(node: bytes, instance: int, replica: int) -> bytes:
+    return _ASSIGNED + node + instance.to_bytes(8, "big") + replica.to_bytes(4, "big")
+
+
+def assignments(state: StateReader, node: bytes, instance: int, replica: int) -> list[Assignment]:
+    """The recent stretches (the last few periods) replica `replica` of `instance` was placed on
+    `node`, oldest first."""
+    data = state.get(_assigned_key(node, instance, replica))
+    if data is None:
+        return []
+    item = codec.decode(data)
+    if not isinstance(item, list):
+        raise codec.CodecError("assignments are a list")
+    out = []
+    for entry in item:
+        if not isinstance(entry, list) or len(entry) != 6:
+            raise codec.CodecError("an assignment has 6 fields")
+        out.append(Assignment(*(codec.uint(x, "assignment") for x in entry)))
+    return out
+
+
+def note_assignment(
+    state: Overlay,
+    node: bytes,
+    instance: int,
+    replica: int,
+    *,
+    now_ms: int,
+    period_seconds: int,
+    reserved: tuple[int, int, int, int] | None,
+) -> None:
+    """A replica of a billed instance starts (`reserved`: what it reserves) or stops (None)
+    being placed on `node` at `now_ms`. Stretches that ended before the oldest period still
+    open to reports are dropped."""
+    key = _assigned_key(node, instance, replica)
+    kept = assignments(state, node, instance, replica)
+    if kept and kept[-1].end_ms == 0:
+        last = kept[-1]
+        kept[-1] = Assignment(last.start_ms, now_ms, *_reserved_of(last))
+    if reserved is not None:
+        kept.append(Assignment(now_ms, 0, *reserved))
+    horizon = (now_ms // (period_seconds * 1000) - 2) * period_seconds * 1000
+    kept = [a for a in kept if a.end_ms == 0 or a.end_ms > horizon]
+    if kept:
+        state.put(key, codec.encode([a.encode() for a in kept]))
+    else:
+        state.delete(key)
+
+
+def _reserved_of(a: Assignment) -> tuple[int, int, int, int]:
+    return (a.cpu_millicores, a.memory_mib, a.disk_gib, a.gpus)
+
+
+class ChargeRefused(enum.Enum):
+    """Why a usage record of a billed application cannot become a charge."""
+
+    NOT_PLACED = "NotPlaced"
+    OUTSIDE_ASSIGNMENT = "OutsideAssignment"
+    ABOVE_RESERVATION = "AboveReservation"
+    REPORTING_CLOSED = "ReportingClosed"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    reason: ChargeRefused
+    message: str
+
+
+def price_record(
+    state: StateReader,
+    config: RuntimeConfig,
+    *,
+    node: bytes,
+    operator: AccountId,
+    node_class: str,
+    period: int,
+    now_ms: int,
+    replica: int,
+    instance: int,
+    cpu_ms: int,
+    peak_memory_bytes: int,
+    disk_bytes: int,
+    uptime_ms: int,
+) -> LineItem | Refusal | None:
+    """The charge of one usage record of period `period` reported by `node` at `now_ms`: None
+    when its instance is not billed (no wallet) or it is the disk of volumes kept after the
+    replica left the node (nothing placed, no CPU, memory or uptime: not billed); a Refusal
+    when the chain did not place that replica there in the period, or the record is above what
+    the replica reserved for the time it was placed."""
+    if wallet_of(state, instance) is None:
+        return None
+    period_ms = config.metering_period_seconds * 1000
+    due = issue_time(period, config.metering_period_seconds)
+    if now_ms >= due:
+        return Refusal(
+            ChargeRefused.REPORTING_CLOSED,
+            f"period {period} is invoiced: its reports were due before {due} ms",
+        )
+    where = f"replica {replica} of instance {instance}"
+    stretches = assignments(state, node, instance, replica)
+    if not stretches:
+        if cpu_ms == peak_memory_bytes == uptime_ms == 0:
+            return None
+        return Refusal(ChargeRefused.NOT_PLACED, f"{where} is not placed on this node")
+    lo, hi = period * period_ms, (period + 1) * period_ms
+    assigned = 0
+    cpu_cap = gpu_ms = memory_cap = disk_cap = 0
+    for a in stretches:
+        ms = a.overlap(lo, hi, now_ms)
+        if ms:
+            assigned += ms
+            cpu_cap += a.cpu_millicores * ms
+            gpu_ms += a.gpus * ms
+            memory_cap = max(memory_cap, a.memory_mib * 2**20)
+            disk_cap = max(disk_cap, a.disk_gib * GIB)
+    if not assigned:
+        return Refusal(
+            ChargeRefused.OUTSIDE_ASSIGNMENT,
+            f"{where} was not placed on this node in period {period}",
+        )
+    for what, used, cap in (
+        ("CPU millicore-ms", cpu_ms * 1000, cpu_cap),
+        ("peak memory bytes", peak_memory_bytes, memory_cap),
+        ("disk bytes", disk_bytes, disk_cap),
+        ("uptime ms", uptime_ms, assigned * MAX_CONTAINERS),
+    ):
+        if used > cap:
+            return Refusal(
+                ChargeRefused.ABOVE_RESERVATION,
+                f"{where}: {what} {used} is above what it reserved for {assigned} ms ({cap})",
+            )
+    amount = charge(
+        prices(state, config.billing, node_class),
+        cpu_ms=cpu_ms,
+        peak_memory_bytes=peak_memory_bytes,
+        disk_bytes=disk_bytes,
+        gpu_ms=gpu_ms,
+        assigned_ms=assigned,
+    )
+    return LineItem(
+        replica, AccountId(node), operator, cpu_ms, peak_memory_bytes, disk_bytes, uptime_ms,
+        assigned, gpu_ms, amount,
+    )  # fmt: skip
 
 
 # -- paying wallets of applications ----------------------------------------------------------
@@ -635,6 +820,12 @@ class Billing(Module):
             NAME, "InvoicePaid", invoice=invoice_id, wallet=AccountRef(sender),
             period=known.period, total=known.total,
         )  # fmt: skip
+        if not overdue(state, sender, ctx.config, ctx.env.timestamp):
+            for name in apps_paid_by(state, sender):
+                if suspended_since(state, name) is not None:
+                    clear_suspended(state, name)
+                    state.put(RESUMED_KEY, b"\x01")
+                    ctx.emit(NAME, "AppResumed", app=name, wallet=AccountRef(sender))
 
     def set_prices(
         self,
