@@ -17,7 +17,7 @@ from chain import codec
 from chain.blocks import UnsignedTransaction
 from chain.errors import InvalidTransaction
 from chain.primitives import AccountId, Hash32
-from chain.runtime import billing, wallets
+from chain.runtime import billing, system, wallets
 from chain.state import StateReader
 from wallet.errors import WalletError
 from wallet.member import WalletLedger, payout_transaction
@@ -31,7 +31,8 @@ saw it open and final, the third twice as long, and so on: one member down delay
 by this much and changes nothing else."""
 RETRY_SECONDS = 2.0
 """After a failed payout (too few members answered, the transaction refused or dropped), the
-same member tries again this much later, doubling up to MAX_RETRY_SECONDS."""
+same member tries again this much later, doubling up to MAX_RETRY_SECONDS; at once when the
+wallet's balance grew since (an owner funding a wallet that could not pay)."""
 MAX_RETRY_SECONDS = 30.0
 SCAN_AT_START = 100_000
 """Invoices looked at when the service starts (the newest), to find this node's wallets."""
@@ -79,6 +80,7 @@ class Payouts:
         "_attempts",
         "_cursor",
         "_fallover",
+        "_funds_at_failure",
         "_in_flight",
         "_ledger",
         "_max_retry",
@@ -113,6 +115,8 @@ class Payouts:
         self._attempts: Counter[int] = Counter()
         self._next_try: dict[int, float] = {}
         self._in_flight: set[AccountId] = set()
+        self._funds_at_failure: dict[AccountId, int] = {}
+        """Wallet -> its finalized free balance when its last payout failed."""
         self.outcomes: Counter[str] = Counter()
         """Payouts this node coordinated, by outcome: paid, failed."""
 
@@ -143,6 +147,9 @@ class Payouts:
                 continue
             invoices = billing.open_invoices(state, wallet)
             open_ids.update(i.id for i in invoices)
+            if self._funded_since_failure(state, wallet):
+                for invoice in invoices:
+                    self._next_try.pop(invoice.id, None)
             if wallet in self._in_flight:
                 continue
             for invoice in invoices:
@@ -157,6 +164,13 @@ class Payouts:
             del self._seen_at[gone]
             self._next_try.pop(gone, None)
             self._attempts.pop(gone, None)
+
+    def _funded_since_failure(self, state: StateReader, wallet: AccountId) -> bool:
+        before = self._funds_at_failure.get(wallet)
+        if before is None or system.account(state, wallet).free <= before:
+            return False
+        del self._funds_at_failure[wallet]
+        return True
 
     def _discover(self, state: StateReader) -> None:
         end = billing.next_invoice_id(state)
@@ -183,6 +197,9 @@ class Payouts:
                 self.outcomes["paid"] += 1
                 return
             self.outcomes["failed"] += 1
+            wallet = invoice.wallet
+            free = system.account(self._ledger.finalized_state(), wallet).free
+            self._funds_at_failure[wallet] = free
             self._attempts[invoice.id] += 1
             self._next_try[invoice.id] = trio.current_time() + retry_delay(
                 self._attempts[invoice.id], self._retry, self._max_retry
