@@ -81,6 +81,12 @@ relay protocol's handler deadline) allows this many request timeouts for it."""
 MAX_RELAYED = 16
 """Signings a member coordinates at once for nodes outside the committee (one per wallet)."""
 NOT_FROM_COMMITTEE_PENALTY = 20
+PENALIZED = frozenset(
+    {RefusalReason.NOT_FROM_COMMITTEE, RefusalReason.NOT_ASSIGNED, RefusalReason.FOREIGN_SECRET}
+)
+"""Refusals that cost the peer NOT_FROM_COMMITTEE_PENALTY: an honest node never sends what
+only a member may send, nor asks for a secret of a replica the finalized chain does not assign
+it or an application that does not read it (an unknown version may be a race: not these)."""
 """Score a peer loses for a request only a committee member may send: an honest node never
 sends one (the committee and the coordinator are the chain's)."""
 RESUBMIT_SECONDS = 10.0
@@ -354,7 +360,7 @@ class WalletService:
                 raise Refused(RefusalReason.NOT_FROM_COMMITTEE, "the peer is not a node")
             payload = self._member.dispatch(sender, WalletRequest.decode(data))
         except Refused as refusal:
-            if refusal.reason is RefusalReason.NOT_FROM_COMMITTEE and self._penalize is not None:
+            if refusal.reason in PENALIZED and self._penalize is not None:
                 self._penalize(peer, NOT_FROM_COMMITTEE_PENALTY, f"wallet: {refusal.message}")
             return encode_refusal(refusal)
         return encode_answer(payload)

@@ -53,6 +53,7 @@ from wallet.messages import (
     encode_answer,
     encode_refusal,
 )
+from wallet.secret_partials import SecretQuery, answer_query
 from wallet.shares import ShareStore, ShareStoreError, StoredShare
 
 (TRANSFER,) = Balances().calls()
@@ -135,7 +136,15 @@ class CommitteeMember:
     of the chain: the coordinator is trusted with nothing but relaying, and a request from a
     node that may not send it changes nothing."""
 
-    __slots__ = ("_dkg", "_dkg_requests", "_identity", "_ledger", "_rng", "_shares", "_signing")
+    __slots__ = (
+        "_dkg",
+        "_dkg_requests",
+        "_identity",
+        "_ledger",
+        "_rng",
+        "_shares",
+        "_signing",
+    )
 
     def __init__(
         self,
@@ -179,6 +188,8 @@ class CommitteeMember:
         kind, session, items = request.kind, request.session, request.items
         if kind is RequestKind.SIGN_RELAY:
             raise Refused(RefusalReason.MALFORMED, "a member answers sign-relay itself")
+        if kind is RequestKind.SECRET_PARTIAL:
+            return self._secret_partial(sender, session, items)
         if kind is RequestKind.DKG_START:
             return self._dkg_start(sender, session, items)
         if kind is RequestKind.SIGN_COMMIT:
@@ -411,6 +422,23 @@ class CommitteeMember:
         except FrostError as error:
             raise Refused(RefusalReason.SIGNING_FAILED, str(error)) from None
         return share.encode()
+
+    # Secrets ------------------------------------------------------------------------------
+
+    def _secret_partial(
+        self, sender: AccountId, session: bytes, items: tuple[codec.RlpItem, ...]
+    ) -> codec.RlpItem:
+        """This member's partial decryption for a replica the sender runs, checked on this
+        node's finalized state (`secret_partials.check_query`)."""
+        return answer_query(
+            state=self._ledger.finalized_state(),
+            identity=self._identity,
+            shares=self._shares,
+            requester=sender,
+            session=session,
+            query=SecretQuery.from_items(items),
+            rng=self._rng,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,10 @@ class RequestKind(enum.Enum):
     """[session, unsigned transaction (RLP)] -> [commitments, public package]: a wallet's
     `billing.pay` of an open invoice, whose authority is the finalized invoice itself (members
     check it against their own finalized state); then SIGN_SHARE as for a transfer."""
+    SECRET_PARTIAL = b"secret-partial"
+    """[session, owner, secret name, version, app, replica] -> this member's partial
+    decryption of the secret, sealed to the requesting node (`wallet.secret_partials`): any
+    node may ask, and gets it only for a replica its members' finalized state assigns it."""
     SIGN_RELAY = b"sign-relay"
     """[session, unsigned transaction (RLP), login signature] -> [transaction hash, [signers],
     [[skipped member, reason], ...]]: a node outside a wallet's committee asks a member to
@@ -66,6 +70,14 @@ class RefusalReason(enum.Enum):
     BUSY = "Busy"
     WRONG_PURPOSE = "WrongPurpose"
     """A vault key asked to sign, or a wallet key to decrypt."""
+    NOT_ASSIGNED = "NotAssigned"
+    """A partial decryption asked for a replica the requesting node does not run."""
+    FOREIGN_SECRET = "ForeignSecret"
+    """A partial decryption asked for an application that does not read that secret of its
+    owner (another owner's, or one its manifest does not name)."""
+    UNKNOWN_SECRET = "UnknownSecret"
+    """No such secret, or not at that version, in the member's finalized state (yet)."""
+    NO_VAULT = "NoVault"
     NOT_A_PAYOUT = "NotAPayout"
     """Not a `billing.pay` of the sending wallet, or one with a tip."""
     UNKNOWN_INVOICE = "UnknownInvoice"
