@@ -34,8 +34,10 @@ RETRY_SECONDS = 2.0
 same member tries again this much later, doubling up to MAX_RETRY_SECONDS; at once when the
 wallet's balance grew since (an owner funding a wallet that could not pay)."""
 MAX_RETRY_SECONDS = 30.0
-SCAN_AT_START = 100_000
-"""Invoices looked at when the service starts (the newest), to find this node's wallets."""
+SCAN_AT_START = 10_000
+"""Invoices looked at when the service starts (the newest), to find this node's wallets. A
+wallet whose invoices are all older is found at its next invoice, which brings the older open
+ones with it (`open_invoices`)."""
 
 
 class PayoutSigner(Protocol):
