@@ -430,13 +430,16 @@ class CommitteeMember:
     ) -> codec.RlpItem:
         """This member's partial decryption for a replica the sender runs, checked on this
         node's finalized state (`secret_partials.check_query`)."""
+        query, seen_at = SecretQuery.from_request(items)
         return answer_query(
             state=self._ledger.finalized_state(),
+            finalized_number=self._ledger.finalized_number,
             identity=self._identity,
             shares=self._shares,
             requester=sender,
             session=session,
-            query=SecretQuery.from_items(items),
+            query=query,
+            seen_at=seen_at,
             rng=self._rng,
         )
 

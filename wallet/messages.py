@@ -43,7 +43,8 @@ class RequestKind(enum.Enum):
     `billing.pay` of an open invoice, whose authority is the finalized invoice itself (members
     check it against their own finalized state); then SIGN_SHARE as for a transfer."""
     SECRET_PARTIAL = b"secret-partial"
-    """[session, owner, secret name, version, app, replica] -> this member's partial
+    """[session, owner, secret name, version, app, replica, the requester's finalized block]
+    -> this member's partial
     decryption of the secret, sealed to the requesting node (`wallet.secret_partials`): any
     node may ask, and gets it only for a replica its members' finalized state assigns it."""
     SIGN_RELAY = b"sign-relay"
@@ -78,6 +79,8 @@ class RefusalReason(enum.Enum):
     UNKNOWN_SECRET = "UnknownSecret"
     """No such secret, or not at that version, in the member's finalized state (yet)."""
     NO_VAULT = "NoVault"
+    NOT_FINAL_YET = "NotFinalYet"
+    """The requester's finalized chain is ahead of the member's: asked again later."""
     NOT_A_PAYOUT = "NotAPayout"
     """Not a `billing.pay` of the sending wallet, or one with a tip."""
     UNKNOWN_INVOICE = "UnknownInvoice"

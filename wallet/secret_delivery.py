@@ -50,6 +50,9 @@ class SecretUnavailable(WalletError):
 class SecretLedger(Protocol):
     def finalized_state(self) -> StateReader: ...
 
+    @property
+    def finalized_number(self) -> int: ...
+
 
 class MemberLink(Protocol):
     async def request(
@@ -116,7 +119,8 @@ class SecretDelivery:
         if envelope.vault_key.encoding != vault.group_key:
             raise SecretUnavailable(f"{query.describe()} is sealed to another key than the vault")
         session = self._rng(SESSION_ID_BYTES)
-        request = WalletRequest(RequestKind.SECRET_PARTIAL, session, query.items()).encode()
+        items = query.request_items(self._ledger.finalized_number)
+        request = WalletRequest(RequestKind.SECRET_PARTIAL, session, items).encode()
         valid: dict[AccountId, PartialDecryption] = {}
         failures: dict[AccountId, str] = {}
         faulty: list[AccountId] = []

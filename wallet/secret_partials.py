@@ -5,7 +5,8 @@ the application belongs to the secret's owner and its manifest (the assigned rev
 the secret, the version is the secret's current one, and the owner's vault, whose share this
 member holds, is the key the secret is sealed to. Any other request is refused with its reason.
 
-    request (`RequestKind.SECRET_PARTIAL`) = [session, owner, name, version, app, replica]
+    request (`RequestKind.SECRET_PARTIAL`) = [session, owner, name, version, app, replica,
+                                              requester's finalized block]
     answer  = a `node_box` for the requesting node, header = session || member || query, of
               PartialDecryption(identifier, d_i, DLEQ proof)"""
 
@@ -28,6 +29,11 @@ from wallet.shares import ShareStore, ShareStoreError
 from wallet.vault import BadEnvelope, Envelope, decode_envelope
 
 BOX_DOMAIN = b"statemesh/secret-partial/v1"
+BEHIND_REASONS = frozenset(
+    {RefusalReason.NOT_ASSIGNED, RefusalReason.FOREIGN_SECRET, RefusalReason.UNKNOWN_SECRET,
+     RefusalReason.NO_VAULT}
+)  # fmt: skip
+"""Refusals a member whose finalized chain is behind the requester's may give wrongly."""
 MAX_NAME_BYTES = 253
 """Secret and application names are DNS-like labels; anything longer is malformed."""
 
@@ -51,14 +57,21 @@ class SecretQuery:
     def encode(self) -> bytes:
         return codec.encode(list(self.items()))
 
+    def request_items(self, seen_at: int) -> tuple[codec.RlpItem, ...]:
+        """The request's items: the query, then the finalized block at which the requester
+        read its assignment (see `answer_query`)."""
+        return (*self.items(), codec.encode_uint(seen_at))
+
     @classmethod
-    def from_items(cls, items: tuple[codec.RlpItem, ...]) -> SecretQuery:
-        if len(items) != 5:
+    def from_request(cls, items: tuple[codec.RlpItem, ...]) -> tuple[SecretQuery, int]:
+        """The query and the requester's finalized block; `Refused` if malformed."""
+        if len(items) != 6:
             raise Refused(
                 RefusalReason.MALFORMED,
-                "secret-partial takes an owner, a name, a version, an app and a replica",
+                "secret-partial takes an owner, a name, a version, an app, a replica and a "
+                "finalized block",
             )
-        owner, name, version, app, replica = items
+        owner, name, version, app, replica, seen_at = items
         try:
             query = cls(
                 AccountId(codec.fixed(owner, 32, "owner")),
@@ -67,11 +80,12 @@ class SecretQuery:
                 _text(app, "app"),
                 codec.uint(replica, "replica"),
             )
+            seen = codec.uint(seen_at, "finalized block")
         except codec.CodecError as exc:
             raise Refused(RefusalReason.MALFORMED, str(exc)) from None
-        if query.version >= 2**64 or query.replica >= 2**32:
-            raise Refused(RefusalReason.MALFORMED, "a version or replica out of range")
-        return query
+        if query.version >= 2**64 or query.replica >= 2**32 or seen >= 2**64:
+            raise Refused(RefusalReason.MALFORMED, "a version, replica or block out of range")
+        return query, seen
 
     def describe(self) -> str:
         return (
@@ -161,15 +175,31 @@ def box_header(session: bytes, member: bytes, query: SecretQuery) -> bytes:
 def answer_query(
     *,
     state: StateReader,
+    finalized_number: int,
     identity: Keypair,
     shares: ShareStore,
     requester: AccountId,
     session: bytes,
     query: SecretQuery,
+    seen_at: int,
     rng: RandomSource,
 ) -> bytes:
-    """This member's partial decryption for the query, sealed to the requester's node key."""
-    granted = check_query(state, requester, query)
+    """This member's partial decryption for the query, sealed to the requester's node key.
+
+    A requester whose finalized chain is ahead of this member's (`seen_at` above
+    `finalized_number`) may be right where this member cannot tell yet: it is refused as
+    NOT_FINAL_YET, which costs it nothing, rather than as not assigned. Claiming a block ahead
+    spares a dishonest node its penalty, never gets it a partial decryption."""
+    try:
+        granted = check_query(state, requester, query)
+    except Refused as refusal:
+        if refusal.reason in BEHIND_REASONS and finalized_number < seen_at:
+            raise Refused(
+                RefusalReason.NOT_FINAL_YET,
+                f"this member has finalized block {finalized_number}, the requester "
+                f"{seen_at}: {refusal.message}",
+            ) from None
+        raise
     if identity.public not in granted.vault.committee:
         raise Refused(RefusalReason.NOT_A_MEMBER, "this node is not in the vault's committee")
     try:

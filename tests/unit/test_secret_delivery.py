@@ -65,8 +65,9 @@ class DictState:
 class FinalizedOnly:
     """The member's ledger, of which secret delivery reads the finalized state only."""
 
-    def __init__(self, state: StateReader) -> None:
+    def __init__(self, state: StateReader, number: int = 10) -> None:
         self.state = state
+        self.finalized_number = number
 
     def finalized_state(self) -> StateReader:
         return self.state
@@ -119,8 +120,8 @@ class World:
         )
         self.state.values[secrets.secret_key(owner, name)] = record.encode()
 
-    def ask(self, member: int, requester: bytes, query: SecretQuery) -> bytes:
-        request = WalletRequest(RequestKind.SECRET_PARTIAL, SESSION, query.items())
+    def ask(self, member: int, requester: bytes, query: SecretQuery, seen_at: int = 10) -> bytes:
+        request = WalletRequest(RequestKind.SECRET_PARTIAL, SESSION, query.request_items(seen_at))
         return self.members[member].handle(AccountId(requester), request.encode())
 
 
@@ -207,7 +208,8 @@ def test_a_malformed_query_is_refused(world: World) -> None:
     request = WalletRequest(RequestKind.SECRET_PARTIAL, SESSION, (OWNER, b"db"))
     answer = world.members[0].handle(AccountId(RUNNER.public), request.encode())
     assert refusal(answer) == (
-        "Malformed: secret-partial takes an owner, a name, a version, an app and a replica"
+        "Malformed: secret-partial takes an owner, a name, a version, an app, a replica and a "
+        "finalized block"
     )
 
 
@@ -233,7 +235,7 @@ def test_a_node_asking_for_a_replica_it_does_not_run_loses_score(world: World) -
     )
     p2p = FakeP2P()
     service.register(p2p)  # type: ignore[arg-type]
-    request = WalletRequest(RequestKind.SECRET_PARTIAL, SESSION, QUERY.items()).encode()
+    request = WalletRequest(RequestKind.SECRET_PARTIAL, SESSION, QUERY.request_items(10)).encode()
     stranger = peer_id_of(STRANGER.public)
     answer = trio.run(service.serve, stranger, request)
     assert refusal(answer).startswith("NotAssigned: ")
@@ -245,10 +247,16 @@ def test_a_node_asking_for_a_replica_it_does_not_run_loses_score(world: World) -
     late = WalletRequest(
         RequestKind.SECRET_PARTIAL,
         SESSION,
-        SecretQuery(AccountId(OWNER), "db", 3, "web", 0).items(),
+        SecretQuery(AccountId(OWNER), "db", 3, "web", 0).request_items(10),
     ).encode()
     assert refusal(trio.run(service.serve, runner, late)).startswith("UnknownSecret: ")
     assert len(p2p.penalties) == 1  # a version not final at the member yet is no offence
+    ahead = WalletRequest(RequestKind.SECRET_PARTIAL, SESSION, QUERY.request_items(11)).encode()
+    assert refusal(trio.run(service.serve, stranger, ahead)) == (
+        "NotFinalYet: this member has finalized block 10, the requester 11: replica 0 of 'web' "
+        "is not assigned to the requesting node"
+    )
+    assert len(p2p.penalties) == 1  # a requester ahead of the member is not punished for it
 
 
 class Link:
@@ -278,7 +286,7 @@ def tampered_by(member: Keypair) -> Callable[[bytes], bytes]:
         box = decode_answer(answer)
         assert isinstance(box, bytes)
         request = WalletRequest.decode(
-            WalletRequest(RequestKind.SECRET_PARTIAL, SESSION, QUERY.items()).encode()
+            WalletRequest(RequestKind.SECRET_PARTIAL, SESSION, QUERY.request_items(10)).encode()
         )
         session = request.session
         honest = open_answer(RUNNER, member.public, session, QUERY, box)
