@@ -175,3 +175,14 @@ def test_a_partial_decryption_round_trips_and_bad_bytes_are_refused() -> None:
     corrupted[32:64] = IDENTITY.encoding
     with pytest.raises(InvalidEncoding):
         PartialDecryption.decode(bytes(corrupted))
+
+
+def test_a_one_node_vault_opens_with_its_one_partial_decryption() -> None:
+    """The dev chain's committee is one node (threshold 1 of 1)."""
+    dealt, envelope, rng = _sealed(1, 1, 11)
+    member = dealt.key_packages[1]  # type: ignore[index]
+    partial = partial_decrypt(member, envelope.c1, rng)
+    verify_partial(member.verifying_share, envelope.c1, partial)
+    assert open_envelope(envelope, [partial], OWNER, "db", 3) == DATA
+    with pytest.raises(EnvelopeDoesNotOpen):
+        open_envelope(envelope, [partial], OWNER, "db", 4)
