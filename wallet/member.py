@@ -559,6 +559,8 @@ def approved_payout(
             RefusalReason.NOT_FROM_COMMITTEE,
             "a wallet's signing is coordinated by a member of its committee only",
         )
+    if record.purpose is not wallets.Purpose.SIGNING:
+        raise Refused(RefusalReason.WRONG_PURPOSE, "a vault key never signs")
     call = unsigned.call
     if (call.module, call.function) != (PAY.module.encode(), PAY.name.encode()):
         raise Refused(RefusalReason.NOT_A_PAYOUT, "a payout is a billing.pay transaction")

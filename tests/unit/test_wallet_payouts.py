@@ -321,3 +321,20 @@ def test_a_one_node_committee_creates_its_wallet_and_pays_alone(tmp_path: Path) 
     assert balances(net) == {who: before[who] + amount for who, amount in LINES}
     assert loops[net.node(member)].outcomes == {"paid": 1}
     assert net.service(net.node(member)).signing_rounds == {"signed": 1}
+
+
+def test_a_vault_key_never_signs_a_payout(funded: tuple[Network, bytes]) -> None:
+    net, group = funded
+    invoice = open_invoice(net, issue(net, group))
+    record = wallet_record(net, group)
+    overlay = Overlay(net.chain.state)
+    wallets.put_wallet(overlay, group, replace(record, purpose=wallets.Purpose.ENCRYPTION))
+    commit = net.chain.state.commit(overlay.changes)
+    for node_hash, node in commit.nodes.items():
+        net.chain.nodes[node_hash] = node
+    net.chain.root = commit.root
+    unsigned = payout_transaction(net.chain.genesis_hash, invoice, 0)
+    member, coordinator = record.committee[0], record.committee[1]
+    assert ask(net, net.node(member), coordinator, unsigned) == (
+        "WrongPurpose: a vault key never signs"
+    )
