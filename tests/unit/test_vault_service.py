@@ -8,8 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from chain.address import encode_address
 from chain.runtime import wallets
+from node.rpc.registry import Registry
+from node.rpc.wallet_methods import register
 from tests.unit.test_towers import NODE_KEYS
+from tests.unit.test_wallet_rpc import call
 from tests.unit.test_wallet_service import LOGIN, Network, run
 from wallet.committee import REQUEST_VAULT, TooFewMembersAnswered
 from wallet.frost.identifier import as_identifier
@@ -58,3 +62,21 @@ def test_a_vault_key_never_signs(net: Network) -> None:
             )
         )
     assert "a vault key never signs" in str(caught.value)
+
+
+def test_the_vault_over_rpc_shows_its_key_and_verifying_shares(net: Network) -> None:
+    registry = Registry()
+    register(registry, net.service(0), net.ledger)
+    assert call(registry, "wallet_vault", LOGIN.address) is None
+    vault = create_vault(net)
+    shown = call(registry, "wallet_vault", LOGIN.address)
+    assert shown == {
+        "owner": LOGIN.address,
+        "vaultKey": "0x" + vault.group_key.hex(),
+        "committee": [encode_address(m) for m in vault.committee],
+        "threshold": 2,
+        "verifyingShares": ["0x" + s.hex() for s in vault.verifying_shares],
+        "registeredAt": vault.registered_at,
+    }
+    wallet = call(registry, "wallet_show", encode_address(vault.group_key))
+    assert wallet["purpose"] == "encryption"
