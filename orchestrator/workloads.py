@@ -27,7 +27,12 @@ from orchestrator.images import busybox_rootfs_tar
 from orchestrator.labels import owner_labels
 from orchestrator.logs import WorkloadLogs
 from orchestrator.manifest_cache import ManifestCache
-from orchestrator.replica_specs import DEFAULT_MAX_PIDS, UnsupportedManifest, replica_spec
+from orchestrator.replica_specs import (
+    DEFAULT_MAX_PIDS,
+    ChainSources,
+    UnsupportedManifest,
+    replica_spec,
+)
 
 log = logging.getLogger("statemesh.workloads")
 
@@ -93,6 +98,7 @@ class ChainDesiredState:
                         max_pids=self.max_pids,
                         owner=encode_address(record.owner),
                         instance=record.instance,
+                        sources=ChainSources(state, record.owner),
                     )
                 )
             except (UnsupportedManifest, SpecError) as exc:
