@@ -67,7 +67,7 @@ from wallet.committee import (
     WalletService,
     registered_address,
 )
-from wallet.payouts import Payouts
+from wallet.payouts import Payouts, fallover_for
 from wallet.shares import open_share_store
 
 log = logging.getLogger("statemesh.node")
@@ -382,7 +382,12 @@ class Node:
                     if self.wallet is not None:
                         await nursery.start(self.wallet.run)
                         # Pays the invoices of the wallets this node holds shares of.
-                        await nursery.start(Payouts(self.wallet, ChainLedger(self.chain)).run)
+                        runtime = config.spec.runtime
+                        fallover = fallover_for(
+                            runtime.billing.grace_seconds, runtime.wallet_committee_size
+                        )
+                        payouts = Payouts(self.wallet, ChainLedger(self.chain), fallover=fallover)
+                        await nursery.start(payouts.run)
                     if self.ingress is not None:
                         # Before the endpoints advertise: the proxy's port goes with their
                         # advertisements (until then it serves the routes as first built).

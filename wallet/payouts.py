@@ -28,7 +28,7 @@ log = logging.getLogger("statemesh.wallet")
 FALLOVER_SECONDS = 10.0
 """The second member in an invoice's order starts paying it this long after this node first
 saw it open and final, the third twice as long, and so on: one member down delays payments
-by this much and changes nothing else."""
+by this much and changes nothing else (at most; see `fallover_for`)."""
 RETRY_SECONDS = 2.0
 """After a failed payout (too few members answered, the transaction refused or dropped), the
 same member tries again this much later, doubling up to MAX_RETRY_SECONDS; at once when the
@@ -67,6 +67,12 @@ def turn_of(
 ) -> float:
     """How long after the invoice is seen open this member may start paying it."""
     return coordinators(invoice_id, committee).index(node_id) * fallover
+
+
+def fallover_for(grace_seconds: int, committee_size: int) -> float:
+    """The fall-over delay of a chain: FALLOVER_SECONDS, or less when the grace period is short
+    (a dev chain's), so that every member's turn comes before an unpaid invoice suspends."""
+    return min(FALLOVER_SECONDS, grace_seconds / (committee_size + 1))
 
 
 def retry_delay(failures: int, base: float, ceiling: float) -> float:

@@ -26,7 +26,7 @@ from tests.unit.test_wallet_service import Network, member_line, run
 from wallet.committee import TooFewMembersAnswered, WalletService
 from wallet.member import PAY, PAYOUT_NONCE_WINDOW, TRANSFER, payout_transaction
 from wallet.messages import Refused, RequestKind, WalletRequest, decode_answer
-from wallet.payouts import Payouts, coordinators, retry_delay, turn_of
+from wallet.payouts import Payouts, coordinators, fallover_for, retry_delay, turn_of
 from wallet.shares import ShareStore
 
 LINES = ((min(BOB.public, DAVE.public), 700), (max(BOB.public, DAVE.public), 300))
@@ -198,6 +198,8 @@ def test_order_turns_and_back_off() -> None:
     assert coordinators(4, committee) == committee[1:] + committee[:1]
     assert [turn_of(m, 4, committee, 10.0) for m in committee] == [20.0, 0.0, 10.0]
     assert [retry_delay(n, 2.0, 30.0) for n in (1, 2, 3, 4, 5, 100)] == [2, 4, 8, 16, 30, 30]
+    assert fallover_for(86400, 3) == 10.0
+    assert fallover_for(8, 3) == 2.0  # every turn before the grace period ends
 
 
 def finalize(net: Network) -> None:
