@@ -105,6 +105,8 @@ class FileStore:
         """The volume's files under `folder`, each of its mode; their owner `owner` (uid, gid)
         where the node may change it. Returns the folder to bind at the mount path."""
         self.check()
+        # Only the node (and root) may look into the folders of other replicas' files.
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         target = folder / volume.name
         target.mkdir(parents=True, exist_ok=True, mode=0o755)
         for item in volume.items:
@@ -139,6 +141,12 @@ class FileStore:
         for entry in entries:
             if entry.name not in kept:
                 shutil.rmtree(entry, ignore_errors=True)
+
+
+def default_file_root(node_id: bytes) -> Path:
+    """Where a node keeps its replicas' secret and configMap files: a folder of its own in
+    /dev/shm, a tmpfs on Linux hosts (checked before every write)."""
+    return Path("/dev/shm/statemesh") / hashlib.blake2b(node_id, digest_size=6).hexdigest()
 
 
 def owner_bytes(spec: ReplicaSpec) -> bytes:

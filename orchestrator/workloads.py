@@ -33,6 +33,7 @@ from orchestrator.replica_specs import (
     UnsupportedManifest,
     replica_spec,
 )
+from orchestrator.secrets import FileStore, SecretSource, default_file_root
 
 log = logging.getLogger("statemesh.workloads")
 
@@ -144,7 +145,13 @@ class WorkloadService:
         allow_private_registries: bool = False,
         image_gc: ImageGcPolicy | None = None,
         manifests: ManifestCache | None = None,
+        secrets: SecretSource | None = None,
+        files: FileStore | None = None,
     ) -> None:
+        self.secrets = secrets
+        """Where the plaintext of the secrets replicas read comes from (the node's delivery);
+        None: replicas that read a secret wait. May be set until `run` starts."""
+        self.files = files if files is not None else FileStore(default_file_root(node_id))
         self.max_image_bytes = max_image_bytes
         """An image larger than this once pulled is removed again (`ImageTooLarge`)."""
         self.allow_private_registries = allow_private_registries
@@ -213,6 +220,8 @@ class WorkloadService:
             firewall=self.firewall,
             sandbox_rootfs=busybox_rootfs_tar,
             clock=self.chain.clock,
+            secrets=self.secrets,
+            files=self.files,
         )
         self.controller, self._docker = controller, engine.docker
         self.controller_started.set()
