@@ -125,7 +125,7 @@ def test_what_operators_are_paid_is_what_the_wallet_is_debited(
         chain.send(WALLET, PAY.call(invoice=invoice.id, payees=encode_payees(invoice.lines)))
     except InvalidTransaction as exc:
         # The wallet cannot pay: refused before any block holds it, nothing moved.
-        assert exc.message.startswith("call would fail: billing.InsufficientFunds")
+        assert exc.message.startswith("billing.InsufficientFunds")
         assert chain.root == root
         assert not billing.invoice(chain.state, invoice.id).paid  # type: ignore[union-attr]
         return
