@@ -36,7 +36,7 @@ WITH_NODES_BY_FILE = {
 }
 """The benchmarks that start node processes, by the file of tests/integration that runs them."""
 WITH_NODES = tuple(name for names in WITH_NODES_BY_FILE.values() for name in names)
-WITH_DOCKER = ("compute_start", "orchestrator_start")
+WITH_DOCKER = ("compute_start", "orchestrator_start", "secret_delivery")
 
 
 def benchmarks() -> set[str]:
