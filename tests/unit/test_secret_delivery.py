@@ -266,10 +266,12 @@ class Link:
         self.world = world
         self.down: set[bytes] = set()
         self.rewrite: dict[bytes, Callable[[bytes], bytes]] = {}
+        self.slow: set[bytes] = set()
+        """Members that answer a second late (by the test's mock clock)."""
         self.asked: list[bytes] = []
 
     async def request(self, node_id: AccountId, data: bytes, *, timeout: float) -> bytes:  # noqa: ASYNC109
-        await trio.lowlevel.checkpoint()
+        await trio.sleep(1.0 if node_id in self.slow else 0.0)
         self.asked.append(node_id)
         if node_id in self.down:
             raise WalletError("connection refused")
@@ -340,6 +342,7 @@ def test_a_tampered_partial_is_caught_named_and_the_others_suffice(
     link = Link(world)
     cheat = MEMBERS[1]
     link.rewrite[cheat.public] = tampered_by(cheat)
+    link.slow = {MEMBERS[2].public}  # the cheat answers before the second honest member
     delivered = fetch(delivery(world, link))
     assert delivered.values == DATA
     assert delivered.faulty == (cheat.public,)
