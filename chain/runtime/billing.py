@@ -275,7 +275,7 @@ def open_invoices(state: StateReader, wallet: bytes) -> list[Invoice]:
 def invoice_of(state: StateReader, wallet: bytes, period: int) -> Invoice | None:
     """The wallet's invoice for `period`, once issued."""
     data = state.get(_INVOICE_OF + wallet + period.to_bytes(8, "big"))
-    return None if data is None else invoice(state, codec.uint(data, "invoice id"))
+    return None if data is None else invoice(state, int.from_bytes(data, "big"))
 
 
 def wallet_of(state: StateReader, instance: int) -> AccountId | None:
@@ -307,7 +307,7 @@ def apps_paid_by(state: StateReader, wallet: bytes) -> list[str]:
 def suspended_since(state: StateReader, name: str) -> int | None:
     """When (block timestamp, ms) the application was suspended; None if it is not."""
     data = state.get(_SUSPENDED + name.encode())
-    return None if data is None else codec.uint(data, "suspended since")
+    return None if data is None else int.from_bytes(data, "big")
 
 
 def suspended_names(state: StateReader) -> list[str]:
@@ -634,7 +634,7 @@ def forget_app(state: Overlay, name: str, instance: int) -> None:
 
 
 def mark_suspended(state: Overlay, name: str, since_ms: int) -> None:
-    state.put(_SUSPENDED + name.encode(), codec.encode_uint(since_ms))
+    state.put(_SUSPENDED + name.encode(), since_ms.to_bytes(8, "big"))
     _put_names(state, SUSPENDED_INDEX_KEY, [*suspended_names(state), name])
 
 
@@ -667,7 +667,8 @@ def issue_due(ctx: Context) -> list[Invoice]:
             )
             _store_invoice(state, made)
             state.put(_NEXT_INVOICE, codec.encode_uint(made.id + 1))
-            state.put(_INVOICE_OF + wallet + _period_key(period), codec.encode_uint(made.id))
+            # Fixed width: an empty value (the RLP of 0) would read as absent.
+            state.put(_INVOICE_OF + wallet + _period_key(period), made.id.to_bytes(8, "big"))
             _put_uints(state, _OPEN + wallet, [*open_invoice_ids(state, wallet), made.id])
             ctx.emit(
                 NAME, "InvoiceIssued", invoice=made.id, wallet=AccountRef(wallet), period=period,
