@@ -553,11 +553,11 @@ class Apps(Module):
     def delete(self, ctx: Context, sender: AccountId, raw_name: bytes) -> None:
         name = raw_name.decode(errors="replace")
         record = self._owned(ctx, sender, name)
-        follow_reads(ctx.state, record.owner, name, None)
         self._remove(ctx, name, record)
 
     def _remove(self, ctx: Context, name: str, record: AppRecord) -> None:
         state = ctx.state
+        follow_reads(state, record.owner, name, None)
         _track_placement(ctx, name, record, placement(state, name), [])
         billing.forget_app(state, name, record.instance)
         self._release_host(ctx, name)
