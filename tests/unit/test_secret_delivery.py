@@ -95,30 +95,14 @@ class World:
         self.state.values[storage_key(wallets.NAME, "vault") + OWNER] = vault.encode()
         self.put_secret("db", 2, self.vault_key)
         self.put_secret("unread", 1, self.vault_key)
-        manifest = validate_manifest(document())
-        canonical = manifest.canonical_json()
-        record = apps.AppRecord(
-            AccountId(OWNER), 1, bytes(32), 1, "standard", Resources(100, 64, 0, 0), 1, 0, 1, 1, 1
-        )
-        self.state.values[storage_key(apps.NAME, "app") + b"web"] = record.encode()
-        self.state.values[storage_key(apps.NAME, "manifest") + b"web/" + (1).to_bytes(8, "big")] = (
-            canonical
-        )
-        entries = [apps.ReplicaEntry(0, 1, RUNNER.public, 2)]
-        self.state.values[storage_key(apps.NAME, "placement") + b"web"] = apps._encode_entries(
-            entries
-        )
+        place_web(self.state.values.__setitem__, OWNER, RUNNER.public)
         self.members = [
             CommitteeMember(m, FinalizedOnly(self.state), self.stores[i], rng=self.rng)  # type: ignore[arg-type]
             for i, m in enumerate(MEMBERS)
         ]
 
     def put_secret(self, name: str, version: int, key: bytes, owner: bytes = OWNER) -> None:
-        envelope = seal(key, owner, name, version, DATA, self.rng)
-        record = secrets.SecretRecord(
-            version, 1, tuple((k, len(v)) for k, v in DATA.items()), envelope
-        )
-        self.state.values[secrets.secret_key(owner, name)] = record.encode()
+        put_secret(self.state.values.__setitem__, owner, name, version, key, self.rng)
 
     def ask(self, member: int, requester: bytes, query: SecretQuery, seen_at: int = 10) -> bytes:
         request = WalletRequest(RequestKind.SECRET_PARTIAL, SESSION, query.request_items(seen_at))
@@ -126,6 +110,37 @@ class World:
 
 
 QUERY = SecretQuery(AccountId(OWNER), "db", 2, "web", 0)
+
+
+def place_web(put: Callable[[bytes, bytes], None], owner: bytes, node: bytes) -> None:
+    """Application `web` of `owner` (its manifest reads secrets `db` and `ssh`), its replica 0
+    on `node`, as the apps module stores them."""
+    manifest = validate_manifest(document())
+    record = apps.AppRecord(
+        AccountId(owner), 1, bytes(32), 1, "standard", Resources(100, 64, 0, 0), 1, 0, 1, 1, 1
+    )
+    put(storage_key(apps.NAME, "app") + b"web", record.encode())
+    put(
+        storage_key(apps.NAME, "manifest") + b"web/" + (1).to_bytes(8, "big"),
+        manifest.canonical_json(),
+    )
+    entries = [apps.ReplicaEntry(0, 1, node, 2)]
+    put(storage_key(apps.NAME, "placement") + b"web", apps._encode_entries(entries))
+
+
+def put_secret(
+    put: Callable[[bytes, bytes], None],
+    owner: bytes,
+    name: str,
+    version: int,
+    key: bytes,
+    rng: Callable[[int], bytes],
+) -> None:
+    """`owner`'s secret `name` at `version`, DATA sealed to `key`, as the secrets module stores
+    it."""
+    envelope = seal(key, owner, name, version, DATA, rng)
+    keys = tuple((k, len(v)) for k, v in DATA.items())
+    put(secrets.secret_key(owner, name), secrets.SecretRecord(version, 1, keys, envelope).encode())
 
 
 @pytest.fixture
