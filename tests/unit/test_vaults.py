@@ -138,6 +138,10 @@ def test_vault_registration_refusals_change_nothing() -> None:
         f"wallets.WrongPurpose: request {request_id} is a vault request: complete it with "
         "register_vault"
     )
+    standby_operator = OPERATORS[3]  # node 3 is registered, but not in the committee
+    assert chain.refuse(standby_operator, vault_registration(request_id, [0, 1])).startswith(
+        "wallets.NotAMember: "
+    )
     assert vault_of(chain.state, LOGIN.public) is None
     assert wallets.get_wallet(chain.state, VAULT) is None
     assert wallets.get_request(chain.state, request_id) is not None
