@@ -1,8 +1,10 @@
 """The `wallet` request/response protocol between a coordinator and committee members: one
 request kind per DKG or signing round, and an answer that is either a payload or a refusal
 with a reason. RLP lists; the FROST messages inside keep their own encodings. Only committee
-members send these (but `SIGN_RELAY`): a member takes a request only from the node of another
-member (the p2p peer id is the node key), and a DKG only for a request the chain finalized."""
+members send these (but `SIGN_RELAY`, and `SECRET_PARTIAL`, which a member answers only for a
+replica its finalized state assigns the asking node): a member takes a request only from the
+node of another member (the p2p peer id is the node key), and a DKG only for a request the
+chain finalized."""
 
 from __future__ import annotations
 
