@@ -281,6 +281,9 @@ def files(spec: m.ApplicationSpec, sources: Sources) -> tuple[o.FilesVolume, ...
                     for i in items
                 ),
                 data,
+                tuple(
+                    c.name for c in spec.containers if v.name in {m.name for m in c.volume_mounts}
+                ),
             )
         )
     return tuple(found)

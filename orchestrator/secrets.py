@@ -194,9 +194,10 @@ async def project(
 ) -> CreateRequest:
     """`request` with its secret environment values filled in and its files written and bound
     (read-only) at their mount paths. Raises SecretUnavailable, leaving nothing written."""
+    mounted = [f for f in spec.files if f.mounted_in(container)]
     refs = {e.source for e in request.env if e.source and e.source.kind is SourceKind.SECRET}
-    refs |= {f.source for f in spec.files if f.source.kind is SourceKind.SECRET}
-    if not refs and not spec.files:
+    refs |= {f.source for f in mounted if f.source.kind is SourceKind.SECRET}
+    if not refs and not mounted:
         return request
     values = await secret_values(source, spec, sorted(refs, key=lambda r: (r.name, r.version)))
     env = tuple(
@@ -206,7 +207,7 @@ async def project(
         for e in request.env
     )
     binds: list[Bind] = []
-    if spec.files:
+    if mounted:
         if store is None:
             raise SecretUnavailable("this node has no folder for secret and config files")
         folder = store.folder(spec.key, container, spec_hash)
@@ -218,7 +219,7 @@ async def project(
         def write() -> list[Bind]:
             written: list[Bind] = []
             try:
-                for volume in spec.files:
+                for volume in mounted:
                     data = (
                         dict(volume.data)
                         if volume.source.kind is SourceKind.CONFIG

@@ -359,6 +359,11 @@ class FilesVolume:
     data: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)
     """A configuration's values, read from the chain with its version; empty for a secret,
     whose values only the node's secret source gives, at creation."""
+    containers: tuple[str, ...] = ()
+    """The containers that mount it (none: every one); a secret reaches no other."""
+
+    def mounted_in(self, container: str) -> bool:
+        return not self.containers or container in self.containers
 
     def __post_init__(self) -> None:
         _check_dns_label("files.name", self.name)
@@ -371,6 +376,7 @@ class FilesVolume:
             self.mount_path,
             *self.source.digest_parts(),
             [[i.key, i.path, i.mode] for i in self.items],
+            list(self.containers),
         ]
 
 

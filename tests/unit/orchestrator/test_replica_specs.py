@@ -226,9 +226,16 @@ def test_secret_and_config_volumes_become_files_with_modes_and_versions() -> Non
     spec = replica_spec("dev", "web", ENTRY, m.validate_manifest(data), sources=FakeSources())
     assert [v.name for v in spec.volumes] == ["data"]
     keys, conf, every = spec.files
-    assert keys == o.FilesVolume("keys", "/keys", DB, (o.FileItem("id_ed25519", "ssh/id", 0o400),))
+    assert keys == o.FilesVolume(
+        "keys", "/keys", DB, (o.FileItem("id_ed25519", "ssh/id", 0o400),), (), ("httpd",)
+    )
     assert conf == o.FilesVolume(
-        "conf", "/etc/site", SITE, (o.FileItem("GREETING", "g", 0o444),), (("GREETING", b"hello"),)
+        "conf",
+        "/etc/site",
+        SITE,
+        (o.FileItem("GREETING", "g", 0o444),),
+        (("GREETING", b"hello"),),
+        ("httpd",),
     )
     assert every.items == (
         o.FileItem("id_ed25519", "id_ed25519", 0o440),

@@ -42,14 +42,16 @@ def web(version: int = 1) -> ReplicaSpec:
             EnvVar("GREETING", "hello", source=SITE, key="GREETING"),
         ),
     )
+    # The sidecar mounts neither volume and reads no secret: it gets none.
+    sidecar = container("sidecar")
     return dataclasses.replace(
-        replica(containers=(main,)),
+        replica(containers=(main, sidecar)),
         owner=encode_address(ALICE),
         files=(
-            FilesVolume("keys", "/keys", db, (FileItem("password", "pw", 0o400),)),
+            FilesVolume("keys", "/keys", db, (FileItem("password", "pw", 0o400),), (), ("main",)),
             FilesVolume(
                 "conf", "/etc/site", SITE, (FileItem("GREETING", "g/greeting", 0o444),),
-                (("GREETING", b"hello"),),
+                (("GREETING", b"hello"),), ("main",),
             ),
         ),
     )  # fmt: skip
@@ -109,7 +111,9 @@ def test_a_replica_waits_for_its_secret_then_runs_with_files_and_env(shm: Path) 
         assert not engine.running(OWNER)
         source.ready = True
         await until(controller, lambda: running(controller, spec))
-        (c,) = engine.running(OWNER)
+        by_name = {x.labels[labels.CONTAINER]: x for x in engine.running(OWNER)}
+        c, sidecar = by_name["main"], by_name["sidecar"]
+        assert sidecar.request is not None and sidecar.request.binds == ()
         assert c.request is not None
         env = {e.name: e.value for e in c.request.env}
         assert env == {"PASSWORD": (PASSWORD + b"1").decode(), "GREETING": "hello"}
@@ -131,7 +135,7 @@ def test_a_replica_waits_for_its_secret_then_runs_with_files_and_env(shm: Path) 
         await until(
             controller,
             lambda: any(
-                x.request is not None and x.request.env[0].value.endswith("2")
+                x.request is not None and x.request.env and x.request.env[0].value.endswith("2")
                 for x in engine.running(OWNER)
             ),
         )
@@ -145,7 +149,7 @@ def test_a_replica_waits_for_its_secret_then_runs_with_files_and_env(shm: Path) 
 
 def test_the_digest_covers_versions_never_values() -> None:
     one, two = web(1), web(2)
-    (c1,), (c2,) = one.containers, two.containers
+    c1, c2 = one.containers[0], two.containers[0]
     assert labels.spec_hash(one, c1) != labels.spec_hash(two, c2)
     # A spec never holds a secret's value: env and files only name its version.
     assert "s3cret" not in repr(one)
