@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from chain.runtime.manifest import (
     references,
     validate_manifest,
 )
+from node.commands.manifest_file import parse_manifest
 
 
 def document() -> dict[str, Any]:
@@ -186,3 +188,11 @@ def secret_items(data: dict[str, Any]) -> list[dict[str, Any]]:
 def test_bad_references(change: Callable[[dict[str, Any]], object], expected: Any) -> None:
     """`expected`: one issue, or a tuple of them."""
     assert issues_after(change) == (expected if isinstance(expected[0], tuple) else (expected,))
+
+
+def test_the_example_reads_a_config_and_a_secret() -> None:
+    example = Path(__file__).resolve().parents[2] / "docs/examples/web-secrets.yaml"
+    manifest = parse_manifest(example.read_text())
+    found = references(manifest.spec)
+    assert found.configs == {"web-config": frozenset({"GREETING"})}
+    assert found.secrets == {"db": frozenset({"password"})}
