@@ -167,7 +167,9 @@ async def secret_values(
 
 
 def _env_value(var: EnvVar, values: Mapping[str, bytes]) -> EnvVar:
-    assert var.source is not None
+    """`var` with its secret's value for its key."""
+    if var.source is None:
+        return var
     raw = values.get(var.key)
     if raw is None:
         raise SecretUnavailable(f"secret {var.source.name!r} has no key {var.key!r}")
