@@ -16,7 +16,7 @@ reports of the new branch; a payout closes its invoice once (`InvoiceClosed` aft
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from chain import codec
@@ -59,7 +59,8 @@ _UNISSUED = storage_key(NAME, "unissued")
 _GRACE_CURSOR = storage_key(NAME, "graceCursor")
 """The lowest invoice id whose grace period has not been checked."""
 _ITEMS = storage_key(NAME, "items")
-"""Instance -> [[period, [line item...]]...]: what each replica was charged, newest last."""
+"""Instance ‖ period -> the ids of the nodes that reported it (32 bytes each, in report order);
+instance ‖ period ‖ node -> [line item...]: what each replica was charged on that node."""
 _EARNINGS = storage_key(NAME, "earnings")
 """Operator -> [[period, amount]...] paid to it, ascending by period."""
 _WALLET_OF = storage_key(NAME, "walletOf")
@@ -314,20 +315,35 @@ def suspended_names(state: StateReader) -> list[str]:
     return _names(state.get(SUSPENDED_INDEX_KEY))
 
 
-def line_items(state: StateReader, instance: int) -> list[tuple[int, list[LineItem]]]:
-    """(period, line items) of an application instance, oldest first (the last
-    MAX_ITEMS_KEPT periods)."""
-    data = state.get(_ITEMS + instance.to_bytes(8, "big"))
-    if data is None:
-        return []
-    item = codec.decode(data)
-    if not isinstance(item, list):
-        raise codec.CodecError("line items are a list")
+def _items_key(instance: int, period: int) -> bytes:
+    return _ITEMS + instance.to_bytes(8, "big") + period.to_bytes(8, "big")
+
+
+def period_items(state: StateReader, instance: int, period: int) -> list[LineItem]:
+    """What each replica of an application instance was charged for one period, by replica."""
+    key = _items_key(instance, period)
+    holders = state.get(key) or b""
     out = []
-    for entry in item:
-        if not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[1], list):
-            raise codec.CodecError("line items of a period are [period, [item...]]")
-        out.append((codec.uint(entry[0], "period"), [LineItem.decode(x) for x in entry[1]]))
+    for at in range(0, len(holders), 32):
+        data = state.get(key + holders[at : at + 32])
+        item = codec.decode(data) if data is not None else []
+        if not isinstance(item, list):
+            raise codec.CodecError("line items are a list")
+        out += [LineItem.decode(x) for x in item]
+    out.sort(key=_item_order)
+    return out
+
+
+def line_items(
+    state: StateReader, instance: int, newest: int, count: int
+) -> list[tuple[int, list[LineItem]]]:
+    """(period, line items) of an application instance, newest first, for the periods that
+    have any among the `count` periods up to `newest` (at most MAX_ITEMS_KEPT are kept)."""
+    out = []
+    for period in range(newest, max(newest - min(count, MAX_ITEMS_KEPT), -1), -1):
+        items = period_items(state, instance, period)
+        if items:
+            out.append((period, items))
     return out
 
 
@@ -387,44 +403,48 @@ def add_charges(
     state: Overlay,
     period: int,
     wallet: AccountId,
-    instance: int,
-    items: Sequence[LineItem],
+    items_by_instance: Mapping[int, Sequence[LineItem]],
 ) -> None:
     """Owe the items' amounts, from `wallet` to their operators, for `period`; keep the items
-    for the instance's statement."""
-    if not items:
-        return
+    for each instance's statement (those of MAX_ITEMS_KEPT periods before go)."""
     key = _OWED + _period_key(period) + wallet
-    due = owed(state, period, wallet)
-    for item in items:
-        if item.amount:
-            due[item.operator] = due.get(item.operator, 0) + item.amount
+    known = state.get(key)
+    due = {} if known is None else dict(decode_payees(codec.decode(known)))
+    for items in items_by_instance.values():
+        for item in items:
+            if item.amount:
+                due[item.operator] = due.get(item.operator, 0) + item.amount
     if due:
         state.put(key, encode_payees(sorted(due.items())))
+    if due and known is None:
         owing_key = _OWING + _period_key(period)
         owing = _wallet_list(state.get(owing_key))
-        if wallet not in owing:
-            state.put(owing_key, codec.encode(sorted([*owing, wallet])))
-            unissued = _uints(state.get(_UNISSUED), "unissued period")
-            if period not in unissued:
-                _put_uints(state, _UNISSUED, sorted([*unissued, period]))
-    items_key = _ITEMS + instance.to_bytes(8, "big")
-    kept = line_items(state, instance)
-    if kept and kept[-1][0] == period:
-        kept[-1] = (period, [*kept[-1][1], *items])
-    else:
-        kept.append((period, list(items)))
-        kept.sort(key=lambda entry: entry[0])
-    kept = kept[-MAX_ITEMS_KEPT:]
-    state.put(
-        items_key,
-        codec.encode(
-            [
-                [codec.encode_uint(p), [i.encode() for i in sorted(its, key=_item_order)]]
-                for p, its in kept
-            ]
-        ),
-    )
+        state.put(owing_key, codec.encode(sorted([*owing, wallet])))
+        unissued = _uints(state.get(_UNISSUED), "unissued period")
+        if period not in unissued:
+            _put_uints(state, _UNISSUED, sorted([*unissued, period]))
+    for instance, items in items_by_instance.items():
+        # One node's items under (instance, period, node), and the nodes under (instance,
+        # period): a report writes its own, never re-reads the other nodes'.
+        key = _items_key(instance, period)
+        holders = state.get(key) or b""
+        for node in sorted({i.node for i in items}):
+            mine: list[codec.RlpItem] = [i.encode() for i in items if i.node == node]
+            state.put(key + node, codec.encode(mine))
+            holders += node
+        state.put(key, holders)
+        if period >= MAX_ITEMS_KEPT:
+            _forget_items(state, instance, period - MAX_ITEMS_KEPT)
+
+
+def _forget_items(state: Overlay, instance: int, period: int) -> None:
+    key = _items_key(instance, period)
+    holders = state.get(key)
+    if holders is None:
+        return
+    for at in range(0, len(holders), 32):
+        state.delete(key + holders[at : at + 32])
+    state.delete(key)
 
 
 def _item_order(item: LineItem) -> tuple[int, bytes]:

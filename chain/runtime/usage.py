@@ -240,8 +240,8 @@ class Usage(Module):
         charges = self.charges(ctx, node_id, record, period, decoded)
         state.put(report_key(node_id, period), records)
         index_by_app(state, node_id, period, decoded)
-        for (wallet, instance), items in sorted(charges.items()):
-            billing.add_charges(state, period, wallet, instance, items)
+        for wallet, by_instance in sorted(charges.items()):
+            billing.add_charges(state, period, wallet, by_instance)
         ctx.emit(
             NAME, "UsageReported", node=AccountRef(node_id), period=period, replicas=len(decoded)
         )
@@ -253,13 +253,13 @@ class Usage(Module):
         node: nodes.NodeRecord,
         period: int,
         records: list[UsageRecord],
-    ) -> dict[tuple[AccountId, int], list[billing.LineItem]]:
-        """The charges a report makes, by (paying wallet, instance); refuses the whole report
+    ) -> dict[AccountId, dict[int, list[billing.LineItem]]]:
+        """The charges a report makes, by paying wallet and instance; refuses the whole report
         if any record of a billed application is not one the chain placed on this node in the
         period, or is above what the replica reserved (records of applications without a
         wallet are kept for the autoscaler and charge nothing)."""
         state = ctx.state
-        out: dict[tuple[AccountId, int], list[billing.LineItem]] = {}
+        out: dict[AccountId, dict[int, list[billing.LineItem]]] = {}
         for r in records:
             priced = billing.price_record(
                 state, ctx.config, node=node_id, operator=node.operator,
@@ -274,5 +274,5 @@ class Usage(Module):
                 ) from None
             wallet = billing.wallet_of(state, r.instance)
             if priced is not None and wallet is not None:
-                out.setdefault((wallet, r.instance), []).append(priced)
+                out.setdefault(wallet, {}).setdefault(r.instance, []).append(priced)
         return out

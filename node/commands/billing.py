@@ -79,7 +79,7 @@ def statement_lines(found: dict[str, Any]) -> list[str]:
 def _show(args: argparse.Namespace) -> int:
     client = rpc_client(args)
     with rpc_errors():
-        found = client.call("billing_statement", args.name, args.offset, args.limit)
+        found = client.call("billing_statement", args.name, None, args.offset, args.limit)
     if found is None:
         emit(args, None, [f"{args.name} is not an application paid by a wallet"])
         return 1

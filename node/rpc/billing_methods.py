@@ -10,7 +10,7 @@ from typing import Any
 
 from chain.address import encode_address
 from chain.primitives import AccountId
-from chain.runtime import apps, billing
+from chain.runtime import apps, billing, system
 from chain.runtime.config import NODE_CLASSES, RuntimeConfig
 from chain.state import StateReader
 from node.rpc.errors import RpcError
@@ -57,6 +57,12 @@ def item_json(item: billing.LineItem) -> dict[str, Any]:
         "gpuMs": item.gpu_ms,
         "amount": str(item.amount),
     }
+
+
+def timestamp_ms(state: StateReader) -> int:
+    """The timestamp of the block whose state this is."""
+    data = state.get(system.TIMESTAMP_KEY)
+    return 0 if data is None else int.from_bytes(data, "big")
 
 
 def _page(params: Params) -> tuple[int, int]:
@@ -127,12 +133,13 @@ def register(
         return {"total": len(ids), "invoices": shown}
 
     @registry.method(
-        "billing_statement", params=["name", "offset?", "limit?", "hash?"], unsafe=False
+        "billing_statement", params=["name", "period?", "offset?", "limit?", "hash?"], unsafe=False
     )
     def billing_statement(params: Params) -> dict[str, Any] | None:
-        """What a live application was charged, newest period first: per replica the node,
-        the usage, the amount; per period whether the wallet's invoice is paid. Null for an
-        application that is not billed."""
+        """What a live application was charged, newest period first (from `period`, by
+        default the current one, back over the periods kept): per replica the node, the usage,
+        the amount; per period whether the wallet's invoice is paid. Null for an application
+        that is not billed."""
         name = params.required("name", app_name)
         state = state_at(params)
         record = apps.get_app(state, name)
@@ -142,7 +149,10 @@ def register(
         if wallet is None:
             return None
         offset, limit = _page(params)
-        periods = list(reversed(billing.line_items(state, record.instance)))
+        newest = params.optional("period", int)
+        if newest is None:
+            newest = timestamp_ms(state) // (config.metering_period_seconds * 1000)
+        periods = billing.line_items(state, record.instance, newest, billing.MAX_ITEMS_KEPT)
         shown = []
         for period, items in periods[offset : offset + limit]:
             invoice = billing.invoice_of(state, wallet, period)

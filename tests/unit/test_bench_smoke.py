@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 IN_PROCESS = (
     "autoscaling",
+    "billing_settlement",
     "block_import",
     "frost_sign",
     "ingress_proxy",

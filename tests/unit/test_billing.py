@@ -182,7 +182,7 @@ def test_a_period_is_invoiced_and_paid_to_the_operators_of_the_nodes_that_ran_it
     assert billing.invoice(chain.state, 0) == replace(invoice, paid=True)
     assert billing.open_invoices(chain.state, WALLET.public) == []
     assert billing.earnings(chain.state, operators[0]) == [(period, 2_125)]
-    (items,) = billing.line_items(chain.state, 1)
+    (items,) = billing.line_items(chain.state, 1, period_now(chain), 10)
     assert items[0] == period and [i.replica for i in items[1]] == [0, 1, 2]
     assert {i.assigned_ms for i in items[1]} == {PERIOD_S * 1000}
     # Paid once: a second payout of the same invoice is refused.
