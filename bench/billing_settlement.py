@@ -60,7 +60,9 @@ class Sizes:
 
 
 class Chain:
-    """One state: nodes, applications placed during period PERIOD - 1, paid by wallets or not."""
+    """One state: nodes, applications placed during period PERIOD - 1, paid by wallets or not.
+    A node offers one core: ten replicas of a tenth of a core fill it, so that 10,000 replicas
+    take 1,000 nodes."""
 
     def __init__(self, sizes: Sizes, *, billed: bool) -> None:
         rng = random.Random(SEED)
@@ -78,11 +80,13 @@ class Chain:
             (Keypair.from_seed(rng.randbytes(32)) for _ in range(sizes.nodes)),
             key=lambda k: k.public,
         )
-        self.operators = {k.public: Keypair.from_seed(rng.randbytes(32)) for k in self.node_keys}
+        self.operators: dict[bytes, Keypair] = {
+            k.public: Keypair.from_seed(rng.randbytes(32)) for k in self.node_keys
+        }
         for key in self.node_keys:
             operator = self.operators[key.public]
             offer = NodeRecord(
-                AccountId(operator.public), "cpu", 64, 262_144, 1_000, 0, b"", 0, 0,
+                AccountId(operator.public), "cpu", 1, 1_024, 10, 0, b"", 0, 0,
                 NodeStatus.ACTIVE,
             )  # fmt: skip
             nodes.put_node(state, key.public, offer)
@@ -100,8 +104,8 @@ class Chain:
             )  # fmt: skip
             state.put(storage_key(apps.NAME, "app") + name.encode(), app.encode())
             if billed:
-                wallet = AccountId(self.wallets[i % sizes.wallets].public)
-                billing.set_wallet(state, name, i + 1, wallet)
+                payer = AccountId(self.wallets[i % sizes.wallets].public)
+                billing.set_wallet(state, name, i + 1, payer)
         state.put(apps.INDEX_KEY, codec.encode([n.encode() for n in names]))
         Apps().place(ctx)
         # What each node ran in PERIOD: a tenth of a core, 32 MiB, the whole period.

@@ -51,9 +51,11 @@ _OPEN = storage_key(NAME, "open")
 _INVOICE_OF = storage_key(NAME, "invoiceOf")
 """Wallet ‖ period -> the id of the wallet's invoice of that period."""
 _OWED = storage_key(NAME, "owed")
-"""Period ‖ wallet -> what the wallet owes each operator so far for the period."""
+"""Period ‖ wallet -> the operators the wallet owes anything for the period (32 bytes each, in
+the order first owed); period ‖ wallet ‖ operator -> how much (16 bytes). Raw ids, not a
+list to decode: each report adds to them."""
 _OWING = storage_key(NAME, "owing")
-"""Period -> the wallets that owe anything for it, ascending."""
+"""Period -> the wallets that owe anything for it (32 bytes each, in the order first owing)."""
 _UNISSUED = storage_key(NAME, "unissued")
 """Periods with charges whose invoices are not issued yet, ascending."""
 _GRACE_CURSOR = storage_key(NAME, "graceCursor")
@@ -363,10 +365,19 @@ def earnings(state: StateReader, operator: bytes) -> list[tuple[int, int]]:
     return out
 
 
+def _ids(data: bytes | None) -> list[AccountId]:
+    data = data or b""
+    return [AccountId(data[at : at + 32]) for at in range(0, len(data), 32)]
+
+
 def owed(state: StateReader, period: int, wallet: bytes) -> dict[AccountId, int]:
     """What `wallet` owes each operator so far for `period` (before its invoice is issued)."""
-    data = state.get(_OWED + period.to_bytes(8, "big") + wallet)
-    return {} if data is None else dict(decode_payees(codec.decode(data)))
+    key = _OWED + period.to_bytes(8, "big") + wallet
+    out = {}
+    for operator in _ids(state.get(key)):
+        amount = state.get(key + operator)
+        out[operator] = 0 if amount is None else int.from_bytes(amount, "big")
+    return out
 
 
 # -- charging ------------------------------------------------------------------------------------
@@ -408,18 +419,24 @@ def add_charges(
     """Owe the items' amounts, from `wallet` to their operators, for `period`; keep the items
     for each instance's statement (those of MAX_ITEMS_KEPT periods before go)."""
     key = _OWED + _period_key(period) + wallet
-    known = state.get(key)
-    due = {} if known is None else dict(decode_payees(codec.decode(known)))
+    operators = state.get(key)
+    due: dict[AccountId, int] = {}
     for items in items_by_instance.values():
         for item in items:
             if item.amount:
                 due[item.operator] = due.get(item.operator, 0) + item.amount
-    if due:
-        state.put(key, encode_payees(sorted(due.items())))
-    if due and known is None:
+    added = b""
+    for operator, amount in sorted(due.items()):
+        known = state.get(key + operator)
+        if known is None:
+            added += operator
+        total = amount + (0 if known is None else int.from_bytes(known, "big"))
+        state.put(key + operator, total.to_bytes(16, "big"))
+    if added:
+        state.put(key, (operators or b"") + added)
+    if added and operators is None:
         owing_key = _OWING + _period_key(period)
-        owing = _wallet_list(state.get(owing_key))
-        state.put(owing_key, codec.encode(sorted([*owing, wallet])))
+        state.put(owing_key, (state.get(owing_key) or b"") + wallet)
         unissued = _uints(state.get(_UNISSUED), "unissued period")
         if period not in unissued:
             _put_uints(state, _UNISSUED, sorted([*unissued, period]))
@@ -449,15 +466,6 @@ def _forget_items(state: Overlay, instance: int, period: int) -> None:
 
 def _item_order(item: LineItem) -> tuple[int, bytes]:
     return (item.replica, item.node)
-
-
-def _wallet_list(data: bytes | None) -> list[AccountId]:
-    if not data:
-        return []
-    item = codec.decode(data)
-    if not isinstance(item, list):
-        raise codec.CodecError("a list of wallets")
-    return [AccountId(codec.fixed(x, 32, "wallet")) for x in item]
 
 
 # -- assignments ---------------------------------------------------------------------------------
@@ -676,9 +684,11 @@ def issue_due(ctx: Context) -> list[Invoice]:
     while unissued and issue_time(unissued[0], period_seconds) <= ctx.env.timestamp:
         period = unissued.pop(0)
         owing_key = _OWING + _period_key(period)
-        for wallet in _wallet_list(state.get(owing_key)):
+        for wallet in sorted(_ids(state.get(owing_key))):
             owed_key = _OWED + _period_key(period) + wallet
             lines = tuple(sorted(owed(state, period, wallet).items()))
+            for operator, _ in lines:
+                state.delete(owed_key + operator)
             state.delete(owed_key)
             if not lines:
                 continue
