@@ -37,6 +37,9 @@ MAX_EARNINGS_KEPT = 720
 """Periods of earnings kept per operator (a month of hourly periods)."""
 MAX_ITEMS_KEPT = 720
 """Periods of line items kept per application instance."""
+STOP_GRACE_MS = 60_000
+"""How long after the chain removes a replica from a node the node may still be running it
+(finality of the removal, then the containers' stop timeout)."""
 MAX_CONTAINERS = 8
 """A replica has at most this many containers (the manifest schema's bound), and its uptime is
 summed over them: at most this many times its assigned time."""
@@ -582,8 +585,9 @@ def price_record(
     uptime_ms: int,
 ) -> LineItem | Refusal | None:
     """The charge of one usage record of period `period` reported by `node` at `now_ms`: None
-    when its instance is not billed (no wallet) or it is the disk of volumes kept after the
-    replica left the node (nothing placed, no CPU, memory or uptime: not billed); a Refusal
+    when its instance is not billed (no wallet), it is the disk of volumes kept after the
+    replica left the node (nothing placed, no CPU, memory or uptime: not billed), or the
+    replica was only stopping there in the period (`STOP_GRACE_MS`); a Refusal
     when the chain did not place that replica there in the period, or the record is above what
     the replica reserved for the time it was placed."""
     if wallet_of(state, instance) is None:
@@ -603,16 +607,22 @@ def price_record(
         return Refusal(ChargeRefused.NOT_PLACED, f"{where} is not placed on this node")
     lo, hi = period * period_ms, (period + 1) * period_ms
     assigned = 0
+    window = 0
     cpu_cap = gpu_ms = memory_cap = disk_cap = 0
     for a in stretches:
         ms = a.overlap(lo, hi, now_ms)
-        if ms:
+        # The node may run the replica a little after the chain removed it (finality, the
+        # containers' stop timeout): usage in that time is accepted, and not charged.
+        running = Assignment(a.start_ms, a.end_ms and a.end_ms + STOP_GRACE_MS, *_reserved_of(a))
+        may_run = running.overlap(lo, hi, now_ms)
+        if may_run:
             assigned += ms
-            cpu_cap += a.cpu_millicores * ms
+            window += may_run
+            cpu_cap += a.cpu_millicores * may_run
             gpu_ms += a.gpus * ms
             memory_cap = max(memory_cap, a.memory_mib * 2**20)
             disk_cap = max(disk_cap, a.disk_gib * GIB)
-    if not assigned:
+    if not window:
         return Refusal(
             ChargeRefused.OUTSIDE_ASSIGNMENT,
             f"{where} was not placed on this node in period {period}",
@@ -621,13 +631,15 @@ def price_record(
         ("CPU millicore-ms", cpu_ms * 1000, cpu_cap),
         ("peak memory bytes", peak_memory_bytes, memory_cap),
         ("disk bytes", disk_bytes, disk_cap),
-        ("uptime ms", uptime_ms, assigned * MAX_CONTAINERS),
+        ("uptime ms", uptime_ms, window * MAX_CONTAINERS),
     ):
         if used > cap:
             return Refusal(
                 ChargeRefused.ABOVE_RESERVATION,
-                f"{where}: {what} {used} is above what it reserved for {assigned} ms ({cap})",
+                f"{where}: {what} {used} is above what it reserved for {window} ms ({cap})",
             )
+    if not assigned:
+        return None
     amount = charge(
         prices(state, config.billing, node_class),
         cpu_ms=cpu_ms,

@@ -23,7 +23,7 @@ from chain.state import Overlay, TrieState
 from chain.trie import BLANK_ROOT
 from node.chain_spec import development_spec
 from tests.factories import ALICE, BOB, CHARLIE, DAVE
-from tests.unit.test_apps import CREATE, web
+from tests.unit.test_apps import CREATE, DELETE, web
 from tests.unit.test_towers import EPOCH, NODE_KEYS, OPERATORS, TowerChain, tower_spec
 
 (REPORT,) = Usage().calls()
@@ -386,3 +386,22 @@ def test_genesis_carries_prices_periods_and_sudo_and_refuses_bad_ones() -> None:
     cheaper = {**good, "billing": {**good["billing"], "prices": {}}}
     empty = TrieState({}, BLANK_ROOT)
     assert build_genesis(parse_spec(cheaper), empty).hash != build_genesis(spec, empty).hash
+
+
+def test_a_replica_still_stopping_after_its_removal_is_accepted_and_not_charged() -> None:
+    chain = billed_chain()
+    period = deploy(chain, replicas=1)
+    node = node_of(chain, 0)
+    until_period(chain, period + 1)
+    step(chain)
+    chain.send(ALICE, DELETE.call(app="web"))  # the replica leaves the node in period + 1
+    until_period(chain, period + 2)
+    # The node stopped the container a little later: its report of period + 1 shows it.
+    chain.send(OPERATORS[node], report_call(node, period + 1, [usage(0, cpu_ms=100)]))
+    (items,) = billing.line_items(chain.state, 1, period + 1, 1)
+    assert items[0] == period + 1 and items[1][0].assigned_ms < PERIOD_S * 1000
+    until_period(chain, period + 3)
+    # In period + 2 it was not placed at all: still stopping (within the grace), not charged.
+    chain.send(OPERATORS[node], report_call(node, period + 2, [usage(0, cpu_ms=100)]))
+    assert billing.period_items(chain.state, 1, period + 2) == []
+    assert billing.STOP_GRACE_MS > 2 * PERIOD_S * 1000
