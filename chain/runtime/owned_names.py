@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from chain import codec
+from chain.errors import ChainError
 from chain.state import Overlay, StateReader
 
 MAX_NAME_BYTES = 63
@@ -15,7 +16,7 @@ _NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 _KEY = re.compile(r"[-._a-zA-Z0-9]{1,253}")
 
 
-class BadName(ValueError):
+class BadName(ChainError, ValueError):
     """A name or key that a manifest could not reference."""
 
 
