@@ -541,7 +541,9 @@ def note_assignment(
         kept[-1] = Assignment(last.start_ms, now_ms, *_reserved_of(last))
     if reserved is not None:
         kept.append(Assignment(now_ms, 0, *reserved))
-    horizon = (now_ms // (period_seconds * 1000) - 2) * period_seconds * 1000
+    # A report may still come for the period before the current one, and show a replica
+    # stopping up to STOP_GRACE_MS after its stretch ended.
+    horizon = (now_ms // (period_seconds * 1000) - 2) * period_seconds * 1000 - STOP_GRACE_MS
     kept = [a for a in kept if a.end_ms == 0 or a.end_ms > horizon]
     if kept:
         state.put(key, codec.encode([a.encode() for a in kept]))
