@@ -11,6 +11,7 @@ from chain.address import encode_address
 from chain.primitives import AccountId, Hash32
 from chain.runtime.billing import encode_payees
 from chain.state import StateReader
+from node.cli import build_parser
 from node.commands.billing import price_lines, statement_lines
 from node.rpc import billing_methods
 from node.rpc.errors import RpcError
@@ -114,3 +115,13 @@ def test_bad_params_are_refused(method: str, params: list[Any], message: str) ->
 def test_an_app_that_no_wallet_pays_has_no_statement() -> None:
     registry = registry_for(billed_chain())
     assert call(registry, "billing_statement", "web") is None
+
+
+def test_the_cli_parses_billing_commands_and_deploy_with_a_wallet() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["app", "deploy", "web.yaml", "--from", "alice", "--wallet", "W"])
+    assert args.wallet == "W"
+    assert parser.parse_args(["app", "deploy", "web.yaml", "--from", "alice"]).wallet is None
+    assert parser.parse_args(["billing", "show", "web"]).name == "web"
+    assert parser.parse_args(["billing", "prices"]).billing_command == "prices"
+    assert parser.parse_args(["query", "earnings", "OP"]).operator == "OP"
