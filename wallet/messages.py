@@ -83,6 +83,8 @@ class RefusalReason(enum.Enum):
     NO_VAULT = "NoVault"
     NOT_FINAL_YET = "NotFinalYet"
     """The requester's finalized chain is ahead of the member's: asked again later."""
+    STALE_VIEW = "StaleView"
+    """The requester's finalized chain is behind the member's, which refuses it."""
     NOT_A_PAYOUT = "NotAPayout"
     """Not a `billing.pay` of the sending wallet, or one with a tip."""
     UNKNOWN_INVOICE = "UnknownInvoice"

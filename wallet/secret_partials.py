@@ -33,7 +33,8 @@ BEHIND_REASONS = frozenset(
     {RefusalReason.NOT_ASSIGNED, RefusalReason.FOREIGN_SECRET, RefusalReason.UNKNOWN_SECRET,
      RefusalReason.NO_VAULT}
 )  # fmt: skip
-"""Refusals a member whose finalized chain is behind the requester's may give wrongly."""
+"""Refusals a member may give an honest requester whose finalized chain is not at the member's
+block: costless then (NOT_FINAL_YET, STALE_VIEW), penalized only between equal views."""
 MAX_NAME_BYTES = 253
 """Secret and application names are DNS-like labels; anything longer is malformed."""
 
@@ -187,15 +188,19 @@ def answer_query(
     """This member's partial decryption for the query, sealed to the requester's node key.
 
     A requester whose finalized chain is ahead of this member's (`seen_at` above
-    `finalized_number`) may be right where this member cannot tell yet: it is refused as
-    NOT_FINAL_YET, which costs it nothing, rather than as not assigned. Claiming a block ahead
-    spares a dishonest node its penalty, never gets it a partial decryption."""
+    `finalized_number`) may be right where this member cannot tell yet (NOT_FINAL_YET); one
+    behind may still see an assignment the chain has since moved (STALE_VIEW). Neither costs it
+    score: only a refusal between equal views (not assigned, another owner's) marks the
+    requester as asking for what it knows it may not have. Claiming another block spares a
+    dishonest node its penalty, never gets it a partial decryption."""
     try:
         granted = check_query(state, requester, query)
     except Refused as refusal:
-        if refusal.reason in BEHIND_REASONS and finalized_number < seen_at:
+        if refusal.reason in BEHIND_REASONS and finalized_number != seen_at:
             raise Refused(
-                RefusalReason.NOT_FINAL_YET,
+                RefusalReason.NOT_FINAL_YET
+                if finalized_number < seen_at
+                else RefusalReason.STALE_VIEW,
                 f"this member has finalized block {finalized_number}, the requester "
                 f"{seen_at}: {refusal.message}",
             ) from None

@@ -272,6 +272,12 @@ def test_a_node_asking_for_a_replica_it_does_not_run_loses_score(world: World) -
         "is not assigned to the requesting node"
     )
     assert len(p2p.penalties) == 1  # a requester ahead of the member is not punished for it
+    behind = WalletRequest(RequestKind.SECRET_PARTIAL, SESSION, QUERY.request_items(9)).encode()
+    assert refusal(trio.run(service.serve, stranger, behind)) == (
+        "StaleView: this member has finalized block 10, the requester 9: replica 0 of 'web' is "
+        "not assigned to the requesting node"
+    )
+    assert len(p2p.penalties) == 1  # nor one behind, which may see an assignment since moved
 
 
 class Link:
