@@ -11,6 +11,7 @@ import stat
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -20,10 +21,12 @@ from chain.address import encode_address
 from chain.keys import Keypair
 from orchestrator import labels
 from orchestrator.controller import Controller
-from orchestrator.secrets import FileStore, SecretUnavailable, is_tmpfs
+from orchestrator.diff import create_request
+from orchestrator.errors import SpecError
+from orchestrator.secrets import FileStore, SecretUnavailable, is_tmpfs, project
 from orchestrator.spec import EnvVar, FileItem, FilesVolume, ReplicaSpec, SourceKind, SourceRef
 from testkit.trio_clock import TrioClock
-from tests.unit.orchestrator.builders import InMemoryDesired, container, replica
+from tests.unit.orchestrator.builders import NODE, InMemoryDesired, container, replica
 from tests.unit.orchestrator.fake_engine import FakeEngine, FakeFirewall, no_rootfs
 from tests.unit.orchestrator.test_controller import CONFIG, OWNER, reason, running, until
 
@@ -182,3 +185,41 @@ def test_without_a_file_store_or_a_source_the_replica_waits_and_says_why(shm: Pa
     source.ready = True
     run(test, FileStore(shm.parent / "nowhere", mounts="/dev/sda1 / ext4 rw 0 0"), source, spec)
     assert not os.path.exists(shm.parent / "nowhere")
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: FileItem("k", "../etc/passwd", 0o400), "'../etc/passwd' is not a relative path"),
+        (lambda: FileItem("k", "/abs", 0o400), "'/abs' is not a relative path"),
+        (lambda: FileItem("k", "a//b", 0o400), "'a//b' is not a relative path"),
+        (lambda: FileItem("k", "k", 0o1000), "1000 is not a file mode"),
+        (lambda: FilesVolume("keys", "/", DB, ()), "'/' is not an absolute path"),
+    ],
+)
+def test_bad_files_are_spec_errors(make: Any, message: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        make()
+    assert caught.value.message == message
+
+
+def test_a_secret_value_that_is_no_text_is_never_put_in_the_environment(shm: Path) -> None:
+    class Binary(FakeSource):
+        async def secret_data(
+            self, owner: bytes, name: str, version: int, app: str, replica: int
+        ) -> Mapping[str, bytes]:
+            await trio.lowlevel.checkpoint()
+            return {"password": b"\xff\xfe"}
+
+    spec = web()
+    request = create_request(NODE, spec, spec.containers[0])
+
+    async def main() -> None:
+        with pytest.raises(SecretUnavailable) as caught:
+            await project(request, spec, "main", "h", Binary(), FileStore(shm))
+        assert caught.value.message == (
+            "key 'password' of secret 'db' is not UTF-8 text: mount it as a file"
+        )
+
+    trio.run(main)
+    assert not shm.exists()  # nothing was written
