@@ -5,15 +5,19 @@ the transaction fees alone, and a re-org derives the invoices again from its own
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from chain import codec
 from chain.errors import InvalidTransaction
 from chain.genesis import ChainSpec
 from chain.primitives import AccountId
 from chain.runtime import balances, billing, system
-from chain.runtime.billing import encode_payees
+from chain.runtime.billing import GIB, encode_payees
+from chain.runtime.config import Prices
 from chain.state import Overlay
 from tests.factories import ALICE
 from tests.unit.test_billing import (
@@ -166,3 +170,60 @@ def test_a_reorg_derives_the_invoice_from_its_own_reports_and_pays_it_once() -> 
     )
     # The same blocks give the same state on every node.
     assert branch(1_000).root == branch(1_000).root
+
+
+AMOUNT = st.integers(min_value=0, max_value=2**64 - 1)
+HOUR = billing.HOUR_MS
+
+
+@given(
+    price=st.builds(Prices, PRICE, PRICE, PRICE, PRICE, PRICE),
+    cpu_ms=AMOUNT,
+    memory=AMOUNT,
+    disk=AMOUNT,
+    assigned=st.integers(min_value=0, max_value=HOUR),
+    gpus=st.integers(min_value=0, max_value=16),
+)
+def test_a_charge_is_the_exact_fraction_floored_once_and_at_least_the_minimum(
+    price: Prices, cpu_ms: int, memory: int, disk: int, assigned: int, gpus: int
+) -> None:
+    amount = billing.charge(
+        price, cpu_ms=cpu_ms, peak_memory_bytes=memory, disk_bytes=disk,
+        gpu_ms=gpus * assigned, assigned_ms=assigned,
+    )  # fmt: skip
+    exact = (
+        Fraction(cpu_ms * 1000 * price.cpu_millicore_hour, HOUR)
+        + Fraction(memory * assigned * price.memory_gib_hour, GIB * HOUR)
+        + Fraction(disk * assigned * price.disk_gib_hour, GIB * HOUR)
+        + Fraction(gpus * assigned * price.gpu_hour, HOUR)
+    )
+    assert amount == max(int(exact), price.replica_hour_minimum * assigned // HOUR)
+    more = billing.charge(
+        price, cpu_ms=cpu_ms + 1, peak_memory_bytes=memory, disk_bytes=disk,
+        gpu_ms=gpus * assigned, assigned_ms=assigned,
+    )  # fmt: skip
+    assert more >= amount  # more usage never costs less
+
+
+@given(
+    lines=st.dictionaries(
+        st.binary(min_size=32, max_size=32),
+        st.integers(min_value=1, max_value=2**128 - 1),
+        max_size=20,
+    ),
+    invoice_id=AMOUNT,
+    period=AMOUNT,
+    paid=st.booleans(),
+)
+def test_an_invoice_round_trips(
+    lines: dict[bytes, int], invoice_id: int, period: int, paid: bool
+) -> None:
+    ordered = tuple(sorted((AccountId(k), v) for k, v in lines.items()))
+    made = billing.Invoice(
+        invoice_id, AccountId(b"\x01" * 32), period, ordered, sum(lines.values()), paid
+    )
+    assert billing.Invoice.decode(made.encode()) == made
+    assert billing.decode_payees(codec.decode(encode_payees(ordered))) == ordered
+    if len(ordered) >= 2:  # out of order: refused
+        with pytest.raises(codec.CodecError):
+            billing.decode_payees(codec.decode(encode_payees(list(reversed(ordered)))))
