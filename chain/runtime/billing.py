@@ -37,6 +37,10 @@ MAX_EARNINGS_KEPT = 720
 """Periods of earnings kept per operator (a month of hourly periods)."""
 MAX_ITEMS_KEPT = 720
 """Periods of line items kept per application instance."""
+MEASURE_SLACK_MS = 30_000
+"""A node's usage of a period is what its meter counted between two samples around the period's
+end (every 10 s by default, and 2 s into the next period): it may show up to this much more
+time than the period holds. Usage within it is accepted; the charge stops at the period."""
 STOP_GRACE_MS = 60_000
 """How long after the chain removes a replica from a node the node may still be running it
 (finality of the removal, then the containers' stop timeout)."""
@@ -610,7 +614,7 @@ def price_record(
     lo, hi = period * period_ms, (period + 1) * period_ms
     assigned = 0
     window = 0
-    cpu_cap = gpu_ms = memory_cap = disk_cap = 0
+    cpu_cap = cpu_placed = gpu_ms = memory_cap = disk_cap = most_cpu = 0
     for a in stretches:
         ms = a.overlap(lo, hi, now_ms)
         # The node may run the replica a little after the chain removed it (finality, the
@@ -621,6 +625,8 @@ def price_record(
             assigned += ms
             window += may_run
             cpu_cap += a.cpu_millicores * may_run
+            cpu_placed += a.cpu_millicores * ms
+            most_cpu = max(most_cpu, a.cpu_millicores)
             gpu_ms += a.gpus * ms
             memory_cap = max(memory_cap, a.memory_mib * 2**20)
             disk_cap = max(disk_cap, a.disk_gib * GIB)
@@ -629,22 +635,25 @@ def price_record(
             ChargeRefused.OUTSIDE_ASSIGNMENT,
             f"{where} was not placed on this node in period {period}",
         )
+    # A node measures between its samples, not exactly over the period: time-based usage may
+    # run MEASURE_SLACK_MS past the window before it is refused, and is charged up to the
+    # window only.
     for what, used, cap in (
-        ("CPU millicore-ms", cpu_ms * 1000, cpu_cap),
+        ("CPU millicore-ms", cpu_ms * 1000, cpu_cap + most_cpu * MEASURE_SLACK_MS),
         ("peak memory bytes", peak_memory_bytes, memory_cap),
         ("disk bytes", disk_bytes, disk_cap),
-        ("uptime ms", uptime_ms, window * MAX_CONTAINERS),
+        ("uptime ms", uptime_ms, (window + MEASURE_SLACK_MS) * MAX_CONTAINERS),
     ):
         if used > cap:
             return Refusal(
                 ChargeRefused.ABOVE_RESERVATION,
-                f"{where}: {what} {used} is above what it reserved for {window} ms ({cap})",
+                f"{where}: {what} {used} is above what it may use placed {window} ms ({cap})",
             )
     if not assigned:
         return None
     amount = charge(
         prices(state, config.billing, node_class),
-        cpu_ms=cpu_ms,
+        cpu_ms=min(cpu_ms, cpu_placed // 1000),
         peak_memory_bytes=peak_memory_bytes,
         disk_bytes=disk_bytes,
         gpu_ms=gpu_ms,

@@ -230,15 +230,23 @@ def test_reports_that_are_not_what_the_chain_placed_are_refused() -> None:
     assert chain.refuse(OPERATORS[other], report_call(other, period, [usage(0)])) == (
         "usage.NotPlaced: web replica 0 of instance 1 is not placed on this node"
     )
-    # web asks 100m of CPU with a limit of 500m: 2.001 CPU-seconds in 4 s is above it.
-    message = chain.refuse(OPERATORS[node], report_call(node, period, [usage(0, cpu_ms=2_001)]))
+    # web asks 100m of CPU with a limit of 500m: in 4 s placed and the 30 s a meter may be
+    # off by, 17 CPU-seconds at most.
+    message = chain.refuse(OPERATORS[node], report_call(node, period, [usage(0, cpu_ms=17_001)]))
     assert message == (
-        "usage.AboveReservation: web replica 0 of instance 1: CPU millicore-ms 2001000 is above "
-        "what it reserved for 4000 ms (2000000)"
+        "usage.AboveReservation: web replica 0 of instance 1: CPU millicore-ms 17001000 is above "
+        "what it may use placed 4000 ms (17000000)"
     )
     message = chain.refuse(OPERATORS[node], report_call(node, period, [usage(0, memory=2**30)]))
     assert message.startswith("usage.AboveReservation: web replica 0 of instance 1: peak memory")
-    chain.send(OPERATORS[node], report_call(node, period, [usage(0)]))
+    # 17 CPU-seconds are accepted, and charged as the 2 the limit allows in the 4 s placed.
+    chain.send(OPERATORS[node], report_call(node, period, [usage(0, cpu_ms=17_000)]))
+    (item,) = billing.period_items(chain.state, 1, period)
+    assert item.cpu_ms == 17_000
+    assert item.amount == billing.charge(
+        PRICES, cpu_ms=2_000, peak_memory_bytes=16 * 2**20, disk_bytes=0, gpu_ms=0,
+        assigned_ms=4_000,
+    )  # fmt: skip
     assert chain.refuse(OPERATORS[node], report_call(node, period, [usage(0)])) == (
         f"usage.AlreadyReported: period {period} is already reported"
     )
