@@ -121,6 +121,7 @@ class ChainSpec:
         return {
             "gracePeriodSeconds": b.grace_seconds,
             "deletionPeriodSeconds": b.deletion_seconds,
+            "measureSlackSeconds": b.measure_slack_seconds,
             **({"sudo": encode_address(b.sudo)} if b.sudo else {}),
             "prices": {
                 name: {key: str(getattr(p, attr)) for key, attr in _PRICE_FIELDS.items()}
@@ -392,12 +393,18 @@ def _parse_billing(raw: Any) -> BillingConfig:
     """`billing`: prices per node class, grace and deletion periods, the sudo account."""
     if not isinstance(raw, dict):
         raise GenesisError("billing must be an object")
-    _no_unknown(raw, {"gracePeriodSeconds", "deletionPeriodSeconds", "sudo", "prices"}, "billing")
+    _no_unknown(
+        raw,
+        {"gracePeriodSeconds", "deletionPeriodSeconds", "measureSlackSeconds", "sudo", "prices"},
+        "billing",
+    )
     values: dict[str, Any] = {}
     if "gracePeriodSeconds" in raw:
         values["grace_seconds"] = _field(raw, "gracePeriodSeconds", int, "billing.")
     if "deletionPeriodSeconds" in raw:
         values["deletion_seconds"] = _field(raw, "deletionPeriodSeconds", int, "billing.")
+    if "measureSlackSeconds" in raw:
+        values["measure_slack_seconds"] = _field(raw, "measureSlackSeconds", int, "billing.")
     if "sudo" in raw:
         values["sudo"] = bytes(_account(raw["sudo"], "billing.sudo"))
     if "prices" in raw:

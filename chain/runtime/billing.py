@@ -37,10 +37,6 @@ MAX_EARNINGS_KEPT = 720
 """Periods of earnings kept per operator (a month of hourly periods)."""
 MAX_ITEMS_KEPT = 720
 """Periods of line items kept per application instance."""
-MEASURE_SLACK_MS = 30_000
-"""A node's usage of a period is what its meter counted between two samples around the period's
-end (every 10 s by default, and 2 s into the next period): it may show up to this much more
-time than the period holds. Usage within it is accepted; the charge stops at the period."""
 STOP_GRACE_MS = 60_000
 """How long after the chain removes a replica from a node the node may still be running it
 (finality of the removal, then the containers' stop timeout)."""
@@ -593,7 +589,8 @@ def price_record(
     """The charge of one usage record of period `period` reported by `node` at `now_ms`: None
     when its instance is not billed (no wallet), it is the disk of volumes kept after the
     replica left the node (nothing placed, no CPU, memory or uptime: not billed), or the
-    replica was only stopping there in the period (`STOP_GRACE_MS`); a Refusal
+    replica was only stopping there in the period (`STOP_GRACE_MS`) or placed just after it
+    (the genesis measuring slack); a Refusal
     when the chain did not place that replica there in the period, or the record is above what
     the replica reserved for the time it was placed."""
     if wallet_of(state, instance) is None:
@@ -612,6 +609,7 @@ def price_record(
             return None
         return Refusal(ChargeRefused.NOT_PLACED, f"{where} is not placed on this node")
     lo, hi = period * period_ms, (period + 1) * period_ms
+    slack = config.billing.measure_slack_seconds * 1000
     assigned = 0
     window = 0
     cpu_cap = cpu_placed = gpu_ms = memory_cap = disk_cap = most_cpu = 0
@@ -620,7 +618,8 @@ def price_record(
         # The node may run the replica a little after the chain removed it (finality, the
         # containers' stop timeout): usage in that time is accepted, and not charged.
         running = Assignment(a.start_ms, a.end_ms and a.end_ms + STOP_GRACE_MS, *_reserved_of(a))
-        may_run = running.overlap(lo, hi, now_ms)
+        # ... and a node's meter may count in a period what ran up to `slack` after it.
+        may_run = running.overlap(lo, hi + slack, now_ms)
         if may_run:
             assigned += ms
             window += may_run
@@ -636,13 +635,12 @@ def price_record(
             f"{where} was not placed on this node in period {period}",
         )
     # A node measures between its samples, not exactly over the period: time-based usage may
-    # run MEASURE_SLACK_MS past the window before it is refused, and is charged up to the
-    # window only.
+    # run `slack` past the window before it is refused, and is charged up to the time placed.
     for what, used, cap in (
-        ("CPU millicore-ms", cpu_ms * 1000, cpu_cap + most_cpu * MEASURE_SLACK_MS),
+        ("CPU millicore-ms", cpu_ms * 1000, cpu_cap + most_cpu * slack),
         ("peak memory bytes", peak_memory_bytes, memory_cap),
         ("disk bytes", disk_bytes, disk_cap),
-        ("uptime ms", uptime_ms, (window + MEASURE_SLACK_MS) * MAX_CONTAINERS),
+        ("uptime ms", uptime_ms, (window + slack) * MAX_CONTAINERS),
     ):
         if used > cap:
             return Refusal(

@@ -81,6 +81,10 @@ class BillingConfig:
     """How long an application stays suspended before it is deleted."""
     sudo: bytes = b""
     """The account allowed to change prices (the dev chain's sudo); empty: nobody."""
+    measure_slack_seconds: int = 30
+    """A node measures usage between its meter's samples, not exactly over a period: how far
+    past the time a replica was placed its CPU time and uptime may reach before a report is
+    refused (they are charged up to the time placed only)."""
 
 
 @dataclass(frozen=True, slots=True)
