@@ -604,8 +604,11 @@ def price_record(
         )
     where = f"replica {replica} of instance {instance}"
     stretches = assignments(state, node, instance, replica)
+    # Kept volumes only (no CPU, memory or uptime): the node holds them wherever the replica
+    # runs now; not charged unless it ran here in the period.
+    volumes_only = cpu_ms == peak_memory_bytes == uptime_ms == 0
     if not stretches:
-        if cpu_ms == peak_memory_bytes == uptime_ms == 0:
+        if volumes_only:
             return None
         return Refusal(ChargeRefused.NOT_PLACED, f"{where} is not placed on this node")
     lo, hi = period * period_ms, (period + 1) * period_ms
@@ -629,6 +632,8 @@ def price_record(
             gpu_ms += a.gpus * ms
             memory_cap = max(memory_cap, a.memory_mib * 2**20)
             disk_cap = max(disk_cap, a.disk_gib * GIB)
+    if not window and volumes_only:
+        return None
     if not window:
         return Refusal(
             ChargeRefused.OUTSIDE_ASSIGNMENT,

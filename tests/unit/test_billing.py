@@ -231,6 +231,10 @@ def test_reports_that_are_not_what_the_chain_placed_are_refused() -> None:
         f"usage.OutsideAssignment: web replica 0 of instance 1 was not placed on this node in "
         f"period {period - 2}"
     )
+    # Its kept volumes alone (no CPU, memory, uptime) are accepted there, and not charged.
+    volumes = UsageRecord("web", 0, 1, 0, 0, 0, 5 * 2**20)
+    chain.send(OPERATORS[node], report_call(node, period - 2, [volumes]))
+    assert billing.period_items(chain.state, 1, period - 2) == []
     until_period(chain, period + 1)
     assert chain.refuse(OPERATORS[other], report_call(other, period, [usage(0)])) == (
         "usage.NotPlaced: web replica 0 of instance 1 is not placed on this node"
