@@ -576,7 +576,7 @@ def price_record(
     *,
     node: bytes,
     operator: AccountId,
-    node_class: str,
+    price: Prices,
     period: int,
     now_ms: int,
     replica: int,
@@ -586,15 +586,13 @@ def price_record(
     disk_bytes: int,
     uptime_ms: int,
 ) -> LineItem | Refusal | None:
-    """The charge of one usage record of period `period` reported by `node` at `now_ms`: None
-    when its instance is not billed (no wallet), it is the disk of volumes kept after the
-    replica left the node (nothing placed, no CPU, memory or uptime: not billed), or the
-    replica was only stopping there in the period (`STOP_GRACE_MS`) or placed just after it
-    (the genesis measuring slack); a Refusal
-    when the chain did not place that replica there in the period, or the record is above what
-    the replica reserved for the time it was placed."""
-    if wallet_of(state, instance) is None:
-        return None
+    """The charge of one usage record of a billed instance for period `period`, reported by
+    `node` at `now_ms` (`price`: the prices of its class). None when it is the disk of volumes
+    kept after the replica left the node (no CPU, memory or uptime), or the replica was only
+    stopping there in the period (`STOP_GRACE_MS`) or placed just after it (the genesis
+    measuring slack): accepted, not charged. A Refusal when the chain did not place that
+    replica there in the period, or the record is above what the replica may use for the time
+    it was placed."""
     period_ms = config.metering_period_seconds * 1000
     due = issue_time(period, config.metering_period_seconds)
     if now_ms >= due:
@@ -655,7 +653,7 @@ def price_record(
     if not assigned:
         return None
     amount = charge(
-        prices(state, config.billing, node_class),
+        price,
         cpu_ms=min(cpu_ms, cpu_placed // 1000),
         peak_memory_bytes=peak_memory_bytes,
         disk_bytes=disk_bytes,

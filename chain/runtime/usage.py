@@ -260,10 +260,14 @@ class Usage(Module):
         wallet are kept for the autoscaler and charge nothing)."""
         state = ctx.state
         out: dict[AccountId, dict[int, list[billing.LineItem]]] = {}
+        price = billing.prices(state, ctx.config.billing, node.node_class)
         for r in records:
+            wallet = billing.wallet_of(state, r.instance)
+            if wallet is None:
+                continue
             priced = billing.price_record(
-                state, ctx.config, node=node_id, operator=node.operator,
-                node_class=node.node_class, period=period, now_ms=ctx.env.timestamp,
+                state, ctx.config, node=node_id, operator=node.operator, price=price,
+                period=period, now_ms=ctx.env.timestamp,
                 replica=r.replica, instance=r.instance, cpu_ms=r.cpu_ms,
                 peak_memory_bytes=r.peak_memory_bytes, disk_bytes=r.disk_bytes,
                 uptime_ms=r.uptime_ms,
@@ -272,7 +276,6 @@ class Usage(Module):
                 raise self.fail(
                     UsageError(priced.reason.value), f"{r.app} {priced.message}"
                 ) from None
-            wallet = billing.wallet_of(state, r.instance)
-            if priced is not None and wallet is not None:
+            if priced is not None:
                 out.setdefault(wallet, {}).setdefault(r.instance, []).append(priced)
         return out
