@@ -3,10 +3,10 @@ metering period, their payment by the wallet to the operators, and the arrears t
 then delete the applications of a wallet that does not pay.
 
 When things happen, for metering period p (length P, block time t):
-- while t < (p + 2)·P, nodes report p (`usage.report`): the records of billed applications
-  become charges, owed by the application's wallet to the node's operator;
-- at the first block with t >= (p + 2)·P the invoices of p are issued, one per wallet that
-  owes anything (`issue_time`); later reports of p are refused;
+- while t < (p + 1)·P + max(P, 10 s), nodes report p (`usage.report`): the records of billed
+  applications become charges, owed by the application's wallet to the node's operator;
+- at the first block past that time (`issue_time`) the invoices of p are issued, one per
+  wallet that owes anything; later reports of p are refused;
 - an invoice still open at issue_time(p) + grace suspends the wallet's applications; paying
   every invoice past its grace resumes them; an application suspended for the deletion period
   is deleted.
@@ -219,10 +219,16 @@ def decode_prices(data: bytes) -> Prices:
 # -- readers -------------------------------------------------------------------------------------
 
 
+MIN_REPORT_WINDOW_MS = 10_000
+"""Reports of a period are accepted for at least this long after it ends, however short the
+periods (a node reports 2 s after the end, and its transaction needs a block or two)."""
+
+
 def issue_time(period: int, period_seconds: int) -> int:
     """The block timestamp (ms) from which period `period`'s invoices are issued: its reports
-    are accepted for one whole period after it ends."""
-    return (period + 2) * period_seconds * 1000
+    are accepted for one whole period after it ends, and at least MIN_REPORT_WINDOW_MS."""
+    period_ms = period_seconds * 1000
+    return (period + 1) * period_ms + max(period_ms, MIN_REPORT_WINDOW_MS)
 
 
 def grace_end(period: int, config: RuntimeConfig) -> int:
