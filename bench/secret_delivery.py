@@ -63,14 +63,16 @@ spec:
 """
 
 
-def delivered_at(log: Path, app: str) -> float | None:
-    """The wall time of the node's log line for the delivery of replica 0 of `app`."""
-    marker = f"for replica 0 of '{app}' delivered in"
+def delivered_at(log: Path, app: str) -> tuple[float, float] | None:
+    """The wall time of the node's log line for the delivery of replica 0 of `app`, and the
+    delivery's own duration (asking the members to opening the envelope) that it states."""
+    marker = f"for replica 0 of '{app}' delivered in "
     for line in log.read_text(errors="replace").splitlines():
         if marker not in line:
             continue
         record = json.loads(line)
-        return datetime.fromisoformat(record["time"]).timestamp()
+        took = float(record["message"].split(marker)[1].split(" s ")[0])
+        return datetime.fromisoformat(record["time"]).timestamp(), took
     return None
 
 
@@ -90,8 +92,9 @@ def prepare(rpc: Rpc, genesis: bytes) -> None:
 
 def one_run(
     rpc: Rpc, events: StartEvents, node: NodeProcess, genesis: bytes, name: str
-) -> tuple[float, float]:
-    """(assignment final -> secret delivered, assignment final -> container running), s."""
+) -> tuple[float, float, float]:
+    """(assignment final -> secret delivered, the delivery itself, assignment final ->
+    container running), in seconds."""
     port = free_port()
     manifest = parse_manifest(
         MANIFEST.format(name=name, image=BUSYBOX_IMAGE, port=port, secret=SECRET)
@@ -109,7 +112,7 @@ def one_run(
     delivered = delivered_at(log, name)
     assert delivered is not None
     submit(rpc, genesis, DELETE.call(app=name))
-    return delivered - t0, running - t0
+    return delivered[0] - t0, delivered[1], running - t0
 
 
 def main() -> None:
@@ -120,6 +123,7 @@ def main() -> None:
     if args.smoke:
         args.runs = 1
     delivered: list[float] = []
+    fetching: list[float] = []
     running: list[float] = []
     with open_engine() as engine, tempfile.TemporaryDirectory() as tmp:
         events = StartEvents(engine.client)
@@ -135,24 +139,33 @@ def main() -> None:
             prepare(rpc, genesis)
             warm_up(engine.client, events)
             for run in range(args.runs):
-                d, r = one_run(rpc, events, node, genesis, f"secret{run}")
+                d, f, r = one_run(rpc, events, node, genesis, f"secret{run}")
                 delivered.append(d)
+                fetching.append(f)
                 running.append(r)
         finally:
             rpc.close()
             node.stop()
             events.close()
-        leaked = VALUES["token"].decode() in node.log()
+        text = node.log()
+        leaked = VALUES["token"].decode() in text
+        failed = sum(
+            1
+            for line in text.splitlines()
+            if "SecretUnavailable" in line or "valid partial decryption of" in line
+        )
 
     def ms(values: list[float]) -> str:
         return f"median {statistics.median(values) * 1000:.0f} ms, p95 {p95(values) * 1000:.0f} ms"
 
     print(f"assignment finalized -> secret delivered:  {ms(delivered)}")
+    print(f"the delivery itself (members to plaintext): {ms(fetching)}")
     print(f"assignment finalized -> container running: {ms(running)}")
     print(
         "delivery / start (medians): "
         f"{statistics.median(delivered) / statistics.median(running):.2f}"
     )
+    print(f"log lines of a delivery that failed first: {failed}")
     print(f"secret value in the node's log: {'FOUND' if leaked else 'no'}")
     if leaked:
         raise SystemExit(1)
