@@ -160,7 +160,11 @@ class Payouts:
                     self._next_try.pop(invoice.id, None)
             if wallet in self._in_flight:
                 continue
+            best = self._ledger.state()
             for invoice in invoices:
+                in_best = billing.invoice(best, invoice.id)
+                if in_best is not None and in_best.paid:
+                    break  # another member's payout is in the best chain: wait for finality
                 seen = self._seen_at.setdefault(invoice.id, now)
                 turn = turn_of(self._signer.node_id, invoice.id, record.committee, self._fallover)
                 due = max(seen + turn, self._next_try.get(invoice.id, now))

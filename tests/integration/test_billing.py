@@ -27,8 +27,8 @@ pytestmark = pytest.mark.integration
 
 WEB = str(ROOT / "docs/examples/web.yaml")
 PERIOD_SECONDS = 4
-GRACE_SECONDS = 8
-"""Every member's turn to pay an invoice comes before its grace ends (the fall-over is 2 s)."""
+GRACE_SECONDS = 20
+"""Every member's turn to pay an invoice comes before its grace ends (the fall-over is 5 s)."""
 OPERATORS = ("ferdie", "bob", "charlie")
 """The dev node's operator and those of the two nodes joined to it: the wallet's committee."""
 FUNDS = 10**16
