@@ -40,6 +40,11 @@ wallet whose invoices are all older is found at its next invoice, which brings t
 ones with it (`open_invoices`)."""
 
 
+class WalletCannotPay(WalletError):
+    """The wallet holds less than the invoice in the best chain: no signing round is started
+    (a payout failing the pool's dry run again and again gets the wallet banned from the pool)."""
+
+
 class PayoutSigner(Protocol):
     """The committee side a payout needs: `wallet.committee.WalletService` is one."""
 
@@ -221,6 +226,12 @@ class Payouts:
 
     async def pay(self, record: wallets.WalletRecord, invoice: billing.Invoice) -> Hash32:
         """One signing round of the invoice's payout at the wallet's next nonce, submitted."""
+        free = system.account(self._ledger.state(), invoice.wallet).free
+        if free < invoice.total:
+            raise WalletCannotPay(
+                f"invoice {invoice.id} is {invoice.total}, wallet 0x{invoice.wallet.hex()} holds "
+                f"{free}"
+            )
         nonce = self._ledger.next_nonce(invoice.wallet)
         unsigned = payout_transaction(self._ledger.genesis_hash, invoice, nonce)
         tx_hash = await self._signer.sign_and_submit(
