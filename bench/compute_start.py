@@ -47,7 +47,7 @@ from orchestrator.spec import CAPABILITIES_KEPT, EnforcedResources
 from testkit.engines import BUSYBOX_IMAGE, free_port, open_engine
 from testkit.nodes import NodeProcess
 
-(CREATE, _UPDATE, _SCALE, DELETE) = Apps().calls()
+(CREATE, _UPDATE, _SCALE, DELETE, *_) = Apps().calls()
 POLL = 0.01
 """The HTTP readiness poll, the same for both sides."""
 FAST_POLL = 0.002

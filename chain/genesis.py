@@ -23,8 +23,15 @@ from chain.primitives import (
     TimestampMs,
     merkle_root,
 )
-from chain.runtime import balances, system
-from chain.runtime.config import NODE_CLASSES, NodeClass, RuntimeConfig, TowerConfig
+from chain.runtime import balances, billing, system, wallets
+from chain.runtime.config import (
+    NODE_CLASSES,
+    BillingConfig,
+    NodeClass,
+    Prices,
+    RuntimeConfig,
+    TowerConfig,
+)
 from chain.state import Overlay, TrieState
 from chain.trie import BLANK_ROOT, TrieCommit
 
@@ -34,6 +41,14 @@ SUPPORTED_DISCRIMINANT_BITS = frozenset({1024})
 CHAIN_TYPES = ("Development", "Local", "Live")
 DEV_ENDOWMENT = 10**21
 """Each well-known development account starts with 1,000 units of 10^18."""
+DEV_PRICES = Prices(
+    cpu_millicore_hour=10**13,
+    memory_gib_hour=5 * 10**15,
+    disk_gib_hour=10**14,
+    gpu_hour=10**18,
+    replica_hour_minimum=10**15,
+)
+"""A core-hour costs 0.01 unit of 10^18, a GiB-hour of memory 0.005, a GPU-hour 1."""
 MAX_VOLUME_RETENTION_SECONDS = 365 * 24 * 3600
 MAX_AUTOSCALING_TIME_SCALE = 3600
 """A deleted application's data is not kept, nor billed to its owner, for more than a year."""
@@ -101,6 +116,19 @@ class ChainSpec:
             },
         }
 
+    def billing_json(self) -> dict[str, Any]:
+        b = self.runtime.billing
+        return {
+            "gracePeriodSeconds": b.grace_seconds,
+            "deletionPeriodSeconds": b.deletion_seconds,
+            "measureSlackSeconds": b.measure_slack_seconds,
+            **({"sudo": encode_address(b.sudo)} if b.sudo else {}),
+            "prices": {
+                name: {key: str(getattr(p, attr)) for key, attr in _PRICE_FIELDS.items()}
+                for name, p in sorted(b.prices.items())
+            },
+        }
+
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -114,6 +142,7 @@ class ChainSpec:
             },
             "runtime": self.runtime_json(),
             "towers": self.towers_json(),
+            "billing": self.billing_json(),
             "balances": [[encode_address(a), str(amount)] for a, amount in self.balances],
             **self.checkpoint_json(),
         }
@@ -180,6 +209,7 @@ def parse_spec(data: Any) -> ChainSpec:
             "consensus",
             "runtime",
             "towers",
+            "billing",
             "balances",
             "checkpoint",
         },
@@ -228,14 +258,16 @@ def parse_spec(data: Any) -> ChainSpec:
         keys[k]: _field(rt, k, int, "runtime.") for k in keys if k in rt or k in required
     }
     runtime_args["towers"] = _parse_towers(data.get("towers", {}))
+    runtime_args["billing"] = _parse_billing(data.get("billing", {}))
     runtime = RuntimeConfig(**runtime_args)
     if runtime.existential_deposit < 1:
         raise GenesisError("runtime.existentialDeposit must be at least 1")
     if runtime.max_tx_bytes < 256 or runtime.max_block_bytes < runtime.max_tx_bytes:
         raise GenesisError("runtime.maxTxBytes must be >= 256 and <= runtime.maxBlockBytes")
-    if not 2 <= runtime.wallet_threshold <= runtime.wallet_committee_size <= 64:
+    if not wallets.valid_committee_size(runtime.wallet_threshold, runtime.wallet_committee_size):
         raise GenesisError(
-            "runtime.walletThreshold and walletCommitteeSize need 2 <= threshold <= size <= 64"
+            "runtime.walletThreshold and walletCommitteeSize need 2 <= threshold <= size <= 64, "
+            "or threshold = size = 1 (a one-node committee)"
         )
     if runtime.metering_period_seconds < 1:
         raise GenesisError("runtime.meteringPeriodSeconds must be at least 1")
@@ -346,6 +378,59 @@ _CLASS_FIELDS = {
 }
 
 
+_PRICE_FIELDS = {
+    "cpuMillicoreHour": "cpu_millicore_hour",
+    "memoryGibHour": "memory_gib_hour",
+    "diskGibHour": "disk_gib_hour",
+    "gpuHour": "gpu_hour",
+    "replicaHourMinimum": "replica_hour_minimum",
+}
+MAX_PRICE = 2**64 - 1
+"""A price fits in 8 bytes: a period's charge stays far below 2^128."""
+
+
+def _parse_billing(raw: Any) -> BillingConfig:
+    """`billing`: prices per node class, grace and deletion periods, the sudo account."""
+    if not isinstance(raw, dict):
+        raise GenesisError("billing must be an object")
+    _no_unknown(
+        raw,
+        {"gracePeriodSeconds", "deletionPeriodSeconds", "measureSlackSeconds", "sudo", "prices"},
+        "billing",
+    )
+    values: dict[str, Any] = {}
+    if "gracePeriodSeconds" in raw:
+        values["grace_seconds"] = _field(raw, "gracePeriodSeconds", int, "billing.")
+    if "deletionPeriodSeconds" in raw:
+        values["deletion_seconds"] = _field(raw, "deletionPeriodSeconds", int, "billing.")
+    if "measureSlackSeconds" in raw:
+        values["measure_slack_seconds"] = _field(raw, "measureSlackSeconds", int, "billing.")
+    if "sudo" in raw:
+        values["sudo"] = bytes(_account(raw["sudo"], "billing.sudo"))
+    if "prices" in raw:
+        parsed = {}
+        for name, body in _field(raw, "prices", dict, "billing.").items():
+            if name not in NODE_CLASSES:
+                raise GenesisError(f"billing.prices.{name}: classes are {', '.join(NODE_CLASSES)}")
+            where = f"billing.prices.{name}."
+            if not isinstance(body, dict):
+                raise GenesisError(f"{where[:-1]} must be an object")
+            _no_unknown(body, set(_PRICE_FIELDS), where[:-1])
+            amounts = {
+                a: _field(body, k, int, where) for k, a in _PRICE_FIELDS.items() if k in body
+            }
+            if any(v > MAX_PRICE for v in amounts.values()):
+                raise GenesisError(f"{where[:-1]}: a price is at most {MAX_PRICE}")
+            parsed[name] = Prices(**amounts)
+        values["prices"] = parsed
+    config = BillingConfig(**values)
+    if config.grace_seconds > config.deletion_seconds:
+        raise GenesisError(
+            "billing.gracePeriodSeconds must not exceed billing.deletionPeriodSeconds"
+        )
+    return config
+
+
 def _parse_towers(raw: Any) -> TowerConfig:
     if not isinstance(raw, dict):
         raise GenesisError("towers must be an object")
@@ -422,6 +507,14 @@ def dev_spec(authorities: tuple[AccountId, ...], endowed: tuple[AccountId, ...])
             # Autoscaling windows and policy periods pass 10 times faster: the default 5-minute
             # scale-down window lasts 30 s, three metering periods.
             autoscaling_time_scale=10,
+            # Billing shows within a minute: invoices a period after their period (10 s),
+            # suspension 30 s after an invoice stays unpaid, deletion two minutes later.
+            billing=BillingConfig(
+                prices={name: DEV_PRICES for name in NODE_CLASSES},
+                grace_seconds=30,
+                deletion_seconds=150,
+                sudo=bytes(authorities[0]) if authorities else b"",
+            ),
         ),
     )
 
@@ -450,6 +543,7 @@ def build_genesis(spec: ChainSpec, empty_state: TrieState) -> Genesis:
     overlay.put(system.CHAIN_ID_KEY, spec.id.encode())
     overlay.put(system.AUTHORITIES_KEY, rlp.encode(list(spec.authorities)))
     overlay.put(system.RUNTIME_CONFIG_KEY, json.dumps(spec.runtime_json(), sort_keys=True).encode())
+    overlay.put(billing.GENESIS_KEY, json.dumps(spec.billing_json(), sort_keys=True).encode())
     commit = empty_state.commit(overlay.changes)
     header = Header(
         parent_hash=ZERO_HASH,

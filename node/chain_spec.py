@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from chain.genesis import ChainSpec, dev_spec, load_spec
@@ -20,10 +21,13 @@ def development_spec() -> ChainSpec:
     the same genesis hash in its database, so the spec cannot hold the time it is built. Slots
     since 1970 open no hole here, since the one authority's blocks are final as they are made,
     and a dev chain is nobody else's."""
-    return dev_spec(
+    spec = dev_spec(
         authorities=(dev_keypair(DEV_AUTHORITY).public,),
         endowed=tuple(dev_keypair(name).public for name in DEV_ACCOUNTS),
     )
+    # One node: its platform wallets' committee is that node alone (1 of 1), so that a dev
+    # chain creates wallets and pays from them.
+    return replace(spec, runtime=replace(spec.runtime, wallet_committee_size=1, wallet_threshold=1))
 
 
 def resolve_spec(chain: str) -> ChainSpec:

@@ -6,10 +6,25 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from node.commands import app, key, node, query, testnet, tx, vdf, wallet, workloads
+from node.commands import (
+    app,
+    billing,
+    config,
+    key,
+    node,
+    query,
+    secret,
+    testnet,
+    tx,
+    vdf,
+    wallet,
+    workloads,
+)
 from node.errors import CliError
 
-COMMAND_GROUPS = (node, testnet, key, tx, query, app, wallet, workloads, vdf)
+COMMAND_GROUPS = (
+    node, testnet, key, tx, query, app, billing, config, secret, wallet, workloads, vdf,
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,6 +43,7 @@ from node.rpc.origins import CorsPolicy
 from node.rpc.server import RpcServer
 from node.rpc.serving import serve_asgi
 from node.rpc.workload_methods import register_workload_methods
+from node.secret_source import DeliveredSecrets
 from orchestrator.addresses import with_ip
 from orchestrator.disk_pressure import DiskPressureMonitor, WaterMarks
 from orchestrator.dockerd import EngineStartError, PrivateEngine
@@ -67,6 +68,8 @@ from wallet.committee import (
     WalletService,
     registered_address,
 )
+from wallet.payouts import Payouts, fallover_for
+from wallet.secret_delivery import SecretDelivery
 from wallet.shares import open_share_store
 
 log = logging.getLogger("statemesh.node")
@@ -241,6 +244,8 @@ class Node:
             if presence is not None and disk is not None:
                 presence.disk_pressure = disk.under_pressure
             wallet = _wallet(config, chain, network, node_key)
+            if workloads is not None and wallet is not None and network is not None:
+                workloads.secrets = _secret_source(chain, network, node_key, wallet, clock)
             endpoints = EndpointService(
                 chain,
                 Keypair.from_seed(node_key.seed),
@@ -380,6 +385,13 @@ class Node:
                         await nursery.start(self.usage.run)
                     if self.wallet is not None:
                         await nursery.start(self.wallet.run)
+                        # Pays the invoices of the wallets this node holds shares of.
+                        runtime = config.spec.runtime
+                        fallover = fallover_for(
+                            runtime.billing.grace_seconds, runtime.wallet_committee_size
+                        )
+                        payouts = Payouts(self.wallet, ChainLedger(self.chain), fallover=fallover)
+                        await nursery.start(payouts.run)
                     if self.ingress is not None:
                         # Before the endpoints advertise: the proxy's port goes with their
                         # advertisements (until then it serves the routes as first built).
@@ -511,6 +523,25 @@ def _wallet(
     )
     service.register(network.p2p)
     return service
+
+
+def _secret_source(
+    chain: ChainService,
+    network: NetworkService,
+    node_key: NodeKey,
+    wallet: WalletService,
+    clock: Clock,
+) -> DeliveredSecrets:
+    """Where this node's replicas get their secrets: from the owner's vault members over the
+    wallet protocol (this node's own member answered in process when it is one)."""
+    ledger = ChainLedger(chain)
+    delivery = SecretDelivery(
+        identity=Keypair.from_seed(node_key.seed),
+        ledger=ledger,
+        link=P2PWalletTransport(network.p2p, registered_address(ledger)),
+        local=wallet.member.handle,
+    )
+    return DeliveredSecrets(delivery, clock)
 
 
 def _evidence(

@@ -48,6 +48,7 @@ from orchestrator.firewall import HostFirewall
 from orchestrator.labels import ContainerIdentity, ContainerKey
 from orchestrator.metering import Meter, MeterTarget, VolumeUsage
 from orchestrator.probes import ContainerProber, ProbeKind
+from orchestrator.secrets import FileStore, NoSecretSource, SecretSource, project
 from orchestrator.spec import ReplicaKey, ReplicaSpec, RestartPolicy, VolumeKind
 from orchestrator.status import (
     LIVE,
@@ -179,8 +180,14 @@ class Controller:
         firewall: HostFirewall,
         sandbox_rootfs: Callable[[], bytes],
         clock: Clock = _SYSTEM_CLOCK,
+        secrets: SecretSource | None = None,
+        files: FileStore | None = None,
     ) -> None:
         self._engine = engine
+        self._secrets: SecretSource = secrets if secrets is not None else NoSecretSource()
+        self._files = files
+        """Where secret and configMap files are written (a tmpfs); None: nowhere, and replicas
+        with such volumes wait."""
         self._source = desired
         self.config = config
         self._firewall = firewall
@@ -546,6 +553,14 @@ class Controller:
             del self._waiting[ck]
         for ck in [ck for ck, h in self._evicted.items() if (ck, h) not in keys]:
             del self._evicted[ck]
+        if self._files is not None:
+            self._files.keep_only(
+                [
+                    self._files.folder(k.replica, k.container, h)
+                    for k, h in keys
+                    if isinstance(k, ContainerKey) and k.container != labels.SANDBOX
+                ]
+            )
         forgotten = {
             r
             for r in self._known.keys() | self._fence.keys()
@@ -633,7 +648,13 @@ class Controller:
             container_id = await self._engine.create(action.request)
             await self._start_id(action.key, action.spec_hash, container_id)
             return
-        container_id = await self._engine.create(action.request)
+        request = action.request
+        spec = self._desired.get(replica)
+        if spec is not None and (spec.files or spec.secrets()):
+            request = await project(
+                request, spec, name, action.spec_hash, self._secrets, self._files
+            )
+        container_id = await self._engine.create(request)
         self._event(replica, action.instance, EventKind.CREATED, name, message=action.request.name)
         await self._start_id(action.key, action.spec_hash, container_id)
         self._event(replica, action.instance, EventKind.STARTED, name)

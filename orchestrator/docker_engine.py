@@ -593,6 +593,12 @@ class DockerAdapter:
                 mounts=[
                     docker.types.Mount(target=m.target, source=m.volume, type="volume")
                     for m in request.mounts
+                ]
+                + [
+                    docker.types.Mount(
+                        target=b.target, source=b.source, type="bind", read_only=True
+                    )
+                    for b in request.binds
                 ],
                 log_config=_LOG_CONFIG,
                 # The writable layer's hard quota, where the engine has them.

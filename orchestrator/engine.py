@@ -77,6 +77,15 @@ class Mount:
 
 
 @dataclass(frozen=True, slots=True)
+class Bind:
+    """A folder of the host mounted read-only into a container: the node's files of a secret or
+    configMap volume, on a tmpfs."""
+
+    source: str
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
 class CreateRequest:
     """Everything the engine needs to create one container.
 
@@ -102,6 +111,7 @@ class CreateRequest:
     hostname: str | None = None
     """Only for a container with a network of its own; members of a pod share its sandbox's."""
     security: SecurityContext = field(default_factory=SecurityContext)
+    binds: tuple[Bind, ...] = ()
 
     def __post_init__(self) -> None:
         if self.network is not None and self.join is not None:

@@ -84,8 +84,10 @@ def spec_hash(spec: ReplicaSpec, container: Container) -> str:
     """A digest of everything the engine was given to create this container.
 
     Probes, restart policy and grace period are read from the desired spec at run time, so they
-    are left out: changing them alone does not replace a running container. Secret values are in
-    the digest so that rotating one replaces the container; the engine holds them anyway."""
+    are left out: changing them alone does not replace a running container. A value from a
+    configuration or secret is covered by its version, never by itself: a new version replaces
+    the container, and no digest (a label, a name) is computed from a secret."""
+    files = [[f.digest_parts() for f in spec.files]] if spec.files else []
     return _digest(
         spec.revision,
         spec.owner,
@@ -93,7 +95,7 @@ def spec_hash(spec: ReplicaSpec, container: Container) -> str:
         container.image,
         list(container.command),
         list(container.args),
-        [[e.name, e.value, e.secret] for e in container.env],
+        [e.digest_parts() for e in container.env],
         [[p.container_port, p.name, p.protocol] for p in container.ports],
         [
             container.resources.cpu_millicores,
@@ -112,6 +114,7 @@ def spec_hash(spec: ReplicaSpec, container: Container) -> str:
             list(container.security.capabilities_drop),
             list(container.security.capabilities_add),
         ],
+        *files,
     )
 
 

@@ -6,9 +6,13 @@ checks it again."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from chain.runtime import manifest as m
 from chain.runtime.apps import ReplicaEntry
+from chain.runtime.configs import ConfigRecord, get_config
+from chain.runtime.secrets import SecretRecord, secret_record
+from chain.state import StateReader
 from orchestrator import spec as o
 from orchestrator.errors import OrchestratorError
 
@@ -26,6 +30,65 @@ VOLUME_KINDS = {
 
 class UnsupportedManifest(OrchestratorError):
     """A manifest this node cannot run yet (the reason is logged once per revision)."""
+
+
+class Sources(Protocol):
+    """The application owner's configurations and secrets, as the finalized state holds them."""
+
+    def config(self, name: str) -> ConfigRecord | None: ...
+
+    def secret(self, name: str) -> SecretRecord | None: ...
+
+
+class ChainSources:
+    """`Sources` read from one state for one owner."""
+
+    def __init__(self, state: StateReader, owner: bytes) -> None:
+        self.state = state
+        self.owner = owner
+
+    def config(self, name: str) -> ConfigRecord | None:
+        return get_config(self.state, self.owner, name)
+
+    def secret(self, name: str) -> SecretRecord | None:
+        return secret_record(self.state, self.owner, name)
+
+
+class NoSources:
+    """For a manifest that reads no configuration or secret."""
+
+    def config(self, name: str) -> ConfigRecord | None:
+        return None
+
+    def secret(self, name: str) -> SecretRecord | None:
+        return None
+
+
+def _config(sources: Sources, name: str) -> tuple[o.SourceRef, ConfigRecord]:
+    record = sources.config(name)
+    if record is None:
+        raise UnsupportedManifest(f"the owner has no config {name!r}")
+    return o.SourceRef(o.SourceKind.CONFIG, name, record.version), record
+
+
+def _secret(sources: Sources, name: str) -> tuple[o.SourceRef, SecretRecord]:
+    record = sources.secret(name)
+    if record is None:
+        raise UnsupportedManifest(f"the owner has no secret {name!r}")
+    return o.SourceRef(o.SourceKind.SECRET, name, record.version), record
+
+
+def config_text(name: str, key: str, value: bytes) -> str:
+    """A configuration value as an environment variable's text."""
+    try:
+        text = value.decode()
+    except UnicodeDecodeError:
+        raise UnsupportedManifest(
+            f"key {key!r} of config {name!r} is not UTF-8 text: mount it as a file"
+        ) from None
+    if "\x00" in text:
+        raise UnsupportedManifest(f"key {key!r} of config {name!r} holds a NUL character")
+    return text
 
 
 def volume_kind(kind: m.VolumeKind) -> o.VolumeKind:
@@ -66,13 +129,49 @@ def security_context(context: m.SecurityContext) -> o.SecurityContext:
     )
 
 
-def env_var(container: m.Container, var: m.EnvVar) -> o.EnvVar:
-    if var.value is None:
-        # Secret and configuration values reach containers with the secrets feature.
-        raise UnsupportedManifest(
-            f"container {container.name}: env {var.name} refers to a secret or config"
-        )
-    return o.EnvVar(var.name, var.value)
+def env_var(var: m.EnvVar, sources: Sources) -> o.EnvVar:
+    if var.secret_ref is not None:
+        ref, secret = _secret(sources, var.secret_ref.name)
+        if var.secret_ref.key not in {k for k, _ in secret.keys}:
+            raise UnsupportedManifest(f"secret {ref.name!r} has no key {var.secret_ref.key!r}")
+        return o.EnvVar(var.name, "", secret=True, source=ref, key=var.secret_ref.key)
+    if var.config_ref is not None:
+        ref, config = _config(sources, var.config_ref.name)
+        key = var.config_ref.key
+        if key not in config.data:
+            raise UnsupportedManifest(f"config {ref.name!r} has no key {key!r}")
+        return o.EnvVar(var.name, config_text(ref.name, key, config.data[key]), source=ref, key=key)
+    return o.EnvVar(var.name, var.value or "")
+
+
+def env_from(source: m.EnvFromSource, sources: Sources) -> list[o.EnvVar]:
+    """Every key of the configuration or secret whose name is a valid variable name (as
+    Kubernetes does, the others are left out)."""
+    found: list[o.EnvVar] = []
+    if source.secret is not None:
+        ref, secret = _secret(sources, source.secret)
+        for key, _ in secret.keys:
+            if o.valid_env_name(key):
+                found.append(o.EnvVar(key, "", secret=True, source=ref, key=key))
+    elif source.config is not None:
+        ref, config = _config(sources, source.config)
+        for key, value in config.data.items():
+            if o.valid_env_name(key):
+                found.append(o.EnvVar(key, config_text(ref.name, key, value), source=ref, key=key))
+    return found
+
+
+def env_vars(container: m.Container, sources: Sources) -> tuple[o.EnvVar, ...]:
+    """`envFrom` first, in order, then `env`: a later one of a name wins, as in Kubernetes."""
+    chosen: dict[str, o.EnvVar] = {}
+    for source in container.env_from:
+        for var in env_from(source, sources):
+            chosen.pop(var.name, None)
+            chosen[var.name] = var
+    for item in container.env:
+        chosen.pop(item.name, None)
+        chosen[item.name] = env_var(item, sources)
+    return tuple(chosen.values())
 
 
 def container_port(port: m.ContainerPort) -> o.ContainerPort:
@@ -114,13 +213,15 @@ def pids_limits(asked: Sequence[int | None], max_pids: int) -> list[int]:
     return given
 
 
-def container(spec: m.ApplicationSpec, container: m.Container, pids_limit: int) -> o.Container:
+def container(
+    spec: m.ApplicationSpec, container: m.Container, pids_limit: int, sources: Sources
+) -> o.Container:
     return o.Container(
         name=container.name,
         image=container.image,
         command=container.command,
         args=container.args,
-        env=tuple(env_var(container, var) for var in container.env),
+        env=env_vars(container, sources),
         ports=tuple(container_port(p) for p in container.ports),
         resources=enforced_resources(container.resources, pids_limit),
         liveness_probe=probe(container.liveness_probe),
@@ -143,8 +244,49 @@ def volumes(spec: m.ApplicationSpec) -> tuple[o.Volume, ...]:
             memory=v.memory,
         )
         for v in spec.volumes
-        if v.name in mounts
+        if v.name in mounts and v.kind in VOLUME_KINDS
     )
+
+
+def files(spec: m.ApplicationSpec, sources: Sources) -> tuple[o.FilesVolume, ...]:
+    """The secret and configMap volumes some container mounts: each key it lists (or, with no
+    `items`, every key of its source, named after it) as a file of its mode."""
+    mounts = {vm.name: vm.mount_path for c in spec.containers for vm in c.volume_mounts}
+    found: list[o.FilesVolume] = []
+    for v in spec.volumes:
+        if v.name not in mounts or v.source is None or v.kind in VOLUME_KINDS:
+            continue
+        default = v.default_mode if v.default_mode is not None else 0o400
+        data: tuple[tuple[str, bytes], ...] = ()
+        if v.kind is m.VolumeKind.SECRET:
+            ref, secret = _secret(sources, v.source)
+            held = [k for k, _ in secret.keys]
+        else:
+            ref, config = _config(sources, v.source)
+            held = list(config.data)
+        items = v.items or tuple(m.KeyToPath(k, k) for k in held)
+        for item in items:
+            if item.key not in held:
+                raise UnsupportedManifest(f"{ref.kind.value} {ref.name!r} has no key {item.key!r}")
+        if v.kind is m.VolumeKind.CONFIG_MAP:
+            wanted = {item.key for item in items}
+            data = tuple((k, value) for k, value in config.data.items() if k in wanted)
+        found.append(
+            o.FilesVolume(
+                v.name,
+                mounts[v.name],
+                ref,
+                tuple(
+                    o.FileItem(i.key, i.path, i.mode if i.mode is not None else default)
+                    for i in items
+                ),
+                data,
+                tuple(
+                    c.name for c in spec.containers if v.name in {m.name for m in c.volume_mounts}
+                ),
+            )
+        )
+    return tuple(found)
 
 
 def replica_spec(
@@ -156,10 +298,14 @@ def replica_spec(
     max_pids: int = DEFAULT_MAX_PIDS,
     owner: str = "",
     instance: int = 0,
+    sources: Sources | None = None,
 ) -> o.ReplicaSpec:
     """The orchestrator's view of one assigned replica of `manifest`, an application of `owner`
     (an address) created on chain as `instance`. Its containers together have at most
-    `max_pids` processes and threads (`pids_limits`)."""
+    `max_pids` processes and threads (`pids_limits`). `sources` are the owner's
+    configurations and secrets: their versions (and a configuration's values) are read there,
+    a secret's values only when a container is created."""
+    sources = sources if sources is not None else NoSources()
     spec = manifest.spec
     asked = [c.resources.limits.pids for c in spec.containers]
     return o.ReplicaSpec(
@@ -168,11 +314,12 @@ def replica_spec(
         revision=entry.revision,
         replica=entry.index,
         containers=tuple(
-            container(spec, c, pids)
+            container(spec, c, pids, sources)
             for c, pids in zip(spec.containers, pids_limits(asked, max_pids), strict=True)
         ),
         restart_policy=spec.restart_policy,
         volumes=volumes(spec),
         owner=owner,
         instance=instance,
+        files=files(spec, sources),
     )

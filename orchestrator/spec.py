@@ -28,6 +28,10 @@ _CHAIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
 
+def valid_env_name(name: str) -> bool:
+    return bool(_ENV_NAME.match(name))
+
+
 def _check_dns_label(field_name: str, value: str) -> None:
     if len(value) > 63 or not _DNS_LABEL.match(value):
         raise SpecError(
@@ -59,6 +63,26 @@ class VolumeKind(enum.Enum):
     """Outlives replacements and scale-down of its replica (like a StatefulSet volume claim)."""
 
 
+class SourceKind(enum.Enum):
+    """Where a value or a file comes from: the owner's configurations or secrets on chain."""
+
+    CONFIG = "config"
+    SECRET = "secret"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRef:
+    """One version of one of the owner's configurations or secrets. Container digests cover
+    this, never the values: a new version replaces the containers that read it."""
+
+    kind: SourceKind
+    name: str
+    version: int
+
+    def digest_parts(self) -> list[object]:
+        return [self.kind.value, self.name, self.version]
+
+
 @dataclass(frozen=True, slots=True, repr=False)
 class EnvVar:
     """One environment variable. A secret value never appears in repr, logs or errors."""
@@ -66,7 +90,11 @@ class EnvVar:
     name: str
     value: str
     secret: bool = False
-    """Set by the owner for values that only the node running the container may see."""
+    """Set for values that only the node running the container may see."""
+    source: SourceRef | None = None
+    """Where the value comes from (its `key` there); a secret's value is filled in only when
+    the container is created (`value` is empty until then)."""
+    key: str = ""
 
     def __post_init__(self) -> None:
         if not _ENV_NAME.match(self.name):
@@ -75,6 +103,13 @@ class EnvVar:
     def __repr__(self) -> str:
         shown = "<secret>" if self.secret else repr(self.value)
         return f"EnvVar(name={self.name!r}, value={shown}, secret={self.secret})"
+
+    def digest_parts(self) -> list[object]:
+        """What a container's digest covers: the value itself only when it is given in the
+        manifest, else where it comes from (its version)."""
+        if self.source is None:
+            return [self.name, self.value, self.secret]
+        return [self.name, self.secret, *self.source.digest_parts(), self.key]
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +329,57 @@ class Volume:
             raise SpecError("volumes.size_bytes", "a volume in memory needs a size limit")
 
 
+@dataclass(frozen=True, slots=True)
+class FileItem:
+    """One key of a configuration or secret as a file of a `FilesVolume`."""
+
+    key: str
+    path: str
+    """Relative to the mount path, without `.` or `..` parts."""
+    mode: int
+
+    def __post_init__(self) -> None:
+        parts = self.path.split("/")
+        if not self.path or self.path.startswith("/") or {"", ".", ".."} & set(parts):
+            raise SpecError("files.items.path", f"{self.path!r} is not a relative path")
+        if not 0 <= self.mode <= 0o777:
+            raise SpecError("files.items.mode", f"{self.mode:o} is not a file mode")
+
+
+@dataclass(frozen=True, slots=True)
+class FilesVolume:
+    """A configuration's or secret's keys as read-only files, written by the node on a tmpfs
+    when the container is created and removed with it (Kubernetes' `secret` and `configMap`
+    volumes)."""
+
+    name: str
+    mount_path: str
+    source: SourceRef
+    items: tuple[FileItem, ...]
+    data: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)
+    """A configuration's values, read from the chain with its version; empty for a secret,
+    whose values only the node's secret source gives, at creation."""
+    containers: tuple[str, ...] = ()
+    """The containers that mount it (none: every one); a secret reaches no other."""
+
+    def mounted_in(self, container: str) -> bool:
+        return not self.containers or container in self.containers
+
+    def __post_init__(self) -> None:
+        _check_dns_label("files.name", self.name)
+        if not self.mount_path.startswith("/") or self.mount_path == "/":
+            raise SpecError("files.mount_path", f"{self.mount_path!r} is not an absolute path")
+
+    def digest_parts(self) -> list[object]:
+        return [
+            self.name,
+            self.mount_path,
+            *self.source.digest_parts(),
+            [[i.key, i.path, i.mode] for i in self.items],
+            list(self.containers),
+        ]
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class ReplicaKey:
     """Which replica: stable across revisions, so a new revision replaces the old one."""
@@ -327,6 +413,8 @@ class ReplicaSpec:
     instance: int = 0
     """Which application of this name: the chain numbers each creation anew, so an application
     deleted and created again (by anyone) never finds the old one's volumes."""
+    files: tuple[FilesVolume, ...] = ()
+    """Configurations and secrets mounted as files, in every container (as volumes are)."""
 
     def __post_init__(self) -> None:
         if self.instance < 0:
@@ -345,7 +433,11 @@ class ReplicaSpec:
             raise SpecError("containers.name", "two containers have the same name")
         if len({v.name for v in self.volumes}) != len(self.volumes):
             raise SpecError("volumes.name", "two volumes have the same name")
-        if len({v.mount_path for v in self.volumes}) != len(self.volumes):
+        named = [v.name for v in self.volumes] + [f.name for f in self.files]
+        if len(set(named)) != len(named):
+            raise SpecError("volumes.name", "two volumes have the same name")
+        paths = [v.mount_path for v in self.volumes] + [f.mount_path for f in self.files]
+        if len(set(paths)) != len(paths):
             raise SpecError("volumes.mount_path", "two volumes are mounted at the same path")
         if self.termination_grace_period_seconds < 0:
             raise SpecError("termination_grace_period_seconds", "is negative")
@@ -353,6 +445,14 @@ class ReplicaSpec:
     @property
     def key(self) -> ReplicaKey:
         return ReplicaKey(self.chain, self.app, self.replica)
+
+    def secrets(self) -> list[SourceRef]:
+        """The secrets (with their versions) its containers read, in order, each once."""
+        found = {e.source for c in self.containers for e in c.env if e.source is not None}
+        found |= {f.source for f in self.files}
+        return sorted(
+            (r for r in found if r.kind is SourceKind.SECRET), key=lambda r: (r.name, r.version)
+        )
 
     def container(self, name: str) -> Container:
         for c in self.containers:

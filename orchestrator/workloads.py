@@ -27,7 +27,13 @@ from orchestrator.images import busybox_rootfs_tar
 from orchestrator.labels import owner_labels
 from orchestrator.logs import WorkloadLogs
 from orchestrator.manifest_cache import ManifestCache
-from orchestrator.replica_specs import DEFAULT_MAX_PIDS, UnsupportedManifest, replica_spec
+from orchestrator.replica_specs import (
+    DEFAULT_MAX_PIDS,
+    ChainSources,
+    UnsupportedManifest,
+    replica_spec,
+)
+from orchestrator.secrets import FileStore, SecretSource, default_file_root
 
 log = logging.getLogger("statemesh.workloads")
 
@@ -93,6 +99,7 @@ class ChainDesiredState:
                         max_pids=self.max_pids,
                         owner=encode_address(record.owner),
                         instance=record.instance,
+                        sources=ChainSources(state, record.owner),
                     )
                 )
             except (UnsupportedManifest, SpecError) as exc:
@@ -138,7 +145,13 @@ class WorkloadService:
         allow_private_registries: bool = False,
         image_gc: ImageGcPolicy | None = None,
         manifests: ManifestCache | None = None,
+        secrets: SecretSource | None = None,
+        files: FileStore | None = None,
     ) -> None:
+        self.secrets = secrets
+        """Where the plaintext of the secrets replicas read comes from (the node's delivery);
+        None: replicas that read a secret wait. May be set until `run` starts."""
+        self.files = files if files is not None else FileStore(default_file_root(node_id))
         self.max_image_bytes = max_image_bytes
         """An image larger than this once pulled is removed again (`ImageTooLarge`)."""
         self.allow_private_registries = allow_private_registries
@@ -207,6 +220,8 @@ class WorkloadService:
             firewall=self.firewall,
             sandbox_rootfs=busybox_rootfs_tar,
             clock=self.chain.clock,
+            secrets=self.secrets,
+            files=self.files,
         )
         self.controller, self._docker = controller, engine.docker
         self.controller_started.set()

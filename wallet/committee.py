@@ -68,7 +68,7 @@ from wallet.transport import Transport
 
 log = logging.getLogger("statemesh.wallet")
 
-(REQUEST, REGISTER) = Wallets().calls()
+(REQUEST, REGISTER, REQUEST_VAULT, REGISTER_VAULT) = Wallets().calls()
 DEFAULT_TIMEOUT = 10.0
 RETRY_SECONDS = 3.0
 """After a failed DKG attempt (a member not reachable yet, or not final yet where it is), the
@@ -81,6 +81,12 @@ relay protocol's handler deadline) allows this many request timeouts for it."""
 MAX_RELAYED = 16
 """Signings a member coordinates at once for nodes outside the committee (one per wallet)."""
 NOT_FROM_COMMITTEE_PENALTY = 20
+PENALIZED = frozenset(
+    {RefusalReason.NOT_FROM_COMMITTEE, RefusalReason.NOT_ASSIGNED, RefusalReason.FOREIGN_SECRET}
+)
+"""Refusals that cost the peer NOT_FROM_COMMITTEE_PENALTY: an honest node never sends what
+only a member may send, nor asks for a secret of a replica the finalized chain does not assign
+it or an application that does not read it (an unknown version may be a race: not these)."""
 """Score a peer loses for a request only a committee member may send: an honest node never
 sends one (the committee and the coordinator are the chain's)."""
 RESUBMIT_SECONDS = 10.0
@@ -354,7 +360,7 @@ class WalletService:
                 raise Refused(RefusalReason.NOT_FROM_COMMITTEE, "the peer is not a node")
             payload = self._member.dispatch(sender, WalletRequest.decode(data))
         except Refused as refusal:
-            if refusal.reason is RefusalReason.NOT_FROM_COMMITTEE and self._penalize is not None:
+            if refusal.reason in PENALIZED and self._penalize is not None:
                 self._penalize(peer, NOT_FROM_COMMITTEE_PENALTY, f"wallet: {refusal.message}")
             return encode_refusal(refusal)
         return encode_answer(payload)
@@ -531,12 +537,22 @@ class WalletService:
                 qualified, session, [judged.ok[m] for m in qualified], RequestKind.DKG_CONFIRM
             ),
         )
-        group_key, signatures = _agreed_group_key(results, qualified)
-        call = REGISTER.call(
-            request=request_id,
-            group_key=group_key,
-            confirmations=wallets.encode_confirmations(signatures),
-        )
+        group_key, signatures, shares = _agreed_group_key(results, qualified)
+        if request.purpose is wallets.Purpose.ENCRYPTION:
+            if shares is None:
+                raise DkgFailed("the members confirmed a vault key without its verifying shares")
+            call = REGISTER_VAULT.call(
+                request=request_id,
+                group_key=group_key,
+                verifying_shares=shares,
+                confirmations=wallets.encode_confirmations(signatures),
+            )
+        else:
+            call = REGISTER.call(
+                request=request_id,
+                group_key=group_key,
+                confirmations=wallets.encode_confirmations(signatures),
+            )
         registration = self._ledger.submit_signed(self._payer, call)
         log.info(
             "wallet 0x%s of request %d created by %d members",
@@ -590,14 +606,27 @@ class WalletService:
                     "transaction: no member was asked"
                 )
             return await self._relay(record.committee, unsigned, login_signature)
+        return await self.sign_and_submit(
+            record, unsigned, RequestKind.SIGN_COMMIT, (rlp.encode(unsigned), login_signature)
+        )
+
+    async def sign_and_submit(
+        self,
+        record: wallets.WalletRecord,
+        unsigned: UnsignedTransaction,
+        kind: RequestKind,
+        commit_items: tuple[codec.RlpItem, ...],
+    ) -> Hash32:
+        """One signing round of a wallet transaction among its committee, this node a member:
+        every member is asked for its commitments (`kind` with `commit_items`: what it checks
+        before it commits), the first t that agree sign, and the signed transaction is
+        submitted. Nothing is submitted unless the signature is complete."""
+        group_key = AccountId(unsigned.sender)
+        genesis, nonce, call = unsigned.genesis_hash, unsigned.nonce, unsigned.call
         payload: bytes = unsigned.signing_payload()
         session = self._rng(SESSION_ID_BYTES)
-        commit_items = (rlp.encode(unsigned), login_signature)
         answers = await self._ask_all(
-            {
-                m: WalletRequest(RequestKind.SIGN_COMMIT, session, commit_items)
-                for m in record.committee
-            }
+            {m: WalletRequest(kind, session, commit_items) for m in record.committee}
         )
         offers = _signing_offers(answers, record.committee, group_key)
         if len(offers) < record.threshold:
@@ -626,7 +655,7 @@ class WalletService:
         except (FrostError, Refused) as error:
             self.signing_rounds["failed"] += 1
             raise SigningFailed(f"signing wallet 0x{group_key.hex()} failed: {error}") from None
-        signed = SignedTransaction(genesis, group_key, nonce, 0, call, signature)
+        signed = SignedTransaction(genesis, group_key, nonce, unsigned.tip, call, signature)
         self.signing_rounds["signed"] += 1
         tx_hash = self._ledger.submit(rlp.encode(signed))
         log.info("wallet 0x%s transaction 0x%s submitted", group_key.hex(), tx_hash.hex())
@@ -751,19 +780,27 @@ def _sealed_shares(
 
 def _agreed_group_key(
     results: Mapping[AccountId, codec.RlpItem], members: Sequence[AccountId]
-) -> tuple[AccountId, list[tuple[bytes, bytes]]]:
+) -> tuple[AccountId, list[tuple[bytes, bytes]], bytes | None]:
+    """The group key every member confirmed, their signatures, and the verifying shares they
+    all confirmed with it (a vault's; None for a wallet)."""
     keys: set[bytes] = set()
+    extras: set[bytes | None] = set()
     signatures: list[tuple[bytes, bytes]] = []
     for member in members:
         try:
-            group_key, signature = as_list(results[member], "confirmation")
+            group_key, signature, *rest = as_list(results[member], "confirmation")
+            if len(rest) > 1:
+                raise ValueError("a confirmation has at most 3 fields")
             keys.add(as_bytes(group_key, "group key"))
+            extras.add(as_bytes(rest[0], "verifying shares") if rest else None)
             signatures.append((member, as_bytes(signature, "signature")))
         except (Refused, ValueError) as error:
             raise DkgFailed(f"member 0x{member.hex()} confirmed wrongly: {error}") from None
     if len(keys) != 1 or len(next(iter(keys))) != 32:
         raise DkgFailed("the members finished the DKG with different group keys")
-    return AccountId(next(iter(keys))), signatures
+    if len(extras) != 1:
+        raise DkgFailed("the members finished the DKG with different verifying shares")
+    return AccountId(next(iter(keys))), signatures, next(iter(extras))
 
 
 def _relayed_signing(group_key: AccountId, answer: codec.RlpItem) -> tuple[Hash32, SigningRecord]:

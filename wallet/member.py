@@ -2,7 +2,8 @@
 request the chain finalized, relayed by that request's coordinator, keeps the resulting share
 encrypted, and signs a wallet transaction only after checking it itself (a balance transfer of
 a registered wallet of which it is a member, approved by the wallet's login key over the exact
-transaction bytes, asked for by another member of that wallet)."""
+transaction bytes, asked for by another member of that wallet; or a payout of one of the
+wallet's open invoices, exactly as its own finalized state has the invoice)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from chain.blocks import Call, UnsignedTransaction
 from chain.errors import InvalidTransaction
 from chain.keys import Keypair
 from chain.primitives import AccountId, Hash32
-from chain.runtime import wallets
+from chain.runtime import billing, system, wallets
 from chain.runtime.balances import Balances
+from chain.runtime.billing import Billing
 from chain.signature import verify
 from chain.state import StateReader
 from wallet.frost import (
@@ -31,6 +33,7 @@ from wallet.frost import (
     DkgParticipant,
     FrostError,
     KeyPackage,
+    PublicKeyPackage,
     Round1Package,
     SigningNonces,
     SigningPackage,
@@ -50,9 +53,14 @@ from wallet.messages import (
     encode_answer,
     encode_refusal,
 )
+from wallet.secret_partials import SecretQuery, answer_query
 from wallet.shares import ShareStore, ShareStoreError, StoredShare
 
 (TRANSFER,) = Balances().calls()
+PAY = next(call for call in Billing().calls() if call.name == "pay")
+PAYOUT_NONCE_WINDOW = 8
+"""A payout's nonce is at least the wallet's nonce in the member's finalized state and below it
+plus this: the coordinator may have a few wallet transactions in flight not final yet."""
 V = TypeVar("V")
 MAX_DKG_SESSIONS = 256
 """DKG sessions in flight. Each is one finalized, paid request of which this node is a member,
@@ -109,6 +117,8 @@ class _DkgSession:
     committee_raw: bytes
     threshold: int
     login_key: AccountId
+    purpose: wallets.Purpose = wallets.Purpose.SIGNING
+    """An ENCRYPTION key's confirmation also covers the verifying shares it registers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +126,8 @@ class _SigningSession:
     key_package: KeyPackage
     nonces: SigningNonces
     payload: bytes
-    login_key: AccountId
+    login_key: AccountId | None
+    """None for a payout: its authority is the finalized invoice, checked at commit."""
     login_signature: bytes
 
 
@@ -125,7 +136,15 @@ class CommitteeMember:
     of the chain: the coordinator is trusted with nothing but relaying, and a request from a
     node that may not send it changes nothing."""
 
-    __slots__ = ("_dkg", "_dkg_requests", "_identity", "_ledger", "_rng", "_shares", "_signing")
+    __slots__ = (
+        "_dkg",
+        "_dkg_requests",
+        "_identity",
+        "_ledger",
+        "_rng",
+        "_shares",
+        "_signing",
+    )
 
     def __init__(
         self,
@@ -169,12 +188,16 @@ class CommitteeMember:
         kind, session, items = request.kind, request.session, request.items
         if kind is RequestKind.SIGN_RELAY:
             raise Refused(RefusalReason.MALFORMED, "a member answers sign-relay itself")
+        if kind is RequestKind.SECRET_PARTIAL:
+            return self._secret_partial(sender, session, items)
         if kind is RequestKind.DKG_START:
             return self._dkg_start(sender, session, items)
         if kind is RequestKind.SIGN_COMMIT:
             return self._sign_commit(sender, session, items)
         if kind is RequestKind.SIGN_SHARE:
             return self._sign_share(sender, session, items)
+        if kind is RequestKind.SIGN_PAYOUT:
+            return self._sign_payout(sender, session, items)
         return self._dkg_step(sender, kind, session, items)
 
     # DKG ----------------------------------------------------------------------------------
@@ -229,7 +252,7 @@ class CommitteeMember:
         self._make_room()
         self._dkg[session] = _DkgSession(
             request_id, attempt, coordinator, participant, params, committee_raw,
-            request.threshold, request.requester,
+            request.threshold, request.requester, request.purpose,
         )  # fmt: skip
         self._dkg_requests[request_id] = session
         return package.encode()
@@ -303,6 +326,13 @@ class CommitteeMember:
             raise Refused(
                 RefusalReason.DKG_FAILED, f"this member cannot keep its share: {error}"
             ) from None
+        if session.purpose is wallets.Purpose.ENCRYPTION:
+            shares_raw = encode_vault_shares(output.public_key_package, len(session.params.members))
+            payload = wallets.vault_confirmation_payload(
+                session.request_id, group_key, session.committee_raw, session.threshold,
+                session.login_key, shares_raw,
+            )  # fmt: skip
+            return [group_key, self._identity.sign(payload), shares_raw]
         payload = wallets.confirmation_payload(
             session.request_id, group_key, session.committee_raw, session.threshold,
             session.login_key,
@@ -323,8 +353,31 @@ class CommitteeMember:
             as_bytes(items[1], "login signature"),
             coordinator=sender,
         )
-        group_key, record = approved.group_key, approved.record
-        payload, login_signature = approved.payload, approved.login_signature
+        return self._commit(
+            sender, session, approved.group_key, approved.payload,
+            approved.record.login_key, approved.login_signature,
+        )  # fmt: skip
+
+    def _sign_payout(
+        self, sender: AccountId, session: bytes, items: tuple[codec.RlpItem, ...]
+    ) -> codec.RlpItem:
+        if len(items) != 1:
+            raise Refused(RefusalReason.MALFORMED, "sign-payout takes a transaction")
+        approved = approved_payout(
+            self._ledger, self.node_id, as_bytes(items[0], "transaction"), coordinator=sender
+        )
+        return self._commit(sender, session, approved.group_key, approved.payload, None, b"")
+
+    def _commit(
+        self,
+        sender: AccountId,
+        session: bytes,
+        group_key: AccountId,
+        payload: bytes,
+        login_key: AccountId | None,
+        login_signature: bytes,
+    ) -> codec.RlpItem:
+        """Round one of a signing this member approved: its commitments, bound to `payload`."""
         if session in self._signing.get(sender, {}):
             raise Refused(RefusalReason.MALFORMED, "this signing session has started already")
         try:
@@ -337,7 +390,7 @@ class CommitteeMember:
         _bounded_put(
             self._signing.setdefault(sender, {}),
             session,
-            _SigningSession(stored.key_package, nonces, payload, record.login_key, login_signature),
+            _SigningSession(stored.key_package, nonces, payload, login_key, login_signature),
             MAX_SIGNING_SESSIONS,
         )
         return [commitments.encode(), stored.public_package.encode()]
@@ -357,7 +410,9 @@ class CommitteeMember:
             self._signing.pop(sender, None)
 
         def approve(message: bytes) -> bool:
-            return message == state.payload and verify(
+            if message != state.payload:
+                return False
+            return state.login_key is None or verify(
                 state.login_key, message, state.login_signature
             )
 
@@ -367,6 +422,26 @@ class CommitteeMember:
         except FrostError as error:
             raise Refused(RefusalReason.SIGNING_FAILED, str(error)) from None
         return share.encode()
+
+    # Secrets ------------------------------------------------------------------------------
+
+    def _secret_partial(
+        self, sender: AccountId, session: bytes, items: tuple[codec.RlpItem, ...]
+    ) -> codec.RlpItem:
+        """This member's partial decryption for a replica the sender runs, checked on this
+        node's finalized state (`secret_partials.check_query`)."""
+        query, seen_at = SecretQuery.from_request(items)
+        return answer_query(
+            state=self._ledger.finalized_state(),
+            finalized_number=self._ledger.finalized_number,
+            identity=self._identity,
+            shares=self._shares,
+            requester=sender,
+            session=session,
+            query=query,
+            seen_at=seen_at,
+            rng=self._rng,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,6 +489,8 @@ def approved_transfer(
             RefusalReason.NOT_FROM_COMMITTEE,
             "a wallet's signing is coordinated by a member of its committee only",
         )
+    if record.purpose is not wallets.Purpose.SIGNING:
+        raise Refused(RefusalReason.WRONG_PURPOSE, "a vault key never signs")
     call = unsigned.call
     if (call.module, call.function) != (TRANSFER.module.encode(), TRANSFER.name.encode()):
         raise Refused(RefusalReason.NOT_A_TRANSFER, "members sign balance transfers only")
@@ -427,6 +504,113 @@ def approved_transfer(
             "the login signature is not the wallet login key's signature of this transaction",
         )
     return ApprovedTransfer(unsigned, record, dest, amount, login_signature)
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovedPayout:
+    """A wallet's `billing.pay` of one of its open invoices, as the finalized chain has it."""
+
+    unsigned: UnsignedTransaction
+    record: wallets.WalletRecord
+    invoice: billing.Invoice
+
+    @property
+    def group_key(self) -> AccountId:
+        return AccountId(self.unsigned.sender)
+
+    @property
+    def payload(self) -> bytes:
+        payload: bytes = self.unsigned.signing_payload()
+        return payload
+
+
+def payout_transaction(
+    genesis_hash: Hash32, invoice: billing.Invoice, nonce: int
+) -> UnsignedTransaction:
+    """The one transaction that pays `invoice`: `billing.pay` from its wallet, the payees its
+    lines, no tip. Coordinators build it and members compare what they are asked to sign with
+    it, byte for byte."""
+    call = PAY.call(invoice=invoice.id, payees=billing.encode_payees(invoice.lines))
+    return UnsignedTransaction(genesis_hash, invoice.wallet, nonce, 0, call)
+
+
+def approved_payout(
+    ledger: WalletLedger,
+    node_id: AccountId,
+    raw: bytes,
+    *,
+    coordinator: AccountId | None = None,
+) -> ApprovedPayout:
+    """What a member checks, on its own finalized state, before it signs a payout: a
+    `billing.pay` of this chain from a wallet of which `node_id` is a member (coordinated by
+    another member, when `coordinator` is given), of an open invoice of that wallet, with payees
+    equal to the invoice's lines, no tip and a nonce the wallet may use next. `Refused` with
+    the first reason it is not: such a transaction is never signed on anyone's word."""
+    unsigned = decode_unsigned(raw, ledger.genesis_hash)
+    group_key = AccountId(unsigned.sender)
+    state = ledger.finalized_state()
+    record = wallets.get_wallet(state, group_key)
+    if record is None:
+        raise Refused(RefusalReason.UNKNOWN_WALLET, f"no wallet 0x{group_key.hex()} is registered")
+    if node_id not in record.committee:
+        raise Refused(RefusalReason.NOT_A_MEMBER, "this node is not in the wallet's committee")
+    if coordinator is not None and coordinator not in record.committee:
+        raise Refused(
+            RefusalReason.NOT_FROM_COMMITTEE,
+            "a wallet's signing is coordinated by a member of its committee only",
+        )
+    if record.purpose is not wallets.Purpose.SIGNING:
+        raise Refused(RefusalReason.WRONG_PURPOSE, "a vault key never signs")
+    call = unsigned.call
+    if (call.module, call.function) != (PAY.module.encode(), PAY.name.encode()):
+        raise Refused(RefusalReason.NOT_A_PAYOUT, "a payout is a billing.pay transaction")
+    try:
+        invoice_id, payees_raw = PAY.decode_args(call.args)
+    except InvalidTransaction as exc:
+        raise Refused(RefusalReason.NOT_A_PAYOUT, exc.message) from None
+    invoice = billing.invoice(state, invoice_id)
+    if invoice is None:
+        raise Refused(RefusalReason.UNKNOWN_INVOICE, f"no invoice {invoice_id} is finalized")
+    if invoice.wallet != group_key:
+        raise Refused(
+            RefusalReason.NOT_A_PAYOUT,
+            f"invoice {invoice_id} is owed by wallet 0x{invoice.wallet.hex()}, not this one",
+        )
+    if invoice.paid:
+        raise Refused(RefusalReason.INVOICE_CLOSED, f"invoice {invoice_id} is paid")
+    try:
+        payees = billing.decode_payees(codec.decode(payees_raw))
+    except codec.CodecError as exc:
+        raise Refused(RefusalReason.PAYOUT_MISMATCH, f"payees: {exc}") from None
+    if payees != invoice.lines:
+        raise Refused(
+            RefusalReason.PAYOUT_MISMATCH,
+            f"the payees differ from invoice {invoice_id}'s lines ({len(invoice.lines)} "
+            f"operators, {invoice.total} in total)",
+        )
+    expected = payout_transaction(ledger.genesis_hash, invoice, unsigned.nonce)
+    if rlp.encode(expected) != raw:
+        raise Refused(RefusalReason.NOT_A_PAYOUT, "a payout carries no tip")
+    first = system.account(state, group_key).nonce
+    if not first <= unsigned.nonce < first + PAYOUT_NONCE_WINDOW:
+        raise Refused(
+            RefusalReason.WRONG_NONCE,
+            f"nonce {unsigned.nonce} is not one the wallet may use next (from {first}, at most "
+            f"{PAYOUT_NONCE_WINDOW - 1} ahead)",
+        )
+    return ApprovedPayout(unsigned, record, invoice)
+
+
+def encode_vault_shares(public: PublicKeyPackage, committee_size: int) -> bytes:
+    """The verifying shares a vault registers: member i's (identifier i) in place i, empty for
+    a member the DKG disqualified."""
+    shares = public.verifying_shares
+    return wallets.encode_verifying_shares(
+        [
+            shares[as_identifier(i)].encoding if as_identifier(i) in shares else b""
+            for i in range(1, committee_size + 1)
+        ]
+    )
 
 
 def decode_unsigned(raw: bytes, genesis_hash: Hash32) -> UnsignedTransaction:

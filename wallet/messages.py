@@ -1,8 +1,10 @@
 """The `wallet` request/response protocol between a coordinator and committee members: one
 request kind per DKG or signing round, and an answer that is either a payload or a refusal
 with a reason. RLP lists; the FROST messages inside keep their own encodings. Only committee
-members send these (but `SIGN_RELAY`): a member takes a request only from the node of another
-member (the p2p peer id is the node key), and a DKG only for a request the chain finalized."""
+members send these (but `SIGN_RELAY`, and `SECRET_PARTIAL`, which a member answers only for a
+replica its finalized state assigns the asking node): a member takes a request only from the
+node of another member (the p2p peer id is the node key), and a DKG only for a request the
+chain finalized."""
 
 from __future__ import annotations
 
@@ -38,6 +40,15 @@ class RequestKind(enum.Enum):
     """[session, unsigned transaction (RLP), login signature] -> [commitments, public package]"""
     SIGN_SHARE = b"sign-share"
     """[session, signing package] -> signature share"""
+    SIGN_PAYOUT = b"sign-payout"
+    """[session, unsigned transaction (RLP)] -> [commitments, public package]: a wallet's
+    `billing.pay` of an open invoice, whose authority is the finalized invoice itself (members
+    check it against their own finalized state); then SIGN_SHARE as for a transfer."""
+    SECRET_PARTIAL = b"secret-partial"
+    """[session, owner, secret name, version, app, replica, the requester's finalized block]
+    -> this member's partial
+    decryption of the secret, sealed to the requesting node (`wallet.secret_partials`): any
+    node may ask, and gets it only for a replica its members' finalized state assigns it."""
     SIGN_RELAY = b"sign-relay"
     """[session, unsigned transaction (RLP), login signature] -> [transaction hash, [signers],
     [[skipped member, reason], ...]]: a node outside a wallet's committee asks a member to
@@ -60,6 +71,27 @@ class RefusalReason(enum.Enum):
     NOT_FROM_COMMITTEE = "NotFromCommittee"
     """The sending node is not the member this request may come from: ignored."""
     BUSY = "Busy"
+    WRONG_PURPOSE = "WrongPurpose"
+    """A vault key asked to sign, or a wallet key to decrypt."""
+    NOT_ASSIGNED = "NotAssigned"
+    """A partial decryption asked for a replica the requesting node does not run."""
+    FOREIGN_SECRET = "ForeignSecret"
+    """A partial decryption asked for an application that does not read that secret of its
+    owner (another owner's, or one its manifest does not name)."""
+    UNKNOWN_SECRET = "UnknownSecret"
+    """No such secret, or not at that version, in the member's finalized state (yet)."""
+    NO_VAULT = "NoVault"
+    NOT_FINAL_YET = "NotFinalYet"
+    """The requester's finalized chain is ahead of the member's: asked again later."""
+    STALE_VIEW = "StaleView"
+    """The requester's finalized chain is behind the member's, which refuses it."""
+    NOT_A_PAYOUT = "NotAPayout"
+    """Not a `billing.pay` of the sending wallet, or one with a tip."""
+    UNKNOWN_INVOICE = "UnknownInvoice"
+    INVOICE_CLOSED = "InvoiceClosed"
+    PAYOUT_MISMATCH = "PayoutMismatch"
+    """The payees differ from the finalized invoice's lines."""
+    WRONG_NONCE = "WrongNonce"
 
 
 class Refused(Rejection[RefusalReason], WalletError):

@@ -14,7 +14,8 @@ from dataclasses import dataclass, replace
 
 from chain import codec
 from chain.primitives import AccountId
-from chain.runtime import app_scaling, nodes, towers
+from chain.runtime import app_scaling, billing, nodes, towers, wallets
+from chain.runtime.app_reads import follow_reads, refused_reads
 from chain.runtime.app_scaling import AutoscalePass, AutoscaleState, ScalingDecision
 from chain.runtime.autoscaling import History, decide
 from chain.runtime.framework import AccountRef, Arg, ArgKind, CallDef, Context, Module
@@ -66,6 +67,8 @@ replicas start with empty volumes."""
 
 class AppsError(enum.Enum):
     BAD_MANIFEST = "BadManifest"
+    UNKNOWN_REFERENCE = "UnknownReference"
+    """The manifest reads a config or secret (or a key of one) its owner does not have."""
     NAME_TAKEN = "NameTaken"
     UNKNOWN_APP = "UnknownApp"
     NOT_OWNER = "NotOwner"
@@ -73,6 +76,8 @@ class AppsError(enum.Enum):
     TOO_MANY_REPLICAS = "TooManyReplicas"
     HOST_TAKEN = "HostTaken"
     AUTOSCALED = "Autoscaled"
+    UNKNOWN_WALLET = "UnknownWallet"
+    NOT_WALLET_OWNER = "NotWalletOwner"
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,6 +384,14 @@ class Apps(Module):
                 "Set the number of replicas.",
             ),
             CallDef(NAME, "delete", (app,), self.delete, "Remove an application."),
+            CallDef(
+                NAME,
+                "create_paid",
+                (manifest, Arg("wallet", ArgKind.ACCOUNT)),
+                self.create_paid,
+                "Deploy an application paid for each period by a platform wallet whose login key "
+                "is the sender.",
+            ),
         ]
 
     # -- calls ----------------------------------------------------------------------------------
@@ -430,6 +443,11 @@ class Apps(Module):
             instance,
         )
 
+    def _check_reads(self, ctx: Context, owner: AccountId, manifest: Manifest) -> None:
+        problem = refused_reads(ctx.state, owner, manifest.spec)
+        if problem is not None:
+            raise self.fail(AppsError.UNKNOWN_REFERENCE, problem)
+
     def _claim_host(self, ctx: Context, name: str, manifest: Manifest) -> None:
         """Give `name` its manifest's ingress host (refused if another application holds it),
         releasing the one it held before."""
@@ -458,8 +476,10 @@ class Apps(Module):
             raise self.fail(AppsError.NAME_TAKEN, f"an application named {name!r} exists")
         instance = next_instance(ctx.state)
         record = self._record(ctx, sender, manifest, 1, ctx.env.number, instance)
+        self._check_reads(ctx, sender, manifest)
         self._claim_host(ctx, name, manifest)
         self._store(ctx, name, record, manifest.canonical_json())
+        follow_reads(ctx.state, sender, name, manifest.spec)
         self._follow_autoscaling(ctx, name, manifest, record)
         ctx.state.put(NEXT_INSTANCE_KEY, codec.encode_uint(instance + 1))
         _set_names(ctx.state, [*app_names(ctx.state), name])
@@ -483,8 +503,10 @@ class Apps(Module):
             # The autoscaler owns the count: an update keeps it, within the new range.
             kept = min(max(old.replicas, scaling.min_replicas), scaling.max_replicas)
             record = replace(record, replicas=kept)
+        self._check_reads(ctx, sender, manifest)
         self._claim_host(ctx, manifest.name, manifest)
         self._store(ctx, manifest.name, record, manifest.canonical_json())
+        follow_reads(ctx.state, sender, manifest.name, manifest.spec)
         self._follow_autoscaling(ctx, manifest.name, manifest, record)
         ctx.emit(NAME, "AppUpdated", app=manifest.name, revision=record.revision)
 
@@ -531,7 +553,13 @@ class Apps(Module):
     def delete(self, ctx: Context, sender: AccountId, raw_name: bytes) -> None:
         name = raw_name.decode(errors="replace")
         record = self._owned(ctx, sender, name)
+        self._remove(ctx, name, record)
+
+    def _remove(self, ctx: Context, name: str, record: AppRecord) -> None:
         state = ctx.state
+        follow_reads(state, record.owner, name, None)
+        _track_placement(ctx, name, record, placement(state, name), [])
+        billing.forget_app(state, name, record.instance)
         self._release_host(ctx, name)
         state.delete(_APP + name.encode())
         state.delete(_PLACEMENT + name.encode())
@@ -544,10 +572,62 @@ class Apps(Module):
         _bury(state, Tombstone(name, record.owner, record.instance, ctx.env.number, until))
         ctx.emit(NAME, "AppDeleted", app=name, instance=record.instance, retained_until=until)
 
+    # -- billing: the paying wallet, arrears ---------------------------------------------------
+
+    def create_paid(self, ctx: Context, sender: AccountId, raw: bytes, wallet: AccountId) -> None:
+        """`create`, and the application's replicas are billed to `wallet` each period: a
+        registered platform wallet (it has a committee) whose login key is the sender, which
+        authorizes it once here."""
+        known = wallets.get_wallet(ctx.state, wallet)
+        if known is None:
+            raise self.fail(
+                AppsError.UNKNOWN_WALLET,
+                f"0x{wallet.hex()} is not a platform wallet: no committee holds its key",
+            )
+        if known.login_key != sender:
+            raise self.fail(
+                AppsError.NOT_WALLET_OWNER,
+                f"wallet 0x{wallet.hex()} belongs to another login key than the sender",
+            )
+        self.create(ctx, sender, raw)
+        name = self._manifest(raw).name
+        record = get_app(ctx.state, name)
+        if record is not None:
+            billing.set_wallet(ctx.state, name, record.instance, wallet)
+            ctx.emit(
+                NAME, "AppWallet", app=name, instance=record.instance, wallet=AccountRef(wallet)
+            )
+
+    def arrears(self, ctx: Context) -> None:
+        """Suspends the applications of a wallet with an invoice unpaid past its grace period
+        (their replicas removed; manifest, volumes and name kept), and deletes those suspended
+        for longer than the deletion period. Payment resumes them (`billing.pay`)."""
+        state = ctx.state
+        now = ctx.env.timestamp
+        for late in billing.advance_grace(state, ctx.config, now):
+            for name in billing.apps_paid_by(state, late.wallet):
+                record = get_app(state, name)
+                if record is None or billing.suspended_since(state, name) is not None:
+                    continue
+                _track_placement(ctx, name, record, placement(state, name), [])
+                state.delete(_PLACEMENT + name.encode())
+                billing.mark_suspended(state, name, now)
+                state.put(DIRTY_KEY, b"\x01")
+                ctx.emit(NAME, "AppSuspended", app=name, invoice=late.id, period=late.period)
+        deletion_ms = ctx.config.billing.deletion_seconds * 1000
+        for name in billing.suspended_names(state):
+            since = billing.suspended_since(state, name)
+            record = get_app(state, name)
+            if since is None or record is None or now < since + deletion_ms:
+                continue
+            self._remove(ctx, name, record)
+            ctx.emit(NAME, "AppDeletedForArrears", app=name, suspended_since=since)
+
     # -- retention of deleted applications' volumes ---------------------------------------------
 
     def on_initialize(self, ctx: Context) -> None:
         self.expire(ctx)
+        self.arrears(ctx)
 
     def expire(self, ctx: Context) -> None:
         """Removes the tombstones whose retention is over (at most MAX_EXPIRED_PER_BLOCK), oldest
@@ -580,15 +660,21 @@ class Apps(Module):
         boundary = ctx.env.number % ctx.config.towers.epoch_length == 0
         rolling = state.get(ROLLING_KEY) is not None
         changed = state.get(DIRTY_KEY) is not None or nodes.offer_changed(state)
+        changed = changed or state.get(billing.RESUMED_KEY) is not None
         if not changed and not boundary and not rolling:
             return
         self.place(ctx)
         state.delete(DIRTY_KEY)
+        state.delete(billing.RESUMED_KEY)
 
     def place(self, ctx: Context) -> None:
         state = ctx.state
         names = app_names(state)
-        records = {n: r for n in names if (r := get_app(state, n)) is not None}
+        records = {
+            n: r
+            for n in names
+            if (r := get_app(state, n)) is not None and billing.suspended_since(state, n) is None
+        }
         entries = {n: placement(state, n) for n in records}
         infos = []
         for node_id in nodes.node_ids(state):
@@ -632,6 +718,7 @@ class Apps(Module):
             )
             rolling = rolling or any(e.revision != record.revision for e in updated if e.node)
             if updated != entries[name]:
+                _track_placement(ctx, name, record, entries[name], updated)
                 state.put(_PLACEMENT + name.encode(), _encode_entries(updated))
         if rolling:
             state.put(ROLLING_KEY, b"\x01")
@@ -783,3 +870,73 @@ def _autoscale_app(ctx: Context, name: str, run: AutoscalePass) -> bool:
 def manifest_json(state: StateReader, name: str, revision: int) -> object | None:
     data = manifest_bytes(state, name, revision)
     return None if data is None else json.loads(data)
+
+
+def _track_placement(
+    ctx: Context,
+    name: str,
+    record: AppRecord,
+    before: list[ReplicaEntry],
+    after: list[ReplicaEntry],
+) -> None:
+    """Records, for billing, when each replica of a billed application starts or stops being
+    placed on a node (any revision's copy counts as the replica)."""
+    if billing.wallet_of(ctx.state, record.instance) is None:
+        return
+    was = {(e.index, e.node) for e in before if e.node}
+    now = {(e.index, e.node) for e in after if e.node}
+    if was == now:
+        return
+    cpu_limit, memory_limit, disk_limit = _usage_limits(ctx.state, name, record)
+    for index, node in sorted(was ^ now):
+        reserved = None
+        if (index, node) in now:
+            held = nodes.get_node(ctx.state, node)
+            cores, memory, disk = (held.cores, held.memory_mb, held.disk_gb) if held else (0, 0, 0)
+            reserved = (
+                cores * 1000 if cpu_limit is None else cpu_limit,
+                memory if memory_limit is None else memory_limit,
+                disk if disk_limit is None else disk_limit,
+                record.resources.gpus,
+            )
+        billing.note_assignment(
+            ctx.state, node, record.instance, index, now_ms=ctx.env.timestamp,
+            period_seconds=ctx.config.metering_period_seconds, reserved=reserved,
+        )  # fmt: skip
+
+
+def _usage_limits(
+    state: StateReader, name: str, record: AppRecord
+) -> tuple[int | None, int | None, int | None]:
+    """The most one replica can use of CPU (millicores), memory (MiB) and disk (GiB): its
+    containers' limits plus its volumes, rounded up; None where a container or a volume has no
+    limit (the node's capacity bounds it then). At least what it requests."""
+    raw = manifest_bytes(state, name, record.revision)
+    if raw is None:
+        return (None, None, None)
+    spec = decode_manifest(raw).spec
+    limits = [c.resources.limits for c in spec.containers]
+    in_memory = sum(v.size_bytes or 0 for v in spec.volumes if v.memory)
+    on_disk = sum(v.size_bytes or 0 for v in spec.volumes if not v.memory)
+    unsized = any(v.size_bytes is None for v in spec.volumes)
+    cpu = (
+        None
+        if any(x.cpu_millicores is None for x in limits)
+        else sum(x.cpu_millicores or 0 for x in limits)
+    )
+    memory = (
+        None
+        if unsized or any(x.memory_bytes is None for x in limits)
+        else sum(x.memory_bytes or 0 for x in limits) + in_memory
+    )
+    disk = (
+        None
+        if unsized or any(x.disk_bytes is None for x in limits)
+        else sum(x.disk_bytes or 0 for x in limits) + on_disk
+    )
+    requested = record.resources
+    return (
+        None if cpu is None else max(cpu, requested.cpu_millicores),
+        None if memory is None else max(-(-memory // 2**20), requested.memory_mib),
+        None if disk is None else max(-(-disk // 2**30), requested.disk_gib),
+    )

@@ -49,6 +49,45 @@ class TowerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Prices:
+    """What an hour of each resource costs on nodes of one class, in the smallest unit."""
+
+    cpu_millicore_hour: int = 0
+    """Per millicore of CPU time used for an hour (one core busy for an hour: 1,000 of them)."""
+    memory_gib_hour: int = 0
+    """Per GiB of peak memory held for an hour of assignment."""
+    disk_gib_hour: int = 0
+    """Per GiB of peak disk held for an hour of assignment."""
+    gpu_hour: int = 0
+    """Per GPU reserved for an hour of assignment."""
+    replica_hour_minimum: int = 0
+    """The least a replica costs per hour it is assigned, whatever it used."""
+
+
+def _default_prices() -> dict[str, Prices]:
+    return {name: Prices() for name in NODE_CLASSES}
+
+
+@dataclass(frozen=True, slots=True)
+class BillingConfig:
+    """Hourly billing: prices per node class (genesis values; the sudo account may change them
+    on chain), and how long an unpaid invoice waits before its applications stop and go."""
+
+    prices: dict[str, Prices] = field(default_factory=_default_prices)
+    grace_seconds: int = 86400
+    """After an invoice is issued, how long it may stay unpaid before the wallet's applications
+    are suspended."""
+    deletion_seconds: int = 30 * 86400
+    """How long an application stays suspended before it is deleted."""
+    sudo: bytes = b""
+    """The account allowed to change prices (the dev chain's sudo); empty: nobody."""
+    measure_slack_seconds: int = 30
+    """A node measures usage between its meter's samples, not exactly over a period: how far
+    past the time a replica was placed its CPU time and uptime may reach before a report is
+    refused (they are charged up to the time placed only)."""
+
+
+@dataclass(frozen=True, slots=True)
 class RuntimeConfig:
     base_fee: int
     """Charged for every transaction, burned."""
@@ -77,6 +116,7 @@ class RuntimeConfig:
     """Nodes that hold shares of each platform wallet's key."""
     wallet_threshold: int = 2
     """Shares needed to sign for a platform wallet."""
+    billing: BillingConfig = field(default_factory=BillingConfig)
 
     def fee(self, encoded_length: int) -> int:
         return self.base_fee + self.byte_fee * encoded_length

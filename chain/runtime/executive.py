@@ -23,11 +23,14 @@ from chain.primitives import Hash32
 from chain.runtime import balances, system
 from chain.runtime.apps import Apps
 from chain.runtime.balances import Balances
+from chain.runtime.billing import Billing
 from chain.runtime.config import RuntimeConfig
+from chain.runtime.configs import Configs
 from chain.runtime.epochs import Epochs
 from chain.runtime.framework import AccountRef, BlockEnv, CallDef, Context, Event, Module
 from chain.runtime.nodes import Nodes
 from chain.runtime.offences import Offences
+from chain.runtime.secrets import Secrets
 from chain.runtime.system import System
 from chain.runtime.towers import Towers
 from chain.runtime.usage import Usage
@@ -75,7 +78,10 @@ def default_modules() -> tuple[Module, ...]:
         Apps(),
         Usage(),
         Wallets(),
+        Billing(),
         Offences(),
+        Configs(),
+        Secrets(),
     )
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from chain import codec
 from chain.primitives import AccountId
-from chain.runtime import app_scaling, apps, nodes
+from chain.runtime import app_scaling, apps, billing, nodes
 from chain.runtime.app_scaling import AutoscalePass, ReplicaUsage, autoscaled_names
 from chain.runtime.framework import AccountRef, Arg, ArgKind, CallDef, Context, Module
 from chain.signature import verify
@@ -29,6 +29,10 @@ class UsageError(enum.Enum):
     BAD_RECORDS = "BadRecords"
     PERIOD_NOT_OVER = "PeriodNotOver"
     ALREADY_REPORTED = "AlreadyReported"
+    NOT_PLACED = "NotPlaced"
+    OUTSIDE_ASSIGNMENT = "OutsideAssignment"
+    ABOVE_RESERVATION = "AboveReservation"
+    REPORTING_CLOSED = "ReportingClosed"
 
 
 MAX_AMOUNT = 2**64 - 1
@@ -233,8 +237,45 @@ class Usage(Module):
             )
         if state.get(report_key(node_id, period)) is not None:
             raise self.fail(UsageError.ALREADY_REPORTED, f"period {period} is already reported")
+        charges = self.charges(ctx, node_id, record, period, decoded)
         state.put(report_key(node_id, period), records)
         index_by_app(state, node_id, period, decoded)
+        for wallet, by_instance in sorted(charges.items()):
+            billing.add_charges(state, period, wallet, by_instance)
         ctx.emit(
             NAME, "UsageReported", node=AccountRef(node_id), period=period, replicas=len(decoded)
         )
+
+    def charges(
+        self,
+        ctx: Context,
+        node_id: AccountId,
+        node: nodes.NodeRecord,
+        period: int,
+        records: list[UsageRecord],
+    ) -> dict[AccountId, dict[int, list[billing.LineItem]]]:
+        """The charges a report makes, by paying wallet and instance; refuses the whole report
+        if any record of a billed application is not one the chain placed on this node in the
+        period, or is above what the replica reserved (records of applications without a
+        wallet are kept for the autoscaler and charge nothing)."""
+        state = ctx.state
+        out: dict[AccountId, dict[int, list[billing.LineItem]]] = {}
+        price = billing.prices(state, ctx.config.billing, node.node_class)
+        for r in records:
+            wallet = billing.wallet_of(state, r.instance)
+            if wallet is None:
+                continue
+            priced = billing.price_record(
+                state, ctx.config, node=node_id, operator=node.operator, price=price,
+                period=period, now_ms=ctx.env.timestamp,
+                replica=r.replica, instance=r.instance, cpu_ms=r.cpu_ms,
+                peak_memory_bytes=r.peak_memory_bytes, disk_bytes=r.disk_bytes,
+                uptime_ms=r.uptime_ms,
+            )  # fmt: skip
+            if isinstance(priced, billing.Refusal):
+                raise self.fail(
+                    UsageError(priced.reason.value), f"{r.app} {priced.message}"
+                ) from None
+            if priced is not None:
+                out.setdefault(wallet, {}).setdefault(r.instance, []).append(priced)
+        return out

@@ -40,6 +40,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     deploy = actions.add_parser("deploy", help="create an application from a manifest")
     deploy.add_argument("manifest", type=Path)
+    deploy.add_argument(
+        "--wallet",
+        metavar="ADDRESS",
+        help="the platform wallet (whose login key is --from) that pays for the application "
+        "each period; without it the application is not billed",
+    )
     deploy.set_defaults(handler=_deploy)
 
     update = actions.add_parser("update", help="roll out a new revision of an application")
@@ -128,6 +134,13 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _deploy(args: argparse.Namespace) -> int:
     manifest = load_manifest(args.manifest)
+    if args.wallet:
+        return submit_call(
+            args,
+            "apps",
+            "create_paid",
+            {"manifest": manifest.canonical_json(), "wallet": args.wallet},
+        )
     return submit_call(args, "apps", "create", {"manifest": manifest.canonical_json()})
 
 

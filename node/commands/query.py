@@ -11,6 +11,7 @@ from chain.address import encode_address
 from chain.blocks import SignedTransaction
 from chain.errors import InvalidTransaction
 from chain.runtime.executive import default_modules
+from node.commands.billing import earnings_command
 from node.commands.client_options import add_client_arguments, emit, rpc_client, rpc_errors
 from node.errors import UsageError
 
@@ -50,7 +51,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     epoch = what.add_parser("epoch", help="the current epoch and its last transition")
     epoch.set_defaults(handler=_epoch)
 
-    for parser in (account, block, tx, node, towers, epoch):
+    earnings = what.add_parser("earnings", help="what an operator was paid, per period")
+    earnings.add_argument("operator", metavar="OPERATOR")
+    earnings.add_argument("--offset", type=int, default=0)
+    earnings.add_argument("--limit", type=int, default=100)
+    earnings.set_defaults(handler=earnings_command)
+
+    for parser in (account, block, tx, node, towers, epoch, earnings):
         add_client_arguments(parser)
 
 

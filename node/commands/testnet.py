@@ -14,11 +14,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from chain.genesis import DEV_ENDOWMENT, ChainSpec
 from chain.keys import Keypair
+from chain.runtime import wallets
 from node.chain_spec import development_spec
 from node.commands.key import keystore_errors
 from node.errors import CliError, UsageError
@@ -88,7 +89,12 @@ def _spec(validators: list[Keypair], slot_ms: int, genesis_timestamp_ms: int) ->
         slot_duration_ms=slot_ms,
         authorities=tuple(k.public for k in validators),
         balances=tuple(endowed.items()),
-        runtime=dev.runtime,
+        # Several nodes: wallets get the default 2-of-3 committee, not the dev chain's 1 of 1.
+        runtime=replace(
+            dev.runtime,
+            wallet_committee_size=wallets.DEFAULT_COMMITTEE_SIZE,
+            wallet_threshold=wallets.DEFAULT_THRESHOLD,
+        ),
         genesis_timestamp_ms=genesis_timestamp_ms,
     )
 

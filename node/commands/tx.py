@@ -107,10 +107,16 @@ def build_call(module: str, function: str, values: dict[str, Any]) -> Call:
 
 
 def submit_call(
-    args: argparse.Namespace, module: str, function: str, values: dict[str, Any]
+    args: argparse.Namespace,
+    module: str,
+    function: str,
+    values: dict[str, Any],
+    *,
+    signer: Keypair | None = None,
 ) -> int:
-    """Sign `module.function(values)` with --from, submit it, and follow it (unless --no-wait);
-    the exit code says whether the call succeeded in a finalized block."""
+    """Sign `module.function(values)` with --from (or `signer`, already read from it), submit
+    it, and follow it (unless --no-wait); the exit code says whether the call succeeded in a
+    finalized block."""
     call = build_call(module, function, values)
     try:
         tip = int(args.tip)
@@ -118,10 +124,8 @@ def submit_call(
         raise UsageError(f"--tip must be an integer, got {args.tip!r}") from None
     if tip < 0:
         raise UsageError("--tip must not be negative")
-    with keystore_errors():
-        signer = resolve_signer(
-            args.sender, keystore_from_args(args), PasswordReader.from_args(args).existing
-        )
+    if signer is None:
+        signer = signer_from_args(args)
     client = rpc_client(args)
     with rpc_errors():
         encoded = sign_call(client, signer, call, tip, args.nonce)
@@ -130,6 +134,14 @@ def submit_call(
             emit(args, {"hash": tx_hash, "status": "submitted"}, [f"submitted {tx_hash}"])
             return 0
         return trio.run(_follow, args, client, encoded)
+
+
+def signer_from_args(args: argparse.Namespace) -> Keypair:
+    """The key --from names (a password asked for if the keystore needs one)."""
+    with keystore_errors():
+        return resolve_signer(
+            args.sender, keystore_from_args(args), PasswordReader.from_args(args).existing
+        )
 
 
 def sign_call(

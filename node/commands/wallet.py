@@ -26,7 +26,7 @@ from node.commands.password import PasswordReader, add_password_argument
 from node.commands.tx import describe_status, sign_call, watch_until_final
 from node.errors import UsageError
 from node.rpc.client import RpcClient
-from wallet.committee import REQUEST
+from wallet.committee import REQUEST, REQUEST_VAULT
 from wallet.keystore import resolve_signer
 from wallet.member import TRANSFER
 
@@ -48,6 +48,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     create.set_defaults(handler=_create)
 
+    vault = actions.add_parser(
+        "vault",
+        help="ask for the login key's vault key, which its secrets are sealed to (it signs and "
+        "pays wallets.request_vault)",
+    )
+    vault.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long to wait for the committee to register the vault key (default 120)",
+    )
+    vault.set_defaults(handler=_vault)
+
     show = actions.add_parser("show", help="a wallet's committee, threshold and balance")
     show.add_argument("address")
     show.set_defaults(handler=_show)
@@ -60,7 +74,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     transfer.add_argument("--nonce", type=int, metavar="N", help="default: the wallet's next")
     transfer.set_defaults(handler=_transfer)
 
-    for parser in (create, transfer):
+    for parser in (create, vault, transfer):
         parser.add_argument(
             "--login",
             required=True,
@@ -89,10 +103,19 @@ def _address(value: str, flag: str) -> bytes:
 def _create(args: argparse.Namespace) -> int:
     """Submit `wallets.request` signed by the login key, follow it until finalized, then wait
     for the committee the chain chose to register the wallet."""
+    return _ask_committee(args, vault=False)
+
+
+def _vault(args: argparse.Namespace) -> int:
+    """As `create`, with `wallets.request_vault`: the key is for encryption only."""
+    return _ask_committee(args, vault=True)
+
+
+def _ask_committee(args: argparse.Namespace, *, vault: bool) -> int:
     login = _login(args)
     client = rpc_client(args)
     with rpc_errors():
-        encoded = sign_call(client, login, REQUEST.call())
+        encoded = sign_call(client, login, (REQUEST_VAULT if vault else REQUEST).call())
         statuses, receipt = trio.run(watch_until_final, args, client, encoded)
         if receipt is None:
             final = describe_status(statuses[-1]) if statuses else "dropped"
@@ -108,7 +131,7 @@ def _create(args: argparse.Namespace) -> int:
         args,
         request,
         [
-            f"wallet {wallet['address']}  {wallet['threshold']} of "
+            f"{'vault key' if vault else 'wallet'} {wallet['address']}  {wallet['threshold']} of "
             f"{len(wallet['committee'])} members  (request {request_id})",
             *(f"  member {m}" for m in wallet["committee"]),
         ],
@@ -118,7 +141,7 @@ def _create(args: argparse.Namespace) -> int:
 
 def _request_id(receipt: dict[str, Any]) -> int:
     for event in receipt.get("events", []):
-        if (event["module"], event["name"]) == ("wallets", "WalletRequested"):
+        if event["module"] == "wallets" and event["name"] in ("WalletRequested", "VaultRequested"):
             return int(event["data"]["request"])
     raise NodeRefused("the finalized request carries no WalletRequested event")
 

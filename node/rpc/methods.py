@@ -22,6 +22,7 @@ from chain.store import ChainStore
 from consensus.chain_service import ChainService
 from consensus.network_service import NetworkService
 from consensus.tx_status import TxStatus
+from node.rpc import billing_methods, secret_methods
 from node.rpc.digest import digest_json
 from node.rpc.errors import UNKNOWN_BLOCK, RpcError, invalid_transaction_error
 from node.rpc.feeds import Feed
@@ -347,6 +348,8 @@ def build_registry(
     _register_towers(registry, chain, resolve)
     _register_apps(registry, chain, resolve)
     _register_offences(registry, chain, resolve)
+    secret_methods.register(registry, store, resolve, account)
+    billing_methods.register(registry, store, resolve, account, app_name, info.spec.runtime)
     return registry
 
 

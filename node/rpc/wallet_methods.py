@@ -53,6 +53,23 @@ def wallet_json(ledger: WalletLedger, group_key: AccountId) -> dict[str, Any] | 
         "login": encode_address(record.login_key),
         "registeredAt": record.registered_at,
         "free": str(system.account(state, group_key).free),
+        "purpose": record.purpose.name.lower(),
+    }
+
+
+def vault_json(ledger: WalletLedger, owner: AccountId) -> dict[str, Any] | None:
+    """An owner's vault key (what its secrets are sealed to) and the members' verifying shares
+    (what partial decryptions are checked against), as the best chain has them."""
+    vault = wallets.vault_of(ledger.state(), owner)
+    if vault is None:
+        return None
+    return {
+        "owner": encode_address(owner),
+        "vaultKey": "0x" + vault.group_key.hex(),
+        "committee": [encode_address(m) for m in vault.committee],
+        "threshold": vault.threshold,
+        "verifyingShares": ["0x" + s.hex() if s else None for s in vault.verifying_shares],
+        "registeredAt": vault.registered_at,
     }
 
 
@@ -67,6 +84,7 @@ def request_json(ledger: WalletLedger, request_id: int) -> dict[str, Any] | None
     if pending is not None:
         return answer | {
             "status": "pending",
+            "purpose": pending.purpose.name.lower(),
             "login": encode_address(pending.requester),
             "committee": [encode_address(m) for m in pending.committee],
             "coordinator": encode_address(wallets.coordinator_of(request_id, pending.committee)),
@@ -106,6 +124,10 @@ def register(registry: Registry, service: WalletService, ledger: WalletLedger) -
             "signers": [encode_address(m) for m in record.signers],
             "skipped": [{"member": encode_address(m), "reason": why} for m, why in record.skipped],
         }
+
+    @registry.method("wallet_vault", params=["owner"], unsafe=False)
+    def vault(params: Params) -> dict[str, Any] | None:
+        return vault_json(ledger, params.required("owner", account))
 
     @registry.method("wallet_show", params=["address"], unsafe=False)
     def show(params: Params) -> dict[str, Any] | None:

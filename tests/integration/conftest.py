@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ import trio
 
 from chain.address import decode_address
 from chain.keys import dev_keypair
+from node.chain_spec import development_spec
 from orchestrator.firewall import IptablesFirewall
 from orchestrator.workloads import firewall_tag
 from testkit.local_network import LocalNetwork
@@ -57,16 +60,36 @@ def dev_node(tmp_path: Path) -> Iterator[NodeProcess]:
         node.stop()
 
 
+def three_node_chain(folder: Path) -> str:
+    """The dev chain with a 2-of-3 wallet committee (the dev chain's own is its one node), as a
+    spec file, for a dev node and the two nodes joined to it."""
+    spec = development_spec()
+    runtime = replace(spec.runtime, wallet_committee_size=3, wallet_threshold=2)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "three-nodes.json"
+    path.write_text(json.dumps(replace(spec, runtime=runtime).to_json()))
+    return str(path)
+
+
 @pytest.fixture
-def registered_nodes(tmp_path: Path) -> Iterator[tuple[NodeProcess, list[NodeProcess]]]:
+def node_chain(tmp_path: Path) -> str:
+    """The chain spec of `registered_nodes` and `compute_nodes` (a test module may override it)."""
+    return three_node_chain(tmp_path)
+
+
+@pytest.fixture
+def registered_nodes(
+    tmp_path: Path, node_chain: str
+) -> Iterator[tuple[NodeProcess, list[NodeProcess]]]:
     """A dev node and two full nodes joined to it whose operators (dev-bob, dev-charlie)
-    registered them: three active nodes, the dev node's own included."""
-    dev = NodeProcess(tmp_path / "dev").start()
+    registered them: three active nodes, the dev node's own included, a wallet committee."""
+    chain = node_chain
+    dev = NodeProcess(tmp_path / "dev", args=["--dev", "--chain", chain]).start()
     address = dev.call("system_localListenAddresses")[0]
     others = [
         NodeProcess(
             tmp_path / name,
-            args=["--chain", "dev", "--bootnodes", address, "--operator", f"dev-{name}"],
+            args=["--chain", chain, "--bootnodes", address, "--operator", f"dev-{name}"],
         )
         for name in ("bob", "charlie")
     ]
@@ -84,18 +107,19 @@ def registered_nodes(tmp_path: Path) -> Iterator[tuple[NodeProcess, list[NodePro
 
 @pytest.fixture
 def compute_nodes(
-    tmp_path: Path, docker_engine: DockerEngine, busybox_image: str
+    tmp_path: Path, docker_engine: DockerEngine, busybox_image: str, node_chain: str
 ) -> Iterator[tuple[NodeProcess, list[NodeProcess]]]:
     """`registered_nodes` that run replicas: all three on the session's engine (each with its
     own networks and host rules), which pulls `busybox`, as the README's example names it, from
     the session's registry (`busybox_image` published it)."""
     engine = ["--docker-host", docker_engine.host]
-    dev = NodeProcess(tmp_path / "dev", args=["--dev", *engine]).start()
+    chain = node_chain
+    dev = NodeProcess(tmp_path / "dev", args=["--dev", "--chain", chain, *engine]).start()
     address = dev.call("system_localListenAddresses")[0]
     others = [
         NodeProcess(
             tmp_path / name,
-            args=["--chain", "dev", "--bootnodes", address, "--operator", f"dev-{name}", *engine],
+            args=["--chain", chain, "--bootnodes", address, "--operator", f"dev-{name}", *engine],
         )
         for name in ("bob", "charlie")
     ]

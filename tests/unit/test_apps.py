@@ -31,7 +31,7 @@ from tests.unit.test_towers import (
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB = parse_manifest((ROOT / "docs/examples/web.yaml").read_text())
-(CREATE, UPDATE, SCALE, DELETE) = Apps().calls()
+(CREATE, UPDATE, SCALE, DELETE, *_) = Apps().calls()
 
 
 def web(replicas: int = 3, image: str = "busybox") -> bytes:

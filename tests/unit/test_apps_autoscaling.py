@@ -18,7 +18,7 @@ from tests.factories import ALICE, BOB
 from tests.unit.test_apps import WEB
 from tests.unit.test_towers import EPOCH, NODE_KEYS, OPERATORS, TowerChain, tower_spec
 
-(CREATE, UPDATE, SCALE, DELETE) = Apps().calls()
+(CREATE, UPDATE, SCALE, DELETE, *_) = Apps().calls()
 (REPORT,) = Usage().calls()
 PERIOD_MS = 10_000
 REQUEST_MS = 100 * PERIOD_MS // 1000

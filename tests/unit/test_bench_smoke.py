@@ -17,10 +17,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 IN_PROCESS = (
     "autoscaling",
+    "billing_settlement",
     "block_import",
     "frost_sign",
     "ingress_proxy",
     "metrics_scrape",
+    "payout_signing",
     "scheduler",
     "trie_update",
     "vdf_prover",
@@ -35,7 +37,7 @@ WITH_NODES_BY_FILE = {
 }
 """The benchmarks that start node processes, by the file of tests/integration that runs them."""
 WITH_NODES = tuple(name for names in WITH_NODES_BY_FILE.values() for name in names)
-WITH_DOCKER = ("compute_start", "orchestrator_start")
+WITH_DOCKER = ("compute_start", "orchestrator_start", "secret_delivery")
 
 
 def benchmarks() -> set[str]:

@@ -24,6 +24,16 @@ def test_genesis_json_is_the_development_spec() -> None:
     assert load_spec(ROOT / "genesis.json") == development_spec()
 
 
+def test_the_dev_chain_has_a_one_node_wallet_committee_and_a_testnet_two_of_three(
+    tmp_path: Path,
+) -> None:
+    dev = development_spec().runtime
+    assert (dev.wallet_committee_size, dev.wallet_threshold) == (1, 1)
+    create(tmp_path / "net", 3, 9944, 30333, 1000)
+    local = load_spec(tmp_path / "net" / "genesis.json").runtime
+    assert (local.wallet_committee_size, local.wallet_threshold) == (3, 2)
+
+
 def spec_json() -> dict[str, Any]:
     return development_spec().to_json()
 
@@ -123,6 +133,14 @@ def test_wallet_committee_bounds() -> None:
     spec["runtime"]["walletThreshold"] = 4
     with pytest.raises(GenesisError, match="2 <= threshold <= size <= 64"):
         parse_spec(spec)
+    for size, threshold in ((3, 1), (2, 1), (1, 0), (65, 2)):
+        spec["runtime"]["walletCommitteeSize"] = size
+        spec["runtime"]["walletThreshold"] = threshold
+        with pytest.raises(GenesisError, match="or threshold = size = 1"):
+            parse_spec(spec)
+    spec["runtime"]["walletCommitteeSize"] = spec["runtime"]["walletThreshold"] = 1
+    one = parse_spec(spec).runtime
+    assert (one.wallet_committee_size, one.wallet_threshold) == (1, 1)
 
 
 def test_volume_retention() -> None:

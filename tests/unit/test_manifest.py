@@ -342,9 +342,15 @@ SCHEMA_CASES: list[tuple[str, Callable[[dict[str, Any]], object], list[tuple[str
     (
         "env with a value and a secret",
         lambda d: container(d).update(
-            env=[{"name": "A", "value": "x", "secretRef": {"name": "s", "key": "k"}}]
+            env=[
+                {
+                    "name": "A",
+                    "value": "x",
+                    "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}},
+                }
+            ]
         ),
-        [("spec.containers[0].env[0]", "needs exactly one of value, secretRef, configRef")],
+        [("spec.containers[0].env[0]", "needs exactly one of value, valueFrom")],
     ),
     (
         "probe with no action",
@@ -354,7 +360,7 @@ SCHEMA_CASES: list[tuple[str, Callable[[dict[str, Any]], object], list[tuple[str
     (
         "volume with two sources",
         lambda d: d["spec"]["volumes"][0].update(persistent={"size": "1Gi"}),
-        [("spec.volumes[0]", "needs exactly one of emptyDir, persistent")],
+        [("spec.volumes[0]", "needs exactly one of emptyDir, persistent, secret, configMap")],
     ),
     (
         "percent above 100",
@@ -1374,7 +1380,9 @@ def manifests(draw: st.DrawFn) -> dict[str, Any]:
                 "periodSeconds": draw(st.integers(1, 60)),
             }
         if draw(st.booleans()):
-            item["env"] = [{"name": "MODE", "secretRef": {"name": "db", "key": "password"}}]
+            item["env"] = [
+                {"name": "MODE", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}
+            ]
         if draw(st.booleans()):
             item["securityContext"] = draw(security_contexts(container_level=True))
         containers.append(item)

@@ -34,19 +34,33 @@ def rich() -> dict[str, Any]:
         {"name": "data", "persistent": {"size": "1Gi"}},
         {"name": "cache", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}},
         {"name": "scratch", "emptyDir": {"sizeLimit": "100M"}},
+        {
+            "name": "keys",
+            "secret": {
+                "secretName": "db",
+                "items": [
+                    {"key": "id", "path": "ssh/id", "mode": 0o600},
+                    {"key": "pw", "path": "pw"},
+                ],
+            },
+        },
+        {"name": "conf", "configMap": {"name": "app", "defaultMode": 0o444}},
     ]
     first = spec["containers"][0]
     first["volumeMounts"] = [
         {"name": "data", "mountPath": "/data"},
         {"name": "cache", "mountPath": "/cache"},
+        {"name": "keys", "mountPath": "/keys"},
+        {"name": "conf", "mountPath": "/etc/app"},
     ]
     first["command"] = ["httpd", "-f"]
     first["args"] = ["-p", "8080"]
     first["env"] = [
         {"name": "MODE", "value": "fast"},
-        {"name": "TOKEN", "secretRef": {"name": "db", "key": "password"}},
-        {"name": "LEVEL", "configRef": {"name": "app", "key": "level"}},
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}},
+        {"name": "LEVEL", "valueFrom": {"configMapKeyRef": {"name": "app", "key": "level"}}},
     ]
+    first["envFrom"] = [{"configMapRef": {"name": "app"}}, {"secretRef": {"name": "db"}}]
     first["ports"].append({"containerPort": 5353, "protocol": "UDP"})
     first["resources"] = {
         "requests": {"cpu": "0.25", "memory": "64Mi", "ephemeral-storage": "1Gi", "gpu": 1},

@@ -46,6 +46,7 @@ def test_request_show_and_transfer_over_rpc(tmp_path: Path) -> None:
     assert pending == {
         "id": request_id,
         "status": "pending",
+        "purpose": "signing",
         "login": LOGIN.address,
         "committee": committee,
         "coordinator": committee[coordinator_index(net, coordinator)],
@@ -67,6 +68,7 @@ def test_request_show_and_transfer_over_rpc(tmp_path: Path) -> None:
         "login": LOGIN.address,
         "registeredAt": net.chain.number,
         "free": "0",
+        "purpose": "signing",
     }
     assert call(registry, "wallet_request", request_id + 1) is None
     group = AccountId(created.group_key)

@@ -3,6 +3,7 @@ and their registration by the committee, paid by the requester."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ from chain.runtime.wallets import (
 from tests.factories import ALICE, transfer_call
 from tests.unit.test_towers import NODE_KEYS, OPERATORS, TowerChain, tower_spec
 
-(REQUEST, REGISTER) = Wallets().calls()
+(REQUEST, REGISTER, REQUEST_VAULT, REGISTER_VAULT) = Wallets().calls()
 GROUP = Keypair.from_seed(b"\x51" * 32).public
 LOGIN = Keypair.from_seed(b"\x52" * 32)
 FUNDS = 10**12
@@ -110,7 +111,13 @@ def test_committee_is_the_highest_active_towers(chain: TowerChain) -> None:
     assert str(info.value) == "a wallet committee needs 4 active nodes, 3 are active"
     with pytest.raises(ValueError) as bad:
         select_committee(chain.state, size=3, threshold=1)
-    assert str(bad.value) == ("committee parameters must satisfy 2 <= t <= n <= 64, got t=1, n=3")
+    assert str(bad.value) == (
+        "committee parameters must satisfy 2 <= t <= n <= 64 or t = n = 1, got t=1, n=3"
+    )
+    with pytest.raises(ValueError):
+        select_committee(chain.state, size=2, threshold=1)
+    (one,) = select_committee(chain.state, size=1, threshold=1).members
+    assert one in members(0, 1, 2)
 
 
 def test_a_request_holds_a_deposit_and_records_the_committee() -> None:
@@ -290,3 +297,35 @@ def test_the_deposit_covers_the_largest_registration(chain: TowerChain, size: in
     length = len(rlp.encode(tx))
     assert length <= wallets.REGISTER_BASE_BYTES + wallets.REGISTER_BYTES_PER_MEMBER * size
     assert chain.runtime.config.fee(length) <= register_fee_bound(chain.runtime.config, size)
+
+
+def test_a_one_node_committee_requests_and_registers_with_one_confirmation() -> None:
+    chain = wallet_chain()
+    one = replace(chain.runtime.config, wallet_committee_size=1, wallet_threshold=1)
+    chain.runtime = Runtime(one, chain.genesis_hash, modules=(*default_modules(), Wallets()))
+    request_id, _ = request(chain)
+    record = wallets.get_request(chain.state, request_id)
+    assert record is not None and (len(record.committee), record.threshold) == (1, 1)
+    (member,) = record.committee
+    node = next(i for i, key in enumerate(NODE_KEYS) if key.public == member)
+    encoded = encode_committee([member])
+    payload = confirmation_payload(request_id, GROUP, encoded, 1, LOGIN.public)
+    stranger = next(i for i in range(3) if i != node)
+    forged = REGISTER.call(
+        request=request_id,
+        group_key=GROUP,
+        confirmations=encode_confirmations(
+            [(NODE_KEYS[stranger].public, NODE_KEYS[stranger].sign(payload))]
+        ),
+    )
+    assert chain.refuse(OPERATORS[node], forged) == (
+        f"wallets.BadConfirmation: node 0x{NODE_KEYS[stranger].public.hex()} confirmed but is "
+        "not a committee member"
+    )
+    confirmations = encode_confirmations([(member, NODE_KEYS[node].sign(payload))])
+    call = REGISTER.call(request=request_id, group_key=GROUP, confirmations=confirmations)
+    execution = chain.send(OPERATORS[node], call)
+    assert execution.outcomes[0].error is None  # type: ignore[attr-defined]
+    assert wallets.get_wallet(chain.state, GROUP) == wallets.WalletRecord(
+        (member,), 1, LOGIN.public, chain.number
+    )

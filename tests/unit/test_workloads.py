@@ -10,7 +10,9 @@ from types import SimpleNamespace
 import pytest
 import trio
 
+from chain.primitives import Hash32
 from chain.runtime.apps import ReplicaEntry, get_app
+from chain.runtime.configs import Configs, encode_data
 from chain.runtime.manifest import validate_manifest
 from chain.state import TrieState
 from orchestrator.replica_specs import replica_spec
@@ -19,6 +21,8 @@ from orchestrator.workloads import ChainDesiredState
 from tests.factories import ALICE
 from tests.unit.test_apps import CREATE, DELETE, SCALE, WEB, active_chain, nodes_of, web
 from tests.unit.test_towers import TowerChain
+
+CONFIG_CREATE = Configs().calls()[0]
 
 
 @dataclass
@@ -33,7 +37,7 @@ class FinalizedStore:
         return SimpleNamespace(hash=self.chain.root)
 
     def state_at(self, block_hash: bytes) -> TrieState:
-        return TrieState(self.chain.nodes, block_hash)
+        return TrieState(self.chain.nodes, Hash32(block_hash))
 
 
 def desired_state(chain: TowerChain, node: bytes) -> ChainDesiredState:
@@ -67,9 +71,10 @@ def test_a_replica_the_node_cannot_run_is_logged_once(caplog: pytest.LogCaptureF
     data = WEB.to_json()
     data["spec"]["replicas"] = 1
     data["spec"]["containers"][0]["env"] = [
-        {"name": "TOKEN", "secretRef": {"name": "s", "key": "k"}}
+        {"name": "TOKEN", "valueFrom": {"configMapKeyRef": {"name": "site", "key": "BINARY"}}}
     ]
     chain = active_chain()
+    chain.send(ALICE, CONFIG_CREATE.call(name=b"site", data=encode_data({"BINARY": b"\xff"})))
     chain.send(ALICE, CREATE.call(manifest=validate_manifest(data).canonical_json()))
     (node,) = nodes_of(chain, "web")
     desired = desired_state(chain, node)
@@ -78,7 +83,8 @@ def test_a_replica_the_node_cannot_run_is_logged_once(caplog: pytest.LogCaptureF
             assert replicas(desired) == []
             chain.execute([])
     assert [r.getMessage() for r in caplog.records] == [
-        "not running web replica 0: container httpd: env TOKEN refers to a secret or config"
+        "not running web replica 0: key 'BINARY' of config 'site' is not UTF-8 text: mount it "
+        "as a file"
     ]
 
 

@@ -13,10 +13,18 @@ from wallet.frost.identifier import Identifier, as_identifier, encode_identifier
 from wallet.frost.wire import Reader, encode_count
 
 MIN_THRESHOLD = 2
+"""RFC 9591's MIN_PARTICIPANTS: a group of several signers needs at least two to sign."""
+
+
+def valid_threshold(min_signers: int, max_signers: int) -> bool:
+    """2 <= t <= n, or the single signer t = n = 1. RFC 9591 asks t >= 2 of a group; a group of
+    one is a plain Schnorr key held by one signer (its polynomial is the constant secret, its
+    Lagrange coefficient 1), which the same key generation and signing produce unchanged."""
+    return MIN_THRESHOLD <= min_signers <= max_signers or min_signers == max_signers == 1
 
 
 def check_threshold(min_signers: int, max_signers: int) -> None:
-    if not MIN_THRESHOLD <= min_signers <= max_signers:
+    if not valid_threshold(min_signers, max_signers):
         raise InvalidParameters(
             f"threshold must satisfy {MIN_THRESHOLD} <= t <= n, got t={min_signers}, "
             f"n={max_signers}"
@@ -39,8 +47,8 @@ class KeyPackage:
 
     def __post_init__(self) -> None:
         as_identifier(self.identifier)
-        if self.min_signers < MIN_THRESHOLD:
-            raise InvalidParameters(f"threshold must be at least {MIN_THRESHOLD}")
+        if self.min_signers < 1:
+            raise InvalidParameters("threshold must be at least 1")
 
     @classmethod
     def from_share(

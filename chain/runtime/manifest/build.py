@@ -26,13 +26,16 @@ from chain.runtime.manifest.quantities import (
 from chain.runtime.manifest.types import (
     ADDABLE_CAPABILITIES,
     CAPABILITIES,
+    DEFAULT_CONFIG_MODE,
     DEFAULT_SCALE_DOWN,
     DEFAULT_SCALE_UP,
+    DEFAULT_SECRET_MODE,
     ApplicationSpec,
     Autoscaling,
     Container,
     ContainerPort,
     ContainerResources,
+    EnvFromSource,
     EnvVar,
     ExecAction,
     HttpGetAction,
@@ -40,6 +43,7 @@ from chain.runtime.manifest.types import (
     IngressRule,
     IntOrPercent,
     KeyRef,
+    KeyToPath,
     NodeClass,
     PortProtocol,
     Probe,
@@ -133,14 +137,21 @@ class Builder:
                     (*path, "env", j, "name"), f"{name!r} is already set by env[{first[name]}]"
                 )
             first.setdefault(name, j)
+            source = item.get("valueFrom", {})
             env.append(
                 EnvVar(
                     name,
                     item.get("value"),
-                    KeyRef.from_json(item.get("secretRef")),
-                    KeyRef.from_json(item.get("configRef")),
+                    KeyRef.from_json(source.get("secretKeyRef")),
+                    KeyRef.from_json(source.get("configMapKeyRef")),
                 )
             )
+        env_from = tuple(
+            EnvFromSource(
+                item.get("secretRef", {}).get("name"), item.get("configMapRef", {}).get("name")
+            )
+            for item in raw.get("envFrom", [])
+        )
         probes = {
             key: self.probe(raw[key], (*path, key), ports, key != "readinessProbe")
             for key in ("livenessProbe", "readinessProbe", "startupProbe")
@@ -163,6 +174,7 @@ class Builder:
             security_context=self.security_context(
                 raw.get("securityContext", {}), (*path, "securityContext")
             ),
+            env_from=env_from,
         )
 
     def check_containers(self, containers: tuple[Container, ...]) -> None:
@@ -389,6 +401,20 @@ class Builder:
     # -- volumes ---------------------------------------------------------------------------
 
     def volume(self, raw: Any, path: FieldPath) -> Volume:
+        for key, kind, name_key, mode in (
+            ("secret", VolumeKind.SECRET, "secretName", DEFAULT_SECRET_MODE),
+            ("configMap", VolumeKind.CONFIG_MAP, "name", DEFAULT_CONFIG_MODE),
+        ):
+            if key in raw:
+                source = raw[key]
+                return Volume(
+                    raw["name"],
+                    kind,
+                    None,
+                    source=source[name_key],
+                    items=self.key_items(source.get("items", []), (*path, key, "items")),
+                    default_mode=source.get("defaultMode", mode),
+                )
         if "persistent" in raw:
             size = self.byte_amount(
                 raw["persistent"]["size"], (*path, "persistent", "size"), "disk", MAX_DISK_BYTES
@@ -407,6 +433,31 @@ class Builder:
                 "an emptyDir in memory needs a sizeLimit (it is a tmpfs of that size)",
             )
         return Volume(raw["name"], VolumeKind.EMPTY_DIR, size, memory)
+
+    def key_items(self, raw: list[Any], path: FieldPath) -> tuple[KeyToPath, ...]:
+        """The files of a secret or configMap volume: each path inside the volume (no `.` or
+        `..` part), and no path both a file and the folder of another."""
+        items = tuple(KeyToPath(i["key"], i["path"], i.get("mode")) for i in raw)
+        files: dict[str, int] = {}
+        for k, item in enumerate(items):
+            if {".", ".."} & set(item.path.split("/")):
+                self.fail((*path, k, "path"), f"{item.path!r} has a '.' or '..' part")
+                continue
+            if item.path in files:
+                self.fail(
+                    (*path, k, "path"),
+                    f"{item.path!r} is already the path of items[{files[item.path]}]",
+                )
+            files.setdefault(item.path, k)
+        for name, k in files.items():
+            parts = name.split("/")
+            for depth in range(1, len(parts)):
+                folder = "/".join(parts[:depth])
+                if folder in files:
+                    self.fail(
+                        (*path, k, "path"), f"{folder!r} is the file of items[{files[folder]}]"
+                    )
+        return items
 
     def check_mounts(self, containers: tuple[Container, ...], volumes: tuple[Volume, ...]) -> None:
         declared: dict[str, int] = {}

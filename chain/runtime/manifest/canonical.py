@@ -12,6 +12,7 @@ from chain.runtime.manifest.types import (
     ApplicationSpec,
     Container,
     ContainerPort,
+    EnvFromSource,
     EnvVar,
     HttpGetAction,
     Probe,
@@ -137,6 +138,9 @@ def _container_json(c: Container) -> dict[str, Any]:
             result[key] = _probe_json(probe)
     if c.security_context != NO_SECURITY_CONTEXT:
         result["securityContext"] = _security_context_json(c.security_context)
+    if c.env_from:
+        # Only when given: a manifest without it keeps the canonical form (and hash) it had.
+        result["envFrom"] = [_env_from_json(e) for e in c.env_from]
     return result
 
 
@@ -167,10 +171,18 @@ def _env_json(e: EnvVar) -> dict[str, Any]:
     if e.value is not None:
         result["value"] = e.value
     if e.secret_ref is not None:
-        result["secretRef"] = {"name": e.secret_ref.name, "key": e.secret_ref.key}
+        ref = {"name": e.secret_ref.name, "key": e.secret_ref.key}
+        result["valueFrom"] = {"secretKeyRef": ref}
     if e.config_ref is not None:
-        result["configRef"] = {"name": e.config_ref.name, "key": e.config_ref.key}
+        ref = {"name": e.config_ref.name, "key": e.config_ref.key}
+        result["valueFrom"] = {"configMapKeyRef": ref}
     return result
+
+
+def _env_from_json(e: EnvFromSource) -> dict[str, Any]:
+    if e.secret is not None:
+        return {"secretRef": {"name": e.secret}}
+    return {"configMapRef": {"name": e.config}}
 
 
 def _port_json(p: ContainerPort) -> dict[str, Any]:
@@ -210,6 +222,16 @@ def _probe_json(probe: Probe) -> dict[str, Any]:
 
 
 def _volume_json(v: Volume) -> dict[str, Any]:
+    if v.kind in (VolumeKind.SECRET, VolumeKind.CONFIG_MAP):
+        items = []
+        for item in v.items:
+            shown: dict[str, Any] = {"key": item.key, "path": item.path}
+            if item.mode is not None:
+                shown["mode"] = item.mode
+            items.append(shown)
+        name_key = "secretName" if v.kind is VolumeKind.SECRET else "name"
+        files = {name_key: v.source, "items": items, "defaultMode": v.default_mode}
+        return {"name": v.name, v.kind.value: files}
     if v.kind is VolumeKind.PERSISTENT:
         return {"name": v.name, "persistent": {"size": v.size_bytes}}
     source: dict[str, Any] = {} if v.size_bytes is None else {"sizeLimit": v.size_bytes}

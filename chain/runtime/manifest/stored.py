@@ -20,6 +20,7 @@ from chain.runtime.manifest.types import (
     Container,
     ContainerPort,
     ContainerResources,
+    EnvFromSource,
     EnvVar,
     ExecAction,
     HttpGetAction,
@@ -27,6 +28,7 @@ from chain.runtime.manifest.types import (
     IngressRule,
     IntOrPercent,
     KeyRef,
+    KeyToPath,
     NodeClass,
     PortProtocol,
     Probe,
@@ -144,6 +146,7 @@ def _container(raw: dict[str, Any]) -> Container:
         startup_probe=_probe(raw.get("startupProbe")),
         volume_mounts=tuple(VolumeMount(m["name"], m["mountPath"]) for m in raw["volumeMounts"]),
         security_context=_security_context(raw.get("securityContext")),
+        env_from=tuple(_env_from(e) for e in raw.get("envFrom", [])),
     )
 
 
@@ -155,12 +158,19 @@ def _millicores(text: str) -> int:
 
 
 def _env(raw: dict[str, Any]) -> EnvVar:
+    source = raw.get("valueFrom", {})
     return EnvVar(
         raw["name"],
         raw.get("value"),
-        KeyRef.from_json(raw.get("secretRef")),
-        KeyRef.from_json(raw.get("configRef")),
+        KeyRef.from_json(source.get("secretKeyRef")),
+        KeyRef.from_json(source.get("configMapKeyRef")),
     )
+
+
+def _env_from(raw: dict[str, Any]) -> EnvFromSource:
+    if "secretRef" in raw:
+        return EnvFromSource(secret=raw["secretRef"]["name"])
+    return EnvFromSource(config=raw["configMapRef"]["name"])
 
 
 def _probe(raw: dict[str, Any] | None) -> Probe | None:
@@ -199,6 +209,17 @@ def _security_context(raw: dict[str, Any] | None) -> SecurityContext:
 
 
 def _volume(raw: dict[str, Any]) -> Volume:
+    for kind, name_key in ((VolumeKind.SECRET, "secretName"), (VolumeKind.CONFIG_MAP, "name")):
+        if kind.value in raw:
+            source = raw[kind.value]
+            return Volume(
+                raw["name"],
+                kind,
+                None,
+                source=source[name_key],
+                items=tuple(KeyToPath(i["key"], i["path"], i.get("mode")) for i in source["items"]),
+                default_mode=source["defaultMode"],
+            )
     if "persistent" in raw:
         return Volume(raw["name"], VolumeKind.PERSISTENT, raw["persistent"]["size"])
     source = raw["emptyDir"]

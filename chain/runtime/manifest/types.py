@@ -66,30 +66,62 @@ class VolumeKind(enum.Enum):
     """Starts empty with each new copy of the replica."""
     PERSISTENT = "persistent"
     """Outlives replacements of the replica."""
+    SECRET = "secret"
+    """The keys of one of the owner's secrets as read-only files, in memory on the node."""
+    CONFIG_MAP = "configMap"
+    """The keys of one of the owner's configurations as read-only files."""
+
+
+DEFAULT_SECRET_MODE = 0o400
+"""The mode of a secret volume's files unless the manifest says otherwise: readable by their
+owner only (Kubernetes' default is 0644; a secret here is kept tighter)."""
+DEFAULT_CONFIG_MODE = 0o644
+"""The mode of a configMap volume's files unless the manifest says otherwise (Kubernetes')."""
 
 
 @dataclass(frozen=True, slots=True)
 class KeyRef:
-    """One key of a named secret or configuration held by the chain."""
+    """One key of a named secret or configuration of the application's owner, held by the chain
+    (Kubernetes' `secretKeyRef` and `configMapKeyRef`)."""
 
     name: str
     key: str
 
     @classmethod
     def from_json(cls, raw: Any) -> KeyRef | None:
-        """From a manifest's `secretRef` or `configRef` object, if there is one."""
+        """From a manifest's `secretKeyRef` or `configMapKeyRef` object, if there is one."""
         return None if raw is None else cls(raw["name"], raw["key"])
 
 
 @dataclass(frozen=True, slots=True)
 class EnvVar:
-    """Exactly one of `value`, `secret_ref` and `config_ref` is set."""
+    """Exactly one of `value`, `secret_ref` and `config_ref` is set (`value` or `valueFrom`)."""
 
     name: str
     value: str | None = None
     secret_ref: KeyRef | None = None
     """Resolved only by the node that runs the container."""
     config_ref: KeyRef | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EnvFromSource:
+    """Every key of one secret or one configuration as an environment variable (Kubernetes'
+    `envFrom`); exactly one of the two names is set."""
+
+    secret: str | None = None
+    config: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyToPath:
+    """One key of a secret or configMap volume as a file (Kubernetes' `items`)."""
+
+    key: str
+    path: str
+    """Relative to the volume's mount path; no `.` or `..` part."""
+    mode: int | None = None
+    """None: the volume's `default_mode`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +251,8 @@ class Container:
     startup_probe: Probe | None
     volume_mounts: tuple[VolumeMount, ...]
     security_context: SecurityContext = NO_SECURITY_CONTEXT
+    env_from: tuple[EnvFromSource, ...] = ()
+    """Applied before `env`, in order: a name `env` sets, or a later source sets, wins."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +264,14 @@ class Volume:
     memory: bool = False
     """An emptyDir in memory (`medium: Memory`): a tmpfs of its size limit, which counts as
     memory, not disk."""
+    source: str | None = None
+    """The secret (`secretName`) or configuration (`configMap.name`) a volume of either kind
+    shows."""
+    items: tuple[KeyToPath, ...] = ()
+    """Empty: every key of the source, each as a file named after it."""
+    default_mode: int | None = None
+    """The mode of a secret or configMap volume's files (filled in: DEFAULT_SECRET_MODE or
+    DEFAULT_CONFIG_MODE)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,6 +404,40 @@ class RollingUpdate:
         if surge == 0 and unavailable == 0:
             unavailable = 1
         return surge, unavailable
+
+
+@dataclass(frozen=True, slots=True)
+class References:
+    """The owner's secrets and configurations a manifest names, each with the keys it names
+    one by one (an `envFrom` or a volume without `items` takes every key, and names none)."""
+
+    secrets: dict[str, frozenset[str]]
+    configs: dict[str, frozenset[str]]
+
+
+def references(spec: ApplicationSpec) -> References:
+    """What `spec` reads of its owner's secrets and configurations."""
+    secrets: dict[str, set[str]] = {}
+    configs: dict[str, set[str]] = {}
+    for c in spec.containers:
+        for var in c.env:
+            if var.secret_ref is not None:
+                secrets.setdefault(var.secret_ref.name, set()).add(var.secret_ref.key)
+            if var.config_ref is not None:
+                configs.setdefault(var.config_ref.name, set()).add(var.config_ref.key)
+        for source in c.env_from:
+            if source.secret is not None:
+                secrets.setdefault(source.secret, set())
+            if source.config is not None:
+                configs.setdefault(source.config, set())
+    for v in spec.volumes:
+        if v.source is None:
+            continue
+        held = secrets if v.kind is VolumeKind.SECRET else configs
+        held.setdefault(v.source, set()).update(item.key for item in v.items)
+    return References(
+        {k: frozenset(v) for k, v in secrets.items()}, {k: frozenset(v) for k, v in configs.items()}
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,12 +3,15 @@ over every value of the manifest's vocabulary, so a new value cannot be forgotte
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from chain.runtime import manifest as m
 from chain.runtime.apps import ReplicaEntry
+from chain.runtime.configs import ConfigRecord
+from chain.runtime.secrets import SecretRecord
 from orchestrator import spec as o
 from orchestrator.replica_specs import (
     VOLUME_KINDS,
@@ -68,8 +71,10 @@ def test_every_port_protocol_reaches_the_container(protocol: m.PortProtocol) -> 
     assert port.protocol == protocol.value
 
 
-def test_every_volume_kind_has_one_engine_kind() -> None:
-    assert set(VOLUME_KINDS) == set(m.VolumeKind)
+def test_every_data_volume_kind_has_one_engine_kind() -> None:
+    """Secret and configMap volumes are files the node writes, not engine volumes."""
+    files = {m.VolumeKind.SECRET, m.VolumeKind.CONFIG_MAP}
+    assert set(VOLUME_KINDS) == set(m.VolumeKind) - files
     assert sorted(k.value for k in VOLUME_KINDS.values()) == sorted(k.value for k in o.VolumeKind)
 
 
@@ -136,13 +141,106 @@ def test_an_unset_security_context_is_the_engines_default() -> None:
     )
 
 
-def test_env_values_pass_and_references_are_not_run_yet() -> None:
-    c = m.validate_manifest(document()).spec.containers[0]
-    assert env_var(c, m.EnvVar("MODE", "fast")) == o.EnvVar("MODE", "fast")
-    for ref in (
-        m.EnvVar("TOKEN", secret_ref=m.KeyRef("s", "k")),
-        m.EnvVar("TOKEN", config_ref=m.KeyRef("c", "k")),
+@dataclass
+class FakeSources:
+    """Alice's config `site` (version 3) and secret `db` (version 7): key sizes, no values."""
+
+    config_data: dict[str, bytes] = field(
+        default_factory=lambda: {"GREETING": b"hello", "bad key": b"x", "BINARY": b"\xff"}
+    )
+
+    def config(self, name: str) -> ConfigRecord | None:
+        return ConfigRecord(3, 10, self.config_data) if name == "site" else None
+
+    def secret(self, name: str) -> SecretRecord | None:
+        keys = (("id_ed25519", 400), ("password", 6))
+        return SecretRecord(7, 11, keys, b"") if name == "db" else None
+
+
+SITE = o.SourceRef(o.SourceKind.CONFIG, "site", 3)
+DB = o.SourceRef(o.SourceKind.SECRET, "db", 7)
+ENTRY = ReplicaEntry(0, 1, b"", 0)
+
+
+def test_env_values_configs_and_secrets() -> None:
+    sources = FakeSources()
+    assert env_var(m.EnvVar("MODE", "fast"), sources) == o.EnvVar("MODE", "fast")
+    assert env_var(m.EnvVar("G", config_ref=m.KeyRef("site", "GREETING")), sources) == (
+        o.EnvVar("G", "hello", source=SITE, key="GREETING")
+    )
+    # A secret's value is filled in only when the container is created.
+    assert env_var(m.EnvVar("PW", secret_ref=m.KeyRef("db", "password")), sources) == (
+        o.EnvVar("PW", "", secret=True, source=DB, key="password")
+    )
+    for ref, message in (
+        (m.EnvVar("T", secret_ref=m.KeyRef("s", "k")), "the owner has no secret 's'"),
+        (m.EnvVar("T", config_ref=m.KeyRef("c", "k")), "the owner has no config 'c'"),
+        (m.EnvVar("T", secret_ref=m.KeyRef("db", "k")), "secret 'db' has no key 'k'"),
+        (
+            m.EnvVar("T", config_ref=m.KeyRef("site", "BINARY")),
+            "key 'BINARY' of config 'site' is not UTF-8 text: mount it as a file",
+        ),
     ):
         with pytest.raises(UnsupportedManifest) as caught:
-            env_var(c, ref)
-        assert str(caught.value) == "container httpd: env TOKEN refers to a secret or config"
+            env_var(ref, sources)
+        assert str(caught.value) == message
+
+
+def test_env_from_comes_first_in_order_and_env_wins() -> None:
+    data = document()
+    container = data["spec"]["containers"][0]
+    container["envFrom"] = [{"secretRef": {"name": "db"}}, {"configMapRef": {"name": "site"}}]
+    container["env"] = [{"name": "password", "value": "plain"}]
+    sources = FakeSources({"GREETING": b"hello", "bad key": b"x", "id_ed25519": b"from-config"})
+    spec = replica_spec("dev", "web", ENTRY, m.validate_manifest(data), sources=sources)
+    (c,) = spec.containers
+    # "bad key" is no variable name: left out, as Kubernetes does.
+    assert [(e.name, e.source, e.value) for e in c.env] == [
+        ("GREETING", SITE, "hello"),
+        ("id_ed25519", SITE, "from-config"),
+        ("password", None, "plain"),
+    ]
+
+
+def test_secret_and_config_volumes_become_files_with_modes_and_versions() -> None:
+    data = document()
+    data["spec"]["volumes"] += [
+        {
+            "name": "keys",
+            "secret": {"secretName": "db", "items": [{"key": "id_ed25519", "path": "ssh/id"}]},
+        },
+        {
+            "name": "conf",
+            "configMap": {
+                "name": "site",
+                "items": [{"key": "GREETING", "path": "g", "mode": 0o444}],
+            },
+        },
+        {"name": "all", "secret": {"secretName": "db", "defaultMode": 0o440}},
+    ]
+    data["spec"]["containers"][0]["volumeMounts"] += [
+        {"name": "keys", "mountPath": "/keys"},
+        {"name": "conf", "mountPath": "/etc/site"},
+        {"name": "all", "mountPath": "/all"},
+    ]
+    spec = replica_spec("dev", "web", ENTRY, m.validate_manifest(data), sources=FakeSources())
+    assert [v.name for v in spec.volumes] == ["data"]
+    keys, conf, every = spec.files
+    assert keys == o.FilesVolume(
+        "keys", "/keys", DB, (o.FileItem("id_ed25519", "ssh/id", 0o400),), (), ("httpd",)
+    )
+    assert conf == o.FilesVolume(
+        "conf",
+        "/etc/site",
+        SITE,
+        (o.FileItem("GREETING", "g", 0o444),),
+        (("GREETING", b"hello"),),
+        ("httpd",),
+    )
+    assert every.items == (
+        o.FileItem("id_ed25519", "id_ed25519", 0o440),
+        o.FileItem("password", "password", 0o440),
+    )
+    assert spec.secrets() == [DB]
+    # Nothing of a secret's value is in the spec, and only versions are in the digests.
+    assert "hello" not in repr(spec.files[0]) and b"hello" not in repr(spec).encode()
