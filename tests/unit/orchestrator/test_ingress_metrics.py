@@ -140,8 +140,9 @@ def test_requests_through_the_proxy_by_app_and_status() -> None:
                 text = generate_latest(app.metrics.registry).decode()
                 assert "evil" not in text
                 web = app.metrics.traffic("web")
-                # The replica took 0.3 s: its one request lies in the (0.25, 0.5] bucket.
-                assert web.p50_seconds == pytest.approx(0.375)
+                # The replica took 0.3 s: its one request lies in the (0.25, 0.5] bucket, or a
+                # later one on a loaded machine, never an earlier one.
+                assert web.p50_seconds >= pytest.approx(0.375)
                 assert (web.requests, web.errors) == (1, 0)
                 assert app.metrics.traffic("idle").errors == 1
 
