@@ -479,18 +479,7 @@ def approved_transfer(
     given), signed by the wallet's login key. `Refused` with the first reason it is not."""
     unsigned = decode_unsigned(raw, ledger.genesis_hash)
     group_key = AccountId(unsigned.sender)
-    record = wallets.get_wallet(ledger.state(), group_key)
-    if record is None:
-        raise Refused(RefusalReason.UNKNOWN_WALLET, f"no wallet 0x{group_key.hex()} is registered")
-    if node_id not in record.committee:
-        raise Refused(RefusalReason.NOT_A_MEMBER, "this node is not in the wallet's committee")
-    if coordinator is not None and coordinator not in record.committee:
-        raise Refused(
-            RefusalReason.NOT_FROM_COMMITTEE,
-            "a wallet's signing is coordinated by a member of its committee only",
-        )
-    if record.purpose is not wallets.Purpose.SIGNING:
-        raise Refused(RefusalReason.WRONG_PURPOSE, "a vault key never signs")
+    record = _signing_wallet(ledger.state(), group_key, node_id, coordinator)
     call = unsigned.call
     if (call.module, call.function) != (TRANSFER.module.encode(), TRANSFER.name.encode()):
         raise Refused(RefusalReason.NOT_A_TRANSFER, "members sign balance transfers only")
@@ -549,18 +538,7 @@ def approved_payout(
     unsigned = decode_unsigned(raw, ledger.genesis_hash)
     group_key = AccountId(unsigned.sender)
     state = ledger.finalized_state()
-    record = wallets.get_wallet(state, group_key)
-    if record is None:
-        raise Refused(RefusalReason.UNKNOWN_WALLET, f"no wallet 0x{group_key.hex()} is registered")
-    if node_id not in record.committee:
-        raise Refused(RefusalReason.NOT_A_MEMBER, "this node is not in the wallet's committee")
-    if coordinator is not None and coordinator not in record.committee:
-        raise Refused(
-            RefusalReason.NOT_FROM_COMMITTEE,
-            "a wallet's signing is coordinated by a member of its committee only",
-        )
-    if record.purpose is not wallets.Purpose.SIGNING:
-        raise Refused(RefusalReason.WRONG_PURPOSE, "a vault key never signs")
+    record = _signing_wallet(state, group_key, node_id, coordinator)
     call = unsigned.call
     if (call.module, call.function) != (PAY.module.encode(), PAY.name.encode()):
         raise Refused(RefusalReason.NOT_A_PAYOUT, "a payout is a billing.pay transaction")
@@ -611,6 +589,26 @@ def encode_vault_shares(public: PublicKeyPackage, committee_size: int) -> bytes:
             for i in range(1, committee_size + 1)
         ]
     )
+
+
+def _signing_wallet(
+    state: StateReader, group_key: AccountId, node_id: AccountId, coordinator: AccountId | None
+) -> wallets.WalletRecord:
+    """The signing wallet `group_key` of which `node_id` is a member, its signing coordinated by
+    a member (when `coordinator` is given). `Refused` with the first reason it is not."""
+    record = wallets.get_wallet(state, group_key)
+    if record is None:
+        raise Refused(RefusalReason.UNKNOWN_WALLET, f"no wallet 0x{group_key.hex()} is registered")
+    if node_id not in record.committee:
+        raise Refused(RefusalReason.NOT_A_MEMBER, "this node is not in the wallet's committee")
+    if coordinator is not None and coordinator not in record.committee:
+        raise Refused(
+            RefusalReason.NOT_FROM_COMMITTEE,
+            "a wallet's signing is coordinated by a member of its committee only",
+        )
+    if record.purpose is not wallets.Purpose.SIGNING:
+        raise Refused(RefusalReason.WRONG_PURPOSE, "a vault key never signs")
+    return record
 
 
 def decode_unsigned(raw: bytes, genesis_hash: Hash32) -> UnsignedTransaction:
