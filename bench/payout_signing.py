@@ -30,7 +30,7 @@ from chain.keys import Keypair, dev_keypair
 from chain.primitives import AccountId, BlockNumber, Hash32, TimestampMs
 from chain.runtime import billing, system, wallets
 from chain.runtime.executive import Runtime
-from chain.runtime.framework import BlockEnv
+from chain.runtime.framework import BlockEnv, put_uints
 from chain.state import Overlay, StateReader, TrieState
 from chain.trie import BLANK_ROOT
 from node.chain_spec import development_spec
@@ -139,7 +139,7 @@ def issue(ledger: MemoryLedger, wallet: AccountId, operators: int, period: int) 
     )
     billing._store_invoice(overlay, made)
     overlay.put(billing._NEXT_INVOICE, codec.encode_uint(made.id + 1))
-    billing._put_uints(
+    put_uints(
         overlay, billing._OPEN + wallet, [*billing.open_invoice_ids(overlay, wallet), made.id]
     )
     ledger.write(overlay)

@@ -18,7 +18,16 @@ from chain.runtime import app_scaling, billing, nodes, towers, wallets
 from chain.runtime.app_reads import follow_reads, refused_reads
 from chain.runtime.app_scaling import AutoscalePass, AutoscaleState, ScalingDecision
 from chain.runtime.autoscaling import History, decide
-from chain.runtime.framework import AccountRef, Arg, ArgKind, CallDef, Context, Module
+from chain.runtime.framework import (
+    AccountRef,
+    Arg,
+    ArgKind,
+    CallDef,
+    Context,
+    Module,
+    get_uints,
+    put_uints,
+)
 from chain.runtime.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestError, decode_manifest
 from chain.runtime.scheduler import (
     AppDemand,
@@ -260,22 +269,6 @@ def next_instance(state: StateReader) -> int:
     return 1 if data is None else codec.uint(data, "next instance")
 
 
-def _uints(data: bytes | None, what: str) -> list[int]:
-    if not data:
-        return []
-    item = codec.decode(data)
-    if not isinstance(item, list):
-        raise codec.CodecError(f"{what} is a list")
-    return [codec.uint(x, what) for x in item]
-
-
-def _put_uints(state: Overlay, key: bytes, values: list[int]) -> None:
-    if values:
-        state.put(key, codec.encode([codec.encode_uint(v) for v in values]))
-    else:
-        state.delete(key)
-
-
 def _instance_key(instance: int) -> bytes:
     return instance.to_bytes(8, "big")
 
@@ -289,7 +282,7 @@ def tombstone(state: StateReader, instance: int) -> Tombstone | None:
 def tombstones_of(state: StateReader, name: str) -> list[Tombstone]:
     """The deleted instances of `name` whose volumes are still retained, oldest first."""
     found = []
-    for instance in _uints(state.get(_TOMBSTONES_OF + name.encode()), "tombstoned instance"):
+    for instance in get_uints(state, _TOMBSTONES_OF + name.encode(), "tombstoned instance"):
         kept = tombstone(state, instance)
         if kept is not None:
             found.append(kept)
@@ -298,7 +291,7 @@ def tombstones_of(state: StateReader, name: str) -> list[Tombstone]:
 
 def tombstones(state: StateReader) -> list[Tombstone]:
     """Every tombstone, in the order they expire."""
-    first, end = _uints(state.get(EXPIRY_BOUNDS_KEY), "expiry bounds") or [0, 0]
+    first, end = get_uints(state, EXPIRY_BOUNDS_KEY, "expiry bounds") or [0, 0]
     found = []
     for seq in range(first, end):
         instance = state.get(_EXPIRY + seq.to_bytes(8, "big"))
@@ -354,17 +347,17 @@ def _bury(state: Overlay, dead: Tombstone) -> None:
     """Keeps a tombstone for a deleted instance, at the end of the expiry queue."""
     state.put(_TOMBSTONE + _instance_key(dead.instance), dead.encode())
     key = _TOMBSTONES_OF + dead.name.encode()
-    _put_uints(state, key, [*_uints(state.get(key), "tombstoned instance"), dead.instance])
-    first, end = _uints(state.get(EXPIRY_BOUNDS_KEY), "expiry bounds") or [0, 0]
+    put_uints(state, key, [*get_uints(state, key, "tombstoned instance"), dead.instance])
+    first, end = get_uints(state, EXPIRY_BOUNDS_KEY, "expiry bounds") or [0, 0]
     state.put(_EXPIRY + end.to_bytes(8, "big"), codec.encode_uint(dead.instance))
-    _put_uints(state, EXPIRY_BOUNDS_KEY, [first, end + 1])
+    put_uints(state, EXPIRY_BOUNDS_KEY, [first, end + 1])
 
 
 def _unbury(state: Overlay, dead: Tombstone) -> None:
     state.delete(_TOMBSTONE + _instance_key(dead.instance))
     key = _TOMBSTONES_OF + dead.name.encode()
-    left = [i for i in _uints(state.get(key), "tombstoned instance") if i != dead.instance]
-    _put_uints(state, key, left)
+    left = [i for i in get_uints(state, key, "tombstoned instance") if i != dead.instance]
+    put_uints(state, key, left)
 
 
 class Apps(Module):
@@ -633,7 +626,7 @@ class Apps(Module):
         """Removes the tombstones whose retention is over (at most MAX_EXPIRED_PER_BLOCK), oldest
         first: their volumes are no longer kept."""
         state = ctx.state
-        bounds = _uints(state.get(EXPIRY_BOUNDS_KEY), "expiry bounds")
+        bounds = get_uints(state, EXPIRY_BOUNDS_KEY, "expiry bounds")
         if not bounds:
             return
         first, end = bounds
@@ -651,7 +644,7 @@ class Apps(Module):
                 _unbury(state, kept)
                 ctx.emit(NAME, "RetentionEnded", app=kept.name, instance=kept.instance)
         if removed:
-            _put_uints(state, EXPIRY_BOUNDS_KEY, [first, end] if first < end else [])
+            put_uints(state, EXPIRY_BOUNDS_KEY, [first, end] if first < end else [])
 
     # -- placement ------------------------------------------------------------------------------
 

@@ -23,7 +23,16 @@ from chain import codec
 from chain.primitives import AccountId
 from chain.runtime import system
 from chain.runtime.config import NODE_CLASSES, BillingConfig, Prices, RuntimeConfig
-from chain.runtime.framework import AccountRef, Arg, ArgKind, CallDef, Context, Module
+from chain.runtime.framework import (
+    AccountRef,
+    Arg,
+    ArgKind,
+    CallDef,
+    Context,
+    Module,
+    get_uints,
+    put_uints,
+)
 from chain.state import Overlay, StateReader, storage_key
 
 NAME = "billing"
@@ -254,24 +263,8 @@ def next_invoice_id(state: StateReader) -> int:
     return 0 if data is None else codec.uint(data, "next invoice")
 
 
-def _uints(data: bytes | None, what: str) -> list[int]:
-    if not data:
-        return []
-    item = codec.decode(data)
-    if not isinstance(item, list):
-        raise codec.CodecError(f"{what} is a list")
-    return [codec.uint(x, what) for x in item]
-
-
-def _put_uints(state: Overlay, key: bytes, values: Sequence[int]) -> None:
-    if values:
-        state.put(key, codec.encode([codec.encode_uint(v) for v in values]))
-    else:
-        state.delete(key)
-
-
 def open_invoice_ids(state: StateReader, wallet: bytes) -> list[int]:
-    return _uints(state.get(_OPEN + wallet), "open invoice")
+    return get_uints(state, _OPEN + wallet, "open invoice")
 
 
 def open_invoices(state: StateReader, wallet: bytes) -> list[Invoice]:
@@ -446,9 +439,9 @@ def add_charges(
     if added and operators is None:
         owing_key = _OWING + _period_key(period)
         state.put(owing_key, (state.get(owing_key) or b"") + wallet)
-        unissued = _uints(state.get(_UNISSUED), "unissued period")
+        unissued = get_uints(state, _UNISSUED, "unissued period")
         if period not in unissued:
-            _put_uints(state, _UNISSUED, sorted([*unissued, period]))
+            put_uints(state, _UNISSUED, sorted([*unissued, period]))
     for instance, items in items_by_instance.items():
         # One node's items under (instance, period, node), and the nodes under (instance,
         # period): a report writes its own, never re-reads the other nodes'.
@@ -709,7 +702,7 @@ def issue_due(ctx: Context) -> list[Invoice]:
     wallet that owes anything, in wallet order."""
     state = ctx.state
     period_seconds = ctx.config.metering_period_seconds
-    unissued = _uints(state.get(_UNISSUED), "unissued period")
+    unissued = get_uints(state, _UNISSUED, "unissued period")
     issued: list[Invoice] = []
     while unissued and issue_time(unissued[0], period_seconds) <= ctx.env.timestamp:
         period = unissued.pop(0)
@@ -729,14 +722,14 @@ def issue_due(ctx: Context) -> list[Invoice]:
             state.put(_NEXT_INVOICE, codec.encode_uint(made.id + 1))
             # Fixed width: an empty value (the RLP of 0) would read as absent.
             state.put(_INVOICE_OF + wallet + _period_key(period), made.id.to_bytes(8, "big"))
-            _put_uints(state, _OPEN + wallet, [*open_invoice_ids(state, wallet), made.id])
+            put_uints(state, _OPEN + wallet, [*open_invoice_ids(state, wallet), made.id])
             ctx.emit(
                 NAME, "InvoiceIssued", invoice=made.id, wallet=AccountRef(wallet), period=period,
                 total=made.total, operators=len(lines),
             )  # fmt: skip
             issued.append(made)
         state.delete(owing_key)
-    _put_uints(state, _UNISSUED, unissued)
+    put_uints(state, _UNISSUED, unissued)
     return issued
 
 
@@ -874,7 +867,7 @@ class Billing(Module):
         _store_invoice(
             state, Invoice(known.id, known.wallet, known.period, known.lines, known.total, True)
         )
-        _put_uints(
+        put_uints(
             state, _OPEN + sender, [i for i in open_invoice_ids(state, sender) if i != invoice_id]
         )
         ctx.emit(

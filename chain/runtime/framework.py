@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -18,7 +18,7 @@ from chain.blocks import Call
 from chain.errors import DispatchError, InvalidTransaction, TxRejection
 from chain.primitives import AccountId, BlockNumber, Hash32, TimestampMs
 from chain.runtime.config import RuntimeConfig
-from chain.state import Overlay
+from chain.state import Overlay, StateReader
 
 MAX_U128 = 2**128 - 1
 
@@ -330,3 +330,22 @@ class Module:
 
     def fail(self, error: enum.Enum, message: str) -> DispatchError:
         return DispatchError(self.name, error.value, message)
+
+
+def get_uints(state: StateReader, key: bytes, what: str) -> list[int]:
+    """A list of integers stored under `key` (`put_uints`); empty when nothing is stored."""
+    data = state.get(key)
+    if not data:
+        return []
+    item = codec.decode(data)
+    if not isinstance(item, list):
+        raise codec.CodecError(f"{what} is a list")
+    return [codec.uint(x, what) for x in item]
+
+
+def put_uints(state: Overlay, key: bytes, values: Sequence[int]) -> None:
+    """Stores a list of integers under `key`, or deletes the key for an empty list."""
+    if values:
+        state.put(key, codec.encode([codec.encode_uint(v) for v in values]))
+    else:
+        state.delete(key)

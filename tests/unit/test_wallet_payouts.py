@@ -18,6 +18,7 @@ from chain.blocks import UnsignedTransaction
 from chain.primitives import AccountId
 from chain.runtime import billing, wallets
 from chain.runtime.executive import Runtime, default_modules
+from chain.runtime.framework import put_uints
 from chain.runtime.wallets import Wallets
 from chain.state import Overlay
 from tests.factories import BOB, DAVE
@@ -43,7 +44,7 @@ def issue(net: Network, wallet: bytes, lines: tuple[tuple[bytes, int], ...] = LI
     )  # fmt: skip
     billing._store_invoice(overlay, made)
     overlay.put(billing._NEXT_INVOICE, codec.encode_uint(made.id + 1))
-    billing._put_uints(
+    put_uints(
         overlay, billing._OPEN + wallet, [*billing.open_invoice_ids(overlay, wallet), made.id]
     )
     commit = chain.state.commit(overlay.changes)
