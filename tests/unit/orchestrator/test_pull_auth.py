@@ -8,13 +8,19 @@ import base64
 import dataclasses
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
 from chain.address import encode_address
+from chain.runtime import manifest as m
+from chain.runtime.apps import ReplicaEntry
+from chain.runtime.configs import ConfigRecord
+from chain.runtime.secrets import SecretRecord
 from orchestrator import labels
+from orchestrator.controller import Controller
 from orchestrator.diff import create_request
 from orchestrator.pull_auth import (
     DOCKER_HUB,
@@ -26,10 +32,13 @@ from orchestrator.pull_auth import (
     parse_docker_config,
     registry_key,
 )
-from orchestrator.secrets import project
+from orchestrator.replica_specs import UnsupportedManifest, replica_spec
+from orchestrator.secrets import FileStore, project
 from orchestrator.spec import ReplicaSpec, SourceKind, SourceRef
-from tests.unit.orchestrator.builders import NODE, container, replica
-from tests.unit.orchestrator.test_secrets import ALICE
+from tests.unit.orchestrator.builders import NODE, InMemoryDesired, container, replica
+from tests.unit.orchestrator.fake_engine import FakeEngine
+from tests.unit.orchestrator.test_controller import OWNER, reason, running, until
+from tests.unit.orchestrator.test_secrets import ALICE, run
 
 PASSWORD = "pa55-never-shown"
 KEY = ".dockerconfigjson"
@@ -208,3 +217,63 @@ def test_the_digest_covers_the_pull_secrets_version_and_nothing_without_one() ->
     hashes = {labels.spec_hash(s, s.containers[0]) for s in (one, two, plain)}
     assert len(hashes) == 3
     assert REGCRED in one.secrets()
+
+
+def test_a_malformed_pull_secret_keeps_the_replica_waiting_with_the_reason(tmp_path: Path) -> None:
+    spec = pulling("img:1")
+    source = Source(b'{"auths": {"img": "' + PASSWORD.encode() + b'"}}')
+
+    async def test(controller: Controller, engine: FakeEngine, desired: InMemoryDesired) -> None:
+        await until(controller, lambda: reason(controller, spec) == "InvalidImagePullSecret")
+        status = controller.status()[spec.key]
+        assert status.containers[0].message == (
+            "imagePullSecret 'regcred': the entry of 'img' is no object"
+        )
+        assert not engine.running(OWNER)
+        # Fixed: the next attempt pulls anonymously ("img" is Docker Hub's, the login is not).
+        source.data = config({"other.example": {"username": "a", "password": PASSWORD}})
+        await until(controller, lambda: running(controller, spec))
+        (created,) = engine.running(OWNER)
+        assert created.request is not None and created.request.registry_auth is None
+        shown = "".join(e.message for e in controller.events.for_replica(spec.key))
+        assert PASSWORD not in shown and PASSWORD not in repr(created.request)
+
+    run(test, FileStore(tmp_path), source, spec)  # type: ignore[arg-type]
+
+
+class PullSources:
+    """The owner's secrets `regcred` (version 5, with .dockerconfigjson) and `db` (without)."""
+
+    def config(self, name: str) -> ConfigRecord | None:
+        return None
+
+    def secret(self, name: str) -> SecretRecord | None:
+        if name == "regcred":
+            return SecretRecord(5, 1, ((KEY, 120),), b"")
+        return SecretRecord(2, 1, (("password", 6),), b"") if name == "db" else None
+
+
+def manifest_pulling(*names: str) -> m.Manifest:
+    return m.validate_manifest(
+        {
+            "apiVersion": "statemesh/v1",
+            "kind": "Application",
+            "metadata": {"name": "web"},
+            "spec": {
+                "containers": [{"name": "a", "image": "r.example/app:1"}],
+                "imagePullSecrets": [{"name": n} for n in names],
+            },
+        }
+    )
+
+
+def test_a_replica_spec_carries_the_versions_of_its_pull_secrets() -> None:
+    entry = ReplicaEntry(0, 1, b"", 0)
+    spec = replica_spec("dev", "web", entry, manifest_pulling("regcred"), sources=PullSources())
+    assert spec.pull_secrets == (SourceRef(SourceKind.SECRET, "regcred", 5),)
+    for name, message in (
+        ("db", "secret 'db' has no key '.dockerconfigjson'"),
+        ("gone", "the owner has no secret 'gone'"),
+    ):
+        with pytest.raises(UnsupportedManifest, match=message):
+            replica_spec("dev", "web", entry, manifest_pulling(name), sources=PullSources())
