@@ -48,6 +48,7 @@ from orchestrator.errors import (
     StartFailed,
 )
 from orchestrator.image_gc import ImageUsage
+from orchestrator.pull_auth import RegistryAuth
 from orchestrator.registry import registry_host, resolve_host
 
 if TYPE_CHECKING:
@@ -242,7 +243,10 @@ class DockerAdapter:
     operator's, or another tenant's private one) and always gets the registry's current
     content. A tag is resolved to its digest by the registry and `NAME@sha256:...` is pulled
     and run: a tenant's pull never creates, moves or removes a tag of the engine's store (the
-    operator's). Pulls are anonymous (`NO_CREDENTIALS`), never with the operator's logins, and
+    operator's). Pulls are anonymous (`NO_CREDENTIALS`), never with the operator's logins, or
+    carry the tenant's own login to the image's registry (`CreateRequest.registry_auth`, from its
+    `imagePullSecrets`) for that pull only; a digest pulled with a login is pulled again (with
+    the login of whoever names it) at every create. Pulls are
     only from public registries unless `allow_private_registries`. An `image@sha256:` reference
     is taken from the store without a pull only if this adapter pulled that digest for an app.
     Images the node builds itself (`ensure_local_image`: the pod sandbox) are the only ones used
@@ -375,14 +379,18 @@ class DockerAdapter:
         """Pulls `image` for an app and returns its id (see `_pull`)."""
         return (await self._pull(image)).image_id
 
-    async def _pull(self, image: str) -> _Pulled:
-        """Pulls `image` anonymously, a tag as the digest its registry resolves it to, and
-        records that digest as pulled and the image for the image GC. `ImageUnavailable` if it
-        cannot be pulled or its registry is private, `ImageTooLarge` if its layers or the image
-        are larger than `max_image_bytes` (the pull is cancelled, or the image removed again)."""
+    async def _pull(self, image: str, login: RegistryAuth | None = None) -> _Pulled:
+        """Pulls `image` anonymously, or with the tenant's `login` to its registry (from its
+        `imagePullSecrets`), a tag as the digest its registry resolves it to, and records that
+        digest as pulled (unless a login was needed: another tenant naming the digest must pull
+        it with its own) and the image for the image GC. `ImageUnavailable` if it cannot be
+        pulled or its registry is private, `ImageTooLarge` if its layers or the image are larger
+        than `max_image_bytes` (the pull is cancelled, or the image removed again)."""
         if image in self._built:
             raise ImageUnavailable(image, "it is built by this node and never pulled")
         repository, reference = _pull_reference(image)
+        # Only the tenant's own login, never the operator's stored ones; never logged.
+        auth = NO_CREDENTIALS if login is None else login.auth_config()
         cap = self.max_image_bytes
         client = self._pull_client()
 
@@ -393,7 +401,7 @@ class DockerAdapter:
                 # digest too: the engine does not ask the registry about a digest it has
                 # (measured: "Image is up to date" after one GET /v2/), so an operator's private
                 # image pulled by digest would pass.
-                found = api.inspect_distribution(reference, auth_config=NO_CREDENTIALS)
+                found = api.inspect_distribution(reference, auth_config=auth)
                 digest = str((found.get("Descriptor") or {}).get("digest") or "")
                 if not digest.startswith("sha256:"):
                     raise _PullFailed(f"the registry gave no digest for {reference}")
@@ -404,7 +412,7 @@ class DockerAdapter:
                     tag=pinned.rsplit("@", 1)[1],
                     stream=True,
                     decode=True,
-                    auth_config=NO_CREDENTIALS,
+                    auth_config=auth,
                 )
                 layers: dict[str, int] = {}
                 for progress in stream:
@@ -441,7 +449,8 @@ class DockerAdapter:
         if cap is not None and size > cap:
             await self._drop_too_large(pinned, image_id)
             raise ImageTooLarge(image, size, cap)
-        self._pulled_digests.add(pinned)
+        if login is None:
+            self._pulled_digests.add(pinned)
         self.image_usage.used(image_id, pinned)
         return _Pulled(image_id, pinned)
 
@@ -520,7 +529,7 @@ class DockerAdapter:
         image = request.image
         if image in self._built:
             return await self._create(request)
-        if image in self._pulled_digests:
+        if image in self._pulled_digests and request.registry_auth is None:
             try:
                 container_id = await self._create(request)
             except ImageUnavailable:
@@ -528,8 +537,10 @@ class DockerAdapter:
             else:
                 await self._used(image)
                 return container_id
-        pulled = await self._pull(image)
-        container_id = await self._create(dataclasses.replace(request, image=pulled.reference))
+        pulled = await self._pull(image, request.registry_auth)
+        container_id = await self._create(
+            dataclasses.replace(request, image=pulled.reference, registry_auth=None)
+        )
         self.image_usage.used(pulled.image_id)
         return container_id
 

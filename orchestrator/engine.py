@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
+from orchestrator.pull_auth import RegistryAuth
 from orchestrator.spec import EnforcedResources, EnvVar, ImagePullPolicy, SecurityContext
 
 if TYPE_CHECKING:
@@ -112,6 +113,9 @@ class CreateRequest:
     """Only for a container with a network of its own; members of a pod share its sandbox's."""
     security: SecurityContext = field(default_factory=SecurityContext)
     binds: tuple[Bind, ...] = ()
+    registry_auth: RegistryAuth | None = field(default=None, repr=False, compare=False)
+    """The tenant's login to the image's registry (from its `imagePullSecrets`), for the pull
+    of this create only; None pulls anonymously."""
 
     def __post_init__(self) -> None:
         if self.network is not None and self.join is not None:

@@ -88,6 +88,8 @@ def spec_hash(spec: ReplicaSpec, container: Container) -> str:
     configuration or secret is covered by its version, never by itself: a new version replaces
     the container, and no digest (a label, a name) is computed from a secret."""
     files = [[f.digest_parts() for f in spec.files]] if spec.files else []
+    # Only when given, so that other containers keep their digests; the versions, never values.
+    pulls = [[r.digest_parts() for r in spec.pull_secrets]] if spec.pull_secrets else []
     return _digest(
         spec.revision,
         spec.owner,
@@ -115,6 +117,7 @@ def spec_hash(spec: ReplicaSpec, container: Container) -> str:
             list(container.security.capabilities_add),
         ],
         *files,
+        *pulls,
     )
 
 

@@ -322,4 +322,16 @@ def replica_spec(
         owner=owner,
         instance=instance,
         files=files(spec, sources),
+        pull_secrets=pull_secrets(spec, sources),
     )
+
+
+def pull_secrets(spec: m.ApplicationSpec, sources: Sources) -> tuple[o.SourceRef, ...]:
+    """The versions of the owner's `imagePullSecrets`, each with its registry credentials."""
+    found: list[o.SourceRef] = []
+    for name in spec.image_pull_secrets:
+        ref, secret = _secret(sources, name)
+        if m.DOCKER_CONFIG_KEY not in {k for k, _ in secret.keys}:
+            raise UnsupportedManifest(f"secret {name!r} has no key {m.DOCKER_CONFIG_KEY!r}")
+        found.append(ref)
+    return tuple(found)

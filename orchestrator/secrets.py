@@ -20,6 +20,7 @@ import trio
 from chain.address import AddressError, decode_address
 from orchestrator.engine import Bind, CreateRequest
 from orchestrator.errors import EngineFailure
+from orchestrator.pull_auth import auth_for
 from orchestrator.spec import EnvVar, FilesVolume, ReplicaKey, ReplicaSpec, SourceKind, SourceRef
 
 log = logging.getLogger("statemesh.orchestrator.secrets")
@@ -199,9 +200,14 @@ async def project(
     mounted = [f for f in spec.files if f.mounted_in(container)]
     refs = {e.source for e in request.env if e.source and e.source.kind is SourceKind.SECRET}
     refs |= {f.source for f in mounted if f.source.kind is SourceKind.SECRET}
+    refs |= set(spec.pull_secrets)
     if not refs and not mounted:
         return request
     values = await secret_values(source, spec, sorted(refs, key=lambda r: (r.name, r.version)))
+    if spec.pull_secrets:
+        # Parsed before anything is written: a malformed one leaves nothing behind.
+        login = auth_for(request.image, {r.name: values[r] for r in spec.pull_secrets})
+        request = dataclasses.replace(request, registry_auth=login)
     env = tuple(
         _env_value(e, values[e.source])
         if e.source is not None and e.source.kind is SourceKind.SECRET

@@ -415,6 +415,8 @@ class ReplicaSpec:
     deleted and created again (by anyone) never finds the old one's volumes."""
     files: tuple[FilesVolume, ...] = ()
     """Configurations and secrets mounted as files, in every container (as volumes are)."""
+    pull_secrets: tuple[SourceRef, ...] = ()
+    """The owner's secrets with registry credentials (`imagePullSecrets`), in manifest order."""
 
     def __post_init__(self) -> None:
         if self.instance < 0:
@@ -450,6 +452,7 @@ class ReplicaSpec:
         """The secrets (with their versions) its containers read, in order, each once."""
         found = {e.source for c in self.containers for e in c.env if e.source is not None}
         found |= {f.source for f in self.files}
+        found |= set(self.pull_secrets)
         return sorted(
             (r for r in found if r.kind is SourceKind.SECRET), key=lambda r: (r.name, r.version)
         )

@@ -147,7 +147,8 @@ def secret_names(state: StateReader, owner: bytes) -> list[str]:
 
 
 def app_uses_secret(manifest: Manifest, name: str) -> bool:
-    """Whether the application reads its owner's secret `name` (env, envFrom or a volume)."""
+    """Whether the application reads its owner's secret `name` (env, envFrom, a volume or
+    imagePullSecrets)."""
     return name in manifest_references(manifest.spec).secrets
 
 

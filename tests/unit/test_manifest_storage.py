@@ -1,11 +1,16 @@
-"""Manifest storage fields: an emptyDir in memory, and registry credentials asked for before the
-chain can hold them."""
+"""Manifest storage fields: an emptyDir in memory, and registry credentials from the owner's
+secrets (`imagePullSecrets`)."""
 
 from __future__ import annotations
 
 import pytest
 
-from chain.runtime.manifest import ManifestError
+from chain.runtime.manifest import (
+    DOCKER_CONFIG_KEY,
+    ManifestError,
+    read_stored_manifest,
+    references,
+)
 from node.commands.manifest_file import parse_manifest
 
 BASE = """\
@@ -53,9 +58,37 @@ def test_a_bad_medium_is_refused_with_its_place(volume: str, message: str) -> No
         parse_manifest(manifest(volume))
 
 
-def test_image_pull_secrets_are_refused_until_the_chain_holds_secrets() -> None:
-    extra = "  imagePullSecrets: [{name: registry}]\n"
-    with pytest.raises(ManifestError, match="spec.imagePullSecrets: registry credentials"):
+def test_image_pull_secrets_name_the_owners_secrets_and_keep_the_hash_of_manifests_without() -> (
+    None
+):
+    plain = parse_manifest(manifest("emptyDir: {}"))
+    pulled = parse_manifest(
+        manifest("emptyDir: {}", "  imagePullSecrets: [{name: registry}, {name: other}]\n")
+    )
+    assert pulled.spec.image_pull_secrets == ("registry", "other")
+    assert plain.spec.image_pull_secrets == ()
+    assert b"imagePullSecrets" not in plain.canonical_json()
+    assert b'"imagePullSecrets":[{"name":"registry"},{"name":"other"}]' in pulled.canonical_json()
+    assert pulled.hash() != plain.hash()
+    # Read like every other secret: the vault members deliver it, deleting it is refused.
+    found = references(pulled.spec)
+    assert found.secrets == {
+        "registry": frozenset({DOCKER_CONFIG_KEY}),
+        "other": frozenset({DOCKER_CONFIG_KEY}),
+    }
+    assert read_stored_manifest(pulled.canonical_json()) == pulled
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("  imagePullSecrets: [{nom: x}]\n", "imagePullSecrets"),
+        ("  imagePullSecrets: [{name: Bad_Name}]\n", "imagePullSecrets"),
+        ("  imagePullSecrets: [{name: a}, {name: a}]\n", r"already named by imagePullSecrets\[0\]"),
+        ("  imagePullSecrets: {name: a}\n", "imagePullSecrets"),
+        ("  imagePullSecrets: [" + ", ".join(f"{{name: s{i}}}" for i in range(9)) + "]\n", "8"),
+    ],
+)
+def test_bad_image_pull_secrets_are_refused_with_their_place(extra: str, message: str) -> None:
+    with pytest.raises(ManifestError, match=message):
         parse_manifest(manifest("emptyDir: {}", extra))
-    with pytest.raises(ManifestError, match="imagePullSecrets"):
-        parse_manifest(manifest("emptyDir: {}", "  imagePullSecrets: [{nom: x}]\n"))

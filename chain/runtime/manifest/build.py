@@ -80,12 +80,7 @@ class Builder:
 
     def manifest(self, data: Any) -> Manifest:
         raw = data["spec"]
-        if "imagePullSecrets" in raw:
-            self.fail(
-                ("spec", "imagePullSecrets"),
-                "registry credentials come from secrets held by the chain, which it does not "
-                "hold yet: use an image that can be pulled without credentials",
-            )
+        pull_secrets = self.image_pull_secrets(raw.get("imagePullSecrets", []))
         node_class = NodeClass(raw.get("nodeClass", NodeClass.CPU.value))
         pod_context = self.security_context(
             raw.get("securityContext", {}), ("spec", "securityContext")
@@ -118,8 +113,23 @@ class Builder:
             autoscaling=autoscaling,
             strategy=self.strategy(raw.get("strategy", {})),
             security_context=pod_context,
+            image_pull_secrets=pull_secrets,
         )
         return Manifest(data["metadata"]["name"], spec)
+
+    def image_pull_secrets(self, raw: list[Any]) -> tuple[str, ...]:
+        """The names of the owner's secrets with registry credentials, each once."""
+        names: list[str] = []
+        for i, item in enumerate(raw):
+            name = item["name"]
+            if name in names:
+                self.fail(
+                    ("spec", "imagePullSecrets", i, "name"),
+                    f"{name!r} is already named by imagePullSecrets[{names.index(name)}]",
+                )
+                continue
+            names.append(name)
+        return tuple(names)
 
     # -- containers ------------------------------------------------------------------------
 

@@ -76,6 +76,9 @@ def manifest_json(name: str, spec: ApplicationSpec) -> dict[str, Any]:
             body["autoscaling"]["behavior"] = behavior
     if spec.security_context != NO_SECURITY_CONTEXT:
         body["securityContext"] = _security_context_json(spec.security_context)
+    if spec.image_pull_secrets:
+        # Only when given: a manifest without it keeps the canonical form (and hash) it had.
+        body["imagePullSecrets"] = [{"name": n} for n in spec.image_pull_secrets]
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,

@@ -97,6 +97,7 @@ def _spec(raw: dict[str, Any]) -> ApplicationSpec:
             IntOrPercent.from_json(rolling["maxUnavailable"]),
         ),
         security_context=_security_context(raw.get("securityContext")),
+        image_pull_secrets=tuple(s["name"] for s in raw.get("imagePullSecrets", [])),
     )
 
 

@@ -406,6 +406,10 @@ class RollingUpdate:
         return surge, unavailable
 
 
+DOCKER_CONFIG_KEY = ".dockerconfigjson"
+"""The key of an `imagePullSecrets` secret that holds its registry credentials."""
+
+
 @dataclass(frozen=True, slots=True)
 class References:
     """The owner's secrets and configurations a manifest names, each with the keys it names
@@ -435,6 +439,8 @@ def references(spec: ApplicationSpec) -> References:
             continue
         held = secrets if v.kind is VolumeKind.SECRET else configs
         held.setdefault(v.source, set()).update(item.key for item in v.items)
+    for name in spec.image_pull_secrets:
+        secrets.setdefault(name, set()).add(DOCKER_CONFIG_KEY)
     return References(
         {k: frozenset(v) for k, v in secrets.items()}, {k: frozenset(v) for k, v in configs.items()}
     )
@@ -453,3 +459,6 @@ class ApplicationSpec:
     strategy: RollingUpdate
     security_context: SecurityContext = NO_SECURITY_CONTEXT
     """Pod level: what every container runs with unless its own securityContext says otherwise."""
+    image_pull_secrets: tuple[str, ...] = ()
+    """The owner's secrets (`imagePullSecrets`) holding registry credentials for the images,
+    each under `DOCKER_CONFIG_KEY` in Kubernetes' kubernetes.io/dockerconfigjson format."""
