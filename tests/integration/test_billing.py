@@ -200,8 +200,9 @@ def test_an_app_paid_by_its_wallet_committee_through_a_member_down_and_arrears(
     # Back up: a stopped node's containers stay where they are (as on any restart) and only
     # their node can remove them, so the member takes part again before the suspension.
     others[1].start()
+    behind = dev.finalized_number()
     dev.wait_for(
-        lambda: others[1].finalized_number() >= dev.finalized_number(),
+        lambda: others[1].finalized_number() >= behind,
         timeout=PAYOUT_WAIT,
         what="the restarted member caught up",
     )
