@@ -233,6 +233,13 @@ class Payouts:
                 f"{free}"
             )
         nonce = self._ledger.next_nonce(invoice.wallet)
+        if nonce != system.account(self._ledger.state(), invoice.wallet).nonce:
+            # Its balance after the pooled transaction is not known here: a payout checked
+            # against the best block could fail the pool's dry run after it.
+            raise WalletCannotPay(
+                f"invoice {invoice.id}: wallet 0x{invoice.wallet.hex()} has a transaction in "
+                "the pool; paying after it is in a block"
+            )
         unsigned = payout_transaction(self._ledger.genesis_hash, invoice, nonce)
         tx_hash = await self._signer.sign_and_submit(
             record, unsigned, RequestKind.SIGN_PAYOUT, (rlp.encode(unsigned),)
