@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -105,21 +106,29 @@ def registered_nodes(
         dev.stop()
 
 
-@pytest.fixture
-def compute_nodes(
-    tmp_path: Path, docker_engine: DockerEngine, busybox_image: str, node_chain: str
+@contextmanager
+def compute_network(
+    folder: Path, engine: DockerEngine, chain: str, extra: Sequence[str] = ()
 ) -> Iterator[tuple[NodeProcess, list[NodeProcess]]]:
-    """`registered_nodes` that run replicas: all three on the session's engine (each with its
-    own networks and host rules), which pulls `busybox`, as the README's example names it, from
-    the session's registry (`busybox_image` published it)."""
-    engine = ["--docker-host", docker_engine.host]
-    chain = node_chain
-    dev = NodeProcess(tmp_path / "dev", args=["--dev", "--chain", chain, *engine]).start()
+    """A dev node and two full nodes joined to it (operators dev-bob, dev-charlie), all three
+    active and running replicas on `engine` (each with its own networks and host rules), with
+    `extra` arguments each; on exit the nodes stop and their replicas and host rules go. The
+    body of `compute_nodes`, shared with `bench.secret_delivery --nodes 3`."""
+    engine_args = ["--docker-host", engine.host, *extra]
+    dev = NodeProcess(folder / "dev", args=["--dev", "--chain", chain, *engine_args]).start()
     address = dev.call("system_localListenAddresses")[0]
     others = [
         NodeProcess(
-            tmp_path / name,
-            args=["--chain", chain, "--bootnodes", address, "--operator", f"dev-{name}", *engine],
+            folder / name,
+            args=[
+                "--chain",
+                chain,
+                "--bootnodes",
+                address,
+                "--operator",
+                f"dev-{name}",
+                *engine_args,
+            ],
         )
         for name in ("bob", "charlie")
     ]
@@ -136,6 +145,18 @@ def compute_nodes(
             node.stop()
         dev.stop()
         # The nodes leave their replicas running, as they do on any restart: clean up here.
-        docker_harness.remove_labelled(docker_engine.client, {"statemesh.chain": "statemesh_dev"})
-        for node_id in node_ids:
-            trio.run(IptablesFirewall(firewall_tag(node_id)).remove)
+        docker_harness.remove_labelled(engine.client, {"statemesh.chain": "statemesh_dev"})
+        if shutil.which("iptables") is not None:
+            for node_id in node_ids:
+                trio.run(IptablesFirewall(firewall_tag(node_id)).remove)
+
+
+@pytest.fixture
+def compute_nodes(
+    tmp_path: Path, docker_engine: DockerEngine, busybox_image: str, node_chain: str
+) -> Iterator[tuple[NodeProcess, list[NodeProcess]]]:
+    """`registered_nodes` that run replicas: all three on the session's engine (each with its
+    own networks and host rules), which pulls `busybox`, as the README's example names it, from
+    the session's registry (`busybox_image` published it)."""
+    with compute_network(tmp_path, docker_engine, node_chain) as nodes:
+        yield nodes
