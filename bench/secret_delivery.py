@@ -10,7 +10,7 @@ time of the node's log line for that replica's delivery (JSON logs, milliseconds
 the engine's own timestamp of the container's `start` event. The delivery happens while the
 container is being created, so it is part of the start time: the ratio says how much of it.
 With `--nodes 3` the same runs go over the network: a dev node and two nodes joined to it
-(`tests.integration.conftest.compute_network`, as `tests/integration/test_secrets.py` sets
+(`testkit.compute_network`, as `tests/integration/test_secrets.py` sets
 them up) on one engine, with a 2-of-3 vault committee, so whichever node runs the replica needs
 a partial decryption from at least one other process; each run says which node ran it.
 
@@ -37,6 +37,7 @@ from chain.runtime.apps import Apps
 from chain.runtime.secrets import Secrets, encode_key_sizes
 from node.commands.manifest_file import parse_manifest
 from orchestrator import labels
+from testkit.compute_network import compute_network, three_node_chain
 from testkit.engines import BUSYBOX_IMAGE, DockerEngine, free_port, open_engine
 from testkit.nodes import NodeProcess
 from wallet.committee import REQUEST_VAULT
@@ -192,7 +193,6 @@ def start_nodes(
         stack.callback(node.stop)
         return [node]
     # Imported here: the one-node mode (the unit suite's smoke) needs none of the test harness.
-    from tests.integration.conftest import compute_network, three_node_chain
 
     chain = three_node_chain(folder)
     dev, others = stack.enter_context(compute_network(folder, engine, chain, json_logs))
