@@ -46,6 +46,7 @@ from wallet.member import (
     CommitteeMember,
     WalletLedger,
     approved_transfer,
+    follow_finalized,
 )
 from wallet.messages import (
     MAX_REQUEST_BYTES,
@@ -415,17 +416,7 @@ class WalletService:
         """At each finalized block, start creating the wallets requested in the blocks finalized
         since the last look (at start, those of the last REQUEST_TTL_BLOCKS blocks) of which this
         node is the coordinator."""
-        started = False
-        async with trio.open_nursery() as nursery:
-            while True:
-                # A subscriber that fell behind is dropped: it looks again from where it was.
-                async with self._ledger.finalized_heads() as heads:
-                    self.on_finalized(nursery)
-                    if not started:
-                        started = True
-                        task_status.started()
-                    async for _ in heads:
-                        self.on_finalized(nursery)
+        await follow_finalized(self._ledger, self.on_finalized, task_status)
 
     def on_finalized(self, nursery: trio.Nursery) -> None:
         state = self._ledger.finalized_state()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import rlp
 import trio
@@ -104,6 +104,24 @@ class WalletLedger(Protocol):
         ...
 
     def submit_signed(self, keypair: Keypair, call: Call) -> Hash32: ...
+
+
+async def follow_finalized(
+    ledger: WalletLedger, on_finalized: Callable[[trio.Nursery], None], task_status: Any
+) -> None:
+    """Calls `on_finalized` at start and at each finalized block, with a nursery for the work it
+    starts; reports started after the first call. A subscriber that fell behind is dropped by
+    the feed: it subscribes again and looks from where the chain is."""
+    started = False
+    async with trio.open_nursery() as nursery:
+        while True:
+            async with ledger.finalized_heads() as heads:
+                on_finalized(nursery)
+                if not started:
+                    started = True
+                    task_status.started()
+                async for _ in heads:
+                    on_finalized(nursery)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from chain.primitives import AccountId, Hash32
 from chain.runtime import billing, system, wallets
 from chain.state import StateReader
 from wallet.errors import WalletError
-from wallet.member import WalletLedger, payout_transaction
+from wallet.member import WalletLedger, follow_finalized, payout_transaction
 from wallet.messages import RequestKind
 
 log = logging.getLogger("statemesh.wallet")
@@ -137,17 +137,7 @@ class Payouts:
         return f"Payouts(0x{self._signer.node_id.hex()})"
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        started = False
-        async with trio.open_nursery() as nursery:
-            while True:
-                # A subscriber that fell behind is dropped: it looks again from where it is.
-                async with self._ledger.finalized_heads() as heads:
-                    self.on_finalized(nursery)
-                    if not started:
-                        started = True
-                        task_status.started()
-                    async for _ in heads:
-                        self.on_finalized(nursery)
+        await follow_finalized(self._ledger, self.on_finalized, task_status)
 
     def on_finalized(self, nursery: trio.Nursery) -> None:
         state = self._ledger.finalized_state()
