@@ -52,8 +52,15 @@ class TxRejection(enum.Enum):
     BAD_ARGUMENTS = "bad arguments"
     CALL_FAILED = "call would fail"
     OUTDATED = "outdated"
-    """Its call would fail only because another transaction did the same already (a second
-    report of an offence): never held against its sender, since honest nodes race to send these."""
+    """Its call would fail only because of what other transactions did since it was signed (a
+    second report of an offence, an invoice another member paid, a balance spent meanwhile, an
+    anchor block aged out): never held against its sender, since honest senders race into these
+    (a wallet's committee members, a node's prover and the blocks it waits for)."""
+    UNAFFORDABLE = "cannot afford the call"
+    """Its call would move more than the sender holds (a transfer above the free balance, a
+    payout above the wallet's): as in a Substrate pool, not held against its sender, since
+    finding it is cheap and a balance may be spent by the sender's own racing transactions (the
+    members of a platform wallet's committee sign independently)."""
     TEMPORARILY_BANNED = "temporarily banned"
     ALREADY_IMPORTED = "already imported"
     PRIORITY_TOO_LOW = "priority too low"
@@ -74,9 +81,15 @@ class DispatchError(ChainError):
         self.message = message
 
 
+class UnaffordableCall(DispatchError):
+    """A call that fails because the sender holds less than it moves, found before any costly
+    work. In a block it fails like any call; before one, it is refused as UNAFFORDABLE."""
+
+
 class OutdatedCall(DispatchError):
-    """A call that fails only because another transaction already did what it asks. In a block it
-    fails like any call; before one, it is refused as OUTDATED rather than CALL_FAILED."""
+    """A call that fails only because of what other transactions did since it was signed, found
+    before any costly work (so that refusing it without a strike costs the pool little). In a
+    block it fails like any call; before one, it is refused as OUTDATED rather than CALL_FAILED."""
 
 
 class BlockRejection(enum.Enum):

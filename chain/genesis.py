@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import nacl.bindings
 import rlp
 
 from chain.address import AddressError, decode_address, encode_address
@@ -58,6 +59,24 @@ _HASH_TEXT = re.compile(r"0x[0-9a-fA-F]{64}")
 
 
 @dataclass(frozen=True, slots=True)
+class GenesisWallet:
+    address: AccountId
+    """The group key: the wallet's account."""
+    committee: tuple[AccountId, ...]
+    """Node ids, ascending: member i (1-based) holds the share with identifier i."""
+    threshold: int
+    login_key: AccountId
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "address": encode_address(self.address),
+            "committee": [encode_address(m) for m in self.committee],
+            "threshold": self.threshold,
+            "loginKey": encode_address(self.login_key),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class ChainSpec:
     name: str
     id: str
@@ -75,6 +94,9 @@ class ChainSpec:
     checkpoint: tuple[BlockNumber, Hash32] | None = None
     """A block (number, hash) every node of this chain has finalized, known out of band: sync
     refuses a chain without it (a weak-subjectivity anchor)."""
+    wallets: tuple[GenesisWallet, ...] = ()
+    """Platform wallets the chain starts with (a dev chain's funded dev wallet): their
+    committees hold shares made outside the chain; `balances` funds them like any account."""
 
     def runtime_json(self) -> dict[str, int]:
         rc = self.runtime
@@ -144,6 +166,7 @@ class ChainSpec:
             "towers": self.towers_json(),
             "billing": self.billing_json(),
             "balances": [[encode_address(a), str(amount)] for a, amount in self.balances],
+            **({"wallets": [w.to_json() for w in self.wallets]} if self.wallets else {}),
             **self.checkpoint_json(),
         }
 
@@ -211,6 +234,7 @@ def parse_spec(data: Any) -> ChainSpec:
             "towers",
             "billing",
             "balances",
+            "wallets",
             "checkpoint",
         },
         "",
@@ -309,7 +333,37 @@ def parse_spec(data: Any) -> ChainSpec:
         protocol_id=protocol_id,
         genesis_timestamp_ms=genesis_timestamp,
         checkpoint=_parse_checkpoint(data["checkpoint"]) if "checkpoint" in data else None,
+        wallets=_parse_wallets(data.get("wallets", [])),
     )
+
+
+def _parse_wallets(raw: Any) -> tuple[GenesisWallet, ...]:
+    """`wallets`: [{address, committee, threshold, loginKey}], each address a valid group key
+    named once, each committee ascending and of a size the runtime allows."""
+    if not isinstance(raw, list):
+        raise GenesisError("wallets must be a list")
+    out: list[GenesisWallet] = []
+    for i, body in enumerate(raw):
+        where = f"wallets[{i}]."
+        _no_unknown(body, {"address", "committee", "threshold", "loginKey"}, f"wallets[{i}]")
+        address = _account(_field(body, "address", str, where), f"{where}address")
+        if not nacl.bindings.crypto_core_ed25519_is_valid_point(address):
+            raise GenesisError(f"{where}address is not a group key (an Ed25519 point)")
+        if any(w.address == address for w in out):
+            raise GenesisError(f"{where}address names a wallet twice")
+        members = _field(body, "committee", list, where)
+        committee = tuple(_account(m, f"{where}committee[{j}]") for j, m in enumerate(members))
+        if list(committee) != sorted(set(committee)):
+            raise GenesisError(f"{where}committee must list distinct node ids in ascending order")
+        threshold = _field(body, "threshold", int, where)
+        if not wallets.valid_committee_size(threshold, len(committee)):
+            raise GenesisError(
+                f"{where}threshold and committee need 2 <= threshold <= size <= "
+                f"{wallets.MAX_COMMITTEE}, or threshold = size = 1"
+            )
+        login = _account(_field(body, "loginKey", str, where), f"{where}loginKey")
+        out.append(GenesisWallet(address, committee, threshold, login))
+    return tuple(out)
 
 
 def _genesis_timestamp(consensus: dict[str, Any], chain_type: str) -> int:
@@ -544,6 +598,9 @@ def build_genesis(spec: ChainSpec, empty_state: TrieState) -> Genesis:
     overlay.put(system.AUTHORITIES_KEY, rlp.encode(list(spec.authorities)))
     overlay.put(system.RUNTIME_CONFIG_KEY, json.dumps(spec.runtime_json(), sort_keys=True).encode())
     overlay.put(billing.GENESIS_KEY, json.dumps(spec.billing_json(), sort_keys=True).encode())
+    for w in spec.wallets:
+        record = wallets.WalletRecord(w.committee, w.threshold, w.login_key, registered_at=0)
+        wallets.put_wallet(overlay, w.address, record)
     commit = empty_state.commit(overlay.changes)
     header = Header(
         parent_hash=ZERO_HASH,

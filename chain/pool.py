@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import heapq
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from chain.blocks import tx_hash
 from chain.errors import InvalidTransaction, TxRejection
 from chain.primitives import AccountId, Hash32
 from chain.validity import ValidTransaction
+
+log = logging.getLogger("statemesh.pool")
 
 Validator = Callable[[bytes], ValidTransaction]
 """Validates encoded bytes against the current best state; raises `InvalidTransaction`. With a
@@ -379,7 +382,7 @@ class TransactionPool:
         if isinstance(outcome, InvalidTransaction):
             self._ban(checked.hash, now)
             if outcome.reason is TxRejection.CALL_FAILED:
-                self._strike(checked.sender, checked.hash, now)
+                self._strike(checked.sender, checked.hash, outcome, now)
             raise outcome
         self._refuse_banned(outcome.hash, now)
         self._refuse_banned_sender(outcome.sender, now)
@@ -476,7 +479,7 @@ class TransactionPool:
                 invalid.append(entry.vt.hash)
                 self._ban(entry.vt.hash, now)
                 if outcome.reason is TxRejection.CALL_FAILED:
-                    self._strike(entry.vt.sender, entry.vt.hash, now)
+                    self._strike(entry.vt.sender, entry.vt.hash, outcome, now)
                 self._emit(entry.vt.hash, PoolStatus.INVALID, str(outcome))
                 continue
             valid.append((entry, outcome))
@@ -565,7 +568,7 @@ class TransactionPool:
         if isinstance(outcome, InvalidTransaction):
             self._ban(unverified.hash, now)
             if outcome.reason is TxRejection.CALL_FAILED:
-                self._strike(unverified.sender, unverified.hash, now)
+                self._strike(unverified.sender, unverified.hash, outcome, now)
             self._remove(entry, PoolStatus.INVALID, str(outcome))
             self._enforce_future_limits()
             return True
@@ -878,11 +881,19 @@ class TransactionPool:
                 f"dry run within {self._strike_seconds:g} s",
             )
 
-    def _strike(self, sender: AccountId, hash_: Hash32, now: float) -> None:
+    def _strike(
+        self, sender: AccountId, hash_: Hash32, error: InvalidTransaction, now: float
+    ) -> None:
         """Count a failed dry run of `hash_` (signed by `sender`) once, ever (while remembered);
         ban the sender at `sender_strikes` within `strike_seconds`."""
         if hash_ in self._struck:
             return
+        log.info(
+            "transaction 0x%s of 0x%s failed its dry run: %s",
+            hash_.hex(),
+            sender.hex(),
+            error,
+        )
         self._struck[hash_] = None
         if len(self._struck) > self._max_banned:
             self._struck.popitem(last=False)
@@ -895,6 +906,10 @@ class TransactionPool:
                 self._strikes.popitem(last=False)
             return
         self._sender_bans[sender] = now + self._sender_ban_seconds
+        log.warning(
+            "sender 0x%s banned for %g s: %d of its transactions failed their dry run within %g s",
+            sender.hex(), self._sender_ban_seconds, len(strikes), self._strike_seconds,
+        )  # fmt: skip
         self._sender_bans.move_to_end(sender)
         if len(self._sender_bans) > self._max_banned:
             self._sender_bans.popitem(last=False)

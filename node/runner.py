@@ -16,13 +16,14 @@ import docker.errors
 import trio
 from prometheus_client import CollectorRegistry
 
+from chain.address import encode_address
 from chain.clock import Clock, SystemClock
 from chain.db import Database
 from chain.errors import DatabaseError
 from chain.genesis import ChainSpec, build_genesis
 from chain.keys import Keypair
 from chain.pool import DeferredDryRuns, TransactionPool
-from chain.primitives import Hash32
+from chain.primitives import AccountId, Hash32
 from chain.runtime.executive import Runtime
 from chain.state import TrieState
 from chain.store import ChainStore
@@ -70,7 +71,7 @@ from wallet.committee import (
 )
 from wallet.payouts import Payouts, fallover_for
 from wallet.secret_delivery import SecretDelivery
-from wallet.shares import open_share_store
+from wallet.shares import ShareStore, StoredShare, open_share_store
 
 log = logging.getLogger("statemesh.node")
 
@@ -104,6 +105,9 @@ class NodeConfig:
     bootnodes: tuple[str, ...] = ()
     node_key_hex: str | None = field(default=None, repr=False)
     node_key_file: Path | None = None
+    genesis_shares: tuple[tuple[bytes, StoredShare], ...] = field(default=(), repr=False)
+    """(group key, share) of genesis wallets this node may hold (a dev node's dev wallet): kept
+    in the share store when this node is in the wallet's genesis committee and has none yet."""
     network: bool = True
     operator: Keypair | None = field(default=None, repr=False)
     """With an operator, the node registers itself and proves presence (Time Tower)."""
@@ -509,20 +513,42 @@ def _wallet(
     if network is None:
         return None
     ledger = ChainLedger(chain)
+    identity = Keypair.from_seed(node_key.seed)
+    shares = open_share_store(
+        config.chain_path,
+        config.operator,
+        node_key.seed,
+        live_chain=config.spec.chain_type == "Live",
+    )
+    _keep_genesis_shares(config, identity.public, shares)
     service = WalletService(
-        identity=Keypair.from_seed(node_key.seed),
+        identity=identity,
         ledger=ledger,
-        shares=open_share_store(
-            config.chain_path,
-            config.operator,
-            node_key.seed,
-            live_chain=config.spec.chain_type == "Live",
-        ),
+        shares=shares,
         transport=P2PWalletTransport(network.p2p, registered_address(ledger)),
         payer=config.operator,
     )
     service.register(network.p2p)
     return service
+
+
+def _keep_genesis_shares(config: NodeConfig, node_id: bytes, shares: ShareStore) -> None:
+    committees = {w.address: w.committee for w in config.spec.wallets}
+    for group_key, share in config.genesis_shares:
+        if node_id not in committees.get(AccountId(group_key), ()):
+            continue
+        if config.operator is None:
+            log.warning(
+                "genesis wallet 0x%s: this node is its committee but has no operator key to "
+                "seal its share under; it signs nothing for it", group_key.hex(),
+            )  # fmt: skip
+            continue
+        if shares.load(group_key) is None:
+            shares.save(group_key, share)
+        log.info(
+            "this node holds a share of genesis wallet %s: deploy with --wallet %s to have it pay",
+            encode_address(group_key), encode_address(group_key),
+        )  # fmt: skip
 
 
 def _secret_source(

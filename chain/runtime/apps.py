@@ -87,6 +87,7 @@ class AppsError(enum.Enum):
     AUTOSCALED = "Autoscaled"
     UNKNOWN_WALLET = "UnknownWallet"
     NOT_WALLET_OWNER = "NotWalletOwner"
+    WALLET_IN_ARREARS = "WalletInArrears"
 
 
 @dataclass(frozen=True, slots=True)
@@ -581,6 +582,13 @@ class Apps(Module):
             raise self.fail(
                 AppsError.NOT_WALLET_OWNER,
                 f"wallet 0x{wallet.hex()} belongs to another login key than the sender",
+            )
+        late = billing.first_late_invoice(ctx.state, ctx.config, wallet, ctx.env.timestamp)
+        if late is not None:
+            raise self.fail(
+                AppsError.WALLET_IN_ARREARS,
+                f"wallet 0x{wallet.hex()} has left invoice {late.id} ({late.total}, period "
+                f"{late.period}) unpaid past its grace period: fund it, and deploy once it is paid",
             )
         self.create(ctx, sender, raw)
         name = self._manifest(raw).name

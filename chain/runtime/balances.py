@@ -46,7 +46,7 @@ class Balances(Module):
         state = ctx.state
         source = system.account(state, sender)
         if amount > source.free:
-            raise self.fail(
+            raise self.unaffordable(
                 BalancesError.INSUFFICIENT_BALANCE,
                 f"transfer of {amount} exceeds the free balance {source.free}",
             )

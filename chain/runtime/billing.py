@@ -277,6 +277,17 @@ def open_invoices(state: StateReader, wallet: bytes) -> list[Invoice]:
     return found
 
 
+def first_late_invoice(
+    state: StateReader, config: RuntimeConfig, wallet: bytes, now_ms: int
+) -> Invoice | None:
+    """The wallet's oldest invoice unpaid past its grace period at `now_ms` (the wallet is in
+    arrears), or None."""
+    for known in open_invoices(state, wallet):
+        if grace_end(known.period, config) <= now_ms:
+            return known
+    return None
+
+
 def invoice_of(state: StateReader, wallet: bytes, period: int) -> Invoice | None:
     """The wallet's invoice for `period`, once issued."""
     data = state.get(_INVOICE_OF + wallet + period.to_bytes(8, "big"))
@@ -838,7 +849,9 @@ class Billing(Module):
                 f"invoice {invoice_id} is paid by wallet 0x{known.wallet.hex()} only",
             )
         if known.paid:
-            raise self.fail(BillingError.INVOICE_CLOSED, f"invoice {invoice_id} is already paid")
+            raise self.outdated(
+                BillingError.INVOICE_CLOSED, f"invoice {invoice_id} is already paid"
+            )
         try:
             payees = decode_payees(codec.decode(payees_raw))
         except codec.CodecError as exc:
@@ -851,7 +864,7 @@ class Billing(Module):
             )
         source = system.account(state, sender)
         if source.free < known.total:
-            raise self.fail(
+            raise self.unaffordable(
                 BillingError.INSUFFICIENT_FUNDS,
                 f"invoice {invoice_id} is {known.total}, the wallet holds {source.free}",
             )

@@ -18,6 +18,7 @@ from chain.errors import (
     InvalidTransaction,
     OutdatedCall,
     TxRejection,
+    UnaffordableCall,
 )
 from chain.primitives import Hash32
 from chain.runtime import balances, system
@@ -239,6 +240,8 @@ class Runtime:
             self._apply_checked(ctx, checked)
         except OutdatedCall as exc:
             raise InvalidTransaction(TxRejection.OUTDATED, str(exc)) from None
+        except UnaffordableCall as exc:
+            raise InvalidTransaction(TxRejection.UNAFFORDABLE, str(exc)) from None
         except DispatchError as exc:
             raise InvalidTransaction(TxRejection.CALL_FAILED, str(exc)) from None
         return checked.account.free - system.account(ctx.state, checked.tx.sender).free

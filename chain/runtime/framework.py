@@ -15,7 +15,13 @@ from rlp.sedes import Binary, List, big_endian_int, binary
 from chain import codec
 from chain.address import AddressError, decode_address, encode_address
 from chain.blocks import Call
-from chain.errors import DispatchError, InvalidTransaction, TxRejection
+from chain.errors import (
+    DispatchError,
+    InvalidTransaction,
+    OutdatedCall,
+    TxRejection,
+    UnaffordableCall,
+)
 from chain.primitives import AccountId, BlockNumber, Hash32, TimestampMs
 from chain.runtime.config import RuntimeConfig
 from chain.state import Overlay, StateReader
@@ -330,6 +336,16 @@ class Module:
 
     def fail(self, error: enum.Enum, message: str) -> DispatchError:
         return DispatchError(self.name, error.value, message)
+
+    def outdated(self, error: enum.Enum, message: str) -> OutdatedCall:
+        """A failure that only what other transactions did since this one was signed explains,
+        found before any costly work: the pool refuses it without holding it against the
+        sender (see `OutdatedCall`)."""
+        return OutdatedCall(self.name, error.value, message)
+
+    def unaffordable(self, error: enum.Enum, message: str) -> UnaffordableCall:
+        """The sender holds less than the call moves (see `UnaffordableCall`)."""
+        return UnaffordableCall(self.name, error.value, message)
 
 
 def get_uints(state: StateReader, key: bytes, what: str) -> list[int]:

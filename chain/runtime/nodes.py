@@ -228,7 +228,7 @@ class Nodes(Module):
     ) -> None:
         state = ctx.state
         if get_node(state, node_id) is not None:
-            raise self.fail(NodesError.NODE_EXISTS, f"node 0x{node_id.hex()} is registered")
+            raise self.outdated(NodesError.NODE_EXISTS, f"node 0x{node_id.hex()} is registered")
         if not verify(node_id, registration_payload(sender), node_signature):
             raise self.fail(
                 NodesError.BAD_NODE_SIGNATURE,

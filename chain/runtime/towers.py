@@ -134,7 +134,8 @@ class Towers(Module):
             raise self.fail(TowersError.WRONG_NODE, "proofs of a node come from its operator")
         tower = get_tower(state, node_id)
         if height != tower.height + 1:
-            raise self.fail(
+            # At or below the tower's height: an earlier proof of this height got in first.
+            raise (self.outdated if height <= tower.height else self.fail)(
                 TowersError.WRONG_HEIGHT,
                 f"the tower is at height {tower.height}: the next proof is {tower.height + 1}, "
                 f"got {height}",
@@ -146,7 +147,7 @@ class Towers(Module):
             or current - anchor_number > config.anchor_window
             or anchor_hash is None
         ):
-            raise self.fail(
+            raise self.outdated(
                 TowersError.STALE_ANCHOR,
                 f"anchor #{anchor_number} is not one of the last {config.anchor_window} blocks "
                 f"before #{current}",

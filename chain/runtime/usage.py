@@ -236,7 +236,7 @@ class Usage(Module):
                 UsageError.PERIOD_NOT_OVER, f"period {period} is not over (now {current})"
             )
         if state.get(report_key(node_id, period)) is not None:
-            raise self.fail(UsageError.ALREADY_REPORTED, f"period {period} is already reported")
+            raise self.outdated(UsageError.ALREADY_REPORTED, f"period {period} is already reported")
         charges = self.charges(ctx, node_id, record, period, decoded)
         state.put(report_key(node_id, period), records)
         index_by_app(state, node_id, period, decoded)
@@ -273,7 +273,10 @@ class Usage(Module):
                 uptime_ms=r.uptime_ms,
             )  # fmt: skip
             if isinstance(priced, billing.Refusal):
-                raise self.fail(
+                # A period invoiced while the report waited in the pool is the chain moving
+                # on, not the node lying: outdated, not held against the operator.
+                late = priced.reason is billing.ChargeRefused.REPORTING_CLOSED
+                raise (self.outdated if late else self.fail)(
                     UsageError(priced.reason.value), f"{r.app} {priced.message}"
                 ) from None
             if priced is not None:

@@ -19,7 +19,13 @@ from chain.keys import Keypair, dev_keypair
 from chain.primitives import Hash32
 from chain.runtime.config import NODE_CLASSES
 from chain.runtime.manifest import DEFAULT_ZONE, format_bytes, parse_bytes
-from node.chain_spec import DEV_AUTHORITY, DEV_OPERATOR, resolve_spec
+from node.chain_spec import (
+    DEV_AUTHORITY,
+    DEV_NODE_KEY,
+    DEV_OPERATOR,
+    dev_wallet_share,
+    resolve_spec,
+)
 from node.commands.client_options import add_client_arguments
 from node.commands.key import add_keystore_argument, keystore_errors, keystore_from_args
 from node.commands.password import PasswordReader, add_password_argument
@@ -43,7 +49,7 @@ from orchestrator.workloads import DEFAULT_MAX_IMAGE_BYTES
 from p2p.errors import P2PError
 from vdf.presence import Capacity, PresenceError, measure_capacity
 from wallet.keystore import resolve_signer
-from wallet.shares import ShareStoreError
+from wallet.shares import ShareStoreError, StoredShare
 
 DEFAULT_BASE_PATH = Path("~/.statemesh")
 
@@ -54,7 +60,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--dev",
         action="store_true",
         help="development chain: dev-alice authors every slot and finalizes at once; "
-        "a temporary base path unless --base-path is given",
+        "a temporary base path unless --base-path is given; the well-known dev node key unless "
+        "--node-key or --node-key-file is given (it holds the dev wallet's share)",
     )
     _add_chain_arguments(node)
     node.add_argument("--rpc-port", type=int, default=9944, metavar="PORT")
@@ -365,8 +372,9 @@ def _run_node(args: argparse.Namespace) -> int:
         signer=signer,
         p2p_port=args.port,
         bootnodes=tuple(args.bootnodes),
-        node_key_hex=args.node_key,
+        node_key_hex=_node_key_hex(args),
         node_key_file=args.node_key_file,
+        genesis_shares=_genesis_shares(args),
         network=not args.no_network,
         operator=_operator(args),
         node_class=args.node_class,
@@ -428,6 +436,22 @@ def _run_node(args: argparse.Namespace) -> int:
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)
     return 0
+
+
+def _node_key_hex(args: argparse.Namespace) -> str | None:
+    """`--node-key`; for a `--dev` node that names no key, the well-known dev node key, which
+    the dev chain's genesis names as its dev wallet's committee."""
+    if args.node_key is None and args.node_key_file is None and args.dev:
+        return DEV_NODE_KEY.seed.hex()
+    return str(args.node_key) if args.node_key is not None else None
+
+
+def _genesis_shares(args: argparse.Namespace) -> tuple[tuple[bytes, StoredShare], ...]:
+    """The wallet shares a node holds from the start: a `--dev` node's share of the dev wallet."""
+    if not args.dev:
+        return ()
+    share = dev_wallet_share()
+    return ((share.public_package.group_public_key.encoding, share),)
 
 
 def _operator(args: argparse.Namespace) -> Keypair | None:

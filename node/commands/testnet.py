@@ -79,7 +79,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _spec(validators: list[Keypair], slot_ms: int, genesis_timestamp_ms: int) -> ChainSpec:
     dev = development_spec()
-    endowed = dict(dev.balances)
+    # The dev accounts, not the dev wallet: its committee is a `--dev` node.
+    dev_wallets = {w.address for w in dev.wallets}
+    endowed = {who: amount for who, amount in dev.balances if who not in dev_wallets}
     for key in validators:
         endowed.setdefault(key.public, DEV_ENDOWMENT)
     return ChainSpec(

@@ -115,7 +115,7 @@ def test_cli_reports_errors_clearly(dev_node: NodeProcess, tmp_path: Path) -> No
     )
     assert poor.returncode == 1
     assert poor.stderr.startswith(
-        "error: call would fail: balances.InsufficientBalance: transfer of"
+        "error: cannot afford the call: balances.InsufficientBalance: transfer of"
     )
     bad_address = cli("query", "account", "5notanaddress", "--rpc", dev_node.url)
     assert bad_address.returncode == 1 and "invalid param 'address'" in bad_address.stderr
@@ -182,7 +182,7 @@ def test_bad_rpc_input_changes_nothing(dev_node: NodeProcess) -> None:
     too_much = signed(dev_node, BOB, transfer_call(dev_keypair("eve").public, 10**25), 0)
     failure = refused(too_much)
     assert failure.code == 1010
-    assert failure.message.startswith("call would fail: balances.InsufficientBalance")
+    assert failure.message.startswith("cannot afford the call: balances.InsufficientBalance")
     assert refused(too_much).code == 1012  # now temporarily banned
     # A future transaction waits in the pool: submitting it again is "already imported".
     second = signed(dev_node, BOB, remark_call(b"second"), 1)

@@ -343,6 +343,14 @@ def test_unpaid_arrears_suspend_payment_resumes_and_a_long_suspension_deletes() 
     for _ in range(3):
         step(chain)
     assert apps.placement(chain.state, "web") == []  # stays off the nodes
+    # In arrears, the wallet pays for no new application.
+    other = web(1).replace(b'"name":"web"', b'"name":"web-two"')
+    assert other != web(1)
+    assert chain.refuse(ALICE, CREATE_PAID.call(manifest=other, wallet=WALLET.public)) == (
+        f"apps.WalletInArrears: wallet 0x{WALLET.public.hex()} has left invoice 0 "
+        f"({invoice.total}, period {period}) unpaid past its grace period: fund it, and deploy "
+        "once it is paid"
+    )
     # Funded, the wallet pays the arrears: the application is placed again.
     overlay = Overlay(chain.state)
     system.put_account(overlay, AccountId(WALLET.public), system.AccountInfo(0, 10**12))

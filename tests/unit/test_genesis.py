@@ -10,11 +10,20 @@ from typing import Any
 
 import pytest
 
+from chain.address import encode_address
 from chain.errors import GenesisError
 from chain.genesis import build_genesis, load_spec, parse_spec
+from chain.keys import dev_keypair
+from chain.runtime.system import account
+from chain.runtime.wallets import get_wallet
 from chain.state import TrieState
 from chain.trie import BLANK_ROOT
-from node.chain_spec import development_spec
+from node.chain_spec import (
+    DEV_WALLET_ENDOWMENT,
+    dev_node_id,
+    dev_wallet_share,
+    development_spec,
+)
 from node.commands.testnet import create
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +49,26 @@ def spec_json() -> dict[str, Any]:
 
 def test_round_trip() -> None:
     assert parse_spec(spec_json()) == development_spec()
+
+
+def test_the_dev_chain_starts_with_a_funded_wallet_its_dev_node_can_sign_for() -> None:
+    """The genesis state records the dev wallet (committee: the `--dev` node's well-known key,
+    1 of 1; login: dev-alice) and its balance; the dev node's share is the wallet's key."""
+    spec = development_spec()
+    (wallet,) = spec.wallets
+    assert wallet.committee == (dev_node_id(),) and wallet.threshold == 1
+    assert wallet.login_key == dev_keypair("alice").public
+    assert dict(spec.balances)[wallet.address] == DEV_WALLET_ENDOWMENT
+    share = dev_wallet_share()
+    assert share.public_package.group_public_key.encoding == wallet.address
+    nodes: dict[bytes, bytes] = {}
+    commit = build_genesis(spec, TrieState(nodes, BLANK_ROOT)).commit
+    nodes.update(commit.nodes)
+    state = TrieState(nodes, commit.root)
+    record = get_wallet(state, wallet.address)
+    assert record is not None
+    assert (record.committee, record.threshold) == ((dev_node_id(),), 1)
+    assert account(state, wallet.address).free == DEV_WALLET_ENDOWMENT
 
 
 @pytest.mark.parametrize(
@@ -99,7 +128,7 @@ def test_round_trip() -> None:
             "runtime.volumeRetentionSeconds must be an integer",
         ),
         (lambda s: s["balances"].append(s["balances"][0]), "is endowed twice"),
-        (lambda s: s["balances"].append(["x"]), "balances[6] must be [address, amount]"),
+        (lambda s: s["balances"].append(["x"]), "balances[7] must be [address, amount]"),
         (
             lambda s: s["balances"][0].__setitem__(1, "1"),
             "balances[0]: amount must be >= the existential deposit and < 2^128",
@@ -107,6 +136,50 @@ def test_round_trip() -> None:
     ],
 )
 def test_invalid_spec(mutate: Any, message: str) -> None:
+    spec = spec_json()
+    mutate(spec)
+    with pytest.raises(GenesisError) as info:
+        parse_spec(spec)
+    assert message in str(info.value)
+
+
+def wallet_entry(spec: dict[str, Any]) -> dict[str, Any]:
+    entry: dict[str, Any] = spec["wallets"][0]
+    return entry
+
+
+NOT_A_POINT = encode_address(b"\x02" + bytes(31))
+SECOND = encode_address(dev_keypair("bob").public)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda s: s.update(wallets={}), "wallets must be a list"),
+        (lambda s: wallet_entry(s).update(color=1), "wallets[0]: unknown field(s) color"),
+        (lambda s: wallet_entry(s).pop("loginKey"), "wallets[0].loginKey is missing"),
+        (
+            lambda s: wallet_entry(s).update(address=NOT_A_POINT),
+            "wallets[0].address is not a group key",
+        ),
+        (lambda s: s["wallets"].append(dict(wallet_entry(s))), "wallets[1].address names a wallet"),
+        (
+            lambda s: wallet_entry(s)["committee"].append(wallet_entry(s)["committee"][0]),
+            "wallets[0].committee must list distinct node ids in ascending order",
+        ),
+        (
+            lambda s: wallet_entry(s).update(threshold=2),
+            "wallets[0].threshold and committee need 2 <= threshold <= size",
+        ),
+        (lambda s: wallet_entry(s).update(committee=[]), "wallets[0].threshold and committee"),
+        (
+            lambda s: wallet_entry(s).update(committee=["5x"]),
+            "wallets[0].committee[0]",
+        ),
+        (lambda s: wallet_entry(s).update(loginKey=SECOND[:-1]), "wallets[0].loginKey"),
+    ],
+)
+def test_invalid_genesis_wallet(mutate: Any, message: str) -> None:
     spec = spec_json()
     mutate(spec)
     with pytest.raises(GenesisError) as info:

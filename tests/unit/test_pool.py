@@ -72,6 +72,8 @@ class FakeState:
     rechecks: int = 0
     doomed: set[Hash32] = field(default_factory=set)
     """Transactions whose dry run fails (as a manifest that fails late does)."""
+    raced: dict[Hash32, TxRejection] = field(default_factory=dict)
+    """Transactions whose dry run fails because of what others did (OUTDATED, UNAFFORDABLE)."""
 
     def validate(self, encoded: bytes) -> ValidTransaction:
         self.calls += 1
@@ -120,6 +122,8 @@ class FakeState:
             raise InvalidTransaction(TxRejection.CANNOT_PAY_FEES, "the balance is too low")
         if dry_run and vt.hash in self.doomed and vt.nonce == nonce:
             raise InvalidTransaction(TxRejection.CALL_FAILED, "apps.BadManifest: it fails late")
+        if dry_run and vt.hash in self.raced and vt.nonce == nonce:
+            raise InvalidTransaction(self.raced[vt.hash], "towers.StaleAnchor: it lost a race")
         return dataclasses.replace(vt, account_nonce=nonce, balance=self.balances.get(vt.sender, 0))
 
     def apply(self, txs: Iterable[ValidTransaction]) -> None:
@@ -485,6 +489,23 @@ def test_a_sender_whose_dry_runs_keep_failing_is_banned_for_a_while() -> None:
     submit(pool, "bob", 0)
     assert pool.submit(good, now=72.0).sender == account("alice")
     assert pool.statistics().banned_senders == 0
+
+
+@pytest.mark.parametrize("reason", [TxRejection.OUTDATED, TxRejection.UNAFFORDABLE])
+def test_dry_runs_that_lost_a_race_are_not_held_against_the_sender(reason: TxRejection) -> None:
+    """A prover's proof whose anchor aged out while it waited, a payout another committee member
+    beat, a transfer above a balance the sender's other transaction spent: each is refused and
+    its hash banned, and however many there are, the sender is not (an honest node racing the
+    chain would otherwise lock itself out of the pool)."""
+    state = FakeState()
+    pool = make_pool(state, revalidator=state.revalidate, sender_strikes=3)
+    for pad in range(10):
+        raced = encoded_tx("alice", 0, pad=pad)
+        state.raced[tx_hash(raced)] = reason
+        assert rejection(pool, raced, now=float(pad))[0] is reason
+        assert rejection(pool, raced, now=float(pad))[0] is TxRejection.TEMPORARILY_BANNED
+    assert pool.sender_banned_until(account("alice"), 10.0) is None
+    assert pool.submit(encoded_tx("alice", 0, pad=99), now=10.0).sender == account("alice")
 
 
 def test_strikes_older_than_the_window_are_forgotten() -> None:

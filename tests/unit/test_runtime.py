@@ -83,7 +83,8 @@ def reject(chain: MemoryChain, encoded: bytes) -> InvalidTransaction:
     root = chain.root
     with pytest.raises(InvalidTransaction) as info:
         chain.runtime.validate_transaction(chain.state, encoded, chain.env())
-    if info.value.reason is not TxRejection.CALL_FAILED:
+    failed_calls = (TxRejection.CALL_FAILED, TxRejection.OUTDATED, TxRejection.UNAFFORDABLE)
+    if info.value.reason not in failed_calls:
         with pytest.raises(InvalidBlock) as block_info:
             chain.runtime.execute_block(chain.state, chain.env(), [encoded])
         assert block_info.value.reason is BlockRejection.INVALID_EXTRINSIC
@@ -133,8 +134,9 @@ def test_future_nonce_is_valid_for_the_pool_but_not_in_a_block(chain: MemoryChai
 
 
 def test_insufficient_balance(chain: MemoryChain) -> None:
+    """Refused as unaffordable, which the pool does not hold against the sender."""
     error = reject(chain, chain.sign(BOB, transfer_call(DAVE.public, 2 * 10**18), nonce=0))
-    assert error.reason is TxRejection.CALL_FAILED
+    assert error.reason is TxRejection.UNAFFORDABLE
     assert error.message.startswith("balances.InsufficientBalance: transfer of 2000000000000000000")
 
 
@@ -227,4 +229,4 @@ def test_revalidate_after_a_block(chain: MemoryChain) -> None:
     chain.execute([spend_all])
     with pytest.raises(InvalidTransaction) as info:
         chain.runtime.revalidate(chain.state, pending, chain.env())
-    assert info.value.reason in (TxRejection.CALL_FAILED, TxRejection.CANNOT_PAY_FEES)
+    assert info.value.reason in (TxRejection.UNAFFORDABLE, TxRejection.CANNOT_PAY_FEES)
