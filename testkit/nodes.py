@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -104,6 +105,12 @@ class NodeProcess:
     private_engine: bool = False
     """Let a dev node without `--docker-host` start a Docker engine of its own (by default a
     test's dev node without one offers no compute instead)."""
+    dev_node_key: bool = False
+    """Run a dev node with the well-known dev node key, as `statemesh node --dev` does when it
+    names none (that node holds the dev wallet's share). By default a test's dev node gets a
+    key of its own (kept across restarts): nodes of one identity on one engine would take each
+    other's containers for their own, as a restarted node rightly does."""
+    own_key: str = field(default_factory=lambda: secrets.token_hex(32), repr=False)
 
     @property
     def url(self) -> str:
@@ -113,17 +120,20 @@ class NodeProcess:
         self.log_path = self.base_path.with_suffix(f".{int(time.time() * 1000)}.log")
         STARTED.append(self)
         log = self.log_path.open("wb")
-        own_engine = (
+        extra = (
             ["--no-private-engine"]
             if "--dev" in self.args and "--docker-host" not in self.args and not self.private_engine
             else []
         )
+        keyed = {"--node-key", "--node-key-file"} & set(self.args)
+        if "--dev" in self.args and not keyed and not self.dev_node_key:
+            extra += ["--node-key", self.own_key]
         self.process = subprocess.Popen(
             [
                 STATEMESH,
                 "node",
                 *self.args,
-                *own_engine,
+                *extra,
                 "--base-path",
                 str(self.base_path),
                 "--rpc-port",

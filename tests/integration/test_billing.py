@@ -274,7 +274,9 @@ def test_the_dev_chain_pays_from_its_genesis_wallet(
     """`statemesh node --dev` as it ships (`make run`): its genesis holds a funded platform wallet
     whose 1-of-1 committee is the dev node itself; an application dev-alice deploys with
     `--wallet` on it has its first invoice (periods of 10 s) paid within a minute."""
-    dev = NodeProcess(tmp_path / "dev", args=["--dev", "--docker-host", docker_engine.host])
+    dev = NodeProcess(
+        tmp_path / "dev", args=["--dev", "--docker-host", docker_engine.host], dev_node_key=True
+    )
     try:
         dev.start()
         rpc = ["--rpc", dev.url]
