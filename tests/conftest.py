@@ -48,15 +48,14 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
     class HeavyFirst(LoadFileScheduling):  # type: ignore[misc]
         """`--dist loadfile`, picking the next file for a worker as the module docstring
-        says; a worker left without work because the heavy files wait for a turn gets one as
-        soon as any test ends."""
+        says; a worker left without work while the heavy files wait for a turn is offered one
+        again whenever any test ends."""
 
-        def _heavy_running(self) -> int:
-            return sum(
-                1
-                for assigned in self.assigned_work.values()
-                for scope, tests in assigned.items()
-                if _heavy_rank(scope) is not None and not all(tests.values())
+        def _heavy_busy(self, node: Any) -> bool:
+            """Whether a heavy file of `node` has tests left (running, or queued on it)."""
+            return any(
+                _heavy_rank(scope) is not None and not all(tests.values())
+                for scope, tests in self.assigned_work.get(node, {}).items()
             )
 
         def _assign_work_unit(self, node: Any) -> None:
@@ -67,7 +66,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
                 if (rank := _heavy_rank(scope)) is not None
             )
             light = [scope for scope in self.workqueue if _heavy_rank(scope) is None]
-            if heavy and self._heavy_running() < MAX_HEAVY_AT_ONCE:
+            # A worker busy with a heavy file may queue the next one: it runs them one after
+            # the other (and holds the last test of a file until it gets more work).
+            busy = sum(1 for other in self.nodes if self._heavy_busy(other))
+            if heavy and (self._heavy_busy(node) or busy < MAX_HEAVY_AT_ONCE):
                 scope = heavy[0][1]
             elif light:
                 scope = light[0]
@@ -82,11 +84,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
         def mark_test_complete(self, node: Any, item_index: int, duration: float = 0) -> None:
             super().mark_test_complete(node, item_index, duration)
+            # Others too: one may hold the last test of a heavy file, waiting for more work.
             for other in self.nodes:
-                if (
-                    other is not node
-                    and self._pending_of(self.assigned_work.setdefault(other, {})) == 0
-                ):
+                if other is not node:
+                    self.assigned_work.setdefault(other, {})
                     self._reschedule(other)
 
     return HeavyFirst(config, log)

@@ -25,7 +25,7 @@ from node.commands.key import add_keystore_argument, keystore_errors, keystore_f
 from node.commands.password import PasswordReader, add_password_argument
 from node.commands.tx import describe_status, sign_call, watch_until_final
 from node.errors import UsageError
-from node.rpc.client import RpcClient
+from node.rpc.client import RpcCallError, RpcClient
 from wallet.committee import REQUEST, REQUEST_VAULT
 from wallet.keystore import resolve_signer
 from wallet.member import TRANSFER
@@ -193,6 +193,11 @@ def login_signature(
     return login.sign(UnsignedTransaction(genesis, wallet, nonce, 0, call).signing_payload())
 
 
+NONCE_ATTEMPTS = 3
+"""Signing rounds `wallet transfer` tries when the wallet's nonce is taken meanwhile."""
+NONCE_TAKEN = ("stale nonce", "priority too low")
+
+
 def _transfer(args: argparse.Namespace) -> int:
     wallet = _address(args.wallet, "--wallet")
     dest = _address(args.to, "--to")
@@ -206,13 +211,23 @@ def _transfer(args: argparse.Namespace) -> int:
     client = rpc_client(args)
     with rpc_errors():
         genesis = Hash32(bytes.fromhex(client.call("chain_getBlockHash", 0)[2:]))
-        nonce = args.nonce
-        if nonce is None:
-            nonce = int(client.call("system_accountNextIndex", args.wallet))
-        signature = login_signature(login, genesis, wallet, nonce, dest, amount)
-        tx_hash = client.call(
-            "wallet_transfer", args.wallet, args.to, str(amount), "0x" + signature.hex(), nonce
-        )
+        for attempt in range(1, NONCE_ATTEMPTS + 1):
+            nonce = args.nonce
+            if nonce is None:
+                nonce = int(client.call("system_accountNextIndex", args.wallet))
+            signature = login_signature(login, genesis, wallet, nonce, dest, amount)
+            try:
+                tx_hash = client.call(
+                    "wallet_transfer", args.wallet, args.to, str(amount),
+                    "0x" + signature.hex(), nonce,
+                )  # fmt: skip
+                break
+            except RpcCallError as exc:
+                # Another transaction of the wallet (a payout its committee signed) took the
+                # nonce while this one was signed: sign again for the next one.
+                taken = exc.message.startswith(NONCE_TAKEN)
+                if args.nonce is not None or not taken or attempt == NONCE_ATTEMPTS:
+                    raise
         signing = client.call("wallet_signingStatus", tx_hash)
     lines = [f"submitted {tx_hash}"]
     if signing:

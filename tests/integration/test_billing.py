@@ -241,6 +241,7 @@ def test_an_app_paid_by_its_wallet_committee_through_a_member_down_and_arrears(
                       dev_keypair("dave").address, "--amount", str(left - owed - LEFT_IN_WALLET),
                       "--login", "dev-eve", *rpc)  # fmt: skip
         if drained.returncode != 0:
+            refusals.append(drained.stderr.strip())
             return False
         dev.wait_for(
             lambda: (
@@ -252,7 +253,11 @@ def test_an_app_paid_by_its_wallet_committee_through_a_member_down_and_arrears(
         )
         return False  # read again: drained, or try again
 
-    dev.wait_for(drain, timeout=2 * PAYOUT_WAIT, what="the wallet drained")
+    refusals: list[str] = []
+    try:
+        dev.wait_for(drain, timeout=2 * PAYOUT_WAIT, what="the wallet drained")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nthe transfer's refusals: {refusals[-5:]}") from None
     dev.wait_for(
         lambda: events.named("AppSuspended", app="web"), timeout=40, what="the app suspended"
     )
