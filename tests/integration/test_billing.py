@@ -33,9 +33,9 @@ OPERATORS = ("ferdie", "bob", "charlie")
 """The dev node's operator and those of the two nodes joined to it: the wallet's committee."""
 FUNDS = 10**16
 PAYOUT_WAIT = 30
-LEFT_IN_WALLET = 10**7
-"""What the drained wallet keeps: less than any invoice (a replica-period costs about 10**12)."""
 """How long one payout may take at the chain's pace (a signing round, its block, finality)."""
+MARGIN_INVOICES = 6
+"""What the drained wallet keeps, in invoices: it pays them, then finds itself short."""
 
 
 @pytest.fixture
@@ -226,19 +226,20 @@ def test_an_app_paid_by_its_wallet_committee_through_a_member_down_and_arrears(
     # The wallet emptied: the next invoice cannot be paid; past its grace the application is
     # suspended, its containers go, the application stays.
     def drain() -> bool:
-        """All but what pays the transfer's fee and less than any invoice, less what the open
-        invoices owe (their payouts may land before the transfer: after them the wallet holds
-        LEFT_IN_WALLET). The transfer is in the pool once the command returns; an invoice
-        issued and paid meanwhile makes its amount too high, and the pool refuses it (without
-        holding it against the wallet) or it fails in its block: once the wallet has nothing
-        in the pool, read the balance and try again."""
+        """All but what the open invoices owe and a few periods' invoices: those issued while
+        the transfer is signed (seconds on a loaded machine, several periods of this chain)
+        would otherwise be paid first and leave the wallet short of the transfer, which the
+        pool refuses. What is left goes to the next invoices until one finds the wallet short.
+        The transfer is in the pool once the command returns: once the wallet has nothing in
+        the pool, read the balance, and try again if the transfer did not get in."""
         left = free(dev, wallet)
         state = RemoteState(dev)
         owed = sum(i.total for i in billing.open_invoices(state, decode_address(wallet)))  # type: ignore[arg-type]
-        if left - owed <= LEFT_IN_WALLET:
+        keep = MARGIN_INVOICES * last_invoice
+        if left - owed <= keep + last_invoice:
             return True
         drained = cli("wallet", "transfer", "--wallet", wallet, "--to",
-                      dev_keypair("dave").address, "--amount", str(left - owed - LEFT_IN_WALLET),
+                      dev_keypair("dave").address, "--amount", str(left - owed - keep),
                       "--login", "dev-eve", *rpc)  # fmt: skip
         if drained.returncode != 0:
             refusals.append(drained.stderr.strip())
@@ -253,13 +254,16 @@ def test_an_app_paid_by_its_wallet_committee_through_a_member_down_and_arrears(
         )
         return False  # read again: drained, or try again
 
+    last_invoice = max(int(e["data"]["total"]) for _, e in events.named("InvoicePaid"))
     refusals: list[str] = []
     try:
         dev.wait_for(drain, timeout=2 * PAYOUT_WAIT, what="the wallet drained")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\nthe transfer's refusals: {refusals[-5:]}") from None
     dev.wait_for(
-        lambda: events.named("AppSuspended", app="web"), timeout=40, what="the app suspended"
+        lambda: events.named("AppSuspended", app="web"),
+        timeout=MARGIN_INVOICES * PERIOD_SECONDS + 2 * GRACE_SECONDS,
+        what="the app suspended",
     )
     dev.wait_for(lambda: not app_containers(docker_client, "web"), timeout=30, what="no containers")
     assert dev.call("apps_get", "web") is not None

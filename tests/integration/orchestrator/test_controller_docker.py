@@ -159,10 +159,12 @@ def test_a_failing_liveness_probe_restarts_with_growing_backoff(
         )
         restarts = [e.at for e in events if e.kind is EventKind.RESTARTED]
         gaps = [b - a for a, b in itertools.pairwise(restarts)]
-        # Each restart waits at least its back-off (0.3, 0.6, 1.2 s) after the one before.
+        # Each restart waits at least its back-off (0.3, 0.6, 1.2 s) after the one before: the
+        # floors grow. (The gaps themselves also hold probe periods, which a loaded machine
+        # stretches: the first can outlast the second.)
+        assert len(gaps) >= 2, gaps
         for gap, backoff in zip(gaps, (0.3, 0.6, 1.2), strict=False):
             assert gap >= backoff - 0.05, gaps
-        assert gaps[-1] > gaps[0]
 
     run_controller(docker_engine.host, node_id, [spec], test)
 
