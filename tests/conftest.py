@@ -33,6 +33,8 @@ HEAVY_FILES = (
     "tests/integration/workloads/test_images.py",
     "tests/integration/workloads/test_storage.py",
     "tests/integration/test_sync_crash.py",
+    "tests/integration/test_network_hostile.py",
+    "tests/integration/test_evidence_network.py",
 )
 
 
