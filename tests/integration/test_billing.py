@@ -262,7 +262,9 @@ def test_an_app_paid_by_its_wallet_committee_through_a_member_down_and_arrears(
         raise AssertionError(f"{exc}\nthe transfer's refusals: {refusals[-5:]}") from None
     dev.wait_for(
         lambda: events.named("AppSuspended", app="web"),
-        timeout=MARGIN_INVOICES * PERIOD_SECONDS + 2 * GRACE_SECONDS,
+        # The margin's invoices, the one it cannot pay (issued up to two periods after its
+        # period) and its grace, with room for payouts behind on a loaded machine.
+        timeout=(MARGIN_INVOICES + 2) * PERIOD_SECONDS + 2 * GRACE_SECONDS + PAYOUT_WAIT,
         what="the app suspended",
     )
     dev.wait_for(lambda: not app_containers(docker_client, "web"), timeout=30, what="no containers")
