@@ -127,7 +127,12 @@ class NodeProcess:
         )
         keyed = {"--node-key", "--node-key-file"} & set(self.args)
         if "--dev" in self.args and not keyed and not self.dev_node_key:
-            extra += ["--node-key", self.own_key]
+            # In a file beside the base path: a key on the command line shows in `ps`.
+            key_file = self.base_path.with_suffix(".node-key")
+            key_file.parent.mkdir(parents=True, exist_ok=True)
+            key_file.write_text(self.own_key)
+            key_file.chmod(0o600)
+            extra += ["--node-key-file", str(key_file)]
         self.process = subprocess.Popen(
             [
                 STATEMESH,
