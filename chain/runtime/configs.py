@@ -158,11 +158,13 @@ class Configs(Module):
         old = get_config(ctx.state, sender, name)
         if old is None:
             raise self.fail(ConfigsError.UNKNOWN_CONFIG, f"you have no config named {name!r}")
-        for app in references.users_of(ctx.state, references.Kind.CONFIG, sender, name):
-            # An application that names a key must keep finding it.
-            problem = _keys_dropped(ctx.state, sender, app, name, data)
-            if problem is not None:
-                raise self.fail(ConfigsError.IN_USE, problem)
+        # An application that names a key must keep finding it.
+        dropped = references.dropped_key(ctx.state, references.Kind.CONFIG, sender, name, data)
+        if dropped is not None:
+            app, key = dropped
+            raise self.fail(
+                ConfigsError.IN_USE, f"application {app!r} reads key {key!r} of config {name!r}"
+            )
         version = old.version + 1
         ctx.state.put(
             config_key(sender, name), ConfigRecord(version, ctx.env.number, data).encode()
@@ -181,13 +183,3 @@ class Configs(Module):
         ctx.state.delete(config_key(sender, name))
         owned_names.remove_name(ctx.state, _NAMES, sender, name)
         ctx.emit(NAME, "ConfigDeleted", owner=AccountRef(sender), name=name)
-
-
-def _keys_dropped(
-    state: StateReader, owner: bytes, app: str, name: str, data: Mapping[str, bytes]
-) -> str | None:
-    named = references.keys_named(state, references.Kind.CONFIG, owner, app, name)
-    absent = sorted(named - set(data))
-    if absent:
-        return f"application {app!r} reads key {absent[0]!r} of config {name!r}"
-    return None

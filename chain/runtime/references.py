@@ -92,6 +92,19 @@ def keys_named(state: StateReader, kind: Kind, owner: bytes, app: str, name: str
     return reads_of(state, owner, app).get((kind, name), frozenset())
 
 
+def dropped_key(
+    state: StateReader, kind: Kind, owner: bytes, name: str, held: Iterable[str]
+) -> tuple[str, str] | None:
+    """(application, key) of the first application that names a key of that configuration or
+    secret which `held` (its new keys) lacks; None when every named key stays."""
+    kept = set(held)
+    for app in users_of(state, kind, owner, name):
+        absent = sorted(keys_named(state, kind, owner, app, name) - kept)
+        if absent:
+            return app, absent[0]
+    return None
+
+
 def follow(state: Overlay, owner: bytes, app: str, spec: ApplicationSpec | None) -> None:
     """Record that `app` of `owner` now reads what `spec` names (None: the app is deleted)."""
     before = set(reads_of(state, owner, app))

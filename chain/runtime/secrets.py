@@ -236,15 +236,13 @@ class Secrets(Module):
         old = secret_record(ctx.state, sender, name)
         if old is None:
             raise self.fail(SecretsError.UNKNOWN_SECRET, f"you have no secret named {name!r}")
-        held = {k for k, _ in keys}
-        for app in references.users_of(ctx.state, references.Kind.SECRET, sender, name):
-            named = references.keys_named(ctx.state, references.Kind.SECRET, sender, app, name)
-            absent = sorted(named - held)
-            if absent:
-                raise self.fail(
-                    SecretsError.IN_USE,
-                    f"application {app!r} reads key {absent[0]!r} of secret {name!r}",
-                )
+        held = (k for k, _ in keys)
+        dropped = references.dropped_key(ctx.state, references.Kind.SECRET, sender, name, held)
+        if dropped is not None:
+            app, key = dropped
+            raise self.fail(
+                SecretsError.IN_USE, f"application {app!r} reads key {key!r} of secret {name!r}"
+            )
         record = SecretRecord(old.version + 1, ctx.env.number, keys, envelope)
         ctx.state.put(secret_key(sender, name), record.encode())
         ctx.emit(NAME, "SecretUpdated", owner=AccountRef(sender), name=name, version=record.version)
