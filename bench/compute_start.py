@@ -44,7 +44,7 @@ from orchestrator import labels
 from orchestrator.images import busybox_rootfs_tar
 from orchestrator.replica_specs import replica_spec
 from orchestrator.spec import CAPABILITIES_KEPT, EnforcedResources
-from testkit.engines import BUSYBOX_IMAGE, free_port, open_engine
+from testkit.engines import BUSYBOX_IMAGE, bridge_network, free_port, open_engine
 from testkit.nodes import NodeProcess
 
 (CREATE, _UPDATE, _SCALE, DELETE, *_) = Apps().calls()
@@ -244,8 +244,8 @@ def bare_run(
     name = f"bare-{port}"
     at_phase(phase)
     b0 = time.time()
-    network = client.networks.create(
-        name, driver="bridge", options={"com.docker.network.bridge.name": f"smbbare{port}"}
+    network = bridge_network(
+        client, name, options={"com.docker.network.bridge.name": f"smbbare{port}"}
     )
     sandbox = client.containers.run(
         labels.SANDBOX_IMAGE,

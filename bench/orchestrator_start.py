@@ -59,6 +59,7 @@ from testkit.desired import InMemoryDesired
 from testkit.engines import (
     BUSYBOX_IMAGE,
     DockerEngine,
+    bridge_network,
     open_engine,
     remove_labelled,
 )
@@ -162,9 +163,9 @@ class BarePod:
     def run(self, **container: Any) -> None:
         """Creates and starts the three; `container` adds to the httpd's arguments."""
         client = self._client
-        self.network = client.networks.create(
+        self.network = bridge_network(
+            client,
             self.name,
-            driver="bridge",
             options={
                 "com.docker.network.bridge.name": self._bridge,
                 "com.docker.network.bridge.enable_icc": "true",

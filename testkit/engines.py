@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 import docker.errors
@@ -118,6 +119,28 @@ def publish(client: docker.DockerClient, image: str, name: str | None = None) ->
     repository, tag = docker.utils.parse_repository_tag(name)
     short = repository.removeprefix("library/")
     return f"{short}:{tag}" if tag else short
+
+
+NETWORK_ATTEMPTS = 5
+
+
+def bridge_network(client: docker.DockerClient, name: str, **create: Any) -> Any:
+    """Creates bridge network `name` (`create` as for `client.networks.create`), again after a
+    pause when the engine reports a failed iptables edit: the tests' private engines share the
+    host's FORWARD chain, and two of them editing its jump to DOCKER-ISOLATION-STAGE-1 at once
+    make one fail ("Bad rule")."""
+    for attempt in range(NETWORK_ATTEMPTS):
+        try:
+            return client.networks.create(name, driver="bridge", **create)
+        except docker.errors.APIError as e:
+            if "iptables" not in str(e) or attempt == NETWORK_ATTEMPTS - 1:
+                raise
+            # A failed create can leave the network behind; the name filter matches parts.
+            for network in client.networks.list(names=[name]):
+                if network.name == name:
+                    network.remove()
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def image_with(client: docker.DockerClient, base: str, reference: str, content: str) -> str:
