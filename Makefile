@@ -1,5 +1,9 @@
 # The two commands: `make run` (a dev node serving JSON-RPC on 127.0.0.1:9944) and `make test`.
 PY := .venv/bin/python
+# Compiled modules are cached in __pycache__ even where the environment asks Python not to write
+# them: every node process, client command and test worker would otherwise compile the project
+# (and pytest rewrite every test module) again.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: setup run test check bench clean
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -17,15 +17,20 @@ from prometheus_client.registry import Collector
 
 from chain.runtime import epochs, nodes, towers
 from chain.runtime.nodes import NodeStatus
-from consensus.chain_service import ChainService
-from consensus.finality_service import FinalityService
-from consensus.network_service import NetworkService
-from orchestrator.controller import ControllerStatistics
-from orchestrator.disk_pressure import DiskPressureMonitor
-from orchestrator.events import EventKind, EventLog
-from orchestrator.metering import Meter
-from vdf.presence import PresenceService
-from wallet.committee import WalletService
+from orchestrator.events import EventKind
+
+if TYPE_CHECKING:
+    # Only named in annotations: the services bring libp2p, which the client commands (they
+    # read the metrics server's defaults) need not import.
+    from consensus.chain_service import ChainService
+    from consensus.finality_service import FinalityService
+    from consensus.network_service import NetworkService
+    from orchestrator.controller import ControllerStatistics
+    from orchestrator.disk_pressure import DiskPressureMonitor
+    from orchestrator.events import EventLog
+    from orchestrator.metering import Meter
+    from vdf.presence import PresenceService
+    from wallet.committee import WalletService
 
 PREFIX = "statemesh"
 UNKNOWN_METHOD = "unknown"

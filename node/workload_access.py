@@ -39,6 +39,10 @@ SIGNATURE_BYTES = 64
 IDENTITY_DOMAIN = b"statemesh/node-identity/v1\x00"
 CHALLENGE_BYTES = 32
 HASH_BYTES = 32
+ACCESS_DENIED = 5005
+"""The request for an application's logs or container events is not its owner's signed request
+for it on this node: the error's data is `{"reason": ...}`, one of `missing`, `wrongNode`,
+`expired`, `tooFarAhead`, `notOwner`, `badSignature` (`AccessRefusal`)."""
 
 
 class AccessRefusal(enum.Enum):

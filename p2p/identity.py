@@ -7,19 +7,24 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NewType
-
-from libp2p.crypto.ed25519 import create_new_key_pair
-from libp2p.crypto.keys import KeyPair
-from libp2p.peer.id import ID
+from typing import TYPE_CHECKING, NewType
 
 from p2p.errors import InvalidNodeKey, InvalidPeerId
+
+if TYPE_CHECKING:
+    from libp2p.crypto.keys import KeyPair
+    from libp2p.peer.id import ID
+
+# libp2p is imported where a key pair or a peer id is made: importing it takes most of a second,
+# and the client commands, which read the dev chain's spec and so this module, never need it.
 
 PeerId = NewType("PeerId", str)
 """A peer id in its base58 text form (`12D3KooW...` for Ed25519 keys)."""
 
 
 def libp2p_id(peer_id: PeerId) -> ID:
+    from libp2p.peer.id import ID
+
     try:
         return ID.from_base58(peer_id)
     except ValueError:
@@ -61,6 +66,8 @@ class NodeKey:
             raise InvalidNodeKey("--node-key must be hexadecimal") from None
 
     def keypair(self) -> KeyPair:
+        from libp2p.crypto.ed25519 import create_new_key_pair
+
         try:
             return create_new_key_pair(self.seed)
         except ValueError:
@@ -69,6 +76,8 @@ class NodeKey:
 
     @property
     def libp2p_id(self) -> ID:
+        from libp2p.peer.id import ID
+
         return ID.from_pubkey(self.keypair().public_key)
 
     @property

@@ -16,8 +16,6 @@ from typing import Any, Protocol
 
 import rlp
 import trio
-from libp2p.crypto.ed25519 import Ed25519PublicKey
-from libp2p.peer.id import ID
 
 from chain import codec
 from chain.blocks import Call, SignedTransaction, UnsignedTransaction
@@ -134,12 +132,20 @@ class WalletTransport(Protocol):
 
 def peer_id_of(node_id: bytes) -> PeerId:
     """A node's libp2p peer id: the node id is the public half of its node key."""
+    # libp2p is imported here, not above: `statemesh wallet` reads this module's names and
+    # would otherwise spend most of a second importing it.
+    from libp2p.crypto.ed25519 import Ed25519PublicKey
+    from libp2p.peer.id import ID
+
     return PeerId(ID.from_pubkey(Ed25519PublicKey.from_bytes(node_id)).to_base58())
 
 
 def node_id_of(peer: PeerId) -> AccountId | None:
     """The node id behind a peer id (its Ed25519 node key, which the peer proved holding when
     the connection was secured); None for a peer id of another kind of key."""
+    from libp2p.crypto.ed25519 import Ed25519PublicKey
+    from libp2p.peer.id import ID
+
     try:
         key = ID.from_base58(peer).extract_public_key()
     except ValueError:  # not base58

@@ -34,16 +34,13 @@ from node.commands.workloads import show_workloads
 from node.errors import CliError, UsageError, sole_cause
 from node.log_format import LogFormat, configure_logging
 from node.metrics_server import DEFAULT_PROMETHEUS_PORT, MetricsUnavailable, PrometheusConfig
-from node.runner import Node, NodeConfig
 from orchestrator.disk_pressure import (
     DEFAULT_HIGH_WATER_PERCENT,
     DEFAULT_LOW_WATER_PERCENT,
     WaterMarks,
 )
-from orchestrator.endpoints import node_ip
 from orchestrator.firewall import EgressPolicy
 from orchestrator.image_gc import ImageGcPolicy
-from orchestrator.ingress_service import IngressConfig, IngressUnavailable
 from orchestrator.replica_specs import DEFAULT_MAX_PIDS
 from orchestrator.workloads import DEFAULT_MAX_IMAGE_BYTES
 from p2p.errors import P2PError
@@ -324,6 +321,12 @@ def _signer(args: argparse.Namespace) -> Keypair | None:
 def _run_node(args: argparse.Namespace) -> int:
     if args.action == "workloads":
         return show_workloads(args)
+    # The node's services are imported when a node runs: every other command shares this
+    # module's arguments, and the services (libp2p above all) take a second to import.
+    from node.runner import Node, NodeConfig
+    from orchestrator.endpoints import node_ip
+    from orchestrator.ingress_service import IngressConfig, IngressUnavailable
+
     configure_logging(args.log, LogFormat(args.log_format))
     # The ingress proxy's HTTP client would log every proxied request.
     for name in ("httpx", "httpcore"):
@@ -486,6 +489,8 @@ def _build_spec(args: argparse.Namespace) -> int:
 
 
 def _purge_chain(args: argparse.Namespace) -> int:
+    from node.runner import NodeConfig
+
     spec = load_chain(args)
     base = (args.base_path or DEFAULT_BASE_PATH).expanduser()
     target = NodeConfig(spec=spec, base_path=base, name="").db_path

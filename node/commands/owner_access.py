@@ -18,8 +18,8 @@ from node.commands.key import add_keystore_argument, keystore_errors, keystore_f
 from node.commands.password import PasswordReader, add_password_argument
 from node.errors import CliError
 from node.rpc.client import RpcCallError, RpcClient
-from node.rpc.workload_methods import ACCESS_DENIED
 from node.workload_access import (
+    ACCESS_DENIED,
     CHALLENGE_BYTES,
     LIFETIME_SECONDS,
     IdentityProof,

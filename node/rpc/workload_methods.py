@@ -22,6 +22,7 @@ from node.rpc.errors import RpcError
 from node.rpc.methods import recent_app_events
 from node.rpc.registry import Params, Registry
 from node.workload_access import (
+    ACCESS_DENIED,
     AccessDenied,
     AccessGrant,
     challenge_param,
@@ -46,10 +47,6 @@ NOT_ON_THIS_NODE = 5002
 """The replica asked for runs elsewhere (the message names the node), or nowhere yet."""
 ENGINE_FAILURE = 5003
 TOO_MANY_FOLLOWS = 5004
-ACCESS_DENIED = 5005
-"""The request for an application's logs or container events is not its owner's signed request
-for it on this node: the error's data is `{"reason": ...}`, one of `missing`, `wrongNode`,
-`expired`, `tooFarAhead`, `notOwner`, `badSignature` (`node.workload_access.AccessRefusal`)."""
 
 MAX_LOG_BYTES = 4 * 1024 * 1024
 """An `app_logs` answer holds at most this much log text, shared among its containers; each

@@ -16,7 +16,8 @@ from node.cli import build_parser
 from node.commands.app import metrics_lines
 from node.rpc.errors import RpcError
 from node.rpc.registry import Registry
-from node.rpc.workload_methods import ACCESS_DENIED, UNKNOWN_APP
+from node.rpc.workload_methods import UNKNOWN_APP
+from node.workload_access import ACCESS_DENIED
 from orchestrator.controller import Controller
 from orchestrator.ingress_metrics import IngressMetrics
 from tests.factories import BOB

@@ -29,7 +29,6 @@ from consensus.chain_service import ChainService
 from node.rpc.errors import INVALID_PARAMS, RpcError
 from node.rpc.registry import Method, Registry, Subscription
 from node.rpc.workload_methods import (
-    ACCESS_DENIED,
     NO_COMPUTE,
     UNKNOWN_APP,
     not_here,
@@ -37,6 +36,7 @@ from node.rpc.workload_methods import (
     with_revisions,
 )
 from node.workload_access import (
+    ACCESS_DENIED,
     IdentityProof,
     IdentityUnproven,
     check_identity,

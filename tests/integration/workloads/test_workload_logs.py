@@ -25,7 +25,7 @@ from chain.address import encode_address
 from chain.keys import dev_keypair
 from node.commands.owner_access import proven_identity
 from node.rpc.client import RpcClient
-from node.rpc.workload_methods import ACCESS_DENIED
+from node.workload_access import ACCESS_DENIED
 from tests.integration.docker_harness import DockerEngine
 from tests.integration.harness import STATEMESH, NodeProcess, RpcFailure, cli, cli_json, grant
 from tests.integration.workloads.pods import app_container
