@@ -24,7 +24,8 @@ from tests.integration.harness import NodeProcess, cli, ingress_page
 from tests.integration.workloads.pods import app_container, connects, pod_address
 
 # Serial: it reads the drop counters of the node's own host rules, and another engine starting
-# on the host meanwhile rewrites Docker's rules that bring a replica's packets to them.
+# on the host meanwhile rewrites Docker's rules that bring a replica's packets to them. The other
+# serial files, which may run beside it, start no engine (their dev nodes offer no compute).
 pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 APP = """\
