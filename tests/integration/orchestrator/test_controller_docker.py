@@ -410,6 +410,7 @@ def test_usage_is_metered_from_the_engine(
     spec = web(free_port(), args=burn, resources=EnforcedResources(cpu_millicores=500))
 
     async def test(controller: Controller, _: InMemoryDesired, adapter: DockerAdapter) -> None:
+        began = trio.current_time()
         await until(controller, lambda: (s := status(controller, spec)) is not None and s.running)
         # A loaded machine gives the loop less than its half CPU, never more: wait for some
         # CPU time to accrue, then check it against the quota over the uptime metered with it.
@@ -423,7 +424,9 @@ def test_usage_is_metered_from_the_engine(
         usage = controller.usage()[spec.key]
         assert usage.samples >= 2
         assert usage.memory_bytes > 0
-        # Half a CPU, give or take one 100 ms scheduling period of the quota.
+        # The container started after the test began (the engine's clock and this one may
+        # differ by a little), and half a CPU, give or take one 100 ms period of the quota.
+        assert 0 < usage.uptime_seconds <= trio.current_time() - began + 1.0, usage
         assert usage.cpu_seconds <= 0.5 * usage.uptime_seconds + 0.1, usage
 
     run_controller(docker_engine.host, node_id, [spec], test)
