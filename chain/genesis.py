@@ -552,8 +552,10 @@ def dev_spec(authorities: tuple[AccountId, ...], endowed: tuple[AccountId, ...])
             byte_fee=1_000,
             existential_deposit=1_000_000,
             # Small proofs and short epochs: a fresh dev chain shows a growing tower and an
-            # epoch transition within a minute.
-            towers=TowerConfig(min_iterations=20_000, epoch_length=10, max_misses=2, jail_epochs=1),
+            # epoch transition within a minute. A node proves once a block, so its prover costs
+            # what a proof does each second: about 50 ms of a core at 2,000 iterations, most of
+            # it deriving the discriminant (0.2 s at 20,000).
+            towers=TowerConfig(min_iterations=2_000, epoch_length=10, max_misses=2, jail_epochs=1),
             metering_period_seconds=10,
             # A deleted application's volumes are gone half a minute later: a dev chain shows
             # the whole retention period.

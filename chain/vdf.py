@@ -4,6 +4,7 @@ the runtime (`chain.runtime.towers`) and the prover's typed API (`vdf.proof`) ca
 
 from __future__ import annotations
 
+import functools
 from typing import Final
 
 import chiavdf
@@ -26,6 +27,11 @@ inside chiavdf's uint64."""
 
 GENERATOR: Final = b"\x08" + bytes(FORM_SIZE - 1)
 """The form (2, 1), the serialized generator: the starting element of every Time Tower proof."""
+
+VERIFIED_CACHE_SIZE: Final = 4096
+"""Verdicts kept (about 2 MB): a node meets each proof several times (the pool's dry run at
+submission or gossip, again after every block while the proof waits, then in the block it
+authors or imports), and each verification costs ~16 ms of a core."""
 
 IDENTITY: Final = b"\x04" + bytes(FORM_SIZE - 1)
 """The form (1, 1). As an input it makes a proof trivial (y = proof = identity verifies for any
@@ -63,10 +69,19 @@ def verify(
         or not MIN_ITERATIONS <= iterations <= MAX_ITERATIONS
     ):
         return False
+    return _verify_group(challenge, discriminant_bits, x, y + proof, iterations)
+
+
+@functools.lru_cache(maxsize=VERIFIED_CACHE_SIZE)
+def _verify_group(
+    challenge: bytes, discriminant_bits: int, x: bytes, y_proof: bytes, iterations: int
+) -> bool:
+    """chiavdf's verdict, remembered for the exact inputs: verification is a pure function of
+    them, so a repeated question gets the same answer without the work."""
     try:
         return bool(
             chiavdf.create_discriminant_and_verify_n_wesolowski(
-                challenge, discriminant_bits, x, y + proof, iterations, 0
+                challenge, discriminant_bits, x, y_proof, iterations, 0
             )
         )
     except (RuntimeError, ValueError):

@@ -67,3 +67,29 @@ def test_the_identity_as_input_never_verifies_even_a_trivial_proof() -> None:
 @pytest.mark.parametrize("form", [bytes(100), b"\x00\x00" + b"\xff" * 98, b"\x03" * 100])
 def test_bytes_that_are_no_group_element_do_not_verify(form: bytes) -> None:
     assert not vdf.verify(CHALLENGE, vdf.GENERATOR, form, form, ITERATIONS, BITS)
+
+
+def test_a_verdict_is_reused_only_for_exactly_the_same_inputs(
+    made: typed.VdfProof, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    native = vdf.chiavdf.create_discriminant_and_verify_n_wesolowski
+
+    def counted(*args: object) -> bool:
+        calls.append(1)
+        return bool(native(*args))
+
+    monkeypatch.setattr(vdf.chiavdf, "create_discriminant_and_verify_n_wesolowski", counted)
+    vdf._verify_group.cache_clear()
+    for _ in range(3):
+        assert vdf.verify(CHALLENGE, vdf.GENERATOR, made.y, made.proof, ITERATIONS, BITS)
+    assert len(calls) == 1
+    other_challenge = bytes(reversed(CHALLENGE))
+    tampered = bytes([made.proof[0], made.proof[1] ^ 1]) + made.proof[2:]
+    assert not vdf.verify(other_challenge, vdf.GENERATOR, made.y, made.proof, ITERATIONS, BITS)
+    assert not vdf.verify(CHALLENGE, vdf.GENERATOR, made.y, tampered, ITERATIONS, BITS)
+    assert not vdf.verify(CHALLENGE, vdf.GENERATOR, made.y, made.proof, ITERATIONS - 1, BITS)
+    assert len(calls) == 4
+    assert not vdf.verify(CHALLENGE, vdf.GENERATOR, made.y, tampered, ITERATIONS, BITS)
+    assert len(calls) == 4
+    assert vdf._verify_group.cache_info().maxsize == vdf.VERIFIED_CACHE_SIZE
