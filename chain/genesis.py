@@ -123,6 +123,7 @@ class ChainSpec:
             "anchorWindow": t.anchor_window,
             "epochLength": t.epoch_length,
             "proofsPerEpoch": t.proofs_per_epoch,
+            "proofInterval": t.proof_interval,
             "maxMisses": t.max_misses,
             "jailEpochs": t.jail_epochs,
             "bond": str(t.bond),
@@ -419,6 +420,7 @@ _TOWER_FIELDS = {
     "anchorWindow": "anchor_window",
     "epochLength": "epoch_length",
     "proofsPerEpoch": "proofs_per_epoch",
+    "proofInterval": "proof_interval",
     "maxMisses": "max_misses",
     "jailEpochs": "jail_epochs",
     "bond": "bond",
@@ -514,9 +516,18 @@ def _parse_towers(raw: Any) -> TowerConfig:
         raise GenesisError(
             f"towers.discriminantBits must be one of {sorted(SUPPORTED_DISCRIMINANT_BITS)}"
         )
-    for key in ("minIterations", "anchorWindow", "epochLength", "proofsPerEpoch", "maxMisses"):
+    for key in (
+        "minIterations", "anchorWindow", "epochLength", "proofsPerEpoch", "proofInterval",
+        "maxMisses",
+    ):  # fmt: skip
         if getattr(towers, _TOWER_FIELDS[key]) < 1:
             raise GenesisError(f"towers.{key} must be at least 1")
+    if towers.proofs_per_epoch * towers.proof_interval > towers.epoch_length:
+        raise GenesisError(
+            f"towers: {towers.proofs_per_epoch} proofs an epoch, {towers.proof_interval} blocks "
+            f"apart, do not fit in an epoch of {towers.epoch_length} blocks: no node could stay "
+            "eligible"
+        )
     return towers
 
 
@@ -552,10 +563,13 @@ def dev_spec(authorities: tuple[AccountId, ...], endowed: tuple[AccountId, ...])
             byte_fee=1_000,
             existential_deposit=1_000_000,
             # Small proofs and short epochs: a fresh dev chain shows a growing tower and an
-            # epoch transition within a minute. A node proves once a block, so its prover costs
-            # what a proof does each second: about 50 ms of a core at 2,000 iterations, most of
-            # it deriving the discriminant (0.2 s at 20,000).
-            towers=TowerConfig(min_iterations=2_000, epoch_length=10, max_misses=2, jail_epochs=1),
+            # epoch transition within a minute. A proof every 4 blocks (2 or 3 an epoch, where 1
+            # is needed): each costs its prover ~50 ms of a core at 2,000 iterations and every
+            # node ~40 ms to verify, mostly deriving the discriminant, which at a proof a block
+            # was a tenth of a core for an idle dev node.
+            towers=TowerConfig(
+                min_iterations=2_000, epoch_length=10, proof_interval=4, max_misses=2, jail_epochs=1
+            ),
             metering_period_seconds=10,
             # A deleted application's volumes are gone half a minute later: a dev chain shows
             # the whole retention period.

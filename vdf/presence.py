@@ -160,6 +160,7 @@ class PresenceService:
         config = chain.runtime.config.towers
         self.iterations = max(iterations or 0, config.min_iterations)
         self.params = VdfParams(discriminant_bits=config.discriminant_bits)
+        self.interval = config.proof_interval
         self._pending: tuple[int, int] | None = None
         """(height, best block when sent) of the proof waiting to be included."""
         self._refused_at: int | None = None
@@ -331,6 +332,10 @@ class PresenceService:
                     await self._job_heads.wait()
                     continue
                 self._pending = None
+            if tower.height > 0 and best.number + 1 < tower.last_proof_block + self.interval:
+                # The next block could not take a proof yet (`proofInterval`).
+                await self._job_heads.wait()
+                continue
             # Anchor on the best block's parent: the best state already records its hash, so
             # the pool's dry run accepts the proof, and it stays recent for `anchorWindow` blocks.
             anchor = store.require_header(best.parent_hash) if best.number > 0 else best

@@ -40,6 +40,10 @@ class TowerConfig:
     """Blocks per epoch."""
     proofs_per_epoch: int = 1
     """Proofs a node must add in an epoch to stay eligible."""
+    proof_interval: int = 1
+    """Blocks from a node's proof to its next one. Every node's tower grows at most one proof
+    per this many blocks, so a longer interval makes presence cheaper for everyone (each proof
+    is proven once and verified by every node) without favouring anyone."""
     max_misses: int = 3
     """Consecutive missed epochs after which a node is jailed."""
     jail_epochs: int = 2

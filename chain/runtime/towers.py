@@ -27,6 +27,7 @@ class TowersError(enum.Enum):
     UNKNOWN_NODE = "UnknownNode"
     WRONG_NODE = "WrongNode"
     WRONG_HEIGHT = "WrongHeight"
+    TOO_SOON = "TooSoon"
     STALE_ANCHOR = "StaleAnchor"
     TOO_FEW_ITERATIONS = "TooFewIterations"
     MALFORMED_PROOF = "MalformedProof"
@@ -141,6 +142,14 @@ class Towers(Module):
                 f"got {height}",
             )
         current = ctx.env.number
+        if tower.height > 0 and current - tower.last_proof_block < config.proof_interval:
+            # Checked before the proof's costly verification. Outdated, not a fault: after a
+            # re-org the previous proof may sit in a later block than the prover saw.
+            raise self.outdated(
+                TowersError.TOO_SOON,
+                f"the last proof is in block #{tower.last_proof_block}: the next may be in "
+                f"#{tower.last_proof_block + config.proof_interval} or later, not #{current}",
+            )
         anchor_hash = system.recent_block_hash(state, anchor_number)
         if (
             anchor_number >= current

@@ -98,6 +98,15 @@ def test_the_dev_chain_starts_with_a_funded_wallet_its_dev_node_can_sign_for() -
             "consensus.authorities[0]: '5notanaddress' has the wrong length for an address",
         ),
         (lambda s: s["runtime"].pop("baseFee"), "runtime.baseFee is missing"),
+        (
+            lambda s: s["towers"].update(proofInterval=0),
+            "towers.proofInterval must be at least 1",
+        ),
+        (
+            lambda s: s["towers"].update(proofInterval=6, proofsPerEpoch=2),
+            "towers: 2 proofs an epoch, 6 blocks apart, do not fit in an epoch of 10 blocks: no "
+            "node could stay eligible",
+        ),
         (lambda s: s["runtime"].update(byteFee=-1), "runtime.byteFee must not be negative"),
         (
             lambda s: s["runtime"].update(existentialDeposit=0),

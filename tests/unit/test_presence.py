@@ -1,5 +1,6 @@
 """A node declares on chain only the compute it can give: no capacity once it has lost it for a
-while, its capacity again once it is back, and its registered address kept current."""
+while, its capacity again once it is back, and its registered address kept current. Its prover
+starts a proof only when the next block may take it."""
 
 from __future__ import annotations
 
@@ -13,12 +14,30 @@ import trio.testing
 from chain.blocks import Call, Header
 from chain.broadcast import Broadcast
 from chain.keys import Keypair
-from chain.runtime import nodes
+from chain.runtime import nodes, towers
 from testkit.trio_clock import TrioClock
 from tests.unit.test_towers import NODE_KEYS, OPERATORS, TowerChain, registration, tower_spec
 from vdf.presence import NO_COMPUTE_SECONDS, Capacity, PresenceService
+from vdf.prover import TowerJob
 
 ADDRESS = "/ip4/34.1.0.1/tcp/30333"
+
+
+@dataclass
+class StoreFake:
+    """The best block of the in-memory chain, and its parent as the anchor of proofs."""
+
+    chain: TowerChain
+
+    def best_state(self) -> Any:
+        return self.chain.state
+
+    @property
+    def best_header(self) -> Any:
+        return SimpleNamespace(number=self.chain.number, parent_hash=b"parent")
+
+    def require_header(self, _: bytes) -> Any:
+        return SimpleNamespace(number=self.chain.number - 1, hash=bytes(32))
 
 
 @dataclass
@@ -36,10 +55,7 @@ class ChainFake:
 
     @property
     def store(self) -> Any:
-        return SimpleNamespace(
-            best_state=lambda: self.chain.state,
-            best_header=SimpleNamespace(number=self.chain.number),
-        )
+        return StoreFake(self.chain)
 
     @property
     def runtime(self) -> Any:
@@ -85,5 +101,40 @@ def test_compute_lost_then_back_is_declared_after_a_while_and_the_address_kept_c
             await trio.sleep(NO_COMPUTE_SECONDS * 1.5)
             assert declared()[3] == b"/ip4/34.1.0.2/tcp/30333"
             nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_the_prover_starts_a_proof_only_when_the_next_block_may_take_it() -> None:
+    chain = TowerChain(tower_spec(interval=3))
+    chain.register(0)
+    chain.execute([])
+    chain.prove(0)
+    last = towers.get_tower(chain.state, NODE_KEYS[0].public).last_proof_block
+    fake = ChainFake(chain)
+    presence = PresenceService(
+        fake,  # type: ignore[arg-type]
+        operator=OPERATORS[0],
+        identity=NODE_KEYS[0],
+        node_class="cpu",
+        capacity=Capacity(2, 1024, 10, 0),
+        address=ADDRESS,
+    )
+    jobs: list[TowerJob] = []
+
+    async def main() -> None:
+        async def take() -> None:
+            jobs.append(await presence._next_job())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(take)
+            for _ in range(2):  # blocks last + 1 and last + 2: too soon for the next proof
+                await trio.sleep(5)
+                assert jobs == [] and chain.number + 1 < last + 3
+                chain.execute([])
+                fake.new_heads.publish(None)  # type: ignore[arg-type]
+            await trio.sleep(5)
+            assert [(j.height, j.anchor_number) for j in jobs] == [(2, chain.number - 1)]
+            assert chain.number + 1 == last + 3
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

@@ -25,12 +25,14 @@ NODE_KEYS = [Keypair.from_seed(bytes([i + 1]) * 32) for i in range(4)]
 OPERATORS = [BOB, CHARLIE, DAVE, ALICE]
 
 
-def tower_spec(*, active: int = 2, max_misses: int = 2, jail: int = 1, bond: int = 0) -> ChainSpec:
+def tower_spec(
+    *, active: int = 2, max_misses: int = 2, jail: int = 1, bond: int = 0, interval: int = 1
+) -> ChainSpec:
     spec = spec_for(ALICE, BOB, CHARLIE, DAVE)
     cpu = NodeClass(min_cores=1, min_memory_mb=256, min_disk_gb=1, active_set_size=active)
     tower_config = TowerConfig(
         min_iterations=ITERATIONS, anchor_window=8, epoch_length=EPOCH, max_misses=max_misses,
-        jail_epochs=jail, bond=bond, classes={"cpu": cpu},
+        jail_epochs=jail, bond=bond, classes={"cpu": cpu}, proof_interval=interval,
     )  # fmt: skip
     return replace(spec, runtime=replace(spec.runtime, towers=tower_config))
 
@@ -200,6 +202,36 @@ def test_proofs_extend_the_tower_and_bad_ones_are_refused() -> None:
     )
     copied = chain.proof_call(1, node_for_challenge=0)  # node 1 presents a proof made for node 0
     assert chain.refuse(CHARLIE, copied).startswith("towers.InvalidProof")
+
+
+def test_a_proof_comes_no_sooner_than_the_interval_after_the_last(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    chain = TowerChain(tower_spec(interval=3))
+    chain.register(0)
+    chain.execute([])
+    chain.prove(0)  # the first proof waits for nothing
+    last = towers.get_tower(chain.state, NODE_KEYS[0].public).last_proof_block
+    verified: list[bytes] = []
+    monkeypatch.setattr(
+        towers,
+        "verify_vdf",
+        lambda *args: verified.append(args[0]) or True,  # type: ignore[func-returns-value]
+    )
+    early = chain.proof_call(0)
+    message = chain.refuse(BOB, early)
+    assert message == (
+        f"towers.TooSoon: the last proof is in block #{last}: the next may be in "
+        f"#{last + 3} or later, not #{last + 1}"
+    )
+    chain.execute([])
+    assert chain.refuse(BOB, chain.proof_call(0)).startswith("towers.TooSoon")
+    assert verified == []  # refused before the proof's costly check
+    monkeypatch.undo()
+    chain.execute([])
+    chain.prove(0)
+    tower = towers.get_tower(chain.state, NODE_KEYS[0].public)
+    assert (tower.height, tower.last_proof_block) == (2, last + 3)
 
 
 def test_epochs_activate_demote_jail_and_release() -> None:
