@@ -72,6 +72,11 @@ def verify(
     return _verify_group(challenge, discriminant_bits, x, y + proof, iterations)
 
 
+def forget_verdicts() -> None:
+    """Empties the remembered verdicts: what measures verification itself starts from none."""
+    _verify_group.cache_clear()
+
+
 @functools.lru_cache(maxsize=VERIFIED_CACHE_SIZE)
 def _verify_group(
     challenge: bytes, discriminant_bits: int, x: bytes, y_proof: bytes, iterations: int
