@@ -398,9 +398,14 @@ class WalletService:
             )
         raise MemberUnreachable(f"no answer within {timeout:g} s")
 
-    async def _ask_all(self, requests: Mapping[AccountId, WalletRequest]) -> _Answers:
+    async def _ask_all(
+        self,
+        requests: Mapping[AccountId, WalletRequest],
+        enough: Callable[[_Answers], bool] | None = None,
+    ) -> _Answers:
         """Every member at once; each answer or failure is recorded, none is waited on past
-        the timeout."""
+        the timeout, nor once `enough(answers)` holds (the requests still out are cancelled:
+        their members appear in neither `ok` nor `failed`)."""
         answers = _Answers({}, {})
 
         async def ask(member: AccountId, request: WalletRequest) -> None:
@@ -410,6 +415,8 @@ class WalletService:
                 answers.failed[member] = f"refused: {refusal}"
             except MemberUnreachable as error:
                 answers.failed[member] = f"unreachable: {error}"
+            if enough is not None and enough(answers):
+                nursery.cancel_scope.cancel()
 
         async with trio.open_nursery() as nursery:
             for member, request in requests.items():
@@ -616,14 +623,18 @@ class WalletService:
     ) -> Hash32:
         """One signing round of a wallet transaction among its committee, this node a member:
         every member is asked for its commitments (`kind` with `commit_items`: what it checks
-        before it commits), the first t that agree sign, and the signed transaction is
-        submitted. Nothing is submitted unless the signature is complete."""
+        before it commits), the first t that agree sign (the round does not wait for the
+        others), and the signed transaction is submitted. Nothing is submitted unless the
+        signature is complete."""
         group_key = AccountId(unsigned.sender)
         genesis, nonce, call = unsigned.genesis_hash, unsigned.nonce, unsigned.call
         payload: bytes = unsigned.signing_payload()
         session = self._rng(SESSION_ID_BYTES)
         answers = await self._ask_all(
-            {m: WalletRequest(kind, session, commit_items) for m in record.committee}
+            {m: WalletRequest(kind, session, commit_items) for m in record.committee},
+            enough=lambda so_far: (
+                len(_signing_offers(so_far, record.committee, group_key)) >= record.threshold
+            ),
         )
         offers = _signing_offers(answers, record.committee, group_key)
         if len(offers) < record.threshold:
@@ -656,8 +667,10 @@ class WalletService:
         self.signing_rounds["signed"] += 1
         tx_hash = self._ledger.submit(rlp.encode(signed))
         log.info("wallet 0x%s transaction 0x%s submitted", group_key.hex(), tx_hash.hex())
-        skipped = {m: why for m, why in answers.failed.items()}
-        skipped.update({m: "not needed" for m in offers if m not in chosen})
+        skipped = dict(answers.failed)
+        skipped.update(
+            {m: "not needed" for m in record.committee if m not in chosen and m not in skipped}
+        )
         self._remember(
             tx_hash, SigningRecord(group_key, tuple(chosen), tuple(sorted(skipped.items())))
         )
