@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,15 @@ STATEMESH = str(Path(sys.executable).parent / "statemesh")
 
 
 _HANDED_OUT: set[int] = set()
+
+
+@cache
+def http() -> httpx.Client:
+    """One HTTP client for every call of this process: its connections are kept alive between
+    calls (a client made per call builds a TLS context and a connection each time, some 60 ms
+    of CPU on these machines, and tests poll nodes thousands of times)."""
+    return httpx.Client(timeout=10)
+
 
 # Test processes run side by side (one per pytest-xdist worker) and each hands out ports of its
 # own range, below the kernel's ephemeral range (32768-60999 by default) so that no outgoing
@@ -182,10 +192,8 @@ class NodeProcess:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
     def call(self, method: str, *params: Any) -> Any:
-        response = httpx.post(
-            self.url,
-            json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)},
-            timeout=10,
+        response = http().post(
+            self.url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
         )
         body = response.json()
         if "error" in body:
@@ -277,7 +285,7 @@ def ingress_page(node: NodeProcess, host: str, path: str = "/") -> str:
     """What the node's ingress proxy answers for `host` and `path`: the body of a 200, else ""
     (another status, or no answer yet)."""
     try:
-        response = httpx.get(
+        response = http().get(
             f"http://127.0.0.1:{node.ingress_port}{path}", headers={"Host": host}, timeout=5
         )
     except httpx.HTTPError:
