@@ -10,4 +10,5 @@ from testkit.nodes import cli as cli
 from testkit.nodes import cli_json as cli_json
 from testkit.nodes import free_port as free_port
 from testkit.nodes import grant as grant
+from testkit.nodes import http as http
 from testkit.nodes import ingress_page as ingress_page

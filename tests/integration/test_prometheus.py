@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from testkit.local_network import LocalNetwork
-from tests.integration.harness import NodeProcess, cli, free_port
+from tests.integration.harness import NodeProcess, cli, free_port, http
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +72,7 @@ class PrometheusServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"prometheus exited:\n{self.output()}")
             try:
-                if httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
+                if http().get(f"{self.url}/-/ready", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -81,7 +81,7 @@ class PrometheusServer:
 
     def query(self, expression: str) -> dict[str, float]:
         """The instant vector of `expression`, by instance."""
-        reply = httpx.get(f"{self.url}/api/v1/query", params={"query": expression}, timeout=5)
+        reply = http().get(f"{self.url}/api/v1/query", params={"query": expression}, timeout=5)
         reply.raise_for_status()
         body = reply.json()
         assert body["status"] == "success", body
@@ -160,7 +160,7 @@ def test_a_real_prometheus_sees_finality_rise_on_every_node(
 
 
 def scrape(node: NodeProcess) -> str:
-    reply = httpx.get(f"http://127.0.0.1:{node.prometheus_port}/metrics", timeout=5)
+    reply = http().get(f"http://127.0.0.1:{node.prometheus_port}/metrics", timeout=5)
     reply.raise_for_status()
     return reply.text
 
@@ -188,7 +188,7 @@ def test_a_dev_node_reports_its_tower_and_its_place_in_the_active_set(
     assert value(text, 'statemesh_block_height{status="best"}') >= 1  # type: ignore[operator]
     # Only GET /metrics.
     base = f"http://127.0.0.1:{dev_node.prometheus_port}"
-    assert httpx.get(f"{base}/", timeout=5).status_code == 404
+    assert http().get(f"{base}/", timeout=5).status_code == 404
     assert httpx.post(f"{base}/metrics", content=b"x" * 1000, timeout=5).status_code == 405
 
 

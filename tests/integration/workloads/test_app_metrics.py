@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import docker
-import httpx
 import pytest
 from dnslib import DNSRecord
 from prometheus_client.parser import text_string_to_metric_families
 
 from chain.keys import dev_keypair
 from tests.integration.docker_harness import DockerEngine, free_port
-from tests.integration.harness import NodeProcess, cli, cli_json, grant, ingress_page
+from tests.integration.harness import NodeProcess, cli, cli_json, grant, http, ingress_page
 from tests.integration.workloads.test_ingress import MANIFEST
 from tests.integration.workloads.test_workload_logs import access_refusal
 
@@ -30,12 +29,12 @@ HOST = "hello.statemesh.internal"
 
 def get(node: NodeProcess, path: str, host: str = HOST) -> int:
     url = f"http://127.0.0.1:{node.ingress_port}{path}"
-    return httpx.get(url, headers={"Host": host}, timeout=5).status_code
+    return http().get(url, headers={"Host": host}, timeout=5).status_code
 
 
 def exported(node: NodeProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """The node's /metrics as Prometheus reads them: samples by name and sorted labels."""
-    response = httpx.get(f"http://127.0.0.1:{node.prometheus_port}/metrics", timeout=5)
+    response = http().get(f"http://127.0.0.1:{node.prometheus_port}/metrics", timeout=5)
     assert response.status_code == 200, node.log()[-4000:]
     text = response.text
     return {

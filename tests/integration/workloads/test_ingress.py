@@ -15,7 +15,7 @@ import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 
 from tests.integration.docker_harness import DockerEngine, free_port
-from tests.integration.harness import NodeProcess, cli
+from tests.integration.harness import NodeProcess, cli, http
 from tests.integration.workloads.pods import app_container, app_containers, pod_address
 
 pytestmark = pytest.mark.integration
@@ -55,7 +55,7 @@ spec:
 
 
 def get(node: NodeProcess, path: str = "/", host: str = HOST) -> httpx.Response:
-    return httpx.get(
+    return http().get(
         f"http://127.0.0.1:{node.ingress_port}{path}", headers={"Host": host}, timeout=5
     )
 
