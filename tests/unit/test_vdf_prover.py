@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 import pytest
 import trio
 
+from chain import vdf as chain_vdf
 from chain.primitives import blake2_256
 from chain.runtime.towers import verify_vdf
+from vdf import prover as prover_module
 from vdf.proof import GENERATOR, MalformedProof, VdfParams, VdfProof, prove, verify
 from vdf.prover import ProofWorker, Prover, ProverError, TowerJob
 from vdf.tower import (
@@ -114,6 +116,52 @@ def test_the_prover_builds_a_tower_each_proof_over_the_last_output() -> None:
     assert stats.last_iterations_per_second is not None
     assert stats.last_iterations_per_second > 0
     assert stats.worker_pid is None
+
+
+def test_the_prover_checks_each_proof_off_the_event_loop_and_the_chain_finds_it_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    on_main_thread: list[bool] = []
+
+    def recorded_verify(*args: object) -> bool:
+        on_main_thread.append(threading.current_thread() is threading.main_thread())
+        return verify(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(prover_module, "verify", recorded_verify)
+    chain_vdf.forget_verdicts()
+    chain = FakeTowerChain(wanted=2)
+    prover = Prover(NODE, PARAMS, ITERATIONS, chain.next_job, chain.submit)
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(prover.run)
+            await chain.done.wait()
+            nursery.cancel_scope.cancel()
+
+    run_trio(scenario)
+    assert on_main_thread == [False, False]
+    # The chain's checks in `FakeTowerChain.submit` were answered from the remembered verdicts.
+    info = chain_vdf._verify_group.cache_info()
+    assert (info.misses, info.hits) == (2, 2)
+
+
+def test_a_proof_that_does_not_verify_is_never_submitted() -> None:
+    chain = FakeTowerChain(wanted=1)
+    # A worker that answers every request with y = proof = the generator: well formed, wrong.
+    body = f"out.write(b'K' + {GENERATOR!r} * 2); out.flush()\nsys.stdin.buffer.read()"
+    prover = Prover(
+        NODE, PARAMS, ITERATIONS, chain.next_job, chain.submit, worker_command=_fake_worker(body)
+    )
+
+    async def scenario() -> None:
+        with pytest.raises(ProverError) as caught:
+            await prover.run()
+        assert str(caught.value) == (
+            "the proving process answered with a proof that does not verify"
+        )
+
+    run_trio(scenario)
+    assert chain.accepted == []
 
 
 def test_after_a_restart_the_prover_resumes_from_the_chain_height() -> None:
