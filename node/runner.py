@@ -344,6 +344,12 @@ class Node:
                     )
                     # Before anything imports a block: each leaves large pooled transactions to it.
                     await nursery.start(self.chain.run_revalidation)
+                    # The network before the RPC: once the node answers, its p2p address is
+                    # known (`system_localListenAddresses`), as a client of a Substrate node
+                    # expects.
+                    if self.network is not None:
+                        listen = await nursery.start(self.network.run)
+                        log.info("p2p address %s", listen)
                     address = await nursery.start(self.rpc.run)
                     best = self.store.best_header
                     log.info(
@@ -362,8 +368,6 @@ class Node:
                         log.info("Prometheus exporter on %smetrics", exporter.http_url)
                         own.add(exporter.port)
                     if self.network is not None:
-                        listen = await nursery.start(self.network.run)
-                        log.info("p2p address %s", listen)
                         own.update(_ports(self.network.p2p.listen_address))
                     if self.finality is not None:
                         await nursery.start(self.finality.run)
