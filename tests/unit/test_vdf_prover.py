@@ -82,6 +82,18 @@ def run_trio(test: Callable[[], Awaitable[None]]) -> None:
     trio.run(guarded)
 
 
+def prove_until_done(prover: Prover, chain: FakeTowerChain) -> None:
+    """Run `prover` until `chain` has accepted the proofs it wanted."""
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(prover.run)
+            await chain.done.wait()
+            nursery.cancel_scope.cancel()
+
+    run_trio(scenario)
+
+
 def process_is_gone(pid: int) -> bool:
     """Reaped, or exited and waiting for a parent that is not ours to reap it."""
     try:
@@ -94,14 +106,7 @@ def process_is_gone(pid: int) -> bool:
 def test_the_prover_builds_a_tower_each_proof_over_the_last_output() -> None:
     chain = FakeTowerChain(wanted=3)
     prover = Prover(NODE, PARAMS, ITERATIONS, chain.next_job, chain.submit)
-
-    async def scenario() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(prover.run)
-            await chain.done.wait()
-            nursery.cancel_scope.cancel()
-
-    run_trio(scenario)
+    prove_until_done(prover, chain)
     assert [proof.height for proof in chain.accepted] == [1, 2, 3]
     assert [proof.anchor_number for proof in chain.accepted] == [101, 102, 103]
     previous = GENESIS_PREVIOUS_Y
@@ -131,14 +136,7 @@ def test_the_prover_checks_each_proof_off_the_event_loop_and_the_chain_finds_it_
     chain_vdf.forget_verdicts()
     chain = FakeTowerChain(wanted=2)
     prover = Prover(NODE, PARAMS, ITERATIONS, chain.next_job, chain.submit)
-
-    async def scenario() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(prover.run)
-            await chain.done.wait()
-            nursery.cancel_scope.cancel()
-
-    run_trio(scenario)
+    prove_until_done(prover, chain)
     assert on_main_thread == [False, False]
     # The chain's checks in `FakeTowerChain.submit` were answered from the remembered verdicts.
     info = chain_vdf._verify_group.cache_info()
@@ -168,14 +166,7 @@ def test_after_a_restart_the_prover_resumes_from_the_chain_height() -> None:
     earlier = prove(tower_challenge(NODE, GENESIS_PREVIOUS_Y, bytes(32), 1), GENERATOR, ITERATIONS)
     chain = FakeTowerChain(wanted=1, height=1, last_y=earlier.y)
     prover = Prover(NODE, PARAMS, ITERATIONS, chain.next_job, chain.submit)
-
-    async def scenario() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(prover.run)
-            await chain.done.wait()
-            nursery.cancel_scope.cancel()
-
-    run_trio(scenario)
+    prove_until_done(prover, chain)
     assert [proof.height for proof in chain.accepted] == [2]
 
 
