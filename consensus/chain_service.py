@@ -194,9 +194,15 @@ class ChainService:
         their dry runs are `run_revalidation`'s, off the event loop."""
         return self.runtime.recheck(self.store.best_state(), valid)
 
+    def dry_run_off_loop(self, encoded: bytes) -> bool:
+        """Whether a transaction's dry run goes to the worker thread rather than the event loop:
+        a large one (see DRY_RUN_INLINE_BYTES) or one whose call is heavy whatever its size (a
+        proof of presence, whose VDF check chiavdf runs without the GIL)."""
+        return len(encoded) > DRY_RUN_INLINE_BYTES or self.runtime.is_heavy(encoded)
+
     def check(self, encoded: bytes) -> ValidTransaction:
-        """The pool's cheap checks alone (see `TransactionPool.check`), for a peer's large
-        transaction: enough to relay it, while its dry run waits for `submit_from_client`. One
+        """The pool's cheap checks alone (see `TransactionPool.check`), for a peer's large or
+        heavy transaction: enough to relay it, while its dry run waits for `submit_from_client`. One
         already waiting for its dry run is refused as imported, so copies are not relayed."""
         hash_ = tx_hash(encoded)
         if hash_ in self._dry_running:
@@ -224,11 +230,11 @@ class ChainService:
         the pool's cheap checks (size, decoding, signature, nonce window, bans, the sender's
         pending costs against its balance) on the event loop, then the dry run, which may take
         100 ms and more for a large manifest, on a worker thread, one at a time, so that
-        authoring and RPC go on meanwhile (a small transaction's stays on the loop: see
-        DRY_RUN_INLINE_BYTES)."""
+        authoring and RPC go on meanwhile (a small, light transaction's stays on the loop: see
+        `dry_run_off_loop`)."""
         checked = self.pool.check(encoded, self.clock.monotonic())
         # A future transaction has no dry run yet (it runs once it is next in line).
-        if checked.nonce == checked.account_nonce and len(encoded) > DRY_RUN_INLINE_BYTES:
+        if checked.nonce == checked.account_nonce and self.dry_run_off_loop(encoded):
             outcome = await self._dry_run_off_loop(checked)
         else:
             outcome = self.pool.dry_run(checked)

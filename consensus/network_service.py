@@ -38,7 +38,6 @@ from chain.wire import (
 )
 from consensus.aura import MAX_DRIFT_MS, check_seal, check_slot, verify_header
 from consensus.chain_service import (
-    DRY_RUN_INLINE_BYTES,
     EQUIVOCATION_WINDOW,
     MAX_DRY_RUNS_WAITING,
     ChainService,
@@ -62,14 +61,15 @@ ACCEPTED_BLOCKS = 4
 """Gossiped blocks kept decoded between their validation and their import (each up to
 MAX_GOSSIP_BLOCK_BYTES, and the decoded block as much again)."""
 MAX_GOSSIPED_DRY_RUNS = MAX_DRY_RUNS_WAITING // 2
-"""Peers' large transactions waiting for a dry run at once: half the queue, so that a peer's flood
+"""Peers' large and heavy transactions waiting for a dry run at once: half the queue, so that a peer's flood
 leaves clients room in it. More are dropped, as gossip may drop anything."""
 PENALTY_FAILED_DRY_RUN = 10
-"""For each large transaction a peer published whose dry run failed here. Not a REJECT: the dry
-run depends on our state (an application name another transaction just took), so an honest
-publisher can be caught out now and then; a peer publishing nothing else is banned after ten
-within seconds (the ban threshold is -100, a point comes back per second), when each has cost
-a dry run of 100 ms or more on the worker thread."""
+"""For each large or heavy transaction a peer published whose dry run failed here (a proof of
+presence that does not verify among them). Not a REJECT: the dry run depends on our state (an
+application name another transaction just took), so an honest publisher can be caught out now
+and then; a peer publishing nothing else is banned after ten within seconds (the ban threshold
+is -100, a point comes back per second), when each has cost a dry run of 15 to 100 ms or more
+on the worker thread."""
 
 TX_VERDICTS: dict[TxRejection, Verdict] = {
     # Wrong whatever the state: only a broken or hostile peer relays these.
@@ -81,7 +81,7 @@ TX_VERDICTS: dict[TxRejection, Verdict] = {
     TxRejection.BAD_ARGUMENTS: Verdict.REJECT,
 }
 """Every other rejection depends on our state (nonces, balances, pool) and costs nothing, but a
-large transaction's failed dry run costs its publisher PENALTY_FAILED_DRY_RUN."""
+large or heavy transaction's failed dry run costs its publisher PENALTY_FAILED_DRY_RUN."""
 
 BLOCK_VERDICTS: dict[BlockRejection, Verdict] = {
     BlockRejection.ALREADY_KNOWN: Verdict.IGNORE,
@@ -373,9 +373,10 @@ class NetworkService:
         wrong whatever the state (a bad signature, garbage).
 
         This runs on the event loop, inside libp2p's receive path: a small transaction is
-        pooled here, dry run included (it costs about what its signature does), a large one
-        only passes the cheap checks (decoding, signature, nonce window, fees, bans), which
-        decide its relay, and is pooled once its dry run on the worker thread passes
+        pooled here, dry run included (it costs about what its signature does), a large or
+        heavy one (`ChainService.dry_run_off_loop`: a manifest, a proof of presence) only
+        passes the cheap checks (decoding, signature, nonce window, fees, bans), which decide
+        its relay, and is pooled once its dry run on the worker thread passes
         (`_admit_gossiped_transactions`). A relayed one that fails its dry run there costs its
         publisher, not the peers that relayed it before anyone had dry-run it."""
         try:
@@ -385,7 +386,7 @@ class NetworkService:
         verdict = Verdict.IGNORE
         for encoded in batch:
             try:
-                if len(encoded) > DRY_RUN_INLINE_BYTES:
+                if self.chain.dry_run_off_loop(encoded):
                     self.chain.check(encoded)
                 else:
                     self.chain.submit(encoded, local=False)
@@ -472,9 +473,9 @@ class NetworkService:
             await self.import_held()
 
     async def _admit_gossiped_transactions(self) -> None:
-        """Pool the large transactions of the batches `_check_transactions` let through, each
-        after its dry run on the worker thread (the small ones are pooled already), at most
-        MAX_GOSSIPED_DRY_RUNS at once."""
+        """Pool the large and heavy transactions of the batches `_check_transactions` let
+        through, each after its dry run on the worker thread (the others are pooled already),
+        at most MAX_GOSSIPED_DRY_RUNS at once."""
         async with trio.open_nursery() as nursery:
             async for message in self._transactions:
                 try:
@@ -482,7 +483,7 @@ class NetworkService:
                 except WireError:
                     continue
                 for encoded in batch:
-                    if len(encoded) <= DRY_RUN_INLINE_BYTES:
+                    if not self.chain.dry_run_off_loop(encoded):
                         continue
                     if self._admitting >= MAX_GOSSIPED_DRY_RUNS:
                         break

@@ -109,6 +109,16 @@ class Runtime:
                 TxRejection.UNKNOWN_CALL, f"no call {module}.{function} in this runtime"
             ) from None
 
+    def is_heavy(self, encoded: bytes) -> bool:
+        """Whether `encoded` is a transaction whose call is declared heavy (`CallDef.heavy`).
+        Bytes that do not decode are not: their checks fail at once."""
+        try:
+            tx = decode_transaction(encoded)
+        except CodecError:
+            return False
+        call = self.calls.get((tx.module, tx.function))
+        return call is not None and call.heavy
+
     # -- transactions -----------------------------------------------------------------------
 
     def check(

@@ -80,6 +80,9 @@ class CallDef:
     """check_shape(*decoded_args): the arguments' own consistency, needing no state and no
     signature check; raises ValueError for arguments no state could make valid, which are refused
     as BAD_ARGUMENTS (so a peer that relays them is at fault)."""
+    heavy: bool = False
+    """Its dispatch takes milliseconds of a core whatever the transaction's size (a VDF check):
+    a node dry-runs it on its worker thread, never on the event loop."""
 
     def decode_args(self, encoded: bytes) -> list[Any]:
         try:

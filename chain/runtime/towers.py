@@ -112,6 +112,7 @@ class Towers(Module):
                 ),
                 self.submit_proof,
                 "Extend a node's Time Tower with its next VDF proof.",
+                heavy=True,  # its VDF check: 15-50 ms of a core
             )
         ]
 

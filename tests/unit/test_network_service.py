@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -17,6 +18,8 @@ import trio.testing
 from chain.blocks import tx_hash
 from chain.keys import sign_transaction
 from chain.primitives import Hash32
+from chain.runtime.towers import Towers
+from chain.vdf import GENERATOR
 from chain.wire import TOPIC_TRANSACTIONS, encode_transactions
 from consensus.chain_service import DRY_RUN_INLINE_BYTES
 from consensus.network_service import PENALTY_FAILED_DRY_RUN, NetworkService
@@ -122,6 +125,58 @@ def test_large_gossiped_transactions_are_dry_run_off_the_loop_and_failures_cost_
         fourth = encode_transactions([doomed_update(runtime, CHARLIE, 0, 4)])
         assert p2p.gossip(FORWARDER, PUBLISHER, fourth) is Verdict.IGNORE
         assert len(runtime.revalidated) == 4
+
+    trio.run(scenario)
+    chain.store.db.close()
+
+
+def test_proofs_of_presence_are_heavy_and_transfers_and_garbage_are_not(tmp_path: Path) -> None:
+    chain = open_chain(tmp_path / "db")
+    (submit_proof,) = Towers().calls()
+    proof = submit_proof.call(
+        node_id=BOB.public, height=1, anchor_number=0, iterations=2_000,
+        y=GENERATOR, proof=GENERATOR,
+    )  # fmt: skip
+    encoded = rlp.encode(
+        sign_transaction(BOB, genesis_hash=chain.runtime.genesis_hash, nonce=0, call=proof)
+    )
+    small = transfer(chain, BOB, 0)
+    assert len(encoded) <= DRY_RUN_INLINE_BYTES
+    assert chain.runtime.is_heavy(encoded) and chain.dry_run_off_loop(encoded)
+    assert not chain.runtime.is_heavy(small) and not chain.dry_run_off_loop(small)
+    for garbage in (b"", b"\xc0", encoded[:-1], encoded + b"\x00"):
+        assert not chain.runtime.is_heavy(garbage)
+    chain.store.db.close()
+
+
+def test_a_heavy_gossiped_transaction_is_dry_run_off_the_loop_however_small(
+    tmp_path: Path,
+) -> None:
+    chain = open_chain(tmp_path / "db")
+    runtime = recording_runtime(chain)
+    # Transfers stand in for proofs here: the same path, without a Time Tower to set up.
+    key = (b"balances", b"transfer")
+    runtime.calls[key] = replace(runtime.calls[key], heavy=True)
+    p2p = FakeP2P()
+    network = NetworkService(chain, None, cast(P2PService, p2p))
+    small = transfer(chain, BOB, 0)
+    assert len(small) <= DRY_RUN_INLINE_BYTES
+
+    async def scenario() -> None:
+        loop_thread = threading.current_thread().name
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(network._admit_gossiped_transactions)
+            batch = encode_transactions([small])
+            # Relayed on its cheap checks; not pooled, nor dry-run, on the loop.
+            assert p2p.gossip(FORWARDER, PUBLISHER, batch) is Verdict.ACCEPT
+            assert runtime.revalidated == []
+            assert chain.pool.status(tx_hash(small)) is None
+            await trio.testing.wait_all_tasks_blocked()
+            p2p.deliveries[TOPIC_TRANSACTIONS].close()
+        ((hash_, thread),) = runtime.revalidated
+        assert hash_ == tx_hash(small) and thread != loop_thread
+        assert chain.pool.status(tx_hash(small)) == "ready"
+        assert p2p.penalties == []
 
     trio.run(scenario)
     chain.store.db.close()
