@@ -14,6 +14,7 @@ import functools
 import hashlib
 import logging
 import os
+import re
 import shutil
 import signal
 import stat
@@ -55,6 +56,19 @@ _BUILT_IN_NETWORKS = ("bridge", "host", "none")
 
 START_LOCK_FOLDERS = (Path("/run/lock"), Path("/tmp"))
 """Where the host-wide lock that orders engine starts lives (the first that exists)."""
+
+
+_ROUTINE = re.compile(r"\blevel=(?:debug|info|warning)\b")
+
+
+def why_it_exited(tail: str) -> str:
+    """The line of the end of dockerd's output that says why it stopped: the last one not
+    logged at debug, info or warning level (a gRPC notice may follow the fatal error), else the
+    last one."""
+    lines = tail.splitlines()
+    if not lines:
+        return "no output"
+    return next((line for line in reversed(lines) if not _ROUTINE.search(line)), lines[-1])
 
 
 class _StartTurn:
@@ -284,10 +298,9 @@ class PrivateEngine:
             raise EngineStartError(EngineStartReason.EXITED, "dockerd was not started")
         if process.poll() is not None:
             tail = self.log_tail()
-            last = tail.splitlines()[-1] if tail else "no output"
             raise EngineStartError(
                 EngineStartReason.EXITED,
-                f"dockerd exited with {process.returncode}: {last}",
+                f"dockerd exited with {process.returncode}: {why_it_exited(tail)}",
                 tail,
             )
         client = ping(self.host)

@@ -7,12 +7,23 @@ import docker.models.containers
 
 from orchestrator import labels
 
+LIST_ATTEMPTS = 5
+
 
 def app_containers(
     client: docker.DockerClient, app: str, *, all: bool = False
 ) -> list[docker.models.containers.Container]:
-    """The containers of an application's replicas (not their pods' sandboxes)."""
-    found = client.containers.list(all=all, filters={"label": f"{labels.APP}={app}"})
+    """The containers of an application's replicas (not their pods' sandboxes). The client
+    lists, then inspects each container: one the node removes in between is listed again."""
+    attempts = LIST_ATTEMPTS
+    while True:
+        try:
+            found = client.containers.list(all=all, filters={"label": f"{labels.APP}={app}"})
+            break
+        except docker.errors.NotFound:
+            attempts -= 1
+            if not attempts:
+                raise
     return [c for c in found if labels.ROLE not in c.labels]
 
 
