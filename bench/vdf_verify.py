@@ -145,7 +145,7 @@ def main() -> None:
     print(
         f"{count} proofs of {iterations:,} iterations, {bits}-bit discriminants, best of {rounds}"
     )
-    print(f"{'':<46}{'proofs/s':>10}{'ms each':>9}{'ratio':>8}")
+    print(f"{'':<46}{'proofs/s':>12}{'ms each':>10}{'ratio':>10}")
     rows = [
         ("shared discriminant (baseline)", shared_rate),
         ("own challenge: vdf.proof.verify", own_rate),
@@ -156,7 +156,7 @@ def main() -> None:
         ("deriving a discriminant alone", derive_rate),
     ]
     for label, rate in rows:
-        print(f"{label:<46}{rate:>10,.1f}{1000 / rate:>9.2f}{rate / shared_rate:>8.3f}")
+        print(f"{label:<46}{rate:>12,.1f}{1000 / rate:>10.3f}{rate / shared_rate:>10,.3f}")
 
     per_node = args.epoch_seconds // args.proof_interval
     print()
