@@ -61,8 +61,8 @@ ACCEPTED_BLOCKS = 4
 """Gossiped blocks kept decoded between their validation and their import (each up to
 MAX_GOSSIP_BLOCK_BYTES, and the decoded block as much again)."""
 MAX_GOSSIPED_DRY_RUNS = MAX_DRY_RUNS_WAITING // 2
-"""Peers' large and heavy transactions waiting for a dry run at once: half the queue, so that a peer's flood
-leaves clients room in it. More are dropped, as gossip may drop anything."""
+"""Peers' large and heavy transactions waiting for a dry run at once: half the queue, so that a
+peer's flood leaves clients room in it. More are dropped, as gossip may drop anything."""
 PENALTY_FAILED_DRY_RUN = 10
 """For each large or heavy transaction a peer published whose dry run failed here (a proof of
 presence that does not verify among them). Not a REJECT: the dry run depends on our state (an
