@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.integration.docker_harness import DockerEngine, free_port, remove_labelled
-from tests.integration.harness import NodeProcess, cli
+from tests.integration.harness import NodeProcess, cli, http
 
 pytestmark = pytest.mark.integration
 
@@ -233,8 +233,15 @@ def test_the_dashboard_follows_the_chain_and_lists_a_deployed_app(
         assert screenshot.startswith(b"\x89PNG\r\n\x1a\n")
         (tmp_path / "dashboard.png").write_bytes(screenshot)
 
-        errors = [e for e in browser.console() if e["level"] in ("SEVERE", "WARNING")]
-        assert errors == []
+        logged = [e for e in browser.console() if e["level"] in ("SEVERE", "WARNING")]
+        # Chromium abandons a load when the host's network interfaces change (the engines of
+        # tests running beside this one add bridges): that says nothing of the page, so such a
+        # resource must then be served when asked again.
+        moved = [e for e in logged if "net::ERR_NETWORK_CHANGED" in e["message"]]
+        for entry in moved:
+            url = entry["message"].split(" ", 1)[0]
+            assert url.startswith(node.url) and http().get(url).status_code == 200, entry
+        assert [e for e in logged if e not in moved] == []
     finally:
         node.stop()
         remove_labelled(docker_engine.client, {"statemesh.app": APP})
