@@ -100,6 +100,8 @@ class Runtime:
         for module in self.modules:
             for call in module.calls():
                 self.calls[(call.module.encode(), call.name.encode())] = call
+        self._heavy_names = tuple({name for (_, name), call in self.calls.items() if call.heavy})
+        """The function names of the heavy calls: bytes without any of them hold none."""
 
     def call_def(self, module: str, function: str) -> CallDef:
         try:
@@ -111,7 +113,10 @@ class Runtime:
 
     def is_heavy(self, encoded: bytes) -> bool:
         """Whether `encoded` is a transaction whose call is declared heavy (`CallDef.heavy`).
-        Bytes that do not decode are not: their checks fail at once."""
+        Bytes that do not decode are not: their checks fail at once. Asked of every gossiped
+        transaction, it decodes only those that hold a heavy call's name."""
+        if not any(name in encoded for name in self._heavy_names):
+            return False
         try:
             tx = decode_transaction(encoded)
         except CodecError:

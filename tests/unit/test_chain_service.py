@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from chain.keys import Keypair, sign_transaction
 from chain.pool import DeferredDryRuns, TransactionPool
 from chain.primitives import Slot, TimestampMs
 from chain.runtime.executive import Runtime
-from chain.runtime.framework import BlockEnv
+from chain.runtime.framework import BlockEnv, Module
 from chain.signature import VerifiedSignatures
 from chain.state import StateReader, TrieState
 from chain.store import ChainStore
@@ -179,8 +180,10 @@ class ThreadRecordingRuntime(Runtime):
         return super().revalidate(state, valid, env)
 
 
-def recording_runtime(chain: ChainService) -> ThreadRecordingRuntime:
-    runtime = ThreadRecordingRuntime(chain.runtime.config, chain.runtime.genesis_hash)
+def recording_runtime(
+    chain: ChainService, modules: Iterable[Module] | None = None
+) -> ThreadRecordingRuntime:
+    runtime = ThreadRecordingRuntime(chain.runtime.config, chain.runtime.genesis_hash, modules)
     runtime.threads = []
     runtime.revalidated = []
     chain.runtime = runtime

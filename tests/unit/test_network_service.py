@@ -18,6 +18,9 @@ import trio.testing
 from chain.blocks import tx_hash
 from chain.keys import sign_transaction
 from chain.primitives import Hash32
+from chain.runtime.balances import Balances
+from chain.runtime.executive import default_modules
+from chain.runtime.framework import CallDef
 from chain.runtime.towers import Towers
 from chain.vdf import GENERATOR
 from chain.wire import TOPIC_TRANSACTIONS, encode_transactions
@@ -149,14 +152,20 @@ def test_proofs_of_presence_are_heavy_and_transfers_and_garbage_are_not(tmp_path
     chain.store.db.close()
 
 
+class HeavyTransfers(Balances):
+    """`balances` with its transfer declared heavy."""
+
+    def calls(self) -> list[CallDef]:
+        return [replace(call, heavy=True) for call in super().calls()]
+
+
 def test_a_heavy_gossiped_transaction_is_dry_run_off_the_loop_however_small(
     tmp_path: Path,
 ) -> None:
     chain = open_chain(tmp_path / "db")
-    runtime = recording_runtime(chain)
     # Transfers stand in for proofs here: the same path, without a Time Tower to set up.
-    key = (b"balances", b"transfer")
-    runtime.calls[key] = replace(runtime.calls[key], heavy=True)
+    runtime = recording_runtime(chain, [HeavyTransfers() if isinstance(m, Balances) else m
+                                        for m in default_modules()])  # fmt: skip
     p2p = FakeP2P()
     network = NetworkService(chain, None, cast(P2PService, p2p))
     small = transfer(chain, BOB, 0)
