@@ -88,9 +88,10 @@ def main() -> None:
     tower_proofs = _tower_proofs(count, iterations)
     discriminant, shared = _shared_discriminant(count, iterations)
 
-    def verify_own() -> None:
+    def verify_own(*, remembered: bool = False) -> None:
         for challenge, proof in own:
-            chain_vdf.forget_verdicts()
+            if not remembered:
+                chain_vdf.forget_verdicts()
             if not verify(challenge, GENERATOR, proof, iterations):
                 raise SystemExit("a valid proof did not verify")
 
@@ -113,15 +114,9 @@ def main() -> None:
         for challenge, _ in own:
             chiavdf.create_discriminant(challenge, bits)
 
-    def check_again() -> None:
-        # The same proofs once more: each verdict is remembered from the first pass.
-        for challenge, proof in own:
-            if not verify(challenge, GENERATOR, proof, iterations):
-                raise SystemExit("a valid proof did not verify")
-
     own_rate = _rate(count, verify_own, rounds)
-    check_again()  # the first pass remembers every verdict
-    again_rate = _rate(count, check_again, rounds)
+    verify_own(remembered=True)  # this pass remembers every verdict for the next ones
+    again_rate = _rate(count, lambda: verify_own(remembered=True), rounds)
     tower_rate = _rate(count, check_towers, rounds)
     shared_rate = _rate(count, verify_shared, rounds)
     derive_rate = _rate(count, derive, rounds)
