@@ -630,13 +630,17 @@ class WalletService:
         genesis, nonce, call = unsigned.genesis_hash, unsigned.nonce, unsigned.call
         payload: bytes = unsigned.signing_payload()
         session = self._rng(SESSION_ID_BYTES)
+        offers: _Offers = {}
+
+        def enough(so_far: _Answers) -> bool:
+            _judge_offers(so_far, record.committee, group_key, offers)
+            return len(offers) >= record.threshold
+
+        # Every answer is judged as it comes, the last one included.
         answers = await self._ask_all(
             {m: WalletRequest(kind, session, commit_items) for m in record.committee},
-            enough=lambda so_far: (
-                len(_signing_offers(so_far, record.committee, group_key)) >= record.threshold
-            ),
+            enough=enough,
         )
-        offers = _signing_offers(answers, record.committee, group_key)
         if len(offers) < record.threshold:
             self.signing_rounds["not_enough_signers"] += 1
             raise TooFewMembersAnswered(
@@ -833,13 +837,18 @@ def _relayed_signing(group_key: AccountId, answer: codec.RlpItem) -> tuple[Hash3
     return tx_hash, record
 
 
-def _signing_offers(
-    answers: _Answers, committee: Sequence[AccountId], group_key: bytes
-) -> dict[AccountId, tuple[SigningCommitments, PublicKeyPackage]]:
-    """Members whose round-one answer is usable: their own identifier's commitments and the
-    wallet's public key package. An unusable answer counts as a failure."""
-    offers: dict[AccountId, tuple[SigningCommitments, PublicKeyPackage]] = {}
+_Offers = dict[AccountId, tuple[SigningCommitments, PublicKeyPackage]]
+
+
+def _judge_offers(
+    answers: _Answers, committee: Sequence[AccountId], group_key: bytes, offers: _Offers
+) -> None:
+    """Adds to `offers` the members whose round-one answer, not judged before, is usable: their
+    own identifier's commitments and the wallet's public key package. An unusable answer counts
+    as a failure. Each answer is decoded once, however often this is called as answers come."""
     for member, answer in answers.ok.items():
+        if member in offers or member in answers.failed:
+            continue
         try:
             commitments_raw, public_raw = as_list(answer, "commitments")
             commitments = SigningCommitments.decode(as_bytes(commitments_raw, "commitments"))
@@ -853,4 +862,3 @@ def _signing_offers(
             answers.failed[member] = "holds a share of another wallet"
         else:
             offers[member] = (commitments, public)
-    return offers
