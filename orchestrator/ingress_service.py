@@ -1,9 +1,12 @@
 """The node's ingress: the HTTP proxy and the DNS server of the ingress zone, both answering from
 the endpoint service's routes, so every node routes to every application's ready replicas. The
-proxy is served by the HTTP server the node is given (`ServeHttp`), the one its RPC runs on."""
+proxy's data plane is HAProxy where it is installed (`orchestrator.haproxy`, the node renders its
+configuration), else the Python proxy served by the HTTP server the node is given (`ServeHttp`),
+the one its RPC runs on."""
 
 from __future__ import annotations
 
+import enum
 import logging
 from dataclasses import dataclass
 from functools import partial
@@ -16,10 +19,18 @@ from orchestrator.dns import ZoneServer
 from orchestrator.dns_tcp import DnsPortUnavailable, DnsTcpServer, bind_dns
 from orchestrator.endpoints import EndpointService
 from orchestrator.errors import OrchestratorError
+from orchestrator.haproxy import HaproxyError, HaproxyIngress, find_haproxy
 from orchestrator.ingress import IngressProxy
 from orchestrator.ingress_metrics import DnsMetrics, IngressMetrics
 
 log = logging.getLogger("statemesh.ingress")
+
+
+class DataPlane(enum.Enum):
+    AUTO = "auto"
+    """HAProxy if installed, else the Python proxy."""
+    HAPROXY = "haproxy"
+    PYTHON = "python"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +41,7 @@ class IngressConfig:
     """0: any free port."""
     dns_port: int = 8053
     zone: str = "statemesh.internal"
+    data_plane: DataPlane = DataPlane.AUTO
 
 
 class ServeHttp(Protocol):
@@ -60,9 +72,15 @@ class IngressService:
         one if None)."""
         self.config = config
         self.serve_http = serve_http
-        self.proxy = IngressProxy(
-            endpoints.routes, may_dial=endpoints.may_dial, metrics=IngressMetrics(registry)
-        )
+        metrics = IngressMetrics(registry)
+        self.proxy = IngressProxy(endpoints.routes, may_dial=endpoints.may_dial, metrics=metrics)
+        self.native: HaproxyIngress | None = None
+        if config.data_plane is not DataPlane.PYTHON:
+            binary = find_haproxy()
+            if binary is not None or config.data_plane is DataPlane.HAPROXY:
+                self.native = HaproxyIngress(
+                    endpoints.routes, endpoints.may_dial, metrics=metrics, binary=binary
+                )
         self.dns = ZoneServer(
             config.zone,
             endpoints.lookup,
@@ -84,21 +102,29 @@ class IngressService:
             ) from None
         try:
             async with trio.open_nursery() as nursery:
+                serve = (
+                    partial(self.serve_http, self.proxy)
+                    if self.native is None
+                    else self.native.serve
+                )
                 try:
-                    http = await nursery.start(
-                        partial(self.serve_http, self.proxy, config.host, config.http_port)
-                    )
+                    http = await nursery.start(serve, config.host, config.http_port)
                 except* OSError as group:
                     raise IngressUnavailable(
                         f"cannot serve the ingress proxy on {config.host}:{config.http_port} "
                         f"(--ingress-port): {_first_strerror(group)}"
+                    ) from None
+                except* HaproxyError as group:
+                    raise IngressUnavailable(
+                        f"cannot start the ingress proxy (--ingress-proxy): {group.exceptions[0]}"
                     ) from None
                 nursery.start_soon(self.dns.serve, sockets.udp)
                 nursery.start_soon(self.dns_tcp.serve, sockets.tcp)
                 dns = sockets.address
                 self.addresses = IngressAddresses(http[:2], dns)
                 log.info(
-                    "ingress proxy on http://%s:%d, DNS for %s on udp and tcp %s:%d",
+                    "ingress proxy (%s) on http://%s:%d, DNS for %s on udp and tcp %s:%d",
+                    "python" if self.native is None else "haproxy",
                     *http[:2],
                     config.zone,
                     *dns,

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pkg in libgmp-dev docker.io docker-registry busybox-static xfsprogs gcc python3-dev prometheus chromium chromium-driver; do
+for pkg in libgmp-dev docker.io docker-registry busybox-static xfsprogs gcc python3-dev prometheus chromium chromium-driver haproxy nginx; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -189,6 +189,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     node.add_argument("--no-ingress", action="store_true", help="serve neither proxy nor DNS")
     node.add_argument(
+        "--ingress-proxy",
+        choices=("auto", "haproxy", "python"),
+        default="auto",
+        help="the ingress data plane: HAProxy (Debian's haproxy), the built-in Python proxy, or "
+        "HAProxy where it is installed (default)",
+    )
+    node.add_argument(
         "--allow-private-endpoints",
         action="store_true",
         help="for private clusters: accept peers' replica addresses in private ranges "
@@ -325,7 +332,7 @@ def _run_node(args: argparse.Namespace) -> int:
     # module's arguments, and the services (libp2p above all) take a second to import.
     from node.runner import Node, NodeConfig
     from orchestrator.endpoints import node_ip
-    from orchestrator.ingress_service import IngressConfig, IngressUnavailable
+    from orchestrator.ingress_service import DataPlane, IngressConfig, IngressUnavailable
 
     configure_logging(args.log, LogFormat(args.log_format))
     # The ingress proxy's HTTP client would log every proxied request.
@@ -398,6 +405,7 @@ def _run_node(args: argparse.Namespace) -> int:
             http_port=args.ingress_port,
             dns_port=args.dns_port,
             zone=DEFAULT_ZONE,
+            data_plane=DataPlane(args.ingress_proxy),
         ),
         max_pids=args.max_pids,
         disk_marks=disk_marks,

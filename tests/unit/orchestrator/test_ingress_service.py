@@ -15,8 +15,14 @@ import trio
 
 from node.errors import sole_cause
 from node.rpc.serving import serve_asgi
+from orchestrator import haproxy, ingress_service
 from orchestrator.ingress import RouteTable
-from orchestrator.ingress_service import IngressConfig, IngressService, IngressUnavailable
+from orchestrator.ingress_service import (
+    DataPlane,
+    IngressConfig,
+    IngressService,
+    IngressUnavailable,
+)
 
 
 def endpoints() -> SimpleNamespace:
@@ -38,10 +44,13 @@ def endpoints() -> SimpleNamespace:
     )
 
 
-def test_the_proxy_is_served_on_the_given_server_and_dns_beside_it() -> None:
+@pytest.mark.parametrize("plane", [DataPlane.PYTHON, DataPlane.HAPROXY, DataPlane.AUTO])
+def test_the_proxy_is_served_on_the_given_server_and_dns_beside_it(plane: DataPlane) -> None:
     async def main() -> None:
-        config = IngressConfig(http_port=0, dns_port=0)
+        config = IngressConfig(http_port=0, dns_port=0, data_plane=plane)
         service = IngressService(endpoints(), config, serve_asgi)  # type: ignore[arg-type]
+        # HAProxy is installed here: the default is the native data plane.
+        assert (service.native is None) == (plane is DataPlane.PYTHON)
         async with trio.open_nursery() as nursery:
             addresses = await nursery.start(service.run)
             assert addresses.http[0] == "127.0.0.1" and addresses.http[1] > 0
@@ -79,12 +88,29 @@ def unavailable(busy_port: Callable[[int], IngressConfig]) -> tuple[int, str]:
     return port, str(cause)
 
 
-def test_a_busy_proxy_port_is_named_with_its_flag() -> None:
-    port, message = unavailable(lambda port: IngressConfig(http_port=port, dns_port=0))
+@pytest.mark.parametrize("plane", [DataPlane.PYTHON, DataPlane.HAPROXY])
+def test_a_busy_proxy_port_is_named_with_its_flag(plane: DataPlane) -> None:
+    port, message = unavailable(
+        lambda port: IngressConfig(http_port=port, dns_port=0, data_plane=plane)
+    )
     assert message == (
         f"cannot serve the ingress proxy on 127.0.0.1:{port} (--ingress-port): "
         "Address already in use"
     )
+
+
+def test_a_data_plane_that_is_not_installed_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in (ingress_service, haproxy):
+        monkeypatch.setattr(module, "find_haproxy", lambda: None)
+    _, message = unavailable(
+        lambda port: IngressConfig(http_port=0, dns_port=0, data_plane=DataPlane.HAPROXY)
+    )
+    assert message == (
+        "cannot start the ingress proxy (--ingress-proxy): "
+        "haproxy is not installed (Debian package haproxy)"
+    )
+    auto = IngressService(endpoints(), IngressConfig(), serve_asgi)  # type: ignore[arg-type]
+    assert auto.native is None  # the Python proxy, where HAProxy is missing
 
 
 def test_dns_is_served_over_udp_and_tcp_on_one_port_naming_the_nodes_with_ingress() -> None:

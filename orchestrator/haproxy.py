@@ -1,0 +1,570 @@
+"""The ingress data plane in HAProxy: the node renders its route table as an HAProxy
+configuration, runs `haproxy` (Debian's package) as a child process, reloads it when the routes
+change, and reads one log line per request for its metrics. The Python proxy
+(`orchestrator.ingress`) stays the fallback where `haproxy` is not installed.
+
+Every rule of the Python proxy holds here, by the configuration:
+
+- Routing: by Host (lower case, without port or trailing dot), then Kubernetes' element-wise
+  path prefixes, longest first (an exact map of `host + prefix`, then a prefix map of
+  `host + prefix + "/"` written longest first, HAProxy taking the first match). A Host that is
+  not a host name (`[a-z0-9._-]`, a port) names no application. A request carried by another
+  node's proxy (`RELAY_HEADER`) is served from this node's pods only.
+- Paths: instead of resolving dot segments, a path holding one (`.`, `..`, or their percent-
+  encodings), an encoded slash or an encoded backslash is refused with 400, so no rule can be
+  stepped around and a replica never sees a path the rules did not; a target that is not a path
+  is refused with 400 too. Browsers and HTTP libraries resolve dot segments before sending.
+- Headers: the client's forwarding headers (any spelling, `_` for `-`), hop-by-hop headers
+  (`Connection` included, so no header the client nominates there can be dropped downstream)
+  and the relay header are removed; `X-Forwarded-For/-Host/-Proto` and `Forwarded` are set from
+  the connection. Upgrades (WebSocket) are refused with 403.
+- Dialling: only backends `may_dial` accepts are written into the configuration, so a backend
+  the node does not know is never dialled. A replica on another node is reached through a
+  relay listener of this HAProxy (a unix socket) that adds `RELAY_HEADER` and dials that node's
+  proxy, so pods never see the header. Round robin over a route's backends; a backend that
+  refuses the connection passes the request to the next.
+- Answers: plain text that says what happened (404, 503 with Retry-After, 413, 408, 502, 504),
+  as the Python proxy's.
+
+Differences, by design of a native proxy: a body sent chunked is streamed, not buffered, so its
+size is limited only when it declares a Content-Length; a relayed request whose peer proxy
+cannot be reached is answered by the relay listener (503) instead of passing to the next
+backend; idle kept-alive client connections count against `max_in_flight`."""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import ipaddress
+import logging
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from chain.clock import Clock, SystemClock
+from orchestrator.errors import OrchestratorError
+from orchestrator.ingress import RELAY_HEADER, Backend, ProxyLimits, RouteTable
+from orchestrator.ingress_metrics import IngressMetrics
+from orchestrator.registry import die_with_parent
+
+log = logging.getLogger("statemesh.ingress")
+
+HAPROXY_PACKAGE = "haproxy"
+HAPROXY_USER = "haproxy"
+"""The user Debian's package makes for HAProxy's workers."""
+START_TIMEOUT_SECONDS = 10.0
+STOP_TIMEOUT_SECONDS = 5.0
+REFRESH_SECONDS = 0.2
+"""How often the route table is compared with the configuration running."""
+RECHECK_SECONDS = 2.0
+"""How often the configuration is rendered again although the table did not change: whether a
+peer's proxy may be dialled depends on its advertisement, which lapses with time."""
+RESTART_SECONDS = 1.0
+LOG_LINE_BYTES = 512
+
+_SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{0,252}")
+"""An application name as it may appear in the configuration's text (its 503 answer), its map
+files and its log lines (a DNS label, as the chain requires)."""
+_MAP_TOKEN = re.compile(r"[\x21-\x7e]+")
+"""What a map file's key may hold: printable ASCII without spaces."""
+_FORWARDING = (
+    r"x[-_]forwarded([-_].*)?|forwarded|forwarded[-_]for|x[-_]real[-_]ip|true[-_]client[-_]ip"
+    r"|client[-_]ip|x[-_]client[-_]ip|x[-_]cluster[-_]client[-_]ip|cf[-_]connecting[-_]ip"
+    r"|cf[-_]pseudo[-_]ipv4|fastly[-_]client[-_]ip|x[-_]appengine[-_]user[-_]ip"
+)
+"""`ingress.FORWARDING_HEADERS` and every `X-Forwarded-*`, in either spelling."""
+_HOP_BY_HOP = (
+    r"connection|keep[-_]alive|proxy[-_]authenticate|proxy[-_]authorization"
+    r"|proxy[-_]connection|te|trailers?|upgrade"
+)
+_RELAY = RELAY_HEADER.decode().replace("-", "[-_]")
+_TEXT = '"text/plain; charset=utf-8"'
+
+
+class HaproxyError(OrchestratorError):
+    """HAProxy is missing, refused a configuration, or exited."""
+
+
+def find_haproxy() -> str | None:
+    """The `haproxy` binary (Debian puts it in /usr/sbin, which a user's PATH may lack)."""
+    found = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A configuration and the map files it reads (names relative to its folder)."""
+
+    config: str
+    files: dict[str, str]
+    apps: frozenset[str]
+    maps: str
+    """The folder of the map files, as the configuration names it."""
+    listener_fd: int
+
+
+def _ip(address: str) -> str | None:
+    """`address` as HAProxy writes an IP (IPv6 in brackets), or None if it is not one."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return f"[{ip}]" if ip.version == 6 else str(ip)
+
+
+def _reply(status: int, text: str, *, log_format: bool = False, extra: str = "") -> str:
+    kind = "lf-string" if log_format else "string"
+    head = f"    http-request return status {status} content-type {_TEXT}"
+    return f"{head} {kind} {_quoted(text)}{extra}"
+
+
+def _quoted(text: str) -> str:
+    """A double-quoted HAProxy word ending with a newline (the text is ours: no quotes in it)."""
+    assert '"' not in text and "\\" not in text, text
+    return '"' + text + '\\n"'
+
+
+def render(
+    table: RouteTable,
+    *,
+    folder: Path,
+    maps: Path,
+    listener_fd: int,
+    limits: ProxyLimits,
+    may_dial: Callable[[Backend], bool],
+    user: str | None = None,
+) -> Rendered:
+    """The configuration serving `table` on the listening socket `listener_fd`: its relay,
+    log and stats sockets live in `folder`, its map files (`Rendered.files`) in `maps`. With
+    `user`, HAProxy's workers run as that user and group (their sockets are theirs)."""
+    routes: list[tuple[str, str, str, list[Backend]]] = []  # (backend name, host, path, ...)
+    apps_map: list[str] = []
+    exact: list[str] = []
+    prefixes: list[tuple[int, str]] = []
+    peers: dict[Backend, int] = {}
+    apps: set[str] = set()
+    for host in sorted(table.hosts):
+        host_routes = table.hosts[host]
+        if not _MAP_TOKEN.fullmatch(host) or not _SAFE_NAME.fullmatch(host_routes[0].app):
+            log.warning("ingress host %r of %r cannot be served natively", host, host_routes[0].app)
+            continue
+        apps_map.append(f"{host} {host_routes[0].app}")
+        for route in host_routes:
+            if not _MAP_TOKEN.fullmatch(route.path) or not route.path.startswith("/"):
+                log.warning("ingress path %r of %s cannot be served natively", route.path, host)
+                continue
+            name = f"r{len(routes)}"
+            dialled = [b for b in route.backends if may_dial(b) and _ip(b.address) is not None]
+            for backend in dialled:
+                if backend.relay:
+                    peers.setdefault(backend, len(peers))
+            routes.append((name, host, route.path, dialled))
+            apps.add(route.app)
+            if route.path == "/":
+                prefixes.append((len(host) + 1, f"{host}/ {name}"))
+            else:
+                exact.append(f"{host}{route.path} {name}")
+                key = f"{host}{route.path}/"
+                prefixes.append((len(key), f"{key} {name}"))
+    prefixes.sort(key=lambda entry: -entry[0])  # the first match is the longest
+    files = {
+        "apps.map": "".join(line + "\n" for line in apps_map),
+        "exact.map": "".join(line + "\n" for line in exact),
+        "prefix.map": "".join(line + "\n" for _, line in prefixes),
+    }
+    out = [
+        "global",
+        f"    maxconn {limits.max_in_flight + 64 * (len(peers) + 1)}",
+        "    nbthread 1",
+        *([f"    user {user}", f"    group {user}"] if user else []),
+        f"    log {folder / 'log.sock'} len {LOG_LINE_BYTES} format raw local0",
+        f"    stats socket {folder / 'admin.sock'} mode 600 level admin expose-fd listeners",
+        "    hard-stop-after 60s",
+        f"    tune.bufsize {64 * 1024}",
+        "",
+        "defaults",
+        "    mode http",
+        "    log global",
+        "    option dontlognull",
+        f"    timeout connect {_ms(limits.connect_timeout)}",
+        f"    timeout client {_ms(limits.read_timeout)}",
+        f"    timeout server {_ms(limits.read_timeout)}",
+        f"    timeout http-request {_ms(limits.body_timeout)}",
+        "    timeout http-keep-alive 5s",
+        f"    timeout queue {_ms(limits.connect_timeout)}",
+        "    option redispatch 1",
+        f"    http-error status 502 content-type {_TEXT} string {_quoted('a replica failed')}",
+        "    http-error status 503 content-type "
+        + _TEXT
+        + " string "
+        + _quoted("no ready replica accepted the connection, or the ingress proxy is busy")
+        + " hdr retry-after 1",
+        f"    http-error status 504 content-type {_TEXT} string "
+        + _quoted("the replica did not answer in time"),
+        f"    http-error status 400 content-type {_TEXT} string "
+        + _quoted("the request is not valid HTTP/1.1"),
+        f"    http-error status 408 content-type {_TEXT} string "
+        + _quoted(f"request not received in {limits.body_timeout:g} s"),
+        "",
+        "frontend ingress",
+        f"    bind fd@{listener_fd}",
+        f"    maxconn {limits.max_in_flight}",
+        "    option http-buffer-request",
+        '    log-format "%[var(txn.app)] %ST %Ta"',
+        _reply(400, "the request target must be a path starting with /")
+        + " unless { url -m beg / }",
+        _reply(400, "the path holds a dot segment or an encoded slash")
+        + r" if { path -m reg -i (^|/)(\.|%2e){1,2}(/|$) } || { path -m sub -i %2f %5c }",
+        _reply(403, "upgrades (WebSocket) are not proxied") + " if { req.hdr(upgrade) -m found }",
+        "    http-request set-var(txn.path) path",
+        "    http-request set-var(txn.host) req.hdr(host),lower,regsub(:[0-9]+$,),regsub(\\.$,)"
+        " if { req.hdr_cnt(host) eq 1 } { req.hdr(host) -m reg -i ^[a-z0-9_.-]+(:[0-9]+)?$ }",
+        f"    http-request set-var(txn.app) var(txn.host),map_str({maps / 'apps.map'})",
+        _reply(404, "no application serves this host (%[var(txn.host)])", log_format=True)
+        + " unless { var(txn.app) -m found }",
+        "    http-request set-var(txn.key) var(txn.host),concat(,txn.path,)",
+        f"    http-request set-var(txn.route) var(txn.key),map_str({maps / 'exact.map'})",
+        f"    http-request set-var(txn.route) var(txn.key),map_beg({maps / 'prefix.map'})"
+        " unless { var(txn.route) -m found }",
+        _reply(
+            404,
+            "no application serves this path %[var(txn.path)] (%[var(txn.host)])",
+            log_format=True,
+        )
+        + " unless { var(txn.route) -m found }",
+        _reply(413, f"request body over {limits.max_body_bytes} bytes")
+        + f" if {{ req.hdr_val(content-length) gt {limits.max_body_bytes} }}",
+        f"    http-request set-var(txn.relayed) bool(true) if {{ req.hdr({RELAY_HEADER.decode()})"
+        " -m found }",
+        f"    http-request del-header ^({_FORWARDING}|{_HOP_BY_HOP}|{_RELAY})$ -m reg",
+        "    http-request set-header x-forwarded-for %[src]",
+        "    http-request set-header x-forwarded-host %[req.hdr(host)]",
+        "    http-request set-header x-forwarded-proto http",
+        "    http-request set-header forwarded "
+        '"for=%[src];host=%[req.hdr(host)];proto=http"'
+        " if { src -m ip 0.0.0.0/0 } !{ req.hdr(host) -m sub : }",
+        "    http-request set-header forwarded "
+        '"for=%[src];host=\\"%[req.hdr(host)]\\";proto=http"'
+        " if { src -m ip 0.0.0.0/0 } { req.hdr(host) -m sub : }",
+        "    http-request set-header forwarded "
+        '"for=\\"[%[src]]\\";host=%[req.hdr(host)];proto=http"'
+        " if !{ src -m ip 0.0.0.0/0 } !{ req.hdr(host) -m sub : }",
+        "    http-request set-header forwarded "
+        '"for=\\"[%[src]]\\";host=\\"%[req.hdr(host)]\\";proto=http"'
+        " if !{ src -m ip 0.0.0.0/0 } { req.hdr(host) -m sub : }",
+        "    http-response del-header ^(keep[-_]alive|proxy[-_].*|te|trailers?|upgrade)$ -m reg",
+        "    use_backend %[var(txn.route)]l if { var(txn.relayed) -m bool }",
+        "    use_backend %[var(txn.route)]",
+        "",
+    ]
+    for name, host, _path, dialled in routes:
+        app = table.hosts[host][0].app
+        for suffix, chosen in ((("", dialled)), ("l", [b for b in dialled if not b.relay])):
+            out += [f"backend {name}{suffix}", "    balance roundrobin"]
+            if not chosen:
+                text = f"application {app} has no ready replica"
+                out.append(_reply(503, text, extra=" hdr retry-after 5"))
+            else:
+                out.append(f"    retries {max(1, len(chosen) - 1)}")
+                for index, backend in enumerate(chosen):
+                    if backend.relay:
+                        target = f"unix@{folder / f'relay-{peers[backend]}.sock'}"
+                    else:
+                        target = f"{_ip(backend.address)}:{backend.port}"
+                    out.append(f"    server s{index} {target} maxconn {limits.max_connections}")
+            out.append("")
+    for backend, index in peers.items():
+        out += [
+            f"frontend relay{index}",
+            f"    bind unix@{folder / f'relay-{index}.sock'} mode 600"
+            + (f" user {user}" if user else ""),
+            "    no log",
+            f"    http-request set-header {RELAY_HEADER.decode()} 1",
+            f"    default_backend peer{index}",
+            "",
+            f"backend peer{index}",
+            f"    server p {_ip(backend.address)}:{backend.port} maxconn {limits.max_connections}",
+            "",
+        ]
+    return Rendered("\n".join(out), files, frozenset(apps), str(maps), listener_fd)
+
+
+def _ms(seconds: float) -> str:
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket HAProxy inherits: bound here, so that a port in use fails as the
+    Python proxy's does and port 0 becomes a free port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(1024)
+    except OSError:
+        listener.close()
+        raise
+    return listener
+
+
+@dataclass(slots=True)
+class HaproxyIngress:
+    """Serves the node's ingress through HAProxy: `serve` runs it until cancelled."""
+
+    routes: Callable[[], RouteTable]
+    may_dial: Callable[[Backend], bool]
+    metrics: IngressMetrics = field(default_factory=IngressMetrics)
+    limits: ProxyLimits = field(default_factory=ProxyLimits)
+    binary: str | None = None
+    """`haproxy`; found on the PATH (and /usr/sbin) if None."""
+    clock: Clock = field(default_factory=SystemClock)
+    reloads: int = 0
+    """Configurations loaded after the first (a changed route table)."""
+    restarts: int = 0
+    """Times HAProxy exited and was started again."""
+    log_lines: int = 0
+    pid: int | None = None
+    """HAProxy's master process, while it runs."""
+    _running: Rendered | None = None
+    _generation: int = 0
+    _user: str | None = None
+
+    async def serve(
+        self, host: str, port: int, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve on host:port until cancelled; `task_status` gets the bound address. HAProxy is
+        started again, after RESTART_SECONDS, if it exits; if it cannot start at first, this
+        fails with `HaproxyError` (an `OSError` if the address cannot be bound)."""
+        binary = self.binary or find_haproxy()
+        if binary is None:
+            raise HaproxyError(f"haproxy is not installed (Debian package {HAPROXY_PACKAGE})")
+        # Kept open here for the whole run: a restarted HAProxy inherits it again.
+        listener = _bind(host, port)
+        bound: tuple[str, int] = listener.getsockname()[:2]
+        # Short: unix socket paths must fit 107 bytes.
+        folder = Path(tempfile.mkdtemp(prefix="statemesh-ingress-"))
+        try:
+            logs = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            logs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+            await logs.bind(str(folder / "log.sock"))
+            self._user = _unprivileged(folder)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._read_logs, logs)
+                await nursery.start(self._keep_running, binary, folder, listener)
+                log.info("ingress data plane: haproxy on %s:%d", *bound)
+                task_status.started(bound)
+        finally:
+            listener.close()
+            shutil.rmtree(folder, ignore_errors=True)
+
+    async def _keep_running(
+        self,
+        binary: str,
+        folder: Path,
+        listener: socket.socket,
+        *,
+        task_status: Any = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run HAProxy on the current routes, reloading it as they change, and start it again
+        when it exits. Reports started once it first answers; fails if it cannot start then."""
+        started = False
+        while True:
+            self._running = None
+            config = await self._write(binary, folder, listener.fileno(), self.routes())
+            assert config is not None
+            with _output(folder) as output:
+                process = await trio.lowlevel.open_process(
+                    [binary, "-W", "-f", str(config)],
+                    pass_fds=(listener.fileno(),),
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=output,
+                    preexec_fn=die_with_parent,
+                )
+            self.pid = process.pid
+            try:
+                await self._started(process, folder)
+                if not started:
+                    started = True
+                    task_status.started()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._watch, binary, folder, listener.fileno(), process)
+                    code = await process.wait()
+                    nursery.cancel_scope.cancel()
+                why = f"haproxy exited with status {code}: {_last_line(folder / 'haproxy.out')}"
+            except HaproxyError as exc:
+                if not started:
+                    raise
+                why = str(exc)
+            finally:
+                self.pid = None
+                with trio.CancelScope(shield=True):
+                    await _stop(process)
+            self.restarts += 1
+            log.error("ingress data plane: %s; starting it again in %g s", why, RESTART_SECONDS)
+            await trio.sleep(RESTART_SECONDS)
+
+    async def _write(
+        self, binary: str, folder: Path, listener_fd: int, table: RouteTable
+    ) -> Path | None:
+        """Render `table` into a new generation of files, check it with `haproxy -c` and make
+        it `haproxy.cfg`. None if it is what runs already."""
+        rendered = render(
+            table,
+            folder=folder,
+            maps=folder / f"g{self._generation + 1}",
+            listener_fd=listener_fd,
+            limits=self.limits,
+            may_dial=self.may_dial,
+            user=self._user,
+        )
+        if self._running is not None and _same(rendered, self._running):
+            return None
+        self._generation += 1
+        maps = folder / f"g{self._generation}"
+        maps.mkdir()
+        for name, text in rendered.files.items():
+            (maps / name).write_text(text)
+        candidate = maps / "haproxy.cfg"
+        candidate.write_text(rendered.config)
+        check = await trio.run_process(
+            [binary, "-c", "-q", "-f", str(candidate)],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            pass_fds=(listener_fd,),
+        )
+        if check.returncode != 0:
+            shutil.rmtree(maps, ignore_errors=True)
+            raise HaproxyError(
+                "haproxy refused the ingress configuration: "
+                + (check.stderr or check.stdout).decode(errors="replace").strip()
+            )
+        config = folder / "haproxy.cfg"
+        os.replace(candidate, config)
+        old = folder / f"g{self._generation - 2}"
+        if old.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        self._running = rendered
+        self.metrics.keep_only(rendered.apps)
+        return config
+
+    async def _started(self, process: trio.Process, folder: Path) -> None:
+        """Wait until HAProxy's worker answers on its stats socket."""
+        with trio.move_on_after(START_TIMEOUT_SECONDS):
+            while process.poll() is None:
+                if await _answers(folder / "admin.sock"):
+                    return
+                await trio.sleep(0.02)
+            raise HaproxyError(f"haproxy exited at start: {_last_line(folder / 'haproxy.out')}")
+        raise HaproxyError(f"haproxy did not start in {START_TIMEOUT_SECONDS:g} s")
+
+    async def _watch(
+        self, binary: str, folder: Path, listener_fd: int, process: trio.Process
+    ) -> None:
+        """Reload HAProxy when the rendered configuration changes."""
+        table = self.routes()
+        rendered_at = self.clock.monotonic()
+        while True:
+            await trio.sleep(REFRESH_SECONDS)
+            current = self.routes()
+            now = self.clock.monotonic()
+            if current is table and now - rendered_at < RECHECK_SECONDS:
+                continue
+            table, rendered_at = current, now
+            try:
+                changed = await self._write(binary, folder, listener_fd, current)
+            except HaproxyError as exc:
+                log.error("ingress routes not applied: %s", exc)
+                continue
+            if changed is not None:
+                self.reloads += 1
+                process.send_signal(signal.SIGUSR2)
+                log.debug("haproxy reloaded (generation %d)", self._generation)
+
+    async def _read_logs(self, logs: trio.socket.SocketType) -> None:
+        """One datagram per request: `APP STATUS MILLISECONDS` (`-` for no application)."""
+        with logs:
+            while True:
+                line = await logs.recv(LOG_LINE_BYTES)
+                self.log_lines += 1
+                parts = line.split()
+                if len(parts) != 3:
+                    continue
+                try:
+                    status, milliseconds = int(parts[1]), int(parts[2])
+                except ValueError:
+                    continue
+                app = parts[0].decode(errors="replace")
+                seconds = max(0, milliseconds) / 1000
+                self.metrics.observe("" if app == "-" else app, status, seconds)
+
+
+def _unprivileged(folder: Path) -> str | None:
+    """As root, HAProxy's workers run as Debian's `haproxy` user: the folder and its log socket
+    are opened to that group only. None (HAProxy keeps the node's user) otherwise."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        group = grp.getgrnam(HAPROXY_USER).gr_gid
+        pwd.getpwnam(HAPROXY_USER)
+    except KeyError:
+        log.warning("no %s user: haproxy's workers run as root", HAPROXY_USER)
+        return None
+    os.chown(folder, 0, group)
+    folder.chmod(0o750)
+    os.chown(folder / "log.sock", 0, group)
+    (folder / "log.sock").chmod(0o620)
+    return HAPROXY_USER
+
+
+def _same(a: Rendered, b: Rendered) -> bool:
+    """Whether two renderings configure the same thing (their map folders differ)."""
+    return a.files == b.files and a.config.replace(a.maps, "") == b.config.replace(b.maps, "")
+
+
+async def _answers(path: Path) -> bool:
+    try:
+        with trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            await sock.connect(str(path))
+            await sock.send(b"show info\n")
+            return bool(await sock.recv(64))
+    except OSError:
+        return False
+
+
+async def _stop(process: trio.Process) -> None:
+    """Hard-stop HAProxy's master (its workers go with it), killing it if it lingers."""
+    if process.poll() is None:
+        process.terminate()
+        with trio.move_on_after(STOP_TIMEOUT_SECONDS):
+            await process.wait()
+            return
+        process.kill()
+    await process.wait()
+
+
+def _output(folder: Path) -> Any:
+    """Where HAProxy's own messages go (its alerts say why it exited)."""
+    return open(folder / "haproxy.out", "wb")
+
+
+def _last_line(path: Path) -> str:
+    with contextlib.suppress(OSError):
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        alerts = [line for line in lines if "ALERT" in line]
+        if alerts or lines:
+            return (alerts or lines)[-1].strip()
+    return "no output"
