@@ -62,6 +62,9 @@ log = logging.getLogger("statemesh.ingress")
 
 HAPROXY_PACKAGE = "haproxy"
 HAPROXY_USER = "haproxy"
+FOLDER_PREFIX = "statemesh-ingress-"
+"""The data plane's files live in a temporary folder so named (its unix socket paths must
+fit 107 bytes, which a node's base path may not leave room for)."""
 """The user Debian's package makes for HAProxy's workers."""
 START_TIMEOUT_SECONDS = 10.0
 STOP_TIMEOUT_SECONDS = 5.0
@@ -331,7 +334,8 @@ class HaproxyIngress:
     """`haproxy`; found on the PATH (and /usr/sbin) if None."""
     clock: Clock = field(default_factory=SystemClock)
     reloads: int = 0
-    """Configurations loaded after the first (a changed route table)."""
+    """Configurations loaded after the first (a changed route table), counted once a worker
+    on the new one answers."""
     restarts: int = 0
     """Times HAProxy exited and was started again."""
     log_lines: int = 0
@@ -354,8 +358,10 @@ class HaproxyIngress:
         listener = _bind(host, port)
         bound: tuple[str, int] = listener.getsockname()[:2]
         # Short: unix socket paths must fit 107 bytes.
-        folder = Path(tempfile.mkdtemp(prefix="statemesh-ingress-"))
+        _remove_stale(Path(tempfile.gettempdir()))
+        folder = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))
         try:
+            (folder / "node.pid").write_text(str(os.getpid()))
             logs = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             logs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
             await logs.bind(str(folder / "log.sock"))
@@ -363,7 +369,6 @@ class HaproxyIngress:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read_logs, logs)
                 await nursery.start(self._keep_running, binary, folder, listener)
-                log.info("ingress data plane: haproxy on %s:%d", *bound)
                 task_status.started(bound)
         finally:
             listener.close()
@@ -384,24 +389,18 @@ class HaproxyIngress:
             self._running = None
             config = await self._write(binary, folder, listener.fileno(), self.routes())
             assert config is not None
-            with _output(folder) as output:
-                process = await trio.lowlevel.open_process(
-                    [binary, "-W", "-f", str(config)],
-                    pass_fds=(listener.fileno(),),
-                    stdin=subprocess.DEVNULL,
-                    stdout=output,
-                    stderr=output,
-                    preexec_fn=die_with_parent,
-                )
+            process = _spawn(binary, config, listener, folder)
             self.pid = process.pid
             try:
-                await self._started(process, folder)
+                worker = await self._started(process, folder)
                 if not started:
                     started = True
                     task_status.started()
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._watch, binary, folder, listener.fileno(), process)
-                    code = await process.wait()
+                    nursery.start_soon(
+                        self._watch, binary, folder, listener.fileno(), process, worker
+                    )
+                    code = await _exited(process)
                     nursery.cancel_scope.cancel()
                 why = f"haproxy exited with status {code}: {_last_line(folder / 'haproxy.out')}"
             except HaproxyError as exc:
@@ -461,20 +460,30 @@ class HaproxyIngress:
         self.metrics.keep_only(rendered.apps)
         return config
 
-    async def _started(self, process: trio.Process, folder: Path) -> None:
-        """Wait until HAProxy's worker answers on its stats socket."""
+    async def _started(
+        self, process: subprocess.Popen[bytes], folder: Path, *, after: int | None = None
+    ) -> int:
+        """Wait until a worker of HAProxy answers on its stats socket (one other than the worker
+        `after`, when reloading); its pid."""
         with trio.move_on_after(START_TIMEOUT_SECONDS):
             while process.poll() is None:
-                if await _answers(folder / "admin.sock"):
-                    return
+                worker = await _worker(folder / "admin.sock")
+                if worker is not None and worker != after:
+                    return worker
                 await trio.sleep(0.02)
-            raise HaproxyError(f"haproxy exited at start: {_last_line(folder / 'haproxy.out')}")
-        raise HaproxyError(f"haproxy did not start in {START_TIMEOUT_SECONDS:g} s")
+            raise HaproxyError(f"haproxy exited: {_last_line(folder / 'haproxy.out')}")
+        raise HaproxyError(f"haproxy's worker did not answer in {START_TIMEOUT_SECONDS:g} s")
 
     async def _watch(
-        self, binary: str, folder: Path, listener_fd: int, process: trio.Process
+        self,
+        binary: str,
+        folder: Path,
+        listener_fd: int,
+        process: subprocess.Popen[bytes],
+        worker: int,
     ) -> None:
-        """Reload HAProxy when the rendered configuration changes."""
+        """Reload HAProxy when the rendered configuration changes; a reload is counted once
+        its new worker answers (`worker`: the one running)."""
         table = self.routes()
         rendered_at = self.clock.monotonic()
         while True:
@@ -490,8 +499,9 @@ class HaproxyIngress:
                 log.error("ingress routes not applied: %s", exc)
                 continue
             if changed is not None:
-                self.reloads += 1
                 process.send_signal(signal.SIGUSR2)
+                worker = await self._started(process, folder, after=worker)
+                self.reloads += 1
                 log.debug("haproxy reloaded (generation %d)", self._generation)
 
     async def _read_logs(self, logs: trio.socket.SocketType) -> None:
@@ -510,6 +520,21 @@ class HaproxyIngress:
                 app = parts[0].decode(errors="replace")
                 seconds = max(0, milliseconds) / 1000
                 self.metrics.observe("" if app == "-" else app, status, seconds)
+
+
+def _remove_stale(temp: Path) -> None:
+    """Remove the folders of data planes whose node is gone (killed before it could)."""
+    for folder in temp.glob(FOLDER_PREFIX + "*"):
+        try:
+            pid = int((folder / "node.pid").read_text())
+        except (OSError, ValueError):
+            continue  # being made, or not ours
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            pass  # another user's live process
 
 
 def _unprivileged(folder: Path) -> str | None:
@@ -535,30 +560,54 @@ def _same(a: Rendered, b: Rendered) -> bool:
     return a.files == b.files and a.config.replace(a.maps, "") == b.config.replace(b.maps, "")
 
 
-async def _answers(path: Path) -> bool:
+async def _worker(path: Path) -> int | None:
+    """The pid of the worker of HAProxy that answers on the stats socket `path`, or None."""
     try:
         with trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             await sock.connect(str(path))
             await sock.send(b"show info\n")
-            return bool(await sock.recv(64))
+            answer = b""
+            while chunk := await sock.recv(4096):
+                answer += chunk
     except OSError:
-        return False
+        return None
+    found = re.search(rb"^Pid: (\d+)$", answer, re.MULTILINE)
+    return int(found.group(1)) if found else None
 
 
-async def _stop(process: trio.Process) -> None:
+def _spawn(
+    binary: str, config: Path, listener: socket.socket, folder: Path
+) -> subprocess.Popen[bytes]:
+    """Start HAProxy's master on `config`, inheriting `listener`. Call it from the thread the
+    node's trio runs in, which lives as long as the node: the signal that stops HAProxy when the
+    node dies follows the thread that started it (trio's own process start uses a worker
+    thread, which ends when idle)."""
+    with open(folder / "haproxy.out", "wb") as output:
+        return subprocess.Popen(
+            [binary, "-W", "-f", str(config)],
+            pass_fds=(listener.fileno(),),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            preexec_fn=die_with_parent,
+        )
+
+
+async def _exited(process: subprocess.Popen[bytes]) -> int:
+    """Wait for `process` to exit; its status."""
+    # trio-typing's stubs predate `abandon_on_cancel`.
+    return await trio.to_thread.run_sync(process.wait, abandon_on_cancel=True)  # type: ignore[call-arg]
+
+
+async def _stop(process: subprocess.Popen[bytes]) -> None:
     """Hard-stop HAProxy's master (its workers go with it), killing it if it lingers."""
     if process.poll() is None:
         process.terminate()
         with trio.move_on_after(STOP_TIMEOUT_SECONDS):
-            await process.wait()
+            await _exited(process)
             return
         process.kill()
-    await process.wait()
-
-
-def _output(folder: Path) -> Any:
-    """Where HAProxy's own messages go (its alerts say why it exited)."""
-    return open(folder / "haproxy.out", "wb")
+    await _exited(process)
 
 
 def _last_line(path: Path) -> str:

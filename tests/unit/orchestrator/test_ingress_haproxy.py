@@ -8,7 +8,9 @@ every request in the node's metrics."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
@@ -16,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
+from trio._core import _thread_cache
 
 from node.rpc.serving import serve_asgi
-from orchestrator.haproxy import HaproxyIngress, render
+from orchestrator.haproxy import FOLDER_PREFIX, HaproxyIngress, render
 from orchestrator.ingress import Backend, ProxyLimits, Route, RouteTable
 from tests.unit.orchestrator.test_ingress import (
     ENTERED,
@@ -319,7 +323,8 @@ def test_new_routes_are_served_after_a_reload_and_a_kept_alive_client_is_not_dro
                     {"web.x": [Route("web", "/", (a,))], "new.x": [Route("new", "/", (b,))]}
                 )
                 new = await served(client, "new.x", 201)
-                assert new.headers["x-replica"] == "b" and plane.reloads == 1
+                assert new.headers["x-replica"] == "b"
+                await eventually(lambda: plane.reloads == 1)
                 # The same table again: nothing to reload.
                 tables["now"] = RouteTable(dict(tables["now"].hosts))
                 await trio.sleep(0.5)
@@ -379,3 +384,39 @@ def test_nothing_a_tenant_names_is_written_into_the_configuration_as_text() -> N
     assert "application ok has no ready replica" in rendered.config
     assert "odd" not in rendered.config + "".join(rendered.files.values())
     assert "not-an-ip" not in rendered.config
+
+
+def test_haproxy_outlives_the_worker_threads_of_the_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HAProxy is stopped by a signal when the thread that started it ends (so that it dies
+    with a node killed outright): it must be started from the node's own thread, not from one
+    of trio's worker threads, which end after a while idle (shortened here from 10 s)."""
+    monkeypatch.setattr(_thread_cache, "IDLE_TIMEOUT", 0.1)
+
+    async def scenario() -> None:
+        async with replicas(("a", 0.0)) as (a,):
+            async with native({"web.x": [Route("web", "/", (a,))]}) as (client, plane):
+                await trio.to_thread.run_sync(lambda: None)
+                await trio.sleep(1.5)  # past the idle threads' end and HAProxy's first check
+                assert (await client.get("/", headers={"Host": "web.x"})).status_code == 201
+                assert plane.restarts == 0
+
+    run(scenario)
+
+
+def test_the_folders_of_nodes_that_are_gone_are_removed() -> None:
+    gone = Path(tempfile.gettempdir()) / (FOLDER_PREFIX + "gone-test")
+    alive = Path(tempfile.gettempdir()) / (FOLDER_PREFIX + "alive-test")
+    for folder, pid in ((gone, 2**22 + 1), (alive, os.getpid())):  # above pid_max: never a pid
+        folder.mkdir(exist_ok=True)
+        (folder / "node.pid").write_text(str(pid))
+
+    async def scenario() -> None:
+        async with native({}) as (client, _):
+            assert (await client.get("/", headers={"Host": "web.x"})).status_code == 404
+
+    try:
+        run(scenario)
+        assert not gone.exists() and alive.exists()
+    finally:
+        shutil.rmtree(gone, ignore_errors=True)
+        shutil.rmtree(alive, ignore_errors=True)
