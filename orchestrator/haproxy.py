@@ -27,9 +27,12 @@ Every rule of the Python proxy holds here, by the configuration:
   as the Python proxy's.
 
 Differences, by design of a native proxy: a body sent chunked is streamed, not buffered, so its
-size is limited only when it declares a Content-Length; a relayed request whose peer proxy
+size is limited only when it declares a Content-Length; when no replica accepts the connection
+the answer is HAProxy's 503 (the Python proxy's is 502); a relayed request whose peer proxy
 cannot be reached is answered by the relay listener (503) instead of passing to the next
-backend; idle kept-alive client connections count against `max_in_flight`."""
+backend; idle kept-alive client connections count against `max_in_flight`; a route change is
+applied by a reload (within `REFRESH_SECONDS`, at most one per `MIN_RELOAD_SECONDS`), after
+which a kept-alive connection may get one more answer from the old worker before it closes."""
 
 from __future__ import annotations
 
@@ -62,10 +65,10 @@ log = logging.getLogger("statemesh.ingress")
 
 HAPROXY_PACKAGE = "haproxy"
 HAPROXY_USER = "haproxy"
+"""The user Debian's package makes for HAProxy's workers."""
 FOLDER_PREFIX = "statemesh-ingress-"
 """The data plane's files live in a temporary folder so named (its unix socket paths must
 fit 107 bytes, which a node's base path may not leave room for)."""
-"""The user Debian's package makes for HAProxy's workers."""
 START_TIMEOUT_SECONDS = 10.0
 STOP_TIMEOUT_SECONDS = 5.0
 REFRESH_SECONDS = 0.2
@@ -73,6 +76,8 @@ REFRESH_SECONDS = 0.2
 RECHECK_SECONDS = 2.0
 """How often the configuration is rendered again although the table did not change: whether a
 peer's proxy may be dialled depends on its advertisement, which lapses with time."""
+MIN_RELOAD_SECONDS = 1.0
+"""The shortest time between two reloads."""
 RESTART_SECONDS = 1.0
 LOG_LINE_BYTES = 512
 
@@ -101,8 +106,7 @@ class HaproxyError(OrchestratorError):
 
 def find_haproxy() -> str | None:
     """The `haproxy` binary (Debian puts it in /usr/sbin, which a user's PATH may lack)."""
-    found = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
-    return found
+    return shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,7 +342,6 @@ class HaproxyIngress:
     on the new one answers."""
     restarts: int = 0
     """Times HAProxy exited and was started again."""
-    log_lines: int = 0
     pid: int | None = None
     """HAProxy's master process, while it runs."""
     _running: Rendered | None = None
@@ -503,13 +506,15 @@ class HaproxyIngress:
                 worker = await self._started(process, folder, after=worker)
                 self.reloads += 1
                 log.debug("haproxy reloaded (generation %d)", self._generation)
+                # Each reload leaves the old worker finishing its connections: routes that change
+                # all the time must not pile them up.
+                await trio.sleep(MIN_RELOAD_SECONDS)
 
     async def _read_logs(self, logs: trio.socket.SocketType) -> None:
         """One datagram per request: `APP STATUS MILLISECONDS` (`-` for no application)."""
         with logs:
             while True:
                 line = await logs.recv(LOG_LINE_BYTES)
-                self.log_lines += 1
                 parts = line.split()
                 if len(parts) != 3:
                     continue
