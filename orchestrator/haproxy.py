@@ -80,6 +80,11 @@ MIN_RELOAD_SECONDS = 1.0
 """The shortest time between two reloads."""
 RESTART_SECONDS = 1.0
 LOG_LINE_BYTES = 512
+LOG_RING_BYTES = 4 * 1024 * 1024
+"""HAProxy's buffer of log lines not yet read by the node (about 200,000 lines): the node
+reads them over a stream socket, so none is lost while it keeps up within that."""
+LOG_READ_SECONDS = 0.05
+"""The log is read at most this often, in bulk: waking for each line costs more than it."""
 
 _SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{0,252}")
 """An application name as it may appear in the configuration's text (its 503 answer), its map
@@ -195,10 +200,18 @@ def render(
         f"    maxconn {limits.max_in_flight + 64 * (len(peers) + 1)}",
         "    nbthread 1",
         *([f"    user {user}", f"    group {user}"] if user else []),
-        f"    log {folder / 'log.sock'} len {LOG_LINE_BYTES} format raw local0",
+        f"    log ring@requests len {LOG_LINE_BYTES} format raw local0",
         f"    stats socket {folder / 'admin.sock'} mode 600 level admin expose-fd listeners",
         "    hard-stop-after 60s",
         f"    tune.bufsize {64 * 1024}",
+        "",
+        "ring requests",
+        "    format raw",
+        f"    maxlen {LOG_LINE_BYTES}",
+        f"    size {LOG_RING_BYTES}",
+        "    timeout connect 5s",
+        "    timeout server 60s",
+        f"    server node unix@{folder / 'log.sock'}",
         "",
         "defaults",
         "    mode http",
@@ -365,9 +378,9 @@ class HaproxyIngress:
         folder = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))
         try:
             (folder / "node.pid").write_text(str(os.getpid()))
-            logs = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            logs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+            logs = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             await logs.bind(str(folder / "log.sock"))
+            logs.listen(8)
             self._user = _unprivileged(folder)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read_logs, logs)
@@ -511,20 +524,29 @@ class HaproxyIngress:
                 await trio.sleep(MIN_RELOAD_SECONDS)
 
     async def _read_logs(self, logs: trio.socket.SocketType) -> None:
-        """One datagram per request: `APP STATUS MILLISECONDS` (`-` for no application)."""
+        """Take the log of each worker of HAProxy (a reload starts a new one)."""
         with logs:
-            while True:
-                line = await logs.recv(LOG_LINE_BYTES)
-                parts = line.split()
-                if len(parts) != 3:
-                    continue
-                try:
-                    status, milliseconds = int(parts[1]), int(parts[2])
-                except ValueError:
-                    continue
-                app = parts[0].decode(errors="replace")
-                seconds = max(0, milliseconds) / 1000
-                self.metrics.observe("" if app == "-" else app, status, seconds)
+            async with trio.open_nursery() as nursery:
+                while True:
+                    connection, _ = await logs.accept()
+                    nursery.start_soon(self._read_log, connection)
+
+    async def _read_log(self, connection: trio.socket.SocketType) -> None:
+        """One line per request: `APP STATUS MILLISECONDS` (`-` for no application)."""
+        observe = self.metrics.observe
+        pending = b""
+        with connection:
+            while chunk := await connection.recv(65536):
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()[-LOG_LINE_BYTES:]
+                for line in lines:
+                    parts = line.split()
+                    if len(parts) != 3 or not parts[1].isdigit():
+                        continue
+                    app = parts[0].decode(errors="replace")
+                    milliseconds = int(parts[2]) if parts[2].isdigit() else 0  # -1: cut short
+                    observe("" if app == "-" else app, int(parts[1]), milliseconds / 1000)
+                await trio.sleep(LOG_READ_SECONDS)
 
 
 def _remove_stale(temp: Path) -> None:
@@ -556,7 +578,7 @@ def _unprivileged(folder: Path) -> str | None:
     os.chown(folder, 0, group)
     folder.chmod(0o750)
     os.chown(folder / "log.sock", 0, group)
-    (folder / "log.sock").chmod(0o620)
+    (folder / "log.sock").chmod(0o660)
     return HAPROXY_USER
 
 

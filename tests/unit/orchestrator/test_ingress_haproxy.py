@@ -228,20 +228,29 @@ def test_the_proxy_says_what_went_wrong_and_refuses_what_could_step_around_a_rul
                 )
                 assert h2c.status_code == 403
                 # Every request is counted, under its application once routed.
-                await eventually(lambda: plane.metrics.traffic("web").requests >= 3)
+                await eventually(
+                    lambda: plane.metrics.traffic("web").requests >= 3
+                    and plane.metrics.traffic("slow").requests >= 1
+                    and plane.metrics.traffic("pub").requests >= 1
+                )
                 web = plane.metrics.traffic("web")
                 assert web.by_code == {"503": 2, "413": 1} and web.errors == 2
                 assert plane.metrics.traffic("slow").by_code == {"504": 1}
-                assert plane.metrics.traffic("pub").by_code.get("201") == 1
+                assert plane.metrics.traffic("pub").by_code == {"201": 1}
 
     run(scenario)
+
+
+async def many(client: httpx.AsyncClient, count: int) -> None:
+    for _ in range(count):
+        assert (await client.get("/", headers={"Host": "web.x"})).status_code == 201
 
 
 def test_round_robin_and_a_replica_that_refuses_is_skipped() -> None:
     async def scenario() -> None:
         dead = Backend("127.0.0.1", closed_port())
         async with replicas(("a", 0.0), ("b", 0.0)) as (a, b):
-            async with native({"web.x": [Route("web", "/", (a, dead, b))]}) as (client, _):
+            async with native({"web.x": [Route("web", "/", (a, dead, b))]}) as (client, plane):
                 seen = []
                 for _ in range(9):
                     response = await client.get("/", headers={"Host": "web.x"})
@@ -249,6 +258,13 @@ def test_round_robin_and_a_replica_that_refuses_is_skipped() -> None:
                     assert "keep-alive" not in response.headers  # the replica's hop header
                     seen.append(response.headers["x-replica"])
                 assert seen.count("a") >= 3 and seen.count("b") >= 3
+                # Every request is counted, however fast they come (the log is read in bulk).
+                async with trio.open_nursery() as nursery:
+                    for _ in range(4):
+                        nursery.start_soon(many, client, 100)
+                await eventually(lambda: plane.metrics.traffic("web").requests >= 409)
+                await trio.sleep(0.2)
+                assert plane.metrics.traffic("web").by_code == {"201": 409}
 
     run(scenario)
 
