@@ -229,9 +229,11 @@ def test_the_proxy_says_what_went_wrong_and_refuses_what_could_step_around_a_rul
                 assert h2c.status_code == 403
                 # Every request is counted, under its application once routed.
                 await eventually(
-                    lambda: plane.metrics.traffic("web").requests >= 3
-                    and plane.metrics.traffic("slow").requests >= 1
-                    and plane.metrics.traffic("pub").requests >= 1
+                    lambda: (
+                        plane.metrics.traffic("web").requests >= 3
+                        and plane.metrics.traffic("slow").requests >= 1
+                        and plane.metrics.traffic("pub").requests >= 1
+                    )
                 )
                 web = plane.metrics.traffic("web")
                 assert web.by_code == {"503": 2, "413": 1} and web.errors == 2
