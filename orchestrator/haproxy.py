@@ -273,16 +273,16 @@ def render(
         "    http-request set-header x-forwarded-proto http",
         "    http-request set-header forwarded "
         '"for=%[src];host=%[req.hdr(host)];proto=http"'
-        " if { src -m ip 0.0.0.0/0 } !{ req.hdr(host) -m sub : }",
+        " if !{ src -m sub : } !{ req.hdr(host) -m sub : }",
         "    http-request set-header forwarded "
         '"for=%[src];host=\\"%[req.hdr(host)]\\";proto=http"'
-        " if { src -m ip 0.0.0.0/0 } { req.hdr(host) -m sub : }",
+        " if !{ src -m sub : } { req.hdr(host) -m sub : }",
         "    http-request set-header forwarded "
         '"for=\\"[%[src]]\\";host=%[req.hdr(host)];proto=http"'
-        " if !{ src -m ip 0.0.0.0/0 } !{ req.hdr(host) -m sub : }",
+        " if { src -m sub : } !{ req.hdr(host) -m sub : }",
         "    http-request set-header forwarded "
         '"for=\\"[%[src]]\\";host=\\"%[req.hdr(host)]\\";proto=http"'
-        " if !{ src -m ip 0.0.0.0/0 } { req.hdr(host) -m sub : }",
+        " if { src -m sub : } { req.hdr(host) -m sub : }",
         "    http-response del-header ^(keep[-_]alive|proxy[-_].*|te|trailers?|upgrade)$ -m reg",
         "    use_backend %[var(txn.route)]l if { var(txn.relayed) -m bool }",
         "    use_backend %[var(txn.route)]",

@@ -438,3 +438,27 @@ def test_the_folders_of_nodes_that_are_gone_are_removed() -> None:
     finally:
         shutil.rmtree(gone, ignore_errors=True)
         shutil.rmtree(alive, ignore_errors=True)
+
+
+def test_an_ipv6_peer_is_named_in_brackets() -> None:
+    seen: list[dict[bytes, bytes]] = []
+
+    async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(dict(scope["headers"]))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(partial(serve_asgi, echo, "127.0.0.1", 0))
+            table = RouteTable({"web.x": [Route("web", "/", (Backend("127.0.0.1", address[1]),))]})
+            plane = HaproxyIngress(lambda: table, lambda _: True)
+            port = (await nursery.start(plane.serve, "::1", 0))[1]
+            async with httpx.AsyncClient() as client:
+                response = await client.get(f"http://[::1]:{port}/", headers={"Host": "web.x"})
+            assert response.status_code == 200
+            nursery.cancel_scope.cancel()
+        assert seen[0][b"x-forwarded-for"] == b"::1"
+        assert seen[0][b"forwarded"] == b'for="[::1]";host=web.x;proto=http'
+
+    run(scenario)
