@@ -24,6 +24,7 @@ IN_PROCESS = (
     "metrics_scrape",
     "payout_signing",
     "scheduler",
+    "signature_threads",
     "trie_update",
     "vdf_prover",
     "vdf_verify",
