@@ -33,6 +33,8 @@ EQUIVOCATIONS = b"q"
 REPORTS = b"r"
 """Equivocation reports the node has yet to see recorded on chain, by offence."""
 _HEADER_CACHE_SIZE = 4096
+_EVENTS_CACHE_SIZE = 16
+"""Blocks whose decoded events are remembered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,7 @@ class ChainStore:
         self.db = db
         self.node_cache = node_cache or NodeCache()
         self._headers: OrderedDict[Hash32, Header] = OrderedDict()
+        self._events: OrderedDict[Hash32, tuple[Event, ...]] = OrderedDict()
         self.genesis_hash: Hash32 | None = self._get_hash(_GENESIS)
         self.best_hash: Hash32 | None = self._get_hash(_BEST)
         self.finalized_hash: Hash32 | None = self._get_hash(_FINALIZED)
@@ -128,10 +131,20 @@ class ChainStore:
         return self.require_header(self.finalized_hash)
 
     def events(self, block_hash: bytes) -> list[Event] | None:
+        """The events of a stored block (None for a block not stored). The last blocks asked
+        are remembered decoded: a client polling its transaction's status asks for the same
+        block again and again, and a block of a thousand transfers holds thousands of events."""
+        cached = self._events.get(Hash32(block_hash))
+        if cached is not None:
+            return list(cached)
         data = self.db.get(keys.EVENTS + block_hash)
         if data is None:
             return None if self.header(block_hash) is None else []
-        return [Event.decode(item) for item in rlp.decode(data)]
+        events = tuple(Event.decode(item) for item in rlp.decode(data))
+        self._events[Hash32(block_hash)] = events
+        if len(self._events) > _EVENTS_CACHE_SIZE:
+            self._events.popitem(last=False)
+        return list(events)
 
     def tx_location(self, tx_hash: bytes) -> tuple[Hash32, int] | None:
         data = self.db.get(keys.TX_INDEX + tx_hash)

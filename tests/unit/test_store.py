@@ -205,3 +205,28 @@ def test_fork_reorg_moves_indexes_and_finality_prunes_leaves(tmp_path: Path) -> 
     assert store.set_best(b1.hash).retracted == (b2.hash,)
     assert store.canonical_hash(2) is None
     db.close()
+
+
+def test_a_blocks_events_are_decoded_once_while_it_is_asked_for(tmp_path: Path) -> None:
+    """A client polling its transaction's status asks for one block's events again and again:
+    they are read and decoded once, and a caller's changes to the list it got touch no one."""
+    db, store, runtime = open_store(tmp_path / "db")
+    importer = BlockImporter(store, runtime)
+    block = author(store, runtime, [transfer(runtime, 0), transfer(runtime, 1)], slot=5)
+    importer.import_block(block, finalize=True)
+    reads: list[bytes] = []
+    read = db.get
+
+    def counted(key: bytes) -> bytes | None:
+        reads.append(key)
+        return read(key)
+
+    db.get = counted  # type: ignore[method-assign]
+    first = store.events(block.hash)
+    assert first is not None and [e.name for e in first].count("Transfer") == 2
+    first.clear()
+    for _ in range(5):
+        assert store.events(block.hash) == store.events(block.hash) != []
+    assert len(reads) == 1
+    assert store.events(b"\x07" * 32) is None  # not stored, not remembered
+    db.close()
