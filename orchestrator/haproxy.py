@@ -10,29 +10,37 @@ Every rule of the Python proxy holds here, by the configuration:
   `host + prefix + "/"` written longest first, HAProxy taking the first match). A Host that is
   not a host name (`[a-z0-9._-]`, a port) names no application. A request carried by another
   node's proxy (`RELAY_HEADER`) is served from this node's pods only.
-- Paths: instead of resolving dot segments, a path holding one (`.`, `..`, or their percent-
-  encodings), an encoded slash or an encoded backslash is refused with 400, so no rule can be
-  stepped around and a replica never sees a path the rules did not; a target that is not a path
-  is refused with 400 too. Browsers and HTTP libraries resolve dot segments before sending.
+- Paths: instead of resolving dot segments, a path holding one (`.`, `..`, their percent-
+  encodings, or either with parameters, `..;`), a backslash, an encoded slash or backslash, or
+  a percent-encoded unreserved character (`%61` for `a`) is refused with 400, so no rule can be
+  stepped around and a replica never sees a path the rules did not (the routes match the path as
+  sent; the replica may decode it); a target that is not a path is refused with 400 too.
+  Browsers and HTTP libraries resolve dot segments and do not encode unreserved characters.
 - Headers: the client's forwarding headers (any spelling, `_` for `-`), hop-by-hop headers
   (`Connection` included, so no header the client nominates there can be dropped downstream)
   and the relay header are removed; `X-Forwarded-For/-Host/-Proto` and `Forwarded` are set from
-  the connection. Upgrades (WebSocket) are refused with 403.
+  the connection. Upgrades (WebSocket) are refused with 403; HTTP/2 is not spoken.
 - Dialling: only backends `may_dial` accepts are written into the configuration, so a backend
   the node does not know is never dialled. A replica on another node is reached through a
   relay listener of this HAProxy (a unix socket) that adds `RELAY_HEADER` and dials that node's
   proxy, so pods never see the header. Round robin over a route's backends; a backend that
   refuses the connection passes the request to the next.
-- Answers: plain text that says what happened (404, 503 with Retry-After, 413, 408, 502, 504),
-  as the Python proxy's.
+- Answers: plain text that says what happened (404, 503 with Retry-After, 413, 502, 504), as
+  the Python proxy's.
+- Connections: at most MAX_CLIENT_CONNECTIONS at once, MAX_CONNECTIONS_PER_ADDRESS of them from
+  one address, so that one client holding idle connections cannot shut the others out.
 
-Differences, by design of a native proxy: a body sent chunked is streamed, not buffered, so its
-size is limited only when it declares a Content-Length; when no replica accepts the connection
-the answer is HAProxy's 503 (the Python proxy's is 502); a relayed request whose peer proxy
-cannot be reached is answered by the relay listener (503) instead of passing to the next
-backend; idle kept-alive client connections count against `max_in_flight`; a route change is
-applied by a reload (within `REFRESH_SECONDS`, at most one per `MIN_RELOAD_SECONDS`), after
-which a kept-alive connection may get one more answer from the old worker before it closes."""
+Differences, by design of a native proxy: a request body is buffered only up to 64 KiB, the
+rest streamed to the replica, so the body timeout bounds the wait for its first part and then
+each pause (`timeout client`), and its size is limited only when it declares a Content-Length
+(a chunked body is streamed whole, and its trailers with it); headers a client names in
+`Connection` reach the replica as ordinary headers (the `Connection` header does not); a request
+HAProxy cannot parse, or whose head is late, gets HAProxy's own HTML 400 or 408; when no replica
+accepts the connection the answer is HAProxy's 503 (the Python proxy's is 502); a relayed
+request whose peer proxy cannot be reached is answered by the relay listener (503) instead of
+passing to the next backend; a route change is applied by a reload (within `REFRESH_SECONDS`,
+at most one per `MIN_RELOAD_SECONDS`), after which a kept-alive connection may get one more
+answer from the old worker, which finishes its requests for at most `OLD_WORKER_SECONDS`."""
 
 from __future__ import annotations
 
@@ -43,11 +51,13 @@ import logging
 import os
 import pwd
 import re
+import resource
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,9 +86,19 @@ REFRESH_SECONDS = 0.2
 RECHECK_SECONDS = 2.0
 """How often the configuration is rendered again although the table did not change: whether a
 peer's proxy may be dialled depends on its advertisement, which lapses with time."""
-MIN_RELOAD_SECONDS = 1.0
+MIN_RELOAD_SECONDS = 2.0
 """The shortest time between two reloads."""
 RESTART_SECONDS = 1.0
+OLD_WORKER_SECONDS = 30
+"""How long a worker of an older configuration may finish its requests after a reload (with
+`MIN_RELOAD_SECONDS`, at most 15 of them at once)."""
+MAX_CLIENT_CONNECTIONS = 20_000
+"""Client connections at once (fewer where the file limit is lower, `_client_connections`)."""
+MAX_CONNECTIONS_PER_ADDRESS = 1_000
+"""Client connections from one address at once: one client cannot take every slot."""
+STICK_ENTRIES = 100_000
+STALE_SECONDS = 3600
+"""A folder of a data plane without its node's pid is removed after this long."""
 LOG_LINE_BYTES = 512
 LOG_RING_BYTES = 4 * 1024 * 1024
 """HAProxy's buffer of log lines not yet read by the node (about 200,000 lines): the node
@@ -89,6 +109,13 @@ LOG_READ_SECONDS = 0.05
 _SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{0,252}")
 """An application name as it may appear in the configuration's text (its 503 answer), its map
 files and its log lines (a DNS label, as the chain requires)."""
+_UNSAFE_PATH = (
+    r"(^|/)(\.|%2e){1,2}(;[^/]*)?(/|$)"
+    r"|%(2[de]|3[0-9]|[46][1-9a-f]|[57][0-9a]|5f|7e)"
+)
+"""A path HAProxy refuses (with case ignored): a dot segment, also with parameters (`..;`,
+which some servers read as `..`), or a percent-encoded unreserved character (`%61` is `a` to
+the replica but not to the routes, which match paths as sent)."""
 _MAP_TOKEN = re.compile(r"[\x21-\x7e]+")
 """What a map file's key may hold: printable ASCII without spaces."""
 _FORWARDING = (
@@ -132,6 +159,8 @@ def _ip(address: str) -> str | None:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return None
+    if "%" in address or str(ip) != address.lower():
+        return None  # an IPv6 scope (`fe80::1%eth0`) or another spelling: not ours to write
     return f"[{ip}]" if ip.version == 6 else str(ip)
 
 
@@ -156,10 +185,12 @@ def render(
     limits: ProxyLimits,
     may_dial: Callable[[Backend], bool],
     user: str | None = None,
+    clients: int = MAX_CLIENT_CONNECTIONS,
 ) -> Rendered:
     """The configuration serving `table` on the listening socket `listener_fd`: its relay,
     log and stats sockets live in `folder`, its map files (`Rendered.files`) in `maps`. With
-    `user`, HAProxy's workers run as that user and group (their sockets are theirs)."""
+    `user`, HAProxy's workers run as that user and group (their sockets are theirs). `clients`:
+    the client connections it holds at once."""
     routes: list[tuple[str, str, str, list[Backend]]] = []  # (backend name, host, path, ...)
     apps_map: list[str] = []
     exact: list[str] = []
@@ -197,12 +228,12 @@ def render(
     }
     out = [
         "global",
-        f"    maxconn {limits.max_in_flight + 64 * (len(peers) + 1)}",
+        f"    maxconn {clients + 64 * (len(peers) + 1)}",
         "    nbthread 1",
         *([f"    user {user}", f"    group {user}"] if user else []),
         f"    log ring@requests len {LOG_LINE_BYTES} format raw local0",
         f"    stats socket {folder / 'admin.sock'} mode 600 level admin expose-fd listeners",
-        "    hard-stop-after 60s",
+        f"    hard-stop-after {OLD_WORKER_SECONDS}s",
         f"    tune.bufsize {64 * 1024}",
         "",
         "ring requests",
@@ -218,7 +249,7 @@ def render(
         "    log global",
         "    option dontlognull",
         f"    timeout connect {_ms(limits.connect_timeout)}",
-        f"    timeout client {_ms(limits.read_timeout)}",
+        f"    timeout client {_ms(limits.body_timeout)}",
         f"    timeout server {_ms(limits.read_timeout)}",
         f"    timeout http-request {_ms(limits.body_timeout)}",
         "    timeout http-keep-alive 5s",
@@ -232,23 +263,24 @@ def render(
         + " hdr retry-after 1",
         f"    http-error status 504 content-type {_TEXT} string "
         + _quoted("the replica did not answer in time"),
-        f"    http-error status 400 content-type {_TEXT} string "
-        + _quoted("the request is not valid HTTP/1.1"),
-        f"    http-error status 408 content-type {_TEXT} string "
-        + _quoted(f"request not received in {limits.body_timeout:g} s"),
         "",
         "frontend ingress",
-        f"    bind fd@{listener_fd}",
-        f"    maxconn {limits.max_in_flight}",
+        f"    bind fd@{listener_fd} proto h1",
+        f"    maxconn {clients}",
+        # One address holds at most a share of the connections: idle ones (even before their
+        # first request) take a slot until a timeout ends them.
+        f"    stick-table type ipv6 size {STICK_ENTRIES} expire 60s store conn_cur",
+        "    tcp-request connection track-sc0 src",
+        f"    tcp-request connection reject if {{ sc0_conn_cur gt {MAX_CONNECTIONS_PER_ADDRESS} }}",
         "    option http-buffer-request",
         '    log-format "%[var(txn.app)] %ST %Ta"',
         _reply(400, "the request target must be a path starting with /")
         + " unless { url -m beg / }",
-        _reply(400, "the path holds a dot segment or an encoded slash")
-        + r" if { path -m reg -i (^|/)(\.|%2e){1,2}(/|$) } || { path -m sub -i %2f %5c }",
+        _reply(400, "the path holds a dot segment, a backslash or an encoded slash or letter")
+        + rf" if {{ path -m reg -i {_UNSAFE_PATH} }} || {{ path -m sub -i %2f %5c \\ }}",
         _reply(403, "upgrades (WebSocket) are not proxied") + " if { req.hdr(upgrade) -m found }",
         "    http-request set-var(txn.path) path",
-        "    http-request set-var(txn.host) req.hdr(host),lower,regsub(:[0-9]+$,),regsub(\\.$,)"
+        "    http-request set-var(txn.host) req.hdr(host),lower,regsub(:[0-9]+$,),regsub(\\.+$,)"
         " if { req.hdr_cnt(host) eq 1 } { req.hdr(host) -m reg -i ^[a-z0-9_.-]+(:[0-9]+)?$ }",
         f"    http-request set-var(txn.app) var(txn.host),map_str({maps / 'apps.map'})",
         _reply(404, "no application serves this host (%[var(txn.host)])", log_format=True)
@@ -444,16 +476,20 @@ class HaproxyIngress:
             limits=self.limits,
             may_dial=self.may_dial,
             user=self._user,
+            clients=_client_connections(),
         )
         if self._running is not None and _same(rendered, self._running):
             return None
         self._generation += 1
         maps = folder / f"g{self._generation}"
-        maps.mkdir()
-        for name, text in rendered.files.items():
-            (maps / name).write_text(text)
-        candidate = maps / "haproxy.cfg"
-        candidate.write_text(rendered.config)
+        try:
+            maps.mkdir()
+            for name, text in rendered.files.items():
+                (maps / name).write_text(text)
+            candidate = maps / "haproxy.cfg"
+            candidate.write_text(rendered.config)
+        except OSError as exc:
+            raise HaproxyError(f"cannot write the configuration: {exc}") from None
         check = await trio.run_process(
             [binary, "-c", "-q", "-f", str(candidate)],
             capture_stdout=True,
@@ -549,13 +585,27 @@ class HaproxyIngress:
                 await trio.sleep(LOG_READ_SECONDS)
 
 
+def _client_connections() -> int:
+    """MAX_CLIENT_CONNECTIONS, or fewer where the process may not open enough files: HAProxy
+    needs two per connection (the client's and the replica's), and raises its own limit up to
+    the hard one."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        return MAX_CLIENT_CONNECTIONS
+    return max(256, min(MAX_CLIENT_CONNECTIONS, (hard - 1024) // 2 - 512))
+
+
 def _remove_stale(temp: Path) -> None:
     """Remove the folders of data planes whose node is gone (killed before it could)."""
     for folder in temp.glob(FOLDER_PREFIX + "*"):
         try:
             pid = int((folder / "node.pid").read_text())
         except (OSError, ValueError):
-            continue  # being made, or not ours
+            # Being made (the pid is written just after), or left without one.
+            with contextlib.suppress(OSError):
+                if time.time() - folder.stat().st_mtime > STALE_SECONDS:
+                    shutil.rmtree(folder, ignore_errors=True)
+            continue
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

@@ -311,7 +311,7 @@ class IngressProxy:
         path = request_path(scope["path"])
         if path is None:
             self.statistics.bad_requests += 1
-            await _reply(send, 400, "the request target must be a path starting with /")
+            await _reply(send, 400, "the request target must be a plain path starting with /")
             return
         table = self.routes()
         if table is not self._counted_table:
@@ -491,8 +491,12 @@ def remove_dot_segments(path: str) -> str:
 def request_path(path: str) -> str | None:
     """The path a request is routed and forwarded by: its dot segments resolved, so that a rule
     cannot be stepped around with `..`; None for a target that is not an absolute path
-    (asterisk-form, absolute-form, or with a fragment)."""
-    if not path.startswith("/") or "#" in path:
+    (asterisk-form, absolute-form, or with a fragment), or that holds what some servers read as
+    a dot segment or a separator although it is none: a backslash, or a dot segment with
+    parameters (`..;`, which Tomcat and Spring resolve as `..`)."""
+    if not path.startswith("/") or "#" in path or "\\" in path:
+        return None
+    if any(";" in s and s.split(";", 1)[0] in (".", "..") for s in path.split("/")):
         return None
     return remove_dot_segments(path)
 

@@ -281,7 +281,14 @@ def test_dot_segments_cannot_step_around_a_rule_and_only_what_was_sent_is_forwar
             )
             assert inside.startswith(b"HTTP/1.1 201")
             assert b"|GET|/public/y?q|web.x|" in inside
-            for target in (b"*", b"http://web.x/public"):
+            for target in (
+                b"*",
+                b"http://web.x/public",
+                b"/public/..;/admin",
+                b"/public/.;x/admin",
+                b"/public/..%5cadmin",
+                b"/public/..\\admin",
+            ):
                 bad = await exchange(
                     port,
                     b"OPTIONS " + target + b" HTTP/1.1\r\nHost: web.x\r\nConnection: close\r\n\r\n",

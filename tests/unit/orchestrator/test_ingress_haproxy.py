@@ -23,6 +23,7 @@ import trio
 from trio._core import _thread_cache
 
 from node.rpc.serving import serve_asgi
+from orchestrator import haproxy
 from orchestrator.haproxy import FOLDER_PREFIX, HaproxyIngress, render
 from orchestrator.ingress import Backend, ProxyLimits, Route, RouteTable
 from tests.unit.orchestrator.test_ingress import (
@@ -202,6 +203,11 @@ def test_the_proxy_says_what_went_wrong_and_refuses_what_could_step_around_a_rul
                     b"/public/..",
                     b"/public%2F..%2Fadmin",
                     b"/public/..%5cadmin",
+                    b"/public/..;/admin",
+                    b"/public/.;x/admin",
+                    b"/public/..\\admin",
+                    b"/%70ublic/x",
+                    b"/public/%2E%2e;/admin",
                     b"*",
                     b"http://pub.x/public",
                 ):
@@ -213,6 +219,8 @@ def test_the_proxy_says_what_went_wrong_and_refuses_what_could_step_around_a_rul
                     assert b"text/plain" in bad
                 fine = await client.get("/public/a..b/.c?q=..", headers={"Host": "pub.x"})
                 assert fine.status_code == 201
+                spaced = await client.get("/public/a%20b;c", headers={"Host": "pub.x.."})
+                assert spaced.status_code == 201
                 websocket = {
                     "Host": "pub.x",
                     "Connection": "Upgrade",
@@ -238,7 +246,7 @@ def test_the_proxy_says_what_went_wrong_and_refuses_what_could_step_around_a_rul
                 web = plane.metrics.traffic("web")
                 assert web.by_code == {"503": 2, "413": 1} and web.errors == 2
                 assert plane.metrics.traffic("slow").by_code == {"504": 1}
-                assert plane.metrics.traffic("pub").by_code == {"201": 1}
+                assert plane.metrics.traffic("pub").by_code == {"201": 2}
 
     run(scenario)
 
@@ -402,6 +410,18 @@ def test_nothing_a_tenant_names_is_written_into_the_configuration_as_text() -> N
     assert "application ok has no ready replica" in rendered.config
     assert "odd" not in rendered.config + "".join(rendered.files.values())
     assert "not-an-ip" not in rendered.config
+    scoped = RouteTable(
+        {"web.x": [Route("web", "/", (Backend("fe80::1%x\n    server s9 192.0.2.66:22\n#", 80),))]}
+    )
+    rendered = render(
+        scoped,
+        folder=Path("/run/x"),
+        maps=Path("/run/x/g1"),
+        listener_fd=3,
+        limits=ProxyLimits(),
+        may_dial=lambda _: True,
+    )
+    assert "192.0.2.66" not in rendered.config and "fe80" not in rendered.config
 
 
 def test_haproxy_outlives_the_worker_threads_of_the_node(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -460,5 +480,33 @@ def test_an_ipv6_peer_is_named_in_brackets() -> None:
             nursery.cancel_scope.cancel()
         assert seen[0][b"x-forwarded-for"] == b"::1"
         assert seen[0][b"forwarded"] == b'for="[::1]";host=web.x;proto=http'
+
+    run(scenario)
+
+
+def test_one_address_cannot_hold_every_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connections that send nothing hold their slot until a timeout: one address may hold only
+    its share, beyond which its connections are refused (here 20, by default 1,000 of
+    20,000)."""
+    monkeypatch.setattr(haproxy, "MAX_CONNECTIONS_PER_ADDRESS", 20)
+
+    async def scenario() -> None:
+        async with replicas(("a", 0.0)) as (a,):
+            async with native({"web.x": [Route("web", "/", (a,))]}) as (client, _):
+                port = client.base_url.port
+                assert port is not None
+                idle = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(20)]
+                try:
+                    refused = await exchange(port, b"GET / HTTP/1.1\r\nHost: web.x\r\n\r\n")
+                except trio.BrokenResourceError:  # reset at once
+                    refused = b""
+                assert refused == b""
+                for stream in idle:
+                    await stream.aclose()
+                await trio.sleep(0.2)
+                answer = await exchange(
+                    port, b"GET / HTTP/1.1\r\nHost: web.x\r\nConnection: close\r\n\r\n"
+                )
+                assert answer.startswith(b"HTTP/1.1 201")
 
     run(scenario)
