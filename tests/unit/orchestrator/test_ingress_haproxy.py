@@ -24,7 +24,7 @@ from trio._core import _thread_cache
 
 from node.rpc.serving import serve_asgi
 from orchestrator import haproxy
-from orchestrator.haproxy import FOLDER_PREFIX, HaproxyIngress, render
+from orchestrator.haproxy import FOLDER_PREFIX, HaproxyIngress, Rendered, render
 from orchestrator.ingress import Backend, ProxyLimits, Route, RouteTable
 from tests.unit.orchestrator.test_ingress import (
     ENTERED,
@@ -382,6 +382,17 @@ def test_haproxy_is_started_again_when_it_dies() -> None:
     run(scenario, timeout=40)
 
 
+def rendered_for(table: RouteTable) -> Rendered:
+    return render(
+        table,
+        folder=Path("/run/x"),
+        maps=Path("/run/x/g1"),
+        listener_fd=3,
+        limits=ProxyLimits(),
+        may_dial=lambda _: True,
+    )
+
+
 def test_nothing_a_tenant_names_is_written_into_the_configuration_as_text() -> None:
     addr = Backend("10.1.2.3", 80)
     table = RouteTable(
@@ -396,14 +407,7 @@ def test_nothing_a_tenant_names_is_written_into_the_configuration_as_text() -> N
             "ip.x": [Route("ip", "/", (Backend("not-an-ip", 80),))],
         }
     )
-    rendered = render(
-        table,
-        folder=Path("/run/x"),
-        maps=Path("/run/x/g1"),
-        listener_fd=3,
-        limits=ProxyLimits(),
-        may_dial=lambda _: True,
-    )
+    rendered = rendered_for(table)
     assert "192.0.2.1" not in rendered.config and "evil" not in "".join(rendered.files.values())
     assert "use_backend r0\n" not in rendered.files["exact.map"]
     assert "/a b" not in "".join(rendered.files.values())
@@ -413,14 +417,7 @@ def test_nothing_a_tenant_names_is_written_into_the_configuration_as_text() -> N
     scoped = RouteTable(
         {"web.x": [Route("web", "/", (Backend("fe80::1%x\n    server s9 192.0.2.66:22\n#", 80),))]}
     )
-    rendered = render(
-        scoped,
-        folder=Path("/run/x"),
-        maps=Path("/run/x/g1"),
-        listener_fd=3,
-        limits=ProxyLimits(),
-        may_dial=lambda _: True,
-    )
+    rendered = rendered_for(scoped)
     assert "192.0.2.66" not in rendered.config and "fe80" not in rendered.config
 
 
