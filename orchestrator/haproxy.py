@@ -36,11 +36,13 @@ each pause (`timeout client`), and its size is limited only when it declares a C
 (a chunked body is streamed whole, and its trailers with it); headers a client names in
 `Connection` reach the replica as ordinary headers (the `Connection` header does not); a request
 HAProxy cannot parse, or whose head is late, gets HAProxy's own HTML 400 or 408; when no replica
-accepts the connection the answer is HAProxy's 503 (the Python proxy's is 502); a relayed
-request whose peer proxy cannot be reached is answered by the relay listener (503) instead of
-passing to the next backend; a route change is applied by a reload (within `REFRESH_SECONDS`,
-at most one per `MIN_RELOAD_SECONDS`), after which a kept-alive connection may get one more
-answer from the old worker, which finishes its requests for at most `OLD_WORKER_SECONDS`."""
+accepts the connection the answer is HAProxy's 503 (the Python proxy's is 502);
+`ProxyLimits.max_connections` bounds the connections to each replica, not to all together; a
+relayed request whose peer proxy cannot be reached is answered by the relay listener (503)
+instead of passing to the next backend; a route change is applied by a reload (within
+`REFRESH_SECONDS`, at most one per `MIN_RELOAD_SECONDS`), after which a kept-alive connection
+may get one more answer from the old worker, which finishes its requests for at most
+`OLD_WORKER_SECONDS`."""
 
 from __future__ import annotations
 
