@@ -152,7 +152,6 @@ class Rendered:
     apps: frozenset[str]
     maps: str
     """The folder of the map files, as the configuration names it."""
-    listener_fd: int
 
 
 def _ip(address: str) -> str | None:
@@ -351,7 +350,7 @@ def render(
             f"    server p {_ip(backend.address)}:{backend.port} maxconn {limits.max_connections}",
             "",
         ]
-    return Rendered("\n".join(out), files, frozenset(apps), str(maps), listener_fd)
+    return Rendered("\n".join(out), files, frozenset(apps), str(maps))
 
 
 def _ms(seconds: float) -> str:
