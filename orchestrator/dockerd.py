@@ -29,7 +29,13 @@ import trio
 
 from chain.clock import Clock, SystemClock
 from orchestrator.errors import OrchestratorError
-from orchestrator.registry import LocalRegistry, RegistryError, die_with_parent
+from orchestrator.registry import (
+    SBIN,
+    LocalRegistry,
+    RegistryError,
+    die_with_parent,
+    find_program,
+)
 
 log = logging.getLogger("statemesh.dockerd")
 _SYSTEM_CLOCK = SystemClock()
@@ -48,9 +54,6 @@ _LONGEST_SOCKET = Path("exec/containerd/containerd.sock.ttrpc")
 """The longest socket path the engine makes under its runtime folder (containerd's)."""
 _POLL_SECONDS = 0.05
 _PING_TIMEOUT_SECONDS = 2.0
-_SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
-"""dockerd and the tools it runs (iptables, containerd) live here on Debian; root's PATH may
-lack them (e.g. under `su` without `-`)."""
 _BUILT_IN_NETWORKS = ("bridge", "host", "none")
 
 
@@ -121,8 +124,7 @@ class EngineStartError(OrchestratorError):
 
 def find_dockerd() -> str:
     """The dockerd executable, or an `EngineStartError` naming the package that installs it."""
-    path = os.environ.get("PATH", os.defpath)
-    found = shutil.which("dockerd", path=os.pathsep.join((path, *_SBIN)))
+    found = find_program("dockerd")
     if found is None:
         raise EngineStartError(
             EngineStartReason.NOT_INSTALLED,
@@ -259,8 +261,9 @@ class PrivateEngine:
             except RegistryError as exc:
                 log.warning("the engine runs without its registry mirror: %s", exc)
                 self.registry = None
+        # The tools dockerd runs (iptables, containerd) live in SBIN too.
         path = os.environ.get("PATH", os.defpath)
-        env = {**os.environ, "PATH": os.pathsep.join((path, *_SBIN))}
+        env = {**os.environ, "PATH": os.pathsep.join((path, *SBIN))}
         with self.log_path.open("ab") as out:
             # Its own session: ^C in a terminal reaches the node (which stops the engine in
             # order), not dockerd.

@@ -71,7 +71,7 @@ from chain.clock import Clock, SystemClock
 from orchestrator.errors import OrchestratorError
 from orchestrator.ingress import RELAY_HEADER, Backend, ProxyLimits, RouteTable
 from orchestrator.ingress_metrics import IngressMetrics
-from orchestrator.registry import die_with_parent
+from orchestrator.registry import die_with_parent, find_program
 
 log = logging.getLogger("statemesh.ingress")
 
@@ -140,7 +140,7 @@ class HaproxyError(OrchestratorError):
 
 def find_haproxy() -> str | None:
     """The `haproxy` binary (Debian puts it in /usr/sbin, which a user's PATH may lack)."""
-    return shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
+    return find_program("haproxy")
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,9 +72,20 @@ def resolve_host(host: str) -> list[str]:
     return sorted({str(sockaddr[0]) for *_, sockaddr in found})
 
 
+SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+"""Where Debian installs daemons (dockerd, haproxy); root's PATH may lack them (e.g. under `su`
+without `-`)."""
+
+
+def find_program(name: str) -> str | None:
+    """The executable `name` on the PATH or in SBIN, or None."""
+    path = os.environ.get("PATH", os.defpath)
+    return shutil.which(name, path=os.pathsep.join((path, *SBIN)))
+
+
 def find_registry() -> str:
     """The registry's executable, or a `RegistryError` naming the package that installs it."""
-    found = shutil.which("docker-registry")
+    found = find_program("docker-registry")
     if found is None:
         raise RegistryError(f"docker-registry is not installed (Debian package {REGISTRY_PACKAGE})")
     return found
