@@ -45,6 +45,7 @@ from consensus.finality import (
     check_justification_signatures,
     check_justification_structure,
 )
+from consensus.signature_worker import SignatureWorker
 from p2p.errors import PeerUnreachable, RequestFailed
 
 log = logging.getLogger("statemesh.sync")
@@ -77,6 +78,15 @@ MAX_BATCHES_PER_TURN = 8
 MAX_PENDING_JUSTIFICATIONS = 32
 """Justifications waiting for their votes' target blocks; beyond this the lowest are dropped."""
 MAX_REFUSED = 1024
+NETWORK_PASSES = 2
+"""While the next batch downloads, the import lets the event loop run this many passes more
+after each block. A batch reaches the sync task through a few hundred hand-offs between the
+connection's tasks (decryption, multiplexing), one per pass of the loop; with one pass per
+imported block the download would mostly wait for the import to end. Measured with 128 blocks of
+10 transfers: the next batch ready 0.1 s into a 0.25 s import, where it took the whole import."""
+WORKER_MIN_BLOCKS = 32
+"""A batch this long has its signatures checked in the signature worker (started then, stopped
+when sync is idle); a shorter one, as when following the chain, is not worth a process."""
 
 
 class SyncPeers(Protocol):
@@ -98,6 +108,8 @@ class SyncStatistics:
     refused_peers: int = 0
     failed_requests: int = 0
     pending_justifications: int = 0
+    verified_ahead: int = 0
+    """Downloaded blocks whose signatures the signature worker checked before their import."""
 
 
 @dataclass(slots=True)
@@ -162,13 +174,29 @@ def serve_sync(store: ChainStore, request: bytes) -> bytes:
     return encode_sync_response(items)
 
 
+@dataclass(slots=True)
+class _Ahead:
+    """The next batch, downloaded (and its signatures checked) while the one before imports."""
+
+    start: int
+    scope: trio.CancelScope
+    done: trio.Event
+    items: list[SyncItem] | None = None
+
+
 class SyncService:
     def __init__(
-        self, chain: ChainService, peers: SyncPeers, *, checkpoint: Checkpoint | None = None
+        self,
+        chain: ChainService,
+        peers: SyncPeers,
+        *,
+        checkpoint: Checkpoint | None = None,
+        worker: SignatureWorker | None = None,
     ) -> None:
         self.chain = chain
         self.peers = peers
         self.checkpoint = checkpoint
+        self.worker = worker if worker is not None else SignatureWorker()
         self.stats = SyncStatistics()
         self._wake_send, self._wake = trio.open_memory_channel[None](1)
         self._records: dict[str, PeerRecord] = {}
@@ -177,6 +205,8 @@ class SyncService:
         self._turn = 0
         self._suspect: trio.CancelScope | None = None
         """The request in flight to a peer with failures behind it, if any."""
+        self._ahead: _Ahead | None = None
+        """The batch downloading while one imports, if any."""
 
     def wake(self) -> None:
         """Look for work now (a block with an unknown parent arrived, a peer moved ahead). A
@@ -195,10 +225,14 @@ class SyncService:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        while True:
-            if not await self.sync_once():
-                with trio.move_on_after(IDLE_CHECK):
-                    await self._wake.receive()
+        try:
+            while True:
+                if not await self.sync_once():
+                    await self.worker.aclose()  # caught up: no process kept for nothing
+                    with trio.move_on_after(IDLE_CHECK):
+                        await self._wake.receive()
+        finally:
+            await self.worker.aclose()
 
     # -- choosing peers ---------------------------------------------------------------------------
 
@@ -331,17 +365,48 @@ class SyncService:
         return store.finalized_header.number + 1
 
     async def _sync_from(self, peer: str, status: Status) -> Turn:
+        turn = Turn.NOTHING
+        error: Exception | None = None
+        async with trio.open_nursery() as nursery:
+            try:
+                turn = await self._sync_batches(peer, status, nursery)
+            except Exception as exc:  # raised below as itself, not in the nursery's group
+                error = exc
+            finally:
+                self._ahead = None
+                nursery.cancel_scope.cancel()  # a batch downloaded ahead is not wanted now
+        if error is not None:
+            raise error
+        return turn
+
+    async def _sync_batches(self, peer: str, status: Status, nursery: trio.Nursery) -> Turn:
+        """Up to MAX_BATCHES_PER_TURN batches from `peer`, each downloaded (in `nursery`) while
+        the one before it imports."""
         store = self.chain.store
         start = self._start(status)
         began = last_report = self.chain.clock.monotonic()
         imported = 0
         moved = False
-        for _ in range(MAX_BATCHES_PER_TURN):
+        ahead: _Ahead | None = None
+        if status.best_number - start + 1 >= WORKER_MIN_BLOCKS and not self.worker.running:
+            nursery.start_soon(self.worker.start)  # while the first batch downloads
+        for number in range(MAX_BATCHES_PER_TURN):
             if start > status.best_number:
                 break
-            items = await self._request(peer, start, status)
+            if ahead is not None and ahead.start == start:
+                await ahead.done.wait()
+                items = ahead.items
+            else:
+                if ahead is not None:
+                    ahead.scope.cancel()
+                items = await self._download(peer, start, status)
+            ahead = None
             if items is None:
                 return Turn.PROGRESS if imported or moved else Turn.FAILED
+            following = start + len(items)
+            if following <= status.best_number and number + 1 < MAX_BATCHES_PER_TURN:
+                ahead = self._download_ahead(nursery, peer, following, status)
+            self._ahead = ahead
             outcome, count, finalized = await self._import_batch(peer, status, start, items)
             imported += count
             moved = moved or finalized
@@ -362,7 +427,8 @@ class SyncService:
                 return Turn.WAIT if not (imported or moved) else Turn.PROGRESS
             if outcome is not Batch.OK:
                 break
-            self._succeed(peer)
+            if ahead is None or not ahead.done.is_set() or ahead.items is not None:
+                self._succeed(peer)  # unless the next batch failed meanwhile: that came later
             start += len(items)
             self.stats.imported += count
             now = self.chain.clock.monotonic()
@@ -392,6 +458,34 @@ class SyncService:
             self._idle(peer)
         return Turn.NOTHING
 
+    def _download_ahead(
+        self, nursery: trio.Nursery, peer: str, start: int, status: Status
+    ) -> _Ahead:
+        ahead = _Ahead(start, trio.CancelScope(), trio.Event())
+
+        async def download() -> None:
+            with ahead.scope:
+                try:
+                    ahead.items = await self._download(peer, start, status)
+                finally:
+                    ahead.done.set()
+
+        nursery.start_soon(download)
+        return ahead
+
+    async def _download(self, peer: str, start: int, status: Status) -> list[SyncItem] | None:
+        """`_request`, then the signatures of a long batch checked in the signature worker:
+        their hashes join the chain's verified set, so importing the batch skips them."""
+        items = await self._request(peer, start, status)
+        if items is not None and len(items) >= WORKER_MIN_BLOCKS:
+            hashes = await self.worker.verified([item.block for item in items])
+            verified = self.chain.verified_signatures
+            for tx in hashes:
+                verified.add(tx)
+            if hashes:
+                self.stats.verified_ahead += len(items)
+        return items
+
     async def _request(self, peer: str, start: int, status: Status) -> list[SyncItem] | None:
         """One batch from `start`; None (the peer failed and lost its turn) if it did not come
         in time, did not decode, or was empty although the peer claims blocks there."""
@@ -407,7 +501,8 @@ class SyncService:
                         peer, SyncRequest(start, MAX_SYNC_BLOCKS).encode()
                     )
                 finally:
-                    self._suspect = None
+                    if self._suspect is scope:
+                        self._suspect = None
         except PeerUnreachable as exc:
             # Not connected (any more): nothing it sent, so nothing to hold against it. Scoring
             # it, or backing off from it for long, would keep a peer that merely reconnected
@@ -487,6 +582,9 @@ class SyncService:
                 break
             if item.justification:
                 justified.append((header, item.justification))
+            if self._ahead is not None and not self._ahead.done.is_set():
+                for _ in range(NETWORK_PASSES):
+                    await trio.lowlevel.checkpoint()
         moved: bool | None = False
         if outcome is not Batch.REFUSED:
             moved = await self._apply_justifications(peer, justified)

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import rlp
 import trio
 import trio.testing
 
@@ -18,21 +19,30 @@ from chain.clock import ManualClock
 from chain.db import Database
 from chain.errors import DatabaseError, FinalityConflict
 from chain.genesis import build_genesis
-from chain.keys import Keypair
+from chain.importer import extrinsics_root
+from chain.keys import Keypair, sign_transaction
 from chain.pool import TransactionPool
-from chain.primitives import Hash32, Slot, TimestampMs
+from chain.primitives import BlockNumber, Hash32, Slot, TimestampMs
 from chain.runtime.executive import Runtime
+from chain.runtime.framework import BlockEnv
 from chain.state import TrieState
 from chain.store import ChainStore
 from chain.trie import BLANK_ROOT
-from chain.wire import MAX_SYNC_BLOCKS, Status, SyncItem, decode_sync_response, encode_sync_response
+from chain.wire import (
+    MAX_SYNC_BLOCKS,
+    Status,
+    SyncItem,
+    SyncRequest,
+    decode_sync_response,
+    encode_sync_response,
+)
 from consensus.chain_service import ChainService
 from consensus.finality import Phase, sign_vote
 from consensus.proposer import propose
 from consensus.sync import FIRST_TIMEOUT, PENALTY_BAN, SyncService, serve_sync
 from node.runner import _halt_on_finality_conflict, check_checkpoint
 from p2p.errors import PeerUnreachable
-from tests.factories import ALICE, BOB, CHARLIE, DAVE, count_vote_work, spec_for
+from tests.factories import ALICE, BOB, CHARLIE, DAVE, count_vote_work, spec_for, transfer_call
 
 KEYS = (ALICE, BOB, CHARLIE, DAVE)
 SPEC = replace(spec_for(*KEYS), authorities=tuple(k.public for k in KEYS))
@@ -655,3 +665,93 @@ def test_a_peer_that_is_no_longer_connected_costs_nothing_and_is_asked_again_soo
     assert sync.stats.failed_requests == 0
     assert sync._records["gone"].failures == 0
     node.store.db.close()
+
+
+# -- signatures checked ahead -------------------------------------------------------------------
+
+
+def with_transfer(chain: ChainService, parent_hash: bytes, slot: int, nonce: int) -> Block:
+    """A block on `parent_hash` for `slot` carrying one transfer from Alice."""
+    parent = chain.store.require_header(parent_hash)
+    timestamp = TimestampMs(slot * SPEC.slot_duration_ms)
+    env = BlockEnv(BlockNumber(parent.number + 1), parent.hash, timestamp, KEYS[slot % 4].public)
+    tx = sign_transaction(
+        ALICE, genesis_hash=Hash32(chain.store.genesis_hash or b""), nonce=nonce,
+        call=transfer_call(BOB.public, 5),
+    )  # fmt: skip
+    valid = chain.runtime.validate_transaction(
+        chain.store.state_at(parent_hash), rlp.encode(tx), env
+    )
+    block, _ = propose(
+        chain.store, chain.runtime, parent, [valid], slot=Slot(slot), timestamp=timestamp,
+        signer=KEYS[slot % 4], on_invalid=lambda tx, exc: None,
+    )  # fmt: skip
+    assert len(block.extrinsics) == 1
+    return block
+
+
+def forge_signature(block: Block) -> Block:
+    """`block` with its transfer's signature broken, the header's roots and seal made to match:
+    only the signature check can tell."""
+    encoded = bytearray(block.extrinsics[0])
+    encoded[-1] ^= 1
+    extrinsics = (bytes(encoded),)
+    header = block.header.copy(extrinsics_root=extrinsics_root(extrinsics), seal=b"")
+    signer = KEYS[header.slot % 4]
+    return Block(header.copy(seal=signer.sign(header.pre_seal_hash())), extrinsics)
+
+
+class ForgingPeer(StorePeer):
+    """Serves its store's chain with block `number` replaced by `forged`."""
+
+    def __init__(self, store: ChainStore, number: int, forged: Block) -> None:
+        super().__init__(store)
+        self.number = number
+        self.forged = forged
+
+    async def serve(self, request: bytes) -> bytes:
+        items = decode_sync_response(serve_sync(self.store, request))
+        first = SyncRequest.decode(request).start
+        return encode_sync_response(
+            [
+                SyncItem(rlp.encode(self.forged), b"") if first + i == self.number else item
+                for i, item in enumerate(items)
+            ]
+        )
+
+
+def test_signatures_checked_ahead_save_work_and_never_let_a_forged_one_in(
+    tmp_path: Path,
+) -> None:
+    """A long batch has its transfers' signatures checked in the signature worker before its
+    import; a block whose transfer carries a forged signature is refused all the same."""
+    source = open_node(tmp_path / "source")
+    node = open_node(tmp_path / "node")
+    forged: list[Block] = []
+
+    async def build() -> None:
+        parent = source.store.best_hash or b""
+        for n in range(70):
+            block = with_transfer(source, parent, n + 1, n)
+            if n == 59:
+                forged.append(forge_signature(block))
+            assert await source.import_block(block)
+            parent = block.hash
+
+    trio.run(build)
+    net = Network(source=ForgingPeer(source.store, 60, forged[0]))
+    sync = SyncService(node, net)
+
+    async def scenario() -> None:
+        try:
+            await sync.sync_once()
+        finally:
+            await sync.worker.aclose()
+
+    run(scenario)
+    assert node.store.best_header.number == 59
+    assert sync.stats.verified_ahead == 70
+    assert sync.worker.blocks == 70
+    assert any("bad signature" in reason for reason in net.reasons["source"]), net.reasons
+    for chain in (source, node):
+        chain.store.db.close()

@@ -1,0 +1,171 @@
+"""The signature worker: a real child process checks downloaded blocks' transaction signatures.
+Its answer only ever saves work, so every failure (a forged signature, bytes that are not a
+block, a dead or missing child, a cancelled exchange) must leave the hash out, never in, and
+never raise into sync."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import signal
+import sys
+
+import pytest
+import rlp
+import trio
+
+from chain.blocks import Block, Header, tx_hash
+from chain.keys import sign_transaction
+from chain.primitives import Hash32
+from consensus.signature_worker import (
+    HASH_SIZE,
+    MAX_BLOCKS,
+    SignatureWorker,
+    encode_request,
+    serve,
+    verified_hashes,
+)
+from tests.factories import ALICE, BOB, transfer_call
+
+GENESIS = Hash32(b"\x07" * 32)
+
+
+def signed(nonce: int) -> bytes:
+    tx = sign_transaction(
+        ALICE, genesis_hash=GENESIS, nonce=nonce, call=transfer_call(BOB.public, 5)
+    )
+    return bytes(rlp.encode(tx))
+
+
+def forged(nonce: int) -> bytes:
+    """A transfer whose last signature byte is flipped."""
+    encoded = bytearray(signed(nonce))
+    encoded[-1] ^= 1
+    return bytes(encoded)
+
+
+def block(*extrinsics: bytes) -> bytes:
+    header = Header(
+        Hash32(b"\x01" * 32), 1, Hash32(b"\x02" * 32), Hash32(b"\x03" * 32), 1, 1,
+        ALICE.public, b"",
+    )  # fmt: skip
+    return bytes(rlp.encode(Block(header, extrinsics)))
+
+
+def test_only_transactions_whose_signature_verifies_are_named() -> None:
+    good = [signed(0), signed(1)]
+    assert verified_hashes(block(good[0], forged(2), b"not a transaction", good[1])) == [
+        tx_hash(good[0]),
+        tx_hash(good[1]),
+    ]
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"\xc0", rlp.encode([b"a", b"b"]), rlp.encode([[], [[b"x"]]]), b"\xff" * 40]
+)
+def test_bytes_that_are_not_a_block_name_nothing(data: bytes) -> None:
+    assert verified_hashes(data) == []
+
+
+def test_the_child_loop_answers_each_request_and_stops_at_a_broken_one() -> None:
+    good = signed(0)
+    requests = io.BytesIO(
+        encode_request([block(good)])
+        + encode_request([block(forged(1))])
+        + encode_request([block(good)])[:-3]  # cut short: the input ends inside a block
+    )
+    replies = io.BytesIO()
+    serve(requests, replies)
+    assert replies.getvalue() == ((1).to_bytes(4, "big") + tx_hash(good) + (0).to_bytes(4, "big"))
+
+
+def test_the_child_loop_refuses_a_count_over_its_limit() -> None:
+    replies = io.BytesIO()
+    serve(io.BytesIO((MAX_BLOCKS + 1).to_bytes(4, "big") + b"\x00" * 64), replies)
+    assert replies.getvalue() == b""
+
+
+def test_a_real_child_checks_blocks_and_is_kept_for_the_next_request() -> None:
+    trio.run(real_child_checks_blocks)
+
+
+async def real_child_checks_blocks() -> None:
+    worker = SignatureWorker()
+    try:
+        txs = [signed(n) for n in range(6)]
+        hashes = await worker.verified([block(*txs[:3]), block(forged(9), *txs[3:])])
+        assert hashes == [tx_hash(tx) for tx in txs]
+        assert all(len(h) == HASH_SIZE for h in hashes)
+        pid = worker.pid
+        assert await worker.verified([block(txs[0])]) == [tx_hash(txs[0])]
+        assert worker.pid == pid and worker.blocks == 3
+    finally:
+        await worker.aclose()
+    assert not worker.running
+
+
+def test_a_dead_child_makes_the_worker_answer_nothing_from_then_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> None:
+        worker = SignatureWorker()
+        try:
+            await worker.start()
+            assert worker.pid is not None
+            os.kill(worker.pid, signal.SIGKILL)
+            with caplog.at_level(logging.WARNING, "statemesh.sync"):
+                assert await worker.verified([block(signed(0))]) == []
+                assert await worker.verified([block(signed(1))]) == []
+            assert not worker.running
+        finally:
+            await worker.aclose()
+
+    trio.run(scenario)
+    assert sum("signature worker failed" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_child_that_cannot_start_answers_nothing() -> None:
+    async def scenario() -> None:
+        worker = SignatureWorker(["/nonexistent/python", "-m", "consensus.signature_worker"])
+        await worker.start()
+        assert await worker.verified([block(signed(0))]) == []
+        assert not worker.running
+
+    trio.run(scenario)
+
+
+def test_a_child_that_exits_without_answering_is_dropped() -> None:
+    async def scenario() -> None:
+        worker = SignatureWorker([sys.executable, "-c", "pass"])
+        assert await worker.verified([block(signed(0))]) == []
+        assert not worker.running
+
+    trio.run(scenario)
+
+
+def test_a_cancelled_exchange_leaves_no_answer_for_the_next_request() -> None:
+    async def scenario() -> None:
+        worker = SignatureWorker()
+        try:
+            await worker.start()
+            many = [block(*[signed(n) for n in range(50)])] * 40
+            with trio.move_on_after(0.01):
+                await worker.verified(many)
+            assert not worker.running  # killed mid-exchange, not left with a stale answer
+            good = signed(0)
+            assert await worker.verified([block(good)]) == [tx_hash(good)]
+        finally:
+            await worker.aclose()
+
+    trio.run(scenario)
+
+
+def test_more_blocks_than_a_request_may_hold_are_not_sent() -> None:
+    async def scenario() -> None:
+        worker = SignatureWorker()
+        assert await worker.verified([block(signed(0))] * (MAX_BLOCKS + 1)) == []
+        assert await worker.verified([]) == []
+        assert not worker.running
+
+    trio.run(scenario)
