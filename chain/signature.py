@@ -21,8 +21,9 @@ class VerifiedSignatures:
     """The hashes of signed transactions whose signature verified, so that a transaction the
     pool checked is not checked again when a block brings it (Substrate's pool likewise checks a
     signature once). The hash is blake2-256 of the whole encoded transaction, sender, payload
-    and signature included: a hit means these very bytes verified. Bounded: the oldest are
-    forgotten first, and a forgotten one is simply verified again.
+    and signature included: a hit means these very bytes verified. Sync adds the hashes of
+    headers whose seal verified (blake2-256 of the header, seal included) the same way. Bounded:
+    the oldest are forgotten first, and a forgotten one is simply verified again.
 
     Read from the importer's worker thread while the event loop adds: each operation is one
     dictionary operation, atomic under the GIL, and a miss only costs a verification."""

@@ -3,6 +3,8 @@ the header sealed by that author. Pure functions: the caller passes the clock re
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 from chain.address import encode_address
 from chain.blocks import Header
 from chain.errors import BlockRejection, InvalidBlock
@@ -28,15 +30,18 @@ def verify_header(
     slot_duration_ms: int,
     now_ms: int,
     genesis_slot: Slot,
+    *,
+    verified: Container[bytes] = frozenset(),
 ) -> None:
-    """Raise InvalidBlock unless `header` is a well-formed Aura block on top of `parent`.
+    """Raise InvalidBlock unless `header` is a well-formed Aura block on top of `parent`; the
+    seal's signature is not checked again if the header's hash is in `verified`.
 
     The slot bounds are what keep one authority from sealing a long chain in an instant: a
     block's slot is never before the chain began (`genesis_slot`, the first block's included),
     after its parent's, and never later than our clock allows. A block too far ahead is
     FUTURE_SLOT, not BAD_SLOT: it may be our clock that is behind."""
     check_slot(header, parent, slot_duration_ms, now_ms, genesis_slot)
-    check_seal(header, authorities)
+    check_seal(header, authorities, verified=verified)
 
 
 def check_slot(
@@ -66,7 +71,12 @@ def check_slot(
         )
 
 
-def check_seal(header: Header, authorities: tuple[AccountId, ...]) -> None:
+def check_seal(
+    header: Header,
+    authorities: tuple[AccountId, ...],
+    *,
+    verified: Container[bytes] = frozenset(),
+) -> None:
     """The author is the one of the header's slot and the seal is its signature: checked
     without the parent, so a block from an unknown fork can be judged before syncing it."""
     expected = slot_author(header.slot, authorities)
@@ -76,5 +86,7 @@ def check_seal(header: Header, authorities: tuple[AccountId, ...]) -> None:
             f"slot {header.slot} belongs to {encode_address(expected)}, "
             f"block is by {encode_address(header.author)}",
         )
+    if header.hash in verified:
+        return  # these very bytes, seal included, verified before
     if not verify(header.author, header.pre_seal_hash(), header.seal):
         raise InvalidBlock(BlockRejection.BAD_SEAL, "the seal is not the author's signature")

@@ -478,6 +478,7 @@ class ChainService:
                 self.slot_duration_ms,
                 self.clock.now_ms(),
                 self.genesis_slot,
+                verified=self.verified_signatures,
             )
             self._check_equivocation(header)
             execute = partial(self.importer.execute, block, verified=self.verified_signatures)

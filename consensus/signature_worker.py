@@ -1,12 +1,13 @@
-"""A child process that verifies the transaction signatures of downloaded blocks, so that sync
-checks them on the second core while the event loop imports the batch before.
+"""A child process that verifies the signatures of downloaded blocks (seals and transactions), so
+that sync checks them on the second core while the event loop imports the batch before.
 
 Run as `python -m consensus.signature_worker`: it reads requests on stdin and answers on stdout
 until the end of its input, which also comes when the node dies. A request is a u32 count and
 that many u32-length-prefixed encoded blocks; the answer is a u32 count and that many 32-byte
-hashes: those of the blocks' signed transactions whose signature verified. Anything that does
-not decode is left out of the answer, and so is verified again, with its proper error, when the
-block is executed: the answer only ever saves work."""
+hashes: those of the headers whose seal and of the signed transactions whose signature verified
+(a hash of the very bytes the signature is part of, as `chain.signature.VerifiedSignatures`
+keeps them). Anything that does not decode is left out of the answer, and so is verified again,
+with its proper error, when the block is imported: the answer only ever saves work."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import trio
 from chain import codec
 from chain.blocks import decode_transaction, tx_hash
 from chain.signature import verify
+from chain.wire import WireError, decode_block
 
 log = logging.getLogger("statemesh.sync")
 _T = TypeVar("_T")
@@ -41,18 +43,19 @@ def encode_request(blocks: Sequence[bytes]) -> bytes:
 
 
 def verified_hashes(block: bytes) -> list[bytes]:
-    """The hashes of `block`'s transactions whose signature verifies; nothing for bytes that are
-    not a block."""
+    """The hash of `block`'s header if its seal is its author's signature, then those of its
+    transactions whose signature verifies; nothing for bytes that are not a block. Whether the
+    author is the one of the block's slot is for the importer to say: it knows the authorities.
+    """
     try:
-        item = codec.decode(block)
-    except codec.CodecError:
+        decoded = decode_block(block)
+    except WireError:
         return []
-    if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], list)):
-        return []
+    header = decoded.header
     hashes: list[bytes] = []
-    for encoded in item[1]:
-        if not isinstance(encoded, bytes):
-            continue
+    if verify(header.author, header.pre_seal_hash(), header.seal):
+        hashes.append(header.hash)
+    for encoded in decoded.extrinsics:
         try:
             tx = decode_transaction(encoded)
         except codec.CodecError:

@@ -144,3 +144,20 @@ def test_the_seal_is_checked_without_the_parent() -> None:
     with pytest.raises(InvalidBlock) as info:
         check_seal(header.copy(slot=header.slot + 1), AUTHORITIES)
     assert info.value.reason is BlockRejection.WRONG_AUTHOR
+
+
+def test_a_header_verified_before_skips_only_the_signature() -> None:
+    """Sync's signature worker vouches for a header by its hash (seal included): the seal is not
+    verified again, but the author must still be the slot's, and a header that differs in any
+    byte, its seal included, is verified as usual."""
+    genesis = genesis_header()
+    header = sealed(genesis, GENESIS_SLOT + 1)
+    forged = header.copy(seal=b"\x00" * 64)
+    check_seal(forged, AUTHORITIES, verified={forged.hash})  # vouched for: not verified again
+    with pytest.raises(InvalidBlock) as info:
+        check_seal(forged, AUTHORITIES, verified={header.hash})
+    assert info.value.reason is BlockRejection.BAD_SEAL
+    other_slot = sealed(genesis, GENESIS_SLOT + 2, signer=KEYS[slot_author(1, AUTHORITIES)])
+    with pytest.raises(InvalidBlock) as info:
+        check_seal(other_slot, AUTHORITIES, verified={other_slot.hash})
+    assert info.value.reason is BlockRejection.WRONG_AUTHOR

@@ -53,6 +53,18 @@ def block(*extrinsics: bytes) -> bytes:
     return bytes(rlp.encode(Block(header, extrinsics)))
 
 
+def test_a_sealed_header_is_named_first() -> None:
+    header = Header(
+        Hash32(b"\x01" * 32), 1, Hash32(b"\x02" * 32), Hash32(b"\x03" * 32), 1, 1,
+        ALICE.public, b"",
+    )  # fmt: skip
+    sealed = header.copy(seal=ALICE.sign(header.pre_seal_hash()))
+    tx = signed(0)
+    assert verified_hashes(bytes(rlp.encode(Block(sealed, (tx,))))) == [sealed.hash, tx_hash(tx)]
+    by_bob = sealed.copy(author=BOB.public)  # Alice's seal on a header naming Bob
+    assert verified_hashes(bytes(rlp.encode(Block(by_bob, (tx,))))) == [tx_hash(tx)]
+
+
 def test_only_transactions_whose_signature_verifies_are_named() -> None:
     good = [signed(0), signed(1)]
     assert verified_hashes(block(good[0], forged(2), b"not a transaction", good[1])) == [
