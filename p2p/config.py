@@ -127,6 +127,48 @@ class DialConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamReuseConfig:
+    """Request/response streams carry one exchange after another, as HTTP keep-alive does:
+    opening a stream and negotiating its protocol cost more than the exchange itself."""
+
+    pooled_per_peer: int = 4
+    """Idle streams a requester keeps per peer and protocol for its next requests; more are
+    closed when their exchange ends."""
+    requester_idle_seconds: float = 20.0
+    """A requester closes a stream idle this long and never reuses an older one. Shorter than
+    `server_idle_seconds`, so the requester ends a stream before the server does and seldom
+    writes a request into a stream the server is closing."""
+    server_idle_seconds: float = 45.0
+    """How long a server waits for the next request on a stream before closing it."""
+    idle_per_peer: int = 8
+    """Streams a server keeps waiting for a next request, per peer and protocol. A peer whose
+    streams would exceed it has the extra ones closed after their answer."""
+    idle_total: int = 1024
+    """The same bound over all peers and protocols: what idle streams cost us (a task and a
+    muxer entry each) stays bounded however many peers connect."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "pooled_per_peer",
+            "requester_idle_seconds",
+            "server_idle_seconds",
+            "idle_per_peer",
+            "idle_total",
+        ):
+            _positive(name, getattr(self, name))
+        if self.requester_idle_seconds >= self.server_idle_seconds:
+            raise InvalidConfig(
+                f"requester_idle_seconds ({self.requester_idle_seconds}) must be shorter than "
+                f"server_idle_seconds ({self.server_idle_seconds})"
+            )
+        if self.pooled_per_peer > self.idle_per_peer:
+            raise InvalidConfig(
+                f"pooled_per_peer ({self.pooled_per_peer}) must not exceed idle_per_peer "
+                f"({self.idle_per_peer}): peers keep what this node would keep"
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class P2PConfig:
     network_id: str
     """Scopes every protocol id and topic; the node passes its genesis hash hex prefix."""
@@ -138,6 +180,7 @@ class P2PConfig:
     gossip: GossipConfig = field(default_factory=GossipConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     dial: DialConfig = field(default_factory=DialConfig)
+    stream_reuse: StreamReuseConfig = field(default_factory=StreamReuseConfig)
     status_timeout: float = 5.0
     """The status handshake on connect must finish within this, or the peer is dropped."""
     status_interval: float = 10.0

@@ -33,6 +33,17 @@ async def reset_quietly(stream: INetStream) -> None:
             logger.debug("reset of a failed stream failed too: %r", error)
 
 
+async def close_quietly(stream: INetStream) -> None:
+    """End our side of a stream cleanly (the peer reads a clean end of stream); reset it if
+    even that fails."""
+    with trio.CancelScope(shield=True):
+        try:
+            await stream.close()
+        except (BaseLibp2pError, OSError) as error:
+            logger.debug("close of a stream failed; resetting it: %r", error)
+            await reset_quietly(stream)
+
+
 def contained(protocol: str, handler: StreamHandler, on_failure: FailureHook) -> StreamHandler:
     """Wrap a stream handler so any exception resets only that stream.
 

@@ -72,6 +72,15 @@ class TruncatedFrame(FrameError):
         self.received = received
 
 
+class StreamEnded(TruncatedFrame):
+    """The stream ended cleanly where a frame should begin: between frames, not inside one."""
+
+    def __init__(self, expected: int) -> None:
+        FrameError.__init__(self, "stream ended before the next frame (peer closed it)")
+        self.expected = expected
+        self.received = 0
+
+
 class MalformedFrame(FrameError):
     """The frame's header holds a value the protocol does not define."""
 

@@ -108,6 +108,7 @@ class P2PService:
             self._scores.is_banned,
             default_timeout=config.default_request_timeout,
             default_max_response_bytes=config.default_max_response_bytes,
+            reuse=config.stream_reuse,
         )
         self._requests.register(
             STATUS_PROTOCOL,
@@ -162,6 +163,7 @@ class P2PService:
                     async with trio.open_nursery() as nursery:
                         self._nursery = nursery
                         await self._gossip.start(nursery)
+                        await nursery.start(self._requests.run)
                         async with self._host.run([listen]):
                             await self._stop_auto_connector()
                             self._listen_address = self._resolve_listen_address(str(listen))
@@ -305,6 +307,7 @@ class P2PService:
                 reason,
             )
             self._gossip.block(peer_id)
+            self._requests.drop_peer(peer_id)
             self._disconnect(peer_id)
         else:
             logger.info(
@@ -364,7 +367,9 @@ class P2PService:
             if other is not connection and not getattr(other, "is_closed", False)
         ]
         if not remaining:
-            self._table.disconnected(PeerId(peer_id.to_base58()))
+            peer = PeerId(peer_id.to_base58())
+            self._requests.drop_peer(peer)
+            self._table.disconnected(peer)
 
     async def _greet(self, peer: PeerId) -> None:
         for attempt in range(1, _HANDSHAKE_ATTEMPTS + 1):

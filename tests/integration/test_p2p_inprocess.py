@@ -14,7 +14,7 @@ import trio
 from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
 
-from p2p.config import P2PConfig
+from p2p.config import P2PConfig, StreamReuseConfig
 from p2p.errors import (
     ListenFailed,
     MalformedResponse,
@@ -67,12 +67,20 @@ async def connected(service: P2PService) -> None:
 @asynccontextmanager
 async def two_nodes(
     setup: Callable[[P2PService, P2PService], None] = lambda a, b: None,
+    *,
+    reuse_a: StreamReuseConfig | None = None,
+    reuse_b: StreamReuseConfig | None = None,
 ) -> AsyncIterator[tuple[P2PService, P2PService]]:
-    a = P2PService(P2PConfig(network_id=NET), NodeKey.generate(), status=lambda: b"a")
+    """A listens, B dials it; both have finished their status handshakes."""
+    config_a = P2PConfig(network_id=NET, stream_reuse=reuse_a or StreamReuseConfig())
+    a = P2PService(config_a, NodeKey.generate(), status=lambda: b"a")
     b_key = NodeKey.generate()
     async with trio.open_nursery() as nursery:
         address = await nursery.start(a.run)
-        b = P2PService(P2PConfig(network_id=NET, bootnodes=(address,)), b_key)
+        config_b = P2PConfig(
+            network_id=NET, bootnodes=(address,), stream_reuse=reuse_b or StreamReuseConfig()
+        )
+        b = P2PService(config_b, b_key)
         setup(a, b)
         await nursery.start(b.run)
         await connected(a)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from p2p.config import MAX_GOSSIP_PAYLOAD, GossipConfig, P2PConfig, ScoringConfig
+from p2p.config import (
+    MAX_GOSSIP_PAYLOAD,
+    GossipConfig,
+    P2PConfig,
+    ScoringConfig,
+    StreamReuseConfig,
+)
 from p2p.errors import InvalidConfig
 from p2p.names import protocol_id, topic_id
 
@@ -33,6 +39,9 @@ def test_defaults_suit_a_small_validator_set() -> None:
     assert config.gossip.queue_high_water == 16
     assert (config.dial.initial_backoff, config.dial.max_backoff) == (0.5, 10.0)
     assert config.scoring.ban_seconds == 60
+    reuse = config.stream_reuse
+    assert (reuse.pooled_per_peer, reuse.idle_per_peer, reuse.idle_total) == (4, 8, 1024)
+    assert reuse.requester_idle_seconds < reuse.server_idle_seconds
 
 
 @pytest.mark.parametrize(
@@ -68,6 +77,16 @@ def test_defaults_suit_a_small_validator_set() -> None:
             lambda: P2PConfig(network_id="dev", bootnodes=("/ip4/1.2.3.4/tcp/1",)),
             "bootnode '/ip4/1.2.3.4/tcp/1' must end in /p2p/<peer id>",
         ),
+        (
+            lambda: StreamReuseConfig(requester_idle_seconds=45),
+            "requester_idle_seconds (45) must be shorter than server_idle_seconds (45.0)",
+        ),
+        (
+            lambda: StreamReuseConfig(pooled_per_peer=9),
+            "pooled_per_peer (9) must not exceed idle_per_peer (8): peers keep what this node "
+            "would keep",
+        ),
+        (lambda: StreamReuseConfig(idle_total=0), "idle_total must be > 0, got 0"),
         (
             lambda: P2PConfig(network_id="dev/x"),
             "network id 'dev/x' must be 1-64 characters of letters, digits, '-' or '_'",

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from libp2p.network.stream.exceptions import StreamEOF
 
-from p2p.errors import FrameTooLarge, MalformedFrame, TruncatedFrame
+from p2p.errors import FrameTooLarge, MalformedFrame, StreamEnded, TruncatedFrame
 from p2p.framing import (
     MAX_ERROR_BYTES,
     ResponseStatus,
@@ -85,6 +85,25 @@ def test_an_empty_stream_is_truncated_at_the_header() -> None:
     with pytest.raises(TruncatedFrame) as caught:
         run(read_request, FakeStream(b""), 100)
     assert (caught.value.expected, caught.value.received) == (4, 0)
+
+
+def test_frames_follow_each_other_and_an_end_between_them_is_not_a_truncation() -> None:
+    async def main() -> None:
+        requests = FakeStream(encode_request(b"one") + encode_request(b"two"), chunk=3)
+        assert [await read_request(requests, 10), await read_request(requests, 10)] == [
+            b"one",
+            b"two",
+        ]
+        with pytest.raises(StreamEnded):
+            await read_request(requests, 10)
+        answers = FakeStream(encode_response(ResponseStatus.OK, b"a") + b"\x00\x00")
+        assert await read_response(answers, 10) == (ResponseStatus.OK, b"a")
+        with pytest.raises(TruncatedFrame) as caught:
+            await read_response(answers, 10)  # ends inside the next header
+        assert not isinstance(caught.value, StreamEnded)
+        assert (caught.value.expected, caught.value.received) == (5, 2)
+
+    trio.run(main)
 
 
 def test_an_undefined_status_byte_is_malformed() -> None:
