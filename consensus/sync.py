@@ -380,8 +380,8 @@ class SyncService:
         return turn
 
     async def _sync_batches(self, peer: str, status: Status, nursery: trio.Nursery) -> Turn:
-        """Up to MAX_BATCHES_PER_TURN batches from `peer`, each downloaded (in `nursery`) while
-        the one before it imports."""
+        """Up to MAX_BATCHES_PER_TURN batches from `peer`, each after the first downloaded and
+        its signatures checked (in `nursery`) while the one before it imports."""
         store = self.chain.store
         start = self._start(status)
         began = last_report = self.chain.clock.monotonic()
@@ -399,7 +399,8 @@ class SyncService:
             else:
                 if ahead is not None:
                     ahead.scope.cancel()
-                items = await self._download(peer, start, status)
+                # Not checked ahead: the worker would have the core the import waits for.
+                items = await self._request(peer, start, status)
             ahead = None
             if items is None:
                 return Turn.PROGRESS if imported or moved else Turn.FAILED

@@ -723,23 +723,24 @@ class ForgingPeer(StorePeer):
 def test_signatures_checked_ahead_save_work_and_never_let_a_forged_one_in(
     tmp_path: Path,
 ) -> None:
-    """A long batch has its transfers' signatures checked in the signature worker before its
-    import; a block whose transfer carries a forged signature is refused all the same."""
+    """The second batch (40 blocks) has its seals and transfers' signatures checked in the
+    signature worker while the first imports; a block whose transfer carries a forged signature
+    is refused all the same."""
     source = open_node(tmp_path / "source")
     node = open_node(tmp_path / "node")
     forged: list[Block] = []
 
     async def build() -> None:
         parent = source.store.best_hash or b""
-        for n in range(70):
+        for n in range(MAX_SYNC_BLOCKS + 40):
             block = with_transfer(source, parent, n + 1, n)
-            if n == 59:
+            if n == MAX_SYNC_BLOCKS + 29:
                 forged.append(forge_signature(block))
             assert await source.import_block(block)
             parent = block.hash
 
     trio.run(build)
-    net = Network(source=ForgingPeer(source.store, 60, forged[0]))
+    net = Network(source=ForgingPeer(source.store, MAX_SYNC_BLOCKS + 30, forged[0]))
     sync = SyncService(node, net)
 
     async def scenario() -> None:
@@ -749,9 +750,9 @@ def test_signatures_checked_ahead_save_work_and_never_let_a_forged_one_in(
             await sync.worker.aclose()
 
     run(scenario)
-    assert node.store.best_header.number == 59
-    assert sync.stats.verified_ahead == 70
-    assert sync.worker.blocks == 70
+    assert node.store.best_header.number == MAX_SYNC_BLOCKS + 29
+    assert sync.stats.verified_ahead == 40
+    assert sync.worker.blocks == 40
     assert any("bad signature" in reason for reason in net.reasons["source"]), net.reasons
     for chain in (source, node):
         chain.store.db.close()
