@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,8 +136,10 @@ class Header(rlp.Serializable):  # type: ignore[misc]
     def pre_seal_hash(self) -> Hash32:
         return blake2_256(SEAL_SIGNING_DOMAIN + rlp.encode(self.copy(seal=b"")))
 
-    @property
+    @functools.cached_property
     def hash(self) -> Hash32:
+        """Computed once per header object: import asks it some eight times a block (known?
+        parent of? cache key, stored under), and a header never changes once built."""
         return blake2_256(rlp.encode(self))
 
 

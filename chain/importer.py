@@ -44,7 +44,8 @@ class BlockImporter:
                 BlockRejection.BAD_TIMESTAMP,
                 f"timestamp {header.timestamp} is not after the parent's {parent.timestamp}",
             )
-        root = extrinsics_root(block.extrinsics)
+        hashes = [tx_hash(e) for e in block.extrinsics]
+        root = merkle_root(hashes)
         if header.extrinsics_root != root:
             raise InvalidBlock(
                 BlockRejection.BAD_EXTRINSICS_ROOT,
@@ -52,7 +53,11 @@ class BlockImporter:
             )
         env = BlockEnv(header.number, header.parent_hash, header.timestamp, header.author)
         execution = self.runtime.execute_block(
-            self.store.state_at(header.parent_hash), env, block.extrinsics, verified=verified
+            self.store.state_at(header.parent_hash),
+            env,
+            block.extrinsics,
+            verified=verified,
+            hashes=hashes,
         )
         if execution.commit.root != header.state_root:
             raise InvalidBlock(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import NewType
 
 Hash32 = NewType("Hash32", bytes)
@@ -29,7 +30,7 @@ def blake2_256(data: bytes) -> Hash32:
     return Hash32(hashlib.blake2b(data, digest_size=32).digest())
 
 
-def merkle_root(leaves: list[bytes]) -> Hash32:
+def merkle_root(leaves: Sequence[bytes]) -> Hash32:
     """Binary Merkle root over leaf hashes; an odd node is promoted unchanged.
 
     The empty list has the root blake2_256(b""), so an empty block still commits to something."""

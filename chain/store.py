@@ -244,7 +244,8 @@ class ChainStore:
                 self._put_block(batch, block, execution.events)
                 batch.put(_LEAVES, b"".join(leaves))
                 if best:
-                    route = self._move_best(batch, block_hash, block)
+                    hashes = [outcome.hash for outcome in execution.outcomes]
+                    route = self._move_best(batch, block_hash, hashes)
                 if finalize:
                     self._put_finalized(batch, block_hash, justification)
         except BaseException:
@@ -318,8 +319,11 @@ class ChainStore:
             batch.put(JUSTIFICATIONS + block_hash, justification)
 
     def _move_best(
-        self, batch: keys.WriteBatch, block_hash: bytes, new_block: Block | None
+        self, batch: keys.WriteBatch, block_hash: bytes, new_hashes: Sequence[Hash32] | None
     ) -> TreeRoute:
+        """Point the canonical index at `block_hash`'s chain. `new_hashes` are the transaction
+        hashes of `block_hash` when it is being stored in this batch (its execution's outcomes
+        hold them), so that its body is neither read back nor hashed again."""
         old = self.best_hash
         if old is None:
             raise DatabaseError("the database has no chain yet")
@@ -332,16 +336,13 @@ class ChainStore:
         for enacted in route.enacted:
             header = self.require_header(enacted)
             batch.put(_number_key(header.number), enacted)
-            body = (
-                list(new_block.extrinsics)
-                if new_block is not None and enacted == block_hash
-                else self._extrinsics(enacted)
+            hashes = (
+                new_hashes
+                if new_hashes is not None and enacted == block_hash
+                else [tx_hash(encoded) for encoded in self._extrinsics(enacted)]
             )
-            for index, encoded in enumerate(body):
-                batch.put(
-                    keys.TX_INDEX + tx_hash(encoded),
-                    codec.encode([enacted, codec.encode_uint(index)]),
-                )
+            for index, hash in enumerate(hashes):
+                batch.put(keys.TX_INDEX + hash, codec.encode([enacted, codec.encode_uint(index)]))
         batch.put(_BEST, block_hash)
         return route
 

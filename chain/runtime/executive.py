@@ -5,7 +5,7 @@ inputs give the same state root on every node."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -262,10 +262,11 @@ class Runtime:
         return checked.account.free - system.account(ctx.state, checked.tx.sender).free
 
     def apply_extrinsic(
-        self, ctx: Context, encoded: bytes, *, signature_checked: bool = False
+        self, ctx: Context, encoded: bytes, hash: Hash32, *, signature_checked: bool = False
     ) -> ExtrinsicOutcome:
         """Apply one extrinsic inside a block. Raises InvalidTransaction when it may not be in
-        the block at all (then nothing was written); a failing call is an outcome, not an error."""
+        the block at all (then nothing was written); a failing call is an outcome, not an error.
+        `hash` is `tx_hash(encoded)`, which every caller already holds."""
         checked = self.check(ctx.state, encoded, signature_checked=signature_checked)
         if checked.tx.nonce != checked.account.nonce:
             raise InvalidTransaction(
@@ -277,7 +278,7 @@ class Runtime:
             error = None
         except DispatchError as exc:
             error = exc
-        return ExtrinsicOutcome(tx_hash(encoded), error)
+        return ExtrinsicOutcome(hash, error)
 
     def _apply_checked(self, ctx: Context, checked: CheckedTransaction) -> None:
         """Charge, then dispatch in a child overlay kept only if the call succeeds. Raises the
@@ -315,9 +316,12 @@ class Runtime:
         extrinsics: Iterable[bytes],
         *,
         verified: Container[bytes] = frozenset(),
+        hashes: Sequence[Hash32] | None = None,
     ) -> BlockExecution:
         """Import-side execution: every extrinsic must apply, else the block is invalid. The
-        signatures of those whose hash is in `verified` were verified before (by the pool)."""
+        signatures of those whose hash is in `verified` were verified before (by the pool).
+        `hashes`, the extrinsics' `tx_hash`es, spares hashing them again when the caller has
+        them (the importer, from the extrinsics root)."""
         extrinsics = tuple(extrinsics)
         ctx = Context(Overlay(parent), env, self.config, self.genesis_hash)
         self._initialize(ctx)
@@ -328,12 +332,14 @@ class Runtime:
                 BlockRejection.OVERSIZE,
                 f"{len(extrinsics)} extrinsics, at most {self.config.max_block_extrinsics}",
             )
-        for index, encoded in enumerate(extrinsics):
+        if hashes is None:
+            hashes = [tx_hash(encoded) for encoded in extrinsics]
+        for index, (encoded, hash) in enumerate(zip(extrinsics, hashes, strict=True)):
             total += len(encoded)
             ctx.phase = index
             try:
                 outcome = self.apply_extrinsic(
-                    ctx, encoded, signature_checked=tx_hash(encoded) in verified
+                    ctx, encoded, hash, signature_checked=hash in verified
                 )
             except InvalidTransaction as exc:
                 raise InvalidBlock(
@@ -371,7 +377,9 @@ class Runtime:
             ctx.phase = len(included)
             mark = len(ctx.events)
             try:
-                outcome = self.apply_extrinsic(ctx, candidate.encoded, signature_checked=True)
+                outcome = self.apply_extrinsic(
+                    ctx, candidate.encoded, candidate.hash, signature_checked=True
+                )
             except InvalidTransaction as exc:
                 del ctx.events[mark:]
                 on_invalid(candidate, exc)

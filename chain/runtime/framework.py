@@ -228,10 +228,7 @@ class Event:
             ]
         )
         return codec.encode_list_payload(
-            phase
-            + _encoded_name(self.module)
-            + _encoded_name(self.name)
-            + codec.encode_list_payload(fields)
+            phase + _encoded_names(self.module, self.name) + codec.encode_list_payload(fields)
         )
 
     @classmethod
@@ -272,9 +269,21 @@ def _encoded_name(name: str) -> bytes:
     return codec.encode_string(name.encode())
 
 
+@functools.lru_cache(maxsize=1024)
+def _encoded_names(module: str, name: str) -> bytes:
+    """`_encoded_name` of an event's module, then of its name: one lookup per event."""
+    return _encoded_name(module) + _encoded_name(name)
+
+
 def _encoded_value(value: EventValue) -> bytes:
     """RLP of `_tag(value)`'s two strings, one after the other (each tag is one byte below 0x80,
     its own encoding)."""
+    # The common kinds first, by exact type (a bool is never one of them); accounts, a third of
+    # all values, need no copy: `encode_string` takes the AccountRef itself.
+    if type(value) is AccountRef:
+        return b"a" + codec.encode_string(value)
+    if type(value) is int:
+        return b"i" + codec.encode_string(codec.encode_uint(value))
     if isinstance(value, bool):
         raise TypeError("event values are int, str, bytes or AccountRef")
     if isinstance(value, AccountRef):
