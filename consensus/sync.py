@@ -85,8 +85,9 @@ connection's tasks (decryption, multiplexing), one per pass of the loop; with on
 imported block the download would mostly wait for the import to end. Measured with 128 blocks of
 10 transfers: the next batch ready 0.1 s into a 0.25 s import, where it took the whole import."""
 WORKER_MIN_BLOCKS = 32
-"""A batch this long has its signatures checked in the signature worker (started then, stopped
-when sync is idle); a shorter one, as when following the chain, is not worth a process."""
+"""A batch this long, downloaded while another imports, has its signatures checked in the
+signature worker (started when a sync of more than a batch begins, stopped when sync is idle);
+a shorter one, as when following the chain, is not worth a process."""
 
 
 class SyncPeers(Protocol):
@@ -388,8 +389,8 @@ class SyncService:
         imported = 0
         moved = False
         ahead: _Ahead | None = None
-        if status.best_number - start + 1 >= WORKER_MIN_BLOCKS and not self.worker.running:
-            nursery.start_soon(self.worker.start)  # while the first batch downloads
+        if status.best_number - start + 1 >= MAX_SYNC_BLOCKS + WORKER_MIN_BLOCKS:
+            nursery.start_soon(self.worker.start)  # for the second batch, while the first comes
         for number in range(MAX_BATCHES_PER_TURN):
             if start > status.best_number:
                 break
