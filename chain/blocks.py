@@ -162,7 +162,14 @@ def tx_hash(encoded: bytes) -> Hash32:
 
 
 def decode(encoded: bytes, sedes: Any) -> Any:
-    """Decode RLP strictly (no trailing bytes); any failure raises `rlp.DecodingError`."""
+    """Decode RLP strictly (no trailing bytes); any failure raises `rlp.DecodingError` or
+    `rlp.DeserializationError`. The bytes are read by `codec` first: the `rlp` library's reader
+    recurses once per nested list without a bound, and a few kilobytes of nested lists would end
+    in a RecursionError."""
+    try:
+        codec.decode(encoded)
+    except codec.CodecError as exc:
+        raise rlp.DecodingError(f"not canonical RLP: {exc}", encoded) from None
     return rlp.decode(encoded, sedes=sedes, strict=True)
 
 

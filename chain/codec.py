@@ -41,7 +41,13 @@ def _length(data: bytes, start: int, size: int) -> int:
     return length
 
 
-def _item(data: bytes, pos: int) -> tuple[RlpItem, int]:
+MAX_DEPTH: Final = 32
+"""Lists nested deeper than this are refused: every record of the chain nests a few levels,
+and the reader recurses once per level, so a few kilobytes of nested lists from a peer would
+otherwise end in a RecursionError instead of a CodecError."""
+
+
+def _item(data: bytes, pos: int, depth: int = 0) -> tuple[RlpItem, int]:
     """Decode the item at `pos`; returns it and the position after it."""
     if pos >= len(data):
         raise CodecError("truncated item")
@@ -73,6 +79,8 @@ def _item(data: bytes, pos: int) -> tuple[RlpItem, int]:
         end = start + length
     if end > len(data):
         raise CodecError("truncated list")
+    if depth >= MAX_DEPTH:
+        raise CodecError(f"lists nested more than {MAX_DEPTH} deep")
     items: list[RlpItem] = []
     while start < end:
         # Short strings, nearly every item of a transaction or a record, are read here rather
@@ -90,7 +98,7 @@ def _item(data: bytes, pos: int) -> tuple[RlpItem, int]:
             items.append(data[start + 1 : stop])
             start = stop
         else:
-            item, start = _item(data, start)
+            item, start = _item(data, start, depth + 1)
             items.append(item)
     if start != end:
         raise CodecError("list items overrun the list")

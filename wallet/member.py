@@ -16,7 +16,7 @@ import rlp
 import trio
 
 from chain import codec
-from chain.blocks import Call, UnsignedTransaction
+from chain.blocks import Call, UnsignedTransaction, decode
 from chain.errors import InvalidTransaction
 from chain.keys import Keypair
 from chain.primitives import AccountId, Hash32
@@ -632,7 +632,7 @@ def _signing_wallet(
 def decode_unsigned(raw: bytes, genesis_hash: Hash32) -> UnsignedTransaction:
     """A wallet transaction to sign: canonical RLP, for this chain."""
     try:
-        unsigned = rlp.decode(raw, sedes=UnsignedTransaction, strict=True)
+        unsigned = decode(raw, UnsignedTransaction)
     except (rlp.DecodingError, rlp.DeserializationError) as exc:
         raise Refused(RefusalReason.MALFORMED, f"not an unsigned transaction: {exc}") from None
     if rlp.encode(unsigned) != raw:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import rlp
 
 from chain import codec
-from chain.blocks import Header
+from chain.blocks import Header, decode
 from chain.errors import OutdatedCall
 from chain.primitives import SIGNATURE_LENGTH, AccountId, Hash32
 from chain.runtime import system
@@ -142,7 +142,7 @@ def vote_evidence(first: bytes, second: bytes) -> tuple[OffenceKey, SignedVote, 
 
 def _header(data: bytes, name: str) -> Header:
     try:
-        header: Header = rlp.decode(data, sedes=Header, strict=True)
+        header: Header = decode(data, Header)
     except (rlp.DecodingError, rlp.DeserializationError):
         raise ValueError(f"{name} is not an encoded header") from None
     if len(header.seal) != SIGNATURE_LENGTH:

@@ -3,11 +3,13 @@ and its strict reader reads back exactly what it wrote."""
 
 from __future__ import annotations
 
+import pytest
 import rlp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chain import codec
+from chain.blocks import Header, decode
 
 LENGTHS = [0, 1, 2, 55, 56, 57, 255, 256, 257, 65_535, 65_536]
 
@@ -34,3 +36,23 @@ def test_every_length_form_of_strings_and_lists() -> None:
         assert codec.encode_list_payload(payload) == rlp.encode([data])
         assert codec.list_prefix(len(payload)) + payload == rlp.encode([data])
         assert codec.decode(codec.encode([data])) == [data]
+
+
+def nested(depth: int) -> bytes:
+    """An empty list inside `depth` more lists."""
+    encoded = b"\xc0"
+    for _ in range(depth):
+        encoded = codec.list_prefix(len(encoded)) + encoded
+    return encoded
+
+
+def test_lists_nested_deeper_than_the_limit_are_refused_not_a_recursion_error() -> None:
+    assert codec.decode(nested(codec.MAX_DEPTH - 1)) is not None
+    for depth in (codec.MAX_DEPTH, 5_000):
+        with pytest.raises(codec.CodecError, match="nested more than"):
+            codec.decode(nested(depth))
+
+
+def test_typed_decoding_refuses_deep_nesting_as_malformed() -> None:
+    with pytest.raises(rlp.DecodingError):
+        decode(nested(5_000), Header)

@@ -14,6 +14,7 @@ import rlp
 import trio
 import trio.testing
 
+from chain import codec
 from chain.blocks import Block, Header
 from chain.clock import ManualClock
 from chain.db import Database
@@ -756,3 +757,28 @@ def test_signatures_checked_ahead_save_work_and_never_let_a_forged_one_in(
     assert any("bad signature" in reason for reason in net.reasons["source"]), net.reasons
     for chain in (source, node):
         chain.store.db.close()
+
+
+def test_a_response_of_deeply_nested_lists_is_bad_data_not_a_crash(
+    honest: ChainService, tmp_path: Path
+) -> None:
+    """A few kilobytes of nested lists once ended the sync task in a RecursionError."""
+    node = open_node(tmp_path / "node")
+
+    class Nesting(StorePeer):
+        async def serve(self, request: bytes) -> bytes:
+            encoded = b"\xc0"
+            for _ in range(3_000):
+                encoded = codec.list_prefix(len(encoded)) + encoded
+            return encoded
+
+    net = Network(nester=Nesting(honest.store))
+    sync = SyncService(node, net)
+
+    async def scenario() -> None:
+        assert not await sync.sync_once()
+
+    run(scenario)
+    assert node.store.best_header.number == 0
+    assert any("nested" in reason for reason in net.reasons["nester"]), net.reasons
+    node.store.db.close()
