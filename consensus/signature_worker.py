@@ -12,6 +12,7 @@ with its proper error, when the block is imported: the answer only ever saves wo
 from __future__ import annotations
 
 import logging
+import signal
 import struct
 import subprocess
 import sys
@@ -23,7 +24,7 @@ import trio
 from chain import codec
 from chain.blocks import decode_transaction, tx_hash
 from chain.signature import verify
-from chain.wire import WireError, decode_block
+from chain.wire import decode_block
 
 log = logging.getLogger("statemesh.sync")
 _T = TypeVar("_T")
@@ -32,6 +33,8 @@ _COUNT: Final = struct.Struct(">I")
 HASH_SIZE: Final = 32
 MAX_BLOCKS: Final = 4096
 """More than a sync batch holds; a request over it is refused by the child."""
+RETRY_SECONDS: Final = 60.0
+"""How long the node verifies alone after its child failed, before it starts another."""
 
 
 def encode_request(blocks: Sequence[bytes]) -> bytes:
@@ -42,27 +45,28 @@ def encode_request(blocks: Sequence[bytes]) -> bytes:
     return b"".join(parts)
 
 
-def verified_hashes(block: bytes) -> list[bytes]:
+def verified_hashes(block: bytes) -> list[bytes] | None:
     """The hash of `block`'s header if its seal is its author's signature, then those of its
-    transactions whose signature verifies; nothing for bytes that are not a block. Whether the
-    author is the one of the block's slot is for the importer to say: it knows the authorities.
-    """
+    transactions whose signature verifies. None for bytes that are not a block or a seal that
+    does not verify: the importer refuses that block, and the blocks after it in a batch do not
+    attach, so they are not worth checking. Whether the author is the one of the block's slot is
+    for the importer to say: it knows the authorities."""
     try:
         decoded = decode_block(block)
-    except WireError:
-        return []
-    header = decoded.header
-    hashes: list[bytes] = []
-    if verify(header.author, header.pre_seal_hash(), header.seal):
-        hashes.append(header.hash)
-    for encoded in decoded.extrinsics:
-        try:
-            tx = decode_transaction(encoded)
-        except codec.CodecError:
-            continue
-        if verify(tx.sender, tx.signing_payload, tx.signature):
-            hashes.append(tx_hash(encoded))
-    return hashes
+        header = decoded.header
+        if not verify(header.author, header.pre_seal_hash(), header.seal):
+            return None
+        hashes: list[bytes] = [header.hash]
+        for encoded in decoded.extrinsics:
+            try:
+                tx = decode_transaction(encoded)
+            except codec.CodecError:
+                continue
+            if verify(tx.sender, tx.signing_payload, tx.signature):
+                hashes.append(tx_hash(encoded))
+        return hashes
+    except Exception:  # whatever a peer's bytes do here, the answer only leaves them out
+        return None
 
 
 def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
@@ -83,12 +87,17 @@ def serve(requests: BinaryIO, replies: BinaryIO) -> None:
         if count > MAX_BLOCKS:
             return
         hashes: list[bytes] = []
+        checking = True
         for _ in range(count):
             size = _read_exactly(requests, _COUNT.size)
             block = None if size is None else _read_exactly(requests, _COUNT.unpack(size)[0])
             if block is None:
                 return
-            hashes.extend(verified_hashes(block))
+            found = verified_hashes(block) if checking else None
+            if found is None:
+                checking = False  # the rest is read, not checked
+            else:
+                hashes.extend(found)
         replies.write(_COUNT.pack(len(hashes)) + b"".join(hashes))
         replies.flush()
 
@@ -97,8 +106,8 @@ class SignatureWorker:
     """The parent's side: one child, started on first use and kept until `aclose`.
 
     The worker is an optimisation only. If the child cannot be started or dies, `verified`
-    answers nothing from then on (the importer verifies every signature itself) and says so once
-    in the log; it never raises for the child's sake."""
+    answers nothing for RETRY_SECONDS (the importer verifies every signature itself), says so in
+    the log, then starts a new child; it never raises for the child's sake."""
 
     def __init__(self, command: Sequence[str] | None = None) -> None:
         self._command = (
@@ -107,7 +116,8 @@ class SignatureWorker:
             else [sys.executable, "-m", "consensus.signature_worker"]
         )
         self._process: trio.Process | None = None
-        self._broken = False
+        self._retry_at = float("-inf")
+        """After a failure, no child before this time (trio clock)."""
         self._lock = trio.Lock()
         self.blocks = 0
         """Blocks whose signatures the child checked."""
@@ -120,14 +130,9 @@ class SignatureWorker:
     def pid(self) -> int | None:
         return None if self._process is None else self._process.pid
 
-    async def start(self) -> None:
-        """Start the child now rather than at the first `verified` (it takes a few tenths of a
-        second, which a caller can spend downloading)."""
-        async with self._lock:
-            await self._guarded(self._start)
-
     async def verified(self, blocks: Sequence[bytes]) -> list[bytes]:
-        """Hashes of the transactions of `blocks` whose signature verified (in the child)."""
+        """Hashes of the headers of `blocks` whose seal and of their transactions whose
+        signature verified in the child (see the module's docstring)."""
         if not blocks or len(blocks) > MAX_BLOCKS:
             return []
         async with self._lock:
@@ -135,14 +140,18 @@ class SignatureWorker:
         return hashes or []
 
     async def _guarded(self, step: Callable[[], Awaitable[_T]]) -> _T | None:
-        """`step` on a working child; None, and no child from then on, if it fails."""
-        if self._broken:
+        """`step` on a working child; None, and no child for RETRY_SECONDS, if it fails."""
+        if trio.current_time() < self._retry_at:
             return None
         try:
             return await step()
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, EOFError) as exc:
-            log.warning("the signature worker failed (%s); verifying in the node", exc)
-            self._broken = True
+            log.warning(
+                "the signature worker failed (%r); verifying in the node for %.0f s",
+                exc,
+                RETRY_SECONDS,
+            )
+            self._retry_at = trio.current_time() + RETRY_SECONDS
             await self.aclose()
             return None
         except BaseException:
@@ -191,4 +200,7 @@ async def _receive(stream: trio.abc.ReceiveStream, size: int) -> bytes:
 
 
 if __name__ == "__main__":
+    # Ctrl-C in a terminal reaches the whole process group: the node stops this child itself,
+    # and the end of its input stops it too.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     serve(sys.stdin.buffer, sys.stdout.buffer)

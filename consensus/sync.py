@@ -86,8 +86,8 @@ imported block the download would mostly wait for the import to end. Measured wi
 10 transfers: the next batch ready 0.1 s into a 0.25 s import, where it took the whole import."""
 WORKER_MIN_BLOCKS = 32
 """A batch this long, downloaded while another imports, has its signatures checked in the
-signature worker (started when a sync of more than a batch begins, stopped when sync is idle);
-a shorter one, as when following the chain, is not worth a process."""
+signature worker (started then, stopped when no peer is ahead of us any more); a shorter one,
+as when following the chain, is not worth a process."""
 
 
 class SyncPeers(Protocol):
@@ -110,7 +110,8 @@ class SyncStatistics:
     failed_requests: int = 0
     pending_justifications: int = 0
     verified_ahead: int = 0
-    """Downloaded blocks whose signatures the signature worker checked before their import."""
+    """Downloaded blocks whose signatures the signature worker checked (before their import,
+    if they were imported)."""
 
 
 @dataclass(slots=True)
@@ -175,14 +176,28 @@ def serve_sync(store: ChainStore, request: bytes) -> bytes:
     return encode_sync_response(items)
 
 
+@dataclass(frozen=True, slots=True)
+class _Unhelpful:
+    """Why a request gave no batch, and what that costs the peer (`SyncService._record`)."""
+
+    reason: str
+    unreachable: bool = False
+    """Not connected: nothing held against the peer, only a short wait."""
+    penalize: bool = True
+    bad_data: str | None = None
+    """Also penalized as bad data, for this."""
+
+
 @dataclass(slots=True)
 class _Ahead:
-    """The next batch, downloaded (and its signatures checked) while the one before imports."""
+    """The next batch, downloaded (then its signatures checked) while the one before imports.
+    What it cost the peer is recorded only when the batch is due: after the batch before it
+    imported well, as when the request was made after it."""
 
     start: int
     scope: trio.CancelScope
-    done: trio.Event
-    items: list[SyncItem] | None = None
+    downloaded: trio.Event
+    fetched: list[SyncItem] | _Unhelpful = _Unhelpful("abandoned", penalize=False)
 
 
 class SyncService:
@@ -229,7 +244,6 @@ class SyncService:
         try:
             while True:
                 if not await self.sync_once():
-                    await self.worker.aclose()  # caught up: no process kept for nothing
                     with trio.move_on_after(IDLE_CHECK):
                         await self._wake.receive()
         finally:
@@ -331,7 +345,10 @@ class SyncService:
 
     def _timeout(self, peer: str) -> float:
         record = self._records.get(peer)
-        failures = record.failures if record is not None else 0
+        return self._timeout_after(record.failures if record is not None else 0)
+
+    @staticmethod
+    def _timeout_after(failures: int) -> float:
         return float(min(FIRST_TIMEOUT * 2**failures, REQUEST_TIMEOUT))
 
     # -- downloading ------------------------------------------------------------------------------
@@ -343,6 +360,7 @@ class SyncService:
         candidates = self.candidates()
         if not candidates:
             self.stats.syncing = False
+            await self.worker.aclose()  # caught up: no process kept for nothing
             return False
         self.stats.syncing = True
         self.stats.target = max(status.best_number for _, status in candidates)
@@ -389,22 +407,24 @@ class SyncService:
         imported = 0
         moved = False
         ahead: _Ahead | None = None
-        if status.best_number - start + 1 >= MAX_SYNC_BLOCKS + WORKER_MIN_BLOCKS:
-            nursery.start_soon(self.worker.start)  # for the second batch, while the first comes
         for number in range(MAX_BATCHES_PER_TURN):
             if start > status.best_number:
                 break
             if ahead is not None and ahead.start == start:
-                await ahead.done.wait()
-                items = ahead.items
+                # Only the download is awaited: signatures the worker has not vouched for by
+                # the time a block imports are verified by the import itself.
+                await ahead.downloaded.wait()
+                fetched = ahead.fetched
             else:
                 if ahead is not None:
                     ahead.scope.cancel()
                 # Not checked ahead: the worker would have the core the import waits for.
-                items = await self._request(peer, start, status)
+                fetched = await self._fetch(peer, start, status)
             ahead = None
-            if items is None:
+            if isinstance(fetched, _Unhelpful):
+                self._record(peer, fetched)
                 return Turn.PROGRESS if imported or moved else Turn.FAILED
+            items = fetched
             following = start + len(items)
             if following <= status.best_number and number + 1 < MAX_BATCHES_PER_TURN:
                 ahead = self._download_ahead(nursery, peer, following, status)
@@ -429,8 +449,7 @@ class SyncService:
                 return Turn.WAIT if not (imported or moved) else Turn.PROGRESS
             if outcome is not Batch.OK:
                 break
-            if ahead is None or not ahead.done.is_set() or ahead.items is not None:
-                self._succeed(peer)  # unless the next batch failed meanwhile: that came later
+            self._succeed(peer)
             start += len(items)
             self.stats.imported += count
             now = self.chain.clock.monotonic()
@@ -468,35 +487,39 @@ class SyncService:
         async def download() -> None:
             with ahead.scope:
                 try:
-                    ahead.items = await self._download(peer, start, status)
+                    ahead.fetched = await self._fetch(peer, start, status, ahead=True)
                 finally:
-                    ahead.done.set()
+                    ahead.downloaded.set()
+                if isinstance(ahead.fetched, list) and len(ahead.fetched) >= WORKER_MIN_BLOCKS:
+                    await self._check_signatures(ahead.fetched)
 
         nursery.start_soon(download)
         return ahead
 
-    async def _download(self, peer: str, start: int, status: Status) -> list[SyncItem] | None:
-        """`_request`, then the signatures of a long batch checked in the signature worker:
-        their hashes join the chain's verified set, so importing the batch skips them."""
-        items = await self._request(peer, start, status)
-        if items is not None and len(items) >= WORKER_MIN_BLOCKS:
-            hashes = await self.worker.verified([item.block for item in items])
-            verified = self.chain.verified_signatures
-            for tx in hashes:
-                verified.add(tx)
-            if hashes:
-                self.stats.verified_ahead += len(items)
-        return items
+    async def _check_signatures(self, items: list[SyncItem]) -> None:
+        """The signatures of a downloaded batch checked in the signature worker: the hashes it
+        vouches for join the chain's verified set, and the batch's import skips them."""
+        hashes = await self.worker.verified([item.block for item in items])
+        verified = self.chain.verified_signatures
+        for signed in hashes:
+            verified.add(signed)
+        if hashes:
+            self.stats.verified_ahead += len(items)
 
-    async def _request(self, peer: str, start: int, status: Status) -> list[SyncItem] | None:
-        """One batch from `start`; None (the peer failed and lost its turn) if it did not come
-        in time, did not decode, or was empty although the peer claims blocks there."""
-        timeout = self._timeout(peer)
+    async def _fetch(
+        self, peer: str, start: int, status: Status, *, ahead: bool = False
+    ) -> list[SyncItem] | _Unhelpful:
+        """One batch from `start`, or why there is none: it did not come in time, did not
+        decode, or was empty although the peer claims blocks there. Records nothing against the
+        peer (`_record` does). A batch asked `ahead` waits as long as if the batch before it
+        had imported well (it is only used if so), and is not abandoned by `wake`."""
         record = self._records.get(peer)
+        suspect = not ahead and record is not None and record.failures > 0
+        timeout = self._timeout(peer) if not ahead else self._timeout_after(0)
         raw: bytes | None = None
         try:
             with trio.move_on_after(timeout) as scope:
-                if record is not None and record.failures:
+                if suspect:
                     self._suspect = scope
                 try:
                     raw = await self.peers.request_sync(
@@ -509,29 +532,31 @@ class SyncService:
             # Not connected (any more): nothing it sent, so nothing to hold against it. Scoring
             # it, or backing off from it for long, would keep a peer that merely reconnected
             # out, and with it maybe the only way back to the chain.
-            log.info("sync from %s: %s; asking others", peer, exc)
-            self._idle(peer)
-            return None
+            return _Unhelpful(str(exc), unreachable=True)
         except RequestFailed as exc:
-            self._fail(peer, f"request failed: {exc}")
-            return None
+            return _Unhelpful(f"request failed: {exc}")
         if raw is None:
             if trio.current_time() >= scope.deadline:
-                self._fail(peer, f"no answer within {timeout:.0f} s")
-            else:
-                # Abandoned for other work (see `wake`), which anyone can cause: no penalty.
-                self._fail(peer, "no answer yet, other work came", penalize=False)
-            return None
+                return _Unhelpful(f"no answer within {timeout:.0f} s")
+            # Abandoned for other work (see `wake`), which anyone can cause: no penalty.
+            return _Unhelpful("no answer yet, other work came", penalize=False)
         try:
             items = decode_sync_response(raw)
         except WireError as exc:
-            self._fail(peer, "bad response")
-            self.peers.penalize(peer, PENALTY_BAD_DATA, f"bad sync response: {exc}")
-            return None
+            return _Unhelpful("bad response", bad_data=f"bad sync response: {exc}")
         if not items:
-            self._fail(peer, f"claims best #{status.best_number} but sent no block from #{start}")
-            return None
+            return _Unhelpful(f"claims best #{status.best_number} but sent no block from #{start}")
         return items
+
+    def _record(self, peer: str, unhelpful: _Unhelpful) -> None:
+        """What a request that gave no batch costs the peer."""
+        if unhelpful.unreachable:
+            log.info("sync from %s: %s; asking others", peer, unhelpful.reason)
+            self._idle(peer)
+            return
+        self._fail(peer, unhelpful.reason, penalize=unhelpful.penalize)
+        if unhelpful.bad_data is not None:
+            self.peers.penalize(peer, PENALTY_BAD_DATA, unhelpful.bad_data)
 
     async def _import_batch(
         self, peer: str, status: Status, start: int, items: list[SyncItem]
@@ -584,7 +609,7 @@ class SyncService:
                 break
             if item.justification:
                 justified.append((header, item.justification))
-            if self._ahead is not None and not self._ahead.done.is_set():
+            if self._ahead is not None and not self._ahead.downloaded.is_set():
                 for _ in range(NETWORK_PASSES):
                     await trio.lowlevel.checkpoint()
         moved: bool | None = False

@@ -14,13 +14,16 @@ import sys
 import pytest
 import rlp
 import trio
+import trio.testing
 
+from chain import codec
 from chain.blocks import Block, Header, tx_hash
-from chain.keys import sign_transaction
+from chain.keys import Keypair, sign_transaction
 from chain.primitives import Hash32
 from consensus.signature_worker import (
     HASH_SIZE,
     MAX_BLOCKS,
+    RETRY_SECONDS,
     SignatureWorker,
     encode_request,
     serve,
@@ -45,43 +48,51 @@ def forged(nonce: int) -> bytes:
     return bytes(encoded)
 
 
-def block(*extrinsics: bytes) -> bytes:
+def sealed_header(number: int = 1, signer: Keypair = ALICE) -> Header:
     header = Header(
-        Hash32(b"\x01" * 32), 1, Hash32(b"\x02" * 32), Hash32(b"\x03" * 32), 1, 1,
-        ALICE.public, b"",
+        Hash32(b"\x01" * 32), number, Hash32(b"\x02" * 32), Hash32(b"\x03" * 32), 1, 1,
+        signer.public, b"",
     )  # fmt: skip
-    return bytes(rlp.encode(Block(header, extrinsics)))
+    return header.copy(seal=signer.sign(header.pre_seal_hash()))  # type: ignore[no-any-return]
 
 
-def test_a_sealed_header_is_named_first() -> None:
-    header = Header(
-        Hash32(b"\x01" * 32), 1, Hash32(b"\x02" * 32), Hash32(b"\x03" * 32), 1, 1,
-        ALICE.public, b"",
-    )  # fmt: skip
-    sealed = header.copy(seal=ALICE.sign(header.pre_seal_hash()))
-    tx = signed(0)
-    assert verified_hashes(bytes(rlp.encode(Block(sealed, (tx,))))) == [sealed.hash, tx_hash(tx)]
-    by_bob = sealed.copy(author=BOB.public)  # Alice's seal on a header naming Bob
-    assert verified_hashes(bytes(rlp.encode(Block(by_bob, (tx,))))) == [tx_hash(tx)]
+def block(*extrinsics: bytes, header: Header | None = None) -> bytes:
+    return bytes(rlp.encode(Block(header or sealed_header(), extrinsics)))
 
 
-def test_only_transactions_whose_signature_verifies_are_named() -> None:
+def test_the_sealed_header_then_the_transactions_whose_signature_verifies_are_named() -> None:
+    header = sealed_header()
     good = [signed(0), signed(1)]
-    assert verified_hashes(block(good[0], forged(2), b"not a transaction", good[1])) == [
-        tx_hash(good[0]),
-        tx_hash(good[1]),
-    ]
+    found = verified_hashes(block(good[0], forged(2), b"not a transaction", good[1]))
+    assert found == [header.hash, tx_hash(good[0]), tx_hash(good[1])]
+
+
+def test_a_block_whose_seal_does_not_verify_is_not_checked_further() -> None:
+    header = sealed_header()
+    by_bob = header.copy(author=BOB.public)  # Alice's seal on a header naming Bob
+    assert verified_hashes(block(signed(0), header=by_bob)) is None
+    assert verified_hashes(block(signed(0), header=header.copy(seal=b""))) is None
 
 
 @pytest.mark.parametrize(
-    "data", [b"", b"\xc0", rlp.encode([b"a", b"b"]), rlp.encode([[], [[b"x"]]]), b"\xff" * 40]
+    "data",
+    [b"", b"\xc0", rlp.encode([b"a", b"b"]), rlp.encode([[], [[b"x"]]]), b"\xff" * 40],
 )
 def test_bytes_that_are_not_a_block_name_nothing(data: bytes) -> None:
-    assert verified_hashes(data) == []
+    assert verified_hashes(data) is None
+
+
+def test_a_transaction_of_deeply_nested_lists_is_left_out_not_a_crash() -> None:
+    deep = b"\xc0"
+    for _ in range(3_000):
+        deep = codec.list_prefix(len(deep)) + deep
+    good = signed(0)
+    assert verified_hashes(block(deep, good)) == [sealed_header().hash, tx_hash(good)]
 
 
 def test_the_child_loop_answers_each_request_and_stops_at_a_broken_one() -> None:
     good = signed(0)
+    header = sealed_header()
     requests = io.BytesIO(
         encode_request([block(good)])
         + encode_request([block(forged(1))])
@@ -89,7 +100,25 @@ def test_the_child_loop_answers_each_request_and_stops_at_a_broken_one() -> None
     )
     replies = io.BytesIO()
     serve(requests, replies)
-    assert replies.getvalue() == ((1).to_bytes(4, "big") + tx_hash(good) + (0).to_bytes(4, "big"))
+    assert replies.getvalue() == (
+        (2).to_bytes(4, "big") + header.hash + tx_hash(good)
+        + (1).to_bytes(4, "big") + header.hash
+    )  # fmt: skip
+
+
+def test_the_child_stops_checking_a_request_at_its_first_unsealed_block() -> None:
+    good = signed(0)
+    unsealed = sealed_header(2).copy(seal=b"\x00" * 64)
+    replies = io.BytesIO()
+    serve(
+        io.BytesIO(
+            encode_request(
+                [block(good), block(good, header=unsealed), block(good, header=sealed_header(3))]
+            )
+        ),
+        replies,
+    )
+    assert replies.getvalue() == (2).to_bytes(4, "big") + sealed_header().hash + tx_hash(good)
 
 
 def test_the_child_loop_refuses_a_count_over_its_limit() -> None:
@@ -99,48 +128,59 @@ def test_the_child_loop_refuses_a_count_over_its_limit() -> None:
 
 
 def test_a_real_child_checks_blocks_and_is_kept_for_the_next_request() -> None:
-    trio.run(real_child_checks_blocks)
-
-
-async def real_child_checks_blocks() -> None:
-    worker = SignatureWorker()
-    try:
-        txs = [signed(n) for n in range(6)]
-        hashes = await worker.verified([block(*txs[:3]), block(forged(9), *txs[3:])])
-        assert hashes == [tx_hash(tx) for tx in txs]
-        assert all(len(h) == HASH_SIZE for h in hashes)
-        pid = worker.pid
-        assert await worker.verified([block(txs[0])]) == [tx_hash(txs[0])]
-        assert worker.pid == pid and worker.blocks == 3
-    finally:
-        await worker.aclose()
-    assert not worker.running
-
-
-def test_a_dead_child_makes_the_worker_answer_nothing_from_then_on(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
     async def scenario() -> None:
         worker = SignatureWorker()
         try:
-            await worker.start()
+            txs = [signed(n) for n in range(6)]
+            second = sealed_header(2)
+            hashes = await worker.verified(
+                [block(*txs[:3]), block(forged(9), *txs[3:], header=second)]
+            )
+            assert hashes == [
+                sealed_header().hash, *[tx_hash(tx) for tx in txs[:3]],
+                second.hash, *[tx_hash(tx) for tx in txs[3:]],
+            ]  # fmt: skip
+            assert all(len(h) == HASH_SIZE for h in hashes)
+            pid = worker.pid
+            assert await worker.verified([block(txs[0])]) == [sealed_header().hash, tx_hash(txs[0])]
+            assert worker.pid == pid and worker.blocks == 3
+        finally:
+            await worker.aclose()
+        assert not worker.running
+
+    trio.run(scenario)
+
+
+def test_a_dead_child_makes_the_worker_answer_nothing_for_a_while_then_start_another(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    good = signed(0)
+
+    async def scenario() -> None:
+        worker = SignatureWorker()
+        try:
+            assert await worker.verified([block(good)]) != []
             assert worker.pid is not None
             os.kill(worker.pid, signal.SIGKILL)
             with caplog.at_level(logging.WARNING, "statemesh.sync"):
-                assert await worker.verified([block(signed(0))]) == []
-                assert await worker.verified([block(signed(1))]) == []
+                assert await worker.verified([block(good)]) == []
+                assert await worker.verified([block(good)]) == []
             assert not worker.running
+            await trio.sleep(RETRY_SECONDS)
+            assert await worker.verified([block(good)]) == [sealed_header().hash, tx_hash(good)]
         finally:
             await worker.aclose()
 
-    trio.run(scenario)
-    assert sum("signature worker failed" in r.getMessage() for r in caplog.records) == 1
+    trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0.05))
+    failures = [
+        r.getMessage() for r in caplog.records if "signature worker failed" in r.getMessage()
+    ]
+    assert len(failures) == 1 and "for 60 s" in failures[0], failures
 
 
 def test_a_child_that_cannot_start_answers_nothing() -> None:
     async def scenario() -> None:
         worker = SignatureWorker(["/nonexistent/python", "-m", "consensus.signature_worker"])
-        await worker.start()
         assert await worker.verified([block(signed(0))]) == []
         assert not worker.running
 
@@ -160,13 +200,13 @@ def test_a_cancelled_exchange_leaves_no_answer_for_the_next_request() -> None:
     async def scenario() -> None:
         worker = SignatureWorker()
         try:
-            await worker.start()
+            good = signed(0)
+            assert await worker.verified([block(good)]) != []
             many = [block(*[signed(n) for n in range(50)])] * 40
             with trio.move_on_after(0.01):
                 await worker.verified(many)
             assert not worker.running  # killed mid-exchange, not left with a stale answer
-            good = signed(0)
-            assert await worker.verified([block(good)]) == [tx_hash(good)]
+            assert await worker.verified([block(good)]) == [sealed_header().hash, tx_hash(good)]
         finally:
             await worker.aclose()
 

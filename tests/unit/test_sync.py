@@ -5,6 +5,7 @@ and the node must end on the honest finalized chain."""
 
 from __future__ import annotations
 
+import sys
 from collections import Counter, defaultdict
 from dataclasses import replace
 from pathlib import Path
@@ -40,7 +41,15 @@ from chain.wire import (
 from consensus.chain_service import ChainService
 from consensus.finality import Phase, sign_vote
 from consensus.proposer import propose
-from consensus.sync import FIRST_TIMEOUT, PENALTY_BAN, SyncService, serve_sync
+from consensus.signature_worker import SignatureWorker
+from consensus.sync import (
+    FIRST_TIMEOUT,
+    PENALTY_BAN,
+    PENALTY_UNHELPFUL,
+    PeerRecord,
+    SyncService,
+    serve_sync,
+)
 from node.runner import _halt_on_finality_conflict, check_checkpoint
 from p2p.errors import PeerUnreachable
 from tests.factories import ALICE, BOB, CHARLIE, DAVE, count_vote_work, spec_for, transfer_call
@@ -746,6 +755,10 @@ def test_signatures_checked_ahead_save_work_and_never_let_a_forged_one_in(
 
     async def scenario() -> None:
         try:
+            # The child started beforehand: it answers long before the first batch's import
+            # ends, so the second batch imports after its answer (the import does not wait).
+            first = source.store.block(source.store.canonical_hash(1) or b"")
+            assert await sync.worker.verified([bytes(rlp.encode(first))])
             await sync.sync_once()
         finally:
             await sync.worker.aclose()
@@ -753,7 +766,7 @@ def test_signatures_checked_ahead_save_work_and_never_let_a_forged_one_in(
     run(scenario)
     assert node.store.best_header.number == MAX_SYNC_BLOCKS + 29
     assert sync.stats.verified_ahead == 40
-    assert sync.worker.blocks == 40
+    assert sync.worker.blocks == 41
     assert any("bad signature" in reason for reason in net.reasons["source"]), net.reasons
     for chain in (source, node):
         chain.store.db.close()
@@ -781,4 +794,53 @@ def test_a_response_of_deeply_nested_lists_is_bad_data_not_a_crash(
     run(scenario)
     assert node.store.best_header.number == 0
     assert any("nested" in reason for reason in net.reasons["nester"]), net.reasons
+    node.store.db.close()
+
+
+def test_a_stuck_signature_worker_does_not_hold_sync_back(
+    honest: ChainService, tmp_path: Path
+) -> None:
+    """A child that never answers costs nothing but its checks: the import verifies alone."""
+    node = open_node(tmp_path / "node")
+    stuck = SignatureWorker([sys.executable, "-c", "import time; time.sleep(600)"])
+    sync = SyncService(node, Network(honest=StorePeer(honest.store)), worker=stuck)
+
+    async def scenario() -> None:
+        with trio.fail_after(60):  # a wait for the child would end here
+            while await sync.sync_once():
+                pass
+
+    trio.run(scenario)
+    assert node.store.best_hash == honest.store.best_hash
+    assert not stuck.running  # killed when its turn ended, and no child left once caught up
+    node.store.db.close()
+
+
+def test_a_failure_of_the_batch_asked_ahead_costs_the_peer_what_it_did_before(
+    honest: ChainService, tmp_path: Path
+) -> None:
+    """The second batch is asked while the first imports; a peer that fails it is charged as if
+    it had been asked after: the first batch's success resets its count first."""
+
+    class FirstBatchOnly(StorePeer):
+        async def serve(self, request: bytes) -> bytes:
+            if SyncRequest.decode(request).start > 1:
+                return encode_sync_response([])
+            return await super().serve(request)
+
+    node = open_node(tmp_path / "node")
+    net = Network(peer=FirstBatchOnly(honest.store))
+    sync = SyncService(node, net)
+    sync._records["peer"] = PeerRecord(failures=2)  # two failures in a row behind it
+
+    async def scenario() -> None:
+        try:
+            assert await sync.sync_once()
+        finally:
+            await sync.worker.aclose()
+
+    run(scenario)
+    assert node.store.best_header.number == MAX_SYNC_BLOCKS
+    assert sync._records["peer"].failures == 1
+    assert net.scores["peer"] == -PENALTY_UNHELPFUL
     node.store.db.close()
