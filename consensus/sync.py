@@ -1,6 +1,7 @@
 """Block sync: a node behind its peers downloads their chain in batches over request/response,
 imports every block, and applies the finality proofs that come with them. Also the responder.
-Gossip is best effort; this is what makes every node catch up.
+Gossip is best effort; this is what makes every node catch up. The next batch downloads while
+one imports, and a child process (`consensus.signature_worker`) checks its signatures meanwhile.
 
 A peer's status is a claim. Peers are chosen by their finalized block first (a justified chain
 beats a longer unjustified one, and a finalized block is never reverted), then in turn; a peer
