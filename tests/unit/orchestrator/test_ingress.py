@@ -96,6 +96,30 @@ async def replicas(*specs: tuple[str, float]) -> AsyncIterator[list[Backend]]:
         nursery.cancel_scope.cancel()
 
 
+async def relayed_between_two_nodes(
+    port_a: int, only_through_b: Callable[[], Awaitable[None]]
+) -> None:
+    """What a plane must do with a route whose replicas are on two nodes, from node A's plane at
+    `port_a`: A's route for `web.x` holds replica `a` and B's plane, B's holds `b` and A's plane.
+    `only_through_b` then leaves A's route with B's plane alone."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port_a}") as client:
+        seen = [
+            (await client.get("/", headers={"Host": "web.x"})).headers["x-replica"]
+            for _ in range(4)
+        ]
+        assert sorted(seen) == ["a", "a", "b", "b"]
+        # A relayed request is served by the node's own pods only, and the replica never sees
+        # the mark; a client that sets it narrows its own request.
+        response = await client.get("/", headers={"Host": "web.x", "X-StateMesh-Relay": "1"})
+        assert response.headers["x-replica"] == "a"
+    await only_through_b()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port_a}") as client:
+        response = await client.get("/", headers={"Host": "web.x", "X-StateMesh-Relay": "1"})
+        assert response.status_code == 503
+        response = await client.get("/", headers={"Host": "web.x"})
+        assert response.headers["x-replica"] == "b"
+
+
 @asynccontextmanager
 async def proxy(
     hosts: Mapping[str, Sequence[Route]],
@@ -515,23 +539,11 @@ def test_a_replica_on_another_node_is_reached_through_its_proxy_and_never_furthe
             tables["A"] = RouteTable({"web.x": [Route("web", "/", (a, via_b))]})
             tables["B"] = RouteTable({"web.x": [Route("web", "/", (b, via_a))]})
             assert tables["A"].addresses("web.x") == ("127.0.0.1", "127.0.0.2")
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports['A']}") as client:
-                seen = [
-                    (await client.get("/", headers={"Host": "web.x"})).headers["x-replica"]
-                    for _ in range(4)
-                ]
-                assert sorted(seen) == ["a", "a", "b", "b"]
-                # A relayed request is served by the node's own pods only, and the replica
-                # never sees the mark; a client that sets it narrows its own request.
-                response = await client.get(
-                    "/", headers={"Host": "web.x", "X-StateMesh-Relay": "1"}
-                )
-                assert response.headers["x-replica"] == "a"
+
+            async def only_through_b() -> None:
                 tables["A"] = RouteTable({"web.x": [Route("web", "/", (via_b,))]})
-                response = await client.get(
-                    "/", headers={"Host": "web.x", "X-StateMesh-Relay": "1"}
-                )
-                assert response.status_code == 503
+
+            await relayed_between_two_nodes(ports["A"], only_through_b)
             nursery.cancel_scope.cancel()
 
     run(scenario)
