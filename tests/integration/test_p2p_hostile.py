@@ -18,8 +18,8 @@ from libp2p.utils import encode_varint_prefixed
 from p2p.config import P2PConfig
 from p2p.host import P2PService
 from p2p.identity import NodeKey
-from p2p.peers import PeerEventKind
 from testkit.p2p_processes import P2PNode, wait_until
+from tests.integration.test_p2p_inprocess import connected
 
 pytestmark = pytest.mark.integration
 
@@ -52,10 +52,7 @@ def attack(target: P2PNode, protocol: str, send: Attack) -> str:
         async with trio.open_nursery() as nursery:
             await nursery.start(attacker.run)
             peer = await attacker.connect(target.address)
-            with trio.fail_after(5):
-                async for event in attacker.events():
-                    if event.kind is PeerEventKind.CONNECTED:
-                        break
+            await connected(attacker)
             # Reaching under the service: a real node never writes raw bytes like this.
             stream = await attacker._host.new_stream(ID.from_base58(peer), [TProtocol(protocol)])
             await send(stream)

@@ -29,10 +29,9 @@ from p2p.framing import ResponseStatus, encode_request, encode_response, read_re
 from p2p.host import P2PService
 from p2p.identity import NodeKey, PeerId
 from p2p.names import protocol_id
-from p2p.peers import PeerEventKind
 from p2p.reqresp import Handler, RequestStatistics
 from testkit.p2p_processes import P2PNode
-from tests.integration.test_p2p_inprocess import NET, echo, eventually, two_nodes
+from tests.integration.test_p2p_inprocess import NET, connected, echo, eventually, two_nodes
 
 pytestmark = pytest.mark.integration
 
@@ -383,10 +382,7 @@ def test_a_peer_killed_mid_request_fails_it_typed_and_its_kept_streams_go(
         async with trio.open_nursery() as nursery:
             await nursery.start(client.run)
             peer = await client.connect(target.address)
-            with trio.fail_after(5):
-                async for event in client.events():
-                    if event.kind is PeerEventKind.CONNECTED:
-                        break
+            await connected(client)
             # The slow protocol answers after 5 s: once to keep a stream, once to be cut off.
             assert await client.request(peer, "slow", b"x", timeout=8) == b"x"
             reused = requests(client).streams_reused
