@@ -31,6 +31,7 @@ from p2p.host import P2PService
 from p2p.identity import NodeKey, PeerId
 from p2p.names import protocol_id
 from p2p.peers import PeerEventKind
+from testkit.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -43,14 +44,6 @@ def accept(peer: PeerId, data: bytes) -> Verdict:
 
 async def echo(peer: PeerId, request: bytes) -> bytes:
     return request
-
-
-async def eventually(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
-    with trio.fail_after(seconds):
-        while True:
-            if predicate():
-                return
-            await trio.sleep(0.02)
 
 
 def meshed(one: P2PService, other: P2PService) -> bool:

@@ -31,7 +31,8 @@ from p2p.identity import NodeKey, PeerId
 from p2p.names import protocol_id
 from p2p.reqresp import Handler, RequestStatistics
 from testkit.p2p_processes import P2PNode
-from tests.integration.test_p2p_inprocess import NET, connected, echo, eventually, two_nodes
+from testkit.waiting import eventually
+from tests.integration.test_p2p_inprocess import NET, connected, echo, two_nodes
 
 pytestmark = pytest.mark.integration
 

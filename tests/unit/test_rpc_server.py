@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import httpx
@@ -23,6 +24,7 @@ from node.rpc.limits import RpcLimits
 from node.rpc.registry import Params, Registry
 from node.rpc.server import RpcApp, RpcServer
 from node.rpc.serving import ServerAddress, serve_asgi
+from testkit import waiting
 
 # -- the methods the tests call --------------------------------------------------------------
 
@@ -195,13 +197,8 @@ def close_reason(closed: trio_websocket.ConnectionClosed) -> tuple[int, str | No
     return closed.reason.code, closed.reason.reason
 
 
-async def eventually(condition: Callable[[], bool]) -> None:
-    """Wait (boundedly) for the server to notice something the client did on its socket."""
-    for _ in range(200):
-        if condition():
-            return
-        await trio.sleep(0.01)
-    raise AssertionError("condition not reached in 2 s")
+eventually = partial(waiting.eventually, seconds=2.0, every=0.01)
+"""For the server to notice something the client did on its socket."""
 
 
 async def still_serves(served: Served) -> None:

@@ -26,6 +26,7 @@ from node.rpc.serving import serve_asgi
 from orchestrator import haproxy
 from orchestrator.haproxy import FOLDER_PREFIX, HaproxyIngress, Rendered, render
 from orchestrator.ingress import Backend, ProxyLimits, Route, RouteTable
+from testkit import waiting
 from tests.unit.orchestrator.test_ingress import (
     ENTERED,
     closed_port,
@@ -53,13 +54,8 @@ async def native(
         nursery.cancel_scope.cancel()
 
 
-async def eventually(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
-    """Wait until `predicate()` holds, asking every 50 ms."""
-    for _ in range(int(seconds / 0.05)):
-        if predicate():
-            return
-        await trio.sleep(0.05)
-    raise AssertionError(f"not within {seconds:g} s")
+eventually = partial(waiting.eventually, seconds=10.0, every=0.05)
+"""A reload or a restart of HAProxy takes a second or two on a loaded machine."""
 
 
 async def served(client: httpx.AsyncClient, host: str, status: int) -> httpx.Response:
