@@ -222,8 +222,6 @@ class SyncService:
         self._turn = 0
         self._suspect: trio.CancelScope | None = None
         """The request in flight to a peer with failures behind it, if any."""
-        self._ahead: _Ahead | None = None
-        """The batch downloading while one imports, if any."""
 
     def wake(self) -> None:
         """Look for work now (a block with an unknown parent arrived, a peer moved ahead). A
@@ -393,7 +391,6 @@ class SyncService:
             except Exception as exc:  # raised below as itself, not in the nursery's group
                 error = exc
             finally:
-                self._ahead = None
                 nursery.cancel_scope.cancel()  # a batch downloaded ahead is not wanted now
         if error is not None:
             raise error
@@ -429,8 +426,9 @@ class SyncService:
             following = start + len(items)
             if following <= status.best_number and number + 1 < MAX_BATCHES_PER_TURN:
                 ahead = self._download_ahead(nursery, peer, following, status)
-            self._ahead = ahead
-            outcome, count, finalized = await self._import_batch(peer, status, start, items)
+            outcome, count, finalized = await self._import_batch(
+                peer, status, start, items, ahead.downloaded if ahead is not None else None
+            )
             imported += count
             moved = moved or finalized
             if outcome is Batch.FORK:
@@ -560,18 +558,30 @@ class SyncService:
             self.peers.penalize(peer, PENALTY_BAD_DATA, unhelpful.bad_data)
 
     async def _import_batch(
-        self, peer: str, status: Status, start: int, items: list[SyncItem]
+        self,
+        peer: str,
+        status: Status,
+        start: int,
+        items: list[SyncItem],
+        downloading: trio.Event | None = None,
     ) -> tuple[Batch, int, bool]:
         """Import a downloaded batch in order, then apply its justifications (and those that
-        waited for its blocks). Returns how the batch ended, how many blocks were new and
-        whether finality moved. Each block is still one atomic write, but the batch reaches the
-        disk with one fsync at its end (`Database.deferred_sync`): a killed node loses none of
-        it, a power cut at most this batch, and the database reopens consistent either way."""
+        waited for its blocks); while `downloading` is not set (the next batch is on its way),
+        the event loop gets NETWORK_PASSES more passes after each block. Returns how the batch
+        ended, how many blocks were new and whether finality moved. Each block is still one
+        atomic write, but the batch reaches the disk with one fsync at its end
+        (`Database.deferred_sync`): a killed node loses none of it, a power cut at most this
+        batch, and the database reopens consistent either way."""
         with self.chain.store.db.deferred_sync():
-            return await self._import_batch_deferred(peer, status, start, items)
+            return await self._import_batch_deferred(peer, status, start, items, downloading)
 
     async def _import_batch_deferred(
-        self, peer: str, status: Status, start: int, items: list[SyncItem]
+        self,
+        peer: str,
+        status: Status,
+        start: int,
+        items: list[SyncItem],
+        downloading: trio.Event | None,
     ) -> tuple[Batch, int, bool]:
         """`_import_batch` with its writes flushed to the disk once, at its end."""
         store = self.chain.store
@@ -610,7 +620,7 @@ class SyncService:
                 break
             if item.justification:
                 justified.append((header, item.justification))
-            if self._ahead is not None and not self._ahead.downloaded.is_set():
+            if downloading is not None and not downloading.is_set():
                 for _ in range(NETWORK_PASSES):
                     await trio.lowlevel.checkpoint()
         moved: bool | None = False
