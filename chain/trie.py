@@ -4,7 +4,6 @@ other's nodes. Owns the node codec, the decoded-node cache and the trie itself."
 
 from __future__ import annotations
 
-import contextlib
 import re
 import threading
 from bisect import bisect_left
@@ -346,8 +345,10 @@ class NodeCache:
         entries = self._entries
         entries[ref] = node
         if len(entries) > self._capacity:
-            with contextlib.suppress(KeyError):  # emptied meanwhile by another thread's clear()
+            try:
                 entries.popitem(last=False)
+            except KeyError:  # emptied meanwhile by another thread's clear()
+                pass
 
 
 def _load(reader: NodeReader, cache: NodeCache, ref: bytes) -> _Node:
@@ -509,8 +510,10 @@ class _BatchUpdate:
         entries = self._entries
         entries[ref] = node
         if len(entries) > self._capacity:
-            with contextlib.suppress(KeyError):  # emptied meanwhile by another thread's clear()
+            try:
                 entries.popitem(last=False)
+            except KeyError:  # emptied meanwhile by another thread's clear()
+                pass
         return ref
 
     def commit_root(self, node: _Node) -> Hash32:
