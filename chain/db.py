@@ -45,14 +45,22 @@ class WriteBatch(Protocol):
 class Database:
     """One LevelDB per node. Writes go through `batch()`: all of a block or nothing."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        write_buffer_bytes: int = WRITE_BUFFER_BYTES,
+        compression: str | None = None,
+    ) -> None:
+        """Opens (or creates) the database at `path`. `write_buffer_bytes` and `compression`
+        ("snappy" or None) tune LevelDB; the defaults are the node's, see WRITE_BUFFER_BYTES."""
         path.mkdir(parents=True, exist_ok=True)
         try:
             self._db = plyvel.DB(
                 str(path),
                 create_if_missing=True,
-                write_buffer_size=WRITE_BUFFER_BYTES,
-                compression=None,
+                write_buffer_size=write_buffer_bytes,
+                compression=compression,
             )
         except plyvel.IOError as exc:
             raise DatabaseError(f"cannot open the database at {path}: {exc}") from None

@@ -25,6 +25,7 @@ IN_PROCESS = (
     "payout_signing",
     "scheduler",
     "signature_threads",
+    "storage",
     "trie_update",
     "vdf_prover",
     "vdf_verify",

@@ -1,0 +1,175 @@
+"""The node's storage under a long import: CPU per block with the node's LevelDB settings
+against LevelDB's defaults, background compaction included.
+
+Builds a chain of blocks of signed transfers, then imports it into two fresh databases, one
+opened as the node opens its own (a 64 MiB write buffer, no compression) and one with
+LevelDB's defaults (4 MiB, snappy). The figure is the process's CPU time per block, which
+counts LevelDB's compaction thread as well as the import, taken until compaction has gone
+quiet after the last block; the baseline is the same import with the defaults, in the same run.
+Target: the node's settings cost no more CPU per block than the defaults (ratio >= 1).
+
+    .venv/bin/python -m bench.storage [--blocks 12000] [--per-block 10] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import rlp
+
+from chain.blocks import Block, Header, tx_hash
+from chain.db import WRITE_BUFFER_BYTES, Database
+from chain.genesis import ChainSpec, build_genesis
+from chain.importer import BlockImporter, extrinsics_root
+from chain.keys import Keypair, sign_transaction
+from chain.primitives import BlockNumber, Slot, TimestampMs
+from chain.runtime.balances import Balances
+from chain.runtime.executive import Runtime
+from chain.runtime.framework import BlockEnv
+from chain.state import TrieState
+from chain.store import ChainStore
+from chain.trie import BLANK_ROOT
+from node.chain_spec import development_spec
+
+QUIET_CPU_SECONDS = 0.005
+"""Compaction counts as gone quiet once the process uses less CPU than this in half a second."""
+SETTLE_LIMIT_SECONDS = 60.0
+
+
+def size_of(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def funded(spec: ChainSpec, keys: list[Keypair]) -> ChainSpec:
+    """`spec` with every key funded at genesis."""
+    return ChainSpec(
+        name=spec.name,
+        id=spec.id,
+        chain_type=spec.chain_type,
+        slot_duration_ms=spec.slot_duration_ms,
+        authorities=spec.authorities,
+        balances=tuple((k.public, 10**20) for k in keys),
+        runtime=spec.runtime,
+    )
+
+
+def build(
+    folder: Path, spec: ChainSpec, keys: list[Keypair], blocks: int, per_block: int
+) -> list[Block]:
+    """`blocks` blocks of random transfers among `keys`, built and stored in `folder`."""
+    rng = random.Random(11)
+    db = Database(folder)
+    store = ChainStore(db)
+    genesis = build_genesis(spec, TrieState(db.trie_nodes, BLANK_ROOT, store.node_cache))
+    store.initialize(genesis)
+    runtime = Runtime(spec.runtime, genesis.hash)
+    (transfer,) = Balances().calls()
+    nonces = [0] * len(keys)
+    made = []
+    with db.deferred_sync():
+        for n in range(1, blocks + 1):
+            txs = []
+            for _ in range(per_block):
+                i, j = rng.randrange(len(keys)), rng.randrange(len(keys))
+                call = transfer.call(dest=keys[j].public, amount=rng.randrange(1, 10**9))
+                tx = sign_transaction(
+                    keys[i], genesis_hash=genesis.hash, nonce=nonces[i], call=call
+                )
+                nonces[i] += 1
+                txs.append(rlp.encode(tx))
+            parent = store.best_header
+            author = spec.authorities[0]
+            env = BlockEnv(BlockNumber(n), parent.hash, TimestampMs(n * 1000), author)
+            execution = runtime.execute_block(store.state_at(parent.hash), env, txs)
+            header = Header(
+                parent.hash,
+                n,
+                execution.commit.root,
+                extrinsics_root(txs),
+                n * 1000,
+                Slot(n),
+                author,
+                b"",
+            )
+            block = Block(header, tuple(txs))
+            store.commit_block(block, execution, finalize=True)
+            made.append(block)
+    db.close()
+    return made
+
+
+def settle() -> float:
+    """Seconds of CPU the process spends after the import, until compaction goes quiet."""
+    start = before = time.process_time()
+    deadline = time.monotonic() + SETTLE_LIMIT_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = time.process_time()
+        if now - before < QUIET_CPU_SECONDS:
+            break
+        before = now
+    return time.process_time() - start
+
+
+def import_all(
+    folder: Path, spec: ChainSpec, chain: list[Block], **options: object
+) -> tuple[float, int]:
+    """CPU seconds per block to import `chain` into a fresh database opened with `options`,
+    compaction included, and the database's size on disk afterwards."""
+    db = Database(folder, **options)  # type: ignore[arg-type]
+    store = ChainStore(db)
+    verified = {tx_hash(e) for block in chain for e in block.extrinsics}
+    try:
+        genesis = build_genesis(spec, TrieState(db.trie_nodes, BLANK_ROOT, store.node_cache))
+        store.initialize(genesis)
+        importer = BlockImporter(store, Runtime(spec.runtime, genesis.hash))
+        started = time.process_time()
+        with db.deferred_sync():
+            for block in chain:
+                importer.import_block(block, finalize=True, verified=verified)
+        used = time.process_time() - started + settle()
+    finally:
+        db.close()
+    return used / len(chain), size_of(folder)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--blocks", type=int, default=12_000)
+    parser.add_argument("--per-block", type=int, default=10)
+    parser.add_argument("--accounts", type=int, default=1_000)
+    parser.add_argument("--smoke", action="store_true", help="40 blocks of 5 transfers")
+    args = parser.parse_args()
+    if args.smoke:
+        args.blocks, args.per_block, args.accounts = 40, 5, 50
+
+    rng = random.Random(7)
+    keys = [Keypair.from_seed(rng.randbytes(32)) for _ in range(args.accounts)]
+    spec = funded(development_spec(), keys)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        print(f"building {args.blocks} blocks of {args.per_block} transfers…")
+        chain = build(root / "source", spec, keys, args.blocks, args.per_block)
+        # Warm up (code paths, caches) on a throwaway database, so that neither pays for it.
+        import_all(root / "warm-up", spec, chain[:200])
+        ours, our_size = import_all(root / "node", spec, chain)
+        theirs, their_size = import_all(
+            root / "defaults", spec, chain, write_buffer_bytes=4 << 20, compression="snappy"
+        )
+    print(
+        f"storage: {ours * 1000:.2f} ms of CPU per block with the node's settings "
+        f"({WRITE_BUFFER_BYTES >> 20} MiB write buffer, no compression), {our_size / 2**20:.0f} MiB"
+    )
+    print(
+        f"baseline: {theirs * 1000:.2f} ms per block with LevelDB's defaults (4 MiB, snappy), "
+        f"{their_size / 2**20:.0f} MiB"
+    )
+    print(f"ratio: {theirs / ours:.2f} (target >= 1)")
+
+
+if __name__ == "__main__":
+    main()
