@@ -92,7 +92,7 @@ class WalletLedger(Protocol):
         """Whether a transaction this node submitted still waits in its pool."""
         ...
 
-    def finalized_heads(self) -> trio.abc.ReceiveChannel[object]:
+    def finalized_heads(self) -> trio.MemoryReceiveChannel[object]:
         """A new item each time the finalized block moves (the channel closes if this
         subscriber falls behind)."""
         ...
@@ -109,9 +109,11 @@ class WalletLedger(Protocol):
 async def follow_finalized(
     ledger: WalletLedger, on_finalized: Callable[[trio.Nursery], None], task_status: Any
 ) -> None:
-    """Calls `on_finalized` at start and at each finalized block, with a nursery for the work it
-    starts; reports started after the first call. A subscriber that fell behind is dropped by
-    the feed: it subscribes again and looks from where the chain is."""
+    """Calls `on_finalized` at start and when the finalized block moves, with a nursery for the
+    work it starts; reports started after the first call. `on_finalized` looks at the chain as it
+    is, so heads already queued behind the one received are skipped (sync finalizes hundreds of
+    blocks a second). A subscriber that fell behind is dropped by the feed: it subscribes again
+    and looks from where the chain is."""
     started = False
     async with trio.open_nursery() as nursery:
         while True:
@@ -121,7 +123,18 @@ async def follow_finalized(
                     started = True
                     task_status.started()
                 async for _ in heads:
+                    _skip_queued(heads)
                     on_finalized(nursery)
+
+
+def _skip_queued(heads: trio.MemoryReceiveChannel[object]) -> None:
+    """Take every item already waiting in `heads` (an end of the channel is met by the next
+    receive)."""
+    while True:
+        try:
+            heads.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return
 
 
 @dataclass(frozen=True, slots=True)

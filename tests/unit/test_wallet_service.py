@@ -44,7 +44,7 @@ from wallet.frost.dkg_messages import Round2Share
 from wallet.frost.group import Scalar
 from wallet.frost.identifier import as_identifier
 from wallet.frost.share_box import open_share, seal_share
-from wallet.member import MAX_DKG_SESSIONS, TRANSFER
+from wallet.member import MAX_DKG_SESSIONS, TRANSFER, follow_finalized
 from wallet.messages import (
     PROTOCOL_WALLET,
     Refused,
@@ -788,3 +788,39 @@ def test_a_lost_registration_is_submitted_again_and_the_wallet_is_the_same(
     assert group is not None and len(ledger.dropped) == 1
     # The second submission carried the same registration: the wallet whose shares are kept.
     assert ShareStore(net.paths[0], NODE_KEYS[0].seed).load(group) is not None
+
+
+class _Heads:
+    """A ledger reduced to its feed of finalized heads (what `follow_finalized` reads)."""
+
+    def __init__(self) -> None:
+        self.feeds: list[trio.MemorySendChannel[object]] = []
+
+    def finalized_heads(self) -> trio.MemoryReceiveChannel[object]:
+        send, receive = trio.open_memory_channel[object](64)
+        self.feeds.append(send)
+        return receive
+
+
+def test_following_finalized_blocks_looks_once_at_heads_that_queued_meanwhile() -> None:
+    async def main() -> None:
+        ledger = _Heads()
+        looks: list[int] = []
+        async with trio.open_nursery() as nursery:
+            await nursery.start(follow_finalized, ledger, lambda _: looks.append(1))
+            assert len(looks) == 1  # at start
+            (feed,) = ledger.feeds
+            for number in range(10):  # ten heads arrive while the follower is not running
+                feed.send_nowait(number)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(looks) == 2
+            feed.send_nowait(10)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(looks) == 3
+            # Dropped by the feed (fell behind): it subscribes again and looks again.
+            await feed.aclose()
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(looks) == 4 and len(ledger.feeds) == 2
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
