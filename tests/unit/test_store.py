@@ -82,6 +82,30 @@ def test_import_commit_and_reopen(tmp_path: Path) -> None:
     db.close()
 
 
+@pytest.mark.parametrize("compression", ["lz4", b"snappy", "", 1])
+def test_a_bad_compression_is_refused_before_anything_is_made(
+    tmp_path: Path, compression: object
+) -> None:
+    with pytest.raises(DatabaseError, match="compression is one of"):
+        Database(tmp_path / "db", compression=compression)  # type: ignore[arg-type]
+    assert not (tmp_path / "db").exists()
+
+
+def test_a_database_written_compressed_reads_back_uncompressed(tmp_path: Path) -> None:
+    db = Database(tmp_path / "db", compression="snappy")
+    values = {i.to_bytes(4, "big"): bytes([i % 256]) * 4096 for i in range(2048)}  # 8 MB
+    with db.deferred_sync():
+        for key, value in values.items():
+            with db.batch() as batch:
+                batch.put(key, value)
+    db.close()
+    # Beyond LevelDB's 4 MiB write buffer: some of it is in tables written compressed.
+    assert list((tmp_path / "db").glob("*.ldb"))
+    db = Database(tmp_path / "db")
+    assert all(db.get(key) == value for key, value in values.items())
+    db.close()
+
+
 @pytest.mark.parametrize("stored", [b"1", b"2", b"99"])
 def test_schema_version_mismatch(tmp_path: Path, stored: bytes) -> None:
     """A database of another format (1: before app and usage records carried their instance; 2:
