@@ -52,6 +52,43 @@ def verify_all(payloads: list[tuple[bytes, bytes]]) -> float:
     return time.perf_counter() - start
 
 
+def funded_spec(keys: list[Keypair]) -> ChainSpec:
+    """The development chain's authorities and runtime, with every key funded at genesis."""
+    dev = development_spec()
+    return ChainSpec(
+        name="bench",
+        id="bench",
+        chain_type="Local",
+        slot_duration_ms=1000,
+        authorities=dev.authorities,
+        balances=tuple((k.public, 10**20) for k in keys),
+        runtime=dev.runtime,
+    )
+
+
+def store_block(store: ChainStore, runtime: Runtime, spec: ChainSpec, txs: list[bytes]) -> Block:
+    """Execute `txs` on the best block and store the result as the next block, final. Its seal
+    is empty: import checks the ledger's rules, not who sealed a block."""
+    parent = store.best_header
+    number = parent.number + 1
+    author = spec.authorities[0]
+    env = BlockEnv(BlockNumber(number), parent.hash, TimestampMs(number * 1000), author)
+    execution = runtime.execute_block(store.state_at(parent.hash), env, txs)
+    header = Header(
+        parent.hash,
+        number,
+        execution.commit.root,
+        extrinsics_root(txs),
+        number * 1000,
+        Slot(number),
+        author,
+        b"",
+    )
+    block = Block(header, tuple(txs))
+    store.commit_block(block, execution, finalize=True)
+    return block
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=10_000)
@@ -64,16 +101,7 @@ def main() -> None:
 
     rng = random.Random(7)
     keys = [Keypair.from_seed(rng.randbytes(32)) for _ in range(args.accounts)]
-    dev = development_spec()
-    spec = ChainSpec(
-        name="bench",
-        id="bench",
-        chain_type="Local",
-        slot_duration_ms=1000,
-        authorities=dev.authorities,
-        balances=tuple((k.public, 10**20) for k in keys),
-        runtime=dev.runtime,
-    )
+    spec = funded_spec(keys)
     with tempfile.TemporaryDirectory() as tmp:
         db = Database(Path(tmp) / "db")
         store = ChainStore(db)
@@ -99,24 +127,7 @@ def main() -> None:
 
         # Prepare the blocks on a first database (import checks the ledger rules, not who
         # sealed them), then time their import on a fresh one.
-        blocks = []
-        for n, txs in enumerate(blocks_txs, start=1):
-            parent = store.best_header
-            env = BlockEnv(BlockNumber(n), parent.hash, TimestampMs(n * 1000), dev.authorities[0])
-            execution = runtime.execute_block(store.state_at(parent.hash), env, txs)
-            header = Header(
-                parent.hash,
-                n,
-                execution.commit.root,
-                extrinsics_root(txs),
-                n * 1000,
-                Slot(n),
-                dev.authorities[0],
-                b"",
-            )
-            block = Block(header, tuple(txs))
-            store.commit_block(block, execution, finalize=True)
-            blocks.append(block)
+        blocks = [store_block(store, runtime, spec, txs) for txs in blocks_txs]
         db.close()
 
         # Each block's import is timed right after raw verification of its own transactions,

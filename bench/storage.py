@@ -21,19 +21,17 @@ from pathlib import Path
 
 import rlp
 
-from chain.blocks import Block, Header, tx_hash
+from bench.block_import import funded_spec, store_block
+from chain.blocks import Block, tx_hash
 from chain.db import COMPRESSION, Database
 from chain.genesis import ChainSpec, build_genesis
-from chain.importer import BlockImporter, extrinsics_root
+from chain.importer import BlockImporter
 from chain.keys import Keypair, sign_transaction
-from chain.primitives import BlockNumber, Slot, TimestampMs
 from chain.runtime.balances import Balances
 from chain.runtime.executive import Runtime
-from chain.runtime.framework import BlockEnv
 from chain.state import TrieState
 from chain.store import ChainStore
 from chain.trie import BLANK_ROOT
-from node.chain_spec import development_spec
 
 QUIET_CPU_SECONDS = 0.005
 """Compaction counts as gone quiet once the process uses less CPU than this in half a second."""
@@ -42,19 +40,6 @@ SETTLE_LIMIT_SECONDS = 60.0
 
 def size_of(folder: Path) -> int:
     return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
-
-
-def funded(spec: ChainSpec, keys: list[Keypair]) -> ChainSpec:
-    """`spec` with every key funded at genesis."""
-    return ChainSpec(
-        name=spec.name,
-        id=spec.id,
-        chain_type=spec.chain_type,
-        slot_duration_ms=spec.slot_duration_ms,
-        authorities=spec.authorities,
-        balances=tuple((k.public, 10**20) for k in keys),
-        runtime=spec.runtime,
-    )
 
 
 def build(
@@ -71,7 +56,7 @@ def build(
     nonces = [0] * len(keys)
     made = []
     with db.deferred_sync():
-        for n in range(1, blocks + 1):
+        for _ in range(blocks):
             txs = []
             for _ in range(per_block):
                 i, j = rng.randrange(len(keys)), rng.randrange(len(keys))
@@ -81,23 +66,7 @@ def build(
                 )
                 nonces[i] += 1
                 txs.append(rlp.encode(tx))
-            parent = store.best_header
-            author = spec.authorities[0]
-            env = BlockEnv(BlockNumber(n), parent.hash, TimestampMs(n * 1000), author)
-            execution = runtime.execute_block(store.state_at(parent.hash), env, txs)
-            header = Header(
-                parent.hash,
-                n,
-                execution.commit.root,
-                extrinsics_root(txs),
-                n * 1000,
-                Slot(n),
-                author,
-                b"",
-            )
-            block = Block(header, tuple(txs))
-            store.commit_block(block, execution, finalize=True)
-            made.append(block)
+            made.append(store_block(store, runtime, spec, txs))
     db.close()
     return made
 
@@ -163,7 +132,7 @@ def main() -> None:
 
     rng = random.Random(7)
     keys = [Keypair.from_seed(rng.randbytes(32)) for _ in range(args.accounts)]
-    spec = funded(development_spec(), keys)
+    spec = funded_spec(keys)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         print(f"building {args.blocks} blocks of {args.per_block} transfers…")
