@@ -62,6 +62,11 @@ async def settled(
         yield a, b
 
 
+def a_echoes(a: P2PService, b: P2PService) -> None:
+    """A `settled` setup: A answers "echo"."""
+    register(a, "echo", echo)
+
+
 def register(
     service: P2PService,
     name: str,
@@ -196,12 +201,9 @@ def test_a_failed_or_timed_out_request_does_not_poison_the_next_one() -> None:
 
 def test_the_servers_idle_timeout_closes_a_kept_stream_and_the_next_request_opens_one() -> None:
     async def main() -> None:
-        def setup(a: P2PService, b: P2PService) -> None:
-            register(a, "echo", echo)
-
         # B keeps streams far longer than A waits on them, as a misconfigured peer would.
         quick = StreamReuseConfig(requester_idle_seconds=0.2, server_idle_seconds=0.4)
-        async with settled(setup, reuse_a=quick) as (a, b):
+        async with settled(a_echoes, reuse_a=quick) as (a, b):
             timeouts = requests(a).idle_timeouts
             before = requests(b)
             assert await b.request(a.peer_id, "echo", b"before") == b"before"
@@ -217,11 +219,8 @@ def test_the_servers_idle_timeout_closes_a_kept_stream_and_the_next_request_open
 
 def test_a_requester_closes_its_idle_streams_before_the_server_does() -> None:
     async def main() -> None:
-        def setup(a: P2PService, b: P2PService) -> None:
-            register(a, "echo", echo)
-
         quick = StreamReuseConfig(requester_idle_seconds=0.2, server_idle_seconds=5)
-        async with settled(setup, reuse_b=quick) as (a, b):
+        async with settled(a_echoes, reuse_b=quick) as (a, b):
             await b.request(a.peer_id, "echo", b"x")
             assert requests(a).idle_served >= 1
             # B closes its kept streams (this one, its status stream) cleanly after 0.2-0.3 s;
