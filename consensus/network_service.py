@@ -356,6 +356,26 @@ class NetworkService:
         self.sync_wakes += 1
         self.sync.wake()
 
+    async def _follow_statuses(self) -> None:
+        """A peer whose status (at its handshake or a later exchange) says it is ahead of us
+        wakes sync at once, as a block with an unknown parent does, instead of at sync's next idle
+        check (a second later): a node joining the network starts downloading as soon as it
+        knows whom from. Rate-limited per peer like the other wakes: a peer may send statuses as
+        often as it likes."""
+        async for event in self.p2p.events():
+            if event.status is None:
+                continue
+            try:
+                status = Status.decode(event.status)
+            except WireError:
+                continue  # penalized where sync reads the statuses
+            store = self.chain.store
+            if status.genesis_hash == store.genesis_hash and (
+                status.best_number > store.best_header.number
+                or status.finalized_number > store.finalized_header.number
+            ):
+                self._wake_sync(event.peer_id)
+
     def _ignore(self, peer: PeerId) -> Verdict:
         """IGNORE, charged to `peer`'s budget of ignored messages (see the module docstring)."""
         now = self.chain.clock.monotonic()
@@ -559,5 +579,6 @@ class NetworkService:
             nursery.start_soon(self._release_held)
             nursery.start_soon(self._admit_gossiped_transactions)
             nursery.start_soon(self._drain, self._votes)
+            nursery.start_soon(self._follow_statuses)
             await nursery.start(self.sync.run)
             task_status.started(address)

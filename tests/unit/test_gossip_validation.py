@@ -16,6 +16,7 @@ from typing import cast
 import pytest
 import rlp
 import trio
+import trio.testing
 
 from chain.blocks import Block, Header
 from chain.db import Database
@@ -27,7 +28,7 @@ from chain.runtime.executive import Runtime
 from chain.state import TrieState
 from chain.store import ChainStore
 from chain.trie import BLANK_ROOT
-from chain.wire import TOPIC_BLOCKS, TOPIC_VOTES
+from chain.wire import TOPIC_BLOCKS, TOPIC_VOTES, Status
 from consensus.aura import MAX_DRIFT_MS, slot_author
 from consensus.chain_service import ChainService
 from consensus.finality_service import FinalityService
@@ -44,6 +45,7 @@ from consensus.proposer import propose
 from p2p.gossip import GossipMessage, Verdict
 from p2p.host import P2PService
 from p2p.identity import PeerId
+from p2p.peers import PeerEvent, PeerEventKind
 from tests.factories import ALICE, BOB, CHARLIE, spec_for
 from tests.unit.test_network_service import FakeP2P
 
@@ -371,6 +373,66 @@ def test_unsigned_blocks_with_random_parents_are_rejected_without_waking_sync(
     assert node.network.sync_wakes == 0
     print(f"{count} unsigned blocks with random parents: {cpu / count * 1e6:.0f} µs CPU each")
     assert cpu / count < 0.002
+    close(node)
+
+
+def test_a_peer_whose_status_is_ahead_wakes_sync_at_once_and_at_most_every_few_seconds(
+    tmp_path: Path,
+) -> None:
+    """A node that learns of a peer ahead of it (at the handshake or a later exchange) starts
+    syncing then, not at sync's next idle check. Statuses that are not ahead, garbage, another
+    chain's or a departure wake nothing; a flood of statuses wakes sync once per
+    SYNC_WAKE_SECONDS per peer, and the status stream costs no one anything."""
+    now = Time(GENESIS_MS + 50 * SLOT_MS)
+    node = open_node(tmp_path / "db", BOB, SkewedClock(now, 0))
+    genesis = node.chain.store.best_header
+    ours = Hash32(genesis.hash)
+    elsewhere = Hash32(b"\x07" * 32)
+    level = Status(ours, 0, ours, 0, ours).encode()
+    best_ahead = Status(ours, 9, elsewhere, 0, ours).encode()
+    final_ahead = Status(ours, 0, ours, 4, elsewhere).encode()
+    other_chain = Status(elsewhere, 90, elsewhere, 80, elsewhere).encode()
+    connected, status, gone = (
+        PeerEventKind.CONNECTED,
+        PeerEventKind.STATUS,
+        PeerEventKind.DISCONNECTED,
+    )
+
+    async def scenario() -> None:
+        send = node.p2p.peer_events
+        woken = node.network.sync._wake
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(node.network._follow_statuses)
+            for event in [
+                PeerEvent(connected, PEER_A, level),
+                PeerEvent(connected, HOSTILE, b"\xc1garbage"),
+                PeerEvent(status, HOSTILE, other_chain),
+                PeerEvent(gone, PEER_A),
+            ]:
+                send.send_nowait(event)
+            await trio.testing.wait_all_tasks_blocked()
+            assert node.network.sync_wakes == 0
+            with pytest.raises(trio.WouldBlock):
+                woken.receive_nowait()
+
+            send.send_nowait(PeerEvent(connected, PEER_B, best_ahead))
+            for _ in range(100):
+                send.send_nowait(PeerEvent(status, PEER_B, best_ahead))
+            await trio.testing.wait_all_tasks_blocked()
+            assert node.network.sync_wakes == 1
+            woken.receive_nowait()  # sync was woken
+
+            send.send_nowait(PeerEvent(connected, PEER_A, final_ahead))  # ahead by finality only
+            await trio.testing.wait_all_tasks_blocked()
+            assert node.network.sync_wakes == 2
+            node.monotonic.now += SYNC_WAKE_SECONDS
+            send.send_nowait(PeerEvent(status, PEER_B, best_ahead))
+            await trio.testing.wait_all_tasks_blocked()
+            assert node.network.sync_wakes == 3
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario)
+    assert node.p2p.penalties == []
     close(node)
 
 

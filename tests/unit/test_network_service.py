@@ -29,6 +29,7 @@ from consensus.network_service import PENALTY_FAILED_DRY_RUN, NetworkService
 from p2p.gossip import GossipMessage, Verdict
 from p2p.host import P2PService
 from p2p.identity import PeerId
+from p2p.peers import PeerEvent
 from tests.factories import BOB, CHARLIE, calls
 from tests.unit.test_chain_service import (
     doomed_update,
@@ -42,12 +43,17 @@ PUBLISHER = PeerId("12D3KooWPublisher")
 
 
 class FakeP2P:
-    """What the network service uses of `P2PService`: topics, protocols and penalties."""
+    """What the network service uses of `P2PService`: topics, protocols, penalties and peer
+    events (which the test sends on `peer_events`)."""
 
     def __init__(self) -> None:
         self.validators: dict[str, Callable[[PeerId, bytes], Verdict]] = {}
         self.deliveries: dict[str, trio.MemorySendChannel[GossipMessage]] = {}
         self.penalties: list[tuple[PeerId, float]] = []
+        self.peer_events, self._peer_events = trio.open_memory_channel[PeerEvent](256)
+
+    def events(self) -> trio.MemoryReceiveChannel[PeerEvent]:
+        return self._peer_events
 
     def subscribe(
         self, name: str, validator: Callable[[PeerId, bytes], Verdict]
