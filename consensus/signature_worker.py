@@ -116,6 +116,12 @@ class SignatureWorker:
             else [sys.executable, "-m", "consensus.signature_worker"]
         )
         self._process: trio.Process | None = None
+        self._sending = False
+        self._owed = 0
+        """Answers the child owes. One left when a request ends is the answer to a request
+        whose caller was cancelled before the answer began: it is read and dropped before the
+        next answer, so that a sync turn ending while the child works costs no new child (one
+        takes some 0.4 s to start)."""
         self._retry_at = float("-inf")
         """After a failure, no child before this time (trio clock)."""
         self._lock = trio.Lock()
@@ -139,6 +145,12 @@ class SignatureWorker:
             hashes = await self._guarded(lambda: self._exchange(blocks))
         return hashes or []
 
+    async def start(self) -> None:
+        """Start the child now, if it is not running: it takes some 0.4 s to load what it needs,
+        which then overlaps whatever the caller does before its first request."""
+        async with self._lock:
+            await self._guarded(self._start)
+
     async def _guarded(self, step: Callable[[], Awaitable[_T]]) -> _T | None:
         """`step` on a working child; None, and no child for RETRY_SECONDS, if it fails."""
         if trio.current_time() < self._retry_at:
@@ -155,8 +167,9 @@ class SignatureWorker:
             await self.aclose()
             return None
         except BaseException:
-            # Cancelled mid-exchange: the child's answer would be read by the next request.
-            await self.aclose()
+            if self._sending:
+                # Cancelled mid-request: the child would read the next request as its rest.
+                await self.aclose()
             raise
 
     async def _start(self) -> trio.Process:
@@ -170,15 +183,23 @@ class SignatureWorker:
         process = await self._start()
         if process.stdin is None or process.stdout is None:
             raise OSError("the signature worker was started without pipes")
+        while self._owed:
+            await _answer(process.stdout)
+            self._owed -= 1
+        self._sending = True
         await process.stdin.send_all(encode_request(blocks))
-        (count,) = _COUNT.unpack(await _receive(process.stdout, _COUNT.size))
-        data = await _receive(process.stdout, count * HASH_SIZE)
+        self._sending = False
+        self._owed += 1
+        data = await _answer(process.stdout)
+        self._owed -= 1
         self.blocks += len(blocks)
         return [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
 
     async def aclose(self) -> None:
         """Stop the child, if any. Safe to call more than once, and when cancelled."""
         process, self._process = self._process, None
+        self._sending = False
+        self._owed = 0
         if process is None:
             return
         with trio.CancelScope(shield=True):
@@ -187,6 +208,19 @@ class SignatureWorker:
             for pipe in (process.stdin, process.stdout):
                 if pipe is not None:
                     await pipe.aclose()
+
+
+async def _answer(stream: trio.abc.ReceiveStream) -> bytes:
+    """The hashes of one answer. Cancelled before the answer begins, nothing is read and the
+    answer is still owed (`trio.Cancelled` carries no partial state); once it has begun, the
+    rest is read shielded, as the child writes an answer at once and in whole."""
+    head = await stream.receive_some(_COUNT.size)
+    if not head:
+        raise EOFError("the worker ended before its answer")
+    with trio.CancelScope(shield=True):
+        head += await _receive(stream, _COUNT.size - len(head))
+        (count,) = _COUNT.unpack(head)
+        return await _receive(stream, count * HASH_SIZE)
 
 
 async def _receive(stream: trio.abc.ReceiveStream, size: int) -> bytes:

@@ -196,19 +196,53 @@ def test_a_child_that_exits_without_answering_is_dropped() -> None:
     trio.run(scenario)
 
 
-def test_a_cancelled_exchange_leaves_no_answer_for_the_next_request() -> None:
+def test_a_request_cancelled_while_the_child_works_keeps_the_child_and_its_answer_is_dropped() -> (
+    None
+):
+    """A sync turn that ends while the child checks a chunk costs no new child: the answer owed
+    is read and dropped before the next request's, which gets its own."""
+
     async def scenario() -> None:
         worker = SignatureWorker()
         try:
+            await worker.start()
+            pid = worker.pid
             good = signed(0)
-            assert await worker.verified([block(good)]) != []
-            many = [block(*[signed(n) for n in range(50)])] * 40
-            with trio.move_on_after(0.01):
+            assert await worker.verified([block(good)]) != []  # loaded and answering
+            many = [block(*[signed(n) for n in range(100)])] * 3  # some 300 signatures
+            assert len(encode_request(many)) < 65_536  # what a pipe holds: sent whole at once
+            with trio.move_on_after(0.002):
                 await worker.verified(many)
-            assert not worker.running  # killed mid-exchange, not left with a stale answer
+            assert worker.running and worker.pid == pid
             assert await worker.verified([block(good)]) == [sealed_header().hash, tx_hash(good)]
+            assert worker.pid == pid
         finally:
             await worker.aclose()
+
+    trio.run(scenario)
+
+
+def test_a_request_cancelled_while_being_sent_stops_the_child() -> None:
+    """A child that stopped reading: a request larger than the pipe holds cannot be sent whole,
+    and a child left with half a request would read the next one as its rest."""
+
+    stuck = [sys.executable, "-c", "import time; time.sleep(600)"]
+
+    async def scenario() -> None:
+        small, large = SignatureWorker(stuck), SignatureWorker(stuck)
+        try:
+            with trio.move_on_after(0.5):
+                await small.verified([block(signed(0))])  # sent whole, never answered
+            assert small.running
+            with trio.move_on_after(0.5):
+                await small.verified([block(signed(1))])  # still waiting for the first answer
+            assert small.running
+            with trio.move_on_after(0.5):
+                await large.verified([block(*[signed(n) for n in range(50)])] * 100)  # 1 MB
+            assert not large.running
+        finally:
+            await small.aclose()
+            await large.aclose()
 
     trio.run(scenario)
 
