@@ -8,7 +8,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import rlp
 import trio
@@ -78,6 +78,11 @@ DRY_RUN_ATTEMPTS = 3
 state may refuse); after this many the last outcome stands and the next block revalidates it."""
 
 
+class _Body(NamedTuple):
+    extrinsics: tuple[bytes, ...]
+    hashes: tuple[Hash32, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class ChainStatistics:
     best_number: int
@@ -120,9 +125,10 @@ class ChainService:
         self._import_lock = trio.Lock()
         self.verified_signatures = VerifiedSignatures(VERIFIED_SIGNATURES)
         """Transactions whose signature verified: import does not verify these again."""
-        self._recent_bodies: OrderedDict[Hash32, tuple[bytes, ...]] = OrderedDict()
-        """The extrinsics of the last blocks committed here, so that the pool and the watchers
-        learn of them without reading them back from the store."""
+        self._recent_bodies: OrderedDict[Hash32, _Body] = OrderedDict()
+        """The extrinsics of the last blocks committed here and their hashes, so that the pool
+        and the watchers learn of them without reading them back from the store or hashing them
+        again."""
         self._slot_blocks: dict[tuple[int, bytes], Header] = {}
         self._equivocated: dict[tuple[int, bytes], None] = {}
         """The (slot, author) pairs already found equivocating, oldest first, bounded."""
@@ -540,14 +546,15 @@ class ChainService:
         self._slot_blocks.setdefault((block.header.slot, block.header.author), block.header)
         # Every extrinsic of an executed block carries a valid signature: if a re-org brings
         # them back to the pool, they need not be verified again.
-        for outcome in execution.outcomes:
-            self.verified_signatures.add(outcome.hash)
+        hashes = tuple([outcome.hash for outcome in execution.outcomes])
+        for tx in hashes:
+            self.verified_signatures.add(tx)
         best = self.store.best_header
         make_best = chain_key(block.header) > chain_key(best)
         instant = make_best and len(self.authorities) == 1
         old_finalized = finalized
         route = self.store.commit_block(block, execution, best=make_best, finalize=instant)
-        self._recent_bodies[Hash32(block.hash)] = block.extrinsics
+        self._recent_bodies[Hash32(block.hash)] = _Body(block.extrinsics, hashes)
         while len(self._recent_bodies) > RECENT_BODIES:
             self._recent_bodies.popitem(last=False)
         self.imported_heads.publish(block.header)
@@ -602,15 +609,13 @@ class ChainService:
         retracted: list[bytes] = []
         for block_hash in route.retracted:
             body = self._body(block_hash)
-            retracted.extend(body)
-            for encoded in body:
-                self._notify(tx_hash(encoded), {"retracted": "0x" + block_hash.hex()})
+            retracted.extend(body.extrinsics)
+            self._notify_each(body.hashes, {"retracted": "0x" + block_hash.hex()})
         included: list[Hash32] = []
         for block_hash in route.enacted:
-            for encoded in self._body(block_hash):
-                tx = tx_hash(encoded)
-                included.append(tx)
-                self._notify(tx, {"inBlock": "0x" + block_hash.hex()})
+            body = self._body(block_hash)
+            included.extend(body.hashes)
+            self._notify_each(body.hashes, {"inBlock": "0x" + block_hash.hex()})
         if retracted:
             self.pool.retract(retracted, now)
         update = self.pool.on_block(included, now)
@@ -619,27 +624,37 @@ class ChainService:
         if self._unverified:
             self._unverified_added.set()
 
-    def _body(self, block_hash: Hash32) -> tuple[bytes, ...]:
-        """A stored block's extrinsics: from the recent ones if there, else from the store."""
+    def _body(self, block_hash: Hash32) -> _Body:
+        """A stored block's extrinsics and their hashes: from the recent ones if there, else
+        from the store."""
         body = self._recent_bodies.get(block_hash)
         if body is not None:
             return body
         block = self.store.block(block_hash)
-        return () if block is None else block.extrinsics
+        if block is None:
+            return _Body((), ())
+        return _Body(block.extrinsics, tuple([tx_hash(e) for e in block.extrinsics]))
+
+    def _notify_each(self, hashes: tuple[Hash32, ...], status: TxStatus) -> None:
+        """Tell the watchers of each of `hashes`, if there are any watchers at all."""
+        if self._watchers:
+            for tx in hashes:
+                self._notify(tx, status)
 
     def _after_finality(self, old: Header, new: Header) -> None:
         """Tell watchers of every transaction in the newly final blocks, then subscribers."""
-        number: int = new.number
-        finalized_hashes = []
-        while number > old.number:
-            block_hash = self.store.canonical_hash(number)
-            if block_hash is None:
-                break
-            finalized_hashes.append(block_hash)
-            number -= 1
-        for block_hash in reversed(finalized_hashes):
-            for encoded in self._body(block_hash):
-                self._notify(tx_hash(encoded), {"finalized": "0x" + block_hash.hex()})
+        if self._watchers:
+            number: int = new.number
+            finalized_hashes = []
+            while number > old.number:
+                block_hash = self.store.canonical_hash(number)
+                if block_hash is None:
+                    break
+                finalized_hashes.append(block_hash)
+                number -= 1
+            for block_hash in reversed(finalized_hashes):
+                status = {"finalized": "0x" + block_hash.hex()}
+                self._notify_each(self._body(block_hash).hashes, status)
         self.finalized_heads.publish(new)
         # With one authority every block is final at once: one line per block is enough.
         level = logging.DEBUG if len(self.authorities) == 1 else logging.INFO

@@ -439,3 +439,41 @@ def test_a_block_authored_while_sync_defers_its_fsyncs_is_made_durable_at_once(
 
     trio.run(scenario)
     db.close()
+
+
+def test_watchers_follow_their_transactions_through_a_reorg_to_finality(tmp_path: Path) -> None:
+    """Two transactions in one block, each watched: both hear the block, its retraction when a
+    longer fork wins, the fork's block that includes them again, and its finality."""
+    chain = open_chain(tmp_path / "db")
+    genesis = chain.store.best_hash
+    txs = [transfer(chain, CHARLIE, 0), transfer(chain, BOB, 0)]
+    heard: list[list[object]] = [[], []]
+
+    async def scenario() -> None:
+        watched = [await chain.watch(tx) for tx in txs]
+        a1 = block_at(chain, genesis, 2, txs)
+        assert await chain.import_block(a1)
+        b1 = block_at(chain, genesis, 3)
+        assert await chain.import_block(b1)
+        b2 = block_at(chain, b1.hash, 5)
+        assert await chain.import_block(b2)
+        b3 = block_at(chain, b2.hash, 6, txs)
+        assert await chain.import_block(b3)
+        assert chain.finalize(b3.hash, None)
+        for (_, statuses), log in zip(watched, heard, strict=True):
+            async for status in statuses:  # closes after "finalized"
+                log.append(status)
+        a, b = "0x" + a1.hash.hex(), "0x" + b3.hash.hex()
+        expected = [
+            "ready",
+            {"inBlock": a},
+            {"retracted": a},
+            "ready",
+            {"inBlock": b},
+            {"finalized": b},
+        ]
+        assert heard == [expected, expected]
+
+    trio.run(scenario)
+    assert chain.statistics().watchers == 0
+    chain.store.db.close()
