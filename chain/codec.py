@@ -119,6 +119,15 @@ def list_payload_start(data: bytes) -> int:
     return 1 if first < 0xF8 else 1 + first - 0xF7
 
 
+def list_end(data: bytes, pos: int) -> int:
+    """Where the list encoded at `pos` of `data` ends, for data that `decode` has read."""
+    first = data[pos]
+    if first < 0xF8:
+        return pos + 1 + first - 0xC0
+    size = first - 0xF7
+    return pos + 1 + size + int.from_bytes(data[pos + 1 : pos + 1 + size], "big")
+
+
 _SHORT_STRING_HEADERS: Final = tuple(bytes((0x80 + n,)) for n in range(56))
 _SHORT_LIST_HEADERS: Final = tuple(bytes((0xC0 + n,)) for n in range(56))
 

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import rlp
-
 from chain import codec
 from chain.blocks import Block, Header
 from chain.codec import CodecError
 from chain.errors import ChainError
-from chain.primitives import Hash32
+from chain.primitives import ACCOUNT_ID_LENGTH, Hash32
 
 MAX_SYNC_BLOCKS = 128
 MAX_SYNC_RESPONSE_BYTES = 8 * 1024 * 1024
@@ -32,26 +30,47 @@ class WireError(ChainError):
 def decode_block(data: bytes) -> Block:
     """A block as `rlp.decode(data, sedes=Block, strict=True)` reads it, read by the strict
     reader of `chain.codec` (a tenth of the time for thousands of extrinsics), the header's
-    fields then checked by its sedes."""
+    fields then checked as its sedes checks them (tests compare the two on any bytes)."""
     try:
         item = codec.decode(data)
     except CodecError as exc:
         raise WireError(f"not a block: {exc}") from None
-    if not (
-        isinstance(item, list)
-        and len(item) == 2
-        and isinstance(item[0], list)
-        and isinstance(item[1], list)
-    ):
+    if not isinstance(item, list) or len(item) != 2:
         raise WireError("not a block: expected a list of a header and a list of extrinsics")
     header_item, extrinsics = item
+    if not isinstance(header_item, list) or not isinstance(extrinsics, list):
+        raise WireError("not a block: expected a list of a header and a list of extrinsics")
     if not all(isinstance(e, bytes) for e in extrinsics):
         raise WireError("not a block: an extrinsic is a list, not bytes")
-    try:
-        header: Header = Header.deserialize(header_item)
-    except rlp.DeserializationError as exc:
-        raise WireError(f"not a block: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+    header = _header(header_item)
+    # The header's bytes as they came are its encoding: the reader and the field checks accept
+    # canonical RLP only, which `rlp.encode(header)` would give again. Handed to the `rlp`
+    # library's cache, they spare encoding the header for its hash and for the store.
+    start = codec.list_payload_start(data)
+    header._cached_rlp = data[start : codec.list_end(data, start)]
     return Block(header, tuple(extrinsics))  # type: ignore[arg-type]
+
+
+def _header(item: list[codec.RlpItem]) -> Header:
+    """The header's fields checked as its sedes checks them, at a tenth of the sedes' cost."""
+    if len(item) != 8:
+        raise WireError(f"not a block: a header has 8 fields, not {len(item)}")
+    parent, number, state_root, extrinsics_root, timestamp, slot, author, seal = item
+    try:
+        if not isinstance(seal, bytes):
+            raise CodecError("seal must be bytes, got a list")
+        return Header(
+            codec.fixed(parent, 32, "parent hash"),
+            codec.uint(number, "number"),
+            codec.fixed(state_root, 32, "state root"),
+            codec.fixed(extrinsics_root, 32, "extrinsics root"),
+            codec.uint(timestamp, "timestamp"),
+            codec.uint(slot, "slot"),
+            codec.fixed(author, ACCOUNT_ID_LENGTH, "author"),
+            seal,
+        )
+    except CodecError as exc:
+        raise WireError(f"not a block: {exc}") from None
 
 
 MAX_GOSSIP_TRANSACTIONS = 1000

@@ -26,7 +26,7 @@ def test_a_list_where_a_number_belongs_is_a_decoding_error(value: object) -> Non
         rlp.decode(bad, sedes=Header, strict=True)
     with pytest.raises(WireError) as info:
         decode_block(rlp.encode([rlp.decode(bad), []]))
-    assert "expected a number, got a list" in str(info.value)
+    assert "number must be an integer, got a list" in str(info.value)
 
 
 def test_a_wallet_transaction_with_a_list_for_its_nonce_is_refused_as_malformed() -> None:
