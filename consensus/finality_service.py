@@ -1,5 +1,6 @@
-"""The finality service: drives the gadget's rounds (one per slot), gossips our votes, feeds it
-the votes of others, and finalizes what a quorum precommitted."""
+"""The finality service: drives the gadget's rounds (one per slot, prevoting once the slot's block
+is imported or by a deadline), gossips our votes, feeds it the votes of others, and finalizes
+what a quorum precommitted."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import trio
 
 from chain import codec
+from chain.blocks import Header
 from chain.errors import DatabaseError
 from chain.keys import Signer
 from chain.primitives import Hash32
@@ -26,8 +28,11 @@ from consensus.finality import (
 
 log = logging.getLogger("statemesh.finality")
 
-PREVOTE_AT = 1 / 3
-"""Share of a slot after which we prevote: the slot's block has had time to arrive."""
+PREVOTE_BY = 2 / 3
+"""Share of a slot by which we prevote for our best block, whatever it is then. We prevote
+sooner, as soon as the slot's own block is our best: a block of a few transfers is imported
+within milliseconds of its slot's start, one of a few thousand within a few hundred, and a
+block not imported here by the time we prevote is finalized a round later, a slot later."""
 OUTBOX = 64
 
 
@@ -94,6 +99,9 @@ class FinalityService:
         """Called once per new pair of conflicting votes of one voter for one round and phase
         (the gadget keeps at most one pair each, within its round window)."""
         self._outbox_send, self._outbox = trio.open_memory_channel[bytes](OUTBOX)
+        self._head_moved = trio.Event()
+        """Set (and replaced) whenever the best block changes."""
+        chain.new_heads.listen(self._on_new_head)
         self.votes_received = 0
         self.votes_rejected = 0
 
@@ -106,14 +114,17 @@ class FinalityService:
             nursery.start_soon(self._send_votes)
             task_status.started()
             duration = self.chain.slot_duration_ms
+            last_round = -1
             while True:
                 now = self.clock.now_ms()
                 round_ = now // duration
-                vote_at = round_ * duration + int(duration * PREVOTE_AT)
-                if now >= vote_at:
+                deadline = round_ * duration + int(duration * PREVOTE_BY)
+                if now >= deadline or round_ <= last_round:
                     round_ += 1
-                    vote_at += duration
-                await trio.sleep((vote_at - now) / 1000)
+                    deadline += duration
+                    await trio.sleep((round_ * duration - now) / 1000)
+                await self._slot_block_or(round_, deadline)
+                last_round = round_
                 store = self.chain.store
                 vote = self.gadget.prevote(round_, store.best_header, store.finalized_header)
                 if vote is not None:
@@ -121,6 +132,16 @@ class FinalityService:
                 for proof in self.gadget.lock_proof(round_, store.finalized_header):
                     self._gossip(proof)
                 self.progress()
+
+    async def _slot_block_or(self, slot: int, deadline_ms: int) -> None:
+        """Wait until our best block is of `slot` (or later), or until `deadline_ms`."""
+        with trio.move_on_after(max(0, deadline_ms - self.clock.now_ms()) / 1000):
+            while self.chain.store.best_header.slot < slot:
+                await self._head_moved.wait()
+
+    def _on_new_head(self, header: Header) -> None:
+        moved, self._head_moved = self._head_moved, trio.Event()
+        moved.set()
 
     async def _send_votes(self) -> None:
         async for data in self._outbox:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -32,8 +34,8 @@ from consensus.finality import (
     verify_justification,
 )
 from consensus.finality_service import FinalityService, VoteVerdict
-from tests.factories import BOB, count_vote_work
-from tests.unit.test_chain_service import open_chain
+from tests.factories import ALICE, BOB, count_vote_work
+from tests.unit.test_chain_service import block_at, open_chain
 
 GENESIS_HASH = Hash32(b"\x42" * 32)
 KEYS = [dev_keypair(n) for n in ("alice", "bob", "charlie", "dave")]
@@ -526,6 +528,59 @@ def test_service_verdicts_never_penalize_a_skewed_clock(tmp_path: Path) -> None:
     assert service.on_vote(vote(stranger, now, 1).encode()) == VoteVerdict.REJECT
     assert service.on_vote(b"\x00" * 10) == VoteVerdict.REJECT
     assert service.votes_rejected == 2
+
+
+class TrioClock:
+    """The chain's clock read from trio's, so that a mock clock moves both."""
+
+    def now_ms(self) -> int:
+        return int(trio.current_time() * 1000)
+
+    def monotonic(self) -> float:
+        return trio.current_time()
+
+
+def test_a_validator_prevotes_once_the_slots_block_is_imported_or_else_by_the_deadline(
+    tmp_path: Path,
+) -> None:
+    """Slot 11's block is imported 120 ms into its slot: Alice prevotes for it then, not at a
+    fixed point of the slot. Slot 12 brings no block: she prevotes for her best block at the
+    deadline, two thirds into the slot. Slot 13's block is imported 900 ms in, after the
+    deadline: her prevote of round 13 was for the block before."""
+    chain = open_chain(tmp_path / "db")
+    chain.clock = TrioClock()
+    published: list[tuple[float, Vote]] = []
+
+    async def publish(data: bytes) -> None:
+        published.append((trio.current_time(), Vote.decode(data)))
+
+    service = FinalityService(chain, signer=ALICE, publish=publish)
+    genesis = chain.store.best_hash or b""
+    blocks: list[bytes] = []
+
+    async def scenario() -> None:
+        await trio.sleep_until(10.9)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run)
+            await trio.sleep_until(11.12)
+            eleven = block_at(chain, genesis, 11)
+            assert await chain.import_block(eleven)
+            await trio.sleep_until(13.9)
+            thirteen = block_at(chain, eleven.hash, 13)
+            assert await chain.import_block(thirteen)
+            await trio.sleep_until(14.5)
+            nursery.cancel_scope.cancel()
+        blocks.extend([eleven.hash, thirteen.hash])
+
+    trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0))
+    prevotes = [
+        (round(at, 3), vote.round, vote.target_hash)
+        for at, vote in published
+        if vote.phase is Phase.PREVOTE and vote.round <= 13
+    ]
+    eleven, _ = blocks
+    assert prevotes == [(11.12, 11, eleven), (12.666, 12, eleven), (13.666, 13, eleven)]
+    chain.store.db.close()
 
 
 def test_after_a_restart_older_polkas_cannot_move_the_lock() -> None:
