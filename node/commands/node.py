@@ -330,6 +330,7 @@ def _run_node(args: argparse.Namespace) -> int:
         return show_workloads(args)
     # The node's services are imported when a node runs: every other command shares this
     # module's arguments, and the services (libp2p above all) take a second to import.
+    from node.collector import tune_collector
     from node.runner import Node, NodeConfig
     from orchestrator.endpoints import node_ip
     from orchestrator.ingress_service import DataPlane, IngressConfig, IngressUnavailable
@@ -420,6 +421,7 @@ def _run_node(args: argparse.Namespace) -> int:
             port=args.prometheus_port,
         ),
     )
+    tune_collector()
     try:
         try:
             node = Node.open(config)
