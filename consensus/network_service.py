@@ -344,7 +344,9 @@ class NetworkService:
     def _remember_authored(self, block: Block) -> None:
         self._first_block(block.header)
 
-    def _wake_sync(self, peer: PeerId) -> None:
+    def _wake_sync(self, peer: PeerId, *, status: bool = False) -> None:
+        """Wake sync for what `peer` sent, at most every SYNC_WAKE_SECONDS per peer; a `status`
+        of the peer's own does not abandon a request in flight to that peer."""
         now = self.chain.clock.monotonic()
         last = self._sync_woken.get(peer)
         if last is not None and now - last < SYNC_WAKE_SECONDS:
@@ -354,14 +356,14 @@ class NetworkService:
         while len(self._sync_woken) > MAX_TRACKED_PEERS:
             self._sync_woken.pop(next(iter(self._sync_woken)))
         self.sync_wakes += 1
-        self.sync.wake()
+        self.sync.wake(by=str(peer) if status else None)
 
     async def _follow_statuses(self) -> None:
         """A peer whose status (at its handshake or a later exchange) says it is ahead of us
         wakes sync at once, as a block with an unknown parent does, instead of at sync's next idle
         check (a second later): a node joining the network starts downloading as soon as it
-        knows whom from. Rate-limited per peer like the other wakes: a peer may send statuses as
-        often as it likes."""
+        knows whom from. Rate-limited per peer like the other wakes (a peer may send statuses as
+        often as it likes); a peer's own status does not abandon a request in flight to it."""
         async for event in self.p2p.events():
             if event.status is None:
                 continue
@@ -374,7 +376,7 @@ class NetworkService:
                 status.best_number > store.best_header.number
                 or status.finalized_number > store.finalized_header.number
             ):
-                self._wake_sync(event.peer_id)
+                self._wake_sync(event.peer_id, status=True)
 
     def _ignore(self, peer: PeerId) -> Verdict:
         """IGNORE, charged to `peer`'s budget of ignored messages (see the module docstring)."""

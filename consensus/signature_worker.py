@@ -35,6 +35,12 @@ MAX_BLOCKS: Final = 4096
 """More than a sync batch holds; a request over it is refused by the child."""
 RETRY_SECONDS: Final = 60.0
 """How long the node verifies alone after its child failed, before it starts another."""
+OWED_SECONDS: Final = 5.0
+"""How long an answer still owed to a cancelled request may take before the child counts as
+failed: a child that stopped answering is replaced, not waited for by every later request."""
+REST_SECONDS: Final = 10.0
+"""How long the rest of an answer may take once its first byte is in (the child writes an answer
+at once, and the caller cannot be cancelled meanwhile) before the child counts as failed."""
 
 
 def encode_request(blocks: Sequence[bytes]) -> bytes:
@@ -145,19 +151,19 @@ class SignatureWorker:
             hashes = await self._guarded(lambda: self._exchange(blocks))
         return hashes or []
 
-    async def start(self) -> None:
-        """Start the child now, if it is not running: it takes some 0.4 s to load what it needs,
-        which then overlaps whatever the caller does before its first request."""
-        async with self._lock:
-            await self._guarded(self._start)
-
     async def _guarded(self, step: Callable[[], Awaitable[_T]]) -> _T | None:
         """`step` on a working child; None, and no child for RETRY_SECONDS, if it fails."""
         if trio.current_time() < self._retry_at:
             return None
         try:
             return await step()
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, EOFError) as exc:
+        except (
+            OSError,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            trio.TooSlowError,
+            EOFError,
+        ) as exc:
             log.warning(
                 "the signature worker failed (%r); verifying in the node for %.0f s",
                 exc,
@@ -184,8 +190,12 @@ class SignatureWorker:
         if process.stdin is None or process.stdout is None:
             raise OSError("the signature worker was started without pipes")
         while self._owed:
-            await _answer(process.stdout)
+            with trio.fail_after(OWED_SECONDS):
+                await _answer(process.stdout)
             self._owed -= 1
+        # A cancellation that came while an owed answer was read shielded is raised here, before
+        # a byte of the request is sent, rather than inside the send, which would stop the child.
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._sending = True
         await process.stdin.send_all(encode_request(blocks))
         self._sending = False
@@ -213,11 +223,12 @@ class SignatureWorker:
 async def _answer(stream: trio.abc.ReceiveStream) -> bytes:
     """The hashes of one answer. Cancelled before the answer begins, nothing is read and the
     answer is still owed (`trio.Cancelled` carries no partial state); once it has begun, the
-    rest is read shielded, as the child writes an answer at once and in whole."""
+    rest is read shielded, within REST_SECONDS, as the child writes an answer at once and in
+    whole."""
     head = await stream.receive_some(_COUNT.size)
     if not head:
         raise EOFError("the worker ended before its answer")
-    with trio.CancelScope(shield=True):
+    with trio.CancelScope(shield=True), trio.fail_after(REST_SECONDS):
         head += await _receive(stream, _COUNT.size - len(head))
         (count,) = _COUNT.unpack(head)
         return await _receive(stream, count * HASH_SIZE)

@@ -226,18 +226,19 @@ class SyncService:
         self._refused: OrderedDict[str, str] = OrderedDict()
         self._pending: dict[Hash32, PendingJustification] = {}
         self._turn = 0
-        self._suspect: trio.CancelScope | None = None
-        """The request in flight to a peer with failures behind it, if any."""
+        self._suspect: tuple[str, trio.CancelScope] | None = None
+        """The request in flight to a peer with failures behind it, if any, and that peer."""
         self._checking = trio.Lock()
         """Held by the batch whose signatures the worker is checking: the next batch's check,
         downloaded meanwhile, waits for it instead of sharing the worker with it."""
 
-    def wake(self) -> None:
+    def wake(self, *, by: str | None = None) -> None:
         """Look for work now (a block with an unknown parent arrived, a peer moved ahead). A
         request to a peer that failed before is abandoned: it may be stalling on purpose, and
-        there is work the others can do."""
-        if self._suspect is not None:
-            self._suspect.cancel()
+        there is work the others can do; unless the wake comes `by` that peer itself (its own
+        status, which it sends every few seconds, says nothing of the request)."""
+        if self._suspect is not None and self._suspect[0] != by:
+            self._suspect[1].cancel()
         try:
             self._wake_send.send_nowait(None)
         except trio.WouldBlock:
@@ -414,8 +415,6 @@ class SyncService:
         imported = 0
         moved = False
         ahead: _Ahead | None = None
-        if status.best_number - start + 1 >= WORKER_MIN_BLOCKS:
-            await self.worker.start()  # it loads while the first batch downloads
         for number in range(MAX_BATCHES_PER_TURN):
             if start > status.best_number:
                 break
@@ -424,12 +423,14 @@ class SyncService:
                 # the time a block imports are verified by the import itself.
                 await ahead.downloaded.wait()
                 fetched = ahead.fetched
+                checking = ahead.scope  # the check runs on in the download's task
             else:
                 if ahead is not None:
                     ahead.scope.cancel()
+                checking = trio.CancelScope()
                 fetched = await self._fetch(peer, start, status)
                 if isinstance(fetched, list) and len(fetched) >= WORKER_MIN_BLOCKS:
-                    nursery.start_soon(self._check_signatures, start, fetched)
+                    nursery.start_soon(self._check_signatures, start, fetched, checking)
             ahead = None
             if isinstance(fetched, _Unhelpful):
                 self._record(peer, fetched)
@@ -441,6 +442,7 @@ class SyncService:
             outcome, count, finalized = await self._import_batch(
                 peer, status, start, items, ahead.downloaded if ahead is not None else None
             )
+            checking.cancel()  # its blocks are imported, or will not be: no more checks
             imported += count
             moved = moved or finalized
             if outcome is Batch.FORK:
@@ -507,14 +509,17 @@ class SyncService:
         nursery.start_soon(download)
         return ahead
 
-    async def _check_signatures(self, start: int, items: list[SyncItem]) -> None:
+    async def _check_signatures(
+        self, start: int, items: list[SyncItem], scope: trio.CancelScope | None = None
+    ) -> None:
         """The signatures of a downloaded batch (its first block numbered `start`) checked in
         the signature worker, CHECK_CHUNK_BYTES at a time, while the batch before it or the
         batch itself imports: the hashes it vouches for join the chain's verified set, and the
         import skips them. A chunk the import has passed already (while the child was starting)
-        is not sent."""
-        async with self._checking:  # batch after batch: the one importing first
-            await self._check_chunks(start, items)
+        is not sent, and nothing more once `scope` is cancelled."""
+        with scope or trio.CancelScope():
+            async with self._checking:  # batch after batch: the one importing first
+                await self._check_chunks(start, items)
 
     async def _check_chunks(self, start: int, items: list[SyncItem]) -> None:
         verified = self.chain.verified_signatures
@@ -548,13 +553,13 @@ class SyncService:
         try:
             with trio.move_on_after(timeout) as scope:
                 if suspect:
-                    self._suspect = scope
+                    self._suspect = (peer, scope)
                 try:
                     raw = await self.peers.request_sync(
                         peer, SyncRequest(start, MAX_SYNC_BLOCKS).encode()
                     )
                 finally:
-                    if self._suspect is scope:
+                    if self._suspect is not None and self._suspect[1] is scope:
                         self._suspect = None
         except PeerUnreachable as exc:
             # Not connected (any more): nothing it sent, so nothing to hold against it. Scoring

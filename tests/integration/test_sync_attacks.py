@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from consensus.sync import FIRST_TIMEOUT
 from p2p.addresses import node_multiaddr
 from p2p.identity import NodeKey
 from testkit.built_chain import build_finalized_chain, chain_server
@@ -178,9 +179,14 @@ def catch_up_seconds(node: NodeProcess, timeout: float) -> float:
 
 
 @pytest.mark.parametrize("kind", ["lying-empty", "lying-stall"])
-def test_a_new_node_beside_a_lying_peer_catches_up_within_twice_the_honest_time(
+def test_a_new_node_beside_a_lying_peer_loses_at_most_one_request_timeout(
     served_chain: tuple[Path, NodeProcess], tmp_path: Path, kind: str
 ) -> None:
+    """A peer claiming the longest chain is asked first; one that answers nothing holds the new
+    node for one first request's timeout (FIRST_TIMEOUT), then loses its turn for good. The
+    catch-up beside it may take that much longer than beside honest peers alone, with half the
+    honest time again for a shared machine's noise. (The bound was twice the honest time while
+    a node's sync started at its idle check, a second after its start.)"""
     spec, server = served_chain
     served_at = server.call("system_localListenAddresses")[0]
 
@@ -201,7 +207,7 @@ def test_a_new_node_beside_a_lying_peer_catches_up_within_twice_the_honest_time(
         f"{kind}: {SYNCED_BLOCKS} blocks, honest only {honest_only:.1f} s, beside the liar "
         f"{beside_liar:.1f} s (asked {report['asked']} times)"
     )
-    assert beside_liar <= 2 * honest_only, (honest_only, beside_liar)
+    assert beside_liar <= 1.5 * honest_only + FIRST_TIMEOUT, (honest_only, beside_liar)
 
 
 class RpcPauses:

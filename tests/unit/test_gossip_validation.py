@@ -382,7 +382,8 @@ def test_a_peer_whose_status_is_ahead_wakes_sync_at_once_and_at_most_every_few_s
     """A node that learns of a peer ahead of it (at the handshake or a later exchange) starts
     syncing then, not at sync's next idle check. Statuses that are not ahead, garbage, another
     chain's or a departure wake nothing; a flood of statuses wakes sync once per
-    SYNC_WAKE_SECONDS per peer, and the status stream costs no one anything."""
+    SYNC_WAKE_SECONDS per peer, abandons a request in flight only to another peer, and costs
+    no one anything."""
     now = Time(GENESIS_MS + 50 * SLOT_MS)
     node = open_node(tmp_path / "db", BOB, SkewedClock(now, 0))
     genesis = node.chain.store.best_header
@@ -401,6 +402,10 @@ def test_a_peer_whose_status_is_ahead_wakes_sync_at_once_and_at_most_every_few_s
     async def scenario() -> None:
         send = node.p2p.peer_events
         woken = node.network.sync._wake
+        # A request in flight to B, which failed before: B's own statuses do not abandon it,
+        # another peer's does (it may be stalling, and there is work elsewhere).
+        suspect = trio.CancelScope()
+        node.network.sync._suspect = (str(PEER_B), suspect)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(node.network._follow_statuses)
             for event in [
@@ -421,10 +426,12 @@ def test_a_peer_whose_status_is_ahead_wakes_sync_at_once_and_at_most_every_few_s
             await trio.testing.wait_all_tasks_blocked()
             assert node.network.sync_wakes == 1
             woken.receive_nowait()  # sync was woken
+            assert not suspect.cancel_called
 
             send.send_nowait(PeerEvent(connected, PEER_A, final_ahead))  # ahead by finality only
             await trio.testing.wait_all_tasks_blocked()
             assert node.network.sync_wakes == 2
+            assert suspect.cancel_called
             node.monotonic.now += SYNC_WAKE_SECONDS
             send.send_nowait(PeerEvent(status, PEER_B, best_ahead))
             await trio.testing.wait_all_tasks_blocked()

@@ -10,6 +10,8 @@ import logging
 import os
 import signal
 import sys
+import time
+from collections.abc import Callable
 
 import pytest
 import rlp
@@ -23,6 +25,8 @@ from chain.primitives import Hash32
 from consensus.signature_worker import (
     HASH_SIZE,
     MAX_BLOCKS,
+    OWED_SECONDS,
+    REST_SECONDS,
     RETRY_SECONDS,
     SignatureWorker,
     encode_request,
@@ -205,10 +209,9 @@ def test_a_request_cancelled_while_the_child_works_keeps_the_child_and_its_answe
     async def scenario() -> None:
         worker = SignatureWorker()
         try:
-            await worker.start()
-            pid = worker.pid
             good = signed(0)
             assert await worker.verified([block(good)]) != []  # loaded and answering
+            pid = worker.pid
             many = [block(*[signed(n) for n in range(100)])] * 3  # some 300 signatures
             assert len(encode_request(many)) < 65_536  # what a pipe holds: sent whole at once
             with trio.move_on_after(0.002):
@@ -243,6 +246,120 @@ def test_a_request_cancelled_while_being_sent_stops_the_child() -> None:
         finally:
             await small.aclose()
             await large.aclose()
+
+    trio.run(scenario)
+
+
+def test_a_child_that_owes_an_answer_and_stopped_answering_is_replaced() -> None:
+    """A child stuck before answering a cancelled request is not waited for by every later
+    request: the next one gives it OWED_SECONDS, then the node verifies alone for a while."""
+
+    async def scenario() -> None:
+        worker = SignatureWorker([sys.executable, "-c", "import time; time.sleep(600)"])
+        try:
+            with trio.move_on_after(1):
+                await worker.verified([block(signed(0))])
+            assert worker.running  # owes an answer
+            began = trio.current_time()
+            assert await worker.verified([block(signed(1))]) == []
+            assert trio.current_time() - began >= OWED_SECONDS
+            assert not worker.running
+            assert await worker.verified([block(signed(2))]) == []  # verifying alone now
+            assert not worker.running
+        finally:
+            await worker.aclose()
+
+    trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0.5))
+
+
+def test_a_child_that_stops_halfway_through_an_answer_is_stopped() -> None:
+    """Once an answer has begun, its caller waits for the rest shielded from cancellation, but
+    not for ever: after REST_SECONDS the child counts as failed."""
+    one_byte_then_nothing = [
+        sys.executable,
+        "-c",
+        "import sys, time; sys.stdout.buffer.write(b'\\x00'); sys.stdout.buffer.flush(); "
+        "time.sleep(30)",
+    ]
+
+    async def scenario() -> None:
+        worker = SignatureWorker(one_byte_then_nothing)
+        try:
+            with trio.move_on_after(1):  # comes once the answer has begun: shielded from it
+                assert await worker.verified([b"x"]) == []
+            assert trio.current_time() >= REST_SECONDS
+            assert not worker.running
+        finally:
+            await worker.aclose()
+
+    began = time.monotonic()
+    trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=1.0))
+    assert time.monotonic() - began < 20  # not until the child ended its answer with its life
+
+
+class _Answers(trio.abc.ReceiveStream):
+    """Two empty answers (count 0) given a byte at first: `on_first` runs when the first byte
+    goes out, while the owed answer is being read."""
+
+    def __init__(self, on_first: Callable[[], None]) -> None:
+        self.data = b"\x00" * 8
+        self.on_first: Callable[[], None] | None = on_first
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.lowlevel.checkpoint()
+        size = 1 if self.on_first is not None else (max_bytes or 1)
+        out, self.data = self.data[:size], self.data[size:]
+        if self.on_first is not None:
+            self.on_first()
+            self.on_first = None
+        return out
+
+    async def aclose(self) -> None:
+        pass
+
+
+class _Requests(trio.abc.SendStream):
+    def __init__(self) -> None:
+        self.sent = b""
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.lowlevel.checkpoint()
+        self.sent += bytes(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+class _Child:
+    def __init__(self, stdout: _Answers, stdin: _Requests) -> None:
+        self.stdout, self.stdin, self.pid, self.killed = stdout, stdin, 4242, False
+
+    def kill(self) -> None:
+        self.killed = True
+
+    async def wait(self) -> int:
+        return 0
+
+
+def test_a_cancellation_while_an_owed_answer_is_read_leaves_the_child_and_sends_nothing() -> None:
+    """The caller is cancelled while the answer it must drop first comes in (read shielded):
+    the cancellation lands before any byte of its own request, so the child is kept and owes
+    nothing more."""
+
+    async def scenario() -> None:
+        worker = SignatureWorker(["unused"])
+        scope = trio.CancelScope()
+        child = _Child(_Answers(scope.cancel), _Requests())
+        worker._process = child  # type: ignore[assignment]
+        worker._owed = 1  # the answer to a request whose caller was cancelled
+        with scope:
+            await worker.verified([b"x"])
+        assert scope.cancelled_caught
+        assert child.stdin.sent == b"" and not child.killed
+        assert worker.running and worker._owed == 0
 
     trio.run(scenario)
 

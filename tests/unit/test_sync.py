@@ -44,6 +44,7 @@ from consensus.proposer import propose
 from consensus.signature_worker import SignatureWorker
 from consensus.sync import (
     FIRST_TIMEOUT,
+    IDLE_CHECK,
     PENALTY_BAN,
     PENALTY_UNHELPFUL,
     PeerRecord,
@@ -850,3 +851,44 @@ def test_a_failure_of_the_batch_asked_ahead_costs_the_peer_what_it_did_before(
     assert sync._records["peer"].failures == 1
     assert net.scores["peer"] == -PENALTY_UNHELPFUL
     node.store.db.close()
+
+
+def test_a_peer_that_only_claims_to_be_far_ahead_starts_no_signature_worker(
+    tmp_path: Path,
+) -> None:
+    """The worker (a process that takes some 0.4 s of CPU to start) is started by a batch of
+    blocks, not by a status: a peer that claims to be far ahead but cannot be reached, which
+    costs it nothing, would otherwise have it started and stopped every few seconds."""
+    node = open_node(tmp_path / "db")
+    claimer = open_node(tmp_path / "claimer")
+
+    class Unreachable(Network):
+        async def request_sync(self, peer: str, request: bytes) -> bytes:
+            self.requests[peer] += 1
+            raise PeerUnreachable(peer, "sync", "not connected")
+
+    net = Unreachable(liar=Liar(claimer.store, stall=False))
+    starts = []
+
+    class Counting(SignatureWorker):
+        async def _start(self) -> trio.Process:
+            if self._process is None:
+                starts.append(trio.current_time())
+            return await super()._start()
+
+    worker = Counting([sys.executable, "-c", "import time; time.sleep(600)"])
+    sync = SyncService(node, net, worker=worker)
+
+    async def scenario() -> None:
+        try:
+            for _ in range(20):  # as `SyncService.run`: a turn, then IDLE_CHECK if in vain
+                if not await sync.sync_once():
+                    await trio.sleep(IDLE_CHECK)
+        finally:
+            await worker.aclose()
+
+    run(scenario)
+    assert net.requests["liar"] >= 5
+    assert starts == []
+    for chain in (node, claimer):
+        chain.store.db.close()
