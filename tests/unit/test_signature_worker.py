@@ -255,7 +255,7 @@ def test_a_child_that_owes_an_answer_and_stopped_answering_is_replaced() -> None
     request: the next one gives it OWED_SECONDS, then the node verifies alone for a while."""
 
     async def scenario() -> None:
-        worker = SignatureWorker([sys.executable, "-c", "import time; time.sleep(600)"])
+        worker = SignatureWorker([sys.executable, "-c", "import time; time.sleep(30)"])
         try:
             with trio.move_on_after(1):
                 await worker.verified([block(signed(0))])
@@ -269,7 +269,9 @@ def test_a_child_that_owes_an_answer_and_stopped_answering_is_replaced() -> None
         finally:
             await worker.aclose()
 
+    began = time.monotonic()
     trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0.5))
+    assert time.monotonic() - began < 20  # not until the child ended with its life
 
 
 def test_a_child_that_stops_halfway_through_an_answer_is_stopped() -> None:
