@@ -25,11 +25,11 @@ import nacl.bindings
 import rlp
 
 from chain.blocks import Block, Header, SignedTransaction, tx_hash
-from chain.db import Database
+from chain.db import COMPRESSION, Database
 from chain.genesis import ChainSpec, build_genesis
 from chain.importer import BlockImporter, extrinsics_root
 from chain.keys import Keypair, sign_transaction
-from chain.primitives import BlockNumber, Slot, TimestampMs
+from chain.primitives import BlockNumber, Hash32, Slot, TimestampMs
 from chain.runtime.balances import Balances
 from chain.runtime.executive import Runtime
 from chain.runtime.framework import BlockEnv
@@ -66,6 +66,22 @@ def funded_spec(keys: list[Keypair]) -> ChainSpec:
         balances=tuple((k.public, 10**20) for k in keys),
         runtime=dev.runtime,
     )
+
+
+def new_chain(
+    folder: Path, spec: ChainSpec, *, compression: str | None = COMPRESSION
+) -> tuple[Database, ChainStore, Hash32]:
+    """A fresh database at `folder` holding `spec`'s genesis block (closed again if that
+    fails), its store, and the genesis hash."""
+    db = Database(folder, compression=compression)
+    try:
+        store = ChainStore(db)
+        genesis = build_genesis(spec, TrieState(db.trie_nodes, BLANK_ROOT, store.node_cache))
+        store.initialize(genesis)
+    except BaseException:
+        db.close()
+        raise
+    return db, store, genesis.hash
 
 
 def store_block(store: ChainStore, runtime: Runtime, spec: ChainSpec, txs: list[bytes]) -> Block:
@@ -106,11 +122,8 @@ def main() -> None:
     keys = [Keypair.from_seed(rng.randbytes(32)) for _ in range(args.accounts)]
     spec = funded_spec(keys)
     with tempfile.TemporaryDirectory() as tmp:
-        db = Database(Path(tmp) / "db")
-        store = ChainStore(db)
-        genesis = build_genesis(spec, TrieState(db.trie_nodes, BLANK_ROOT, store.node_cache))
-        store.initialize(genesis)
-        runtime = Runtime(spec.runtime, genesis.hash)
+        db, store, genesis_hash = new_chain(Path(tmp) / "db", spec)
+        runtime = Runtime(spec.runtime, genesis_hash)
         (transfer,) = Balances().calls()
 
         print(f"signing {args.blocks * args.per_block} transfers among {args.accounts} accounts…")
@@ -122,7 +135,7 @@ def main() -> None:
                 i, j = rng.randrange(len(keys)), rng.randrange(len(keys))
                 call = transfer.call(dest=keys[j].public, amount=rng.randrange(1, 10**12))
                 tx = sign_transaction(
-                    keys[i], genesis_hash=genesis.hash, nonce=nonces[i], call=call
+                    keys[i], genesis_hash=genesis_hash, nonce=nonces[i], call=call
                 )
                 nonces[i] += 1
                 txs.append(rlp.encode(tx))
@@ -140,11 +153,7 @@ def main() -> None:
         pool_verified = {tx_hash(e) for txs in blocks_txs for e in txs}
         timings: dict[str, float] = {"verify": 0.0, "import": 0.0, "pool-verified": 0.0}
         for kind in ("import", "pool-verified"):
-            db = Database(Path(tmp) / kind)
-            store = ChainStore(db)
-            store.initialize(
-                build_genesis(spec, TrieState(db.trie_nodes, BLANK_ROOT, store.node_cache))
-            )
+            db, store, _ = new_chain(Path(tmp) / kind, spec)
             importer = BlockImporter(store, runtime)
             verified: Container[bytes] = pool_verified if kind == "pool-verified" else frozenset()
             for block, signed in zip(blocks, payloads, strict=True):

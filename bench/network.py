@@ -27,10 +27,11 @@ import rlp
 import trio
 import trio_websocket
 
+from bench.block_import import new_chain
 from chain.address import encode_address
 from chain.blocks import tx_hash
 from chain.db import Database
-from chain.genesis import ChainSpec, build_genesis, load_spec
+from chain.genesis import ChainSpec, load_spec
 from chain.importer import BlockImporter
 from chain.keys import Keypair, sign_transaction
 from chain.primitives import BlockNumber, Hash32, Slot, TimestampMs
@@ -38,9 +39,7 @@ from chain.runtime.balances import Balances
 from chain.runtime.executive import Runtime
 from chain.runtime.framework import BlockEnv
 from chain.signature import verify
-from chain.state import TrieState
 from chain.store import ChainStore
-from chain.trie import BLANK_ROOT
 from chain.wire import decode_block
 from consensus.proposer import propose
 from node.commands.testnet import create, load, validator_arguments
@@ -261,11 +260,8 @@ def build_chain(folder: Path, blocks: int, per_block: int) -> tuple[Path, Path]:
     password = (folder / "password").read_text().strip()
     author = Keystore(folder / "keystore").unlock("validator-0", password)
     base = load(folder)[0].base_path
-    db = Database(base / "chains" / spec.id / "db")
-    store = ChainStore(db)
-    genesis = build_genesis(spec, TrieState(db.trie_nodes, BLANK_ROOT, store.node_cache))
-    store.initialize(genesis)
-    runtime = Runtime(spec.runtime, genesis.hash)
+    db, store, genesis_hash = new_chain(base / "chains" / spec.id / "db", spec)
+    runtime = Runtime(spec.runtime, genesis_hash)
     (transfer,) = Balances().calls()
     nonces = [0] * len(accounts)
     for n in range(blocks):
@@ -280,7 +276,7 @@ def build_chain(folder: Path, blocks: int, per_block: int) -> tuple[Path, Path]:
             i = rng.randrange(len(accounts))
             tx = sign_transaction(
                 accounts[i],
-                genesis_hash=genesis.hash,
+                genesis_hash=genesis_hash,
                 nonce=nonces[i],
                 call=transfer.call(dest=accounts[(i + 7) % 200].public, amount=10),
             )
@@ -316,12 +312,9 @@ def import_alone(spec_path: Path, base: Path, folder: Path) -> float:
         ]
     finally:
         source.close()
-    db = Database(folder)
+    db, store, genesis_hash = new_chain(folder, spec)
     try:
-        store = ChainStore(db)
-        genesis = build_genesis(spec, TrieState(db.trie_nodes, BLANK_ROOT, store.node_cache))
-        store.initialize(genesis)
-        importer = BlockImporter(store, Runtime(spec.runtime, genesis.hash))
+        importer = BlockImporter(store, Runtime(spec.runtime, genesis_hash))
         started = time.perf_counter()
         for first in range(0, count, 128):
             with db.deferred_sync():

@@ -21,17 +21,14 @@ from pathlib import Path
 
 import rlp
 
-from bench.block_import import funded_spec, store_block
+from bench.block_import import funded_spec, new_chain, store_block
 from chain.blocks import Block, tx_hash
 from chain.db import COMPRESSION, Database
-from chain.genesis import ChainSpec, build_genesis
+from chain.genesis import ChainSpec
 from chain.importer import BlockImporter
 from chain.keys import Keypair, sign_transaction
 from chain.runtime.balances import Balances
 from chain.runtime.executive import Runtime
-from chain.state import TrieState
-from chain.store import ChainStore
-from chain.trie import BLANK_ROOT
 
 QUIET_CPU_SECONDS = 0.005
 """Compaction counts as gone quiet once the process uses less CPU than this in half a second."""
@@ -47,11 +44,8 @@ def build(
 ) -> list[Block]:
     """`blocks` blocks of random transfers among `keys`, built and stored in `folder`."""
     rng = random.Random(11)
-    db = Database(folder)
-    store = ChainStore(db)
-    genesis = build_genesis(spec, TrieState(db.trie_nodes, BLANK_ROOT, store.node_cache))
-    store.initialize(genesis)
-    runtime = Runtime(spec.runtime, genesis.hash)
+    db, store, genesis_hash = new_chain(folder, spec)
+    runtime = Runtime(spec.runtime, genesis_hash)
     (transfer,) = Balances().calls()
     nonces = [0] * len(keys)
     made = []
@@ -62,7 +56,7 @@ def build(
                 i, j = rng.randrange(len(keys)), rng.randrange(len(keys))
                 call = transfer.call(dest=keys[j].public, amount=rng.randrange(1, 10**9))
                 tx = sign_transaction(
-                    keys[i], genesis_hash=genesis.hash, nonce=nonces[i], call=call
+                    keys[i], genesis_hash=genesis_hash, nonce=nonces[i], call=call
                 )
                 nonces[i] += 1
                 txs.append(rlp.encode(tx))
@@ -102,13 +96,10 @@ def import_all(
 ) -> tuple[float, int, tuple[float, float, float]]:
     """CPU seconds per block to import `chain` into a fresh database written with
     `compression`, compaction included; its size on disk and its compaction totals after."""
-    db = Database(folder, compression=compression)
-    store = ChainStore(db)
+    db, store, genesis_hash = new_chain(folder, spec, compression=compression)
     verified = {tx_hash(e) for block in chain for e in block.extrinsics}
     try:
-        genesis = build_genesis(spec, TrieState(db.trie_nodes, BLANK_ROOT, store.node_cache))
-        store.initialize(genesis)
-        importer = BlockImporter(store, Runtime(spec.runtime, genesis.hash))
+        importer = BlockImporter(store, Runtime(spec.runtime, genesis_hash))
         started = time.process_time()
         with db.deferred_sync():
             for block in chain:
