@@ -5,6 +5,8 @@ so every trie key has the same length and no caller can shape the trie."""
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from typing import Final, Protocol
 
@@ -24,17 +26,110 @@ class StateReader(Protocol):
     def get(self, raw_key: bytes) -> bytes | None: ...
 
 
+DEFAULT_CACHE_VALUES = 131_072
+"""Values kept by a default `ValueCache`: an account's entry (raw key, record and the dictionary's
+own cost) is about 250 bytes, so some 32 MiB."""
+
+_MISS: Final = object()
+"""What `ValueCache.lookup` answers for a key it does not hold at that root."""
+
+
+class ValueCache:
+    """The values of the state at one root, by raw key (None for an absent key): the best
+    block's state, which the next block, the pool's dry runs and RPC read. A read through the
+    trie walks five or six nodes and hashes the key; one here is a dictionary lookup.
+
+    The store moves it along the chain: when a block on top of `root` becomes best, its changes
+    are applied and `root` becomes the block's (`advance`); when the best block moves anywhere
+    else it starts empty at the new root (`reset`). Since a state root names one state, a value
+    held here is right for every reader at `root`, whoever filled it. Worker threads read it
+    while the event loop moves it, so each operation holds a lock: a reader never sees one
+    root's values under another's name, and a value read through the trie at a root that is no
+    longer the cache's is not kept."""
+
+    __slots__ = ("_capacity", "_lock", "_values", "root")
+
+    def __init__(self, capacity: int = DEFAULT_CACHE_VALUES) -> None:
+        if capacity < 1:
+            raise ValueError(f"a value cache holds at least one value, not {capacity}")
+        self._capacity = capacity
+        self._lock = threading.Lock()
+        self._values: OrderedDict[bytes, bytes | None] = OrderedDict()
+        self.root: Hash32 | None = None
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def lookup(self, root: Hash32, raw_key: bytes) -> bytes | object | None:
+        """The value of `raw_key` at `root`, or `_MISS` if not held (or `root` is not ours)."""
+        with self._lock:
+            if root != self.root:
+                return _MISS
+            values = self._values
+            value = values.get(raw_key, _MISS)
+            if value is not _MISS:
+                values.move_to_end(raw_key)
+            return value
+
+    def fill(self, root: Hash32, raw_key: bytes, value: bytes | None) -> None:
+        """Keep a value read through the trie at `root`, if `root` is still the cache's."""
+        with self._lock:
+            if root == self.root:
+                self._values[raw_key] = value
+                self._evict()
+
+    def advance(self, base: Hash32, root: Hash32, changes: Mapping[bytes, bytes | None]) -> None:
+        """`root` is the state `base` becomes with `changes` (None deletes): follow it, keeping
+        what is held when `base` is the cache's root, starting empty otherwise."""
+        with self._lock:
+            values = self._values
+            if base != self.root:
+                values.clear()
+            self.root = root
+            for raw_key, value in changes.items():
+                values[raw_key] = value
+                values.move_to_end(raw_key)
+            self._evict()
+
+    def reset(self, root: Hash32 | None) -> None:
+        """Hold nothing, at `root` (None: at no root); what is held stays if `root` is ours."""
+        with self._lock:
+            if root != self.root:
+                self._values.clear()
+                self.root = root
+
+    def _evict(self) -> None:
+        values = self._values
+        while len(values) > self._capacity:
+            values.popitem(last=False)
+
+
 class TrieState:
-    """The state at one root, read-only."""
+    """The state at one root, read-only; reads go through `values` when it is at this root."""
 
-    __slots__ = ("_trie", "root")
+    __slots__ = ("_trie", "_values", "root")
 
-    def __init__(self, nodes: NodeReader, root: Hash32, cache: NodeCache | None = None) -> None:
+    def __init__(
+        self,
+        nodes: NodeReader,
+        root: Hash32,
+        cache: NodeCache | None = None,
+        values: ValueCache | None = None,
+    ) -> None:
         self.root = root
         self._trie = Trie(nodes, root, cache=cache)
+        self._values = values
 
     def get(self, raw_key: bytes) -> bytes | None:
-        return self._trie.get(trie_key(raw_key))
+        values = self._values
+        if values is None:
+            return self._trie.get(trie_key(raw_key))
+        found = values.lookup(self.root, raw_key)
+        if found is not _MISS:
+            return found  # type: ignore[return-value]
+        value = self._trie.get(trie_key(raw_key))
+        values.fill(self.root, raw_key, value)
+        return value
 
     def commit(self, changes: Mapping[bytes, bytes | None]) -> TrieCommit:
         """The root and new nodes after applying raw-key changes (None deletes)."""

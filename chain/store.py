@@ -19,7 +19,7 @@ from chain.genesis import Genesis
 from chain.primitives import Hash32
 from chain.runtime.executive import BlockExecution
 from chain.runtime.framework import Event
-from chain.state import TrieState
+from chain.state import TrieState, ValueCache
 from chain.trie import NodeCache
 
 HEADERS = b"h"
@@ -54,11 +54,15 @@ class ChainStore:
     def __init__(self, db: Database, *, node_cache: NodeCache | None = None) -> None:
         self.db = db
         self.node_cache = node_cache or NodeCache()
+        self.values = ValueCache()
+        """The best block's state values; `state_at` and `best_state` read through it."""
         self._headers: OrderedDict[Hash32, Header] = OrderedDict()
         self._events: OrderedDict[Hash32, tuple[Event, ...]] = OrderedDict()
         self.genesis_hash: Hash32 | None = self._get_hash(_GENESIS)
         self.best_hash: Hash32 | None = self._get_hash(_BEST)
         self.finalized_hash: Hash32 | None = self._get_hash(_FINALIZED)
+        if self.best_hash is not None:
+            self.values.reset(self.require_header(self.best_hash).state_root)
 
     def _get_hash(self, key: bytes) -> Hash32 | None:
         value = self.db.get(key)
@@ -87,6 +91,7 @@ class ChainStore:
             batch.put(_FINALIZED, genesis.hash)
             batch.put(_LEAVES, genesis.hash)
         self.genesis_hash = self.best_hash = self.finalized_hash = genesis.hash
+        self.values.reset(genesis.block.header.state_root)
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -155,10 +160,10 @@ class ChainStore:
 
     def state_at(self, block_hash: bytes) -> TrieState:
         header = self.require_header(block_hash)
-        return TrieState(self.db.trie_nodes, header.state_root, self.node_cache)
+        return TrieState(self.db.trie_nodes, header.state_root, self.node_cache, self.values)
 
     def best_state(self) -> TrieState:
-        return TrieState(self.db.trie_nodes, self.best_header.state_root, self.node_cache)
+        return self.state_at(self.best_header.hash)
 
     def justification(self, block_hash: bytes) -> bytes | None:
         """The finality proof stored with a finalized block, if finality was reached on it."""
@@ -253,6 +258,7 @@ class ChainStore:
             raise
         if best:
             self.best_hash = block_hash
+            self.values.advance(execution.base, execution.commit.root, execution.changes)
         if finalize:
             self.finalized_hash = block_hash
         return route
@@ -262,6 +268,7 @@ class ChainStore:
         with self.db.batch() as batch:
             route = self._move_best(batch, block_hash, None)
         self.best_hash = Hash32(block_hash)
+        self.values.reset(self.require_header(block_hash).state_root)
         return route
 
     def finalize(self, block_hash: bytes, justification: bytes | None = None) -> None:

@@ -290,8 +290,11 @@ class ChainService:
         `_dry_runs`. Returns the outcome and the best block it ran on."""
         best = self.store.best_header
         # State and environment are taken on the loop; the thread reads the trie through a
-        # node cache of its own (the shared one is not thread-safe).
-        state = TrieState(self.store.db.trie_nodes, best.state_root, self._dry_run_cache)
+        # node cache of its own, and the best state's values through the store's value cache
+        # (which takes a lock for each read).
+        state = TrieState(
+            self.store.db.trie_nodes, best.state_root, self._dry_run_cache, self.store.values
+        )
         env = self.next_env()
         outcome = await trio.to_thread.run_sync(self._dry_run, state, checked, env)
         return outcome, best.hash

@@ -5,7 +5,7 @@ inputs give the same state root on every node."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -57,6 +57,10 @@ class BlockExecution:
     events: tuple[Event, ...]
     commit: TrieCommit
     """The new state root and the trie nodes to persist with the block."""
+    base: Hash32
+    """The state root the block was executed on (its parent's)."""
+    changes: Mapping[bytes, bytes | None]
+    """What the block wrote, by raw key (None deleted): `base` with these is `commit.root`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,5 +408,8 @@ class Runtime:
         ctx.phase = None
         for module in self.modules:
             module.on_finalize(ctx)
-        commit = parent.commit(ctx.state.changes)
-        return BlockExecution(ctx.env, extrinsics, tuple(outcomes), tuple(ctx.events), commit)
+        changes = ctx.state.changes
+        commit = parent.commit(changes)
+        return BlockExecution(
+            ctx.env, extrinsics, tuple(outcomes), tuple(ctx.events), commit, parent.root, changes
+        )
