@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,6 +25,7 @@ from chain.trie import (
     Trie,
     TrieCommit,
     _keccak,
+    _keccak_cffi,
     _keccak_wrapped,
 )
 
@@ -403,16 +405,19 @@ def test_a_node_evicted_between_its_lookup_and_its_use_is_still_read() -> None:
     assert all(trie.get(key) == key + key for key in keys)
 
 
-def test_the_fast_keccak_is_pycryptodomes_keccak_at_every_length_and_on_every_thread() -> None:
+@pytest.mark.parametrize("fast", [_keccak, _keccak_cffi()], ids=["extension", "cffi"])
+def test_the_fast_keccak_is_pycryptodomes_keccak_at_every_length_and_on_every_thread(
+    fast: Callable[[bytes], bytes],
+) -> None:
     rng = random.Random(3)
     samples = [rng.randbytes(n) for n in [*range(0, 300), 543, 544, 1000, 70_000]]
-    assert [_keccak(s) for s in samples] == [_keccak_wrapped(s) for s in samples]
-    assert _keccak(b"") == bytes.fromhex(
+    assert [fast(s) for s in samples] == [_keccak_wrapped(s) for s in samples]
+    assert fast(b"") == bytes.fromhex(
         "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"
     )
 
     def hashes(offset: int) -> list[bytes]:
-        return [_keccak(s) for s in samples[offset:] + samples[:offset]]
+        return [fast(s) for s in samples[offset:] + samples[:offset]]
 
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(hashes, range(0, 40, 10)))
