@@ -26,9 +26,13 @@ class StateReader(Protocol):
     def get(self, raw_key: bytes) -> bytes | None: ...
 
 
-DEFAULT_CACHE_VALUES = 131_072
-"""Values kept by a default `ValueCache`: an account's entry (raw key, record and the dictionary's
-own cost) is about 250 bytes, so some 32 MiB."""
+DEFAULT_CACHE_BYTES = 32 * 1024 * 1024
+"""What a default `ValueCache` may hold: some 110,000 accounts (an account's raw key, record and
+the dictionary's own cost are about 290 bytes)."""
+
+ENTRY_OVERHEAD = 200
+"""Bytes a held value costs beyond its key's and its own: two bytes objects' headers and the
+ordered dictionary's slot and link, rounded up."""
 
 _MISS: Final = object()
 """What `ValueCache.lookup` answers for a key it does not hold at that root."""
@@ -45,20 +49,30 @@ class ValueCache:
     held here is right for every reader at `root`, whoever filled it. Worker threads read it
     while the event loop moves it, so each operation holds a lock: a reader never sees one
     root's values under another's name, and a value read through the trie at a root that is no
-    longer the cache's is not kept."""
+    longer the cache's is not kept.
 
-    __slots__ = ("_capacity", "_lock", "_values", "root")
+    Bounded by bytes, keys included, the least recently used going first: any RPC client names
+    the keys it reads, and a key or value larger than `largest` is never held."""
 
-    def __init__(self, capacity: int = DEFAULT_CACHE_VALUES) -> None:
+    __slots__ = ("_capacity", "_largest", "_lock", "_size", "_values", "root")
+
+    def __init__(self, capacity: int = DEFAULT_CACHE_BYTES, *, largest: int | None = None) -> None:
         if capacity < 1:
-            raise ValueError(f"a value cache holds at least one value, not {capacity}")
+            raise ValueError(f"a value cache holds at least one byte, not {capacity}")
         self._capacity = capacity
+        self._largest = capacity // 16 if largest is None else largest
         self._lock = threading.Lock()
         self._values: OrderedDict[bytes, bytes | None] = OrderedDict()
+        self._size = 0
         self.root: Hash32 | None = None
 
     def __len__(self) -> int:
         return len(self._values)
+
+    @property
+    def size(self) -> int:
+        """What the held values cost, in bytes (see `ENTRY_OVERHEAD`)."""
+        return self._size
 
     def lookup(self, root: Hash32, raw_key: bytes) -> bytes | object | None:
         """The value of `raw_key` at `root`, or `_MISS` if not held (or `root` is not ours)."""
@@ -75,20 +89,20 @@ class ValueCache:
         """Keep a value read through the trie at `root`, if `root` is still the cache's."""
         with self._lock:
             if root == self.root:
-                self._values[raw_key] = value
+                self._put(raw_key, value)
                 self._evict()
 
     def advance(self, base: Hash32, root: Hash32, changes: Mapping[bytes, bytes | None]) -> None:
-        """`root` is the state `base` becomes with `changes` (None deletes): follow it, keeping
-        what is held when `base` is the cache's root, starting empty otherwise."""
+        """`root` is the state `base` becomes with `changes` (None or b"" deletes, as in the
+        trie): follow it, keeping what is held when `base` is the cache's root, starting empty
+        otherwise."""
         with self._lock:
-            values = self._values
             if base != self.root:
-                values.clear()
+                self._values.clear()
+                self._size = 0
             self.root = root
             for raw_key, value in changes.items():
-                values[raw_key] = value
-                values.move_to_end(raw_key)
+                self._put(raw_key, value or None)
             self._evict()
 
     def reset(self, root: Hash32 | None) -> None:
@@ -96,12 +110,28 @@ class ValueCache:
         with self._lock:
             if root != self.root:
                 self._values.clear()
+                self._size = 0
                 self.root = root
+
+    def _put(self, raw_key: bytes, value: bytes | None) -> None:
+        values = self._values
+        old = values.pop(raw_key, _MISS)
+        if old is not _MISS:
+            self._size -= _cost(raw_key, old)  # type: ignore[arg-type]
+        cost = _cost(raw_key, value)
+        if cost <= self._largest:  # else it is simply not held (nor is what it replaced)
+            values[raw_key] = value
+            self._size += cost
 
     def _evict(self) -> None:
         values = self._values
-        while len(values) > self._capacity:
-            values.popitem(last=False)
+        while self._size > self._capacity:
+            raw_key, value = values.popitem(last=False)
+            self._size -= _cost(raw_key, value)
+
+
+def _cost(raw_key: bytes, value: bytes | None) -> int:
+    return len(raw_key) + (0 if value is None else len(value)) + ENTRY_OVERHEAD
 
 
 class TrieState:

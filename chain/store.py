@@ -61,8 +61,9 @@ class ChainStore:
         self.genesis_hash: Hash32 | None = self._get_hash(_GENESIS)
         self.best_hash: Hash32 | None = self._get_hash(_BEST)
         self.finalized_hash: Hash32 | None = self._get_hash(_FINALIZED)
-        if self.best_hash is not None:
-            self.values.reset(self.require_header(self.best_hash).state_root)
+        best = None if self.best_hash is None else self.header(self.best_hash)
+        if best is not None:
+            self.values.reset(best.state_root)
 
     def _get_hash(self, key: bytes) -> Hash32 | None:
         value = self.db.get(key)

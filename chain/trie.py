@@ -34,10 +34,15 @@ def _keccak_function() -> Callable[[bytes], Hash32]:
     2-3 µs, and the extension's one call 0.9-2 µs (a leaf, a full branch). pycryptodome's
     wrapper is the last fallback; tests compare them all, and the trie's roots against
     `trie.HexaryTrie`'s."""
+    return _keccak_extension() or _keccak_cffi()
+
+
+def _keccak_extension() -> Callable[[bytes], Hash32] | None:
+    """keccak-256 by `safe-pysha3`, or None without it."""
     try:
         from sha3 import keccak_256  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover - the extension is a dependency
-        return _keccak_cffi()
+        return None
 
     def keccak256(data: bytes) -> Hash32:
         return Hash32(keccak_256(data).digest())

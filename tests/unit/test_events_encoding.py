@@ -32,7 +32,8 @@ def test_encoded_is_the_generic_encoding_and_decodes_back(event: Event) -> None:
     assert encoded == codec.encode(event.encode())
     decoded = codec.decode(encoded)
     assert isinstance(decoded, list)
-    assert Event.decode(decoded) == event
+    back = Event.decode(decoded)
+    assert type(back) is Event and back == event
 
 
 def test_a_boolean_value_is_refused_as_before() -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from chain.errors import BlockRejection, InvalidBlock
 from chain.importer import BlockImporter
 from chain.primitives import Hash32
 from chain.runtime import system
-from chain.state import _MISS, TrieState, ValueCache
+from chain.state import _MISS, ENTRY_OVERHEAD, TrieState, ValueCache
 from chain.store import ChainStore
 from chain.trie import BLANK_ROOT
 from tests.factories import ALICE, BOB, CHARLIE, DAVE
@@ -63,7 +64,8 @@ def test_advancing_applies_a_blocks_changes_and_forgets_a_state_it_does_not_foll
 
 
 def test_the_least_recently_used_values_go_first() -> None:
-    cache = ValueCache(capacity=3)
+    three = 3 * (2 + ENTRY_OVERHEAD)  # three one-byte keys and values
+    cache = ValueCache(capacity=three, largest=three)
     cache.reset(R1)
     for key in (b"a", b"b", b"c"):
         cache.fill(R1, key, key)
@@ -72,8 +74,45 @@ def test_the_least_recently_used_values_go_first() -> None:
     assert cache.lookup(R1, b"b") is _MISS
     cache.advance(R1, R2, {b"e": b"e"})  # c is now the least recently used
     assert [cache.lookup(R2, k) for k in (b"a", b"c", b"d", b"e")] == [b"a", _MISS, b"d", b"e"]
-    with pytest.raises(ValueError, match="at least one value"):
+    assert cache.size == three
+    with pytest.raises(ValueError, match="at least one byte"):
         ValueCache(capacity=0)
+
+
+def test_a_key_written_empty_is_held_as_absent_as_the_trie_deletes_it() -> None:
+    """The trie deletes a key set to b"": so does the cache, or a warm node would answer "0x"
+    where a cold one answers null."""
+    nodes: dict[bytes, bytes] = {}
+    before = TrieState(nodes, BLANK_ROOT).commit({b"index": b"1", b"other": b"2"})
+    nodes.update(before.nodes)
+    after = TrieState(nodes, before.root).commit({b"index": b""})
+    nodes.update(after.nodes)
+    cache = ValueCache()
+    cache.reset(before.root)
+    cache.advance(before.root, after.root, {b"index": b""})
+    assert TrieState(nodes, after.root).get(b"index") is None
+    assert TrieState(nodes, after.root, values=cache).get(b"index") is None
+
+
+def test_memory_is_bounded_by_bytes_whatever_keys_a_client_asks_for() -> None:
+    """An RPC client names the keys it reads: a flood of large keys, each absent, leaves the
+    cache within its bytes, and a key or value above `largest` is never held (nor is the value
+    it replaced)."""
+    cache = ValueCache(capacity=64 * 1024, largest=8 * 1024)
+    cache.reset(R1)
+    cache.fill(R1, b"account", b"x" * 40)
+    for n in range(1_000):
+        cache.fill(R1, n.to_bytes(4, "big") * 1024, None)  # 4 KiB keys
+        assert cache.size <= 64 * 1024
+    assert cache.size == sum(len(k) + ENTRY_OVERHEAD for k in cache._values)
+    cache.fill(R1, b"huge" * 4096, None)
+    assert cache.lookup(R1, b"huge" * 4096) is _MISS
+    cache.fill(R1, b"manifest", b"m")
+    cache.advance(R1, R2, {b"manifest": b"m" * 16 * 1024})
+    assert cache.lookup(R2, b"manifest") is _MISS  # not the old b"m"
+    assert cache.size == sum(
+        len(k) + len(v or b"") + ENTRY_OVERHEAD for k, v in cache._values.items()
+    )
 
 
 def keys_of_interest() -> list[bytes]:
@@ -156,6 +195,35 @@ def test_a_refused_block_leaves_the_cache_at_the_best_state(tmp_path: Path) -> N
     importer.import_block(block, finalize=True)
     assert system.account(store.best_state(), DAVE.public).free == 6_000_000
     db.close()
+
+
+class _MovedMidLookup(OrderedDict[bytes, bytes | None]):
+    """A cache's dictionary whose first lookup has another thread move the cache, and gives
+    that thread 0.2 s to finish before it answers: the worst moment for a reader."""
+
+    def __init__(self, move: Callable[[], None]) -> None:
+        super().__init__()
+        self.mover = threading.Thread(target=move)
+
+    def get(self, key: bytes, default: object = None) -> object:  # type: ignore[override]
+        if not self.mover.is_alive() and self.mover.ident is None:
+            self.mover.start()
+            self.mover.join(0.2)
+        return super().get(key, default)
+
+
+def test_a_move_during_a_lookup_waits_for_it() -> None:
+    """The event loop moves the cache to the next block while a worker thread is inside a
+    lookup at the block before: the reader gets its own root's value, and the move lands
+    after it."""
+    cache = ValueCache()
+    moved = _MovedMidLookup(lambda: cache.advance(R1, R2, {b"k": b"after"}))
+    cache._values = moved
+    cache.reset(R1)
+    cache.fill(R1, b"k", b"before")
+    assert cache.lookup(R1, b"k") == b"before"
+    moved.mover.join()
+    assert cache.root == R2 and cache.lookup(R2, b"k") == b"after"
 
 
 @pytest.fixture
