@@ -16,7 +16,7 @@ from chain.errors import BlockRejection, InvalidBlock
 from chain.importer import BlockImporter
 from chain.primitives import Hash32
 from chain.runtime import system
-from chain.state import _MISS, ENTRY_OVERHEAD, TrieState, ValueCache
+from chain.state import _MISS, DEFAULT_CACHE_BYTES, ENTRY_OVERHEAD, TrieState, ValueCache
 from chain.store import ChainStore
 from chain.trie import BLANK_ROOT
 from tests.factories import ALICE, BOB, CHARLIE, DAVE
@@ -92,6 +92,22 @@ def test_a_key_written_empty_is_held_as_absent_as_the_trie_deletes_it() -> None:
     cache.advance(before.root, after.root, {b"index": b""})
     assert TrieState(nodes, after.root).get(b"index") is None
     assert TrieState(nodes, after.root, values=cache).get(b"index") is None
+
+
+def test_a_clients_flood_of_large_keys_through_the_store_stays_within_the_cache(
+    tmp_path: Path,
+) -> None:
+    """`state_getStorage` reads `store.state_at(block).get(key)` with the client's key: 300 reads
+    of absent 256 KiB keys (75 MiB) leave the store's cache within its 32 MiB, and an
+    account read after them is still answered right."""
+    db, store, _runtime = open_store(tmp_path / "db")
+    best = store.best_hash or b""
+    for n in range(300):
+        assert store.state_at(best).get(n.to_bytes(4, "big") * 65_536) is None
+        assert store.values.size <= DEFAULT_CACHE_BYTES
+    assert store.values.size > DEFAULT_CACHE_BYTES // 2  # the keys were held, within the bound
+    assert system.account(store.best_state(), BOB.public).free == 10**18
+    db.close()
 
 
 def test_memory_is_bounded_by_bytes_whatever_keys_a_client_asks_for() -> None:
